@@ -1,0 +1,45 @@
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { database } from "./db/client";
+import { isDevelopment } from "./env";
+import { notFound } from "./errors";
+import type { AppEnv } from "./http/context";
+import { csrfProtection } from "./http/csrf";
+import { errorBody, errorResponse } from "./http/errors";
+import { securityHeaders } from "./http/security-headers";
+import { loadSession } from "./http/session";
+import { MAX_BODY_BYTES } from "./http/validation";
+import { accountRoutes } from "./routes/account";
+import { authRoutes } from "./routes/auth";
+import { devRoutes } from "./routes/dev";
+import { pageRoutes } from "./routes/pages";
+
+export const app = new Hono<AppEnv>()
+  .use(securityHeaders)
+  .use(async (c, next) => {
+    c.set("db", database(c.env.DB));
+    c.set("now", new Date());
+    await next();
+    // Nothing we serve but static assets may be cached: responses carry account data.
+    if (!c.res.headers.has("Cache-Control")) c.header("Cache-Control", "no-store");
+  })
+  .use(
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: (c) => c.json(errorBody("payload_too_large", `The request body is over ${MAX_BODY_BYTES} bytes.`), 413),
+    }),
+  )
+  .use(csrfProtection)
+  .use(loadSession)
+  .get("/api/health", (c) => c.json({ status: "ok" }))
+  .route("/api/auth", authRoutes)
+  .route("/api/me", accountRoutes)
+  .use("/dev/*", async (c, next) => {
+    // The dev outbox and friends exist only in development; in production they are plain 404s.
+    if (!isDevelopment(c.env)) throw notFound();
+    await next();
+  })
+  .route("/dev", devRoutes)
+  .route("/", pageRoutes)
+  .notFound((c) => c.json(errorBody("not_found", "Not found."), 404))
+  .onError((err, c) => errorResponse(c, err));

@@ -1,0 +1,26 @@
+// Errors the domain raises for the caller to see. The HTTP layer maps each to
+// {"error": {"code", "message"}} with its status; nothing here knows about HTTP frameworks.
+export type ErrorStatus = 400 | 401 | 403 | 404 | 409 | 413 | 415 | 429 | 503;
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: ErrorStatus,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+export const badRequest = (code: string, message: string) => new ApiError(400, code, message);
+export const unauthorized = (message = "You need to log in.") => new ApiError(401, "unauthorized", message);
+export const forbidden = (code: string, message: string) => new ApiError(403, code, message);
+export const notFound = (message = "Not found.") => new ApiError(404, "not_found", message);
+export const conflict = (code: string, message: string) => new ApiError(409, code, message);
+
+export function tooManyRequests(retryAfterSeconds: number): ApiError {
+  return new ApiError(429, "rate_limited", `Too many attempts. Try again in ${retryAfterSeconds} seconds.`, {
+    "Retry-After": String(retryAfterSeconds),
+  });
+}

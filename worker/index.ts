@@ -1,0 +1,10 @@
+import { app } from "./app";
+import type { Env } from "./env";
+import { runScheduledMaintenance } from "./scheduled";
+
+export default {
+  fetch: app.fetch,
+  async scheduled(controller, env, ctx) {
+    ctx.waitUntil(runScheduledMaintenance(env, new Date(controller.scheduledTime)));
+  },
+} satisfies ExportedHandler<Env>;

@@ -1,0 +1,126 @@
+import type { Mail } from "./mailer";
+
+// Plain-text messages. Links go both into the text and into `links`, in order.
+function mail(to: string, subject: string, lines: string[], links: string[]): Mail {
+  return { to, subject, text: `${lines.join("\n")}\n\n— Berth`, links };
+}
+
+export const templates = {
+  verifyEmail: (to: string, link: string) =>
+    mail(
+      to,
+      "Confirm your email address",
+      [
+        "Welcome to Berth.",
+        "",
+        "Confirm this email address by opening the link below (valid for 24 hours):",
+        link,
+        "",
+        "If you did not sign up, ignore this message.",
+      ],
+      [link],
+    ),
+
+  accountAlreadyExists: (to: string, loginLink: string, resetLink: string) =>
+    mail(
+      to,
+      "You already have a Berth account",
+      [
+        "Someone, probably you, tried to sign up with this address, but it already has a Berth account.",
+        "",
+        `Log in: ${loginLink}`,
+        `Forgot your password? ${resetLink}`,
+        "",
+        "If this was not you, you can ignore this message: nothing has changed.",
+      ],
+      [loginLink, resetLink],
+    ),
+
+  passwordReset: (to: string, link: string) =>
+    mail(
+      to,
+      "Reset your Berth password",
+      [
+        "Open the link below to choose a new password (valid for 1 hour, once):",
+        link,
+        "",
+        "Resetting logs you out everywhere. If you did not ask for this, ignore this message.",
+      ],
+      [link],
+    ),
+
+  passwordResetWithoutAccount: (to: string, signupLink: string) =>
+    mail(
+      to,
+      "Password reset requested",
+      [
+        "Someone asked to reset the password of a Berth account with this address, but there is none.",
+        "If you have an account, it may be under another address.",
+        "",
+        `Sign up: ${signupLink}`,
+      ],
+      [signupLink],
+    ),
+
+  passwordChanged: (to: string, resetLink: string) =>
+    mail(
+      to,
+      "Your Berth password was changed",
+      [
+        "The password of your Berth account was just changed and other sessions were logged out.",
+        "",
+        `If this was not you, reset your password now: ${resetLink}`,
+      ],
+      [resetLink],
+    ),
+
+  confirmEmailChange: (to: string, link: string) =>
+    mail(
+      to,
+      "Confirm your new email address",
+      [
+        "Open the link below to make this the email address of your Berth account (valid for 1 hour, once):",
+        link,
+        "",
+        "If you did not ask for this, ignore this message.",
+      ],
+      [link],
+    ),
+
+  emailChangeTargetTaken: (to: string, loginLink: string) =>
+    mail(
+      to,
+      "Email change not possible",
+      [
+        "Someone asked to move a Berth account to this address, but this address already has its own account.",
+        "Nothing has changed.",
+        "",
+        `Log in: ${loginLink}`,
+      ],
+      [loginLink],
+    ),
+
+  emailChangeRequested: (to: string, newEmail: string, resetLink: string) =>
+    mail(
+      to,
+      "Email change requested",
+      [
+        `Someone asked to change your Berth account's email address to ${newEmail}.`,
+        "It changes only once the link sent to the new address is opened.",
+        "",
+        `If this was not you, reset your password now: ${resetLink}`,
+      ],
+      [resetLink],
+    ),
+
+  emailChanged: (to: string, newEmail: string) =>
+    mail(
+      to,
+      "Your Berth email address was changed",
+      [
+        `Your Berth account's email address is now ${newEmail}; all sessions were logged out.`,
+        "If this was not you, contact Berth support at once.",
+      ],
+      [],
+    ),
+};

@@ -1,0 +1,113 @@
+import type { Child } from "hono/jsx";
+import { raw } from "hono/html";
+
+export interface Viewer {
+  email: string;
+}
+
+// Messages shown after a redirect; the query string carries only the key, never text.
+export const NOTICES = {
+  signed_up: "Check your inbox: we sent you a link to confirm your email address. You can log in meanwhile.",
+  verified: "Your email address is confirmed.",
+  verification_sent: "We sent a new confirmation link. Earlier links no longer work.",
+  logged_out: "You are logged out.",
+  logged_out_everywhere: "You are logged out on every device.",
+  reset_sent: "If that address has an account, we sent it a link to reset the password.",
+  password_reset: "Your password was changed and every session logged out. Log in with your new password.",
+  password_changed: "Your password was changed. Other sessions were logged out.",
+  email_change_sent: "Open the link we sent to the new address to confirm the change.",
+  email_changed: "Your email address was changed. Log in again.",
+} as const;
+
+export type NoticeKey = keyof typeof NOTICES;
+
+export function noticeFor(key: string | undefined): string | undefined {
+  return key && key in NOTICES ? NOTICES[key as NoticeKey] : undefined;
+}
+
+export function Layout(props: { title: string; viewer?: Viewer | null; children?: Child }) {
+  return (
+    <>
+      {raw("<!doctype html>")}
+      <html lang="en">
+        <head>
+          <meta charset="utf-8" />
+          <meta name="viewport" content="width=device-width, initial-scale=1" />
+          <title>{`${props.title} · Berth`}</title>
+          <link rel="stylesheet" href="/assets/app.css" />
+        </head>
+        <body>
+          <header class="site">
+            <a class="brand" href="/">
+              Berth
+            </a>
+            <nav aria-label="Account">
+              {props.viewer ? (
+                <>
+                  <a href="/account">Account</a>
+                  <form method="post" action="/logout" class="inline">
+                    <button type="submit" class="link">
+                      Log out
+                    </button>
+                  </form>
+                </>
+              ) : (
+                <>
+                  <a href="/login">Log in</a>
+                  <a href="/signup" class="button">
+                    Sign up
+                  </a>
+                </>
+              )}
+            </nav>
+          </header>
+          <main id="main">{props.children}</main>
+          <footer class="site">Managed Matrix homeservers, hosted in the US.</footer>
+        </body>
+      </html>
+    </>
+  );
+}
+
+export function Alert(props: { kind: "error" | "notice"; message?: string | undefined }) {
+  if (!props.message) return null;
+  return (
+    <p class={`alert ${props.kind}`} role={props.kind === "error" ? "alert" : "status"}>
+      {props.message}
+    </p>
+  );
+}
+
+export function Field(props: {
+  label: string;
+  name: string;
+  type?: string;
+  value?: string | undefined;
+  autocomplete?: string;
+  hint?: string;
+  minlength?: number;
+  maxlength?: number;
+}) {
+  const id = `field-${props.name}`;
+  return (
+    <div class="field">
+      <label for={id}>{props.label}</label>
+      <input
+        id={id}
+        name={props.name}
+        type={props.type ?? "text"}
+        value={props.value}
+        autocomplete={props.autocomplete}
+        minlength={props.minlength}
+        maxlength={props.maxlength}
+        aria-describedby={props.hint ? `${id}-hint` : undefined}
+        required
+      />
+      {props.hint ? (
+        <p class="hint" id={`${id}-hint`}>
+          {props.hint}
+        </p>
+      ) : null}
+    </div>
+  );
+}

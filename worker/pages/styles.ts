@@ -1,0 +1,33 @@
+// The one stylesheet, served from /assets/app.css (the CSP allows no inline styles).
+export const STYLESHEET = `
+:root { --ink: #17202a; --muted: #4a5560; --line: #d5dbe1; --accent: #0b5cad; --accent-ink: #fff;
+  --ok: #1e6b34; --warn: #8a4b00; --danger: #a61b1b; --bg: #f7f9fb; font-family: system-ui, sans-serif; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--ink); background: var(--bg); line-height: 1.5; }
+header.site, footer.site { display: flex; justify-content: space-between; align-items: center; gap: 1rem;
+  padding: 0.75rem 1.25rem; background: #fff; border-bottom: 1px solid var(--line); }
+footer.site { border-top: 1px solid var(--line); border-bottom: 0; color: var(--muted); margin-top: 3rem; }
+header.site nav { display: flex; align-items: center; gap: 1rem; }
+.brand { font-weight: 700; font-size: 1.25rem; color: var(--ink); text-decoration: none; }
+main { max-width: 44rem; margin: 0 auto; padding: 1.5rem 1.25rem; }
+a { color: var(--accent); }
+:focus-visible { outline: 3px solid #f0b400; outline-offset: 2px; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 1.25rem; margin: 1rem 0; }
+.field { margin-bottom: 1rem; }
+label { display: block; font-weight: 600; margin-bottom: 0.25rem; }
+input { width: 100%; padding: 0.6rem; font-size: 1rem; border: 1px solid #8a96a3; border-radius: 6px; }
+button, a.button { display: inline-block; padding: 0.6rem 1.1rem; font-size: 1rem; border-radius: 6px; border: 0;
+  background: var(--accent); color: var(--accent-ink); cursor: pointer; text-decoration: none; }
+button.danger { background: var(--danger); }
+button.link { background: none; color: var(--accent); padding: 0; text-decoration: underline; }
+form.inline { display: inline; }
+.hint { color: var(--muted); font-size: 0.9rem; margin: 0.25rem 0; }
+.alert { padding: 0.75rem 1rem; border-radius: 6px; border: 1px solid; }
+.alert.error { color: var(--danger); border-color: var(--danger); background: #fdf1f1; }
+.alert.notice { color: var(--ok); border-color: var(--ok); background: #eff8f1; }
+.badge { font-size: 0.8rem; padding: 0.1rem 0.5rem; border-radius: 999px; border: 1px solid; }
+.badge.ok { color: var(--ok); } .badge.warn { color: var(--warn); }
+.hero h1 { font-size: 2rem; line-height: 1.2; }
+pre { white-space: pre-wrap; word-break: break-word; background: var(--bg); padding: 0.75rem; border-radius: 6px; }
+.mail h2 { font-size: 1.1rem; margin: 0; }
+`;

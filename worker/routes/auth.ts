@@ -1,0 +1,101 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import {
+  changePassword,
+  confirmEmailChange,
+  confirmPasswordReset,
+  logIn,
+  requestEmailChange,
+  requestPasswordReset,
+  resendVerification,
+  signUp,
+  verifyEmail,
+} from "../auth/accounts";
+import { currentPasswordSchema, emailSchema, passwordSchema } from "../auth/credentials";
+import { revokeAllSessions, revokeSession } from "../auth/sessions";
+import { accountContext } from "../http/account-context";
+import type { AppEnv } from "../http/context";
+import { clearSessionCookie, requireAuth, setSessionCookie } from "../http/session";
+import { readJson } from "../http/validation";
+import { publicUser } from "../http/present";
+
+const credentials = z.strictObject({ email: emailSchema, password: passwordSchema });
+const loginCredentials = z.strictObject({ email: emailSchema, password: currentPasswordSchema });
+const tokenBody = z.strictObject({ token: z.string().min(1, "is required").max(256, "is too long") });
+
+export const authRoutes = new Hono<AppEnv>()
+  .post("/signup", async (c) => {
+    const { email, password } = await readJson(c, credentials);
+    await signUp(accountContext(c), email, password);
+    return c.json(
+      { status: "pending_verification", message: "Check your inbox: we sent a link to confirm your address." },
+      202,
+    );
+  })
+  .post("/verify-email", async (c) => {
+    const { token } = await readJson(c, tokenBody);
+    await verifyEmail(accountContext(c), token);
+    return c.json({ verified: true });
+  })
+  .post("/verify-email/resend", async (c) => {
+    await resendVerification(accountContext(c), requireAuth(c).user);
+    return c.json({ status: "sent" }, 202);
+  })
+  .post("/login", async (c) => {
+    const { email, password } = await readJson(c, loginCredentials);
+    const { user, cookie } = await logIn(accountContext(c), email, password);
+    // A fresh session on every log-in; the one this browser held before ends.
+    if (c.var.auth) await revokeSession(c.var.db, c.var.auth.session.id);
+    c.set("auth", null);
+    setSessionCookie(c, cookie);
+    return c.json({ user: publicUser(user) });
+  })
+  .post("/logout", async (c) => {
+    const auth = c.var.auth;
+    if (auth) await revokeSession(c.var.db, auth.session.id);
+    c.set("auth", null);
+    clearSessionCookie(c);
+    return c.body(null, 204);
+  })
+  .post("/logout-all", async (c) => {
+    const { user } = requireAuth(c);
+    await revokeAllSessions(c.var.db, user.id);
+    c.set("auth", null);
+    clearSessionCookie(c);
+    return c.body(null, 204);
+  })
+  .post("/password-reset/request", async (c) => {
+    const { email } = await readJson(c, z.strictObject({ email: emailSchema }));
+    await requestPasswordReset(accountContext(c), email);
+    return c.json({ status: "sent", message: "If that address has an account, we sent it a reset link." }, 202);
+  })
+  .post("/password-reset/confirm", async (c) => {
+    const { token, password } = await readJson(c, tokenBody.extend({ password: passwordSchema }));
+    await confirmPasswordReset(accountContext(c), token, password);
+    return c.json({ status: "password_reset", message: "Your password was changed. Log in with it." });
+  })
+  .post("/password-change", async (c) => {
+    const { user, session } = requireAuth(c);
+    const body = await readJson(
+      c,
+      z.strictObject({ currentPassword: currentPasswordSchema, newPassword: passwordSchema }),
+    );
+    await changePassword(accountContext(c), user, session.id, body.currentPassword, body.newPassword);
+    return c.json({ status: "password_changed" });
+  })
+  .post("/email-change/request", async (c) => {
+    const { user } = requireAuth(c);
+    const { newEmail, password } = await readJson(
+      c,
+      z.strictObject({ newEmail: emailSchema, password: currentPasswordSchema }),
+    );
+    await requestEmailChange(accountContext(c), user, newEmail, password);
+    return c.json({ status: "sent", message: "Open the link we sent to the new address to confirm it." }, 202);
+  })
+  .post("/email-change/confirm", async (c) => {
+    const { token } = await readJson(c, tokenBody);
+    await confirmEmailChange(accountContext(c), token);
+    c.set("auth", null);
+    clearSessionCookie(c);
+    return c.json({ status: "email_changed", message: "Your email address was changed. Log in again." });
+  });

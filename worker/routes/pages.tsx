@@ -1,0 +1,231 @@
+import { Hono, type Context } from "hono";
+import type { HtmlEscapedString } from "hono/utils/html";
+import { z } from "zod";
+import {
+  changePassword,
+  confirmEmailChange,
+  confirmPasswordReset,
+  logIn,
+  requestEmailChange,
+  requestPasswordReset,
+  resendVerification,
+  signUp,
+  verifyEmail,
+} from "../auth/accounts";
+import { currentPasswordSchema, emailSchema, passwordSchema } from "../auth/credentials";
+import { revokeAllSessions, revokeSession } from "../auth/sessions";
+import { ApiError } from "../errors";
+import { accountContext } from "../http/account-context";
+import type { AppEnv } from "../http/context";
+import { clearSessionCookie, setSessionCookie } from "../http/session";
+import { parseWith } from "../http/validation";
+import { AccountPage } from "../pages/account";
+import { ConfirmTokenPage, ForgotPasswordPage, LoginPage, MessagePage, ResetPasswordPage, SignupPage } from "../pages/auth";
+import { HomePage } from "../pages/home";
+import { noticeFor, type NoticeKey } from "../pages/layout";
+import { STYLESHEET } from "../pages/styles";
+
+// Server-rendered pages whose forms work without JavaScript: each POST runs
+// the same account service as the JSON API, then redirects (or re-renders the
+// form with the error and the API's status code).
+
+type PageContext = Context<AppEnv>;
+
+async function formFields(c: PageContext): Promise<Record<string, string>> {
+  const body = await c.req.parseBody();
+  return Object.fromEntries(Object.entries(body).filter((entry): entry is [string, string] => typeof entry[1] === "string"));
+}
+
+async function handleForm(c: PageContext, action: () => Promise<Response>, renderError: (message: string) => HtmlEscapedString | Promise<HtmlEscapedString>) {
+  try {
+    return await action();
+  } catch (error) {
+    if (!(error instanceof ApiError)) throw error;
+    for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
+    return c.html(renderError(error.message), error.status);
+  }
+}
+
+const redirectWithNotice = (c: PageContext, path: string, notice: NoticeKey) => c.redirect(`${path}?notice=${notice}`, 303);
+
+const tokenField = z.object({ token: z.string().min(1, "is missing").max(256) });
+
+export const pageRoutes = new Hono<AppEnv>()
+  .get("/assets/app.css", (c) => {
+    c.header("Cache-Control", "public, max-age=3600");
+    return c.body(STYLESHEET, 200, { "Content-Type": "text/css; charset=utf-8" });
+  })
+  .get("/", (c) => c.html(<HomePage viewer={c.var.auth?.user ?? null} />))
+
+  .get("/signup", (c) => c.html(<SignupPage />))
+  .post("/signup", async (c) => {
+    const fields = await formFields(c);
+    return handleForm(
+      c,
+      async () => {
+        const { email, password } = parseWith(z.object({ email: emailSchema, password: passwordSchema }), fields);
+        await signUp(accountContext(c), email, password);
+        return redirectWithNotice(c, "/login", "signed_up");
+      },
+      (error) => <SignupPage error={error} email={fields.email} />,
+    );
+  })
+
+  .get("/login", (c) => c.html(<LoginPage notice={noticeFor(c.req.query("notice"))} />))
+  .post("/login", async (c) => {
+    const fields = await formFields(c);
+    return handleForm(
+      c,
+      async () => {
+        const { email, password } = parseWith(z.object({ email: emailSchema, password: currentPasswordSchema }), fields);
+        const { cookie } = await logIn(accountContext(c), email, password);
+        if (c.var.auth) await revokeSession(c.var.db, c.var.auth.session.id);
+        c.set("auth", null);
+        setSessionCookie(c, cookie);
+        return c.redirect("/account", 303);
+      },
+      (error) => <LoginPage error={error} email={fields.email} />,
+    );
+  })
+
+  .post("/logout", async (c) => {
+    if (c.var.auth) await revokeSession(c.var.db, c.var.auth.session.id);
+    c.set("auth", null);
+    clearSessionCookie(c);
+    return redirectWithNotice(c, "/login", "logged_out");
+  })
+  .post("/logout-all", async (c) => {
+    if (c.var.auth) await revokeAllSessions(c.var.db, c.var.auth.user.id);
+    c.set("auth", null);
+    clearSessionCookie(c);
+    return redirectWithNotice(c, "/login", "logged_out_everywhere");
+  })
+
+  .get("/verify-email", (c) =>
+    c.html(
+      <ConfirmTokenPage
+        title="Confirm your email address"
+        text="Press the button to confirm this address for your Berth account."
+        action="/verify-email"
+        token={c.req.query("token") ?? ""}
+        button="Confirm my email"
+        viewer={c.var.auth?.user ?? null}
+      />,
+    ),
+  )
+  .post("/verify-email", async (c) => {
+    const fields = await formFields(c);
+    const viewer = c.var.auth?.user ?? null;
+    return handleForm(
+      c,
+      async () => {
+        await verifyEmail(accountContext(c), parseWith(tokenField, fields).token);
+        return c.html(<MessagePage title="Email confirmed" message="Your email address is confirmed." viewer={viewer} />);
+      },
+      (error) => <MessagePage title="Link not valid" message={error} viewer={viewer} status="error" />,
+    );
+  })
+
+  .get("/forgot-password", (c) => c.html(<ForgotPasswordPage notice={noticeFor(c.req.query("notice"))} />))
+  .post("/forgot-password", async (c) => {
+    const fields = await formFields(c);
+    return handleForm(
+      c,
+      async () => {
+        await requestPasswordReset(accountContext(c), parseWith(z.object({ email: emailSchema }), fields).email);
+        return redirectWithNotice(c, "/forgot-password", "reset_sent");
+      },
+      (error) => <ForgotPasswordPage error={error} email={fields.email} />,
+    );
+  })
+
+  .get("/reset-password", (c) => c.html(<ResetPasswordPage token={c.req.query("token") ?? ""} />))
+  .post("/reset-password", async (c) => {
+    const fields = await formFields(c);
+    return handleForm(
+      c,
+      async () => {
+        const { token, password } = parseWith(tokenField.extend({ password: passwordSchema }), fields);
+        await confirmPasswordReset(accountContext(c), token, password);
+        c.set("auth", null);
+        clearSessionCookie(c);
+        return redirectWithNotice(c, "/login", "password_reset");
+      },
+      (error) => <ResetPasswordPage token={fields.token ?? ""} error={error} />,
+    );
+  })
+
+  .get("/confirm-email-change", (c) =>
+    c.html(
+      <ConfirmTokenPage
+        title="Confirm your new email address"
+        text="Press the button to make this address your Berth account's email. You will be logged out everywhere."
+        action="/confirm-email-change"
+        token={c.req.query("token") ?? ""}
+        button="Confirm new address"
+        viewer={c.var.auth?.user ?? null}
+      />,
+    ),
+  )
+  .post("/confirm-email-change", async (c) => {
+    const fields = await formFields(c);
+    return handleForm(
+      c,
+      async () => {
+        await confirmEmailChange(accountContext(c), parseWith(tokenField, fields).token);
+        c.set("auth", null);
+        clearSessionCookie(c);
+        return redirectWithNotice(c, "/login", "email_changed");
+      },
+      (error) => <MessagePage title="Link not valid" message={error} status="error" />,
+    );
+  })
+
+  .get("/account", (c) => {
+    const auth = c.var.auth;
+    if (!auth) return c.redirect("/login", 303);
+    return c.html(<AccountPage user={auth.user} notice={noticeFor(c.req.query("notice"))} />);
+  })
+  .post("/account/resend-verification", async (c) => {
+    const auth = c.var.auth;
+    if (!auth) return c.redirect("/login", 303);
+    return handleForm(
+      c,
+      async () => {
+        await resendVerification(accountContext(c), auth.user);
+        return redirectWithNotice(c, "/account", "verification_sent");
+      },
+      (error) => <AccountPage user={auth.user} error={error} />,
+    );
+  })
+  .post("/account/email", async (c) => {
+    const auth = c.var.auth;
+    if (!auth) return c.redirect("/login", 303);
+    const fields = await formFields(c);
+    return handleForm(
+      c,
+      async () => {
+        const { newEmail, password } = parseWith(
+          z.object({ newEmail: emailSchema, password: currentPasswordSchema }),
+          fields,
+        );
+        await requestEmailChange(accountContext(c), auth.user, newEmail, password);
+        return redirectWithNotice(c, "/account", "email_change_sent");
+      },
+      (error) => <AccountPage user={auth.user} error={error} />,
+    );
+  })
+  .post("/account/password", async (c) => {
+    const auth = c.var.auth;
+    if (!auth) return c.redirect("/login", 303);
+    const fields = await formFields(c);
+    return handleForm(
+      c,
+      async () => {
+        const body = parseWith(z.object({ currentPassword: currentPasswordSchema, newPassword: passwordSchema }), fields);
+        await changePassword(accountContext(c), auth.user, auth.session.id, body.currentPassword, body.newPassword);
+        return redirectWithNotice(c, "/account", "password_changed");
+      },
+      (error) => <AccountPage user={auth.user} error={error} />,
+    );
+  });

@@ -1,0 +1,22 @@
+import { rotateSigningKeys } from "./auth/keyring";
+import { pruneRateLimitWindows } from "./auth/rate-limit";
+import { pruneExpiredSessions } from "./auth/sessions";
+import { pruneTokens } from "./auth/tokens";
+import { database } from "./db/client";
+import type { Env } from "./env";
+
+/** The cron job: key rotation and the pruning of everything that has expired. */
+export async function runScheduledMaintenance(env: Env, now: Date) {
+  const db = database(env.DB);
+  const keys = await rotateSigningKeys(db, env.SESSION_KEYRING_SECRET, now);
+  const report = {
+    event: "scheduled_maintenance",
+    keyRotated: keys.rotated,
+    keysDeleted: keys.deleted,
+    sessionsPruned: await pruneExpiredSessions(db, now),
+    tokensPruned: await pruneTokens(db, now),
+    rateLimitWindowsPruned: await pruneRateLimitWindows(db, now),
+  };
+  console.log(JSON.stringify(report));
+  return report;
+}
