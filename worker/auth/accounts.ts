@@ -1,11 +1,11 @@
-import { and, eq, ne } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { users, type User } from "../db/schema";
 import { badRequest, conflict, forbidden, unauthorized } from "../errors";
 import type { Mailer } from "../mail/mailer";
 import { templates } from "../mail/templates";
 import { burnVerificationTime, hashPassword, needsRehash, verifyPassword } from "./password";
-import { clearRateLimit, consumeRateLimits, type RateLimitName, type RateLimitRule } from "./rate-limit";
+import { clearRateLimit, consumeRateLimits, type RateLimitCheck, type RateLimitName, type RateLimitRule } from "./rate-limit";
 import { createSession, revokeAllSessions } from "./sessions";
 import { consumeToken, issueToken, revokeTokens } from "./tokens";
 
@@ -21,11 +21,21 @@ export interface AccountContext {
   keyringSecret: string | undefined;
 }
 
+const throttle = (ctx: AccountContext, checks: RateLimitCheck[]) =>
+  consumeRateLimits(ctx.db, ctx.rateLimits, checks, ctx.now);
+
 const invalidToken = () => badRequest("invalid_token", "This link is invalid, was already used, or has expired.");
 
 async function findUserByEmail(db: Database, email: string): Promise<User | undefined> {
   const [user] = await db.select().from(users).where(eq(users.email, email));
   return user;
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  for (let cause = error; cause instanceof Error; cause = cause.cause) {
+    if (cause.message.includes("UNIQUE constraint failed")) return true;
+  }
+  return false;
 }
 
 async function findUser(db: Database, id: string): Promise<User | undefined> {
@@ -44,15 +54,10 @@ async function sendVerification(ctx: AccountContext, user: Pick<User, "id" | "em
  * Both paths hash the password, so timing tells nothing either.
  */
 export async function signUp(ctx: AccountContext, email: string, password: string): Promise<void> {
-  await consumeRateLimits(
-    ctx.db,
-    ctx.rateLimits,
-    [
+  await throttle(ctx, [
       { name: "signup_ip", subject: ctx.clientIp },
       { name: "signup_email", subject: email },
-    ],
-    ctx.now,
-  );
+    ]);
   const passwordHash = await hashPassword(password);
   const existing = await findUserByEmail(ctx.db, email);
   if (existing) {
@@ -83,21 +88,16 @@ export async function verifyEmail(ctx: AccountContext, token: string): Promise<v
 
 export async function resendVerification(ctx: AccountContext, user: User): Promise<void> {
   if (user.emailVerifiedAt) throw conflict("already_verified", "Your email address is already verified.");
-  await consumeRateLimits(
-    ctx.db,
-    ctx.rateLimits,
-    [
+  await throttle(ctx, [
       { name: "verify_resend_ip", subject: ctx.clientIp },
       { name: "verify_resend_account", subject: user.id },
-    ],
-    ctx.now,
-  );
+    ]);
   await sendVerification(ctx, user);
 }
 
 export async function logIn(ctx: AccountContext, email: string, password: string) {
   const accountLimit = { name: "login_account", subject: email } as const;
-  await consumeRateLimits(ctx.db, ctx.rateLimits, [{ name: "login_ip", subject: ctx.clientIp }, accountLimit], ctx.now);
+  await throttle(ctx, [{ name: "login_ip", subject: ctx.clientIp }, accountLimit]);
   const user = await findUserByEmail(ctx.db, email);
   if (!user) {
     await burnVerificationTime(password);
@@ -117,15 +117,10 @@ export async function logIn(ctx: AccountContext, email: string, password: string
 
 /** Same answer, same kind of email, for known and unknown addresses. */
 export async function requestPasswordReset(ctx: AccountContext, email: string): Promise<void> {
-  await consumeRateLimits(
-    ctx.db,
-    ctx.rateLimits,
-    [
+  await throttle(ctx, [
       { name: "password_reset_ip", subject: ctx.clientIp },
       { name: "password_reset_email", subject: email },
-    ],
-    ctx.now,
-  );
+    ]);
   const user = await findUserByEmail(ctx.db, email);
   if (!user) {
     await ctx.mailer.send(templates.passwordResetWithoutAccount(email, ctx.link("/signup")));
@@ -169,7 +164,7 @@ export async function changePassword(
   currentPassword: string,
   newPassword: string,
 ): Promise<void> {
-  await consumeRateLimits(ctx.db, ctx.rateLimits, [{ name: "login_account", subject: user.email }], ctx.now);
+  await throttle(ctx, [{ name: "login_account", subject: user.email }]);
   await requireCurrentPassword(user, currentPassword);
   await ctx.db
     .update(users)
@@ -191,7 +186,7 @@ export async function requestEmailChange(
   newEmail: string,
   password: string,
 ): Promise<void> {
-  await consumeRateLimits(ctx.db, ctx.rateLimits, [{ name: "email_change_account", subject: user.id }], ctx.now);
+  await throttle(ctx, [{ name: "email_change_account", subject: user.id }]);
   await requireCurrentPassword(user, password);
   if (newEmail === user.email) throw badRequest("same_email", "That is already your email address.");
   const taken = await findUserByEmail(ctx.db, newEmail);
@@ -211,15 +206,16 @@ export async function confirmEmailChange(ctx: AccountContext, token: string): Pr
   if (!row) throw invalidToken();
   const user = await findUser(ctx.db, row.userId);
   if (!user) throw invalidToken();
-  const [taken] = await ctx.db
-    .select({ id: users.id })
-    .from(users)
-    .where(and(eq(users.email, row.email), ne(users.id, user.id)));
-  if (taken) throw conflict("email_taken", "That address now belongs to another account.");
-  await ctx.db
-    .update(users)
-    .set({ email: row.email, emailVerifiedAt: ctx.now, updatedAt: ctx.now })
-    .where(eq(users.id, user.id));
+  try {
+    await ctx.db
+      .update(users)
+      .set({ email: row.email, emailVerifiedAt: ctx.now, updatedAt: ctx.now })
+      .where(eq(users.id, user.id));
+  } catch (error) {
+    // The address got its own account after the link was sent.
+    if (isUniqueViolation(error)) throw conflict("email_taken", "That address now belongs to another account.");
+    throw error;
+  }
   await revokeAllSessions(ctx.db, user.id);
   await revokeTokens(ctx.db, user.id, ["verify_email", "password_reset"]);
   await ctx.mailer.send(templates.emailChanged(user.email, row.email));

@@ -22,14 +22,18 @@ export class KeyringSecretMissing extends Error {
   }
 }
 
-const wrappingKeys = new Map<string, Promise<CryptoKey>>();
-const hmacKeys = new Map<string, Promise<CryptoKey>>();
+// Per wrapping secret: its AES key and the HMAC keys unwrapped with it, cached for the isolate's life.
+interface UnwrapCache {
+  wrapping: Promise<CryptoKey>;
+  hmac: Map<string, Promise<CryptoKey>>;
+}
+const caches = new Map<string, UnwrapCache>();
 
-function wrappingKey(secret: string | undefined): Promise<CryptoKey> {
+function cacheFor(secret: string | undefined): UnwrapCache {
   if (!secret) throw new KeyringSecretMissing();
-  let key = wrappingKeys.get(secret);
-  if (!key) {
-    key = crypto.subtle
+  let cache = caches.get(secret);
+  if (!cache) {
+    const wrapping = crypto.subtle
       .importKey("raw", utf8(secret), "HKDF", false, ["deriveKey"])
       .then((material) =>
         crypto.subtle.deriveKey(
@@ -40,36 +44,38 @@ function wrappingKey(secret: string | undefined): Promise<CryptoKey> {
           ["encrypt", "decrypt"],
         ),
       );
-    wrappingKeys.set(secret, key);
+    cache = { wrapping, hmac: new Map() };
+    caches.set(secret, cache);
   }
-  return key;
+  return cache;
 }
 
 async function wrap(secret: string | undefined, kid: string, raw: Uint8Array): Promise<string> {
   const iv = randomBytes(12);
   const sealed = await crypto.subtle.encrypt(
     { name: "AES-GCM", iv, additionalData: utf8(kid) },
-    await wrappingKey(secret),
+    await cacheFor(secret).wrapping,
     raw,
   );
   return `${base64Encode(iv)}.${base64Encode(new Uint8Array(sealed))}`;
 }
 
 function unwrapToHmacKey(secret: string | undefined, kid: string, wrapped: string): Promise<CryptoKey> {
+  const cache = cacheFor(secret);
   const cacheKey = `${kid}:${wrapped}`;
-  let key = hmacKeys.get(cacheKey);
+  let key = cache.hmac.get(cacheKey);
   if (!key) {
     key = (async () => {
       const [iv, sealed] = wrapped.split(".");
       const raw = await crypto.subtle.decrypt(
         { name: "AES-GCM", iv: base64Decode(iv!), additionalData: utf8(kid) },
-        await wrappingKey(secret),
+        await cache.wrapping,
         base64Decode(sealed!),
       );
       return crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
     })();
-    key.catch(() => hmacKeys.delete(cacheKey));
-    hmacKeys.set(cacheKey, key);
+    key.catch(() => cache.hmac.delete(cacheKey));
+    cache.hmac.set(cacheKey, key);
   }
   return key;
 }

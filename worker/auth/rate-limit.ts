@@ -32,7 +32,7 @@ export interface RateLimitRule {
   windowMs: number;
 }
 
-const overridesSchema = z.record(
+const overridesSchema = z.partialRecord(
   z.enum(Object.keys(RATE_LIMIT_RULES) as [RateLimitName, ...RateLimitName[]]),
   z.strictObject({ limit: z.number().int().positive().optional(), windowMs: z.number().int().positive().optional() }),
 );

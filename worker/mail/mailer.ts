@@ -50,7 +50,8 @@ export class ResendMailer implements Mailer {
   constructor(
     private readonly apiKey: string,
     private readonly from: string,
-    private readonly fetcher: typeof fetch = fetch,
+    // Wrapped: Workers' fetch throws when called with another `this`.
+    private readonly fetcher: typeof fetch = (input, init) => fetch(input, init),
   ) {}
 
   async send(mail: Mail): Promise<void> {

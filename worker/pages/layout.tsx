@@ -34,6 +34,7 @@ export function Layout(props: { title: string; viewer?: Viewer | null; children?
           <meta charset="utf-8" />
           <meta name="viewport" content="width=device-width, initial-scale=1" />
           <title>{`${props.title} · Berth`}</title>
+          <link rel="icon" href="data:," />
           <link rel="stylesheet" href="/assets/app.css" />
         </head>
         <body>

@@ -1,4 +1,4 @@
-import { Layout } from "./layout";
+import { Layout, type Viewer } from "./layout";
 
 export interface OutboxMessage {
   to: string;
@@ -8,9 +8,9 @@ export interface OutboxMessage {
   sentAt: string;
 }
 
-export function MailboxPage(props: { messages: OutboxMessage[] }) {
+export function MailboxPage(props: { messages: OutboxMessage[]; viewer: Viewer | null }) {
   return (
-    <Layout title="Dev mailbox">
+    <Layout title="Dev mailbox" viewer={props.viewer}>
       <h1>Dev mailbox</h1>
       <p class="hint">
         Development only: every email the Worker sent, newest first. Also as <a href="/dev/mailbox.json">JSON</a>.

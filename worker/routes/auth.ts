@@ -12,10 +12,9 @@ import {
   verifyEmail,
 } from "../auth/accounts";
 import { currentPasswordSchema, emailSchema, passwordSchema } from "../auth/credentials";
-import { revokeAllSessions, revokeSession } from "../auth/sessions";
 import { accountContext } from "../http/account-context";
 import type { AppEnv } from "../http/context";
-import { clearSessionCookie, requireAuth, setSessionCookie } from "../http/session";
+import { endSession, forgetSession, requireAuth, startSession } from "../http/session";
 import { readJson } from "../http/validation";
 import { publicUser } from "../http/present";
 
@@ -44,24 +43,16 @@ export const authRoutes = new Hono<AppEnv>()
   .post("/login", async (c) => {
     const { email, password } = await readJson(c, loginCredentials);
     const { user, cookie } = await logIn(accountContext(c), email, password);
-    // A fresh session on every log-in; the one this browser held before ends.
-    if (c.var.auth) await revokeSession(c.var.db, c.var.auth.session.id);
-    c.set("auth", null);
-    setSessionCookie(c, cookie);
+    await startSession(c, cookie);
     return c.json({ user: publicUser(user) });
   })
   .post("/logout", async (c) => {
-    const auth = c.var.auth;
-    if (auth) await revokeSession(c.var.db, auth.session.id);
-    c.set("auth", null);
-    clearSessionCookie(c);
+    await endSession(c);
     return c.body(null, 204);
   })
   .post("/logout-all", async (c) => {
-    const { user } = requireAuth(c);
-    await revokeAllSessions(c.var.db, user.id);
-    c.set("auth", null);
-    clearSessionCookie(c);
+    requireAuth(c);
+    await endSession(c, "everywhere");
     return c.body(null, 204);
   })
   .post("/password-reset/request", async (c) => {
@@ -95,7 +86,6 @@ export const authRoutes = new Hono<AppEnv>()
   .post("/email-change/confirm", async (c) => {
     const { token } = await readJson(c, tokenBody);
     await confirmEmailChange(accountContext(c), token);
-    c.set("auth", null);
-    clearSessionCookie(c);
+    forgetSession(c);
     return c.json({ status: "email_changed", message: "Your email address was changed. Log in again." });
   });

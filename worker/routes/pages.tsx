@@ -13,11 +13,10 @@ import {
   verifyEmail,
 } from "../auth/accounts";
 import { currentPasswordSchema, emailSchema, passwordSchema } from "../auth/credentials";
-import { revokeAllSessions, revokeSession } from "../auth/sessions";
 import { ApiError } from "../errors";
 import { accountContext } from "../http/account-context";
 import type { AppEnv } from "../http/context";
-import { clearSessionCookie, setSessionCookie } from "../http/session";
+import { endSession, forgetSession, startSession } from "../http/session";
 import { parseWith } from "../http/validation";
 import { AccountPage } from "../pages/account";
 import { ConfirmTokenPage, ForgotPasswordPage, LoginPage, MessagePage, ResetPasswordPage, SignupPage } from "../pages/auth";
@@ -79,9 +78,7 @@ export const pageRoutes = new Hono<AppEnv>()
       async () => {
         const { email, password } = parseWith(z.object({ email: emailSchema, password: currentPasswordSchema }), fields);
         const { cookie } = await logIn(accountContext(c), email, password);
-        if (c.var.auth) await revokeSession(c.var.db, c.var.auth.session.id);
-        c.set("auth", null);
-        setSessionCookie(c, cookie);
+        await startSession(c, cookie);
         return c.redirect("/account", 303);
       },
       (error) => <LoginPage error={error} email={fields.email} />,
@@ -89,15 +86,11 @@ export const pageRoutes = new Hono<AppEnv>()
   })
 
   .post("/logout", async (c) => {
-    if (c.var.auth) await revokeSession(c.var.db, c.var.auth.session.id);
-    c.set("auth", null);
-    clearSessionCookie(c);
+    await endSession(c);
     return redirectWithNotice(c, "/login", "logged_out");
   })
   .post("/logout-all", async (c) => {
-    if (c.var.auth) await revokeAllSessions(c.var.db, c.var.auth.user.id);
-    c.set("auth", null);
-    clearSessionCookie(c);
+    await endSession(c, "everywhere");
     return redirectWithNotice(c, "/login", "logged_out_everywhere");
   })
 
@@ -147,8 +140,7 @@ export const pageRoutes = new Hono<AppEnv>()
       async () => {
         const { token, password } = parseWith(tokenField.extend({ password: passwordSchema }), fields);
         await confirmPasswordReset(accountContext(c), token, password);
-        c.set("auth", null);
-        clearSessionCookie(c);
+        forgetSession(c);
         return redirectWithNotice(c, "/login", "password_reset");
       },
       (error) => <ResetPasswordPage token={fields.token ?? ""} error={error} />,
@@ -173,8 +165,7 @@ export const pageRoutes = new Hono<AppEnv>()
       c,
       async () => {
         await confirmEmailChange(accountContext(c), parseWith(tokenField, fields).token);
-        c.set("auth", null);
-        clearSessionCookie(c);
+        forgetSession(c);
         return redirectWithNotice(c, "/login", "email_changed");
       },
       (error) => <MessagePage title="Link not valid" message={error} status="error" />,

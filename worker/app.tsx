@@ -13,6 +13,7 @@ import { accountRoutes } from "./routes/account";
 import { authRoutes } from "./routes/auth";
 import { devRoutes } from "./routes/dev";
 import { pageRoutes } from "./routes/pages";
+import { MessagePage } from "./pages/auth";
 
 export const app = new Hono<AppEnv>()
   .use(securityHeaders)
@@ -41,5 +42,10 @@ export const app = new Hono<AppEnv>()
   })
   .route("/dev", devRoutes)
   .route("/", pageRoutes)
-  .notFound((c) => c.json(errorBody("not_found", "Not found."), 404))
+  .notFound((c) =>
+    // People get a page; programs (and everything under /api) get the JSON error shape.
+    !c.req.path.startsWith("/api/") && c.req.header("accept")?.includes("text/html")
+      ? c.html(<MessagePage title="Page not found" message="There is nothing at this address." viewer={c.var.auth?.user ?? null} status="error" />, 404)
+      : c.json(errorBody("not_found", "Not found."), 404),
+  )
   .onError((err, c) => errorResponse(c, err));

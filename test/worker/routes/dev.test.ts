@@ -1,0 +1,35 @@
+import { describe, expect, it } from "vitest";
+import { call, expectError, mailbox, signUp } from "../helpers";
+
+describe("the dev mailbox", () => {
+  it("lists every email as JSON, newest first: to, subject, text, links, sent-at", async () => {
+    const { email } = await signUp();
+    await call("/api/auth/password-reset/request", { method: "POST", body: { email } });
+    const mails = await mailbox(email);
+    expect(mails.map((mail) => mail.subject)).toEqual(["Reset your Berth password", "Confirm your email address"]);
+    for (const mail of mails) {
+      expect(Object.keys(mail).sort()).toEqual(["links", "sentAt", "subject", "text", "to"]);
+      expect(mail.to).toBe(email);
+      expect(new Date(mail.sentAt).toISOString()).toBe(mail.sentAt);
+    }
+    const all = (await (await call("/dev/mailbox.json")).json()) as { to: string }[];
+    expect(all.some((mail) => mail.to === email)).toBe(true);
+  });
+
+  it("shows the same mail as a page", async () => {
+    const { email } = await signUp();
+    const page = await call("/dev/mailbox");
+    expect(page.status).toBe(200);
+    expect(page.headers.get("content-type")).toMatch(/^text\/html/);
+    const html = await page.text();
+    expect(html).toContain(email);
+    expect(html).toContain("/verify-email?token=");
+  });
+
+  it("does not exist in the production configuration", async () => {
+    const production = { ENVIRONMENT: "production" };
+    await expectError(await call("/dev/mailbox", { env: production }), 404, "not_found");
+    await expectError(await call("/dev/mailbox.json", { env: production }), 404, "not_found");
+    expect((await call("/api/health", { env: production })).status).toBe(200);
+  });
+});

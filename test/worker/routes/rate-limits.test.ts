@@ -1,0 +1,106 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { RATE_LIMIT_RULES } from "../../../worker/auth/rate-limit";
+import { MINUTE, advance, call, expectError, logIn, post, randomIp, signUp, uniqueEmail, PASSWORD } from "../helpers";
+
+afterEach(() => vi.useRealTimers());
+
+async function expect429(response: Response) {
+  await expectError(response, 429, "rate_limited");
+  const retryAfter = Number(response.headers.get("retry-after"));
+  expect(Number.isInteger(retryAfter)).toBe(true);
+  expect(retryAfter).toBeGreaterThan(0);
+  return retryAfter;
+}
+
+describe("rate limits", () => {
+  it("lock an account after 10 failed log-ins in 15 minutes, whatever the IP, then let it go", async () => {
+    const { email } = await signUp();
+    for (let i = 0; i < RATE_LIMIT_RULES.login_account.limit; i++) {
+      await expectError(await post("/api/auth/login", { email, password: `wrong guess ${i}` }), 401);
+    }
+    const retryAfter = await expect429(await post("/api/auth/login", { email, password: PASSWORD }));
+    expect(retryAfter).toBeLessThanOrEqual(15 * 60);
+    advance(retryAfter * 1000 + 1000);
+    await logIn(email);
+  });
+
+  it("count unknown accounts the same way (no enumeration through 429s)", async () => {
+    const email = uniqueEmail("ghost");
+    for (let i = 0; i < RATE_LIMIT_RULES.login_account.limit; i++) {
+      await expectError(await post("/api/auth/login", { email, password: `wrong guess ${i}` }), 401);
+    }
+    await expect429(await post("/api/auth/login", { email, password: "wrong again" }));
+  });
+
+  it("a successful log-in clears the account's failure count", async () => {
+    const { email } = await signUp();
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < RATE_LIMIT_RULES.login_account.limit - 1; i++) {
+        await expectError(await post("/api/auth/login", { email, password: `wrong guess ${i}` }), 401);
+      }
+      await logIn(email);
+    }
+  });
+
+  it("limit log-ins per IP", async () => {
+    const ip = randomIp();
+    const env = { RATE_LIMITS: JSON.stringify({ login_ip: { limit: 3 } }) };
+    for (let i = 0; i < 3; i++) {
+      await expectError(await post("/api/auth/login", { email: uniqueEmail(), password: "whatever123" }, { ip, env }), 401);
+    }
+    await expect429(await post("/api/auth/login", { email: uniqueEmail(), password: "whatever123" }, { ip, env }));
+    // Another address is unaffected.
+    await expectError(await post("/api/auth/login", { email: uniqueEmail(), password: "whatever123" }, { env }), 401);
+  });
+
+  it("limit sign-ups per IP and per address", async () => {
+    const ip = randomIp();
+    const env = { RATE_LIMITS: JSON.stringify({ signup_ip: { limit: 2 } }) };
+    for (let i = 0; i < 2; i++) {
+      expect((await post("/api/auth/signup", { email: uniqueEmail(), password: PASSWORD }, { ip, env })).status).toBe(202);
+    }
+    await expect429(await post("/api/auth/signup", { email: uniqueEmail(), password: PASSWORD }, { ip, env }));
+
+    const email = uniqueEmail();
+    for (let i = 0; i < RATE_LIMIT_RULES.signup_email.limit; i++) {
+      expect((await post("/api/auth/signup", { email, password: PASSWORD })).status).toBe(202);
+    }
+    await expect429(await post("/api/auth/signup", { email, password: PASSWORD }));
+  });
+
+  it("limit password-reset requests per address and per IP", async () => {
+    const { email } = await signUp();
+    for (let i = 0; i < RATE_LIMIT_RULES.password_reset_email.limit; i++) {
+      expect((await post("/api/auth/password-reset/request", { email })).status).toBe(202);
+    }
+    await expect429(await post("/api/auth/password-reset/request", { email }));
+
+    const ip = randomIp();
+    const env = { RATE_LIMITS: JSON.stringify({ password_reset_ip: { limit: 1 } }) };
+    expect((await post("/api/auth/password-reset/request", { email: uniqueEmail() }, { ip, env })).status).toBe(202);
+    await expect429(await post("/api/auth/password-reset/request", { email: uniqueEmail() }, { ip, env }));
+  });
+
+  it("limit verification resends per account", async () => {
+    const { email } = await signUp();
+    const cookie = await logIn(email);
+    for (let i = 0; i < RATE_LIMIT_RULES.verify_resend_account.limit; i++) {
+      expect((await post("/api/auth/verify-email/resend", undefined, { cookie })).status).toBe(202);
+    }
+    await expect429(await post("/api/auth/verify-email/resend", undefined, { cookie }));
+    advance(61 * MINUTE);
+    expect((await post("/api/auth/verify-email/resend", undefined, { cookie })).status).toBe(202);
+  });
+
+  it("show the limit on pages too, with Retry-After", async () => {
+    const ip = randomIp();
+    const env = { RATE_LIMITS: JSON.stringify({ login_ip: { limit: 1 } }) };
+    const form = () => new URLSearchParams({ email: uniqueEmail(), password: "whatever123" });
+    const headers = { "content-type": "application/x-www-form-urlencoded" };
+    expect((await call("/login", { method: "POST", rawBody: form(), headers, ip, env })).status).toBe(401);
+    const limited = await call("/login", { method: "POST", rawBody: form(), headers, ip, env });
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect(await limited.text()).toContain("Too many attempts");
+  });
+});
