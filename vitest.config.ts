@@ -1,6 +1,7 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
+import { STRIPE_WEBHOOK_SECRET } from "./test/worker/constants.ts";
 
 const migrations = fileURLToPath(new URL("./migrations", import.meta.url));
 
@@ -10,12 +11,14 @@ export default defineConfig({
       {
         // Inside workerd with real D1, against wrangler.toml plus development settings.
         plugins: [
-          cloudflareTest(async () => ({
+          cloudflareTest(async ({ inject }) => ({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
               bindings: {
                 ENVIRONMENT: "development",
                 SESSION_KEYRING_SECRET: "test-keyring-secret-0123456789abcdef0123456789abcdef",
+                STRIPE_API_URL: inject("stripeEmulatorUrl"),
+                STRIPE_WEBHOOK_SECRET,
                 TEST_MIGRATIONS: await readD1Migrations(migrations),
               },
             },
@@ -25,6 +28,16 @@ export default defineConfig({
           name: "worker",
           include: ["test/worker/**/*.test.{ts,tsx}"],
           setupFiles: ["./test/worker/setup.ts"],
+          globalSetup: ["./test/worker/global-setup.ts"],
+          testTimeout: 60_000,
+        },
+      },
+      {
+        // Development tools that run in Node, such as the local Stripe emulator.
+        test: {
+          name: "tools",
+          include: ["test/emulator/**/*.test.ts"],
+          environment: "node",
           testTimeout: 60_000,
         },
       },

@@ -1,7 +1,9 @@
 // Small helpers shared by the benchmarks.
 import { readFileSync } from "node:fs";
+import { Agent, request } from "node:http";
 import os from "node:os";
 import { join } from "node:path";
+import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 
 export const root = fileURLToPath(new URL("..", import.meta.url));
@@ -39,3 +41,78 @@ export function table(headers, rows) {
   const line = (row) => row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join("  ");
   return [line(cells[0]), widths.map((w) => "-".repeat(w)).join("  "), ...cells.slice(1).map(line)].join("\n");
 }
+
+function send(agent, url, method, headers, body, wantBody) {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent, method, headers, timeout: 10_000 }, (res) => {
+      const chunks = [];
+      if (wantBody) res.on("data", (chunk) => chunks.push(chunk));
+      else res.resume();
+      res.on("end", () => resolve({ status: res.statusCode, body: wantBody ? Buffer.concat(chunks).toString("utf8") : undefined }));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error(`${method} ${url} timed out`)));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+/**
+ * `requests` HTTP requests with `concurrency` in flight over keep-alive connections.
+ * `body(i)` (optional) gives request i's body: a string or Buffer, or
+ * `{ body, headers }` when the request also needs headers of its own (a
+ * signature over that body, say); it is called before a request's clock starts.
+ * Without `check`, every answer must be a 200 and its body is not read; with it,
+ * `check({ status, body }, i)` gets the body as text and throws to fail the run.
+ * Returns { ms, latencies } (wall time of the whole run, ms per request).
+ */
+export async function load(url, { method = "GET", headers = {}, body, check, requests, concurrency }) {
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const latencies = [];
+  let issued = 0;
+  let failed = false;
+  const start = performance.now();
+  const client = async () => {
+    while (issued < requests && !failed) {
+      const i = issued++;
+      let requestHeaders = headers;
+      let payload = body?.(i);
+      if (payload !== undefined && typeof payload !== "string" && !Buffer.isBuffer(payload)) {
+        requestHeaders = { ...headers, ...payload.headers };
+        payload = payload.body;
+      }
+      const t0 = performance.now();
+      try {
+        const answer = await send(agent, url, method, requestHeaders, payload, Boolean(check));
+        latencies.push(performance.now() - t0);
+        if (check) check(answer, i);
+        else if (answer.status !== 200) throw new Error(`${method} ${url} answered ${answer.status}`);
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: concurrency }, client));
+  } finally {
+    agent.destroy();
+  }
+  return { ms: performance.now() - start, latencies };
+}
+
+/** Requests, req/s, p50, p99 and mean over one or more load() runs. */
+export function summarize(runs) {
+  const latencies = runs.flatMap((run) => run.latencies).sort((a, b) => a - b);
+  const ms = runs.reduce((sum, run) => sum + run.ms, 0);
+  return {
+    requests: latencies.length,
+    reqPerSec: (latencies.length / ms) * 1000,
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+    meanMs: latencies.reduce((sum, value) => sum + value, 0) / latencies.length,
+  };
+}
+
+/** Requests per ms of one load() run. */
+export const rate = (run) => run.latencies.length / run.ms;

@@ -1,11 +1,14 @@
-// `npm run bench`: the KDF and session-check benchmarks, printed as tables and
-// written to bench-results/latest.json. Ratios are the headline; absolute
-// numbers depend on the machine, printed first.
+// `npm run bench`: the KDF, session-check and Stripe webhook benchmarks, printed
+// as tables and written to bench-results/latest.json. Ratios are the headline;
+// absolute numbers depend on the machine, printed first. The two HTTP benchmarks
+// share one dev server (Worker + Stripe emulator), started after the KDF one.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { startDevServer } from "./dev-server.mjs";
 import { benchKdf } from "./kdf.mjs";
 import { machineInfo, root, round, table } from "./lib.mjs";
 import { benchSessionCheck } from "./session-check.mjs";
+import { benchWebhooks } from "./webhooks.mjs";
 
 const TIME_BUDGET_MS = 180_000;
 
@@ -43,7 +46,14 @@ console.log(
 );
 console.log("ms/hash is timed inside the Worker for workerd rows; wall is Node's clock around dispatchFetch.");
 
-const session = await benchSessionCheck();
+const server = await startDevServer();
+let session, webhooks;
+try {
+  session = await benchSessionCheck({ server });
+  webhooks = await benchWebhooks({ server });
+} finally {
+  await server.stop();
+}
 console.log(
   `\nSession check on wrangler dev: ${session.concurrency} in flight, ${session.rounds} alternating rounds, after ${session.warmup} warm-up requests each`,
 );
@@ -56,6 +66,23 @@ console.log(
     ].map(([name, s]) => [name, s.requests, round(s.reqPerSec, 0), round(s.p50Ms, 1), round(s.p99Ms, 1)]),
   ),
 );
+
+console.log(
+  `\nStripe webhooks on wrangler dev: signed invoice.paid events (${webhooks.payloadBytes} bytes) for a real paid invoice, ` +
+    `${webhooks.concurrency} in flight, ${webhooks.rounds} rounds of health / new / same events again, ` +
+    `after ${webhooks.warmup.events} warm-up events (new and duplicate) and ${webhooks.warmup.health} health requests`,
+);
+console.log(
+  table(
+    ["route", "requests", "req/s", "p50 ms", "p99 ms", "mean ms"],
+    [
+      ["GET /api/health", webhooks.health],
+      ["POST /webhooks/stripe, new event", webhooks.fresh],
+      ["POST /webhooks/stripe, duplicate", webhooks.duplicate],
+    ].map(([name, s]) => [name, s.requests, round(s.reqPerSec, 0), round(s.p50Ms, 1), round(s.p99Ms, 1), round(s.meanMs, 1)]),
+  ),
+);
+console.log("A new event is verified, recorded, and re-reads the invoice and subscription from the emulator; a duplicate is verified and found.");
 
 const spread = (values) => `${round(Math.min(...values))}–${round(Math.max(...values))}`;
 console.log("\nRatios");
@@ -73,11 +100,16 @@ console.log(
         : []),
       ["req/s, /api/me / /api/health", round(session.ratios.meOverHealthThroughput), spread(session.ratios.meOverHealthThroughputByRound)],
       ["p50 latency, /api/me / /api/health", round(session.ratios.meOverHealthP50)],
+      ["events/s, new webhook / /api/health req/s", round(webhooks.ratios.freshOverHealthThroughput), spread(webhooks.ratios.freshOverHealthThroughputByRound)],
+      ["events/s, duplicate webhook / /api/health req/s", round(webhooks.ratios.duplicateOverHealthThroughput), spread(webhooks.ratios.duplicateOverHealthThroughputByRound)],
+      ["events/s, new / duplicate webhook", round(webhooks.ratios.freshOverDuplicateThroughput), spread(webhooks.ratios.freshOverDuplicateThroughputByRound)],
+      ["p50 latency, new / duplicate webhook", round(webhooks.ratios.freshOverDuplicateP50)],
+      ["mean latency, new / duplicate webhook", round(webhooks.ratios.freshOverDuplicateMean)],
     ],
   ),
 );
 
-const results = { date: new Date().toISOString(), durationMs: Date.now() - started, machine, kdf, sessionCheck: session };
+const results = { date: new Date().toISOString(), durationMs: Date.now() - started, machine, kdf, sessionCheck: session, webhooks };
 mkdirSync(join(root, "bench-results"), { recursive: true });
 writeFileSync(join(root, "bench-results", "latest.json"), `${JSON.stringify(results, null, 2)}\n`);
 console.log(`\nWrote bench-results/latest.json in ${round(results.durationMs / 1000, 1)} s`);

@@ -1,16 +1,21 @@
 #!/usr/bin/env node
 // `npm run dev`: the whole product on this machine. Applies the local D1
-// migrations, then runs the Worker under `wrangler dev` with development
+// migrations, starts the local Stripe emulator (unless a real Stripe test key
+// is given), then runs the Worker under `wrangler dev` with development
 // settings layered over the production wrangler.toml.
 //
-//   node scripts/dev.mjs [--port 8787] [--persist-to .wrangler/state] [--production]
+//   node scripts/dev.mjs [--port 8787] [--stripe-port 12111] [--persist-to .wrangler/state] [--production]
 //
-// --production runs wrangler.toml exactly as deployed (no dev mailbox, no
-// outbox): the tests use it to prove the dev routes are absent there.
+// --stripe-port 0 picks a free port. --production runs wrangler.toml exactly as
+// deployed (no dev mailbox, no outbox, no emulator): the tests use it to prove
+// the dev routes are absent there. With STRIPE_SECRET_KEY and
+// STRIPE_WEBHOOK_SECRET in the environment, the Worker talks to Stripe's test
+// mode instead of the emulator (forward webhooks with `stripe listen`).
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -19,6 +24,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const { values: options } = parseArgs({
   options: {
     port: { type: "string", default: "8787" },
+    "stripe-port": { type: "string", default: "12111" },
     "persist-to": { type: "string", default: join(root, ".wrangler", "state") },
     production: { type: "boolean", default: false },
   },
@@ -26,19 +32,71 @@ const { values: options } = parseArgs({
 const persistTo = resolve(options["persist-to"]);
 const wranglerBin = join(dirname(createRequire(import.meta.url).resolve("wrangler/package.json")), "bin", "wrangler.js");
 const quietEnv = { ...process.env, WRANGLER_SEND_METRICS: "false", NO_UPDATE_NOTIFIER: "1", CI: "true" };
+const realStripe = Boolean(process.env.STRIPE_SECRET_KEY);
+const children = [];
 
 function log(message) {
   console.log(`[dev] ${message}`);
 }
 
-/** Development secrets live beside the local state they protect, created once, as a dotenv file. */
-function devSecretsFile() {
+function parseDotenv(text) {
+  return Object.fromEntries(
+    text
+      .split("\n")
+      .filter((line) => line.includes("="))
+      .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+  );
+}
+
+/**
+ * Development secrets live beside the local state they protect, generated once
+ * and kept: the session key ring in local D1 is wrapped with one of them.
+ */
+function devSecrets() {
   mkdirSync(persistTo, { recursive: true });
   const file = join(persistTo, "berth-dev-secrets.env");
-  if (!existsSync(file)) {
-    writeFileSync(file, `SESSION_KEYRING_SECRET=${randomBytes(32).toString("hex")}\n`, { mode: 0o600 });
+  const secrets = existsSync(file) ? parseDotenv(readFileSync(file, "utf8")) : {};
+  secrets.SESSION_KEYRING_SECRET ??= randomBytes(32).toString("hex");
+  secrets.STRIPE_WEBHOOK_SECRET ??= `whsec_${randomBytes(24).toString("hex")}`;
+  writeFileSync(file, Object.entries(secrets).map(([name, value]) => `${name}=${value}\n`).join(""), { mode: 0o600 });
+  return secrets;
+}
+
+/** This run's Worker secrets, as a dotenv file for wrangler (never on a command line). */
+function workerEnvFile(secrets) {
+  const values = { SESSION_KEYRING_SECRET: secrets.SESSION_KEYRING_SECRET };
+  if (realStripe) {
+    values.STRIPE_SECRET_KEY = process.env.STRIPE_SECRET_KEY;
+    values.STRIPE_WEBHOOK_SECRET = process.env.STRIPE_WEBHOOK_SECRET ?? "";
+  } else {
+    values.STRIPE_WEBHOOK_SECRET = secrets.STRIPE_WEBHOOK_SECRET;
   }
+  const file = join(persistTo, "berth-dev-run.env");
+  writeFileSync(file, Object.entries(values).map(([name, value]) => `${name}=${value}\n`).join(""), { mode: 0o600 });
   return file;
+}
+
+function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+function start(name, args, env) {
+  const child = spawn(process.execPath, args, { cwd: root, env, stdio: "inherit" });
+  children.push(child);
+  // When one part stops, the whole product stops: a half-running dev setup only confuses.
+  child.on("exit", (code, signal) => {
+    log(`${name} exited (${code ?? signal})`);
+    for (const other of children) if (other !== child) other.kill("SIGTERM");
+    process.exit(code ?? 1);
+  });
+  return child;
 }
 
 function run(args) {
@@ -48,11 +106,31 @@ function run(args) {
   });
 }
 
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    for (const child of children) child.kill(signal);
+  });
+}
+
 log(`applying D1 migrations to ${persistTo}`);
 await run(["d1", "migrations", "apply", "DB", "--local", "--persist-to", persistTo]);
 
-const wrangler = spawn(
-  process.execPath,
+const secrets = devSecrets();
+const devVars = ["--test-scheduled", "--var", "ENVIRONMENT:development"];
+if (!options.production && !realStripe) {
+  const stripePort = options["stripe-port"] === "0" ? await freePort() : Number(options["stripe-port"]);
+  const stripeUrl = `http://127.0.0.1:${stripePort}`;
+  start(
+    "stripe emulator",
+    [join(root, "emulator", "stripe", "main.ts"), "--port", String(stripePort), "--webhook-url", `http://127.0.0.1:${options.port}/webhooks/stripe`],
+    { ...process.env, STRIPE_WEBHOOK_SECRET: secrets.STRIPE_WEBHOOK_SECRET },
+  );
+  devVars.push("--var", `STRIPE_API_URL:${stripeUrl}`);
+  log(`Stripe emulator at ${stripeUrl} (test card 4242 4242 4242 4242; 4000 0000 0000 0341 is declined)`);
+}
+
+start(
+  "wrangler dev",
   [
     wranglerBin,
     "dev",
@@ -66,14 +144,9 @@ const wrangler = spawn(
     persistTo,
     "--show-interactive-dev-session=false",
     "--env-file",
-    devSecretsFile(),
-    ...(options.production ? [] : ["--test-scheduled", "--var", "ENVIRONMENT:development"]),
+    workerEnvFile(secrets),
+    ...(options.production ? [] : devVars),
   ],
-  { cwd: root, env: quietEnv, stdio: "inherit" },
+  quietEnv,
 );
 log(`Berth at http://localhost:${options.port}${options.production ? " (production configuration)" : ""}`);
-
-for (const signal of ["SIGINT", "SIGTERM"]) {
-  process.on(signal, () => wrangler.kill(signal));
-}
-wrangler.on("exit", (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

@@ -11,9 +11,23 @@ import { loadSession } from "./http/session";
 import { MAX_BODY_BYTES } from "./http/validation";
 import { accountRoutes } from "./routes/account";
 import { authRoutes } from "./routes/auth";
+import { billingRoutes } from "./routes/billing";
+import { billingPageRoutes } from "./routes/billing-pages";
+import { stripeWebhookRoutes } from "./routes/stripe-webhook";
 import { devRoutes } from "./routes/dev";
 import { pageRoutes } from "./routes/pages";
 import { MessagePage } from "./pages/auth";
+
+function limitBody(maxSize: number) {
+  return bodyLimit({
+    maxSize,
+    onError: (c) => c.json(errorBody("payload_too_large", `The request body is over ${maxSize} bytes.`), 413),
+  });
+}
+
+const bodyLimitForPeople = limitBody(MAX_BODY_BYTES);
+// Stripe's events (an invoice with its lines) outgrow what we allow people.
+const webhookBodyLimit = limitBody(512 * 1024);
 
 export const app = new Hono<AppEnv>()
   .use(securityHeaders)
@@ -24,23 +38,21 @@ export const app = new Hono<AppEnv>()
     // Nothing we serve but static assets may be cached: responses carry account data.
     if (!c.res.headers.has("Cache-Control")) c.header("Cache-Control", "no-store");
   })
-  .use(
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: (c) => c.json(errorBody("payload_too_large", `The request body is over ${MAX_BODY_BYTES} bytes.`), 413),
-    }),
-  )
+  .use((c, next) => (c.req.path.startsWith("/webhooks/") ? webhookBodyLimit : bodyLimitForPeople)(c, next))
   .use(csrfProtection)
   .use(loadSession)
   .get("/api/health", (c) => c.json({ status: "ok" }))
   .route("/api/auth", authRoutes)
   .route("/api/me", accountRoutes)
+  .route("/api/billing", billingRoutes)
+  .route("/webhooks/stripe", stripeWebhookRoutes)
   .use("/dev/*", async (c, next) => {
     // The dev outbox and friends exist only in development; in production they are plain 404s.
     if (!isDevelopment(c.env)) throw notFound();
     await next();
   })
   .route("/dev", devRoutes)
+  .route("/billing", billingPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>
     // People get a page; programs (and everything under /api) get the JSON error shape.

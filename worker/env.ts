@@ -11,6 +11,16 @@ export interface Env {
   RESEND_API_KEY?: string;
   /** Wraps the session signing keys stored in D1. A Worker secret. */
   SESSION_KEYRING_SECRET?: string;
+  /** Stripe's API key. Without it, development talks to the local emulator at STRIPE_API_URL. */
+  STRIPE_SECRET_KEY?: string;
+  /** The signing secret of our webhook endpoint (`whsec_…`). */
+  STRIPE_WEBHOOK_SECRET?: string;
+  /** Development only: the local Stripe emulator, e.g. http://127.0.0.1:12111. */
+  STRIPE_API_URL?: string;
+  /** Days a past-due account keeps running before suspension (default 7). */
+  GRACE_PERIOD_DAYS?: string;
+  /** Days a suspended account is kept before its deletion is due (default 30). */
+  DELETION_WINDOW_DAYS?: string;
   /** Optional JSON object overriding rate-limit rules by name, e.g. {"login_ip":{"limit":500}}. */
   RATE_LIMITS?: string;
 }

@@ -2,10 +2,11 @@ import { rotateSigningKeys } from "./auth/keyring";
 import { pruneRateLimitWindows } from "./auth/rate-limit";
 import { pruneExpiredSessions } from "./auth/sessions";
 import { pruneTokens } from "./auth/tokens";
+import { entitlementPolicy, expireEntitlements } from "./billing/entitlement";
 import { database } from "./db/client";
 import type { Env } from "./env";
 
-/** The cron job: key rotation and the pruning of everything that has expired. */
+/** The cron job: key rotation, entitlement deadlines, and the pruning of everything that has expired. */
 export async function runScheduledMaintenance(env: Env, now: Date) {
   const db = database(env.DB);
   const keys = await rotateSigningKeys(db, env.SESSION_KEYRING_SECRET, now);
@@ -16,6 +17,7 @@ export async function runScheduledMaintenance(env: Env, now: Date) {
     sessionsPruned: await pruneExpiredSessions(db, now),
     tokensPruned: await pruneTokens(db, now),
     rateLimitWindowsPruned: await pruneRateLimitWindows(db, now),
+    entitlementsExpired: await expireEntitlements(db, now, entitlementPolicy(env)),
   };
   console.log(JSON.stringify(report));
   return report;

@@ -4,66 +4,13 @@
 import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { chromium, type Browser, type BrowserContext, type ConsoleMessage, type Locator, type Page } from "playwright-core";
+import type { Browser, BrowserContext, ConsoleMessage, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFailed } from "vitest";
+import { expectAt, launchChromium, newestTokenLink, submit } from "./browser-helpers";
 
 const baseUrl = inject("devBaseUrl");
 const artifacts = fileURLToPath(new URL("../../test-results/e2e/", import.meta.url));
 const SESSION_COOKIE = "__Host-berth_session";
-
-interface MailboxMessage {
-  to: string;
-  subject: string;
-  text: string;
-  links: string[];
-  sentAt: string;
-}
-
-/** Newest first, as the dev mailbox lists it. */
-async function mailboxFor(email: string): Promise<MailboxMessage[]> {
-  const response = await fetch(`${baseUrl}/dev/mailbox.json?to=${encodeURIComponent(email)}`);
-  expect(response.status).toBe(200);
-  const messages = (await response.json()) as MailboxMessage[];
-  expect(Array.isArray(messages)).toBe(true);
-  for (const message of messages) expect(message.to).toBe(email);
-  return messages;
-}
-
-/** The newest link in the mailbox whose path is `path` and that carries a token. */
-async function newestTokenLink(email: string, path: string): Promise<string> {
-  const messages = await mailboxFor(email);
-  for (const message of messages) {
-    const link = message.links.find((candidate) => {
-      const url = new URL(candidate);
-      return url.pathname === path && (url.searchParams.get("token") ?? "") !== "";
-    });
-    if (link) {
-      expect(new URL(link).origin).toBe(new URL(baseUrl).origin);
-      return link;
-    }
-  }
-  throw new Error(`no ${path}?token= link in the mailbox of ${email}: ${JSON.stringify(messages)}`);
-}
-
-function pathOf(page: Page): string {
-  const url = new URL(page.url());
-  return `${url.pathname}${url.search}`;
-}
-
-/** Presses a form's submit button and waits until the page it leads to (after any redirect) has loaded. */
-async function submit(page: Page, button: Locator): Promise<void> {
-  await Promise.all([page.waitForEvent("framenavigated", (frame) => frame === page.mainFrame()), button.click()]);
-  await page.waitForLoadState("load");
-}
-
-/** Asserts where the browser is, showing the page's text when it is somewhere else (an error page, say). */
-async function expectAt(page: Page, path: string): Promise<void> {
-  const where = pathOf(page);
-  if (where !== path) {
-    const text = (await page.locator("body").innerText().catch(() => "")).slice(0, 500);
-    expect.fail(`expected to be at ${path} but at ${where}; the page says: ${text}`);
-  }
-}
 
 describe("account journey in a real browser", () => {
   let browser: Browser;
@@ -82,18 +29,7 @@ describe("account journey in a real browser", () => {
 
   beforeAll(async () => {
     mkdirSync(artifacts, { recursive: true });
-    browser = await chromium.launch({
-      executablePath: "/usr/bin/chromium",
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-      ],
-    });
+    browser = await launchChromium();
     context = await browser.newContext();
     page = await context.newPage();
     // CSP violations, failed subresources and script errors all end up here.
@@ -144,7 +80,7 @@ describe("account journey in a real browser", () => {
     await shot("01-signed-up");
 
     // Confirm the address from the emailed link.
-    const verifyLink = await newestTokenLink(email, "/verify-email");
+    const verifyLink = await newestTokenLink(baseUrl, email, "/verify-email");
     await page.goto(verifyLink);
     await expect(page.getByRole("heading", { level: 1 }).textContent()).resolves.toBe("Confirm your email address");
     await submit(page, page.getByRole("button", { name: "Confirm my email" }));
@@ -192,7 +128,7 @@ describe("account journey in a real browser", () => {
     await shot("04-reset-sent");
 
     // Reset it from the newest emailed link.
-    const resetLink = await newestTokenLink(email, "/reset-password");
+    const resetLink = await newestTokenLink(baseUrl, email, "/reset-password");
     await page.goto(resetLink);
     await expect(page.getByRole("heading", { level: 1 }).textContent()).resolves.toBe("Choose a new password");
     await page.getByLabel("New password", { exact: true }).fill(newPassword);

@@ -49,7 +49,7 @@ async function start(name: string, production: boolean): Promise<Instance> {
   const dir = mkdtempSync(join(tmpdir(), `berth-e2e-${name}-`));
   const logFile = join(dir, "dev.log");
   const fd = openSync(logFile, "a");
-  const args = [devScript, "--port", String(port), "--persist-to", join(dir, "state")];
+  const args = [devScript, "--port", String(port), "--stripe-port", "0", "--persist-to", join(dir, "state")];
   if (production) args.push("--production");
   const child = spawn(process.execPath, args, {
     cwd: root,

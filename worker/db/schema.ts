@@ -83,3 +83,97 @@ export const devOutbox = sqliteTable("dev_outbox", {
 export type User = typeof users.$inferSelect;
 export type Session = typeof sessions.$inferSelect;
 export type TokenPurpose = (typeof oneTimeTokens.$inferSelect)["purpose"];
+
+// Billing mirrors Stripe: customer, subscription and invoice state, never card data.
+export const billingCustomers = sqliteTable("billing_customers", {
+  userId: text("user_id")
+    .primaryKey()
+    .references(() => users.id, { onDelete: "cascade" }),
+  stripeCustomerId: text("stripe_customer_id").notNull().unique(),
+  createdAt: timestamp("created_at").notNull(),
+});
+
+export const subscriptions = sqliteTable(
+  "subscriptions",
+  {
+    id: text("id").primaryKey(),
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    stripeCustomerId: text("stripe_customer_id").notNull(),
+    planId: text("plan_id").notNull(),
+    status: text("status").notNull(),
+    currentPeriodEnd: timestamp("current_period_end"),
+    cancelAtPeriodEnd: integer("cancel_at_period_end", { mode: "boolean" }).notNull(),
+    canceledAt: timestamp("canceled_at"),
+    createdAt: timestamp("created_at").notNull(),
+    updatedAt: timestamp("updated_at").notNull(),
+  },
+  (t) => [index("subscriptions_user_idx").on(t.userId)],
+);
+
+export const invoices = sqliteTable(
+  "invoices",
+  {
+    id: text("id").primaryKey(),
+    // Invoices outlive the account (bookkeeping), so no cascade from users.
+    userId: text("user_id"),
+    stripeCustomerId: text("stripe_customer_id").notNull(),
+    subscriptionId: text("subscription_id"),
+    number: text("number"),
+    status: text("status").notNull(),
+    amountDue: integer("amount_due").notNull(),
+    amountPaid: integer("amount_paid").notNull(),
+    currency: text("currency").notNull(),
+    periodStart: timestamp("period_start").notNull(),
+    periodEnd: timestamp("period_end").notNull(),
+    hostedInvoiceUrl: text("hosted_invoice_url"),
+    invoicePdf: text("invoice_pdf"),
+    createdAt: timestamp("created_at").notNull(),
+    updatedAt: timestamp("updated_at").notNull(),
+  },
+  (t) => [index("invoices_user_idx").on(t.userId)],
+);
+
+// Webhook idempotency: an event id is recorded once its effects are stored.
+export const stripeEvents = sqliteTable("stripe_events", {
+  id: text("id").primaryKey(),
+  type: text("type").notNull(),
+  receivedAt: timestamp("received_at").notNull(),
+});
+
+export const ENTITLEMENT_STATES = ["none", "active", "grace", "suspended", "deletion_due"] as const;
+export type EntitlementState = (typeof ENTITLEMENT_STATES)[number];
+
+// What each account may run, as last computed, with when it entered that state.
+export const entitlements = sqliteTable("entitlements", {
+  userId: text("user_id")
+    .primaryKey()
+    .references(() => users.id, { onDelete: "cascade" }),
+  state: text("state", { enum: ENTITLEMENT_STATES }).notNull(),
+  since: timestamp("since").notNull(),
+  /** Grace: when it turns into a suspension. Suspended: when deletion is due. */
+  until: timestamp("until"),
+  updatedAt: timestamp("updated_at").notNull(),
+});
+
+// Each entitlement transition, for the homeserver lifecycle to turn into jobs (suspend, resume, delete).
+export const entitlementEvents = sqliteTable(
+  "entitlement_events",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    fromState: text("from_state", { enum: ENTITLEMENT_STATES }).notNull(),
+    toState: text("to_state", { enum: ENTITLEMENT_STATES }).notNull(),
+    reason: text("reason").notNull(),
+    createdAt: timestamp("created_at").notNull(),
+    handledAt: timestamp("handled_at"),
+  },
+  (t) => [index("entitlement_events_unhandled_idx").on(t.handledAt)],
+);
+
+export type Subscription = typeof subscriptions.$inferSelect;
+export type Invoice = typeof invoices.$inferSelect;
+export type Entitlement = typeof entitlements.$inferSelect;

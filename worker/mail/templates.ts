@@ -123,4 +123,17 @@ export const templates = {
       ],
       [],
     ),
+
+  paymentFailed: (to: string, billingLink: string) =>
+    mail(
+      to,
+      "Your Berth payment failed",
+      [
+        "We could not charge your card for your Berth subscription.",
+        "Your homeservers keep running for a grace period of 7 days; after that they are suspended.",
+        "",
+        `Update your card on the billing page: ${billingLink}`,
+      ],
+      [billingLink],
+    ),
 };

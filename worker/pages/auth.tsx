@@ -75,13 +75,20 @@ export function ConfirmTokenPage(props: {
   );
 }
 
-export function MessagePage(props: { title: string; message: string; viewer?: Viewer | null; status?: "error" }) {
+export function MessagePage(props: {
+  title: string;
+  message: string;
+  viewer?: Viewer | null;
+  status?: "error";
+  next?: { href: string; label: string };
+}) {
+  const next = props.next ?? (props.viewer ? { href: "/account", label: "Go to your account" } : { href: "/login", label: "Log in" });
   return (
     <Layout title={props.title} viewer={props.viewer}>
       <h1>{props.title}</h1>
       <Alert kind={props.status ?? "notice"} message={props.message} />
       <p>
-        <a href={props.viewer ? "/account" : "/login"}>{props.viewer ? "Go to your account" : "Log in"}</a>
+        <a href={next.href}>{next.label}</a>
       </p>
     </Layout>
   );

@@ -45,6 +45,7 @@ export function Layout(props: { title: string; viewer?: Viewer | null; children?
             <nav aria-label="Account">
               {props.viewer ? (
                 <>
+                  <a href="/billing">Billing</a>
                   <a href="/account">Account</a>
                   <form method="post" action="/logout" class="inline">
                     <button type="submit" class="link">

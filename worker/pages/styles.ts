@@ -30,4 +30,11 @@ form.inline { display: inline; }
 .hero h1 { font-size: 2rem; line-height: 1.2; }
 pre { white-space: pre-wrap; word-break: break-word; background: var(--bg); padding: 0.75rem; border-radius: 6px; }
 .mail h2 { font-size: 1.1rem; margin: 0; }
+.plans { list-style: none; padding: 0; display: grid; gap: 1rem; grid-template-columns: repeat(auto-fit, minmax(14rem, 1fr)); }
+.plan { border: 1px solid var(--line); border-radius: 8px; padding: 1rem; }
+.plan h3 { margin: 0; } .price { font-size: 1.3rem; font-weight: 700; margin: 0.25rem 0; }
+button:disabled { background: #8a96a3; cursor: not-allowed; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 0.25rem 1rem; }
+dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
+table { width: 100%; border-collapse: collapse; } th, td { text-align: left; padding: 0.4rem; border-bottom: 1px solid var(--line); }
 `;

@@ -12,7 +12,7 @@ import {
   verifyEmail,
 } from "../auth/accounts";
 import { currentPasswordSchema, emailSchema, passwordSchema } from "../auth/credentials";
-import { accountContext } from "../http/account-context";
+import { accountContext } from "../http/domain-context";
 import type { AppEnv } from "../http/context";
 import { endSession, forgetSession, requireAuth, startSession } from "../http/session";
 import { readJson } from "../http/validation";

@@ -1,5 +1,4 @@
-import { Hono, type Context } from "hono";
-import type { HtmlEscapedString } from "hono/utils/html";
+import { Hono } from "hono";
 import { z } from "zod";
 import {
   changePassword,
@@ -13,9 +12,9 @@ import {
   verifyEmail,
 } from "../auth/accounts";
 import { currentPasswordSchema, emailSchema, passwordSchema } from "../auth/credentials";
-import { ApiError } from "../errors";
-import { accountContext } from "../http/account-context";
+import { accountContext } from "../http/domain-context";
 import type { AppEnv } from "../http/context";
+import { formFields, handleForm, type PageContext } from "../http/forms";
 import { endSession, forgetSession, startSession } from "../http/session";
 import { parseWith } from "../http/validation";
 import { AccountPage } from "../pages/account";
@@ -24,26 +23,7 @@ import { HomePage } from "../pages/home";
 import { noticeFor, type NoticeKey } from "../pages/layout";
 import { STYLESHEET } from "../pages/styles";
 
-// Server-rendered pages whose forms work without JavaScript: each POST runs
-// the same account service as the JSON API, then redirects (or re-renders the
-// form with the error and the API's status code).
-
-type PageContext = Context<AppEnv>;
-
-async function formFields(c: PageContext): Promise<Record<string, string>> {
-  const body = await c.req.parseBody();
-  return Object.fromEntries(Object.entries(body).filter((entry): entry is [string, string] => typeof entry[1] === "string"));
-}
-
-async function handleForm(c: PageContext, action: () => Promise<Response>, renderError: (message: string) => HtmlEscapedString | Promise<HtmlEscapedString>) {
-  try {
-    return await action();
-  } catch (error) {
-    if (!(error instanceof ApiError)) throw error;
-    for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
-    return c.html(renderError(error.message), error.status);
-  }
-}
+// The account pages: server-rendered, and their forms work without JavaScript.
 
 const redirectWithNotice = (c: PageContext, path: string, notice: NoticeKey) => c.redirect(`${path}?notice=${notice}`, 303);
 

@@ -1,3 +1,4 @@
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { call, post } from "../helpers";
 
@@ -24,5 +25,22 @@ describe("security headers", () => {
   it("responses with account data are never cached", async () => {
     expect((await call("/api/me")).headers.get("cache-control")).toBe("no-store");
     expect((await call("/login")).headers.get("cache-control")).toBe("no-store");
+  });
+});
+
+describe("form-action", () => {
+  it("allows our own forms and Stripe's hosted pages, which our billing forms redirect to", async () => {
+    const csp = (await call("/billing")).headers.get("content-security-policy")!;
+    const formAction = csp.split("; ").find((directive) => directive.startsWith("form-action"))!;
+    expect(formAction.split(" ")).toEqual(
+      expect.arrayContaining(["'self'", "https://checkout.stripe.com", "https://billing.stripe.com"]),
+    );
+  });
+
+  it("allows the local Stripe emulator in development only", async () => {
+    const emulatorOrigin = new URL(env.STRIPE_API_URL!).origin;
+    expect((await call("/")).headers.get("content-security-policy")).toContain(emulatorOrigin);
+    const production = await call("/", { env: { ENVIRONMENT: "production" } });
+    expect(production.headers.get("content-security-policy")).not.toContain(emulatorOrigin);
   });
 });

@@ -2,6 +2,10 @@ import type { Context } from "hono";
 import type { AccountContext } from "../auth/accounts";
 import { rateLimitRules } from "../auth/rate-limit";
 import { isDevelopment } from "../env";
+import type { BillingContext } from "../billing/billing";
+import { entitlementPolicy } from "../billing/entitlement";
+import { stripeFor } from "../billing/stripe-client";
+import type { WebhookContext } from "../billing/webhooks";
 import { mailerFor } from "../mail/mailer";
 import type { AppEnv } from "./context";
 
@@ -16,16 +20,36 @@ function publicOrigin(c: Context<AppEnv>): string {
   return new URL(c.env.PUBLIC_URL).origin;
 }
 
-export function accountContext(c: Context<AppEnv>): AccountContext {
+/** Builds absolute links to our own pages, for email and for Stripe's redirects. */
+export function linkBuilder(c: Context<AppEnv>): (path: string) => string {
   const origin = publicOrigin(c);
+  return (path) => `${origin}${path}`;
+}
+
+export function accountContext(c: Context<AppEnv>): AccountContext {
   return {
     db: c.var.db,
     mailer: mailerFor(c.env, c.var.db, () => c.var.now),
     now: c.var.now,
     // Cloudflare sets this header itself at the edge; a client cannot supply it.
     clientIp: c.req.header("cf-connecting-ip") ?? "unknown",
-    link: (path) => `${origin}${path}`,
+    link: linkBuilder(c),
     rateLimits: rateLimitRules(c.env.RATE_LIMITS),
     keyringSecret: c.env.SESSION_KEYRING_SECRET,
+  };
+}
+
+export function billingContext(c: Context<AppEnv>): BillingContext {
+  return { db: c.var.db, stripe: stripeFor(c.env), now: c.var.now, link: linkBuilder(c) };
+}
+
+export function webhookContext(c: Context<AppEnv>): WebhookContext {
+  return {
+    db: c.var.db,
+    stripe: stripeFor(c.env),
+    mailer: mailerFor(c.env, c.var.db, () => c.var.now),
+    now: c.var.now,
+    link: linkBuilder(c),
+    policy: entitlementPolicy(c.env),
   };
 }

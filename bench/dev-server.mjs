@@ -1,0 +1,111 @@
+// The real `npm run dev` server (Worker under wrangler dev + local Stripe
+// emulator) for the HTTP benchmarks, started in its own process group.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { root } from "./lib.mjs";
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+/** A dotenv file as written by scripts/dev.mjs: NAME=value lines. */
+export function readDotenv(file) {
+  return Object.fromEntries(
+    readFileSync(file, "utf8")
+      .split("\n")
+      .filter((line) => line.includes("="))
+      .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+  );
+}
+
+/**
+ * `scripts/dev.mjs` in its own process group, so wrangler, workerd and the
+ * Stripe emulator stop with it. Both ports are picked here and passed in, so
+ * the emulator's address is known without reading the dev server's log.
+ * Returns { base, stripeUrl, persistTo, output(), stop() }; `persistTo` holds
+ * berth-dev-secrets.env (STRIPE_WEBHOOK_SECRET among them) and is removed by stop().
+ */
+export async function startDevServer() {
+  const port = await freePort();
+  let stripePort = await freePort();
+  while (stripePort === port) stripePort = await freePort();
+  const persistTo = mkdtempSync(join(tmpdir(), "berth-bench-"));
+  const args = ["--port", String(port), "--stripe-port", String(stripePort), "--persist-to", persistTo];
+  // Always the local emulator: with a Stripe key in the environment dev.mjs would use Stripe's test mode.
+  const { STRIPE_SECRET_KEY: _key, STRIPE_WEBHOOK_SECRET: _secret, ...env } = process.env;
+  const child = spawn(process.execPath, [join(root, "scripts", "dev.mjs"), ...args], {
+    cwd: root,
+    env,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const keep = (chunk) => (output = (output + chunk).slice(-8000));
+  child.stdout.on("data", keep);
+  child.stderr.on("data", keep);
+  let exited = false;
+  child.on("exit", () => (exited = true));
+
+  const groupAlive = () => {
+    try {
+      process.kill(-child.pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const killGroup = (signal) => {
+    try {
+      process.kill(-child.pid, signal);
+    } catch {}
+  };
+  // Last resort if the bench dies before stop(): synchronous, as 'exit' handlers must be.
+  const onExit = () => {
+    killGroup("SIGKILL");
+    rmSync(persistTo, { recursive: true, force: true });
+  };
+  process.on("exit", onExit);
+
+  let stopped;
+  const stop = () =>
+    (stopped ??= (async () => {
+      killGroup("SIGTERM");
+      for (let i = 0; i < 50 && groupAlive(); i++) await sleep(100);
+      killGroup("SIGKILL");
+      for (let i = 0; i < 20 && groupAlive(); i++) await sleep(100);
+      rmSync(persistTo, { recursive: true, force: true });
+      process.off("exit", onExit);
+    })());
+
+  const base = `http://127.0.0.1:${port}`;
+  const stripeUrl = `http://127.0.0.1:${stripePort}`;
+  const deadline = Date.now() + 90_000;
+  const answers = (url, init) => fetch(url, { ...init, signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
+  try {
+    for (;;) {
+      if (exited) throw new Error("the dev server exited during start-up");
+      if (Date.now() > deadline) throw new Error("the dev server did not answer /api/health within 90 s");
+      if (await answers(`${base}/api/health`)) break;
+      await sleep(250);
+    }
+    // The emulator starts before wrangler, so it is up by now; make sure it is ours and answering.
+    if (!(await answers(`${stripeUrl}/v1/prices`, { headers: { authorization: "Bearer sk_test_x" } }))) {
+      throw new Error(`the Stripe emulator does not answer at ${stripeUrl}`);
+    }
+  } catch (error) {
+    await stop();
+    error.message += `\n--- dev server output (tail) ---\n${output}`;
+    throw error;
+  }
+  return { base, stripeUrl, persistTo, output: () => output, stop };
+}

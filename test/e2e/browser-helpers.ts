@@ -1,0 +1,73 @@
+// Shared by the browser tests: launching Debian's Chromium, the dev mailbox, and page navigation.
+import { chromium, type Browser, type Locator, type Page } from "playwright-core";
+import { expect } from "vitest";
+
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+}
+
+export interface MailboxMessage {
+  to: string;
+  subject: string;
+  text: string;
+  links: string[];
+  sentAt: string;
+}
+
+/** Newest first, as the dev mailbox lists it. */
+export async function mailboxFor(baseUrl: string, email: string): Promise<MailboxMessage[]> {
+  const response = await fetch(`${baseUrl}/dev/mailbox.json?to=${encodeURIComponent(email)}`);
+  expect(response.status).toBe(200);
+  const messages = (await response.json()) as MailboxMessage[];
+  expect(Array.isArray(messages)).toBe(true);
+  for (const message of messages) expect(message.to).toBe(email);
+  return messages;
+}
+
+/** The newest link in the mailbox whose path is `path` and that carries a token. */
+export async function newestTokenLink(baseUrl: string, email: string, path: string): Promise<string> {
+  const messages = await mailboxFor(baseUrl, email);
+  for (const message of messages) {
+    const link = message.links.find((candidate) => {
+      const url = new URL(candidate);
+      return url.pathname === path && (url.searchParams.get("token") ?? "") !== "";
+    });
+    if (link) {
+      expect(new URL(link).origin).toBe(new URL(baseUrl).origin);
+      return link;
+    }
+  }
+  throw new Error(`no ${path}?token= link in the mailbox of ${email}: ${JSON.stringify(messages)}`);
+}
+
+export function pathOf(page: Page): string {
+  const url = new URL(page.url());
+  return `${url.pathname}${url.search}`;
+}
+
+/** Presses a form's submit button and waits until the page it leads to (after any redirect) has loaded. */
+export async function submit(page: Page, button: Locator): Promise<void> {
+  await Promise.all([page.waitForEvent("framenavigated", (frame) => frame === page.mainFrame()), button.click()]);
+  await page.waitForLoadState("load");
+}
+
+/** Asserts where the browser is, showing the page's text when it is somewhere else (an error page, say). */
+export async function expectAt(page: Page, path: string): Promise<void> {
+  const where = pathOf(page);
+  if (where !== path) {
+    const text = (await page.locator("body").innerText().catch(() => "")).slice(0, 500);
+    expect.fail(`expected to be at ${path} but at ${where}; the page says: ${text}`);
+  }
+}
+

@@ -1,0 +1,43 @@
+// The plans we sell, in one place. Each names its Stripe price (created once in
+// the Stripe dashboard with these ids' amounts; the local emulator seeds them
+// from this list) and the resources a homeserver on it gets.
+export interface Plan {
+  id: string;
+  name: string;
+  stripePriceId: string;
+  /** Monthly price in the currency's minor unit (cents). */
+  monthlyPrice: number;
+  currency: "usd";
+  resources: {
+    memoryMiB: number;
+    cpus: number;
+    storageGiB: number;
+  };
+}
+
+export const PLANS: readonly Plan[] = [
+  {
+    id: "starter",
+    name: "Starter",
+    stripePriceId: "price_berth_starter_monthly",
+    monthlyPrice: 900,
+    currency: "usd",
+    resources: { memoryMiB: 1024, cpus: 1, storageGiB: 10 },
+  },
+  {
+    id: "team",
+    name: "Team",
+    stripePriceId: "price_berth_team_monthly",
+    monthlyPrice: 2900,
+    currency: "usd",
+    resources: { memoryMiB: 2048, cpus: 2, storageGiB: 50 },
+  },
+];
+
+export function planById(id: string): Plan | undefined {
+  return PLANS.find((plan) => plan.id === id);
+}
+
+export function planByPriceId(priceId: string): Plan | undefined {
+  return PLANS.find((plan) => plan.stripePriceId === priceId);
+}

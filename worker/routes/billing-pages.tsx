@@ -1,0 +1,75 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import { billingSummary, listInvoices, openPortal, startCheckout } from "../billing/billing";
+import { PLANS, planById } from "../billing/plans";
+import { badRequest } from "../errors";
+import type { AppEnv } from "../http/context";
+import { billingContext } from "../http/domain-context";
+import { formFields, handleForm, type PageContext } from "../http/forms";
+import { presentSubscription } from "../http/present";
+import { BillingPage } from "../pages/billing";
+import { MessagePage } from "../pages/auth";
+import type { User } from "../db/schema";
+
+async function renderBilling(c: PageContext, user: User, error?: string) {
+  const summary = await billingSummary(c.var.db, user.id);
+  return (
+    <BillingPage
+      user={user}
+      subscription={presentSubscription(summary)}
+      plan={summary.plan}
+      plans={PLANS}
+      invoices={await listInvoices(c.var.db, user.id)}
+      error={error}
+    />
+  );
+}
+
+// The billing pages; Stripe's own pages (Checkout, the Customer Portal) take the card.
+export const billingPageRoutes = new Hono<AppEnv>()
+  .use(async (c, next) => {
+    if (!c.var.auth) return c.redirect("/login", 303);
+    await next();
+  })
+  .get("/", async (c) => c.html(await renderBilling(c, c.var.auth!.user)))
+  .post("/checkout", async (c) => {
+    const user = c.var.auth!.user;
+    const fields = await formFields(c);
+    return handleForm(
+      c,
+      async () => {
+        const plan = planById(z.object({ plan: z.string() }).parse(fields).plan);
+        if (!plan) throw badRequest("validation_failed", "Choose one of the plans.");
+        return c.redirect(await startCheckout(billingContext(c), user, plan), 303);
+      },
+      (error) => renderBilling(c, user, error),
+    );
+  })
+  .post("/portal", async (c) => {
+    const user = c.var.auth!.user;
+    return handleForm(
+      c,
+      async () => c.redirect(await openPortal(billingContext(c), user), 303),
+      (error) => renderBilling(c, user, error),
+    );
+  })
+  .get("/success", (c) =>
+    c.html(
+      <MessagePage
+        title="Thank you"
+        message="Your payment went through. Your plan shows on the billing page as soon as Stripe confirms it, usually within seconds."
+        viewer={c.var.auth!.user}
+        next={{ href: "/billing", label: "Go to billing" }}
+      />,
+    ),
+  )
+  .get("/cancel", (c) =>
+    c.html(
+      <MessagePage
+        title="Checkout canceled"
+        message="Nothing was charged. You can choose a plan whenever you like."
+        viewer={c.var.auth!.user}
+        next={{ href: "/billing", label: "Back to billing" }}
+      />,
+    ),
+  );

@@ -1,0 +1,34 @@
+import { Hono } from "hono";
+import type Stripe from "stripe";
+import { stripeFor, subtleCryptoProvider, webhookSecret } from "../billing/stripe-client";
+import { handleStripeEvent } from "../billing/webhooks";
+import { badRequest } from "../errors";
+import type { AppEnv } from "../http/context";
+import { webhookContext } from "../http/domain-context";
+
+// Stripe signs the raw body: it is verified before it is parsed, with Web Crypto.
+const SIGNATURE_TOLERANCE_SECONDS = 300;
+
+export const stripeWebhookRoutes = new Hono<AppEnv>().post("/", async (c) => {
+  const signature = c.req.header("stripe-signature");
+  if (!signature) throw badRequest("invalid_signature", "Missing Stripe-Signature header.");
+  const stripe = stripeFor(c.env);
+  const secret = webhookSecret(c.env);
+  const payload = await c.req.text();
+  let event: Stripe.Event;
+  try {
+    event = await stripe.webhooks.constructEventAsync(
+      payload,
+      signature,
+      secret,
+      SIGNATURE_TOLERANCE_SECONDS,
+      subtleCryptoProvider,
+      c.var.now.getTime(),
+    );
+  } catch {
+    throw badRequest("invalid_signature", "The Stripe signature is missing, malformed, stale or wrong.");
+  }
+  const outcome = await handleStripeEvent(webhookContext(c), event);
+  console.log(JSON.stringify({ event: "stripe_webhook", id: event.id, type: event.type, outcome }));
+  return c.json({ received: true, outcome });
+});
