@@ -29,7 +29,7 @@ const postJson = (body, headers = {}) =>
  * The product flow a customer takes: sign up, verify the email from the dev
  * mailbox, log in, check out the starter plan and pay at the emulator, wait for
  * the webhooks to make the subscription active. Returns the paid invoice as the
- * emulator serves it.
+ * emulator serves it, with the customer, subscription and session cookie.
  */
 async function paidInvoice(base, stripeUrl) {
   const email = `bench-webhooks-${Date.now()}@example.com`;

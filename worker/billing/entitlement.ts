@@ -1,4 +1,4 @@
-import { and, eq, inArray, lte } from "drizzle-orm";
+import { and, eq, inArray, lte, sql } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { entitlementEvents, entitlements, subscriptions, type Entitlement, type EntitlementState, type Subscription } from "../db/schema";
 import type { Env } from "../env";
@@ -28,6 +28,8 @@ export interface EntitlementView {
 }
 
 export interface Transition {
+  /** The stored entitlement this starts from; null when the account has none yet. */
+  current: EntitlementView | null;
   from: EntitlementState;
   to: EntitlementView;
   reason: string;
@@ -70,7 +72,7 @@ export function decideEntitlement(
   const at = (state: EntitlementState, since: Date, until: Date | null, reason: string): Transition | null =>
     state === from && current?.since.getTime() === since.getTime() && (current?.until?.getTime() ?? null) === (until?.getTime() ?? null)
       ? null
-      : { from, to: { state, since, until }, reason };
+      : { current, from, to: { state, since, until }, reason };
   const after = (since: Date, ms: number) => new Date(since.getTime() + ms);
   const suspend = (since: Date, reason: string) => {
     const deleteAt = after(since, policy.deletionWindowMs);
@@ -107,43 +109,41 @@ function view(row: Entitlement | undefined): EntitlementView | null {
   return row ? { state: row.state, since: row.since, until: row.until } : null;
 }
 
-export async function currentEntitlement(db: Database, userId: string): Promise<EntitlementView> {
+/** The stored entitlement, or null for an account that never had one. */
+export async function storedEntitlement(db: Database, userId: string): Promise<EntitlementView | null> {
   const [row] = await db.select().from(entitlements).where(eq(entitlements.userId, userId));
-  return view(row) ?? { state: "none", since: new Date(0), until: null };
+  return view(row);
 }
 
-/** The statements that store a transition and record it as a domain event (for one D1 batch). */
+export async function currentEntitlement(db: Database, userId: string): Promise<EntitlementView> {
+  return (await storedEntitlement(db, userId)) ?? { state: "none", since: new Date(0), until: null };
+}
+
+/**
+ * The statements that store a transition and record it as a domain event (for
+ * one D1 batch). The write is a compare-and-set on the state it was decided
+ * from, and the event row is written only if that write changed a row
+ * (SQLite's changes()): two deliveries racing on one account record it once.
+ */
 export function transitionStatements(db: Database, userId: string, transition: Transition, now: Date) {
   const { state, since, until } = transition.to;
+  const { current } = transition;
+  const write = current
+    ? db
+        .update(entitlements)
+        .set({ state, since, until, updatedAt: now })
+        .where(and(eq(entitlements.userId, userId), eq(entitlements.state, current.state), eq(entitlements.since, current.since)))
+    : db.insert(entitlements).values({ userId, state, since, until, updatedAt: now }).onConflictDoNothing();
+  if (transition.from === state) return [write];
   return [
+    write,
+    // Columns in table order: id, user_id, from_state, to_state, reason, created_at, handled_at.
     db
-      .insert(entitlements)
-      .values({ userId, state, since, until, updatedAt: now })
-      .onConflictDoUpdate({ target: entitlements.userId, set: { state, since, until, updatedAt: now } }),
-    ...(transition.from === state
-      ? []
-      : [
-          db.insert(entitlementEvents).values({
-            userId,
-            fromState: transition.from,
-            toState: state,
-            reason: transition.reason,
-            createdAt: now,
-          }),
-        ]),
+      .insert(entitlementEvents)
+      .select(
+        sql`SELECT NULL, ${userId}, ${transition.from}, ${state}, ${transition.reason}, ${now.getTime()}, NULL WHERE changes() = 1`,
+      ),
   ];
-}
-
-/** The entitlement transition a subscription change causes, if any. */
-export async function entitlementAfter(
-  db: Database,
-  userId: string,
-  subscriptionStatus: string | null,
-  now: Date,
-  policy: EntitlementPolicy,
-): Promise<Transition | null> {
-  const [row] = await db.select().from(entitlements).where(eq(entitlements.userId, userId));
-  return decideEntitlement(view(row), subscriptionStatus, now, policy);
 }
 
 /** The status of the subscription that counts for an account, or null without one. */

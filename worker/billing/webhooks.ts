@@ -5,8 +5,7 @@ import type { Database } from "../db/client";
 import { billingCustomers, invoices, stripeEvents, subscriptions, users } from "../db/schema";
 import type { Mailer } from "../mail/mailer";
 import { templates } from "../mail/templates";
-import { decideEntitlement, effectiveSubscription, transitionStatements, type EntitlementPolicy } from "./entitlement";
-import { currentEntitlement } from "./entitlement";
+import { decideEntitlement, effectiveSubscription, storedEntitlement, transitionStatements, type EntitlementPolicy } from "./entitlement";
 import { planByPriceId } from "./plans";
 
 export interface WebhookContext {
@@ -60,7 +59,7 @@ async function syncSubscription(ctx: WebhookContext, subscriptionId: string): Pr
   const others = await ctx.db.select().from(subscriptions).where(eq(subscriptions.userId, owner.userId));
   const effective = effectiveSubscription([...others.filter((other) => other.id !== row.id), row]);
   const transition = decideEntitlement(
-    await currentEntitlement(ctx.db, owner.userId),
+    await storedEntitlement(ctx.db, owner.userId),
     effective?.status ?? null,
     ctx.now,
     ctx.policy,
@@ -146,7 +145,9 @@ export async function handleStripeEvent(ctx: WebhookContext, event: Stripe.Event
     .onConflictDoNothing()
     .returning({ id: stripeEvents.id });
   const results = await ctx.db.batch([record, ...statements]);
-  if (results[0].length === 0) return "duplicate"; // a concurrent delivery of the same event won
+  // A concurrent delivery of the same event got there first: its state writes were the same
+  // (both mirror Stripe now) and the entitlement event is written once (see transitionStatements).
+  if (results[0].length === 0) return "duplicate";
 
   if (notifyPaymentFailed) {
     try {

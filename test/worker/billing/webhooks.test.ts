@@ -57,6 +57,23 @@ describe("Stripe webhooks", () => {
     expect((await mailbox(paid.email)).filter((mail) => mail.subject === "Your Berth payment failed")).toHaveLength(1);
   });
 
+  it("record an entitlement change once when deliveries race", async () => {
+    const paid = await paidButUndelivered();
+    await deliverAll(paid.deliveries);
+    await emulatorControl(`/_emulator/subscriptions/${paid.subscriptionId}/fail-payment`);
+    const failure = await takeDeliveries(paid.customerId);
+    // Every event of the failure, each delivered twice, all at once.
+    const responses = await Promise.all([...failure, ...failure].map((delivery) => deliver(delivery)));
+    expect(responses.map((response) => response.status)).toEqual(responses.map(() => 200));
+    const events = await env.DB.prepare(
+      "SELECT e.to_state FROM entitlement_events e JOIN users u ON u.id = e.user_id WHERE u.email = ? ORDER BY e.id",
+    )
+      .bind(paid.email)
+      .all<{ to_state: string }>();
+    expect(events.results.map((row) => row.to_state)).toEqual(["active", "grace"]);
+    expect((await mailbox(paid.email)).filter((mail) => mail.subject === "Your Berth payment failed")).toHaveLength(1);
+  });
+
   it("do not depend on arrival order: the whole checkout delivered backwards ends active", async () => {
     const paid = await paidButUndelivered();
     await deliverAll([...paid.deliveries].reverse());
