@@ -10,6 +10,9 @@ import { securityHeaders } from "./http/security-headers";
 import { loadSession } from "./http/session";
 import { MAX_BODY_BYTES } from "./http/validation";
 import { accountRoutes } from "./routes/account";
+import { adminRoutes } from "./routes/admin";
+import { agentRoutes } from "./routes/agent";
+import { serverRoutes } from "./routes/servers";
 import { authRoutes } from "./routes/auth";
 import { billingRoutes } from "./routes/billing";
 import { billingPageRoutes } from "./routes/billing-pages";
@@ -45,6 +48,9 @@ export const app = new Hono<AppEnv>()
   .route("/api/auth", authRoutes)
   .route("/api/me", accountRoutes)
   .route("/api/billing", billingRoutes)
+  .route("/api/servers", serverRoutes)
+  .route("/api/agent", agentRoutes)
+  .route("/api/admin", adminRoutes)
   .route("/webhooks/stripe", stripeWebhookRoutes)
   .use("/dev/*", async (c, next) => {
     // The dev outbox and friends exist only in development; in production they are plain 404s.

@@ -1,6 +1,8 @@
 // The Worker's bindings and variables, as wrangler.toml and secrets provide them.
 export interface Env {
   DB: D1Database;
+  /** One Durable Object per host (HostConnection). */
+  HOSTS: DurableObjectNamespace<import("./fleet/host-connection").HostConnection>;
   /** "production" (wrangler.toml) or "development" (set by `npm run dev` and the tests). */
   ENVIRONMENT: string;
   /** Origin used in links we email. Falls back to the request's origin in development only. */

@@ -2,6 +2,8 @@ import { app } from "./app";
 import type { Env } from "./env";
 import { runScheduledMaintenance } from "./scheduled";
 
+export { HostConnection } from "./fleet/host-connection";
+
 export default {
   fetch: app.fetch,
   async scheduled(controller, env, ctx) {

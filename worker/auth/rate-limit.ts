@@ -23,6 +23,7 @@ export const RATE_LIMIT_RULES = {
   password_reset_ip: { limit: 30, windowMs: HOUR },
   password_reset_email: { limit: 5, windowMs: HOUR },
   email_change_account: { limit: 5, windowMs: HOUR },
+  enroll_ip: { limit: 30, windowMs: HOUR },
 } satisfies Record<string, RateLimitRule>;
 
 export type RateLimitName = keyof typeof RATE_LIMIT_RULES;

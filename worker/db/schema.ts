@@ -1,4 +1,4 @@
-import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 // Times are stored as integer milliseconds since the epoch.
 const timestamp = (name: string) => integer(name, { mode: "timestamp_ms" });
@@ -11,6 +11,8 @@ export const users = sqliteTable(
     emailVerifiedAt: timestamp("email_verified_at"),
     // PHC string: the algorithm and its parameters travel with the hash.
     passwordHash: text("password_hash").notNull(),
+    /** "operator" may use /api/admin; granted with `npm run operator -- grant <email>`. */
+    role: text("role", { enum: ["customer", "operator"] }).notNull().default("customer"),
     createdAt: timestamp("created_at").notNull(),
     updatedAt: timestamp("updated_at").notNull(),
   },
@@ -177,3 +179,165 @@ export const entitlementEvents = sqliteTable(
 export type Subscription = typeof subscriptions.$inferSelect;
 export type Invoice = typeof invoices.$inferSelect;
 export type Entitlement = typeof entitlements.$inferSelect;
+
+// ---------- the fleet: hosts, their agents, jobs, workloads, usage ----------
+
+export const hosts = sqliteTable(
+  "hosts",
+  {
+    id: text("id").primaryKey(),
+    name: text("name").notNull().unique(),
+    region: text("region").notNull(),
+    memoryMiB: integer("memory_mib").notNull(),
+    cpus: real("cpus").notNull(),
+    diskGiB: real("disk_gib").notNull(),
+    /** The host's Ed25519 public key (raw, base64url). Only the host holds the private key. */
+    publicKey: text("public_key").notNull(),
+    status: text("status", { enum: ["online", "offline", "revoked"] }).notNull(),
+    lastSeenAt: timestamp("last_seen_at"),
+    agentVersion: text("agent_version").notNull(),
+    protocolVersion: integer("protocol_version"),
+    /** Null until the agent first reports; then whether its data root is on dm-crypt. */
+    diskEncrypted: integer("disk_encrypted", { mode: "boolean" }),
+    /** The agent was started with --allow-unencrypted-data-root (development only). */
+    allowUnencrypted: integer("allow_unencrypted", { mode: "boolean" }).notNull().default(false),
+    diskDevices: text("disk_devices", { mode: "json" }).$type<string[]>(),
+    enrolledAt: timestamp("enrolled_at").notNull(),
+    revokedAt: timestamp("revoked_at"),
+  },
+  (t) => [index("hosts_region_idx").on(t.region)],
+);
+
+export const joinTokens = sqliteTable("join_tokens", {
+  /** SHA-256 of the token, which is shown once. */
+  id: text("id").primaryKey(),
+  region: text("region").notNull(),
+  createdBy: text("created_by").notNull(),
+  createdAt: timestamp("created_at").notNull(),
+  expiresAt: timestamp("expires_at").notNull(),
+  usedAt: timestamp("used_at"),
+  hostId: text("host_id"),
+});
+
+export const JOB_STATUSES = ["queued", "sent", "acked", "succeeded", "failed"] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+
+// Jobs are persisted here before they are sent; the host's Durable Object delivers and retries them.
+export const jobs = sqliteTable(
+  "jobs",
+  {
+    id: text("id").primaryKey(),
+    hostId: text("host_id")
+      .notNull()
+      .references(() => hosts.id, { onDelete: "cascade" }),
+    kind: text("kind").notNull(),
+    payload: text("payload", { mode: "json" }).notNull(),
+    status: text("status", { enum: JOB_STATUSES }).notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    /** When an unacknowledged job is sent again. */
+    nextAttemptAt: timestamp("next_attempt_at").notNull(),
+    deadline: timestamp("deadline").notNull(),
+    progress: real("progress"),
+    progressMessage: text("progress_message"),
+    result: text("result", { mode: "json" }),
+    error: text("error"),
+    createdAt: timestamp("created_at").notNull(),
+    updatedAt: timestamp("updated_at").notNull(),
+    finishedAt: timestamp("finished_at"),
+  },
+  (t) => [index("jobs_host_status_idx").on(t.hostId, t.status)],
+);
+
+// What should run where: the agent reports what does, and reconciliation closes the gap.
+export const workloads = sqliteTable(
+  "workloads",
+  {
+    id: text("id").primaryKey(),
+    hostId: text("host_id")
+      .notNull()
+      .references(() => hosts.id, { onDelete: "cascade" }),
+    kind: text("kind").notNull(),
+    spec: text("spec", { mode: "json" }).notNull(),
+    desired: text("desired", { enum: ["present", "absent"] }).notNull(),
+    createdAt: timestamp("created_at").notNull(),
+    updatedAt: timestamp("updated_at").notNull(),
+  },
+  (t) => [index("workloads_host_idx").on(t.hostId)],
+);
+
+// A customer's homeserver. Its id is also its workload's id on the host.
+export const servers = sqliteTable(
+  "servers",
+  {
+    id: text("id").primaryKey(),
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    name: text("name").notNull().unique(),
+    region: text("region").notNull(),
+    hostId: text("host_id").references(() => hosts.id),
+    createdAt: timestamp("created_at").notNull(),
+  },
+  (t) => [index("servers_user_idx").on(t.userId)],
+);
+
+export const USAGE_RESOLUTIONS = ["raw", "5m", "1h"] as const;
+export type UsageResolution = (typeof USAGE_RESOLUTIONS)[number];
+
+// Host metrics: raw samples for 48 h, 5-minute averages for 30 days, hourly for a year.
+export const hostUsage = sqliteTable(
+  "host_usage",
+  {
+    hostId: text("host_id")
+      .notNull()
+      .references(() => hosts.id, { onDelete: "cascade" }),
+    resolution: text("resolution", { enum: USAGE_RESOLUTIONS }).notNull(),
+    at: timestamp("at").notNull(),
+    cpuLoadPercent: real("cpu_load_percent").notNull(),
+    memoryUsedBytes: real("memory_used_bytes").notNull(),
+    memoryAvailableBytes: real("memory_available_bytes").notNull(),
+    diskUsedBytes: real("disk_used_bytes").notNull(),
+    diskSizeBytes: real("disk_size_bytes").notNull(),
+    networkRxBytes: real("network_rx_bytes").notNull(),
+    networkTxBytes: real("network_tx_bytes").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.hostId, t.resolution, t.at] })],
+);
+
+// Per-workload (per-homeserver) container metrics, summed over the workload's containers.
+export const workloadUsage = sqliteTable(
+  "workload_usage",
+  {
+    workloadId: text("workload_id").notNull(),
+    hostId: text("host_id").notNull(),
+    resolution: text("resolution", { enum: USAGE_RESOLUTIONS }).notNull(),
+    at: timestamp("at").notNull(),
+    cpuPercent: real("cpu_percent").notNull(),
+    memoryBytes: real("memory_bytes").notNull(),
+    memoryLimitBytes: real("memory_limit_bytes").notNull(),
+    networkRxBytes: real("network_rx_bytes").notNull(),
+    networkTxBytes: real("network_tx_bytes").notNull(),
+    blockReadBytes: real("block_read_bytes").notNull(),
+    blockWriteBytes: real("block_write_bytes").notNull(),
+    pids: real("pids").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.workloadId, t.resolution, t.at] })],
+);
+
+export const auditLog = sqliteTable(
+  "audit_log",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    at: timestamp("at").notNull(),
+    /** "user:<id>", "host:<id>" or "anonymous". */
+    actor: text("actor").notNull(),
+    action: text("action").notNull(),
+    target: text("target"),
+    detail: text("detail", { mode: "json" }),
+  },
+  (t) => [index("audit_log_at_idx").on(t.at)],
+);
+
+export type Host = typeof hosts.$inferSelect;
+export type Job = typeof jobs.$inferSelect;
+export type Workload = typeof workloads.$inferSelect;

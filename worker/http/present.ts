@@ -1,6 +1,6 @@
 import type { billingSummary } from "../billing/billing";
 import type { Plan } from "../billing/plans";
-import type { Invoice, User } from "../db/schema";
+import type { Host, Invoice, Job, User } from "../db/schema";
 
 /** The account as its owner sees it through the API. */
 export function publicUser(user: User) {
@@ -53,5 +53,57 @@ export function presentInvoice(invoice: Invoice) {
     hostedInvoiceUrl: invoice.hostedInvoiceUrl,
     invoicePdf: invoice.invoicePdf,
     createdAt: invoice.createdAt.toISOString(),
+  };
+}
+
+export function presentHost(host: Host) {
+  return {
+    id: host.id,
+    name: host.name,
+    region: host.region,
+    capacity: { memoryMiB: host.memoryMiB, cpus: host.cpus, diskGiB: host.diskGiB },
+    status: host.status,
+    lastSeenAt: host.lastSeenAt?.toISOString() ?? null,
+    agentVersion: host.agentVersion,
+    protocolVersion: host.protocolVersion,
+    diskEncryption: {
+      encrypted: host.diskEncrypted,
+      allowUnencrypted: host.allowUnencrypted,
+      devices: host.diskDevices ?? [],
+    },
+    enrolledAt: host.enrolledAt.toISOString(),
+    revokedAt: host.revokedAt?.toISOString() ?? null,
+  };
+}
+
+export function presentJob(job: Job) {
+  return {
+    id: job.id,
+    hostId: job.hostId,
+    kind: job.kind,
+    payload: job.payload,
+    status: job.status,
+    attempts: job.attempts,
+    progress: job.progress,
+    progressMessage: job.progressMessage,
+    result: job.result,
+    error: job.error,
+    deadline: job.deadline.toISOString(),
+    createdAt: job.createdAt.toISOString(),
+    finishedAt: job.finishedAt?.toISOString() ?? null,
+  };
+}
+
+/** Usage rows as series points: the time and each metric, no internal keys. */
+export function presentUsage<T extends { at: Date }>(series: { resolution: string; rows: T[] }, omit: (keyof T)[]) {
+  return {
+    resolution: series.resolution,
+    points: series.rows.map((row) => {
+      const point: Record<string, unknown> = { at: row.at.toISOString() };
+      for (const [key, value] of Object.entries(row)) {
+        if (key !== "at" && !omit.includes(key as keyof T)) point[key] = value;
+      }
+      return point;
+    }),
   };
 }

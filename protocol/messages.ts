@@ -1,0 +1,207 @@
+// The agent protocol: versioned JSON messages over one WebSocket per host,
+// validated on both ends with these schemas (the Worker and the agent import
+// this file and nothing else of each other).
+import { z } from "zod";
+
+/** The protocol this build speaks. A peer that offers none we accept is closed with PROTOCOL_TOO_OLD. */
+export const PROTOCOL_VERSION = 1;
+export const OLDEST_SUPPORTED_PROTOCOL = 1;
+
+/** WebSocket close codes (4000–4999 are the application's). */
+export const CLOSE = {
+  UNAUTHORIZED: 4001,
+  PROTOCOL_TOO_OLD: 4002,
+  REPLACED: 4003,
+  REVOKED: 4004,
+  INVALID_MESSAGE: 4005,
+  AUTH_TIMEOUT: 4008,
+  HEARTBEAT_TIMEOUT: 4009,
+} as const;
+
+/** Text frames the Durable Object answers without waking (WebSocket auto-response). */
+export const PING = "ping";
+export const PONG = "pong";
+
+/** What the agent signs (Ed25519) to prove it holds the host's key: bound to this host and this challenge. */
+export function helloSigningInput(hostId: string, nonce: string): string {
+  return `berth-agent-hello-v1\n${hostId}\n${nonce}`;
+}
+
+const id = z.string().min(1).max(128);
+const base64url = z.string().regex(/^[A-Za-z0-9_-]+$/).max(512);
+const json = z.json();
+
+// ---------- shared shapes ----------
+
+export const diskEncryptionSchema = z.strictObject({
+  /** The data root's path on the host. */
+  dataRoot: z.string().max(4096),
+  /** True when the data root sits on a dm-crypt (LUKS or plain) device. */
+  encrypted: z.boolean(),
+  /** The block device chain found, e.g. ["dm-0 (crypt)", "vda2"]. */
+  devices: z.array(z.string().max(256)).max(16),
+  /** Started with --allow-unencrypted-data-root: customer data is accepted anyway (development only). */
+  allowUnencrypted: z.boolean(),
+});
+export type DiskEncryption = z.infer<typeof diskEncryptionSchema>;
+
+export const capacitySchema = z.strictObject({
+  memoryMiB: z.number().int().nonnegative(),
+  cpus: z.number().nonnegative(),
+  diskGiB: z.number().nonnegative(),
+});
+export type Capacity = z.infer<typeof capacitySchema>;
+
+/** A workload as the agent actually runs it. */
+export const reportedWorkloadSchema = z.strictObject({
+  id,
+  kind: z.string().min(1).max(64),
+  state: z.enum(["running", "stopped", "failed"]),
+});
+export type ReportedWorkload = z.infer<typeof reportedWorkloadSchema>;
+
+export const hostUsageSchema = z.strictObject({
+  cpuLoadPercent: z.number().nonnegative(),
+  memoryUsedBytes: z.number().nonnegative(),
+  memoryAvailableBytes: z.number().nonnegative(),
+  disks: z
+    .array(z.strictObject({ mount: z.string().max(4096), usedBytes: z.number().nonnegative(), sizeBytes: z.number().nonnegative() }))
+    .max(64),
+  networkRxBytes: z.number().nonnegative(),
+  networkTxBytes: z.number().nonnegative(),
+});
+
+export const containerUsageSchema = z.strictObject({
+  /** The workload the container belongs to (its berth.workload label). */
+  workloadId: id,
+  container: z.string().max(256),
+  cpuPercent: z.number().nonnegative(),
+  /** Memory in use excluding the page cache, as `docker stats` reports it. */
+  memoryBytes: z.number().nonnegative(),
+  memoryLimitBytes: z.number().nonnegative(),
+  networkRxBytes: z.number().nonnegative(),
+  networkTxBytes: z.number().nonnegative(),
+  blockReadBytes: z.number().nonnegative(),
+  blockWriteBytes: z.number().nonnegative(),
+  pids: z.number().int().nonnegative(),
+});
+
+export const usageSampleSchema = z.strictObject({
+  /** Unix milliseconds when measured. */
+  at: z.number().int().positive(),
+  host: hostUsageSchema,
+  containers: z.array(containerUsageSchema).max(1000),
+});
+export type UsageSample = z.infer<typeof usageSampleSchema>;
+export type ContainerUsage = z.infer<typeof containerUsageSchema>;
+
+// ---------- control plane → agent ----------
+
+export const challengeMessage = z.strictObject({
+  type: z.literal("challenge"),
+  protocol: z.number().int(),
+  nonce: base64url,
+});
+
+export const welcomeMessage = z.strictObject({
+  type: z.literal("welcome"),
+  protocol: z.number().int(),
+  hostId: id,
+  heartbeatIntervalMs: z.number().int().positive(),
+  usageIntervalMs: z.number().int().positive(),
+});
+
+export const jobMessage = z.strictObject({
+  type: z.literal("job"),
+  job: z.strictObject({
+    id,
+    kind: z.string().min(1).max(64),
+    payload: json,
+    /** Delivery attempt, from 1: the agent's journal makes a repeat harmless. */
+    attempt: z.number().int().positive(),
+    /** Unix milliseconds after which the control plane counts the job as failed. */
+    deadline: z.number().int().positive(),
+  }),
+});
+export type JobAssignment = z.infer<typeof jobMessage>["job"];
+
+export const serverMessage = z.discriminatedUnion("type", [challengeMessage, welcomeMessage, jobMessage]);
+export type ServerMessage = z.infer<typeof serverMessage>;
+
+// ---------- agent → control plane ----------
+
+export const helloMessage = z.strictObject({
+  type: z.literal("hello"),
+  /** Every protocol version the agent can speak. */
+  protocols: z.array(z.number().int()).min(1).max(16),
+  hostId: id,
+  nonce: base64url,
+  /** Ed25519 over helloSigningInput(hostId, nonce), base64url. */
+  signature: base64url,
+  agentVersion: z.string().max(64),
+  diskEncryption: diskEncryptionSchema,
+  workloads: z.array(reportedWorkloadSchema).max(10_000),
+});
+
+export const jobAckMessage = z.strictObject({ type: z.literal("job.ack"), id });
+
+export const jobProgressMessage = z.strictObject({
+  type: z.literal("job.progress"),
+  id,
+  /** 0 to 1. */
+  progress: z.number().min(0).max(1),
+  message: z.string().max(500).optional(),
+});
+
+export const jobResultMessage = z.strictObject({
+  type: z.literal("job.result"),
+  id,
+  ok: z.boolean(),
+  result: json.optional(),
+  error: z.string().max(4000).optional(),
+});
+
+export const inventoryMessage = z.strictObject({
+  type: z.literal("inventory"),
+  workloads: z.array(reportedWorkloadSchema).max(10_000),
+});
+
+export const usageMessage = z.strictObject({
+  type: z.literal("usage"),
+  samples: z.array(usageSampleSchema).min(1).max(120),
+});
+
+export const agentMessage = z.discriminatedUnion("type", [
+  helloMessage,
+  jobAckMessage,
+  jobProgressMessage,
+  jobResultMessage,
+  inventoryMessage,
+  usageMessage,
+]);
+export type AgentMessage = z.infer<typeof agentMessage>;
+export type HelloMessage = z.infer<typeof helloMessage>;
+
+// ---------- enrollment (HTTP) ----------
+
+export const enrollRequest = z.strictObject({
+  joinToken: z.string().min(1).max(256),
+  /** The host's Ed25519 public key, raw 32 bytes, base64url. */
+  publicKey: base64url,
+  name: z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9-]*$/, "lower-case letters, digits and hyphens"),
+  capacity: capacitySchema,
+  agentVersion: z.string().max(64),
+});
+export type EnrollRequest = z.infer<typeof enrollRequest>;
+
+export const enrollResponse = z.strictObject({
+  hostId: id,
+  region: z.string(),
+  /** The WebSocket URL the agent dials. */
+  connectUrl: z.string().url(),
+});
+export type EnrollResponse = z.infer<typeof enrollResponse>;
+
+/** Job kinds every agent understands; the homeserver and backup kinds come with their issues. */
+export const TEST_JOB_KINDS = ["noop", "sleep", "fail"] as const;
+export const WORKLOAD_JOB_KINDS = ["workload.ensure", "workload.remove"] as const;

@@ -1,0 +1,162 @@
+import { SELF } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { expect } from "vitest";
+import { helloSigningInput, PROTOCOL_VERSION, type DiskEncryption, type ReportedWorkload } from "../../../protocol/messages";
+import { base64UrlEncode } from "../../../worker/crypto/bytes";
+import { call, logIn, post, verifiedUser } from "../helpers";
+
+// A fake agent speaking the real protocol from inside workerd, with a real Ed25519 key.
+
+export async function operatorCookie(): Promise<string> {
+  const { email } = await verifiedUser();
+  await env.DB.prepare("UPDATE users SET role = 'operator' WHERE email = ?").bind(email).run();
+  return logIn(email);
+}
+
+export async function joinToken(cookie: string, region = "us-east"): Promise<string> {
+  const response = await post("/api/admin/join-tokens", { region }, { cookie });
+  expect(response.status).toBe(201);
+  return ((await response.json()) as { token: string }).token;
+}
+
+export interface HostIdentity {
+  hostId: string;
+  name: string;
+  keys: CryptoKeyPair;
+  publicKey: string;
+}
+
+export async function newKeys() {
+  const keys = (await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"])) as CryptoKeyPair;
+  const raw = new Uint8Array((await crypto.subtle.exportKey("raw", keys.publicKey)) as ArrayBuffer);
+  return { keys, publicKey: base64UrlEncode(raw) };
+}
+
+export function enrollBody(token: string, publicKey: string, name = `host-${crypto.randomUUID().slice(0, 8)}`) {
+  return { joinToken: token, publicKey, name, capacity: { memoryMiB: 8192, cpus: 4, diskGiB: 200 }, agentVersion: "0.1.0" };
+}
+
+export async function enrolledHost(cookie: string, region = "us-east"): Promise<HostIdentity> {
+  const { keys, publicKey } = await newKeys();
+  const body = enrollBody(await joinToken(cookie, region), publicKey);
+  const response = await post("/api/agent/enroll", body);
+  expect(response.status, await response.clone().text()).toBe(201);
+  const { hostId } = (await response.json()) as { hostId: string };
+  return { hostId, name: body.name, keys, publicKey };
+}
+
+export async function sign(keys: CryptoKeyPair, hostId: string, nonce: string): Promise<string> {
+  const signature = await crypto.subtle.sign({ name: "Ed25519" }, keys.privateKey, new TextEncoder().encode(helloSigningInput(hostId, nonce)));
+  return base64UrlEncode(new Uint8Array(signature));
+}
+
+export interface Closed {
+  code: number;
+  reason: string;
+}
+
+/** One WebSocket to /api/agent/connect, with the messages and close it receives. */
+export class FakeAgent {
+  readonly messages: unknown[] = [];
+  closed: Closed | null = null;
+  private waiters: (() => void)[] = [];
+
+  private constructor(readonly ws: WebSocket) {
+    ws.addEventListener("message", (event) => {
+      this.messages.push(typeof event.data === "string" && event.data.startsWith("{") ? JSON.parse(event.data) : event.data);
+      this.wake();
+    });
+    ws.addEventListener("close", (event) => {
+      this.closed = { code: event.code, reason: event.reason };
+      this.wake();
+    });
+  }
+
+  static async connect(hostId: string): Promise<FakeAgent> {
+    const response = await SELF.fetch(`http://localhost/api/agent/connect?host=${hostId}`, { headers: { upgrade: "websocket" } });
+    expect(response.status).toBe(101);
+    const ws = response.webSocket!;
+    ws.accept();
+    return new FakeAgent(ws);
+  }
+
+  private wake() {
+    for (const waiter of this.waiters.splice(0)) waiter();
+  }
+
+  /** Waits (up to `ms`) for a message matching `predicate`, and removes it from the queue. */
+  async next<T = Record<string, unknown>>(predicate: (message: any) => boolean, ms = 5000): Promise<T> {
+    const deadline = performance.now() + ms;
+    for (;;) {
+      const index = this.messages.findIndex(predicate);
+      if (index >= 0) return this.messages.splice(index, 1)[0] as T;
+      if (this.closed) throw new Error(`closed (${this.closed.code} ${this.closed.reason}) while waiting`);
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`no matching message; have ${JSON.stringify(this.messages)}`);
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        setTimeout(resolve, left);
+      });
+    }
+  }
+
+  nextOfType<T = Record<string, unknown>>(type: string, ms?: number) {
+    return this.next<T>((message) => message?.type === type, ms);
+  }
+
+  async waitClosed(ms = 5000): Promise<Closed> {
+    const deadline = performance.now() + ms;
+    while (!this.closed) {
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error("not closed");
+      await new Promise<void>((resolve) => {
+        this.waiters.push(resolve);
+        setTimeout(resolve, left);
+      });
+    }
+    return this.closed;
+  }
+
+  send(message: unknown) {
+    this.ws.send(typeof message === "string" ? message : JSON.stringify(message));
+  }
+}
+
+export const NO_ENCRYPTION: DiskEncryption = { dataRoot: "/var/lib/berth", encrypted: false, devices: ["vda"], allowUnencrypted: true };
+
+export function helloFor(host: HostIdentity, nonce: string, signature: string, extra: { workloads?: ReportedWorkload[]; protocols?: number[] } = {}) {
+  return {
+    type: "hello",
+    protocols: extra.protocols ?? [PROTOCOL_VERSION],
+    hostId: host.hostId,
+    nonce,
+    signature,
+    agentVersion: "0.1.0",
+    diskEncryption: NO_ENCRYPTION,
+    workloads: extra.workloads ?? [],
+  };
+}
+
+/** Connects and authenticates as `host`; resolves once welcomed. */
+export async function connectedAgent(host: HostIdentity, workloads: ReportedWorkload[] = []): Promise<FakeAgent> {
+  const agent = await FakeAgent.connect(host.hostId);
+  const { nonce } = await agent.nextOfType<{ nonce: string }>("challenge");
+  agent.send(helloFor(host, nonce, await sign(host.keys, host.hostId, nonce), { workloads }));
+  await agent.nextOfType("welcome");
+  return agent;
+}
+
+export async function hostView(cookie: string, hostId: string) {
+  const response = await call(`/api/admin/hosts/${hostId}`, { cookie });
+  expect(response.status).toBe(200);
+  return (await response.json()) as { status: string; connection: { connected: boolean }; diskEncryption: { encrypted: boolean; allowUnencrypted: boolean }; agentVersion: string };
+}
+
+export async function auditActions(hostId: string): Promise<string[]> {
+  const rows = await env.DB.prepare("SELECT action, detail FROM audit_log WHERE target = ? ORDER BY id").bind(hostId).all<{ action: string; detail: string }>();
+  return rows.results.map((row) => `${row.action}${row.detail && JSON.parse(row.detail).reason ? `:${JSON.parse(row.detail).reason}` : ""}`);
+}
+
+export function hostStub(hostId: string) {
+  return env.HOSTS.get(env.HOSTS.idFromName(hostId));
+}

@@ -1,0 +1,75 @@
+import { and, eq, gt, isNull } from "drizzle-orm";
+import type { EnrollRequest } from "../../protocol/messages";
+import { audit } from "../audit/audit";
+import type { Database } from "../db/client";
+import { hosts, joinTokens } from "../db/schema";
+import { base64UrlDecode, randomToken, sha256Hex } from "../crypto/bytes";
+import { badRequest, conflict } from "../errors";
+
+export const REGIONS = ["us-east", "us-west", "us-central"] as const;
+export type Region = (typeof REGIONS)[number];
+
+/** A one-time join token for one new host in `region`; only its hash is kept. */
+export async function createJoinToken(db: Database, operatorId: string, region: Region, minutes: number, now: Date) {
+  const token = `bjt_${randomToken()}`;
+  const expiresAt = new Date(now.getTime() + minutes * 60_000);
+  await db.batch([
+    db.insert(joinTokens).values({ id: await sha256Hex(token), region, createdBy: operatorId, createdAt: now, expiresAt }),
+    audit(db, now, `user:${operatorId}`, "join_token.created", null, { region, expiresAt: expiresAt.toISOString() }),
+  ]);
+  return { token, region, expiresAt };
+}
+
+
+async function importPublicKey(publicKey: string): Promise<boolean> {
+  const raw = base64UrlDecode(publicKey);
+  if (!raw || raw.length !== 32) return false;
+  try {
+    await crypto.subtle.importKey("raw", raw, { name: "Ed25519" }, false, ["verify"]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const invalidToken = () => badRequest("invalid_join_token", "This join token is invalid, was already used, or has expired.");
+
+/**
+ * Exchanges a join token for a host identity: the host's own Ed25519 public key
+ * is registered, so D1 holds nothing that would let its reader act as the host.
+ */
+export async function enrollHost(db: Database, request: EnrollRequest, now: Date) {
+  if (!(await importPublicKey(request.publicKey))) {
+    throw badRequest("invalid_public_key", "publicKey must be a raw Ed25519 public key (32 bytes, base64url).");
+  }
+  const tokenId = await sha256Hex(request.joinToken);
+  const [taken] = await db.select({ id: hosts.id }).from(hosts).where(eq(hosts.name, request.name));
+  if (taken) throw conflict("host_name_taken", `A host named ${request.name} is already enrolled.`);
+
+  const hostId = crypto.randomUUID();
+  const [token] = await db
+    .update(joinTokens)
+    .set({ usedAt: now, hostId })
+    .where(and(eq(joinTokens.id, tokenId), isNull(joinTokens.usedAt), gt(joinTokens.expiresAt, now)))
+    .returning();
+  if (!token) {
+    await audit(db, now, "anonymous", "host.enroll_refused", request.name, { reason: "invalid join token" });
+    throw invalidToken();
+  }
+  await db.batch([
+    db.insert(hosts).values({
+      id: hostId,
+      name: request.name,
+      region: token.region,
+      memoryMiB: request.capacity.memoryMiB,
+      cpus: request.capacity.cpus,
+      diskGiB: request.capacity.diskGiB,
+      publicKey: request.publicKey,
+      status: "offline",
+      agentVersion: request.agentVersion,
+      enrolledAt: now,
+    }),
+    audit(db, now, `host:${hostId}`, "host.enrolled", hostId, { name: request.name, region: token.region }),
+  ]);
+  return { hostId, region: token.region };
+}

@@ -1,0 +1,296 @@
+import { DurableObject } from "cloudflare:workers";
+import { and, eq, ne } from "drizzle-orm";
+import {
+  agentMessage,
+  CLOSE,
+  helloSigningInput,
+  OLDEST_SUPPORTED_PROTOCOL,
+  PING,
+  PONG,
+  PROTOCOL_VERSION,
+  type AgentMessage,
+  type HelloMessage,
+} from "../../protocol/messages";
+import { audit } from "../audit/audit";
+import { database, type Database } from "../db/client";
+import { hosts, type Host } from "../db/schema";
+import { base64UrlDecode, randomToken, utf8 } from "../crypto/bytes";
+import type { Env } from "../env";
+import { dueJobs, failExpiredJobs, markAcked, markSent, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
+import { AUTH_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, OFFLINE_AFTER_MS, USAGE_INTERVAL_MS, WATCH_INTERVAL_MS } from "./policy";
+import { reconcileHost } from "./reconcile";
+import { ingestUsage } from "./usage";
+
+type Attachment =
+  | { state: "pending"; hostId: string; nonce: string; openedAt: number }
+  | { state: "authenticated"; hostId: string; protocol: number; connectedAt: number; lastMessageAt: number };
+
+export interface ConnectionStatus {
+  connected: boolean;
+  pending: number;
+  protocol: number | null;
+}
+
+/**
+ * One per host: holds that host's agent WebSocket (with the Hibernation API,
+ * so an idle connection costs nothing), authenticates it by an Ed25519
+ * challenge, delivers the host's jobs from D1 and retries them, records what
+ * the agent reports, and marks the host offline after ~90 s of silence.
+ * Nothing else talks to the agent.
+ */
+export class HostConnection extends DurableObject<Env> {
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    // Heartbeats are answered by the runtime itself, without waking this object.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
+  }
+
+  private get db(): Database {
+    return database(this.env.DB);
+  }
+
+  private sockets(state: Attachment["state"]): WebSocket[] {
+    return this.ctx.getWebSockets().filter((ws) => (ws.deserializeAttachment() as Attachment | null)?.state === state);
+  }
+
+  /** The agent's WebSocket upgrade, forwarded by the Worker for host `?host=`. */
+  override async fetch(request: Request): Promise<Response> {
+    const hostId = new URL(request.url).searchParams.get("host");
+    if (!hostId || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return new Response("expected a WebSocket upgrade", { status: 426 });
+    }
+    await this.ctx.storage.put("hostId", hostId);
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.ctx.acceptWebSocket(server);
+    const nonce = randomToken();
+    server.serializeAttachment({ state: "pending", hostId, nonce, openedAt: Date.now() } satisfies Attachment);
+    server.send(JSON.stringify({ type: "challenge", protocol: PROTOCOL_VERSION, nonce }));
+    await this.scheduleAlarm(Date.now() + AUTH_TIMEOUT_MS);
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer): Promise<void> {
+    const attachment = ws.deserializeAttachment() as Attachment;
+    let message: AgentMessage;
+    try {
+      if (typeof raw !== "string") throw new Error("binary frame");
+      message = agentMessage.parse(JSON.parse(raw));
+    } catch {
+      await this.refuse(ws, attachment, CLOSE.INVALID_MESSAGE, "invalid message", "agent.invalid_message");
+      return;
+    }
+    if (attachment.state === "pending") {
+      if (message.type !== "hello") {
+        await this.refuse(ws, attachment, CLOSE.UNAUTHORIZED, "say hello first", "agent.auth_refused", { reason: "no hello" });
+        return;
+      }
+      await this.authenticate(ws, attachment, message);
+      return;
+    }
+
+    const now = new Date();
+    ws.serializeAttachment({ ...attachment, lastMessageAt: now.getTime() } satisfies Attachment);
+    const { hostId } = attachment;
+    switch (message.type) {
+      case "hello":
+        break; // already authenticated: ignore a repeat
+      case "job.ack":
+        await markAcked(this.db, hostId, message.id, now);
+        break;
+      case "job.progress":
+        await recordProgress(this.db, hostId, message.id, message.progress, message.message, now);
+        break;
+      case "job.result":
+        await recordResult(this.db, hostId, message, now);
+        break;
+      case "inventory":
+        await reconcileHost(this.db, hostId, message.workloads, now);
+        await this.deliver();
+        break;
+      case "usage":
+        await ingestUsage(this.db, hostId, message.samples);
+        break;
+    }
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    const attachment = ws.deserializeAttachment() as Attachment | null;
+    ws.close(code === 1005 || code === 1006 ? 1000 : code, reason);
+    if (attachment?.state === "authenticated" && this.sockets("authenticated").every((other) => other === ws)) {
+      await this.markOffline(attachment.hostId, "connection closed");
+    }
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    await this.webSocketClose(ws, 1011, "error");
+  }
+
+  /** Auth timeouts, heartbeat silence, job resends and deadlines. */
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    for (const ws of this.ctx.getWebSockets()) {
+      const attachment = ws.deserializeAttachment() as Attachment | null;
+      if (!attachment) continue;
+      if (attachment.state === "pending" && now - attachment.openedAt >= AUTH_TIMEOUT_MS) {
+        await this.refuse(ws, attachment, CLOSE.AUTH_TIMEOUT, "no hello in time", "agent.auth_refused", { reason: "timeout" });
+      }
+      if (attachment.state === "authenticated") {
+        const heardAt = Math.max(
+          attachment.lastMessageAt,
+          this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0,
+        );
+        if (now - heardAt >= OFFLINE_AFTER_MS) {
+          ws.close(CLOSE.HEARTBEAT_TIMEOUT, "no heartbeat");
+          await this.markOffline(attachment.hostId, "heartbeat timeout");
+        } else {
+          await this.db.update(hosts).set({ lastSeenAt: new Date(heardAt) }).where(eq(hosts.id, attachment.hostId));
+        }
+      }
+    }
+    await this.deliver();
+  }
+
+  // ---------- RPC from the Worker ----------
+
+  /** Sends every due job to the connected agent, fails those past their deadline, and re-arms the alarm. */
+  async deliver(): Promise<void> {
+    const hostId = await this.ctx.storage.get<string>("hostId");
+    if (!hostId) return;
+    const now = new Date();
+    await failExpiredJobs(this.db, hostId, now);
+    const [ws] = this.sockets("authenticated");
+    if (ws) {
+      for (const job of await dueJobs(this.db, hostId, now)) {
+        ws.send(
+          JSON.stringify({
+            type: "job",
+            job: { id: job.id, kind: job.kind, payload: job.payload ?? null, attempt: job.attempts + 1, deadline: job.deadline.getTime() },
+          }),
+        );
+        await markSent(this.db, job, now);
+      }
+    }
+    const nextJob = await nextJobDeadline(this.db, hostId);
+    const watch = this.ctx.getWebSockets().length > 0 ? now.getTime() + WATCH_INTERVAL_MS : Infinity;
+    await this.scheduleAlarm(Math.min(watch, nextJob?.getTime() ?? Infinity));
+  }
+
+  /** Ends the host's live connection at once (revocation). */
+  async revoke(): Promise<void> {
+    for (const ws of this.ctx.getWebSockets()) ws.close(CLOSE.REVOKED, "host revoked");
+  }
+
+  async status(): Promise<ConnectionStatus> {
+    const [ws] = this.sockets("authenticated");
+    const attachment = ws?.deserializeAttachment() as Attachment | undefined;
+    return {
+      connected: Boolean(ws),
+      pending: this.sockets("pending").length,
+      protocol: attachment?.state === "authenticated" ? attachment.protocol : null,
+    };
+  }
+
+  // ---------- internals ----------
+
+  private async authenticate(ws: WebSocket, attachment: Extract<Attachment, { state: "pending" }>, hello: HelloMessage) {
+    const now = new Date();
+    const [host] = await this.db.select().from(hosts).where(eq(hosts.id, attachment.hostId));
+    const refuse = (code: number, reason: string, detail: string) =>
+      this.refuse(ws, attachment, code, reason, "agent.auth_refused", { reason: detail });
+
+    if (!host) return refuse(CLOSE.UNAUTHORIZED, "unknown host", "unknown host");
+    if (host.status === "revoked") return refuse(CLOSE.REVOKED, "host revoked", "revoked host");
+    if (hello.hostId !== attachment.hostId) return refuse(CLOSE.UNAUTHORIZED, "wrong host", "hello names another host");
+    if (hello.nonce !== attachment.nonce) return refuse(CLOSE.UNAUTHORIZED, "stale challenge", "replayed or stale challenge");
+    if (!(await verifyHello(host, hello))) return refuse(CLOSE.UNAUTHORIZED, "bad signature", "bad signature");
+    const protocol = Math.max(...hello.protocols.filter((v) => v >= OLDEST_SUPPORTED_PROTOCOL && v <= PROTOCOL_VERSION));
+    if (!Number.isFinite(protocol)) {
+      return refuse(CLOSE.PROTOCOL_TOO_OLD, `agent too old: this control plane speaks protocol ${OLDEST_SUPPORTED_PROTOCOL}–${PROTOCOL_VERSION}; upgrade berth-agent`, "protocol too old");
+    }
+
+    // One live connection per host: the newest wins.
+    for (const other of this.sockets("authenticated")) other.close(CLOSE.REPLACED, "replaced by a newer connection");
+    ws.serializeAttachment({
+      state: "authenticated",
+      hostId: host.id,
+      protocol,
+      connectedAt: now.getTime(),
+      lastMessageAt: now.getTime(),
+    } satisfies Attachment);
+    const report = hello.diskEncryption;
+    await this.db.batch([
+      this.db
+        .update(hosts)
+        .set({
+          status: "online",
+          lastSeenAt: now,
+          agentVersion: hello.agentVersion,
+          protocolVersion: protocol,
+          diskEncrypted: report.encrypted,
+          allowUnencrypted: report.allowUnencrypted,
+          diskDevices: report.devices,
+        })
+        .where(eq(hosts.id, host.id)),
+      audit(this.db, now, `host:${host.id}`, "agent.connected", host.id, {
+        agentVersion: hello.agentVersion,
+        protocol,
+        diskEncrypted: report.encrypted,
+        allowUnencrypted: report.allowUnencrypted,
+      }),
+    ]);
+    ws.send(
+      JSON.stringify({
+        type: "welcome",
+        protocol,
+        hostId: host.id,
+        heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
+        usageIntervalMs: USAGE_INTERVAL_MS,
+      }),
+    );
+    await redeliverUnfinished(this.db, host.id, now);
+    await reconcileHost(this.db, host.id, hello.workloads, now);
+    await this.deliver();
+  }
+
+  private async refuse(
+    ws: WebSocket,
+    attachment: Attachment,
+    code: number,
+    reason: string,
+    action: string,
+    detail: Record<string, unknown> = {},
+  ) {
+    console.warn(JSON.stringify({ event: action, hostId: attachment.hostId, code, ...detail }));
+    await audit(this.db, new Date(), "anonymous", action, attachment.hostId, { code, ...detail });
+    ws.close(code, reason);
+  }
+
+  private async markOffline(hostId: string, reason: string) {
+    const now = new Date();
+    await this.db.batch([
+      this.db
+        .update(hosts)
+        .set({ status: "offline" })
+        .where(and(eq(hosts.id, hostId), ne(hosts.status, "revoked"))),
+      audit(this.db, now, `host:${hostId}`, "agent.disconnected", hostId, { reason }),
+    ]);
+  }
+
+  private async scheduleAlarm(at: number) {
+    if (!Number.isFinite(at)) return;
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at || current < Date.now()) await this.ctx.storage.setAlarm(at);
+  }
+}
+
+async function verifyHello(host: Host, hello: HelloMessage): Promise<boolean> {
+  const publicKey = base64UrlDecode(host.publicKey);
+  const signature = base64UrlDecode(hello.signature);
+  if (!publicKey || !signature) return false;
+  try {
+    const key = await crypto.subtle.importKey("raw", publicKey, { name: "Ed25519" }, false, ["verify"]);
+    return await crypto.subtle.verify({ name: "Ed25519" }, key, signature, utf8(helloSigningInput(host.id, hello.nonce)));
+  } catch {
+    return false;
+  }
+}

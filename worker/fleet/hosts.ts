@@ -1,0 +1,31 @@
+import { desc, eq } from "drizzle-orm";
+import { audit } from "../audit/audit";
+import type { Database } from "../db/client";
+import { hosts, type Host } from "../db/schema";
+import type { Env } from "../env";
+import { notFound } from "../errors";
+
+export function hostStub(env: Env, hostId: string) {
+  return env.HOSTS.get(env.HOSTS.idFromName(hostId));
+}
+
+export async function listHosts(db: Database): Promise<Host[]> {
+  return db.select().from(hosts).orderBy(desc(hosts.enrolledAt));
+}
+
+export async function requireHost(db: Database, id: string): Promise<Host> {
+  const [host] = await db.select().from(hosts).where(eq(hosts.id, id));
+  if (!host) throw notFound("No such host.");
+  return host;
+}
+
+/** Revokes a host: it can never authenticate again, and its live connection is closed at once. */
+export async function revokeHost(db: Database, env: Env, operatorId: string, hostId: string, now: Date): Promise<Host> {
+  await requireHost(db, hostId);
+  const [host] = await db.batch([
+    db.update(hosts).set({ status: "revoked", revokedAt: now }).where(eq(hosts.id, hostId)).returning(),
+    audit(db, now, `user:${operatorId}`, "host.revoked", hostId),
+  ]);
+  await hostStub(env, hostId).revoke();
+  return host[0]!;
+}

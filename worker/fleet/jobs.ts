@@ -1,0 +1,138 @@
+import { and, asc, eq, inArray, lte, sql } from "drizzle-orm";
+import type { Database } from "../db/client";
+import { jobs, type Job, type JobStatus } from "../db/schema";
+import { JOB_DEFAULT_TIMEOUT_MS, retryDelayMs } from "./policy";
+
+/**
+ * The job lifecycle, persisted in D1: queued → sent → acked → succeeded | failed.
+ * A job is written before it is sent; the host's Durable Object delivers it,
+ * sends it again until the agent acknowledges it, and again after a reconnect
+ * until the agent reports a result. Past its deadline it fails.
+ */
+const UNFINISHED: JobStatus[] = ["queued", "sent", "acked"];
+
+export interface NewJob {
+  hostId: string;
+  kind: string;
+  payload: unknown;
+  timeoutMs?: number;
+}
+
+export async function createJob(db: Database, job: NewJob, now: Date): Promise<Job> {
+  const [row] = await db
+    .insert(jobs)
+    .values({
+      id: crypto.randomUUID(),
+      hostId: job.hostId,
+      kind: job.kind,
+      payload: job.payload ?? null,
+      status: "queued",
+      nextAttemptAt: now,
+      deadline: new Date(now.getTime() + (job.timeoutMs ?? JOB_DEFAULT_TIMEOUT_MS)),
+      createdAt: now,
+      updatedAt: now,
+    })
+    .returning();
+  return row!;
+}
+
+export async function getJob(db: Database, id: string): Promise<Job | undefined> {
+  const [row] = await db.select().from(jobs).where(eq(jobs.id, id));
+  return row;
+}
+
+/** Jobs to (re)send now: queued, or sent but not acknowledged in time. */
+export async function dueJobs(db: Database, hostId: string, now: Date): Promise<Job[]> {
+  return db
+    .select()
+    .from(jobs)
+    .where(and(eq(jobs.hostId, hostId), inArray(jobs.status, ["queued", "sent"]), lte(jobs.nextAttemptAt, now)))
+    .orderBy(asc(jobs.createdAt))
+    .limit(100);
+}
+
+/** The earliest moment a job of this host needs attention (a resend or its deadline). */
+export async function nextJobDeadline(db: Database, hostId: string): Promise<Date | null> {
+  const [row] = await db
+    .select({
+      next: sql<number>`min(CASE WHEN ${jobs.status} = 'acked' THEN ${jobs.deadline} ELSE min(${jobs.nextAttemptAt}, ${jobs.deadline}) END)`,
+    })
+    .from(jobs)
+    .where(and(eq(jobs.hostId, hostId), inArray(jobs.status, UNFINISHED)));
+  return row?.next ? new Date(row.next) : null;
+}
+
+export async function markSent(db: Database, job: Job, now: Date): Promise<void> {
+  const attempts = job.attempts + 1;
+  await db
+    .update(jobs)
+    .set({ status: "sent", attempts, nextAttemptAt: new Date(now.getTime() + retryDelayMs(attempts)), updatedAt: now })
+    .where(and(eq(jobs.id, job.id), inArray(jobs.status, ["queued", "sent"])));
+}
+
+export async function markAcked(db: Database, hostId: string, id: string, now: Date): Promise<void> {
+  await db
+    .update(jobs)
+    .set({ status: "acked", updatedAt: now })
+    .where(and(eq(jobs.id, id), eq(jobs.hostId, hostId), inArray(jobs.status, ["queued", "sent"])));
+}
+
+export async function recordProgress(db: Database, hostId: string, id: string, progress: number, message: string | undefined, now: Date) {
+  await db
+    .update(jobs)
+    .set({ progress, progressMessage: message ?? null, updatedAt: now })
+    .where(and(eq(jobs.id, id), eq(jobs.hostId, hostId), inArray(jobs.status, UNFINISHED)));
+}
+
+/** Stores the outcome once; a repeated result for a finished job changes nothing. */
+export async function recordResult(
+  db: Database,
+  hostId: string,
+  outcome: { id: string; ok: boolean; result?: unknown; error?: string },
+  now: Date,
+): Promise<Job | undefined> {
+  const [row] = await db
+    .update(jobs)
+    .set({
+      status: outcome.ok ? "succeeded" : "failed",
+      result: outcome.result ?? null,
+      error: outcome.ok ? null : (outcome.error ?? "the agent reported a failure"),
+      progress: outcome.ok ? 1 : undefined,
+      finishedAt: now,
+      updatedAt: now,
+    })
+    .where(and(eq(jobs.id, outcome.id), eq(jobs.hostId, hostId), inArray(jobs.status, UNFINISHED)))
+    .returning();
+  return row;
+}
+
+/** After a reconnect every unfinished job is due again: the agent's journal makes repeats harmless. */
+export async function redeliverUnfinished(db: Database, hostId: string, now: Date): Promise<void> {
+  await db
+    .update(jobs)
+    .set({ status: "sent", nextAttemptAt: now, updatedAt: now })
+    .where(and(eq(jobs.hostId, hostId), inArray(jobs.status, ["sent", "acked"])));
+}
+
+export async function failExpiredJobs(db: Database, hostId: string | null, now: Date): Promise<number> {
+  const expired = await db
+    .update(jobs)
+    .set({ status: "failed", error: "deadline exceeded", finishedAt: now, updatedAt: now })
+    .where(
+      and(
+        hostId === null ? undefined : eq(jobs.hostId, hostId),
+        inArray(jobs.status, UNFINISHED),
+        lte(jobs.deadline, now),
+      ),
+    )
+    .returning({ id: jobs.id });
+  return expired.length;
+}
+
+export async function unfinishedJobsOfKind(db: Database, hostId: string, kinds: string[]): Promise<Job[]> {
+  return db
+    .select()
+    .from(jobs)
+    .where(and(eq(jobs.hostId, hostId), inArray(jobs.kind, kinds), inArray(jobs.status, UNFINISHED)));
+}
+

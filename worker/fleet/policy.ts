@@ -1,0 +1,19 @@
+// The fleet's timings, in one place.
+export const JOIN_TOKEN_DEFAULT_MINUTES = 60;
+export const JOIN_TOKEN_MAX_MINUTES = 24 * 60;
+
+/** The agent sends PING this often; the Durable Object answers without waking. */
+export const HEARTBEAT_INTERVAL_MS = 20_000;
+/** Silence after which a host counts as offline (about a minute and a half). */
+export const OFFLINE_AFTER_MS = 90_000;
+/** How often the Durable Object's alarm looks at its connection when nothing else is due. */
+export const WATCH_INTERVAL_MS = 30_000;
+/** A socket must say hello this soon after the challenge. */
+export const AUTH_TIMEOUT_MS = 10_000;
+export const USAGE_INTERVAL_MS = 30_000;
+
+export const JOB_DEFAULT_TIMEOUT_MS = 60 * 60_000;
+/** Unacknowledged jobs are sent again after 5 s, 10 s, 20 s … up to 5 minutes apart. */
+export function retryDelayMs(attempts: number): number {
+  return Math.min(5_000 * 2 ** Math.max(0, attempts - 1), 5 * 60_000);
+}

@@ -1,0 +1,176 @@
+import { and, asc, eq, gte, inArray, lt, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import type { UsageSample } from "../../protocol/messages";
+import type { Database } from "../db/client";
+import { hostUsage, workloadUsage, workloads, type UsageResolution } from "../db/schema";
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+/** How long each resolution is kept, and the bucket width it averages over. */
+export const USAGE_RETENTION: Record<UsageResolution, { keepMs: number; bucketMs: number }> = {
+  raw: { keepMs: 48 * HOUR, bucketMs: 0 },
+  "5m": { keepMs: 30 * DAY, bucketMs: 5 * MINUTE },
+  "1h": { keepMs: 365 * DAY, bucketMs: HOUR },
+};
+
+/**
+ * Stores an agent's samples. Container figures are summed per workload, and
+ * only for workloads that belong to this host: a host cannot write another
+ * host's (another customer's) usage.
+ */
+export async function ingestUsage(db: Database, hostId: string, samples: UsageSample[]): Promise<void> {
+  const mine = new Set(
+    (await db.select({ id: workloads.id }).from(workloads).where(eq(workloads.hostId, hostId))).map((row) => row.id),
+  );
+  const statements: BatchItem<"sqlite">[] = [];
+  for (const sample of samples) {
+    const at = new Date(sample.at);
+    const disks = sample.host.disks;
+    statements.push(
+      db
+        .insert(hostUsage)
+        .values({
+          hostId,
+          resolution: "raw",
+          at,
+          cpuLoadPercent: sample.host.cpuLoadPercent,
+          memoryUsedBytes: sample.host.memoryUsedBytes,
+          memoryAvailableBytes: sample.host.memoryAvailableBytes,
+          diskUsedBytes: disks.reduce((sum, disk) => sum + disk.usedBytes, 0),
+          diskSizeBytes: disks.reduce((sum, disk) => sum + disk.sizeBytes, 0),
+          networkRxBytes: sample.host.networkRxBytes,
+          networkTxBytes: sample.host.networkTxBytes,
+        })
+        .onConflictDoNothing(),
+    );
+    const perWorkload = new Map<string, Omit<typeof workloadUsage.$inferInsert, "workloadId" | "hostId" | "resolution" | "at">>();
+    for (const container of sample.containers) {
+      if (!mine.has(container.workloadId)) continue;
+      const sum = perWorkload.get(container.workloadId) ?? {
+        cpuPercent: 0,
+        memoryBytes: 0,
+        memoryLimitBytes: 0,
+        networkRxBytes: 0,
+        networkTxBytes: 0,
+        blockReadBytes: 0,
+        blockWriteBytes: 0,
+        pids: 0,
+      };
+      sum.cpuPercent += container.cpuPercent;
+      sum.memoryBytes += container.memoryBytes;
+      sum.memoryLimitBytes += container.memoryLimitBytes;
+      sum.networkRxBytes += container.networkRxBytes;
+      sum.networkTxBytes += container.networkTxBytes;
+      sum.blockReadBytes += container.blockReadBytes;
+      sum.blockWriteBytes += container.blockWriteBytes;
+      sum.pids += container.pids;
+      perWorkload.set(container.workloadId, sum);
+    }
+    for (const [workloadId, sum] of perWorkload) {
+      statements.push(
+        db.insert(workloadUsage).values({ workloadId, hostId, resolution: "raw", at, ...sum }).onConflictDoNothing(),
+      );
+    }
+  }
+  const [first, ...rest] = statements;
+  if (first) await db.batch([first, ...rest]);
+}
+
+const HOST_METRICS = [
+  "cpu_load_percent",
+  "memory_used_bytes",
+  "memory_available_bytes",
+  "disk_used_bytes",
+  "disk_size_bytes",
+  "network_rx_bytes",
+  "network_tx_bytes",
+];
+const WORKLOAD_METRICS = [
+  "cpu_percent",
+  "memory_bytes",
+  "memory_limit_bytes",
+  "network_rx_bytes",
+  "network_tx_bytes",
+  "block_read_bytes",
+  "block_write_bytes",
+  "pids",
+];
+
+/**
+ * Averages the finer resolution into complete buckets of the coarser one,
+ * recomputing from one bucket before the newest already rolled (so late
+ * samples are counted), then prunes each resolution past its retention.
+ */
+export async function rollUpUsage(db: Database, now: Date): Promise<void> {
+  for (const [table, key, metrics] of [
+    ["host_usage", "host_id", HOST_METRICS],
+    ["workload_usage", "workload_id, host_id", WORKLOAD_METRICS],
+  ] as const) {
+    for (const [from, to] of [
+      ["raw", "5m"],
+      ["5m", "1h"],
+    ] as const) {
+      const width = USAGE_RETENTION[to].bucketMs;
+      const currentBucket = Math.floor(now.getTime() / width) * width;
+      const averages = metrics.map((metric) => `avg(${metric})`).join(", ");
+      const updates = metrics.map((metric) => `${metric} = excluded.${metric}`).join(", ");
+      await db.run(
+        sql.raw(`
+          INSERT INTO ${table} (${key}, resolution, at, ${metrics.join(", ")})
+          SELECT ${key}, '${to}', (at / ${width}) * ${width} AS bucket, ${averages}
+          FROM ${table}
+          WHERE resolution = '${from}'
+            AND at < ${currentBucket}
+            AND at >= coalesce((SELECT max(at) FROM ${table} WHERE resolution = '${to}'), 0) - ${width}
+          GROUP BY ${key}, bucket
+          ON CONFLICT DO UPDATE SET ${updates}`),
+      );
+    }
+  }
+  for (const resolution of ["raw", "5m", "1h"] as const) {
+    const before = new Date(now.getTime() - USAGE_RETENTION[resolution].keepMs);
+    await db.delete(hostUsage).where(and(eq(hostUsage.resolution, resolution), lt(hostUsage.at, before)));
+    await db.delete(workloadUsage).where(and(eq(workloadUsage.resolution, resolution), lt(workloadUsage.at, before)));
+  }
+}
+
+export const USAGE_RANGES = { "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "365d": 365 * DAY } as const;
+export type UsageRange = keyof typeof USAGE_RANGES;
+
+/** The finest resolution still kept for the whole range. */
+export function resolutionFor(range: UsageRange): UsageResolution {
+  const span = USAGE_RANGES[range];
+  if (span <= USAGE_RETENTION.raw.keepMs) return "raw";
+  if (span <= USAGE_RETENTION["5m"].keepMs) return "5m";
+  return "1h";
+}
+
+export async function workloadUsageSeries(db: Database, workloadIds: string[], range: UsageRange, now: Date) {
+  const resolution = resolutionFor(range);
+  const rows = await db
+    .select()
+    .from(workloadUsage)
+    .where(
+      and(
+        inArray(workloadUsage.workloadId, workloadIds),
+        eq(workloadUsage.resolution, resolution),
+        gte(workloadUsage.at, new Date(now.getTime() - USAGE_RANGES[range])),
+      ),
+    )
+    .orderBy(asc(workloadUsage.at));
+  return { resolution, rows };
+}
+
+export async function hostUsageSeries(db: Database, hostId: string, range: UsageRange, now: Date) {
+  const resolution = resolutionFor(range);
+  const rows = await db
+    .select()
+    .from(hostUsage)
+    .where(
+      and(eq(hostUsage.hostId, hostId), eq(hostUsage.resolution, resolution), gte(hostUsage.at, new Date(now.getTime() - USAGE_RANGES[range]))),
+    )
+    .orderBy(asc(hostUsage.at));
+  return { resolution, rows };
+}

@@ -1,0 +1,110 @@
+import { and, desc, eq } from "drizzle-orm";
+import { Hono } from "hono";
+import { z } from "zod";
+import { TEST_JOB_KINDS } from "../../protocol/messages";
+import { audit, readAudit } from "../audit/audit";
+import { jobs, workloads } from "../db/schema";
+import { createJoinToken, REGIONS } from "../fleet/enrollment";
+import { createJob, getJob } from "../fleet/jobs";
+import { hostStub, listHosts, requireHost, revokeHost } from "../fleet/hosts";
+import { JOIN_TOKEN_DEFAULT_MINUTES, JOIN_TOKEN_MAX_MINUTES } from "../fleet/policy";
+import { hostUsageSeries, USAGE_RANGES, type UsageRange } from "../fleet/usage";
+import { notFound } from "../errors";
+import type { AppEnv } from "../http/context";
+import { requireOperator } from "../http/operator";
+import { presentHost, presentJob, presentUsage } from "../http/present";
+import { requireAuth } from "../http/session";
+import { parseWith, readJson } from "../http/validation";
+
+const rangeQuery = z.object({
+  range: z.enum(Object.keys(USAGE_RANGES) as [UsageRange, ...UsageRange[]]).default("24h"),
+});
+
+// Operators only: hosts and their join tokens, jobs, test workloads, usage and the audit log.
+export const adminRoutes = new Hono<AppEnv>()
+  .use(requireOperator)
+  .post("/join-tokens", async (c) => {
+    const body = await readJson(
+      c,
+      z.strictObject({
+        region: z.enum(REGIONS),
+        expiresInMinutes: z.number().int().min(1).max(JOIN_TOKEN_MAX_MINUTES).default(JOIN_TOKEN_DEFAULT_MINUTES),
+      }),
+    );
+    const token = await createJoinToken(c.var.db, requireAuth(c).user.id, body.region, body.expiresInMinutes, c.var.now);
+    return c.json({ ...token, expiresAt: token.expiresAt.toISOString() }, 201);
+  })
+  .get("/hosts", async (c) => c.json({ hosts: (await listHosts(c.var.db)).map(presentHost) }))
+  .get("/hosts/:id", async (c) => {
+    const host = await requireHost(c.var.db, c.req.param("id"));
+    return c.json({ ...presentHost(host), connection: await hostStub(c.env, host.id).status() });
+  })
+  .post("/hosts/:id/revoke", async (c) => {
+    const host = await revokeHost(c.var.db, c.env, requireAuth(c).user.id, c.req.param("id"), c.var.now);
+    return c.json(presentHost(host));
+  })
+  .get("/hosts/:id/usage", async (c) => {
+    const host = await requireHost(c.var.db, c.req.param("id"));
+    const { range } = parseWith(rangeQuery, c.req.query());
+    return c.json(presentUsage(await hostUsageSeries(c.var.db, host.id, range, c.var.now), ["hostId", "resolution"]));
+  })
+  .get("/hosts/:id/jobs", async (c) => {
+    const host = await requireHost(c.var.db, c.req.param("id"));
+    const rows = await c.var.db.select().from(jobs).where(eq(jobs.hostId, host.id)).orderBy(desc(jobs.createdAt)).limit(200);
+    return c.json({ jobs: rows.map(presentJob) });
+  })
+  .post("/hosts/:id/jobs", async (c) => {
+    const host = await requireHost(c.var.db, c.req.param("id"));
+    const body = await readJson(
+      c,
+      z.strictObject({
+        kind: z.enum(TEST_JOB_KINDS),
+        payload: z.json().optional(),
+        timeoutSeconds: z.number().int().min(1).max(24 * 3600).optional(),
+      }),
+    );
+    const job = await createJob(
+      c.var.db,
+      { hostId: host.id, kind: body.kind, payload: body.payload ?? null, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 },
+      c.var.now,
+    );
+    await audit(c.var.db, c.var.now, `user:${requireAuth(c).user.id}`, "job.enqueued", job.id, { hostId: host.id, kind: job.kind });
+    await hostStub(c.env, host.id).deliver();
+    return c.json(presentJob(job), 202);
+  })
+  .get("/jobs/:id", async (c) => {
+    const job = await getJob(c.var.db, c.req.param("id"));
+    if (!job) throw notFound("No such job.");
+    return c.json(presentJob(job));
+  })
+  .post("/hosts/:id/workloads", async (c) => {
+    const host = await requireHost(c.var.db, c.req.param("id"));
+    const { spec } = await readJson(c, z.strictObject({ kind: z.literal("test"), spec: z.json().optional() }));
+    const [workload] = await c.var.db
+      .insert(workloads)
+      .values({ id: crypto.randomUUID(), hostId: host.id, kind: "test", spec: spec ?? {}, desired: "present", createdAt: c.var.now, updatedAt: c.var.now })
+      .returning();
+    const job = await createJob(
+      c.var.db,
+      { hostId: host.id, kind: "workload.ensure", payload: { id: workload!.id, kind: "test", spec: workload!.spec } },
+      c.var.now,
+    );
+    await hostStub(c.env, host.id).deliver();
+    return c.json({ workload: { id: workload!.id, hostId: host.id, kind: workload!.kind, desired: workload!.desired }, job: presentJob(job) }, 201);
+  })
+  .delete("/workloads/:id", async (c) => {
+    const [workload] = await c.var.db
+      .update(workloads)
+      .set({ desired: "absent", updatedAt: c.var.now })
+      .where(and(eq(workloads.id, c.req.param("id")), eq(workloads.desired, "present")))
+      .returning();
+    if (!workload) throw notFound("No such workload.");
+    const job = await createJob(c.var.db, { hostId: workload.hostId, kind: "workload.remove", payload: { id: workload.id, kind: workload.kind } }, c.var.now);
+    await hostStub(c.env, workload.hostId).deliver();
+    return c.json({ job: presentJob(job) }, 202);
+  })
+  .get("/audit", async (c) => {
+    const { limit } = parseWith(z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) }), c.req.query());
+    const rows = await readAudit(c.var.db, limit);
+    return c.json({ entries: rows.map((row) => ({ ...row, at: row.at.toISOString() })) });
+  });

@@ -1,0 +1,34 @@
+import { Hono } from "hono";
+import { enrollRequest } from "../../protocol/messages";
+import { consumeRateLimits, rateLimitRules } from "../auth/rate-limit";
+import { enrollHost } from "../fleet/enrollment";
+import { hostStub, requireHost } from "../fleet/hosts";
+import { ApiError } from "../errors";
+import type { AppEnv } from "../http/context";
+import { readJson } from "../http/validation";
+
+// For agents only: enrollment with a join token, then the WebSocket every agent dials.
+export const agentRoutes = new Hono<AppEnv>()
+  .post("/enroll", async (c) => {
+    await consumeRateLimits(
+      c.var.db,
+      rateLimitRules(c.env.RATE_LIMITS),
+      [{ name: "enroll_ip", subject: c.req.header("cf-connecting-ip") ?? "unknown" }],
+      c.var.now,
+    );
+    const request = await readJson(c, enrollRequest);
+    const { hostId, region } = await enrollHost(c.var.db, request, c.var.now);
+    const connectUrl = new URL("/api/agent/connect", c.req.url);
+    connectUrl.protocol = connectUrl.protocol === "https:" ? "wss:" : "ws:";
+    connectUrl.searchParams.set("host", hostId);
+    return c.json({ hostId, region, connectUrl: connectUrl.toString() }, 201);
+  })
+  .get("/connect", async (c) => {
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      throw new ApiError(426, "upgrade_required", "Connect with a WebSocket.");
+    }
+    const hostId = c.req.query("host") ?? "";
+    // Only enrolled hosts get a Durable Object; who is calling is proven inside it, by signature.
+    await requireHost(c.var.db, hostId);
+    return hostStub(c.env, hostId).fetch(c.req.raw);
+  });
