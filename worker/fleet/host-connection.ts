@@ -152,9 +152,14 @@ export class HostConnection extends DurableObject<Env> {
 
   // ---------- RPC from the Worker ----------
 
-  /** Sends every due job to the connected agent, fails those past their deadline, and re-arms the alarm. */
-  async deliver(): Promise<void> {
-    const hostId = await this.ctx.storage.get<string>("hostId");
+  /**
+   * Sends every due job to the connected agent, fails those past their deadline,
+   * and re-arms the alarm. The Worker names the host, since a host that never
+   * connected has not told this object who it is.
+   */
+  async deliver(hostIdFromWorker?: string): Promise<void> {
+    if (hostIdFromWorker) await this.ctx.storage.put("hostId", hostIdFromWorker);
+    const hostId = hostIdFromWorker ?? (await this.ctx.storage.get<string>("hostId"));
     if (!hostId) return;
     const now = new Date();
     await failExpiredJobs(this.db, hostId, now);
@@ -170,7 +175,7 @@ export class HostConnection extends DurableObject<Env> {
         await markSent(this.db, job, now);
       }
     }
-    const nextJob = await nextJobDeadline(this.db, hostId);
+    const nextJob = await nextJobDeadline(this.db, hostId, Boolean(ws));
     const watch = this.ctx.getWebSockets().length > 0 ? now.getTime() + WATCH_INTERVAL_MS : Infinity;
     await this.scheduleAlarm(Math.min(watch, nextJob?.getTime() ?? Infinity));
   }

@@ -25,7 +25,7 @@ export async function createJob(db: Database, job: NewJob, now: Date): Promise<J
       id: crypto.randomUUID(),
       hostId: job.hostId,
       kind: job.kind,
-      payload: job.payload ?? null,
+      payload: job.payload ?? {},
       status: "queued",
       nextAttemptAt: now,
       deadline: new Date(now.getTime() + (job.timeoutMs ?? JOB_DEFAULT_TIMEOUT_MS)),
@@ -51,11 +51,15 @@ export async function dueJobs(db: Database, hostId: string, now: Date): Promise<
     .limit(100);
 }
 
-/** The earliest moment a job of this host needs attention (a resend or its deadline). */
-export async function nextJobDeadline(db: Database, hostId: string): Promise<Date | null> {
+/**
+ * The earliest moment a job of this host needs attention: its deadline, and,
+ * while the agent is connected, its next resend.
+ */
+export async function nextJobDeadline(db: Database, hostId: string, connected: boolean): Promise<Date | null> {
+  const resendable = connected ? sql`${jobs.status} IN ('queued', 'sent')` : sql`0`;
   const [row] = await db
     .select({
-      next: sql<number>`min(CASE WHEN ${jobs.status} = 'acked' THEN ${jobs.deadline} ELSE min(${jobs.nextAttemptAt}, ${jobs.deadline}) END)`,
+      next: sql<number>`min(CASE WHEN ${resendable} THEN min(${jobs.nextAttemptAt}, ${jobs.deadline}) ELSE ${jobs.deadline} END)`,
     })
     .from(jobs)
     .where(and(eq(jobs.hostId, hostId), inArray(jobs.status, UNFINISHED)));

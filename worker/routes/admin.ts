@@ -65,11 +65,11 @@ export const adminRoutes = new Hono<AppEnv>()
     );
     const job = await createJob(
       c.var.db,
-      { hostId: host.id, kind: body.kind, payload: body.payload ?? null, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 },
+      { hostId: host.id, kind: body.kind, payload: body.payload ?? {}, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 },
       c.var.now,
     );
     await audit(c.var.db, c.var.now, `user:${requireAuth(c).user.id}`, "job.enqueued", job.id, { hostId: host.id, kind: job.kind });
-    await hostStub(c.env, host.id).deliver();
+    await hostStub(c.env, host.id).deliver(host.id);
     return c.json(presentJob(job), 202);
   })
   .get("/jobs/:id", async (c) => {
@@ -89,7 +89,7 @@ export const adminRoutes = new Hono<AppEnv>()
       { hostId: host.id, kind: "workload.ensure", payload: { id: workload!.id, kind: "test", spec: workload!.spec } },
       c.var.now,
     );
-    await hostStub(c.env, host.id).deliver();
+    await hostStub(c.env, host.id).deliver(host.id);
     return c.json({ workload: { id: workload!.id, hostId: host.id, kind: workload!.kind, desired: workload!.desired }, job: presentJob(job) }, 201);
   })
   .delete("/workloads/:id", async (c) => {
@@ -100,7 +100,7 @@ export const adminRoutes = new Hono<AppEnv>()
       .returning();
     if (!workload) throw notFound("No such workload.");
     const job = await createJob(c.var.db, { hostId: workload.hostId, kind: "workload.remove", payload: { id: workload.id, kind: workload.kind } }, c.var.now);
-    await hostStub(c.env, workload.hostId).deliver();
+    await hostStub(c.env, workload.hostId).deliver(workload.hostId);
     return c.json({ job: presentJob(job) }, 202);
   })
   .get("/audit", async (c) => {
