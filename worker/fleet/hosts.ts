@@ -1,12 +1,20 @@
 import { desc, eq } from "drizzle-orm";
 import { audit } from "../audit/audit";
 import type { Database } from "../db/client";
-import { hosts, type Host } from "../db/schema";
+import { hosts, type Host, type Job } from "../db/schema";
 import type { Env } from "../env";
 import { notFound } from "../errors";
+import { createJob, type NewJob } from "./jobs";
 
 export function hostStub(env: Env, hostId: string) {
   return env.HOSTS.get(env.HOSTS.idFromName(hostId));
+}
+
+/** Persists a job, then asks the host's Durable Object to deliver it (now, or when the host is back). */
+export async function dispatchJob(db: Database, env: Env, job: NewJob, now: Date): Promise<Job> {
+  const created = await createJob(db, job, now);
+  await hostStub(env, job.hostId).deliver(job.hostId);
+  return created;
 }
 
 export async function listHosts(db: Database): Promise<Host[]> {

@@ -5,8 +5,8 @@ import { TEST_JOB_KINDS } from "../../protocol/messages";
 import { audit, readAudit } from "../audit/audit";
 import { jobs, workloads } from "../db/schema";
 import { createJoinToken, REGIONS } from "../fleet/enrollment";
-import { createJob, getJob } from "../fleet/jobs";
-import { hostStub, listHosts, requireHost, revokeHost } from "../fleet/hosts";
+import { getJob } from "../fleet/jobs";
+import { dispatchJob, hostStub, listHosts, requireHost, revokeHost } from "../fleet/hosts";
 import { JOIN_TOKEN_DEFAULT_MINUTES, JOIN_TOKEN_MAX_MINUTES } from "../fleet/policy";
 import { hostUsageSeries, USAGE_RANGES, type UsageRange } from "../fleet/usage";
 import { notFound } from "../errors";
@@ -63,13 +63,13 @@ export const adminRoutes = new Hono<AppEnv>()
         timeoutSeconds: z.number().int().min(1).max(24 * 3600).optional(),
       }),
     );
-    const job = await createJob(
+    const job = await dispatchJob(
       c.var.db,
+      c.env,
       { hostId: host.id, kind: body.kind, payload: body.payload ?? {}, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 },
       c.var.now,
     );
     await audit(c.var.db, c.var.now, `user:${requireAuth(c).user.id}`, "job.enqueued", job.id, { hostId: host.id, kind: job.kind });
-    await hostStub(c.env, host.id).deliver(host.id);
     return c.json(presentJob(job), 202);
   })
   .get("/jobs/:id", async (c) => {
@@ -84,12 +84,12 @@ export const adminRoutes = new Hono<AppEnv>()
       .insert(workloads)
       .values({ id: crypto.randomUUID(), hostId: host.id, kind: "test", spec: spec ?? {}, desired: "present", createdAt: c.var.now, updatedAt: c.var.now })
       .returning();
-    const job = await createJob(
+    const job = await dispatchJob(
       c.var.db,
+      c.env,
       { hostId: host.id, kind: "workload.ensure", payload: { id: workload!.id, kind: "test", spec: workload!.spec } },
       c.var.now,
     );
-    await hostStub(c.env, host.id).deliver(host.id);
     return c.json({ workload: { id: workload!.id, hostId: host.id, kind: workload!.kind, desired: workload!.desired }, job: presentJob(job) }, 201);
   })
   .delete("/workloads/:id", async (c) => {
@@ -99,8 +99,12 @@ export const adminRoutes = new Hono<AppEnv>()
       .where(and(eq(workloads.id, c.req.param("id")), eq(workloads.desired, "present")))
       .returning();
     if (!workload) throw notFound("No such workload.");
-    const job = await createJob(c.var.db, { hostId: workload.hostId, kind: "workload.remove", payload: { id: workload.id, kind: workload.kind } }, c.var.now);
-    await hostStub(c.env, workload.hostId).deliver(workload.hostId);
+    const job = await dispatchJob(
+      c.var.db,
+      c.env,
+      { hostId: workload.hostId, kind: "workload.remove", payload: { id: workload.id, kind: workload.kind } },
+      c.var.now,
+    );
     return c.json({ job: presentJob(job) }, 202);
   })
   .get("/audit", async (c) => {

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// Grants (or removes) the operator role, which /api/admin requires:
+//
+//   npm run operator -- grant alice@example.com                 # the local dev database
+//   npm run operator -- grant alice@example.com --remote        # production D1
+//   npm run operator -- revoke alice@example.com [--persist-to DIR]
+//
+// The account must exist (sign up first). Runs `wrangler d1 execute`.
+import { spawnSync } from "node:child_process";
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    remote: { type: "boolean", default: false },
+    "persist-to": { type: "string", default: join(root, ".wrangler", "state") },
+  },
+});
+const [action, rawEmail] = positionals;
+// Addresses are stored lower-cased; anything outside this alphabet cannot be an account's email here,
+// and keeping to it means the value can be quoted into SQL safely.
+const email = rawEmail?.trim().toLowerCase();
+if (!["grant", "revoke"].includes(action ?? "") || !email || !/^[a-z0-9._%+-]+@[a-z0-9.-]+$/.test(email)) {
+  console.error("usage: npm run operator -- grant|revoke <email> [--remote | --persist-to DIR]");
+  process.exit(2);
+}
+const role = action === "grant" ? "operator" : "customer";
+const sql = `UPDATE users SET role = '${role}' WHERE email = '${email}'; SELECT email, role FROM users WHERE email = '${email}';`;
+const wrangler = join(dirname(createRequire(import.meta.url).resolve("wrangler/package.json")), "bin", "wrangler.js");
+const target = values.remote ? ["--remote"] : ["--local", "--persist-to", resolve(values["persist-to"])];
+const result = spawnSync(process.execPath, [wrangler, "d1", "execute", "DB", ...target, "--json", "--command", sql], {
+  cwd: root,
+  encoding: "utf8",
+  env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" },
+});
+if (result.status !== 0) {
+  console.error(result.stderr || result.stdout);
+  process.exit(1);
+}
+const rows = JSON.parse(result.stdout).flatMap((statement) => statement.results ?? []);
+if (rows.length === 0) {
+  console.error(`No account with the email ${email}: sign up first.`);
+  process.exit(1);
+}
+console.log(`${email} is now ${rows[0].role === "operator" ? "an operator" : "a customer"}.`);
