@@ -42,6 +42,16 @@ export default defineConfig({
         },
       },
       {
+        // The host agent in Node: real WebSockets, real child processes, temp-dir sysfs trees.
+        test: {
+          name: "agent",
+          include: ["test/agent/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      },
+      {
         // Real processes: `npm run dev` (wrangler dev) and headless Chromium.
         test: {
           name: "e2e",

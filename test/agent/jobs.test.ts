@@ -1,0 +1,186 @@
+import { afterEach, describe, expect, it } from "vitest";
+import type { AgentMessage, JobAssignment } from "../../protocol/messages.ts";
+import { builtinHandlers } from "../../agent/handlers/index.ts";
+import type { HandlerRegistry, JobHandler } from "../../agent/handlers/types.ts";
+import { JobRunner } from "../../agent/jobs.ts";
+import { Journal } from "../../agent/journal.ts";
+import { abortableDelay } from "../../agent/handlers/test-kinds.ts";
+import { captureLog, runCleanups, sleep, tempDir, waitFor } from "./helpers.ts";
+
+afterEach(runCleanups);
+
+function job(id: string, kind: string, payload: JobAssignment["payload"] = null): JobAssignment {
+  return { id, kind, payload, attempt: 1, deadline: Date.now() + 60_000 };
+}
+
+function setup(options: { handlers?: HandlerRegistry; journalDir?: string; maxConcurrent?: number } = {}) {
+  const dataRoot = tempDir();
+  const journal = new Journal(options.journalDir ?? tempDir());
+  const sent: AgentMessage[] = [];
+  const { log } = captureLog();
+  const handlers =
+    options.handlers ??
+    builtinHandlers({
+      diskEncryption: () => ({ dataRoot, encrypted: false, devices: [], allowUnencrypted: true }),
+      onInventoryChanged: () => {},
+    });
+  const runner = new JobRunner({ journal, handlers, send: (m) => sent.push(m), dataRoot, log, maxConcurrent: options.maxConcurrent ?? 4 });
+  const of = <T extends AgentMessage["type"]>(type: T, id?: string) =>
+    sent.filter((m) => m.type === type && (id === undefined || (m as { id?: string }).id === id)) as Array<Extract<AgentMessage, { type: T }>>;
+  return { runner, journal, sent, of, dataRoot };
+}
+
+/** A handler that counts its calls and waits until released (or aborted). */
+function gatedHandler() {
+  let calls = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const handler: JobHandler = async (_payload, ctx) => {
+    calls++;
+    await Promise.race([
+      gate,
+      new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true })),
+    ]);
+    return { calls };
+  };
+  return { handler, release: () => release(), calls: () => calls };
+}
+
+describe("job runner", () => {
+  it("noop: ack at once, then an ok result", async () => {
+    const { runner, sent } = setup();
+    runner.handle(job("j1", "noop"));
+    expect(sent[0]).toEqual({ type: "job.ack", id: "j1" });
+    await runner.idle();
+    expect(sent.at(-1)).toEqual({ type: "job.result", id: "j1", ok: true, result: { ok: true } });
+  });
+
+  it("sleep: reports progress and returns after the time", async () => {
+    const { runner, of } = setup();
+    const started = Date.now();
+    runner.handle(job("j2", "sleep", { ms: 600 }));
+    await runner.idle();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(590);
+    const progress = of("job.progress", "j2");
+    expect(progress.length).toBeGreaterThanOrEqual(2);
+    expect(progress.at(-1)).toMatchObject({ progress: 1 });
+    for (const p of progress) expect(p.progress).toBeGreaterThanOrEqual(0);
+    expect(of("job.result", "j2")).toEqual([{ type: "job.result", id: "j2", ok: true, result: { sleptMs: 600 } }]);
+  });
+
+  it("sleep refuses more than 10 minutes; fail fails with its message; unknown kinds fail clearly", async () => {
+    const { runner, of, journal } = setup();
+    runner.handle(job("too-long", "sleep", { ms: 10 * 60 * 1000 + 1 }));
+    runner.handle(job("f", "fail", { message: "as asked" }));
+    runner.handle(job("u", "homeserver.teleport", {}));
+    await runner.idle();
+    expect(of("job.result", "too-long")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/sleep wants/) });
+    expect(of("job.result", "f")[0]).toEqual({ type: "job.result", id: "f", ok: false, error: "as asked" });
+    expect(of("job.result", "u")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/unknown job kind "homeserver.teleport".*noop/) });
+    expect(journal.get("f")).toMatchObject({ state: "done", ok: false });
+    expect(journal.get("u")).toBeUndefined(); // nothing ran: an upgraded agent may run it later
+  });
+
+  it("a repeated delivery while the job runs is acknowledged again and run once", async () => {
+    const gated = gatedHandler();
+    const { runner, of } = setup({ handlers: new Map([["gated", gated.handler]]) });
+    runner.handle(job("dup", "gated"));
+    await waitFor(() => gated.calls() === 1, "the handler to start");
+    runner.handle({ ...job("dup", "gated"), attempt: 2 });
+    runner.handle({ ...job("dup", "gated"), attempt: 3 });
+    expect(of("job.ack", "dup")).toHaveLength(3);
+    gated.release();
+    await runner.idle();
+    expect(gated.calls()).toBe(1);
+    expect(of("job.result", "dup")).toEqual([{ type: "job.result", id: "dup", ok: true, result: { calls: 1 } }]);
+  });
+
+  it("after a job is done, a repeated delivery gets the same result and the handler is not called again", async () => {
+    let calls = 0;
+    const handlers: HandlerRegistry = new Map([["count", async () => ({ n: ++calls })]]);
+    const journalDir = tempDir();
+    const first = setup({ handlers, journalDir });
+    first.runner.handle(job("once", "count"));
+    await first.runner.idle();
+    expect(first.of("job.result", "once")).toEqual([{ type: "job.result", id: "once", ok: true, result: { n: 1 } }]);
+
+    first.runner.handle(job("once", "count")); // same process
+    const second = setup({ handlers, journalDir }); // and a restarted agent
+    second.runner.handle(job("once", "count"));
+    await first.runner.idle();
+    await second.runner.idle();
+    expect(calls).toBe(1);
+    expect(first.of("job.result", "once")).toHaveLength(2);
+    expect(first.of("job.result", "once")[1]).toEqual({ type: "job.result", id: "once", ok: true, result: { n: 1 } });
+    expect(second.sent).toEqual([
+      { type: "job.ack", id: "once" },
+      { type: "job.result", id: "once", ok: true, result: { n: 1 } },
+    ]);
+  });
+
+  it("shutdown aborts a job that outlasts the grace period: no result, its entry stays running, the next agent reruns it", async () => {
+    const journalDir = tempDir();
+    const first = setup({ journalDir });
+    first.runner.handle(job("long", "sleep", { ms: 60_000 }));
+    first.runner.handle(job("short", "sleep", { ms: 50 }));
+    await waitFor(() => first.journal.get("long")?.state === "running", "the job to start");
+    const started = Date.now();
+    const report = await first.runner.shutdown(300);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(report.handedBack).toEqual(["long"]);
+    expect(report.finished).toEqual(["short"]);
+    expect(first.of("job.result", "long")).toEqual([]);
+    expect(first.of("job.result", "short")).toHaveLength(1);
+    expect(first.journal.get("long")).toMatchObject({ state: "running", attempt: 1 });
+
+    // Deliveries during shutdown are not taken (not even acknowledged).
+    first.runner.handle(job("late", "noop"));
+    expect(first.of("job.ack", "late")).toEqual([]);
+
+    const second = setup({ journalDir });
+    second.runner.handle({ ...job("long", "sleep", { ms: 20 }), attempt: 2 });
+    await second.runner.idle();
+    expect(second.of("job.result", "long")).toEqual([{ type: "job.result", id: "long", ok: true, result: { sleptMs: 20 } }]);
+    expect(second.journal.get("long")).toMatchObject({ state: "done", attempt: 2 });
+  });
+
+  it("runs at most maxConcurrent jobs at once, the rest in order of arrival", async () => {
+    let running = 0;
+    let peak = 0;
+    const order: string[] = [];
+    const handlers: HandlerRegistry = new Map([
+      [
+        "work",
+        async (_p, ctx) => {
+          order.push(ctx.job.id);
+          running++;
+          peak = Math.max(peak, running);
+          await abortableDelay(40, ctx.signal);
+          running--;
+          return null;
+        },
+      ],
+    ]);
+    const { runner, of } = setup({ handlers, maxConcurrent: 2 });
+    for (let i = 0; i < 6; i++) runner.handle(job(`w${i}`, "work"));
+    expect(of("job.ack")).toHaveLength(6);
+    await runner.idle();
+    expect(peak).toBe(2);
+    expect(order).toEqual(["w0", "w1", "w2", "w3", "w4", "w5"]);
+    expect(of("job.result")).toHaveLength(6);
+  });
+
+  it("a result that is not JSON or too large becomes an error", async () => {
+    const handlers: HandlerRegistry = new Map<string, JobHandler>([
+      ["weird", async () => ({ f: (() => 1) as never })],
+      ["huge", async () => "x".repeat(300 * 1024)],
+    ]);
+    const { runner, of } = setup({ handlers });
+    runner.handle(job("a", "weird"));
+    runner.handle(job("b", "huge"));
+    await runner.idle();
+    expect(of("job.result", "a")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/not JSON/) });
+    expect(of("job.result", "b")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/too large/) });
+    await sleep(0);
+  });
+});
