@@ -4,7 +4,13 @@
 // is given), then runs the Worker under `wrangler dev` with development
 // settings layered over the production wrangler.toml.
 //
-//   node scripts/dev.mjs [--port 8787] [--stripe-port 12111] [--persist-to .wrangler/state] [--production]
+//   node scripts/dev.mjs [--port 8787] [--stripe-port 12111] [--persist-to .wrangler/state] [--production] [--no-agent]
+//
+// Once the Worker answers, a local berth-agent is enrolled (once, kept in the
+// state directory) and started against it, with its data root in the state
+// directory: that is not on dm-crypt, so it runs with the development flag
+// --allow-unencrypted-data-root, which operators see on the host. --no-agent
+// skips it (the tests start their own agents).
 //
 // --stripe-port 0 picks a free port. --production runs wrangler.toml exactly as
 // deployed (no dev mailbox, no outbox, no emulator): the tests use it to prove
@@ -14,6 +20,7 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
@@ -27,6 +34,7 @@ const { values: options } = parseArgs({
     "stripe-port": { type: "string", default: "12111" },
     "persist-to": { type: "string", default: join(root, ".wrangler", "state") },
     production: { type: "boolean", default: false },
+    "no-agent": { type: "boolean", default: false },
   },
 });
 const persistTo = resolve(options["persist-to"]);
@@ -150,3 +158,30 @@ start(
   quietEnv,
 );
 log(`Berth at http://localhost:${options.port}${options.production ? " (production configuration)" : ""}`);
+
+if (!options.production && !options["no-agent"]) await startLocalAgent();
+
+/** Enrolls the local agent once (its identity lives in the state directory), then runs it. */
+async function startLocalAgent() {
+  const base = `http://localhost:${options.port}`;
+  const agentMain = join(root, "agent", "main.ts");
+  const configDir = join(persistTo, "agent");
+  for (let ready = false; !ready; ) {
+    ready = await fetch(`${base}/api/health`).then((response) => response.ok, () => false);
+    if (!ready) await sleep(500);
+  }
+  if (!existsSync(join(configDir, "agent.json"))) {
+    const response = await fetch(`${base}/dev/join-token`, { method: "POST" });
+    if (!response.ok) throw new Error(`could not mint a join token: ${response.status} ${await response.text()}`);
+    const { token } = await response.json();
+    const enroll = spawn(
+      process.execPath,
+      [agentMain, "enroll", "--url", base, "--config", configDir, "--data-root", join(persistTo, "agent-data"), "--name", "dev-host"],
+      { cwd: root, env: { ...process.env, BERTH_AGENT_JOIN_TOKEN: token }, stdio: "inherit" },
+    );
+    const code = await new Promise((resolveExit) => enroll.on("exit", resolveExit));
+    if (code !== 0) throw new Error(`the local agent could not enroll (exit ${code})`);
+  }
+  start("berth-agent", [agentMain, "run", "--config", configDir, "--allow-unencrypted-data-root"], process.env);
+  log("local berth-agent running (data root not encrypted: development only)");
+}

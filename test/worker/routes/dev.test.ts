@@ -16,6 +16,12 @@ describe("the dev mailbox", () => {
     expect(all.some((mail) => mail.to === email)).toBe(true);
   });
 
+  it("mints a join token for the local agent", async () => {
+    const response = await call("/dev/join-token", { method: "POST" });
+    expect(response.status).toBe(201);
+    expect(await response.json()).toMatchObject({ token: expect.stringMatching(/^bjt_/), region: "us-east" });
+  });
+
   it("shows the same mail as a page", async () => {
     const { email } = await signUp();
     const page = await call("/dev/mailbox");
@@ -30,6 +36,7 @@ describe("the dev mailbox", () => {
     const production = { ENVIRONMENT: "production" };
     await expectError(await call("/dev/mailbox", { env: production }), 404, "not_found");
     await expectError(await call("/dev/mailbox.json", { env: production }), 404, "not_found");
+    await expectError(await call("/dev/join-token", { method: "POST", env: production }), 404, "not_found");
     expect((await call("/api/health", { env: production })).status).toBe(200);
   });
 });
