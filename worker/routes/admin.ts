@@ -1,5 +1,5 @@
 import { and, desc, eq } from "drizzle-orm";
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { TEST_JOB_KINDS } from "../../protocol/messages";
 import { audit, readAudit } from "../audit/audit";
@@ -20,20 +20,23 @@ const rangeQuery = z.object({
   range: z.enum(Object.keys(USAGE_RANGES) as [UsageRange, ...UsageRange[]]).default("24h"),
 });
 
+const joinTokenBody = z.strictObject({
+  region: z.enum(REGIONS),
+  expiresInMinutes: z.number().int().min(1).max(JOIN_TOKEN_MAX_MINUTES).default(JOIN_TOKEN_DEFAULT_MINUTES),
+});
+
+async function createJoinTokenHandler(c: Context<AppEnv>) {
+  const body = await readJson(c, joinTokenBody);
+  const token = await createJoinToken(c.var.db, requireAuth(c).user.id, body.region, body.expiresInMinutes, c.var.now);
+  return c.json({ ...token, expiresAt: token.expiresAt.toISOString() }, 201);
+}
+
 // Operators only: hosts and their join tokens, jobs, test workloads, usage and the audit log.
 export const adminRoutes = new Hono<AppEnv>()
   .use(requireOperator)
-  .post("/join-tokens", async (c) => {
-    const body = await readJson(
-      c,
-      z.strictObject({
-        region: z.enum(REGIONS),
-        expiresInMinutes: z.number().int().min(1).max(JOIN_TOKEN_MAX_MINUTES).default(JOIN_TOKEN_DEFAULT_MINUTES),
-      }),
-    );
-    const token = await createJoinToken(c.var.db, requireAuth(c).user.id, body.region, body.expiresInMinutes, c.var.now);
-    return c.json({ ...token, expiresAt: token.expiresAt.toISOString() }, 201);
-  })
+  // Join tokens make hosts: offered under /hosts too, where an operator looks for them.
+  .post("/join-tokens", createJoinTokenHandler)
+  .post("/hosts/join-tokens", createJoinTokenHandler)
   .get("/hosts", async (c) => c.json({ hosts: (await listHosts(c.var.db)).map(presentHost) }))
   .get("/hosts/:id", async (c) => {
     const host = await requireHost(c.var.db, c.req.param("id"));

@@ -23,6 +23,8 @@ describe("join tokens", () => {
     const stored = await env.DB.prepare("SELECT id FROM join_tokens").all<{ id: string }>();
     expect(stored.results.map((row) => row.id)).not.toContain(token);
     await expectError(await post("/api/admin/join-tokens", { region: "eu-west" }, { cookie }), 400, "validation_failed");
+    // Also offered under /hosts.
+    expect((await post("/api/admin/hosts/join-tokens", { region: "us-east" }, { cookie })).status).toBe(201);
   });
 });
 
