@@ -43,19 +43,20 @@ export async function enrollHost(db: Database, request: EnrollRequest, now: Date
     throw badRequest("invalid_public_key", "publicKey must be a raw Ed25519 public key (32 bytes, base64url).");
   }
   const tokenId = await sha256Hex(request.joinToken);
+  const refuse = async () => {
+    await audit(db, now, "anonymous", "host.enroll_refused", request.name, { reason: "invalid join token" });
+    return invalidToken();
+  };
+  const usable = and(eq(joinTokens.id, tokenId), isNull(joinTokens.usedAt), gt(joinTokens.expiresAt, now));
+  // The token first: without one, nobody learns whether a host name exists.
+  const [valid] = await db.select({ id: joinTokens.id }).from(joinTokens).where(usable);
+  if (!valid) throw await refuse();
   const [taken] = await db.select({ id: hosts.id }).from(hosts).where(eq(hosts.name, request.name));
   if (taken) throw conflict("host_name_taken", `A host named ${request.name} is already enrolled.`);
 
   const hostId = crypto.randomUUID();
-  const [token] = await db
-    .update(joinTokens)
-    .set({ usedAt: now, hostId })
-    .where(and(eq(joinTokens.id, tokenId), isNull(joinTokens.usedAt), gt(joinTokens.expiresAt, now)))
-    .returning();
-  if (!token) {
-    await audit(db, now, "anonymous", "host.enroll_refused", request.name, { reason: "invalid join token" });
-    throw invalidToken();
-  }
+  const [token] = await db.update(joinTokens).set({ usedAt: now, hostId }).where(usable).returning();
+  if (!token) throw await refuse(); // spent by a concurrent enrollment
   await db.batch([
     db.insert(hosts).values({
       id: hostId,

@@ -77,6 +77,13 @@ describe("enrollment", () => {
     expect((await post("/api/agent/enroll", enrollBody(token, (await newKeys()).publicKey))).status).toBe(201);
   });
 
+  it("tells nobody without a valid token whether a host name exists", async () => {
+    const cookie = await operatorCookie();
+    const first = enrollBody(await joinToken(cookie), (await newKeys()).publicKey);
+    expect((await post("/api/agent/enroll", first)).status).toBe(201);
+    await expectError(await post("/api/agent/enroll", { ...enrollBody("bjt_guess", (await newKeys()).publicKey), name: first.name }), 400, "invalid_join_token");
+  });
+
   it("validates the request", async () => {
     await expectError(await post("/api/agent/enroll", { joinToken: "x" }), 400, "validation_failed");
     await expectError(
