@@ -32,31 +32,31 @@ export function readDotenv(file) {
  * `scripts/dev.mjs` in its own process group, so wrangler, workerd and the
  * Stripe emulator stop with it. Both ports are picked here and passed in, so
  * the emulator's address is known without reading the dev server's log.
- * Returns { base, stripeUrl, persistTo, output(), stop() }; `persistTo` holds
- * berth-dev-secrets.env (STRIPE_WEBHOOK_SECRET among them) and is removed by stop().
+ * `noAgent` passes --no-agent: no local berth-agent runs beside the Worker.
+ * Returns { base, port, stripeUrl, persistTo, noAgent, pgid(), output(), restart(), stop() };
+ * pgid() is the running process group's id (it changes with restart()).
+ * `persistTo` holds berth-dev-secrets.env (STRIPE_WEBHOOK_SECRET among them)
+ * and is removed by stop(). restart() stops the whole process group and starts
+ * it again on the same ports and state directory (see there).
  */
-export async function startDevServer() {
+export async function startDevServer({ noAgent = false } = {}) {
   const port = await freePort();
   let stripePort = await freePort();
   while (stripePort === port) stripePort = await freePort();
   const persistTo = mkdtempSync(join(tmpdir(), "berth-bench-"));
   const args = ["--port", String(port), "--stripe-port", String(stripePort), "--persist-to", persistTo];
+  if (noAgent) args.push("--no-agent");
   // Always the local emulator: with a Stripe key in the environment dev.mjs would use Stripe's test mode.
   const { STRIPE_SECRET_KEY: _key, STRIPE_WEBHOOK_SECRET: _secret, ...env } = process.env;
-  const child = spawn(process.execPath, [join(root, "scripts", "dev.mjs"), ...args], {
-    cwd: root,
-    env,
-    detached: true,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const base = `http://127.0.0.1:${port}`;
+  const stripeUrl = `http://127.0.0.1:${stripePort}`;
+
   let output = "";
   const keep = (chunk) => (output = (output + chunk).slice(-8000));
-  child.stdout.on("data", keep);
-  child.stderr.on("data", keep);
-  let exited = false;
-  child.on("exit", () => (exited = true));
+  /** The running process group: { child, exited() }. */
+  let current;
 
-  const groupAlive = () => {
+  const groupAlive = (child) => {
     try {
       process.kill(-child.pid, 0);
       return true;
@@ -64,34 +64,39 @@ export async function startDevServer() {
       return false;
     }
   };
-  const killGroup = (signal) => {
+  const killGroup = (child, signal) => {
     try {
       process.kill(-child.pid, signal);
     } catch {}
   };
+  const stopGroup = async (child) => {
+    killGroup(child, "SIGTERM");
+    for (let i = 0; i < 50 && groupAlive(child); i++) await sleep(100);
+    killGroup(child, "SIGKILL");
+    for (let i = 0; i < 20 && groupAlive(child); i++) await sleep(100);
+  };
   // Last resort if the bench dies before stop(): synchronous, as 'exit' handlers must be.
   const onExit = () => {
-    killGroup("SIGKILL");
+    if (current) killGroup(current.child, "SIGKILL");
     rmSync(persistTo, { recursive: true, force: true });
   };
   process.on("exit", onExit);
 
-  let stopped;
-  const stop = () =>
-    (stopped ??= (async () => {
-      killGroup("SIGTERM");
-      for (let i = 0; i < 50 && groupAlive(); i++) await sleep(100);
-      killGroup("SIGKILL");
-      for (let i = 0; i < 20 && groupAlive(); i++) await sleep(100);
-      rmSync(persistTo, { recursive: true, force: true });
-      process.off("exit", onExit);
-    })());
-
-  const base = `http://127.0.0.1:${port}`;
-  const stripeUrl = `http://127.0.0.1:${stripePort}`;
-  const deadline = Date.now() + 90_000;
   const answers = (url, init) => fetch(url, { ...init, signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
-  try {
+  /** Starts the process group and waits until the Worker and the emulator answer. */
+  const launch = async () => {
+    const child = spawn(process.execPath, [join(root, "scripts", "dev.mjs"), ...args], {
+      cwd: root,
+      env,
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child.stdout.on("data", keep);
+    child.stderr.on("data", keep);
+    let exited = false;
+    child.on("exit", () => (exited = true));
+    current = { child };
+    const deadline = Date.now() + 90_000;
     for (;;) {
       if (exited) throw new Error("the dev server exited during start-up");
       if (Date.now() > deadline) throw new Error("the dev server did not answer /api/health within 90 s");
@@ -102,10 +107,46 @@ export async function startDevServer() {
     if (!(await answers(`${stripeUrl}/v1/prices`, { headers: { authorization: "Bearer sk_test_x" } }))) {
       throw new Error(`the Stripe emulator does not answer at ${stripeUrl}`);
     }
+  };
+
+  let stopped;
+  const stop = () =>
+    (stopped ??= (async () => {
+      if (current) await stopGroup(current.child);
+      current = undefined;
+      rmSync(persistTo, { recursive: true, force: true });
+      process.off("exit", onExit);
+    })());
+
+  /**
+   * Stops the whole process group (dev.mjs, wrangler, workerd, the emulator)
+   * and starts it again with the same arguments: same ports, same state
+   * directory. `onDown()` (optional) is called once the old group is gone.
+   * Returns { downMs, upMs }: time to stop, then time until the Worker answers
+   * /api/health again.
+   */
+  const restart = async ({ onDown } = {}) => {
+    if (stopped) throw new Error("restart() after stop()");
+    const t0 = performance.now();
+    await stopGroup(current.child);
+    const down = performance.now();
+    onDown?.();
+    try {
+      await launch();
+    } catch (error) {
+      await stop();
+      error.message += `\n--- dev server output (tail) ---\n${output}`;
+      throw error;
+    }
+    return { downMs: down - t0, upMs: performance.now() - down };
+  };
+
+  try {
+    await launch();
   } catch (error) {
     await stop();
     error.message += `\n--- dev server output (tail) ---\n${output}`;
     throw error;
   }
-  return { base, stripeUrl, persistTo, output: () => output, stop };
+  return { base, port, stripeUrl, persistTo, noAgent, pgid: () => current?.child.pid, output: () => output, restart, stop };
 }

@@ -42,7 +42,8 @@ export function table(headers, rows) {
   return [line(cells[0]), widths.map((w) => "-".repeat(w)).join("  "), ...cells.slice(1).map(line)].join("\n");
 }
 
-function send(agent, url, method, headers, body, wantBody) {
+/** One HTTP request over `agent`; resolves { status, body } (body as text only when `wantBody`). */
+export function send(agent, url, method, headers, body, wantBody) {
   return new Promise((resolve, reject) => {
     const req = request(url, { agent, method, headers, timeout: 10_000 }, (res) => {
       const chunks = [];

@@ -1,16 +1,19 @@
-// `npm run bench`: the KDF, session-check and Stripe webhook benchmarks, printed
-// as tables and written to bench-results/latest.json. Ratios are the headline;
-// absolute numbers depend on the machine, printed first. The two HTTP benchmarks
-// share one dev server (Worker + Stripe emulator), started after the KDF one.
+// `npm run bench`: the KDF, session-check, Stripe webhook and fleet benchmarks,
+// printed as tables and written to bench-results/latest.json. Ratios are the
+// headline; absolute numbers depend on the machine, printed first. The HTTP and
+// fleet benchmarks share one dev server (Worker + Stripe emulator, --no-agent:
+// no local berth-agent beside it), started after the KDF one; the fleet
+// benchmark comes last, as it restarts that server for its reconnect storm.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startDevServer } from "./dev-server.mjs";
+import { benchFleet } from "./fleet.mjs";
 import { benchKdf } from "./kdf.mjs";
 import { machineInfo, root, round, table } from "./lib.mjs";
 import { benchSessionCheck } from "./session-check.mjs";
 import { benchWebhooks } from "./webhooks.mjs";
 
-const TIME_BUDGET_MS = 180_000;
+const TIME_BUDGET_MS = 480_000;
 
 // process.exit runs the 'exit' handlers, which stop the dev server.
 setTimeout(() => {
@@ -46,11 +49,12 @@ console.log(
 );
 console.log("ms/hash is timed inside the Worker for workerd rows; wall is Node's clock around dispatchFetch.");
 
-const server = await startDevServer();
-let session, webhooks;
+const server = await startDevServer({ noAgent: true });
+let session, webhooks, fleet;
 try {
   session = await benchSessionCheck({ server });
   webhooks = await benchWebhooks({ server });
+  fleet = await benchFleet({ server });
 } finally {
   await server.stop();
 }
@@ -84,6 +88,114 @@ console.log(
 );
 console.log("A new event is verified, recorded, and re-reads the invoice and subscription from the emulator; a duplicate is verified and found.");
 
+const fmt = (ms, digits = 1) => round(ms, digits);
+const count = (n) => n.toLocaleString("en-US");
+console.log(
+  `\nFleet on wrangler dev: simulated agents in this process, each its own enrolled host (own Ed25519 key, join token, ` +
+    `Durable Object and WebSocket speaking the agent protocol); the fleet grows to each size in turn`,
+);
+console.log(
+  table(
+    ["hosts", "enrolled", "enroll/s", "enroll p50 ms", "enroll p99 ms", "dial→welcome p50 ms", "dial→welcome p99 ms"],
+    fleet.sizes.map(({ hosts, growth: g }) => [
+      count(hosts),
+      g.added,
+      round(g.enrollPerSec, 0),
+      fmt(g.enroll.p50Ms),
+      fmt(g.enroll.p99Ms),
+      fmt(g.connect.p50Ms),
+      fmt(g.connect.p99Ms),
+    ]),
+  ),
+);
+console.log(
+  `Each enrollment is POST /dev/join-token, then POST /api/agent/enroll with its own cf-connecting-ip (wrangler dev passes a ` +
+    `client-supplied one through, so the enroll_ip limit, 30/hour per address, is not hit); ${fleet.enrollConcurrency} at a time. ` +
+    "Dial→welcome: from dialling the WebSocket to the welcome (challenge, signed hello, welcome).",
+);
+const [first] = fleet.sizes;
+console.log(
+  `\nJob dispatch: POST /api/admin/hosts/:id/jobs {"kind":"noop"} (operator session), ${first.dispatch.count} jobs per size, ` +
+    `${first.concurrency} in flight, spread over the hosts, ${first.rounds} rounds alternating with the echo, after ${first.warmupJobs} warm-up jobs`,
+);
+console.log(
+  table(
+    ["hosts", "hosts used", "jobs/s", "POST→ack p50 ms", "POST→ack p99 ms", "POST→202 p50 ms", "echo p50 ms", "echo p99 ms", "repeat deliveries"],
+    fleet.sizes.map((s) => [
+      count(s.hosts),
+      s.hostsUsed,
+      round(s.dispatch.jobsPerSec, 0),
+      fmt(s.dispatch.p50Ms),
+      fmt(s.dispatch.p99Ms),
+      fmt(s.response.p50Ms),
+      fmt(s.echo.p50Ms, 2),
+      fmt(s.echo.p99Ms, 2),
+      `${s.repeatDeliveries.total} / ${s.jobsSent}`,
+    ]),
+  ),
+);
+console.log(
+  "POST→ack: from sending the POST to the simulated agent having the job message and its job.ack sent (timed in this process).\n" +
+    'Echo: the Worker has no echo route, so it is "ping" → "pong" on an authenticated agent WebSocket: the Durable Object\n' +
+    "auto-response, a round trip through wrangler dev and the host's Durable Object WebSocket that does not wake the object.\n" +
+    "Repeat deliveries: job messages for a job the agent already had (same attempt number: deliveries that raced), per jobs sent.",
+);
+
+const { idleFleet, realAgent: agent, storm } = fleet;
+console.log(
+  `\nIdle, ${round(idleFleet.windowS, 0)} s: the dev server's processes (workerd, wrangler, emulator) used ` +
+    `${fmt(idleFleet.serverPercent)}% of one core (workerd ${fmt(idleFleet.workerdPercent)}%) with ${count(idleFleet.hosts)} simulated hosts connected ` +
+    `(this load process: ${fmt(idleFleet.loadProcessPercent)}%); ${fmt(agent.server.serverPercent)}% (workerd ${fmt(agent.server.workerdPercent)}%) ` +
+    `with only the real agent connected (${round(agent.windowS, 0)} s).`,
+);
+
+console.log(
+  `\nReconnect storm: ${count(storm.agents)} simulated agents connected; the dev server's whole process group stopped ` +
+    `(${fmt(storm.stopMs / 1000)} s) and started again on the same port and state. The agents redial with full-jitter ` +
+    "exponential backoff, 1 s base, 60 s cap.",
+);
+console.log(
+  table(
+    ["measure", "s"],
+    [
+      ["per agent, connection lost → welcomed again, p50", fmt(storm.perAgent.p50Ms / 1000)],
+      ["per agent, p99", fmt(storm.perAgent.p99Ms / 1000)],
+      ["per agent, max", fmt(storm.perAgent.maxMs / 1000)],
+      ["from the stop: first WebSocket upgrade accepted", fmt(storm.firstUpgradeMs / 1000)],
+      ["from the stop: first agent welcomed again", fmt(storm.firstWelcomeMs / 1000)],
+      ["from the stop: /api/health answered within 2 s", fmt((storm.stopMs + storm.startMs) / 1000)],
+      ["from the stop: all welcomed again (total)", fmt(storm.totalMs / 1000)],
+      ["for scale: the same restart with no agents, until /api/health answered", fmt(storm.plainRestartMs / 1000)],
+    ],
+  ),
+);
+console.log(
+  `Busiest second: ${storm.peakWelcomesPerSec} agents welcomed. Dials per agent: mean ${fmt(storm.dials.mean)}, max ${storm.dials.max}. Closes: ` +
+    Object.entries(storm.closes)
+      .map(([what, n]) => `${what}: ${n}`)
+      .join("; ") +
+    `. Afterwards ${storm.jobsAfter} jobs to ${storm.jobsAfter} hosts were delivered and succeeded.`,
+);
+
+console.log(
+  `\nReal berth-agent (node agent/main.ts run --allow-unencrypted-data-root), connected and idle for ${round(agent.windowS, 0)} s ` +
+    `after ${round(agent.settleMs / 1000, 0)} s to settle`,
+);
+console.log(
+  table(
+    ["measure", "value"],
+    [
+      ["RSS at the end, MiB (VmRSS)", fmt(agent.rssMiB)],
+      ["RSS max while idle, MiB", fmt(agent.rssMaxMiB)],
+      ["RSS peak since start, MiB (VmHWM)", fmt(agent.rssPeakMiB)],
+      ["CPU, % of one core (utime+stime)", fmt(agent.cpuPercent, 2)],
+      ["CPU of waited-for children, % of one core", fmt(agent.childCpuPercent, 2)],
+      ["CPU seconds in the window", fmt(agent.cpuSeconds, 2)],
+    ],
+  ),
+);
+if (agent.warnings.length) console.log(`Agent warnings while idle: ${[...new Set(agent.warnings)].join("; ")}`);
+
 const spread = (values) => `${round(Math.min(...values))}–${round(Math.max(...values))}`;
 console.log("\nRatios");
 console.log(
@@ -105,11 +217,17 @@ console.log(
       ["events/s, new / duplicate webhook", round(webhooks.ratios.freshOverDuplicateThroughput), spread(webhooks.ratios.freshOverDuplicateThroughputByRound)],
       ["p50 latency, new / duplicate webhook", round(webhooks.ratios.freshOverDuplicateP50)],
       ["mean latency, new / duplicate webhook", round(webhooks.ratios.freshOverDuplicateMean)],
+      ...fleet.sizes.flatMap((s) => [
+        [`job POST→ack p50 / WebSocket echo p50, ${count(s.hosts)} host${s.hosts === 1 ? "" : "s"}`, round(s.ratios.p50, 0), spread(s.ratios.p50ByRound.map((r) => round(r, 0)))],
+        [`job POST→ack p99 / WebSocket echo p99, ${count(s.hosts)} host${s.hosts === 1 ? "" : "s"}`, round(s.ratios.p99, 0)],
+      ]),
+      [`job POST→ack p50, ${count(fleet.sizes.at(-1).hosts)} hosts / ${count(first.hosts)} host${first.hosts === 1 ? "" : "s"}`, round(fleet.sizes.at(-1).dispatch.p50Ms / first.dispatch.p50Ms)],
+      [`storm: all ${count(storm.agents)} welcomed again / restart with no agents`, round(storm.totalMs / storm.plainRestartMs)],
     ],
   ),
 );
 
-const results = { date: new Date().toISOString(), durationMs: Date.now() - started, machine, kdf, sessionCheck: session, webhooks };
+const results = { date: new Date().toISOString(), durationMs: Date.now() - started, machine, kdf, sessionCheck: session, webhooks, fleet };
 mkdirSync(join(root, "bench-results"), { recursive: true });
 writeFileSync(join(root, "bench-results", "latest.json"), `${JSON.stringify(results, null, 2)}\n`);
 console.log(`\nWrote bench-results/latest.json in ${round(results.durationMs / 1000, 1)} s`);
