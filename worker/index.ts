@@ -7,6 +7,6 @@ export { HostConnection } from "./fleet/host-connection";
 export default {
   fetch: app.fetch,
   async scheduled(controller, env, ctx) {
-    ctx.waitUntil(runScheduledMaintenance(env, new Date(controller.scheduledTime)));
+    ctx.waitUntil(runScheduledMaintenance(env, new Date(controller.scheduledTime), controller.cron));
   },
 } satisfies ExportedHandler<Env>;

@@ -135,9 +135,10 @@ export function advance(ms: number): void {
   setNow(Date.now() + ms);
 }
 
-export async function runCron(at: Date = new Date()) {
+/** Runs the real scheduled handler: the hourly schedule by default, or `cron` (e.g. the minutely one). */
+export async function runCron(at: Date = new Date(), cron = "17 * * * *") {
   const ctx = createExecutionContext();
-  await worker.scheduled(createScheduledController({ scheduledTime: at, cron: "17 * * * *" }), env, ctx);
+  await worker.scheduled(createScheduledController({ scheduledTime: at, cron }), env, ctx);
   await waitOnExecutionContext(ctx);
 }
 

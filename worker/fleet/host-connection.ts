@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { and, eq, ne } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import {
   agentMessage,
   CLOSE,
@@ -16,14 +16,21 @@ import { database, type Database } from "../db/client";
 import { hosts, type Host } from "../db/schema";
 import { base64UrlDecode, randomToken, utf8 } from "../crypto/bytes";
 import type { Env } from "../env";
-import { dueJobs, failExpiredJobs, markAcked, markSent, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
-import { AUTH_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, OFFLINE_AFTER_MS, USAGE_INTERVAL_MS, WATCH_INTERVAL_MS } from "./policy";
+import { claimDueJobs, failExpiredJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
+import {
+  AUTH_TIMEOUT_MS,
+  HEARTBEAT_INTERVAL_MS,
+  LAST_SEEN_WRITE_INTERVAL_MS,
+  OFFLINE_AFTER_MS,
+  USAGE_INTERVAL_MS,
+  WATCH_INTERVAL_MS,
+} from "./policy";
 import { reconcileHost } from "./reconcile";
 import { ingestUsage } from "./usage";
 
 type Attachment =
   | { state: "pending"; hostId: string; nonce: string; openedAt: number }
-  | { state: "authenticated"; hostId: string; protocol: number; connectedAt: number; lastMessageAt: number };
+  | { state: "authenticated"; hostId: string; protocol: number; connectedAt: number; lastMessageAt: number; lastSeenWrittenAt: number };
 
 export interface ConnectionStatus {
   connected: boolean;
@@ -125,29 +132,40 @@ export class HostConnection extends DurableObject<Env> {
     await this.webSocketClose(ws, 1011, "error");
   }
 
-  /** Auth timeouts, heartbeat silence, job resends and deadlines. */
+  /**
+   * Auth timeouts, heartbeat silence, job resends and deadlines. An idle
+   * connected host costs one wake-up every WATCH_INTERVAL_MS, which touches
+   * D1 only to refresh last-seen (at most once a minute) or when a job is due.
+   */
   override async alarm(): Promise<void> {
     const now = Date.now();
+    let connected = false;
+    let silent = false;
     for (const ws of this.ctx.getWebSockets()) {
       const attachment = ws.deserializeAttachment() as Attachment | null;
       if (!attachment) continue;
       if (attachment.state === "pending" && now - attachment.openedAt >= AUTH_TIMEOUT_MS) {
         await this.refuse(ws, attachment, CLOSE.AUTH_TIMEOUT, "no hello in time", "agent.auth_refused", { reason: "timeout" });
       }
-      if (attachment.state === "authenticated") {
-        const heardAt = Math.max(
-          attachment.lastMessageAt,
-          this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0,
-        );
-        if (now - heardAt >= OFFLINE_AFTER_MS) {
-          ws.close(CLOSE.HEARTBEAT_TIMEOUT, "no heartbeat");
-          await this.markOffline(attachment.hostId, "heartbeat timeout");
-        } else {
-          await this.db.update(hosts).set({ lastSeenAt: new Date(heardAt) }).where(eq(hosts.id, attachment.hostId));
-        }
+      if (attachment.state !== "authenticated") continue;
+      const heardAt = Math.max(attachment.lastMessageAt, this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0);
+      if (now - heardAt >= OFFLINE_AFTER_MS) {
+        ws.close(CLOSE.HEARTBEAT_TIMEOUT, "no heartbeat");
+        silent = true;
+        continue;
+      }
+      connected = true;
+      if (now - attachment.lastSeenWrittenAt >= LAST_SEEN_WRITE_INTERVAL_MS) {
+        await this.db.update(hosts).set({ lastSeenAt: new Date(heardAt) }).where(eq(hosts.id, attachment.hostId));
+        ws.serializeAttachment({ ...attachment, lastSeenWrittenAt: now } satisfies Attachment);
       }
     }
-    await this.deliver();
+    const hostId = await this.ctx.storage.get<string>("hostId");
+    // Also covers a restart: the sockets are gone without a close event, and the host must not stay "online".
+    if (!connected && hostId) await this.markOffline(hostId, silent ? "heartbeat timeout" : "no live connection");
+    const jobsDueAt = (await this.ctx.storage.get<number>("jobsDueAt")) ?? 0;
+    if (now >= jobsDueAt) await this.deliver();
+    else await this.scheduleAlarm(Math.min(connected ? now + WATCH_INTERVAL_MS : Infinity, jobsDueAt));
   }
 
   // ---------- RPC from the Worker ----------
@@ -165,19 +183,19 @@ export class HostConnection extends DurableObject<Env> {
     await failExpiredJobs(this.db, hostId, now);
     const [ws] = this.sockets("authenticated");
     if (ws) {
-      for (const job of await dueJobs(this.db, hostId, now)) {
+      for (const job of await claimDueJobs(this.db, hostId, now)) {
         ws.send(
           JSON.stringify({
             type: "job",
-            job: { id: job.id, kind: job.kind, payload: job.payload ?? null, attempt: job.attempts + 1, deadline: job.deadline.getTime() },
+            job: { id: job.id, kind: job.kind, payload: job.payload ?? null, attempt: job.attempts, deadline: job.deadline.getTime() },
           }),
         );
-        await markSent(this.db, job, now);
       }
     }
-    const nextJob = await nextJobDeadline(this.db, hostId, Boolean(ws));
+    const jobsDueAt = (await nextJobDeadline(this.db, hostId, Boolean(ws)))?.getTime() ?? Infinity;
+    await this.ctx.storage.put("jobsDueAt", jobsDueAt);
     const watch = this.ctx.getWebSockets().length > 0 ? now.getTime() + WATCH_INTERVAL_MS : Infinity;
-    await this.scheduleAlarm(Math.min(watch, nextJob?.getTime() ?? Infinity));
+    await this.scheduleAlarm(Math.min(watch, jobsDueAt));
   }
 
   /** Ends the host's live connection at once (revocation). */
@@ -221,6 +239,7 @@ export class HostConnection extends DurableObject<Env> {
       protocol,
       connectedAt: now.getTime(),
       lastMessageAt: now.getTime(),
+      lastSeenWrittenAt: now.getTime(),
     } satisfies Attachment);
     const report = hello.diskEncryption;
     await this.db.batch([
@@ -270,15 +289,15 @@ export class HostConnection extends DurableObject<Env> {
     ws.close(code, reason);
   }
 
+  /** Records the host as offline once (the audit entry only when it really was online). */
   private async markOffline(hostId: string, reason: string) {
     const now = new Date();
-    await this.db.batch([
-      this.db
-        .update(hosts)
-        .set({ status: "offline" })
-        .where(and(eq(hosts.id, hostId), ne(hosts.status, "revoked"))),
-      audit(this.db, now, `host:${hostId}`, "agent.disconnected", hostId, { reason }),
-    ]);
+    const [changed] = await this.db
+      .update(hosts)
+      .set({ status: "offline" })
+      .where(and(eq(hosts.id, hostId), eq(hosts.status, "online")))
+      .returning({ id: hosts.id });
+    if (changed) await audit(this.db, now, `host:${hostId}`, "agent.disconnected", hostId, { reason });
   }
 
   private async scheduleAlarm(at: number) {

@@ -1,10 +1,11 @@
-import { desc, eq } from "drizzle-orm";
+import { and, desc, eq, isNull, lt, or } from "drizzle-orm";
 import { audit } from "../audit/audit";
 import type { Database } from "../db/client";
 import { hosts, type Host, type Job } from "../db/schema";
 import type { Env } from "../env";
 import { notFound } from "../errors";
 import { createJob, type NewJob } from "./jobs";
+import { STALE_ONLINE_AFTER_MS } from "./policy";
 
 export function hostStub(env: Env, hostId: string) {
   return env.HOSTS.get(env.HOSTS.idFromName(hostId));
@@ -15,6 +16,21 @@ export async function dispatchJob(db: Database, env: Env, job: NewJob, now: Date
   const created = await createJob(db, job, now);
   await hostStub(env, job.hostId).deliver(job.hostId);
   return created;
+}
+
+/**
+ * The cron's backstop for the Durable Objects' own checks: a host still
+ * "online" that has not been seen for a few minutes (its object lost its
+ * sockets and alarm, say in a restart) is marked offline.
+ */
+export async function markStaleHostsOffline(db: Database, now: Date): Promise<number> {
+  const stale = await db
+    .update(hosts)
+    .set({ status: "offline" })
+    .where(and(eq(hosts.status, "online"), or(isNull(hosts.lastSeenAt), lt(hosts.lastSeenAt, new Date(now.getTime() - STALE_ONLINE_AFTER_MS)))))
+    .returning({ id: hosts.id });
+  for (const { id } of stale) await audit(db, now, `host:${id}`, "agent.disconnected", id, { reason: "not seen (cron)" });
+  return stale.length;
 }
 
 export async function listHosts(db: Database): Promise<Host[]> {

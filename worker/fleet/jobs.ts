@@ -1,7 +1,7 @@
 import { and, asc, eq, inArray, lte, sql } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { jobs, type Job, type JobStatus } from "../db/schema";
-import { JOB_DEFAULT_TIMEOUT_MS, retryDelayMs } from "./policy";
+import { JOB_DEFAULT_TIMEOUT_MS, RETRY_BASE_MS, RETRY_MAX_MS } from "./policy";
 
 /**
  * The job lifecycle, persisted in D1: queued → sent → acked → succeeded | failed.
@@ -41,14 +41,26 @@ export async function getJob(db: Database, id: string): Promise<Job | undefined>
   return row;
 }
 
-/** Jobs to (re)send now: queued, or sent but not acknowledged in time. */
-export async function dueJobs(db: Database, hostId: string, now: Date): Promise<Job[]> {
-  return db
-    .select()
-    .from(jobs)
-    .where(and(eq(jobs.hostId, hostId), inArray(jobs.status, ["queued", "sent"]), lte(jobs.nextAttemptAt, now)))
-    .orderBy(asc(jobs.createdAt))
-    .limit(100);
+/**
+ * Claims the jobs to (re)send now — queued, or sent but not acknowledged in
+ * time — in one UPDATE … RETURNING: each is counted as one more attempt with
+ * its next resend pushed back, so deliveries that overlap never send a job twice.
+ */
+export async function claimDueJobs(db: Database, hostId: string, now: Date): Promise<Job[]> {
+  const due = and(eq(jobs.hostId, hostId), inArray(jobs.status, ["queued", "sent"]), lte(jobs.nextAttemptAt, now));
+  const ids = db.select({ id: jobs.id }).from(jobs).where(due).orderBy(asc(jobs.createdAt)).limit(100);
+  const claimed = await db
+    .update(jobs)
+    .set({
+      status: "sent",
+      attempts: sql`${jobs.attempts} + 1`,
+      // The resend delay doubles with each attempt: RETRY_BASE_MS, 2×, 4× … up to RETRY_MAX_MS.
+      nextAttemptAt: sql`${now.getTime()} + min(${RETRY_BASE_MS} * (1 << ${jobs.attempts}), ${RETRY_MAX_MS})`,
+      updatedAt: now,
+    })
+    .where(and(inArray(jobs.id, ids), due))
+    .returning();
+  return claimed.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
 }
 
 /**
@@ -64,14 +76,6 @@ export async function nextJobDeadline(db: Database, hostId: string, connected: b
     .from(jobs)
     .where(and(eq(jobs.hostId, hostId), inArray(jobs.status, UNFINISHED)));
   return row?.next ? new Date(row.next) : null;
-}
-
-export async function markSent(db: Database, job: Job, now: Date): Promise<void> {
-  const attempts = job.attempts + 1;
-  await db
-    .update(jobs)
-    .set({ status: "sent", attempts, nextAttemptAt: new Date(now.getTime() + retryDelayMs(attempts)), updatedAt: now })
-    .where(and(eq(jobs.id, job.id), inArray(jobs.status, ["queued", "sent"])));
 }
 
 export async function markAcked(db: Database, hostId: string, id: string, now: Date): Promise<void> {

@@ -14,6 +14,9 @@ export const USAGE_INTERVAL_MS = 30_000;
 
 export const JOB_DEFAULT_TIMEOUT_MS = 60 * 60_000;
 /** Unacknowledged jobs are sent again after 5 s, 10 s, 20 s … up to 5 minutes apart. */
-export function retryDelayMs(attempts: number): number {
-  return Math.min(5_000 * 2 ** Math.max(0, attempts - 1), 5 * 60_000);
-}
+export const RETRY_BASE_MS = 5_000;
+export const RETRY_MAX_MS = 5 * 60_000;
+/** A connected host's last-seen time is written to D1 at most this often. */
+export const LAST_SEEN_WRITE_INTERVAL_MS = 60_000;
+/** The cron's backstop: an "online" host not seen for this long is marked offline. */
+export const STALE_ONLINE_AFTER_MS = 3 * 60_000;

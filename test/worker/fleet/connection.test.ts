@@ -1,7 +1,7 @@
-import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { CLOSE, PING, PONG } from "../../../protocol/messages";
-import { advance, post } from "../helpers";
+import { advance, post, runCron } from "../helpers";
 import {
   FakeAgent,
   auditActions,
@@ -139,6 +139,26 @@ describe("an agent's connection", () => {
     await runDurableObjectAlarm(hostStub(host.hostId));
     expect((await agent.waitClosed()).code).toBe(CLOSE.HEARTBEAT_TIMEOUT);
     expect((await hostView(cookie, host.hostId)).status).toBe("offline");
+  });
+
+  it("a connection that vanished without a close (a restart) does not leave the host online", async () => {
+    const cookie = await operatorCookie();
+    const host = await enrolledHost(cookie);
+    await connectedAgent(host);
+    await evictDurableObject(hostStub(host.hostId), { webSockets: "close" });
+    await runDurableObjectAlarm(hostStub(host.hostId));
+    expect((await hostView(cookie, host.hostId)).status).toBe("offline");
+    expect(await auditActions(host.hostId)).toContain("agent.disconnected:no live connection");
+  });
+
+  it("the minutely cron marks a host offline that nobody has heard from", async () => {
+    const cookie = await operatorCookie();
+    const host = await enrolledHost(cookie);
+    await connectedAgent(host);
+    advance(4 * 60_000);
+    await runCron(new Date(), "* * * * *");
+    expect((await hostView(cookie, host.hostId)).status).toBe("offline");
+    expect(await auditActions(host.hostId)).toContain("agent.disconnected:not seen (cron)");
   });
 
   it("counts an auto-answered heartbeat as hearing from the agent", async () => {

@@ -81,6 +81,17 @@ describe("jobs", () => {
     expect((await jobFor(agent, queued.id)).job.attempt).toBe(3);
   });
 
+  it("overlapping dispatches send each job once", async () => {
+    const cookie = await operatorCookie();
+    const host = await enrolledHost(cookie);
+    const agent = await connectedAgent(host);
+    const queued = await Promise.all(Array.from({ length: 8 }, () => enqueue(cookie, host.hostId, "noop")));
+    for (const { id } of queued) expect((await jobFor(agent, id)).job.attempt).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(agent.messages.filter((message: any) => message?.type === "job")).toEqual([]);
+    for (const { id } of queued) expect((await job(cookie, id)).attempts).toBe(1);
+  });
+
   it("an acknowledged job is not resent while the agent stays connected", async () => {
     const cookie = await operatorCookie();
     const host = await enrolledHost(cookie);
