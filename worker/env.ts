@@ -23,6 +23,11 @@ export interface Env {
   GRACE_PERIOD_DAYS?: string;
   /** Days a suspended account is kept before its deletion is due (default 30). */
   DELETION_WINDOW_DAYS?: string;
+  /** Homeservers are <name>.<HOMESERVER_DOMAIN>. */
+  HOMESERVER_DOMAIN?: string;
+  /** The container images a new homeserver gets (production: the official ones). */
+  SYNAPSE_IMAGE?: string;
+  POSTGRES_IMAGE?: string;
   /** Optional JSON object overriding rate-limit rules by name, e.g. {"login_ip":{"limit":500}}. */
   RATE_LIMITS?: string;
 }

@@ -8,6 +8,8 @@ import type { Env } from "./env";
 import { markStaleHostsOffline } from "./fleet/hosts";
 import { failExpiredJobs } from "./fleet/jobs";
 import { rollUpUsage } from "./fleet/usage";
+import { handleEntitlementEvents } from "./servers/entitlement-jobs";
+import { applyJobOutcome } from "./servers/outcomes";
 
 /** wrangler.toml's crons: fleet liveness every minute, the rest hourly. */
 export const EVERY_MINUTE = "* * * * *";
@@ -20,11 +22,12 @@ export const EVERY_MINUTE = "* * * * *";
  */
 export async function runScheduledMaintenance(env: Env, now: Date, cron: string) {
   const db = database(env.DB);
+  for (const expired of await failExpiredJobs(db, null, now)) await applyJobOutcome(db, expired, now);
   const report: Record<string, unknown> = {
     event: "scheduled_maintenance",
     cron,
     hostsMarkedOffline: await markStaleHostsOffline(db, now),
-    jobsExpired: await failExpiredJobs(db, null, now),
+
   };
   if (cron !== EVERY_MINUTE) {
     const keys = await rotateSigningKeys(db, env.SESSION_KEYRING_SECRET, now);
@@ -38,6 +41,8 @@ export async function runScheduledMaintenance(env: Env, now: Date, cron: string)
     });
     await rollUpUsage(db, now);
   }
+  // Last: the hourly work above may have moved entitlements along.
+  report.entitlementEventsHandled = await handleEntitlementEvents(db, env, now);
   console.log(JSON.stringify(report));
   return report;
 }

@@ -1,3 +1,4 @@
+import { sql } from "drizzle-orm";
 import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 // Times are stored as integer milliseconds since the epoch.
@@ -265,6 +266,20 @@ export const workloads = sqliteTable(
   (t) => [index("workloads_host_idx").on(t.hostId)],
 );
 
+export const SERVER_STATUSES = [
+  "provisioning",
+  "running",
+  "stopping",
+  "stopped",
+  "starting",
+  "suspended",
+  "upgrading",
+  "deleting",
+  "deleted",
+  "failed",
+] as const;
+export type ServerStatus = (typeof SERVER_STATUSES)[number];
+
 // A customer's homeserver. Its id is also its workload's id on the host.
 export const servers = sqliteTable(
   "servers",
@@ -273,10 +288,17 @@ export const servers = sqliteTable(
     userId: text("user_id")
       .notNull()
       .references(() => users.id, { onDelete: "cascade" }),
+    /** A DNS label, immutable: it is the Matrix server_name's first label. */
     name: text("name").notNull().unique(),
     region: text("region").notNull(),
     hostId: text("host_id").references(() => hosts.id),
+    planId: text("plan_id").notNull().default("starter"),
+    status: text("status", { enum: SERVER_STATUSES }).notNull().default("provisioning"),
+    /** Why it failed, or what the last lifecycle step reported. */
+    statusReason: text("status_reason"),
+    synapseVersion: text("synapse_version"),
     createdAt: timestamp("created_at").notNull(),
+    updatedAt: timestamp("updated_at").notNull().default(sql`0`),
   },
   (t) => [index("servers_user_idx").on(t.userId)],
 );
@@ -339,5 +361,6 @@ export const auditLog = sqliteTable(
 );
 
 export type Host = typeof hosts.$inferSelect;
+export type Server = typeof servers.$inferSelect;
 export type Job = typeof jobs.$inferSelect;
 export type Workload = typeof workloads.$inferSelect;

@@ -27,6 +27,7 @@ import {
 } from "./policy";
 import { reconcileHost } from "./reconcile";
 import { ingestUsage } from "./usage";
+import { applyJobOutcome } from "../servers/outcomes";
 
 type Attachment =
   | { state: "pending"; hostId: string; nonce: string; openedAt: number }
@@ -107,9 +108,11 @@ export class HostConnection extends DurableObject<Env> {
       case "job.progress":
         await recordProgress(this.db, hostId, message.id, message.progress, message.message, now);
         break;
-      case "job.result":
-        await recordResult(this.db, hostId, message, now);
+      case "job.result": {
+        const finished = await recordResult(this.db, hostId, message, now);
+        if (finished) await applyJobOutcome(this.db, finished, now);
         break;
+      }
       case "inventory":
         await reconcileHost(this.db, hostId, message.workloads, now);
         await this.deliver();
@@ -180,7 +183,7 @@ export class HostConnection extends DurableObject<Env> {
     const hostId = hostIdFromWorker ?? (await this.ctx.storage.get<string>("hostId"));
     if (!hostId) return;
     const now = new Date();
-    await failExpiredJobs(this.db, hostId, now);
+    for (const expired of await failExpiredJobs(this.db, hostId, now)) await applyJobOutcome(this.db, expired, now);
     const [ws] = this.sockets("authenticated");
     if (ws) {
       for (const job of await claimDueJobs(this.db, hostId, now)) {

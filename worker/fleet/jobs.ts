@@ -122,8 +122,9 @@ export async function redeliverUnfinished(db: Database, hostId: string, now: Dat
     .where(and(eq(jobs.hostId, hostId), inArray(jobs.status, ["sent", "acked"])));
 }
 
-export async function failExpiredJobs(db: Database, hostId: string | null, now: Date): Promise<number> {
-  const expired = await db
+/** Fails unfinished jobs past their deadline and returns them (their callers apply the outcome). */
+export async function failExpiredJobs(db: Database, hostId: string | null, now: Date): Promise<Job[]> {
+  return db
     .update(jobs)
     .set({ status: "failed", error: "deadline exceeded", finishedAt: now, updatedAt: now })
     .where(
@@ -133,8 +134,7 @@ export async function failExpiredJobs(db: Database, hostId: string | null, now: 
         lte(jobs.deadline, now),
       ),
     )
-    .returning({ id: jobs.id });
-  return expired.length;
+    .returning();
 }
 
 export async function unfinishedJobsOfKind(db: Database, hostId: string, kinds: string[]): Promise<Job[]> {

@@ -1,6 +1,8 @@
 import type { billingSummary } from "../billing/billing";
 import type { Plan } from "../billing/plans";
-import type { Host, Invoice, Job, User } from "../db/schema";
+import type { Host, Invoice, Job, Server, User } from "../db/schema";
+import type { Env } from "../env";
+import { serverNameOf } from "../servers/servers";
 
 /** The account as its owner sees it through the API. */
 export function publicUser(user: User) {
@@ -105,5 +107,32 @@ export function presentUsage<T extends { at: Date }>(series: { resolution: strin
       }
       return point;
     }),
+  };
+}
+
+/** A homeserver as its owner sees it: where to reach it, its state, and the step under way. */
+export function presentServer(env: Env, server: Server, job: Job | undefined) {
+  const serverName = serverNameOf(env, server.name);
+  return {
+    id: server.id,
+    name: server.name,
+    serverName,
+    homeserverUrl: `https://${serverName}`,
+    region: server.region,
+    plan: server.planId,
+    status: server.status,
+    statusReason: server.statusReason,
+    synapseVersion: server.synapseVersion,
+    createdAt: server.createdAt.toISOString(),
+    updatedAt: server.updatedAt.toISOString(),
+    lastJob: job
+      ? {
+          kind: job.kind,
+          status: job.status,
+          progress: job.progress,
+          message: job.progressMessage,
+          error: job.error,
+        }
+      : null,
   };
 }

@@ -1,27 +1,52 @@
 import { Hono } from "hono";
-import { and, eq } from "drizzle-orm";
 import { z } from "zod";
-import { servers } from "../db/schema";
-import { notFound } from "../errors";
+import { conflict } from "../errors";
+import { REGIONS } from "../fleet/enrollment";
 import { USAGE_RANGES, workloadUsageSeries, type UsageRange } from "../fleet/usage";
 import type { AppEnv } from "../http/context";
-import { presentUsage } from "../http/present";
+import { presentServer, presentUsage } from "../http/present";
 import { requireAuth } from "../http/session";
-import { parseWith } from "../http/validation";
+import { parseWith, readJson } from "../http/validation";
+import { serverNameSchema } from "../servers/names";
+import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer } from "../servers/servers";
 
 const rangeQuery = z.object({
   range: z.enum(Object.keys(USAGE_RANGES) as [UsageRange, ...UsageRange[]]).default("24h"),
 });
 
-// A customer's homeservers: reached only through their owner (someone else's id is a plain 404).
-export const serverRoutes = new Hono<AppEnv>().get("/:id/usage", async (c) => {
-  const { user } = requireAuth(c);
-  const [server] = await c.var.db
-    .select()
-    .from(servers)
-    .where(and(eq(servers.id, c.req.param("id")), eq(servers.userId, user.id)));
-  if (!server) throw notFound("No such server.");
-  const { range } = parseWith(rangeQuery, c.req.query());
-  const series = await workloadUsageSeries(c.var.db, [server.id], range, c.var.now);
-  return c.json(presentUsage(series, ["workloadId", "hostId", "resolution"]));
-});
+// A customer's homeservers: every route reaches a server only through its owner.
+export const serverRoutes = new Hono<AppEnv>()
+  .post("/", async (c) => {
+    const { user } = requireAuth(c);
+    const { name, region } = await readJson(c, z.strictObject({ name: serverNameSchema, region: z.enum(REGIONS) }));
+    const server = await createServer({ db: c.var.db, env: c.env, now: c.var.now }, user, name, region);
+    return c.json(presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)), 201);
+  })
+  .get("/", async (c) => {
+    const { user } = requireAuth(c);
+    const mine = await listServers(c.var.db, user.id);
+    return c.json({ servers: await Promise.all(mine.map(async (server) => presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)))) });
+  })
+  .get("/:id", async (c) => {
+    const server = await ownedServer(c.var.db, requireAuth(c).user.id, c.req.param("id"));
+    return c.json(presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)));
+  })
+  .post("/:id/stop", async (c) => {
+    const server = await changeServerState({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user, c.req.param("id"), "stop");
+    return c.json(presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)), 202);
+  })
+  .post("/:id/start", async (c) => {
+    const server = await changeServerState({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user, c.req.param("id"), "start");
+    return c.json(presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)), 202);
+  })
+  .delete("/:id", async (c) => {
+    await ownedServer(c.var.db, requireAuth(c).user.id, c.req.param("id"));
+    // Data is destroyed only after a final backup exists; backups are not built yet, so deletion is refused.
+    throw conflict("backup_required", "Deleting a homeserver takes a final backup first, and backups are not available yet. Nothing was deleted.");
+  })
+  .get("/:id/usage", async (c) => {
+    const server = await ownedServer(c.var.db, requireAuth(c).user.id, c.req.param("id"));
+    const { range } = parseWith(rangeQuery, c.req.query());
+    const series = await workloadUsageSeries(c.var.db, [server.id], range, c.var.now);
+    return c.json(presentUsage(series, ["workloadId", "hostId", "resolution"]));
+  });

@@ -2,6 +2,7 @@ import { Hono } from "hono";
 import type Stripe from "stripe";
 import { stripeFor, subtleCryptoProvider, webhookSecret } from "../billing/stripe-client";
 import { handleStripeEvent } from "../billing/webhooks";
+import { handleEntitlementEvents } from "../servers/entitlement-jobs";
 import { badRequest } from "../errors";
 import type { AppEnv } from "../http/context";
 import { webhookContext } from "../http/domain-context";
@@ -29,6 +30,8 @@ export const stripeWebhookRoutes = new Hono<AppEnv>().post("/", async (c) => {
     throw badRequest("invalid_signature", "The Stripe signature is missing, malformed, stale or wrong.");
   }
   const outcome = await handleStripeEvent(webhookContext(c), event);
+  // Suspend or resume the account's homeservers now rather than at the next cron run.
+  c.executionCtx.waitUntil(handleEntitlementEvents(c.var.db, c.env, c.var.now));
   console.log(JSON.stringify({ event: "stripe_webhook", id: event.id, type: event.type, outcome }));
   return c.json({ received: true, outcome });
 });

@@ -1,4 +1,5 @@
 import { evictDurableObject, runDurableObjectAlarm } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { advance, call, expectError, logIn, post, verifiedUser } from "../helpers";
 import { connectedAgent, enrolledHost, hostStub, operatorCookie, type FakeAgent } from "./fleet-helpers";
@@ -191,5 +192,22 @@ describe("reconciliation", () => {
     agent.send({ type: "job.result", id: remove.job.id, ok: true, result: {} });
     agent.send({ type: "inventory", workloads: [{ id: workload.id, kind: "test", state: "running" }] });
     await expect(agent.next((message) => message?.type === "job", 300).then(() => "more jobs", () => "in sync")).resolves.toBe("in sync");
+  });
+
+  it("a missing homeserver is provisioned again, and an unexpected one is reported, never removed", async () => {
+    const cookie = await operatorCookie();
+    const host = await enrolledHost(cookie);
+    const id = crypto.randomUUID();
+    const spec = { serverId: id, name: "recon", serverName: "recon.berth.example" };
+    const now = Date.now();
+    await env.DB.prepare("INSERT INTO workloads (id, host_id, kind, spec, desired, created_at, updated_at) VALUES (?, ?, 'homeserver', ?, 'present', ?, ?)")
+      .bind(id, host.hostId, JSON.stringify(spec), now, now)
+      .run();
+    const agent = await connectedAgent(host, [{ id: "someone-elses-data", kind: "homeserver", state: "running" }]);
+    const provision = await agent.next<JobMessage>((message) => message?.job?.kind === "homeserver.provision");
+    expect(provision.job.payload).toEqual(spec);
+    await expect(agent.next((message) => message?.job?.kind === "workload.remove", 300).then(() => "removed", () => "kept")).resolves.toBe("kept");
+    const audited = await env.DB.prepare("SELECT action FROM audit_log WHERE target = 'someone-elses-data'").all<{ action: string }>();
+    expect(audited.results.map((row) => row.action)).toContain("reconcile.unexpected_homeserver");
   });
 });

@@ -1,0 +1,211 @@
+import { env } from "cloudflare:workers";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { nameProblem } from "../../../worker/servers/names";
+import { DAY, advance, call, expectError, logIn, post, runCron, verifiedUser } from "../helpers";
+import { deliverAll, emulatorControl, signedNow, subscriber, takeDeliveries } from "../billing/stripe-helpers";
+import { connectedAgent, enrolledHost, operatorCookie, type FakeAgent } from "../fleet/fleet-helpers";
+
+afterEach(() => vi.useRealTimers());
+// Each test brings its own hosts online; those of earlier tests in this file must not take placements.
+beforeEach(async () => {
+  await env.DB.prepare("UPDATE hosts SET status = 'offline' WHERE status = 'online'").run();
+});
+
+interface ServerView {
+  id: string;
+  name: string;
+  serverName: string;
+  homeserverUrl: string;
+  status: string;
+  statusReason: string | null;
+  synapseVersion: string | null;
+  lastJob: { kind: string; status: string } | null;
+}
+interface JobMessage {
+  type: "job";
+  job: { id: string; kind: string; payload: Record<string, any>; attempt: number };
+}
+
+const jobOf = (agent: FakeAgent, kind: string) => agent.next<JobMessage>((message) => message?.type === "job" && message.job.kind === kind);
+
+async function serverView(cookie: string, id: string): Promise<ServerView> {
+  const response = await call(`/api/servers/${id}`, { cookie });
+  expect(response.status).toBe(200);
+  return response.json();
+}
+
+async function onlineHost(region = "us-east", memoryMiB?: number) {
+  const host = await enrolledHost(await operatorCookie(), region);
+  if (memoryMiB) await env.DB.prepare("UPDATE hosts SET memory_mib = ? WHERE id = ?").bind(memoryMiB, host.hostId).run();
+  return { host, agent: await connectedAgent(host) };
+}
+
+async function create(cookie: string, name = `hs-${crypto.randomUUID().slice(0, 8)}`, region = "us-east") {
+  return post("/api/servers", { name, region }, { cookie });
+}
+
+describe("homeserver names", () => {
+  it.each([
+    ["alice", null],
+    ["a1-b2", null],
+    ["ab", "must be 3 to 40 characters"],
+    ["x".repeat(41), "must be 3 to 40 characters"],
+    ["Alice", "may contain only lower-case letters a–z, digits and hyphens"],
+    ["al_ice", "may contain only lower-case letters a–z, digits and hyphens"],
+    ["alice.example", "may contain only lower-case letters a–z, digits and hyphens"],
+    ["-alice", "must not start or end with a hyphen"],
+    ["alice-", "must not start or end with a hyphen"],
+    ["xn--bcher-kva", "must not look like an encoded (punycode) name"],
+    ["www", "is reserved"],
+    ["admin", "is reserved"],
+    ["matrix", "is reserved"],
+  ])("%s → %s", (name, problem) => {
+    expect(nameProblem(name)).toBe(problem);
+  });
+});
+
+describe("creating a homeserver", () => {
+  it("needs an active subscription", async () => {
+    const cookie = await logIn((await verifiedUser()).email);
+    await expectError(await create(cookie), 403, "not_entitled");
+    await expectError(await post("/api/servers", { name: "valid-name", region: "us-east" }), 401);
+  });
+
+  it("refuses a bad name or region with the reason", async () => {
+    const { cookie } = await subscriber();
+    const response = await create(cookie, "www");
+    await expectError(response.clone(), 400, "validation_failed");
+    expect(((await response.json()) as { error: { message: string } }).error.message).toContain("is reserved");
+    await expectError(await create(cookie, "valid-name", "eu-central"), 400, "validation_failed");
+  });
+
+  it("places it on a host in the region and provisions it through the host's agent", async () => {
+    const { agent, host } = await onlineHost();
+    const { cookie } = await subscriber();
+    const name = `alice-${crypto.randomUUID().slice(0, 6)}`;
+    const response = await create(cookie, name);
+    expect(response.status).toBe(201);
+    const created = (await response.json()) as ServerView;
+    expect(created).toMatchObject({ name, status: "provisioning", serverName: `${name}.berth.example`, homeserverUrl: `https://${name}.berth.example` });
+
+    const { job } = await jobOf(agent, "homeserver.provision");
+    expect(job.payload).toMatchObject({
+      serverId: created.id,
+      name,
+      serverName: `${name}.berth.example`,
+      resources: { memoryMiB: 1024, cpus: 1, storageGiB: 10 },
+      images: { synapse: expect.any(String), postgres: expect.any(String) },
+    });
+    const placed = await env.DB.prepare("SELECT host_id FROM servers WHERE id = ?").bind(created.id).first<{ host_id: string }>();
+    expect(placed!.host_id).toBe(host.hostId);
+
+    agent.send({ type: "job.progress", id: job.id, progress: 0.5, message: "starting Synapse" });
+    await vi.waitFor(async () => expect((await serverView(cookie, created.id)).lastJob).toMatchObject({ kind: "homeserver.provision" }));
+    agent.send({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2" } });
+    await vi.waitFor(async () => expect(await serverView(cookie, created.id)).toMatchObject({ status: "running", synapseVersion: "1.163.2" }));
+  });
+
+  it("a failed provisioning shows why", async () => {
+    const { agent } = await onlineHost();
+    const { cookie } = await subscriber();
+    const created = (await (await create(cookie)).json()) as ServerView;
+    const { job } = await jobOf(agent, "homeserver.provision");
+    agent.send({ type: "job.result", id: job.id, ok: false, error: "Synapse failed its health check" });
+    await vi.waitFor(async () =>
+      expect(await serverView(cookie, created.id)).toMatchObject({ status: "failed", statusReason: "Synapse failed its health check" }),
+    );
+  });
+
+  it("picks the least-loaded host, and says so clearly when none has room", async () => {
+    const { host: small } = await onlineHost("us-west", 2048);
+    const { host: big } = await onlineHost("us-west", 8192);
+    const first = (await (await create((await subscriber()).cookie, undefined, "us-west")).json()) as ServerView;
+    expect((await env.DB.prepare("SELECT host_id FROM servers WHERE id = ?").bind(first.id).first<{ host_id: string }>())!.host_id).toBe(big.hostId);
+    void small;
+
+    await expectError(await create((await subscriber()).cookie, undefined, "us-central"), 409, "no_capacity");
+  });
+
+  it("names are unique and one per account", async () => {
+    await onlineHost();
+    const name = `taken-${crypto.randomUUID().slice(0, 6)}`;
+    const alice = await subscriber();
+    expect((await create(alice.cookie, name)).status).toBe(201);
+    await expectError(await create(alice.cookie), 409, "server_limit");
+    await expectError(await create((await subscriber()).cookie, name), 409, "name_taken");
+  });
+});
+
+describe("running a homeserver", () => {
+  async function runningServer() {
+    const { agent } = await onlineHost();
+    const owner = await subscriber();
+    const created = (await (await create(owner.cookie)).json()) as ServerView;
+    const { job } = await jobOf(agent, "homeserver.provision");
+    agent.send({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2" } });
+    await vi.waitFor(async () => expect((await serverView(owner.cookie, created.id)).status).toBe("running"));
+    return { agent, owner, id: created.id };
+  }
+
+  it("stop and start go through the agent; the status follows", async () => {
+    const { agent, owner, id } = await runningServer();
+    const stopping = await post(`/api/servers/${id}/stop`, undefined, { cookie: owner.cookie });
+    expect(stopping.status).toBe(202);
+    expect(((await stopping.json()) as ServerView).status).toBe("stopping");
+    await expectError(await post(`/api/servers/${id}/stop`, undefined, { cookie: owner.cookie }), 409, "invalid_state");
+    const stop = await jobOf(agent, "homeserver.stop");
+    expect(stop.job.payload).toEqual({ serverId: id });
+    agent.send({ type: "job.result", id: stop.job.id, ok: true, result: {} });
+    await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("stopped"));
+
+    expect((await post(`/api/servers/${id}/start`, undefined, { cookie: owner.cookie })).status).toBe(202);
+    const start = await jobOf(agent, "homeserver.start");
+    agent.send({ type: "job.result", id: start.job.id, ok: true, result: {} });
+    await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("running"));
+  });
+
+  it("is reached only through its owner", async () => {
+    const { id } = await runningServer();
+    const stranger = await logIn((await verifiedUser()).email);
+    for (const [method, path] of [
+      ["GET", `/api/servers/${id}`],
+      ["POST", `/api/servers/${id}/stop`],
+      ["POST", `/api/servers/${id}/start`],
+      ["DELETE", `/api/servers/${id}`],
+      ["GET", `/api/servers/${id}/usage`],
+    ] as const) {
+      await expectError(await call(path, { method, cookie: stranger }), 404, "not_found");
+    }
+    const list = (await (await call("/api/servers", { cookie: stranger })).json()) as { servers: unknown[] };
+    expect(list.servers).toEqual([]);
+  });
+
+  it("deletion is refused until a final backup can be taken", async () => {
+    const { owner, id } = await runningServer();
+    await expectError(await call(`/api/servers/${id}`, { method: "DELETE", cookie: owner.cookie }), 409, "backup_required");
+    expect((await serverView(owner.cookie, id)).status).toBe("running");
+  });
+
+  it("follows billing: suspended after the grace period, resumed when paid", async () => {
+    const { agent, owner, id } = await runningServer();
+    await emulatorControl(`/_emulator/subscriptions/${owner.subscriptionId}/fail-payment`);
+    await deliverAll(await takeDeliveries(owner.customerId));
+    advance(8 * DAY);
+    // The agent kept reporting meanwhile (moving the clock would otherwise look like silence).
+    agent.send({ type: "inventory", workloads: [{ id, kind: "homeserver", state: "running" }] });
+    await runCron();
+    const suspend = await jobOf(agent, "homeserver.suspend");
+    agent.send({ type: "job.result", id: suspend.job.id, ok: true, result: {} });
+    const cookie = await logIn(owner.email);
+    await vi.waitFor(async () => expect((await serverView(cookie, id)).status).toBe("suspended"));
+    await expectError(await post(`/api/servers/${id}/start`, undefined, { cookie }), 409, "invalid_state");
+
+    await emulatorControl(`/_emulator/subscriptions/${owner.subscriptionId}/renew`);
+    await deliverAll(await signedNow(await takeDeliveries(owner.customerId)));
+    await vi.waitFor(async () => {
+      await runCron(new Date(), "* * * * *");
+      return jobOf(agent, "homeserver.resume").then((resume) => agent.send({ type: "job.result", id: resume.job.id, ok: true, result: {} }));
+    });
+    await vi.waitFor(async () => expect((await serverView(cookie, id)).status).toBe("running"));
+  });
+});
