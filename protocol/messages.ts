@@ -60,6 +60,15 @@ export const reportedWorkloadSchema = z.strictObject({
 });
 export type ReportedWorkload = z.infer<typeof reportedWorkloadSchema>;
 
+/** A TLS certificate the host's proxy serves, so operators see expiry coming. */
+export const certificateSchema = z.strictObject({
+  serverName: z.string().max(253),
+  /** Unix milliseconds. */
+  notAfter: z.number().int().positive(),
+  issuer: z.string().max(500),
+});
+export type CertificateReport = z.infer<typeof certificateSchema>;
+
 export const hostUsageSchema = z.strictObject({
   cpuLoadPercent: z.number().nonnegative(),
   memoryUsedBytes: z.number().nonnegative(),
@@ -141,6 +150,7 @@ export const helloMessage = z.strictObject({
   agentVersion: z.string().max(64),
   diskEncryption: diskEncryptionSchema,
   workloads: z.array(reportedWorkloadSchema).max(10_000),
+  certificates: z.array(certificateSchema).max(10_000).optional(),
 });
 
 export const jobAckMessage = z.strictObject({ type: z.literal("job.ack"), id });
@@ -164,6 +174,7 @@ export const jobResultMessage = z.strictObject({
 export const inventoryMessage = z.strictObject({
   type: z.literal("inventory"),
   workloads: z.array(reportedWorkloadSchema).max(10_000),
+  certificates: z.array(certificateSchema).max(10_000).optional(),
 });
 
 export const usageMessage = z.strictObject({
