@@ -297,11 +297,42 @@ export const servers = sqliteTable(
     /** Why it failed, or what the last lifecycle step reported. */
     statusReason: text("status_reason"),
     synapseVersion: text("synapse_version"),
+    /** The first admin account, made at provisioning with a password nobody knows until the owner sets one. */
+    adminUserId: text("admin_user_id"),
     createdAt: timestamp("created_at").notNull(),
     updatedAt: timestamp("updated_at").notNull().default(sql`0`),
   },
   (t) => [index("servers_user_idx").on(t.userId)],
 );
+
+// The TLS certificates each host's proxy serves, as its agent last reported them.
+export const certificates = sqliteTable(
+  "certificates",
+  {
+    hostId: text("host_id")
+      .notNull()
+      .references(() => hosts.id, { onDelete: "cascade" }),
+    serverName: text("server_name").notNull(),
+    notAfter: timestamp("not_after").notNull(),
+    issuer: text("issuer").notNull(),
+    updatedAt: timestamp("updated_at").notNull(),
+    /** When operators were last alerted that it nears expiry. */
+    alertedAt: timestamp("alerted_at"),
+  },
+  (t) => [primaryKey({ columns: [t.hostId, t.serverName] })],
+);
+
+// One-time links with which a server's owner sets its first admin's password.
+export const adminPasswordLinks = sqliteTable("admin_password_links", {
+  /** SHA-256 of the token in the link. */
+  id: text("id").primaryKey(),
+  serverId: text("server_id")
+    .notNull()
+    .references(() => servers.id, { onDelete: "cascade" }),
+  createdAt: timestamp("created_at").notNull(),
+  expiresAt: timestamp("expires_at").notNull(),
+  usedAt: timestamp("used_at"),
+});
 
 export const USAGE_RESOLUTIONS = ["raw", "5m", "1h"] as const;
 export type UsageResolution = (typeof USAGE_RESOLUTIONS)[number];

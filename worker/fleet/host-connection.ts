@@ -25,6 +25,7 @@ import {
   USAGE_INTERVAL_MS,
   WATCH_INTERVAL_MS,
 } from "./policy";
+import { recordCertificates } from "./certificates";
 import { reconcileHost } from "./reconcile";
 import { ingestUsage } from "./usage";
 import { applyJobOutcome } from "../servers/outcomes";
@@ -114,6 +115,7 @@ export class HostConnection extends DurableObject<Env> {
         break;
       }
       case "inventory":
+        if (message.certificates) await recordCertificates(this.db, hostId, message.certificates, now);
         await reconcileHost(this.db, hostId, message.workloads, now);
         await this.deliver();
         break;
@@ -275,6 +277,7 @@ export class HostConnection extends DurableObject<Env> {
       }),
     );
     await redeliverUnfinished(this.db, host.id, now);
+    if (hello.certificates) await recordCertificates(this.db, host.id, hello.certificates, now);
     await reconcileHost(this.db, host.id, hello.workloads, now);
     await this.deliver();
   }

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { TEST_JOB_KINDS } from "../../protocol/messages";
 import { audit, readAudit } from "../audit/audit";
 import { jobs, workloads } from "../db/schema";
+import { CERTIFICATE_ALERT_WINDOW_MS, listCertificates } from "../fleet/certificates";
 import { createJoinToken, REGIONS } from "../fleet/enrollment";
 import { getJob } from "../fleet/jobs";
 import { dispatchJob, hostStub, listHosts, requireHost, revokeHost } from "../fleet/hosts";
@@ -109,6 +110,20 @@ export const adminRoutes = new Hono<AppEnv>()
       c.var.now,
     );
     return c.json({ job: presentJob(job) }, 202);
+  })
+  .get("/certificates", async (c) => {
+    const now = c.var.now.getTime();
+    const rows = await listCertificates(c.var.db);
+    return c.json({
+      certificates: rows.map((row) => ({
+        hostId: row.hostId,
+        serverName: row.serverName,
+        notAfter: row.notAfter.toISOString(),
+        issuer: row.issuer,
+        expiringSoon: row.notAfter.getTime() - now < CERTIFICATE_ALERT_WINDOW_MS,
+        reportedAt: row.updatedAt.toISOString(),
+      })),
+    });
   })
   .get("/audit", async (c) => {
     const { limit } = parseWith(z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) }), c.req.query());

@@ -7,6 +7,9 @@ import type { AppEnv } from "../http/context";
 import { presentServer, presentUsage } from "../http/present";
 import { requireAuth } from "../http/session";
 import { parseWith, readJson } from "../http/validation";
+import { passwordSchema } from "../auth/credentials";
+import { linkBuilder } from "../http/domain-context";
+import { createAdminPasswordLink, setAdminPassword } from "../servers/admin-password";
 import { serverNameSchema } from "../servers/names";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer } from "../servers/servers";
 
@@ -43,6 +46,20 @@ export const serverRoutes = new Hono<AppEnv>()
     await ownedServer(c.var.db, requireAuth(c).user.id, c.req.param("id"));
     // Data is destroyed only after a final backup exists; backups are not built yet, so deletion is refused.
     throw conflict("backup_required", "Deleting a homeserver takes a final backup first, and backups are not available yet. Nothing was deleted.");
+  })
+  .post("/:id/admin-password-link", async (c) => {
+    const link = await createAdminPasswordLink(
+      { db: c.var.db, env: c.env, now: c.var.now },
+      requireAuth(c).user,
+      c.req.param("id"),
+      linkBuilder(c),
+    );
+    return c.json({ ...link, expiresAt: link.expiresAt.toISOString() }, 201);
+  })
+  .post("/:id/admin-password", async (c) => {
+    const { token, password } = await readJson(c, z.strictObject({ token: z.string().min(1).max(256), password: passwordSchema }));
+    const result = await setAdminPassword({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user, c.req.param("id"), token, password);
+    return c.json({ status: "setting", ...result }, 202);
   })
   .get("/:id/usage", async (c) => {
     const server = await ownedServer(c.var.db, requireAuth(c).user.id, c.req.param("id"));

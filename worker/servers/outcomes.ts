@@ -26,13 +26,14 @@ export async function applyJobOutcome(db: Database, job: Job, now: Date): Promis
   const serverId = (job.payload as { serverId?: unknown } | null)?.serverId;
   if (!outcome || typeof serverId !== "string") return;
   const ok = job.status === "succeeded";
-  const result = (job.result ?? {}) as { synapseVersion?: unknown };
+  const result = (job.result ?? {}) as { synapseVersion?: unknown; adminUserId?: unknown };
   await db
     .update(servers)
     .set({
       status: ok ? outcome.ok : outcome.failed,
       statusReason: ok ? null : [outcome.failureReason, job.error].filter(Boolean).join(": "),
       ...(ok && typeof result.synapseVersion === "string" ? { synapseVersion: result.synapseVersion } : {}),
+      ...(ok && typeof result.adminUserId === "string" ? { adminUserId: result.adminUserId } : {}),
       updatedAt: now,
     })
     .where(and(eq(servers.id, serverId), eq(servers.hostId, job.hostId)));

@@ -127,7 +127,7 @@ export async function createServer(ctx: ServerContext, user: User, name: string,
     throw error;
   }
   await dispatchJob(ctx.db, ctx.env, { hostId: host.id, kind: "homeserver.provision", payload: spec, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
-  return { ...server, statusReason: null, synapseVersion: null };
+  return { ...server, statusReason: null, synapseVersion: null, adminUserId: null };
 }
 
 

@@ -1,7 +1,8 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { CLOSE, PING, PONG } from "../../../protocol/messages";
-import { advance, post, runCron } from "../helpers";
+import { advance, call, post, runCron } from "../helpers";
 import {
   FakeAgent,
   auditActions,
@@ -180,5 +181,37 @@ describe("an agent's connection", () => {
     expect((await SELF.fetch("http://localhost/api/agent/connect?host=nope", { headers: { upgrade: "websocket" } })).status).toBe(404);
     const host = await enrolledHost(await operatorCookie());
     expect((await SELF.fetch(`http://localhost/api/agent/connect?host=${host.hostId}`)).status).toBe(426);
+  });
+
+  it("records the certificates the host serves and alerts operators to one near expiry", async () => {
+    const cookie = await operatorCookie();
+    const host = await enrolledHost(cookie);
+    const agent = await connectedAgent(host);
+    const soon = Date.now() + 5 * 24 * 3600_000;
+    const later = Date.now() + 80 * 24 * 3600_000;
+    agent.send({
+      type: "inventory",
+      workloads: [],
+      certificates: [
+        { serverName: "fresh.berth.example", notAfter: later, issuer: "CN=R11" },
+        { serverName: "stale.berth.example", notAfter: soon, issuer: "CN=R11" },
+      ],
+    });
+    await vi.waitFor(async () => {
+      const listed = (await (await call("/api/admin/certificates", { cookie })).json()) as {
+        certificates: { serverName: string; expiringSoon: boolean }[];
+      };
+      expect(listed.certificates.filter((c) => c.serverName.endsWith(".berth.example")).map((c) => [c.serverName, c.expiringSoon])).toEqual([
+        ["stale.berth.example", true],
+        ["fresh.berth.example", false],
+      ]);
+    });
+    const alerts = await env.DB.prepare("SELECT target FROM audit_log WHERE action = 'certificate.expiring'").all<{ target: string }>();
+    expect(alerts.results.map((row) => row.target)).toEqual(["stale.berth.example"]);
+    // Reported again: no second alert the same day.
+    agent.send({ type: "inventory", workloads: [], certificates: [{ serverName: "stale.berth.example", notAfter: soon, issuer: "CN=R11" }] });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const again = await env.DB.prepare("SELECT count(*) AS n FROM audit_log WHERE action = 'certificate.expiring'").first<{ n: number }>();
+    expect(again!.n).toBe(1);
   });
 });

@@ -142,7 +142,7 @@ describe("running a homeserver", () => {
     const owner = await subscriber();
     const created = (await (await create(owner.cookie)).json()) as ServerView;
     const { job } = await jobOf(agent, "homeserver.provision");
-    agent.send({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2" } });
+    agent.send({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2", adminUserId: `@admin:${created.serverName}` } });
     await vi.waitFor(async () => expect((await serverView(owner.cookie, created.id)).status).toBe("running"));
     return { agent, owner, id: created.id };
   }
@@ -207,5 +207,30 @@ describe("running a homeserver", () => {
       return jobOf(agent, "homeserver.resume").then((resume) => agent.send({ type: "job.result", id: resume.job.id, ok: true, result: {} }));
     });
     await vi.waitFor(async () => expect((await serverView(cookie, id)).status).toBe("running"));
+  });
+
+  it("the first admin's password is set through a one-time link; only a bcrypt hash reaches the host", async () => {
+    const { agent, owner, id } = await runningServer();
+    const response = await post(`/api/servers/${id}/admin-password-link`, undefined, { cookie: owner.cookie });
+    expect(response.status).toBe(201);
+    const link = (await response.json()) as { url: string; adminUserId: string };
+    expect(link.adminUserId).toMatch(/^@admin:/);
+    const token = new URL(link.url).searchParams.get("token")!;
+    expect(new URL(link.url).pathname).toBe(`/servers/${id}/admin-password`);
+
+    const password = "the admin's own passphrase";
+    const set = await post(`/api/servers/${id}/admin-password`, { token, password }, { cookie: owner.cookie });
+    expect(set.status).toBe(202);
+    const { job } = await jobOf(agent, "homeserver.set_admin_password");
+    expect(job.payload).toMatchObject({ serverId: id, adminUserId: link.adminUserId, passwordHash: expect.stringMatching(/^\$2[aby]\$12\$/) });
+    expect(JSON.stringify(job.payload)).not.toContain(password);
+    const stored = await env.DB.prepare("SELECT payload FROM jobs WHERE id = ?").bind(job.id).first<{ payload: string }>();
+    expect(stored!.payload).not.toContain(password);
+    const { default: bcrypt } = await import("bcryptjs");
+    expect(await bcrypt.compare(password, job.payload.passwordHash)).toBe(true);
+
+    await expectError(await post(`/api/servers/${id}/admin-password`, { token, password }, { cookie: owner.cookie }), 400, "invalid_token");
+    const stranger = await logIn((await verifiedUser()).email);
+    await expectError(await post(`/api/servers/${id}/admin-password-link`, undefined, { cookie: stranger }), 404);
   });
 });

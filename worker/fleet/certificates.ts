@@ -1,0 +1,49 @@
+import { and, asc, eq, notInArray } from "drizzle-orm";
+import type { CertificateReport } from "../../protocol/messages";
+import { audit } from "../audit/audit";
+import type { Database } from "../db/client";
+import { certificates } from "../db/schema";
+
+const DAY = 24 * 60 * 60 * 1000;
+/** A certificate this close to expiry means automatic renewal is failing: operators are alerted. */
+export const CERTIFICATE_ALERT_WINDOW_MS = 14 * DAY;
+
+/**
+ * Stores what a host's proxy serves (forgetting names it no longer serves) and
+ * raises an operator alert — an audit entry and a warning log line, at most
+ * daily per certificate — for any that expires within the alert window.
+ */
+export async function recordCertificates(db: Database, hostId: string, reports: CertificateReport[], now: Date): Promise<number> {
+  const names = reports.map((report) => report.serverName);
+  await db
+    .delete(certificates)
+    .where(and(eq(certificates.hostId, hostId), names.length ? notInArray(certificates.serverName, names) : undefined));
+  let alerts = 0;
+  for (const report of reports) {
+    const notAfter = new Date(report.notAfter);
+    const [previous] = await db
+      .select()
+      .from(certificates)
+      .where(and(eq(certificates.hostId, hostId), eq(certificates.serverName, report.serverName)));
+    const expiring = notAfter.getTime() - now.getTime() < CERTIFICATE_ALERT_WINDOW_MS;
+    const alertDue = expiring && (!previous?.alertedAt || now.getTime() - previous.alertedAt.getTime() >= DAY);
+    const alertedAt = alertDue ? now : (previous?.alertedAt ?? null);
+    await db
+      .insert(certificates)
+      .values({ hostId, serverName: report.serverName, notAfter, issuer: report.issuer, updatedAt: now, alertedAt })
+      .onConflictDoUpdate({
+        target: [certificates.hostId, certificates.serverName],
+        set: { notAfter, issuer: report.issuer, updatedAt: now, alertedAt },
+      });
+    if (alertDue) {
+      alerts++;
+      console.warn(JSON.stringify({ event: "certificate_expiring", hostId, serverName: report.serverName, notAfter: notAfter.toISOString() }));
+      await audit(db, now, `host:${hostId}`, "certificate.expiring", report.serverName, { notAfter: notAfter.toISOString(), issuer: report.issuer });
+    }
+  }
+  return alerts;
+}
+
+export async function listCertificates(db: Database) {
+  return db.select().from(certificates).orderBy(asc(certificates.notAfter));
+}
