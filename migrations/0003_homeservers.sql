@@ -10,6 +10,7 @@ CREATE TABLE `admin_password_links` (
 CREATE TABLE `certificates` (
 	`host_id` text NOT NULL,
 	`server_name` text NOT NULL,
+	`not_before` integer,
 	`not_after` integer NOT NULL,
 	`issuer` text NOT NULL,
 	`updated_at` integer NOT NULL,

@@ -63,6 +63,8 @@ export type ReportedWorkload = z.infer<typeof reportedWorkloadSchema>;
 /** A TLS certificate the host's proxy serves, so operators see expiry coming. */
 export const certificateSchema = z.strictObject({
   serverName: z.string().max(253),
+  /** Unix milliseconds: with notAfter, the certificate's lifetime (hours for a local CA, 90 days for Let's Encrypt). */
+  notBefore: z.number().int().positive().optional(),
   /** Unix milliseconds. */
   notAfter: z.number().int().positive(),
   issuer: z.string().max(500),

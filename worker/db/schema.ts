@@ -313,6 +313,7 @@ export const certificates = sqliteTable(
       .notNull()
       .references(() => hosts.id, { onDelete: "cascade" }),
     serverName: text("server_name").notNull(),
+    notBefore: timestamp("not_before"),
     notAfter: timestamp("not_after").notNull(),
     issuer: text("issuer").notNull(),
     updatedAt: timestamp("updated_at").notNull(),

@@ -9,6 +9,16 @@ const DAY = 24 * 60 * 60 * 1000;
 export const CERTIFICATE_ALERT_WINDOW_MS = 14 * DAY;
 
 /**
+ * Caddy renews with a third of a certificate's lifetime left, so an alert is
+ * due once less than that remains, and at the latest 14 days before expiry: a
+ * 90-day ACME certificate alerts at 14 days, a 12-hour local-CA one at 4 hours.
+ */
+export function alertWindowMs(report: Pick<CertificateReport, "notBefore" | "notAfter">): number {
+  if (!report.notBefore) return CERTIFICATE_ALERT_WINDOW_MS;
+  return Math.min(CERTIFICATE_ALERT_WINDOW_MS, (report.notAfter - report.notBefore) / 3);
+}
+
+/**
  * Stores what a host's proxy serves (forgetting names it no longer serves) and
  * raises an operator alert — an audit entry and a warning log line, at most
  * daily per certificate — for any that expires within the alert window.
@@ -25,15 +35,16 @@ export async function recordCertificates(db: Database, hostId: string, reports: 
       .select()
       .from(certificates)
       .where(and(eq(certificates.hostId, hostId), eq(certificates.serverName, report.serverName)));
-    const expiring = notAfter.getTime() - now.getTime() < CERTIFICATE_ALERT_WINDOW_MS;
+    const expiring = notAfter.getTime() - now.getTime() < alertWindowMs(report);
     const alertDue = expiring && (!previous?.alertedAt || now.getTime() - previous.alertedAt.getTime() >= DAY);
     const alertedAt = alertDue ? now : (previous?.alertedAt ?? null);
+    const notBefore = report.notBefore ? new Date(report.notBefore) : null;
     await db
       .insert(certificates)
-      .values({ hostId, serverName: report.serverName, notAfter, issuer: report.issuer, updatedAt: now, alertedAt })
+      .values({ hostId, serverName: report.serverName, notBefore, notAfter, issuer: report.issuer, updatedAt: now, alertedAt })
       .onConflictDoUpdate({
         target: [certificates.hostId, certificates.serverName],
-        set: { notAfter, issuer: report.issuer, updatedAt: now, alertedAt },
+        set: { notBefore, notAfter, issuer: report.issuer, updatedAt: now, alertedAt },
       });
     if (alertDue) {
       alerts++;

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { TEST_JOB_KINDS } from "../../protocol/messages";
 import { audit, readAudit } from "../audit/audit";
 import { jobs, workloads } from "../db/schema";
-import { CERTIFICATE_ALERT_WINDOW_MS, listCertificates } from "../fleet/certificates";
+import { alertWindowMs, listCertificates } from "../fleet/certificates";
 import { createJoinToken, REGIONS } from "../fleet/enrollment";
 import { getJob } from "../fleet/jobs";
 import { dispatchJob, hostStub, listHosts, requireHost, revokeHost } from "../fleet/hosts";
@@ -120,7 +120,8 @@ export const adminRoutes = new Hono<AppEnv>()
         serverName: row.serverName,
         notAfter: row.notAfter.toISOString(),
         issuer: row.issuer,
-        expiringSoon: row.notAfter.getTime() - now < CERTIFICATE_ALERT_WINDOW_MS,
+        expiringSoon:
+          row.notAfter.getTime() - now < alertWindowMs({ notBefore: row.notBefore?.getTime(), notAfter: row.notAfter.getTime() }),
         reportedAt: row.updatedAt.toISOString(),
       })),
     });

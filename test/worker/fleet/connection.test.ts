@@ -214,4 +214,14 @@ describe("an agent's connection", () => {
     const again = await env.DB.prepare("SELECT count(*) AS n FROM audit_log WHERE action = 'certificate.expiring'").first<{ n: number }>();
     expect(again!.n).toBe(1);
   });
+
+  it("judges nearness to expiry by the certificate's lifetime: a 12-hour local-CA certificate is not an alarm at 10 hours", async () => {
+    const { alertWindowMs } = await import("../../../worker/fleet/certificates");
+    const now = Date.now();
+    const local = { notBefore: now - 2 * 3600_000, notAfter: now + 10 * 3600_000 };
+    expect(local.notAfter - now < alertWindowMs(local)).toBe(false);
+    const failing = { notBefore: now - 9 * 3600_000, notAfter: now + 3 * 3600_000 };
+    expect(failing.notAfter - now < alertWindowMs(failing)).toBe(true);
+    expect(alertWindowMs({ notBefore: now, notAfter: now + 90 * 24 * 3600_000 })).toBe(14 * 24 * 3600_000);
+  });
 });
