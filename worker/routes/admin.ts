@@ -13,7 +13,8 @@ import { hostUsageSeries, USAGE_RANGES, type UsageRange } from "../fleet/usage";
 import { notFound } from "../errors";
 import type { AppEnv } from "../http/context";
 import { requireOperator } from "../http/operator";
-import { presentHost, presentJob, presentUsage } from "../http/present";
+import { presentHost, presentJob, presentServer, presentUsage } from "../http/present";
+import { latestLifecycleJob, upgradeServer } from "../servers/servers";
 import { requireAuth } from "../http/session";
 import { parseWith, readJson } from "../http/validation";
 
@@ -110,6 +111,11 @@ export const adminRoutes = new Hono<AppEnv>()
       c.var.now,
     );
     return c.json({ job: presentJob(job) }, 202);
+  })
+  .post("/servers/:id/upgrade", async (c) => {
+    const { image } = await readJson(c, z.strictObject({ image: z.string().min(1).max(256).regex(/^[a-z0-9][a-z0-9._\/:@-]*$/, "an image reference") }));
+    const server = await upgradeServer({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user.id, c.req.param("id"), image);
+    return c.json(presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)), 202);
   })
   .get("/certificates", async (c) => {
     const now = c.var.now.getTime();

@@ -1,4 +1,6 @@
+import { eq } from "drizzle-orm";
 import { Hono } from "hono";
+import { streamSSE } from "hono/streaming";
 import { z } from "zod";
 import { conflict } from "../errors";
 import { REGIONS } from "../fleet/enrollment";
@@ -8,10 +10,15 @@ import { presentServer, presentUsage } from "../http/present";
 import { requireAuth } from "../http/session";
 import { parseWith, readJson } from "../http/validation";
 import { passwordSchema } from "../auth/credentials";
+import { servers } from "../db/schema";
 import { linkBuilder } from "../http/domain-context";
 import { createAdminPasswordLink, setAdminPassword } from "../servers/admin-password";
 import { serverNameSchema } from "../servers/names";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer } from "../servers/servers";
+
+// One stream lasts a few minutes; EventSource reconnects by itself.
+const SERVER_EVENTS_MAX_MS = 5 * 60_000;
+const SERVER_EVENTS_POLL_MS = 1_000;
 
 const rangeQuery = z.object({
   range: z.enum(Object.keys(USAGE_RANGES) as [UsageRange, ...UsageRange[]]).default("24h"),
@@ -60,6 +67,24 @@ export const serverRoutes = new Hono<AppEnv>()
     const { token, password } = await readJson(c, z.strictObject({ token: z.string().min(1).max(256), password: passwordSchema }));
     const result = await setAdminPassword({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user, c.req.param("id"), token, password);
     return c.json({ status: "setting", ...result }, 202);
+  })
+  // Live status for the dashboard: an event whenever the server's status or its job's progress changes.
+  .get("/:id/events", async (c) => {
+    const { user } = requireAuth(c);
+    const server = await ownedServer(c.var.db, user.id, c.req.param("id"));
+    return streamSSE(c, async (stream) => {
+      let last = "";
+      const until = Date.now() + SERVER_EVENTS_MAX_MS;
+      for (let current = server; !stream.aborted && Date.now() < until; ) {
+        const view = JSON.stringify(presentServer(c.env, current, await latestLifecycleJob(c.var.db, current)));
+        if (view !== last) await stream.writeSSE({ event: "server", data: view });
+        last = view;
+        await stream.sleep(SERVER_EVENTS_POLL_MS);
+        const [fresh] = await c.var.db.select().from(servers).where(eq(servers.id, server.id));
+        if (!fresh) break;
+        current = fresh;
+      }
+    });
   })
   .get("/:id/usage", async (c) => {
     const server = await ownedServer(c.var.db, requireAuth(c).user.id, c.req.param("id"));

@@ -152,3 +152,16 @@ export async function changeServerState(ctx: ServerContext, user: User, id: stri
   await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId!, kind: transition.kind, payload: { serverId: id }, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
   return updated;
 }
+
+/** Operators move a running homeserver to another Synapse image; the agent rolls back if it fails its health check. */
+export async function upgradeServer(ctx: ServerContext, operatorId: string, id: string, image: string): Promise<Server> {
+  const [server] = await ctx.db
+    .update(servers)
+    .set({ status: "upgrading", statusReason: null, updatedAt: ctx.now })
+    .where(and(eq(servers.id, id), eq(servers.status, "running")))
+    .returning();
+  if (!server) throw conflict("invalid_state", "Only a running homeserver can be upgraded.");
+  await ctx.db.batch([audit(ctx.db, ctx.now, `user:${operatorId}`, "server.upgrade_requested", id, { image })]);
+  await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId!, kind: "homeserver.upgrade", payload: { serverId: id, image }, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
+  return server;
+}

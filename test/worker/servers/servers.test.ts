@@ -233,4 +233,55 @@ describe("running a homeserver", () => {
     const stranger = await logIn((await verifiedUser()).email);
     await expectError(await post(`/api/servers/${id}/admin-password-link`, undefined, { cookie: stranger }), 404);
   });
+
+  it("streams status changes as server-sent events", async () => {
+    const { agent } = await onlineHost();
+    const owner = await subscriber();
+    const created = (await (await create(owner.cookie)).json()) as ServerView;
+    const response = await call(`/api/servers/${created.id}/events`, { cookie: owner.cookie });
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+    const events: ServerView[] = [];
+    const nextEvent = async () => {
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error("stream ended");
+        buffer += value;
+        const match = /event: server\ndata: (.*)\n\n/.exec(buffer);
+        if (match) return JSON.parse(match[1]!) as ServerView;
+      }
+    };
+    events.push(await nextEvent());
+    expect(events[0]!.status).toBe("provisioning");
+    const { job } = await jobOf(agent, "homeserver.provision");
+    agent.send({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2" } });
+    for (let next = await nextEvent(); next.status !== "running"; next = await nextEvent()) events.push(next);
+    await reader.cancel();
+    await expectError(await call(`/api/servers/${created.id}/events`, { cookie: await logIn((await verifiedUser()).email) }), 404);
+  });
+
+  it("operators upgrade a running server; a failed upgrade leaves it running on the old version, saying so", async () => {
+    const { agent, owner, id } = await runningServer();
+    const operator = await operatorCookie();
+    await expectError(await post(`/api/admin/servers/${id}/upgrade`, { image: "berth/synapse:x" }, { cookie: owner.cookie }), 403, "operator_only");
+    const response = await post(`/api/admin/servers/${id}/upgrade`, { image: "berth/synapse:broken" }, { cookie: operator });
+    expect(response.status).toBe(202);
+    expect(((await response.json()) as ServerView).status).toBe("upgrading");
+    await expectError(await post(`/api/admin/servers/${id}/upgrade`, { image: "berth/synapse:other" }, { cookie: operator }), 409, "invalid_state");
+    const failed = await jobOf(agent, "homeserver.upgrade");
+    expect(failed.job.payload).toEqual({ serverId: id, image: "berth/synapse:broken" });
+    agent.send({ type: "job.result", id: failed.job.id, ok: false, error: "the new version failed its health check" });
+    await vi.waitFor(async () =>
+      expect(await serverView(owner.cookie, id)).toMatchObject({
+        status: "running",
+        synapseVersion: "1.163.2",
+        statusReason: "the upgrade failed and was rolled back: the new version failed its health check",
+      }),
+    );
+    await post(`/api/admin/servers/${id}/upgrade`, { image: "berth/synapse:1.164.0" }, { cookie: operator });
+    const good = await jobOf(agent, "homeserver.upgrade");
+    agent.send({ type: "job.result", id: good.job.id, ok: true, result: { synapseVersion: "1.164.0" } });
+    await vi.waitFor(async () => expect(await serverView(owner.cookie, id)).toMatchObject({ status: "running", synapseVersion: "1.164.0", statusReason: null }));
+  });
 });
