@@ -2,6 +2,7 @@
 // `berth-agent enroll`, read by `run` and `status`. Holds no secret (the host
 // key is its own file, see credentials.ts).
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { proxyConfigSchema } from "./proxy/caddy-config.ts";
 import { isAbsolute, join, resolve } from "node:path";
 import { z } from "zod";
 import { writeFileAtomic } from "./atomic-file.ts";
@@ -41,6 +42,10 @@ export const agentConfigSchema = z.strictObject({
   shutdownTimeoutMs: z.number().int().min(0).max(3_600_000).default(30_000),
   /** Jobs run at the same time (different ids). */
   maxConcurrentJobs: z.number().int().min(1).max(64).default(4),
+  /** Let homeserver jobs pull images the host lacks (off: a missing image fails the job). */
+  pullImages: z.boolean().default(false),
+  /** The host's Caddy, driven through its admin API (HTTPS for every homeserver). Without it servers are not routed. */
+  proxy: proxyConfigSchema.optional(),
 });
 
 export type AgentConfigFile = z.input<typeof agentConfigSchema>;

@@ -1,11 +1,16 @@
-// What this host actually runs, as the control plane sees it: one marker file per
-// workload in <dataRoot>/workloads/<id>.json (the homeserver issue will add
-// real containers). Sent in hello and as an `inventory` message after changes.
+// What this host actually runs, as the control plane sees it: homeservers (from
+// the Docker containers labelled berth.kind=homeserver) and the test markers
+// (one file per workload in <dataRoot>/workloads/<id>.json). Sent in hello and
+// as an `inventory` message after changes.
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import type Docker from "dockerode";
+import { isDeepStrictEqual } from "node:util";
 import { z } from "zod";
 import type { ReportedWorkload } from "../protocol/messages.ts";
-import { silentLogger, type Logger } from "./log.ts";
+import { HOMESERVER_KIND, KIND_LABEL, ROLE_LABEL, WORKLOAD_LABEL, homeserverNames } from "./homeserver/names.ts";
+import { errorMessage, silentLogger, type Logger } from "./log.ts";
+import type { DockerRuntime } from "./runtime/docker.ts";
 
 export const MAX_REPORTED_WORKLOADS = 10_000;
 
@@ -61,4 +66,100 @@ export function listWorkloads(dataRoot: string, log: Logger = silentLogger): Rep
     if (out.length >= MAX_REPORTED_WORKLOADS) break;
   }
   return out;
+}
+
+// ---------- homeservers (Docker containers) ----------
+
+type WorkloadState = ReportedWorkload["state"];
+
+/** One container's state: running (healthy or no verdict yet), stopped, or failed. */
+export function containerState(container: Pick<Docker.ContainerInfo, "State" | "Status">): WorkloadState {
+  const state = container.State;
+  if (state === "running") return /\(unhealthy\)/.test(container.Status) ? "failed" : "running";
+  if (state === "exited" || state === "created") return "stopped";
+  return "failed"; // restarting, dead, paused, removing
+}
+
+/**
+ * A homeserver's state from its two containers: running when both run (and
+ * neither is unhealthy), stopped when neither runs, failed otherwise (one
+ * missing or crashing, or one running without the other).
+ */
+export function homeserverState(containers: Array<Pick<Docker.ContainerInfo, "State" | "Status" | "Labels">>): WorkloadState {
+  const byRole = new Map<string, WorkloadState>();
+  for (const c of containers) byRole.set(c.Labels[ROLE_LABEL] ?? "", containerState(c));
+  const synapse = byRole.get("synapse");
+  const postgres = byRole.get("postgres");
+  if (!synapse || !postgres) return "failed";
+  if (synapse === "running" && postgres === "running") return "running";
+  if (synapse === "stopped" && postgres === "stopped") return "stopped";
+  return "failed";
+}
+
+/** The homeservers Docker runs on this host, from their containers' labels. */
+export async function listHomeserverWorkloads(runtime: Pick<DockerRuntime, "listContainers">): Promise<ReportedWorkload[]> {
+  const containers = await runtime.listContainers({ [KIND_LABEL]: HOMESERVER_KIND });
+  const byServer = new Map<string, Docker.ContainerInfo[]>();
+  for (const c of containers) {
+    const id = c.Labels[WORKLOAD_LABEL];
+    if (!id || !workloadIdSchema.safeParse(id).success) continue;
+    // The previous Synapse kept during an upgrade is not the server's state.
+    if (c.Names.some((n) => n.replace(/^\//, "") === homeserverNames(id).synapsePrevious)) continue;
+    byServer.set(id, [...(byServer.get(id) ?? []), c]);
+  }
+  return [...byServer.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .slice(0, MAX_REPORTED_WORKLOADS)
+    .map(([id, list]) => ({ id, kind: HOMESERVER_KIND, state: homeserverState(list) }));
+}
+
+export interface WorkloadInventoryOptions {
+  dataRoot: string;
+  runtime?: Pick<DockerRuntime, "listContainers">;
+  log?: Logger;
+}
+
+/**
+ * The inventory the connection sends: the markers (read on demand) plus the
+ * homeservers as last seen in Docker (the Docker API is asynchronous, the
+ * connection's inventory callback is not): refresh() after every job that
+ * changes containers, and now and then for crashes nobody asked for.
+ */
+export class WorkloadInventory {
+  private readonly o: WorkloadInventoryOptions;
+  private readonly log: Logger;
+  private homeservers: ReportedWorkload[] = [];
+  private dockerFailing = false;
+
+  constructor(options: WorkloadInventoryOptions) {
+    this.o = options;
+    this.log = options.log ?? silentLogger;
+  }
+
+  list(): ReportedWorkload[] {
+    const homeserverIds = new Set(this.homeservers.map((w) => w.id));
+    const markers = listWorkloads(this.o.dataRoot, this.log).filter((w) => !homeserverIds.has(w.id));
+    return [...this.homeservers, ...markers].slice(0, MAX_REPORTED_WORKLOADS);
+  }
+
+  /** Reads the homeservers from Docker; returns whether they changed. Keeps the last list while Docker is unreachable. */
+  async refresh(): Promise<boolean> {
+    if (!this.o.runtime) return false;
+    let next: ReportedWorkload[];
+    try {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("no answer within 10 s")), 10_000);
+      });
+      next = await Promise.race([listHomeserverWorkloads(this.o.runtime), timeout]).finally(() => clearTimeout(timer));
+    } catch (error) {
+      if (!this.dockerFailing) this.log.warn("Docker Engine unreachable: homeserver inventory not refreshed", { error: errorMessage(error) });
+      this.dockerFailing = true;
+      return false;
+    }
+    this.dockerFailing = false;
+    const changed = !isDeepStrictEqual(next, this.homeservers);
+    this.homeservers = next;
+    return changed;
+  }
 }

@@ -9,12 +9,16 @@ import { AgentConnection } from "./connection.ts";
 import { CredentialError, keyPath, loadHostKey } from "./credentials.ts";
 import { detectDiskEncryption } from "./disk-encryption.ts";
 import { EnrollError, enroll } from "./enroll.ts";
-import { builtinHandlers } from "./handlers/index.ts";
-import { listWorkloads } from "./inventory.ts";
+import { builtinHandlers, homeserverHandlers } from "./handlers/index.ts";
+import { WorkloadInventory, listWorkloads } from "./inventory.ts";
 import { JobRunner } from "./jobs.ts";
 import { Journal } from "./journal.ts";
 import { createLogger, errorMessage, parseLogLevel } from "./log.ts";
 import { ContainerStatsCollector, UsageReporter, collectHostUsage, sampler } from "./metrics.ts";
+import { IptablesFirewall } from "./network/firewall.ts";
+import { CaddyProxy } from "./proxy/caddy.ts";
+import type { CertificateReport } from "../protocol/messages.ts";
+import { DockerRuntime } from "./runtime/docker.ts";
 import { agentVersion } from "./version.ts";
 
 export const EXIT_OK = 0;
@@ -23,6 +27,12 @@ export const EXIT_USAGE = 2;
 
 const JOIN_TOKEN_ENV = "BERTH_AGENT_JOIN_TOKEN";
 const JOURNAL_PRUNE_EVERY_MS = 6 * 60 * 60 * 1000;
+/** How often the homeserver containers' states are read again (crashes between jobs). */
+const INVENTORY_REFRESH_MS = 60_000;
+/** How often a restarted Caddy is noticed and re-configured. */
+const PROXY_REPAIR_EVERY_MS = 60_000;
+/** How often served certificates are checked and reported (expiry is days away; hourly is plenty). */
+const CERTIFICATE_CHECK_EVERY_MS = 60 * 60_000;
 
 const USAGE = {
   main: `berth-agent — the Berth host agent (version ${agentVersion()})
@@ -306,11 +316,51 @@ async function runCommand(values: ReturnType<typeof parse<"run">>): Promise<numb
   // The connection is created below; the runner and handlers only send through it later.
   let connection: AgentConnection | undefined;
   const send: ConstructorParameters<typeof JobRunner>[0]["send"] = (message) => connection?.send(message);
-  const inventory = () => listWorkloads(config.dataRoot, log);
+  const docker = new DockerRuntime({ pullImages: config.pullImages, log });
+  const workloads = new WorkloadInventory({ dataRoot: config.dataRoot, runtime: docker, log });
+  await workloads.refresh();
+  const inventory = () => workloads.list();
+  // Certificates ride along with the inventory, so the control plane sees expiry coming.
+  let certificates: CertificateReport[] = [];
+  const sendInventory = () => send({ type: "inventory", workloads: inventory(), ...(proxy ? { certificates } : {}) });
+  const refreshInventory = () => void workloads.refresh().then(sendInventory, () => sendInventory());
+  const proxy = config.proxy ? new CaddyProxy({ config: config.proxy, stateDir: config.stateDir, log }) : undefined;
+  if (proxy) {
+    await proxy.ensureBaseConfig().catch((error: unknown) => log.warn("Caddy is not configured yet; retrying in the background", { error: String(error) }));
+    proxy.keepConfigured(PROXY_REPAIR_EVERY_MS);
+  } else {
+    log.warn("no proxy configured: homeservers will run but not be reachable over HTTPS");
+  }
+  const homeservers = homeserverHandlers({
+    stateDir: config.stateDir,
+    runtime: docker,
+    // Customers' containers may reach the host only on the HTTPS ports (to federate with neighbours through Caddy).
+    firewall: new IptablesFirewall({ log, ...(config.proxy ? { hostTcpPorts: [proxy!.config.httpsPort, 8448] } : {}) }),
+    ...(proxy ? { proxy } : {}),
+    log,
+    diskEncryption,
+    onInventoryChanged: refreshInventory,
+  });
+  void homeservers.manager.restoreHostState(log);
+  const inventoryTimer = setInterval(() => {
+    void workloads.refresh().then((changed) => {
+      if (changed) sendInventory();
+    });
+  }, INVENTORY_REFRESH_MS);
+  inventoryTimer.unref();
+  if (proxy) {
+    const checkCertificates = async () => {
+      certificates = await proxy.certificates().catch(() => certificates);
+      sendInventory();
+    };
+    const certificateTimer = setInterval(() => void checkCertificates(), CERTIFICATE_CHECK_EVERY_MS);
+    certificateTimer.unref();
+    setTimeout(() => void checkCertificates(), 30_000).unref();
+  }
 
   const runner = new JobRunner({
     journal,
-    handlers: builtinHandlers({ diskEncryption, onInventoryChanged: () => send({ type: "inventory", workloads: inventory() }) }),
+    handlers: builtinHandlers({ diskEncryption, onInventoryChanged: sendInventory, homeservers: homeservers.handlers }),
     send,
     dataRoot: config.dataRoot,
     log,
@@ -336,6 +386,7 @@ async function runCommand(values: ReturnType<typeof parse<"run">>): Promise<numb
       log.info("stopping", { reason: why, graceMs });
       usage.stop();
       clearInterval(pruneTimer);
+      clearInterval(inventoryTimer);
       const report = await runner.shutdown(graceMs);
       if (report.handedBack.length || report.dropped.length) {
         log.warn("unfinished jobs handed back to the control plane", { handedBack: report.handedBack, dropped: report.dropped });

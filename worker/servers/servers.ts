@@ -25,6 +25,7 @@ export const HOMESERVER_JOB_KINDS = [
   "homeserver.resume",
   "homeserver.delete",
   "homeserver.upgrade",
+  "homeserver.set_admin_password",
 ] as const;
 export type HomeserverJobKind = (typeof HOMESERVER_JOB_KINDS)[number];
 

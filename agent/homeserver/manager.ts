@@ -1,0 +1,754 @@
+// The homeserver lifecycle on one host: provision, stop/start, suspend/resume,
+// upgrade with automatic rollback, the admin password. Every operation
+// converges: rerun after a crash at any point, it finishes the job instead of
+// duplicating or breaking anything (containers, networks and rules are found by
+// name and compared; secrets are made once; an interrupted upgrade is rolled
+// back before anything else happens to the server).
+import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type Docker from "dockerode";
+import { errorMessage, silentLogger, type Logger } from "../log.ts";
+import type { HomeserverFirewall } from "../network/firewall.ts";
+import { ContainerFailedError, delay, type DockerRuntime, type ExecResult } from "../runtime/docker.ts";
+import {
+  HOMESERVER_CONFIG_FILE,
+  LOG_CONFIG_FILE,
+  SYNAPSE_PORT,
+  renderHomeserverConfig,
+  renderLogConfig,
+} from "./config.ts";
+import {
+  assertNoDockerSocket,
+  postgresContainer,
+  splitResources,
+  synapseContainer,
+  STOP_TIMEOUT_SECONDS,
+  type ContainerSpecInput,
+  type HealthcheckOverride,
+  type PlanResources,
+} from "./containers.ts";
+import {
+  HOMESERVER_KIND,
+  KIND_LABEL,
+  SPEC_HASH_LABEL,
+  WORKLOAD_LABEL,
+  homeserverNames,
+  homeserverPaths,
+  type HomeserverNames,
+  type HomeserverPaths,
+} from "./names.ts";
+import type { HomeserverProxy } from "./proxy.ts";
+import { HomeserverRecords, type HomeserverRecord } from "./records.ts";
+import {
+  POSTGRES_DB,
+  POSTGRES_USER,
+  ensureDataDirs,
+  ensureSecrets,
+  ensureSigningKey,
+  existingOwner,
+  randomSecret,
+  signingKeyFileName,
+  writeOwnedFile,
+  type HomeserverSecrets,
+} from "./secrets.ts";
+import { baseUrl, logout, registerWithSharedSecret, serverVersion, waitForClientApi } from "./synapse-api.ts";
+import { UidAllocator, type UidRange } from "./uids.ts";
+
+export interface Timeouts {
+  /** PostgreSQL healthy after start (first start includes initdb). */
+  postgresHealthyMs: number;
+  /** Synapse healthy after start (first start creates the schema). */
+  synapseHealthyMs: number;
+  /** A new Synapse image healthy during an upgrade; past it the upgrade is rolled back. */
+  upgradeHealthyMs: number;
+  /** The client API answering once the container is healthy. */
+  clientApiMs: number;
+  stopSeconds: number;
+}
+
+export const DEFAULT_TIMEOUTS: Timeouts = {
+  postgresHealthyMs: 180_000,
+  synapseHealthyMs: 300_000,
+  upgradeHealthyMs: 300_000,
+  clientApiMs: 60_000,
+  stopSeconds: STOP_TIMEOUT_SECONDS,
+};
+
+export interface HomeserverManagerOptions {
+  /** The agent's state dir: uid allocations and per-server records. */
+  stateDir: string;
+  runtime: DockerRuntime;
+  /** The host's reverse proxy; without one, servers are not routed (tests, development). */
+  proxy?: HomeserverProxy;
+  /** Isolation rules; without one, none are installed (development only: logged). */
+  firewall?: HomeserverFirewall;
+  log?: Logger;
+  healthcheck?: HealthcheckOverride;
+  timeouts?: Partial<Timeouts>;
+  /** Synapse's trusted_key_servers (default matrix.org). */
+  trustedKeyServers?: string[];
+  uidRange?: UidRange;
+  /** Labels added to every container and network (tests mark their run). */
+  extraLabels?: Record<string, string>;
+  /** The first admin's localpart (default "admin"). */
+  adminLocalpart?: string;
+  /** Source of the admin's throwaway password (tests observe it to prove it leaks nowhere). */
+  randomPassword?: () => string;
+}
+
+/** What an operation needs of its job (a JobContext fits). */
+export interface OperationContext {
+  dataRoot: string;
+  signal: AbortSignal;
+  progress(progress: number, message?: string): void;
+  log?: Logger;
+}
+
+export interface ProvisionSpec {
+  serverId: string;
+  serverName: string;
+  publicBaseUrl: string;
+  resources: PlanResources;
+  images: { synapse: string; postgres: string };
+}
+
+export interface ContainerRef {
+  name: string;
+  id: string;
+}
+
+export interface RunningResult {
+  serverId: string;
+  serverName: string;
+  state: "running";
+  synapseVersion: string;
+  image: string;
+  ipAddress: string;
+  containers: { synapse: ContainerRef; postgres: ContainerRef };
+}
+
+export interface ProvisionResult extends RunningResult {
+  adminUserId: string;
+}
+
+export class HomeserverNotFound extends Error {
+  override name = "HomeserverNotFound";
+}
+
+class PostgresNotReady extends Error {
+  override name = "PostgresNotReady";
+}
+
+const BCRYPT_HASH = /^\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}$/;
+const USER_ID = /^@[a-z0-9._=\-/+]+:[A-Za-z0-9.-]+(:\d+)?$/;
+
+export class HomeserverManager {
+  private readonly o: HomeserverManagerOptions;
+  private readonly runtime: DockerRuntime;
+  private readonly uids: UidAllocator;
+  readonly records: HomeserverRecords;
+  private readonly timeouts: Timeouts;
+  private readonly log: Logger;
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(options: HomeserverManagerOptions) {
+    this.o = options;
+    this.runtime = options.runtime;
+    this.uids = new UidAllocator(options.stateDir, options.uidRange);
+    this.records = new HomeserverRecords(options.stateDir);
+    this.timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    this.log = options.log ?? silentLogger;
+  }
+
+  /** Operations on one server run one at a time (a stop arriving mid-provision waits). */
+  private serialised<T>(serverId: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(serverId) ?? Promise.resolve();
+    const next = previous.then(fn, fn);
+    const settled = next.catch(() => undefined);
+    this.locks.set(serverId, settled);
+    void settled.then(() => {
+      if (this.locks.get(serverId) === settled) this.locks.delete(serverId);
+    });
+    return next;
+  }
+
+  private labels(serverId: string): Record<string, string> {
+    return { ...this.o.extraLabels, [WORKLOAD_LABEL]: serverId, [KIND_LABEL]: HOMESERVER_KIND };
+  }
+
+  private requireRecord(serverId: string): HomeserverRecord {
+    const record = this.records.read(serverId);
+    if (!record) throw new HomeserverNotFound(`homeserver ${serverId} is not provisioned on this host`);
+    return record;
+  }
+
+  private specInput(record: HomeserverRecord, names: HomeserverNames, paths: HomeserverPaths, role: "synapse" | "postgres", image: string): ContainerSpecInput {
+    return {
+      names,
+      paths,
+      serverName: record.serverName,
+      uid: record.uid,
+      image,
+      resources: splitResources(record.resources)[role],
+      healthcheck: this.o.healthcheck,
+      extraLabels: this.o.extraLabels,
+    };
+  }
+
+  // ---------- provision ----------
+
+  provision(spec: ProvisionSpec, ctx: OperationContext): Promise<ProvisionResult> {
+    return this.serialised(spec.serverId, async () => {
+      const log = (ctx.log ?? this.log).child({ serverId: spec.serverId });
+      const step = stepper(ctx, log);
+      const names = homeserverNames(spec.serverId);
+      const paths = homeserverPaths(ctx.dataRoot, spec.serverId);
+      const existing = this.records.read(spec.serverId);
+      if (existing && existing.serverName !== spec.serverName) {
+        throw new Error(`homeserver ${spec.serverId} runs here as ${existing.serverName}; its server name cannot change to ${spec.serverName}`);
+      }
+
+      step(0.02, "allocating the server's uid and data directories");
+      const uid = this.uids.allocate(spec.serverId, existingOwner(paths));
+      ensureDataDirs(paths, uid);
+
+      // An upgrade replaced the Synapse image: a repeated provision keeps it.
+      const images = { synapse: existing?.images.synapse ?? spec.images.synapse, postgres: existing?.images.postgres ?? spec.images.postgres };
+      step(0.05, `checking images ${images.postgres} and ${images.synapse}`);
+      await this.runtime.ensureImage(images.postgres, ctx.signal);
+      await this.runtime.ensureImage(images.synapse, ctx.signal);
+
+      step(0.08, "secrets and signing key");
+      const secrets = ensureSecrets(paths, uid);
+      ensureSigningKey(paths, spec.serverName, uid);
+      let record = this.records.write({
+        serverId: spec.serverId,
+        serverName: spec.serverName,
+        publicBaseUrl: spec.publicBaseUrl,
+        uid,
+        images,
+        resources: spec.resources,
+        suspended: existing?.suspended ?? false,
+        ...(existing?.adminUserId ? { adminUserId: existing.adminUserId } : {}),
+        ...(existing?.upgrade ? { upgrade: existing.upgrade } : {}),
+      });
+      ctx.signal.throwIfAborted();
+
+      step(0.12, "networks and firewall rules");
+      await this.ensureNetworking(names, spec.serverId);
+
+      const configChanged = await this.writeSynapseConfig(record, names, paths, secrets);
+      await this.recoverInterruptedUpgrade(record, names, log);
+      record = this.requireRecord(spec.serverId);
+      ctx.signal.throwIfAborted();
+
+      step(0.2, "starting PostgreSQL");
+      await this.ensurePostgres(record, names, paths, ctx, log);
+
+      step(0.45, "starting Synapse");
+      await this.ensureSynapse(record, names, paths, record.images.synapse, { restartIfRunning: configChanged }, ctx);
+      const ip = await this.synapseAddress(names);
+      const base = baseUrl(ip, SYNAPSE_PORT);
+      step(0.75, "checking Synapse's client API");
+      await waitForClientApi(base, this.timeouts.clientApiMs, ctx.signal);
+
+      step(0.8, "creating the admin account");
+      const adminUserId = await this.ensureAdmin(record, secrets, base, ctx.signal, log);
+      record = this.records.write({ ...record, adminUserId });
+
+      step(0.9, record.suspended ? "proxy: suspended" : "routing the proxy");
+      await this.applyProxy(record, ip, log);
+
+      const result = await this.runningResult(record, names, ip, ctx.signal);
+      step(1, `running Synapse ${result.synapseVersion}`);
+      return { ...result, adminUserId };
+    });
+  }
+
+  /** Both networks exist (the -db one internal, with fixed bridge names) and the firewall rules are in place. */
+  private async ensureNetworking(names: HomeserverNames, serverId: string): Promise<void> {
+    const labels = this.labels(serverId);
+    await this.runtime.ensureNetwork(names.dbNetwork, { internal: true, bridgeName: names.dbBridge, labels });
+    await this.runtime.ensureNetwork(names.hsNetwork, { internal: false, bridgeName: names.hsBridge, labels });
+    const db = await this.runtime.inspectNetwork(names.dbNetwork);
+    const hs = await this.runtime.inspectNetwork(names.hsNetwork);
+    if (!db || !hs) throw new Error(`the networks of ${serverId} vanished while being set up`);
+    if (this.o.firewall) {
+      await this.o.firewall.ensure({
+        shortId: names.shortId,
+        tag: names.firewallTag,
+        hsBridge: hs.bridge,
+        dbBridge: db.bridge,
+        dockerSubnets: await this.runtime.networkSubnets(),
+      });
+    } else {
+      this.log.warn("no firewall configured: this homeserver's containers are NOT isolated (development only)", { serverId });
+    }
+  }
+
+  /** homeserver.yaml and log.config (0600, the server's uid); returns whether anything changed. */
+  private async writeSynapseConfig(record: HomeserverRecord, names: HomeserverNames, paths: HomeserverPaths, secrets: HomeserverSecrets): Promise<boolean> {
+    const split = splitResources(record.resources);
+    const config = renderHomeserverConfig({
+      serverName: record.serverName,
+      publicBaseUrl: record.publicBaseUrl,
+      postgresHost: names.postgres,
+      postgresUser: POSTGRES_USER,
+      postgresDb: POSTGRES_DB,
+      secrets,
+      signingKeyFile: signingKeyFileName(record.serverName),
+      synapseMemoryMiB: split.synapse.memoryMiB,
+      dockerSubnets: await this.runtime.networkSubnets(),
+      ...(this.o.trustedKeyServers ? { trustedKeyServers: this.o.trustedKeyServers } : {}),
+    });
+    const a = writeOwnedFile(join(paths.synapse, HOMESERVER_CONFIG_FILE), config, record.uid);
+    const b = writeOwnedFile(join(paths.synapse, LOG_CONFIG_FILE), renderLogConfig(), record.uid);
+    return a || b;
+  }
+
+  /**
+   * Creates the container unless one with the same spec exists (a changed spec,
+   * e.g. a new plan, replaces it; data lives in bind mounts), and connects it
+   * to `extraNetworks`. Returns whether it was created.
+   */
+  private async ensureContainer(options: Docker.ContainerCreateOptions, extraNetworks: string[]): Promise<boolean> {
+    const name = options.name!;
+    let info = await this.runtime.inspectContainer(name);
+    if (info && info.Config.Labels?.[SPEC_HASH_LABEL] !== options.Labels?.[SPEC_HASH_LABEL]) {
+      this.log.info("container spec changed: replacing the container (data is kept)", { container: name });
+      await this.runtime.stopContainer(name, this.timeouts.stopSeconds);
+      await this.runtime.removeContainer(name, { force: true });
+      info = undefined;
+    }
+    const created = !info;
+    if (created) await this.runtime.createContainer(options);
+    for (const network of extraNetworks) {
+      if (!info?.NetworkSettings.Networks[network]) await this.runtime.connectNetwork(network, name);
+    }
+    const final = await this.runtime.inspectContainer(name);
+    if (!final) throw new Error(`container ${name} vanished right after it was created`);
+    assertNoDockerSocket(final);
+    return created;
+  }
+
+  private async psql(names: HomeserverNames, sql: string, timeoutMs = 60_000): Promise<ExecResult> {
+    return this.runtime.exec(
+      names.postgres,
+      ["psql", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"],
+      { stdin: sql, env: ["PGPASSFILE=/run/secrets/pgpass"], timeoutMs },
+    );
+  }
+
+  /**
+   * PostgreSQL running, healthy and letting Synapse's user in. A data directory
+   * whose first initialisation never finished (no .postgres-initialised marker:
+   * the agent or host died during initdb) cannot hold customer data (Synapse
+   * starts only after the marker is written), so it is emptied and initialised again.
+   */
+  private async ensurePostgres(record: HomeserverRecord, names: HomeserverNames, paths: HomeserverPaths, ctx: OperationContext, log: Logger): Promise<void> {
+    const spec = postgresContainer(this.specInput(record, names, paths, "postgres", record.images.postgres));
+    for (let attempt = 1; ; attempt++) {
+      await this.ensureContainer(spec, []);
+      await this.runtime.startContainer(names.postgres);
+      try {
+        await this.runtime.waitHealthy(names.postgres, { timeoutMs: this.timeouts.postgresHealthyMs, signal: ctx.signal });
+        await this.checkDatabase(names, ctx.signal);
+        break;
+      } catch (error) {
+        const retriable = error instanceof ContainerFailedError || error instanceof PostgresNotReady;
+        if (attempt === 1 && retriable && !existsSync(paths.postgresInitialised)) {
+          log.warn("PostgreSQL's first initialisation did not finish before (interrupted): initialising it again from an empty data directory", {
+            error: errorMessage(error),
+          });
+          await this.runtime.removeContainer(names.postgres, { force: true });
+          for (const entry of readdirSync(paths.postgres)) rmSync(join(paths.postgres, entry), { recursive: true, force: true });
+          continue;
+        }
+        throw error;
+      }
+    }
+    if (!existsSync(paths.postgresInitialised)) writeFileSync(paths.postgresInitialised, `${new Date().toISOString()}\n`, { mode: 0o600 });
+  }
+
+  /** Synapse's user can log in to its database; transient states (starting up, crash recovery) are waited out for a while. */
+  private async checkDatabase(names: HomeserverNames, signal: AbortSignal): Promise<void> {
+    const started = Date.now();
+    for (;;) {
+      const check = await this.psql(names, "SELECT 1;");
+      if (check.exitCode === 0) return;
+      const why = check.stderr.trim().slice(0, 300);
+      if (!/starting up|recovery mode|shutting down|not yet accepting/i.test(why) || Date.now() - started > 15_000) {
+        throw new PostgresNotReady(`PostgreSQL does not let Synapse's user in: ${why}`);
+      }
+      await delay(1_000, signal);
+    }
+  }
+
+  private async ensureSynapse(
+    record: HomeserverRecord,
+    names: HomeserverNames,
+    paths: HomeserverPaths,
+    image: string,
+    options: { restartIfRunning: boolean },
+    ctx: OperationContext,
+  ): Promise<void> {
+    const spec = synapseContainer(this.specInput(record, names, paths, "synapse", image));
+    const created = await this.ensureContainer(spec, [names.dbNetwork]);
+    const info = await this.runtime.inspectContainer(names.synapse);
+    if (!created && options.restartIfRunning && info?.State.Running) {
+      this.log.info("Synapse's configuration changed: restarting it", { serverId: record.serverId });
+      await this.runtime.restartContainer(names.synapse, this.timeouts.stopSeconds);
+    } else {
+      await this.runtime.startContainer(names.synapse);
+    }
+    await this.runtime.waitHealthy(names.synapse, { timeoutMs: this.timeouts.synapseHealthyMs, signal: ctx.signal });
+  }
+
+  /** Synapse's address on the customer's -hs network: where the proxy sends its traffic. */
+  async synapseAddress(names: HomeserverNames, container = names.synapse): Promise<string> {
+    const info = await this.runtime.inspectContainer(container);
+    const ip = info?.NetworkSettings.Networks[names.hsNetwork]?.IPAddress;
+    if (!ip) throw new Error(`container ${container} has no address on ${names.hsNetwork} (is it running?)`);
+    return ip;
+  }
+
+  /**
+   * The first admin account, with a random password that is thrown away at
+   * once (never logged, stored or returned): its owner sets a real one through
+   * the control plane (homeserver.set_admin_password). The session the
+   * registration opens is logged out.
+   */
+  private async ensureAdmin(record: HomeserverRecord, secrets: HomeserverSecrets, base: string, signal: AbortSignal, log: Logger): Promise<string> {
+    const localpart = this.o.adminLocalpart ?? "admin";
+    const outcome = await registerWithSharedSecret(
+      base,
+      secrets.registrationSharedSecret,
+      { localpart, password: (this.o.randomPassword ?? (() => randomSecret(32)))(), admin: true, serverName: record.serverName },
+      signal,
+    );
+    if (outcome.created) {
+      await logout(base, outcome.accessToken, signal);
+      log.info("admin account created", { adminUserId: outcome.userId });
+    } else {
+      log.info("admin account exists already", { adminUserId: outcome.userId });
+    }
+    return outcome.userId;
+  }
+
+  private async applyProxy(record: HomeserverRecord, ip: string, log: Logger): Promise<void> {
+    if (!this.o.proxy) {
+      log.warn("no proxy configured: the homeserver is not routed");
+      return;
+    }
+    if (record.suspended) await this.o.proxy.suspend(record.serverName);
+    else await this.o.proxy.route(record.serverName, { host: ip, port: SYNAPSE_PORT });
+  }
+
+  private async runningResult(record: HomeserverRecord, names: HomeserverNames, ip: string, signal: AbortSignal): Promise<RunningResult> {
+    const [synapse, postgres] = await Promise.all([this.runtime.inspectContainer(names.synapse), this.runtime.inspectContainer(names.postgres)]);
+    if (!synapse || !postgres) throw new Error(`the containers of ${record.serverId} vanished`);
+    return {
+      serverId: record.serverId,
+      serverName: record.serverName,
+      state: "running",
+      synapseVersion: await serverVersion(baseUrl(ip, SYNAPSE_PORT), signal),
+      image: synapse.Config.Image,
+      ipAddress: ip,
+      containers: { synapse: { name: names.synapse, id: synapse.Id }, postgres: { name: names.postgres, id: postgres.Id } },
+    };
+  }
+
+  // ---------- stop / start / suspend / resume ----------
+
+  stop(serverId: string, ctx: OperationContext): Promise<{ serverId: string; state: "stopped" }> {
+    return this.serialised(serverId, async () => {
+      const record = this.requireRecord(serverId);
+      const names = homeserverNames(serverId);
+      const step = stepper(ctx, (ctx.log ?? this.log).child({ serverId }));
+      await this.recoverInterruptedUpgrade(record, names, this.log);
+      step(0.1, "stopping Synapse");
+      await this.runtime.stopContainer(names.synapse, this.timeouts.stopSeconds);
+      step(0.5, "stopping PostgreSQL");
+      await this.runtime.stopContainer(names.postgres, this.timeouts.stopSeconds);
+      step(1, "stopped");
+      return { serverId, state: "stopped" as const };
+    });
+  }
+
+  start(serverId: string, ctx: OperationContext): Promise<RunningResult> {
+    return this.serialised(serverId, () => this.startLocked(serverId, ctx, false));
+  }
+
+  private async startLocked(serverId: string, ctx: OperationContext, resuming: boolean): Promise<RunningResult> {
+    let record = this.requireRecord(serverId);
+    const names = homeserverNames(serverId);
+    const log = (ctx.log ?? this.log).child({ serverId });
+    const step = stepper(ctx, log);
+    await this.recoverInterruptedUpgrade(record, names, log);
+    record = this.requireRecord(serverId);
+    for (const name of [names.postgres, names.synapse]) {
+      if (!(await this.runtime.inspectContainer(name))) {
+        throw new HomeserverNotFound(`container ${name} is missing: provision the homeserver again`);
+      }
+    }
+    // Networks and rules may be gone after a host reboot (iptables rules are not persistent).
+    await this.ensureNetworking(names, serverId);
+    step(0.1, "starting PostgreSQL");
+    await this.runtime.startContainer(names.postgres);
+    await this.runtime.waitHealthy(names.postgres, { timeoutMs: this.timeouts.postgresHealthyMs, signal: ctx.signal });
+    step(0.4, "starting Synapse");
+    await this.runtime.startContainer(names.synapse);
+    await this.runtime.waitHealthy(names.synapse, { timeoutMs: this.timeouts.synapseHealthyMs, signal: ctx.signal });
+    const ip = await this.synapseAddress(names);
+    await waitForClientApi(baseUrl(ip, SYNAPSE_PORT), this.timeouts.clientApiMs, ctx.signal);
+    if (resuming && record.suspended) record = this.records.write({ ...record, suspended: false });
+    step(0.9, record.suspended ? "proxy: still suspended" : "routing the proxy");
+    // The address may have changed while the container was stopped: route again.
+    await this.applyProxy(record, ip, log);
+    const result = await this.runningResult(record, names, ip, ctx.signal);
+    step(1, "running");
+    return result;
+  }
+
+  suspend(serverId: string, ctx: OperationContext): Promise<{ serverId: string; state: "suspended" }> {
+    return this.serialised(serverId, async () => {
+      let record = this.requireRecord(serverId);
+      const names = homeserverNames(serverId);
+      const log = (ctx.log ?? this.log).child({ serverId });
+      const step = stepper(ctx, log);
+      await this.recoverInterruptedUpgrade(record, names, log);
+      record = this.records.write({ ...this.requireRecord(serverId), suspended: true });
+      step(0.1, "proxy: answering \"suspended\"");
+      // First the proxy, so that clients see "suspended" rather than a dead upstream.
+      if (this.o.proxy) await this.o.proxy.suspend(record.serverName);
+      else log.warn("no proxy configured: nothing answers \"suspended\"");
+      step(0.3, "stopping Synapse");
+      await this.runtime.stopContainer(names.synapse, this.timeouts.stopSeconds);
+      step(0.6, "stopping PostgreSQL");
+      await this.runtime.stopContainer(names.postgres, this.timeouts.stopSeconds);
+      step(1, "suspended");
+      return { serverId, state: "suspended" as const };
+    });
+  }
+
+  resume(serverId: string, ctx: OperationContext): Promise<RunningResult> {
+    return this.serialised(serverId, () => this.startLocked(serverId, ctx, true));
+  }
+
+  // ---------- upgrade ----------
+
+  /**
+   * Replaces the Synapse container with one of `image` on the same data. If the
+   * new one is not healthy (and answering) within the upgrade timeout, it is
+   * removed and the previous container started again; the job then fails with
+   * the reason. Synapse migrates its schema on start, so going back works as
+   * long as the new version's schema stays compatible with the old (Synapse
+   * guarantees that across adjacent releases); a real undo needs the
+   * pre-upgrade backup (the backup issue).
+   */
+  upgrade(serverId: string, image: string, ctx: OperationContext): Promise<RunningResult & { previousImage: string }> {
+    return this.serialised(serverId, async () => {
+      let record = this.requireRecord(serverId);
+      const names = homeserverNames(serverId);
+      const paths = homeserverPaths(ctx.dataRoot, serverId);
+      const log = (ctx.log ?? this.log).child({ serverId, image });
+      const step = stepper(ctx, log);
+      if (record.suspended) throw new Error(`homeserver ${serverId} is suspended: resume it before upgrading`);
+      step(0.02, `checking image ${image}`);
+      await this.runtime.ensureImage(image, ctx.signal);
+      await this.recoverInterruptedUpgrade(record, names, log);
+      record = this.requireRecord(serverId);
+      if (!(await this.runtime.inspectContainer(names.synapse))) {
+        throw new HomeserverNotFound(`container ${names.synapse} is missing: provision the homeserver again`);
+      }
+      await this.ensureNetworking(names, serverId);
+
+      step(0.05, "making sure PostgreSQL runs");
+      await this.runtime.startContainer(names.postgres);
+      await this.runtime.waitHealthy(names.postgres, { timeoutMs: this.timeouts.postgresHealthyMs, signal: ctx.signal });
+
+      const previousImage = record.images.synapse;
+      record = this.records.write({ ...record, upgrade: { from: previousImage, to: image } });
+      step(0.1, "stopping the current Synapse (kept for a rollback)");
+      await this.runtime.stopContainer(names.synapse, this.timeouts.stopSeconds);
+      await this.runtime.renameContainer(names.synapse, names.synapsePrevious);
+
+      let ip: string;
+      try {
+        step(0.2, `starting Synapse from ${image}`);
+        const spec = synapseContainer(this.specInput(record, names, paths, "synapse", image));
+        await this.ensureContainer(spec, [names.dbNetwork]);
+        await this.runtime.startContainer(names.synapse);
+        await this.runtime.waitHealthy(names.synapse, { timeoutMs: this.timeouts.upgradeHealthyMs, signal: ctx.signal });
+        ip = await this.synapseAddress(names);
+        await waitForClientApi(baseUrl(ip, SYNAPSE_PORT), this.timeouts.clientApiMs, ctx.signal);
+      } catch (error) {
+        if (ctx.signal.aborted) throw error; // shutting down: the rerun rolls back (recoverInterruptedUpgrade)
+        const reason = errorMessage(error);
+        const logs = await this.runtime.logs(names.synapse, 20).catch(() => "");
+        log.warn("upgrade failed: rolling back", { error: reason, lastLogLines: logs.slice(-2000) });
+        step(0.6, "the new Synapse failed: rolling back");
+        try {
+          await this.rollback(record, names, log);
+          const rolledBack = this.requireRecord(serverId);
+          await this.applyProxy(rolledBack, await this.synapseAddress(names), log);
+        } catch (rollbackError) {
+          throw new Error(`upgrade to ${image} failed: ${reason}; the ROLLBACK to ${previousImage} FAILED too: ${errorMessage(rollbackError)}`);
+        }
+        throw new Error(`upgrade to ${image} failed: ${reason}; rolled back to ${previousImage}, which is running again (data intact)`);
+      }
+
+      step(0.85, "new Synapse healthy: removing the previous container");
+      const { upgrade: _done, ...rest } = record;
+      record = this.records.write({ ...rest, images: { ...record.images, synapse: image } });
+      await this.runtime.removeContainer(names.synapsePrevious, { force: true });
+      await this.applyProxy(record, ip, log);
+      const result = await this.runningResult(record, names, ip, ctx.signal);
+      step(1, `running Synapse ${result.synapseVersion}`);
+      return { ...result, previousImage };
+    });
+  }
+
+  /** Removes a candidate Synapse and brings the previous container back, healthy. */
+  private async rollback(record: HomeserverRecord, names: HomeserverNames, log: Logger): Promise<void> {
+    await this.runtime.removeContainer(names.synapse, { force: true });
+    if (await this.runtime.inspectContainer(names.synapsePrevious)) {
+      await this.runtime.renameContainer(names.synapsePrevious, names.synapse);
+    }
+    const { upgrade: _gone, ...rest } = record;
+    this.records.write(rest);
+    await this.runtime.startContainer(names.synapse);
+    await this.runtime.waitHealthy(names.synapse, { timeoutMs: this.timeouts.synapseHealthyMs });
+    log.info("rolled back to the previous Synapse container", { image: record.upgrade?.from ?? record.images.synapse });
+  }
+
+  /**
+   * An upgrade interrupted by a crash leaves "<name>-synapse-previous" behind:
+   * if the record still says "trying", the candidate is dropped and the
+   * previous container restored (stopped: the caller starts what it needs);
+   * if the upgrade had been committed, the leftover previous container goes.
+   */
+  private async recoverInterruptedUpgrade(record: HomeserverRecord, names: HomeserverNames, log: Logger): Promise<void> {
+    const previous = await this.runtime.inspectContainer(names.synapsePrevious);
+    if (previous && !record.upgrade) {
+      await this.runtime.removeContainer(names.synapsePrevious, { force: true });
+      return;
+    }
+    if (!record.upgrade) return;
+    if (previous) {
+      log.warn("an interrupted upgrade is rolled back", { from: record.upgrade.from, to: record.upgrade.to });
+      await this.runtime.removeContainer(names.synapse, { force: true });
+      await this.runtime.renameContainer(names.synapsePrevious, names.synapse);
+    }
+    const { upgrade: _gone, ...rest } = record;
+    this.records.write(rest);
+  }
+
+  // ---------- admin password ----------
+
+  /**
+   * Writes a bcrypt hash (made by the control plane) as the admin's password,
+   * straight into Synapse's database, and ends all of that user's sessions.
+   * The SQL goes to psql on stdin, so the hash is in no command line. Synapse
+   * caches access tokens in memory; when sessions existed, it is restarted so
+   * that the deleted tokens stop working at once.
+   */
+  setAdminPassword(serverId: string, adminUserId: string, passwordHash: string, ctx: OperationContext): Promise<{ serverId: string; adminUserId: string; sessionsEnded: number }> {
+    return this.serialised(serverId, async () => {
+      const record = this.requireRecord(serverId);
+      const names = homeserverNames(serverId);
+      const log = (ctx.log ?? this.log).child({ serverId });
+      const step = stepper(ctx, log);
+      if (!BCRYPT_HASH.test(passwordHash)) throw new Error("the password hash is not a bcrypt hash");
+      if (!USER_ID.test(adminUserId) || !adminUserId.endsWith(`:${record.serverName}`)) {
+        throw new Error(`${adminUserId} is not a user of ${record.serverName}`);
+      }
+      if (record.adminUserId && record.adminUserId !== adminUserId) {
+        throw new Error(`${adminUserId} is not this homeserver's admin account (${record.adminUserId})`);
+      }
+      step(0.1, "making sure PostgreSQL runs");
+      const postgresWasRunning = (await this.runtime.inspectContainer(names.postgres))?.State.Running ?? false;
+      await this.runtime.startContainer(names.postgres);
+      await this.runtime.waitHealthy(names.postgres, { timeoutMs: this.timeouts.postgresHealthyMs, signal: ctx.signal });
+      step(0.3, "writing the password hash");
+      const q = (s: string) => `'${s.replaceAll("'", "''")}'`;
+      const sql = [
+        "BEGIN;",
+        `WITH u AS (UPDATE users SET password_hash = ${q(passwordHash)} WHERE name = ${q(adminUserId)} RETURNING 1) SELECT 'updated=' || count(*) FROM u;`,
+        `WITH t AS (DELETE FROM access_tokens WHERE user_id = ${q(adminUserId)} RETURNING 1) SELECT 'tokens=' || count(*) FROM t;`,
+        `WITH r AS (DELETE FROM refresh_tokens WHERE user_id = ${q(adminUserId)} RETURNING 1) SELECT 'refresh=' || count(*) FROM r;`,
+        "COMMIT;",
+        "",
+      ].join("\n");
+      const result = await this.psql(names, sql);
+      if (result.exitCode !== 0) throw new Error(`updating the password in PostgreSQL failed: ${result.stderr.trim().slice(0, 500)}`);
+      const counts = Object.fromEntries(
+        result.stdout
+          .split("\n")
+          .map((line) => /^(\w+)=(\d+)$/.exec(line.trim()))
+          .filter((m): m is RegExpExecArray => m !== null)
+          .map((m) => [m[1]!, Number(m[2])]),
+      );
+      if (counts.updated !== 1) throw new Error(`${adminUserId} does not exist on ${record.serverName}`);
+      const sessionsEnded = (counts.tokens ?? 0) + (counts.refresh ?? 0);
+      if (sessionsEnded > 0 && (await this.runtime.inspectContainer(names.synapse))?.State.Running) {
+        step(0.6, "restarting Synapse to forget the ended sessions");
+        await this.runtime.restartContainer(names.synapse, this.timeouts.stopSeconds);
+        await this.runtime.waitHealthy(names.synapse, { timeoutMs: this.timeouts.synapseHealthyMs, signal: ctx.signal });
+        const ip = await this.synapseAddress(names);
+        await waitForClientApi(baseUrl(ip, SYNAPSE_PORT), this.timeouts.clientApiMs, ctx.signal);
+        await this.applyProxy(this.requireRecord(serverId), ip, log);
+      }
+      if (!postgresWasRunning && !(await this.runtime.inspectContainer(names.synapse))?.State.Running) {
+        await this.runtime.stopContainer(names.postgres, this.timeouts.stopSeconds); // a stopped server stays stopped
+      }
+      step(1, "admin password set");
+      return { serverId, adminUserId, sessionsEnded: counts.tokens ?? 0 };
+    });
+  }
+
+  // ---------- after an agent or host restart ----------
+
+  /**
+   * Puts back what does not survive a reboot: firewall rules (iptables is not
+   * persistent) and proxy routes (container addresses may change when Docker
+   * restarts containers). For every server this agent provisioned.
+   */
+  async restoreHostState(log: Logger = this.log): Promise<void> {
+    for (const serverId of this.listRecordIds()) {
+      await this.serialised(serverId, () => this.restoreOne(serverId, log));
+    }
+  }
+
+  private async restoreOne(serverId: string, log: Logger): Promise<void> {
+    try {
+      const record = this.requireRecord(serverId);
+      const names = homeserverNames(serverId);
+      if (!(await this.runtime.inspectNetwork(names.hsNetwork)) || !(await this.runtime.inspectNetwork(names.dbNetwork))) return;
+      await this.ensureNetworking(names, serverId);
+      const info = await this.runtime.inspectContainer(names.synapse);
+      if (info?.State.Running) await this.applyProxy(record, await this.synapseAddress(names), log);
+      else if (record.suspended && this.o.proxy) await this.o.proxy.suspend(record.serverName);
+    } catch (error) {
+      log.error("cannot restore a homeserver's firewall rules or route", { serverId, error: errorMessage(error) });
+    }
+  }
+
+  listRecordIds(): string[] {
+    try {
+      return readdirSync(join(this.o.stateDir, "homeservers"))
+        .filter((n) => n.endsWith(".json") && !n.startsWith("."))
+        .map((n) => n.slice(0, -".json".length));
+    } catch {
+      return [];
+    }
+  }
+}
+
+function stepper(ctx: OperationContext, log: Logger): (progress: number, message: string) => void {
+  return (progress, message) => {
+    ctx.signal.throwIfAborted();
+    ctx.progress(progress, message);
+    log.info(message, { progress });
+  };
+}

@@ -1,0 +1,447 @@
+// A small wrapper over the Docker Engine API (dockerode) for the homeserver
+// runtime: networks, containers, health, exec, images. Never the docker CLI.
+// Calls that find things already in the wanted state (start a running
+// container, stop a stopped one, remove a missing one) succeed quietly, so the
+// handlers built on it can be rerun after a crash.
+import { PassThrough } from "node:stream";
+import Docker from "dockerode";
+import { errorMessage, silentLogger, type Logger } from "../log.ts";
+
+export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
+
+export interface DockerRuntimeOptions {
+  /** Default /var/run/docker.sock. */
+  socketPath?: string;
+  /** An existing client (tests); wins over socketPath. */
+  docker?: Docker;
+  /**
+   * Pull images that are not on the host. Off by default: an image the host
+   * lacks is an error ("image X is not on this host"), so what runs is exactly
+   * what an operator put there. Turn on in production to let jobs pull.
+   */
+  pullImages?: boolean;
+  log?: Logger;
+}
+
+export class ImageMissingError extends Error {
+  override name = "ImageMissingError";
+}
+
+export class ContainerFailedError extends Error {
+  override name = "ContainerFailedError";
+}
+
+export class HealthTimeoutError extends Error {
+  override name = "HealthTimeoutError";
+}
+
+export interface NetworkInfo {
+  id: string;
+  name: string;
+  internal: boolean;
+  /** The host side of the bridge (an interface name). */
+  bridge: string;
+  subnets: string[];
+  gateways: string[];
+}
+
+export interface EnsureNetworkOptions {
+  /** No route out (Docker's --internal). */
+  internal?: boolean;
+  /** Name of the bridge interface (max 15 characters); Docker's default is br-<id>. */
+  bridgeName?: string;
+  labels?: Record<string, string>;
+}
+
+export interface ExecOptions {
+  /** Written to the process's standard input, then closed (keeps secrets out of argv). */
+  stdin?: string | Buffer;
+  env?: string[];
+  user?: string;
+  timeoutMs?: number;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface WaitHealthyOptions {
+  timeoutMs: number;
+  signal?: AbortSignal;
+  pollMs?: number;
+}
+
+type DockerError = Error & { statusCode?: number; json?: { message?: string } };
+
+function statusOf(error: unknown): number | undefined {
+  return (error as DockerError | undefined)?.statusCode;
+}
+
+/** The Docker daemon's message of an API error (dockerode's own message repeats the HTTP status). */
+export function dockerMessage(error: unknown): string {
+  const json = (error as DockerError | undefined)?.json;
+  return typeof json?.message === "string" ? json.message : errorMessage(error);
+}
+
+export class DockerRuntime {
+  readonly docker: Docker;
+  readonly pullImages: boolean;
+  private readonly log: Logger;
+
+  constructor(options: DockerRuntimeOptions = {}) {
+    this.docker = options.docker ?? new Docker({ socketPath: options.socketPath ?? DEFAULT_DOCKER_SOCKET });
+    this.pullImages = options.pullImages ?? false;
+    this.log = options.log ?? silentLogger;
+  }
+
+  // ---------- images ----------
+
+  async hasImage(ref: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(ref).inspect();
+      return true;
+    } catch (error) {
+      if (statusOf(error) === 404) return false;
+      throw error;
+    }
+  }
+
+  /** Labels of a local image (undefined when it is not on the host). */
+  async imageLabels(ref: string): Promise<Record<string, string> | undefined> {
+    try {
+      const info = await this.docker.getImage(ref).inspect();
+      return (info.Config?.Labels as Record<string, string> | null | undefined) ?? {};
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw error;
+    }
+  }
+
+  /** Makes sure `ref` is on the host: pulls it when pulling is on, else fails clearly. */
+  async ensureImage(ref: string, signal?: AbortSignal): Promise<void> {
+    if (await this.hasImage(ref)) return;
+    if (!this.pullImages) {
+      throw new ImageMissingError(
+        `image ${ref} is not on this host (this agent does not pull images: load or build it on the host, or set "pullImages": true in agent.json)`,
+      );
+    }
+    this.log.info("pulling image", { image: ref });
+    const stream = (await this.docker.pull(ref, { abortSignal: signal })) as NodeJS.ReadableStream;
+    await new Promise<void>((resolve, reject) => {
+      this.docker.modem.followProgress(stream, (error: Error | null) => (error ? reject(error) : resolve()));
+    });
+    if (!(await this.hasImage(ref))) throw new ImageMissingError(`image ${ref} is not on this host after pulling it`);
+  }
+
+  // ---------- networks ----------
+
+  async inspectNetwork(name: string): Promise<NetworkInfo | undefined> {
+    try {
+      return networkInfo(await this.docker.getNetwork(name).inspect());
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw error;
+    }
+  }
+
+  /** Creates the bridge network unless it exists; an existing one must have the same `internal` setting. */
+  async ensureNetwork(name: string, options: EnsureNetworkOptions = {}): Promise<NetworkInfo> {
+    const internal = options.internal ?? false;
+    let existing = await this.inspectNetwork(name);
+    if (!existing) {
+      try {
+        await this.docker.createNetwork({
+          Name: name,
+          CheckDuplicate: true,
+          Driver: "bridge",
+          Internal: internal,
+          EnableIPv6: false,
+          Labels: options.labels ?? {},
+          Options: options.bridgeName ? { "com.docker.network.bridge.name": options.bridgeName } : {},
+        });
+      } catch (error) {
+        if (statusOf(error) !== 409) throw new Error(`cannot create network ${name}: ${dockerMessage(error)}`);
+        // created meanwhile (a concurrent rerun): use it
+      }
+      existing = await this.inspectNetwork(name);
+      if (!existing) throw new Error(`network ${name} vanished right after it was created`);
+    }
+    if (existing.internal !== internal) {
+      throw new Error(`network ${name} exists but is ${existing.internal ? "" : "not "}internal; remove it to let the agent recreate it`);
+    }
+    return existing;
+  }
+
+  async removeNetwork(name: string): Promise<boolean> {
+    try {
+      await this.docker.getNetwork(name).remove();
+      return true;
+    } catch (error) {
+      if (statusOf(error) === 404) return false;
+      throw error;
+    }
+  }
+
+  async listNetworks(labels: Record<string, string | true> = {}): Promise<NetworkInfo[]> {
+    const label = labelFilter(labels);
+    const list = await this.docker.listNetworks(label.length ? { filters: { label } } : {});
+    return list.map((n) => networkInfo(n));
+  }
+
+  /** Every subnet of every Docker network on this host (the address pools in use). */
+  async networkSubnets(): Promise<string[]> {
+    const all = new Set<string>();
+    for (const network of await this.docker.listNetworks()) {
+      for (const config of network.IPAM?.Config ?? []) if (config.Subnet) all.add(config.Subnet);
+    }
+    return [...all].sort();
+  }
+
+  async connectNetwork(network: string, container: string, aliases: string[] = []): Promise<void> {
+    try {
+      await this.docker.getNetwork(network).connect({ Container: container, EndpointConfig: aliases.length ? { Aliases: aliases } : {} });
+    } catch (error) {
+      // "endpoint with name … already exists in network …" (403 on older engines, 409 on newer)
+      if ((statusOf(error) === 403 || statusOf(error) === 409) && /already exists/i.test(dockerMessage(error))) return;
+      throw new Error(`cannot connect ${container} to network ${network}: ${dockerMessage(error)}`);
+    }
+  }
+
+  // ---------- containers ----------
+
+  async inspectContainer(name: string): Promise<Docker.ContainerInspectInfo | undefined> {
+    try {
+      return await this.docker.getContainer(name).inspect();
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw error;
+    }
+  }
+
+  async createContainer(options: Docker.ContainerCreateOptions): Promise<string> {
+    try {
+      const container = await this.docker.createContainer(options);
+      return container.id;
+    } catch (error) {
+      throw new Error(`cannot create container ${options.name ?? ""}: ${dockerMessage(error)}`);
+    }
+  }
+
+  /** Starts it; a running container is left alone. */
+  async startContainer(name: string): Promise<void> {
+    try {
+      await this.docker.getContainer(name).start();
+    } catch (error) {
+      if (statusOf(error) === 304) return;
+      throw new Error(`cannot start container ${name}: ${dockerMessage(error)}`);
+    }
+  }
+
+  /** Stops it (SIGTERM or the image's stop signal, then SIGKILL after `timeoutSeconds`); a stopped or missing one is fine. */
+  async stopContainer(name: string, timeoutSeconds = 30): Promise<void> {
+    try {
+      await this.docker.getContainer(name).stop({ t: timeoutSeconds });
+    } catch (error) {
+      if (statusOf(error) === 304 || statusOf(error) === 404) return;
+      throw new Error(`cannot stop container ${name}: ${dockerMessage(error)}`);
+    }
+  }
+
+  async restartContainer(name: string, timeoutSeconds = 30): Promise<void> {
+    try {
+      await this.docker.getContainer(name).restart({ t: timeoutSeconds });
+    } catch (error) {
+      throw new Error(`cannot restart container ${name}: ${dockerMessage(error)}`);
+    }
+  }
+
+  /** Removes it (force: even while running); a missing container is fine. Returns whether it existed. */
+  async removeContainer(name: string, options: { force?: boolean } = {}): Promise<boolean> {
+    try {
+      await this.docker.getContainer(name).remove({ force: options.force ?? false, v: false });
+      return true;
+    } catch (error) {
+      if (statusOf(error) === 404) return false;
+      // 409 "removal already in progress": wait for it to finish
+      if (statusOf(error) === 409 && /already in progress/i.test(dockerMessage(error))) {
+        for (let i = 0; i < 50 && (await this.inspectContainer(name)); i++) await delay(100);
+        return true;
+      }
+      throw new Error(`cannot remove container ${name}: ${dockerMessage(error)}`);
+    }
+  }
+
+  async renameContainer(name: string, newName: string): Promise<void> {
+    try {
+      await this.docker.getContainer(name).rename({ name: newName });
+    } catch (error) {
+      throw new Error(`cannot rename container ${name} to ${newName}: ${dockerMessage(error)}`);
+    }
+  }
+
+  /** Containers (running or not) carrying all of `labels` (a value of `true` means: the label is present). */
+  async listContainers(labels: Record<string, string | true>): Promise<Docker.ContainerInfo[]> {
+    return this.docker.listContainers({ all: true, filters: { label: labelFilter(labels) } });
+  }
+
+  /** The last lines of a container's output (both streams). */
+  async logs(name: string, tail = 50): Promise<string> {
+    try {
+      const buffer = (await this.docker.getContainer(name).logs({ stdout: true, stderr: true, tail, follow: false })) as unknown as Buffer;
+      return demuxBuffer(buffer);
+    } catch (error) {
+      if (statusOf(error) === 404) return "";
+      throw error;
+    }
+  }
+
+  /**
+   * Waits until the container's Docker healthcheck reports "healthy". Fails at
+   * once when the container exits, restarts or turns "unhealthy", and after
+   * `timeoutMs` otherwise. A container without a healthcheck counts as healthy
+   * when running.
+   */
+  async waitHealthy(name: string, options: WaitHealthyOptions): Promise<void> {
+    const started = Date.now();
+    const pollMs = options.pollMs ?? 500;
+    let restartCount: number | undefined;
+    for (;;) {
+      options.signal?.throwIfAborted();
+      const info = await this.inspectContainer(name);
+      if (!info) throw new ContainerFailedError(`container ${name} does not exist`);
+      const state = info.State;
+      restartCount ??= info.RestartCount;
+      const health = state.Health?.Status;
+      if (state.Running && !state.Restarting && (health === "healthy" || (health === undefined && !info.Config.Healthcheck))) return;
+      if (state.Restarting || info.RestartCount > restartCount || (!state.Running && state.Status !== "created")) {
+        throw new ContainerFailedError(
+          `container ${name} ${state.Restarting || info.RestartCount > restartCount ? "keeps exiting" : `is ${state.Status}`} (exit code ${state.ExitCode}${state.OOMKilled ? ", killed for running out of memory" : ""}${state.Error ? `, ${state.Error}` : ""})`,
+        );
+      }
+      if (health === "unhealthy") {
+        throw new ContainerFailedError(`container ${name} is unhealthy: ${lastHealthOutput(info)}`);
+      }
+      const elapsed = Date.now() - started;
+      if (elapsed >= options.timeoutMs) {
+        throw new HealthTimeoutError(
+          `container ${name} did not become healthy within ${Math.round(options.timeoutMs / 1000)} s (health: ${health ?? state.Status}${state.Health?.Log?.length ? `; last check: ${lastHealthOutput(info)}` : ""})`,
+        );
+      }
+      await delay(Math.min(pollMs, options.timeoutMs - elapsed), options.signal);
+    }
+  }
+
+  /** Runs a command in a running container and collects its output. */
+  async exec(name: string, cmd: string[], options: ExecOptions = {}): Promise<ExecResult> {
+    const container = this.docker.getContainer(name);
+    const hasStdin = options.stdin !== undefined;
+    const exec = await container.exec({
+      Cmd: cmd,
+      AttachStdin: hasStdin,
+      AttachStdout: true,
+      AttachStderr: true,
+      Tty: false,
+      ...(options.env ? { Env: options.env } : {}),
+      ...(options.user ? { User: options.user } : {}),
+    });
+    const stream = (await exec.start({ hijack: true, stdin: hasStdin })) as NodeJS.ReadWriteStream & { destroy(): void };
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    stdout.on("data", (chunk: Buffer) => out.push(chunk));
+    stderr.on("data", (chunk: Buffer) => err.push(chunk));
+    this.docker.modem.demuxStream(stream, stdout, stderr);
+    const finished = new Promise<void>((resolve, reject) => {
+      stream.on("end", resolve);
+      stream.on("close", resolve);
+      stream.on("error", reject);
+    });
+    if (options.stdin !== undefined) stream.end(options.stdin);
+    const timeoutMs = options.timeoutMs ?? 60_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    try {
+      if ((await Promise.race([finished, timedOut])) === "timeout") {
+        stream.destroy();
+        throw new Error(`command in ${name} did not finish within ${Math.round(timeoutMs / 1000)} s`);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    let exitCode: number | null = null;
+    for (let i = 0; i < 50; i++) {
+      const info = await exec.inspect();
+      if (!info.Running) {
+        exitCode = info.ExitCode;
+        break;
+      }
+      await delay(20);
+    }
+    return { exitCode: exitCode ?? -1, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") };
+  }
+}
+
+// ---------- helpers ----------
+
+export function networkInfo(network: Docker.NetworkInspectInfo): NetworkInfo {
+  const configs = network.IPAM?.Config ?? [];
+  return {
+    id: network.Id,
+    name: network.Name,
+    internal: network.Internal,
+    bridge: network.Options?.["com.docker.network.bridge.name"] ?? `br-${network.Id.slice(0, 12)}`,
+    subnets: configs.map((c) => c.Subnet).filter((s): s is string => Boolean(s)),
+    gateways: configs.map((c) => c.Gateway).filter((s): s is string => Boolean(s)),
+  };
+}
+
+function labelFilter(labels: Record<string, string | true>): string[] {
+  return Object.entries(labels).map(([key, value]) => (value === true ? key : `${key}=${value}`));
+}
+
+function lastHealthOutput(info: Docker.ContainerInspectInfo): string {
+  const log = info.State.Health?.Log ?? [];
+  const last = log[log.length - 1];
+  if (!last) return "no check ran yet";
+  const output = last.Output.trim().replace(/\s+/g, " ");
+  return `exit code ${last.ExitCode}${output ? `, ${output.slice(0, 300)}` : ""}`;
+}
+
+/** Docker's multiplexed log/attach format (8-byte frame headers) to text; plain text passes through. */
+export function demuxBuffer(buffer: Buffer): string {
+  const parts: Buffer[] = [];
+  let offset = 0;
+  while (offset + 8 <= buffer.length) {
+    const type = buffer[offset];
+    const size = buffer.readUInt32BE(offset + 4);
+    if ((type !== 0 && type !== 1 && type !== 2) || buffer[offset + 1] !== 0 || offset + 8 + size > buffer.length) {
+      return buffer.toString("utf8"); // not multiplexed (a TTY container)
+    }
+    parts.push(buffer.subarray(offset + 8, offset + 8 + size));
+    offset += 8 + size;
+  }
+  return Buffer.concat(parts).toString("utf8");
+}
+
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}

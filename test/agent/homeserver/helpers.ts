@@ -1,0 +1,283 @@
+// Shared set-up of the homeserver tests, which run against the real Docker
+// Engine, iptables and the locally built images (images/build.sh, run once per
+// test process; seconds when nothing changed). Every run has a unique prefix:
+// its containers and networks carry the label berth.test-run=<prefix>, its
+// server ids start with it, and cleanup() removes all of it, rules and
+// directories included, whatever happened.
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Docker from "dockerode";
+import type { JobContext, Json } from "../../../agent/handlers/types.ts";
+import { homeserverHandlers, type HomeserverHandlerOptions } from "../../../agent/handlers/homeserver.ts";
+import { homeserverNames, homeserverPaths } from "../../../agent/homeserver/names.ts";
+import type { HomeserverProxy } from "../../../agent/homeserver/proxy.ts";
+import { SECRET_FILES } from "../../../agent/homeserver/secrets.ts";
+import { registerWithSharedSecret, requestJson } from "../../../agent/homeserver/synapse-api.ts";
+import type { Logger } from "../../../agent/log.ts";
+import { IptablesFirewall } from "../../../agent/network/firewall.ts";
+import { DockerRuntime } from "../../../agent/runtime/docker.ts";
+import { REPO_ROOT, captureLog, type CapturedLog } from "../helpers.ts";
+
+export const SYNAPSE_IMAGE = "berth/synapse:latest";
+export const POSTGRES_IMAGE = "berth/postgres:15";
+export const TEST_RUN_LABEL = "berth.test-run";
+/** Tests check health every second (the images: 10 s and 15 s); see HealthcheckOverride. */
+export const TEST_HEALTHCHECK = { intervalMs: 1_000, startPeriodMs: 60_000 };
+
+/** Can these tests run here: root, and a Docker daemon answering? */
+export async function dockerUsable(): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return "not root (the tests chown data directories and change iptables)";
+  try {
+    await new Docker({ socketPath: "/var/run/docker.sock" }).ping();
+    return undefined;
+  } catch (error) {
+    return `the Docker daemon does not answer: ${(error as Error).message}`;
+  }
+}
+
+let images: Promise<void> | undefined;
+
+/** Builds berth/synapse and berth/postgres unless present and current (images/build.sh caches). */
+export function ensureImages(): Promise<void> {
+  images ??= new Promise<void>((resolve, reject) => {
+    execFile("bash", [join(REPO_ROOT, "images", "build.sh")], { cwd: REPO_ROOT, timeout: 15 * 60_000, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`images/build.sh failed: ${error.message}\n${stdout}\n${stderr}`));
+      else resolve();
+    });
+  });
+  return images;
+}
+
+export interface ProxyCall {
+  op: "route" | "suspend" | "remove";
+  serverName: string;
+  upstream?: { host: string; port: number };
+}
+
+/** The proxy as the handlers see it, in memory. */
+export class FakeProxy implements HomeserverProxy {
+  readonly calls: ProxyCall[] = [];
+  readonly state = new Map<string, { host: string; port: number } | "suspended">();
+
+  async route(serverName: string, upstream: { host: string; port: number }): Promise<void> {
+    this.calls.push({ op: "route", serverName, upstream });
+    this.state.set(serverName, upstream);
+  }
+
+  async suspend(serverName: string): Promise<void> {
+    this.calls.push({ op: "suspend", serverName });
+    this.state.set(serverName, "suspended");
+  }
+
+  async remove(serverName: string): Promise<void> {
+    this.calls.push({ op: "remove", serverName });
+    this.state.delete(serverName);
+  }
+}
+
+export interface Progress {
+  progress: number;
+  message?: string;
+}
+
+export class TestRun {
+  readonly prefix = `t${randomBytes(4).toString("hex")}`;
+  readonly root = mkdtempSync(join(tmpdir(), "berth-hs-test-"));
+  readonly dataRoot = join(this.root, "data");
+  readonly stateDir = join(this.root, "state");
+  readonly docker = new Docker({ socketPath: "/var/run/docker.sock" });
+  readonly runtime = new DockerRuntime({ docker: this.docker });
+  readonly firewall = new IptablesFirewall();
+  readonly proxy = new FakeProxy();
+  readonly captured: CapturedLog = captureLog();
+  readonly progress: Progress[] = [];
+  readonly passwords: string[] = [];
+  readonly serverIds = new Set<string>();
+  readonly images = new Set<string>();
+  readonly labels: Record<string, string> = { [TEST_RUN_LABEL]: this.prefix };
+  handlers: ReturnType<typeof homeserverHandlers>["handlers"];
+  manager: ReturnType<typeof homeserverHandlers>["manager"];
+
+  constructor(options: Partial<HomeserverHandlerOptions> = {}) {
+    const built = homeserverHandlers(this.handlerOptions(options));
+    this.handlers = built.handlers;
+    this.manager = built.manager;
+  }
+
+  handlerOptions(options: Partial<HomeserverHandlerOptions> = {}): HomeserverHandlerOptions {
+    return {
+      stateDir: this.stateDir,
+      runtime: this.runtime,
+      firewall: this.firewall,
+      proxy: this.proxy,
+      log: this.captured.log,
+      healthcheck: TEST_HEALTHCHECK,
+      trustedKeyServers: [], // no Internet here
+      extraLabels: this.labels,
+      randomPassword: () => {
+        const password = `pw-${randomBytes(24).toString("base64url")}`;
+        this.passwords.push(password);
+        return password;
+      },
+      diskEncryption: () => ({ dataRoot: this.dataRoot, encrypted: false, devices: ["test"], allowUnencrypted: true }),
+      ...options,
+    };
+  }
+
+  serverId(name: string): string {
+    const id = `${this.prefix}-${name}`;
+    this.serverIds.add(id);
+    return id;
+  }
+
+  spec(name: string, overrides: Record<string, unknown> = {}) {
+    const serverId = this.serverId(name);
+    const serverName = `${name}.${this.prefix}.test`;
+    return {
+      serverId,
+      name,
+      serverName,
+      publicBaseUrl: `https://${serverName}/`,
+      resources: { memoryMiB: 1024, cpus: 1, storageGiB: 10 },
+      images: { synapse: SYNAPSE_IMAGE, postgres: POSTGRES_IMAGE },
+      ...overrides,
+    };
+  }
+
+  ctx(kind = "test", log: Logger = this.captured.log, signal: AbortSignal = new AbortController().signal): JobContext {
+    return {
+      progress: (progress, message) => void this.progress.push({ progress, ...(message === undefined ? {} : { message }) }),
+      signal,
+      dataRoot: this.dataRoot,
+      log,
+      job: { id: `job-${randomBytes(4).toString("hex")}`, kind, attempt: 1, deadline: Date.now() + 600_000 },
+    };
+  }
+
+  async run(kind: keyof TestRun["handlers"], payload: unknown): Promise<Json> {
+    return this.handlers[kind](payload as Json, this.ctx(kind));
+  }
+
+  names(serverId: string) {
+    return homeserverNames(serverId);
+  }
+
+  paths(serverId: string) {
+    return homeserverPaths(this.dataRoot, serverId);
+  }
+
+  registrationSecret(serverId: string): string {
+    return readFileSync(join(this.paths(serverId).secrets, SECRET_FILES.registrationSharedSecret), "utf8").trim();
+  }
+
+  /** Synapse's address on its -hs network, from the host. */
+  async synapseBase(serverId: string): Promise<string> {
+    const names = this.names(serverId);
+    const info = await this.runtime.inspectContainer(names.synapse);
+    const ip = info?.NetworkSettings.Networks[names.hsNetwork]?.IPAddress;
+    if (!ip) throw new Error(`no address for ${names.synapse}`);
+    return `http://${ip}:8008`;
+  }
+
+  /** Registers a user (shared secret) and returns its password. */
+  async registerUser(serverId: string, serverName: string, localpart: string): Promise<string> {
+    const password = `user-${randomBytes(12).toString("hex")}`;
+    const outcome = await registerWithSharedSecret(await this.synapseBase(serverId), this.registrationSecret(serverId), {
+      localpart,
+      password,
+      admin: false,
+      serverName,
+    });
+    if (!outcome.created) throw new Error(`${localpart} exists already`);
+    return password;
+  }
+
+  async login(serverId: string, user: string, password: string): Promise<{ status: number; token?: string; body: unknown }> {
+    const answer = await requestJson(`${await this.synapseBase(serverId)}/_matrix/client/v3/login`, {
+      method: "POST",
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user }, password },
+    });
+    const token = (answer.body as { access_token?: string } | null)?.access_token;
+    return { status: answer.status, body: answer.body, ...(token ? { token } : {}) };
+  }
+
+  /** Builds a tiny image FROM berth/synapse with `dockerfileBody` (classic builder, no registry). */
+  async buildImage(tag: string, dockerfileBody: string): Promise<string> {
+    const ref = `berth-test/synapse:${this.prefix}-${tag}`;
+    const dir = mkdtempSync(join(tmpdir(), "berth-hs-image-"));
+    try {
+      writeFileSync(join(dir, "Dockerfile"), `FROM ${SYNAPSE_IMAGE}\nLABEL ${TEST_RUN_LABEL}=${this.prefix}\n${dockerfileBody}\n`);
+      const stream = await this.docker.buildImage({ context: dir, src: ["Dockerfile"] }, { t: ref, rm: true, forcerm: true, pull: "false" } as unknown as Docker.ImageBuildOptions);
+      const output = await new Promise<Array<{ error?: string }>>((resolve, reject) => {
+        this.docker.modem.followProgress(stream, (error: Error | null, result: Array<{ error?: string }>) => (error ? reject(error) : resolve(result)));
+      });
+      const failed = output.find((o) => o.error);
+      if (failed) throw new Error(`building ${ref} failed: ${failed.error}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    this.images.add(ref);
+    return ref;
+  }
+
+  /** Everything this run made: containers, networks, firewall rules, images, directories. */
+  async cleanup(): Promise<void> {
+    const filter = { label: [`${TEST_RUN_LABEL}=${this.prefix}`] };
+    for (const c of await this.docker.listContainers({ all: true, filters: filter }).catch(() => [])) {
+      await this.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+    }
+    for (const n of await this.docker.listNetworks({ filters: filter }).catch(() => [])) {
+      await this.docker.getNetwork(n.Id).remove().catch(() => undefined);
+    }
+    for (const serverId of this.serverIds) {
+      const names = homeserverNames(serverId);
+      await this.firewall.remove({ shortId: names.shortId, tag: names.firewallTag }).catch(() => undefined);
+    }
+    for (const ref of this.images) await this.docker.getImage(ref).remove({ force: true }).catch(() => undefined);
+    rmSync(this.root, { recursive: true, force: true });
+  }
+
+  /** Every text a secret could have leaked into: logs, progress, and the containers' output and config. */
+  async everythingSaid(serverId: string, extra: unknown[] = []): Promise<string> {
+    const names = this.names(serverId);
+    const parts: string[] = [JSON.stringify(this.captured.lines), JSON.stringify(this.progress), JSON.stringify(extra)];
+    for (const name of [names.synapse, names.postgres]) {
+      parts.push(await this.runtime.logs(name, 100_000));
+      parts.push(JSON.stringify(await this.runtime.inspectContainer(name)));
+    }
+    return parts.join("\n");
+  }
+}
+
+/**
+ * Tries TCP connections from inside a container (Python in the Synapse image),
+ * all at once: "connected", "refused", "timeout" (a DROP rule) or "error:<errno>".
+ */
+export async function probeFrom(runtime: DockerRuntime, container: string, targets: Array<[string, number]>, timeoutSeconds = 3): Promise<string[]> {
+  const script = [
+    "import concurrent.futures, json, socket, sys",
+    "def probe(t):",
+    "    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)",
+    `    s.settimeout(${timeoutSeconds})`,
+    "    try:",
+    "        s.connect((t[0], t[1]))",
+    "        return 'connected'",
+    "    except socket.timeout:",
+    "        return 'timeout'",
+    "    except ConnectionRefusedError:",
+    "        return 'refused'",
+    "    except OSError as e:",
+    "        return 'error:%s' % e.errno",
+    "    finally:",
+    "        s.close()",
+    "targets = json.loads(sys.argv[1])",
+    "with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:",
+    "    print(json.dumps(list(pool.map(probe, targets))))",
+  ].join("\n");
+  const result = await runtime.exec(container, ["python", "-c", script, JSON.stringify(targets)], { timeoutMs: 60_000 });
+  if (result.exitCode !== 0) throw new Error(`probe failed: ${result.stderr}`);
+  return JSON.parse(result.stdout.trim()) as string[];
+}
