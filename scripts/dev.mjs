@@ -4,20 +4,25 @@
 // is given), then runs the Worker under `wrangler dev` with development
 // settings layered over the production wrangler.toml.
 //
-//   node scripts/dev.mjs [--port 8787] [--stripe-port 12111] [--persist-to .wrangler/state] [--production] [--no-agent]
+//   node scripts/dev.mjs [--port 8787] [--stripe-port 12111] [--https-port 8443] [--persist-to .wrangler/state]
+//                        [--production] [--no-agent]
 //
 // Once the Worker answers, a local berth-agent is enrolled (once, kept in the
 // state directory) and started against it, with its data root in the state
 // directory: that is not on dm-crypt, so it runs with the development flag
-// --allow-unencrypted-data-root, which operators see on the host. --no-agent
-// skips it (the tests start their own agents).
+// --allow-unencrypted-data-root, which operators see on the host. When Caddy
+// is installed it is started too (admin API on a unix socket in the state
+// directory, its own internal CA) and the agent serves homeservers through it
+// at https://<name>.berth.localhost:<https port>. Homeservers need Docker
+// Engine and the images from `bash images/build.sh`. --no-agent skips agent
+// and Caddy (the tests start their own agents).
 //
 // --stripe-port 0 picks a free port. --production runs wrangler.toml exactly as
 // deployed (no dev mailbox, no outbox, no emulator): the tests use it to prove
 // the dev routes are absent there. With STRIPE_SECRET_KEY and
 // STRIPE_WEBHOOK_SECRET in the environment, the Worker talks to Stripe's test
 // mode instead of the emulator (forward webhooks with `stripe listen`).
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -32,6 +37,7 @@ const { values: options } = parseArgs({
   options: {
     port: { type: "string", default: "8787" },
     "stripe-port": { type: "string", default: "12111" },
+    "https-port": { type: "string", default: "8443" },
     "persist-to": { type: "string", default: join(root, ".wrangler", "state") },
     production: { type: "boolean", default: false },
     "no-agent": { type: "boolean", default: false },
@@ -95,8 +101,8 @@ function freePort() {
   });
 }
 
-function start(name, args, env) {
-  const child = spawn(process.execPath, args, { cwd: root, env, stdio: "inherit" });
+function start(name, args, env, command = process.execPath) {
+  const child = spawn(command, args, { cwd: root, env, stdio: "inherit" });
   children.push(child);
   // When one part stops, the whole product stops: a half-running dev setup only confuses.
   child.on("exit", (code, signal) => {
@@ -124,7 +130,20 @@ log(`applying D1 migrations to ${persistTo}`);
 await run(["d1", "migrations", "apply", "DB", "--local", "--persist-to", persistTo]);
 
 const secrets = devSecrets();
-const devVars = ["--test-scheduled", "--var", "ENVIRONMENT:development"];
+const devVars = [
+  "--test-scheduled",
+  "--var",
+  "ENVIRONMENT:development",
+  // Homeservers run from the locally built images, at <name>.berth.localhost (browsers resolve *.localhost to this machine).
+  "--var",
+  "HOMESERVER_DOMAIN:berth.localhost",
+  "--var",
+  `HOMESERVER_HTTPS_PORT:${options["https-port"]}`,
+  "--var",
+  "SYNAPSE_IMAGE:berth/synapse:latest",
+  "--var",
+  "POSTGRES_IMAGE:berth/postgres:15",
+];
 if (!options.production && !realStripe) {
   const stripePort = options["stripe-port"] === "0" ? await freePort() : Number(options["stripe-port"]);
   const stripeUrl = `http://127.0.0.1:${stripePort}`;
@@ -182,6 +201,38 @@ async function startLocalAgent() {
     const code = await new Promise((resolveExit) => enroll.on("exit", resolveExit));
     if (code !== 0) throw new Error(`the local agent could not enroll (exit ${code})`);
   }
+  const proxy = startCaddy();
+  if (proxy) {
+    // The agent drives this Caddy; re-written at each start so a changed port takes effect.
+    const agentFile = join(configDir, "agent.json");
+    const agentConfig = JSON.parse(readFileSync(agentFile, "utf8"));
+    writeFileSync(agentFile, `${JSON.stringify({ ...agentConfig, proxy }, null, 2)}\n`);
+  }
   start("berth-agent", [agentMain, "run", "--config", configDir, "--allow-unencrypted-data-root"], process.env);
   log("local berth-agent running (data root not encrypted: development only)");
+}
+
+/** Caddy for the homeservers' HTTPS, if installed: its admin API on a socket in the state directory. */
+function startCaddy() {
+  const found = spawnSync("caddy", ["version"], { stdio: "ignore" });
+  if (found.error || found.status !== 0) {
+    log("Caddy is not installed: homeservers will run but not be served over HTTPS (apt-get install caddy)");
+    return null;
+  }
+  const caddyDir = join(persistTo, "caddy");
+  mkdirSync(caddyDir, { recursive: true });
+  const socket = join(caddyDir, "admin.sock");
+  const httpsPort = Number(options["https-port"]);
+  const initial = join(caddyDir, "initial.json");
+  writeFileSync(initial, JSON.stringify({ admin: { listen: `unix/${socket}` }, storage: { module: "file_system", root: caddyDir } }));
+  start("caddy", ["run", "--config", initial], process.env, "caddy");
+  log(`Caddy serving homeservers on https://<name>.berth.localhost:${httpsPort} (trust ${join(caddyDir, "pki", "authorities", "local", "root.crt")})`);
+  return {
+    adminAddress: `unix/${socket}`,
+    tls: "internal",
+    httpsPort,
+    httpPort: httpsPort + 1,
+    publicHttpsPort: httpsPort,
+    storageDir: caddyDir,
+  };
 }

@@ -25,6 +25,8 @@ export interface Env {
   DELETION_WINDOW_DAYS?: string;
   /** Homeservers are <name>.<HOMESERVER_DOMAIN>. */
   HOMESERVER_DOMAIN?: string;
+  /** The port homeservers are served on over HTTPS: 443 in production; development uses a high one. */
+  HOMESERVER_HTTPS_PORT?: string;
   /** The container images a new homeserver gets (production: the official ones). */
   SYNAPSE_IMAGE?: string;
   POSTGRES_IMAGE?: string;

@@ -2,7 +2,7 @@ import type { billingSummary } from "../billing/billing";
 import type { Plan } from "../billing/plans";
 import type { Host, Invoice, Job, Server, User } from "../db/schema";
 import type { Env } from "../env";
-import { serverNameOf } from "../servers/servers";
+import { homeserverUrlOf, serverNameOf } from "../servers/servers";
 
 /** The account as its owner sees it through the API. */
 export function publicUser(user: User) {
@@ -117,7 +117,7 @@ export function presentServer(env: Env, server: Server, job: Job | undefined) {
     id: server.id,
     name: server.name,
     serverName,
-    homeserverUrl: `https://${serverName}`,
+    homeserverUrl: homeserverUrlOf(env, server.name),
     region: server.region,
     plan: server.planId,
     status: server.status,

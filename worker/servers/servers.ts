@@ -36,6 +36,12 @@ export function serverNameOf(env: Env, name: string): string {
   return `${name}.${env.HOMESERVER_DOMAIN ?? "berth.example"}`;
 }
 
+/** Where clients reach a homeserver: https://<server name>, with the port when it is not 443. */
+export function homeserverUrlOf(env: Env, name: string): string {
+  const port = env.HOMESERVER_HTTPS_PORT && env.HOMESERVER_HTTPS_PORT !== "443" ? `:${env.HOMESERVER_HTTPS_PORT}` : "";
+  return `https://${serverNameOf(env, name)}${port}`;
+}
+
 /** What a host needs to run this homeserver: the payload of every lifecycle job. */
 export function homeserverSpec(env: Env, server: Pick<Server, "id" | "name">, plan: Plan) {
   const serverName = serverNameOf(env, server.name);
@@ -43,7 +49,7 @@ export function homeserverSpec(env: Env, server: Pick<Server, "id" | "name">, pl
     serverId: server.id,
     name: server.name,
     serverName,
-    publicBaseUrl: `https://${serverName}/`,
+    publicBaseUrl: `${homeserverUrlOf(env, server.name)}/`,
     resources: plan.resources,
     images: {
       synapse: env.SYNAPSE_IMAGE ?? "matrixdotorg/synapse:latest",
