@@ -136,15 +136,28 @@ export class DevServer {
   readonly persistTo: string;
   readonly logFile: string;
   readonly baseUrl: string;
+  /** With a port, the local agent and Caddy run too (Caddy's HTTPS there, HTTP one above); without, `--no-agent`. */
+  readonly httpsPort: number | undefined;
   private child: ChildProcess | undefined;
   private starts = 0;
 
-  constructor(port: number, persistTo: string, logFile: string) {
+  constructor(port: number, persistTo: string, logFile: string, { httpsPort }: { httpsPort?: number } = {}) {
     this.port = port;
     this.persistTo = persistTo;
     this.logFile = logFile;
+    this.httpsPort = httpsPort;
     this.baseUrl = `http://127.0.0.1:${port}`;
     onCleanup(() => this.stop());
+  }
+
+  /** Caddy's internal CA root (exists once Caddy issued its first certificate). */
+  get caddyRootCert(): string {
+    return join(this.persistTo, "caddy", "pki", "authorities", "local", "root.crt");
+  }
+
+  /** The local agent's data root: homeservers live in <dataRoot>/homeservers/<serverId>/. */
+  get agentDataRoot(): string {
+    return join(this.persistTo, "agent-data");
   }
 
   async start(timeoutMs = 120_000): Promise<void> {
@@ -154,7 +167,11 @@ export class DevServer {
     const fd = openSync(this.logFile, "a");
     const child = spawn(
       process.execPath,
-      [DEV_SCRIPT, "--port", String(this.port), "--stripe-port", "0", "--persist-to", this.persistTo, "--no-agent"],
+      [
+        DEV_SCRIPT,
+        ...["--port", String(this.port), "--stripe-port", "0", "--persist-to", this.persistTo],
+        ...(this.httpsPort === undefined ? ["--no-agent"] : ["--https-port", String(this.httpsPort)]),
+      ],
       { cwd: REPO_ROOT, detached: true, stdio: ["ignore", fd, fd], env: { ...process.env, FORCE_COLOR: "0" } },
     );
     closeSync(fd);
@@ -199,12 +216,16 @@ export class DevServer {
     await waitFor(`port ${this.port} to be released`, () => portClosed(this.port), { timeoutMs: 20_000, intervalMs: 100 });
   }
 
-  logTail(lines = 60): string {
+  log(): string {
     try {
-      return tail(readFileSync(this.logFile, "utf8"), lines);
+      return readFileSync(this.logFile, "utf8");
     } catch {
-      return "(no log)";
+      return "";
     }
+  }
+
+  logTail(lines = 60): string {
+    return tail(this.log(), lines) || "(no log)";
   }
 }
 

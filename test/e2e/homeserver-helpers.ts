@@ -1,0 +1,405 @@
+// Helpers for test/e2e/homeserver.test.ts (the product runs as agent-helpers'
+// DevServer with its local agent and Caddy): HTTPS to a homeserver through
+// Caddy trusting only Caddy's local CA; Matrix clients (matrix-js-sdk with its Rust crypto, stores in memory);
+// encrypted attachments as the Matrix spec defines them; and the host-side
+// evidence (pg_dump, container logs, every file of the server's data dir) with
+// the removal of what the agent made on the host (containers, networks,
+// iptables chains).
+import { execFile } from "node:child_process";
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
+import { lstatSync, readdirSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { Agent, fetch as undiciFetch } from "undici";
+import { createClient, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
+import { logger as sdkGlobalLogger, type Logger } from "matrix-js-sdk/lib/logger.js";
+import { freePort, sleep, waitFor } from "./agent-helpers";
+
+// Parts of the SDK still log through its global loglevel logger (event sending, MatrixRTC), whose
+// children copy its methodFactory: below warnings, nothing.
+type LoglevelFactory = (method: string, level: number, name: string | symbol) => (...msg: unknown[]) => void;
+const sdkRoot = sdkGlobalLogger as unknown as { methodFactory: LoglevelFactory; rebuild(): void };
+const sdkFactory = sdkRoot.methodFactory;
+sdkRoot.methodFactory = (method, level, name) => (method === "warn" || method === "error" ? sdkFactory(method, level, name) : () => undefined);
+sdkRoot.rebuild();
+
+/** The SDK and its Rust crypto log every sync and key request: only warnings and errors are shown. */
+function quietLogger(prefix: string): Logger {
+  const logger: Logger = {
+    trace: () => undefined,
+    debug: () => undefined,
+    info: () => undefined,
+    // (a fresh account's push rules are completed by the SDK, with a warning each time)
+    warn: (...msg: unknown[]) => void (/^Adding default global/.test(String(msg[0])) || console.warn(prefix, ...msg)),
+    error: (...msg: unknown[]) => console.error(prefix, ...msg),
+    getChild: (namespace: string) => quietLogger(`${prefix}${namespace}`),
+  };
+  return logger;
+}
+
+// ---------- processes ----------
+
+export function run(command: string, args: string[], { timeoutMs = 120_000, maxBuffer = 512 * 1024 * 1024 } = {}) {
+  return new Promise<{ code: number; stdout: Buffer; stderr: Buffer }>((resolve, reject) => {
+    execFile(command, args, { timeout: timeoutMs, maxBuffer, encoding: "buffer" }, (error, stdout, stderr) => {
+      if (error && typeof (error as { code?: unknown }).code !== "number") {
+        reject(new Error(`${command} ${args.join(" ")}: ${String(error)} ${stderr.toString("utf8")}`));
+        return;
+      }
+      resolve({ code: error ? Number((error as { code: number }).code) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** A free port whose successor is free too: Caddy's HTTPS port and, one above it, its HTTP port (scripts/dev.mjs). */
+export async function freePortPair(): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const port = await freePort();
+    if (port < 65535 && (await canListen(port + 1))) return port;
+    if (attempt > 20) throw new Error("no two adjacent free ports");
+  }
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
+// ---------- HTTPS to the homeserver through Caddy ----------
+
+/**
+ * An undici dispatcher that trusts only Caddy's local CA (`ca` replaces the
+ * default roots; verification stays on) and resolves *.berth.localhost to
+ * 127.0.0.1, where Caddy listens. SNI and the certificate check use the name.
+ */
+export function caddyDispatcher(caPem: string): Agent {
+  const lookup = (
+    hostname: string,
+    options: LookupOptions,
+    callback: (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
+  ) => {
+    if (hostname === "berth.localhost" || hostname.endsWith(".berth.localhost")) {
+      if (options.all) callback(null, [{ address: "127.0.0.1", family: 4 }]);
+      else callback(null, "127.0.0.1", 4);
+      return;
+    }
+    dnsLookup(hostname, options, callback as never);
+  };
+  return new Agent({ connect: { ca: caPem, lookup: lookup as never, rejectUnauthorized: true } });
+}
+
+export type FetchFn = typeof globalThis.fetch;
+
+export function fetchThrough(dispatcher: Agent): FetchFn {
+  return ((input: string | URL, init?: RequestInit) =>
+    undiciFetch(input as string, { ...(init as object), dispatcher } as never)) as unknown as FetchFn;
+}
+
+/** JSON over the homeserver's HTTPS, retrying while Synapse restarts (502/503) or rate-limits (429). */
+export async function matrixRequest<T = any>(
+  fetchFn: FetchFn,
+  method: string,
+  url: string,
+  { token, body, expect = [200] }: { token?: string; body?: unknown; expect?: number[] } = {},
+): Promise<{ status: number; body: T }> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const headers: Record<string, string> = {};
+    if (token) headers.authorization = `Bearer ${token}`;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    let status = 0;
+    let parsed: any = null;
+    try {
+      const response = await fetchFn(url, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(30_000),
+      });
+      status = response.status;
+      const text = await response.text();
+      try {
+        parsed = text ? JSON.parse(text) : null;
+      } catch {
+        parsed = text;
+      }
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(500);
+      continue;
+    }
+    if (expect.includes(status)) return { status, body: parsed as T };
+    if ((status === 429 || status === 502 || status === 503) && Date.now() < deadline) {
+      const retryAfter = Number(parsed?.retry_after_ms ?? 500);
+      await sleep(Math.min(Math.max(retryAfter, 200), 10_000));
+      continue;
+    }
+    throw new Error(`${method} ${new URL(url).pathname} answered ${status}: ${JSON.stringify(parsed)}`);
+  }
+}
+
+// ---------- Matrix clients ----------
+
+export interface Login {
+  userId: string;
+  deviceId: string;
+  accessToken: string;
+}
+
+export async function passwordLogin(fetchFn: FetchFn, baseUrl: string, user: string, password: string): Promise<Login> {
+  const { body } = await matrixRequest<{ user_id: string; device_id: string; access_token: string }>(
+    fetchFn,
+    "POST",
+    `${baseUrl}/_matrix/client/v3/login`,
+    { body: { type: "m.login.password", identifier: { type: "m.id.user", user }, password, initial_device_display_name: "berth e2e" } },
+  );
+  return { userId: body.user_id, deviceId: body.device_id, accessToken: body.access_token };
+}
+
+/** A logged-in client with Rust crypto (its store in memory), syncing. */
+export async function startCryptoClient(fetchFn: FetchFn, baseUrl: string, login: Login): Promise<MatrixClient> {
+  const client = createClient({
+    baseUrl,
+    userId: login.userId,
+    deviceId: login.deviceId,
+    accessToken: login.accessToken,
+    fetchFn,
+    logger: quietLogger(`[${login.userId}] `),
+  });
+  await client.initRustCrypto({ useIndexedDB: false });
+  const prepared = new Promise<void>((resolve, reject) => {
+    client.on("sync" as never, ((state: string, _previous: string, data?: { error?: Error }) => {
+      if (state === "PREPARED" || state === "SYNCING") resolve();
+      if (state === "ERROR") reject(new Error(`initial sync of ${login.userId} failed: ${String(data?.error)}`));
+    }) as never);
+  });
+  await client.startClient({ initialSyncLimit: 20, lazyLoadMembers: false });
+  await Promise.race([
+    prepared,
+    sleep(60_000).then(() => {
+      throw new Error(`${login.userId} did not finish its initial sync within 60 s`);
+    }),
+  ]);
+  return client;
+}
+
+/** Waits for a message event whose (clear) body is `body`; decryption failures are reported. */
+export async function waitForMessage(client: MatrixClient, roomId: string, body: string, timeoutMs = 60_000): Promise<MatrixEvent> {
+  return waitFor(
+    `${client.getUserId()} to see and decrypt the message ${body}`,
+    async () => {
+      const room = client.getRoom(roomId);
+      if (!room) return undefined;
+      for (const event of room.getLiveTimeline().getEvents()) {
+        if (event.isBeingDecrypted()) await event.getDecryptionPromise?.();
+        if (event.getType() === "m.room.message" && event.getContent().body === body) return event;
+      }
+      const failures = room
+        .getLiveTimeline()
+        .getEvents()
+        .filter((event) => event.isDecryptionFailure())
+        .map((event) => `${event.getId()}: ${event.decryptionFailureReason ?? event.getContent().body}`);
+      if (failures.length) throw new Error(`undecryptable events: ${failures.join("; ")}`);
+      return undefined;
+    },
+    { timeoutMs, intervalMs: 200 },
+  );
+}
+
+export async function stopClient(client: MatrixClient | undefined): Promise<void> {
+  if (!client) return;
+  client.stopClient();
+}
+
+// ---------- encrypted attachments (the Matrix spec's v2: AES-256-CTR, SHA-256 of the ciphertext) ----------
+
+const unpadded = (buffer: Buffer) => buffer.toString("base64").replace(/=+$/, "");
+
+export interface EncryptedFile {
+  url: string;
+  key: { kty: "oct"; key_ops: string[]; alg: "A256CTR"; k: string; ext: true };
+  iv: string;
+  hashes: { sha256: string };
+  v: "v2";
+}
+
+export function encryptAttachment(plaintext: Buffer): { ciphertext: Buffer; info: Omit<EncryptedFile, "url"> } {
+  const key = randomBytes(32);
+  // 64 random bits, then a 64-bit counter starting at zero
+  const iv = Buffer.concat([randomBytes(8), Buffer.alloc(8)]);
+  const cipher = createCipheriv("aes-256-ctr", key, iv);
+  const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  return {
+    ciphertext,
+    info: {
+      key: { kty: "oct", key_ops: ["encrypt", "decrypt"], alg: "A256CTR", k: key.toString("base64url"), ext: true },
+      iv: unpadded(iv),
+      hashes: { sha256: unpadded(createHash("sha256").update(ciphertext).digest()) },
+      v: "v2",
+    },
+  };
+}
+
+export function decryptAttachment(ciphertext: Buffer, info: EncryptedFile): Buffer {
+  const hash = unpadded(createHash("sha256").update(ciphertext).digest());
+  if (hash !== info.hashes.sha256) throw new Error(`attachment hash mismatch: ${hash} != ${info.hashes.sha256}`);
+  const decipher = createDecipheriv("aes-256-ctr", Buffer.from(info.key.k, "base64url"), Buffer.from(info.iv, "base64"));
+  return Buffer.concat([decipher.update(ciphertext), decipher.final()]);
+}
+
+/** Downloads media over the authenticated media API (Synapse 1.120+ requires it for new media). */
+export async function downloadMedia(fetchFn: FetchFn, baseUrl: string, mxc: string, token: string): Promise<Buffer> {
+  const match = /^mxc:\/\/([^/]+)\/([^/?#]+)$/.exec(mxc);
+  if (!match) throw new Error(`not an mxc URL: ${mxc}`);
+  const response = await fetchFn(`${baseUrl}/_matrix/client/v1/media/download/${match[1]}/${match[2]}`, {
+    headers: { authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(30_000),
+  });
+  const bytes = Buffer.from(await response.arrayBuffer());
+  if (response.status !== 200) throw new Error(`media download answered ${response.status}: ${bytes.toString("utf8").slice(0, 300)}`);
+  return bytes;
+}
+
+// ---------- evidence on the host ----------
+
+/** Every regular file under `dir` (symlinks not followed), with its bytes. */
+export function* filesUnder(dir: string): Generator<{ path: string; bytes: Buffer }> {
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of entries) {
+    const path = join(dir, name);
+    let stat;
+    try {
+      stat = lstatSync(path);
+    } catch {
+      continue; // removed meanwhile (PostgreSQL's temporary files)
+    }
+    if (stat.isDirectory()) yield* filesUnder(path);
+    else if (stat.isFile()) {
+      try {
+        yield { path, bytes: readFileSync(path) };
+      } catch {
+        // removed meanwhile
+      }
+    }
+  }
+}
+
+/** Thrown from a `poll` check: stop waiting at once. */
+export class Fatal extends Error {}
+
+/** Like waitFor, but a check that throws Fatal ends the wait at once (other errors are retried). */
+export async function poll<T>(
+  what: string,
+  check: () => T | undefined | null | false | Promise<T | undefined | null | false>,
+  { timeoutMs = 30_000, intervalMs = 250 }: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+      lastError = undefined;
+    } catch (error) {
+      if (error instanceof Fatal) throw error;
+      lastError = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${String(lastError)})` : ""}`);
+    }
+    await sleep(intervalMs);
+  }
+}
+
+export interface Haystack {
+  name: string;
+  /** Where each needle was found (file paths for directories). */
+  find(needle: string): string[];
+  /** How many bytes were searched. */
+  size: number;
+}
+
+export function bufferHaystack(name: string, bytes: Buffer): Haystack {
+  return { name, size: bytes.length, find: (needle) => (bytes.includes(Buffer.from(needle, "utf8")) ? [name] : []) };
+}
+
+export function directoryHaystack(name: string, dir: string): Haystack & { files: number; withBytes(bytes: Buffer): string[] } {
+  const files = [...filesUnder(dir)];
+  return {
+    name,
+    files: files.length,
+    withBytes: (bytes) => files.filter((file) => file.bytes.equals(bytes)).map((file) => file.path),
+    size: files.reduce((total, file) => total + file.bytes.length, 0),
+    find: (needle) => {
+      const bytes = Buffer.from(needle, "utf8");
+      return files.filter((file) => file.bytes.includes(bytes)).map((file) => file.path);
+    },
+  };
+}
+
+export async function dockerLogs(container: string): Promise<Buffer> {
+  const result = await run("docker", ["logs", container]);
+  if (result.code !== 0) throw new Error(`docker logs ${container}: ${result.stderr.toString("utf8")}`);
+  return Buffer.concat([result.stdout, result.stderr]);
+}
+
+export async function dockerLogsTail(container: string, lines = 60): Promise<string> {
+  const result = await run("docker", ["logs", "--tail", String(lines), container]).catch((error) => ({
+    code: 1,
+    stdout: Buffer.alloc(0),
+    stderr: Buffer.from(String(error)),
+  }));
+  return Buffer.concat([result.stdout, result.stderr]).toString("utf8");
+}
+
+/** Splits one line of `iptables -S` into arguments (the comment is quoted). */
+export function iptablesArgs(line: string): string[] {
+  const args: string[] = [];
+  for (const match of line.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)) args.push(match[1] ?? match[2]!);
+  return args;
+}
+
+/**
+ * Removes what the agent made on the host for one server: both containers,
+ * both networks, and the iptables rules and chains tagged berth:<shortid>.
+ * Returns what could not be removed.
+ */
+export async function removeHomeserverFromHost(shortId: string): Promise<string[]> {
+  const problems: string[] = [];
+  for (const role of ["synapse", "synapse-previous", "postgres"]) {
+    await run("docker", ["rm", "-f", "-v", `berth-${shortId}-${role}`]).catch(() => undefined);
+  }
+  for (const network of [`berth-${shortId}-db`, `berth-${shortId}-hs`]) {
+    const result = await run("docker", ["network", "rm", network]).catch((error) => ({ code: 1, stderr: Buffer.from(String(error)) }));
+    if (result.code !== 0 && !/not found|No such network/i.test(result.stderr.toString("utf8"))) {
+      problems.push(`docker network rm ${network}: ${result.stderr.toString("utf8").trim()}`);
+    }
+  }
+  const tag = `berth:${shortId}`;
+  const listed = (await run("iptables", ["-S"])).stdout.toString("utf8").split("\n");
+  // the jumps from the built-in chains first, then the server's own chains
+  for (const line of listed.filter((l) => l.startsWith("-A ") && l.includes(tag))) {
+    const args = iptablesArgs(line);
+    if (args[1]?.startsWith("BERTH-")) continue;
+    await run("iptables", ["-D", ...args.slice(1)]);
+  }
+  for (const chain of [`BERTH-F-${shortId}`, `BERTH-I-${shortId}`]) {
+    await run("iptables", ["-F", chain]);
+    await run("iptables", ["-X", chain]);
+  }
+  const left = (await run("iptables", ["-S"])).stdout.toString("utf8").split("\n").filter((l) => l.includes(shortId));
+  if (left.length) problems.push(`iptables rules left: ${left.join(" | ")}`);
+  const containers = (await run("docker", ["ps", "-a", "--format", "{{.Names}}"])).stdout.toString("utf8").split("\n");
+  const leftContainers = containers.filter((name) => name.includes(`berth-${shortId}-`));
+  if (leftContainers.length) problems.push(`containers left: ${leftContainers.join(", ")}`);
+  return problems;
+}
