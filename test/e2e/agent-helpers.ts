@@ -69,6 +69,9 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** Thrown from a `waitFor` check: stop waiting at once (other errors are retried). */
+export class Fatal extends Error {}
+
 /** Polls `check` until it returns a truthy value; throws with `what` (and the last error) after `timeoutMs`. */
 export async function waitFor<T>(
   what: string,
@@ -83,6 +86,7 @@ export async function waitFor<T>(
       if (value) return value;
       lastError = undefined;
     } catch (error) {
+      if (error instanceof Fatal) throw error;
       lastError = error;
     }
     if (Date.now() > deadline) {

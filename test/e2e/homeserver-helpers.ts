@@ -293,33 +293,6 @@ export function* filesUnder(dir: string): Generator<{ path: string; bytes: Buffe
   }
 }
 
-/** Thrown from a `poll` check: stop waiting at once. */
-export class Fatal extends Error {}
-
-/** Like waitFor, but a check that throws Fatal ends the wait at once (other errors are retried). */
-export async function poll<T>(
-  what: string,
-  check: () => T | undefined | null | false | Promise<T | undefined | null | false>,
-  { timeoutMs = 30_000, intervalMs = 250 }: { timeoutMs?: number; intervalMs?: number } = {},
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-      lastError = undefined;
-    } catch (error) {
-      if (error instanceof Fatal) throw error;
-      lastError = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${String(lastError)})` : ""}`);
-    }
-    await sleep(intervalMs);
-  }
-}
-
 export interface Haystack {
   name: string;
   /** Where each needle was found (file paths for directories). */

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { Agent } from "undici";
 import { EventType, MsgType, Preset, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { Api, DevServer, freePort, runCleanups, tempRoot, waitFor } from "./agent-helpers";
+import { Api, DevServer, Fatal, freePort, runCleanups, tempRoot, waitFor } from "./agent-helpers";
 import { newestTokenLink } from "./browser-helpers";
 import {
   bufferHaystack,
@@ -36,9 +36,7 @@ import {
   startCryptoClient,
   stopClient,
   waitForMessage,
-  Fatal,
   freePortPair,
-  poll,
   type EncryptedFile,
   type FetchFn,
   type Haystack,
@@ -185,7 +183,7 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
 
     // The local agent comes online a few seconds after the Worker: until then there is no capacity.
     const name = `e2e-${randomBytes(4).toString("hex")}`;
-    server = await poll(
+    server = await waitFor(
       "a host with capacity (the local agent online)",
       async () => {
         const response = await api.request<ServerView>("POST", "/api/servers", { name, region: "us-east" });
@@ -201,7 +199,7 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     mark(`server ${server.id} created (provisioning)`);
 
     let progress = "";
-    server = await poll(
+    server = await waitFor(
       "the homeserver to be running",
       async () => {
         const view = await serverView();
@@ -250,7 +248,7 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     expect(setting).toMatchObject({ status: "setting", adminUserId });
 
     // The job writes the hash into Synapse's database (and may restart Synapse): log in until it works.
-    const admin = await poll(
+    const admin = await waitFor(
       `a log-in as ${adminUserId} with the new password`,
       async () => {
         const view = await serverView();
