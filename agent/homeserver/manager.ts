@@ -20,6 +20,7 @@ import {
 import {
   assertNoDockerSocket,
   postgresContainer,
+  POSTGRES_READY_TEST,
   splitResources,
   synapseContainer,
   STOP_TIMEOUT_SECONDS,
@@ -51,7 +52,7 @@ import {
   writeOwnedFile,
   type HomeserverSecrets,
 } from "./secrets.ts";
-import { baseUrl, logout, registerWithSharedSecret, serverVersion, waitForClientApi } from "./synapse-api.ts";
+import { baseUrl, logout, registerWithSharedSecret, serverVersion, synapseHealthy, waitForClientApi } from "./synapse-api.ts";
 import { UidAllocator, type UidRange } from "./uids.ts";
 
 export interface Timeouts {
@@ -351,7 +352,7 @@ export class HomeserverManager {
       await this.ensureContainer(spec, []);
       await this.runtime.startContainer(names.postgres);
       try {
-        await this.runtime.waitHealthy(names.postgres, { timeoutMs: this.timeouts.postgresHealthyMs, signal: ctx.signal });
+        await this.waitPostgres(names, ctx.signal);
         await this.checkDatabase(names, ctx.signal);
         break;
       } catch (error) {
@@ -401,7 +402,19 @@ export class HomeserverManager {
     } else {
       await this.runtime.startContainer(names.synapse);
     }
-    await this.runtime.waitHealthy(names.synapse, { timeoutMs: this.timeouts.synapseHealthyMs, signal: ctx.signal });
+    await this.waitSynapse(names, this.timeouts.synapseHealthyMs, ctx.signal);
+  }
+
+  /** Healthy by Docker's healthcheck, or by the same test (pg_isready over TCP) run now. */
+  private waitPostgres(names: HomeserverNames, signal: AbortSignal): Promise<void> {
+    const ready = async () => (await this.runtime.exec(names.postgres, POSTGRES_READY_TEST, { timeoutMs: 10_000 })).exitCode === 0;
+    return this.runtime.waitHealthy(names.postgres, { timeoutMs: this.timeouts.postgresHealthyMs, signal, ready });
+  }
+
+  /** Healthy by Docker's healthcheck, or by the same test (GET /health answering "OK") run now from the host. */
+  private waitSynapse(names: HomeserverNames, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    const ready = async () => synapseHealthy(baseUrl(await this.synapseAddress(names), SYNAPSE_PORT), signal);
+    return this.runtime.waitHealthy(names.synapse, { timeoutMs, ready, ...(signal ? { signal } : {}) });
   }
 
   /** Synapse's address on the customer's -hs network: where the proxy sends its traffic. */
@@ -495,10 +508,10 @@ export class HomeserverManager {
     await this.ensureNetworking(names, serverId);
     step(0.1, "starting PostgreSQL");
     await this.runtime.startContainer(names.postgres);
-    await this.runtime.waitHealthy(names.postgres, { timeoutMs: this.timeouts.postgresHealthyMs, signal: ctx.signal });
+    await this.waitPostgres(names, ctx.signal);
     step(0.4, "starting Synapse");
     await this.runtime.startContainer(names.synapse);
-    await this.runtime.waitHealthy(names.synapse, { timeoutMs: this.timeouts.synapseHealthyMs, signal: ctx.signal });
+    await this.waitSynapse(names, this.timeouts.synapseHealthyMs, ctx.signal);
     const ip = await this.synapseAddress(names);
     await waitForClientApi(baseUrl(ip, SYNAPSE_PORT), this.timeouts.clientApiMs, ctx.signal);
     if (resuming && record.suspended) record = this.records.write({ ...record, suspended: false });
@@ -565,7 +578,7 @@ export class HomeserverManager {
 
       step(0.05, "making sure PostgreSQL runs");
       await this.runtime.startContainer(names.postgres);
-      await this.runtime.waitHealthy(names.postgres, { timeoutMs: this.timeouts.postgresHealthyMs, signal: ctx.signal });
+      await this.waitPostgres(names, ctx.signal);
 
       const previousImage = record.images.synapse;
       record = this.records.write({ ...record, upgrade: { from: previousImage, to: image } });
@@ -579,6 +592,7 @@ export class HomeserverManager {
         const spec = synapseContainer(this.specInput(record, names, paths, "synapse", image));
         await this.ensureContainer(spec, [names.dbNetwork]);
         await this.runtime.startContainer(names.synapse);
+        // A new image is judged by its own healthcheck (Docker's verdict), which may test more than ours.
         await this.runtime.waitHealthy(names.synapse, { timeoutMs: this.timeouts.upgradeHealthyMs, signal: ctx.signal });
         ip = await this.synapseAddress(names);
         await waitForClientApi(baseUrl(ip, SYNAPSE_PORT), this.timeouts.clientApiMs, ctx.signal);
@@ -618,7 +632,7 @@ export class HomeserverManager {
     const { upgrade: _gone, ...rest } = record;
     this.records.write(rest);
     await this.runtime.startContainer(names.synapse);
-    await this.runtime.waitHealthy(names.synapse, { timeoutMs: this.timeouts.synapseHealthyMs });
+    await this.waitSynapse(names, this.timeouts.synapseHealthyMs);
     log.info("rolled back to the previous Synapse container", { image: record.upgrade?.from ?? record.images.synapse });
   }
 
@@ -669,7 +683,7 @@ export class HomeserverManager {
       step(0.1, "making sure PostgreSQL runs");
       const postgresWasRunning = (await this.runtime.inspectContainer(names.postgres))?.State.Running ?? false;
       await this.runtime.startContainer(names.postgres);
-      await this.runtime.waitHealthy(names.postgres, { timeoutMs: this.timeouts.postgresHealthyMs, signal: ctx.signal });
+      await this.waitPostgres(names, ctx.signal);
       step(0.3, "writing the password hash");
       const q = (s: string) => `'${s.replaceAll("'", "''")}'`;
       const sql = [
@@ -694,7 +708,7 @@ export class HomeserverManager {
       if (sessionsEnded > 0 && (await this.runtime.inspectContainer(names.synapse))?.State.Running) {
         step(0.6, "restarting Synapse to forget the ended sessions");
         await this.runtime.restartContainer(names.synapse, this.timeouts.stopSeconds);
-        await this.runtime.waitHealthy(names.synapse, { timeoutMs: this.timeouts.synapseHealthyMs, signal: ctx.signal });
+        await this.waitSynapse(names, this.timeouts.synapseHealthyMs, ctx.signal);
         const ip = await this.synapseAddress(names);
         await waitForClientApi(baseUrl(ip, SYNAPSE_PORT), this.timeouts.clientApiMs, ctx.signal);
         await this.applyProxy(this.requireRecord(serverId), ip, log);
@@ -704,6 +718,40 @@ export class HomeserverManager {
       }
       step(1, "admin password set");
       return { serverId, adminUserId, sessionsEnded: counts.tokens ?? 0 };
+    });
+  }
+
+  // ---------- destroy ----------
+
+  /**
+   * Removes everything of a server from this host: its route, containers,
+   * networks, firewall rules, data directory and record. Irreversible: the
+   * caller makes sure a final backup exists first. Converges like the rest
+   * (a rerun after a crash finishes the removal); its uid is never reused.
+   */
+  destroy(serverId: string, ctx: OperationContext): Promise<{ serverId: string; state: "deleted" }> {
+    return this.serialised(serverId, async () => {
+      const record = this.records.read(serverId);
+      const names = homeserverNames(serverId);
+      const log = (ctx.log ?? this.log).child({ serverId });
+      const step = stepper(ctx, log);
+      step(0.05, "removing the proxy route");
+      if (record && this.o.proxy) await this.o.proxy.remove(record.serverName);
+      step(0.2, "removing the containers");
+      // Synapse first: PostgreSQL outlives its last client and shuts down cleanly.
+      for (const name of [names.synapse, names.synapsePrevious, names.postgres]) {
+        await this.runtime.stopContainer(name, this.timeouts.stopSeconds);
+        await this.runtime.removeContainer(name, { force: true });
+      }
+      step(0.5, "removing the networks and firewall rules");
+      await this.runtime.removeNetwork(names.hsNetwork);
+      await this.runtime.removeNetwork(names.dbNetwork);
+      await this.o.firewall?.remove({ shortId: names.shortId, tag: names.firewallTag });
+      step(0.7, "destroying the data");
+      rmSync(homeserverPaths(ctx.dataRoot, serverId).root, { recursive: true, force: true });
+      this.records.remove(serverId);
+      step(1, "deleted");
+      return { serverId, state: "deleted" as const };
     });
   }
 

@@ -38,6 +38,12 @@ export function baseUrl(host: string, port: number): string {
   return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
+/** The test of berth/synapse's HEALTHCHECK: GET /health answers "OK". */
+export async function synapseHealthy(base: string, signal?: AbortSignal): Promise<boolean> {
+  const answer = await requestJson(`${base}/health`, { timeoutMs: 5_000, ...(signal ? { signal } : {}) });
+  return answer.status === 200 && answer.body === "OK";
+}
+
 /** GET /_matrix/client/versions: the client API answers. */
 export async function clientVersions(base: string, signal?: AbortSignal): Promise<string[]> {
   const answer = await requestJson(`${base}/_matrix/client/versions`, { signal });

@@ -71,6 +71,13 @@ export interface WaitHealthyOptions {
   timeoutMs: number;
   signal?: AbortSignal;
   pollMs?: number;
+  /**
+   * The healthcheck's own test, run by the caller: a running container that
+   * passes it counts as healthy without waiting for Docker's next check (whose
+   * interval, on Docker before 25 without start_interval, is also the earliest
+   * a new container can turn healthy). Failures are still judged by Docker's.
+   */
+  ready?: () => Promise<boolean>;
 }
 
 type DockerError = Error & { statusCode?: number; json?: { message?: string } };
@@ -307,6 +314,7 @@ export class DockerRuntime {
     const started = Date.now();
     const pollMs = options.pollMs ?? 500;
     let restartCount: number | undefined;
+    let crashedAgain = 0;
     for (;;) {
       options.signal?.throwIfAborted();
       const info = await this.inspectContainer(name);
@@ -315,7 +323,13 @@ export class DockerRuntime {
       restartCount ??= info.RestartCount;
       const health = state.Health?.Status;
       if (state.Running && !state.Restarting && (health === "healthy" || (health === undefined && !info.Config.Healthcheck))) return;
-      if (state.Restarting || info.RestartCount > restartCount || (!state.Running && state.Status !== "created")) {
+      if (state.Running && !state.Restarting && health !== "unhealthy" && options.ready && (await options.ready().catch(() => false))) return;
+      if (info.RestartCount > restartCount && state.Running && !state.Restarting && !crashedAgain) {
+        // Restarted already: its exit code is gone until it exits again, which a crash loop does soon.
+        crashedAgain = Date.now() + 5_000;
+      }
+      const waitingForExitCode = crashedAgain > 0 && Date.now() < crashedAgain && state.Running && !state.Restarting;
+      if (!waitingForExitCode && (state.Restarting || info.RestartCount > restartCount || (!state.Running && state.Status !== "created"))) {
         throw new ContainerFailedError(
           `container ${name} ${state.Restarting || info.RestartCount > restartCount ? "keeps exiting" : `is ${state.Status}`} (exit code ${state.ExitCode}${state.OOMKilled ? ", killed for running out of memory" : ""}${state.Error ? `, ${state.Error}` : ""})`,
         );
@@ -329,7 +343,7 @@ export class DockerRuntime {
           `container ${name} did not become healthy within ${Math.round(options.timeoutMs / 1000)} s (health: ${health ?? state.Status}${state.Health?.Log?.length ? `; last check: ${lastHealthOutput(info)}` : ""})`,
         );
       }
-      await delay(Math.min(pollMs, options.timeoutMs - elapsed), options.signal);
+      await delay(Math.min(crashedAgain ? 50 : pollMs, options.timeoutMs - elapsed), options.signal);
     }
   }
 

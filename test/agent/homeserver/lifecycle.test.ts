@@ -1,8 +1,8 @@
 // The homeserver job handlers end to end against the real Docker Engine and the
 // locally built images: provision (hardening, data, admin account, signing key),
 // idempotency, the admin password, stop/start, suspend/resume, upgrade with
-// rollback, delete refused. One server goes through all of it, in order.
-import { readFileSync, readdirSync, statSync } from "node:fs";
+// rollback, delete refused, destroy. One server goes through all of it, in order.
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import bcrypt from "bcryptjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -279,6 +279,8 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
       new RegExp(`upgrade to ${broken} failed: container ${names().synapse} did not become healthy within 20 s.*; rolled back to ${SYNAPSE_IMAGE}, which is running again`),
     );
     console.info(`unhealthy upgrade rolled back in ${Date.now() - started} ms`);
+    // The agent judged it ready by its healthcheck's own test; Docker's verdict follows at its next check.
+    await run.runtime.waitHealthy(names().synapse, { timeoutMs: 60_000 });
     const after = await inspect(names().synapse);
     expect(after.Id).toBe(before);
     expect(after.Config.Image).toBe(SYNAPSE_IMAGE);
@@ -339,5 +341,20 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     await expect(handlers["homeserver.provision"](refused, run.ctx())).rejects.toThrow(/refusing to place customer data/);
     expect(await run.runtime.listContainers({ "berth.workload": refused.serverId })).toEqual([]);
     expect(POSTGRES_IMAGE).toBe("berth/postgres:15");
+  });
+
+  it("destroy (after a final backup) removes the route, containers, networks, rules, data and record; a rerun is a no-op", async () => {
+    const n = names();
+    const paths = run.paths(spec.serverId);
+    expect(await run.firewall.list(n.firewallTag)).not.toEqual([]);
+    expect(await run.manager.destroy(spec.serverId, run.ctx())).toEqual({ serverId: spec.serverId, state: "deleted" });
+    for (const container of [n.synapse, n.synapsePrevious, n.postgres]) expect(await run.runtime.inspectContainer(container)).toBeUndefined();
+    for (const network of [n.hsNetwork, n.dbNetwork]) expect(await run.runtime.inspectNetwork(network)).toBeUndefined();
+    expect(await run.firewall.list(n.firewallTag)).toEqual([]);
+    expect(run.proxy.state.has(spec.serverName)).toBe(false);
+    expect(existsSync(paths.root)).toBe(false);
+    expect(run.manager.records.read(spec.serverId)).toBeUndefined();
+    expect(await state()).toBeUndefined();
+    await expect(run.manager.destroy(spec.serverId, run.ctx())).resolves.toEqual({ serverId: spec.serverId, state: "deleted" });
   });
 });
