@@ -7,6 +7,14 @@ import { planById } from "../billing/plans";
 /** Memory kept back on every host for the system, the agent and Caddy. */
 export const HOST_RESERVED_MEMORY_MIB = 1024;
 
+/**
+ * Memory is reserved (a container at its limit is OOM-killed, so limits must
+ * add up), CPU is not: a plan's CPUs are a cap, and idle homeservers use a
+ * fraction of a percent of a core. Placement lets caps add up to this many
+ * times a host's cores.
+ */
+export const CPU_OVERCOMMIT = 4;
+
 export interface HostRoom {
   host: Host;
   freeMemoryMiB: number;
@@ -33,7 +41,7 @@ export async function roomInRegion(db: Database, region: string): Promise<HostRo
     return {
       host,
       freeMemoryMiB: host.memoryMiB - HOST_RESERVED_MEMORY_MIB - sum((r) => r.memoryMiB),
-      freeCpus: host.cpus - sum((r) => r.cpus),
+      freeCpus: host.cpus * CPU_OVERCOMMIT - sum((r) => r.cpus),
       freeDiskGiB: host.diskGiB - sum((r) => r.storageGiB),
     };
   });
