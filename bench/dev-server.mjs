@@ -32,20 +32,23 @@ export function readDotenv(file) {
  * `scripts/dev.mjs` in its own process group, so wrangler, workerd and the
  * Stripe emulator stop with it. Both ports are picked here and passed in, so
  * the emulator's address is known without reading the dev server's log.
- * `noAgent` passes --no-agent: no local berth-agent runs beside the Worker.
+ * `noAgent` passes --no-agent: no local berth-agent runs beside the Worker;
+ * otherwise the local agent and Caddy run, Caddy's HTTPS on `httpsPort` (and
+ * its HTTP one above it).
  * Returns { base, port, stripeUrl, persistTo, noAgent, pgid(), output(), restart(), stop() };
  * pgid() is the running process group's id (it changes with restart()).
  * `persistTo` holds berth-dev-secrets.env (STRIPE_WEBHOOK_SECRET among them)
  * and is removed by stop(). restart() stops the whole process group and starts
  * it again on the same ports and state directory (see there).
  */
-export async function startDevServer({ noAgent = false } = {}) {
+export async function startDevServer({ noAgent = false, httpsPort } = {}) {
   const port = await freePort();
   let stripePort = await freePort();
   while (stripePort === port) stripePort = await freePort();
   const persistTo = mkdtempSync(join(tmpdir(), "berth-bench-"));
   const args = ["--port", String(port), "--stripe-port", String(stripePort), "--persist-to", persistTo];
   if (noAgent) args.push("--no-agent");
+  else if (httpsPort) args.push("--https-port", String(httpsPort));
   // Always the local emulator: with a Stripe key in the environment dev.mjs would use Stripe's test mode.
   const { STRIPE_SECRET_KEY: _key, STRIPE_WEBHOOK_SECRET: _secret, ...env } = process.env;
   const base = `http://127.0.0.1:${port}`;
@@ -110,10 +113,12 @@ export async function startDevServer({ noAgent = false } = {}) {
   };
 
   let stopped;
-  const stop = () =>
+  /** `beforeRemove(persistTo)` (optional) runs once the processes are gone, before the state directory is removed. */
+  const stop = ({ beforeRemove } = {}) =>
     (stopped ??= (async () => {
       if (current) await stopGroup(current.child);
       current = undefined;
+      await beforeRemove?.(persistTo);
       rmSync(persistTo, { recursive: true, force: true });
       process.off("exit", onExit);
     })());

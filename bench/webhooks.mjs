@@ -5,61 +5,19 @@
 // duplicates (signature check, one D1 lookup); against GET /api/health.
 import { createHmac } from "node:crypto";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { readDotenv, startDevServer } from "./dev-server.mjs";
 import { load, rate, summarize } from "./lib.mjs";
-import { SESSION_COOKIE } from "./session-check.mjs";
+import { call, subscribedCustomer } from "./customer.mjs";
 
 const API_VERSION = "2026-10-28.endive";
 const STRIPE_KEY = "sk_test_x";
-const PASSWORD = "bench password 12345";
-const TEST_CARD = "4242424242424242";
-
-async function call(url, init = {}, expected = 200) {
-  const response = await fetch(url, { ...init, signal: AbortSignal.timeout(15_000) });
-  const text = await response.text();
-  if (response.status !== expected) throw new Error(`${init.method ?? "GET"} ${url} answered ${response.status}: ${text}`);
-  return text ? JSON.parse(text) : null;
-}
-
-const postJson = (body, headers = {}) =>
-  ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
 
 /**
- * The product flow a customer takes: sign up, verify the email from the dev
- * mailbox, log in, check out the starter plan and pay at the emulator, wait for
- * the webhooks to make the subscription active. Returns the paid invoice as the
+ * A paying customer (bench/customer.mjs) and the invoice they paid, as the
  * emulator serves it, with the customer, subscription and session cookie.
  */
 async function paidInvoice(base, stripeUrl) {
-  const email = `bench-webhooks-${Date.now()}@example.com`;
-  await call(`${base}/api/auth/signup`, postJson({ email, password: PASSWORD }), 202);
-
-  let token;
-  for (let i = 0; i < 50 && !token; i++) {
-    const messages = await call(`${base}/dev/mailbox.json?to=${encodeURIComponent(email)}`);
-    const link = messages.flatMap((message) => message.links ?? []).find((href) => new URL(href, base).pathname === "/verify-email");
-    token = link && new URL(link, base).searchParams.get("token");
-    if (!token) await sleep(100);
-  }
-  if (!token) throw new Error(`no verification link reached the dev mailbox for ${email}`);
-  await call(`${base}/api/auth/verify-email`, postJson({ token }));
-
-  const login = await fetch(`${base}/api/auth/login`, postJson({ email, password: PASSWORD }));
-  if (login.status !== 200) throw new Error(`login answered ${login.status}: ${await login.text()}`);
-  const cookie = login.headers.getSetCookie().find((c) => c.startsWith(`${SESSION_COOKIE}=`))?.split(";")[0];
-  if (!cookie) throw new Error("login set no session cookie");
-
-  const { url } = await call(`${base}/api/billing/checkout`, postJson({ plan: "starter" }, { cookie }));
-  const sessionId = new URL(url).pathname.split("/").pop();
-  await call(`${stripeUrl}/_emulator/checkout/sessions/${sessionId}/complete`, postJson({ card: TEST_CARD }));
-
-  let status;
-  for (let deadline = Date.now() + 20_000; Date.now() < deadline; await sleep(100)) {
-    ({ status } = await call(`${base}/api/billing/subscription`, { headers: { cookie } }));
-    if (status === "active") break;
-  }
-  if (status !== "active") throw new Error(`the subscription is ${status}, not active, 20 s after paying`);
+  const { cookie, sessionId } = await subscribedCustomer(base, stripeUrl, "webhooks");
   // Every pushed delivery done, so none of them runs during the measurement.
   await call(`${stripeUrl}/_emulator/deliveries/flush`, { method: "POST" });
 
