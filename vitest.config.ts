@@ -17,6 +17,7 @@ export default defineConfig({
               bindings: {
                 ENVIRONMENT: "development",
                 SESSION_KEYRING_SECRET: "test-keyring-secret-0123456789abcdef0123456789abcdef",
+                BACKUP_KEY_WRAPPING_SECRET: "test-backup-wrapping-secret-0123456789abcdef01234567",
                 STRIPE_API_URL: inject("stripeEmulatorUrl"),
                 STRIPE_WEBHOOK_SECRET,
                 TEST_MIGRATIONS: await readD1Migrations(migrations),

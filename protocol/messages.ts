@@ -215,6 +215,83 @@ export const enrollResponse = z.strictObject({
 });
 export type EnrollResponse = z.infer<typeof enrollResponse>;
 
+// ---------- backups: signed agent HTTP requests and the backup/restore jobs ----------
+
+/**
+ * Agents call the Worker's backup endpoints over HTTP, each request signed
+ * with the host's Ed25519 key: these headers, and a signature over
+ * agentRequestSigningInput(). The Worker refuses a timestamp more than
+ * AGENT_REQUEST_MAX_SKEW_MS away from its clock and a body whose SHA-256 is
+ * not the one signed.
+ */
+export const AGENT_REQUEST_HEADERS = {
+  host: "x-berth-host",
+  /** Unix milliseconds. */
+  timestamp: "x-berth-timestamp",
+  /** Lower-case hex SHA-256 of the body (of nothing, for a request without one). */
+  contentSha256: "x-berth-content-sha256",
+  /** base64url Ed25519 over agentRequestSigningInput(). */
+  signature: "x-berth-signature",
+} as const;
+export const AGENT_REQUEST_MAX_SKEW_MS = 5 * 60_000;
+
+/** What an agent signs for one HTTP request: bound to its method, path, time and body. */
+export function agentRequestSigningInput(method: string, pathname: string, timestamp: string | number, contentSha256: string): string {
+  return `berth-agent-request-v1\n${method.toUpperCase()}\n${pathname}\n${timestamp}\n${contentSha256}`;
+}
+
+/** Every part of a backup upload but the last has exactly this size (R2 wants equal parts of at least 5 MiB). */
+export const BACKUP_PART_SIZE = 8 * 1024 * 1024;
+export const BACKUP_MIN_PART_SIZE = 5 * 1024 * 1024;
+/** R2's limit on the parts of one multipart upload. */
+export const BACKUP_MAX_PARTS = 10_000;
+
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "lower-case hex SHA-256");
+
+/** `homeserver.backup`: encrypt to `recipient` (age X25519) and upload in parts of `partSize` to `uploadBase`. */
+export const backupJobPayload = z.strictObject({
+  serverId: id,
+  backupId: id,
+  /** The homeserver's age recipient (public key, age1…): hosts can encrypt, never decrypt. */
+  recipient: z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, "an age X25519 recipient"),
+  partSize: z.number().int().min(BACKUP_MIN_PART_SIZE).max(BACKUP_PART_SIZE),
+  /** Worker origin + /api/agent/backups/<backupId>: the agent appends /parts/<n>, /complete, /abort. */
+  uploadBase: z.url(),
+});
+export type BackupJobPayload = z.infer<typeof backupJobPayload>;
+
+/** `homeserver.restore`: download, decrypt with `identity` and restore into a fresh database. */
+export const restoreJobPayload = z.strictObject({
+  serverId: id,
+  backupId: id,
+  /** The homeserver's age identity (AGE-SECRET-KEY-1…): handed to a host only inside this job. */
+  identity: z.string().regex(/^AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}$/, "an age X25519 identity"),
+  /** GET it with a signed request: the ciphertext, as uploaded. */
+  downloadUrl: z.url(),
+  /** Restoring onto another homeserver (a later migration); absent means the backup's own. */
+  targetServerName: z.string().max(253).optional(),
+});
+export type RestoreJobPayload = z.infer<typeof restoreJobPayload>;
+
+/** What the Worker answers for each part it stored, and what `complete` lists back. */
+export const backupPartReceipt = z.strictObject({
+  partNumber: z.number().int().min(1).max(BACKUP_MAX_PARTS),
+  size: z.number().int().positive(),
+  sha256: sha256Hex,
+});
+export type BackupPartReceipt = z.infer<typeof backupPartReceipt>;
+
+/** POST <uploadBase>/complete: every part in order, and the whole ciphertext's size and SHA-256. */
+export const backupCompleteRequest = z.strictObject({
+  parts: z.array(backupPartReceipt).min(1).max(BACKUP_MAX_PARTS),
+  size: z.number().int().positive(),
+  sha256: sha256Hex,
+});
+export type BackupCompleteRequest = z.infer<typeof backupCompleteRequest>;
+
+/** POST <uploadBase>/abort: the upload is given up; the Worker discards its parts. */
+export const backupAbortRequest = z.strictObject({ reason: z.string().min(1).max(1000) });
+
 /** Job kinds every agent understands; the homeserver and backup kinds come with their issues. */
 export const TEST_JOB_KINDS = ["noop", "sleep", "fail"] as const;
 export const WORKLOAD_JOB_KINDS = ["workload.ensure", "workload.remove"] as const;

@@ -64,13 +64,14 @@ function parseDotenv(text) {
 
 /**
  * Development secrets live beside the local state they protect, generated once
- * and kept: the session key ring in local D1 is wrapped with one of them.
+ * and kept: the session key ring and the backup identities in local D1 are wrapped with them.
  */
 function devSecrets() {
   mkdirSync(persistTo, { recursive: true });
   const file = join(persistTo, "berth-dev-secrets.env");
   const secrets = existsSync(file) ? parseDotenv(readFileSync(file, "utf8")) : {};
   secrets.SESSION_KEYRING_SECRET ??= randomBytes(32).toString("hex");
+  secrets.BACKUP_KEY_WRAPPING_SECRET ??= randomBytes(32).toString("hex");
   secrets.STRIPE_WEBHOOK_SECRET ??= `whsec_${randomBytes(24).toString("hex")}`;
   writeFileSync(file, Object.entries(secrets).map(([name, value]) => `${name}=${value}\n`).join(""), { mode: 0o600 });
   return secrets;
@@ -78,7 +79,7 @@ function devSecrets() {
 
 /** This run's Worker secrets, as a dotenv file for wrangler (never on a command line). */
 function workerEnvFile(secrets) {
-  const values = { SESSION_KEYRING_SECRET: secrets.SESSION_KEYRING_SECRET };
+  const values = { SESSION_KEYRING_SECRET: secrets.SESSION_KEYRING_SECRET, BACKUP_KEY_WRAPPING_SECRET: secrets.BACKUP_KEY_WRAPPING_SECRET };
   if (realStripe) {
     values.STRIPE_SECRET_KEY = process.env.STRIPE_SECRET_KEY;
     values.STRIPE_WEBHOOK_SECRET = process.env.STRIPE_WEBHOOK_SECRET ?? "";
@@ -134,6 +135,9 @@ const devVars = [
   "--test-scheduled",
   "--var",
   "ENVIRONMENT:development",
+  // Backup jobs carry absolute upload/download URLs, also when the cron makes them (no request to take an origin from).
+  "--var",
+  `PUBLIC_URL:http://localhost:${options.port}`,
   // Homeservers run from the locally built images, at <name>.berth.localhost (browsers resolve *.localhost to this machine).
   "--var",
   "HOMESERVER_DOMAIN:berth.localhost",

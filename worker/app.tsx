@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { BACKUP_PART_SIZE } from "../protocol/messages";
 import { database } from "./db/client";
 import { isDevelopment } from "./env";
 import { notFound } from "./errors";
@@ -13,6 +14,7 @@ import { accountRoutes } from "./routes/account";
 import { adminRoutes } from "./routes/admin";
 import { agentRoutes } from "./routes/agent";
 import { serverRoutes } from "./routes/servers";
+import { agentBackupRoutes, serverBackupRoutes } from "./routes/backups";
 import { authRoutes } from "./routes/auth";
 import { billingRoutes } from "./routes/billing";
 import { billingPageRoutes } from "./routes/billing-pages";
@@ -31,6 +33,14 @@ function limitBody(maxSize: number) {
 const bodyLimitForPeople = limitBody(MAX_BODY_BYTES);
 // Stripe's events (an invoice with its lines) outgrow what we allow people.
 const webhookBodyLimit = limitBody(512 * 1024);
+// Backup parts; an agent's body is read only once its signature holds.
+const agentBackupBodyLimit = limitBody(BACKUP_PART_SIZE);
+
+function bodyLimitFor(path: string) {
+  if (path.startsWith("/webhooks/")) return webhookBodyLimit;
+  if (path.startsWith("/api/agent/backups/")) return agentBackupBodyLimit;
+  return bodyLimitForPeople;
+}
 
 export const app = new Hono<AppEnv>()
   .use(securityHeaders)
@@ -41,7 +51,7 @@ export const app = new Hono<AppEnv>()
     // Nothing we serve but static assets may be cached: responses carry account data.
     if (!c.res.headers.has("Cache-Control")) c.header("Cache-Control", "no-store");
   })
-  .use((c, next) => (c.req.path.startsWith("/webhooks/") ? webhookBodyLimit : bodyLimitForPeople)(c, next))
+  .use((c, next) => bodyLimitFor(c.req.path)(c, next))
   .use(csrfProtection)
   .use(loadSession)
   .get("/api/health", (c) => c.json({ status: "ok" }))
@@ -49,6 +59,8 @@ export const app = new Hono<AppEnv>()
   .route("/api/me", accountRoutes)
   .route("/api/billing", billingRoutes)
   .route("/api/servers", serverRoutes)
+  .route("/api/servers", serverBackupRoutes)
+  .route("/api/agent/backups", agentBackupRoutes)
   .route("/api/agent", agentRoutes)
   .route("/api/admin", adminRoutes)
   .route("/webhooks/stripe", stripeWebhookRoutes)

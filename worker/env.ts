@@ -1,6 +1,8 @@
 // The Worker's bindings and variables, as wrangler.toml and secrets provide them.
 export interface Env {
   DB: D1Database;
+  /** Encrypted backups: backups/<serverId>/<backupId>.age and a .manifest.json beside each. */
+  BACKUPS: R2Bucket;
   /** One Durable Object per host (HostConnection). */
   HOSTS: DurableObjectNamespace<import("./fleet/host-connection").HostConnection>;
   /** "production" (wrangler.toml) or "development" (set by `npm run dev` and the tests). */
@@ -13,6 +15,8 @@ export interface Env {
   RESEND_API_KEY?: string;
   /** Wraps the session signing keys stored in D1. A Worker secret. */
   SESSION_KEYRING_SECRET?: string;
+  /** Wraps each homeserver's backup identity (age private key) stored in D1. A Worker secret. */
+  BACKUP_KEY_WRAPPING_SECRET?: string;
   /** Stripe's API key. Without it, development talks to the local emulator at STRIPE_API_URL. */
   STRIPE_SECRET_KEY?: string;
   /** The signing secret of our webhook endpoint (`whsec_…`). */

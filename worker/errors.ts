@@ -1,6 +1,6 @@
 // Errors the domain raises for the caller to see. The HTTP layer maps each to
 // {"error": {"code", "message"}} with its status; nothing here knows about HTTP frameworks.
-export type ErrorStatus = 400 | 401 | 403 | 404 | 409 | 413 | 415 | 426 | 429 | 503;
+export type ErrorStatus = 400 | 401 | 403 | 404 | 409 | 411 | 413 | 415 | 426 | 429 | 503;
 
 export class ApiError extends Error {
   constructor(

@@ -1,4 +1,5 @@
 import { rotateSigningKeys } from "./auth/keyring";
+import { failAbandonedBackups, pruneBackups, scheduleDailyBackups } from "./backups/maintenance";
 import { pruneRateLimitWindows } from "./auth/rate-limit";
 import { pruneExpiredSessions } from "./auth/sessions";
 import { pruneTokens } from "./auth/tokens";
@@ -8,6 +9,7 @@ import type { Env } from "./env";
 import { markStaleHostsOffline } from "./fleet/hosts";
 import { failExpiredJobs } from "./fleet/jobs";
 import { rollUpUsage } from "./fleet/usage";
+import { resumeStalledDeletions, startDueDeletions } from "./servers/deletion";
 import { handleEntitlementEvents } from "./servers/entitlement-jobs";
 import { applyJobOutcome } from "./servers/outcomes";
 
@@ -17,12 +19,14 @@ export const EVERY_MINUTE = "* * * * *";
 /**
  * The cron job. Every run: the fleet backstops (hosts whose Durable Object lost
  * its connection without noticing, jobs of hosts that never came back). Hourly
- * (any other schedule): key rotation, entitlement deadlines, usage roll-ups and
- * pruning what has expired.
+ * (any other schedule): key rotation, entitlement deadlines, usage roll-ups,
+ * pruning what has expired, and backups (the daily ones, retention, abandoned
+ * uploads, deletions due or stalled).
  */
 export async function runScheduledMaintenance(env: Env, now: Date, cron: string) {
   const db = database(env.DB);
-  for (const expired of await failExpiredJobs(db, null, now)) await applyJobOutcome(db, expired, now);
+  const ctx = { db, env, now };
+  for (const expired of await failExpiredJobs(db, null, now)) await applyJobOutcome(ctx, expired);
   const report: Record<string, unknown> = {
     event: "scheduled_maintenance",
     cron,
@@ -40,6 +44,13 @@ export async function runScheduledMaintenance(env: Env, now: Date, cron: string)
       entitlementsExpired: await expireEntitlements(db, now, entitlementPolicy(env)),
     });
     await rollUpUsage(db, now);
+    Object.assign(report, {
+      abandonedBackupsFailed: await failAbandonedBackups(ctx),
+      stalledDeletionsResumed: await resumeStalledDeletions(ctx),
+      backupsPruned: await pruneBackups(ctx),
+      dueDeletionsStarted: await startDueDeletions(ctx),
+      dailyBackupsStarted: await scheduleDailyBackups(ctx),
+    });
   }
   // Last: the hourly work above may have moved entitlements along.
   report.entitlementEventsHandled = await handleEntitlementEvents(db, env, now);

@@ -2,7 +2,8 @@ import { desc } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { auditLog } from "../db/schema";
 
-export type Actor = `user:${string}` | `host:${string}` | "anonymous";
+/** "system": the control plane on its own (the cron, job outcomes). */
+export type Actor = `user:${string}` | `host:${string}` | "system" | "anonymous";
 
 /** Records one security-relevant action. Details must never carry secrets (tokens, keys, signatures). */
 export function audit(db: Database, now: Date, actor: Actor, action: string, target: string | null, detail?: Record<string, unknown>) {

@@ -1,7 +1,8 @@
 import { and, desc, isNull, lte, ne } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { sessionKeys } from "../db/schema";
-import { base64Decode, base64Encode, base64UrlDecode, base64UrlEncode, randomBytes, utf8 } from "../crypto/bytes";
+import { base64UrlDecode, base64UrlEncode, randomBytes, utf8 } from "../crypto/bytes";
+import { deriveWrappingKey, unwrapSecret, wrapSecret } from "../crypto/wrap";
 import { SESSION_ABSOLUTE_LIFETIME_MS, SIGNING_KEY_ROTATION_INTERVAL_MS } from "./policy";
 
 /**
@@ -33,31 +34,14 @@ function cacheFor(secret: string | undefined): UnwrapCache {
   if (!secret) throw new KeyringSecretMissing();
   let cache = caches.get(secret);
   if (!cache) {
-    const wrapping = crypto.subtle
-      .importKey("raw", utf8(secret), "HKDF", false, ["deriveKey"])
-      .then((material) =>
-        crypto.subtle.deriveKey(
-          { name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: utf8("berth session keyring wrap v1") },
-          material,
-          { name: "AES-GCM", length: 256 },
-          false,
-          ["encrypt", "decrypt"],
-        ),
-      );
-    cache = { wrapping, hmac: new Map() };
+    cache = { wrapping: deriveWrappingKey(secret, "berth session keyring wrap v1"), hmac: new Map() };
     caches.set(secret, cache);
   }
   return cache;
 }
 
 async function wrap(secret: string | undefined, kid: string, raw: Uint8Array): Promise<string> {
-  const iv = randomBytes(12);
-  const sealed = await crypto.subtle.encrypt(
-    { name: "AES-GCM", iv, additionalData: utf8(kid) },
-    await cacheFor(secret).wrapping,
-    raw,
-  );
-  return `${base64Encode(iv)}.${base64Encode(new Uint8Array(sealed))}`;
+  return wrapSecret(await cacheFor(secret).wrapping, kid, raw);
 }
 
 function unwrapToHmacKey(secret: string | undefined, kid: string, wrapped: string): Promise<CryptoKey> {
@@ -66,12 +50,7 @@ function unwrapToHmacKey(secret: string | undefined, kid: string, wrapped: strin
   let key = cache.hmac.get(cacheKey);
   if (!key) {
     key = (async () => {
-      const [iv, sealed] = wrapped.split(".");
-      const raw = await crypto.subtle.decrypt(
-        { name: "AES-GCM", iv: base64Decode(iv!), additionalData: utf8(kid) },
-        await cache.wrapping,
-        base64Decode(sealed!),
-      );
+      const raw = await unwrapSecret(await cache.wrapping, kid, wrapped);
       return crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
     })();
     key.catch(() => cache.hmac.delete(cacheKey));

@@ -274,6 +274,7 @@ export const SERVER_STATUSES = [
   "starting",
   "suspended",
   "upgrading",
+  "restoring",
   "deleting",
   "deleted",
   "failed",
@@ -296,6 +297,8 @@ export const servers = sqliteTable(
     status: text("status", { enum: SERVER_STATUSES }).notNull().default("provisioning"),
     /** Why it failed, or what the last lifecycle step reported. */
     statusReason: text("status_reason"),
+    /** While a step that must leave the server as it was if it fails is under way (restore, deletion): the status to go back to. */
+    previousStatus: text("previous_status", { enum: SERVER_STATUSES }),
     synapseVersion: text("synapse_version"),
     /** The first admin account, made at provisioning with a password nobody knows until the owner sets one. */
     adminUserId: text("admin_user_id"),
@@ -392,7 +395,94 @@ export const auditLog = sqliteTable(
   (t) => [index("audit_log_at_idx").on(t.at)],
 );
 
+// ---------- backups ----------
+
+export const BACKUP_TRIGGERS = ["scheduled", "manual", "final"] as const;
+export type BackupTrigger = (typeof BACKUP_TRIGGERS)[number];
+export const BACKUP_STATUSES = ["pending", "running", "succeeded", "failed"] as const;
+export type BackupStatus = (typeof BACKUP_STATUSES)[number];
+
+/** One part of a backup's ciphertext as the Worker received it: the manifest lists them. */
+export interface BackupManifestPart {
+  partNumber: number;
+  size: number;
+  sha256: string;
+}
+
+// A homeserver's encrypted backup: an age file in R2, uploaded by its host in parts through the Worker.
+// Backups outlive their server's deletion (no cascade): retention removes them with their R2 objects.
+export const backups = sqliteTable(
+  "backups",
+  {
+    id: text("id").primaryKey(),
+    serverId: text("server_id")
+      .notNull()
+      .references(() => servers.id),
+    /** The host that takes it: the only one that may upload it. */
+    hostId: text("host_id")
+      .notNull()
+      .references(() => hosts.id),
+    trigger: text("trigger", { enum: BACKUP_TRIGGERS }).notNull(),
+    /** pending (queued) → running (parts arriving) → succeeded | failed. */
+    status: text("status", { enum: BACKUP_STATUSES }).notNull(),
+    r2Key: text("r2_key").notNull(),
+    /** The R2 multipart upload, created with the backup. */
+    uploadId: text("upload_id").notNull(),
+    /** Every part but the last has exactly this size. */
+    partSize: integer("part_size").notNull(),
+    /** Of the whole ciphertext, once succeeded. */
+    sizeBytes: integer("size_bytes"),
+    sha256: text("sha256"),
+    /** The manifest: each part's size and SHA-256, once succeeded. */
+    parts: text("parts_json", { mode: "json" }).$type<BackupManifestPart[]>(),
+    /** Ciphertext bytes received so far. */
+    progressBytes: integer("progress_bytes").notNull().default(0),
+    error: text("error"),
+    /** The `homeserver.backup` job that makes it. */
+    jobId: text("job_id").notNull(),
+    createdAt: timestamp("created_at").notNull(),
+    startedAt: timestamp("started_at"),
+    completedAt: timestamp("completed_at"),
+  },
+  (t) => [
+    index("backups_server_created_idx").on(t.serverId, t.createdAt),
+    index("backups_status_idx").on(t.status),
+    // One backup under way per server, whoever asks: the database settles races.
+    uniqueIndex("backups_one_unfinished_per_server").on(t.serverId).where(sql`status IN ('pending', 'running')`),
+  ],
+);
+
+// The parts of a backup's multipart upload as they arrive; a retried part replaces its row.
+export const backupParts = sqliteTable(
+  "backup_parts",
+  {
+    backupId: text("backup_id")
+      .notNull()
+      .references(() => backups.id, { onDelete: "cascade" }),
+    partNumber: integer("part_number").notNull(),
+    size: integer("size").notNull(),
+    /** Computed by the Worker from the bytes it streamed to R2. */
+    sha256: text("sha256").notNull(),
+    /** R2's etag, which completing the upload needs. */
+    etag: text("etag").notNull(),
+    uploadedAt: timestamp("uploaded_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.backupId, t.partNumber] })],
+);
+
+// Per homeserver an age X25519 key pair: the recipient (public) goes to hosts in every backup job;
+// the identity (private) is kept wrapped (AES-256-GCM under BACKUP_KEY_WRAPPING_SECRET, the server id as associated data).
+export const backupKeys = sqliteTable("backup_keys", {
+  serverId: text("server_id")
+    .primaryKey()
+    .references(() => servers.id),
+  recipient: text("recipient").notNull(),
+  wrappedIdentity: text("wrapped_identity").notNull(),
+  createdAt: timestamp("created_at").notNull(),
+});
+
 export type Host = typeof hosts.$inferSelect;
 export type Server = typeof servers.$inferSelect;
 export type Job = typeof jobs.$inferSelect;
 export type Workload = typeof workloads.$inferSelect;
+export type Backup = typeof backups.$inferSelect;

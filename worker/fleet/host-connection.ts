@@ -13,8 +13,8 @@ import {
 } from "../../protocol/messages";
 import { audit } from "../audit/audit";
 import { database, type Database } from "../db/client";
-import { hosts, type Host } from "../db/schema";
-import { base64UrlDecode, randomToken, utf8 } from "../crypto/bytes";
+import { hosts } from "../db/schema";
+import { randomToken } from "../crypto/bytes";
 import type { Env } from "../env";
 import { claimDueJobs, failExpiredJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
 import {
@@ -27,7 +27,9 @@ import {
 } from "./policy";
 import { recordCertificates } from "./certificates";
 import { reconcileHost } from "./reconcile";
+import { verifyHostSignature } from "./signatures";
 import { ingestUsage } from "./usage";
+import { payloadForDelivery } from "../backups/restore";
 import { applyJobOutcome } from "../servers/outcomes";
 
 type Attachment =
@@ -111,7 +113,7 @@ export class HostConnection extends DurableObject<Env> {
         break;
       case "job.result": {
         const finished = await recordResult(this.db, hostId, message, now);
-        if (finished) await applyJobOutcome(this.db, finished, now);
+        if (finished) await applyJobOutcome({ db: this.db, env: this.env, now }, finished);
         break;
       }
       case "inventory":
@@ -185,14 +187,14 @@ export class HostConnection extends DurableObject<Env> {
     const hostId = hostIdFromWorker ?? (await this.ctx.storage.get<string>("hostId"));
     if (!hostId) return;
     const now = new Date();
-    for (const expired of await failExpiredJobs(this.db, hostId, now)) await applyJobOutcome(this.db, expired, now);
+    for (const expired of await failExpiredJobs(this.db, hostId, now)) await applyJobOutcome({ db: this.db, env: this.env, now }, expired);
     const [ws] = this.sockets("authenticated");
     if (ws) {
       for (const job of await claimDueJobs(this.db, hostId, now)) {
         ws.send(
           JSON.stringify({
             type: "job",
-            job: { id: job.id, kind: job.kind, payload: job.payload ?? null, attempt: job.attempts, deadline: job.deadline.getTime() },
+            job: { id: job.id, kind: job.kind, payload: await payloadForDelivery(this.db, this.env, job), attempt: job.attempts, deadline: job.deadline.getTime() },
           }),
         );
       }
@@ -230,7 +232,8 @@ export class HostConnection extends DurableObject<Env> {
     if (host.status === "revoked") return refuse(CLOSE.REVOKED, "host revoked", "revoked host");
     if (hello.hostId !== attachment.hostId) return refuse(CLOSE.UNAUTHORIZED, "wrong host", "hello names another host");
     if (hello.nonce !== attachment.nonce) return refuse(CLOSE.UNAUTHORIZED, "stale challenge", "replayed or stale challenge");
-    if (!(await verifyHello(host, hello))) return refuse(CLOSE.UNAUTHORIZED, "bad signature", "bad signature");
+    const signed = await verifyHostSignature(host.publicKey, hello.signature, helloSigningInput(host.id, hello.nonce));
+    if (!signed) return refuse(CLOSE.UNAUTHORIZED, "bad signature", "bad signature");
     const protocol = Math.max(...hello.protocols.filter((v) => v >= OLDEST_SUPPORTED_PROTOCOL && v <= PROTOCOL_VERSION));
     if (!Number.isFinite(protocol)) {
       return refuse(CLOSE.PROTOCOL_TOO_OLD, `agent too old: this control plane speaks protocol ${OLDEST_SUPPORTED_PROTOCOL}–${PROTOCOL_VERSION}; upgrade berth-agent`, "protocol too old");
@@ -310,17 +313,5 @@ export class HostConnection extends DurableObject<Env> {
     if (!Number.isFinite(at)) return;
     const current = await this.ctx.storage.getAlarm();
     if (current === null || current > at || current < Date.now()) await this.ctx.storage.setAlarm(at);
-  }
-}
-
-async function verifyHello(host: Host, hello: HelloMessage): Promise<boolean> {
-  const publicKey = base64UrlDecode(host.publicKey);
-  const signature = base64UrlDecode(hello.signature);
-  if (!publicKey || !signature) return false;
-  try {
-    const key = await crypto.subtle.importKey("raw", publicKey, { name: "Ed25519" }, false, ["verify"]);
-    return await crypto.subtle.verify({ name: "Ed25519" }, key, signature, utf8(helloSigningInput(host.id, hello.nonce)));
-  } catch {
-    return false;
   }
 }

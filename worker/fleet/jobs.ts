@@ -12,6 +12,8 @@ import { JOB_DEFAULT_TIMEOUT_MS, RETRY_BASE_MS, RETRY_MAX_MS } from "./policy";
 const UNFINISHED: JobStatus[] = ["queued", "sent", "acked"];
 
 export interface NewJob {
+  /** Given when a row written before the job must name it (a backup names its job). */
+  id?: string;
   hostId: string;
   kind: string;
   payload: unknown;
@@ -22,7 +24,7 @@ export async function createJob(db: Database, job: NewJob, now: Date): Promise<J
   const [row] = await db
     .insert(jobs)
     .values({
-      id: crypto.randomUUID(),
+      id: job.id ?? crypto.randomUUID(),
       hostId: job.hostId,
       kind: job.kind,
       payload: job.payload ?? {},

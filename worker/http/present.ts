@@ -1,7 +1,8 @@
 import type { billingSummary } from "../billing/billing";
 import type { Plan } from "../billing/plans";
-import type { Host, Invoice, Job, Server, User } from "../db/schema";
+import type { Backup, Host, Invoice, Job, Server, User } from "../db/schema";
 import type { Env } from "../env";
+import { keptUntil } from "../backups/maintenance";
 import { homeserverUrlOf, serverNameOf } from "../servers/servers";
 
 /** The account as its owner sees it through the API. */
@@ -134,5 +135,21 @@ export function presentServer(env: Env, server: Server, job: Job | undefined) {
           error: job.error,
         }
       : null,
+  };
+}
+
+/** A backup as its server's owner (or its host) sees it: never its key, object name or upload id. */
+export function presentBackup(backup: Backup, newestSucceededId: string | undefined, now: Date) {
+  return {
+    id: backup.id,
+    trigger: backup.trigger,
+    status: backup.status,
+    sizeBytes: backup.sizeBytes,
+    progressBytes: backup.progressBytes,
+    error: backup.error,
+    createdAt: backup.createdAt.toISOString(),
+    startedAt: backup.startedAt?.toISOString() ?? null,
+    completedAt: backup.completedAt?.toISOString() ?? null,
+    keptUntil: keptUntil(backup, newestSucceededId, now)?.toISOString() ?? null,
   };
 }

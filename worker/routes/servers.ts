@@ -2,7 +2,6 @@ import { eq } from "drizzle-orm";
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "zod";
-import { conflict } from "../errors";
 import { REGIONS } from "../fleet/enrollment";
 import { USAGE_RANGES, workloadUsageSeries, type UsageRange } from "../fleet/usage";
 import type { AppEnv } from "../http/context";
@@ -13,6 +12,7 @@ import { passwordSchema } from "../auth/credentials";
 import { servers } from "../db/schema";
 import { linkBuilder } from "../http/domain-context";
 import { createAdminPasswordLink, setAdminPassword } from "../servers/admin-password";
+import { deleteOwnedServer } from "../servers/deletion";
 import { serverNameSchema } from "../servers/names";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer } from "../servers/servers";
 
@@ -49,10 +49,10 @@ export const serverRoutes = new Hono<AppEnv>()
     const server = await changeServerState({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user, c.req.param("id"), "start");
     return c.json(presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)), 202);
   })
+  // Deleting takes a final backup first; the homeserver is destroyed only once that succeeded.
   .delete("/:id", async (c) => {
-    await ownedServer(c.var.db, requireAuth(c).user.id, c.req.param("id"));
-    // Data is destroyed only after a final backup exists; backups are not built yet, so deletion is refused.
-    throw conflict("backup_required", "Deleting a homeserver takes a final backup first, and backups are not available yet. Nothing was deleted.");
+    const server = await deleteOwnedServer({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user, c.req.param("id"));
+    return c.json(presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)), 202);
   })
   .post("/:id/admin-password-link", async (c) => {
     const link = await createAdminPasswordLink(

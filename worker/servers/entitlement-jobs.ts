@@ -1,16 +1,15 @@
 import { and, asc, eq, inArray, isNull } from "drizzle-orm";
-import { audit } from "../audit/audit";
 import type { Database } from "../db/client";
 import { entitlementEvents, servers, type ServerStatus } from "../db/schema";
 import type { Env } from "../env";
 import { dispatchJob } from "../fleet/hosts";
+import { startDueDeletions } from "./deletion";
 import { LIFECYCLE_TIMEOUT_MS, type HomeserverJobKind } from "./servers";
 
 /**
  * Turns billing's entitlement transitions into lifecycle jobs: suspension stops
- * an account's homeservers (data kept), paying again resumes them. Deletion
- * needs a final backup, which does not exist yet, so a due deletion is recorded
- * and refused: the homeservers stay suspended with their data.
+ * an account's homeservers (data kept), paying again resumes them, and a due
+ * deletion deletes them, each after a final backup (startDueDeletions).
  */
 export async function handleEntitlementEvents(db: Database, env: Env, now: Date): Promise<number> {
   const events = await db
@@ -32,9 +31,7 @@ export async function handleEntitlementEvents(db: Database, env: Env, now: Date)
         await dispatchJob(db, env, { hostId: server.hostId, kind: plan.kind, payload: { serverId: server.id }, timeoutMs: LIFECYCLE_TIMEOUT_MS }, now);
       }
     } else if (event.toState === "deletion_due") {
-      await audit(db, now, `user:${event.userId}`, "server.deletion_refused", null, {
-        reason: "no final backup can be taken yet; homeservers stay suspended with their data",
-      });
+      await startDueDeletions({ db, env, now }, event.userId);
     }
     await db.update(entitlementEvents).set({ handledAt: now }).where(eq(entitlementEvents.id, event.id));
   }

@@ -1,10 +1,13 @@
-import { and, eq } from "drizzle-orm";
-import type { Database } from "../db/client";
+import { and, eq, sql } from "drizzle-orm";
+import { settleBackupJob } from "../backups/backups";
 import { servers, type Job, type ServerStatus } from "../db/schema";
+import { deleteAfterFinalBackup, stopDeletion } from "./deletion";
+import type { ServerContext } from "./servers";
 
 interface Outcome {
   ok: ServerStatus;
-  failed: ServerStatus;
+  /** "previous": back to the status the server had before the step (which leaves it as it was when it fails). */
+  failed: ServerStatus | "previous";
   failureReason?: string;
 }
 
@@ -18,23 +21,36 @@ const OUTCOMES: Record<string, Outcome> = {
   "homeserver.delete": { ok: "deleted", failed: "failed" },
   // The agent rolls a failed upgrade back to the version that worked.
   "homeserver.upgrade": { ok: "running", failed: "running", failureReason: "the upgrade failed and was rolled back" },
+  // The agent restores into a fresh database and leaves the running homeserver untouched when that fails.
+  "homeserver.restore": { ok: "running", failed: "previous", failureReason: "the restore failed and the homeserver was left as it was" },
 };
 
-/** Applied by the host's Durable Object when a job's result is first recorded. */
-export async function applyJobOutcome(db: Database, job: Job, now: Date): Promise<void> {
+/** Applied by the host's Durable Object (or the cron, for deadlines) when a job's result is first recorded. */
+export async function applyJobOutcome(ctx: ServerContext, job: Job): Promise<void> {
+  if (job.kind === "homeserver.backup") return applyBackupOutcome(ctx, job);
   const outcome = OUTCOMES[job.kind];
   const serverId = (job.payload as { serverId?: unknown } | null)?.serverId;
   if (!outcome || typeof serverId !== "string") return;
   const ok = job.status === "succeeded";
   const result = (job.result ?? {}) as { synapseVersion?: unknown; adminUserId?: unknown };
-  await db
+  const failed = outcome.failed === "previous" ? sql`coalesce(${servers.previousStatus}, 'failed')` : outcome.failed;
+  await ctx.db
     .update(servers)
     .set({
-      status: ok ? outcome.ok : outcome.failed,
+      status: ok ? outcome.ok : failed,
       statusReason: ok ? null : [outcome.failureReason, job.error].filter(Boolean).join(": "),
+      previousStatus: null,
       ...(ok && typeof result.synapseVersion === "string" ? { synapseVersion: result.synapseVersion } : {}),
       ...(ok && typeof result.adminUserId === "string" ? { adminUserId: result.adminUserId } : {}),
-      updatedAt: now,
+      updatedAt: ctx.now,
     })
     .where(and(eq(servers.id, serverId), eq(servers.hostId, job.hostId)));
+}
+
+/** A backup its job left unfinished has failed; a final backup's outcome decides whether its server is deleted. */
+async function applyBackupOutcome(ctx: ServerContext, job: Job): Promise<void> {
+  const backup = await settleBackupJob(ctx, job);
+  if (backup?.trigger !== "final") return;
+  if (backup.status === "succeeded") await deleteAfterFinalBackup(ctx, backup);
+  else await stopDeletion(ctx, backup.serverId, backup.error ?? "the final backup failed");
 }

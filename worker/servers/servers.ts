@@ -26,6 +26,8 @@ export const HOMESERVER_JOB_KINDS = [
   "homeserver.delete",
   "homeserver.upgrade",
   "homeserver.set_admin_password",
+  "homeserver.backup",
+  "homeserver.restore",
 ] as const;
 export type HomeserverJobKind = (typeof HOMESERVER_JOB_KINDS)[number];
 
@@ -134,7 +136,7 @@ export async function createServer(ctx: ServerContext, user: User, name: string,
     throw error;
   }
   await dispatchJob(ctx.db, ctx.env, { hostId: host.id, kind: "homeserver.provision", payload: spec, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
-  return { ...server, statusReason: null, synapseVersion: null, adminUserId: null };
+  return { ...server, statusReason: null, previousStatus: null, synapseVersion: null, adminUserId: null };
 }
 
 

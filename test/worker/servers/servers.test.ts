@@ -1,48 +1,16 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { nameProblem } from "../../../worker/servers/names";
-import { DAY, advance, call, expectError, logIn, post, runCron, verifiedUser } from "../helpers";
+import { call, expectError, logIn, post, runCron, verifiedUser } from "../helpers";
 import { deliverAll, emulatorControl, signedNow, subscriber, takeDeliveries } from "../billing/stripe-helpers";
-import { connectedAgent, enrolledHost, operatorCookie, type FakeAgent } from "../fleet/fleet-helpers";
+import { operatorCookie } from "../fleet/fleet-helpers";
+import { create, jobOf, onlineHost, runningServer, serverView, suspendedForNonPayment, type ServerView } from "./server-helpers";
 
 afterEach(() => vi.useRealTimers());
 // Each test brings its own hosts online; those of earlier tests in this file must not take placements.
 beforeEach(async () => {
   await env.DB.prepare("UPDATE hosts SET status = 'offline' WHERE status = 'online'").run();
 });
-
-interface ServerView {
-  id: string;
-  name: string;
-  serverName: string;
-  homeserverUrl: string;
-  status: string;
-  statusReason: string | null;
-  synapseVersion: string | null;
-  lastJob: { kind: string; status: string } | null;
-}
-interface JobMessage {
-  type: "job";
-  job: { id: string; kind: string; payload: Record<string, any>; attempt: number };
-}
-
-const jobOf = (agent: FakeAgent, kind: string) => agent.next<JobMessage>((message) => message?.type === "job" && message.job.kind === kind);
-
-async function serverView(cookie: string, id: string): Promise<ServerView> {
-  const response = await call(`/api/servers/${id}`, { cookie });
-  expect(response.status).toBe(200);
-  return response.json();
-}
-
-async function onlineHost(region = "us-east", memoryMiB?: number) {
-  const host = await enrolledHost(await operatorCookie(), region);
-  if (memoryMiB) await env.DB.prepare("UPDATE hosts SET memory_mib = ? WHERE id = ?").bind(memoryMiB, host.hostId).run();
-  return { host, agent: await connectedAgent(host) };
-}
-
-async function create(cookie: string, name = `hs-${crypto.randomUUID().slice(0, 8)}`, region = "us-east") {
-  return post("/api/servers", { name, region }, { cookie });
-}
 
 describe("homeserver names", () => {
   it.each([
@@ -137,16 +105,6 @@ describe("creating a homeserver", () => {
 });
 
 describe("running a homeserver", () => {
-  async function runningServer() {
-    const { agent } = await onlineHost();
-    const owner = await subscriber();
-    const created = (await (await create(owner.cookie)).json()) as ServerView;
-    const { job } = await jobOf(agent, "homeserver.provision");
-    agent.send({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2", adminUserId: `@admin:${created.serverName}` } });
-    await vi.waitFor(async () => expect((await serverView(owner.cookie, created.id)).status).toBe("running"));
-    return { agent, owner, id: created.id };
-  }
-
   it("stop and start go through the agent; the status follows", async () => {
     const { agent, owner, id } = await runningServer();
     const stopping = await post(`/api/servers/${id}/stop`, undefined, { cookie: owner.cookie });
@@ -180,24 +138,10 @@ describe("running a homeserver", () => {
     expect(list.servers).toEqual([]);
   });
 
-  it("deletion is refused until a final backup can be taken", async () => {
-    const { owner, id } = await runningServer();
-    await expectError(await call(`/api/servers/${id}`, { method: "DELETE", cookie: owner.cookie }), 409, "backup_required");
-    expect((await serverView(owner.cookie, id)).status).toBe("running");
-  });
-
   it("follows billing: suspended after the grace period, resumed when paid", async () => {
-    const { agent, owner, id } = await runningServer();
-    await emulatorControl(`/_emulator/subscriptions/${owner.subscriptionId}/fail-payment`);
-    await deliverAll(await takeDeliveries(owner.customerId));
-    advance(8 * DAY);
-    // The agent kept reporting meanwhile (moving the clock would otherwise look like silence).
-    agent.send({ type: "inventory", workloads: [{ id, kind: "homeserver", state: "running" }] });
-    await runCron();
-    const suspend = await jobOf(agent, "homeserver.suspend");
-    agent.send({ type: "job.result", id: suspend.job.id, ok: true, result: {} });
-    const cookie = await logIn(owner.email);
-    await vi.waitFor(async () => expect((await serverView(cookie, id)).status).toBe("suspended"));
+    const server = await runningServer();
+    const { agent, owner, id } = server;
+    const cookie = await suspendedForNonPayment(server);
     await expectError(await post(`/api/servers/${id}/start`, undefined, { cookie }), 409, "invalid_state");
 
     await emulatorControl(`/_emulator/subscriptions/${owner.subscriptionId}/renew`);

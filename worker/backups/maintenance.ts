@@ -1,0 +1,134 @@
+import { and, eq, gt, inArray, isNotNull, isNull, lt, ne, notExists, notInArray, or, sql } from "drizzle-orm";
+import { alias } from "drizzle-orm/sqlite-core";
+import type { Database } from "../db/client";
+import { backups, jobs, servers, type Backup, type ServerStatus } from "../db/schema";
+import { ApiError } from "../errors";
+import { failBackup, manifestKeyOf, startBackup, UNFINISHED_BACKUP, type BackupContext } from "./backups";
+import { BACKUP_RETENTION_MS, DAILY_BACKUP_SKIP_MS, ORPHANED_BACKUP_AFTER_MS } from "./policy";
+
+// What the hourly cron does for backups: the daily schedule, retention, and giving up abandoned uploads.
+
+const BACKED_UP_DAILY: ServerStatus[] = ["running", "stopped", "suspended"];
+
+/** The hour of the day (UTC) a server's daily backup starts: a stable hash of its id spreads servers across the day. */
+export function dailyBackupHour(serverId: string): number {
+  // FNV-1a: cheap, stable, and well spread for this.
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < serverId.length; i++) hash = Math.imul(hash ^ serverId.charCodeAt(i), 0x01000193);
+  return (hash >>> 0) % 24;
+}
+
+/**
+ * Enqueues the daily backup of each server whose hour this is, unless one
+ * succeeded or is under way within the last 20 hours (a manual one, say).
+ * Suspended servers are backed up too: their data is kept until deletion.
+ */
+export async function scheduleDailyBackups(ctx: BackupContext): Promise<number> {
+  const since = new Date(ctx.now.getTime() - DAILY_BACKUP_SKIP_MS);
+  const recent = ctx.db
+    .select({ serverId: backups.serverId })
+    .from(backups)
+    .where(and(gt(backups.createdAt, since), inArray(backups.status, ["succeeded", ...UNFINISHED_BACKUP])));
+  const candidates = await ctx.db
+    .select()
+    .from(servers)
+    .where(and(inArray(servers.status, BACKED_UP_DAILY), isNotNull(servers.hostId), notInArray(servers.id, recent)));
+  let started = 0;
+  for (const server of candidates.filter((candidate) => dailyBackupHour(candidate.id) === ctx.now.getUTCHours())) {
+    try {
+      await startBackup(ctx, server, "scheduled", "system");
+      started++;
+    } catch (error) {
+      // One server's trouble must not cost the others their backup.
+      console.error(JSON.stringify({ event: "scheduled_backup_failed", serverId: server.id, message: error instanceof ApiError ? error.code : String(error) }));
+    }
+  }
+  return started;
+}
+
+/** When retention deletes a backup; null while it is past that age but kept as its server's newest successful backup. */
+export function keptUntil(backup: Backup, newestSucceededId: string | undefined, now: Date): Date | null {
+  const until = new Date(backup.createdAt.getTime() + BACKUP_RETENTION_MS);
+  return backup.id === newestSucceededId && until <= now ? null : until;
+}
+
+/** Each server's (or one server's) newest successful backup, except deleted servers': theirs age out like the rest. */
+function newestSucceededBackups(db: Database, serverId?: string) {
+  const newer = alias(backups, "newer");
+  return db
+    .select({ id: backups.id })
+    .from(backups)
+    .innerJoin(servers, eq(servers.id, backups.serverId))
+    .where(
+      and(
+        eq(backups.status, "succeeded"),
+        ne(servers.status, "deleted"),
+        serverId ? eq(backups.serverId, serverId) : undefined,
+        notExists(
+          db
+            .select({ id: newer.id })
+            .from(newer)
+            .where(and(eq(newer.serverId, backups.serverId), eq(newer.status, "succeeded"), gt(newer.createdAt, backups.createdAt))),
+        ),
+      ),
+    );
+}
+
+export async function newestSucceededBackupId(db: Database, serverId: string): Promise<string | undefined> {
+  const [row] = await newestSucceededBackups(db, serverId);
+  return row?.id;
+}
+
+/**
+ * 30-day rolling retention: finished backups older than 30 days are deleted,
+ * their R2 objects first, then their rows. A server's newest successful
+ * backup is always kept (a suspended server's, say), and so is any backup a
+ * restore is reading.
+ */
+export async function pruneBackups(ctx: BackupContext): Promise<number> {
+  const restoring = ctx.db
+    .select({ id: sql`json_extract(${jobs.payload}, '$.backupId')` })
+    .from(jobs)
+    .where(and(eq(jobs.kind, "homeserver.restore"), inArray(jobs.status, ["queued", "sent", "acked"])));
+  const expired = await ctx.db
+    .select()
+    .from(backups)
+    .where(
+      and(
+        lt(backups.createdAt, new Date(ctx.now.getTime() - BACKUP_RETENTION_MS)),
+        inArray(backups.status, ["succeeded", "failed"]),
+        notInArray(backups.id, newestSucceededBackups(ctx.db)),
+        notInArray(backups.id, restoring),
+      ),
+    )
+    .limit(500);
+  if (expired.length === 0) return 0;
+  await ctx.env.BACKUPS.delete(expired.flatMap((backup) => [backup.r2Key, manifestKeyOf(backup)]));
+  await ctx.db.delete(backups).where(inArray(backups.id, expired.map((backup) => backup.id)));
+  return expired.length;
+}
+
+/**
+ * The backstop for uploads nobody will finish: an unfinished backup whose job
+ * has ended (or was never written) is aborted and failed. Job outcomes do
+ * this as they happen; this catches what they missed.
+ */
+export async function failAbandonedBackups(ctx: BackupContext): Promise<number> {
+  const abandoned = await ctx.db
+    .select({ backup: backups, jobError: jobs.error })
+    .from(backups)
+    .leftJoin(jobs, eq(jobs.id, backups.jobId))
+    .where(
+      and(
+        inArray(backups.status, UNFINISHED_BACKUP),
+        or(
+          inArray(jobs.status, ["succeeded", "failed"]),
+          and(isNull(jobs.id), lt(backups.createdAt, new Date(ctx.now.getTime() - ORPHANED_BACKUP_AFTER_MS))),
+        ),
+      ),
+    );
+  for (const { backup, jobError } of abandoned) {
+    await failBackup(ctx, backup, jobError ?? "the backup job ended without completing the upload", "system");
+  }
+  return abandoned.length;
+}

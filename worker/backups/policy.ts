@@ -1,0 +1,16 @@
+// Backups' timings, in one place.
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+/** A backup or restore streams the whole homeserver; large media stores take a while. */
+export const BACKUP_TIMEOUT_MS = 6 * HOUR;
+export const RESTORE_TIMEOUT_MS = 6 * HOUR;
+/** Backups older than this are deleted (but never a homeserver's newest successful one). */
+export const BACKUP_RETENTION_MS = 30 * DAY;
+/** The daily backup is skipped when one succeeded, or is under way, this recently. */
+export const DAILY_BACKUP_SKIP_MS = 20 * HOUR;
+/** An unfinished backup whose job was never written (the Worker stopped in between) is given up after this. */
+export const ORPHANED_BACKUP_AFTER_MS = 10 * MINUTE;
+/** A due deletion whose final backup failed is tried again after this. */
+export const DELETION_RETRY_MS = DAY;

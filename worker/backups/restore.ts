@@ -1,0 +1,69 @@
+import { and, eq } from "drizzle-orm";
+import { restoreJobPayload, type RestoreJobPayload } from "../../protocol/messages";
+import { audit } from "../audit/audit";
+import type { Database } from "../db/client";
+import { backups, servers, type Job, type Server, type ServerStatus, type User } from "../db/schema";
+import type { Env } from "../env";
+import { conflict, notFound } from "../errors";
+import { dispatchJob } from "../fleet/hosts";
+import { ownedServer } from "../servers/servers";
+import { agentUrl, backupById, requireOnlineHost, unfinishedBackup, type BackupContext } from "./backups";
+import { backupIdentity } from "./keys";
+import { RESTORE_TIMEOUT_MS } from "./policy";
+
+const RESTORE_FROM: ServerStatus[] = ["running", "stopped", "failed"];
+
+/** What D1 keeps of a restore job: everything but the identity, which is added only as the job is sent. */
+const storedRestorePayload = restoreJobPayload.omit({ identity: true });
+
+/**
+ * Restores a successful backup of this homeserver onto its host, as a
+ * `homeserver.restore` job. The server is `restoring` until the job's outcome
+ * moves it to running, or back to where it was if the restore fails (the
+ * agent restores into a fresh database and leaves the running one untouched).
+ */
+export async function requestRestore(ctx: BackupContext, user: User, serverId: string, backupId: string): Promise<Server> {
+  const server = await ownedServer(ctx.db, user.id, serverId);
+  const [backup] = await ctx.db
+    .select()
+    .from(backups)
+    .where(and(eq(backups.id, backupId), eq(backups.serverId, server.id)));
+  if (!backup) throw notFound("No such backup.");
+  if (backup.status !== "succeeded") throw conflict("backup_not_restorable", `This backup ${backup.status === "failed" ? "failed" : "is not finished"}; only a successful backup can be restored.`);
+  if (!RESTORE_FROM.includes(server.status)) {
+    throw conflict("invalid_state", `The server is ${server.status}; it can be restored when it is ${RESTORE_FROM.join(", ")}.`);
+  }
+  await requireOnlineHost(ctx.db, server);
+  if (await unfinishedBackup(ctx.db, server.id)) throw conflict("backup_running", "A backup of this homeserver is under way; restore when it has finished.");
+  // Fail here, not on the host, if the identity cannot be unwrapped (a misconfigured secret).
+  await backupIdentity(ctx.db, ctx.env.BACKUP_KEY_WRAPPING_SECRET, backup.serverId);
+
+  const [restoring] = await ctx.db
+    .update(servers)
+    .set({ status: "restoring", previousStatus: server.status, statusReason: null, updatedAt: ctx.now })
+    .where(and(eq(servers.id, server.id), eq(servers.status, server.status)))
+    .returning();
+  if (!restoring) throw conflict("invalid_state", "The server changed state meanwhile; try again.");
+  const payload = storedRestorePayload.parse({
+    serverId: server.id,
+    backupId: backup.id,
+    downloadUrl: agentUrl(ctx.env, `/api/agent/backups/${backup.id}/object`),
+  });
+  await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId!, kind: "homeserver.restore", payload, timeoutMs: RESTORE_TIMEOUT_MS }, ctx.now);
+  await audit(ctx.db, ctx.now, `user:${user.id}`, "server.restore_requested", server.id, { backupId: backup.id });
+  return restoring;
+}
+
+/**
+ * The payload a job is sent with. A restore job gets its backup's identity
+ * here, unwrapped as it goes onto the host's authenticated connection, so the
+ * private key is never stored in clear in D1 nor shown in any job listing.
+ */
+export async function payloadForDelivery(db: Database, env: Env, job: Job): Promise<unknown> {
+  if (job.kind !== "homeserver.restore") return job.payload ?? null;
+  const stored = storedRestorePayload.parse(job.payload);
+  const backup = await backupById(db, stored.backupId);
+  // Gone meanwhile: the agent refuses a payload without an identity, and the job fails saying so.
+  if (!backup) return stored;
+  return restoreJobPayload.parse({ ...stored, identity: await backupIdentity(db, env.BACKUP_KEY_WRAPPING_SECRET, backup.serverId) } satisfies RestoreJobPayload);
+}

@@ -1,0 +1,42 @@
+import { createMiddleware } from "hono/factory";
+import { AGENT_REQUEST_HEADERS } from "../../protocol/messages";
+import { sha256Hex } from "../crypto/bytes";
+import type { Host } from "../db/schema";
+import { authenticateAgentRequest, refuseAgentRequest, type SignedAgentRequest } from "../fleet/agent-requests";
+import type { AppEnv } from "./context";
+
+/** What handlers behind signedAgentRequest() can read from `c.var`. */
+export interface AgentAppEnv extends AppEnv {
+  Variables: AppEnv["Variables"] & {
+    /** The host whose key signed the request. */
+    agentHost: Host;
+    /** The request as signed: a streamed body must hash to its `contentSha256`. */
+    signedRequest: SignedAgentRequest;
+  };
+}
+
+/**
+ * Admits only requests signed by an enrolled host (see authenticateAgentRequest).
+ * The body is read — and compared with its signed SHA-256 — only after the
+ * signature holds. A route that streams its body (backup parts, up to 8 MiB)
+ * passes `streamedBody` and checks the digest itself while streaming.
+ */
+export function signedAgentRequest(options: { streamedBody?: boolean } = {}) {
+  return createMiddleware<AgentAppEnv>(async (c, next) => {
+    const request: SignedAgentRequest = {
+      method: c.req.method,
+      pathname: new URL(c.req.url).pathname,
+      hostId: c.req.header(AGENT_REQUEST_HEADERS.host) ?? "",
+      timestamp: c.req.header(AGENT_REQUEST_HEADERS.timestamp) ?? "",
+      contentSha256: c.req.header(AGENT_REQUEST_HEADERS.contentSha256) ?? "",
+      signature: c.req.header(AGENT_REQUEST_HEADERS.signature) ?? "",
+    };
+    const host = await authenticateAgentRequest(c.var.db, request, c.var.now);
+    if (!options.streamedBody && (await sha256Hex(await c.req.arrayBuffer())) !== request.contentSha256) {
+      throw await refuseAgentRequest(c.var.db, request, c.var.now, "body does not match its signed digest");
+    }
+    c.set("agentHost", host);
+    c.set("signedRequest", request);
+    await next();
+  });
+}

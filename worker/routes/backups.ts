@@ -1,0 +1,70 @@
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import { backupAbortRequest, backupCompleteRequest, BACKUP_MAX_PARTS } from "../../protocol/messages";
+import { listBackups, requestBackup } from "../backups/backups";
+import { newestSucceededBackupId } from "../backups/maintenance";
+import { requestRestore } from "../backups/restore";
+import { abortBackup, completeBackup, openBackupForRestore, receivePart, type AgentBackupContext } from "../backups/uploads";
+import { ApiError } from "../errors";
+import { signedAgentRequest, type AgentAppEnv } from "../http/agent-signature";
+import type { AppEnv } from "../http/context";
+import { presentBackup, presentServer } from "../http/present";
+import { requireAuth } from "../http/session";
+import { parseWith, readJson } from "../http/validation";
+import { latestLifecycleJob, ownedServer } from "../servers/servers";
+
+const id = z.string().min(1).max(128);
+const serverParam = z.object({ id });
+const backupParam = z.object({ backupId: id });
+
+// A customer's backups of their own homeservers (mounted under /api/servers).
+export const serverBackupRoutes = new Hono<AppEnv>()
+  .get("/:id/backups", async (c) => {
+    const server = await ownedServer(c.var.db, requireAuth(c).user.id, parseWith(serverParam, c.req.param()).id);
+    const newest = await newestSucceededBackupId(c.var.db, server.id);
+    return c.json({ backups: (await listBackups(c.var.db, server.id)).map((backup) => presentBackup(backup, newest, c.var.now)) });
+  })
+  .post("/:id/backups", async (c) => {
+    const backup = await requestBackup({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user, parseWith(serverParam, c.req.param()).id);
+    return c.json(presentBackup(backup, undefined, c.var.now), 202);
+  })
+  .post("/:id/restore", async (c) => {
+    const { backupId } = await readJson(c, z.strictObject({ backupId: id }));
+    const serverId = parseWith(serverParam, c.req.param()).id;
+    const server = await requestRestore({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user, serverId, backupId);
+    return c.json(presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)), 202);
+  });
+
+const partParams = backupParam.extend({
+  partNumber: z.string().regex(/^[1-9][0-9]{0,4}$/, "a part number from 1").transform(Number).pipe(z.number().max(BACKUP_MAX_PARTS)),
+});
+const contentLength = z.string().regex(/^[0-9]{1,10}$/).transform(Number);
+
+function agentContext(c: Context<AgentAppEnv>): AgentBackupContext {
+  return { db: c.var.db, env: c.env, now: c.var.now, host: c.var.agentHost };
+}
+
+// Agents only, every request signed by its host (mounted under /api/agent/backups). There is no delete.
+export const agentBackupRoutes = new Hono<AgentAppEnv>()
+  .put("/:backupId/parts/:partNumber", signedAgentRequest({ streamedBody: true }), async (c) => {
+    const { backupId, partNumber } = parseWith(partParams, c.req.param());
+    const length = contentLength.safeParse(c.req.header("content-length"));
+    if (!length.success) throw new ApiError(411, "length_required", "Send each part with its Content-Length.");
+    const receipt = await receivePart(agentContext(c), backupId, partNumber, c.req.raw.body, length.data, c.var.signedRequest.contentSha256);
+    return c.json(receipt);
+  })
+  .post("/:backupId/complete", signedAgentRequest(), async (c) => {
+    const { backupId } = parseWith(backupParam, c.req.param());
+    const backup = await completeBackup(agentContext(c), backupId, await readJson(c, backupCompleteRequest));
+    return c.json({ backup: presentBackup(backup, undefined, c.var.now) });
+  })
+  .post("/:backupId/abort", signedAgentRequest(), async (c) => {
+    const { backupId } = parseWith(backupParam, c.req.param());
+    const { reason } = await readJson(c, backupAbortRequest);
+    const backup = await abortBackup(agentContext(c), backupId, reason);
+    return c.json({ backup: presentBackup(backup, undefined, c.var.now) });
+  })
+  .get("/:backupId/object", signedAgentRequest(), async (c) => {
+    const object = await openBackupForRestore(agentContext(c), parseWith(backupParam, c.req.param()).backupId);
+    return c.body(object.body, 200, { "content-type": "application/octet-stream", "content-length": String(object.size), etag: object.httpEtag });
+  });
