@@ -1,0 +1,408 @@
+// The age v1 file format (https://age-encryption.org/v1) for one X25519 recipient,
+// on node:crypto. The maintained JavaScript implementation (age-encryption) runs
+// ChaCha20-Poly1305 in pure JS at ~70 MiB/s, an order of magnitude below zstd and
+// the upload; OpenSSL's cipher produces the same bytes ~10x faster. Interoperability
+// with the age CLI and age-encryption is what the tests prove.
+//
+// Both directions are Node Transforms that hold at most one 64 KiB STREAM chunk.
+// A decrypting stream emits each chunk once it is authenticated, before it knows
+// whether the file ends properly: a consumer must discard everything it wrote when
+// the stream fails.
+import { bech32 } from "@scure/base";
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  randomBytes,
+  timingSafeEqual,
+  type KeyObject,
+} from "node:crypto";
+import { Transform, type TransformCallback } from "node:stream";
+
+const VERSION_LINE = "age-encryption.org/v1";
+const VERSION_LINE_BYTES = Buffer.from(`${VERSION_LINE}\n`);
+const X25519_LABEL = "age-encryption.org/v1/X25519";
+const CHUNK_SIZE = 64 * 1024;
+const TAG_SIZE = 16;
+const SEALED_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE;
+const FILE_KEY_SIZE = 16;
+const PAYLOAD_NONCE_SIZE = 16;
+/** Stanza body lines hold 48 bytes (64 base64 characters); a shorter line ends the body. */
+const BODY_LINE_BYTES = 48;
+/** One X25519 stanza takes ~150 bytes; anything near this is not a header we wrote. */
+const MAX_HEADER_SIZE = 64 * 1024;
+
+const X25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex");
+const X25519_SPKI_PREFIX = Buffer.from("302a300506032b656e032100", "hex");
+
+export type AgeErrorCode =
+  | "invalid-key"
+  | "not-age"
+  | "bad-header"
+  | "no-identity-matches"
+  | "bad-header-mac"
+  | "corrupted-chunk"
+  | "truncated"
+  | "trailing-data";
+
+export class AgeError extends Error {
+  override name = "AgeError";
+  readonly code: AgeErrorCode;
+
+  constructor(code: AgeErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+// ---------- keys ----------
+
+export interface AgeKeyPair {
+  /** AGE-SECRET-KEY-1… (decrypts; stays with the control plane). */
+  identity: string;
+  /** age1… (encrypts). */
+  recipient: string;
+}
+
+function rawPublicKey(key: KeyObject): Buffer {
+  return key.export({ format: "der", type: "spki" }).subarray(X25519_SPKI_PREFIX.length);
+}
+
+function x25519PrivateKey(scalar: Uint8Array): KeyObject {
+  return createPrivateKey({ key: Buffer.concat([X25519_PKCS8_PREFIX, scalar]), format: "der", type: "pkcs8" });
+}
+
+function x25519PublicKey(point: Uint8Array): KeyObject {
+  return createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, point]), format: "der", type: "spki" });
+}
+
+/** The 32-byte key inside a bech32 string with this human-readable prefix (age1… or AGE-SECRET-KEY-1…). */
+function decodeKey(text: string, prefix: "age" | "age-secret-key-", what: string): Uint8Array {
+  let decoded: { prefix: string; bytes: Uint8Array };
+  try {
+    decoded = bech32.decodeToBytes(text);
+  } catch {
+    throw new AgeError("invalid-key", `not an age X25519 ${what}`);
+  }
+  if (decoded.prefix !== prefix || decoded.bytes.length !== 32) throw new AgeError("invalid-key", `not an age X25519 ${what}`);
+  return decoded.bytes;
+}
+
+function parseRecipient(recipient: string): Uint8Array {
+  if (!recipient.startsWith("age1")) throw new AgeError("invalid-key", "not an age X25519 recipient (age1…)");
+  return decodeKey(recipient, "age", "recipient (age1…)");
+}
+
+function parseIdentity(identity: string): Uint8Array {
+  if (!identity.startsWith("AGE-SECRET-KEY-1")) throw new AgeError("invalid-key", "not an age X25519 identity (AGE-SECRET-KEY-1…)");
+  return decodeKey(identity, "age-secret-key-", "identity (AGE-SECRET-KEY-1…)");
+}
+
+function encodeRecipient(point: Uint8Array): string {
+  return bech32.encodeFromBytes("age", point);
+}
+
+export function generateAgeKeyPair(): AgeKeyPair {
+  const { privateKey, publicKey } = generateKeyPairSync("x25519");
+  const scalar = privateKey.export({ format: "der", type: "pkcs8" }).subarray(X25519_PKCS8_PREFIX.length);
+  return {
+    identity: bech32.encodeFromBytes("AGE-SECRET-KEY-", scalar).toUpperCase(),
+    recipient: encodeRecipient(rawPublicKey(publicKey)),
+  };
+}
+
+export function ageRecipientOf(identity: string): string {
+  return encodeRecipient(rawPublicKey(createPublicKey(x25519PrivateKey(parseIdentity(identity)))));
+}
+
+// ---------- primitives ----------
+
+function hkdf(ikm: Uint8Array, salt: Uint8Array, info: string): Buffer {
+  return Buffer.from(hkdfSync("sha256", ikm, salt, info, 32));
+}
+
+/** ChaCha20-Poly1305: the ciphertext and the 16-byte tag that follows it (apart: copying them together costs throughput). */
+function seal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array): [Buffer, Buffer] {
+  const cipher = createCipheriv("chacha20-poly1305", key, nonce, { authTagLength: TAG_SIZE });
+  const ciphertext = cipher.update(plaintext);
+  cipher.final();
+  return [ciphertext, cipher.getAuthTag()];
+}
+
+/** The plaintext, or undefined when the tag does not authenticate it. */
+function open(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array): Buffer | undefined {
+  if (sealed.length < TAG_SIZE) return undefined;
+  const decipher = createDecipheriv("chacha20-poly1305", key, nonce, { authTagLength: TAG_SIZE });
+  decipher.setAuthTag(sealed.subarray(sealed.length - TAG_SIZE));
+  const plaintext = decipher.update(sealed.subarray(0, sealed.length - TAG_SIZE));
+  try {
+    decipher.final();
+  } catch {
+    return undefined;
+  }
+  return plaintext;
+}
+
+/** STREAM nonce: an 11-byte big-endian chunk counter, then 1 for the last chunk (counters up to 2^48 here: 16 EiB). */
+function chunkNonce(counter: number, last: boolean): Buffer {
+  const nonce = Buffer.alloc(12);
+  nonce.writeUIntBE(counter, 5, 6);
+  nonce[11] = last ? 1 : 0;
+  return nonce;
+}
+
+const ZERO_NONCE = Buffer.alloc(12);
+
+const base64NoPad = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64").replace(/=+$/, "");
+
+/** Strict (canonical, unpadded) base64, as the spec requires. */
+function decodeBase64NoPad(text: string): Buffer | undefined {
+  if (!/^[A-Za-z0-9+/]*$/.test(text)) return undefined;
+  const bytes = Buffer.from(text, "base64");
+  return base64NoPad(bytes) === text ? bytes : undefined;
+}
+
+function headerMac(fileKey: Uint8Array, headerWithoutMac: Uint8Array): Buffer {
+  return createHmac("sha256", hkdf(fileKey, Buffer.alloc(0), "header")).update(headerWithoutMac).digest();
+}
+
+function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
+  return hkdf(fileKey, nonce, "payload");
+}
+
+// ---------- encryption ----------
+
+/** Header and payload nonce of a new file for `recipient`, and the payload key. */
+function newFile(recipient: Uint8Array): { prologue: Buffer; key: Buffer } {
+  const fileKey = randomBytes(FILE_KEY_SIZE);
+  const ephemeral = generateKeyPairSync("x25519");
+  const share = rawPublicKey(ephemeral.publicKey);
+  const shared = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: x25519PublicKey(recipient) });
+  const wrapKey = hkdf(shared, Buffer.concat([share, recipient]), X25519_LABEL);
+  const wrapped = Buffer.concat(seal(wrapKey, ZERO_NONCE, fileKey));
+  const headerWithoutMac = Buffer.from(`${VERSION_LINE}\n-> X25519 ${base64NoPad(share)}\n${base64NoPad(wrapped)}\n---`, "ascii");
+  const mac = headerMac(fileKey, headerWithoutMac);
+  const nonce = randomBytes(PAYLOAD_NONCE_SIZE);
+  return {
+    prologue: Buffer.concat([headerWithoutMac, Buffer.from(` ${base64NoPad(mac)}\n`, "ascii"), nonce]),
+    key: payloadKey(fileKey, nonce),
+  };
+}
+
+/** Plaintext in, an age file for one X25519 recipient (age1…) out. */
+export class AgeEncryptStream extends Transform {
+  private readonly key: Buffer;
+  private readonly chunk = Buffer.allocUnsafe(CHUNK_SIZE);
+  private filled = 0;
+  private counter = 0;
+
+  constructor(recipient: string) {
+    super();
+    const { prologue, key } = newFile(parseRecipient(recipient));
+    this.key = key;
+    this.push(prologue);
+  }
+
+  override _transform(data: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    let offset = 0;
+    while (offset < data.length) {
+      // A full chunk is sealed only once more data follows: the last chunk carries a flag.
+      if (this.filled === CHUNK_SIZE) {
+        this.pushSealed(false);
+        this.filled = 0;
+      }
+      const copied = data.copy(this.chunk, this.filled, offset);
+      this.filled += copied;
+      offset += copied;
+    }
+    callback();
+  }
+
+  override _flush(callback: TransformCallback): void {
+    // The last chunk may be empty only when it is the only one (an empty file).
+    this.pushSealed(true);
+    callback();
+  }
+
+  private pushSealed(last: boolean): void {
+    for (const part of seal(this.key, chunkNonce(this.counter++, last), this.chunk.subarray(0, this.filled))) this.push(part);
+  }
+}
+
+// ---------- decryption ----------
+
+interface Stanza {
+  args: string[];
+  body: Buffer;
+}
+
+interface ParsedHeader {
+  stanzas: Stanza[];
+  /** The bytes the MAC covers: everything up to and including "---". */
+  macInput: Buffer;
+  mac: Buffer;
+}
+
+const badHeader = (why: string) => new AgeError("bad-header", `invalid age header: ${why}`);
+
+/** Parses a complete header (through the MAC line's newline). */
+function parseHeader(header: Buffer): ParsedHeader {
+  const lines = header.toString("latin1").split("\n");
+  lines.pop(); // the empty string after the final newline
+  if (lines[0] !== VERSION_LINE) throw new AgeError("not-age", "not an age file (no age-encryption.org/v1 line)");
+  const stanzas: Stanza[] = [];
+  let i = 1;
+  while (lines[i]?.startsWith("-> ")) {
+    const args = lines[i]!.slice(3).split(" ");
+    if (args.some((arg) => !/^[\x21-\x7e]+$/.test(arg))) throw badHeader("malformed stanza arguments");
+    const body: Buffer[] = [];
+    for (;;) {
+      const line = lines[++i];
+      const bytes = line === undefined ? undefined : decodeBase64NoPad(line);
+      if (!bytes || bytes.length > BODY_LINE_BYTES) throw badHeader("malformed stanza body");
+      body.push(bytes);
+      if (bytes.length < BODY_LINE_BYTES) break;
+    }
+    stanzas.push({ args, body: Buffer.concat(body) });
+    i++;
+  }
+  const macLine = lines[i];
+  const mac = macLine?.startsWith("--- ") ? decodeBase64NoPad(macLine.slice(4)) : undefined;
+  if (!mac || mac.length !== 32 || i !== lines.length - 1) throw badHeader("malformed MAC line");
+  return { stanzas, mac, macInput: header.subarray(0, header.length - macLine!.length - 1 + 3) };
+}
+
+/** The file key from the first X25519 stanza this identity opens. */
+function unwrapFileKey(stanzas: Stanza[], identity: Uint8Array): Buffer {
+  const privateKey = x25519PrivateKey(identity);
+  const ourPoint = rawPublicKey(createPublicKey(privateKey));
+  const x25519Stanzas = stanzas.filter((s) => s.args[0] === "X25519");
+  for (const stanza of x25519Stanzas) {
+    const share = stanza.args.length === 2 ? decodeBase64NoPad(stanza.args[1]!) : undefined;
+    if (!share || share.length !== 32 || stanza.body.length !== FILE_KEY_SIZE + TAG_SIZE) throw badHeader("malformed X25519 stanza");
+    let shared: Buffer;
+    try {
+      shared = diffieHellman({ privateKey, publicKey: x25519PublicKey(share) });
+    } catch {
+      throw badHeader("X25519 share of low order"); // OpenSSL refuses an all-zero shared secret
+    }
+    const fileKey = open(hkdf(shared, Buffer.concat([share, ourPoint]), X25519_LABEL), ZERO_NONCE, stanza.body);
+    if (fileKey) return fileKey;
+  }
+  const held = x25519Stanzas.length ? `${x25519Stanzas.length} X25519 recipient(s)` : "no X25519 recipient";
+  throw new AgeError("no-identity-matches", `no identity matches: the file is encrypted to a different key (it has ${held})`);
+}
+
+/** An age file in, its plaintext out; decrypts with one X25519 identity (AGE-SECRET-KEY-1…). */
+export class AgeDecryptStream extends Transform {
+  private readonly identity: Uint8Array;
+  /** Bytes before the payload (header, nonce) until they are complete. */
+  private prologue: Buffer | undefined = Buffer.alloc(0);
+  private key: Buffer | undefined;
+  private readonly sealed = Buffer.allocUnsafe(SEALED_CHUNK_SIZE);
+  private filled = 0;
+  private counter = 0;
+
+  constructor(identity: string) {
+    super();
+    this.identity = parseIdentity(identity);
+  }
+
+  override _transform(data: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    try {
+      this.payload(this.prologue ? this.readPrologue(data) : data);
+      callback();
+    } catch (error) {
+      callback(error as Error);
+    }
+  }
+
+  override _flush(callback: TransformCallback): void {
+    try {
+      if (!this.key) throw new AgeError("truncated", "the age file ends inside its header");
+      this.push(this.lastChunk());
+      callback();
+    } catch (error) {
+      callback(error as Error);
+    }
+  }
+
+  /** Collects the header and payload nonce; returns the payload bytes that followed them. */
+  private readPrologue(data: Buffer): Buffer {
+    const prologue = Buffer.concat([this.prologue!, data]);
+    this.prologue = prologue;
+    const versionLength = Math.min(prologue.length, VERSION_LINE_BYTES.length);
+    if (!prologue.subarray(0, versionLength).equals(VERSION_LINE_BYTES.subarray(0, versionLength))) {
+      throw new AgeError("not-age", "not an age file (no age-encryption.org/v1 line)");
+    }
+    const macLine = prologue.indexOf("\n--- ");
+    const headerEnd = macLine < 0 ? -1 : prologue.indexOf("\n", macLine + 1) + 1;
+    if (headerEnd <= 0) {
+      if (prologue.length > MAX_HEADER_SIZE) throw badHeader(`longer than ${MAX_HEADER_SIZE} bytes`);
+      return Buffer.alloc(0);
+    }
+    const payloadStart = headerEnd + PAYLOAD_NONCE_SIZE;
+    if (prologue.length < payloadStart) return Buffer.alloc(0);
+    const header = parseHeader(prologue.subarray(0, headerEnd));
+    const fileKey = unwrapFileKey(header.stanzas, this.identity);
+    if (!timingSafeEqual(headerMac(fileKey, header.macInput), header.mac)) {
+      throw new AgeError("bad-header-mac", "the age header's MAC does not match: the header is corrupted or was altered");
+    }
+    this.key = payloadKey(fileKey, prologue.subarray(headerEnd, payloadStart));
+    this.prologue = undefined;
+    return prologue.subarray(payloadStart);
+  }
+
+  private payload(data: Buffer): void {
+    let offset = 0;
+    while (offset < data.length) {
+      // A full chunk is opened only once more data follows; the final one is opened in _flush.
+      if (this.filled === SEALED_CHUNK_SIZE) {
+        this.push(this.middleChunk());
+        this.filled = 0;
+      }
+      const copied = data.copy(this.sealed, this.filled, offset);
+      this.filled += copied;
+      offset += copied;
+    }
+  }
+
+  /** A full chunk with more data after it. */
+  private middleChunk(): Buffer {
+    const plaintext = open(this.key!, chunkNonce(this.counter, false), this.sealed);
+    if (plaintext) {
+      this.counter++;
+      return plaintext;
+    }
+    if (open(this.key!, chunkNonce(this.counter, true), this.sealed)) {
+      throw new AgeError("trailing-data", "data follows the end of the age file (its final chunk is complete)");
+    }
+    throw this.corrupted();
+  }
+
+  private lastChunk(): Buffer {
+    if (this.filled === 0) throw new AgeError("truncated", "the age file is truncated: it ends before its payload");
+    const sealed = this.sealed.subarray(0, this.filled);
+    const plaintext = open(this.key!, chunkNonce(this.counter, true), sealed);
+    if (plaintext) {
+      if (plaintext.length === 0 && this.counter > 0) throw this.corrupted();
+      return plaintext;
+    }
+    if (this.filled === SEALED_CHUNK_SIZE && open(this.key!, chunkNonce(this.counter, false), sealed)) {
+      throw new AgeError("truncated", `the age file is truncated: it ends after chunk ${this.counter} without its final chunk`);
+    }
+    throw this.corrupted();
+  }
+
+  private corrupted(): AgeError {
+    return new AgeError(
+      "corrupted-chunk",
+      `payload chunk ${this.counter} does not authenticate: the age file is corrupted (or cut off inside that chunk)`,
+    );
+  }
+}

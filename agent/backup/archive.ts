@@ -1,0 +1,308 @@
+// The archive inside a Berth backup: a zstd-compressed POSIX tar holding
+// berth-backup.json first, then the database dump in fixed-size entries (tar needs
+// each entry's size up front; pg_dump's is unknown until it ends), then files from
+// disk. And the way back: into a fresh directory, refusing names that would leave
+// it, with the dump's parts joined into one file again.
+import { constants as fs } from "node:fs";
+import { mkdir, open, readdir, rm, type FileHandle } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { pipeline, Readable } from "node:stream";
+import { pipeline as pipelineAsync } from "node:stream/promises";
+import { constants as zstd, createZstdCompress, createZstdDecompress, type ZstdCompress, type ZstdDecompress } from "node:zlib";
+import { z } from "zod";
+import { ArchiveError, readTar, TAR_END, tarFileHeader, tarPadding, type TarEntry } from "./tar.ts";
+
+export const MANIFEST_NAME = "berth-backup.json";
+/** Every dump entry but the last holds exactly this much. */
+export const DUMP_PART_SIZE = 8 * 1024 * 1024;
+/** Where a restore puts the joined dump, relative to its target directory. */
+export const DUMP_FILE = "database/pg_dump";
+const DUMP_PART = /^database\/pg_dump\.part-(\d{5,})$/;
+const dumpPartName = (index: number) => `${DUMP_FILE}.part-${String(index).padStart(5, "0")}`;
+/** Synapse's media of this server itself; remote media and URL previews are caches it fetches again. */
+const LOCAL_MEDIA_DIRS = ["local_content", "local_thumbnails"] as const;
+const READ_SIZE = 256 * 1024;
+/** zlib's default 16 KiB output buffers hold zstd to ~200 MiB/s; 256 KiB ones let it reach ~1.5 GiB/s. */
+const ZSTD_CHUNK_SIZE = 256 * 1024;
+const MAX_MANIFEST_SIZE = 1024 * 1024;
+
+/** berth-backup.json: what the backup is of. Names only, never secrets. */
+export const backupManifestSchema = z.object({
+  format: z.literal(1),
+  serverId: z.string().min(1),
+  serverName: z.string().min(1),
+  createdAt: z.iso.datetime(),
+  synapseImage: z.string().min(1),
+  postgresImage: z.string().min(1),
+  entries: z.array(z.string()),
+});
+export type BackupManifest = z.infer<typeof backupManifestSchema>;
+
+export interface ArchiveFile {
+  /** Its name in the archive, e.g. "synapse/homeserver.yaml". */
+  name: string;
+  /** Where it is on disk. */
+  path: string;
+  /** Skip it when it is gone by the time it is read (media deleted while the backup runs). */
+  mayVanish?: boolean;
+}
+
+export interface ArchiveContents {
+  manifest: BackupManifest;
+  /** pg_dump's output, any length. */
+  dump: Iterable<Buffer> | AsyncIterable<Buffer>;
+  files: Iterable<ArchiveFile> | AsyncIterable<ArchiveFile>;
+}
+
+// ---------- writing ----------
+
+/** The dump in parts of DUMP_PART_SIZE bytes (the last shorter; at least one), each as the chunks it arrived in. */
+async function* dumpParts(dump: ArchiveContents["dump"]): AsyncGenerator<{ size: number; chunks: Buffer[] }> {
+  let chunks: Buffer[] = [];
+  let size = 0;
+  let parts = 0;
+  for await (const data of dump) {
+    let rest = data;
+    while (rest.length) {
+      const taken = rest.subarray(0, DUMP_PART_SIZE - size);
+      chunks.push(taken);
+      size += taken.length;
+      rest = rest.subarray(taken.length);
+      if (size === DUMP_PART_SIZE) {
+        yield { size, chunks };
+        parts++;
+        chunks = [];
+        size = 0;
+      }
+    }
+  }
+  if (size > 0 || parts === 0) yield { size, chunks };
+}
+
+function errorCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** One file's entry, read once and in full (never following a symbolic link). */
+async function* fileEntry(file: ArchiveFile): AsyncGenerator<Buffer> {
+  let handle: FileHandle;
+  try {
+    handle = await open(file.path, fs.O_RDONLY | fs.O_NOFOLLOW);
+  } catch (error) {
+    if (file.mayVanish && errorCode(error) === "ENOENT") return;
+    if (errorCode(error) === "ELOOP") throw new ArchiveError(`${file.path} is a symbolic link`);
+    throw error;
+  }
+  try {
+    const stat = await handle.stat();
+    if (!stat.isFile()) throw new ArchiveError(`${file.path} is not a regular file`);
+    yield tarFileHeader({ name: file.name, size: stat.size, mtime: stat.mtimeMs / 1000 });
+    // Exactly the size in the header: a file that grows is cut there, one that shrinks fails.
+    for (let offset = 0; offset < stat.size; ) {
+      const { buffer, bytesRead } = await handle.read(Buffer.allocUnsafe(Math.min(READ_SIZE, stat.size - offset)), 0, undefined, offset);
+      if (bytesRead === 0) throw new ArchiveError(`${file.path} shrank while it was archived`);
+      offset += bytesRead;
+      yield buffer.subarray(0, bytesRead);
+    }
+    yield tarPadding(stat.size);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The archive's tar bytes, produced as fast as they are consumed. */
+export async function* tarArchive({ manifest, dump, files }: ArchiveContents): AsyncGenerator<Buffer> {
+  const mtime = Date.now() / 1000;
+  const manifestBytes = Buffer.from(`${JSON.stringify(backupManifestSchema.parse(manifest), null, 2)}\n`);
+  yield tarFileHeader({ name: MANIFEST_NAME, size: manifestBytes.length, mtime });
+  yield manifestBytes;
+  yield tarPadding(manifestBytes.length);
+  let index = 0;
+  for await (const part of dumpParts(dump)) {
+    yield tarFileHeader({ name: dumpPartName(index++), size: part.size, mtime });
+    yield* part.chunks;
+    yield tarPadding(part.size);
+  }
+  for await (const file of files) yield* fileEntry(file);
+  yield TAR_END;
+}
+
+/** Regular files under the media store's local directories (missing ones are empty), in name order. */
+export async function* localMediaFiles(mediaStore: string, archiveDir: string): AsyncGenerator<ArchiveFile> {
+  for (const dir of LOCAL_MEDIA_DIRS) yield* regularFiles(join(mediaStore, dir), `${archiveDir}/${dir}`);
+}
+
+async function* regularFiles(dir: string, name: string): AsyncGenerator<ArchiveFile> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (error) {
+    if (errorCode(error) === "ENOENT") return;
+    throw error;
+  }
+  entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const entry of entries) {
+    // Synapse writes regular files only; a symbolic link (planted by a compromised Synapse) is left out.
+    if (entry.isDirectory()) yield* regularFiles(join(dir, entry.name), `${name}/${entry.name}`);
+    else if (entry.isFile()) yield { name: `${name}/${entry.name}`, path: join(dir, entry.name), mayVanish: true };
+  }
+}
+
+/**
+ * zstd level 1: the fastest of the regular levels. Most of a backup is media
+ * (JPEG, PNG, video) and pg_dump -Fc's own zlib output, which no level shrinks
+ * much, so higher levels only cost CPU on a host that runs homeservers. Frames
+ * carry a checksum, so `zstd -d` and a restore notice corrupted data.
+ */
+function createArchiveCompressor(): ZstdCompress {
+  return createZstdCompress({ chunkSize: ZSTD_CHUNK_SIZE, params: { [zstd.ZSTD_c_compressionLevel]: 1, [zstd.ZSTD_c_checksumFlag]: 1 } });
+}
+
+/**
+ * At most an 8 MiB window (level 1 uses 512 KiB; level 19 needs 8 MiB): a crafted
+ * archive cannot make a restore allocate zstd's default maximum of 128 MiB. Node's
+ * zstd does not notice a truncated frame (nodejs/node#64592); tar's end-of-archive
+ * marker, which readTar requires, does.
+ */
+function createArchiveDecompressor(): ZstdDecompress {
+  return createZstdDecompress({ chunkSize: ZSTD_CHUNK_SIZE, params: { [zstd.ZSTD_d_windowLogMax]: 23 } });
+}
+
+/**
+ * Joins pieces smaller than `size` (tar headers, padding, small files) into one
+ * write: node:zlib costs ~40 µs per write whatever its size. Larger pieces pass
+ * as they are, uncopied.
+ */
+async function* batched(pieces: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {
+  let batch: Buffer[] = [];
+  let length = 0;
+  for await (const piece of pieces) {
+    if (piece.length >= size) {
+      if (length) yield Buffer.concat(batch, length);
+      batch = [];
+      length = 0;
+      yield piece;
+      continue;
+    }
+    batch.push(piece);
+    length += piece.length;
+    if (length >= size) {
+      yield Buffer.concat(batch, length);
+      batch = [];
+      length = 0;
+    }
+  }
+  if (length) yield Buffer.concat(batch, length);
+}
+
+/** The compressed archive, produced as fast as it is read; any failure errors the returned stream. */
+export function archiveStream(contents: ArchiveContents): Readable {
+  const tar = Readable.from(batched(tarArchive(contents), READ_SIZE), { objectMode: false });
+  // pipeline destroys every stream with the first error, the returned one included: that is how it reaches the reader.
+  return pipeline(tar, createArchiveCompressor(), () => {});
+}
+
+// ---------- extracting ----------
+
+export interface ExtractedArchive {
+  manifest: BackupManifest;
+  /** Files restored from disk (all but the manifest and the dump), and their bytes. */
+  files: number;
+  bytes: number;
+  /** Size of the joined dump at DUMP_FILE. */
+  dumpBytes: number;
+}
+
+/** The entry's path under root; refuses absolute names and any "." or ".." component. */
+function pathUnder(root: string, name: string): string {
+  const parts = name.split("/");
+  if (name.includes("\0") || parts.some((part) => part === "" || part === "." || part === "..")) {
+    throw new ArchiveError(`refusing entry ${JSON.stringify(name)}: not a plain relative path inside the archive`);
+  }
+  return join(root, ...parts);
+}
+
+/** Writes an entry's body to a new file (0600), or appends it to an existing one. */
+async function writeBody(path: string, body: Iterable<Buffer> | AsyncIterable<Buffer>, append = false): Promise<void> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const flags = fs.O_WRONLY | fs.O_NOFOLLOW | (append ? fs.O_APPEND : fs.O_CREAT | fs.O_EXCL);
+  let handle: FileHandle;
+  try {
+    handle = await open(path, flags, 0o600);
+  } catch (error) {
+    if (errorCode(error) === "EEXIST") throw new ArchiveError(`the archive holds ${path} twice`);
+    throw error;
+  }
+  await pipelineAsync(body, handle.createWriteStream());
+}
+
+async function readManifest(entry: TarEntry): Promise<{ manifest: BackupManifest; bytes: Buffer }> {
+  if (entry.name !== MANIFEST_NAME) throw new ArchiveError(`not a Berth backup: its first entry is ${entry.name}, not ${MANIFEST_NAME}`);
+  if (entry.size > MAX_MANIFEST_SIZE) throw new ArchiveError(`${MANIFEST_NAME} is larger than ${MAX_MANIFEST_SIZE} bytes`);
+  const chunks: Buffer[] = [];
+  for await (const chunk of entry.body) chunks.push(chunk);
+  const bytes = Buffer.concat(chunks);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(bytes.toString("utf8"));
+  } catch {
+    throw new ArchiveError(`${MANIFEST_NAME} is not JSON`);
+  }
+  const result = backupManifestSchema.safeParse(parsed);
+  if (!result.success) throw new ArchiveError(`${MANIFEST_NAME} is not a backup manifest: ${z.prettifyError(result.error)}`);
+  return { manifest: result.data, bytes };
+}
+
+async function extractEntries(tar: AsyncIterable<Buffer>, root: string): Promise<ExtractedArchive> {
+  let manifest: BackupManifest | undefined;
+  const result = { files: 0, bytes: 0, dumpParts: 0, dumpBytes: 0 };
+  for await (const entry of readTar(tar)) {
+    if (!manifest) {
+      const read = await readManifest(entry);
+      manifest = read.manifest;
+      await writeBody(join(root, MANIFEST_NAME), [read.bytes]);
+      continue;
+    }
+    if (entry.type === "directory") {
+      await mkdir(pathUnder(root, entry.name), { recursive: true, mode: 0o700 });
+      continue;
+    }
+    const part = DUMP_PART.exec(entry.name);
+    if (part) {
+      if (Number(part[1]) !== result.dumpParts) {
+        throw new ArchiveError(`database dump part ${Number(part[1])} where part ${result.dumpParts} belongs: the dump cannot be joined`);
+      }
+      await writeBody(join(root, DUMP_FILE), entry.body, result.dumpParts > 0);
+      result.dumpParts++;
+      result.dumpBytes += entry.size;
+    } else {
+      await writeBody(pathUnder(root, entry.name), entry.body);
+      result.files++;
+      result.bytes += entry.size;
+    }
+  }
+  if (!manifest) throw new ArchiveError("the archive is empty");
+  if (result.dumpParts === 0) throw new ArchiveError("the backup holds no database dump");
+  return { manifest, files: result.files, bytes: result.bytes, dumpBytes: result.dumpBytes };
+}
+
+/**
+ * Extracts an archive's tar bytes into targetDir, which must not exist yet (it is
+ * made 0700; directories 0700, files 0600, owned by this process: the caller
+ * hands them to the server's uid). On any failure targetDir is removed again,
+ * so a failed restore leaves nothing half-written behind.
+ */
+export async function extractArchive(tar: AsyncIterable<Buffer>, targetDir: string): Promise<ExtractedArchive> {
+  await mkdir(targetDir, { mode: 0o700 });
+  try {
+    return await extractEntries(tar, targetDir);
+  } catch (error) {
+    await rm(targetDir, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/** Decompresses an archive and extracts it into targetDir (see extractArchive). */
+export function restoreArchive(compressed: Readable, targetDir: string): Promise<ExtractedArchive> {
+  return pipelineAsync(compressed, createArchiveDecompressor(), (tar: AsyncIterable<Buffer>) => extractArchive(tar, targetDir));
+}

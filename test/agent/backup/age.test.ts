@@ -1,0 +1,142 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Decrypter, Encrypter, generateX25519Identity, identityToRecipient } from "age-encryption";
+import { afterEach, describe, expect, it } from "vitest";
+import { AgeDecryptStream, AgeEncryptStream, ageRecipientOf, generateAgeKeyPair, type AgeErrorCode } from "../../../agent/backup/age.ts";
+import { runCleanups, tempDir } from "../helpers.ts";
+import { agePayloadOffset, pseudoRandomBytes, run, through } from "./helpers.ts";
+
+afterEach(runCleanups);
+
+const CHUNK = 64 * 1024;
+const SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * 1024 * 1024 + 7];
+const keys = generateAgeKeyPair();
+
+const encrypt = (data: Buffer, recipient = keys.recipient) => through(new AgeEncryptStream(recipient), data);
+const decrypt = (file: Buffer, identity = keys.identity) => through(new AgeDecryptStream(identity), file);
+
+/** The age CLI, decrypting with an identity file. */
+function ageCliDecrypt(file: Buffer, identity: string): Buffer {
+  const identityFile = join(tempDir(), "key.txt");
+  writeFileSync(identityFile, `${identity}\n`, { mode: 0o600 });
+  return run("age", ["-d", "-i", identityFile], file);
+}
+
+async function decryptError(file: Buffer, identity = keys.identity): Promise<{ code: AgeErrorCode; message: string }> {
+  const error = await decrypt(file, identity).then(
+    () => undefined,
+    (e: unknown) => e as { code: AgeErrorCode; message: string },
+  );
+  if (!error) throw new Error("decryption succeeded");
+  return error;
+}
+
+describe("age encryption (node:crypto)", () => {
+  it.each(SIZES)("round-trips %i bytes, in 64 KiB chunks each with a 16-byte tag", async (size) => {
+    const data = pseudoRandomBytes(size);
+    const file = await encrypt(data);
+    const chunks = Math.max(1, Math.ceil(size / CHUNK));
+    expect(file.length - agePayloadOffset(file)).toBe(size + 16 * chunks);
+    expect((await decrypt(file)).equals(data)).toBe(true);
+  });
+
+  it("writes the standard header: version line, one X25519 stanza, MAC", async () => {
+    const file = await encrypt(Buffer.from("x"));
+    const header = file.subarray(0, agePayloadOffset(file) - 16);
+    expect(header.toString("latin1")).toMatch(/^age-encryption\.org\/v1\n-> X25519 [A-Za-z0-9+/]{43}\n[A-Za-z0-9+/]{43}\n--- [A-Za-z0-9+/]{43}\n$/);
+  });
+
+  it("encrypts each file under a new file key and nonce", async () => {
+    const data = Buffer.from("same plaintext");
+    expect((await encrypt(data)).equals(await encrypt(data))).toBe(false);
+  });
+
+  it.each(SIZES)("the age CLI decrypts what it encrypts (%i bytes), and it decrypts the CLI's files", async (size) => {
+    const data = pseudoRandomBytes(size, `cli-${size}`);
+    expect(ageCliDecrypt(await encrypt(data), keys.identity).equals(data)).toBe(true);
+    expect((await decrypt(run("age", ["-r", keys.recipient], data))).equals(data)).toBe(true);
+  });
+
+  it.each(SIZES)("age-encryption (pure JS) decrypts what it encrypts (%i bytes), and it decrypts age-encryption's files", async (size) => {
+    const data = pseudoRandomBytes(size, `js-${size}`);
+    const decrypter = new Decrypter();
+    decrypter.addIdentity(keys.identity);
+    expect(Buffer.from(await decrypter.decrypt(await encrypt(data))).equals(data)).toBe(true);
+    const encrypter = new Encrypter();
+    encrypter.addRecipient(keys.recipient);
+    expect((await decrypt(Buffer.from(await encrypter.encrypt(data)))).equals(data)).toBe(true);
+  });
+
+  it("uses keys made by age-keygen and by age-encryption, and derives the same recipients", async () => {
+    const keygen = run("age-keygen", []).toString("utf8");
+    const cliIdentity = /^AGE-SECRET-KEY-1[0-9A-Z]+$/m.exec(keygen)![0];
+    const cliRecipient = /^# public key: (age1[0-9a-z]+)$/m.exec(keygen)![1]!;
+    expect(ageRecipientOf(cliIdentity)).toBe(cliRecipient);
+    const jsIdentity = await generateX25519Identity();
+    expect(ageRecipientOf(jsIdentity)).toBe(await identityToRecipient(jsIdentity));
+    expect(await identityToRecipient(keys.identity)).toBe(keys.recipient);
+
+    const data = Buffer.from("made with other tools' keys");
+    expect((await decrypt(await encrypt(data, cliRecipient), cliIdentity)).equals(data)).toBe(true);
+    expect((await decrypt(await encrypt(data, await identityToRecipient(jsIdentity)), jsIdentity)).equals(data)).toBe(true);
+  });
+
+  it("refuses strings that are not X25519 keys", () => {
+    expect(() => new AgeEncryptStream("age1notakey")).toThrow(/not an age X25519 recipient/);
+    expect(() => new AgeEncryptStream(keys.identity)).toThrow(/not an age X25519 recipient/);
+    expect(() => new AgeDecryptStream(keys.recipient)).toThrow(/not an age X25519 identity/);
+    const lastCharacterChanged = keys.identity.slice(0, -1) + (keys.identity.endsWith("Q") ? "P" : "Q");
+    expect(() => new AgeDecryptStream(lastCharacterChanged)).toThrow(/not an age X25519 identity/);
+  });
+});
+
+describe("age decryption failures", () => {
+  it("a file for another key: no identity matches", async () => {
+    const file = await encrypt(Buffer.from("secret"));
+    const error = await decryptError(file, generateAgeKeyPair().identity);
+    expect(error).toMatchObject({ code: "no-identity-matches" });
+    expect(error.message).toMatch(/^no identity matches/);
+  });
+
+  it("an altered header: its MAC does not match", async () => {
+    const file = await encrypt(Buffer.from("secret"));
+    const mac = file.indexOf("\n--- ") + 5;
+    file[mac + 10] = file[mac + 10] === 0x41 ? 0x42 : 0x41; // one base64 digit of the MAC
+    expect(await decryptError(file)).toMatchObject({ code: "bad-header-mac", message: expect.stringMatching(/MAC does not match/) });
+  });
+
+  it("a malformed header or something else entirely", async () => {
+    const file = await encrypt(Buffer.from("secret"));
+    const malformed = Buffer.from(file.toString("latin1").replace("-> X25519 ", "-> X25519  "), "latin1");
+    expect(await decryptError(malformed)).toMatchObject({ code: "bad-header" });
+    expect(await decryptError(Buffer.from("PK\x03\x04 a zip file, say"))).toMatchObject({ code: "not-age" });
+  });
+
+  it("a flipped payload byte: that chunk does not authenticate", async () => {
+    const file = await encrypt(pseudoRandomBytes(3 * CHUNK));
+    file[agePayloadOffset(file) + CHUNK + 16 + 100]! ^= 1; // inside chunk 1
+    expect(await decryptError(file)).toMatchObject({ code: "corrupted-chunk", message: expect.stringMatching(/^payload chunk 1 /) });
+  });
+
+  it("a file missing its last chunk: truncated", async () => {
+    const file = await encrypt(pseudoRandomBytes(3 * CHUNK));
+    const twoChunks = file.subarray(0, agePayloadOffset(file) + 2 * (CHUNK + 16));
+    expect(await decryptError(twoChunks)).toMatchObject({ code: "truncated", message: expect.stringMatching(/without its final chunk/) });
+    expect(await decryptError(file.subarray(0, agePayloadOffset(file)))).toMatchObject({ code: "truncated" });
+    expect(await decryptError(file.subarray(0, 40))).toMatchObject({ code: "truncated", message: expect.stringMatching(/inside its header/) });
+  });
+
+  it("a file cut inside a chunk fails as that chunk, as corrupted or cut off", async () => {
+    const file = await encrypt(pseudoRandomBytes(3 * CHUNK));
+    const error = await decryptError(file.subarray(0, file.length - 1000));
+    expect(error).toMatchObject({ code: "corrupted-chunk", message: expect.stringMatching(/^payload chunk 2 .*cut off/) });
+  });
+
+  it("data after the final chunk: trailing data", async () => {
+    const file = await encrypt(pseudoRandomBytes(CHUNK)); // one full final chunk
+    expect(await decryptError(Buffer.concat([file, Buffer.from("appended")]))).toMatchObject({
+      code: "trailing-data",
+      message: expect.stringMatching(/data follows the end/),
+    });
+  });
+});
