@@ -340,6 +340,7 @@ async function runCommand(values: ReturnType<typeof parse<"run">>): Promise<numb
     log,
     diskEncryption,
     onInventoryChanged: refreshInventory,
+    agentIdentity: { hostId: config.hostId, privateKey },
   });
   void homeservers.manager.restoreHostState(log);
   const inventoryTimer = setInterval(() => {

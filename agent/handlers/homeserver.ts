@@ -1,7 +1,9 @@
 // The homeserver.* job kinds: payload checks, the data root's encryption, then
 // the HomeserverManager (agent/homeserver/manager.ts) does the work.
+import type { Readable } from "node:stream";
 import { z } from "zod";
-import type { DiskEncryption } from "../../protocol/messages.ts";
+import { backupJobPayload, restoreJobPayload, type DiskEncryption } from "../../protocol/messages.ts";
+import { downloadBackup, uploadBackup, type AgentIdentity } from "../backup/transfer.ts";
 import { HomeserverManager, type HomeserverManagerOptions } from "../homeserver/manager.ts";
 import { workloadIdSchema } from "../inventory.ts";
 import { assertCustomerDataAllowed } from "./workload.ts";
@@ -16,16 +18,18 @@ export const HOMESERVER_JOB_KINDS = [
   "homeserver.upgrade",
   "homeserver.delete",
   "homeserver.set_admin_password",
+  "homeserver.backup",
+  "homeserver.restore",
 ] as const;
 export type HomeserverJobKind = (typeof HOMESERVER_JOB_KINDS)[number];
-
-export const DELETE_REFUSED = "deletion needs a final backup, which does not exist yet";
 
 export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   /** The data root's encryption, checked before every job that places or touches customer data. */
   diskEncryption: () => DiskEncryption;
   /** Called after a job changed what runs (the agent then reports its inventory). */
   onInventoryChanged?: () => void;
+  /** The host's identity, which signs backup uploads and downloads. */
+  agentIdentity: AgentIdentity;
 }
 
 // DNS names only (the control plane makes them from DNS labels); no port, no path.
@@ -111,10 +115,24 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
       customerData();
       return (await manager.upgrade(serverId, target, ctx)) as unknown as Json;
     }),
-    "homeserver.delete": async (payload) => {
-      parse(serverPayload, "homeserver.delete", payload);
-      throw new Error(DELETE_REFUSED);
+    // The control plane sends it only once a final backup succeeded.
+    "homeserver.delete": guarded(async (payload, ctx) => {
+      const { serverId } = parse(serverPayload, "homeserver.delete", payload);
+      return manager.destroy(serverId, ctx);
+    }),
+    "homeserver.backup": async (payload, ctx) => {
+      const job = parse(backupJobPayload, "homeserver.backup", payload);
+      customerData();
+      const upload = (ciphertext: Readable) =>
+        uploadBackup(ciphertext, { identity: options.agentIdentity, uploadBase: job.uploadBase, partSize: job.partSize, signal: ctx.signal });
+      return (await manager.backup(job.serverId, job, upload, ctx)) as unknown as Json;
     },
+    "homeserver.restore": guarded(async (payload, ctx) => {
+      const job = parse(restoreJobPayload, "homeserver.restore", payload);
+      customerData();
+      const download = () => downloadBackup(options.agentIdentity, job.downloadUrl, ctx.signal);
+      return (await manager.restore(job.serverId, job, download, ctx)) as unknown as Json;
+    }),
     "homeserver.set_admin_password": async (payload, ctx) => {
       const { serverId, adminUserId, passwordHash } = parse(adminPasswordPayload, "homeserver.set_admin_password", payload);
       customerData();

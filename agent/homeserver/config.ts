@@ -8,7 +8,9 @@ export const SYNAPSE_PORT = 8008;
 export const SYNAPSE_DATA = "/data";
 export const HOMESERVER_CONFIG_FILE = "homeserver.yaml";
 export const LOG_CONFIG_FILE = "log.config";
-export const MEDIA_STORE = `${SYNAPSE_DATA}/media_store`;
+/** The media store's directory in Synapse's data directory (the host's <server>/synapse). */
+export const MEDIA_STORE_DIR = "media_store";
+export const MEDIA_STORE = `${SYNAPSE_DATA}/${MEDIA_STORE_DIR}`;
 export const DEFAULT_MAX_UPLOAD_SIZE = "50M";
 export const DEFAULT_TRUSTED_KEY_SERVERS = ["matrix.org"];
 

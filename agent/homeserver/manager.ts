@@ -4,15 +4,20 @@
 // duplicating or breaking anything (containers, networks and rules are found by
 // name and compared; secrets are made once; an interrupted upgrade is rolled
 // back before anything else happens to the server).
-import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, createReadStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { Readable } from "node:stream";
 import type Docker from "dockerode";
 import { errorMessage, silentLogger, type Logger } from "../log.ts";
 import type { HomeserverFirewall } from "../network/firewall.ts";
-import { ContainerFailedError, delay, type DockerRuntime, type ExecResult } from "../runtime/docker.ts";
+import { localMediaFiles, DUMP_FILE, type ArchiveFile } from "../backup/archive.ts";
+import { backupStream, restoreStream } from "../backup/backup.ts";
+import type { UploadResult } from "../backup/transfer.ts";
+import { ContainerFailedError, delay, type DockerRuntime, type ExecResult, type StreamingExec } from "../runtime/docker.ts";
 import {
   HOMESERVER_CONFIG_FILE,
   LOG_CONFIG_FILE,
+  MEDIA_STORE_DIR,
   SYNAPSE_PORT,
   renderHomeserverConfig,
   renderLogConfig,
@@ -48,6 +53,7 @@ import {
   ensureSigningKey,
   existingOwner,
   randomSecret,
+  SECRET_FILES,
   signingKeyFileName,
   writeOwnedFile,
   type HomeserverSecrets,
@@ -332,10 +338,10 @@ export class HomeserverManager {
     return created;
   }
 
-  private async psql(names: HomeserverNames, sql: string, timeoutMs = 60_000): Promise<ExecResult> {
+  private async psql(names: HomeserverNames, sql: string, timeoutMs = 60_000, database = POSTGRES_DB): Promise<ExecResult> {
     return this.runtime.exec(
       names.postgres,
-      ["psql", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"],
+      ["psql", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", database, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"],
       { stdin: sql, env: ["PGPASSFILE=/run/secrets/pgpass"], timeoutMs },
     );
   }
@@ -721,6 +727,168 @@ export class HomeserverManager {
     });
   }
 
+  // ---------- backup and restore ----------
+
+  /**
+   * PostgreSQL running for `fn` (a stopped or suspended server's is started
+   * for it and stopped again afterwards, unless Synapse runs by then).
+   */
+  private async withPostgres<T>(names: HomeserverNames, ctx: OperationContext, fn: () => Promise<T>): Promise<T> {
+    const wasRunning = (await this.runtime.inspectContainer(names.postgres))?.State.Running ?? false;
+    await this.runtime.startContainer(names.postgres);
+    await this.waitPostgres(names, ctx.signal);
+    try {
+      return await fn();
+    } finally {
+      if (!wasRunning && !(await this.runtime.inspectContainer(names.synapse))?.State.Running) {
+        await this.runtime.stopContainer(names.postgres, this.timeouts.stopSeconds);
+      }
+    }
+  }
+
+  /**
+   * A consistent snapshot, streamed: pg_dump (one transaction; one-time keys'
+   * data left out, as Synapse's backup guide says), the local media, the
+   * signing key, configuration and secrets → tar → zstd → age to the server's
+   * recipient → `upload`. Nothing is held whole in memory or written to disk.
+   * pg_dump failing part-way fails the archive, so the upload is aborted.
+   */
+  backup(
+    serverId: string,
+    job: { backupId: string; recipient: string },
+    upload: (ciphertext: Readable) => Promise<UploadResult>,
+    ctx: OperationContext,
+  ): Promise<UploadResult & { serverId: string; backupId: string }> {
+    return this.serialised(serverId, async () => {
+      const record = this.requireRecord(serverId);
+      const names = homeserverNames(serverId);
+      const paths = homeserverPaths(ctx.dataRoot, serverId);
+      const step = stepper(ctx, (ctx.log ?? this.log).child({ serverId, backupId: job.backupId }));
+      step(0.05, "making sure PostgreSQL runs");
+      const result = await this.withPostgres(names, ctx, async () => {
+        step(0.1, "dumping the database, archiving, compressing, encrypting and uploading");
+        const dump = await this.runtime.execStreaming(names.postgres, PG_DUMP, { env: ["PGPASSFILE=/run/secrets/pgpass"] });
+        const files = snapshotFiles(record, paths);
+        const ciphertext = backupStream({
+          manifest: {
+            format: 1,
+            serverId,
+            serverName: record.serverName,
+            createdAt: new Date().toISOString(),
+            synapseImage: record.images.synapse,
+            postgresImage: record.images.postgres,
+            entries: ["database", "synapse", "secrets"],
+          },
+          dump: checkedOutput(dump, "pg_dump"),
+          files,
+          recipient: job.recipient,
+        });
+        return upload(ciphertext);
+      });
+      step(1, `uploaded ${result.parts.length} part${result.parts.length === 1 ? "" : "s"}, ${result.size} bytes`);
+      return { serverId, backupId: job.backupId, ...result };
+    });
+  }
+
+  /**
+   * Restores a backup of this server: decrypted and extracted into a staging
+   * directory first (a wrong key, a corrupted or truncated backup fails here,
+   * with the server untouched), the dump restored into a fresh database beside
+   * the live one; only then is Synapse stopped, the databases swapped by name,
+   * media, signing key and secrets put back, and Synapse started and checked.
+   * If that fails, everything is swapped back and Synapse runs as before.
+   */
+  restore(
+    serverId: string,
+    job: { backupId: string; identity: string },
+    download: () => Promise<Readable>,
+    ctx: OperationContext,
+  ): Promise<RunningResult & { backupId: string; restoredFrom: string }> {
+    return this.serialised(serverId, async () => {
+      let record = this.requireRecord(serverId);
+      const names = homeserverNames(serverId);
+      const paths = homeserverPaths(ctx.dataRoot, serverId);
+      const log = (ctx.log ?? this.log).child({ serverId, backupId: job.backupId });
+      const step = stepper(ctx, log);
+      if (record.suspended) throw new Error(`homeserver ${serverId} is suspended: resume it before restoring`);
+      await this.recoverInterruptedUpgrade(record, names, log);
+      record = this.requireRecord(serverId);
+      const staging = join(paths.root, "restore", job.backupId);
+      rmSync(staging, { recursive: true, force: true });
+      mkdirSync(join(paths.root, "restore"), { mode: 0o700, recursive: true });
+
+      step(0.05, "downloading, decrypting and unpacking the backup");
+      const extracted = await restoreStream(await download(), job.identity, staging);
+      try {
+        if (extracted.manifest.serverName !== record.serverName) {
+          throw new Error(`the backup is of ${extracted.manifest.serverName}, not ${record.serverName}: refusing to restore it here`);
+        }
+        chownTree(staging, record.uid);
+        const fresh = `${POSTGRES_DB}_restore_${job.backupId.replaceAll("-", "").slice(0, 12)}`;
+        const previous = `${POSTGRES_DB}_before_${job.backupId.replaceAll("-", "").slice(0, 12)}`;
+
+        step(0.4, "restoring the database into a fresh one beside the live one");
+        await this.runtime.startContainer(names.postgres);
+        await this.waitPostgres(names, ctx.signal);
+        await this.admin(names, `DROP DATABASE IF EXISTS ${fresh};`);
+        await this.admin(names, `CREATE DATABASE ${fresh} OWNER ${POSTGRES_USER} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C';`);
+        try {
+          const restore = await this.runtime.execStreaming(names.postgres, [...PG_RESTORE, `--dbname=${fresh}`], {
+            stdin: createReadStream(join(staging, DUMP_FILE)),
+            env: ["PGPASSFILE=/run/secrets/pgpass"],
+          });
+          for await (const _ of checkedOutput(restore, "pg_restore"));
+          const truncated = await this.psql(names, "TRUNCATE e2e_one_time_keys_json;", 60_000, fresh);
+          if (truncated.exitCode !== 0) throw new Error(`truncating one-time keys failed: ${truncated.stderr.trim().slice(0, 300)}`);
+        } catch (error) {
+          await this.admin(names, `DROP DATABASE IF EXISTS ${fresh};`).catch(() => undefined);
+          throw error;
+        }
+
+        step(0.7, "stopping Synapse and swapping in the restored data");
+        await this.runtime.stopContainer(names.synapse, this.timeouts.stopSeconds);
+        const swap = restoredFiles(record, paths, staging);
+        try {
+          await this.admin(names, `ALTER DATABASE ${POSTGRES_DB} RENAME TO ${previous};`);
+          await this.admin(names, `ALTER DATABASE ${fresh} RENAME TO ${POSTGRES_DB};`);
+          for (const { live, restored, kept } of swap) swapIn(live, restored, kept);
+          step(0.8, "starting Synapse on the restored data");
+          await this.runtime.startContainer(names.synapse);
+          await this.waitSynapse(names, this.timeouts.synapseHealthyMs, ctx.signal);
+          await waitForClientApi(baseUrl(await this.synapseAddress(names), SYNAPSE_PORT), this.timeouts.clientApiMs, ctx.signal);
+        } catch (error) {
+          if (ctx.signal.aborted) throw error;
+          log.warn("the restored homeserver did not come up: putting the previous data back", { error: errorMessage(error) });
+          await this.runtime.stopContainer(names.synapse, this.timeouts.stopSeconds);
+          for (const { live, kept } of swap) swapBack(live, kept);
+          await this.admin(names, `ALTER DATABASE IF EXISTS ${POSTGRES_DB} RENAME TO ${fresh};`).catch(() => undefined);
+          await this.admin(names, `ALTER DATABASE ${previous} RENAME TO ${POSTGRES_DB};`);
+          await this.admin(names, `DROP DATABASE IF EXISTS ${fresh};`);
+          await this.runtime.startContainer(names.synapse);
+          await this.waitSynapse(names, this.timeouts.synapseHealthyMs, ctx.signal);
+          throw new Error(`restoring backup ${job.backupId} failed: ${errorMessage(error)}; the previous data is back and running`);
+        }
+
+        step(0.9, "dropping the data the restore replaced");
+        await this.admin(names, `DROP DATABASE IF EXISTS ${previous};`);
+        for (const { kept } of swap) rmSync(kept, { recursive: true, force: true });
+        const ip = await this.synapseAddress(names);
+        await this.applyProxy(record, ip, log);
+        const result = await this.runningResult(record, names, ip, ctx.signal);
+        step(1, `restored from the backup of ${extracted.manifest.createdAt}`);
+        return { ...result, backupId: job.backupId, restoredFrom: extracted.manifest.createdAt };
+      } finally {
+        rmSync(staging, { recursive: true, force: true });
+      }
+    });
+  }
+
+  /** SQL as Synapse's (owner) role, connected to the maintenance database: for CREATE/ALTER/DROP DATABASE. */
+  private async admin(names: HomeserverNames, sql: string): Promise<void> {
+    const result = await this.psql(names, sql, 120_000, "postgres");
+    if (result.exitCode !== 0) throw new Error(`${sql.split(" ").slice(0, 3).join(" ")} failed: ${result.stderr.trim().slice(0, 300)}`);
+  }
+
   // ---------- destroy ----------
 
   /**
@@ -790,6 +958,66 @@ export class HomeserverManager {
     } catch {
       return [];
     }
+  }
+}
+
+const PG_DUMP = ["pg_dump", "--format=custom", "--exclude-table-data=e2e_one_time_keys_json", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB];
+const PG_RESTORE = ["pg_restore", "--exit-on-error", "--no-owner", "--role", POSTGRES_USER, "-h", "/run/postgresql", "-U", POSTGRES_USER];
+
+/** A command's output; at its end, its exit status is checked (a failure errors the stream that reads it). */
+async function* checkedOutput(exec: StreamingExec, what: string): AsyncGenerator<Buffer> {
+  yield* exec.stdout as AsyncIterable<Buffer>;
+  const { exitCode, stderr } = await exec.finished;
+  if (exitCode !== 0) throw new Error(`${what} exited with ${exitCode}: ${stderr.trim().slice(-500)}`);
+}
+
+/** What a backup holds besides the dump: signing key, configuration, secrets, and the local media (not remote caches). */
+async function* snapshotFiles(record: HomeserverRecord, paths: HomeserverPaths): AsyncGenerator<ArchiveFile> {
+  for (const name of [signingKeyFileName(record.serverName), HOMESERVER_CONFIG_FILE, LOG_CONFIG_FILE]) {
+    yield { name: `synapse/${name}`, path: join(paths.synapse, name) };
+  }
+  for (const name of Object.values(SECRET_FILES)) yield { name: `secrets/${name}`, path: join(paths.secrets, name) };
+  yield* localMediaFiles(join(paths.synapse, MEDIA_STORE_DIR), `synapse/${MEDIA_STORE_DIR}`);
+}
+
+/**
+ * What a restore puts back, each as (live path, restored path, where the live
+ * one is kept until the restore succeeded). The configuration is not among
+ * them (the agent writes it), nor PostgreSQL's own credentials (the cluster
+ * being restored into keeps its password).
+ */
+function restoredFiles(record: HomeserverRecord, paths: HomeserverPaths, staging: string): Array<{ live: string; restored: string; kept: string }> {
+  const pairs: Array<[string, string]> = [
+    [join(paths.synapse, MEDIA_STORE_DIR), join(staging, "synapse", MEDIA_STORE_DIR)],
+    [join(paths.synapse, signingKeyFileName(record.serverName)), join(staging, "synapse", signingKeyFileName(record.serverName))],
+    ...[SECRET_FILES.registrationSharedSecret, SECRET_FILES.macaroonSecretKey, SECRET_FILES.formSecret].map(
+      (name): [string, string] => [join(paths.secrets, name), join(staging, "secrets", name)],
+    ),
+  ];
+  return pairs.map(([live, restored]) => ({ live, restored, kept: `${live}.before-restore` }));
+}
+
+/** Moves the live file or directory aside and the restored one in (a backup without local media gets an empty store). */
+function swapIn(live: string, restored: string, kept: string): void {
+  rmSync(kept, { recursive: true, force: true });
+  if (existsSync(live)) renameSync(live, kept);
+  if (existsSync(restored)) renameSync(restored, live);
+  else mkdirSync(live, { mode: 0o700 });
+}
+
+function swapBack(live: string, kept: string): void {
+  if (!existsSync(kept)) return;
+  rmSync(live, { recursive: true, force: true });
+  renameSync(kept, live);
+}
+
+/** Hands an extracted tree (made by root) to the server's uid. */
+function chownTree(dir: string, uid: number): void {
+  chownSync(dir, uid, uid);
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) chownTree(path, uid);
+    else chownSync(path, uid, uid);
   }
 }
 

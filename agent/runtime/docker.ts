@@ -3,7 +3,7 @@
 // Calls that find things already in the wanted state (start a running
 // container, stop a stopped one, remove a missing one) succeed quietly, so the
 // handlers built on it can be rerun after a crash.
-import { PassThrough } from "node:stream";
+import { PassThrough, Transform, type Readable, type TransformCallback } from "node:stream";
 import Docker from "dockerode";
 import { errorMessage, silentLogger, type Logger } from "../log.ts";
 
@@ -347,6 +347,47 @@ export class DockerRuntime {
     }
   }
 
+  /**
+   * Runs a command in a running container with its output streamed (pg_dump)
+   * and, optionally, its standard input fed from a stream (pg_restore): for
+   * data too big to hold in memory.
+   */
+  async execStreaming(name: string, cmd: string[], options: { stdin?: Readable; env?: string[]; user?: string } = {}): Promise<StreamingExec> {
+    const exec = await this.docker.getContainer(name).exec({
+      Cmd: cmd,
+      AttachStdin: options.stdin !== undefined,
+      AttachStdout: true,
+      AttachStderr: true,
+      Tty: false,
+      ...(options.env ? { Env: options.env } : {}),
+      ...(options.user ? { User: options.user } : {}),
+    });
+    const raw = (await exec.start({ hijack: true, stdin: options.stdin !== undefined })) as NodeJS.ReadWriteStream & Readable;
+    const stdout = new ExecStdout();
+    raw.pipe(stdout);
+    raw.on("error", (error) => stdout.destroy(error));
+    if (options.stdin) {
+      options.stdin.on("error", (error) => stdout.destroy(error));
+      options.stdin.pipe(raw);
+    }
+    const finished = new Promise<{ exitCode: number; stderr: string }>((resolve, reject) => {
+      stdout.on("error", reject);
+      stdout.on("end", () => {
+        void (async () => {
+          for (let i = 0; i < 100; i++) {
+            const info = await exec.inspect();
+            if (!info.Running) return resolve({ exitCode: info.ExitCode ?? -1, stderr: stdout.stderr });
+            await delay(20);
+          }
+          resolve({ exitCode: -1, stderr: stdout.stderr });
+        })().catch(reject);
+      });
+    });
+    // The caller learns of failures through `finished` and the stream's own error.
+    finished.catch(() => undefined);
+    return { stdout, finished };
+  }
+
   /** Runs a command in a running container and collects its output. */
   async exec(name: string, cmd: string[], options: ExecOptions = {}): Promise<ExecResult> {
     const container = this.docker.getContainer(name);
@@ -398,6 +439,51 @@ export class DockerRuntime {
     }
     return { exitCode: exitCode ?? -1, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") };
   }
+}
+
+/**
+ * Docker's multiplexed exec output (8-byte frame headers: stream 1 = stdout,
+ * 2 = stderr, then a big-endian length) as a stream of stdout bytes, with
+ * backpressure; stderr is kept (its last 64 KiB) for error messages.
+ */
+export class ExecStdout extends Transform {
+  private pending = Buffer.alloc(0);
+  private stderrChunks: Buffer[] = [];
+  private stderrBytes = 0;
+
+  get stderr(): string {
+    return Buffer.concat(this.stderrChunks).toString("utf8");
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: TransformCallback): void {
+    this.pending = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
+    while (this.pending.length >= 8) {
+      const size = this.pending.readUInt32BE(4);
+      if (this.pending.length < 8 + size) break;
+      const payload = this.pending.subarray(8, 8 + size);
+      if (this.pending[0] === 2) this.keepStderr(payload);
+      else this.push(payload);
+      this.pending = this.pending.subarray(8 + size);
+    }
+    done();
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(this.pending.length ? new Error(`exec output ended inside a frame (${this.pending.length} bytes left)`) : null);
+  }
+
+  private keepStderr(payload: Buffer): void {
+    this.stderrChunks.push(Buffer.from(payload));
+    this.stderrBytes += payload.length;
+    while (this.stderrBytes > 65_536 && this.stderrChunks.length > 1) this.stderrBytes -= this.stderrChunks.shift()!.length;
+  }
+}
+
+export interface StreamingExec {
+  /** The command's standard output, as it comes (read it, or the command stalls). */
+  stdout: Readable;
+  /** Settles once the command exited and its output was read: its exit code and the end of its stderr. */
+  finished: Promise<{ exitCode: number; stderr: string }>;
 }
 
 // ---------- helpers ----------

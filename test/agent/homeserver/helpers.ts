@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Docker from "dockerode";
 import type { JobContext, Json } from "../../../agent/handlers/types.ts";
+import { generateHostKey } from "../../../agent/credentials.ts";
 import { homeserverHandlers, type HomeserverHandlerOptions } from "../../../agent/handlers/homeserver.ts";
 import { homeserverNames, homeserverPaths } from "../../../agent/homeserver/names.ts";
 import type { HomeserverProxy } from "../../../agent/homeserver/proxy.ts";
@@ -36,6 +37,16 @@ export async function dockerUsable(): Promise<string | undefined> {
   } catch (error) {
     return `the Docker daemon does not answer: ${(error as Error).message}`;
   }
+}
+
+/** Runs a command to its end: its exit code and output (never rejects for a non-zero exit). */
+export function runCommand(command: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(command, args, { timeout: 60_000 }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
+      resolve({ code, stdout, stderr: stderr || (error && typeof error.code !== "number" ? String(error) : "") });
+    });
+  });
 }
 
 let images: Promise<void> | undefined;
@@ -98,6 +109,8 @@ export class TestRun {
   readonly serverIds = new Set<string>();
   readonly images = new Set<string>();
   readonly labels: Record<string, string> = { [TEST_RUN_LABEL]: this.prefix };
+  /** The host identity backup transfers are signed with. */
+  readonly agentIdentity = { hostId: `${this.prefix}-host`, privateKey: generateHostKey() };
   handlers: ReturnType<typeof homeserverHandlers>["handlers"];
   manager: ReturnType<typeof homeserverHandlers>["manager"];
 
@@ -123,6 +136,7 @@ export class TestRun {
         return password;
       },
       diskEncryption: () => ({ dataRoot: this.dataRoot, encrypted: false, devices: ["test"], allowUnencrypted: true }),
+      agentIdentity: this.agentIdentity,
       ...options,
     };
   }
@@ -195,11 +209,17 @@ export class TestRun {
     return password;
   }
 
+  /** A password log-in (waiting out Synapse's log-in rate limit: the tests log in often). */
   async login(serverId: string, user: string, password: string): Promise<{ status: number; token?: string; body: unknown }> {
-    const answer = await requestJson(`${await this.synapseBase(serverId)}/_matrix/client/v3/login`, {
-      method: "POST",
-      body: { type: "m.login.password", identifier: { type: "m.id.user", user }, password },
-    });
+    let answer: Awaited<ReturnType<typeof requestJson>>;
+    for (let attempt = 0; ; attempt++) {
+      answer = await requestJson(`${await this.synapseBase(serverId)}/_matrix/client/v3/login`, {
+        method: "POST",
+        body: { type: "m.login.password", identifier: { type: "m.id.user", user }, password },
+      });
+      if (answer.status !== 429 || attempt >= 10) break;
+      await new Promise((resolve) => setTimeout(resolve, Number((answer.body as { retry_after_ms?: number }).retry_after_ms ?? 1_000)));
+    }
     const token = (answer.body as { access_token?: string } | null)?.access_token;
     return { status: answer.status, body: answer.body, ...(token ? { token } : {}) };
   }

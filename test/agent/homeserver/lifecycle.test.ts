@@ -1,12 +1,12 @@
 // The homeserver job handlers end to end against the real Docker Engine and the
 // locally built images: provision (hardening, data, admin account, signing key),
 // idempotency, the admin password, stop/start, suspend/resume, upgrade with
-// rollback, delete refused, destroy. One server goes through all of it, in order.
+// rollback, deletion. One server goes through all of it, in order.
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import bcrypt from "bcryptjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DELETE_REFUSED, homeserverHandlers } from "../../../agent/handlers/homeserver.ts";
+import { homeserverHandlers } from "../../../agent/handlers/homeserver.ts";
 import { signingKeyFileName, parseSigningKey } from "../../../agent/homeserver/secrets.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { WorkloadInventory, listHomeserverWorkloads } from "../../../agent/inventory.ts";
@@ -324,12 +324,6 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     expect((await run.login(spec.serverId, "bob", bobPassword)).status).toBe(200);
   });
 
-  it("refuses to delete (no final backup yet) and leaves the server running", async () => {
-    await expect(run.run("homeserver.delete", { serverId: spec.serverId })).rejects.toThrow(DELETE_REFUSED);
-    expect(DELETE_REFUSED).toBe("deletion needs a final backup, which does not exist yet");
-    expect((await inspect(names().synapse)).State.Running).toBe(true);
-  });
-
   it("refuses bad payloads, unknown servers and an unencrypted data root", async () => {
     await expect(run.run("homeserver.provision", { ...spec, serverName: "not a name" })).rejects.toThrow(/invalid payload: serverName/);
     await expect(run.run("homeserver.stop", { serverId: "../etc" })).rejects.toThrow(/invalid payload/);
@@ -343,11 +337,11 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     expect(POSTGRES_IMAGE).toBe("berth/postgres:15");
   });
 
-  it("destroy (after a final backup) removes the route, containers, networks, rules, data and record; a rerun is a no-op", async () => {
+  it("homeserver.delete (sent after a final backup) removes the route, containers, networks, rules, data and record; a rerun is a no-op", async () => {
     const n = names();
     const paths = run.paths(spec.serverId);
     expect(await run.firewall.list(n.firewallTag)).not.toEqual([]);
-    expect(await run.manager.destroy(spec.serverId, run.ctx())).toEqual({ serverId: spec.serverId, state: "deleted" });
+    expect(await run.run("homeserver.delete", { serverId: spec.serverId })).toEqual({ serverId: spec.serverId, state: "deleted" });
     for (const container of [n.synapse, n.synapsePrevious, n.postgres]) expect(await run.runtime.inspectContainer(container)).toBeUndefined();
     for (const network of [n.hsNetwork, n.dbNetwork]) expect(await run.runtime.inspectNetwork(network)).toBeUndefined();
     expect(await run.firewall.list(n.firewallTag)).toEqual([]);
@@ -355,6 +349,6 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     expect(existsSync(paths.root)).toBe(false);
     expect(run.manager.records.read(spec.serverId)).toBeUndefined();
     expect(await state()).toBeUndefined();
-    await expect(run.manager.destroy(spec.serverId, run.ctx())).resolves.toEqual({ serverId: spec.serverId, state: "deleted" });
+    await expect(run.run("homeserver.delete", { serverId: spec.serverId })).resolves.toEqual({ serverId: spec.serverId, state: "deleted" });
   });
 });

@@ -1,6 +1,7 @@
 // Runs one homeserver.provision in its own process, so that a test can kill it
 // (SIGKILL, like a crashed agent) at a chosen step. Options come as JSON in
 // $BERTH_TEST_CHILD; each progress report is printed as a JSON line.
+import { generateHostKey } from "../../../agent/credentials.ts";
 import { homeserverHandlers } from "../../../agent/handlers/homeserver.ts";
 import { createLogger } from "../../../agent/log.ts";
 import { IptablesFirewall } from "../../../agent/network/firewall.ts";
@@ -24,6 +25,7 @@ const { handlers } = homeserverHandlers({
   trustedKeyServers: [],
   extraLabels: options.labels,
   diskEncryption: () => ({ dataRoot: options.dataRoot, encrypted: false, devices: ["test"], allowUnencrypted: true }),
+  agentIdentity: { hostId: "provision-child", privateKey: generateHostKey() },
 });
 const result = await handlers["homeserver.provision"](options.spec as never, {
   progress: (progress, message) => print({ progress, message }),

@@ -1,0 +1,199 @@
+// homeserver.backup and homeserver.restore against the real Docker Engine and
+// images: a real Synapse's database and media, dumped, archived, compressed,
+// encrypted and uploaded in signed parts; restored into a fresh database and
+// swapped in; and every way a restore must fail without touching the server.
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import { Readable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateAgeKeyPair } from "../../../agent/backup/age.ts";
+import { restoreStream } from "../../../agent/backup/backup.ts";
+import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
+import { BACKUP_MIN_PART_SIZE } from "../../../protocol/messages.ts";
+import { BackupTarget } from "./backup-target.ts";
+import { TestRun, dockerUsable, ensureImages, runCommand } from "./helpers.ts";
+
+const unusable = await dockerUsable();
+if (unusable) console.warn(`homeserver backup tests skipped: ${unusable}`);
+
+const MiB = 1024 * 1024;
+
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => relative(dir, join(entry.parentPath, entry.name)))
+    .sort();
+}
+
+describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", () => {
+  let run: TestRun;
+  let target: BackupTarget;
+  let spec: ReturnType<TestRun["spec"]>;
+  const keys = generateAgeKeyPair();
+  const marker = `berth-backup-marker-${randomBytes(12).toString("hex")}`;
+  const media = randomBytes(12 * MiB);
+  let alicePassword = "";
+  let mediaUri = "";
+  let backupId = "";
+
+  const base = () => run.synapseBase(spec.serverId);
+  const backupPayload = (id: string) => ({ serverId: spec.serverId, backupId: id, recipient: keys.recipient, partSize: BACKUP_MIN_PART_SIZE, uploadBase: target.uploadBase(id) });
+  const restorePayload = (id: string, identity = keys.identity) => ({ serverId: spec.serverId, backupId: id, identity, downloadUrl: target.objectUrl(id) });
+  const aliceToken = async () => (await run.login(spec.serverId, "alice", alicePassword)).token!;
+
+  beforeAll(async () => {
+    await ensureImages();
+    run = new TestRun();
+    target = new BackupTarget(run.agentIdentity.hostId, run.agentIdentity.privateKey);
+    await target.start();
+    spec = run.spec("backup");
+    await run.run("homeserver.provision", spec);
+    alicePassword = await run.registerUser(spec.serverId, spec.serverName, "alice");
+    const token = await aliceToken();
+    const upload = await fetch(`${await base()}/_matrix/media/v3/upload?filename=random.bin`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" },
+      body: media,
+    });
+    expect(upload.status).toBe(200);
+    mediaUri = ((await upload.json()) as { content_uri: string }).content_uri;
+    const room = await requestJson(`${await base()}/_matrix/client/v3/createRoom`, { method: "POST", token, body: { preset: "public_chat" } });
+    const roomId = (room.body as { room_id: string }).room_id;
+    const sent = await requestJson(`${await base()}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t1`, {
+      method: "PUT",
+      token,
+      body: { msgtype: "m.text", body: marker },
+    });
+    expect(sent.status).toBe(200);
+  }, 600_000);
+
+  afterAll(async () => {
+    await target?.stop();
+    await run?.cleanup();
+  }, 180_000);
+
+  it("uploads the snapshot in signed parts of the fixed size, retrying a failed part; only ciphertext leaves the host", async () => {
+    backupId = `${run.prefix}-b1`;
+    target.failures.push({ match: /PUT .*\/parts\/2$/, status: 503 });
+    const result = (await run.run("homeserver.backup", backupPayload(backupId))) as { size: number; parts: Array<{ size: number }> };
+    const stored = target.backups.get(backupId)!;
+    expect(stored.aborted).toBeUndefined();
+    expect(stored.completed).toMatchObject({ size: result.size });
+    expect(result.parts.length).toBeGreaterThanOrEqual(3);
+    expect(result.parts.slice(0, -1).every((part) => part.size === BACKUP_MIN_PART_SIZE)).toBe(true);
+    expect(target.requests.filter((r) => r.endsWith("/parts/2"))).toHaveLength(2);
+
+    const object = target.object(backupId);
+    expect(object.subarray(0, 21).toString("utf8")).toBe("age-encryption.org/v1");
+    for (const plaintext of [marker, "@alice:", spec.serverName, "BEGIN", "ed25519 a_"]) expect(object.includes(Buffer.from(plaintext))).toBe(false);
+    expect(object.includes(media.subarray(0, 64))).toBe(false);
+
+    const dir = mkdtempSync(join(tmpdir(), "berth-backup-look-"));
+    try {
+      const extracted = await restoreStream(Readable.from([object]), keys.identity, join(dir, "x"));
+      expect(extracted.manifest).toMatchObject({ format: 1, serverId: spec.serverId, serverName: spec.serverName });
+      const files = filesUnder(join(dir, "x"));
+      expect(files).toEqual(
+        expect.arrayContaining([
+          "berth-backup.json",
+          "database/pg_dump",
+          `synapse/${spec.serverName}.signing.key`,
+          "synapse/homeserver.yaml",
+          "secrets/registration-shared-secret",
+        ]),
+      );
+      expect(files.some((f) => f.startsWith("synapse/media_store/local_content/"))).toBe(true);
+      expect(files.some((f) => /remote_content|url_cache/.test(f))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a part the Worker refuses aborts the upload: nothing is completed", async () => {
+    const id = `${run.prefix}-refused`;
+    target.failures.push({ match: /PUT .*\/parts\/1$/, status: 400 });
+    await expect(run.run("homeserver.backup", backupPayload(id))).rejects.toThrow(/part 1 failed after 1 attempt: PUT part 1 answered 400/);
+    expect(target.backups.get(id)).toMatchObject({ aborted: expect.stringContaining("400") });
+    expect(target.backups.get(id)?.completed).toBeUndefined();
+  });
+
+  it("pg_dump failing fails the backup and aborts its upload, rather than upload an archive without a database", async () => {
+    const n = run.names(spec.serverId);
+    const admin = (sql: string) => run.runtime.exec(n.postgres, ["psql", "-h", "/run/postgresql", "-U", "synapse", "-d", "postgres", "-XAtqc", sql]);
+    await run.run("homeserver.stop", { serverId: spec.serverId });
+    try {
+      await run.runtime.startContainer(n.postgres);
+      await run.runtime.waitHealthy(n.postgres, { timeoutMs: 60_000 });
+      expect((await admin("ALTER DATABASE synapse RENAME TO synapse_hidden")).exitCode).toBe(0);
+      const id = `${run.prefix}-nodump`;
+      await expect(run.run("homeserver.backup", backupPayload(id))).rejects.toThrow(/pg_dump exited with 1: .*synapse/);
+      expect(target.backups.get(id)?.completed).toBeUndefined();
+      expect(target.backups.get(id)?.aborted).toMatch(/pg_dump exited with 1/);
+    } finally {
+      await admin("ALTER DATABASE synapse_hidden RENAME TO synapse");
+      await run.run("homeserver.start", { serverId: spec.serverId });
+    }
+  });
+
+  it("restores into a fresh database: what came after the backup is gone, what was in it is back", async () => {
+    const laterPassword = await run.registerUser(spec.serverId, spec.serverName, "later");
+    expect((await run.login(spec.serverId, "later", laterPassword)).status).toBe(200);
+    const result = await run.run("homeserver.restore", restorePayload(backupId));
+    expect(result).toMatchObject({ serverId: spec.serverId, state: "running", backupId });
+
+    expect((await run.login(spec.serverId, "later", laterPassword)).status).toBe(403);
+    const token = await aliceToken();
+    const [, serverName, mediaId] = /^mxc:\/\/([^/]+)\/(.+)$/.exec(mediaUri)!;
+    const download = await fetch(`${await base()}/_matrix/client/v1/media/download/${serverName}/${mediaId}`, { headers: { authorization: `Bearer ${token}` } });
+    expect(Buffer.from(await download.arrayBuffer()).equals(media)).toBe(true);
+    const databases = await run.runtime.exec(run.names(spec.serverId).postgres, ["psql", "-h", "/run/postgresql", "-U", "synapse", "-d", "postgres", "-XAtqc", "SELECT datname FROM pg_database WHERE datname LIKE 'synapse%' ORDER BY 1"]);
+    expect(databases.stdout.trim()).toBe("synapse");
+    expect(readdirSync(join(run.paths(spec.serverId).root, "restore"))).toEqual([]);
+    expect(existsSync(join(run.paths(spec.serverId).synapse, "media_store.before-restore"))).toBe(false);
+  });
+
+  it.each([
+    ["a wrong key", (id: string) => restorePayload(id, generateAgeKeyPair().identity), () => undefined, /no identity matches/i],
+    ["a truncated backup", (id: string) => restorePayload(id), (id: string) => target.replaceObject(id, target.object(backupId).subarray(0, 5 * MiB)), /truncated|does not authenticate/i],
+    [
+      "a corrupted backup",
+      (id: string) => restorePayload(id),
+      (id: string) => {
+        const bytes = Buffer.from(target.object(backupId));
+        bytes[bytes.length >> 1]! ^= 0xff;
+        target.replaceObject(id, bytes);
+      },
+      /corrupt|authenticat|tamper/i,
+    ],
+  ])("%s fails clearly and leaves the running homeserver untouched", async (_what, payload, prepare, message) => {
+    const id = `${run.prefix}-${randomBytes(3).toString("hex")}`;
+    target.replaceObject(id, target.object(backupId));
+    prepare(id);
+    const before = (await run.runtime.inspectContainer(run.names(spec.serverId).synapse))!;
+    await expect(run.run("homeserver.restore", payload(id))).rejects.toThrow(message);
+    const after = (await run.runtime.inspectContainer(run.names(spec.serverId).synapse))!;
+    expect(after.Id).toBe(before.Id);
+    expect(after.State.StartedAt).toBe(before.State.StartedAt);
+    expect((await run.login(spec.serverId, "alice", alicePassword)).status).toBe(200);
+    expect(readdirSync(join(run.paths(spec.serverId).root, "restore"))).toEqual([]);
+  });
+
+  it("a full disk while unpacking fails the restore cleanly; the running homeserver is untouched", async () => {
+    // A 4 MiB filesystem where the restore unpacks: the backup's 12 MiB of media do not fit.
+    const staging = join(run.paths(spec.serverId).root, "restore");
+    const mounted = await runCommand("mount", ["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", staging]);
+    expect(mounted.code, mounted.stderr).toBe(0);
+    try {
+      const before = (await run.runtime.inspectContainer(run.names(spec.serverId).synapse))!;
+      await expect(run.run("homeserver.restore", restorePayload(backupId))).rejects.toThrow(/ENOSPC|no space left/i);
+      const after = (await run.runtime.inspectContainer(run.names(spec.serverId).synapse))!;
+      expect(after.State.StartedAt).toBe(before.State.StartedAt);
+      expect(readdirSync(staging)).toEqual([]);
+      expect(await requestJson(`${await base()}/health`)).toEqual({ status: 200, body: "OK" });
+    } finally {
+      await runCommand("umount", [staging]);
+    }
+  });
+});
