@@ -14,7 +14,9 @@ import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { createClient, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
 import { logger as sdkGlobalLogger, type Logger } from "matrix-js-sdk/lib/logger.js";
-import { freePort, sleep, waitFor } from "./agent-helpers";
+import { Fatal, freePort, sleep, waitFor, type Api } from "./agent-helpers";
+import { newestTokenLink } from "./browser-helpers";
+import type { presentBackup, presentServer } from "../../worker/http/present";
 
 // Parts of the SDK still log through its global loglevel logger (event sending, MatrixRTC), whose
 // children copy its methodFactory: below warnings, nothing.
@@ -50,6 +52,70 @@ export function run(command: string, args: string[], { timeoutMs = 120_000, maxB
       resolve({ code: error ? Number((error as { code: number }).code) : 0, stdout, stderr });
     });
   });
+}
+
+// ---------- a paying customer ----------
+
+/**
+ * Signs `api` up as `email`, verifies the address from the dev mailbox, logs
+ * in, subscribes to the starter plan through Checkout (paid with the test card
+ * at the emulator's control endpoint) and waits until the subscription is active.
+ */
+export async function payingCustomer(api: Api, baseUrl: string, email: string, password: string): Promise<void> {
+  await api.expect(202, "POST", "/api/auth/signup", { email, password });
+  const verify = await newestTokenLink(baseUrl, email, "/verify-email");
+  await api.expect(200, "POST", "/api/auth/verify-email", { token: new URL(verify).searchParams.get("token") });
+  await api.expect(200, "POST", "/api/auth/login", { email, password });
+  if (!api.cookie.startsWith("__Host-berth_session=")) throw new Error("logging in set no session cookie");
+  const { url: checkoutUrl } = await api.expect<{ url: string }>(200, "POST", "/api/billing/checkout", { plan: "starter" });
+  const checkout = new URL(checkoutUrl);
+  const sessionId = /^\/c\/pay\/(cs_test_[A-Za-z0-9_]+)$/.exec(checkout.pathname)?.[1];
+  if (!sessionId) throw new Error(`unexpected Checkout URL ${checkoutUrl}`);
+  const paid = await fetch(`${checkout.origin}/_emulator/checkout/sessions/${sessionId}/complete`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ card: "4242424242424242" }),
+  });
+  if (paid.status >= 300) throw new Error(`paying at the emulator answered ${paid.status}: ${await paid.text()}`);
+  await waitFor(
+    "the subscription to be active",
+    async () => (await api.expect<{ status: string }>(200, "GET", "/api/billing/subscription")).status === "active",
+    { timeoutMs: 30_000, intervalMs: 250 },
+  );
+}
+
+/** A server and a backup as the API presents them. */
+export type ServerView = ReturnType<typeof presentServer>;
+export type BackupView = ReturnType<typeof presentBackup>;
+
+/** POST /api/servers, again while no host has room (an agent a few seconds from online). */
+export async function createHomeserver(api: Api, name: string, region = "us-east"): Promise<ServerView> {
+  return waitFor(
+    "a host with capacity (the agent online)",
+    async () => {
+      const response = await api.request<ServerView>("POST", "/api/servers", { name, region });
+      if (response.status === 201) return response.body;
+      if (response.status === 409 && JSON.stringify(response.body).includes("no_capacity")) return undefined;
+      throw new Fatal(`POST /api/servers answered ${response.status}: ${JSON.stringify(response.body)}`);
+    },
+    { timeoutMs: 60_000, intervalMs: 1_000 },
+  );
+}
+
+/** Waits for the server to be running (failing at once if it fails); `onProgress` hears each new status and job message. */
+export async function untilRunning(api: Api, id: string, onProgress: (what: string) => void = () => undefined): Promise<ServerView> {
+  let progress = "";
+  return waitFor(
+    "the homeserver to be running",
+    async () => {
+      const view = await api.expect<ServerView>(200, "GET", `/api/servers/${id}`);
+      if (view.status === "failed") throw new Fatal(`the server failed: ${view.statusReason} (last job: ${JSON.stringify(view.lastJob)})`);
+      const now = `${view.status} ${view.lastJob?.status} ${view.lastJob?.message ?? ""}`;
+      if (now !== progress) onProgress((progress = now));
+      return view.status === "running" ? view : undefined;
+    },
+    { timeoutMs: 180_000, intervalMs: 1_000 },
+  );
 }
 
 /** A free port whose successor is free too: Caddy's HTTPS port and, one above it, its HTTP port (scripts/dev.mjs). */

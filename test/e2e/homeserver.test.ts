@@ -12,13 +12,12 @@
 // output. A message in an unencrypted public room (and an unencrypted upload)
 // is the control: the same search does find those.
 import { randomBytes, randomUUID } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Agent } from "undici";
 import { EventType, MsgType, Preset, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Api, DevServer, Fatal, freePort, runCleanups, tempRoot, waitFor } from "./agent-helpers";
-import { newestTokenLink } from "./browser-helpers";
 import {
   bufferHaystack,
   caddyDispatcher,
@@ -31,6 +30,11 @@ import {
   fetchThrough,
   matrixRequest,
   passwordLogin,
+  payingCustomer,
+  createHomeserver,
+  untilRunning,
+  type BackupView,
+  type ServerView,
   removeHomeserverFromHost,
   run,
   startCryptoClient,
@@ -63,17 +67,6 @@ const CONTROL = {
   upload: secret("control-upload"),
 };
 
-interface ServerView {
-  id: string;
-  name: string;
-  serverName: string;
-  homeserverUrl: string;
-  status: string;
-  statusReason: string | null;
-  synapseVersion: string | null;
-  lastJob: { kind: string; status: string; progress: number | null; message: string | null; error: string | null } | null;
-}
-
 let root: string;
 let dev: DevServer;
 let api: Api;
@@ -88,6 +81,9 @@ let bobLogin: Login;
 let dmRoomId: string;
 let publicRoomId: string;
 let attachmentCiphertext: Buffer;
+let aliceRoomKeys: string;
+let bobRoomKeys: string;
+let backupId: string;
 /** The DM's events as sent (event ids): the dump must hold them, as ciphertext. */
 const dmEventIds: string[] = [];
 /** Once a step fails, the later ones (which build on it) are skipped. */
@@ -155,63 +151,19 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
   });
 
   it("a paying customer creates a homeserver through the API, and it runs", { timeout: 240_000 }, async () => {
-    const email = `homeserver-${randomUUID()}@example.com`;
-    const password = PASSWORDS.account;
-    await api.expect(202, "POST", "/api/auth/signup", { email, password });
-    const verify = await newestTokenLink(dev.baseUrl, email, "/verify-email");
-    await api.expect(200, "POST", "/api/auth/verify-email", { token: new URL(verify).searchParams.get("token") });
-    await api.expect(200, "POST", "/api/auth/login", { email, password });
+    await payingCustomer(api, dev.baseUrl, `homeserver-${randomUUID()}@example.com`, PASSWORDS.account);
     expect(api.cookie).toMatch(/^__Host-berth_session=/);
-
-    // Starter through Checkout, paid with the test card at the emulator's control endpoint.
-    const { url: checkoutUrl } = await api.expect<{ url: string }>(200, "POST", "/api/billing/checkout", { plan: "starter" });
-    const checkout = new URL(checkoutUrl);
-    const sessionId = /^\/c\/pay\/(cs_test_[A-Za-z0-9_]+)$/.exec(checkout.pathname)?.[1];
-    expect(sessionId, checkoutUrl).toBeDefined();
-    const paid = await fetch(`${checkout.origin}/_emulator/checkout/sessions/${sessionId}/complete`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ card: "4242424242424242" }),
-    });
-    expect(paid.status, await paid.clone().text()).toBeLessThan(300);
-    await waitFor(
-      "the subscription to be active",
-      async () => (await api.expect<{ status: string }>(200, "GET", "/api/billing/subscription")).status === "active",
-      { timeoutMs: 30_000, intervalMs: 250 },
-    );
     mark("subscription active");
 
     // The local agent comes online a few seconds after the Worker: until then there is no capacity.
     const name = `e2e-${randomBytes(4).toString("hex")}`;
-    server = await waitFor(
-      "a host with capacity (the local agent online)",
-      async () => {
-        const response = await api.request<ServerView>("POST", "/api/servers", { name, region: "us-east" });
-        if (response.status === 201) return response.body;
-        if (response.status === 409 && JSON.stringify(response.body).includes("no_capacity")) return undefined;
-        throw new Fatal(`POST /api/servers answered ${response.status}: ${JSON.stringify(response.body)}`);
-      },
-      { timeoutMs: 60_000, intervalMs: 1_000 },
-    );
+    server = await createHomeserver(api, name);
     shortId = server.id.replaceAll("-", "").slice(0, 12);
     expect(server).toMatchObject({ name, status: "provisioning", serverName: `${name}.berth.localhost` });
     expect(server.homeserverUrl).toBe(`https://${name}.berth.localhost:${dev.httpsPort}`);
     mark(`server ${server.id} created (provisioning)`);
 
-    let progress = "";
-    server = await waitFor(
-      "the homeserver to be running",
-      async () => {
-        const view = await serverView();
-        if (view.status === "failed") {
-          throw new Fatal(`provisioning failed: ${view.statusReason} (last job: ${JSON.stringify(view.lastJob)})`);
-        }
-        const now = `${view.status} ${view.lastJob?.status} ${view.lastJob?.message ?? ""}`;
-        if (now !== progress) mark((progress = now));
-        return view.status === "running" ? view : undefined;
-      },
-      { timeoutMs: 180_000, intervalMs: 1_000 },
-    );
+    server = await untilRunning(api, server.id, mark);
     expect(server.synapseVersion).toMatch(/^\d+\.\d+/);
     mark(`server running (Synapse ${server.synapseVersion})`);
   });
@@ -387,6 +339,9 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     expect(sent.every((event) => event.type === "m.room.encrypted")).toBe(true);
     mark("control message and upload stored unencrypted");
 
+    // Each exports its room keys (as a user would to a file or key backup): after a restore, new devices import them.
+    aliceRoomKeys = await alice.getCrypto()!.exportRoomKeysAsJson();
+    bobRoomKeys = await bob.getCrypto()!.exportRoomKeysAsJson();
     // Both clients stop before the host is searched.
     await stopClient(alice);
     await stopClient(bob);
@@ -448,5 +403,86 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     expect(everything.find(CONTROL.upload).length, "the control upload in the data dir").toBe(1);
     expect(everything.find(CONTROL.message).length, "the control message in PostgreSQL's files").toBeGreaterThan(0);
     mark("host searched");
+  });
+
+  it("a backup asked for through the API is listed with its size; R2 holds only ciphertext of it", { timeout: 180_000 }, async () => {
+    const requested = await api.expect<{ id: string; status: string; trigger: string }>(202, "POST", `/api/servers/${server!.id}/backups`);
+    expect(requested).toMatchObject({ trigger: "manual" });
+    backupId = requested.id;
+    const done = await waitFor(
+      "the backup to succeed",
+      async () => {
+        const { backups } = await api.expect<{ backups: BackupView[] }>(200, "GET", `/api/servers/${server!.id}/backups`);
+        const backup = backups.find((b) => b.id === backupId);
+        if (backup?.status === "failed") throw new Fatal(`the backup failed: ${backup.error}`);
+        return backup?.status === "succeeded" ? backup : undefined;
+      },
+      { timeoutMs: 150_000, intervalMs: 1_000 },
+    );
+    expect(done.sizeBytes).toBeGreaterThan(0);
+    expect(done.keptUntil).not.toBeNull();
+    mark(`backup ${backupId} succeeded (${done.sizeBytes} bytes)`);
+
+    // The local R2 (wrangler's state directory) holds the upload; nothing in it is readable.
+    const r2 = directoryHaystack("local R2", join(dev.persistTo, "v3", "r2"));
+    expect(r2.size).toBeGreaterThanOrEqual(done.sizeBytes!);
+    const dataDir = join(dev.agentDataRoot, "homeservers", server!.id);
+    const signingKey = readFileSync(join(dataDir, "synapse", `${server!.serverName}.signing.key`), "utf8").trim().split(" ")[2]!;
+    const readable: string[] = [];
+    for (const [label, needle] of Object.entries({ ...SECRETS, ...CONTROL, alice: aliceLogin.userId, bob: bobLogin.userId, signingKey })) {
+      readable.push(...r2.find(needle).map((where) => `${label} in ${where}`));
+    }
+    expect(readable, "plaintext in the stored backup").toEqual([]);
+  });
+
+  it("the homeserver destroyed on its host is provisioned again empty; restoring the backup brings the users and the encrypted history back", { timeout: 420_000 }, async () => {
+    const base = server!.homeserverUrl;
+    await run("docker", ["rm", "-f", "-v", synapseContainer(), postgresContainer()]);
+    rmSync(join(dev.agentDataRoot, "homeservers", server!.id), { recursive: true, force: true });
+    mark("containers and data destroyed on the host");
+
+    // Reconciliation provisions it again, empty: alice no longer exists.
+    await waitFor(
+      "the homeserver to be provisioned again, empty",
+      async () => {
+        const response = await fetchHs(`${base}/_matrix/client/v3/login`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: "alice" }, password: PASSWORDS.alice }),
+          signal: AbortSignal.timeout(10_000),
+        });
+        return response.status === 403;
+      },
+      { timeoutMs: 240_000, intervalMs: 2_000 },
+    );
+    mark("provisioned again, empty");
+
+    await api.expect(202, "POST", `/api/servers/${server!.id}/restore`, { backupId });
+    await waitFor(
+      "the restore to finish",
+      async () => {
+        const view = await serverView();
+        if (view.lastJob?.kind !== "homeserver.restore") return undefined;
+        if (view.lastJob.status === "failed") throw new Fatal(`the restore failed: ${view.lastJob.error}`);
+        return view.lastJob.status === "succeeded" && view.status === "running";
+      },
+      { timeoutMs: 150_000, intervalMs: 1_000 },
+    );
+    mark("restored");
+
+    // The same users log in, on new devices; with their exported room keys the DM's history decrypts.
+    alice = await startCryptoClient(fetchHs, base, await passwordLogin(fetchHs, base, "alice", PASSWORDS.alice));
+    bob = await startCryptoClient(fetchHs, base, await passwordLogin(fetchHs, base, "bob", PASSWORDS.bob));
+    await alice.getCrypto()!.importRoomKeysAsJson(aliceRoomKeys);
+    await bob.getCrypto()!.importRoomKeysAsJson(bobRoomKeys);
+    for (const client of [alice, bob]) {
+      for (const text of [SECRETS.aliceToBob, SECRETS.bobToAlice]) {
+        const event = await waitForMessage(client, dmRoomId, text);
+        expect(event.isEncrypted()).toBe(true);
+      }
+    }
+    const control = await waitForMessage(alice, publicRoomId, CONTROL.message);
+    expect(control.isEncrypted()).toBe(false);
+    mark("users back; encrypted history decrypted after the restore");
   });
 });
