@@ -1,3 +1,4 @@
+import { purgeDeletedAccounts } from "./account/deletion";
 import { rotateSigningKeys } from "./auth/keyring";
 import { failAbandonedBackups, pruneBackups, scheduleDailyBackups } from "./backups/maintenance";
 import { pruneRateLimitWindows } from "./auth/rate-limit";
@@ -50,6 +51,8 @@ export async function runScheduledMaintenance(env: Env, now: Date, cron: string)
       backupsPruned: await pruneBackups(ctx),
       dueDeletionsStarted: await startDueDeletions(ctx),
       dailyBackupsStarted: await scheduleDailyBackups(ctx),
+      // After retention: an account goes once its servers' backups are gone.
+      deletedAccountsPurged: await purgeDeletedAccounts(db, env),
     });
   }
   // Last: the hourly work above may have moved entitlements along.

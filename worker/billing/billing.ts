@@ -14,7 +14,7 @@ export interface BillingContext {
 }
 
 // A subscription in one of these states still counts: the account may not start a second one.
-const LIVE_STATUSES = ["active", "trialing", "past_due", "unpaid", "paused"];
+export const LIVE_STATUSES = ["active", "trialing", "past_due", "unpaid", "paused"];
 
 /** The Stripe customer of an account, created once (Stripe's idempotency key covers concurrent first calls). */
 async function customerFor(ctx: BillingContext, user: User): Promise<string> {

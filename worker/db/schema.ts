@@ -16,6 +16,8 @@ export const users = sqliteTable(
     role: text("role", { enum: ["customer", "operator"] }).notNull().default("customer"),
     createdAt: timestamp("created_at").notNull(),
     updatedAt: timestamp("updated_at").notNull(),
+    /** Set when the customer deleted the account: the row stays, scrubbed, until its homeservers' backups are gone (worker/account/deletion.ts). */
+    deletedAt: timestamp("deleted_at"),
   },
   (t) => [uniqueIndex("users_email_unique").on(t.email)],
 );

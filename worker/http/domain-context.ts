@@ -1,4 +1,5 @@
 import type { Context } from "hono";
+import type { AccountDeletionContext } from "../account/deletion";
 import type { AccountContext } from "../auth/accounts";
 import { rateLimitRules } from "../auth/rate-limit";
 import { isDevelopment } from "../env";
@@ -37,6 +38,11 @@ export function accountContext(c: Context<AppEnv>): AccountContext {
     rateLimits: rateLimitRules(c.env.RATE_LIMITS),
     keyringSecret: c.env.SESSION_KEYRING_SECRET,
   };
+}
+
+/** Deleting the account also cancels at Stripe and starts its homeservers' deletion. */
+export function accountDeletionContext(c: Context<AppEnv>): AccountDeletionContext {
+  return { ...accountContext(c), env: c.env, stripe: stripeFor(c.env) };
 }
 
 export function billingContext(c: Context<AppEnv>): BillingContext {

@@ -1,3 +1,4 @@
+import type { DeletionTerms } from "../account/deletion";
 import type { Mail } from "./mailer";
 
 // Plain-text messages. Links go both into the text and into `links`, in order.
@@ -135,5 +136,27 @@ export const templates = {
         `Update your card on the billing page: ${billingLink}`,
       ],
       [billingLink],
+    ),
+
+  accountDeleted: (to: string, terms: DeletionTerms) =>
+    mail(
+      to,
+      "Your Berth account was deleted",
+      [
+        "Your Berth account was deleted and you can no longer log in.",
+        "",
+        terms.servers.length
+          ? `Your homeservers (${terms.servers.map((server) => server.name).join(", ")}) are being deleted: each takes a final backup, then its host destroys it.`
+          : "You had no homeservers.",
+        "",
+        "Deleted now:",
+        ...terms.deletedNow.map((line) => `- ${line}`),
+        "",
+        "Kept:",
+        ...terms.kept.map((line) => `- ${line}`),
+        "",
+        `Everything but the invoices and the audit log is destroyed by ${terms.destroyedBy}.`,
+      ],
+      [],
     ),
 };

@@ -7,7 +7,7 @@ import { ApiError, conflict } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
 import { LIFECYCLE_TIMEOUT_MS, ownedServer, type ServerContext } from "./servers";
 
-const DELETE_FROM: ServerStatus[] = ["running", "stopped", "suspended", "failed"];
+export const DELETE_FROM: ServerStatus[] = ["running", "stopped", "suspended", "failed"];
 
 /**
  * Deleting a homeserver starts with a final backup, during which the server is
