@@ -21,6 +21,7 @@ import { billingPageRoutes } from "./routes/billing-pages";
 import { stripeWebhookRoutes } from "./routes/stripe-webhook";
 import { devRoutes } from "./routes/dev";
 import { pageRoutes } from "./routes/pages";
+import { dashboardPageRoutes } from "./routes/dashboard-pages";
 import { MessagePage } from "./pages/auth";
 
 function limitBody(maxSize: number) {
@@ -71,6 +72,7 @@ export const app = new Hono<AppEnv>()
   })
   .route("/dev", devRoutes)
   .route("/billing", billingPageRoutes)
+  .route("/", dashboardPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>
     // People get a page; programs (and everything under /api) get the JSON error shape.

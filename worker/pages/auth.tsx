@@ -1,3 +1,4 @@
+import type { Child } from "hono/jsx";
 import { PASSWORD_MAX, PASSWORD_MIN } from "../auth/credentials";
 import { Alert, Field, Layout, type Viewer } from "./layout";
 
@@ -81,12 +82,14 @@ export function MessagePage(props: {
   viewer?: Viewer | null;
   status?: "error";
   next?: { href: string; label: string };
+  children?: Child;
 }) {
   const next = props.next ?? (props.viewer ? { href: "/account", label: "Go to your account" } : { href: "/login", label: "Log in" });
   return (
     <Layout title={props.title} viewer={props.viewer}>
       <h1>{props.title}</h1>
       <Alert kind={props.status ?? "notice"} message={props.message} />
+      {props.children}
       <p>
         <a href={next.href}>{next.label}</a>
       </p>

@@ -17,6 +17,12 @@ export const NOTICES = {
   password_changed: "Your password was changed. Other sessions were logged out.",
   email_change_sent: "Open the link we sent to the new address to confirm the change.",
   email_changed: "Your email address was changed. Log in again.",
+  server_stopping: "The homeserver is stopping.",
+  server_starting: "The homeserver is starting.",
+  server_deleting: "Deletion has begun: the final backup is being taken.",
+  backup_started: "The backup has started.",
+  restore_started: "The restore has started. The homeserver is offline until it finishes.",
+  admin_password_set: "The admin password is being set on your homeserver.",
 } as const;
 
 export type NoticeKey = keyof typeof NOTICES;
@@ -25,7 +31,8 @@ export function noticeFor(key: string | undefined): string | undefined {
   return key && key in NOTICES ? NOTICES[key as NoticeKey] : undefined;
 }
 
-export function Layout(props: { title: string; viewer?: Viewer | null; children?: Child }) {
+/** `script`: one same-origin script of progressive enhancement; every page works without it. */
+export function Layout(props: { title: string; viewer?: Viewer | null; script?: string; children?: Child }) {
   return (
     <>
       {raw("<!doctype html>")}
@@ -36,6 +43,7 @@ export function Layout(props: { title: string; viewer?: Viewer | null; children?
           <title>{`${props.title} · Berth`}</title>
           <link rel="icon" href="data:," />
           <link rel="stylesheet" href="/assets/app.css" />
+          {props.script ? <script src={props.script} defer></script> : null}
         </head>
         <body>
           <header class="site">
@@ -45,6 +53,7 @@ export function Layout(props: { title: string; viewer?: Viewer | null; children?
             <nav aria-label="Account">
               {props.viewer ? (
                 <>
+                  <a href="/servers">Servers</a>
                   <a href="/billing">Billing</a>
                   <a href="/account">Account</a>
                   <form method="post" action="/logout" class="inline">

@@ -37,4 +37,25 @@ button:disabled { background: #8a96a3; cursor: not-allowed; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 0.25rem 1rem; }
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 table { width: 100%; border-collapse: collapse; } th, td { text-align: left; padding: 0.4rem; border-bottom: 1px solid var(--line); }
+.badge.bad { color: var(--danger); }
+.problem { color: var(--danger); margin: 0.25rem 0; }
+.problem:empty { display: none; }
+.warning { border-left: 4px solid var(--danger); padding-left: 0.75rem; }
+fieldset { border: 0; padding: 0; } legend { font-weight: 600; margin-bottom: 0.25rem; }
+label.choice { font-weight: 400; display: flex; align-items: center; gap: 0.5rem; }
+label.choice input { width: auto; }
+select { width: 100%; padding: 0.6rem; font-size: 1rem; border: 1px solid #8a96a3; border-radius: 6px; background: #fff; }
+code, h1, h2 { overflow-wrap: anywhere; }
+.servers { list-style: none; padding: 0; } .servers h2 { margin: 0; font-size: 1.1rem; }
+.tabs { display: flex; gap: 1rem; flex-wrap: wrap; } .tabs [aria-current] { font-weight: 700; color: var(--ink); }
+.chart { margin: 1rem 0; } .chart svg { width: 100%; height: auto; display: block; }
+.chart text { font-size: 12px; fill: var(--muted); }
+.chart .grid { stroke: var(--line); } .chart .limit line { stroke: var(--danger); stroke-dasharray: 2 2; }
+.chart .limit text { fill: var(--danger); }
+.chart polyline { fill: none; stroke: var(--accent); stroke-width: 2; } .chart .s1 polyline { stroke: var(--ink); }
+.chart .s2 polyline { stroke: var(--warn); } .chart .series text { fill: var(--ink); }
+.scroll { overflow-x: auto; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+form + form, .restore { margin-top: 1rem; }
+@media (max-width: 30rem) { header.site { flex-wrap: wrap; } header.site nav { gap: 0.75rem; flex-wrap: wrap; } }
 `;

@@ -1,5 +1,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
+import { deleteAccount, describeAccountDeletion } from "../account/deletion";
+import { whatWeCanSee } from "../account/visibility";
 import {
   changePassword,
   confirmEmailChange,
@@ -12,16 +14,26 @@ import {
   verifyEmail,
 } from "../auth/accounts";
 import { currentPasswordSchema, emailSchema, passwordSchema } from "../auth/credentials";
-import { accountContext } from "../http/domain-context";
+import type { User } from "../db/schema";
+import { accountContext, accountDeletionContext } from "../http/domain-context";
 import type { AppEnv } from "../http/context";
 import { formFields, handleForm, type PageContext } from "../http/forms";
 import { endSession, forgetSession, startSession } from "../http/session";
 import { parseWith } from "../http/validation";
-import { AccountPage } from "../pages/account";
+import { AccountPage, DeletionTermsList } from "../pages/account";
 import { ConfirmTokenPage, ForgotPasswordPage, LoginPage, MessagePage, ResetPasswordPage, SignupPage } from "../pages/auth";
 import { HomePage } from "../pages/home";
 import { noticeFor, type NoticeKey } from "../pages/layout";
 import { STYLESHEET } from "../pages/styles";
+
+/** The account page with what it shows besides the user: what we can see, and what deletion would do. */
+async function accountPage(c: PageContext, user: User, state: { notice?: string | undefined; error?: string | undefined }) {
+  const [visibility, deletion] = await Promise.all([
+    whatWeCanSee(c.var.db, c.env, user.id),
+    describeAccountDeletion(c.var.db, user.id, c.var.now),
+  ]);
+  return <AccountPage user={user} visibility={visibility} deletion={deletion} {...state} />;
+}
 
 // The account pages: server-rendered, and their forms work without JavaScript.
 
@@ -152,10 +164,10 @@ export const pageRoutes = new Hono<AppEnv>()
     );
   })
 
-  .get("/account", (c) => {
+  .get("/account", async (c) => {
     const auth = c.var.auth;
     if (!auth) return c.redirect("/login", 303);
-    return c.html(<AccountPage user={auth.user} notice={noticeFor(c.req.query("notice"))} />);
+    return c.html(await accountPage(c, auth.user, { notice: noticeFor(c.req.query("notice")) }));
   })
   .post("/account/resend-verification", async (c) => {
     const auth = c.var.auth;
@@ -166,7 +178,7 @@ export const pageRoutes = new Hono<AppEnv>()
         await resendVerification(accountContext(c), auth.user);
         return redirectWithNotice(c, "/account", "verification_sent");
       },
-      (error) => <AccountPage user={auth.user} error={error} />,
+      (error) => accountPage(c, auth.user, { error }),
     );
   })
   .post("/account/email", async (c) => {
@@ -183,7 +195,26 @@ export const pageRoutes = new Hono<AppEnv>()
         await requestEmailChange(accountContext(c), auth.user, newEmail, password);
         return redirectWithNotice(c, "/account", "email_change_sent");
       },
-      (error) => <AccountPage user={auth.user} error={error} />,
+      (error) => accountPage(c, auth.user, { error }),
+    );
+  })
+  .post("/account/delete", async (c) => {
+    const auth = c.var.auth;
+    if (!auth) return c.redirect("/login", 303);
+    const fields = await formFields(c);
+    return handleForm(
+      c,
+      async () => {
+        const { password } = parseWith(z.object({ password: currentPasswordSchema }), fields);
+        const terms = await deleteAccount(accountDeletionContext(c), auth.user, password);
+        forgetSession(c);
+        return c.html(
+          <MessagePage title="Your account is deleted" message="We emailed you a confirmation of what follows.">
+            <DeletionTermsList deletion={terms} />
+          </MessagePage>,
+        );
+      },
+      (error) => accountPage(c, auth.user, { error }),
     );
   })
   .post("/account/password", async (c) => {
@@ -197,6 +228,6 @@ export const pageRoutes = new Hono<AppEnv>()
         await changePassword(accountContext(c), auth.user, auth.session.id, body.currentPassword, body.newPassword);
         return redirectWithNotice(c, "/account", "password_changed");
       },
-      (error) => <AccountPage user={auth.user} error={error} />,
+      (error) => accountPage(c, auth.user, { error }),
     );
   });

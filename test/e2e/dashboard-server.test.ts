@@ -1,0 +1,166 @@
+// A server's page in headless Chromium against its own `wrangler dev` (--no-agent): a customer
+// subscribes, creates a homeserver by form, and watches it reach "running" without reloading,
+// while this file plays the host's agent over a raw WebSocket. The page passes axe-core.
+import { generateKeyPairSync, randomUUID, sign } from "node:crypto";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Browser, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PROTOCOL_VERSION, helloSigningInput } from "../../protocol/messages.ts";
+import { Api, DevServer, freePort, grantOperator, openRaw, runCleanups, tempRoot, waitFor, type RawSocket } from "./agent-helpers.ts";
+import { expectAt, launchChromium, newestTokenLink, submit } from "./browser-helpers.ts";
+
+const artifacts = fileURLToPath(new URL("../../test-results/e2e/", import.meta.url));
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+// Its own region, so that placement can only choose this file's host.
+const REGION = "us-central";
+
+/** Enrolls a host with a fresh key and connects as its agent; the caller answers its jobs. */
+async function fakeAgent(api: Api): Promise<RawSocket> {
+  const { token } = await api.expect<{ token: string }>(201, "POST", "/api/admin/join-tokens", { region: REGION });
+  const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+  const raw = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
+  const enrolled = await api.expect<{ hostId: string; connectUrl: string }>(201, "POST", "/api/agent/enroll", {
+    joinToken: token,
+    publicKey: raw.toString("base64url"),
+    name: `e2e-dash-${randomUUID().slice(0, 8)}`,
+    capacity: { memoryMiB: 8192, cpus: 4, diskGiB: 200 },
+    agentVersion: "0.0.0-e2e-dashboard",
+  });
+  const socket = await openRaw(enrolled.connectUrl);
+  const { nonce } = (await socket.next("challenge")) as { nonce: string };
+  socket.ws.send(
+    JSON.stringify({
+      type: "hello",
+      protocols: [PROTOCOL_VERSION],
+      hostId: enrolled.hostId,
+      nonce,
+      signature: sign(null, Buffer.from(helloSigningInput(enrolled.hostId, nonce), "utf8"), privateKey).toString("base64url"),
+      agentVersion: "0.0.0-e2e-dashboard",
+      diskEncryption: { dataRoot: "/var/lib/berth", encrypted: false, devices: [], allowUnencrypted: true },
+      workloads: [],
+    }),
+  );
+  await socket.next("welcome");
+  return socket;
+}
+
+interface JobMessage {
+  type: "job";
+  job: { id: string; kind: string; payload: Record<string, unknown> };
+}
+
+const jobOf = (socket: RawSocket, kind: string) =>
+  waitFor(`a ${kind} job`, () => socket.messages.find((m): m is JobMessage & Record<string, unknown> => m.type === "job" && (m as unknown as JobMessage).job.kind === kind), {
+    timeoutMs: 30_000,
+    intervalMs: 50,
+  });
+
+describe("a server's page, live, in a real browser", () => {
+  let dev: DevServer;
+  let browser: Browser;
+  let page: Page;
+  let agent: RawSocket;
+
+  beforeAll(async () => {
+    mkdirSync(artifacts, { recursive: true });
+    const root = tempRoot("berth-e2e-dashboard-");
+    dev = new DevServer(await freePort(), join(root, "state"), join(root, "dev.log"));
+    await dev.start();
+    const operator = new Api(dev.baseUrl);
+    const email = `operator-${randomUUID()}@example.com`;
+    const password = `operator pass ${randomUUID()}`;
+    await operator.expect(202, "POST", "/api/auth/signup", { email, password });
+    await grantOperator(email, dev.persistTo);
+    await operator.expect(200, "POST", "/api/auth/login", { email, password });
+    agent = await fakeAgent(operator);
+    browser = await launchChromium();
+    page = await (await browser.newContext()).newPage();
+  }, 180_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await runCleanups();
+  });
+
+  it("creates a homeserver by form and follows it to running without reloading", async () => {
+    const baseUrl = dev.baseUrl;
+    const customer = new Api(baseUrl);
+    const email = `dash-${randomUUID()}@example.com`;
+    const password = `pass ${randomUUID()}`;
+    await customer.expect(202, "POST", "/api/auth/signup", { email, password });
+    const link = await newestTokenLink(baseUrl, email, "/verify-email");
+    await customer.expect(200, "POST", "/api/auth/verify-email", { token: new URL(link).searchParams.get("token") });
+
+    await page.goto(`${baseUrl}/login`);
+    await page.getByLabel("Email", { exact: true }).fill(email);
+    await page.getByLabel("Password", { exact: true }).fill(password);
+    await submit(page, page.getByRole("main").getByRole("button", { name: "Log in", exact: true }));
+    await page.goto(`${baseUrl}/billing`);
+    await submit(page, page.getByRole("button", { name: "Subscribe to Starter" }));
+    await page.getByLabel("Card number").fill("4242 4242 4242 4242");
+    await page.getByLabel("Expiration (MM / YY)").fill("12 / 34");
+    await page.getByLabel("CVC").fill("123");
+    await page.getByLabel("Cardholder name").fill("Test Customer");
+    await submit(page, page.getByRole("button", { name: "Subscribe" }));
+    expect(new URL(page.url()).pathname).toBe("/billing/success");
+
+    // The subscription arrives by webhook; then the servers page offers the region with room.
+    const region = page.getByRole("radio", { name: new RegExp(`${REGION} — has room`) });
+    await waitFor("the plan to be active", async () => {
+      await page.goto(`${baseUrl}/servers`);
+      return !(await page.locator("main").innerText()).includes("choose a plan");
+    }, { timeoutMs: 30_000, intervalMs: 300 });
+    expect(await region.isChecked()).toBe(true);
+    const name = `dash-${randomUUID().slice(0, 8)}`;
+    await page.getByLabel("Name", { exact: true }).fill(name);
+    await submit(page, page.getByRole("button", { name: "Create homeserver" }));
+    expect(new URL(page.url()).pathname).toMatch(/^\/servers\/[0-9a-f-]{36}$/);
+    const status = page.locator("#live-status [data-field=status]");
+    expect(await status.innerText()).toBe("provisioning");
+    await page.screenshot({ path: `${artifacts}dashboard-server-01-provisioning.png`, fullPage: true });
+
+    // The agent reports progress, then success: the page follows over server-sent events.
+    let navigations = 0;
+    page.on("framenavigated", (frame) => frame === page.mainFrame() && navigations++);
+    const { job } = await jobOf(agent, "homeserver.provision");
+    agent.ws.send(JSON.stringify({ type: "job.ack", id: job.id }));
+    agent.ws.send(JSON.stringify({ type: "job.progress", id: job.id, progress: 0.5, message: "starting Synapse" }));
+    await expect.poll(() => page.locator("#live-status [data-field=step]").innerText(), { timeout: 15_000 }).toBe("Setting up: starting Synapse");
+    await page.screenshot({ path: `${artifacts}dashboard-server-02-progress.png`, fullPage: true });
+    agent.ws.send(
+      JSON.stringify({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2", adminUserId: `@admin:${name}.berth.example` } }),
+    );
+    await expect.poll(() => status.innerText(), { timeout: 15_000 }).toBe("running");
+    // The sections that depend on the state were refreshed in place.
+    await expect.poll(() => page.getByRole("button", { name: "Stop" }).count(), { timeout: 15_000 }).toBe(1);
+    await expect.poll(() => page.getByRole("button", { name: "Get a one-time link" }).count()).toBe(1);
+    expect(navigations).toBe(0);
+    await page.screenshot({ path: `${artifacts}dashboard-server-03-running.png`, fullPage: true });
+
+    // Back up now: a plain form post, then the backup's progress shows live and the list has it.
+    await submit(page, page.getByRole("button", { name: "Back up now" }));
+    expect(await page.getByRole("status").innerText()).toBe("The backup has started.");
+    const backup = await jobOf(agent, "homeserver.backup");
+    agent.ws.send(JSON.stringify({ type: "job.ack", id: backup.job.id }));
+    agent.ws.send(JSON.stringify({ type: "job.progress", id: backup.job.id, progress: 0.25, message: "uploading part 1" }));
+    await expect.poll(() => page.locator("#live-status [data-field=step]").innerText(), { timeout: 15_000 }).toBe("Backing up: uploading part 1");
+    expect(await page.locator("#live-status progress").getAttribute("value")).toBe("0.25");
+    expect(await page.locator("#backups tbody tr").innerText()).toMatch(/manual\s+—\s+pending/);
+    await page.screenshot({ path: `${artifacts}dashboard-server-04-backing-up.png`, fullPage: true });
+
+    await page.evaluate(axeSource);
+    const violations = await page.evaluate(async () => {
+      const axe = (globalThis as unknown as { axe: { run: () => Promise<{ violations: { id: string; impact: string | null }[] }> } }).axe;
+      return (await axe.run()).violations;
+    });
+    expect(violations.filter((v) => v.impact === "serious" || v.impact === "critical")).toEqual([]);
+
+    // On a phone-sized screen nothing runs off the side.
+    await page.setViewportSize({ width: 360, height: 780 });
+    expect(await page.evaluate("document.documentElement.scrollWidth")).toBeLessThanOrEqual(360);
+    await page.screenshot({ path: `${artifacts}dashboard-server-05-narrow.png`, fullPage: true });
+  }, 120_000);
+});

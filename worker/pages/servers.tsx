@@ -1,0 +1,451 @@
+import { PASSWORD_MAX, PASSWORD_MIN } from "../auth/credentials";
+import type { Plan } from "../billing/plans";
+import type { User } from "../db/schema";
+import { BACKUP_RETENTION_MS } from "../backups/policy";
+import type { presentBackup, presentServer } from "../http/present";
+import { NAME_MAX, NAME_MIN } from "../servers/names";
+import { UsageChart, formatBytes, formatPercent } from "./charts";
+import { Alert, Layout } from "./layout";
+
+export type ServerView = ReturnType<typeof presentServer>;
+export type BackupView = ReturnType<typeof presentBackup>;
+
+const DASHBOARD_SCRIPT = "/assets/dashboard.js";
+const RETENTION_DAYS = BACKUP_RETENTION_MS / 86_400_000;
+
+const when = (iso: string | null) =>
+  iso ? new Date(iso).toLocaleString("en-US", { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" }) + " UTC" : "—";
+
+/** Element's login screen with our homeserver filled in (hs_url: Element's long-standing, if thinly documented, parameter). */
+const elementLink = (homeserverUrl: string) => `https://app.element.io/#/login?hs_url=${encodeURIComponent(homeserverUrl)}`;
+
+export const STEP_TEXT: Record<string, string> = {
+  "homeserver.provision": "Setting up",
+  "homeserver.stop": "Stopping",
+  "homeserver.start": "Starting",
+  "homeserver.suspend": "Suspending",
+  "homeserver.resume": "Resuming",
+  "homeserver.delete": "Deleting",
+  "homeserver.upgrade": "Upgrading",
+  "homeserver.set_admin_password": "Setting the admin password",
+  "homeserver.backup": "Backing up",
+  "homeserver.restore": "Restoring",
+};
+
+function StatusBadge(props: { status: string }) {
+  const tone = props.status === "running" ? "ok" : props.status === "failed" ? "bad" : "warn";
+  return <span class={`badge ${tone}`}>{props.status}</span>;
+}
+
+interface RegionChoice {
+  region: string;
+  hasRoom: boolean;
+}
+
+export function ServersPage(props: {
+  user: User;
+  servers: ServerView[];
+  regions: RegionChoice[];
+  /** What a name turns into, for the hint. */
+  exampleServerName: string;
+  plan: Plan | undefined;
+  error?: string | undefined;
+  name?: string | undefined;
+  region?: string | undefined;
+}) {
+  return (
+    <Layout title="Servers" viewer={props.user} script={DASHBOARD_SCRIPT}>
+      <h1>Your homeservers</h1>
+      <Alert kind="error" message={props.error} />
+      {props.servers.length === 0 ? (
+        <p>You have no homeserver yet.</p>
+      ) : (
+        <ul class="servers">
+          {props.servers.map((server) => (
+            <li class="card">
+              <h2>
+                <a href={`/servers/${server.id}`}>{server.serverName}</a>
+              </h2>
+              <p>
+                <StatusBadge status={server.status} /> · {server.region}
+                {server.statusReason ? ` · ${server.statusReason}` : ""}
+              </p>
+            </li>
+          ))}
+        </ul>
+      )}
+      <section class="card" aria-labelledby="create-heading">
+        <h2 id="create-heading">Create a homeserver</h2>
+        {props.plan ? null : (
+          <p>
+            A homeserver needs a subscription: <a href="/billing">choose a plan</a> first.
+          </p>
+        )}
+        <form method="post" action="/servers" data-name-check>
+          <div class="field">
+            <label for="field-name">Name</label>
+            <input
+              id="field-name"
+              name="name"
+              value={props.name}
+              required
+              minlength={NAME_MIN}
+              maxlength={NAME_MAX}
+              autocomplete="off"
+              spellcheck={false}
+              aria-describedby="field-name-hint field-name-problem"
+            />
+            <p class="hint" id="field-name-hint">
+              {NAME_MIN} to {NAME_MAX} lower-case letters, digits and hyphens. It becomes your Matrix server name, as in{" "}
+              {props.exampleServerName}, and can never change.
+            </p>
+            <p class="problem" id="field-name-problem" aria-live="polite"></p>
+          </div>
+          <fieldset class="field">
+            <legend>Region</legend>
+            {props.regions.map((choice, index) => (
+              <label class="choice">
+                <input
+                  type="radio"
+                  name="region"
+                  value={choice.region}
+                  required
+                  checked={props.region ? props.region === choice.region : index === props.regions.findIndex((r) => r.hasRoom)}
+                />{" "}
+                {choice.region} <span class="hint">{choice.hasRoom ? "— has room" : "— full right now"}</span>
+              </label>
+            ))}
+          </fieldset>
+          <button type="submit">Create homeserver</button>
+        </form>
+      </section>
+    </Layout>
+  );
+}
+
+export interface UsageView {
+  range: string;
+  ranges: string[];
+  from: Date;
+  to: Date;
+  points: {
+    at: Date;
+    cpuPercent: number;
+    memoryBytes: number;
+    networkRxBytes: number;
+    networkTxBytes: number;
+    blockReadBytes: number;
+    blockWriteBytes: number;
+  }[];
+}
+
+function LiveStatus(props: { server: ServerView }) {
+  const job = props.server.lastJob;
+  const underWay = job && (job.status === "queued" || job.status === "sent" || job.status === "acked");
+  return (
+    <section class="card" aria-labelledby="status-heading">
+      <h2 id="status-heading">Status</h2>
+      <div
+        id="live-status"
+        aria-live="polite"
+        data-events={`/api/servers/${props.server.id}/events`}
+        data-page={`/servers/${props.server.id}`}
+        data-state={`${props.server.status}/${job?.status ?? ""}`}
+      >
+        <p>
+          <span data-field="status">
+            <StatusBadge status={props.server.status} />
+          </span>{" "}
+          <span data-field="reason">{props.server.statusReason ?? ""}</span>
+        </p>
+        <p data-field="step" hidden={!underWay}>
+          {job ? `${STEP_TEXT[job.kind] ?? job.kind}: ${job.message ?? job.status}` : ""}
+        </p>
+        <progress data-field="progress" max={1} value={job?.progress ?? 0} hidden={!underWay} aria-label="Progress">
+          {Math.round((job?.progress ?? 0) * 100)} %
+        </progress>
+        {job?.status === "failed" && job.error ? <p class="problem">{`${STEP_TEXT[job.kind] ?? job.kind} failed: ${job.error}`}</p> : null}
+      </div>
+      <p class="hint" id="live-note">
+        This page shows the state as of {when(props.server.updatedAt)}; <a href={`/servers/${props.server.id}`}>reload</a> for the latest.
+      </p>
+    </section>
+  );
+}
+
+function Connect(props: { server: ServerView; adminLink?: { url: string; expiresAt: string } | undefined }) {
+  const { server } = props;
+  return (
+    <section class="card" id="connect" data-refresh aria-labelledby="connect-heading">
+      <h2 id="connect-heading">How to connect</h2>
+      <dl class="facts">
+        <dt>Homeserver URL</dt>
+        <dd>
+          <code>{server.homeserverUrl}</code>
+        </dd>
+        <dt>Server name</dt>
+        <dd>
+          <code>{server.serverName}</code>
+        </dd>
+      </dl>
+      <p>
+        <a class="button" href={elementLink(server.homeserverUrl)} rel="noopener noreferrer">
+          Open in Element
+        </a>
+      </p>
+      <p class="hint">In any other Matrix app, choose a custom homeserver and enter the URL above.</p>
+      <h3>First admin's password</h3>
+      {props.adminLink ? (
+        <div>
+          <p>
+            Your one-time link (valid until {when(props.adminLink.expiresAt)}, usable once):{" "}
+            <a href={props.adminLink.url}>set the admin password</a>
+          </p>
+          <p class="hint">Nobody else sees this link; a new one replaces it.</p>
+        </div>
+      ) : server.status === "running" ? (
+        <form method="post" action={`/servers/${server.id}/admin-password-link`}>
+          <p class="hint">The admin account was made with a random password nobody knows. Get a one-time link to set yours.</p>
+          <button type="submit">Get a one-time link</button>
+        </form>
+      ) : (
+        <p class="hint">Available once the homeserver is running.</p>
+      )}
+    </section>
+  );
+}
+
+function Controls(props: { server: ServerView }) {
+  const { server } = props;
+  return (
+    <section class="card" id="controls" data-refresh aria-labelledby="controls-heading">
+      <h2 id="controls-heading">Stop and start</h2>
+      {server.status === "running" ? (
+        <form method="post" action={`/servers/${server.id}/stop`}>
+          <p class="hint">Stopping takes the homeserver offline; nothing is deleted.</p>
+          <button type="submit">Stop</button>
+        </form>
+      ) : server.status === "stopped" ? (
+        <form method="post" action={`/servers/${server.id}/start`}>
+          <button type="submit">Start</button>
+        </form>
+      ) : (
+        <p class="hint">Stop and start are available when the homeserver is running or stopped.</p>
+      )}
+    </section>
+  );
+}
+
+function Backups(props: { server: ServerView; backups: BackupView[] }) {
+  const { server } = props;
+  const restorable = props.backups.filter((backup) => backup.status === "succeeded");
+  return (
+    <section class="card" id="backups" data-refresh aria-labelledby="backups-heading">
+      <h2 id="backups-heading">Backups</h2>
+      <p class="hint">
+        A backup is taken every day, encrypted on the host before upload. Each is kept {RETENTION_DAYS} days; the newest successful one is
+        always kept.
+      </p>
+      <form method="post" action={`/servers/${server.id}/backups`}>
+        <button type="submit">Back up now</button>
+      </form>
+      {props.backups.length === 0 ? (
+        <p>No backups yet.</p>
+      ) : (
+        <div class="scroll">
+          <table>
+            <caption class="visually-hidden">Backups, newest first</caption>
+            <thead>
+              <tr>
+                <th scope="col">Date</th>
+                <th scope="col">Kind</th>
+                <th scope="col">Size</th>
+                <th scope="col">Status</th>
+                <th scope="col">Kept until</th>
+              </tr>
+            </thead>
+            <tbody>
+              {props.backups.map((backup) => (
+                <tr>
+                  <td>{when(backup.createdAt)}</td>
+                  <td>{backup.trigger}</td>
+                  <td>
+                    {backup.sizeBytes !== null
+                      ? formatBytes(backup.sizeBytes)
+                      : backup.status === "running"
+                        ? `${formatBytes(backup.progressBytes ?? 0)} so far`
+                        : "—"}
+                  </td>
+                  <td>
+                    {backup.status}
+                    {backup.error ? `: ${backup.error}` : ""}
+                  </td>
+                  <td>{backup.keptUntil ? when(backup.keptUntil) : "while it is the newest"}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {restorable.length > 0 ? (
+        <form method="post" action={`/servers/${server.id}/restore`} class="restore">
+          <h3>Restore</h3>
+          <div class="field">
+            <label for="field-backupId">Backup to restore</label>
+            <select id="field-backupId" name="backupId" required>
+              {restorable.map((backup) => (
+                <option value={backup.id}>{`${when(backup.createdAt)} (${backup.trigger}, ${formatBytes(backup.sizeBytes ?? 0)})`}</option>
+              ))}
+            </select>
+          </div>
+          <p class="warning" id="restore-warning">
+            Restoring replaces everything on {server.serverName} — its users, rooms, messages, media and settings — with the backup's copy.
+            Anything that happened after the backup was taken is lost. The homeserver is offline while it restores; if the restore fails,
+            it is left as it was.
+          </p>
+          <label class="choice">
+            <input type="checkbox" name="confirm" value="yes" required aria-describedby="restore-warning" /> I understand that the
+            current data will be replaced
+          </label>
+          <button type="submit" class="danger">
+            Restore this backup
+          </button>
+        </form>
+      ) : null}
+    </section>
+  );
+}
+
+function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undefined }) {
+  const { usage, plan } = props;
+  const times = usage.points.map((point) => point.at);
+  const series = (pick: (point: UsageView["points"][number]) => number) => usage.points.map(pick);
+  const chart = { times, from: usage.from, to: usage.to };
+  return (
+    <section class="card" aria-labelledby="usage-heading">
+      <h2 id="usage-heading">Usage</h2>
+      <nav aria-label="Usage period" class="tabs">
+        {usage.ranges.map((range) => (
+          <a href={`/servers/${props.server.id}?range=${range}#usage-heading`} aria-current={range === usage.range ? "page" : undefined}>
+            {range === "24h" ? "24 hours" : range === "7d" ? "7 days" : "30 days"}
+          </a>
+        ))}
+      </nav>
+      <UsageChart
+        id="chart-cpu"
+        title="CPU"
+        {...chart}
+        lines={[{ label: "CPU", values: series((point) => point.cpuPercent) }]}
+        format={formatPercent}
+        limit={plan ? { value: plan.resources.cpus * 100, label: `Plan limit ${plan.resources.cpus} CPU (${plan.resources.cpus * 100} %)` } : undefined}
+      />
+      <UsageChart
+        id="chart-memory"
+        title="Memory"
+        {...chart}
+        lines={[{ label: "Memory", values: series((point) => point.memoryBytes) }]}
+        format={formatBytes}
+        limit={plan ? { value: plan.resources.memoryMiB * 1024 * 1024, label: `Plan limit ${plan.resources.memoryMiB} MiB` } : undefined}
+      />
+      <UsageChart
+        id="chart-network"
+        title="Network (total since the homeserver last started)"
+        {...chart}
+        lines={[
+          { label: "Received", values: series((point) => point.networkRxBytes) },
+          { label: "Sent", values: series((point) => point.networkTxBytes) },
+        ]}
+        format={formatBytes}
+      />
+      <UsageChart
+        id="chart-disk"
+        title="Storage I/O (total since the homeserver last started)"
+        {...chart}
+        lines={[
+          { label: "Written", values: series((point) => point.blockWriteBytes) },
+          { label: "Read", values: series((point) => point.blockReadBytes) },
+        ]}
+        format={formatBytes}
+      />
+      {plan ? <p class="hint">Your plan includes {plan.resources.storageGiB} GiB of storage.</p> : null}
+    </section>
+  );
+}
+
+function Delete(props: { server: ServerView }) {
+  const { server } = props;
+  return (
+    <section class="card" aria-labelledby="delete-heading">
+      <h2 id="delete-heading">Delete this homeserver</h2>
+      <p id="delete-warning">
+        We first take a final backup. Once it has succeeded, the homeserver and all its data on our host are destroyed right away; if the
+        backup fails, nothing is deleted and the homeserver stays as it is. The final backup, like the others, is kept {RETENTION_DAYS} days
+        from when it was taken and then destroyed. The name {server.name} is never given out again.
+      </p>
+      <form method="post" action={`/servers/${server.id}/delete`}>
+        <div class="field">
+          <label for="field-confirmName">Type the server's name, {server.name}, to confirm</label>
+          <input
+            id="field-confirmName"
+            name="confirmName"
+            required
+            autocomplete="off"
+            spellcheck={false}
+            pattern={server.name}
+            aria-describedby="delete-warning"
+          />
+        </div>
+        <button type="submit" class="danger">
+          Delete {server.serverName}
+        </button>
+      </form>
+    </section>
+  );
+}
+
+export function ServerPage(props: {
+  user: User;
+  server: ServerView;
+  plan: Plan | undefined;
+  backups: BackupView[];
+  usage: UsageView;
+  adminLink?: { url: string; expiresAt: string } | undefined;
+  notice?: string | undefined;
+  error?: string | undefined;
+}) {
+  const { server } = props;
+  return (
+    <Layout title={server.serverName} viewer={props.user} script={DASHBOARD_SCRIPT}>
+      <p>
+        <a href="/servers">← All homeservers</a>
+      </p>
+      <h1>{server.serverName}</h1>
+      <Alert kind="notice" message={props.notice} />
+      <Alert kind="error" message={props.error} />
+      <LiveStatus server={server} />
+      <Connect server={server} adminLink={props.adminLink} />
+      <Controls server={server} />
+      <Usage server={server} usage={props.usage} plan={props.plan} />
+      <Backups server={server} backups={props.backups} />
+      <Delete server={server} />
+    </Layout>
+  );
+}
+
+export function AdminPasswordPage(props: { user: User; server: ServerView; token: string; error?: string | undefined }) {
+  return (
+    <Layout title="Set the admin password" viewer={props.user}>
+      <h1>Set the admin password of {props.server.serverName}</h1>
+      <Alert kind="error" message={props.error} />
+      <form method="post" action={`/servers/${props.server.id}/admin-password`} class="card">
+        <input type="hidden" name="token" value={props.token} />
+        <div class="field">
+          <label for="field-password">New admin password</label>
+          <input id="field-password" name="password" type="password" autocomplete="new-password" required minlength={PASSWORD_MIN} maxlength={PASSWORD_MAX} />
+        </div>
+        <p class="hint">Only a hash of it reaches the host. This link works once.</p>
+        <button type="submit">Set password</button>
+      </form>
+    </Layout>
+  );
+}
