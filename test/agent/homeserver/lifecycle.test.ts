@@ -67,6 +67,8 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     expect(uid).toBeGreaterThanOrEqual(200_000);
     expect(uid).toBeLessThanOrEqual(299_999);
 
+    // The agent went on once the healthchecks' own tests passed; Docker's verdict follows at its next check.
+    for (const name of [n.synapse, n.postgres]) await run.runtime.waitHealthy(name, { timeoutMs: 60_000 });
     const synapse = await inspect(n.synapse);
     const postgres = await inspect(n.postgres);
     for (const [info, role, memoryMiB, nanoCpus] of [

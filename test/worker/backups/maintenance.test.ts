@@ -100,7 +100,8 @@ describe("30-day retention", () => {
     const { owner, host, id } = await runningServer();
     const hostId = host.hostId;
     const oldest = await seedBackup(id, hostId, START, "succeeded");
-    const failed = await seedBackup(id, hostId, START + DAY, "failed");
+    // (Half a day in: past 30 days whatever hour the cron below runs at.)
+    const failed = await seedBackup(id, hostId, START + DAY / 2, "failed");
     const newest = await seedBackup(id, hostId, START + 2 * DAY, "succeeded");
     // Its hour for the daily backup is not this one: nothing new starts meanwhile.
     const hour = (dailyBackupHour(id) + 12) % 24;
