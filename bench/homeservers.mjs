@@ -16,6 +16,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { gzipSync } from "node:zlib";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, fetch as undiciFetch } from "undici";
 import { destroyDevHomeservers } from "../scripts/dev-reset.mjs";
@@ -177,6 +178,54 @@ async function memoryByContainer() {
 
 const median = (values) => percentile([...values].sort((a, b) => a - b), 50);
 
+// ---------- the dashboard's pages ----------
+
+/** Time to the response's headers and its body's size, over a fresh connection each time (as a first visit). */
+async function timedGet(url, cookie) {
+  const t0 = performance.now();
+  const response = await fetch(url, { headers: { cookie, accept: "text/html" }, signal: AbortSignal.timeout(15_000) });
+  const ttfbMs = performance.now() - t0;
+  const body = Buffer.from(await response.arrayBuffer());
+  if (response.status !== 200) throw new Error(`GET ${url} answered ${response.status}`);
+  return { ttfbMs, totalMs: performance.now() - t0, bytes: body.length, body };
+}
+
+/**
+ * The dashboard (/servers) and a server page (/servers/:id, with its usage
+ * charts and backups) as the customer loads them: time to first byte and to
+ * the last, against GET /api/health in the same rounds; transfer (HTML, the
+ * stylesheet and scripts it links, gzipped as they would travel) and the
+ * JavaScript bytes against the 100 KB (gzipped) budget.
+ */
+async function benchPages(base, cookie, serverId, rounds = 20) {
+  const paths = { dashboard: "/servers", server: `/servers/${serverId}`, baseline: "/api/health" };
+  const samples = Object.fromEntries(Object.keys(paths).map((k) => [k, []]));
+  for (let i = 0; i < rounds; i++) {
+    for (const [key, path] of Object.entries(paths)) samples[key].push(await timedGet(`${base}${path}`, cookie));
+  }
+  const result = {};
+  for (const [key, runs] of Object.entries(samples)) {
+    const html = runs[0].body.toString("utf8");
+    const assets = [...html.matchAll(/<(?:script[^>]*\ssrc|link[^>]*\shref)="(\/[^"]+)"/g)].map((m) => m[1]);
+    let jsGzip = 0;
+    let assetGzip = 0;
+    for (const asset of new Set(assets)) {
+      const { body } = await timedGet(`${base}${asset}`, cookie);
+      const gz = gzipSync(body).length;
+      assetGzip += gz;
+      if (asset.endsWith(".js")) jsGzip += gz;
+    }
+    result[key] = {
+      ttfbMedianMs: median(runs.map((r) => r.ttfbMs)),
+      totalMedianMs: median(runs.map((r) => r.totalMs)),
+      htmlBytes: runs[0].bytes,
+      transferGzipBytes: gzipSync(runs[0].body).length + assetGzip,
+      jsGzipBytes: jsGzip,
+    };
+  }
+  return { rounds, ...result };
+}
+
 // ---------- the benchmark ----------
 
 export async function benchHomeservers({ count = 5, idleSeconds = 60, samples = 6, sampleEveryS = 5 } = {}) {
@@ -188,6 +237,7 @@ export async function benchHomeservers({ count = 5, idleSeconds = 60, samples = 
     const caPath = join(server.persistTo, "caddy", "pki", "authorities", "local", "root.crt");
     let https;
     const creations = [];
+    let owner;
     for (let i = 0; i < count; i++) {
       const { cookie } = await subscribedCustomer(server.base, server.stripeUrl, `hs${i}`);
       const name = `bench-${process.pid}-${i}`;
@@ -210,8 +260,10 @@ export async function benchHomeservers({ count = 5, idleSeconds = 60, samples = 
       });
       creations.push(performance.now() - t0);
       pairs.push(created.id.replaceAll("-", "").slice(0, 12));
+      owner = { cookie, serverId: created.id };
     }
     await https?.close();
+    const pages = await benchPages(server.base, owner.cookie, owner.serverId);
 
     await sleep(idleSeconds * 1000);
     const ours = [];
@@ -234,6 +286,7 @@ export async function benchHomeservers({ count = 5, idleSeconds = 60, samples = 
       samples,
       creation: { samplesMs: creations, medianMs: median(creations), minMs: Math.min(...creations), maxMs: Math.max(...creations) },
       defaultsStartMs: defaults.startMs,
+      pages,
       memory: { tuned, defaults: synapseDefaults },
       fitIn8GiB: {
         byIdleMemoryTuned: Math.floor(eightGiB / tuned.pairMiB),

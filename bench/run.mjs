@@ -235,6 +235,22 @@ console.log(
     "(starter: 1 GiB) and 1 GiB per host: 7 starters on an 8 GiB host.",
 );
 
+const { pages } = homeservers;
+console.log(
+  `\nDashboard pages on npm run dev (a customer with a running server), ${pages.rounds} sequential rounds of each, fresh connections; ` +
+    "transfer counts the HTML and the same-origin assets it links, gzipped",
+);
+console.log(
+  table(
+    ["page", "TTFB p50 ms", "total p50 ms", "HTML bytes", "transfer gzip bytes", "JS gzip bytes (budget 100 KB)"],
+    [
+      ["GET /servers (dashboard)", pages.dashboard],
+      ["GET /servers/:id (server page)", pages.server],
+      ["GET /api/health (baseline)", pages.baseline],
+    ].map(([name, p]) => [name, fmt(p.ttfbMedianMs), fmt(p.totalMedianMs), p.htmlBytes, p.transferGzipBytes, p.jsGzipBytes]),
+  ),
+);
+
 const backup = await benchBackup();
 console.log(`\n${backupReport(backup)}`);
 
@@ -267,6 +283,9 @@ console.log(
       [`storm: all ${count(storm.agents)} welcomed again / restart with no agents`, round(storm.totalMs / storm.plainRestartMs)],
       ["homeserver: POST → HTTPS versions / docker run by hand (median)", round(homeservers.ratios.creationOverDefaultsStart)],
       ["homeserver idle memory: tuned / Synapse's defaults", round(homeservers.ratios.idleMemoryTunedOverDefaults)],
+      ["TTFB p50, dashboard / /api/health", round(pages.dashboard.ttfbMedianMs / pages.baseline.ttfbMedianMs)],
+      ["TTFB p50, server page / /api/health", round(pages.server.ttfbMedianMs / pages.baseline.ttfbMedianMs)],
+      ["JS gzip bytes, server page / 100 KB budget", round(pages.server.jsGzipBytes / 102_400, 3)],
       ["backup MiB/s, agent / shell (tar | zstd | age)", round(backup.ratios.agentOverShell), spread(backup.ratios.agentOverShellByRound)],
       ["backup CPU time, agent / shell", round(backup.ratios.agentOverShellCpu)],
       ["backup MiB/s, pure-JS age / agent", round(backup.ratios.pureJsOverAgent)],
