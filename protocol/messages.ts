@@ -292,6 +292,20 @@ export type BackupCompleteRequest = z.infer<typeof backupCompleteRequest>;
 /** POST <uploadBase>/abort: the upload is given up; the Worker discards its parts. */
 export const backupAbortRequest = z.strictObject({ reason: z.string().min(1).max(1000) });
 
-/** Job kinds every agent understands; the homeserver and backup kinds come with their issues. */
+/** Job kinds every agent understands. */
 export const TEST_JOB_KINDS = ["noop", "sleep", "fail"] as const;
 export const WORKLOAD_JOB_KINDS = ["workload.ensure", "workload.remove"] as const;
+/** A homeserver's lifecycle and backups: the control plane sends them, the agent's homeserver handlers run them. */
+export const HOMESERVER_JOB_KINDS = [
+  "homeserver.provision",
+  "homeserver.stop",
+  "homeserver.start",
+  "homeserver.suspend",
+  "homeserver.resume",
+  "homeserver.upgrade",
+  "homeserver.delete",
+  "homeserver.set_admin_password",
+  "homeserver.backup",
+  "homeserver.restore",
+] as const;
+export type HomeserverJobKind = (typeof HOMESERVER_JOB_KINDS)[number];

@@ -2,26 +2,13 @@
 // the HomeserverManager (agent/homeserver/manager.ts) does the work.
 import type { Readable } from "node:stream";
 import { z } from "zod";
-import { backupJobPayload, restoreJobPayload, type DiskEncryption } from "../../protocol/messages.ts";
+import { backupJobPayload, restoreJobPayload, type DiskEncryption, type HomeserverJobKind } from "../../protocol/messages.ts";
 import { downloadBackup, uploadBackup, type AgentIdentity } from "../backup/transfer.ts";
 import { HomeserverManager, type HomeserverManagerOptions } from "../homeserver/manager.ts";
 import { workloadIdSchema } from "../inventory.ts";
 import { assertCustomerDataAllowed } from "./workload.ts";
 import { JobInputError, type JobHandler, type Json } from "./types.ts";
 
-export const HOMESERVER_JOB_KINDS = [
-  "homeserver.provision",
-  "homeserver.stop",
-  "homeserver.start",
-  "homeserver.suspend",
-  "homeserver.resume",
-  "homeserver.upgrade",
-  "homeserver.delete",
-  "homeserver.set_admin_password",
-  "homeserver.backup",
-  "homeserver.restore",
-] as const;
-export type HomeserverJobKind = (typeof HOMESERVER_JOB_KINDS)[number];
 
 export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   /** The data root's encryption, checked before every job that places or touches customer data. */

@@ -2,12 +2,12 @@
 // markers and the homeserver.* kinds; later issues add theirs (backup.*) here
 // or register them at start-up: the map stays open.
 import { fail, noop, sleep } from "./test-kinds.ts";
-import type { HomeserverJobKind } from "./homeserver.ts";
+import type { HomeserverJobKind } from "../../protocol/messages.ts";
 import type { HandlerRegistry, JobHandler } from "./types.ts";
 import { workloadHandlers, type WorkloadHandlerOptions } from "./workload.ts";
 
 export type { HandlerRegistry, JobContext, JobHandler, Json } from "./types.ts";
-export { homeserverHandlers, HOMESERVER_JOB_KINDS, type HomeserverHandlerOptions, type HomeserverJobKind } from "./homeserver.ts";
+export { homeserverHandlers, type HomeserverHandlerOptions } from "./homeserver.ts";
 
 export interface BuiltinHandlerOptions extends WorkloadHandlerOptions {
   /** The homeserver.* kinds, from homeserverHandlers() (which also gives the manager the agent needs at start). */

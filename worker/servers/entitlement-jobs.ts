@@ -4,7 +4,8 @@ import { entitlementEvents, servers, type ServerStatus } from "../db/schema";
 import type { Env } from "../env";
 import { dispatchJob } from "../fleet/hosts";
 import { startDueDeletions } from "./deletion";
-import { LIFECYCLE_TIMEOUT_MS, type HomeserverJobKind } from "./servers";
+import type { HomeserverJobKind } from "../../protocol/messages";
+import { LIFECYCLE_TIMEOUT_MS } from "./servers";
 
 /**
  * Turns billing's entitlement transitions into lifecycle jobs: suspension stops

@@ -1,4 +1,5 @@
 import { and, desc, eq, like, ne, sql } from "drizzle-orm";
+import type { HomeserverJobKind } from "../../protocol/messages";
 import { audit } from "../audit/audit";
 import { billingSummary } from "../billing/billing";
 import { mayRun } from "../billing/entitlement";
@@ -17,19 +18,6 @@ export interface ServerContext {
   now: Date;
 }
 
-export const HOMESERVER_JOB_KINDS = [
-  "homeserver.provision",
-  "homeserver.stop",
-  "homeserver.start",
-  "homeserver.suspend",
-  "homeserver.resume",
-  "homeserver.delete",
-  "homeserver.upgrade",
-  "homeserver.set_admin_password",
-  "homeserver.backup",
-  "homeserver.restore",
-] as const;
-export type HomeserverJobKind = (typeof HOMESERVER_JOB_KINDS)[number];
 
 /** Provisioning a new Synapse and PostgreSQL can take a while on a cold host (images, initdb). */
 export const LIFECYCLE_TIMEOUT_MS = 30 * 60_000;
