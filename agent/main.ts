@@ -15,10 +15,12 @@ import { JobRunner } from "./jobs.ts";
 import { Journal } from "./journal.ts";
 import { createLogger, errorMessage, parseLogLevel } from "./log.ts";
 import { ContainerStatsCollector, UsageReporter, collectHostUsage, sampler } from "./metrics.ts";
+import { homeserversDir } from "./homeserver/names.ts";
 import { IptablesFirewall } from "./network/firewall.ts";
 import { CaddyProxy } from "./proxy/caddy.ts";
 import type { CertificateReport } from "../protocol/messages.ts";
 import { DockerRuntime } from "./runtime/docker.ts";
+import { StorageMeter } from "./storage.ts";
 import { agentVersion } from "./version.ts";
 
 export const EXIT_OK = 0;
@@ -33,6 +35,8 @@ const INVENTORY_REFRESH_MS = 60_000;
 const PROXY_REPAIR_EVERY_MS = 60_000;
 /** How often served certificates are checked and reported (expiry is days away; hourly is plenty). */
 const CERTIFICATE_CHECK_EVERY_MS = 60 * 60_000;
+/** How often each homeserver's data directory is measured (also whenever homeservers come or go). */
+const STORAGE_MEASURE_EVERY_MS = 5 * 60_000;
 
 const USAGE = {
   main: `berth-agent — the Berth host agent (version ${agentVersion()})
@@ -323,7 +327,12 @@ async function runCommand(values: ReturnType<typeof parse<"run">>): Promise<numb
   // Certificates ride along with the inventory, so the control plane sees expiry coming.
   let certificates: CertificateReport[] = [];
   const sendInventory = () => send({ type: "inventory", workloads: inventory(), ...(proxy ? { certificates } : {}) });
-  const refreshInventory = () => void workloads.refresh().then(sendInventory, () => sendInventory());
+  const storage = new StorageMeter({ workloadsDir: homeserversDir(config.dataRoot), everyMs: STORAGE_MEASURE_EVERY_MS, log });
+  storage.start();
+  const refreshInventory = () => {
+    void workloads.refresh().then(sendInventory, () => sendInventory());
+    void storage.measure();
+  };
   const proxy = config.proxy ? new CaddyProxy({ config: config.proxy, stateDir: config.stateDir, log }) : undefined;
   if (proxy) {
     await proxy.ensureBaseConfig().catch((error: unknown) => log.warn("Caddy is not configured yet; retrying in the background", { error: String(error) }));
@@ -370,7 +379,7 @@ async function runCommand(values: ReturnType<typeof parse<"run">>): Promise<numb
 
   const containers = new ContainerStatsCollector({ log });
   const usage = new UsageReporter({
-    collect: sampler(collectHostUsage, () => containers.collect()),
+    collect: sampler(collectHostUsage, () => containers.collect(), () => storage.latest()),
     send,
     isReady: () => connection?.isReady() ?? false,
     intervalMs: config.usageIntervalMs,
@@ -386,6 +395,7 @@ async function runCommand(values: ReturnType<typeof parse<"run">>): Promise<numb
     stopping = (async () => {
       log.info("stopping", { reason: why, graceMs });
       usage.stop();
+      storage.stop();
       clearInterval(pruneTimer);
       clearInterval(inventoryTimer);
       const report = await runner.shutdown(graceMs);

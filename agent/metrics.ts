@@ -1,7 +1,8 @@
-// Usage samples: host CPU, memory, disks and network (systeminformation), and per
+// Usage samples: host CPU, memory, disks and network (systeminformation), per
 // container stats for containers labelled berth.workload=<id> (Docker Engine API,
-// computed as `docker stats` does). Samples queue while disconnected (the newest
-// 120 are kept) and go out batched in one `usage` message per interval.
+// computed as `docker stats` does), and each workload's storage (storage.ts).
+// Samples queue while disconnected (the newest 120 are kept) and go out batched
+// in one `usage` message per interval.
 import Docker from "dockerode";
 import si from "systeminformation";
 import {
@@ -10,6 +11,7 @@ import {
   type AgentMessage,
   type ContainerUsage,
   type UsageSample,
+  type WorkloadStorage,
 } from "../protocol/messages.ts";
 import { errorMessage, type Logger } from "./log.ts";
 
@@ -190,10 +192,15 @@ export interface UsageReporterOptions {
   maxMessageBytes?: number;
 }
 
-export function sampler(host: () => Promise<HostUsage>, containers: () => Promise<ContainerUsage[]>, now = Date.now) {
+export function sampler(
+  host: () => Promise<HostUsage>,
+  containers: () => Promise<ContainerUsage[]>,
+  storage: () => WorkloadStorage[],
+  now = Date.now,
+) {
   return async (): Promise<UsageSample> => {
     const [h, c] = await Promise.all([host(), containers()]);
-    return { at: now(), host: h, containers: c };
+    return { at: now(), host: h, containers: c, storage: storage() };
   };
 }
 

@@ -97,14 +97,23 @@ export const containerUsageSchema = z.strictObject({
   pids: z.number().int().nonnegative(),
 });
 
+/** What a workload keeps on the host's disk (its data directory), as `du` counts it. */
+export const workloadStorageSchema = z.strictObject({
+  workloadId: id,
+  usedBytes: z.number().nonnegative(),
+});
+
 export const usageSampleSchema = z.strictObject({
   /** Unix milliseconds when measured. */
   at: z.number().int().positive(),
   host: hostUsageSchema,
   containers: z.array(containerUsageSchema).max(1000),
+  /** Measured every few minutes (each sample carries the latest figures); optional, as older agents do not send it. */
+  storage: z.array(workloadStorageSchema).max(1000).optional(),
 });
 export type UsageSample = z.infer<typeof usageSampleSchema>;
 export type ContainerUsage = z.infer<typeof containerUsageSchema>;
+export type WorkloadStorage = z.infer<typeof workloadStorageSchema>;
 
 // ---------- control plane → agent ----------
 

@@ -379,6 +379,8 @@ export const workloadUsage = sqliteTable(
     blockReadBytes: real("block_read_bytes").notNull(),
     blockWriteBytes: real("block_write_bytes").notNull(),
     pids: real("pids").notNull(),
+    /** The workload's data directory on disk; null when the agent did not measure it. */
+    storageBytes: real("storage_bytes"),
   },
   (t) => [primaryKey({ columns: [t.workloadId, t.resolution, t.at] })],
 );

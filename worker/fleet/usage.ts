@@ -46,18 +46,18 @@ export async function ingestUsage(db: Database, hostId: string, samples: UsageSa
         .onConflictDoNothing(),
     );
     const perWorkload = new Map<string, Omit<typeof workloadUsage.$inferInsert, "workloadId" | "hostId" | "resolution" | "at">>();
+    const rowOf = (workloadId: string) => {
+      let row = perWorkload.get(workloadId);
+      if (!row) {
+        // A workload with storage but no running container (a stopped homeserver) uses no CPU or memory.
+        row = { cpuPercent: 0, memoryBytes: 0, memoryLimitBytes: 0, networkRxBytes: 0, networkTxBytes: 0, blockReadBytes: 0, blockWriteBytes: 0, pids: 0 };
+        perWorkload.set(workloadId, row);
+      }
+      return row;
+    };
     for (const container of sample.containers) {
       if (!mine.has(container.workloadId)) continue;
-      const sum = perWorkload.get(container.workloadId) ?? {
-        cpuPercent: 0,
-        memoryBytes: 0,
-        memoryLimitBytes: 0,
-        networkRxBytes: 0,
-        networkTxBytes: 0,
-        blockReadBytes: 0,
-        blockWriteBytes: 0,
-        pids: 0,
-      };
+      const sum = rowOf(container.workloadId);
       sum.cpuPercent += container.cpuPercent;
       sum.memoryBytes += container.memoryBytes;
       sum.memoryLimitBytes += container.memoryLimitBytes;
@@ -66,7 +66,9 @@ export async function ingestUsage(db: Database, hostId: string, samples: UsageSa
       sum.blockReadBytes += container.blockReadBytes;
       sum.blockWriteBytes += container.blockWriteBytes;
       sum.pids += container.pids;
-      perWorkload.set(container.workloadId, sum);
+    }
+    for (const figure of sample.storage ?? []) {
+      if (mine.has(figure.workloadId)) rowOf(figure.workloadId).storageBytes = figure.usedBytes;
     }
     for (const [workloadId, sum] of perWorkload) {
       statements.push(
@@ -96,6 +98,7 @@ const WORKLOAD_METRICS = [
   "block_read_bytes",
   "block_write_bytes",
   "pids",
+  "storage_bytes",
 ];
 
 /**

@@ -136,6 +136,7 @@ export interface UsageView {
     networkTxBytes: number;
     blockReadBytes: number;
     blockWriteBytes: number;
+    storageBytes: number | null;
   }[];
 }
 
@@ -321,6 +322,8 @@ function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undef
   const times = usage.points.map((point) => point.at);
   const series = (pick: (point: UsageView["points"][number]) => number) => usage.points.map(pick);
   const chart = { times, from: usage.from, to: usage.to };
+  // Samples taken before the agent first measured the disk (or from older agents) have no storage figure.
+  const measured = usage.points.filter((point): point is typeof point & { storageBytes: number } => point.storageBytes !== null);
   return (
     <section class="card" aria-labelledby="usage-heading">
       <h2 id="usage-heading">Usage</h2>
@@ -348,6 +351,16 @@ function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undef
         limit={plan ? { value: plan.resources.memoryMiB * 1024 * 1024, label: `Plan limit ${plan.resources.memoryMiB} MiB` } : undefined}
       />
       <UsageChart
+        id="chart-storage"
+        title="Storage (database, media and keys on disk)"
+        times={measured.map((point) => point.at)}
+        from={usage.from}
+        to={usage.to}
+        lines={[{ label: "Stored", values: measured.map((point) => point.storageBytes) }]}
+        format={formatBytes}
+        limit={plan ? { value: plan.resources.storageGiB * 1024 ** 3, label: `Plan includes ${plan.resources.storageGiB} GiB` } : undefined}
+      />
+      <UsageChart
         id="chart-network"
         title="Network (total since the homeserver last started)"
         {...chart}
@@ -367,7 +380,6 @@ function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undef
         ]}
         format={formatBytes}
       />
-      {plan ? <p class="hint">Your plan includes {plan.resources.storageGiB} GiB of storage.</p> : null}
     </section>
   );
 }

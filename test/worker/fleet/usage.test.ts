@@ -70,6 +70,23 @@ describe("usage reports", () => {
     expect(((await hostUsage.json()) as Series).points).toHaveLength(2);
   });
 
+  it("carry each homeserver's storage, also while its containers are stopped", async () => {
+    const host = await enrolledHost(await operatorCookie());
+    const owner = await verifiedUser();
+    const serverId = await serverOn(host, owner.email);
+    const agent = await connectedAgent(host);
+    const now = Date.now();
+    const running = { ...sample(now - 60_000, [{ id: serverId, cpu: 20, memory: 3e8 }]), storage: [{ workloadId: serverId, usedBytes: 5e7 }] };
+    const stopped = { ...sample(now - 30_000, []), storage: [{ workloadId: serverId, usedBytes: 6e7 }] };
+    agent.send({ type: "usage", samples: [running, stopped] });
+
+    const cookie = await logIn(owner.email);
+    await vi.waitFor(async () => expect((await usage(cookie, serverId)).points).toHaveLength(2));
+    const points = (await usage(cookie, serverId)).points as Array<Series["points"][number] & { storageBytes: number | null }>;
+    expect(points.map((point) => point.storageBytes)).toEqual([5e7, 6e7]);
+    expect(points[1]).toMatchObject({ cpuPercent: 0, memoryBytes: 0 });
+  });
+
   it("one customer cannot read another's", async () => {
     const host = await enrolledHost(await operatorCookie());
     const alice = await verifiedUser();
@@ -87,7 +104,7 @@ describe("usage reports", () => {
     const owner = await verifiedUser();
     const victim = await serverOn(theirs, owner.email);
     const agent = await connectedAgent(mine);
-    agent.send({ type: "usage", samples: [sample(Date.now(), [{ id: victim, cpu: 99, memory: 9e9 }])] });
+    agent.send({ type: "usage", samples: [{ ...sample(Date.now(), [{ id: victim, cpu: 99, memory: 9e9 }]), storage: [{ workloadId: victim, usedBytes: 1e12 }] }] });
     // The host's own sample is stored; the forged container figures are not.
     await vi.waitFor(async () => {
       const response = await call(`/api/admin/hosts/${mine.hostId}/usage`, { cookie: operator });
@@ -103,8 +120,11 @@ describe("usage reports", () => {
     const serverId = await serverOn(host, owner.email);
     const agent = await connectedAgent(host);
     const start = Math.floor(Date.now() / HOUR) * HOUR - 2 * HOUR;
-    // Two hours of samples every 30 s: cpu alternates 10 and 30 (average 20).
-    const samples = Array.from({ length: 240 }, (_, i) => sample(start + i * 30_000, [{ id: serverId, cpu: i % 2 ? 30 : 10, memory: 1e8 }]));
+    // Two hours of samples every 30 s: cpu alternates 10 and 30 (average 20); storage 4e7 and 6e7 (average 5e7).
+    const samples = Array.from({ length: 240 }, (_, i) => ({
+      ...sample(start + i * 30_000, [{ id: serverId, cpu: i % 2 ? 30 : 10, memory: 1e8 }]),
+      storage: [{ workloadId: serverId, usedBytes: i % 2 ? 6e7 : 4e7 }],
+    }));
     for (let i = 0; i < samples.length; i += 120) agent.send({ type: "usage", samples: samples.slice(i, i + 120) });
     await vi.waitFor(async () => {
       const n = await env.DB.prepare("SELECT count(*) AS n FROM workload_usage WHERE workload_id = ? AND resolution = 'raw'").bind(serverId).first<{ n: number }>();
@@ -112,11 +132,13 @@ describe("usage reports", () => {
     });
 
     await runCron();
-    const fiveMinute = await env.DB.prepare("SELECT at, cpu_percent, memory_bytes FROM workload_usage WHERE workload_id = ? AND resolution = '5m' ORDER BY at")
+    const fiveMinute = await env.DB.prepare("SELECT at, cpu_percent, memory_bytes, storage_bytes FROM workload_usage WHERE workload_id = ? AND resolution = '5m' ORDER BY at")
       .bind(serverId)
-      .all<{ at: number; cpu_percent: number; memory_bytes: number }>();
+      .all<{ at: number; cpu_percent: number; memory_bytes: number; storage_bytes: number }>();
     expect(fiveMinute.results).toHaveLength(24);
-    expect(fiveMinute.results.every((row) => row.cpu_percent === 20 && row.memory_bytes === 1e8 && row.at % (5 * MINUTE) === 0)).toBe(true);
+    expect(
+      fiveMinute.results.every((row) => row.cpu_percent === 20 && row.memory_bytes === 1e8 && row.storage_bytes === 5e7 && row.at % (5 * MINUTE) === 0),
+    ).toBe(true);
     const hourly = await env.DB.prepare("SELECT cpu_percent FROM workload_usage WHERE workload_id = ? AND resolution = '1h'").bind(serverId).all();
     expect(hourly.results).toEqual([{ cpu_percent: 20 }, { cpu_percent: 20 }]);
 

@@ -190,21 +190,25 @@ describe("a server's page", () => {
   it("draws the usage as SVG with the plan's limits and a text summary, for each period", async () => {
     const { owner, id, host } = await runningServer();
     const now = Date.now();
-    for (const [minutesAgo, cpu] of [[30, 12], [20, 40], [10, 20]] as const) {
+    // The first sample came before the agent had measured the disk.
+    for (const [minutesAgo, cpu, storage] of [[30, 12, null], [20, 40, 50_000_000], [10, 20, 70_000_000]] as const) {
       await env.DB.prepare(
         `INSERT INTO workload_usage (workload_id, host_id, resolution, at, cpu_percent, memory_bytes, memory_limit_bytes,
-          network_rx_bytes, network_tx_bytes, block_read_bytes, block_write_bytes, pids) VALUES (?, ?, 'raw', ?, ?, 300000000, 1073741824, 5000, 7000, 10, 20, 12)`,
+          network_rx_bytes, network_tx_bytes, block_read_bytes, block_write_bytes, pids, storage_bytes)
+          VALUES (?, ?, 'raw', ?, ?, 300000000, 1073741824, 5000, 7000, 10, 20, 12, ?)`,
       )
-        .bind(id, host.hostId, now - minutesAgo * 60_000, cpu)
+        .bind(id, host.hostId, now - minutesAgo * 60_000, cpu, storage)
         .run();
     }
     const html = await page(`/servers/${id}`, owner.cookie);
-    for (const title of ["CPU", "Memory", "Network", "Storage I/O"]) expect(html).toContain(`<strong>${title}`);
-    expect(html.match(/<polyline [^>]*points="[\d., ]+"/g)).toHaveLength(6);
+    for (const title of ["CPU", "Memory", "Storage (", "Network", "Storage I/O"]) expect(html).toContain(`<strong>${title}`);
+    expect(html.match(/<polyline [^>]*points="[\d., ]+"/g)).toHaveLength(7);
     expect(html).toContain("CPU: latest 20 %, average 24 %, peak 40 %");
     expect(html).toContain("Memory: latest 300 MB");
+    expect(html).toContain("Stored: latest 70 MB, average 60 MB, peak 70 MB");
     expect(html).toContain("Plan limit 1024 MiB");
     expect(html).toContain("Plan limit 1 CPU (100 %)");
+    expect(html).toMatch(/Plan includes \d+ GiB/);
     expect(html).toContain('stroke-dasharray="6 4"');
     expect(html).toContain('aria-current="page">24 hours');
 

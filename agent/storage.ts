@@ -1,0 +1,115 @@
+// Storage each homeserver keeps on the host's disk: the space allocated to its data directory
+// (database, media, keys), counted as `du` does. Walking a large media store takes a while, so
+// the directories are measured in the background every few minutes and usage samples carry the
+// latest figures instead of walking on every sample.
+import { lstat, opendir, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { workloadStorageSchema, type WorkloadStorage } from "../protocol/messages.ts";
+import { errorMessage, type Logger } from "./log.ts";
+
+/** Allocated bytes under `path` (blocks, not apparent sizes; symlinks not followed; each hard-linked file once). */
+export async function allocatedBytes(path: string): Promise<number> {
+  let total = 0;
+  const seenLinked = new Set<string>();
+  const pending = [path];
+  while (pending.length > 0) {
+    const current = pending.pop()!;
+    // Files come and go while Synapse and PostgreSQL run: a vanished entry counts as nothing.
+    const stat = await lstat(current, { bigint: true }).catch(ignoreVanished);
+    if (!stat) continue;
+    if (stat.nlink > 1n && !stat.isDirectory()) {
+      const key = `${stat.dev}:${stat.ino}`;
+      if (seenLinked.has(key)) continue;
+      seenLinked.add(key);
+    }
+    total += Number(stat.blocks) * 512;
+    if (!stat.isDirectory()) continue;
+    const dir = await opendir(current).catch(ignoreVanished);
+    if (!dir) continue;
+    try {
+      for await (const entry of dir) pending.push(join(current, entry.name));
+    } catch (error) {
+      ignoreVanished(error);
+    }
+  }
+  return total;
+}
+
+function ignoreVanished(error: unknown): undefined {
+  if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+  throw error;
+}
+
+export interface StorageMeterOptions {
+  /** One subdirectory per workload, named by its id (the agent's <dataRoot>/homeservers). */
+  workloadsDir: string;
+  everyMs: number;
+  log: Logger;
+}
+
+export class StorageMeter {
+  private readonly o: StorageMeterOptions;
+  private figures: WorkloadStorage[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private measuring: Promise<void> | undefined;
+  private failing = false;
+
+  constructor(options: StorageMeterOptions) {
+    this.o = options;
+  }
+
+  /** The figures of the last completed measurement. */
+  latest(): WorkloadStorage[] {
+    return this.figures;
+  }
+
+  start(): void {
+    if (this.timer) return;
+    void this.measure();
+    this.timer = setInterval(() => void this.measure(), this.o.everyMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Measures every workload's directory (one walk at a time: the disk is shared with the workloads). */
+  measure(): Promise<void> {
+    this.measuring ??= this.measureAll().finally(() => (this.measuring = undefined));
+    return this.measuring;
+  }
+
+  private async measureAll(): Promise<void> {
+    let names: string[];
+    try {
+      names = (await readdir(this.o.workloadsDir, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => entry.name);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") this.warnOnce(error);
+      this.figures = [];
+      return;
+    }
+    const figures: WorkloadStorage[] = [];
+    let failed = false;
+    for (const name of names.sort()) {
+      try {
+        const figure = workloadStorageSchema.safeParse({ workloadId: name, usedBytes: await allocatedBytes(join(this.o.workloadsDir, name)) });
+        if (figure.success) figures.push(figure.data);
+      } catch (error) {
+        failed = true;
+        this.warnOnce(error);
+      }
+    }
+    if (!failed && this.failing) {
+      this.o.log.info("storage measurement works again");
+      this.failing = false;
+    }
+    this.figures = figures.slice(0, 1000);
+  }
+
+  private warnOnce(error: unknown): void {
+    if (!this.failing) this.o.log.warn("storage measurement failed", { dir: this.o.workloadsDir, error: errorMessage(error) });
+    this.failing = true;
+  }
+}

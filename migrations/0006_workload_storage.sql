@@ -1,0 +1,1 @@
+ALTER TABLE `workload_usage` ADD `storage_bytes` real;

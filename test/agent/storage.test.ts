@@ -1,0 +1,87 @@
+import { execFileSync } from "node:child_process";
+import { linkSync, mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { usageSampleSchema } from "../../protocol/messages.ts";
+import { sampler } from "../../agent/metrics.ts";
+import { StorageMeter, allocatedBytes } from "../../agent/storage.ts";
+import { captureLog, runCleanups, tempDir } from "./helpers.ts";
+
+afterEach(runCleanups);
+
+const MiB = 1024 * 1024;
+const SERVER_A = "0b5d3c1e-8a1f-4c56-9d3e-111111111111";
+const SERVER_B = "0b5d3c1e-8a1f-4c56-9d3e-222222222222";
+
+/** What `du` says: allocated bytes, each hard-linked file once, symlinks not followed. */
+const du = (path: string) => Number(execFileSync("du", ["-s", "--block-size=1", path], { encoding: "utf8" }).split("\t")[0]);
+
+function homeserverDir(root: string, serverId: string, mediaMiB: number): string {
+  const dir = join(root, serverId);
+  mkdirSync(join(dir, "media", "local_content"), { recursive: true });
+  mkdirSync(join(dir, "postgres"), { recursive: true });
+  writeFileSync(join(dir, "media", "local_content", "upload"), Buffer.alloc(mediaMiB * MiB, 7));
+  writeFileSync(join(dir, "postgres", "PG_VERSION"), "15\n");
+  return dir;
+}
+
+describe("a homeserver's storage, counted as du counts it", () => {
+  it("allocated blocks, not apparent sizes; hard links once; symlinks not followed", async () => {
+    const root = tempDir();
+    const dir = homeserverDir(root, SERVER_A, 3);
+    // Sparse: 64 MiB long, nothing written, nothing allocated.
+    writeFileSync(join(dir, "sparse"), "");
+    truncateSync(join(dir, "sparse"), 64 * MiB);
+    linkSync(join(dir, "media", "local_content", "upload"), join(dir, "media", "hard-link"));
+    const outside = join(tempDir(), "elsewhere");
+    writeFileSync(outside, Buffer.alloc(8 * MiB, 1));
+    symlinkSync(outside, join(dir, "media", "link-out"));
+
+    const bytes = await allocatedBytes(dir);
+    expect(bytes).toBe(du(dir));
+    expect(bytes).toBeGreaterThanOrEqual(3 * MiB);
+    expect(bytes).toBeLessThan(4 * MiB);
+  });
+
+  it("a directory that is gone counts as nothing", async () => {
+    expect(await allocatedBytes(join(tempDir(), "gone"))).toBe(0);
+  });
+
+  it("the meter measures each homeserver's directory, and forgets one that was removed", async () => {
+    const root = tempDir();
+    homeserverDir(root, SERVER_A, 2);
+    const removed = homeserverDir(root, SERVER_B, 1);
+    const { log, has } = captureLog();
+    const meter = new StorageMeter({ workloadsDir: root, everyMs: 60_000, log });
+    expect(meter.latest()).toEqual([]);
+
+    await meter.measure();
+    expect(meter.latest()).toEqual([
+      { workloadId: SERVER_A, usedBytes: du(join(root, SERVER_A)) },
+      { workloadId: SERVER_B, usedBytes: du(removed) },
+    ]);
+
+    rmSync(removed, { recursive: true });
+    await meter.measure();
+    expect(meter.latest().map((figure) => figure.workloadId)).toEqual([SERVER_A]);
+    expect(has("storage measurement failed")).toBe(false);
+  });
+
+  it("a host without homeservers yet reports none, without a warning", async () => {
+    const { log, lines } = captureLog();
+    const meter = new StorageMeter({ workloadsDir: join(tempDir(), "homeservers"), everyMs: 60_000, log });
+    await meter.measure();
+    expect(meter.latest()).toEqual([]);
+    expect(lines).toEqual([]);
+  });
+
+  it("every usage sample carries the latest figures", async () => {
+    const root = tempDir();
+    homeserverDir(root, SERVER_A, 1);
+    const meter = new StorageMeter({ workloadsDir: root, everyMs: 60_000, log: captureLog().log });
+    await meter.measure();
+    const host = { cpuLoadPercent: 1, memoryUsedBytes: 1, memoryAvailableBytes: 1, disks: [], networkRxBytes: 0, networkTxBytes: 0 };
+    const sample = usageSampleSchema.parse(await sampler(async () => host, async () => [], () => meter.latest())());
+    expect(sample.storage).toEqual([{ workloadId: SERVER_A, usedBytes: du(join(root, SERVER_A)) }]);
+  });
+});
