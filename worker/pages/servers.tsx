@@ -16,8 +16,10 @@ const RETENTION_DAYS = BACKUP_RETENTION_MS / 86_400_000;
 const when = (iso: string | null) =>
   iso ? new Date(iso).toLocaleString("en-US", { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" }) + " UTC" : "—";
 
-/** Element's login screen with our homeserver filled in (hs_url: Element's long-standing, if thinly documented, parameter). */
+/** Element Web's login screen with our homeserver filled in (hs_url: long-standing, but undocumented for the web app). */
 const elementLink = (homeserverUrl: string) => `https://app.element.io/#/login?hs_url=${encodeURIComponent(homeserverUrl)}`;
+/** Element X on a phone, through Element's documented provisioning link: the app finds the homeserver from the server name. */
+const elementMobileLink = (serverName: string) => `https://mobile.element.io/element?account_provider=${encodeURIComponent(serverName)}`;
 
 export const STEP_TEXT: Record<string, string> = {
   "homeserver.provision": "Setting up",
@@ -192,6 +194,9 @@ function Connect(props: { server: ServerView; adminLink?: { url: string; expires
       <p>
         <a class="button" href={elementLink(server.homeserverUrl)} rel="noopener noreferrer">
           Open in Element
+        </a>{" "}
+        <a href={elementMobileLink(server.serverName)} rel="noopener noreferrer">
+          Element X on your phone
         </a>
       </p>
       <p class="hint">In any other Matrix app, choose a custom homeserver and enter the URL above.</p>

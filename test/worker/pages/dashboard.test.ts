@@ -80,11 +80,12 @@ describe("the servers page", () => {
     await jobOf(agent, "homeserver.provision");
 
     const html = await page(location, owner.cookie);
-    const { homeserverUrl } = await serverView(owner.cookie, id);
+    const { homeserverUrl, serverName } = await serverView(owner.cookie, id);
     expect(html).toContain('<span class="badge warn">provisioning</span>');
     expect(html).toContain(`data-events="/api/servers/${id}/events"`);
     expect(html).toContain(`<code>${homeserverUrl}</code>`);
     expect(html).toContain(`href="https://app.element.io/#/login?hs_url=${encodeURIComponent(homeserverUrl)}"`);
+    expect(html).toContain(`href="https://mobile.element.io/element?account_provider=${encodeURIComponent(serverName)}"`);
     expect(html).toContain("Available once the homeserver is running.");
     expectLabelled(html);
     expect(await page("/servers", owner.cookie)).toContain(`<a href="/servers/${id}">${name}.`);
