@@ -182,7 +182,15 @@ start(
 );
 log(`Berth at http://localhost:${options.port}${options.production ? " (production configuration)" : ""}`);
 
-if (!options.production && !options["no-agent"]) await startLocalAgent();
+if (!options.production && !options["no-agent"]) {
+  // Without its agent the product cannot place a homeserver: stop everything and say why, rather
+  // than leave a Worker that answers but reports no capacity.
+  await startLocalAgent().catch((error) => {
+    log(`the local berth-agent could not start: ${error.message}; stopping (--no-agent runs without it)`);
+    for (const child of children) child.kill("SIGTERM");
+    process.exit(1);
+  });
+}
 
 /** Enrolls the local agent once (its identity lives in the state directory), then runs it. */
 async function startLocalAgent() {
