@@ -417,6 +417,23 @@ export class HomeserverManager {
     return this.runtime.waitHealthy(names.postgres, { timeoutMs: this.timeouts.postgresHealthyMs, signal, ready });
   }
 
+  /**
+   * PostgreSQL running for `fn` (a stopped or suspended server's is started
+   * for it and stopped again afterwards, unless Synapse runs by then).
+   */
+  private async withPostgres<T>(names: HomeserverNames, ctx: OperationContext, fn: () => Promise<T>): Promise<T> {
+    const wasRunning = (await this.runtime.inspectContainer(names.postgres))?.State.Running ?? false;
+    await this.runtime.startContainer(names.postgres);
+    await this.waitPostgres(names, ctx.signal);
+    try {
+      return await fn();
+    } finally {
+      if (!wasRunning && !(await this.runtime.inspectContainer(names.synapse))?.State.Running) {
+        await this.runtime.stopContainer(names.postgres, this.timeouts.stopSeconds);
+      }
+    }
+  }
+
   /** Healthy by Docker's healthcheck, or by the same test (GET /health answering "OK") run now from the host. */
   private waitSynapse(names: HomeserverNames, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     const ready = async () => synapseHealthy(baseUrl(await this.synapseAddress(names), SYNAPSE_PORT), signal);
@@ -687,64 +704,44 @@ export class HomeserverManager {
         throw new Error(`${adminUserId} is not this homeserver's admin account (${record.adminUserId})`);
       }
       step(0.1, "making sure PostgreSQL runs");
-      const postgresWasRunning = (await this.runtime.inspectContainer(names.postgres))?.State.Running ?? false;
-      await this.runtime.startContainer(names.postgres);
-      await this.waitPostgres(names, ctx.signal);
-      step(0.3, "writing the password hash");
-      const q = (s: string) => `'${s.replaceAll("'", "''")}'`;
-      const sql = [
-        "BEGIN;",
-        `WITH u AS (UPDATE users SET password_hash = ${q(passwordHash)} WHERE name = ${q(adminUserId)} RETURNING 1) SELECT 'updated=' || count(*) FROM u;`,
-        `WITH t AS (DELETE FROM access_tokens WHERE user_id = ${q(adminUserId)} RETURNING 1) SELECT 'tokens=' || count(*) FROM t;`,
-        `WITH r AS (DELETE FROM refresh_tokens WHERE user_id = ${q(adminUserId)} RETURNING 1) SELECT 'refresh=' || count(*) FROM r;`,
-        "COMMIT;",
-        "",
-      ].join("\n");
-      const result = await this.psql(names, sql);
-      if (result.exitCode !== 0) throw new Error(`updating the password in PostgreSQL failed: ${result.stderr.trim().slice(0, 500)}`);
-      const counts = Object.fromEntries(
-        result.stdout
-          .split("\n")
-          .map((line) => /^(\w+)=(\d+)$/.exec(line.trim()))
-          .filter((m): m is RegExpExecArray => m !== null)
-          .map((m) => [m[1]!, Number(m[2])]),
-      );
-      if (counts.updated !== 1) throw new Error(`${adminUserId} does not exist on ${record.serverName}`);
-      const sessionsEnded = (counts.tokens ?? 0) + (counts.refresh ?? 0);
-      if (sessionsEnded > 0 && (await this.runtime.inspectContainer(names.synapse))?.State.Running) {
-        step(0.6, "restarting Synapse to forget the ended sessions");
-        await this.runtime.restartContainer(names.synapse, this.timeouts.stopSeconds);
-        await this.waitSynapse(names, this.timeouts.synapseHealthyMs, ctx.signal);
-        const ip = await this.synapseAddress(names);
-        await waitForClientApi(baseUrl(ip, SYNAPSE_PORT), this.timeouts.clientApiMs, ctx.signal);
-        await this.applyProxy(this.requireRecord(serverId), ip, log);
-      }
-      if (!postgresWasRunning && !(await this.runtime.inspectContainer(names.synapse))?.State.Running) {
-        await this.runtime.stopContainer(names.postgres, this.timeouts.stopSeconds); // a stopped server stays stopped
-      }
+      const sessionsEnded = await this.withPostgres(names, ctx, async () => {
+        step(0.3, "writing the password hash");
+        const q = (s: string) => `'${s.replaceAll("'", "''")}'`;
+        const sql = [
+          "BEGIN;",
+          `WITH u AS (UPDATE users SET password_hash = ${q(passwordHash)} WHERE name = ${q(adminUserId)} RETURNING 1) SELECT 'updated=' || count(*) FROM u;`,
+          `WITH t AS (DELETE FROM access_tokens WHERE user_id = ${q(adminUserId)} RETURNING 1) SELECT 'tokens=' || count(*) FROM t;`,
+          `WITH r AS (DELETE FROM refresh_tokens WHERE user_id = ${q(adminUserId)} RETURNING 1) SELECT 'refresh=' || count(*) FROM r;`,
+          "COMMIT;",
+          "",
+        ].join("\n");
+        const result = await this.psql(names, sql);
+        if (result.exitCode !== 0) throw new Error(`updating the password in PostgreSQL failed: ${result.stderr.trim().slice(0, 500)}`);
+        const counts = Object.fromEntries(
+          result.stdout
+            .split("\n")
+            .map((line) => /^(\w+)=(\d+)$/.exec(line.trim()))
+            .filter((m): m is RegExpExecArray => m !== null)
+            .map((m) => [m[1]!, Number(m[2])]),
+        );
+        if (counts.updated !== 1) throw new Error(`${adminUserId} does not exist on ${record.serverName}`);
+        const tokensDeleted = (counts.tokens ?? 0) + (counts.refresh ?? 0);
+        if (tokensDeleted > 0 && (await this.runtime.inspectContainer(names.synapse))?.State.Running) {
+          step(0.6, "restarting Synapse to forget the ended sessions");
+          await this.runtime.restartContainer(names.synapse, this.timeouts.stopSeconds);
+          await this.waitSynapse(names, this.timeouts.synapseHealthyMs, ctx.signal);
+          const ip = await this.synapseAddress(names);
+          await waitForClientApi(baseUrl(ip, SYNAPSE_PORT), this.timeouts.clientApiMs, ctx.signal);
+          await this.applyProxy(this.requireRecord(serverId), ip, log);
+        }
+        return counts.tokens ?? 0;
+      });
       step(1, "admin password set");
-      return { serverId, adminUserId, sessionsEnded: counts.tokens ?? 0 };
+      return { serverId, adminUserId, sessionsEnded };
     });
   }
 
   // ---------- backup and restore ----------
-
-  /**
-   * PostgreSQL running for `fn` (a stopped or suspended server's is started
-   * for it and stopped again afterwards, unless Synapse runs by then).
-   */
-  private async withPostgres<T>(names: HomeserverNames, ctx: OperationContext, fn: () => Promise<T>): Promise<T> {
-    const wasRunning = (await this.runtime.inspectContainer(names.postgres))?.State.Running ?? false;
-    await this.runtime.startContainer(names.postgres);
-    await this.waitPostgres(names, ctx.signal);
-    try {
-      return await fn();
-    } finally {
-      if (!wasRunning && !(await this.runtime.inspectContainer(names.synapse))?.State.Running) {
-        await this.runtime.stopContainer(names.postgres, this.timeouts.stopSeconds);
-      }
-    }
-  }
 
   /**
    * A consistent snapshot, streamed: pg_dump (one transaction; one-time keys'
