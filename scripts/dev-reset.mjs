@@ -15,13 +15,13 @@ import { HomeserverManager } from "../agent/homeserver/manager.ts";
 import { IptablesFirewall } from "../agent/network/firewall.ts";
 import { DockerRuntime } from "../agent/runtime/docker.ts";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
-const { values: options } = parseArgs({ options: { "persist-to": { type: "string", default: join(root, ".wrangler", "state") } } });
-const persistTo = resolve(options["persist-to"]);
+/** Destroys every homeserver of the dev agent whose config is in `<stateDir>/agent`; returns their ids. */
+export function destroyDevHomeservers(stateDir) {
+  return destroyAgentHomeservers(join(stateDir, "agent"));
+}
 
-/** Destroys every homeserver of the dev agent whose config is in `<persistTo>/agent`; returns their ids. */
-export async function destroyDevHomeservers(stateDir) {
-  const configDir = join(stateDir, "agent");
+/** Destroys every homeserver of the agent whose config is in `configDir`, through the agent's own destroy path; returns their ids. */
+export async function destroyAgentHomeservers(configDir) {
   if (!existsSync(join(configDir, "agent.json"))) return [];
   const config = loadConfig(configDir);
   const manager = new HomeserverManager({ stateDir: config.stateDir, runtime: new DockerRuntime({}), firewall: new IptablesFirewall({}) });
@@ -32,6 +32,10 @@ export async function destroyDevHomeservers(stateDir) {
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  // Parsed here, not on import: an importer's own arguments are not this script's.
+  const root = fileURLToPath(new URL("..", import.meta.url));
+  const { values: options } = parseArgs({ options: { "persist-to": { type: "string", default: join(root, ".wrangler", "state") } } });
+  const persistTo = resolve(options["persist-to"]);
   const ids = await destroyDevHomeservers(persistTo);
   for (const id of ids) console.log(`[dev:reset] homeserver ${id} destroyed`);
   rmSync(persistTo, { recursive: true, force: true });

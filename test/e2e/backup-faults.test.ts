@@ -9,8 +9,9 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { registerWithSharedSecret, requestJson } from "../../agent/homeserver/synapse-api.ts";
+import { destroyAgentHomeservers } from "../../scripts/dev-reset.mjs";
 import { AgentProcess, Api, DevServer, Fatal, agentEnroll, freePort, grantOperator, runCleanups, tempRoot, waitFor } from "./agent-helpers";
-import { createHomeserver, payingCustomer, removeHomeserverFromHost, run, untilRunning, type BackupView, type ServerView } from "./homeserver-helpers";
+import { createHomeserver, payingCustomer, run, untilRunning, type BackupView, type ServerView } from "./homeserver-helpers";
 
 const MiB = 1024 * 1024;
 const MEDIA_FILES = 4;
@@ -125,10 +126,7 @@ describe("backups under faults (wrangler dev, the real agent, Docker)", () => {
   afterAll(async () => {
     for (const process of agents) await process.kill("SIGKILL");
     await dev?.stop();
-    if (server) {
-      const shortId = server.id.replaceAll("-", "").slice(0, 12);
-      await removeHomeserverFromHost(shortId);
-    }
+    if (hostConfigDir) await destroyAgentHomeservers(hostConfigDir).catch((error) => console.warn(`[backup faults e2e] cleanup failed: ${String(error)}`));
     await runCleanups();
   }, 120_000);
 

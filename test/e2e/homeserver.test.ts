@@ -17,6 +17,7 @@ import { join } from "node:path";
 import { Agent } from "undici";
 import { EventType, MsgType, Preset, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { destroyDevHomeservers } from "../../scripts/dev-reset.mjs";
 import { Api, DevServer, Fatal, freePort, runCleanups, tempRoot, waitFor } from "./agent-helpers";
 import {
   bufferHaystack,
@@ -35,7 +36,6 @@ import {
   untilRunning,
   type BackupView,
   type ServerView,
-  removeHomeserverFromHost,
   run,
   startCryptoClient,
   stopClient,
@@ -134,10 +134,7 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     await stopClient(bob);
     await dispatcher?.close().catch(() => undefined);
     await dev?.stop();
-    if (shortId) {
-      const problems = await removeHomeserverFromHost(shortId);
-      if (problems.length) console.warn(`[homeserver e2e] cleanup left: ${problems.join("; ")}`);
-    }
+    if (dev) await destroyDevHomeservers(dev.persistTo).catch((error) => console.warn(`[homeserver e2e] cleanup failed: ${String(error)}`));
     await runCleanups();
     console.log(`[homeserver e2e] timings:\n${timings.join("\n")}`);
   });
