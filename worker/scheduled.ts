@@ -1,6 +1,6 @@
 import { purgeDeletedAccounts } from "./account/deletion";
 import { rotateSigningKeys } from "./auth/keyring";
-import { failAbandonedBackups, pruneBackups, scheduleDailyBackups } from "./backups/maintenance";
+import { alertOverdueBackups, failAbandonedBackups, pruneBackups, scheduleDailyBackups } from "./backups/maintenance";
 import { pruneRateLimitWindows } from "./auth/rate-limit";
 import { pruneExpiredSessions } from "./auth/sessions";
 import { pruneTokens } from "./auth/tokens";
@@ -22,7 +22,7 @@ export const EVERY_MINUTE = "* * * * *";
  * its connection without noticing, jobs of hosts that never came back). Hourly
  * (any other schedule): key rotation, entitlement deadlines, usage roll-ups,
  * pruning what has expired, and backups (the daily ones, retention, abandoned
- * uploads, deletions due or stalled).
+ * uploads, alerts for overdue ones, deletions due or stalled).
  */
 export async function runScheduledMaintenance(env: Env, now: Date, cron: string) {
   const db = database(env.DB);
@@ -32,7 +32,6 @@ export async function runScheduledMaintenance(env: Env, now: Date, cron: string)
     event: "scheduled_maintenance",
     cron,
     hostsMarkedOffline: await markStaleHostsOffline(db, now),
-
   };
   if (cron !== EVERY_MINUTE) {
     const keys = await rotateSigningKeys(db, env.SESSION_KEYRING_SECRET, now);
@@ -51,6 +50,7 @@ export async function runScheduledMaintenance(env: Env, now: Date, cron: string)
       backupsPruned: await pruneBackups(ctx),
       dueDeletionsStarted: await startDueDeletions(ctx),
       dailyBackupsStarted: await scheduleDailyBackups(ctx),
+      overdueBackupAlerts: await alertOverdueBackups(ctx),
       // After retention: an account goes once its servers' backups are gone.
       deletedAccountsPurged: await purgeDeletedAccounts(db, env),
     });

@@ -1,10 +1,11 @@
 import { and, eq, gt, inArray, isNotNull, isNull, lt, ne, notExists, notInArray, or, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/sqlite-core";
 import type { Database } from "../db/client";
-import { backups, jobs, servers, type Backup, type ServerStatus } from "../db/schema";
+import { auditLog, backups, jobs, servers, type Backup, type ServerStatus } from "../db/schema";
 import { ApiError } from "../errors";
 import { failBackup, manifestKeyOf, startBackup, UNFINISHED_BACKUP, type BackupContext } from "./backups";
-import { BACKUP_RETENTION_MS, DAILY_BACKUP_SKIP_MS, ORPHANED_BACKUP_AFTER_MS } from "./policy";
+import { audit } from "../audit/audit";
+import { BACKUP_OVERDUE_AFTER_MS, BACKUP_OVERDUE_REALERT_MS, BACKUP_RETENTION_MS, DAILY_BACKUP_SKIP_MS, ORPHANED_BACKUP_AFTER_MS } from "./policy";
 
 // What the hourly cron does for backups: the daily schedule, retention, and giving up abandoned uploads.
 
@@ -131,4 +132,47 @@ export async function failAbandonedBackups(ctx: BackupContext): Promise<number> 
     await failBackup(ctx, backup, jobError ?? "the backup job ended without completing the upload", "system");
   }
   return abandoned.length;
+}
+
+/**
+ * Operators hear about a homeserver whose backups keep failing (or never
+ * start): no successful backup for two days raises an alert — an audit entry
+ * and a warning log line, repeated daily while it lasts — naming the server,
+ * its host, its last success and its last failure's reason.
+ */
+export async function alertOverdueBackups(ctx: BackupContext): Promise<number> {
+  const dueSince = new Date(ctx.now.getTime() - BACKUP_OVERDUE_AFTER_MS);
+  const recentSuccess = ctx.db
+    .select({ serverId: backups.serverId })
+    .from(backups)
+    .where(and(eq(backups.status, "succeeded"), gt(backups.createdAt, dueSince)));
+  const recentAlert = ctx.db
+    .select({ serverId: auditLog.target })
+    .from(auditLog)
+    .where(and(eq(auditLog.action, "backup.overdue"), gt(auditLog.at, new Date(ctx.now.getTime() - BACKUP_OVERDUE_REALERT_MS))));
+  const overdue = await ctx.db
+    .select()
+    .from(servers)
+    .where(
+      and(
+        inArray(servers.status, BACKED_UP_DAILY),
+        isNotNull(servers.hostId),
+        lt(servers.createdAt, dueSince),
+        notInArray(servers.id, recentSuccess),
+        notInArray(servers.id, recentAlert),
+      ),
+    );
+  for (const server of overdue) {
+    const history = await ctx.db.select().from(backups).where(eq(backups.serverId, server.id));
+    const newest = (status: Backup["status"]) =>
+      history.filter((backup) => backup.status === status).sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
+    const detail = {
+      hostId: server.hostId,
+      lastSucceededAt: newest("succeeded")?.createdAt.toISOString() ?? null,
+      lastFailure: newest("failed")?.error ?? null,
+    };
+    console.warn(JSON.stringify({ event: "backup_overdue", serverId: server.id, ...detail }));
+    await audit(ctx.db, ctx.now, "system", "backup.overdue", server.id, detail);
+  }
+  return overdue.length;
 }

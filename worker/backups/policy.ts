@@ -14,3 +14,6 @@ export const DAILY_BACKUP_SKIP_MS = 20 * HOUR;
 export const ORPHANED_BACKUP_AFTER_MS = 10 * MINUTE;
 /** A due deletion whose final backup failed is tried again after this. */
 export const DELETION_RETRY_MS = DAY;
+/** No successful backup for this long (two daily ones missed) raises an operator alert, repeated daily. */
+export const BACKUP_OVERDUE_AFTER_MS = 2 * DAY;
+export const BACKUP_OVERDUE_REALERT_MS = DAY;

@@ -188,3 +188,65 @@ describe("abandoned uploads", () => {
     expect(await uploadAborted(young)).toBe(false);
   });
 });
+
+describe("overdue backups", () => {
+  const overdueAlerts = async (serverId: string) =>
+    (
+      await env.DB.prepare("SELECT actor, detail FROM audit_log WHERE action = 'backup.overdue' AND target = ? ORDER BY id")
+        .bind(serverId)
+        .all<{ actor: string; detail: string }>()
+    ).results.map((row) => ({ actor: row.actor, ...(JSON.parse(row.detail) as Record<string, unknown>) }));
+
+  it("two days without a successful backup alert the operators, once a day while it lasts, with the last failure's reason", async () => {
+    const { host, id } = await runningServer();
+    const created = Date.now();
+    const fresh = await runningServer();
+    // Off the servers' daily hour, so the cron itself starts no backup here.
+    const offHour = (start: number) => {
+      let at = start;
+      while ([dailyBackupHour(id), dailyBackupHour(fresh.id)].includes(new Date(at).getUTCHours())) at += HOUR;
+      return at;
+    };
+    const cronAtTime = async (at: number) => {
+      setNow(at);
+      await runCron(new Date(at));
+    };
+    await seedBackup(id, host.hostId, created, "succeeded");
+    const failed = await seedBackup(id, host.hostId, created + DAY + HOUR, "failed");
+    await env.DB.prepare("UPDATE backups SET error = 'pg_dump exited 1' WHERE id = ?").bind(failed).run();
+
+    await cronAtTime(offHour(created + DAY + 2 * HOUR));
+    expect(await overdueAlerts(id)).toEqual([]);
+
+    const due = offHour(created + 2 * DAY + HOUR);
+    await cronAtTime(due);
+    expect(await overdueAlerts(id)).toEqual([
+      { actor: "system", hostId: host.hostId, lastSucceededAt: new Date(created).toISOString(), lastFailure: "pg_dump exited 1" },
+    ]);
+    // A server created in the same minute never had a backup: it is alerted too.
+    expect(await overdueAlerts(fresh.id)).toHaveLength(1);
+
+    await cronAtTime(offHour(due + HOUR));
+    expect(await overdueAlerts(id)).toHaveLength(1);
+    await cronAtTime(offHour(due + DAY + HOUR));
+    expect(await overdueAlerts(id)).toHaveLength(2);
+
+    // A success ends it.
+    await seedBackup(id, host.hostId, due + DAY + 2 * HOUR, "succeeded");
+    await cronAtTime(offHour(due + 2 * DAY + 3 * HOUR));
+    expect(await overdueAlerts(id)).toHaveLength(2);
+  });
+
+  it("a server younger than two days, or deleted, is not overdue", async () => {
+    const young = await runningServer();
+    const deleted = await runningServer();
+    await env.DB.prepare("UPDATE servers SET status = 'deleted' WHERE id = ?").bind(deleted.id).run();
+    const at = Date.now() + DAY;
+    setNow(at);
+    await runCron(new Date(at));
+    expect(await overdueAlerts(young.id)).toEqual([]);
+    setNow(at + 2 * DAY);
+    await runCron(new Date(at + 2 * DAY));
+    expect(await overdueAlerts(deleted.id)).toEqual([]);
+  });
+});
