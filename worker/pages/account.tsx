@@ -68,7 +68,7 @@ function DeleteAccountSection({ deletion }: { deletion: DeletionTerms }) {
       <h2 id="delete-heading">Delete your account</h2>
       <DeletionTermsList deletion={deletion} />
       <form method="post" action="/account/delete">
-        <Field label="Current password" name="password" type="password" autocomplete="current-password" />
+        <Field label="Current password" name="password" id="delete-password" type="password" autocomplete="current-password" />
         <button type="submit" class="danger">
           Delete my account
         </button>

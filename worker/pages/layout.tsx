@@ -92,6 +92,8 @@ export function Alert(props: { kind: "error" | "notice"; message?: string | unde
 export function Field(props: {
   label: string;
   name: string;
+  /** Needed when another form on the page has a field of the same name: ids must be unique for labels to work. */
+  id?: string;
   type?: string;
   value?: string | undefined;
   autocomplete?: string;
@@ -99,7 +101,7 @@ export function Field(props: {
   minlength?: number;
   maxlength?: number;
 }) {
-  const id = `field-${props.name}`;
+  const id = props.id ?? `field-${props.name}`;
   return (
     <div class="field">
       <label for={id}>{props.label}</label>

@@ -2,6 +2,7 @@ import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import { call, PASSWORD, post } from "../helpers";
 import { runningServer } from "../servers/server-helpers";
+import { expectLabelled } from "./page-checks";
 
 // The account page's "what we can see" and account deletion, without JavaScript.
 
@@ -28,6 +29,8 @@ describe("the account page", () => {
     expect(html).toContain('href="/api/me/export"');
     expect(html).toMatch(/Your homeservers \([^)]*\) are deleted: a final backup is taken first/);
     expect(html).toContain('action="/account/delete"');
+    // Three forms ask for the current password: each box has its own label.
+    expectLabelled(html);
   });
 
   it("deletion: a wrong password is refused on the page and deletes nothing; the right one deletes, says what follows, and ends the session", async () => {

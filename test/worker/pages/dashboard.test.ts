@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { call, logIn, verifiedUser } from "../helpers";
 import { subscriber } from "../billing/stripe-helpers";
 import { jobOf, onlineHost, runningServer, serverView } from "../servers/server-helpers";
+import { expectLabelled } from "./page-checks";
 import { backupsOf, manualBackup, uploadBackup } from "../backups/backup-helpers";
 
 // The dashboard's pages without JavaScript: what they show, and every form by plain POST.
@@ -27,10 +28,6 @@ async function page(path: string, cookie: string, status = 200): Promise<string>
 }
 
 /** Every input, select and textarea with an id has a label pointing at it (radios sit inside theirs). */
-function expectLabelled(html: string) {
-  for (const [, id] of html.matchAll(/<(?:input|select|textarea) id="([^"]+)"/g)) expect(html).toContain(`<label for="${id}">`);
-}
-
 describe("the servers page", () => {
   it("asks for a log-in", async () => {
     const response = await call("/servers");
