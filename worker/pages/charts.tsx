@@ -38,8 +38,8 @@ export function UsageChart(props: ChartProps) {
   const x = (at: Date) => PAD.left + ((at.getTime() - props.from.getTime()) / span) * (WIDTH - PAD.left - PAD.right);
   const y = (value: number) => HEIGHT - PAD.bottom - (value / top) * (HEIGHT - PAD.top - PAD.bottom);
   const hasData = props.times.length > 0;
-  // Without data or a limit there is no scale to show.
-  const ticks = hasData || props.limit ? [0, top / 2, top] : [];
+  // Without data or a limit there is no scale to show; with only zeros, zero is the whole scale.
+  const ticks = peak > 0 ? [0, top / 2, top] : hasData ? [0] : [];
   return (
     <figure class="chart" aria-labelledby={`${props.id}-caption`}>
       <figcaption id={`${props.id}-caption`}>
@@ -75,6 +75,10 @@ export function UsageChart(props: ChartProps) {
                   stroke-dasharray={DASHES[index % DASHES.length] || undefined}
                   points={line.values.map((value, i) => `${x(props.times[i]!).toFixed(1)},${y(value).toFixed(1)}`).join(" ")}
                 />
+                {line.values.length === 1 ? (
+                  // A line through one point draws nothing: the first sample shows as a dot.
+                  <circle cx={x(props.times[0]!).toFixed(1)} cy={y(line.values[0]!).toFixed(1)} r="3" />
+                ) : null}
                 {props.lines.length > 1 && line.values.length > 0 ? (
                   <text x={x(props.times.at(-1)!) - 4} y={y(line.values.at(-1)!) - 4 - index * 12} text-anchor="end">
                     {line.label}

@@ -54,6 +54,7 @@ code, h1, h2 { overflow-wrap: anywhere; }
 .chart .limit text { fill: var(--danger); }
 .chart polyline { fill: none; stroke: var(--accent); stroke-width: 2; } .chart .s1 polyline { stroke: var(--ink); }
 .chart .s2 polyline { stroke: var(--warn); } .chart .series text { fill: var(--ink); }
+.chart circle { fill: var(--accent); } .chart .s1 circle { fill: var(--ink); } .chart .s2 circle { fill: var(--warn); }
 .scroll { overflow-x: auto; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 form + form, .restore { margin-top: 1rem; }
