@@ -1,4 +1,6 @@
-// Shared by the browser tests: launching Debian's Chromium, the dev mailbox, and page navigation.
+// Shared by the browser tests: launching Debian's Chromium, the dev mailbox, page navigation, and axe-core.
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { chromium, type Browser, type Locator, type Page } from "playwright-core";
 import { expect } from "vitest";
 
@@ -71,3 +73,27 @@ export async function expectAt(page: Page, path: string): Promise<void> {
   }
 }
 
+interface AxeViolation {
+  id: string;
+  impact: string | null;
+  help: string;
+  nodes: { target: string[] }[];
+}
+
+let axeSource: string | undefined;
+
+/**
+ * axe-core's serious and critical findings on the current page, WCAG 2.1 A/AA and best practice, one line each
+ * (injected through the debugger protocol, which the page's CSP does not govern).
+ */
+export async function axeSeriousViolations(page: Page): Promise<string[]> {
+  axeSource ??= readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+  await page.evaluate(axeSource);
+  const violations = await page.evaluate(async () => {
+    const axe = (globalThis as unknown as { axe: { run: (options: unknown) => Promise<{ violations: AxeViolation[] }> } }).axe;
+    return (await axe.run({ runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } })).violations;
+  });
+  return violations
+    .filter((violation) => violation.impact === "serious" || violation.impact === "critical")
+    .map((violation) => `${violation.id} (${violation.impact}): ${violation.help} at ${violation.nodes.map((node) => node.target.join(" ")).join(", ")}`);
+}

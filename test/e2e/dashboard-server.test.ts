@@ -2,18 +2,16 @@
 // subscribes, creates a homeserver by form, and watches it reach "running" without reloading,
 // while this file plays the host's agent over a raw WebSocket. The page passes axe-core.
 import { generateKeyPairSync, randomUUID, sign } from "node:crypto";
-import { mkdirSync, readFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PROTOCOL_VERSION, helloSigningInput } from "../../protocol/messages.ts";
 import { Api, DevServer, freePort, grantOperator, openRaw, runCleanups, tempRoot, waitFor, type RawSocket } from "./agent-helpers.ts";
-import { expectAt, launchChromium, newestTokenLink, submit } from "./browser-helpers.ts";
+import { axeSeriousViolations, expectAt, launchChromium, newestTokenLink, submit } from "./browser-helpers.ts";
 
 const artifacts = fileURLToPath(new URL("../../test-results/e2e/", import.meta.url));
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 // Its own region, so that placement can only choose this file's host.
 const REGION = "us-central";
 
@@ -151,12 +149,7 @@ describe("a server's page, live, in a real browser", () => {
     expect(await page.locator("#backups tbody tr").innerText()).toMatch(/manual\s+—\s+pending/);
     await page.screenshot({ path: `${artifacts}dashboard-server-04-backing-up.png`, fullPage: true });
 
-    await page.evaluate(axeSource);
-    const violations = await page.evaluate(async () => {
-      const axe = (globalThis as unknown as { axe: { run: () => Promise<{ violations: { id: string; impact: string | null }[] }> } }).axe;
-      return (await axe.run()).violations;
-    });
-    expect(violations.filter((v) => v.impact === "serious" || v.impact === "critical")).toEqual([]);
+    expect(await axeSeriousViolations(page)).toEqual([]);
 
     // On a phone-sized screen nothing runs off the side.
     await page.setViewportSize({ width: 360, height: 780 });

@@ -2,40 +2,19 @@
 // typed with the server's reasons, the pages pass axe-core with no serious violations, nothing
 // trips the CSP, and the script stays far inside the JavaScript budget.
 import { randomUUID } from "node:crypto";
-import { readFileSync, mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
+import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { expectAt, launchChromium, newestTokenLink, submit } from "./browser-helpers";
+import { axeSeriousViolations, expectAt, launchChromium, newestTokenLink, submit } from "./browser-helpers";
 
 const baseUrl = inject("devBaseUrl");
 const artifacts = fileURLToPath(new URL("../../test-results/e2e/", import.meta.url));
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const JS_BUDGET_GZIPPED = 100 * 1024;
 
 async function api(path: string, body: unknown) {
   return fetch(`${baseUrl}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-}
-
-interface AxeViolation {
-  id: string;
-  impact: string | null;
-  help: string;
-  nodes: { target: string[] }[];
-}
-
-/** axe-core's serious and critical findings on the current page (run through the debugger protocol, which the CSP does not govern). */
-async function seriousViolations(page: Page): Promise<string[]> {
-  await page.evaluate(axeSource);
-  const violations = await page.evaluate(async () => {
-    const axe = (globalThis as unknown as { axe: { run: (options: unknown) => Promise<{ violations: AxeViolation[] }> } }).axe;
-    return (await axe.run({ runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } })).violations;
-  });
-  return violations
-    .filter((violation) => violation.impact === "serious" || violation.impact === "critical")
-    .map((violation) => `${violation.id} (${violation.impact}): ${violation.help} at ${violation.nodes.map((node) => node.target.join(" ")).join(", ")}`);
 }
 
 describe("the dashboard in a real browser", () => {
@@ -99,7 +78,7 @@ describe("the dashboard in a real browser", () => {
 
   it.each(["/servers", "/account", "/billing"])("%s has no serious accessibility violations", async (path) => {
     await page.goto(`${baseUrl}${path}`);
-    expect(await seriousViolations(page)).toEqual([]);
+    expect(await axeSeriousViolations(page)).toEqual([]);
   });
 
   it("loads one same-origin script, far under the JavaScript budget, and nothing trips the CSP", async () => {

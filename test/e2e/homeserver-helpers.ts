@@ -2,9 +2,7 @@
 // DevServer with its local agent and Caddy): HTTPS to a homeserver through
 // Caddy trusting only Caddy's local CA; Matrix clients (matrix-js-sdk with its Rust crypto, stores in memory);
 // encrypted attachments as the Matrix spec defines them; and the host-side
-// evidence (pg_dump, container logs, every file of the server's data dir) with
-// the removal of what the agent made on the host (containers, networks,
-// iptables chains).
+// evidence (pg_dump, container logs, every file of the server's data dir).
 import { execFile } from "node:child_process";
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
@@ -400,45 +398,10 @@ export async function dockerLogsTail(container: string, lines = 60): Promise<str
   return Buffer.concat([result.stdout, result.stderr]).toString("utf8");
 }
 
-/** Splits one line of `iptables -S` into arguments (the comment is quoted). */
-export function iptablesArgs(line: string): string[] {
-  const args: string[] = [];
-  for (const match of line.matchAll(/"((?:[^"\\]|\\.)*)"|(\S+)/g)) args.push(match[1] ?? match[2]!);
-  return args;
-}
-
-/**
- * Removes what the agent made on the host for one server: both containers,
- * both networks, and the iptables rules and chains tagged berth:<shortid>.
- * Returns what could not be removed.
- */
-export async function removeHomeserverFromHost(shortId: string): Promise<string[]> {
-  const problems: string[] = [];
-  for (const role of ["synapse", "synapse-previous", "postgres"]) {
-    await run("docker", ["rm", "-f", "-v", `berth-${shortId}-${role}`]).catch(() => undefined);
-  }
-  for (const network of [`berth-${shortId}-db`, `berth-${shortId}-hs`]) {
-    const result = await run("docker", ["network", "rm", network]).catch((error) => ({ code: 1, stderr: Buffer.from(String(error)) }));
-    if (result.code !== 0 && !/not found|No such network/i.test(result.stderr.toString("utf8"))) {
-      problems.push(`docker network rm ${network}: ${result.stderr.toString("utf8").trim()}`);
-    }
-  }
-  const tag = `berth:${shortId}`;
-  const listed = (await run("iptables", ["-S"])).stdout.toString("utf8").split("\n");
-  // the jumps from the built-in chains first, then the server's own chains
-  for (const line of listed.filter((l) => l.startsWith("-A ") && l.includes(tag))) {
-    const args = iptablesArgs(line);
-    if (args[1]?.startsWith("BERTH-")) continue;
-    await run("iptables", ["-D", ...args.slice(1)]);
-  }
-  for (const chain of [`BERTH-F-${shortId}`, `BERTH-I-${shortId}`]) {
-    await run("iptables", ["-F", chain]);
-    await run("iptables", ["-X", chain]);
-  }
-  const left = (await run("iptables", ["-S"])).stdout.toString("utf8").split("\n").filter((l) => l.includes(shortId));
-  if (left.length) problems.push(`iptables rules left: ${left.join(" | ")}`);
-  const containers = (await run("docker", ["ps", "-a", "--format", "{{.Names}}"])).stdout.toString("utf8").split("\n");
-  const leftContainers = containers.filter((name) => name.includes(`berth-${shortId}-`));
-  if (leftContainers.length) problems.push(`containers left: ${leftContainers.join(", ")}`);
-  return problems;
+/** Fails at once, saying what to do, when this machine cannot run homeservers (Docker Engine and the images). */
+export async function requireHomeserverHost(): Promise<void> {
+  const version = await run("docker", ["version", "--format", "{{.Server.Version}}"]).catch(() => undefined);
+  if (!version || version.code !== 0) throw new Error("Docker Engine does not answer (start dockerd)");
+  const images = await run("docker", ["image", "inspect", "berth/synapse:latest", "berth/postgres:15"]);
+  if (images.code !== 0) throw new Error("the homeserver images are missing: run `bash images/build.sh`");
 }

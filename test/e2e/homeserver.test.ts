@@ -41,6 +41,7 @@ import {
   stopClient,
   waitForMessage,
   freePortPair,
+  requireHomeserverHost,
   type EncryptedFile,
   type FetchFn,
   type Haystack,
@@ -117,10 +118,7 @@ async function diagnostics(): Promise<string> {
 
 describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing readable on the host", () => {
   beforeAll(async () => {
-    const version = await run("docker", ["version", "--format", "{{.Server.Version}}"]).catch(() => undefined);
-    if (!version || version.code !== 0) throw new Error("Docker Engine does not answer (start dockerd)");
-    const images = await run("docker", ["image", "inspect", "berth/synapse:latest", "berth/postgres:15"]);
-    if (images.code !== 0) throw new Error("the homeserver images are missing: run `bash images/build.sh`");
+    await requireHomeserverHost();
 
     root = tempRoot("berth-e2e-homeserver-");
     dev = new DevServer(await freePort(), join(root, "state"), join(root, "dev.log"), { httpsPort: await freePortPair() });
