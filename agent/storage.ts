@@ -2,20 +2,34 @@
 // (database, media, keys), counted as `du` does. Walking a large media store takes a while, so
 // the directories are measured in the background every few minutes and usage samples carry the
 // latest figures instead of walking on every sample.
-import { lstat, opendir, readdir } from "node:fs/promises";
+import { lstatSync, readdirSync } from "node:fs";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { workloadStorageSchema, type WorkloadStorage } from "../protocol/messages.ts";
 import { errorMessage, type Logger } from "./log.ts";
 
-/** Allocated bytes under `path` (blocks, not apparent sizes; symlinks not followed; each hard-linked file once). */
+/** Entries examined between two yields to the event loop. */
+const ENTRIES_PER_SLICE = 512;
+
+/**
+ * Allocated bytes under `path` (blocks, not apparent sizes; symlinks not followed; each hard-linked file once).
+ * Synchronous calls in short slices, yielding between them: one awaited call per entry costs a
+ * thread-pool round trip each (over ten times slower than `du` on a media store, by npm run bench),
+ * and one long synchronous walk would stall the agent's connection for seconds on a large one.
+ */
 export async function allocatedBytes(path: string): Promise<number> {
   let total = 0;
   const seenLinked = new Set<string>();
   const pending = [path];
+  let inSlice = 0;
   while (pending.length > 0) {
+    if (++inSlice > ENTRIES_PER_SLICE) {
+      inSlice = 0;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     const current = pending.pop()!;
     // Files come and go while Synapse and PostgreSQL run: a vanished entry counts as nothing.
-    const stat = await lstat(current, { bigint: true }).catch(ignoreVanished);
+    const stat = lstatSync(current, { bigint: true, throwIfNoEntry: false });
     if (!stat) continue;
     if (stat.nlink > 1n && !stat.isDirectory()) {
       const key = `${stat.dev}:${stat.ino}`;
@@ -24,20 +38,16 @@ export async function allocatedBytes(path: string): Promise<number> {
     }
     total += Number(stat.blocks) * 512;
     if (!stat.isDirectory()) continue;
-    const dir = await opendir(current).catch(ignoreVanished);
-    if (!dir) continue;
+    let names: string[];
     try {
-      for await (const entry of dir) pending.push(join(current, entry.name));
+      names = readdirSync(current);
     } catch (error) {
-      ignoreVanished(error);
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw error;
     }
+    for (const name of names) pending.push(join(current, name));
   }
   return total;
-}
-
-function ignoreVanished(error: unknown): undefined {
-  if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-  throw error;
 }
 
 export interface StorageMeterOptions {

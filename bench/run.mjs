@@ -1,11 +1,12 @@
-// `npm run bench`: the KDF, session-check, Stripe webhook, fleet, homeserver and
-// backup benchmarks, printed as tables and written to bench-results/latest.json. Ratios are the
-// headline; absolute numbers depend on the machine, printed first. The HTTP and
-// fleet benchmarks share one dev server (Worker + Stripe emulator, --no-agent:
-// no local berth-agent beside it), started after the KDF one; the fleet
-// benchmark comes after them, as it restarts that server for its reconnect storm.
-// The homeserver benchmark runs last, on a dev server of its own with the local
-// agent and Caddy (it needs Docker Engine, Caddy and the images, as root).
+// `npm run bench`: the KDF, session-check, Stripe webhook, fleet, homeserver,
+// backup and storage-measurement benchmarks, printed as tables and written to
+// bench-results/latest.json. Ratios are the headline; absolute numbers depend
+// on the machine, printed first. The HTTP and fleet benchmarks share one dev
+// server (Worker + Stripe emulator, --no-agent: no local berth-agent beside it),
+// started after the KDF one; the fleet benchmark comes after them, as it
+// restarts that server for its reconnect storm. The homeserver benchmark runs
+// on a dev server of its own with the local agent and Caddy (it needs Docker
+// Engine, Caddy and the images, as root); backups and storage run in Node.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startDevServer } from "./dev-server.mjs";
@@ -15,6 +16,7 @@ import { benchHomeservers } from "./homeservers.mjs";
 import { benchKdf } from "./kdf.mjs";
 import { machineInfo, root, round, table } from "./lib.mjs";
 import { benchSessionCheck } from "./session-check.mjs";
+import { benchStorage } from "./storage.mjs";
 import { benchWebhooks } from "./webhooks.mjs";
 
 const TIME_BUDGET_MS = 1_200_000;
@@ -254,6 +256,12 @@ console.log(
 const backup = await benchBackup();
 console.log(`\n${backupReport(backup)}`);
 
+const storage = await benchStorage();
+console.log(
+  `\nStorage measurement (agent/storage.ts) of a media store of ${count(storage.files)} files (${round(storage.bytes / 2 ** 20, 1)} MiB), median of ${storage.rounds}: ` +
+    `${round(storage.agentMedianMs)} ms vs du -s ${round(storage.duMedianMs)} ms; the agent's event loop waited ${round(storage.longestEventLoopStallMs, 1)} ms at most`,
+);
+
 const spread = (values) => `${round(Math.min(...values))}–${round(Math.max(...values))}`;
 console.log("\nRatios");
 console.log(
@@ -289,11 +297,12 @@ console.log(
       ["backup MiB/s, agent / shell (tar | zstd | age)", round(backup.ratios.agentOverShell), spread(backup.ratios.agentOverShellByRound)],
       ["backup CPU time, agent / shell", round(backup.ratios.agentOverShellCpu)],
       ["backup MiB/s, pure-JS age / agent", round(backup.ratios.pureJsOverAgent)],
+      ["storage measurement time, agent / du -s", round(storage.ratios.agentOverDu)],
     ],
   ),
 );
 
-const results = { date: new Date().toISOString(), durationMs: Date.now() - started, machine, kdf, sessionCheck: session, webhooks, fleet, homeservers, backup };
+const results = { date: new Date().toISOString(), durationMs: Date.now() - started, machine, kdf, sessionCheck: session, webhooks, fleet, homeservers, backup, storage };
 mkdirSync(join(root, "bench-results"), { recursive: true });
 writeFileSync(join(root, "bench-results", "latest.json"), `${JSON.stringify(results, null, 2)}\n`);
 console.log(`\nWrote bench-results/latest.json in ${round(results.durationMs / 1000, 1)} s`);
