@@ -41,7 +41,7 @@ export type BackupManifest = z.infer<typeof backupManifestSchema>;
 export interface ArchiveFile {
   /** Its name in the archive, e.g. "synapse/homeserver.yaml". */
   name: string;
-  /** Where it is on disk. */
+  /** Where it is on disk (for media, a path through its open directory: read it before asking for the next file). */
   path: string;
   /** Skip it when it is gone by the time it is read (media deleted while the backup runs). */
   mayVanish?: boolean;
@@ -127,24 +127,50 @@ export async function* tarArchive({ manifest, dump, files }: ArchiveContents): A
   yield TAR_END;
 }
 
-/** Regular files under the media store's local directories (missing ones are empty), in name order. */
+/**
+ * Regular files under the media store's local directories (missing ones are empty), in name order.
+ * Synapse owns these directories, so one could be swapped for a symbolic link between being
+ * listed and being entered (by a compromised Synapse, reaching for another customer's media or
+ * the host's files). So no path is resolved twice: each directory is opened without following a
+ * link and then read, and its entries opened, through that open descriptor. A directory that is
+ * a link by then is left out. Each file's path is valid only until the next file is asked for.
+ */
 export async function* localMediaFiles(mediaStore: string, archiveDir: string): AsyncGenerator<ArchiveFile> {
-  for (const dir of LOCAL_MEDIA_DIRS) yield* regularFiles(join(mediaStore, dir), `${archiveDir}/${dir}`);
+  const store = await openDirectory(mediaStore);
+  if (!store) return;
+  try {
+    for (const dir of LOCAL_MEDIA_DIRS) yield* regularFiles(store, dir, `${archiveDir}/${dir}`);
+  } finally {
+    await store.close();
+  }
 }
 
-async function* regularFiles(dir: string, name: string): AsyncGenerator<ArchiveFile> {
-  let entries;
+/** A path through an open directory's descriptor: what it names cannot be swapped underneath. */
+const throughDescriptor = (dir: FileHandle, entry = "") => `/proc/self/fd/${dir.fd}/${entry}`;
+
+/** The directory itself, never a symbolic link to one; nothing when it is gone or is not a directory. */
+async function openDirectory(path: string): Promise<FileHandle | undefined> {
   try {
-    entries = await readdir(dir, { withFileTypes: true });
+    return await open(path, fs.O_RDONLY | fs.O_DIRECTORY | fs.O_NOFOLLOW);
   } catch (error) {
-    if (errorCode(error) === "ENOENT") return;
+    if (["ENOENT", "ENOTDIR", "ELOOP"].includes(errorCode(error) ?? "")) return undefined;
     throw error;
   }
-  entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  for (const entry of entries) {
-    // Synapse writes regular files only; a symbolic link (planted by a compromised Synapse) is left out.
-    if (entry.isDirectory()) yield* regularFiles(join(dir, entry.name), `${name}/${entry.name}`);
-    else if (entry.isFile()) yield { name: `${name}/${entry.name}`, path: join(dir, entry.name), mayVanish: true };
+}
+
+async function* regularFiles(parent: FileHandle, entry: string, name: string): AsyncGenerator<ArchiveFile> {
+  const dir = await openDirectory(throughDescriptor(parent, entry));
+  if (!dir) return;
+  try {
+    const entries = await readdir(throughDescriptor(dir), { withFileTypes: true });
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const child of entries) {
+      // Synapse writes regular files only; a symbolic link (planted by a compromised Synapse) is left out.
+      if (child.isDirectory()) yield* regularFiles(dir, child.name, `${name}/${child.name}`);
+      else if (child.isFile()) yield { name: `${name}/${child.name}`, path: throughDescriptor(dir, child.name), mayVanish: true };
+    }
+  } finally {
+    await dir.close();
   }
 }
 

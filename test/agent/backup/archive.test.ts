@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -79,6 +79,36 @@ describe("backup archive", () => {
     const empty: string[] = [];
     for await (const file of localMediaFiles(join(tempDir(), "no-media-yet"), "m")) empty.push(file.name);
     expect(empty).toEqual([]);
+  });
+
+  it("never leaves the media store: a directory swapped for a symbolic link during the walk is left out, not followed", async () => {
+    // Synapse owns the media store; a compromised one could swap a directory for a link to another customer's media
+    // (or the host's files) between the agent listing a directory and descending into it.
+    const dataDir = makeServerTree(tempDir());
+    const elsewhere = tempDir();
+    mkdirSync(join(elsewhere, "yy"));
+    writeFileSync(join(elsewhere, "yy", "not-this-customers"), "someone else's file");
+    const names: string[] = [];
+    const contents: string[] = [];
+    for await (const file of localMediaFiles(join(dataDir, "media_store"), "m")) {
+      names.push(file.name);
+      contents.push(readFileSync(file.path, "latin1"));
+      if (names.length === 1) {
+        rmSync(join(dataDir, "media_store/local_content/zz"), { recursive: true });
+        symlinkSync(elsewhere, join(dataDir, "media_store/local_content/zz"));
+      }
+    }
+    expect(names).not.toContain("m/local_content/zz/yy/not-this-customers");
+    expect(contents).not.toContain("someone else's file");
+    expect(names).toContain("m/local_thumbnails/ab/cd/efghijklmnopqrstuvwx/32-32-image-png-crop");
+
+    // The media store itself replaced by a link: nothing is taken from where it points.
+    const swapped = makeServerTree(tempDir());
+    rmSync(join(swapped, "media_store"), { recursive: true });
+    symlinkSync(join(dataDir, "media_store"), join(swapped, "media_store"));
+    const none: string[] = [];
+    for await (const file of localMediaFiles(join(swapped, "media_store"), "m")) none.push(file.name);
+    expect(none).toEqual([]);
   });
 
   it("puts the manifest first, then the dump in 8 MiB entries, then the files", async () => {
