@@ -2,7 +2,7 @@
 // (database, media, keys), counted as `du` does. Walking a large media store takes a while, so
 // the directories are measured in the background every few minutes and usage samples carry the
 // latest figures instead of walking on every sample.
-import { lstatSync, readdirSync } from "node:fs";
+import { closeSync, constants as fs, fstatSync, lstatSync, openSync, readdirSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { workloadStorageSchema, type WorkloadStorage } from "../protocol/messages.ts";
@@ -11,41 +11,70 @@ import { errorMessage, type Logger } from "./log.ts";
 /** Entries examined between two yields to the event loop. */
 const ENTRIES_PER_SLICE = 512;
 
+interface OpenDirectory {
+  fd: number;
+  names: string[];
+  next: number;
+}
+
 /**
  * Allocated bytes under `path` (blocks, not apparent sizes; symlinks not followed; each hard-linked file once).
  * Synchronous calls in short slices, yielding between them: one awaited call per entry costs a
  * thread-pool round trip each (over ten times slower than `du` on a media store, by npm run bench),
  * and one long synchronous walk would stall the agent's connection for seconds on a large one.
+ * Synapse owns most of the tree, so directories are entered through their open descriptors: one
+ * swapped for a link to another customer's data mid-walk is not counted (as backups do).
  */
 export async function allocatedBytes(path: string): Promise<number> {
+  const top = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+  if (!top) return 0;
+  if (!top.isDirectory()) return Number(top.blocks) * 512;
   let total = 0;
   const seenLinked = new Set<string>();
-  const pending = [path];
-  let inSlice = 0;
-  while (pending.length > 0) {
-    if (++inSlice > ENTRIES_PER_SLICE) {
-      inSlice = 0;
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-    const current = pending.pop()!;
-    // Files come and go while Synapse and PostgreSQL run: a vanished entry counts as nothing.
-    const stat = lstatSync(current, { bigint: true, throwIfNoEntry: false });
-    if (!stat) continue;
-    if (stat.nlink > 1n && !stat.isDirectory()) {
-      const key = `${stat.dev}:${stat.ino}`;
-      if (seenLinked.has(key)) continue;
-      seenLinked.add(key);
-    }
-    total += Number(stat.blocks) * 512;
-    if (!stat.isDirectory()) continue;
-    let names: string[];
+  const open: OpenDirectory[] = [];
+  const enter = (dirPath: string) => {
+    let fd: number;
     try {
-      names = readdirSync(current);
+      fd = openSync(dirPath, fs.O_RDONLY | fs.O_DIRECTORY | fs.O_NOFOLLOW);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ENOENT") continue;
+      // Gone, or no longer a directory (a link now): nothing to count.
+      if (["ENOENT", "ENOTDIR", "ELOOP"].includes((error as NodeJS.ErrnoException).code ?? "")) return;
       throw error;
     }
-    for (const name of names) pending.push(join(current, name));
+    open.push({ fd, names: [], next: 0 });
+    total += Number(fstatSync(fd, { bigint: true }).blocks) * 512;
+    open.at(-1)!.names = readdirSync(`/proc/self/fd/${fd}`).sort();
+  };
+  try {
+    enter(path);
+    let inSlice = 0;
+    while (open.length > 0) {
+      if (++inSlice > ENTRIES_PER_SLICE) {
+        inSlice = 0;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const dir = open.at(-1)!;
+      if (dir.next >= dir.names.length) {
+        closeSync(open.pop()!.fd);
+        continue;
+      }
+      const entry = `/proc/self/fd/${dir.fd}/${dir.names[dir.next++]}`;
+      // Files come and go while Synapse and PostgreSQL run: a vanished entry counts as nothing.
+      const stat = lstatSync(entry, { bigint: true, throwIfNoEntry: false });
+      if (!stat) continue;
+      if (stat.isDirectory()) {
+        enter(entry);
+        continue;
+      }
+      if (stat.nlink > 1n) {
+        const key = `${stat.dev}:${stat.ino}`;
+        if (seenLinked.has(key)) continue;
+        seenLinked.add(key);
+      }
+      total += Number(stat.blocks) * 512;
+    }
+  } finally {
+    for (const dir of open) closeSync(dir.fd);
   }
   return total;
 }

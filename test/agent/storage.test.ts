@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { linkSync, mkdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { linkSync, mkdirSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { usageSampleSchema } from "../../protocol/messages.ts";
@@ -41,6 +41,26 @@ describe("a homeserver's storage, counted as du counts it", () => {
     expect(bytes).toBe(du(dir));
     expect(bytes).toBeGreaterThanOrEqual(3 * MiB);
     expect(bytes).toBeLessThan(4 * MiB);
+  });
+
+  it("a directory swapped for a link mid-walk is counted as it was, not where the link points", async () => {
+    const root = tempDir();
+    const dir = join(root, SERVER_A);
+    // a/ has enough entries for the walk to yield to the event loop inside it, after entering the server's directory.
+    mkdirSync(join(dir, "a"), { recursive: true });
+    for (let i = 0; i < 600; i++) writeFileSync(join(dir, "a", `f${i}`), "x");
+    mkdirSync(join(dir, "b"));
+    writeFileSync(join(dir, "b", "upload"), Buffer.alloc(MiB, 1));
+    const before = du(dir);
+    const elsewhere = tempDir();
+    mkdirSync(join(elsewhere, "b"));
+    writeFileSync(join(elsewhere, "b", "someone-elses"), Buffer.alloc(16 * MiB, 2));
+    // Runs at the walk's first yield: the server's directory moves away and a link to elsewhere takes its name.
+    setImmediate(() => {
+      renameSync(dir, join(root, "moved"));
+      symlinkSync(elsewhere, dir);
+    });
+    expect(await allocatedBytes(dir)).toBe(before);
   });
 
   it("a directory that is gone counts as nothing", async () => {
