@@ -498,6 +498,10 @@ describe("a customer's journey in a real browser, with real homeservers on the l
     expect(main).toMatch(/Deleted now:[\s\S]*your subscription, cancelled at Stripe immediately[\s\S]*your email address and password/);
     expect(main).toMatch(/Kept:[\s\S]*final backup[\s\S]*your invoices[\s\S]*audit log/);
     expect(main).toMatch(/Everything else is destroyed by \d{4}-\d{2}-\d{2} at the latest\./);
+    // The confirmation, in the dev mailbox, says the same.
+    const mails = (await (await fetch(`${dev.baseUrl}/dev/mailbox.json?to=${encodeURIComponent(email)}`)).json()) as { subject: string; text: string }[];
+    expect(mails[0]!.subject).toBe("Your Berth account was deleted");
+    expect(mails[0]!.text).toContain(`Your homeservers (${name}) are being deleted: each takes a final backup, then its host destroys it.`);
     // Logged out with it.
     expect((await context.cookies(dev.baseUrl)).filter((cookie) => cookie.name === SESSION_COOKIE)).toEqual([]);
     await accessible("account deleted");
