@@ -43,8 +43,12 @@ export interface ArchiveFile {
   name: string;
   /** Where it is on disk (for media, a path through its open directory: read it before asking for the next file). */
   path: string;
-  /** Skip it when it is gone by the time it is read (media deleted while the backup runs). */
-  mayVanish?: boolean;
+  /**
+   * Written by the homeserver (its media): left out when it is gone by the time it is read (deleted
+   * while the backup runs), or when it has other hard links (Synapse makes none; one would be a
+   * link to a file elsewhere, where the kernel does not refuse it).
+   */
+  media?: boolean;
 }
 
 export interface ArchiveContents {
@@ -89,13 +93,14 @@ async function* fileEntry(file: ArchiveFile): AsyncGenerator<Buffer> {
   try {
     handle = await open(file.path, fs.O_RDONLY | fs.O_NOFOLLOW);
   } catch (error) {
-    if (file.mayVanish && errorCode(error) === "ENOENT") return;
+    if (file.media && errorCode(error) === "ENOENT") return;
     if (errorCode(error) === "ELOOP") throw new ArchiveError(`${file.path} is a symbolic link`);
     throw error;
   }
   try {
     const stat = await handle.stat();
     if (!stat.isFile()) throw new ArchiveError(`${file.path} is not a regular file`);
+    if (file.media && stat.nlink > 1) return;
     yield tarFileHeader({ name: file.name, size: stat.size, mtime: stat.mtimeMs / 1000 });
     // Exactly the size in the header: a file that grows is cut there, one that shrinks fails.
     for (let offset = 0; offset < stat.size; ) {
@@ -167,7 +172,7 @@ async function* regularFiles(parent: FileHandle, entry: string, name: string): A
     for (const child of entries) {
       // Synapse writes regular files only; a symbolic link (planted by a compromised Synapse) is left out.
       if (child.isDirectory()) yield* regularFiles(dir, child.name, `${name}/${child.name}`);
-      else if (child.isFile()) yield { name: `${name}/${child.name}`, path: throughDescriptor(dir, child.name), mayVanish: true };
+      else if (child.isFile()) yield { name: `${name}/${child.name}`, path: throughDescriptor(dir, child.name), media: true };
     }
   } finally {
     await dir.close();

@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { createReadStream, createWriteStream, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -111,6 +111,21 @@ describe("backup archive", () => {
     expect(none).toEqual([]);
   });
 
+  it("leaves out a media file with other hard links (Synapse makes none), but not a config file", async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "elsewhere"), "not this customer's");
+    linkSync(join(dir, "elsewhere"), join(dir, "linked"));
+    const entries = await listing({
+      manifest: MANIFEST,
+      dump: [],
+      files: [
+        { name: "synapse/media_store/local_content/linked", path: join(dir, "linked"), media: true },
+        { name: "synapse/homeserver.yaml", path: join(dir, "linked") },
+      ],
+    });
+    expect(entries.map((e) => e.name)).toEqual([MANIFEST_NAME, "database/pg_dump.part-00000", "synapse/homeserver.yaml"]);
+  });
+
   it("puts the manifest first, then the dump in 8 MiB entries, then the files", async () => {
     const dataDir = makeServerTree(tempDir());
     const entries = await listing({ manifest: MANIFEST, dump: [Buffer.alloc(DUMP_PART_SIZE + 10)], files: serverFiles(dataDir) });
@@ -140,7 +155,7 @@ describe("backup archive", () => {
   it("skips a media file deleted while the backup runs, but not a missing config file", async () => {
     const dir = tempDir();
     writeFileSync(join(dir, "kept"), "kept");
-    const vanished = { name: "synapse/media_store/local_content/gone", path: join(dir, "gone"), mayVanish: true };
+    const vanished = { name: "synapse/media_store/local_content/gone", path: join(dir, "gone"), media: true };
     const entries = await listing({ manifest: MANIFEST, dump: [], files: [vanished, { name: "kept", path: join(dir, "kept") }] });
     expect(entries.map((e) => e.name)).toEqual([MANIFEST_NAME, "database/pg_dump.part-00000", "kept"]);
     await expect(listing({ manifest: MANIFEST, dump: [], files: [{ name: "synapse/homeserver.yaml", path: join(dir, "gone") }] })).rejects.toThrow(
