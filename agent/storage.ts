@@ -2,11 +2,12 @@
 // (database, media, keys), counted as `du` does. Walking a large media store takes a while, so
 // the directories are measured in the background every few minutes and usage samples carry the
 // latest figures instead of walking on every sample.
-import { closeSync, constants as fs, fstatSync, lstatSync, openSync, readdirSync } from "node:fs";
+import { closeSync, fstatSync, lstatSync, readdirSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { workloadStorageSchema, type WorkloadStorage } from "../protocol/messages.ts";
 import { errorMessage, type Logger } from "./log.ts";
+import { openOwnedDirectorySync, throughDescriptor } from "./owned-directories.ts";
 
 /** Entries examined between two yields to the event loop. */
 const ENTRIES_PER_SLICE = 512;
@@ -22,8 +23,8 @@ interface OpenDirectory {
  * Synchronous calls in short slices, yielding between them: one awaited call per entry costs a
  * thread-pool round trip each (over ten times slower than `du` on a media store, by npm run bench),
  * and one long synchronous walk would stall the agent's connection for seconds on a large one.
- * Synapse owns most of the tree, so directories are entered through their open descriptors: one
- * swapped for a link to another customer's data mid-walk is not counted (as backups do).
+ * Synapse owns most of the tree, so directories are entered as owned-directories.ts says: one
+ * swapped for a link to another customer's data mid-walk is not counted.
  */
 export async function allocatedBytes(path: string): Promise<number> {
   const top = lstatSync(path, { bigint: true, throwIfNoEntry: false });
@@ -33,17 +34,13 @@ export async function allocatedBytes(path: string): Promise<number> {
   const seenLinked = new Set<string>();
   const open: OpenDirectory[] = [];
   const enter = (dirPath: string) => {
-    let fd: number;
-    try {
-      fd = openSync(dirPath, fs.O_RDONLY | fs.O_DIRECTORY | fs.O_NOFOLLOW);
-    } catch (error) {
-      // Gone, or no longer a directory (a link now): nothing to count.
-      if (["ENOENT", "ENOTDIR", "ELOOP"].includes((error as NodeJS.ErrnoException).code ?? "")) return;
-      throw error;
-    }
-    open.push({ fd, names: [], next: 0 });
+    const fd = openOwnedDirectorySync(dirPath);
+    if (fd === undefined) return;
+    // Held before anything else can throw, so that the finally below closes it.
+    const dir: OpenDirectory = { fd, names: [], next: 0 };
+    open.push(dir);
     total += Number(fstatSync(fd, { bigint: true }).blocks) * 512;
-    open.at(-1)!.names = readdirSync(`/proc/self/fd/${fd}`).sort();
+    dir.names = readdirSync(throughDescriptor(fd)).sort();
   };
   try {
     enter(path);
@@ -58,7 +55,7 @@ export async function allocatedBytes(path: string): Promise<number> {
         closeSync(open.pop()!.fd);
         continue;
       }
-      const entry = `/proc/self/fd/${dir.fd}/${dir.names[dir.next++]}`;
+      const entry = throughDescriptor(dir.fd, dir.names[dir.next++]);
       // Files come and go while Synapse and PostgreSQL run: a vanished entry counts as nothing.
       const stat = lstatSync(entry, { bigint: true, throwIfNoEntry: false });
       if (!stat) continue;

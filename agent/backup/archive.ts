@@ -10,6 +10,7 @@ import { pipeline, Readable } from "node:stream";
 import { pipeline as pipelineAsync } from "node:stream/promises";
 import { constants as zstd, createZstdCompress, createZstdDecompress, type ZstdCompress, type ZstdDecompress } from "node:zlib";
 import { z } from "zod";
+import { openOwnedDirectory, throughDescriptor } from "../owned-directories.ts";
 import { ArchiveError, readTar, TAR_END, tarFileHeader, tarPadding, type TarEntry } from "./tar.ts";
 
 export const MANIFEST_NAME = "berth-backup.json";
@@ -133,15 +134,12 @@ export async function* tarArchive({ manifest, dump, files }: ArchiveContents): A
 }
 
 /**
- * Regular files under the media store's local directories (missing ones are empty), in name order.
- * Synapse owns these directories, so one could be swapped for a symbolic link between being
- * listed and being entered (by a compromised Synapse, reaching for another customer's media or
- * the host's files). So no path is resolved twice: each directory is opened without following a
- * link and then read, and its entries opened, through that open descriptor. A directory that is
- * a link by then is left out. Each file's path is valid only until the next file is asked for.
+ * Regular files under the media store's local directories (missing ones are empty), in name order,
+ * never outside it (owned-directories.ts). Each file's path is valid only until the next file is
+ * asked for.
  */
 export async function* localMediaFiles(mediaStore: string, archiveDir: string): AsyncGenerator<ArchiveFile> {
-  const store = await openDirectory(mediaStore);
+  const store = await openOwnedDirectory(mediaStore);
   if (!store) return;
   try {
     for (const dir of LOCAL_MEDIA_DIRS) yield* regularFiles(store, dir, `${archiveDir}/${dir}`);
@@ -150,29 +148,16 @@ export async function* localMediaFiles(mediaStore: string, archiveDir: string): 
   }
 }
 
-/** A path through an open directory's descriptor: what it names cannot be swapped underneath. */
-const throughDescriptor = (dir: FileHandle, entry = "") => `/proc/self/fd/${dir.fd}/${entry}`;
-
-/** The directory itself, never a symbolic link to one; nothing when it is gone or is not a directory. */
-async function openDirectory(path: string): Promise<FileHandle | undefined> {
-  try {
-    return await open(path, fs.O_RDONLY | fs.O_DIRECTORY | fs.O_NOFOLLOW);
-  } catch (error) {
-    if (["ENOENT", "ENOTDIR", "ELOOP"].includes(errorCode(error) ?? "")) return undefined;
-    throw error;
-  }
-}
-
 async function* regularFiles(parent: FileHandle, entry: string, name: string): AsyncGenerator<ArchiveFile> {
-  const dir = await openDirectory(throughDescriptor(parent, entry));
+  const dir = await openOwnedDirectory(throughDescriptor(parent.fd, entry));
   if (!dir) return;
   try {
-    const entries = await readdir(throughDescriptor(dir), { withFileTypes: true });
+    const entries = await readdir(throughDescriptor(dir.fd), { withFileTypes: true });
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const child of entries) {
       // Synapse writes regular files only; a symbolic link (planted by a compromised Synapse) is left out.
       if (child.isDirectory()) yield* regularFiles(dir, child.name, `${name}/${child.name}`);
-      else if (child.isFile()) yield { name: `${name}/${child.name}`, path: throughDescriptor(dir, child.name), media: true };
+      else if (child.isFile()) yield { name: `${name}/${child.name}`, path: throughDescriptor(dir.fd, child.name), media: true };
     }
   } finally {
     await dir.close();
