@@ -204,6 +204,11 @@ export const hosts = sqliteTable(
     diskEncrypted: integer("disk_encrypted", { mode: "boolean" }),
     /** The agent was started with --allow-unencrypted-data-root (development only). */
     allowUnencrypted: integer("allow_unencrypted", { mode: "boolean" }).notNull().default(false),
+    /**
+     * An operator let customer data onto this host although its data root is not encrypted
+     * (recorded in the audit log). In production the agent's own flag is not enough.
+     */
+    unencryptedPlacementOverride: integer("unencrypted_placement_override", { mode: "boolean" }).notNull().default(false),
     diskDevices: text("disk_devices", { mode: "json" }).$type<string[]>(),
     enrolledAt: timestamp("enrolled_at").notNull(),
     revokedAt: timestamp("revoked_at"),
@@ -295,7 +300,10 @@ export const servers = sqliteTable(
     name: text("name").notNull().unique(),
     region: text("region").notNull(),
     hostId: text("host_id").references(() => hosts.id),
+    /** The plan the server is on: its resources are reserved on its host. */
     planId: text("plan_id").notNull().default("starter"),
+    /** The plan whose limits its containers run with; differs from planId while a plan change is applied. */
+    appliedPlanId: text("applied_plan_id"),
     status: text("status", { enum: SERVER_STATUSES }).notNull().default("provisioning"),
     /** Why it failed, or what the last lifecycle step reported. */
     statusReason: text("status_reason"),
@@ -307,8 +315,22 @@ export const servers = sqliteTable(
     createdAt: timestamp("created_at").notNull(),
     updatedAt: timestamp("updated_at").notNull().default(sql`0`),
   },
-  (t) => [index("servers_user_idx").on(t.userId)],
+  (t) => [
+    index("servers_user_idx").on(t.userId),
+    index("servers_host_idx").on(t.hostId),
+    // One live homeserver per account (its subscription includes one): the database settles concurrent creates.
+    uniqueIndex("servers_one_live_per_user").on(t.userId).where(sql`status <> 'deleted'`),
+  ],
 );
+
+// Every name a homeserver ever had. A name is a Matrix server_name that other servers keep trusting,
+// so it is never given out again: rows here outlive their server (no foreign key) and are never deleted.
+export const serverNames = sqliteTable("server_names", {
+  name: text("name").primaryKey(),
+  /** The server that took it (which may since have been purged). */
+  serverId: text("server_id").notNull(),
+  claimedAt: timestamp("claimed_at").notNull(),
+});
 
 // The TLS certificates each host's proxy serves, as its agent last reported them.
 export const certificates = sqliteTable(
@@ -383,6 +405,20 @@ export const workloadUsage = sqliteTable(
     storageBytes: real("storage_bytes"),
   },
   (t) => [primaryKey({ columns: [t.workloadId, t.resolution, t.at] })],
+);
+
+// Refusals of unauthenticated callers (unsigned agent requests, say), counted per hour for operators.
+// They are not audited: nothing an unauthenticated caller sends may write to an audit log customers read.
+export const refusalCounts = sqliteTable(
+  "refusal_counts",
+  {
+    /** What was refused, e.g. "agent.request_refused". */
+    kind: text("kind").notNull(),
+    reason: text("reason").notNull(),
+    hourStart: timestamp("hour_start").notNull(),
+    count: integer("count").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.kind, t.reason, t.hourStart] })],
 );
 
 export const auditLog = sqliteTable(
