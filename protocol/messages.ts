@@ -282,6 +282,19 @@ export const restoreJobPayload = z.strictObject({
 });
 export type RestoreJobPayload = z.infer<typeof restoreJobPayload>;
 
+/** `homeserver.resize`: the homeserver's plan changed; its containers get the new plan's limits. */
+export const homeserverResizePayload = z.strictObject({
+  serverId: id,
+  /** The plan whose limits these are, reported back in the job's outcome. */
+  planId: z.string().min(1).max(64),
+  resources: z.strictObject({
+    memoryMiB: z.number().int().min(384).max(1024 * 1024),
+    cpus: z.number().min(0.1).max(512),
+    storageGiB: z.number().min(0).max(1_000_000),
+  }),
+});
+export type HomeserverResizePayload = z.infer<typeof homeserverResizePayload>;
+
 /** What the Worker answers for each part it stored, and what `complete` lists back. */
 export const backupPartReceipt = z.strictObject({
   partNumber: z.number().int().min(1).max(BACKUP_MAX_PARTS),
@@ -316,5 +329,6 @@ export const HOMESERVER_JOB_KINDS = [
   "homeserver.set_admin_password",
   "homeserver.backup",
   "homeserver.restore",
+  "homeserver.resize",
 ] as const;
 export type HomeserverJobKind = (typeof HOMESERVER_JOB_KINDS)[number];

@@ -11,7 +11,8 @@ import { markStaleHostsOffline } from "./fleet/hosts";
 import { failExpiredJobs } from "./fleet/jobs";
 import { rollUpUsage } from "./fleet/usage";
 import { resumeStalledDeletions, startDueDeletions } from "./servers/deletion";
-import { handleEntitlementEvents } from "./servers/entitlement-jobs";
+import { enforceEntitlements, handleEntitlementEvents } from "./servers/entitlement-jobs";
+import { applyPlanChanges } from "./servers/plan-changes";
 import { applyJobOutcome } from "./servers/outcomes";
 
 /** wrangler.toml's crons: fleet liveness every minute, the rest hourly. */
@@ -57,6 +58,12 @@ export async function runScheduledMaintenance(env: Env, now: Date, cron: string)
   }
   // Last: the hourly work above may have moved entitlements along.
   report.entitlementEventsHandled = await handleEntitlementEvents(db, env, now);
+  if (cron !== EVERY_MINUTE) {
+    Object.assign(report, {
+      serversBroughtInLineWithBilling: await enforceEntitlements(ctx),
+      planChangesApplied: await applyPlanChanges(ctx),
+    });
+  }
   console.log(JSON.stringify(report));
   return report;
 }

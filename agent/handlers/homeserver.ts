@@ -2,7 +2,7 @@
 // the HomeserverManager (agent/homeserver/manager.ts) does the work.
 import type { Readable } from "node:stream";
 import { z } from "zod";
-import { backupJobPayload, restoreJobPayload, type DiskEncryption, type HomeserverJobKind } from "../../protocol/messages.ts";
+import { backupJobPayload, homeserverResizePayload, restoreJobPayload, type DiskEncryption, type HomeserverJobKind } from "../../protocol/messages.ts";
 import { downloadBackup, uploadBackup, type AgentIdentity } from "../backup/transfer.ts";
 import { HomeserverManager, type HomeserverManagerOptions } from "../homeserver/manager.ts";
 import { workloadIdSchema } from "../inventory.ts";
@@ -120,6 +120,10 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
       const download = () => downloadBackup(options.agentIdentity, job.downloadUrl, ctx.signal);
       return (await manager.restore(job.serverId, job, download, ctx)) as unknown as Json;
     }),
+    "homeserver.resize": async (payload, ctx) => {
+      const { serverId, resources } = parse(homeserverResizePayload, "homeserver.resize", payload);
+      return (await manager.resize(serverId, resources, ctx)) as unknown as Json;
+    },
     "homeserver.set_admin_password": async (payload, ctx) => {
       const { serverId, adminUserId, passwordHash } = parse(adminPasswordPayload, "homeserver.set_admin_password", payload);
       customerData();

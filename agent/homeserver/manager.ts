@@ -571,6 +571,29 @@ export class HomeserverManager {
     return this.serialised(serverId, () => this.startLocked(serverId, ctx, true));
   }
 
+  // ---------- resize (a plan change) ----------
+
+  /**
+   * Gives the homeserver's containers a new plan's limits in place (no restart)
+   * and records them, so that a later provisioning creates its containers with
+   * them. PostgreSQL's memory settings (shared_buffers) follow when its
+   * container is next created. Containers not created yet get them then.
+   */
+  resize(serverId: string, resources: PlanResources, ctx: OperationContext): Promise<{ serverId: string; resources: PlanResources }> {
+    return this.serialised(serverId, async () => {
+      this.records.write({ ...this.requireRecord(serverId), resources });
+      const names = homeserverNames(serverId);
+      const step = stepper(ctx, (ctx.log ?? this.log).child({ serverId }));
+      const split = splitResources(resources);
+      step(0.2, "PostgreSQL's limits");
+      await this.runtime.updateContainerLimits(names.postgres, split.postgres);
+      step(0.6, "Synapse's limits");
+      await this.runtime.updateContainerLimits(names.synapse, split.synapse);
+      step(1, `limits: ${resources.memoryMiB} MiB, ${resources.cpus} CPUs`);
+      return { serverId, resources };
+    });
+  }
+
   // ---------- upgrade ----------
 
   /**

@@ -256,6 +256,22 @@ export class DockerRuntime {
     }
   }
 
+  /**
+   * Changes a container's memory and CPU limits in place (running or not: no restart).
+   * Returns false when there is no such container.
+   */
+  async updateContainerLimits(name: string, limits: { memoryMiB: number; cpus: number }): Promise<boolean> {
+    const memory = Math.round(limits.memoryMiB * 2 ** 20);
+    try {
+      // MemorySwap equal to Memory: no swap beyond the limit, as at creation.
+      await this.docker.getContainer(name).update({ Memory: memory, MemorySwap: memory, NanoCpus: Math.round(limits.cpus * 1e9) });
+      return true;
+    } catch (error) {
+      if (statusOf(error) === 404) return false;
+      throw new Error(`cannot change the limits of container ${name}: ${dockerMessage(error)}`);
+    }
+  }
+
   async restartContainer(name: string, timeoutSeconds = 30): Promise<void> {
     try {
       await this.docker.getContainer(name).restart({ t: timeoutSeconds });

@@ -6,7 +6,7 @@ import { backups, servers, type Job, type Server, type ServerStatus, type User }
 import type { Env } from "../env";
 import { conflict, notFound } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
-import { ownedServer } from "../servers/servers";
+import { ownedServer, requireMayRun, startLifecycleJob } from "../servers/servers";
 import { agentUrl, backupById, requireOnlineHost, unfinishedBackup, type BackupContext } from "./backups";
 import { backupIdentity } from "./keys";
 import { RESTORE_TIMEOUT_MS } from "./policy";
@@ -33,23 +33,24 @@ export async function requestRestore(ctx: BackupContext, user: User, serverId: s
   if (!RESTORE_FROM.includes(server.status)) {
     throw conflict("invalid_state", `The server is ${server.status}; it can be restored when it is ${RESTORE_FROM.join(", ")}.`);
   }
+  await requireMayRun(ctx.db, user.id);
   await requireOnlineHost(ctx.db, server);
   if (await unfinishedBackup(ctx.db, server.id)) throw conflict("backup_running", "A backup of this homeserver is under way; restore when it has finished.");
   // Fail here, not on the host, if the identity cannot be unwrapped (a misconfigured secret).
   await backupIdentity(ctx.db, ctx.env.BACKUP_KEY_WRAPPING_SECRET, backup.serverId);
 
-  const [restoring] = await ctx.db
-    .update(servers)
-    .set({ status: "restoring", previousStatus: server.status, statusReason: null, updatedAt: ctx.now })
-    .where(and(eq(servers.id, server.id), eq(servers.status, server.status)))
-    .returning();
-  if (!restoring) throw conflict("invalid_state", "The server changed state meanwhile; try again.");
   const payload = storedRestorePayload.parse({
     serverId: server.id,
     backupId: backup.id,
     downloadUrl: agentUrl(ctx.env, `/api/agent/backups/${backup.id}/object`),
   });
-  await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId!, kind: "homeserver.restore", payload, timeoutMs: RESTORE_TIMEOUT_MS }, ctx.now);
+  const restoring = await startLifecycleJob(
+    ctx,
+    server,
+    { from: [server.status], to: "restoring", previousStatus: server.status },
+    { kind: "homeserver.restore", payload, timeoutMs: RESTORE_TIMEOUT_MS },
+  );
+  if (!restoring) throw conflict("invalid_state", "The server changed state meanwhile; try again.");
   await audit(ctx.db, ctx.now, `user:${user.id}`, "server.restore_requested", server.id, { backupId: backup.id });
   return restoring;
 }

@@ -104,6 +104,12 @@ async function syncInvoice(ctx: WebhookContext, invoiceId: string) {
   };
 }
 
+/** The account a Stripe event is about (its customer's), or null. */
+export async function accountOfEvent(db: Database, event: Stripe.Event): Promise<string | null> {
+  const customer = (event.data.object as { customer?: string | { id: string } | null }).customer;
+  return (await userForCustomer(db, idOf(customer)))?.userId ?? null;
+}
+
 /**
  * Applies one verified Stripe event, once. Its effects and its id are stored in
  * one D1 batch (a transaction), so a duplicate finds the id and changes nothing.

@@ -304,6 +304,8 @@ export const servers = sqliteTable(
     planId: text("plan_id").notNull().default("starter"),
     /** The plan whose limits its containers run with; differs from planId while a plan change is applied. */
     appliedPlanId: text("applied_plan_id"),
+    /** The lifecycle job whose outcome decides the status now: a superseded job's late outcome changes nothing. */
+    lifecycleJobId: text("lifecycle_job_id"),
     status: text("status", { enum: SERVER_STATUSES }).notNull().default("provisioning"),
     /** Why it failed, or what the last lifecycle step reported. */
     statusReason: text("status_reason"),

@@ -53,3 +53,18 @@ export async function revokeHost(db: Database, env: Env, operatorId: string, hos
   await hostStub(env, hostId).revoke();
   return host[0]!;
 }
+
+/**
+ * An operator lets customer data onto a host whose data root is not encrypted
+ * (or takes that back). Production places homeservers only on encrypted hosts
+ * otherwise, whatever the agent's own flag says. Recorded in the audit log
+ * with the operator's reason.
+ */
+export async function setUnencryptedPlacementOverride(db: Database, operatorId: string, hostId: string, allow: boolean, reason: string, now: Date): Promise<Host> {
+  await requireHost(db, hostId);
+  const [host] = await db.batch([
+    db.update(hosts).set({ unencryptedPlacementOverride: allow }).where(eq(hosts.id, hostId)).returning(),
+    audit(db, now, `user:${operatorId}`, allow ? "host.unencrypted_placement_allowed" : "host.unencrypted_placement_withdrawn", hostId, { reason }),
+  ]);
+  return host[0]!;
+}

@@ -72,6 +72,7 @@ export function presentHost(host: Host) {
     diskEncryption: {
       encrypted: host.diskEncrypted,
       allowUnencrypted: host.allowUnencrypted,
+      operatorAllowsUnencrypted: host.unencryptedPlacementOverride,
       devices: host.diskDevices ?? [],
     },
     enrolledAt: host.enrolledAt.toISOString(),
@@ -121,6 +122,8 @@ export function presentServer(env: Env, server: Server, job: Job | undefined) {
     homeserverUrl: homeserverUrlOf(env, server.name),
     region: server.region,
     plan: server.planId,
+    /** False while a plan change is being applied on the host. */
+    planApplied: server.appliedPlanId === null || server.appliedPlanId === server.planId,
     status: server.status,
     statusReason: server.statusReason,
     synapseVersion: server.synapseVersion,

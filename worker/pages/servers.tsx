@@ -32,6 +32,7 @@ export const STEP_TEXT: Record<string, string> = {
   "homeserver.set_admin_password": "Setting the admin password",
   "homeserver.backup": "Backing up",
   "homeserver.restore": "Restoring",
+  "homeserver.resize": "Applying the new plan",
 };
 
 function StatusBadge(props: { status: string }) {
@@ -332,6 +333,12 @@ function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undef
   return (
     <section class="card" aria-labelledby="usage-heading">
       <h2 id="usage-heading">Usage</h2>
+      {plan ? (
+        <p id="plan-line">
+          Plan: {plan.name} — {plan.resources.memoryMiB} MiB memory, {plan.resources.cpus} CPU, {plan.resources.storageGiB} GiB storage
+          {props.server.planApplied ? "" : " (being applied to the homeserver)"}.
+        </p>
+      ) : null}
       <nav aria-label="Usage period" class="tabs">
         {usage.ranges.map((range) => (
           <a href={`/servers/${props.server.id}?range=${range}#usage-heading`} aria-current={range === usage.range ? "page" : undefined}>

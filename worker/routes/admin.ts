@@ -7,7 +7,7 @@ import { jobs, workloads } from "../db/schema";
 import { alertWindowMs, listCertificates } from "../fleet/certificates";
 import { createJoinToken, REGIONS } from "../fleet/enrollment";
 import { getJob } from "../fleet/jobs";
-import { dispatchJob, hostStub, listHosts, requireHost, revokeHost } from "../fleet/hosts";
+import { dispatchJob, hostStub, listHosts, requireHost, revokeHost, setUnencryptedPlacementOverride } from "../fleet/hosts";
 import { JOIN_TOKEN_DEFAULT_MINUTES, JOIN_TOKEN_MAX_MINUTES } from "../fleet/policy";
 import { hostUsageSeries, USAGE_RANGES, type UsageRange } from "../fleet/usage";
 import { notFound } from "../errors";
@@ -46,6 +46,12 @@ export const adminRoutes = new Hono<AppEnv>()
   })
   .post("/hosts/:id/revoke", async (c) => {
     const host = await revokeHost(c.var.db, c.env, requireAuth(c).user.id, c.req.param("id"), c.var.now);
+    return c.json(presentHost(host));
+  })
+  // Production places customer data only on encrypted data roots, unless an operator says otherwise here.
+  .post("/hosts/:id/unencrypted-placement", async (c) => {
+    const { allow, reason } = await readJson(c, z.strictObject({ allow: z.boolean(), reason: z.string().trim().min(3).max(500) }));
+    const host = await setUnencryptedPlacementOverride(c.var.db, requireAuth(c).user.id, c.req.param("id"), allow, reason, c.var.now);
     return c.json(presentHost(host));
   })
   .get("/hosts/:id/usage", async (c) => {

@@ -22,7 +22,7 @@ import { AdminPasswordPage, ServerPage, ServersPage } from "../pages/servers";
 import { createAdminPasswordLink, setAdminPassword } from "../servers/admin-password";
 import { deleteOwnedServer } from "../servers/deletion";
 import { serverNameSchema } from "../servers/names";
-import { placeServer, roomInRegion } from "../servers/placement";
+import { placementCandidates, roomInRegion } from "../servers/placement";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer, serverNameOf, type ServerContext } from "../servers/servers";
 
 // The customer's homeservers as pages. Every form runs the same service as the JSON API and
@@ -42,7 +42,7 @@ async function renderServers(c: PageContext, user: User, form: { error?: string;
   const regions = await Promise.all(
     REGIONS.map(async (region) => ({
       region,
-      hasRoom: plan ? (await placeServer(c.var.db, region, plan)) !== null : (await roomInRegion(c.var.db, region)).length > 0,
+      hasRoom: (plan ? await placementCandidates(c.var.db, c.env, region, plan) : await roomInRegion(c.var.db, c.env, region)).length > 0,
     })),
   );
   return (

@@ -1,8 +1,9 @@
 import { Hono } from "hono";
 import type Stripe from "stripe";
 import { stripeFor, subtleCryptoProvider, webhookSecret } from "../billing/stripe-client";
-import { handleStripeEvent } from "../billing/webhooks";
+import { accountOfEvent, handleStripeEvent } from "../billing/webhooks";
 import { handleEntitlementEvents } from "../servers/entitlement-jobs";
+import { applyPlanChanges } from "../servers/plan-changes";
 import { badRequest } from "../errors";
 import type { AppEnv } from "../http/context";
 import { webhookContext } from "../http/domain-context";
@@ -30,8 +31,15 @@ export const stripeWebhookRoutes = new Hono<AppEnv>().post("/", async (c) => {
     throw badRequest("invalid_signature", "The Stripe signature is missing, malformed, stale or wrong.");
   }
   const outcome = await handleStripeEvent(webhookContext(c), event);
-  // Suspend or resume the account's homeservers now rather than at the next cron run.
-  c.executionCtx.waitUntil(handleEntitlementEvents(c.var.db, c.env, c.var.now));
+  // Suspend, resume or resize the account's homeservers now rather than at the next cron run.
+  const ctx = { db: c.var.db, env: c.env, now: c.var.now };
+  c.executionCtx.waitUntil(
+    (async () => {
+      await handleEntitlementEvents(ctx.db, ctx.env, ctx.now);
+      const account = await accountOfEvent(ctx.db, event);
+      if (account) await applyPlanChanges(ctx, account);
+    })(),
+  );
   console.log(JSON.stringify({ event: "stripe_webhook", id: event.id, type: event.type, outcome }));
   return c.json({ received: true, outcome });
 });

@@ -4,8 +4,7 @@ import { requireOnlineHost, startBackup, UNFINISHED_BACKUP } from "../backups/ba
 import { DELETION_RETRY_MS } from "../backups/policy";
 import { backups, entitlements, jobs, servers, workloads, type Backup, type Server, type ServerStatus, type User } from "../db/schema";
 import { ApiError, conflict } from "../errors";
-import { dispatchJob } from "../fleet/hosts";
-import { LIFECYCLE_TIMEOUT_MS, ownedServer, type ServerContext } from "./servers";
+import { ownedServer, startLifecycleJob, type ServerContext } from "./servers";
 
 export const DELETE_FROM: ServerStatus[] = ["running", "stopped", "suspended", "failed"];
 
@@ -21,7 +20,8 @@ export async function requestDeletion(ctx: ServerContext, server: Server, actor:
   }
   const [deleting] = await ctx.db
     .update(servers)
-    .set({ status: "deleting", previousStatus: server.status, statusReason: "taking a final backup", updatedAt: ctx.now })
+    // No lifecycle job while the final backup is taken: a late outcome of an earlier one changes nothing.
+    .set({ status: "deleting", previousStatus: server.status, statusReason: "taking a final backup", lifecycleJobId: null, updatedAt: ctx.now })
     .where(and(eq(servers.id, server.id), eq(servers.status, server.status)))
     .returning();
   if (!deleting) throw conflict("invalid_state", "The server changed state meanwhile; try again.");
@@ -47,28 +47,32 @@ export async function deleteOwnedServer(ctx: ServerContext, user: User, serverId
 
 /** The final backup succeeded: the host destroys the homeserver, and reconciliation must never bring it back. */
 export async function deleteAfterFinalBackup(ctx: ServerContext, backup: Backup): Promise<void> {
-  const [server] = await ctx.db
-    .update(servers)
-    .set({ statusReason: null, previousStatus: null, updatedAt: ctx.now })
-    // Still waiting for this backup: the delete job is dispatched once, whoever gets here first.
-    .where(and(eq(servers.id, backup.serverId), eq(servers.status, "deleting"), isNotNull(servers.previousStatus)))
-    .returning();
-  if (!server?.hostId) return;
-  await ctx.db.batch([
-    ctx.db.update(workloads).set({ desired: "absent", updatedAt: ctx.now }).where(eq(workloads.id, server.id)),
-    audit(ctx.db, ctx.now, `host:${backup.hostId}`, "server.final_backup_taken", server.id, { backupId: backup.id }),
-  ]);
-  await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId, kind: "homeserver.delete", payload: { serverId: server.id }, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
+  const [waiting] = await ctx.db
+    .select()
+    .from(servers)
+    .where(and(eq(servers.id, backup.serverId), eq(servers.status, "deleting"), isNotNull(servers.previousStatus)));
+  if (!waiting?.hostId) return;
+  await ctx.db.update(workloads).set({ desired: "absent", updatedAt: ctx.now }).where(eq(workloads.id, waiting.id));
+  // Still waiting for this backup: the delete job is dispatched once, whoever gets here first.
+  const server = await startLifecycleJob(
+    ctx,
+    { id: waiting.id, hostId: waiting.hostId },
+    { from: ["deleting"], to: "deleting", previousStatus: null },
+    { kind: "homeserver.delete", payload: { serverId: waiting.id } },
+    isNotNull(servers.previousStatus),
+  );
+  if (server) await audit(ctx.db, ctx.now, `host:${backup.hostId}`, "server.final_backup_taken", server.id, { backupId: backup.id });
 }
 
 /** The final backup failed: nothing is destroyed, and the server goes back to the status it had. */
-export async function stopDeletion(ctx: ServerContext, serverId: string, reason: string): Promise<void> {
+export async function stopDeletion(ctx: ServerContext, serverId: string): Promise<void> {
   await ctx.db
     .update(servers)
     .set({
       status: sql`coalesce(${servers.previousStatus}, 'failed')`,
       previousStatus: null,
-      statusReason: `deletion stopped, nothing was deleted: the final backup failed: ${reason}`.slice(0, 1000),
+      // The backup's own error (the host's words) stays with the backup for operators.
+      statusReason: "deletion stopped, nothing was deleted: the final backup failed",
       updatedAt: ctx.now,
     })
     .where(and(eq(servers.id, serverId), eq(servers.status, "deleting"), isNotNull(servers.previousStatus)));
@@ -97,7 +101,7 @@ export async function resumeStalledDeletions(ctx: ServerContext): Promise<number
     // Still being taken, or its job has not ended yet (the outcome will come).
     if (!latest || UNFINISHED_BACKUP.includes(latest.backup.status) || (latest.jobStatus && !["succeeded", "failed"].includes(latest.jobStatus))) continue;
     if (latest.backup.status === "succeeded") await deleteAfterFinalBackup(ctx, latest.backup);
-    else await stopDeletion(ctx, id, latest.backup.error ?? "the final backup failed");
+    else await stopDeletion(ctx, id);
     resumed++;
   }
   return resumed;

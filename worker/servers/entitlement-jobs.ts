@@ -1,17 +1,40 @@
-import { and, asc, eq, inArray, isNull } from "drizzle-orm";
+import { and, asc, eq, inArray, isNull, or } from "drizzle-orm";
+import { mayRun } from "../billing/entitlement";
 import type { Database } from "../db/client";
-import { entitlementEvents, servers, type ServerStatus } from "../db/schema";
+import { entitlementEvents, entitlements, servers, type EntitlementState, type Server, type ServerStatus } from "../db/schema";
 import type { Env } from "../env";
-import { dispatchJob } from "../fleet/hosts";
 import { startDueDeletions } from "./deletion";
-import type { HomeserverJobKind } from "../../protocol/messages";
-import { LIFECYCLE_TIMEOUT_MS } from "./servers";
+import { startLifecycleJob, type ServerContext } from "./servers";
 
 /**
- * Turns billing's entitlement transitions into lifecycle jobs: suspension stops
- * an account's homeservers (data kept), paying again resumes them, and a due
- * deletion deletes them, each after a final backup (startDueDeletions).
+ * Where billing's decision reaches a server at once. A server that is being
+ * provisioned, restored, upgraded or deleted is left to finish that step; the
+ * step's outcome enforces the entitlement again (applyJobOutcome), so it ends
+ * suspended all the same.
  */
+const SUSPEND_FROM: ServerStatus[] = ["running", "stopped", "starting", "stopping", "failed"];
+
+/**
+ * Makes one server follow its account's entitlement: an account that may not
+ * run has its server suspended (data kept), one that may again has it resumed,
+ * and one whose deletion is due has it deleted after a final backup. Each move
+ * is a compare-and-set on the status, so concurrent callers send one job.
+ */
+export async function enforceEntitlement(ctx: ServerContext, server: Server, state?: EntitlementState): Promise<void> {
+  const current = state ?? (await ctx.db.select({ state: entitlements.state }).from(entitlements).where(eq(entitlements.userId, server.userId)))[0]?.state;
+  // No entitlement recorded: billing has never decided anything about this account.
+  if (!current) return;
+  const payload = { serverId: server.id };
+  if (current === "deletion_due") {
+    await startDueDeletions(ctx, server.userId);
+  } else if (!mayRun(current) && SUSPEND_FROM.includes(server.status)) {
+    await startLifecycleJob(ctx, server, { from: SUSPEND_FROM, to: "suspended" }, { kind: "homeserver.suspend", payload });
+  } else if (mayRun(current) && server.status === "suspended") {
+    await startLifecycleJob(ctx, server, { from: ["suspended"], to: "starting" }, { kind: "homeserver.resume", payload });
+  }
+}
+
+/** Turns billing's entitlement transitions into lifecycle jobs for the account's servers. */
 export async function handleEntitlementEvents(db: Database, env: Env, now: Date): Promise<number> {
   const events = await db
     .select()
@@ -20,27 +43,32 @@ export async function handleEntitlementEvents(db: Database, env: Env, now: Date)
     .orderBy(asc(entitlementEvents.id))
     .limit(100);
   for (const event of events) {
-    const plan = planFor(event.toState);
-    if (plan) {
-      const affected = await db
-        .select()
-        .from(servers)
-        .where(and(eq(servers.userId, event.userId), inArray(servers.status, plan.from)));
-      for (const server of affected) {
-        if (!server.hostId) continue;
-        await db.update(servers).set({ status: plan.during, updatedAt: now }).where(eq(servers.id, server.id));
-        await dispatchJob(db, env, { hostId: server.hostId, kind: plan.kind, payload: { serverId: server.id }, timeoutMs: LIFECYCLE_TIMEOUT_MS }, now);
-      }
-    } else if (event.toState === "deletion_due") {
-      await startDueDeletions({ db, env, now }, event.userId);
+    const [entitlement] = await db.select().from(entitlements).where(eq(entitlements.userId, event.userId));
+    if (entitlement) {
+      const mine = await db.select().from(servers).where(eq(servers.userId, event.userId));
+      for (const server of mine) await enforceEntitlement({ db, env, now }, server, entitlement.state);
     }
     await db.update(entitlementEvents).set({ handledAt: now }).where(eq(entitlementEvents.id, event.id));
   }
   return events.length;
 }
 
-function planFor(toState: string): { from: ServerStatus[]; during: ServerStatus; kind: HomeserverJobKind } | null {
-  if (toState === "suspended") return { from: ["running", "stopped", "starting", "stopping"], during: "suspended", kind: "homeserver.suspend" };
-  if (toState === "active") return { from: ["suspended"], during: "starting", kind: "homeserver.resume" };
-  return null;
+/**
+ * The hourly backstop: every server whose status disagrees with its account's
+ * entitlement (a suspension that failed, an outcome that was never applied)
+ * is moved along. Deletions due are the deletion backstop's (startDueDeletions).
+ */
+export async function enforceEntitlements(ctx: ServerContext): Promise<number> {
+  const disagreeing = await ctx.db
+    .select({ server: servers, state: entitlements.state })
+    .from(servers)
+    .innerJoin(entitlements, eq(entitlements.userId, servers.userId))
+    .where(
+      or(
+        and(inArray(entitlements.state, ["suspended", "none"]), inArray(servers.status, SUSPEND_FROM)),
+        and(inArray(entitlements.state, ["active", "grace"]), eq(servers.status, "suspended")),
+      ),
+    );
+  for (const { server, state } of disagreeing) await enforceEntitlement(ctx, server, state);
+  return disagreeing.length;
 }

@@ -2,49 +2,69 @@ import { and, eq, sql } from "drizzle-orm";
 import { settleBackupJob } from "../backups/backups";
 import { servers, type Job, type ServerStatus } from "../db/schema";
 import { deleteAfterFinalBackup, stopDeletion } from "./deletion";
+import { enforceEntitlement } from "./entitlement-jobs";
+import { applyResizeOutcome } from "./plan-changes";
 import type { ServerContext } from "./servers";
 
 interface Outcome {
   ok: ServerStatus;
   /** "previous": back to the status the server had before the step (which leaves it as it was when it fails). */
   failed: ServerStatus | "previous";
-  failureReason?: string;
+  /**
+   * What the customer reads when it failed: our own words. The agent's error
+   * (host paths, container names) stays in the job for operators.
+   */
+  failureReason: string;
 }
 
 // What each finished lifecycle job means for its server's status.
 const OUTCOMES: Record<string, Outcome> = {
-  "homeserver.provision": { ok: "running", failed: "failed" },
+  "homeserver.provision": { ok: "running", failed: "failed", failureReason: "setting up the homeserver failed" },
   "homeserver.stop": { ok: "stopped", failed: "running", failureReason: "stopping failed" },
   "homeserver.start": { ok: "running", failed: "stopped", failureReason: "starting failed" },
-  "homeserver.suspend": { ok: "suspended", failed: "failed" },
-  "homeserver.resume": { ok: "running", failed: "suspended", failureReason: "resuming failed" },
-  "homeserver.delete": { ok: "deleted", failed: "failed" },
+  "homeserver.suspend": { ok: "suspended", failed: "failed", failureReason: "suspending failed; we try again" },
+  // Not back to suspended: the account may run again, and the hourly backstop would resume it again and again.
+  "homeserver.resume": { ok: "running", failed: "failed", failureReason: "resuming failed" },
+  "homeserver.delete": { ok: "deleted", failed: "failed", failureReason: "deleting failed" },
   // The agent rolls a failed upgrade back to the version that worked.
   "homeserver.upgrade": { ok: "running", failed: "running", failureReason: "the upgrade failed and was rolled back" },
   // The agent restores into a fresh database and leaves the running homeserver untouched when that fails.
   "homeserver.restore": { ok: "running", failed: "previous", failureReason: "the restore failed and the homeserver was left as it was" },
 };
 
-/** Applied by the host's Durable Object (or the cron, for deadlines) when a job's result is first recorded. */
+/**
+ * Applied by the host's Durable Object (or the cron, for deadlines) when a job's
+ * result is first recorded. A lifecycle job moves its server's status only
+ * while it is the server's lifecycle job: an outcome that arrives after a
+ * newer step (a suspension, a deletion) took over changes nothing. Then the
+ * account's entitlement is enforced on the status the job left: work that
+ * was under way when billing suspended the account ends in a suspension.
+ */
 export async function applyJobOutcome(ctx: ServerContext, job: Job): Promise<void> {
   if (job.kind === "homeserver.backup") return applyBackupOutcome(ctx, job);
+  if (job.kind === "homeserver.resize") return applyResizeOutcome(ctx, job);
   const outcome = OUTCOMES[job.kind];
   const serverId = (job.payload as { serverId?: unknown } | null)?.serverId;
   if (!outcome || typeof serverId !== "string") return;
   const ok = job.status === "succeeded";
   const result = (job.result ?? {}) as { synapseVersion?: unknown; adminUserId?: unknown };
+  const provisionedPlan = (job.payload as { planId?: unknown }).planId;
   const failed = outcome.failed === "previous" ? sql`coalesce(${servers.previousStatus}, 'failed')` : outcome.failed;
-  await ctx.db
+  const [moved] = await ctx.db
     .update(servers)
     .set({
       status: ok ? outcome.ok : failed,
-      statusReason: ok ? null : [outcome.failureReason, job.error].filter(Boolean).join(": "),
+      statusReason: ok ? null : outcome.failureReason,
       previousStatus: null,
       ...(ok && typeof result.synapseVersion === "string" ? { synapseVersion: result.synapseVersion } : {}),
       ...(ok && typeof result.adminUserId === "string" ? { adminUserId: result.adminUserId } : {}),
+      ...(ok && typeof provisionedPlan === "string" ? { appliedPlanId: provisionedPlan } : {}),
       updatedAt: ctx.now,
     })
-    .where(and(eq(servers.id, serverId), eq(servers.hostId, job.hostId)));
+    .where(and(eq(servers.id, serverId), eq(servers.hostId, job.hostId), eq(servers.lifecycleJobId, job.id)))
+    .returning();
+  // A suspension that failed is tried again by the hourly backstop, not at once (no loop of failing jobs).
+  if (moved && job.kind !== "homeserver.suspend") await enforceEntitlement(ctx, moved);
 }
 
 /** A backup its job left unfinished has failed; a final backup's outcome decides whether its server is deleted. */
@@ -52,5 +72,5 @@ async function applyBackupOutcome(ctx: ServerContext, job: Job): Promise<void> {
   const backup = await settleBackupJob(ctx, job);
   if (backup?.trigger !== "final") return;
   if (backup.status === "succeeded") await deleteAfterFinalBackup(ctx, backup);
-  else await stopDeletion(ctx, backup.serverId, backup.error ?? "the final backup failed");
+  else await stopDeletion(ctx, backup.serverId);
 }

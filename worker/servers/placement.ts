@@ -1,8 +1,10 @@
-import { and, eq, inArray, ne } from "drizzle-orm";
+import { and, eq, ne, sql, type SQL } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { hosts, servers, type Host } from "../db/schema";
+import type { Env } from "../env";
+import { isDevelopment } from "../env";
 import type { Plan } from "../billing/plans";
-import { planById } from "../billing/plans";
+import { PLANS } from "../billing/plans";
 
 /** Memory kept back on every host for the system, the agent and Caddy. */
 export const HOST_RESERVED_MEMORY_MIB = 1024;
@@ -15,6 +17,8 @@ export const HOST_RESERVED_MEMORY_MIB = 1024;
  */
 export const CPU_OVERCOMMIT = 4;
 
+type Resource = keyof Plan["resources"];
+
 export interface HostRoom {
   host: Host;
   freeMemoryMiB: number;
@@ -22,39 +26,81 @@ export interface HostRoom {
   freeDiskGiB: number;
 }
 
-/** What each online host of a region has left once its homeservers' plans are counted. */
-export async function roomInRegion(db: Database, region: string): Promise<HostRoom[]> {
+/**
+ * Whether customer data may go to this host: its data root is encrypted, or
+ * (development only) its agent runs with --allow-unencrypted-data-root, or an
+ * operator explicitly let this host take customer data anyway (audited).
+ */
+export function acceptsCustomerData(env: Env, host: Host): boolean {
+  if (host.diskEncrypted === true || host.unencryptedPlacementOverride) return true;
+  return isDevelopment(env) && host.allowUnencrypted;
+}
+
+/** What one resource of the plans of a host's homeservers adds up to, in SQL over `servers` rows. */
+function reservedSql(resource: Resource): SQL {
+  const perPlan = sql.join(
+    PLANS.map((plan) => sql`WHEN ${plan.id} THEN ${plan.resources[resource]}`),
+    sql` `,
+  );
+  return sql`coalesce(sum(CASE ${servers.planId} ${perPlan} ELSE 0 END), 0)`;
+}
+
+/** What a host can give homeservers, per resource. */
+function capacityOf(host: Pick<Host, "memoryMiB" | "cpus" | "diskGiB">): Plan["resources"] {
+  return { memoryMiB: host.memoryMiB - HOST_RESERVED_MEMORY_MIB, cpus: host.cpus * CPU_OVERCOMMIT, storageGiB: host.diskGiB };
+}
+
+/**
+ * An SQL condition, true when `hostId` still has room for `plan` once every
+ * live homeserver on it (but `exceptServerId`) is counted. Evaluated inside
+ * the statement that reserves the room, so two requests cannot both take the
+ * last of it: D1 runs each statement (and each batch) on its own.
+ */
+export function hasRoomSql(hostId: string, plan: Plan, exceptServerId?: string): SQL {
+  const others = and(eq(servers.hostId, hostId), ne(servers.status, "deleted"), exceptServerId ? ne(servers.id, exceptServerId) : undefined);
+  const fits = (resource: Resource, capacity: SQL) =>
+    sql`(SELECT ${reservedSql(resource)} FROM ${servers} WHERE ${others}) + ${plan.resources[resource]} <= ${capacity}`;
+  const host = (column: SQL) => sql`(SELECT ${column} FROM ${hosts} WHERE ${hosts.id} = ${hostId})`;
+  return sql`(${fits("memoryMiB", sql`${host(sql`${hosts.memoryMiB}`)} - ${HOST_RESERVED_MEMORY_MIB}`)}
+    AND ${fits("cpus", sql`${host(sql`${hosts.cpus}`)} * ${CPU_OVERCOMMIT}`)}
+    AND ${fits("storageGiB", host(sql`${hosts.diskGiB}`))})`;
+}
+
+/** What each online host of a region that accepts customer data has left once its homeservers' plans are counted. */
+export async function roomInRegion(db: Database, env: Env, region: string): Promise<HostRoom[]> {
   const candidates = await db
     .select()
     .from(hosts)
     .where(and(eq(hosts.region, region), eq(hosts.status, "online")));
-  // Customer data goes only where the data root is encrypted, or a development host says it may.
-  const eligible = candidates.filter((host) => host.diskEncrypted === true || host.allowUnencrypted);
-  if (eligible.length === 0) return [];
-  const placed = await db
-    .select({ hostId: servers.hostId, planId: servers.planId })
-    .from(servers)
-    .where(and(inArray(servers.hostId, eligible.map((host) => host.id)), ne(servers.status, "deleted")));
-  return eligible.map((host) => {
-    const mine = placed.filter((server) => server.hostId === host.id).map((server) => planById(server.planId)?.resources);
-    const sum = (pick: (r: Plan["resources"]) => number) => mine.reduce((total, r) => total + (r ? pick(r) : 0), 0);
-    return {
-      host,
-      freeMemoryMiB: host.memoryMiB - HOST_RESERVED_MEMORY_MIB - sum((r) => r.memoryMiB),
-      freeCpus: host.cpus * CPU_OVERCOMMIT - sum((r) => r.cpus),
-      freeDiskGiB: host.diskGiB - sum((r) => r.storageGiB),
-    };
-  });
+  const eligible = candidates.filter((host) => acceptsCustomerData(env, host));
+  return Promise.all(
+    eligible.map(async (host) => {
+      const [used] = await db
+        .select({ memoryMiB: reservedSql("memoryMiB"), cpus: reservedSql("cpus"), storageGiB: reservedSql("storageGiB") })
+        .from(servers)
+        .where(and(eq(servers.hostId, host.id), ne(servers.status, "deleted")));
+      const capacity = capacityOf(host);
+      return {
+        host,
+        freeMemoryMiB: capacity.memoryMiB - Number(used?.memoryMiB ?? 0),
+        freeCpus: capacity.cpus - Number(used?.cpus ?? 0),
+        freeDiskGiB: capacity.storageGiB - Number(used?.storageGiB ?? 0),
+      };
+    }),
+  );
 }
 
-/** The least-loaded online host in the region with room for the plan, or null when none has room. */
-export async function placeServer(db: Database, region: string, plan: Plan): Promise<Host | null> {
-  const fits = (await roomInRegion(db, region)).filter(
+/**
+ * The online hosts of the region with room for the plan, least loaded first.
+ * A snapshot: the room is taken for real by the statement that reserves it (hasRoomSql).
+ */
+export async function placementCandidates(db: Database, env: Env, region: string, plan: Plan): Promise<Host[]> {
+  const fits = (await roomInRegion(db, env, region)).filter(
     (room) =>
       room.freeMemoryMiB >= plan.resources.memoryMiB &&
       room.freeCpus >= plan.resources.cpus &&
       room.freeDiskGiB >= plan.resources.storageGiB,
   );
   fits.sort((a, b) => b.freeMemoryMiB - a.freeMemoryMiB || b.freeCpus - a.freeCpus);
-  return fits[0]?.host ?? null;
+  return fits.map((room) => room.host);
 }

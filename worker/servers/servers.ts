@@ -1,16 +1,17 @@
-import { and, desc, eq, like, ne, sql } from "drizzle-orm";
+import { and, desc, eq, inArray, like, ne, sql, type SQL } from "drizzle-orm";
 import type { HomeserverJobKind } from "../../protocol/messages";
 import { audit } from "../audit/audit";
 import { billingSummary } from "../billing/billing";
 import { mayRun } from "../billing/entitlement";
 import type { Plan } from "../billing/plans";
 import type { Database } from "../db/client";
-import { jobs, servers, workloads, type Server, type ServerStatus, type User } from "../db/schema";
+import { jobs, serverNames, servers, workloads, type Server, type ServerStatus, type User } from "../db/schema";
 import type { Env } from "../env";
 import { conflict, forbidden, notFound } from "../errors";
 import type { Region } from "../fleet/enrollment";
 import { dispatchJob } from "../fleet/hosts";
-import { placeServer } from "./placement";
+import { insertWhere } from "../db/conditional-insert";
+import { hasRoomSql, placementCandidates } from "./placement";
 
 export interface ServerContext {
   db: Database;
@@ -40,6 +41,7 @@ export function homeserverSpec(env: Env, server: Pick<Server, "id" | "name">, pl
     name: server.name,
     serverName,
     publicBaseUrl: `${homeserverUrlOf(env, server.name)}/`,
+    planId: plan.id,
     resources: plan.resources,
     images: {
       synapse: env.SYNAPSE_IMAGE ?? "matrixdotorg/synapse:latest",
@@ -81,57 +83,113 @@ export async function latestLifecycleJob(db: Database, server: Server) {
   return job;
 }
 
+const nameTaken = (name: string) => conflict("name_taken", `The name ${name} is taken. Names are permanent: pick another.`);
+const serverLimit = () => conflict("server_limit", "Your plan includes one homeserver, and you have it already.");
+
+/**
+ * Creates a homeserver and sends its provisioning job. The checks that matter
+ * hold under concurrent requests because the database makes them in the
+ * statements that write: the host's room is reserved by a conditional insert
+ * (hasRoomSql), one live server per account by a unique index, and a name
+ * by its row in server_names, which is never deleted (a name is never given
+ * out again). The reads before are for clear answers only.
+ */
 export async function createServer(ctx: ServerContext, user: User, name: string, region: Region): Promise<Server> {
   const summary = await billingSummary(ctx.db, user.id);
-  if (!mayRun(summary.entitlement.state) || !summary.plan) {
+  const plan = summary.plan;
+  if (!mayRun(summary.entitlement.state) || !plan) {
     throw forbidden("not_entitled", "A homeserver needs an active subscription: choose a plan on the billing page first.");
   }
-  if ((await listServers(ctx.db, user.id)).length > 0) {
-    throw conflict("server_limit", "Your plan includes one homeserver, and you have it already.");
-  }
-  const [taken] = await ctx.db.select({ id: servers.id }).from(servers).where(eq(servers.name, name));
-  if (taken) throw conflict("name_taken", `The name ${name} is taken. Names are permanent: pick another.`);
-  const host = await placeServer(ctx.db, region, summary.plan);
-  if (!host) {
-    throw conflict(
-      "no_capacity",
-      `No host in ${region} has room for a ${summary.plan.name} homeserver right now. Try another region or try again later.`,
-    );
-  }
+  if ((await listServers(ctx.db, user.id)).length > 0) throw serverLimit();
+  const [taken] = await ctx.db.select({ name: serverNames.name }).from(serverNames).where(eq(serverNames.name, name));
+  if (taken) throw nameTaken(name);
+
   const id = crypto.randomUUID();
-  const server = {
-    id,
-    userId: user.id,
-    name,
-    region,
-    hostId: host.id,
-    planId: summary.plan.id,
-    status: "provisioning" as const,
-    createdAt: ctx.now,
-    updatedAt: ctx.now,
-  };
-  const spec = homeserverSpec(ctx.env, server, summary.plan);
-  try {
-    await ctx.db.batch([
-      ctx.db.insert(servers).values(server),
-      ctx.db
-        .insert(workloads)
-        .values({ id, hostId: host.id, kind: "homeserver", spec, desired: "present", createdAt: ctx.now, updatedAt: ctx.now }),
-      audit(ctx.db, ctx.now, `user:${user.id}`, "server.created", id, { name, region, hostId: host.id }),
-    ]);
-  } catch (error) {
-    if (String(error).includes("UNIQUE")) throw conflict("name_taken", `The name ${name} is taken. Names are permanent: pick another.`);
-    throw error;
+  const provisionJobId = crypto.randomUUID();
+  for (const host of await placementCandidates(ctx.db, ctx.env, region, plan)) {
+    const server = {
+      id,
+      userId: user.id,
+      name,
+      region,
+      hostId: host.id,
+      planId: plan.id,
+      status: "provisioning" as const,
+      lifecycleJobId: provisionJobId,
+      createdAt: ctx.now,
+      updatedAt: ctx.now,
+    };
+    const spec = homeserverSpec(ctx.env, server, plan);
+    const created = sql`EXISTS (SELECT 1 FROM ${servers} WHERE ${servers.id} = ${id})`;
+    try {
+      await ctx.db.batch([
+        insertWhere(ctx.db, servers, server, hasRoomSql(host.id, plan)),
+        // A name some server ever had fails this insert, and with it the whole batch.
+        insertWhere(ctx.db, serverNames, { name, serverId: id, claimedAt: ctx.now }, created),
+        insertWhere(ctx.db, workloads, { id, hostId: host.id, kind: "homeserver", spec, desired: "present", createdAt: ctx.now, updatedAt: ctx.now }, created),
+      ]);
+    } catch (error) {
+      const message = String(error);
+      if (message.includes("UNIQUE") && message.includes("user_id")) throw serverLimit();
+      if (message.includes("UNIQUE") && message.includes("name")) throw nameTaken(name);
+      throw error;
+    }
+    const [placed] = await ctx.db.select().from(servers).where(eq(servers.id, id));
+    // Another request took the last of this host's room meanwhile: try the next host.
+    if (!placed) continue;
+    await audit(ctx.db, ctx.now, `user:${user.id}`, "server.created", id, { name, region, hostId: host.id });
+    await dispatchJob(ctx.db, ctx.env, { id: provisionJobId, hostId: host.id, kind: "homeserver.provision", payload: spec, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
+    return placed;
   }
-  await dispatchJob(ctx.db, ctx.env, { hostId: host.id, kind: "homeserver.provision", payload: spec, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
-  return { ...server, statusReason: null, previousStatus: null, synapseVersion: null, adminUserId: null };
+  throw conflict(
+    "no_capacity",
+    `No host in ${region} has room for a ${plan.name} homeserver right now. Try another region or try again later.`,
+  );
 }
 
+/**
+ * Moves a server from one of `from` to `to` and sends the lifecycle job that
+ * does it; that job becomes the server's lifecycle job, so only its outcome
+ * moves the status on (a superseded job's late outcome changes nothing).
+ * Null when the server was no longer in one of `from` (or `also` no longer held): someone else moved it.
+ */
+export async function startLifecycleJob(
+  ctx: ServerContext,
+  server: Pick<Server, "id" | "hostId">,
+  move: { from: ServerStatus[]; to: ServerStatus; previousStatus?: ServerStatus | null },
+  job: { kind: HomeserverJobKind; payload: unknown; timeoutMs?: number },
+  also?: SQL,
+): Promise<Server | null> {
+  if (!server.hostId) return null;
+  const jobId = crypto.randomUUID();
+  const [moved] = await ctx.db
+    .update(servers)
+    .set({
+      status: move.to,
+      statusReason: null,
+      lifecycleJobId: jobId,
+      ...(move.previousStatus === undefined ? {} : { previousStatus: move.previousStatus }),
+      updatedAt: ctx.now,
+    })
+    .where(and(eq(servers.id, server.id), inArray(servers.status, move.from), also))
+    .returning();
+  if (!moved) return null;
+  await dispatchJob(ctx.db, ctx.env, { id: jobId, hostId: server.hostId, kind: job.kind, payload: job.payload, timeoutMs: job.timeoutMs ?? LIFECYCLE_TIMEOUT_MS }, ctx.now);
+  return moved;
+}
 
 const TRANSITIONS: Partial<Record<"stop" | "start", { from: ServerStatus[]; to: ServerStatus; kind: HomeserverJobKind }>> = {
   stop: { from: ["running"], to: "stopping", kind: "homeserver.stop" },
   start: { from: ["stopped"], to: "starting", kind: "homeserver.start" },
 };
+
+/** Starting, restoring: refused while the account's subscription does not let it run homeservers. */
+export async function requireMayRun(db: Database, userId: string): Promise<void> {
+  const { entitlement } = await billingSummary(db, userId);
+  if (!mayRun(entitlement.state)) {
+    throw forbidden("not_entitled", "Your subscription does not allow running a homeserver now: settle it on the billing page first.");
+  }
+}
 
 /** Stop or start a server the customer owns; only from a state where that makes sense. */
 export async function changeServerState(ctx: ServerContext, user: User, id: string, action: "stop" | "start"): Promise<Server> {
@@ -140,25 +198,17 @@ export async function changeServerState(ctx: ServerContext, user: User, id: stri
   if (!transition.from.includes(server.status)) {
     throw conflict("invalid_state", `The server is ${server.status}; it can ${action} only when ${transition.from.join(" or ")}.`);
   }
-  const [updated] = await ctx.db
-    .update(servers)
-    .set({ status: transition.to, statusReason: null, updatedAt: ctx.now })
-    .where(and(eq(servers.id, id), eq(servers.status, server.status)))
-    .returning();
+  if (action === "start") await requireMayRun(ctx.db, user.id);
+  const updated = await startLifecycleJob(ctx, server, { from: [server.status], to: transition.to }, { kind: transition.kind, payload: { serverId: id } });
   if (!updated) throw conflict("invalid_state", "The server changed state meanwhile; try again.");
-  await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId!, kind: transition.kind, payload: { serverId: id }, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
   return updated;
 }
 
 /** Operators move a running homeserver to another Synapse image; the agent rolls back if it fails its health check. */
 export async function upgradeServer(ctx: ServerContext, operatorId: string, id: string, image: string): Promise<Server> {
-  const [server] = await ctx.db
-    .update(servers)
-    .set({ status: "upgrading", statusReason: null, updatedAt: ctx.now })
-    .where(and(eq(servers.id, id), eq(servers.status, "running")))
-    .returning();
+  const [current] = await ctx.db.select().from(servers).where(eq(servers.id, id));
+  const server = current && (await startLifecycleJob(ctx, current, { from: ["running"], to: "upgrading" }, { kind: "homeserver.upgrade", payload: { serverId: id, image } }));
   if (!server) throw conflict("invalid_state", "Only a running homeserver can be upgraded.");
-  await ctx.db.batch([audit(ctx.db, ctx.now, `user:${operatorId}`, "server.upgrade_requested", id, { image })]);
-  await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId!, kind: "homeserver.upgrade", payload: { serverId: id, image }, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
+  await audit(ctx.db, ctx.now, `user:${operatorId}`, "server.upgrade_requested", id, { image });
   return server;
 }

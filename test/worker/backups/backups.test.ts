@@ -126,7 +126,7 @@ describe("restoring a backup", () => {
     await vi.waitFor(async () =>
       expect(await serverView(owner.cookie, id)).toMatchObject({
         status: "running",
-        statusReason: "the restore failed and the homeserver was left as it was: the backup does not decrypt with this key",
+        statusReason: "the restore failed and the homeserver was left as it was",
       }),
     );
   });

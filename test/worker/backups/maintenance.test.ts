@@ -37,7 +37,9 @@ describe("daily backups", () => {
     const running = await runningServer();
     const suspended = await runningServer();
     const provisioning = await runningServer();
+    // Suspended by billing (a suspended server of an account that may run would be resumed).
     await env.DB.prepare("UPDATE servers SET status = 'suspended' WHERE id = ?").bind(suspended.id).run();
+    await env.DB.prepare("UPDATE entitlements SET state = 'suspended' WHERE user_id = (SELECT user_id FROM servers WHERE id = ?)").bind(suspended.id).run();
     await env.DB.prepare("UPDATE servers SET status = 'provisioning' WHERE id = ?").bind(provisioning.id).run();
 
     for (let hour = 0; hour < 24; hour++) await cronAt(0, hour);

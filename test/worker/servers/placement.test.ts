@@ -1,38 +1,34 @@
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { planById } from "../../../worker/billing/plans";
 import { database } from "../../../worker/db/client";
-import { CPU_OVERCOMMIT, HOST_RESERVED_MEMORY_MIB, placeServer } from "../../../worker/servers/placement";
+import { CPU_OVERCOMMIT, HOST_RESERVED_MEMORY_MIB, placementCandidates } from "../../../worker/servers/placement";
 
 const db = database(env.DB);
 const starter = planById("starter")!;
 const region = () => `test-${crypto.randomUUID().slice(0, 8)}`;
 
-async function host(region: string, memoryMiB: number, cpus: number) {
+async function host(region: string, memoryMiB: number, cpus: number, disk: { encrypted: boolean; agentFlag?: boolean } = { encrypted: true }) {
   const id = crypto.randomUUID();
   await env.DB.prepare(
-    `INSERT INTO hosts (id, name, region, memory_mib, cpus, disk_gib, public_key, status, agent_version, disk_encrypted, enrolled_at)
-     VALUES (?, ?, ?, ?, ?, 1000, 'key', 'online', 'test', 1, ?)`,
+    `INSERT INTO hosts (id, name, region, memory_mib, cpus, disk_gib, public_key, status, agent_version, disk_encrypted, allow_unencrypted, enrolled_at)
+     VALUES (?, ?, ?, ?, ?, 1000, 'key', 'online', 'test', ?, ?, ?)`,
   )
-    .bind(id, `host-${id}`, region, memoryMiB, cpus, Date.now())
+    .bind(id, `host-${id}`, region, memoryMiB, cpus, disk.encrypted ? 1 : 0, disk.agentFlag ? 1 : 0, Date.now())
     .run();
   return id;
 }
 
-let owner: string;
-beforeEach(async () => {
-  owner = crypto.randomUUID();
-  await env.DB.prepare("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES (?, ?, 'x', ?, ?)").bind(owner, `${owner}@example.com`, Date.now(), Date.now()).run();
-});
-
 /** Places starter servers until none fits; how many did. */
 async function fill(region: string): Promise<number> {
   for (let placed = 0; ; placed++) {
-    const chosen = await placeServer(db, region, starter);
+    const [chosen] = await placementCandidates(db, env, region, starter);
     if (!chosen) return placed;
     const id = crypto.randomUUID();
+    // One live server per account: each placed server gets an owner of its own.
+    await env.DB.prepare("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES (?, ?, 'x', ?, ?)").bind(id, `${id}@example.com`, Date.now(), Date.now()).run();
     await env.DB.prepare("INSERT INTO servers (id, user_id, name, region, host_id, plan_id, status, created_at) VALUES (?, ?, ?, ?, ?, 'starter', 'running', ?)")
-      .bind(id, owner, `s-${id.slice(0, 12)}`, region, chosen.id, Date.now())
+      .bind(id, id, `s-${id.slice(0, 12)}`, region, chosen.id, Date.now())
       .run();
   }
 }
@@ -46,5 +42,20 @@ describe("placement", () => {
     const cpuBound = region();
     await host(cpuBound, 24 * 1024, 2);
     expect(await fill(cpuBound)).toBe((2 * CPU_OVERCOMMIT) / starter.resources.cpus);
+  });
+
+  it("puts customer data only on encrypted hosts; in production the agent's own flag is not enough, an operator's override is", async () => {
+    const flagged = region();
+    const id = await host(flagged, 4096, 2, { encrypted: false, agentFlag: true });
+    expect((await placementCandidates(db, env, flagged, starter)).map((h) => h.id)).toEqual([id]);
+    const production = { ...env, ENVIRONMENT: "production" };
+    expect(await placementCandidates(db, production, flagged, starter)).toEqual([]);
+
+    await env.DB.prepare("UPDATE hosts SET unencrypted_placement_override = 1 WHERE id = ?").bind(id).run();
+    expect((await placementCandidates(db, production, flagged, starter)).map((h) => h.id)).toEqual([id]);
+
+    const plain = region();
+    await host(plain, 4096, 2, { encrypted: false });
+    expect(await placementCandidates(db, env, plain, starter)).toEqual([]);
   });
 });

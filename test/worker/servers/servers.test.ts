@@ -73,15 +73,17 @@ describe("creating a homeserver", () => {
     await vi.waitFor(async () => expect(await serverView(cookie, created.id)).toMatchObject({ status: "running", synapseVersion: "1.163.2" }));
   });
 
-  it("a failed provisioning shows why", async () => {
+  it("a failed provisioning says so in our words; the host's error stays with the job for operators", async () => {
     const { agent } = await onlineHost();
     const { cookie } = await subscriber();
     const created = (await (await create(cookie)).json()) as ServerView;
     const { job } = await jobOf(agent, "homeserver.provision");
-    agent.send({ type: "job.result", id: job.id, ok: false, error: "Synapse failed its health check" });
+    agent.send({ type: "job.result", id: job.id, ok: false, error: "Synapse failed its health check at /var/lib/berth/x" });
     await vi.waitFor(async () =>
-      expect(await serverView(cookie, created.id)).toMatchObject({ status: "failed", statusReason: "Synapse failed its health check" }),
+      expect(await serverView(cookie, created.id)).toMatchObject({ status: "failed", statusReason: "setting up the homeserver failed" }),
     );
+    const stored = await env.DB.prepare("SELECT error FROM jobs WHERE id = ?").bind(job.id).first<{ error: string }>();
+    expect(stored!.error).toBe("Synapse failed its health check at /var/lib/berth/x");
   });
 
   it("picks the least-loaded host, and says so clearly when none has room", async () => {
@@ -220,7 +222,7 @@ describe("running a homeserver", () => {
       expect(await serverView(owner.cookie, id)).toMatchObject({
         status: "running",
         synapseVersion: "1.163.2",
-        statusReason: "the upgrade failed and was rolled back: the new version failed its health check",
+        statusReason: "the upgrade failed and was rolled back",
       }),
     );
     await post(`/api/admin/servers/${id}/upgrade`, { image: "berth/synapse:1.164.0" }, { cookie: operator });

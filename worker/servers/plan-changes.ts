@@ -1,0 +1,101 @@
+import { and, eq, inArray, notInArray, sql } from "drizzle-orm";
+import { homeserverResizePayload, type HomeserverResizePayload } from "../../protocol/messages";
+import { audit } from "../audit/audit";
+import { billingSummary } from "../billing/billing";
+import { planById, type Plan } from "../billing/plans";
+import { jobs, servers, workloads, type Job, type Server, type ServerStatus } from "../db/schema";
+import { dispatchJob } from "../fleet/hosts";
+import { hasRoomSql } from "./placement";
+import { homeserverSpec, LIFECYCLE_TIMEOUT_MS, type ServerContext } from "./servers";
+
+/** Servers past the point where their limits matter. */
+const GONE: ServerStatus[] = ["deleting", "deleted"];
+
+/** Where a resize that did not happen is sent again (elsewhere the next provisioning or start brings the limits). */
+const RESIZE_RETRY_FROM: ServerStatus[] = ["running", "stopped", "suspended"];
+
+/** What customers read while a larger plan waits for room on the server's host. */
+export const PLAN_CHANGE_WAITING = "your new plan applies as soon as its host has room for it";
+
+/**
+ * Plan changes (made in Stripe's Customer Portal) reach the account's
+ * homeservers. A server takes its new plan once its host has room for it —
+ * re-checked in the statement that records it, as placement does — and a
+ * `homeserver.resize` job then applies the new limits to its containers;
+ * `appliedPlanId` follows when the host reports it done. A larger plan that
+ * does not fit waits (operators are told; a homeserver is never moved
+ * silently) and is tried again hourly, as is a resize that failed.
+ */
+export async function applyPlanChanges(ctx: ServerContext, userId?: string): Promise<number> {
+  const live = await ctx.db
+    .select()
+    .from(servers)
+    .where(and(notInArray(servers.status, GONE), userId ? eq(servers.userId, userId) : undefined));
+  let changed = 0;
+  for (const server of live) {
+    const { plan } = await billingSummary(ctx.db, server.userId);
+    if (!plan || !server.hostId) continue;
+    if (plan.id !== server.planId) {
+      if (await changePlan(ctx, server, plan)) changed++;
+    } else if (RESIZE_RETRY_FROM.includes(server.status) && server.appliedPlanId !== server.planId && !(await resizeUnderWay(ctx, server.id))) {
+      await sendResize(ctx, server, plan);
+      changed++;
+    }
+  }
+  return changed;
+}
+
+async function changePlan(ctx: ServerContext, server: Server, plan: Plan): Promise<boolean> {
+  const [moved] = await ctx.db
+    .update(servers)
+    .set({ planId: plan.id, statusReason: server.statusReason === PLAN_CHANGE_WAITING ? null : server.statusReason, updatedAt: ctx.now })
+    .where(and(eq(servers.id, server.id), eq(servers.planId, server.planId), hasRoomSql(server.hostId!, plan, server.id)))
+    .returning();
+  if (!moved) {
+    if (server.statusReason !== PLAN_CHANGE_WAITING) {
+      await ctx.db.batch([
+        ctx.db.update(servers).set({ statusReason: PLAN_CHANGE_WAITING, updatedAt: ctx.now }).where(eq(servers.id, server.id)),
+        audit(ctx.db, ctx.now, "system", "server.plan_change_waiting", server.id, { from: server.planId, to: plan.id }),
+      ]);
+      console.warn(JSON.stringify({ event: "plan_change_waiting_for_room", serverId: server.id, hostId: server.hostId, to: plan.id }));
+    }
+    return false;
+  }
+  await ctx.db.batch([
+    // What the host runs this homeserver with, should it provision it again.
+    ctx.db.update(workloads).set({ spec: homeserverSpec(ctx.env, server, plan), updatedAt: ctx.now }).where(eq(workloads.id, server.id)),
+    audit(ctx.db, ctx.now, "system", "server.plan_changed", server.id, { from: server.planId, to: plan.id }),
+  ]);
+  await sendResize(ctx, moved, plan);
+  return true;
+}
+
+async function sendResize(ctx: ServerContext, server: Server, plan: Plan): Promise<void> {
+  const payload: HomeserverResizePayload = homeserverResizePayload.parse({ serverId: server.id, planId: plan.id, resources: plan.resources });
+  await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId!, kind: "homeserver.resize", payload, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
+}
+
+async function resizeUnderWay(ctx: ServerContext, serverId: string): Promise<boolean> {
+  const [row] = await ctx.db
+    .select({ id: jobs.id })
+    .from(jobs)
+    .where(
+      and(
+        eq(jobs.kind, "homeserver.resize"),
+        inArray(jobs.status, ["queued", "sent", "acked"]),
+        sql`json_extract(${jobs.payload}, '$.serverId') = ${serverId}`,
+      ),
+    )
+    .limit(1);
+  return row !== undefined;
+}
+
+/** A resize the host did: the server runs with that plan's limits (unless its plan changed again meanwhile). */
+export async function applyResizeOutcome(ctx: ServerContext, job: Job): Promise<void> {
+  const parsed = homeserverResizePayload.safeParse(job.payload);
+  if (!parsed.success || job.status !== "succeeded" || !planById(parsed.data.planId)) return;
+  await ctx.db
+    .update(servers)
+    .set({ appliedPlanId: parsed.data.planId, updatedAt: ctx.now })
+    .where(and(eq(servers.id, parsed.data.serverId), eq(servers.hostId, job.hostId), eq(servers.planId, parsed.data.planId)));
+}
