@@ -1,11 +1,12 @@
 import { env } from "cloudflare:workers";
+import { Encrypter } from "age-encryption";
 import { expect, vi } from "vitest";
 import { AGENT_REQUEST_HEADERS, agentRequestSigningInput, type BackupJobPayload } from "../../../protocol/messages";
 import { base64UrlEncode, hex } from "../../../worker/crypto/bytes";
 import { dailyBackupHour } from "../../../worker/backups/maintenance";
 import { HOUR, call, post, setNow } from "../helpers";
 import type { FakeAgent, HostIdentity } from "../fleet/fleet-helpers";
-import { jobOf } from "../servers/server-helpers";
+import { jobOf, runningServer } from "../servers/server-helpers";
 
 // An agent's side of backups: requests signed as the contract says, and the jobs that start them.
 
@@ -123,4 +124,18 @@ export async function waitForBackup(id: string, expected: Record<string, unknown
 /** Moves the clock off the server's daily backup hour, so that the hourly cron starts no backup of its own in the test. */
 export function avoidDailyBackupHour(serverId: string) {
   if (new Date().getUTCHours() === dailyBackupHour(serverId)) setNow(Date.now() + HOUR);
+}
+
+export const BACKUP_PLAINTEXT = "berth-backup.json and a database dump, as far as this test is concerned";
+
+/** A server with one successful backup: an age file encrypted, as its host would, to the recipient in the job. */
+export async function serverWithBackup() {
+  const server = await runningServer();
+  const job = await manualBackup(server.owner.cookie, server.id, server.agent);
+  const encrypter = new Encrypter();
+  encrypter.addRecipient(job.payload.recipient);
+  const ciphertext = await encrypter.encrypt(BACKUP_PLAINTEXT);
+  expect((await uploadBackup(server.host, job.payload.uploadBase, [ciphertext])).status).toBe(200);
+  server.agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
+  return { ...server, job, backupId: job.payload.backupId, ciphertext };
 }

@@ -1,31 +1,17 @@
 import { env } from "cloudflare:workers";
-import { Decrypter, Encrypter } from "age-encryption";
+import { Decrypter } from "age-encryption";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { backupIdentity } from "../../../worker/backups/keys";
 import { database } from "../../../worker/db/client";
 import { call, expectError, logIn, post, verifiedUser } from "../helpers";
 import { enrolledHost, operatorCookie } from "../fleet/fleet-helpers";
 import { jobOf, runningServer, serverView, type JobMessage, type ServerView } from "../servers/server-helpers";
-import { backupRow, backupsOf, bytes, manualBackup, pathOf, signedCall, uploadBackup, type BackupJob } from "./backup-helpers";
+import { BACKUP_PLAINTEXT, backupRow, backupsOf, bytes, manualBackup, pathOf, serverWithBackup, signedCall, type BackupJob } from "./backup-helpers";
 
 afterEach(() => vi.useRealTimers());
 beforeEach(async () => {
   await env.DB.prepare("UPDATE hosts SET status = 'offline' WHERE status = 'online'").run();
 });
-
-const PLAINTEXT = "berth-backup.json and a database dump, as far as this test is concerned";
-
-/** A server with one successful backup: an age file encrypted, as its host would, to the recipient in the job. */
-async function serverWithBackup() {
-  const server = await runningServer();
-  const job = await manualBackup(server.owner.cookie, server.id, server.agent);
-  const encrypter = new Encrypter();
-  encrypter.addRecipient(job.payload.recipient);
-  const ciphertext = await encrypter.encrypt(PLAINTEXT);
-  expect((await uploadBackup(server.host, job.payload.uploadBase, [ciphertext])).status).toBe(200);
-  server.agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
-  return { ...server, job, backupId: job.payload.backupId, ciphertext };
-}
 
 const restore = (cookie: string, serverId: string, backupId: string) => post(`/api/servers/${serverId}/restore`, { backupId }, { cookie });
 
@@ -98,7 +84,7 @@ describe("restoring a backup", () => {
     expect(downloaded).toEqual(ciphertext);
     const decrypter = new Decrypter();
     decrypter.addIdentity(job.payload.identity);
-    expect(await decrypter.decrypt(downloaded, "text")).toBe(PLAINTEXT);
+    expect(await decrypter.decrypt(downloaded, "text")).toBe(BACKUP_PLAINTEXT);
 
     agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
     await vi.waitFor(async () => expect(await serverView(owner.cookie, id)).toMatchObject({ status: "running", statusReason: null }));
