@@ -1,7 +1,7 @@
 // The homeserver job handlers end to end against the real Docker Engine and the
 // locally built images: provision (hardening, data, admin account, signing key),
 // idempotency, the admin password, stop/start, suspend/resume, upgrade with
-// rollback, deletion. One server goes through all of it, in order.
+// rollback, a plan change, deletion. One server goes through all of it, in order.
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import bcrypt from "bcryptjs";
@@ -324,6 +324,24 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     expect(await run.runtime.inspectContainer(names().synapsePrevious)).toBeUndefined();
     expect(run.proxy.state.get(spec.serverName)).toEqual({ host: result.ipAddress, port: 8008 });
     expect((await run.login(spec.serverId, "bob", bobPassword)).status).toBe(200);
+  });
+
+  it("a plan change (homeserver.resize) gives both containers the new limits in place, without a restart, and is kept for the next provisioning", async () => {
+    const before = { synapse: await inspect(names().synapse), postgres: await inspect(names().postgres) };
+    const team = { memoryMiB: 2048, cpus: 2, storageGiB: 50 };
+    expect(await run.run("homeserver.resize", { serverId: spec.serverId, planId: "team", resources: team })).toEqual({ serverId: spec.serverId, resources: team });
+    for (const [role, memoryMiB, nanoCpus] of [
+      ["synapse", 1536, 1_330_000_000],
+      ["postgres", 512, 670_000_000],
+    ] as const) {
+      const after = await inspect(names()[role]);
+      expect(after.HostConfig).toMatchObject({ Memory: memoryMiB * MiB, MemorySwap: memoryMiB * MiB, NanoCpus: nanoCpus });
+      // The same container, never restarted: customers keep their connections.
+      expect([after.Id, after.State.StartedAt, after.State.Running]).toEqual([before[role].Id, before[role].State.StartedAt, true]);
+    }
+    expect(run.manager.records.read(spec.serverId)?.resources).toEqual(team);
+    expect((await run.login(spec.serverId, "bob", bobPassword)).status).toBe(200);
+    await expect(run.run("homeserver.resize", { serverId: spec.serverId, planId: "team", resources: { ...team, memoryMiB: 1 } })).rejects.toThrow(/invalid payload/);
   });
 
   it("refuses bad payloads, unknown servers and an unencrypted data root", async () => {

@@ -3,6 +3,8 @@ import { describe, expect, it } from "vitest";
 import { planById } from "../../../worker/billing/plans";
 import { database } from "../../../worker/db/client";
 import { CPU_OVERCOMMIT, HOST_RESERVED_MEMORY_MIB, placementCandidates } from "../../../worker/servers/placement";
+import { expectError, logIn, post, verifiedUser } from "../helpers";
+import { operatorCookie } from "../fleet/fleet-helpers";
 
 const db = database(env.DB);
 const starter = planById("starter")!;
@@ -57,5 +59,22 @@ describe("placement", () => {
     const plain = region();
     await host(plain, 4096, 2, { encrypted: false });
     expect(await placementCandidates(db, env, plain, starter)).toEqual([]);
+  });
+
+  it("only an operator lets an unencrypted host take customer data, with a reason, on the record", async () => {
+    const id = await host(region(), 4096, 2, { encrypted: false });
+    const path = `/api/admin/hosts/${id}/unencrypted-placement`;
+    await expectError(await post(path, { allow: true, reason: "staging host" }, { cookie: await logIn((await verifiedUser()).email) }), 403, "operator_only");
+    const operator = await operatorCookie();
+    await expectError(await post(path, { allow: true }, { cookie: operator }), 400, "validation_failed");
+    const allowed = await post(path, { allow: true, reason: "staging host, no customer data expected" }, { cookie: operator });
+    expect(allowed.status).toBe(200);
+    expect(((await allowed.json()) as { diskEncryption: unknown }).diskEncryption).toMatchObject({ encrypted: false, operatorAllowsUnencrypted: true });
+    const entry = await env.DB.prepare("SELECT actor, detail FROM audit_log WHERE action = 'host.unencrypted_placement_allowed' AND target = ?").bind(id).first<{ actor: string; detail: string }>();
+    expect(entry!.actor).toMatch(/^user:/);
+    expect(JSON.parse(entry!.detail)).toEqual({ reason: "staging host, no customer data expected" });
+
+    expect((await post(path, { allow: false, reason: "back to normal" }, { cookie: operator })).status).toBe(200);
+    expect(await placementCandidates(db, { ...env, ENVIRONMENT: "production" }, (await env.DB.prepare("SELECT region FROM hosts WHERE id = ?").bind(id).first<{ region: string }>())!.region, starter)).toEqual([]);
   });
 });
