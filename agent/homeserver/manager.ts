@@ -4,7 +4,7 @@
 // duplicating or breaking anything (containers, networks and rules are found by
 // name and compared; secrets are made once; an interrupted upgrade is rolled
 // back before anything else happens to the server).
-import { chownSync, createReadStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type Docker from "dockerode";
@@ -45,6 +45,7 @@ import {
 } from "./names.ts";
 import type { HomeserverProxy } from "./proxy.ts";
 import { HomeserverRecords, type HomeserverRecord } from "./records.ts";
+import { chownTree, restoredFiles, swapBack, swapIn } from "./restore-files.ts";
 import {
   POSTGRES_DB,
   POSTGRES_USER,
@@ -844,7 +845,7 @@ export class HomeserverManager {
 
         step(0.7, "stopping Synapse and swapping in the restored data");
         await this.runtime.stopContainer(names.synapse, this.timeouts.stopSeconds);
-        const swap = restoredFiles(record, paths, staging);
+        const swap = restoredFiles(record.serverName, paths, staging);
         try {
           await this.admin(names, `ALTER DATABASE ${POSTGRES_DB} RENAME TO ${previous};`);
           await this.admin(names, `ALTER DATABASE ${fresh} RENAME TO ${POSTGRES_DB};`);
@@ -975,47 +976,6 @@ async function* snapshotFiles(record: HomeserverRecord, paths: HomeserverPaths):
   }
   for (const name of Object.values(SECRET_FILES)) yield { name: `secrets/${name}`, path: join(paths.secrets, name) };
   yield* localMediaFiles(join(paths.synapse, MEDIA_STORE_DIR), `synapse/${MEDIA_STORE_DIR}`);
-}
-
-/**
- * What a restore puts back, each as (live path, restored path, where the live
- * one is kept until the restore succeeded). The configuration is not among
- * them (the agent writes it), nor PostgreSQL's own credentials (the cluster
- * being restored into keeps its password).
- */
-function restoredFiles(record: HomeserverRecord, paths: HomeserverPaths, staging: string): Array<{ live: string; restored: string; kept: string }> {
-  const pairs: Array<[string, string]> = [
-    [join(paths.synapse, MEDIA_STORE_DIR), join(staging, "synapse", MEDIA_STORE_DIR)],
-    [join(paths.synapse, signingKeyFileName(record.serverName)), join(staging, "synapse", signingKeyFileName(record.serverName))],
-    ...[SECRET_FILES.registrationSharedSecret, SECRET_FILES.macaroonSecretKey, SECRET_FILES.formSecret].map(
-      (name): [string, string] => [join(paths.secrets, name), join(staging, "secrets", name)],
-    ),
-  ];
-  return pairs.map(([live, restored]) => ({ live, restored, kept: `${live}.before-restore` }));
-}
-
-/** Moves the live file or directory aside and the restored one in (a backup without local media gets an empty store). */
-function swapIn(live: string, restored: string, kept: string): void {
-  rmSync(kept, { recursive: true, force: true });
-  if (existsSync(live)) renameSync(live, kept);
-  if (existsSync(restored)) renameSync(restored, live);
-  else mkdirSync(live, { mode: 0o700 });
-}
-
-function swapBack(live: string, kept: string): void {
-  if (!existsSync(kept)) return;
-  rmSync(live, { recursive: true, force: true });
-  renameSync(kept, live);
-}
-
-/** Hands an extracted tree (made by root) to the server's uid. */
-function chownTree(dir: string, uid: number): void {
-  chownSync(dir, uid, uid);
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) chownTree(path, uid);
-    else chownSync(path, uid, uid);
-  }
 }
 
 function stepper(ctx: OperationContext, log: Logger): (progress: number, message: string) => void {
