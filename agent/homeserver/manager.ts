@@ -40,6 +40,7 @@ import {
   WORKLOAD_LABEL,
   homeserverNames,
   homeserverPaths,
+  restoreStaging,
   type HomeserverNames,
   type HomeserverPaths,
 } from "./names.ts";
@@ -811,7 +812,7 @@ export class HomeserverManager {
       if (record.suspended) throw new Error(`homeserver ${serverId} is suspended: resume it before restoring`);
       await this.recoverInterruptedUpgrade(record, names, log);
       record = this.requireRecord(serverId);
-      const staging = join(paths.root, "restore", job.backupId);
+      const staging = restoreStaging(paths, job.backupId);
       rmSync(staging, { recursive: true, force: true });
       mkdirSync(join(paths.root, "restore"), { mode: 0o700, recursive: true });
 
