@@ -46,7 +46,7 @@ import {
 } from "./names.ts";
 import type { HomeserverProxy } from "./proxy.ts";
 import { HomeserverRecords, type HomeserverRecord } from "./records.ts";
-import { chownTree, restoredFiles, swapBack, swapIn } from "./restore-files.ts";
+import { dropReplaced, prepareRestoredTree, restoredFiles, swapBack, swapIn } from "./restore-files.ts";
 import {
   POSTGRES_DB,
   POSTGRES_USER,
@@ -369,6 +369,7 @@ export class HomeserverManager {
           log.warn("PostgreSQL's first initialisation did not finish before (interrupted): initialising it again from an empty data directory", {
             error: errorMessage(error),
           });
+          // Its container is gone and no other mounts postgres/: nothing of the tenant's can swap a link in while this deletes.
           await this.runtime.removeContainer(names.postgres, { force: true });
           for (const entry of readdirSync(paths.postgres)) rmSync(join(paths.postgres, entry), { recursive: true, force: true });
           continue;
@@ -822,7 +823,7 @@ export class HomeserverManager {
         if (extracted.manifest.serverName !== record.serverName) {
           throw new Error(`the backup is of ${extracted.manifest.serverName}, not ${record.serverName}: refusing to restore it here`);
         }
-        chownTree(staging, record.uid);
+        prepareRestoredTree(staging, record.uid);
         const fresh = `${POSTGRES_DB}_restore_${job.backupId.replaceAll("-", "").slice(0, 12)}`;
         const previous = `${POSTGRES_DB}_before_${job.backupId.replaceAll("-", "").slice(0, 12)}`;
 
@@ -850,7 +851,7 @@ export class HomeserverManager {
         try {
           await this.admin(names, `ALTER DATABASE ${POSTGRES_DB} RENAME TO ${previous};`);
           await this.admin(names, `ALTER DATABASE ${fresh} RENAME TO ${POSTGRES_DB};`);
-          for (const { live, restored, kept } of swap) swapIn(live, restored, kept);
+          swapIn(swap);
           step(0.8, "starting Synapse on the restored data");
           await this.runtime.startContainer(names.synapse);
           await this.waitSynapse(names, this.timeouts.synapseHealthyMs, ctx.signal);
@@ -859,7 +860,8 @@ export class HomeserverManager {
           if (ctx.signal.aborted) throw error;
           log.warn("the restored homeserver did not come up: putting the previous data back", { error: errorMessage(error) });
           await this.runtime.stopContainer(names.synapse, this.timeouts.stopSeconds);
-          for (const { live, kept } of swap) swapBack(live, kept);
+          swapBack(swap);
+          dropReplaced(staging);
           await this.admin(names, `ALTER DATABASE IF EXISTS ${POSTGRES_DB} RENAME TO ${fresh};`).catch(() => undefined);
           await this.admin(names, `ALTER DATABASE ${previous} RENAME TO ${POSTGRES_DB};`);
           await this.admin(names, `DROP DATABASE IF EXISTS ${fresh};`);
@@ -870,7 +872,7 @@ export class HomeserverManager {
 
         step(0.9, "dropping the data the restore replaced");
         await this.admin(names, `DROP DATABASE IF EXISTS ${previous};`);
-        for (const { kept } of swap) rmSync(kept, { recursive: true, force: true });
+        dropReplaced(staging);
         const ip = await this.synapseAddress(names);
         await this.applyProxy(record, ip, log);
         const result = await this.runningResult(record, names, ip, ctx.signal);
@@ -915,6 +917,7 @@ export class HomeserverManager {
       await this.runtime.removeNetwork(names.dbNetwork);
       await this.o.firewall?.remove({ shortId: names.shortId, tag: names.firewallTag });
       step(0.7, "destroying the data");
+      // Only now that both containers are gone: nothing of the tenant's runs to swap a link in while this deletes.
       rmSync(homeserverPaths(ctx.dataRoot, serverId).root, { recursive: true, force: true });
       this.records.remove(serverId);
       step(1, "deleted");
