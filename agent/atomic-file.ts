@@ -1,19 +1,21 @@
 // Crash-safe file replacement: write a temporary file beside the target, fsync it,
 // rename it over the target, fsync the directory. A reader sees the old file or
 // the new one, never half of one; a crash leaves at most a `*.tmp` file behind.
-import { closeSync, fchmodSync, fsyncSync, openSync, readdirSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fchmodSync, fchownSync, fsyncSync, openSync, readdirSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { basename, dirname, join } from "node:path";
 
 export const TEMP_SUFFIX = ".tmp";
 
-export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644): void {
+/** `owner` (uid = gid) is set on the new file before it takes the target's name: never by path afterwards. */
+export function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o644, owner?: number): void {
   const dir = dirname(path);
   const temp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}${TEMP_SUFFIX}`);
   // "wx": never follow or reuse an existing file; the mode applies from creation on.
   const fd = openSync(temp, "wx", mode);
   try {
     fchmodSync(fd, mode); // the umask may have narrowed it; make it exactly `mode`
+    if (owner !== undefined) fchownSync(fd, owner, owner);
     const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
     let offset = 0;
     while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);

@@ -7,19 +7,15 @@ import { join } from "node:path";
 import type Docker from "dockerode";
 import { isDeepStrictEqual } from "node:util";
 import { z } from "zod";
-import type { ReportedWorkload } from "../protocol/messages.ts";
+import { resourceIdSchema, type ReportedWorkload } from "../protocol/messages.ts";
 import { HOMESERVER_KIND, KIND_LABEL, ROLE_LABEL, WORKLOAD_LABEL, homeserverNames } from "./homeserver/names.ts";
 import { errorMessage, silentLogger, type Logger } from "./log.ts";
 import type { DockerRuntime } from "./runtime/docker.ts";
 
 export const MAX_REPORTED_WORKLOADS = 10_000;
 
-/** Workload ids become file names: letters, digits, '_' and '-' only. */
-export const workloadIdSchema = z
-  .string()
-  .min(1)
-  .max(128)
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]*$/, "letters, digits, '_' and '-', starting with a letter or digit");
+/** Workload ids (a homeserver's is its server id) become file names and paths: the protocol's resource ids. */
+export const workloadIdSchema = resourceIdSchema;
 
 export const workloadMarkerSchema = z.strictObject({
   id: workloadIdSchema,

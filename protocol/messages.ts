@@ -28,6 +28,13 @@ export function helloSigningInput(hostId: string, nonce: string): string {
 }
 
 const id = z.string().min(1).max(128);
+/**
+ * The id of something a host keeps (a homeserver, a backup, a workload): the agent makes file names,
+ * paths and PostgreSQL database names of it, so nothing that could leave a directory or end a quoted
+ * name. The control plane's ids are UUIDs (crypto.randomUUID()), which fit.
+ */
+export const RESOURCE_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
+export const resourceIdSchema = z.string().regex(RESOURCE_ID, "lower-case letters, digits and '-' (at most 64, not starting with '-')");
 const base64url = z.string().regex(/^[A-Za-z0-9_-]+$/).max(512);
 const json = z.json();
 
@@ -259,8 +266,8 @@ const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "lower-case hex SHA-256");
 
 /** `homeserver.backup`: encrypt to `recipient` (age X25519) and upload in parts of `partSize` to `uploadBase`. */
 export const backupJobPayload = z.strictObject({
-  serverId: id,
-  backupId: id,
+  serverId: resourceIdSchema,
+  backupId: resourceIdSchema,
   /** The homeserver's age recipient (public key, age1…): hosts can encrypt, never decrypt. */
   recipient: z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, "an age X25519 recipient"),
   partSize: z.number().int().min(BACKUP_MIN_PART_SIZE).max(BACKUP_PART_SIZE),
@@ -271,8 +278,8 @@ export type BackupJobPayload = z.infer<typeof backupJobPayload>;
 
 /** `homeserver.restore`: download, decrypt with `identity` and restore into a fresh database. */
 export const restoreJobPayload = z.strictObject({
-  serverId: id,
-  backupId: id,
+  serverId: resourceIdSchema,
+  backupId: resourceIdSchema,
   /** The homeserver's age identity (AGE-SECRET-KEY-1…): handed to a host only inside this job. */
   identity: z.string().regex(/^AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}$/, "an age X25519 identity"),
   /** GET it with a signed request: the ciphertext, as uploaded. */

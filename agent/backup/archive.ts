@@ -5,12 +5,12 @@
 // it, with the dump's parts joined into one file again.
 import { constants as fs } from "node:fs";
 import { mkdir, open, readdir, rm, type FileHandle } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { pipeline, Readable } from "node:stream";
 import { pipeline as pipelineAsync } from "node:stream/promises";
 import { constants as zstd, createZstdCompress, createZstdDecompress, type ZstdCompress, type ZstdDecompress } from "node:zlib";
 import { z } from "zod";
-import { openOwnedDirectory, throughDescriptor } from "../owned-directories.ts";
+import { OPEN_DIRECTORY, openOwnedDirectory, throughDescriptor } from "../owned-directories.ts";
 import { ArchiveError, readTar, TAR_END, tarFileHeader, tarPadding, type TarEntry } from "./tar.ts";
 
 export const MANIFEST_NAME = "berth-backup.json";
@@ -88,11 +88,11 @@ function errorCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
 }
 
-/** One file's entry, read once and in full (never following a symbolic link). */
+/** One file's entry, read once and in full (never following a symbolic link; a FIFO is opened without waiting for a writer, then refused). */
 async function* fileEntry(file: ArchiveFile): AsyncGenerator<Buffer> {
   let handle: FileHandle;
   try {
-    handle = await open(file.path, fs.O_RDONLY | fs.O_NOFOLLOW);
+    handle = await open(file.path, fs.O_RDONLY | fs.O_NOFOLLOW | fs.O_NONBLOCK);
   } catch (error) {
     if (file.media && errorCode(error) === "ENOENT") return;
     if (errorCode(error) === "ELOOP") throw new ArchiveError(`${file.path} is a symbolic link`);
@@ -229,27 +229,85 @@ export interface ExtractedArchive {
   dumpBytes: number;
 }
 
-/** The entry's path under root; refuses absolute names and any "." or ".." component. */
-function pathUnder(root: string, name: string): string {
+/** The entry's path components; refuses absolute names and any "." or ".." component. */
+function entryParts(name: string): string[] {
   const parts = name.split("/");
   if (name.includes("\0") || parts.some((part) => part === "" || part === "." || part === "..")) {
     throw new ArchiveError(`refusing entry ${JSON.stringify(name)}: not a plain relative path inside the archive`);
   }
-  return join(root, ...parts);
+  return parts;
 }
 
-/** Writes an entry's body to a new file (0600), or appends it to an existing one. */
-async function writeBody(path: string, body: Iterable<Buffer> | AsyncIterable<Buffer>, append = false): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const flags = fs.O_WRONLY | fs.O_NOFOLLOW | (append ? fs.O_APPEND : fs.O_CREAT | fs.O_EXCL);
-  let handle: FileHandle;
-  try {
-    handle = await open(path, flags, 0o600);
-  } catch (error) {
-    if (errorCode(error) === "EEXIST") throw new ArchiveError(`the archive holds ${path} twice`);
-    throw error;
+/**
+ * The directory a backup is extracted into, entered only through descriptors: each directory on an
+ * entry's path is made (0700) where missing and opened without following a link, through its
+ * parent's descriptor, and files are created through their directory's. A link planted in the
+ * target, even while it is being extracted, is never written through. The directories of the last
+ * entry stay open, as entries come grouped by directory.
+ */
+class ExtractionTarget {
+  private readonly chain: Array<{ name: string; handle: FileHandle }> = [];
+  readonly path: string;
+  private readonly root: FileHandle;
+
+  private constructor(path: string, root: FileHandle) {
+    this.path = path;
+    this.root = root;
   }
-  await pipelineAsync(body, handle.createWriteStream());
+
+  static async make(path: string): Promise<ExtractionTarget> {
+    await mkdir(path, { mode: 0o700 });
+    return new ExtractionTarget(path, await open(path, OPEN_DIRECTORY));
+  }
+
+  /** The descriptor of the directory at `parts` (relative), made where missing. */
+  async directory(parts: string[]): Promise<number> {
+    let shared = 0;
+    while (shared < this.chain.length && shared < parts.length && this.chain[shared]!.name === parts[shared]) shared++;
+    for (const { handle } of this.chain.splice(shared).reverse()) await handle.close();
+    for (const name of parts.slice(this.chain.length)) {
+      const path = throughDescriptor(this.innermost(), name);
+      try {
+        await mkdir(path, { mode: 0o700 });
+      } catch (error) {
+        if (errorCode(error) !== "EEXIST") throw error;
+      }
+      let handle: FileHandle;
+      try {
+        handle = await open(path, OPEN_DIRECTORY);
+      } catch (error) {
+        if (errorCode(error) !== "ENOTDIR" && errorCode(error) !== "ELOOP") throw error;
+        const where = [...this.chain.map((dir) => dir.name), name].join("/");
+        throw new ArchiveError(`refusing to extract into ${where}: not a directory (a symbolic link?)`);
+      }
+      this.chain.push({ name, handle });
+    }
+    return this.innermost();
+  }
+
+  private innermost(): number {
+    return (this.chain.at(-1)?.handle ?? this.root).fd;
+  }
+
+  /** Writes an entry's body to a new file (0600), or appends it to an existing one; never through a link. */
+  async write(parts: string[], body: Iterable<Buffer> | AsyncIterable<Buffer>, append = false): Promise<void> {
+    const dir = await this.directory(parts.slice(0, -1));
+    const flags = fs.O_WRONLY | fs.O_NOFOLLOW | (append ? fs.O_APPEND : fs.O_CREAT | fs.O_EXCL);
+    let handle: FileHandle;
+    try {
+      handle = await open(throughDescriptor(dir, parts.at(-1)), flags, 0o600);
+    } catch (error) {
+      if (errorCode(error) === "EEXIST") throw new ArchiveError(`the archive holds ${join(this.path, ...parts)} twice`);
+      if (errorCode(error) === "ELOOP") throw new ArchiveError(`refusing to extract ${parts.join("/")}: a symbolic link is in its place`);
+      throw error;
+    }
+    await pipelineAsync(body, handle.createWriteStream());
+  }
+
+  async close(): Promise<void> {
+    for (const { handle } of this.chain.splice(0).reverse()) await handle.close();
+    await this.root.close();
+  }
 }
 
 async function readManifest(entry: TarEntry): Promise<{ manifest: BackupManifest; bytes: Buffer }> {
@@ -269,18 +327,18 @@ async function readManifest(entry: TarEntry): Promise<{ manifest: BackupManifest
   return { manifest: result.data, bytes };
 }
 
-async function extractEntries(tar: AsyncIterable<Buffer>, root: string): Promise<ExtractedArchive> {
+async function extractEntries(tar: AsyncIterable<Buffer>, target: ExtractionTarget): Promise<ExtractedArchive> {
   let manifest: BackupManifest | undefined;
   const result = { files: 0, bytes: 0, dumpParts: 0, dumpBytes: 0 };
   for await (const entry of readTar(tar)) {
     if (!manifest) {
       const read = await readManifest(entry);
       manifest = read.manifest;
-      await writeBody(join(root, MANIFEST_NAME), [read.bytes]);
+      await target.write([MANIFEST_NAME], [read.bytes]);
       continue;
     }
     if (entry.type === "directory") {
-      await mkdir(pathUnder(root, entry.name), { recursive: true, mode: 0o700 });
+      await target.directory(entryParts(entry.name));
       continue;
     }
     const part = DUMP_PART.exec(entry.name);
@@ -288,11 +346,11 @@ async function extractEntries(tar: AsyncIterable<Buffer>, root: string): Promise
       if (Number(part[1]) !== result.dumpParts) {
         throw new ArchiveError(`database dump part ${Number(part[1])} where part ${result.dumpParts} belongs: the dump cannot be joined`);
       }
-      await writeBody(join(root, DUMP_FILE), entry.body, result.dumpParts > 0);
+      await target.write(DUMP_FILE.split("/"), entry.body, result.dumpParts > 0);
       result.dumpParts++;
       result.dumpBytes += entry.size;
     } else {
-      await writeBody(pathUnder(root, entry.name), entry.body);
+      await target.write(entryParts(entry.name), entry.body);
       result.files++;
       result.bytes += entry.size;
     }
@@ -309,9 +367,9 @@ async function extractEntries(tar: AsyncIterable<Buffer>, root: string): Promise
  * so a failed restore leaves nothing half-written behind.
  */
 export async function extractArchive(tar: AsyncIterable<Buffer>, targetDir: string): Promise<ExtractedArchive> {
-  await mkdir(targetDir, { mode: 0o700 });
+  const target = await ExtractionTarget.make(targetDir);
   try {
-    return await extractEntries(tar, targetDir);
+    return await extractEntries(tar, target).finally(() => target.close());
   } catch (error) {
     await rm(targetDir, { recursive: true, force: true });
     throw error;

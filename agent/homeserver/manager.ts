@@ -4,7 +4,7 @@
 // duplicating or breaking anything (containers, networks and rules are found by
 // name and compared; secrets are made once; an interrupted upgrade is rolled
 // back before anything else happens to the server).
-import { chownSync, createReadStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type Docker from "dockerode";
@@ -40,11 +40,13 @@ import {
   WORKLOAD_LABEL,
   homeserverNames,
   homeserverPaths,
+  restoreStaging,
   type HomeserverNames,
   type HomeserverPaths,
 } from "./names.ts";
 import type { HomeserverProxy } from "./proxy.ts";
 import { HomeserverRecords, type HomeserverRecord } from "./records.ts";
+import { dropReplaced, prepareRestoredTree, restoredFiles, swapBack, swapIn } from "./restore-files.ts";
 import {
   POSTGRES_DB,
   POSTGRES_USER,
@@ -367,6 +369,7 @@ export class HomeserverManager {
           log.warn("PostgreSQL's first initialisation did not finish before (interrupted): initialising it again from an empty data directory", {
             error: errorMessage(error),
           });
+          // Its container is gone and no other mounts postgres/: nothing of the tenant's can swap a link in while this deletes.
           await this.runtime.removeContainer(names.postgres, { force: true });
           for (const entry of readdirSync(paths.postgres)) rmSync(join(paths.postgres, entry), { recursive: true, force: true });
           continue;
@@ -833,7 +836,7 @@ export class HomeserverManager {
       if (record.suspended) throw new Error(`homeserver ${serverId} is suspended: resume it before restoring`);
       await this.recoverInterruptedUpgrade(record, names, log);
       record = this.requireRecord(serverId);
-      const staging = join(paths.root, "restore", job.backupId);
+      const staging = restoreStaging(paths, job.backupId);
       rmSync(staging, { recursive: true, force: true });
       mkdirSync(join(paths.root, "restore"), { mode: 0o700, recursive: true });
 
@@ -843,7 +846,7 @@ export class HomeserverManager {
         if (extracted.manifest.serverName !== record.serverName) {
           throw new Error(`the backup is of ${extracted.manifest.serverName}, not ${record.serverName}: refusing to restore it here`);
         }
-        chownTree(staging, record.uid);
+        prepareRestoredTree(staging, record.uid);
         const fresh = `${POSTGRES_DB}_restore_${job.backupId.replaceAll("-", "").slice(0, 12)}`;
         const previous = `${POSTGRES_DB}_before_${job.backupId.replaceAll("-", "").slice(0, 12)}`;
 
@@ -867,11 +870,11 @@ export class HomeserverManager {
 
         step(0.7, "stopping Synapse and swapping in the restored data");
         await this.runtime.stopContainer(names.synapse, this.timeouts.stopSeconds);
-        const swap = restoredFiles(record, paths, staging);
+        const swap = restoredFiles(record.serverName, paths, staging);
         try {
           await this.admin(names, `ALTER DATABASE ${POSTGRES_DB} RENAME TO ${previous};`);
           await this.admin(names, `ALTER DATABASE ${fresh} RENAME TO ${POSTGRES_DB};`);
-          for (const { live, restored, kept } of swap) swapIn(live, restored, kept);
+          swapIn(swap);
           step(0.8, "starting Synapse on the restored data");
           await this.runtime.startContainer(names.synapse);
           await this.waitSynapse(names, this.timeouts.synapseHealthyMs, ctx.signal);
@@ -880,7 +883,8 @@ export class HomeserverManager {
           if (ctx.signal.aborted) throw error;
           log.warn("the restored homeserver did not come up: putting the previous data back", { error: errorMessage(error) });
           await this.runtime.stopContainer(names.synapse, this.timeouts.stopSeconds);
-          for (const { live, kept } of swap) swapBack(live, kept);
+          swapBack(swap);
+          dropReplaced(staging);
           await this.admin(names, `ALTER DATABASE IF EXISTS ${POSTGRES_DB} RENAME TO ${fresh};`).catch(() => undefined);
           await this.admin(names, `ALTER DATABASE ${previous} RENAME TO ${POSTGRES_DB};`);
           await this.admin(names, `DROP DATABASE IF EXISTS ${fresh};`);
@@ -891,7 +895,7 @@ export class HomeserverManager {
 
         step(0.9, "dropping the data the restore replaced");
         await this.admin(names, `DROP DATABASE IF EXISTS ${previous};`);
-        for (const { kept } of swap) rmSync(kept, { recursive: true, force: true });
+        dropReplaced(staging);
         const ip = await this.synapseAddress(names);
         await this.applyProxy(record, ip, log);
         const result = await this.runningResult(record, names, ip, ctx.signal);
@@ -936,6 +940,7 @@ export class HomeserverManager {
       await this.runtime.removeNetwork(names.dbNetwork);
       await this.o.firewall?.remove({ shortId: names.shortId, tag: names.firewallTag });
       step(0.7, "destroying the data");
+      // Only now that both containers are gone: nothing of the tenant's runs to swap a link in while this deletes.
       rmSync(homeserverPaths(ctx.dataRoot, serverId).root, { recursive: true, force: true });
       this.records.remove(serverId);
       step(1, "deleted");
@@ -998,47 +1003,6 @@ async function* snapshotFiles(record: HomeserverRecord, paths: HomeserverPaths):
   }
   for (const name of Object.values(SECRET_FILES)) yield { name: `secrets/${name}`, path: join(paths.secrets, name) };
   yield* localMediaFiles(join(paths.synapse, MEDIA_STORE_DIR), `synapse/${MEDIA_STORE_DIR}`);
-}
-
-/**
- * What a restore puts back, each as (live path, restored path, where the live
- * one is kept until the restore succeeded). The configuration is not among
- * them (the agent writes it), nor PostgreSQL's own credentials (the cluster
- * being restored into keeps its password).
- */
-function restoredFiles(record: HomeserverRecord, paths: HomeserverPaths, staging: string): Array<{ live: string; restored: string; kept: string }> {
-  const pairs: Array<[string, string]> = [
-    [join(paths.synapse, MEDIA_STORE_DIR), join(staging, "synapse", MEDIA_STORE_DIR)],
-    [join(paths.synapse, signingKeyFileName(record.serverName)), join(staging, "synapse", signingKeyFileName(record.serverName))],
-    ...[SECRET_FILES.registrationSharedSecret, SECRET_FILES.macaroonSecretKey, SECRET_FILES.formSecret].map(
-      (name): [string, string] => [join(paths.secrets, name), join(staging, "secrets", name)],
-    ),
-  ];
-  return pairs.map(([live, restored]) => ({ live, restored, kept: `${live}.before-restore` }));
-}
-
-/** Moves the live file or directory aside and the restored one in (a backup without local media gets an empty store). */
-function swapIn(live: string, restored: string, kept: string): void {
-  rmSync(kept, { recursive: true, force: true });
-  if (existsSync(live)) renameSync(live, kept);
-  if (existsSync(restored)) renameSync(restored, live);
-  else mkdirSync(live, { mode: 0o700 });
-}
-
-function swapBack(live: string, kept: string): void {
-  if (!existsSync(kept)) return;
-  rmSync(live, { recursive: true, force: true });
-  renameSync(kept, live);
-}
-
-/** Hands an extracted tree (made by root) to the server's uid. */
-function chownTree(dir: string, uid: number): void {
-  chownSync(dir, uid, uid);
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) chownTree(path, uid);
-    else chownSync(path, uid, uid);
-  }
 }
 
 function stepper(ctx: OperationContext, log: Logger): (progress: number, message: string) => void {

@@ -2,6 +2,7 @@
 // Docker containers and networks, bridge interfaces, iptables tags, paths.
 import { createHash } from "node:crypto";
 import { join } from "node:path";
+import { RESOURCE_ID } from "../../protocol/messages.ts";
 
 export const WORKLOAD_LABEL = "berth.workload";
 export const KIND_LABEL = "berth.kind";
@@ -75,8 +76,14 @@ export function homeserversDir(dataRoot: string): string {
   return join(dataRoot, "homeservers");
 }
 
+/** An id as a path component, only when it is one (the protocol's resource ids): never "..", "/", NUL or a quote. */
+function idComponent(id: string, what: string): string {
+  if (!RESOURCE_ID.test(id)) throw new Error(`${JSON.stringify(id)} is not a ${what}: refusing to make a path of it`);
+  return id;
+}
+
 export function homeserverPaths(dataRoot: string, serverId: string): HomeserverPaths {
-  const root = join(homeserversDir(dataRoot), serverId);
+  const root = join(homeserversDir(dataRoot), idComponent(serverId, "server id"));
   return {
     root,
     synapse: join(root, "synapse"),
@@ -84,4 +91,9 @@ export function homeserverPaths(dataRoot: string, serverId: string): HomeserverP
     secrets: join(root, "secrets"),
     postgresInitialised: join(root, ".postgres-initialised"),
   };
+}
+
+/** Where a restore of backup `backupId` is extracted: in the server's root-owned directory, out of every container's reach. */
+export function restoreStaging(paths: HomeserverPaths, backupId: string): string {
+  return join(paths.root, "restore", idComponent(backupId, "backup id"));
 }

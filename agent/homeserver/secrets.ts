@@ -2,10 +2,11 @@
 // owned by the server's uid: directories 0700, files 0600. Secrets are made once
 // from the kernel's CSPRNG and never regenerated (PostgreSQL keeps its password
 // from the first start, federation peers remember the signing key).
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { closeSync, fchmodSync, fchownSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, randomInt } from "node:crypto";
 import { dirname, join } from "node:path";
 import { writeFileAtomic } from "../atomic-file.ts";
+import { ensureOwnedDirectorySync, openOwnedFileSync } from "../owned-directories.ts";
 import type { HomeserverPaths } from "./names.ts";
 
 export interface HomeserverSecrets {
@@ -32,21 +33,29 @@ export function randomSecret(bytes = 48): string {
   return randomBytes(bytes).toString("base64url");
 }
 
-/** Sets owner and mode (fixes what a crash between write and chown left behind). */
-export function own(path: string, uid: number, mode: number): void {
-  chownSync(path, uid, uid);
-  chmodSync(path, mode);
+/**
+ * The file's content, after setting its owner and mode (fixing what a crash between write and chown
+ * left behind); nothing when it is not there. The server's uid owns the directory, so the file is
+ * opened without following a link and changed through its descriptor (owned-directories.ts): a link,
+ * FIFO or hard link planted in its place fails the job and changes nothing where it points.
+ */
+function readOwnedFile(path: string, uid: number, mode: number): string | undefined {
+  const fd = openOwnedFileSync(path);
+  if (fd === undefined) return undefined;
+  try {
+    fchownSync(fd, uid, uid);
+    fchmodSync(fd, mode);
+    return readFileSync(fd, "utf8");
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** <dataRoot>/homeservers/<id>/ (root, 0700) and its synapse/, postgres/, secrets/ (the uid's, 0700). */
 export function ensureDataDirs(paths: HomeserverPaths, uid: number): void {
   mkdirSync(dirname(paths.root), { recursive: true, mode: 0o700 });
-  mkdirSync(paths.root, { recursive: true, mode: 0o700 });
-  own(paths.root, 0, 0o700);
-  for (const dir of [paths.synapse, paths.postgres, paths.secrets]) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    own(dir, uid, 0o700);
-  }
+  ensureOwnedDirectorySync(paths.root, 0, 0o700);
+  for (const dir of [paths.synapse, paths.postgres, paths.secrets]) ensureOwnedDirectorySync(dir, uid, 0o700);
 }
 
 /** The uid owning an existing data directory of this server (after a lost state file). */
@@ -60,25 +69,21 @@ export function existingOwner(paths: HomeserverPaths): number | undefined {
 
 /** Writes `path` (0600, owned by uid) unless it exists; returns its content. */
 export function ensureSecretFile(path: string, uid: number, make: () => string): string {
-  if (!existsSync(path)) writeFileAtomic(path, `${make()}\n`, 0o600);
-  own(path, uid, 0o600);
-  const value = readFileSync(path, "utf8").trim();
+  let content = readOwnedFile(path, uid, 0o600);
+  if (content === undefined) {
+    content = `${make()}\n`;
+    writeFileAtomic(path, content, 0o600, uid);
+  }
+  const value = content.trim();
   if (!value) throw new Error(`${path} is empty`);
   return value;
 }
 
 /** Writes `path` (0600, owned by uid) when its content differs; returns whether it changed. */
 export function writeOwnedFile(path: string, content: string, uid: number): boolean {
-  let current: string | undefined;
-  try {
-    current = readFileSync(path, "utf8");
-  } catch {
-    current = undefined;
-  }
-  const changed = current !== content;
-  if (changed) writeFileAtomic(path, content, 0o600);
-  own(path, uid, 0o600);
-  return changed;
+  if (readOwnedFile(path, uid, 0o600) === content) return false;
+  writeFileAtomic(path, content, 0o600, uid);
+  return true;
 }
 
 export function ensureSecrets(paths: HomeserverPaths, uid: number): HomeserverSecrets {
@@ -143,8 +148,5 @@ export function signingKeyFileName(serverName: string): string {
 
 /** Makes the signing key once (in synapse/, 0600, owned by uid); returns it. */
 export function ensureSigningKey(paths: HomeserverPaths, serverName: string, uid: number): SigningKey {
-  const path = join(paths.synapse, signingKeyFileName(serverName));
-  if (!existsSync(path)) writeFileAtomic(path, `${generateSigningKey().line}\n`, 0o600);
-  own(path, uid, 0o600);
-  return parseSigningKey(readFileSync(path, "utf8"));
+  return parseSigningKey(ensureSecretFile(join(paths.synapse, signingKeyFileName(serverName)), uid, () => generateSigningKey().line));
 }

@@ -1,4 +1,5 @@
-import { createReadStream, createWriteStream, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { createReadStream, createWriteStream, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -171,6 +172,16 @@ describe("backup archive", () => {
     );
   });
 
+  it("refuses a FIFO put where a media file was, without waiting for a writer", async () => {
+    // Opening a FIFO for reading blocks until someone writes: a compromised Synapse swapping one in for a file it
+    // listed would hang the agent's I/O thread for good.
+    const fifo = join(tempDir(), "upload");
+    execFileSync("mkfifo", [fifo]);
+    await expect(listing({ manifest: MANIFEST, dump: [], files: [{ name: "synapse/media_store/local_content/upload", path: fifo, media: true }] })).rejects.toThrow(
+      /is not a regular file/,
+    );
+  });
+
   it("is a standard archive: zstd -d | tar extracts it, and cat of the parts is the dump", async () => {
     const dataDir = makeServerTree(tempDir());
     const dump = pseudoRandomBytes(DUMP_PART_SIZE + 3, "cli");
@@ -232,6 +243,48 @@ describe("backup archive extraction refuses", () => {
     expect(await refusal([run("tar", ["--format=pax", "-cf", "-", MANIFEST_NAME, "target", "hardlink"], undefined, dir)])).toMatch(
       /^refusing hard link hardlink/,
     );
+  });
+
+  it("to write through a symbolic link planted in the target while it extracts", async () => {
+    // The entries before the link is planted, the planting (run when the extraction asks for the next entry, after
+    // the previous one is written), then the rest.
+    async function* planting(before: Buffer[], plant: () => void, after: Buffer[]): AsyncGenerator<Buffer> {
+      yield* before;
+      plant();
+      yield* after;
+    }
+    const elsewhere = tempDir();
+    const target = join(tempDir(), "restored");
+    const entries = tarOf({ name: "database/pg_dump.part-00000", data: "dump" });
+    const file = (name: string) => tarOf({ name, data: "restored" }).slice(3);
+    const error = await extractArchive(
+      planting(entries, () => symlinkSync(elsewhere, join(target, "synapse")), [...file("synapse/homeserver.yaml"), TAR_END]),
+      target,
+    ).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(error?.message).toMatch(/^refusing to extract into synapse: not a directory/);
+    expect(readdirSync(elsewhere)).toEqual([]);
+    expect(existsSync(target)).toBe(false);
+
+    // A directory the extraction is in swapped for a link between two of its files: the second goes where the first
+    // went, never where the link points.
+    const swapped = join(tempDir(), "restored");
+    const media = "synapse/media_store/local_content";
+    await extractArchive(
+      planting(
+        [...entries, ...file(`${media}/a`)],
+        () => {
+          renameSync(join(swapped, media), join(swapped, "moved"));
+          symlinkSync(elsewhere, join(swapped, media));
+        },
+        [...file(`${media}/b`), TAR_END],
+      ),
+      swapped,
+    );
+    expect(readdirSync(elsewhere)).toEqual([]);
+    expect(readdirSync(join(swapped, "moved")).sort()).toEqual(["a", "b"]);
   });
 
   it("an archive that does not start with the manifest, or holds no dump", async () => {

@@ -1,6 +1,7 @@
 // Unit tests of what the agent generates for a homeserver: Synapse's config,
 // secrets and signing key, container specs, uids, firewall rules, inventory states.
-import { chownSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { chmodSync, chownSync, linkSync, lstatSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import {
@@ -21,6 +22,7 @@ import {
   ensureSigningKey,
   generateSigningKey,
   parseSigningKey,
+  writeOwnedFile,
 } from "../../../agent/homeserver/secrets.ts";
 import { UidAllocator } from "../../../agent/homeserver/uids.ts";
 import { toYaml } from "../../../agent/homeserver/yaml.ts";
@@ -192,6 +194,75 @@ describe("secrets and the signing key", () => {
     }
     expect(new Set(keys.map((k) => k.line.split(" ")[2])).size).toBe(20);
     expect(() => parseSigningKey("ed25519 a_x notbase64")).toThrow(/not a Synapse/);
+  });
+});
+
+describe("secrets, the signing key and the directories never follow the tenant's links", () => {
+  // A compromised Synapse (the server's uid) can put anything in the directories it owns. The agent, as root, must
+  // never change or read what a link planted there points to: here "another customer's" root-owned file or directory.
+  const ANOTHER_CUSTOMERS = "another customer's secret\n";
+  function anotherCustomersFile(): string {
+    const file = join(tempDir(), "form-secret");
+    writeFileSync(file, ANOTHER_CUSTOMERS, { mode: 0o640 });
+    chmodSync(file, 0o640);
+    return file;
+  }
+  const untouched = (path: string) => {
+    const st = lstatSync(path);
+    return { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, content: st.isFile() ? readFileSync(path, "utf8") : readdirSync(path) };
+  };
+  function provisioned() {
+    const paths = homeserverPaths(tempDir(), "srv-1");
+    ensureDataDirs(paths, UID);
+    ensureSecrets(paths, UID);
+    ensureSigningKey(paths, "chat.example.org", UID);
+    return paths;
+  }
+  const UID = 234_567;
+
+  it("a secret, the signing key or a configuration file replaced by a symbolic link: refused, the link's target unchanged", () => {
+    const paths = provisioned();
+    const cases: Array<[string, () => unknown]> = [
+      [join(paths.secrets, SECRET_FILES.formSecret), () => ensureSecrets(paths, UID)],
+      [join(paths.secrets, SECRET_FILES.pgpass), () => ensureSecrets(paths, UID)],
+      [join(paths.synapse, "chat.example.org.signing.key"), () => ensureSigningKey(paths, "chat.example.org", UID)],
+      [join(paths.synapse, "homeserver.yaml"), () => writeOwnedFile(join(paths.synapse, "homeserver.yaml"), "server_name: x\n", UID)],
+    ];
+    for (const [planted, run] of cases) {
+      const target = anotherCustomersFile();
+      const before = untouched(target);
+      rmSync(planted, { force: true });
+      symlinkSync(target, planted);
+      expect(run, planted).toThrow(/symbolic link/);
+      expect(untouched(target), planted).toEqual(before);
+      expect(lstatSync(planted).isSymbolicLink()).toBe(true);
+    }
+  });
+
+  it("a secret with another hard link, or a FIFO in its place: refused, neither read nor changed", () => {
+    const paths = provisioned();
+    const other = anotherCustomersFile();
+    const before = untouched(other);
+    const secret = join(paths.secrets, SECRET_FILES.macaroonSecretKey);
+    rmSync(secret);
+    linkSync(other, secret);
+    expect(() => ensureSecrets(paths, UID)).toThrow(/other hard links/);
+    expect(untouched(other)).toEqual(before);
+
+    rmSync(secret);
+    execFileSync("mkfifo", [secret]);
+    expect(() => ensureSecrets(paths, UID)).toThrow(/not a regular file/);
+  });
+
+  it("a server directory replaced by a symbolic link: refused, the directory it points to unchanged", () => {
+    const paths = provisioned();
+    const elsewhere = tempDir();
+    writeFileSync(join(elsewhere, "etc-passwd"), "root:x:0:0::/root:/bin/bash\n");
+    const before = untouched(elsewhere);
+    rmSync(paths.synapse, { recursive: true });
+    symlinkSync(elsewhere, paths.synapse);
+    expect(() => ensureDataDirs(paths, UID)).toThrow(/symbolic link/);
+    expect(untouched(elsewhere)).toEqual(before);
   });
 });
 

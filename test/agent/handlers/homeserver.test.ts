@@ -1,0 +1,93 @@
+// The homeserver jobs' payloads: the ids in them become paths on the host (the server's data
+// directory, a restore's staging directory, state files) and PostgreSQL database names, so an id
+// that could leave its directory or end a quoted name is refused before anything is done.
+import { randomUUID } from "node:crypto";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { resourceIdSchema } from "../../../protocol/messages.ts";
+import { generateAgeKeyPair } from "../../../agent/backup/age.ts";
+import { generateHostKey } from "../../../agent/credentials.ts";
+import { homeserverHandlers } from "../../../agent/handlers/homeserver.ts";
+import { JobInputError, type Json } from "../../../agent/handlers/types.ts";
+import { homeserverPaths, restoreStaging } from "../../../agent/homeserver/names.ts";
+import { silentLogger } from "../../../agent/log.ts";
+import { DockerRuntime } from "../../../agent/runtime/docker.ts";
+import { runCleanups, tempDir } from "../helpers.ts";
+
+afterEach(runCleanups);
+
+const BAD_IDS = ["../x", "a/b", ".", "..", "a\0b", "a'b", 'a"b', "a;b", "-a", "Upper", "", "a".repeat(65)];
+
+function handlers() {
+  const root = tempDir();
+  // No Docker socket: a payload that got past its checks would fail differently, not with a JobInputError.
+  const runtime = new DockerRuntime({ socketPath: join(root, "no-docker.sock") });
+  return homeserverHandlers({
+    stateDir: join(root, "state"),
+    runtime,
+    diskEncryption: () => ({ dataRoot: join(root, "data"), encrypted: true, devices: ["dm-0"], allowUnencrypted: false }),
+    agentIdentity: { hostId: "host-1", privateKey: generateHostKey() },
+  }).handlers;
+}
+
+function context(kind: string) {
+  return {
+    progress: () => undefined,
+    signal: new AbortController().signal,
+    dataRoot: tempDir(),
+    log: silentLogger,
+    job: { id: "job-1", kind, attempt: 1, deadline: Date.now() + 60_000 },
+  };
+}
+
+describe("homeserver job payloads", () => {
+  const keys = generateAgeKeyPair();
+  const serverId = randomUUID();
+  const payloads: Record<string, Record<string, unknown>> = {
+    "homeserver.provision": {
+      serverId,
+      serverName: "chat.example.org",
+      publicBaseUrl: "https://chat.example.org/",
+      resources: { memoryMiB: 1024, cpus: 1, storageGiB: 10 },
+      images: { synapse: "berth/synapse:latest", postgres: "berth/postgres:15" },
+    },
+    "homeserver.stop": { serverId },
+    "homeserver.start": { serverId },
+    "homeserver.suspend": { serverId },
+    "homeserver.resume": { serverId },
+    "homeserver.delete": { serverId },
+    "homeserver.upgrade": { serverId, image: "berth/synapse:latest" },
+    "homeserver.set_admin_password": { serverId, adminUserId: "@admin:chat.example.org", passwordHash: `$2b$12$${"a".repeat(53)}` },
+    "homeserver.backup": { serverId, backupId: randomUUID(), recipient: keys.recipient, partSize: 8 * 1024 * 1024, uploadBase: "https://berth.example/api/agent/backups/b" },
+    "homeserver.restore": { serverId, backupId: randomUUID(), identity: keys.identity, downloadUrl: "https://berth.example/api/agent/backups/b/object" },
+  };
+
+  it.each(Object.keys(payloads))("%s refuses a server id that could leave its directory or break a quoted name", async (kind) => {
+    const run = handlers()[kind as keyof ReturnType<typeof handlers>];
+    for (const bad of BAD_IDS) {
+      const refusal = run({ ...payloads[kind], serverId: bad } as Json, context(kind));
+      await expect(refusal, JSON.stringify(bad)).rejects.toBeInstanceOf(JobInputError);
+      await expect(refusal, JSON.stringify(bad)).rejects.toThrow(new RegExp(`^${kind}: invalid payload: serverId: `));
+    }
+  });
+
+  it.each(["homeserver.backup", "homeserver.restore"])("%s refuses such a backup id", async (kind) => {
+    const run = handlers()[kind as keyof ReturnType<typeof handlers>];
+    for (const bad of BAD_IDS) {
+      const refusal = run({ ...payloads[kind], backupId: bad } as Json, context(kind));
+      await expect(refusal, JSON.stringify(bad)).rejects.toThrow(new RegExp(`^${kind}: invalid payload: backupId: `));
+    }
+  });
+
+  it("ids are the control plane's UUIDs and the tests' prefixed ids, and only such ids become paths", () => {
+    for (const good of [randomUUID(), "t1a2b3c4d-alpha", "t1a2b3c4d-b1", "a", "a".repeat(64)]) {
+      expect(resourceIdSchema.safeParse(good).success, good).toBe(true);
+      expect(homeserverPaths("/srv/berth", good).root).toBe(`/srv/berth/homeservers/${good}`);
+    }
+    for (const bad of BAD_IDS) {
+      expect(resourceIdSchema.safeParse(bad).success, JSON.stringify(bad)).toBe(false);
+      expect(() => homeserverPaths("/srv/berth", bad), JSON.stringify(bad)).toThrow(/is not a server id/);
+      expect(() => restoreStaging(homeserverPaths("/srv/berth", "srv-1"), bad), JSON.stringify(bad)).toThrow(/is not a backup id/);
+    }
+  });
+});
