@@ -12,7 +12,6 @@
 import { execFile } from "node:child_process";
 import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { lookup as dnsLookup } from "node:dns";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -21,7 +20,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, fetch as undiciFetch } from "undici";
 import { destroyDevHomeservers } from "../scripts/dev-reset.mjs";
 import { call, postJson, subscribedCustomer } from "./customer.mjs";
-import { freePort, startDevServer } from "./dev-server.mjs";
+import { reservePortPair } from "../test/ports.ts";
+import { startDevServer } from "./dev-server.mjs";
 import { percentile } from "./lib.mjs";
 
 const SYNAPSE_IMAGE = process.env.SYNAPSE_IMAGE ?? "berth/synapse:latest";
@@ -37,17 +37,6 @@ function docker(args, { timeoutMs = 120_000 } = {}) {
       else resolve(stdout.trim());
     });
   });
-}
-
-async function freePortPair() {
-  for (;;) {
-    const port = await freePort();
-    const next = await new Promise((resolve) => {
-      const server = createServer().once("error", () => resolve(false));
-      server.listen(port + 1, "127.0.0.1", () => server.close(() => resolve(true)));
-    });
-    if (next) return port;
-  }
 }
 
 /** Polls `check` (truthy = done) every `intervalMs` until `timeoutMs`; an error with `fatal` set ends it at once. */
@@ -233,7 +222,7 @@ export async function benchHomeservers({ count = 5, idleSeconds = 60, samples = 
   let server;
   const pairs = [];
   try {
-    server = await startDevServer({ httpsPort: await freePortPair() });
+    server = await startDevServer({ httpsPort: await reservePortPair() });
     const caPath = join(server.persistTo, "caddy", "pki", "authorities", "local", "root.crt");
     let https;
     const creations = [];

@@ -96,19 +96,6 @@ export async function waitFor<T>(
   }
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      if (address === null || typeof address === "string") return reject(new Error("no port"));
-      server.close(() => resolve(address.port));
-    });
-  });
-}
-
 /** True once nothing accepts TCP connections on 127.0.0.1:port. */
 function portClosed(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -1,15 +1,15 @@
 // Starts the product the way `npm run dev` does (scripts/dev.mjs), twice: once
 // with development settings and once with `--production` (wrangler.toml as
-// deployed). Each instance gets a free port and its own fresh persist dir in
+// deployed). Each instance gets a port of its own (test/ports.ts) and a fresh persist dir in
 // the OS temp dir; output goes to a log file there. Teardown kills both
 // process groups and removes the temp dirs.
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
+import { reservePort } from "../ports.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const devScript = fileURLToPath(new URL("../../scripts/dev.mjs", import.meta.url));
@@ -23,19 +23,6 @@ interface Instance {
   logFile: string;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      if (address === null || typeof address === "string") return reject(new Error("no port"));
-      server.close(() => resolve(address.port));
-    });
-  });
-}
-
 function logTail(file: string, lines = 60): string {
   try {
     return readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
@@ -45,7 +32,7 @@ function logTail(file: string, lines = 60): string {
 }
 
 async function start(name: string, production: boolean): Promise<Instance> {
-  const port = await freePort();
+  const port = await reservePort();
   const dir = mkdtempSync(join(tmpdir(), `berth-e2e-${name}-`));
   const logFile = join(dir, "dev.log");
   const fd = openSync(logFile, "a");

@@ -18,7 +18,8 @@ import { Agent } from "undici";
 import { EventType, MsgType, Preset, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { destroyDevHomeservers } from "../../scripts/dev-reset.mjs";
-import { Api, DevServer, Fatal, freePort, runCleanups, tempRoot, waitFor } from "./agent-helpers";
+import { reservePort, reservePortPair } from "../ports.ts";
+import { Api, DevServer, Fatal, runCleanups, tempRoot, waitFor } from "./agent-helpers";
 import {
   bufferHaystack,
   caddyDispatcher,
@@ -40,7 +41,6 @@ import {
   startCryptoClient,
   stopClient,
   waitForMessage,
-  freePortPair,
   requireHomeserverHost,
   type EncryptedFile,
   type FetchFn,
@@ -121,7 +121,7 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     await requireHomeserverHost();
 
     root = tempRoot("berth-e2e-homeserver-");
-    dev = new DevServer(await freePort(), join(root, "state"), join(root, "dev.log"), { httpsPort: await freePortPair() });
+    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"), { httpsPort: await reservePortPair() });
     await dev.start();
     api = new Api(dev.baseUrl);
     mark("dev server (Worker, Stripe emulator, Caddy, agent) answers");

@@ -2,6 +2,7 @@
 // misbehaviour), or held for the tests to collect.
 import Stripe from "stripe";
 import { afterEach, describe, expect, it } from "vitest";
+import { reservePort } from "../ports.ts";
 import { CHECKOUT_EVENTS, SECRET, startHarness, startReceiver, type Harness, type HeldDelivery } from "./helpers.ts";
 
 const verifier = new Stripe("sk_test_verifier");
@@ -50,7 +51,8 @@ describe("push delivery", () => {
   });
 
   it("retries when the endpoint can't be reached, until it can", async () => {
-    const gone = await startReceiver();
+    // A reserved port: the endpoint comes back on it.
+    const gone = await startReceiver(undefined, await reservePort());
     await gone.close();
     const harness = await startHarness({ webhookUrl: gone.url });
     cleanup.push(harness.close);
