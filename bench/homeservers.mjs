@@ -10,6 +10,7 @@
 //
 // Needs Docker Engine, Caddy and the images (bash images/build.sh); run as root.
 import { execFile } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { lookup as dnsLookup } from "node:dns";
 import { tmpdir } from "node:os";
@@ -240,7 +241,13 @@ export async function benchHomeservers({ count = 5, idleSeconds = 60, samples = 
         if (response.status === 409 && body.includes("no_capacity")) return undefined;
         throw Object.assign(new Error(`POST /api/servers answered ${response.status}: ${body}`), { fatal: true });
       }, { timeoutMs: 60_000, intervalMs: 500 });
-      https ??= caddyFetch(await until("Caddy's local CA", () => readFileSync(caPath, "utf8"), { timeoutMs: 60_000 }));
+      // Caddy writes the file in place: read until it holds the whole certificate.
+      const wholeRoot = () => {
+        const pem = readFileSync(caPath, "utf8");
+        new X509Certificate(pem);
+        return pem;
+      };
+      https ??= caddyFetch(await until("Caddy's local CA", wholeRoot, { timeoutMs: 60_000 }));
       const url = `${created.homeserverUrl}/_matrix/client/versions`;
       await until(`${name} to answer over HTTPS`, async () => {
         const view = await call(`${server.base}/api/servers/${created.id}`, { headers: { cookie } });

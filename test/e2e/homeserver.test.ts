@@ -12,7 +12,7 @@
 // output. A message in an unencrypted public room (and an unencrypted upload)
 // is the control: the same search does find those.
 import { randomBytes, randomUUID } from "node:crypto";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Agent } from "undici";
 import { EventType, MsgType, Preset, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
@@ -165,8 +165,7 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
 
   it("the owner sets the admin password through the API; the admin makes two users over HTTPS trusting only Caddy's CA", { timeout: 120_000 }, async () => {
     const base = server!.homeserverUrl;
-    await waitFor("Caddy's local CA root certificate", () => existsSync(dev.caddyRootCert), { timeoutMs: 30_000, intervalMs: 250 });
-    const ca = readFileSync(dev.caddyRootCert, "utf8");
+    const ca = await dev.caddyRoot();
     dispatcher = caddyDispatcher(ca);
     fetchHs = fetchThrough(dispatcher);
 

@@ -57,8 +57,7 @@ describe("push delivery", () => {
     const harness = await startHarness({ webhookUrl: gone.url });
     cleanup.push(harness.close);
     const { subscription } = await harness.subscribe();
-    await new Promise((resolve) => setTimeout(resolve, 400)); // attempts 1 and 2 fail
-    expect(harness.logs.some((line) => line.includes("attempt 2: failed"))).toBe(true);
+    await expect.poll(() => harness.logs.some((line) => line.includes("attempt 2: failed")), { timeout: 10_000 }).toBe(true);
     const back = await startReceiver(undefined, gone.port);
     cleanup.push(back.close);
     await harness.control("POST", `/_emulator/subscriptions/${subscription}/mark-unpaid`);
