@@ -34,10 +34,10 @@ export default defineConfig({
         },
       },
       {
-        // Development tools that run in Node, such as the local Stripe emulator.
+        // Development tools that run in Node, such as the local Stripe emulator and the tests' port picker.
         test: {
           name: "tools",
-          include: ["test/emulator/**/*.test.ts"],
+          include: ["test/emulator/**/*.test.ts", "test/ports.test.ts"],
           environment: "node",
           testTimeout: 60_000,
         },

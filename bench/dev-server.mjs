@@ -2,21 +2,11 @@
 // emulator) for the HTTP benchmarks, started in its own process group.
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { reservePort } from "../test/ports.ts";
 import { root } from "./lib.mjs";
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
 
 /** A dotenv file as written by scripts/dev.mjs: NAME=value lines. */
 export function readDotenv(file) {
@@ -30,7 +20,7 @@ export function readDotenv(file) {
 
 /**
  * `scripts/dev.mjs` in its own process group, so wrangler, workerd and the
- * Stripe emulator stop with it. Both ports are picked here and passed in, so
+ * Stripe emulator stop with it. Both ports are reserved here (test/ports.ts) and passed in, so
  * the emulator's address is known without reading the dev server's log.
  * `noAgent` passes --no-agent: no local berth-agent runs beside the Worker;
  * otherwise the local agent and Caddy run, Caddy's HTTPS on `httpsPort` (and
@@ -42,9 +32,8 @@ export function readDotenv(file) {
  * it again on the same ports and state directory (see there).
  */
 export async function startDevServer({ noAgent = false, httpsPort } = {}) {
-  const port = await freePort();
-  let stripePort = await freePort();
-  while (stripePort === port) stripePort = await freePort();
+  const port = await reservePort();
+  const stripePort = await reservePort();
   const persistTo = mkdtempSync(join(tmpdir(), "berth-bench-"));
   const args = ["--port", String(port), "--stripe-port", String(stripePort), "--persist-to", persistTo];
   if (noAgent) args.push("--no-agent");

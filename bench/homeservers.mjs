@@ -10,9 +10,9 @@
 //
 // Needs Docker Engine, Caddy and the images (bash images/build.sh); run as root.
 import { execFile } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { lookup as dnsLookup } from "node:dns";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -21,7 +21,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, fetch as undiciFetch } from "undici";
 import { destroyDevHomeservers } from "../scripts/dev-reset.mjs";
 import { call, postJson, subscribedCustomer } from "./customer.mjs";
-import { freePort, startDevServer } from "./dev-server.mjs";
+import { reservePortPair } from "../test/ports.ts";
+import { startDevServer } from "./dev-server.mjs";
 import { percentile } from "./lib.mjs";
 
 const SYNAPSE_IMAGE = process.env.SYNAPSE_IMAGE ?? "berth/synapse:latest";
@@ -37,17 +38,6 @@ function docker(args, { timeoutMs = 120_000 } = {}) {
       else resolve(stdout.trim());
     });
   });
-}
-
-async function freePortPair() {
-  for (;;) {
-    const port = await freePort();
-    const next = await new Promise((resolve) => {
-      const server = createServer().once("error", () => resolve(false));
-      server.listen(port + 1, "127.0.0.1", () => server.close(() => resolve(true)));
-    });
-    if (next) return port;
-  }
 }
 
 /** Polls `check` (truthy = done) every `intervalMs` until `timeoutMs`; an error with `fatal` set ends it at once. */
@@ -233,7 +223,7 @@ export async function benchHomeservers({ count = 5, idleSeconds = 60, samples = 
   let server;
   const pairs = [];
   try {
-    server = await startDevServer({ httpsPort: await freePortPair() });
+    server = await startDevServer({ httpsPort: await reservePortPair() });
     const caPath = join(server.persistTo, "caddy", "pki", "authorities", "local", "root.crt");
     let https;
     const creations = [];
@@ -251,7 +241,13 @@ export async function benchHomeservers({ count = 5, idleSeconds = 60, samples = 
         if (response.status === 409 && body.includes("no_capacity")) return undefined;
         throw Object.assign(new Error(`POST /api/servers answered ${response.status}: ${body}`), { fatal: true });
       }, { timeoutMs: 60_000, intervalMs: 500 });
-      https ??= caddyFetch(await until("Caddy's local CA", () => readFileSync(caPath, "utf8"), { timeoutMs: 60_000 }));
+      // Caddy writes the file in place: read until it holds the whole certificate.
+      const wholeRoot = () => {
+        const pem = readFileSync(caPath, "utf8");
+        new X509Certificate(pem);
+        return pem;
+      };
+      https ??= caddyFetch(await until("Caddy's local CA", wholeRoot, { timeoutMs: 60_000 }));
       const url = `${created.homeserverUrl}/_matrix/client/versions`;
       await until(`${name} to answer over HTTPS`, async () => {
         const view = await call(`${server.base}/api/servers/${created.id}`, { headers: { cookie } });

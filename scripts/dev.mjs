@@ -17,7 +17,8 @@
 // Engine and the images from `bash images/build.sh`. --no-agent skips agent
 // and Caddy (the tests start their own agents).
 //
-// --stripe-port 0 picks a free port. --production runs wrangler.toml exactly as
+// --stripe-port 0 lets the emulator bind any free port (it says which; the Worker is
+// only started once it listens). --production runs wrangler.toml exactly as
 // deployed (no dev mailbox, no outbox, no emulator): the tests use it to prove
 // the dev routes are absent there. With STRIPE_SECRET_KEY and
 // STRIPE_WEBHOOK_SECRET in the environment, the Worker talks to Stripe's test
@@ -27,7 +28,6 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createRequire } from "node:module";
-import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -91,19 +91,8 @@ function workerEnvFile(secrets) {
   return file;
 }
 
-function freePort() {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolvePort(port));
-    });
-  });
-}
-
-function start(name, args, env, command = process.execPath) {
-  const child = spawn(command, args, { cwd: root, env, stdio: "inherit" });
+function start(name, args, env, command = process.execPath, stdio = "inherit") {
+  const child = spawn(command, args, { cwd: root, env, stdio });
   children.push(child);
   // When one part stops, the whole product stops: a half-running dev setup only confuses.
   child.on("exit", (code, signal) => {
@@ -112,6 +101,23 @@ function start(name, args, env, command = process.execPath) {
     process.exit(code ?? 1);
   });
   return child;
+}
+
+/** The emulator's URL, from the line it prints once it listens; its output goes on to ours. */
+function listeningAt(emulator) {
+  return new Promise((resolveUrl) => {
+    let heard = "";
+    emulator.stdout.on("data", (chunk) => {
+      process.stdout.write(chunk);
+      if (heard === null) return;
+      heard += chunk.toString("utf8");
+      const url = /Stripe emulator at (http:\/\/\S+?);/.exec(heard)?.[1];
+      if (url) {
+        heard = null;
+        resolveUrl(url);
+      }
+    });
+  });
 }
 
 function run(args) {
@@ -149,13 +155,14 @@ const devVars = [
   "POSTGRES_IMAGE:berth/postgres:15",
 ];
 if (!options.production && !realStripe) {
-  const stripePort = options["stripe-port"] === "0" ? await freePort() : Number(options["stripe-port"]);
-  const stripeUrl = `http://127.0.0.1:${stripePort}`;
-  start(
+  const emulator = start(
     "stripe emulator",
-    [join(root, "emulator", "stripe", "main.ts"), "--port", String(stripePort), "--webhook-url", `http://127.0.0.1:${options.port}/webhooks/stripe`],
+    [join(root, "emulator", "stripe", "main.ts"), "--port", options["stripe-port"], "--webhook-url", `http://127.0.0.1:${options.port}/webhooks/stripe`],
     { ...process.env, STRIPE_WEBHOOK_SECRET: secrets.STRIPE_WEBHOOK_SECRET },
+    process.execPath,
+    ["ignore", "pipe", "inherit"],
   );
+  const stripeUrl = await listeningAt(emulator);
   devVars.push("--var", `STRIPE_API_URL:${stripeUrl}`);
   log(`Stripe emulator at ${stripeUrl} (test card 4242 4242 4242 4242; 4000 0000 0000 0341 is declined)`);
 }

@@ -7,6 +7,7 @@ import { listWorkloads } from "../../agent/inventory.ts";
 import { JobRunner } from "../../agent/jobs.ts";
 import { Journal } from "../../agent/journal.ts";
 import { UsageReporter } from "../../agent/metrics.ts";
+import { reservePort } from "../ports.ts";
 import { ControlPlane, captureLog, onCleanup, runCleanups, sleep, tempDir, waitFor } from "./helpers.ts";
 
 afterEach(runCleanups);
@@ -150,7 +151,8 @@ describe("agent connection against a local control plane", () => {
   });
 
   it("keeps results and usage produced while disconnected and sends them after the next welcome", async () => {
-    const cp = await new ControlPlane().start();
+    // A reserved port: the control plane comes back on it.
+    const cp = await new ControlPlane().start(await reservePort());
     const agent = startAgent(cp);
     const first = await waitFor(() => cp.welcomed(), "welcome");
     first.sendJob({ id: "slow", kind: "sleep", payload: { ms: 400 } });
@@ -210,7 +212,8 @@ describe("agent connection against a local control plane", () => {
   });
 
   it("redials a vanished control plane with exponential backoff, forever, and resets after a welcome", async () => {
-    const cp = await new ControlPlane().start();
+    // A reserved port: the control plane comes back on it.
+    const cp = await new ControlPlane().start(await reservePort());
     const agent = startAgent(cp, { random: () => 0.999999, reconnectBaseMs: 20, reconnectMaxMs: 200 });
     await waitFor(() => cp.last()?.welcomedAt, "welcome");
     const port = cp.port;

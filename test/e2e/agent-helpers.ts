@@ -5,6 +5,7 @@
 // impersonation attempts. Every process and directory made here is registered
 // for cleanup (runCleanups), with a synchronous kill on process exit as a net.
 import { spawn, type ChildProcess } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -96,19 +97,6 @@ export async function waitFor<T>(
   }
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      if (address === null || typeof address === "string") return reject(new Error("no port"));
-      server.close(() => resolve(address.port));
-    });
-  });
-}
-
 /** True once nothing accepts TCP connections on 127.0.0.1:port. */
 function portClosed(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -154,9 +142,21 @@ export class DevServer {
     onCleanup(() => this.stop());
   }
 
-  /** Caddy's internal CA root (exists once Caddy issued its first certificate). */
-  get caddyRootCert(): string {
-    return join(this.persistTo, "caddy", "pki", "authorities", "local", "root.crt");
+  /**
+   * Caddy's internal CA root as PEM, once Caddy has written all of it: it writes the file in
+   * place, so a read that only waits for the file to exist can get it empty or cut short.
+   */
+  caddyRoot(): Promise<string> {
+    const file = join(this.persistTo, "caddy", "pki", "authorities", "local", "root.crt");
+    return waitFor(
+      "Caddy's local CA root certificate",
+      () => {
+        const pem = readFileSync(file, "utf8");
+        new X509Certificate(pem); // throws until the whole certificate is there
+        return pem;
+      },
+      { timeoutMs: 30_000, intervalMs: 250 },
+    );
   }
 
   /** The local agent's data root: homeservers live in <dataRoot>/homeservers/<serverId>/. */

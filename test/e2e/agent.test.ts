@@ -12,13 +12,13 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { CLOSE, PROTOCOL_VERSION, helloSigningInput } from "../../protocol/messages.ts";
 import { AUTH_TIMEOUT_MS } from "../../worker/fleet/policy.ts";
+import { reservePort } from "../ports.ts";
 import {
   AgentProcess,
   Api,
   DevServer,
   TcpProxy,
   agentEnroll,
-  freePort,
   grantOperator,
   openRaw,
   runCleanups,
@@ -128,7 +128,7 @@ const isRefusal = (host: Host, reason: string) => (e: AuditEntry) =>
 describe("berth-agent against wrangler dev", () => {
   beforeAll(async () => {
     root = tempRoot("berth-e2e-agent-");
-    dev = new DevServer(await freePort(), join(root, "state"), join(root, "dev.log"));
+    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"));
     await dev.start();
     api = new Api(dev.baseUrl);
 

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { registerWithSharedSecret, requestJson } from "../../agent/homeserver/synapse-api.ts";
 import { destroyAgentHomeservers } from "../../scripts/dev-reset.mjs";
-import { AgentProcess, Api, DevServer, Fatal, agentEnroll, freePort, grantOperator, runCleanups, tempRoot, waitFor } from "./agent-helpers";
+import { reservePort } from "../ports.ts";
+import { AgentProcess, Api, DevServer, Fatal, agentEnroll, grantOperator, runCleanups, tempRoot, waitFor } from "./agent-helpers";
 import { createHomeserver, payingCustomer, run, untilRunning, type BackupView, type ServerView } from "./homeserver-helpers";
 
 const MiB = 1024 * 1024;
@@ -86,7 +87,7 @@ async function login(): Promise<number> {
 describe("backups under faults (wrangler dev, the real agent, Docker)", () => {
   beforeAll(async () => {
     root = tempRoot("berth-e2e-backup-faults-");
-    dev = new DevServer(await freePort(), join(root, "state"), join(root, "dev.log"));
+    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"));
     await dev.start();
 
     operator = new Api(dev.baseUrl);

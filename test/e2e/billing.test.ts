@@ -6,6 +6,7 @@ import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { waitFor } from "./agent-helpers";
 import { expectAt, launchChromium, newestTokenLink, submit } from "./browser-helpers";
 
 const baseUrl = inject("devBaseUrl");
@@ -69,13 +70,15 @@ describe("subscribing in a real browser", () => {
     expect(new URL(page.url()).searchParams.get("session_id")).toMatch(/^cs_test_/);
 
     // Webhooks arrive asynchronously; the page shows the plan and the paid invoice once they have.
-    const settled = (text: string) => text.includes("Renews on") && /\$9\.00\s+paid/.test(text);
-    let text = "";
-    for (let attempt = 0; attempt < 60 && !settled(text); attempt++) {
-      if (attempt > 0) await page.waitForTimeout(250);
-      await page.goto(`${baseUrl}/billing`);
-      text = await page.locator("main").innerText();
-    }
+    const text = await waitFor(
+      "the billing page to show the plan renewing and the invoice paid",
+      async () => {
+        await page.goto(`${baseUrl}/billing`);
+        const shown = await page.locator("main").innerText();
+        return shown.includes("Renews on") && /\$9\.00\s+paid/.test(shown) && shown;
+      },
+      { timeoutMs: 30_000, intervalMs: 250 },
+    );
     await page.screenshot({ path: `${artifacts}billing-03-active.png`, fullPage: true });
     expect(text).toContain("Starter — $9.00 / month");
     expect(text).toContain("active");

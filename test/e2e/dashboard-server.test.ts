@@ -8,7 +8,8 @@ import { fileURLToPath } from "node:url";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PROTOCOL_VERSION, helloSigningInput } from "../../protocol/messages.ts";
-import { Api, DevServer, freePort, grantOperator, openRaw, runCleanups, tempRoot, waitFor, type RawSocket } from "./agent-helpers.ts";
+import { reservePort } from "../ports.ts";
+import { Api, DevServer, grantOperator, openRaw, runCleanups, tempRoot, waitFor, type RawSocket } from "./agent-helpers.ts";
 import { axeSeriousViolations, expectAt, launchChromium, newestTokenLink, submit } from "./browser-helpers.ts";
 
 const artifacts = fileURLToPath(new URL("../../test-results/e2e/", import.meta.url));
@@ -65,7 +66,7 @@ describe("a server's page, live, in a real browser", () => {
   beforeAll(async () => {
     mkdirSync(artifacts, { recursive: true });
     const root = tempRoot("berth-e2e-dashboard-");
-    dev = new DevServer(await freePort(), join(root, "state"), join(root, "dev.log"));
+    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"));
     await dev.start();
     const operator = new Api(dev.baseUrl);
     const email = `operator-${randomUUID()}@example.com`;

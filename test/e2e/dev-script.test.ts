@@ -4,7 +4,8 @@ import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { REPO_ROOT, freePort, runCleanups, tempRoot, waitFor, withTimeout } from "./agent-helpers";
+import { reservePort, reservePortPair } from "../ports.ts";
+import { REPO_ROOT, runCleanups, tempRoot, waitFor, withTimeout } from "./agent-helpers";
 
 afterAll(runCleanups);
 
@@ -14,10 +15,10 @@ describe("npm run dev", () => {
     mkdirSync(state, { recursive: true });
     // The agent's config directory cannot be made: a file holds its name.
     writeFileSync(join(state, "agent"), "not a directory\n");
-    const port = await freePort();
+    const port = await reservePort();
     const child = spawn(
       process.execPath,
-      [join(REPO_ROOT, "scripts", "dev.mjs"), "--port", String(port), "--stripe-port", "0", "--https-port", String(await freePort()), "--persist-to", state],
+      [join(REPO_ROOT, "scripts", "dev.mjs"), "--port", String(port), "--stripe-port", "0", "--https-port", String(await reservePortPair()), "--persist-to", state],
       { cwd: REPO_ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, FORCE_COLOR: "0" } },
     );
     let output = "";

@@ -1,15 +1,18 @@
 // Starts the product the way `npm run dev` does (scripts/dev.mjs), twice: once
 // with development settings and once with `--production` (wrangler.toml as
-// deployed). Each instance gets a free port and its own fresh persist dir in
-// the OS temp dir; output goes to a log file there. Teardown kills both
-// process groups and removes the temp dirs.
+// deployed). Each instance gets a port of its own (test/ports.ts) and a fresh persist dir in
+// the OS temp dir; output goes to a log file there. Neither runs a local agent (--no-agent):
+// the tests that need one start their own, and another agent with its Caddy on dev.mjs's
+// fixed HTTPS port would only be one more part whose failure stops the instance. Teardown
+// says if an instance stopped during the run (with its log), kills both process groups
+// and removes the temp dirs.
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { TestProject } from "vitest/node";
+import { reservePort } from "../ports.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const devScript = fileURLToPath(new URL("../../scripts/dev.mjs", import.meta.url));
@@ -23,19 +26,6 @@ interface Instance {
   logFile: string;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      if (address === null || typeof address === "string") return reject(new Error("no port"));
-      server.close(() => resolve(address.port));
-    });
-  });
-}
-
 function logTail(file: string, lines = 60): string {
   try {
     return readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
@@ -45,12 +35,12 @@ function logTail(file: string, lines = 60): string {
 }
 
 async function start(name: string, production: boolean): Promise<Instance> {
-  const port = await freePort();
+  const port = await reservePort();
   const dir = mkdtempSync(join(tmpdir(), `berth-e2e-${name}-`));
   const logFile = join(dir, "dev.log");
   const fd = openSync(logFile, "a");
   const args = [devScript, "--port", String(port), "--stripe-port", "0", "--persist-to", join(dir, "state")];
-  if (production) args.push("--production");
+  args.push(production ? "--production" : "--no-agent");
   const child = spawn(process.execPath, args, {
     cwd: root,
     detached: true,
@@ -80,6 +70,16 @@ async function waitHealthy(instance: Instance): Promise<void> {
   }
   throw new Error(
     `${instance.name} instance (${instance.baseUrl}) did not become healthy: ${exited ?? `timed out (${lastError})`}\n` +
+      `--- tail of ${instance.logFile} ---\n${logTail(instance.logFile)}`,
+  );
+}
+
+/** The tests against an instance that stopped during the run failed to connect: this says why. */
+function reportIfStopped(instance: Instance): void {
+  const { child } = instance;
+  if (child.exitCode === null && child.signalCode === null) return;
+  console.error(
+    `[e2e] the ${instance.name} instance (${instance.baseUrl}) stopped during the run (${child.exitCode ?? child.signalCode})\n` +
       `--- tail of ${instance.logFile} ---\n${logTail(instance.logFile)}`,
   );
 }
@@ -119,5 +119,8 @@ export default async function setup(project: TestProject) {
   }
   project.provide("devBaseUrl", instances[0]!.baseUrl);
   project.provide("prodBaseUrl", instances[1]!.baseUrl);
-  return teardown;
+  return async () => {
+    instances.forEach(reportIfStopped);
+    await teardown();
+  };
 }

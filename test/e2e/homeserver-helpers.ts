@@ -7,12 +7,11 @@ import { execFile } from "node:child_process";
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
 import { lstatSync, readdirSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { createClient, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
 import { logger as sdkGlobalLogger, type Logger } from "matrix-js-sdk/lib/logger.js";
-import { Fatal, freePort, sleep, waitFor, type Api } from "./agent-helpers";
+import { Fatal, sleep, waitFor, type Api } from "./agent-helpers";
 import { newestTokenLink } from "./browser-helpers";
 import type { presentBackup, presentServer } from "../../worker/http/present";
 
@@ -114,23 +113,6 @@ export async function untilRunning(api: Api, id: string, onProgress: (what: stri
     },
     { timeoutMs: 180_000, intervalMs: 1_000 },
   );
-}
-
-/** A free port whose successor is free too: Caddy's HTTPS port and, one above it, its HTTP port (scripts/dev.mjs). */
-export async function freePortPair(): Promise<number> {
-  for (let attempt = 0; ; attempt++) {
-    const port = await freePort();
-    if (port < 65535 && (await canListen(port + 1))) return port;
-    if (attempt > 20) throw new Error("no two adjacent free ports");
-  }
-}
-
-function canListen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
-  });
 }
 
 // ---------- HTTPS to the homeserver through Caddy ----------

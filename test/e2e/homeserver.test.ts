@@ -12,13 +12,14 @@
 // output. A message in an unencrypted public room (and an unencrypted upload)
 // is the control: the same search does find those.
 import { randomBytes, randomUUID } from "node:crypto";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Agent } from "undici";
 import { EventType, MsgType, Preset, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { destroyDevHomeservers } from "../../scripts/dev-reset.mjs";
-import { Api, DevServer, Fatal, freePort, runCleanups, tempRoot, waitFor } from "./agent-helpers";
+import { reservePort, reservePortPair } from "../ports.ts";
+import { Api, DevServer, Fatal, runCleanups, tempRoot, waitFor } from "./agent-helpers";
 import {
   bufferHaystack,
   caddyDispatcher,
@@ -40,7 +41,6 @@ import {
   startCryptoClient,
   stopClient,
   waitForMessage,
-  freePortPair,
   requireHomeserverHost,
   type EncryptedFile,
   type FetchFn,
@@ -121,7 +121,7 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     await requireHomeserverHost();
 
     root = tempRoot("berth-e2e-homeserver-");
-    dev = new DevServer(await freePort(), join(root, "state"), join(root, "dev.log"), { httpsPort: await freePortPair() });
+    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"), { httpsPort: await reservePortPair() });
     await dev.start();
     api = new Api(dev.baseUrl);
     mark("dev server (Worker, Stripe emulator, Caddy, agent) answers");
@@ -165,8 +165,7 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
 
   it("the owner sets the admin password through the API; the admin makes two users over HTTPS trusting only Caddy's CA", { timeout: 120_000 }, async () => {
     const base = server!.homeserverUrl;
-    await waitFor("Caddy's local CA root certificate", () => existsSync(dev.caddyRootCert), { timeoutMs: 30_000, intervalMs: 250 });
-    const ca = readFileSync(dev.caddyRootCert, "utf8");
+    const ca = await dev.caddyRoot();
     dispatcher = caddyDispatcher(ca);
     fetchHs = fetchThrough(dispatcher);
 

@@ -15,9 +15,10 @@ import { fileURLToPath } from "node:url";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { destroyDevHomeservers } from "../../scripts/dev-reset.mjs";
-import { DevServer, Fatal, freePort, runCleanups, tempRoot, waitFor } from "./agent-helpers";
+import { reservePort, reservePortPair } from "../ports.ts";
+import { DevServer, Fatal, runCleanups, tempRoot, waitFor } from "./agent-helpers";
 import { axeSeriousViolations, expectAt, launchChromium, newestTokenLink, pathOf, submit } from "./browser-helpers";
-import { dockerLogsTail, freePortPair, requireHomeserverHost, run } from "./homeserver-helpers";
+import { dockerLogsTail, requireHomeserverHost, run } from "./homeserver-helpers";
 
 const artifacts = fileURLToPath(new URL("../../test-results/e2e/journey/", import.meta.url));
 const SESSION_COOKIE = "__Host-berth_session";
@@ -130,7 +131,7 @@ describe("a customer's journey in a real browser, with real homeservers on the l
     mkdirSync(artifacts, { recursive: true });
 
     root = tempRoot("berth-e2e-journey-");
-    dev = new DevServer(await freePort(), join(root, "state"), join(root, "dev.log"), { httpsPort: await freePortPair() });
+    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"), { httpsPort: await reservePortPair() });
     await dev.start();
     mark("dev server (Worker, Stripe emulator, Caddy, agent) answers");
 

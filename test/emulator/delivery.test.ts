@@ -2,6 +2,7 @@
 // misbehaviour), or held for the tests to collect.
 import Stripe from "stripe";
 import { afterEach, describe, expect, it } from "vitest";
+import { reservePort } from "../ports.ts";
 import { CHECKOUT_EVENTS, SECRET, startHarness, startReceiver, type Harness, type HeldDelivery } from "./helpers.ts";
 
 const verifier = new Stripe("sk_test_verifier");
@@ -50,13 +51,13 @@ describe("push delivery", () => {
   });
 
   it("retries when the endpoint can't be reached, until it can", async () => {
-    const gone = await startReceiver();
+    // A reserved port: the endpoint comes back on it.
+    const gone = await startReceiver(undefined, await reservePort());
     await gone.close();
     const harness = await startHarness({ webhookUrl: gone.url });
     cleanup.push(harness.close);
     const { subscription } = await harness.subscribe();
-    await new Promise((resolve) => setTimeout(resolve, 400)); // attempts 1 and 2 fail
-    expect(harness.logs.some((line) => line.includes("attempt 2: failed"))).toBe(true);
+    await expect.poll(() => harness.logs.some((line) => line.includes("attempt 2: failed")), { timeout: 10_000 }).toBe(true);
     const back = await startReceiver(undefined, gone.port);
     cleanup.push(back.close);
     await harness.control("POST", `/_emulator/subscriptions/${subscription}/mark-unpaid`);

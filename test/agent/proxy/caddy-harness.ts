@@ -1,4 +1,4 @@
-// A real Caddy for the proxy tests: started on free high ports with its own storage,
+// A real Caddy for the proxy tests: started on ports from test/ports.ts with its own storage,
 // config and data directories in a temp dir, stopped (by its pid) and deleted after.
 //
 // The tests expect `caddy` on PATH: Debian bookworm's package (2.6.2), `apt-get install -y
@@ -8,7 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { createServer as createNetServer, type AddressInfo } from "node:net";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { PeerCertificate, TLSSocket } from "node:tls";
@@ -28,17 +28,6 @@ export function requireCaddy(): string {
 export function makeTempDir(prefix: string): { dir: string; remove: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-export async function freePort(): Promise<number> {
-  const server = createNetServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", resolve);
-  });
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 export interface CaddyProcess {

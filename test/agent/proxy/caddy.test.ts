@@ -1,4 +1,4 @@
-// CaddyProxy against a real Caddy (started here on high ports, internal CA), with tiny
+// CaddyProxy against a real Caddy (started here on ports from test/ports.ts, internal CA), with tiny
 // HTTP servers standing in for Synapse. Requests go to 127.0.0.1 with SNI
 // `<name>.test` and trust only Caddy's internal root.
 import { readFileSync } from "node:fs";
@@ -6,8 +6,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CaddyAdminError, CaddyProxy, ROUTES_FILE, expiringSoon } from "../../../agent/proxy/caddy.ts";
 import { DEFAULT_MAX_BODY_BYTES } from "../../../agent/proxy/caddy-config.ts";
+import { reservePort } from "../../ports.ts";
 import {
-  freePort,
   https,
   httpsWhenReady,
   makeTempDir,
@@ -38,8 +38,8 @@ async function berthRoutes(): Promise<Array<{ "@id"?: string }>> {
 beforeAll(async () => {
   requireCaddy();
   temp = makeTempDir("berth-caddy-test-");
-  const adminAddress = `127.0.0.1:${await freePort()}`;
-  httpsPort = await freePort();
+  const adminAddress = `127.0.0.1:${await reservePort()}`;
+  httpsPort = await reservePort();
   caddy = await startCaddy(temp.dir, adminAddress);
   proxy = new CaddyProxy({
     stateDir: stateDir(),
@@ -47,7 +47,7 @@ beforeAll(async () => {
       adminAddress,
       tls: "internal",
       httpsPort,
-      httpPort: await freePort(),
+      httpPort: await reservePort(),
       listenHost: "127.0.0.1",
       storageDir: join(temp.dir, "storage"),
     },
@@ -163,7 +163,7 @@ describe("CaddyProxy against a real Caddy", () => {
   });
 
   it("answers a Matrix-style 502 with CORS when the upstream is down", async () => {
-    await proxy.route("down.test", { host: "127.0.0.1", port: await freePort() });
+    await proxy.route("down.test", { host: "127.0.0.1", port: await reservePort() });
     const res = await get("down.test", { path: "/_matrix/client/versions" });
     expect(res.status).toBe(502);
     expect(res.headers["content-type"]).toBe("application/json");

@@ -5,8 +5,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CaddyAdminError, CaddyProxy } from "../../../agent/proxy/caddy.ts";
 import { captureLog } from "../helpers.ts";
+import { reservePort } from "../../ports.ts";
 import {
-  freePort,
   httpsWhenReady,
   makeTempDir,
   requireCaddy,
@@ -41,8 +41,8 @@ beforeAll(async () => {
   config = {
     adminAddress,
     tls: "internal",
-    httpsPort: await freePort(),
-    httpPort: await freePort(),
+    httpsPort: await reservePort(),
+    httpPort: await reservePort(),
     listenHost: "127.0.0.1",
     storageDir: join(temp.dir, "storage"),
   };
