@@ -291,7 +291,7 @@ export type RestoreJobPayload = z.infer<typeof restoreJobPayload>;
 
 /** `homeserver.resize`: the homeserver's plan changed; its containers get the new plan's limits. */
 export const homeserverResizePayload = z.strictObject({
-  serverId: id,
+  serverId: resourceIdSchema,
   /** The plan whose limits these are, reported back in the job's outcome. */
   planId: z.string().min(1).max(64),
   resources: z.strictObject({
