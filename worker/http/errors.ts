@@ -2,6 +2,7 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { ApiError } from "../errors";
+import { logError } from "../logging";
 
 export function errorBody(code: string, message: string) {
   return { error: { code, message } };
@@ -20,7 +21,7 @@ export function errorResponse(c: Context, err: Error): Response {
     const message = status === 413 ? "The request body is too large." : err.message || "Request failed.";
     return c.json(errorBody(code, message), status);
   }
-  // Unexpected: log the error's class and message only (never request data) and answer generically.
-  console.error(JSON.stringify({ event: "unhandled_error", name: err.name, message: err.message }));
+  // Unexpected: logged without its message (see logging.ts), answered generically.
+  logError("unhandled_error", err);
   return c.json(errorBody("internal_error", "Something went wrong on our side."), 500);
 }
