@@ -8,20 +8,29 @@ export function errorBody(code: string, message: string) {
   return { error: { code, message } };
 }
 
-/** The one place errors become responses: {"error": {"code", "message"}}. */
-export function errorResponse(c: Context, err: Error): Response {
-  if (err instanceof ApiError) {
-    for (const [name, value] of Object.entries(err.headers)) c.header(name, value);
-    return c.json(errorBody(err.code, err.message), err.status);
-  }
+/** What the caller is told about an error, as JSON or on a page. */
+export interface ErrorAnswer {
+  status: ContentfulStatusCode;
+  code: string;
+  message: string;
+  headers: Record<string, string>;
+}
+
+/** The one place errors become answers; an unexpected one is logged without its message and answered generically. */
+export function errorAnswer(err: Error): ErrorAnswer {
+  if (err instanceof ApiError) return { status: err.status, code: err.code, message: err.message, headers: err.headers };
   if (err instanceof HTTPException) {
-    // Hono's own middleware (body limit and friends) throws these.
+    // Hono's own middleware throws these.
     const status = err.status as ContentfulStatusCode;
-    const code = status === 413 ? "payload_too_large" : `http_${status}`;
-    const message = status === 413 ? "The request body is too large." : err.message || "Request failed.";
-    return c.json(errorBody(code, message), status);
+    return { status, code: `http_${status}`, message: err.message || "Request failed.", headers: {} };
   }
-  // Unexpected: logged without its message (see logging.ts), answered generically.
   logError("unhandled_error", err);
-  return c.json(errorBody("internal_error", "Something went wrong on our side."), 500);
+  return { status: 500, code: "internal_error", message: "Something went wrong on our side.", headers: {} };
+}
+
+/** An error as the API answers it: {"error": {"code", "message"}}. */
+export function errorResponse(c: Context, err: Error): Response {
+  const answer = errorAnswer(err);
+  for (const [name, value] of Object.entries(answer.headers)) c.header(name, value);
+  return c.json(errorBody(answer.code, answer.message), answer.status);
 }
