@@ -1,12 +1,12 @@
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { BACKUP_PART_SIZE } from "../protocol/messages";
 import { database } from "./db/client";
 import { isDevelopment } from "./env";
-import { notFound } from "./errors";
+import { ApiError, notFound } from "./errors";
 import type { AppEnv } from "./http/context";
 import { csrfProtection } from "./http/csrf";
-import { errorBody, errorResponse } from "./http/errors";
+import { errorAnswer, errorBody, errorResponse } from "./http/errors";
 import { securityHeaders } from "./http/security-headers";
 import { loadSession } from "./http/session";
 import { MAX_BODY_BYTES } from "./http/validation";
@@ -27,9 +27,23 @@ import { MessagePage } from "./pages/auth";
 function limitBody(maxSize: number) {
   return bodyLimit({
     maxSize,
-    onError: (c) => c.json(errorBody("payload_too_large", `The request body is over ${maxSize} bytes.`), 413),
+    onError: () => {
+      throw new ApiError(413, "payload_too_large", `The request body is over ${maxSize} bytes.`);
+    },
   });
 }
+
+/** People get pages; programs (and everything under /api and /webhooks) get the JSON error shape. */
+const wantsPage = (c: Context<AppEnv>) =>
+  !c.req.path.startsWith("/api/") && !c.req.path.startsWith("/webhooks/") && (c.req.header("accept")?.includes("text/html") ?? false);
+
+const ERROR_PAGE_TITLES: Partial<Record<string, string>> = {
+  invalid_form: "The form could not be read",
+  unsupported_media_type: "The form could not be read",
+  csrf_rejected: "Not allowed",
+  not_found: "Not found",
+  payload_too_large: "Too much to send",
+};
 
 const bodyLimitForPeople = limitBody(MAX_BODY_BYTES);
 // Stripe's events (an invoice with its lines) outgrow what we allow people.
@@ -75,9 +89,14 @@ export const app = new Hono<AppEnv>()
   .route("/", dashboardPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>
-    // People get a page; programs (and everything under /api) get the JSON error shape.
-    !c.req.path.startsWith("/api/") && c.req.header("accept")?.includes("text/html")
+    wantsPage(c)
       ? c.html(<MessagePage title="Page not found" message="There is nothing at this address." viewer={c.var.auth?.user ?? null} status="error" />, 404)
       : c.json(errorBody("not_found", "Not found."), 404),
   )
-  .onError((err, c) => errorResponse(c, err));
+  .onError((err, c) => {
+    if (!wantsPage(c)) return errorResponse(c, err);
+    const { status, code, message, headers } = errorAnswer(err);
+    for (const [name, value] of Object.entries(headers)) c.header(name, value);
+    const title = ERROR_PAGE_TITLES[code] ?? (status >= 500 ? "Something went wrong" : "That did not work");
+    return c.html(<MessagePage title={title} message={message} viewer={c.var.auth?.user ?? null} status="error" />, status);
+  });

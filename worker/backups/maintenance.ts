@@ -2,7 +2,7 @@ import { and, eq, gt, inArray, isNotNull, isNull, lt, ne, notExists, notInArray,
 import { alias } from "drizzle-orm/sqlite-core";
 import type { Database } from "../db/client";
 import { auditLog, backups, jobs, servers, type Backup, type ServerStatus } from "../db/schema";
-import { ApiError } from "../errors";
+import { logError } from "../logging";
 import { failBackup, manifestKeyOf, startBackup, UNFINISHED_BACKUP, type BackupContext } from "./backups";
 import { audit } from "../audit/audit";
 import { BACKUP_OVERDUE_AFTER_MS, BACKUP_OVERDUE_REALERT_MS, BACKUP_RETENTION_MS, DAILY_BACKUP_SKIP_MS, ORPHANED_BACKUP_AFTER_MS } from "./policy";
@@ -41,7 +41,7 @@ export async function scheduleDailyBackups(ctx: BackupContext): Promise<number> 
       started++;
     } catch (error) {
       // One server's trouble must not cost the others their backup.
-      console.error(JSON.stringify({ event: "scheduled_backup_failed", serverId: server.id, message: error instanceof ApiError ? error.code : String(error) }));
+      logError("scheduled_backup_failed", error, { serverId: server.id });
     }
   }
   return started;

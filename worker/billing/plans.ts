@@ -34,6 +34,9 @@ export const PLANS: readonly Plan[] = [
   },
 ];
 
+/** The plans' ids, for validating a choice of plan. */
+export const PLAN_IDS = PLANS.map((plan) => plan.id) as [string, ...string[]];
+
 export function planById(id: string): Plan | undefined {
   return PLANS.find((plan) => plan.id === id);
 }

@@ -2,25 +2,35 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { ApiError } from "../errors";
+import { logError } from "../logging";
 
 export function errorBody(code: string, message: string) {
   return { error: { code, message } };
 }
 
-/** The one place errors become responses: {"error": {"code", "message"}}. */
-export function errorResponse(c: Context, err: Error): Response {
-  if (err instanceof ApiError) {
-    for (const [name, value] of Object.entries(err.headers)) c.header(name, value);
-    return c.json(errorBody(err.code, err.message), err.status);
-  }
+/** What the caller is told about an error, as JSON or on a page. */
+export interface ErrorAnswer {
+  status: ContentfulStatusCode;
+  code: string;
+  message: string;
+  headers: Record<string, string>;
+}
+
+/** The one place errors become answers; an unexpected one is logged without its message and answered generically. */
+export function errorAnswer(err: Error): ErrorAnswer {
+  if (err instanceof ApiError) return { status: err.status, code: err.code, message: err.message, headers: err.headers };
   if (err instanceof HTTPException) {
-    // Hono's own middleware (body limit and friends) throws these.
+    // Hono's own middleware throws these.
     const status = err.status as ContentfulStatusCode;
-    const code = status === 413 ? "payload_too_large" : `http_${status}`;
-    const message = status === 413 ? "The request body is too large." : err.message || "Request failed.";
-    return c.json(errorBody(code, message), status);
+    return { status, code: `http_${status}`, message: err.message || "Request failed.", headers: {} };
   }
-  // Unexpected: log the error's class and message only (never request data) and answer generically.
-  console.error(JSON.stringify({ event: "unhandled_error", name: err.name, message: err.message }));
-  return c.json(errorBody("internal_error", "Something went wrong on our side."), 500);
+  logError("unhandled_error", err);
+  return { status: 500, code: "internal_error", message: "Something went wrong on our side.", headers: {} };
+}
+
+/** An error as the API answers it: {"error": {"code", "message"}}. */
+export function errorResponse(c: Context, err: Error): Response {
+  const answer = errorAnswer(err);
+  for (const [name, value] of Object.entries(answer.headers)) c.header(name, value);
+  return c.json(errorBody(answer.code, answer.message), answer.status);
 }

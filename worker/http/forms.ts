@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import type { HtmlEscapedString } from "hono/utils/html";
-import { ApiError } from "../errors";
+import { ApiError, badRequest } from "../errors";
 import type { AppEnv } from "./context";
 
 // Server-rendered forms: each POST runs the same domain service as the JSON
@@ -8,17 +8,34 @@ import type { AppEnv } from "./context";
 
 export type PageContext = Context<AppEnv>;
 
-/** The string fields of a urlencoded or multipart form. */
-export async function formFields(c: PageContext): Promise<Record<string, string>> {
-  const body = await c.req.parseBody();
+/** The string fields of a form, as far as they could be read (none when the body was not a form). */
+export type FormFields = Record<string, string>;
+
+type RenderError = (message: string) => HtmlEscapedString | Promise<HtmlEscapedString>;
+
+const FORM_TYPES = new Set(["application/x-www-form-urlencoded", "multipart/form-data"]);
+
+/**
+ * A browser's form body: urlencoded or multipart. Anything else, and a body that does not parse
+ * as its type says (a multipart body without its boundary, say), is the sender's mistake.
+ * Files and repeated `name[]` fields are left out: our forms send only single text fields.
+ */
+async function readForm(c: PageContext): Promise<FormFields> {
+  const type = c.req.header("content-type")?.split(";")[0]?.trim().toLowerCase();
+  if (!type || !FORM_TYPES.has(type)) {
+    throw new ApiError(415, "unsupported_media_type", "This form must be sent from its page. Reload it and try again.");
+  }
+  let body: Record<string, unknown>;
+  try {
+    body = await c.req.parseBody();
+  } catch {
+    throw badRequest("invalid_form", "The form could not be read. Reload the page and send it again.");
+  }
   return Object.fromEntries(Object.entries(body).filter((entry): entry is [string, string] => typeof entry[1] === "string"));
 }
 
-export async function handleForm(
-  c: PageContext,
-  action: () => Promise<Response>,
-  renderError: (message: string) => HtmlEscapedString | Promise<HtmlEscapedString>,
-): Promise<Response> {
+/** Runs a form's action; a refusal (an ApiError) re-renders the page with its message and status. */
+export async function handleForm(c: PageContext, action: () => Promise<Response>, renderError: RenderError): Promise<Response> {
   try {
     return await action();
   } catch (error) {
@@ -26,4 +43,18 @@ export async function handleForm(
     for (const [name, value] of Object.entries(error.headers)) c.header(name, value);
     return c.html(renderError(error.message), error.status);
   }
+}
+
+/**
+ * The one way a form's fields are read. A body that is not a readable form is refused before the
+ * action (with a page saying so, from the app's error handler: there are no fields to refill);
+ * the action's own refusals re-render its page with the fields sent.
+ */
+export async function submitForm(
+  c: PageContext,
+  action: (fields: FormFields) => Promise<Response>,
+  renderError: (message: string, fields: FormFields) => HtmlEscapedString | Promise<HtmlEscapedString>,
+): Promise<Response> {
+  const fields = await readForm(c);
+  return handleForm(c, () => action(fields), (message) => renderError(message, fields));
 }

@@ -1,12 +1,12 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { billingSummary, listInvoices, openPortal, startCheckout } from "../billing/billing";
-import { PLANS, planById } from "../billing/plans";
-import { badRequest } from "../errors";
+import { PLAN_IDS, PLANS, planById } from "../billing/plans";
 import type { AppEnv } from "../http/context";
 import { billingContext } from "../http/domain-context";
-import { formFields, handleForm, type PageContext } from "../http/forms";
+import { handleForm, submitForm, type PageContext } from "../http/forms";
 import { presentSubscription } from "../http/present";
+import { parseWith } from "../http/validation";
 import { BillingPage } from "../pages/billing";
 import { MessagePage } from "../pages/auth";
 import type { User } from "../db/schema";
@@ -34,13 +34,11 @@ export const billingPageRoutes = new Hono<AppEnv>()
   .get("/", async (c) => c.html(await renderBilling(c, c.var.auth!.user)))
   .post("/checkout", async (c) => {
     const user = c.var.auth!.user;
-    const fields = await formFields(c);
-    return handleForm(
+    return submitForm(
       c,
-      async () => {
-        const plan = planById(z.object({ plan: z.string() }).parse(fields).plan);
-        if (!plan) throw badRequest("validation_failed", "Choose one of the plans.");
-        return c.redirect(await startCheckout(billingContext(c), user, plan), 303);
+      async (fields) => {
+        const { plan } = parseWith(z.object({ plan: z.enum(PLAN_IDS, "choose one of the plans") }), fields);
+        return c.redirect(await startCheckout(billingContext(c), user, planById(plan)!), 303);
       },
       (error) => renderBilling(c, user, error),
     );

@@ -1,20 +1,18 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { billingSummary, listInvoices, openPortal, startCheckout } from "../billing/billing";
-import { PLANS, planById } from "../billing/plans";
+import { PLAN_IDS, PLANS, planById } from "../billing/plans";
 import type { AppEnv } from "../http/context";
 import { billingContext } from "../http/domain-context";
 import { presentInvoice, presentPlan, presentSubscription } from "../http/present";
 import { requireAuth } from "../http/session";
 import { readJson } from "../http/validation";
 
-const planIds = PLANS.map((plan) => plan.id) as [string, ...string[]];
-
 export const billingRoutes = new Hono<AppEnv>()
   .get("/plans", (c) => c.json({ plans: PLANS.map(presentPlan) }))
   .post("/checkout", async (c) => {
     const { user } = requireAuth(c);
-    const { plan } = await readJson(c, z.strictObject({ plan: z.enum(planIds, `must be one of: ${planIds.join(", ")}`) }));
+    const { plan } = await readJson(c, z.strictObject({ plan: z.enum(PLAN_IDS, `must be one of: ${PLAN_IDS.join(", ")}`) }));
     return c.json({ url: await startCheckout(billingContext(c), user, planById(plan)!) });
   })
   .post("/portal", async (c) => {

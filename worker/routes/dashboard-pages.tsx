@@ -11,7 +11,7 @@ import { REGIONS } from "../fleet/enrollment";
 import { USAGE_RANGES, workloadUsageSeries } from "../fleet/usage";
 import type { AppEnv } from "../http/context";
 import { linkBuilder } from "../http/domain-context";
-import { formFields, handleForm, type PageContext } from "../http/forms";
+import { handleForm, submitForm, type FormFields, type PageContext } from "../http/forms";
 import { presentBackup, presentServer } from "../http/present";
 import { parseWith } from "../http/validation";
 import { passwordSchema } from "../auth/credentials";
@@ -82,10 +82,14 @@ async function renderServer(c: PageContext, extra: { error?: string; adminLink?:
   );
 }
 
-/** A form on a server's page: run it, or show the page again with the reason. */
-async function serverForm(c: PageContext, action: (fields: Record<string, string>) => Promise<Response>) {
-  const fields = await formFields(c);
-  return handleForm(c, () => action(fields), (error) => renderServer(c, { error }));
+/** A form on a server's page that sends no fields (its body is not read): run it, or show the page again with the reason. */
+function serverForm(c: PageContext, action: () => Promise<Response>) {
+  return handleForm(c, action, (error) => renderServer(c, { error }));
+}
+
+/** A server page's form that sends fields. */
+function serverFormWithFields(c: PageContext, action: (fields: FormFields) => Promise<Response>) {
+  return submitForm(c, action, (error) => renderServer(c, { error }));
 }
 
 const createFields = z.object({ name: serverNameSchema, region: z.enum(REGIONS, { error: "choose one of the regions" }) });
@@ -103,15 +107,14 @@ export const dashboardPageRoutes = new Hono<AppEnv>()
   .get("/servers", async (c) => c.html(await renderServers(c, userOf(c))))
   .post("/servers", async (c) => {
     const user = userOf(c);
-    const fields = await formFields(c);
-    return handleForm(
+    return submitForm(
       c,
-      async () => {
+      async (fields) => {
         const { name, region } = parseWith(createFields, fields);
         const server = await createServer(serverContext(c), user, name, region);
         return c.redirect(`/servers/${server.id}`, 303);
       },
-      (error) => renderServers(c, user, { error, name: fields.name, region: fields.region }),
+      (error, fields) => renderServers(c, user, { error, name: fields.name, region: fields.region }),
     );
   })
   .get("/servers/:id", (c) =>
@@ -134,7 +137,7 @@ export const dashboardPageRoutes = new Hono<AppEnv>()
     }),
   )
   .post("/servers/:id/delete", (c) =>
-    serverForm(c, async (fields) => {
+    serverFormWithFields(c, async (fields) => {
       const server = await ownedServer(c.var.db, userOf(c).id, c.req.param("id"));
       if (fields.confirmName !== server.name) throw badRequest("validation_failed", `Type the server's name, ${server.name}, to delete it.`);
       await deleteOwnedServer(serverContext(c), userOf(c), server.id);
@@ -148,7 +151,7 @@ export const dashboardPageRoutes = new Hono<AppEnv>()
     }),
   )
   .post("/servers/:id/restore", (c) =>
-    serverForm(c, async (fields) => {
+    serverFormWithFields(c, async (fields) => {
       const { backupId } = parseWith(
         z.object({ backupId: z.string().min(1).max(128), confirm: z.literal("yes", { error: "tick the box to confirm the data will be replaced" }) }),
         fields,
@@ -171,14 +174,13 @@ export const dashboardPageRoutes = new Hono<AppEnv>()
   .post("/servers/:id/admin-password", async (c) => {
     const user = userOf(c);
     const server = await ownedServer(c.var.db, user.id, c.req.param("id"));
-    const fields = await formFields(c);
-    return handleForm(
+    return submitForm(
       c,
-      async () => {
+      async (fields) => {
         const { token, password } = parseWith(z.object({ token: z.string().min(1).max(256), password: passwordSchema }), fields);
         await setAdminPassword(serverContext(c), user, server.id, token, password);
         return toServer(c, "admin_password_set");
       },
-      (error) => <AdminPasswordPage user={user} server={presentServer(c.env, server, undefined)} token={fields.token ?? ""} error={error} />,
+      (error, fields) => <AdminPasswordPage user={user} server={presentServer(c.env, server, undefined)} token={fields.token ?? ""} error={error} />,
     );
   });

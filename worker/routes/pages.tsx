@@ -17,7 +17,7 @@ import { currentPasswordSchema, emailSchema, passwordSchema } from "../auth/cred
 import type { User } from "../db/schema";
 import { accountContext, accountDeletionContext } from "../http/domain-context";
 import type { AppEnv } from "../http/context";
-import { formFields, handleForm, type PageContext } from "../http/forms";
+import { handleForm, submitForm, type PageContext } from "../http/forms";
 import { endSession, forgetSession, startSession } from "../http/session";
 import { parseWith } from "../http/validation";
 import { AccountPage, DeletionTermsList } from "../pages/account";
@@ -49,33 +49,31 @@ export const pageRoutes = new Hono<AppEnv>()
   .get("/", (c) => c.html(<HomePage viewer={c.var.auth?.user ?? null} />))
 
   .get("/signup", (c) => c.html(<SignupPage />))
-  .post("/signup", async (c) => {
-    const fields = await formFields(c);
-    return handleForm(
+  .post("/signup", (c) =>
+    submitForm(
       c,
-      async () => {
+      async (fields) => {
         const { email, password } = parseWith(z.object({ email: emailSchema, password: passwordSchema }), fields);
         await signUp(accountContext(c), email, password);
         return redirectWithNotice(c, "/login", "signed_up");
       },
-      (error) => <SignupPage error={error} email={fields.email} />,
-    );
-  })
+      (error, fields) => <SignupPage error={error} email={fields.email} />,
+    ),
+  )
 
   .get("/login", (c) => c.html(<LoginPage notice={noticeFor(c.req.query("notice"))} />))
-  .post("/login", async (c) => {
-    const fields = await formFields(c);
-    return handleForm(
+  .post("/login", (c) =>
+    submitForm(
       c,
-      async () => {
+      async (fields) => {
         const { email, password } = parseWith(z.object({ email: emailSchema, password: currentPasswordSchema }), fields);
         const { cookie } = await logIn(accountContext(c), email, password);
         await startSession(c, cookie);
         return c.redirect("/account", 303);
       },
-      (error) => <LoginPage error={error} email={fields.email} />,
-    );
-  })
+      (error, fields) => <LoginPage error={error} email={fields.email} />,
+    ),
+  )
 
   .post("/logout", async (c) => {
     await endSession(c);
@@ -99,11 +97,10 @@ export const pageRoutes = new Hono<AppEnv>()
     ),
   )
   .post("/verify-email", async (c) => {
-    const fields = await formFields(c);
     const viewer = c.var.auth?.user ?? null;
-    return handleForm(
+    return submitForm(
       c,
-      async () => {
+      async (fields) => {
         await verifyEmail(accountContext(c), parseWith(tokenField, fields).token);
         return c.html(<MessagePage title="Email confirmed" message="Your email address is confirmed." viewer={viewer} />);
       },
@@ -112,32 +109,30 @@ export const pageRoutes = new Hono<AppEnv>()
   })
 
   .get("/forgot-password", (c) => c.html(<ForgotPasswordPage notice={noticeFor(c.req.query("notice"))} />))
-  .post("/forgot-password", async (c) => {
-    const fields = await formFields(c);
-    return handleForm(
+  .post("/forgot-password", (c) =>
+    submitForm(
       c,
-      async () => {
+      async (fields) => {
         await requestPasswordReset(accountContext(c), parseWith(z.object({ email: emailSchema }), fields).email);
         return redirectWithNotice(c, "/forgot-password", "reset_sent");
       },
-      (error) => <ForgotPasswordPage error={error} email={fields.email} />,
-    );
-  })
+      (error, fields) => <ForgotPasswordPage error={error} email={fields.email} />,
+    ),
+  )
 
   .get("/reset-password", (c) => c.html(<ResetPasswordPage token={c.req.query("token") ?? ""} />))
-  .post("/reset-password", async (c) => {
-    const fields = await formFields(c);
-    return handleForm(
+  .post("/reset-password", (c) =>
+    submitForm(
       c,
-      async () => {
+      async (fields) => {
         const { token, password } = parseWith(tokenField.extend({ password: passwordSchema }), fields);
         await confirmPasswordReset(accountContext(c), token, password);
         forgetSession(c);
         return redirectWithNotice(c, "/login", "password_reset");
       },
-      (error) => <ResetPasswordPage token={fields.token ?? ""} error={error} />,
-    );
-  })
+      (error, fields) => <ResetPasswordPage token={fields.token ?? ""} error={error} />,
+    ),
+  )
 
   .get("/confirm-email-change", (c) =>
     c.html(
@@ -151,18 +146,17 @@ export const pageRoutes = new Hono<AppEnv>()
       />,
     ),
   )
-  .post("/confirm-email-change", async (c) => {
-    const fields = await formFields(c);
-    return handleForm(
+  .post("/confirm-email-change", (c) =>
+    submitForm(
       c,
-      async () => {
+      async (fields) => {
         await confirmEmailChange(accountContext(c), parseWith(tokenField, fields).token);
         forgetSession(c);
         return redirectWithNotice(c, "/login", "email_changed");
       },
       (error) => <MessagePage title="Link not valid" message={error} status="error" />,
-    );
-  })
+    ),
+  )
 
   .get("/account", async (c) => {
     const auth = c.var.auth;
@@ -184,10 +178,9 @@ export const pageRoutes = new Hono<AppEnv>()
   .post("/account/email", async (c) => {
     const auth = c.var.auth;
     if (!auth) return c.redirect("/login", 303);
-    const fields = await formFields(c);
-    return handleForm(
+    return submitForm(
       c,
-      async () => {
+      async (fields) => {
         const { newEmail, password } = parseWith(
           z.object({ newEmail: emailSchema, password: currentPasswordSchema }),
           fields,
@@ -201,10 +194,9 @@ export const pageRoutes = new Hono<AppEnv>()
   .post("/account/delete", async (c) => {
     const auth = c.var.auth;
     if (!auth) return c.redirect("/login", 303);
-    const fields = await formFields(c);
-    return handleForm(
+    return submitForm(
       c,
-      async () => {
+      async (fields) => {
         const { password } = parseWith(z.object({ password: currentPasswordSchema }), fields);
         const terms = await deleteAccount(accountDeletionContext(c), auth.user, password);
         forgetSession(c);
@@ -220,10 +212,9 @@ export const pageRoutes = new Hono<AppEnv>()
   .post("/account/password", async (c) => {
     const auth = c.var.auth;
     if (!auth) return c.redirect("/login", 303);
-    const fields = await formFields(c);
-    return handleForm(
+    return submitForm(
       c,
-      async () => {
+      async (fields) => {
         const body = parseWith(z.object({ currentPassword: currentPasswordSchema, newPassword: passwordSchema }), fields);
         await changePassword(accountContext(c), auth.user, auth.session.id, body.currentPassword, body.newPassword);
         return redirectWithNotice(c, "/account", "password_changed");

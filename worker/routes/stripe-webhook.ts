@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import type Stripe from "stripe";
+import { z } from "zod";
 import { stripeFor, subtleCryptoProvider, webhookSecret } from "../billing/stripe-client";
 import { accountOfEvent, handleStripeEvent } from "../billing/webhooks";
 import { handleEntitlementEvents } from "../servers/entitlement-jobs";
@@ -10,6 +11,13 @@ import { webhookContext } from "../http/domain-context";
 
 // Stripe signs the raw body: it is verified before it is parsed, with Web Crypto.
 const SIGNATURE_TOLERANCE_SECONDS = 300;
+
+/** What every event has; a signed body without it is refused rather than reaching D1. */
+const eventEnvelope = z.looseObject({
+  id: z.string().min(1).max(255),
+  type: z.string().min(1).max(255),
+  data: z.looseObject({ object: z.looseObject({}) }),
+});
 
 export const stripeWebhookRoutes = new Hono<AppEnv>().post("/", async (c) => {
   const signature = c.req.header("stripe-signature");
@@ -30,6 +38,7 @@ export const stripeWebhookRoutes = new Hono<AppEnv>().post("/", async (c) => {
   } catch {
     throw badRequest("invalid_signature", "The Stripe signature is missing, malformed, stale or wrong.");
   }
+  if (!eventEnvelope.safeParse(event).success) throw badRequest("invalid_event", "The body is not a Stripe event.");
   const outcome = await handleStripeEvent(webhookContext(c), event);
   // Suspend, resume or resize the account's homeservers now rather than at the next cron run.
   const ctx = { db: c.var.db, env: c.env, now: c.var.now };

@@ -28,7 +28,7 @@ describe("billing pages", () => {
     const cookie = await logIn((await verifiedUser()).email);
     const response = await call("/billing/checkout", { method: "POST", rawBody: "plan=gold", headers: form, cookie });
     expect(response.status).toBe(400);
-    expect(await response.text()).toContain("Choose one of the plans.");
+    expect(await response.text()).toContain("plan: choose one of the plans");
   });
 
   it("show a subscriber's plan, renewal date and invoice, and open the portal", async () => {

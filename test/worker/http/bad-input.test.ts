@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { MAX_BODY_BYTES } from "../../../worker/http/validation";
-import { call, expectError, logIn, post, signUp, uniqueEmail, PASSWORD } from "../helpers";
+import { signStripe } from "../billing/stripe-helpers";
+import { call, expectError, logIn, post, signUp, uniqueEmail, verifiedUser, PASSWORD } from "../helpers";
 
 const json = { "content-type": "application/json" };
 
@@ -80,5 +81,61 @@ describe("bad input gets a clear 4xx in the error shape, never a 5xx", () => {
     expect(await response.text()).toContain("must be a valid email address");
     const garbage = await call("/login", { method: "POST", rawBody: "%%%", headers: form });
     expect(garbage.status).toBe(400);
+  });
+
+  describe("a form body that cannot be read", () => {
+    const browser = { accept: "text/html", origin: "null", "sec-fetch-site": "same-origin" };
+
+    /** Asserts a page (not JSON) with `status` that says `reason`. */
+    async function expectPage(response: Response, status: number, reason: string) {
+      expect(response.status).toBe(status);
+      expect(response.headers.get("content-type")).toMatch(/^text\/html/);
+      expect(await response.text()).toMatch(new RegExp(`role="alert">[^<]*${reason}`));
+    }
+
+    it.each([
+      ["a boundary that is not the body's", "multipart/form-data; boundary=another"],
+      ["no boundary", "multipart/form-data"],
+    ])("multipart with %s is a 400 page, logged in or not", async (_label, contentType) => {
+      const body = '--real\r\nContent-Disposition: form-data; name="email"\r\n\r\na@example.com\r\n--real--\r\n';
+      const headers = { ...browser, "content-type": contentType };
+      await expectPage(await call("/login", { method: "POST", rawBody: body, headers }), 400, "The form could not be read");
+      const cookie = await logIn((await signUp()).email);
+      await expectPage(await call("/account/password", { method: "POST", rawBody: body, headers, cookie }), 400, "The form could not be read");
+    });
+
+    it("a body that is not a form at all is a 415 page", async () => {
+      const response = await call("/signup", { method: "POST", rawBody: JSON.stringify({ email: "a@example.com", password: PASSWORD }), headers: { ...browser, "content-type": "application/json" } });
+      await expectPage(response, 415, "This form must be sent from its page");
+    });
+
+    it("checkout without a plan re-renders the billing page with the reason, whatever the body", async () => {
+      const cookie = await logIn((await verifiedUser()).email);
+      for (const [rawBody, contentType] of [["", "application/x-www-form-urlencoded"], ["plan[]=starter", "application/x-www-form-urlencoded"]]) {
+        await expectPage(await call("/billing/checkout", { method: "POST", rawBody, headers: { ...browser, "content-type": contentType! }, cookie }), 400, "plan: choose one of the plans");
+      }
+      for (const [rawBody, contentType] of [["", "application/json"], ['{"plan": "starter"}', "text/plain"]]) {
+        await expectPage(await call("/billing/checkout", { method: "POST", rawBody, headers: { ...browser, "content-type": contentType! }, cookie }), 415, "This form must be sent from its page");
+      }
+    });
+
+    it("a browser gets the middleware's refusals as pages too; other clients keep the error shape", async () => {
+      const oversized = new URLSearchParams({ email: "a@example.com", password: "x".repeat(MAX_BODY_BYTES) });
+      const form = { "content-type": "application/x-www-form-urlencoded" };
+      await expectPage(await call("/login", { method: "POST", rawBody: oversized, headers: { ...browser, ...form } }), 413, "The request body is over");
+      await expectPage(await call("/login", { method: "POST", rawBody: "email=a", headers: { ...browser, ...form, origin: "https://evil.example", "sec-fetch-site": "cross-site" } }), 403, "Cross-site request refused");
+      await expectError(await call("/login", { method: "POST", rawBody: oversized, headers: form }), 413, "payload_too_large");
+    });
+  });
+
+  it("a Stripe-signed body that is not an event is refused, not stored", async () => {
+    for (const payload of ["[]", "{}", '{"id": 42, "type": "invoice.paid", "data": {}}']) {
+      const response = await call("/webhooks/stripe", {
+        method: "POST",
+        rawBody: payload,
+        headers: { "content-type": "application/json", "stripe-signature": await signStripe(payload, Math.floor(Date.now() / 1000)) },
+      });
+      await expectError(response, 400, "invalid_event");
+    }
   });
 });
