@@ -321,6 +321,27 @@ export class Api {
     });
   }
 
+  /** Refusals counted so far (GET /api/admin/refusals), per "kind/reason", over the hours it lists. */
+  async refusalCounts(): Promise<Record<string, number>> {
+    const { refusals } = await this.expect<{ refusals: RefusalCount[] }>(200, "GET", "/api/admin/refusals");
+    const totals: Record<string, number> = {};
+    for (const row of refusals) totals[`${row.kind}/${row.reason}`] = (totals[`${row.kind}/${row.reason}`] ?? 0) + row.count;
+    return totals;
+  }
+
+  /** Waits until more refusals of `kind` for `reason` are counted than in `mark` (refusalCounts() taken before). */
+  waitRefusal(kind: string, reason: string, mark: Record<string, number>, timeoutMs = 30_000): Promise<number> {
+    const key = `${kind}/${reason}`;
+    return waitFor(
+      `a refusal counted: ${key}`,
+      async () => {
+        const count = (await this.refusalCounts())[key] ?? 0;
+        return count > (mark[key] ?? 0) ? count : undefined;
+      },
+      { timeoutMs, intervalMs: 200 },
+    );
+  }
+
   waitJob(id: string, statuses: string[], timeoutMs = 60_000): Promise<JobView> {
     return waitFor(
       `job ${id} to be ${statuses.join(" or ")}`,
@@ -364,6 +385,13 @@ export interface JobView {
   result: unknown;
   error: string | null;
   finishedAt: string | null;
+}
+
+export interface RefusalCount {
+  kind: string;
+  reason: string;
+  hourStart: string;
+  count: number;
 }
 
 export interface AuditEntry {

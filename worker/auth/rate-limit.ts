@@ -1,4 +1,4 @@
-import { lte, sql } from "drizzle-orm";
+import { eq, lte, sql } from "drizzle-orm";
 import { z } from "zod";
 import type { Database } from "../db/client";
 import { rateLimitWindows } from "../db/schema";
@@ -24,6 +24,8 @@ export const RATE_LIMIT_RULES = {
   password_reset_email: { limit: 5, windowMs: HOUR },
   email_change_account: { limit: 5, windowMs: HOUR },
   enroll_ip: { limit: 30, windowMs: HOUR },
+  /** Agent requests and connections refused for proving nothing; a genuine agent is never refused. */
+  agent_refusals_ip: { limit: 30, windowMs: 15 * MINUTE },
 } satisfies Record<string, RateLimitRule>;
 
 export type RateLimitName = keyof typeof RATE_LIMIT_RULES;
@@ -57,6 +59,21 @@ async function windowKey(name: RateLimitName, rule: RateLimitRule, subject: stri
 export interface RateLimitCheck {
   name: RateLimitName;
   subject: string;
+}
+
+/**
+ * Throws the 429 (with Retry-After) a client already over the limit gets, without counting
+ * an attempt: for refusing before doing any work at all.
+ */
+export async function requireUnderRateLimit(
+  db: Database,
+  rules: Record<RateLimitName, RateLimitRule>,
+  check: RateLimitCheck,
+  now: Date,
+): Promise<void> {
+  const { key, endsAt } = await windowKey(check.name, rules[check.name], check.subject, now);
+  const [row] = await db.select({ count: rateLimitWindows.count }).from(rateLimitWindows).where(eq(rateLimitWindows.key, key));
+  if (row && row.count > rules[check.name].limit) throw tooManyRequests(Math.max(1, Math.ceil((endsAt.getTime() - now.getTime()) / 1000)));
 }
 
 /**
@@ -105,4 +122,45 @@ export async function pruneRateLimitWindows(db: Database, now: Date): Promise<nu
     .where(lte(rateLimitWindows.windowEndsAt, now))
     .returning({ key: rateLimitWindows.key });
   return removed.length;
+}
+
+/**
+ * The client a per-client limit counts: an IPv4 address as itself, an IPv6
+ * address as its /64 (one subscriber's network: a host given a /64 has 2^64
+ * addresses to rotate through), an IPv4-mapped IPv6 address as its IPv4.
+ */
+export function clientNetwork(address: string | undefined): string {
+  const value = address?.trim().toLowerCase() ?? "";
+  if (!value) return "unknown";
+  if (!value.includes(":")) return value;
+  const groups = ipv6Groups(value);
+  if (!groups) return value;
+  if (groups.slice(0, 5).every((group) => group === 0) && groups[5] === 0xffff) {
+    return [groups[6]! >> 8, groups[6]! & 0xff, groups[7]! >> 8, groups[7]! & 0xff].join(".");
+  }
+  return `${groups
+    .slice(0, 4)
+    .map((group) => group.toString(16))
+    .join(":")}::/64`;
+}
+
+/** An IPv6 address's eight 16-bit groups (`::`, a trailing dotted IPv4 and a zone allowed), or null. */
+function ipv6Groups(address: string): number[] | null {
+  let text = address.split("%")[0]!;
+  const dotted = /(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (dotted) {
+    const octets = dotted.slice(1).map(Number);
+    if (octets.some((octet) => octet > 255)) return null;
+    text = `${text.slice(0, dotted.index)}${((octets[0]! << 8) | octets[1]!).toString(16)}:${((octets[2]! << 8) | octets[3]!).toString(16)}`;
+  }
+  const halves = text.split("::");
+  if (halves.length > 2) return null;
+  const parse = (half: string) => (half === "" ? [] : half.split(":"));
+  const head = parse(halves[0]!);
+  const tail = halves.length === 2 ? parse(halves[1]!) : [];
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 2 ? missing < 1 : missing !== 0) return null;
+  const groups = [...head, ...Array<string>(halves.length === 2 ? missing : 0).fill("0"), ...tail];
+  if (groups.some((group) => !/^[0-9a-f]{1,4}$/.test(group))) return null;
+  return groups.map((group) => parseInt(group, 16));
 }
