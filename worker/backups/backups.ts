@@ -137,11 +137,14 @@ export async function failBackup(ctx: BackupContext, backup: Backup, reason: str
   return failed;
 }
 
+/** Why a backup whose job ended (or never ran) without completing its upload failed: our words, not the agent's. */
+export const UPLOAD_NOT_COMPLETED = "the backup job ended without completing the upload";
+
 /** After its job ended: a backup the job left unfinished has failed, whatever the job reported. */
 export async function settleBackupJob(ctx: BackupContext, job: Job): Promise<Backup | undefined> {
   const backupId = (job.payload as { backupId?: unknown } | null)?.backupId;
   const backup = typeof backupId === "string" ? await backupById(ctx.db, backupId) : undefined;
   if (!backup || backup.hostId !== job.hostId || !UNFINISHED_BACKUP.includes(backup.status)) return backup;
-  const reason = job.status === "failed" ? (job.error ?? "the backup job failed") : "the backup job ended without completing the upload";
+  const reason = job.status === "failed" ? (job.error ?? "the backup job failed") : UPLOAD_NOT_COMPLETED;
   return failBackup(ctx, backup, reason, "system");
 }

@@ -68,6 +68,12 @@ describe("refusals of unauthenticated callers", () => {
     expect(await counted(operator, "agent.request_refused", "unknown host")).toBe(before + 2);
   });
 
+  it("audit entries an unauthenticated caller made before this was so are not in the customer's export", async () => {
+    const { id, owner } = await runningServer();
+    await env.DB.prepare("INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, 'anonymous', 'agent.request_refused', ?, '{}')").bind(Date.now(), id).run();
+    expect(await exportOf(owner.cookie)).not.toContain("agent.request_refused");
+  });
+
   it("a request claiming a real host with a bad signature is counted, not audited against that host", async () => {
     const { host, owner, id, agent } = await runningServer();
     const base = pathOf((await manualBackup(owner.cookie, id, agent)).payload.uploadBase);
