@@ -9,19 +9,30 @@ const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 
 /**
- * Fixed-window counters in D1. Per-IP limits are sized for a shared office or
- * carrier NAT; per-account limits are the real defence against guessing.
+ * Fixed-window counters in D1. Per-client limits ("_ip": an IPv4 address, an
+ * IPv6 /64) are sized for a shared office or carrier NAT. Guessing at one
+ * account is limited per account and client, so that whoever knows an address
+ * cannot lock its owner out from elsewhere, under a much larger account-wide
+ * ceiling that still stops guessing spread over many clients
+ * (docs/decisions.md, "Rate limits in D1").
  */
 export const RATE_LIMIT_RULES = {
   login_ip: { limit: 100, windowMs: 15 * MINUTE },
-  /** Failed log-ins only: a successful one clears it. */
-  login_account: { limit: 10, windowMs: 15 * MINUTE },
+  /** Failed log-ins at one account from one client; a successful one clears it. */
+  login_account_client: { limit: 10, windowMs: 15 * MINUTE },
+  /** Failed log-ins at one account from all clients together; a successful one clears it. */
+  login_account: { limit: 100, windowMs: 15 * MINUTE },
+  /** Wrong passwords given to confirm a password change or account deletion, per session. */
+  password_check_session: { limit: 10, windowMs: 15 * MINUTE },
   signup_ip: { limit: 100, windowMs: HOUR },
   signup_email: { limit: 5, windowMs: HOUR },
   verify_resend_ip: { limit: 30, windowMs: HOUR },
   verify_resend_account: { limit: 5, windowMs: HOUR },
   password_reset_ip: { limit: 30, windowMs: HOUR },
-  password_reset_email: { limit: 5, windowMs: HOUR },
+  /** Reset links asked for one address from one client. */
+  password_reset_email_client: { limit: 5, windowMs: HOUR },
+  /** Reset links asked for one address from all clients together: how much mail one inbox can be sent. */
+  password_reset_email: { limit: 30, windowMs: HOUR },
   email_change_account: { limit: 5, windowMs: HOUR },
   enroll_ip: { limit: 30, windowMs: HOUR },
   /** Agent requests and connections refused for proving nothing; a genuine agent is never refused. */
