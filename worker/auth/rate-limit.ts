@@ -35,6 +35,10 @@ export const RATE_LIMIT_RULES = {
   password_reset_email: { limit: 30, windowMs: HOUR },
   email_change_account: { limit: 5, windowMs: HOUR },
   enroll_ip: { limit: 30, windowMs: HOUR },
+  /** "Back up now" per homeserver: each is a database dump and an upload of everything on its host. */
+  backup_server: { limit: 3, windowMs: HOUR },
+  /** Restores per homeserver: each stops Synapse and replaces all of its data. */
+  restore_server: { limit: 3, windowMs: HOUR },
   /** Agent requests and connections refused for proving nothing; a genuine agent is never refused. */
   agent_refusals_ip: { limit: 30, windowMs: 15 * MINUTE },
 } satisfies Record<string, RateLimitRule>;
@@ -89,13 +93,14 @@ export async function requireUnderRateLimit(
 
 /**
  * Counts one attempt against every check, atomically per counter, and throws
- * a 429 (with Retry-After) if any of them is now over its limit.
+ * a 429 (with Retry-After, and `message` if given) if any of them is now over its limit.
  */
 export async function consumeRateLimits(
   db: Database,
   rules: Record<RateLimitName, RateLimitRule>,
   checks: RateLimitCheck[],
   now: Date,
+  message?: (retryAfterSeconds: number) => string,
 ): Promise<void> {
   const windows = await Promise.all(checks.map((check) => windowKey(check.name, rules[check.name], check.subject, now)));
   const statements = windows.map(({ key, endsAt }) =>
@@ -114,7 +119,10 @@ export async function consumeRateLimits(
       retryAfterMs = Math.max(retryAfterMs, windows[i]!.endsAt.getTime() - now.getTime());
     }
   });
-  if (retryAfterMs > 0) throw tooManyRequests(Math.max(1, Math.ceil(retryAfterMs / 1000)));
+  if (retryAfterMs > 0) {
+    const retryAfterSeconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+    throw tooManyRequests(retryAfterSeconds, message?.(retryAfterSeconds));
+  }
 }
 
 export async function clearRateLimit(
