@@ -5,12 +5,14 @@
 // impersonation attempts. Every process and directory made here is registered
 // for cleanup (runCleanups), with a synchronous kill on process exit as a net.
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
+import { newestTokenLink } from "./browser-helpers";
 
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DEV_SCRIPT = fileURLToPath(new URL("../../scripts/dev.mjs", import.meta.url));
@@ -233,13 +235,23 @@ export class DevServer {
   }
 }
 
-/** Makes an existing account an operator in the dev server's local D1 (scripts/operator.mjs). */
-export async function grantOperator(email: string, persistTo: string): Promise<void> {
-  const result = await runNode([OPERATOR_SCRIPT, "grant", email, "--persist-to", persistTo], {
+/**
+ * Signs `api` up as a new operator of `dev` and logs it in: sign-up, the emailed verification link
+ * (only a verified account can be an operator), `npm run operator -- grant` on the dev server's
+ * local D1 (scripts/operator.mjs), log-in.
+ */
+export async function signUpOperator(api: Api, dev: DevServer): Promise<void> {
+  const email = `operator-${randomUUID()}@example.com`;
+  const password = `operator pass ${randomUUID()}`;
+  await api.expect(202, "POST", "/api/auth/signup", { email, password });
+  const verify = await newestTokenLink(dev.baseUrl, email, "/verify-email");
+  await api.expect(200, "POST", "/api/auth/verify-email", { token: new URL(verify).searchParams.get("token") });
+  const result = await runNode([OPERATOR_SCRIPT, "grant", email, "--persist-to", dev.persistTo], {
     ...process.env,
     FORCE_COLOR: "0",
   });
   if (result.code !== 0) throw new Error(`operator grant exited ${result.code}: ${result.stderr}${result.stdout}`);
+  await api.expect(200, "POST", "/api/auth/login", { email, password });
 }
 
 // ---------- the API ----------

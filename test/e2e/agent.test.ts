@@ -19,7 +19,7 @@ import {
   TcpProxy,
   agentEnroll,
   freePort,
-  grantOperator,
+  signUpOperator,
   openRaw,
   runCleanups,
   tempRoot,
@@ -134,11 +134,7 @@ describe("berth-agent against wrangler dev", () => {
     await dev.start();
     api = new Api(dev.baseUrl);
 
-    const email = `operator-${randomUUID()}@example.com`;
-    const password = `operator pass ${randomUUID()}`;
-    await api.expect(202, "POST", "/api/auth/signup", { email, password });
-    await grantOperator(email, dev.persistTo);
-    await api.expect(200, "POST", "/api/auth/login", { email, password });
+    await signUpOperator(api, dev);
     expect(api.cookie).toMatch(/^__Host-berth_session=/);
 
     proxy = new TcpProxy(dev.port);
