@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { CLOSE } from "../../../protocol/messages";
 import { RATE_LIMIT_RULES } from "../../../worker/auth/rate-limit";
-import { DAY, HOUR, call, expectError, post, randomIp, runCron } from "../helpers";
+import { DAY, HOUR, call, expectError, post, randomIp, runCron, setNow } from "../helpers";
 import { connectedAgent, enrollBody, FakeAgent, helloFor, newKeys, operatorCookie, sign } from "../fleet/fleet-helpers";
 import { runningServer } from "../servers/server-helpers";
 import { bytes, manualBackup, pathOf, signedCall, signedJson } from "../backups/backup-helpers";
@@ -14,6 +14,8 @@ import { bytes, manualBackup, pathOf, signedCall, signedJson } from "../backups/
 afterEach(() => vi.useRealTimers());
 beforeEach(async () => {
   await env.DB.prepare("UPDATE hosts SET status = 'offline' WHERE status = 'online'").run();
+  // Counts are per hour and limits per fixed window: the clock stands still, so no test straddles two.
+  setNow(Date.now());
 });
 
 interface RefusalCount {

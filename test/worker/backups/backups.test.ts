@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { RATE_LIMIT_RULES } from "../../../worker/auth/rate-limit";
 import { backupIdentity } from "../../../worker/backups/keys";
 import { database } from "../../../worker/db/client";
-import { call, expectError, logIn, post, verifiedUser } from "../helpers";
+import { call, expectError, logIn, post, setNow, verifiedUser } from "../helpers";
 import { enrolledHost, operatorCookie } from "../fleet/fleet-helpers";
 import { jobOf, runningServer, serverView, type JobMessage, type ServerView } from "../servers/server-helpers";
 import { backupRow, backupsOf, bytes, manualBackup, pathOf, signedCall, uploadBackup, type BackupJob } from "./backup-helpers";
@@ -190,6 +190,9 @@ describe("backup keys", () => {
 });
 
 describe("back up now and restore, throttled per server", () => {
+  // The limits count in fixed hourly windows: the clock stands still, so no test straddles two.
+  beforeEach(() => setNow(Date.now()));
+
   async function expectThrottled(response: Response) {
     const retryAfter = Number(response.headers.get("retry-after"));
     expect(retryAfter).toBeGreaterThan(0);

@@ -1,7 +1,9 @@
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { RATE_LIMIT_RULES } from "../../../worker/auth/rate-limit";
-import { MINUTE, advance, call, expectError, logIn, post, randomIp, signUp, uniqueEmail, PASSWORD } from "../helpers";
+import { MINUTE, advance, call, expectError, logIn, post, randomIp, setNow, signUp, uniqueEmail, PASSWORD } from "../helpers";
 
+// Limits count in fixed windows: the Worker's clock stands still unless a test moves it, so no test's attempts straddle two windows.
+beforeEach(() => setNow(Date.now()));
 afterEach(() => vi.useRealTimers());
 
 async function expect429(response: Response) {
