@@ -1,10 +1,8 @@
 import { eq } from "drizzle-orm";
 import { AGENT_REQUEST_MAX_SKEW_MS, agentRequestSigningInput } from "../../protocol/messages";
-import { recordRefusal, type RefusalReason } from "../audit/refusals";
-import { consumeRateLimits, requireUnderRateLimit, type RateLimitName, type RateLimitRule } from "../auth/rate-limit";
-import type { Database } from "../db/client";
+import { countAgainstRefusalLimit, recordRefusal, turnAwayRefusedClient, type RefusalContext, type RefusalReason } from "../audit/refusals";
 import { hosts, type Host } from "../db/schema";
-import { ApiError, unauthorized } from "../errors";
+import { type ApiError, unauthorized } from "../errors";
 import { verifyHostSignature } from "./signatures";
 
 /** An agent's HTTP request as signed: what agentRequestSigningInput() covers, and who claims to have signed it. */
@@ -17,15 +15,6 @@ export interface SignedAgentRequest {
   signature: string;
 }
 
-/** Where an agent request comes from, for counting and limiting what is refused. */
-export interface AgentRequestContext {
-  db: Database;
-  now: Date;
-  rateLimits: Record<RateLimitName, RateLimitRule>;
-  /** The client's network (clientNetwork()). */
-  client: string;
-}
-
 /**
  * The host that signed this request, or 401: an enrolled, unrevoked host whose
  * Ed25519 key signed this method, path, body digest and a timestamp within
@@ -33,13 +22,8 @@ export interface AgentRequestContext {
  * `contentSha256`. A client over its limit of refusals gets a 429 before any
  * of that is looked at.
  */
-export async function authenticateAgentRequest(ctx: AgentRequestContext, request: SignedAgentRequest): Promise<Host> {
-  try {
-    await requireUnderRateLimit(ctx.db, ctx.rateLimits, { name: "agent_refusals_ip", subject: ctx.client }, ctx.now);
-  } catch (error) {
-    await recordRefusal(ctx.db, ctx.now, "agent.request_refused", "rate limited", { host: request.hostId });
-    throw error;
-  }
+export async function authenticateAgentRequest(ctx: RefusalContext, request: SignedAgentRequest): Promise<Host> {
+  await turnAwayRefusedClient(ctx, "agent.request_refused", "rate limited", { host: request.hostId });
   const timestamp = Number(request.timestamp);
   if (!/^\d{1,16}$/.test(request.timestamp) || !/^[0-9a-f]{64}$/.test(request.contentSha256) || !request.hostId || !request.signature) {
     throw await refuseAgentRequest(ctx, request, "missing or malformed signature headers");
@@ -57,17 +41,7 @@ export async function authenticateAgentRequest(ctx: AgentRequestContext, request
  * its host header is the caller's choice), and a 401 — or the 429 of a client
  * that has now been refused too often.
  */
-export async function refuseAgentRequest(
-  ctx: AgentRequestContext,
-  request: SignedAgentRequest,
-  reason: RefusalReason<"agent.request_refused">,
-): Promise<ApiError> {
+export async function refuseAgentRequest(ctx: RefusalContext, request: SignedAgentRequest, reason: RefusalReason<"agent.request_refused">): Promise<ApiError> {
   await recordRefusal(ctx.db, ctx.now, "agent.request_refused", reason, { host: request.hostId, method: request.method });
-  try {
-    await consumeRateLimits(ctx.db, ctx.rateLimits, [{ name: "agent_refusals_ip", subject: ctx.client }], ctx.now);
-  } catch (error) {
-    if (error instanceof ApiError) return error;
-    throw error;
-  }
-  return unauthorized("This request is not signed by an enrolled host.");
+  return (await countAgainstRefusalLimit(ctx)) ?? unauthorized("This request is not signed by an enrolled host.");
 }

@@ -12,13 +12,12 @@ import {
   type HelloMessage,
 } from "../../protocol/messages";
 import { audit } from "../audit/audit";
-import { recordRefusal, type RefusalReason } from "../audit/refusals";
-import { clientNetwork, consumeRateLimits, rateLimitRules } from "../auth/rate-limit";
+import { countAgainstRefusalLimit, recordRefusal, type RefusalReason } from "../audit/refusals";
+import { clientNetwork, rateLimitRules } from "../auth/rate-limit";
 import { database, type Database } from "../db/client";
 import { hosts } from "../db/schema";
 import { randomToken } from "../crypto/bytes";
 import type { Env } from "../env";
-import { ApiError } from "../errors";
 import { claimDueJobs, failExpiredJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
 import {
   AUTH_TIMEOUT_MS,
@@ -307,12 +306,8 @@ export class HostConnection extends DurableObject<Env> {
   ) {
     const now = new Date();
     await recordRefusal(this.db, now, "agent.auth_refused", reason, { host: attachment.hostId });
-    try {
-      await consumeRateLimits(this.db, rateLimitRules(this.env.RATE_LIMITS), [{ name: "agent_refusals_ip", subject: attachment.client ?? "unknown" }], now);
-    } catch (error) {
-      // Over its limit: its next connection is refused before reaching this object.
-      if (!(error instanceof ApiError)) throw error;
-    }
+    // Once over its limit, the client's next connection is turned away before reaching this object.
+    await countAgainstRefusalLimit({ db: this.db, now, rateLimits: rateLimitRules(this.env.RATE_LIMITS), client: attachment.client ?? "unknown" });
     ws.close(code, closeReason);
   }
 

@@ -3,7 +3,8 @@ import { AGENT_REQUEST_HEADERS } from "../../protocol/messages";
 import { sha256Hex } from "../crypto/bytes";
 import type { Host } from "../db/schema";
 import { clientNetwork, rateLimitRules } from "../auth/rate-limit";
-import { authenticateAgentRequest, refuseAgentRequest, type AgentRequestContext, type SignedAgentRequest } from "../fleet/agent-requests";
+import type { RefusalContext } from "../audit/refusals";
+import { authenticateAgentRequest, refuseAgentRequest, type SignedAgentRequest } from "../fleet/agent-requests";
 import type { AppEnv } from "./context";
 
 /** What handlers behind signedAgentRequest() can read from `c.var`. */
@@ -14,7 +15,7 @@ export interface AgentAppEnv extends AppEnv {
     /** The request as signed: a streamed body must hash to its `contentSha256`. */
     signedRequest: SignedAgentRequest;
     /** For refusing the request after all (a streamed body that is not the one signed). */
-    agentRequestContext: AgentRequestContext;
+    refusalContext: RefusalContext;
   };
 }
 
@@ -34,7 +35,7 @@ export function signedAgentRequest(options: { streamedBody?: boolean } = {}) {
       contentSha256: c.req.header(AGENT_REQUEST_HEADERS.contentSha256) ?? "",
       signature: c.req.header(AGENT_REQUEST_HEADERS.signature) ?? "",
     };
-    const context: AgentRequestContext = {
+    const context: RefusalContext = {
       db: c.var.db,
       now: c.var.now,
       rateLimits: rateLimitRules(c.env.RATE_LIMITS),
@@ -46,7 +47,7 @@ export function signedAgentRequest(options: { streamedBody?: boolean } = {}) {
     }
     c.set("agentHost", host);
     c.set("signedRequest", request);
-    c.set("agentRequestContext", context);
+    c.set("refusalContext", context);
     await next();
   });
 }

@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import { enrollRequest } from "../../protocol/messages";
-import { clientNetwork, consumeRateLimits, rateLimitRules, requireUnderRateLimit } from "../auth/rate-limit";
-import { recordRefusal } from "../audit/refusals";
+import { clientNetwork, consumeRateLimits, rateLimitRules } from "../auth/rate-limit";
+import { turnAwayRefusedClient } from "../audit/refusals";
 import { enrollHost } from "../fleet/enrollment";
 import { hostStub, requireHost } from "../fleet/hosts";
 import { ApiError } from "../errors";
@@ -30,13 +30,8 @@ export const agentRoutes = new Hono<AppEnv>()
     }
     const hostId = c.req.query("host") ?? "";
     // A client whose connections keep being refused (inside the Durable Object) is turned away here.
-    const client = clientNetwork(c.req.header("cf-connecting-ip"));
-    try {
-      await requireUnderRateLimit(c.var.db, rateLimitRules(c.env.RATE_LIMITS), { name: "agent_refusals_ip", subject: client }, c.var.now);
-    } catch (error) {
-      await recordRefusal(c.var.db, c.var.now, "agent.auth_refused", "rate limited", { host: hostId });
-      throw error;
-    }
+    const refusals = { db: c.var.db, now: c.var.now, rateLimits: rateLimitRules(c.env.RATE_LIMITS), client: clientNetwork(c.req.header("cf-connecting-ip")) };
+    await turnAwayRefusedClient(refusals, "agent.auth_refused", "rate limited", { host: hostId });
     // Only enrolled hosts get a Durable Object; who is calling is proven inside it, by signature.
     await requireHost(c.var.db, hostId);
     return hostStub(c.env, hostId).fetch(c.req.raw);

@@ -47,7 +47,7 @@ function agentContext(c: Context<AgentAppEnv>): AgentBackupContext {
     env: c.env,
     now: c.var.now,
     host: c.var.agentHost,
-    refuseRequest: (reason) => refuseAgentRequest(c.var.agentRequestContext, c.var.signedRequest, reason),
+    refuseRequest: (reason) => refuseAgentRequest(c.var.refusalContext, c.var.signedRequest, reason),
   };
 }
 
