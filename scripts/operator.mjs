@@ -5,7 +5,9 @@
 //   npm run operator -- grant alice@example.com --remote        # production D1
 //   npm run operator -- revoke alice@example.com [--persist-to DIR]
 //
-// The account must exist (sign up first). Runs `wrangler d1 execute`.
+// The account must exist and its email address be verified (sign up, then follow the emailed link):
+// an operator is trusted with the fleet, so the address must be proven to be theirs.
+// Runs `wrangler d1 execute`.
 import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
@@ -29,7 +31,10 @@ if (!["grant", "revoke"].includes(action ?? "") || !email || !/^[a-z0-9._%+-]+@[
   process.exit(2);
 }
 const role = action === "grant" ? "operator" : "customer";
-const sql = `UPDATE users SET role = '${role}' WHERE email = '${email}'; SELECT email, role FROM users WHERE email = '${email}';`;
+const granting = role === "operator" ? " AND email_verified_at IS NOT NULL" : "";
+const sql =
+  `UPDATE users SET role = '${role}' WHERE email = '${email}'${granting}; ` +
+  `SELECT email, role, email_verified_at FROM users WHERE email = '${email}';`;
 const wrangler = join(dirname(createRequire(import.meta.url).resolve("wrangler/package.json")), "bin", "wrangler.js");
 const target = values.remote ? ["--remote"] : ["--local", "--persist-to", resolve(values["persist-to"])];
 const result = spawnSync(process.execPath, [wrangler, "d1", "execute", "DB", ...target, "--json", "--command", sql], {
@@ -44,6 +49,10 @@ if (result.status !== 0) {
 const rows = JSON.parse(result.stdout).flatMap((statement) => statement.results ?? []);
 if (rows.length === 0) {
   console.error(`No account with the email ${email}: sign up first.`);
+  process.exit(1);
+}
+if (role === "operator" && rows[0].email_verified_at === null) {
+  console.error(`${email} has not verified its email address: only a verified account can be an operator. Follow the link in its sign-up mail (or ask for a new one), then grant again.`);
   process.exit(1);
 }
 console.log(`${email} is now ${rows[0].role === "operator" ? "an operator" : "a customer"}.`);

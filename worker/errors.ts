@@ -21,8 +21,8 @@ export const conflict = (code: string, message: string) => new ApiError(409, cod
 /** A service we depend on (Stripe) failed: nothing was changed. */
 export const badGateway = (code: string, message: string) => new ApiError(502, code, message);
 
-export function tooManyRequests(retryAfterSeconds: number): ApiError {
-  return new ApiError(429, "rate_limited", `Too many attempts. Try again in ${retryAfterSeconds} seconds.`, {
+export function tooManyRequests(retryAfterSeconds: number, message = `Too many attempts. Try again in ${retryAfterSeconds} seconds.`): ApiError {
+  return new ApiError(429, "rate_limited", message, {
     "Retry-After": String(retryAfterSeconds),
   });
 }

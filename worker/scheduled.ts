@@ -1,4 +1,5 @@
 import { purgeDeletedAccounts } from "./account/deletion";
+import { pruneRefusalCounts } from "./audit/refusals";
 import { rotateSigningKeys } from "./auth/keyring";
 import { alertOverdueBackups, failAbandonedBackups, pruneBackups, scheduleDailyBackups } from "./backups/maintenance";
 import { pruneRateLimitWindows } from "./auth/rate-limit";
@@ -42,6 +43,7 @@ export async function runScheduledMaintenance(env: Env, now: Date, cron: string)
       sessionsPruned: await pruneExpiredSessions(db, now),
       tokensPruned: await pruneTokens(db, now),
       rateLimitWindowsPruned: await pruneRateLimitWindows(db, now),
+      refusalCountsPruned: await pruneRefusalCounts(db, now),
       entitlementsExpired: await expireEntitlements(db, now, entitlementPolicy(env)),
     });
     await rollUpUsage(db, now);

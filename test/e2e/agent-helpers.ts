@@ -5,13 +5,14 @@
 // impersonation attempts. Every process and directory made here is registered
 // for cleanup (runCleanups), with a synchronous kill on process exit as a net.
 import { spawn, type ChildProcess } from "node:child_process";
-import { X509Certificate } from "node:crypto";
+import { X509Certificate, randomUUID } from "node:crypto";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
+import { newestTokenLink } from "./browser-helpers";
 
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const DEV_SCRIPT = fileURLToPath(new URL("../../scripts/dev.mjs", import.meta.url));
@@ -233,13 +234,23 @@ export class DevServer {
   }
 }
 
-/** Makes an existing account an operator in the dev server's local D1 (scripts/operator.mjs). */
-export async function grantOperator(email: string, persistTo: string): Promise<void> {
-  const result = await runNode([OPERATOR_SCRIPT, "grant", email, "--persist-to", persistTo], {
+/**
+ * Signs `api` up as a new operator of `dev` and logs it in: sign-up, the emailed verification link
+ * (only a verified account can be an operator), `npm run operator -- grant` on the dev server's
+ * local D1 (scripts/operator.mjs), log-in.
+ */
+export async function signUpOperator(api: Api, dev: DevServer): Promise<void> {
+  const email = `operator-${randomUUID()}@example.com`;
+  const password = `operator pass ${randomUUID()}`;
+  await api.expect(202, "POST", "/api/auth/signup", { email, password });
+  const verify = await newestTokenLink(dev.baseUrl, email, "/verify-email");
+  await api.expect(200, "POST", "/api/auth/verify-email", { token: new URL(verify).searchParams.get("token") });
+  const result = await runNode([OPERATOR_SCRIPT, "grant", email, "--persist-to", dev.persistTo], {
     ...process.env,
     FORCE_COLOR: "0",
   });
   if (result.code !== 0) throw new Error(`operator grant exited ${result.code}: ${result.stderr}${result.stdout}`);
+  await api.expect(200, "POST", "/api/auth/login", { email, password });
 }
 
 // ---------- the API ----------
@@ -321,6 +332,27 @@ export class Api {
     });
   }
 
+  /** Refusals counted so far (GET /api/admin/refusals), per "kind/reason", over the hours it lists. */
+  async refusalCounts(): Promise<Record<string, number>> {
+    const { refusals } = await this.expect<{ refusals: RefusalCount[] }>(200, "GET", "/api/admin/refusals");
+    const totals: Record<string, number> = {};
+    for (const row of refusals) totals[`${row.kind}/${row.reason}`] = (totals[`${row.kind}/${row.reason}`] ?? 0) + row.count;
+    return totals;
+  }
+
+  /** Waits until more refusals of `kind` for `reason` are counted than in `mark` (refusalCounts() taken before). */
+  waitRefusal(kind: string, reason: string, mark: Record<string, number>, timeoutMs = 30_000): Promise<number> {
+    const key = `${kind}/${reason}`;
+    return waitFor(
+      `a refusal counted: ${key}`,
+      async () => {
+        const count = (await this.refusalCounts())[key] ?? 0;
+        return count > (mark[key] ?? 0) ? count : undefined;
+      },
+      { timeoutMs, intervalMs: 200 },
+    );
+  }
+
   waitJob(id: string, statuses: string[], timeoutMs = 60_000): Promise<JobView> {
     return waitFor(
       `job ${id} to be ${statuses.join(" or ")}`,
@@ -364,6 +396,13 @@ export interface JobView {
   result: unknown;
   error: string | null;
   finishedAt: string | null;
+}
+
+export interface RefusalCount {
+  kind: string;
+  reason: string;
+  hourStart: string;
+  count: number;
 }
 
 export interface AuditEntry {

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { registerWithSharedSecret, requestJson } from "../../agent/homeserver/synapse-api.ts";
 import { destroyAgentHomeservers } from "../../scripts/dev-reset.mjs";
 import { reservePort } from "../ports.ts";
-import { AgentProcess, Api, DevServer, Fatal, agentEnroll, grantOperator, runCleanups, tempRoot, waitFor } from "./agent-helpers";
+import { AgentProcess, Api, DevServer, Fatal, agentEnroll, signUpOperator, runCleanups, tempRoot, waitFor } from "./agent-helpers";
 import { createHomeserver, payingCustomer, run, untilRunning, type BackupView, type ServerView } from "./homeserver-helpers";
 
 const MiB = 1024 * 1024;
@@ -91,11 +91,7 @@ describe("backups under faults (wrangler dev, the real agent, Docker)", () => {
     await dev.start();
 
     operator = new Api(dev.baseUrl);
-    const email = `operator-${randomUUID()}@example.com`;
-    const password = `operator pass ${randomUUID()}`;
-    await operator.expect(202, "POST", "/api/auth/signup", { email, password });
-    await grantOperator(email, dev.persistTo);
-    await operator.expect(200, "POST", "/api/auth/login", { email, password });
+    await signUpOperator(operator, dev);
     const { token } = await operator.expect<{ token: string }>(201, "POST", "/api/admin/join-tokens", { region: "us-east" });
     hostConfigDir = join(root, "host", "config");
     dataRoot = join(root, "host", "data");

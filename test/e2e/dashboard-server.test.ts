@@ -9,7 +9,7 @@ import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PROTOCOL_VERSION, helloSigningInput } from "../../protocol/messages.ts";
 import { reservePort } from "../ports.ts";
-import { Api, DevServer, grantOperator, openRaw, runCleanups, tempRoot, waitFor, type RawSocket } from "./agent-helpers.ts";
+import { Api, DevServer, signUpOperator, openRaw, runCleanups, tempRoot, waitFor, type RawSocket } from "./agent-helpers.ts";
 import { axeSeriousViolations, expectAt, launchChromium, newestTokenLink, submit } from "./browser-helpers.ts";
 
 const artifacts = fileURLToPath(new URL("../../test-results/e2e/", import.meta.url));
@@ -69,11 +69,7 @@ describe("a server's page, live, in a real browser", () => {
     dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"));
     await dev.start();
     const operator = new Api(dev.baseUrl);
-    const email = `operator-${randomUUID()}@example.com`;
-    const password = `operator pass ${randomUUID()}`;
-    await operator.expect(202, "POST", "/api/auth/signup", { email, password });
-    await grantOperator(email, dev.persistTo);
-    await operator.expect(200, "POST", "/api/auth/login", { email, password });
+    await signUpOperator(operator, dev);
     agent = await fakeAgent(operator);
     browser = await launchChromium();
     page = await (await browser.newContext()).newPage();

@@ -1,9 +1,8 @@
 import { and, eq, inArray, isNotNull, sql } from "drizzle-orm";
 import type Stripe from "stripe";
 import { audit } from "../audit/audit";
-import type { AccountContext } from "../auth/accounts";
+import { throttlePasswordCheck, type AccountContext } from "../auth/accounts";
 import { verifyPassword } from "../auth/password";
-import { consumeRateLimits } from "../auth/rate-limit";
 import { requireOnlineHost } from "../backups/backups";
 import { BACKUP_RETENTION_MS } from "../backups/policy";
 import { LIVE_STATUSES } from "../billing/billing";
@@ -84,8 +83,8 @@ export async function describeAccountDeletion(db: Database, userId: string, now:
  *     A server that cannot start now is retried hourly by startDueDeletions (deletion_due).
  * The scrubbed row stays until the servers are deleted and their backups aged out; then purgeDeletedAccounts removes it.
  */
-export async function deleteAccount(ctx: AccountDeletionContext, user: User, password: string): Promise<DeletionTerms> {
-  await consumeRateLimits(ctx.db, ctx.rateLimits, [{ name: "login_account", subject: user.email }], ctx.now);
+export async function deleteAccount(ctx: AccountDeletionContext, user: User, sessionId: string, password: string): Promise<DeletionTerms> {
+  await throttlePasswordCheck(ctx, sessionId);
   if (!(await verifyPassword(password, user.passwordHash))) throw forbidden("invalid_password", "Your password is incorrect.");
 
   const mine = stillRunning(await serversOf(ctx.db, user.id));

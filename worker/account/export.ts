@@ -1,4 +1,4 @@
-import { asc, desc, eq, inArray, or, sql } from "drizzle-orm";
+import { and, asc, desc, eq, inArray, ne, or, sql } from "drizzle-orm";
 import type { Database } from "../db/client";
 import {
   adminPasswordLinks,
@@ -15,7 +15,7 @@ import {
   workloadUsage,
 } from "../db/schema";
 import type { Env } from "../env";
-import { presentBackup, presentInvoice } from "../http/present";
+import { customerFailureText, presentAuditEntryToCustomer, presentBackup, presentInvoice } from "../http/present";
 import { newestSucceededBackupId } from "../backups/maintenance";
 import { serverNameOf } from "../servers/servers";
 import { E2EE_STATEMENT, invoicesOf, liveUser, serversOf } from "./visibility";
@@ -26,7 +26,8 @@ const iso = (date: Date | null) => date?.toISOString() ?? null;
  * GET /api/me/export: every row D1 holds about the customer, in the four
  * categories of the security page, each field chosen in docs/data-export.md.
  * Never a secret: no password hash, session or link hashes, keys, card data
- * (Stripe holds cards; we never see them), R2 object names or upload ids.
+ * (Stripe holds cards; we never see them), R2 object names or upload ids; and
+ * nothing of our hosts: no host id, none of the agent's own error text.
  */
 export async function exportAccountData(db: Database, env: Env, userId: string, now: Date) {
   const user = await liveUser(db, userId);
@@ -45,7 +46,13 @@ export async function exportAccountData(db: Database, env: Env, userId: string, 
     db
       .select()
       .from(auditLog)
-      .where(or(eq(auditLog.actor, `user:${userId}`), eq(auditLog.target, userId), serverIds.length ? inArray(auditLog.target, serverIds) : undefined))
+      .where(
+        and(
+          // Nothing an unauthenticated caller caused is the customer's (older rows named whatever such a caller sent).
+          ne(auditLog.actor, "anonymous"),
+          or(eq(auditLog.actor, `user:${userId}`), eq(auditLog.target, userId), serverIds.length ? inArray(auditLog.target, serverIds) : undefined),
+        ),
+      )
       .orderBy(asc(auditLog.id)),
   ]);
   const [usageRows, backupRows, jobRows, certificateRows, setupLinkRows] = await Promise.all([
@@ -85,7 +92,7 @@ export async function exportAccountData(db: Database, env: Env, userId: string, 
         expiresAt: iso(link.expiresAt),
         usedAt: iso(link.usedAt),
       })),
-      auditLog: auditRows.map((entry) => ({ at: iso(entry.at), actor: entry.actor, action: entry.action, target: entry.target, detail: entry.detail })),
+      auditLog: auditRows.map((entry) => presentAuditEntryToCustomer(entry, userId, new Set(serverIds))),
     },
     billing: {
       stripeCustomerId: customer[0]?.stripeCustomerId ?? null,
@@ -135,7 +142,7 @@ export async function exportAccountData(db: Database, env: Env, userId: string, 
           .map((row) => ({ createdAt: iso(row.createdAt), expiresAt: iso(row.expiresAt), usedAt: iso(row.usedAt) })),
         operations: jobRows
           .filter((job) => (job.payload as { serverId?: string }).serverId === server.id)
-          .map((job) => ({ kind: job.kind, status: job.status, error: job.error, createdAt: iso(job.createdAt), finishedAt: iso(job.finishedAt) })),
+          .map((job) => ({ kind: job.kind, status: job.status, error: customerFailureText(job.error), createdAt: iso(job.createdAt), finishedAt: iso(job.finishedAt) })),
         backups: backupRows.filter((backup) => backup.serverId === server.id).map((backup) => presentBackup(backup, newestSucceeded.get(server.id), now)),
       })),
     },

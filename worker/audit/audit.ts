@@ -2,8 +2,12 @@ import { desc } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { auditLog } from "../db/schema";
 
-/** "system": the control plane on its own (the cron, job outcomes). */
-export type Actor = `user:${string}` | `host:${string}` | "system" | "anonymous";
+/**
+ * "system": the control plane on its own (the cron, job outcomes). There is no anonymous actor:
+ * a caller who proved nothing is counted (./refusals.ts), never audited, since whatever it names
+ * could be a customer's id and land in that customer's audit log and export.
+ */
+export type Actor = `user:${string}` | `host:${string}` | "system";
 
 /** Records one security-relevant action. Details must never carry secrets (tokens, keys, signatures). */
 export function audit(db: Database, now: Date, actor: Actor, action: string, target: string | null, detail?: Record<string, unknown>) {

@@ -14,6 +14,7 @@ export interface AccountContext {
   db: Database;
   mailer: Mailer;
   now: Date;
+  /** The caller's network (clientNetwork()): per-client limits count it. */
   clientIp: string;
   /** Absolute URL of a page of ours, for links in email. */
   link: (path: string) => string;
@@ -23,6 +24,17 @@ export interface AccountContext {
 
 const throttle = (ctx: AccountContext, checks: RateLimitCheck[]) =>
   consumeRateLimits(ctx.db, ctx.rateLimits, checks, ctx.now);
+
+/** One account as guessed at from one client: the subject of the per-account-and-client limits. */
+const accountFromClient = (ctx: AccountContext, email: string) => `${email}\n${ctx.clientIp}`;
+
+/**
+ * Counts one wrong password given under a session (to change the password or
+ * delete the account): per session, so that guessing at the log-in, which
+ * anyone who knows the address can do, never locks the owner out of these.
+ */
+export const throttlePasswordCheck = (ctx: AccountContext, sessionId: string) =>
+  throttle(ctx, [{ name: "password_check_session", subject: sessionId }]);
 
 const invalidToken = () => badRequest("invalid_token", "This link is invalid, was already used, or has expired.");
 
@@ -96,8 +108,11 @@ export async function resendVerification(ctx: AccountContext, user: User): Promi
 }
 
 export async function logIn(ctx: AccountContext, email: string, password: string) {
-  const accountLimit = { name: "login_account", subject: email } as const;
-  await throttle(ctx, [{ name: "login_ip", subject: ctx.clientIp }, accountLimit]);
+  const accountLimits: RateLimitCheck[] = [
+    { name: "login_account_client", subject: accountFromClient(ctx, email) },
+    { name: "login_account", subject: email },
+  ];
+  await throttle(ctx, [{ name: "login_ip", subject: ctx.clientIp }, ...accountLimits]);
   const user = await findUserByEmail(ctx.db, email);
   if (!user) {
     await burnVerificationTime(password);
@@ -105,7 +120,7 @@ export async function logIn(ctx: AccountContext, email: string, password: string
   }
   if (!(await verifyPassword(password, user.passwordHash))) throw unauthorized("Email or password is incorrect.");
 
-  await clearRateLimit(ctx.db, ctx.rateLimits, accountLimit, ctx.now);
+  for (const limit of accountLimits) await clearRateLimit(ctx.db, ctx.rateLimits, limit, ctx.now);
   if (needsRehash(user.passwordHash)) {
     await ctx.db
       .update(users)
@@ -119,6 +134,7 @@ export async function logIn(ctx: AccountContext, email: string, password: string
 export async function requestPasswordReset(ctx: AccountContext, email: string): Promise<void> {
   await throttle(ctx, [
       { name: "password_reset_ip", subject: ctx.clientIp },
+      { name: "password_reset_email_client", subject: accountFromClient(ctx, email) },
       { name: "password_reset_email", subject: email },
     ]);
   const user = await findUserByEmail(ctx.db, email);
@@ -164,7 +180,7 @@ export async function changePassword(
   currentPassword: string,
   newPassword: string,
 ): Promise<void> {
-  await throttle(ctx, [{ name: "login_account", subject: user.email }]);
+  await throttlePasswordCheck(ctx, sessionId);
   await requireCurrentPassword(user, currentPassword);
   await ctx.db
     .update(users)

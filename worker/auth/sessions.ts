@@ -1,4 +1,4 @@
-import { and, eq, inArray, lte, ne, or } from "drizzle-orm";
+import { and, eq, exists, gt, inArray, lte, ne, or } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { sessionKeys, sessions, users, type Session, type User } from "../db/schema";
 import { base64UrlDecode, randomToken, sha256Hex } from "../crypto/bytes";
@@ -91,6 +91,19 @@ export async function authenticate(
   await db.update(sessions).set({ lastSeenAt: now, expiresAt }).where(eq(sessions.id, id));
   const reissue = await signCookie(db, secret, parsed.sessionSecret, expiresAt, now);
   return { user, session: { ...session, lastSeenAt: now, expiresAt }, reissue };
+}
+
+/**
+ * A query condition that holds while the session is live (not revoked, not expired), for
+ * long-lived responses to re-check their session in the query they make anyway.
+ */
+export function sessionIsLive(db: Database, sessionId: string, now: Date) {
+  return exists(
+    db
+      .select({ id: sessions.id })
+      .from(sessions)
+      .where(and(eq(sessions.id, sessionId), gt(sessions.expiresAt, now), gt(sessions.absoluteExpiresAt, now))),
+  );
 }
 
 export async function revokeSession(db: Database, sessionId: string): Promise<void> {

@@ -4,6 +4,7 @@ import { audit, type Actor } from "../audit/audit";
 import type { Database } from "../db/client";
 import { backups, hosts, type Backup, type BackupStatus, type BackupTrigger, type Job, type Server, type ServerStatus, type User } from "../db/schema";
 import type { Env } from "../env";
+import { consumeRateLimits, rateLimitRules } from "../auth/rate-limit";
 import { conflict } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
 import { ownedServer } from "../servers/servers";
@@ -93,6 +94,18 @@ export async function startBackup(ctx: BackupContext, server: Server, trigger: B
   return (await backupById(ctx.db, id))!;
 }
 
+/**
+ * Counts one more backup or restore asked for this homeserver, or throws 429 once it has had
+ * its few an hour: each is heavy work on a host that runs other customers' homeservers too.
+ */
+export async function throttleServerWork(ctx: BackupContext, server: Server, work: "backup_server" | "restore_server"): Promise<void> {
+  const rules = rateLimitRules(ctx.env.RATE_LIMITS);
+  const what = work === "backup_server" ? "backups" : "restores";
+  await consumeRateLimits(ctx.db, rules, [{ name: work, subject: server.id }], ctx.now, (seconds) =>
+    `This homeserver has had its ${rules[work].limit} ${what} an hour; try again in ${Math.ceil(seconds / 60)} minutes.`,
+  );
+}
+
 const BACKUP_FROM: ServerStatus[] = ["running", "stopped"];
 
 /** A backup the owner asks for: of a running or stopped homeserver whose host is connected. */
@@ -102,6 +115,7 @@ export async function requestBackup(ctx: BackupContext, user: User, serverId: st
     throw conflict("invalid_state", `The server is ${server.status}; a backup can be taken when it is ${BACKUP_FROM.join(" or ")}.`);
   }
   await requireOnlineHost(ctx.db, server);
+  await throttleServerWork(ctx, server, "backup_server");
   return startBackup(ctx, server, "manual", `user:${user.id}`);
 }
 
@@ -137,11 +151,14 @@ export async function failBackup(ctx: BackupContext, backup: Backup, reason: str
   return failed;
 }
 
+/** Why a backup whose job ended (or never ran) without completing its upload failed: our words, not the agent's. */
+export const UPLOAD_NOT_COMPLETED = "the backup job ended without completing the upload";
+
 /** After its job ended: a backup the job left unfinished has failed, whatever the job reported. */
 export async function settleBackupJob(ctx: BackupContext, job: Job): Promise<Backup | undefined> {
   const backupId = (job.payload as { backupId?: unknown } | null)?.backupId;
   const backup = typeof backupId === "string" ? await backupById(ctx.db, backupId) : undefined;
   if (!backup || backup.hostId !== job.hostId || !UNFINISHED_BACKUP.includes(backup.status)) return backup;
-  const reason = job.status === "failed" ? (job.error ?? "the backup job failed") : "the backup job ended without completing the upload";
+  const reason = job.status === "failed" ? (job.error ?? "the backup job failed") : UPLOAD_NOT_COMPLETED;
   return failBackup(ctx, backup, reason, "system");
 }

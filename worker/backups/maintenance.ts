@@ -3,7 +3,7 @@ import { alias } from "drizzle-orm/sqlite-core";
 import type { Database } from "../db/client";
 import { auditLog, backups, jobs, servers, type Backup, type ServerStatus } from "../db/schema";
 import { logError } from "../logging";
-import { failBackup, manifestKeyOf, startBackup, UNFINISHED_BACKUP, type BackupContext } from "./backups";
+import { failBackup, manifestKeyOf, startBackup, UNFINISHED_BACKUP, UPLOAD_NOT_COMPLETED, type BackupContext } from "./backups";
 import { audit } from "../audit/audit";
 import { BACKUP_OVERDUE_AFTER_MS, BACKUP_OVERDUE_REALERT_MS, BACKUP_RETENTION_MS, DAILY_BACKUP_SKIP_MS, ORPHANED_BACKUP_AFTER_MS } from "./policy";
 
@@ -129,7 +129,7 @@ export async function failAbandonedBackups(ctx: BackupContext): Promise<number> 
       ),
     );
   for (const { backup, jobError } of abandoned) {
-    await failBackup(ctx, backup, jobError ?? "the backup job ended without completing the upload", "system");
+    await failBackup(ctx, backup, jobError ?? UPLOAD_NOT_COMPLETED, "system");
   }
   return abandoned.length;
 }

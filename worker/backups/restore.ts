@@ -6,7 +6,7 @@ import { backups, type Job, type Server, type ServerStatus, type User } from "..
 import type { Env } from "../env";
 import { conflict, notFound } from "../errors";
 import { ownedServer, requireMayRun, startLifecycleJob } from "../servers/servers";
-import { agentUrl, backupById, requireOnlineHost, unfinishedBackup, type BackupContext } from "./backups";
+import { agentUrl, backupById, requireOnlineHost, throttleServerWork, unfinishedBackup, type BackupContext } from "./backups";
 import { backupIdentity } from "./keys";
 import { RESTORE_TIMEOUT_MS } from "./policy";
 
@@ -37,6 +37,7 @@ export async function requestRestore(ctx: BackupContext, user: User, serverId: s
   if (await unfinishedBackup(ctx.db, server.id)) throw conflict("backup_running", "A backup of this homeserver is under way; restore when it has finished.");
   // Fail here, not on the host, if the identity cannot be unwrapped (a misconfigured secret).
   await backupIdentity(ctx.db, ctx.env.BACKUP_KEY_WRAPPING_SECRET, backup.serverId);
+  await throttleServerWork(ctx, server, "restore_server");
 
   const payload = storedRestorePayload.parse({
     serverId: server.id,

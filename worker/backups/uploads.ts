@@ -3,7 +3,7 @@ import type { BackupCompleteRequest, BackupPartReceipt } from "../../protocol/me
 import { audit } from "../audit/audit";
 import { hex } from "../crypto/bytes";
 import { backupParts, backups, type Backup, type BackupManifestPart, type Host } from "../db/schema";
-import { ApiError, badRequest, conflict, forbidden, notFound, unauthorized } from "../errors";
+import { ApiError, badRequest, conflict, forbidden, notFound } from "../errors";
 import { unfinishedJobsOfKind } from "../fleet/jobs";
 import { backupById, failBackup, manifestKeyOf, UNFINISHED_BACKUP, type BackupContext } from "./backups";
 
@@ -15,6 +15,8 @@ import { backupById, failBackup, manifestKeyOf, UNFINISHED_BACKUP, type BackupCo
  */
 export interface AgentBackupContext extends BackupContext {
   host: Host;
+  /** Refuses the request after all: its streamed body was not the one signed, so it proves nothing. */
+  refuseRequest(reason: "body does not match its signed digest"): Promise<ApiError>;
 }
 
 async function ownBackup(ctx: AgentBackupContext, backupId: string): Promise<Backup> {
@@ -68,8 +70,7 @@ export async function receivePart(
   if (sha256 !== signedSha256) {
     // R2 now holds these bytes under this number: the part must be sent again.
     await forgetPart(ctx, backup.id, partNumber);
-    await audit(ctx.db, ctx.now, `host:${ctx.host.id}`, "backup.part_refused", backup.serverId, { backupId: backup.id, partNumber, reason: "digest mismatch" });
-    throw unauthorized("The body does not match its signed digest.");
+    throw await ctx.refuseRequest("body does not match its signed digest");
   }
 
   await ctx.db.batch([

@@ -1,6 +1,7 @@
 import { and, eq, gt, isNull } from "drizzle-orm";
 import type { EnrollRequest } from "../../protocol/messages";
 import { audit } from "../audit/audit";
+import { recordRefusal } from "../audit/refusals";
 import type { Database } from "../db/client";
 import { hosts, joinTokens } from "../db/schema";
 import { base64UrlDecode, randomToken, sha256Hex } from "../crypto/bytes";
@@ -43,8 +44,9 @@ export async function enrollHost(db: Database, request: EnrollRequest, now: Date
     throw badRequest("invalid_public_key", "publicKey must be a raw Ed25519 public key (32 bytes, base64url).");
   }
   const tokenId = await sha256Hex(request.joinToken);
+  // Counted, not audited: the name is the caller's choice, and could be a customer's id.
   const refuse = async () => {
-    await audit(db, now, "anonymous", "host.enroll_refused", request.name, { reason: "invalid join token" });
+    await recordRefusal(db, now, "host.enroll_refused", "invalid join token", { name: request.name });
     return invalidToken();
   };
   const usable = and(eq(joinTokens.id, tokenId), isNull(joinTokens.usedAt), gt(joinTokens.expiresAt, now));

@@ -12,6 +12,8 @@ import {
   type HelloMessage,
 } from "../../protocol/messages";
 import { audit } from "../audit/audit";
+import { countAgainstRefusalLimit, recordRefusal, type RefusalReason } from "../audit/refusals";
+import { clientNetwork, rateLimitRules } from "../auth/rate-limit";
 import { database, type Database } from "../db/client";
 import { hosts } from "../db/schema";
 import { randomToken } from "../crypto/bytes";
@@ -33,7 +35,8 @@ import { payloadForDelivery } from "../backups/restore";
 import { applyJobOutcome } from "../servers/outcomes";
 
 type Attachment =
-  | { state: "pending"; hostId: string; nonce: string; openedAt: number }
+  // `client`: the caller's network (clientNetwork()), whose refusals count against its limit.
+  | { state: "pending"; hostId: string; nonce: string; openedAt: number; client?: string }
   | { state: "authenticated"; hostId: string; protocol: number; connectedAt: number; lastMessageAt: number; lastSeenWrittenAt: number };
 
 export interface ConnectionStatus {
@@ -74,7 +77,8 @@ export class HostConnection extends DurableObject<Env> {
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
     const nonce = randomToken();
-    server.serializeAttachment({ state: "pending", hostId, nonce, openedAt: Date.now() } satisfies Attachment);
+    const caller = clientNetwork(request.headers.get("cf-connecting-ip") ?? undefined);
+    server.serializeAttachment({ state: "pending", hostId, nonce, openedAt: Date.now(), client: caller } satisfies Attachment);
     server.send(JSON.stringify({ type: "challenge", protocol: PROTOCOL_VERSION, nonce }));
     await this.scheduleAlarm(Date.now() + AUTH_TIMEOUT_MS);
     return new Response(null, { status: 101, webSocket: client });
@@ -87,12 +91,13 @@ export class HostConnection extends DurableObject<Env> {
       if (typeof raw !== "string") throw new Error("binary frame");
       message = agentMessage.parse(JSON.parse(raw));
     } catch {
-      await this.refuse(ws, attachment, CLOSE.INVALID_MESSAGE, "invalid message", "agent.invalid_message");
+      if (attachment.state === "pending") await this.refuseUnproven(ws, attachment, CLOSE.INVALID_MESSAGE, "invalid message", "invalid message");
+      else await this.refuseHost(ws, attachment.hostId, CLOSE.INVALID_MESSAGE, "invalid message", "agent.invalid_message");
       return;
     }
     if (attachment.state === "pending") {
       if (message.type !== "hello") {
-        await this.refuse(ws, attachment, CLOSE.UNAUTHORIZED, "say hello first", "agent.auth_refused", { reason: "no hello" });
+        await this.refuseUnproven(ws, attachment, CLOSE.UNAUTHORIZED, "say hello first", "no hello");
         return;
       }
       await this.authenticate(ws, attachment, message);
@@ -152,7 +157,7 @@ export class HostConnection extends DurableObject<Env> {
       const attachment = ws.deserializeAttachment() as Attachment | null;
       if (!attachment) continue;
       if (attachment.state === "pending" && now - attachment.openedAt >= AUTH_TIMEOUT_MS) {
-        await this.refuse(ws, attachment, CLOSE.AUTH_TIMEOUT, "no hello in time", "agent.auth_refused", { reason: "timeout" });
+        await this.refuseUnproven(ws, attachment, CLOSE.AUTH_TIMEOUT, "no hello in time", "timeout");
       }
       if (attachment.state !== "authenticated") continue;
       const heardAt = Math.max(attachment.lastMessageAt, this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0);
@@ -225,8 +230,9 @@ export class HostConnection extends DurableObject<Env> {
   private async authenticate(ws: WebSocket, attachment: Extract<Attachment, { state: "pending" }>, hello: HelloMessage) {
     const now = new Date();
     const [host] = await this.db.select().from(hosts).where(eq(hosts.id, attachment.hostId));
-    const refuse = (code: number, reason: string, detail: string) =>
-      this.refuse(ws, attachment, code, reason, "agent.auth_refused", { reason: detail });
+    // Until the signature holds, a refusal is of a caller who proved nothing, whichever host it named.
+    const refuse = (code: number, closeReason: string, reason: RefusalReason<"agent.auth_refused">) =>
+      this.refuseUnproven(ws, attachment, code, closeReason, reason);
 
     if (!host) return refuse(CLOSE.UNAUTHORIZED, "unknown host", "unknown host");
     if (host.status === "revoked") return refuse(CLOSE.REVOKED, "host revoked", "revoked host");
@@ -236,7 +242,8 @@ export class HostConnection extends DurableObject<Env> {
     if (!signed) return refuse(CLOSE.UNAUTHORIZED, "bad signature", "bad signature");
     const protocol = Math.max(...hello.protocols.filter((v) => v >= OLDEST_SUPPORTED_PROTOCOL && v <= PROTOCOL_VERSION));
     if (!Number.isFinite(protocol)) {
-      return refuse(CLOSE.PROTOCOL_TOO_OLD, `agent too old: this control plane speaks protocol ${OLDEST_SUPPORTED_PROTOCOL}–${PROTOCOL_VERSION}; upgrade berth-agent`, "protocol too old");
+      const closeReason = `agent too old: this control plane speaks protocol ${OLDEST_SUPPORTED_PROTOCOL}–${PROTOCOL_VERSION}; upgrade berth-agent`;
+      return this.refuseHost(ws, host.id, CLOSE.PROTOCOL_TOO_OLD, closeReason, "agent.auth_refused", { reason: "protocol too old" });
     }
 
     // One live connection per host: the newest wins.
@@ -285,17 +292,30 @@ export class HostConnection extends DurableObject<Env> {
     await this.deliver();
   }
 
-  private async refuse(
+  /**
+   * Closes a connection that has not authenticated: counted for operators and
+   * against its client's limit of refusals, never audited (it proves nothing,
+   * not even that it is the host it named).
+   */
+  private async refuseUnproven(
     ws: WebSocket,
-    attachment: Attachment,
+    attachment: Extract<Attachment, { state: "pending" }>,
     code: number,
-    reason: string,
-    action: string,
-    detail: Record<string, unknown> = {},
+    closeReason: string,
+    reason: RefusalReason<"agent.auth_refused">,
   ) {
-    console.warn(JSON.stringify({ event: action, hostId: attachment.hostId, code, ...detail }));
-    await audit(this.db, new Date(), "anonymous", action, attachment.hostId, { code, ...detail });
-    ws.close(code, reason);
+    const now = new Date();
+    await recordRefusal(this.db, now, "agent.auth_refused", reason, { host: attachment.hostId });
+    // Once over its limit, the client's next connection is turned away before reaching this object.
+    await countAgainstRefusalLimit({ db: this.db, now, rateLimits: rateLimitRules(this.env.RATE_LIMITS), client: attachment.client ?? "unknown" });
+    ws.close(code, closeReason);
+  }
+
+  /** Closes an authenticated host's connection, audited as that host's. */
+  private async refuseHost(ws: WebSocket, hostId: string, code: number, closeReason: string, action: string, detail: Record<string, unknown> = {}) {
+    console.warn(JSON.stringify({ event: action, hostId, code, ...detail }));
+    await audit(this.db, new Date(), `host:${hostId}`, action, hostId, { code, ...detail });
+    ws.close(code, closeReason);
   }
 
   /** Records the host as offline once (the audit entry only when it really was online). */

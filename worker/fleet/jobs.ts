@@ -124,11 +124,14 @@ export async function redeliverUnfinished(db: Database, hostId: string, now: Dat
     .where(and(eq(jobs.hostId, hostId), inArray(jobs.status, ["sent", "acked"])));
 }
 
+/** The error of a job that ran out of time: ours, unlike the agent's own error text. */
+export const JOB_DEADLINE_EXCEEDED = "deadline exceeded";
+
 /** Fails unfinished jobs past their deadline and returns them (their callers apply the outcome). */
 export async function failExpiredJobs(db: Database, hostId: string | null, now: Date): Promise<Job[]> {
   return db
     .update(jobs)
-    .set({ status: "failed", error: "deadline exceeded", finishedAt: now, updatedAt: now })
+    .set({ status: "failed", error: JOB_DEADLINE_EXCEEDED, finishedAt: now, updatedAt: now })
     .where(
       and(
         hostId === null ? undefined : eq(jobs.hostId, hostId),

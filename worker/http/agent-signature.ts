@@ -2,6 +2,8 @@ import { createMiddleware } from "hono/factory";
 import { AGENT_REQUEST_HEADERS } from "../../protocol/messages";
 import { sha256Hex } from "../crypto/bytes";
 import type { Host } from "../db/schema";
+import { clientNetwork, rateLimitRules } from "../auth/rate-limit";
+import type { RefusalContext } from "../audit/refusals";
 import { authenticateAgentRequest, refuseAgentRequest, type SignedAgentRequest } from "../fleet/agent-requests";
 import type { AppEnv } from "./context";
 
@@ -12,6 +14,8 @@ export interface AgentAppEnv extends AppEnv {
     agentHost: Host;
     /** The request as signed: a streamed body must hash to its `contentSha256`. */
     signedRequest: SignedAgentRequest;
+    /** For refusing the request after all (a streamed body that is not the one signed). */
+    refusalContext: RefusalContext;
   };
 }
 
@@ -31,12 +35,19 @@ export function signedAgentRequest(options: { streamedBody?: boolean } = {}) {
       contentSha256: c.req.header(AGENT_REQUEST_HEADERS.contentSha256) ?? "",
       signature: c.req.header(AGENT_REQUEST_HEADERS.signature) ?? "",
     };
-    const host = await authenticateAgentRequest(c.var.db, request, c.var.now);
+    const context: RefusalContext = {
+      db: c.var.db,
+      now: c.var.now,
+      rateLimits: rateLimitRules(c.env.RATE_LIMITS),
+      client: clientNetwork(c.req.header("cf-connecting-ip")),
+    };
+    const host = await authenticateAgentRequest(context, request);
     if (!options.streamedBody && (await sha256Hex(await c.req.arrayBuffer())) !== request.contentSha256) {
-      throw await refuseAgentRequest(c.var.db, request, c.var.now, "body does not match its signed digest");
+      throw await refuseAgentRequest(context, request, "body does not match its signed digest");
     }
     c.set("agentHost", host);
     c.set("signedRequest", request);
+    c.set("refusalContext", context);
     await next();
   });
 }

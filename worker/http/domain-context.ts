@@ -1,7 +1,7 @@
 import type { Context } from "hono";
 import type { AccountDeletionContext } from "../account/deletion";
 import type { AccountContext } from "../auth/accounts";
-import { rateLimitRules } from "../auth/rate-limit";
+import { clientNetwork, rateLimitRules } from "../auth/rate-limit";
 import { isDevelopment } from "../env";
 import type { BillingContext } from "../billing/billing";
 import { entitlementPolicy } from "../billing/entitlement";
@@ -33,7 +33,7 @@ export function accountContext(c: Context<AppEnv>): AccountContext {
     mailer: mailerFor(c.env, c.var.db, () => c.var.now),
     now: c.var.now,
     // Cloudflare sets this header itself at the edge; a client cannot supply it.
-    clientIp: c.req.header("cf-connecting-ip") ?? "unknown",
+    clientIp: clientNetwork(c.req.header("cf-connecting-ip")),
     link: linkBuilder(c),
     rateLimits: rateLimitRules(c.env.RATE_LIMITS),
     keyringSecret: c.env.SESSION_KEYRING_SECRET,

@@ -1,9 +1,55 @@
 import type { billingSummary } from "../billing/billing";
 import type { Plan } from "../billing/plans";
-import type { Backup, Host, Invoice, Job, Server, User } from "../db/schema";
+import type { auditLog, Backup, Host, Invoice, Job, Server, User } from "../db/schema";
 import type { Env } from "../env";
+import { UPLOAD_NOT_COMPLETED } from "../backups/backups";
 import { keptUntil } from "../backups/maintenance";
+import { JOB_DEADLINE_EXCEEDED } from "../fleet/jobs";
 import { homeserverUrlOf, serverNameOf } from "../servers/servers";
+
+/**
+ * What a customer reads when work failed on the host. The agent's own error
+ * text can name host paths, host ids and other customers' ids, so it stays with
+ * operators (jobs.error, backups.error, the audit log); customers get our words.
+ */
+export const HOST_FAILURE_TEXT = "the host reported an error; our operators can see the details";
+
+/** A failed job's or backup's error as its customer reads it: our own reasons in plain words, anything from the agent as HOST_FAILURE_TEXT. */
+export function customerFailureText(error: string | null): string | null {
+  if (error === null) return null;
+  if (error === JOB_DEADLINE_EXCEEDED) return "the host did not finish it in time";
+  if (error === UPLOAD_NOT_COMPLETED) return "the host ended the backup without completing its upload";
+  return HOST_FAILURE_TEXT;
+}
+
+/** Audit detail fields that are ours to show a customer; anything else (a host id, the agent's words) is left out. */
+const CUSTOMER_AUDIT_FIELDS = new Set(["name", "region", "backupId", "trigger", "size", "parts", "from", "state", "image", "servers", "lastSucceededAt"]);
+/** Fields that carry a failure's text: shown as customerFailureText() says. */
+const FAILURE_FIELDS = new Set(["reason", "lastFailure"]);
+
+/**
+ * An audit entry as the customer it is about reads it: a host as "host", an
+ * operator (anyone but the customer) as "operator", a target that is not the
+ * customer's account or homeserver left out, and only our own detail fields.
+ */
+export function presentAuditEntryToCustomer(entry: typeof auditLog.$inferSelect, userId: string, serverIds: ReadonlySet<string>) {
+  const actor = entry.actor.startsWith("host:") ? "host" : entry.actor.startsWith("user:") && entry.actor !== `user:${userId}` ? "operator" : entry.actor;
+  const detail = entry.detail as Record<string, unknown> | null;
+  return {
+    at: entry.at.toISOString(),
+    actor,
+    action: entry.action,
+    target: entry.target === userId || (entry.target !== null && serverIds.has(entry.target)) ? entry.target : null,
+    detail:
+      detail &&
+      Object.fromEntries(
+        Object.entries(detail).flatMap(([key, value]): [string, unknown][] => {
+          if (FAILURE_FIELDS.has(key)) return [[key, typeof value === "string" ? customerFailureText(value) : null]];
+          return CUSTOMER_AUDIT_FIELDS.has(key) ? [[key, value]] : [];
+        }),
+      ),
+  };
+}
 
 /** The account as its owner sees it through the API. */
 export function publicUser(user: User) {
@@ -135,13 +181,13 @@ export function presentServer(env: Env, server: Server, job: Job | undefined) {
           status: job.status,
           progress: job.progress,
           message: job.progressMessage,
-          error: job.error,
+          error: customerFailureText(job.error),
         }
       : null,
   };
 }
 
-/** A backup as its server's owner (or its host) sees it: never its key, object name or upload id. */
+/** A backup as its server's owner (or its host) sees it: never its key, object name or upload id, nor the agent's error text. */
 export function presentBackup(backup: Backup, newestSucceededId: string | undefined, now: Date) {
   return {
     id: backup.id,
@@ -149,7 +195,7 @@ export function presentBackup(backup: Backup, newestSucceededId: string | undefi
     status: backup.status,
     sizeBytes: backup.sizeBytes,
     progressBytes: backup.progressBytes,
-    error: backup.error,
+    error: customerFailureText(backup.error),
     createdAt: backup.createdAt.toISOString(),
     startedAt: backup.startedAt?.toISOString() ?? null,
     completedAt: backup.completedAt?.toISOString() ?? null,

@@ -26,9 +26,9 @@ export const accountRoutes = new Hono<AppEnv>()
   })
   .get("/deletion", async (c) => c.json(await describeAccountDeletion(c.var.db, requireAuth(c).user.id, c.var.now)))
   .delete("/", async (c) => {
-    const { user } = requireAuth(c);
+    const { user, session } = requireAuth(c);
     const { password } = await readJson(c, z.strictObject({ password: z.string().min(1).max(1024) }));
-    const terms = await deleteAccount(accountDeletionContext(c), user, password);
+    const terms = await deleteAccount(accountDeletionContext(c), user, session.id, password);
     // Every session is gone server-side already; this browser's cookie goes too.
     forgetSession(c);
     return c.json(terms, 202);

@@ -3,6 +3,7 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { TEST_JOB_KINDS } from "../../protocol/messages";
 import { audit, readAudit } from "../audit/audit";
+import { refusalsSince } from "../audit/refusals";
 import { jobs, workloads } from "../db/schema";
 import { alertWindowMs, listCertificates } from "../fleet/certificates";
 import { createJoinToken, REGIONS } from "../fleet/enrollment";
@@ -137,6 +138,12 @@ export const adminRoutes = new Hono<AppEnv>()
         reportedAt: row.updatedAt.toISOString(),
       })),
     });
+  })
+  // Callers refused before they proved anything, counted per hour and reason (never in the audit log).
+  .get("/refusals", async (c) => {
+    const { hours } = parseWith(z.object({ hours: z.coerce.number().int().min(1).max(90 * 24).default(24) }), c.req.query());
+    const rows = await refusalsSince(c.var.db, new Date(c.var.now.getTime() - hours * 3_600_000));
+    return c.json({ refusals: rows.map((row) => ({ kind: row.kind, reason: row.reason, hourStart: row.hourStart.toISOString(), count: row.count })) });
   })
   .get("/audit", async (c) => {
     const { limit } = parseWith(z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) }), c.req.query());

@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { enrollRequest } from "../../protocol/messages";
-import { consumeRateLimits, rateLimitRules } from "../auth/rate-limit";
+import { clientNetwork, consumeRateLimits, rateLimitRules } from "../auth/rate-limit";
+import { turnAwayRefusedClient } from "../audit/refusals";
 import { enrollHost } from "../fleet/enrollment";
 import { hostStub, requireHost } from "../fleet/hosts";
 import { ApiError } from "../errors";
@@ -13,7 +14,7 @@ export const agentRoutes = new Hono<AppEnv>()
     await consumeRateLimits(
       c.var.db,
       rateLimitRules(c.env.RATE_LIMITS),
-      [{ name: "enroll_ip", subject: c.req.header("cf-connecting-ip") ?? "unknown" }],
+      [{ name: "enroll_ip", subject: clientNetwork(c.req.header("cf-connecting-ip")) }],
       c.var.now,
     );
     const request = await readJson(c, enrollRequest);
@@ -28,6 +29,9 @@ export const agentRoutes = new Hono<AppEnv>()
       throw new ApiError(426, "upgrade_required", "Connect with a WebSocket.");
     }
     const hostId = c.req.query("host") ?? "";
+    // A client whose connections keep being refused (inside the Durable Object) is turned away here.
+    const refusals = { db: c.var.db, now: c.var.now, rateLimits: rateLimitRules(c.env.RATE_LIMITS), client: clientNetwork(c.req.header("cf-connecting-ip")) };
+    await turnAwayRefusedClient(refusals, "agent.auth_refused", "rate limited", { host: hostId });
     // Only enrolled hosts get a Durable Object; who is calling is proven inside it, by signature.
     await requireHost(c.var.db, hostId);
     return hostStub(c.env, hostId).fetch(c.req.raw);

@@ -6,6 +6,7 @@ import { newestSucceededBackupId } from "../backups/maintenance";
 import { requestRestore } from "../backups/restore";
 import { abortBackup, completeBackup, openBackupForRestore, receivePart, type AgentBackupContext } from "../backups/uploads";
 import { ApiError } from "../errors";
+import { refuseAgentRequest } from "../fleet/agent-requests";
 import { signedAgentRequest, type AgentAppEnv } from "../http/agent-signature";
 import type { AppEnv } from "../http/context";
 import { presentBackup, presentServer } from "../http/present";
@@ -41,7 +42,13 @@ const partParams = backupParam.extend({
 const contentLength = z.string().regex(/^[0-9]{1,10}$/).transform(Number);
 
 function agentContext(c: Context<AgentAppEnv>): AgentBackupContext {
-  return { db: c.var.db, env: c.env, now: c.var.now, host: c.var.agentHost };
+  return {
+    db: c.var.db,
+    env: c.env,
+    now: c.var.now,
+    host: c.var.agentHost,
+    refuseRequest: (reason) => refuseAgentRequest(c.var.refusalContext, c.var.signedRequest, reason),
+  };
 }
 
 // Agents only, every request signed by its host (mounted under /api/agent/backups). There is no delete.

@@ -198,7 +198,7 @@ export const pageRoutes = new Hono<AppEnv>()
       c,
       async (fields) => {
         const { password } = parseWith(z.object({ password: currentPasswordSchema }), fields);
-        const terms = await deleteAccount(accountDeletionContext(c), auth.user, password);
+        const terms = await deleteAccount(accountDeletionContext(c), auth.user, auth.session.id, password);
         forgetSession(c);
         return c.html(
           <MessagePage title="Your account is deleted" message="We emailed you a confirmation of what follows.">

@@ -1,4 +1,4 @@
-import { eq } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import { z } from "zod";
@@ -9,6 +9,7 @@ import { presentServer, presentUsage } from "../http/present";
 import { requireAuth } from "../http/session";
 import { parseWith, readJson } from "../http/validation";
 import { passwordSchema } from "../auth/credentials";
+import { sessionIsLive } from "../auth/sessions";
 import { servers } from "../db/schema";
 import { linkBuilder } from "../http/domain-context";
 import { createAdminPasswordLink, setAdminPassword } from "../servers/admin-password";
@@ -69,8 +70,9 @@ export const serverRoutes = new Hono<AppEnv>()
     return c.json({ status: "setting", ...result }, 202);
   })
   // Live status for the dashboard: an event whenever the server's status or its job's progress changes.
+  // It ends within a poll once the session that opened it is revoked (log-out, password change, deletion).
   .get("/:id/events", async (c) => {
-    const { user } = requireAuth(c);
+    const { user, session } = requireAuth(c);
     const server = await ownedServer(c.var.db, user.id, c.req.param("id"));
     return streamSSE(c, async (stream) => {
       let last = "";
@@ -80,7 +82,10 @@ export const serverRoutes = new Hono<AppEnv>()
         if (view !== last) await stream.writeSSE({ event: "server", data: view });
         last = view;
         await stream.sleep(SERVER_EVENTS_POLL_MS);
-        const [fresh] = await c.var.db.select().from(servers).where(eq(servers.id, server.id));
+        const [fresh] = await c.var.db
+          .select()
+          .from(servers)
+          .where(and(eq(servers.id, server.id), sessionIsLive(c.var.db, session.id, new Date())));
         if (!fresh) break;
         current = fresh;
       }

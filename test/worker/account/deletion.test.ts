@@ -42,7 +42,7 @@ describe("DELETE /api/me", () => {
     await expectUntouched(server);
   });
 
-  it("is rate-limited like logging in", async () => {
+  it("is rate-limited per session: 10 wrong passwords, then 429 whatever the client", async () => {
     const { email } = await signUp();
     const cookie = sessionCookie(await post("/api/auth/login", { email, password: PASSWORD }))!;
     for (let i = 0; i < 10; i++) await expectError(await deleteAccount(cookie, "wrong"), 403, "invalid_password");

@@ -1,9 +1,10 @@
 import { env } from "cloudflare:workers";
 import { Decrypter } from "age-encryption";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { RATE_LIMIT_RULES } from "../../../worker/auth/rate-limit";
 import { backupIdentity } from "../../../worker/backups/keys";
 import { database } from "../../../worker/db/client";
-import { call, expectError, logIn, post, verifiedUser } from "../helpers";
+import { call, expectError, logIn, post, setNow, verifiedUser } from "../helpers";
 import { enrolledHost, operatorCookie } from "../fleet/fleet-helpers";
 import { jobOf, runningServer, serverView, type JobMessage, type ServerView } from "../servers/server-helpers";
 import { BACKUP_PLAINTEXT, backupRow, backupsOf, bytes, manualBackup, pathOf, serverWithBackup, signedCall, type BackupJob } from "./backup-helpers";
@@ -171,5 +172,45 @@ describe("backup keys", () => {
       .bind(other.id, id)
       .run();
     await expect(backupIdentity(db, env.BACKUP_KEY_WRAPPING_SECRET, id)).rejects.toThrow();
+  });
+});
+
+describe("back up now and restore, throttled per server", () => {
+  // The limits count in fixed hourly windows: the clock stands still, so no test straddles two.
+  beforeEach(() => setNow(Date.now()));
+
+  async function expectThrottled(response: Response) {
+    const retryAfter = Number(response.headers.get("retry-after"));
+    expect(retryAfter).toBeGreaterThan(0);
+    expect(retryAfter).toBeLessThanOrEqual(3600);
+    const code = await expectError(response.clone(), 429, "rate_limited");
+    expect(((await response.json()) as { error: { message: string } }).error.message).toMatch(/this homeserver .* an hour/i);
+    return code;
+  }
+
+  it(`${RATE_LIMIT_RULES.backup_server.limit} backups asked for an hour, then 429 with Retry-After; other servers are not affected`, async () => {
+    const { agent, owner, id } = await runningServer();
+    for (let i = 0; i < RATE_LIMIT_RULES.backup_server.limit; i++) {
+      const job = await manualBackup(owner.cookie, id, agent);
+      agent.send({ type: "job.result", id: job.id, ok: false, error: "interrupted" });
+      await vi.waitFor(async () => expect(await backupRow(job.payload.backupId)).toMatchObject({ status: "failed" }));
+    }
+    await expectThrottled(await post(`/api/servers/${id}/backups`, undefined, { cookie: owner.cookie }));
+    expect(await backupsOf(owner.cookie, id)).toHaveLength(RATE_LIMIT_RULES.backup_server.limit);
+
+    const other = await runningServer();
+    await manualBackup(other.owner.cookie, other.id, other.agent);
+  });
+
+  it(`${RATE_LIMIT_RULES.restore_server.limit} restores an hour, then 429 with Retry-After`, async () => {
+    const { agent, owner, id, backupId } = await serverWithBackup();
+    for (let i = 0; i < RATE_LIMIT_RULES.restore_server.limit; i++) {
+      expect((await restore(owner.cookie, id, backupId)).status).toBe(202);
+      const { job } = await jobOf(agent, "homeserver.restore");
+      agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
+      await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("running"));
+    }
+    await expectThrottled(await restore(owner.cookie, id, backupId));
+    expect((await serverView(owner.cookie, id)).status).toBe("running");
   });
 });

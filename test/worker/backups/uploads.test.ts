@@ -151,7 +151,8 @@ describe("uploading a backup through the Worker", () => {
     expect(await uploadStillOpen(backupId)).toBe(true);
     const aborted = await signedJson(host, `${base}/abort`, { reason: "no space left on device" });
     expect(aborted.status).toBe(200);
-    expect(((await aborted.json()) as { backup: unknown }).backup).toMatchObject({ status: "failed", error: "aborted by the host: no space left on device" });
+    expect(((await aborted.json()) as { backup: unknown }).backup).toMatchObject({ status: "failed" });
+    expect(await backupRow(backupId)).toMatchObject({ status: "failed", error: "aborted by the host: no space left on device" });
     expect(await uploadStillOpen(backupId)).toBe(false);
     expect((await backupsOf(owner.cookie, id))[0]).toMatchObject({ status: "failed", sizeBytes: null });
 

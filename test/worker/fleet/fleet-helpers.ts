@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import { expect } from "vitest";
 import { helloSigningInput, PROTOCOL_VERSION, type DiskEncryption, type ReportedWorkload } from "../../../protocol/messages";
 import { base64UrlEncode } from "../../../worker/crypto/bytes";
-import { call, logIn, post, verifiedUser } from "../helpers";
+import { call, logIn, post, randomIp, verifiedUser } from "../helpers";
 
 // A fake agent speaking the real protocol from inside workerd, with a real Ed25519 key.
 
@@ -72,8 +72,9 @@ export class FakeAgent {
     });
   }
 
-  static async connect(hostId: string): Promise<FakeAgent> {
-    const response = await SELF.fetch(`http://localhost/api/agent/connect?host=${hostId}`, { headers: { upgrade: "websocket" } });
+  /** Dials from `ip` (a fresh random address by default, so tests don't share rate limits). */
+  static async connect(hostId: string, ip = randomIp()): Promise<FakeAgent> {
+    const response = await SELF.fetch(`http://localhost/api/agent/connect?host=${hostId}`, { headers: { upgrade: "websocket", "cf-connecting-ip": ip } });
     expect(response.status).toBe(101);
     const ws = response.webSocket!;
     ws.accept();
@@ -159,4 +160,19 @@ export async function auditActions(hostId: string): Promise<string[]> {
 
 export function hostStub(hostId: string) {
   return env.HOSTS.get(env.HOSTS.idFromName(hostId));
+}
+
+/** How many refusals of `kind` D1 has counted so far, per reason (summed over hours). */
+export async function refusalCounts(kind: string): Promise<Record<string, number>> {
+  const rows = await env.DB.prepare("SELECT reason, sum(count) AS n FROM refusal_counts WHERE kind = ? GROUP BY reason").bind(kind).all<{ reason: string; n: number }>();
+  return Object.fromEntries(rows.results.map((row) => [row.reason, row.n]));
+}
+
+/** Starts counting refusals of `kind`: the returned function gives those counted since, per reason. */
+export async function refusalsSince(kind: string): Promise<() => Promise<Record<string, number>>> {
+  const start = await refusalCounts(kind);
+  return async () => {
+    const now = await refusalCounts(kind);
+    return Object.fromEntries(Object.entries(now).flatMap(([reason, n]) => (n > (start[reason] ?? 0) ? [[reason, n - (start[reason] ?? 0)]] : [])));
+  };
 }

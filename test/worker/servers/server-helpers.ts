@@ -22,6 +22,31 @@ export async function serverView(cookie: string, id: string): Promise<ServerView
   return response.json();
 }
 
+/** `GET /api/servers/:id/events` read as a browser's EventSource reads it. */
+export async function serverEvents(cookie: string, id: string) {
+  const response = await call(`/api/servers/${id}/events`, { cookie });
+  expect(response.status).toBe(200);
+  expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  return {
+    /** The next `server` event, or null once the stream has ended. */
+    async next(): Promise<ServerView | null> {
+      for (;;) {
+        const match = /event: server\ndata: (.*)\n\n/.exec(buffer);
+        if (match) {
+          buffer = buffer.slice(match.index + match[0].length);
+          return JSON.parse(match[1]!) as ServerView;
+        }
+        const { value, done } = await reader.read();
+        if (done) return null;
+        buffer += value;
+      }
+    },
+    cancel: () => reader.cancel(),
+  };
+}
+
 export async function onlineHost(region = "us-east", memoryMiB?: number) {
   const host = await enrolledHost(await operatorCookie(), region);
   if (memoryMiB) await env.DB.prepare("UPDATE hosts SET memory_mib = ? WHERE id = ?").bind(memoryMiB, host.hostId).run();

@@ -4,7 +4,7 @@ import { nameProblem } from "../../../worker/servers/names";
 import { call, expectError, logIn, post, runCron, verifiedUser } from "../helpers";
 import { deliverAll, emulatorControl, signedNow, subscriber, takeDeliveries } from "../billing/stripe-helpers";
 import { operatorCookie } from "../fleet/fleet-helpers";
-import { create, jobOf, onlineHost, runningServer, serverView, suspendedForNonPayment, type ServerView } from "./server-helpers";
+import { create, jobOf, onlineHost, runningServer, serverEvents, serverView, suspendedForNonPayment, type ServerView } from "./server-helpers";
 
 afterEach(() => vi.useRealTimers());
 // Each test brings its own hosts online; those of earlier tests in this file must not take placements.
@@ -184,26 +184,12 @@ describe("running a homeserver", () => {
     const { agent } = await onlineHost();
     const owner = await subscriber();
     const created = (await (await create(owner.cookie)).json()) as ServerView;
-    const response = await call(`/api/servers/${created.id}/events`, { cookie: owner.cookie });
-    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
-    const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
-    const events: ServerView[] = [];
-    const nextEvent = async () => {
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error("stream ended");
-        buffer += value;
-        const match = /event: server\ndata: (.*)\n\n/.exec(buffer);
-        if (match) return JSON.parse(match[1]!) as ServerView;
-      }
-    };
-    events.push(await nextEvent());
-    expect(events[0]!.status).toBe("provisioning");
+    const stream = await serverEvents(owner.cookie, created.id);
+    expect((await stream.next())!.status).toBe("provisioning");
     const { job } = await jobOf(agent, "homeserver.provision");
     agent.send({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2" } });
-    for (let next = await nextEvent(); next.status !== "running"; next = await nextEvent()) events.push(next);
-    await reader.cancel();
+    for (let next = await stream.next(); next!.status !== "running"; next = await stream.next());
+    await stream.cancel();
     await expectError(await call(`/api/servers/${created.id}/events`, { cookie: await logIn((await verifiedUser()).email) }), 404);
   });
 
