@@ -34,10 +34,11 @@ export default defineConfig({
         },
       },
       {
-        // Development tools that run in Node, such as the local Stripe emulator and the tests' port picker.
+        // Development tools that run in Node, such as the local Stripe emulator, the tests' port picker
+        // and the machine set-up of scripts/.
         test: {
           name: "tools",
-          include: ["test/emulator/**/*.test.ts", "test/ports.test.ts"],
+          include: ["test/emulator/**/*.test.ts", "test/ports.test.ts", "test/scripts/**/*.test.ts"],
           environment: "node",
           testTimeout: 60_000,
         },

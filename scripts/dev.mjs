@@ -5,7 +5,14 @@
 // settings layered over the production wrangler.toml.
 //
 //   node scripts/dev.mjs [--port 8787] [--stripe-port 12111] [--https-port 8443] [--persist-to .wrangler/state]
-//                        [--production] [--no-agent]
+//                        [--production] [--no-agent] [--no-setup]
+//
+// First it sets the machine up for the local agent (scripts/setup.mjs): as root on Debian or
+// Ubuntu it installs what is missing (Docker Engine, Caddy, iptables, debootstrap, age, zstd),
+// starts dockerd if none answers and builds the images; anywhere else it says what is missing and
+// the commands to run, and the product runs without the local agent, as with --no-agent.
+// --no-setup leaves the machine alone (for those who manage it themselves); --no-agent and
+// --production skip the set-up too, as they run no agent.
 //
 // Once the Worker answers, a local berth-agent is enrolled (once, kept in the
 // state directory) and started against it, with its data root in the state
@@ -31,6 +38,7 @@ import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { runSetup } from "./setup.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const { values: options } = parseArgs({
@@ -41,6 +49,7 @@ const { values: options } = parseArgs({
     "persist-to": { type: "string", default: join(root, ".wrangler", "state") },
     production: { type: "boolean", default: false },
     "no-agent": { type: "boolean", default: false },
+    "no-setup": { type: "boolean", default: false },
   },
 });
 const persistTo = resolve(options["persist-to"]);
@@ -127,6 +136,13 @@ function run(args) {
   });
 }
 
+// Before our signal handlers are installed: Ctrl-C during the set-up stops dev.mjs at once.
+let runAgent = !options.production && !options["no-agent"];
+if (runAgent && !options["no-setup"] && !(await runSetup()).ready) {
+  runAgent = false;
+  log("this machine is not set up for homeservers (see above): running without the local berth-agent, as --no-agent does");
+}
+
 for (const signal of ["SIGINT", "SIGTERM"]) {
   process.on(signal, () => {
     for (const child of children) child.kill(signal);
@@ -189,7 +205,7 @@ start(
 );
 log(`Berth at http://localhost:${options.port}${options.production ? " (production configuration)" : ""}`);
 
-if (!options.production && !options["no-agent"]) {
+if (runAgent) {
   // Without its agent the product cannot place a homeserver: stop everything and say why, rather
   // than leave a Worker that answers but reports no capacity.
   await startLocalAgent().catch((error) => {

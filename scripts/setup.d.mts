@@ -1,0 +1,37 @@
+// Types for the TypeScript tests of scripts/setup.mjs.
+export interface Need {
+  name: string;
+  commands: string[];
+  packages: string[];
+}
+export interface SetupProbe {
+  isRoot(): boolean;
+  osRelease(): { id: string; idLike: string[]; name: string } | null;
+  hasCommand(name: string): boolean;
+  docker(): "answers" | "denied" | "down";
+  imagesPresent(): boolean;
+}
+export type SetupStep = "install" | "start-dockerd" | "build-images";
+export interface SetupPlan {
+  os: string;
+  root: boolean;
+  install: string[];
+  missing: string[];
+  steps: SetupStep[];
+  blockers: string[];
+  commands: string[];
+  rootCommand: string | null;
+}
+export const HOST_NEEDS: Need[];
+export const TEST_NEEDS: Need[];
+export const IMAGES: string[];
+export const DOCKERD_LOG: string;
+export function planSetup(probe: SetupProbe, options?: { forTests?: boolean }): SetupPlan;
+export function reportLines(plan: SetupPlan): string[];
+export function systemProbe(): SetupProbe;
+export function runSetup(options?: {
+  forTests?: boolean;
+  check?: boolean;
+  log?: (line: string) => void;
+  probe?: SetupProbe;
+}): Promise<{ ready: boolean; did: string[] }>;
