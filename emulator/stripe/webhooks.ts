@@ -134,11 +134,12 @@ export class Deliveries {
       const outcome = attempt <= pending.skipAttempts
         ? { delivered: false, detail: "failed (held back by failFirstAttempts)" }
         : await this.post(pending.stored);
-      this.log(`webhook ${event.id} ${event.type} attempt ${attempt}: ${outcome.detail}`);
+      const retryMs = outcome.delivered || attempt === MAX_ATTEMPTS ? 0 : FIRST_RETRY_MS * 2 ** (attempt - 1);
+      this.log(`webhook ${event.id} ${event.type} attempt ${attempt}: ${outcome.detail}${retryMs ? `; next attempt in ${retryMs} ms` : ""}`);
       if (outcome.delivered) return;
-      if (attempt < MAX_ATTEMPTS) {
+      if (retryMs) {
         try {
-          await sleep(FIRST_RETRY_MS * 2 ** (attempt - 1), undefined, { signal: this.stop.signal });
+          await sleep(retryMs, undefined, { signal: this.stop.signal });
         } catch {
           return; // closed while waiting
         }

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { CLOSE, PROTOCOL_VERSION, type UsageSample } from "../../protocol/messages.ts";
 import { AgentConnection, EXIT_PROTOCOL_TOO_OLD, EXIT_REVOKED, type ReconnectEvent } from "../../agent/connection.ts";
 import { generateHostKey, publicKeyBase64url } from "../../agent/credentials.ts";
@@ -8,9 +8,21 @@ import { JobRunner } from "../../agent/jobs.ts";
 import { Journal } from "../../agent/journal.ts";
 import { UsageReporter } from "../../agent/metrics.ts";
 import { reservePort } from "../ports.ts";
-import { ControlPlane, captureLog, onCleanup, runCleanups, sleep, tempDir, waitFor } from "./helpers.ts";
+import { ControlPlane, captureLog, onCleanup, runCleanups, tempDir, waitFor } from "./helpers.ts";
 
 afterEach(runCleanups);
+
+/**
+ * Controlled time for the agent's timers (backoff, heartbeat) and clock; call it before startAgent.
+ * Sockets, and the tests' waitFor, stay real: a test waits for what the sockets carry, then moves
+ * the agent's time on by exactly what it means to.
+ */
+function controlTime(): void {
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+  onCleanup(() => {
+    vi.useRealTimers();
+  });
+}
 
 const HOST = "host_test";
 
@@ -29,7 +41,7 @@ function startAgent(cp: ControlPlane, options: AgentOptions = {}) {
   const dataRoot = tempDir();
   const captured = captureLog();
   const fatal: Array<{ code: number; reason: string }> = [];
-  const reconnects: Array<ReconnectEvent & { at: number }> = [];
+  const reconnects: ReconnectEvent[] = [];
   const diskEncryption = () => ({ dataRoot, encrypted: false, devices: ["vda"], allowUnencrypted: true });
   let connection: AgentConnection;
   const runner = new JobRunner({
@@ -65,7 +77,7 @@ function startAgent(cp: ControlPlane, options: AgentOptions = {}) {
     log: captured.log,
     ...(options.random ? { random: options.random } : {}),
   });
-  connection.on("reconnect", (e: ReconnectEvent) => reconnects.push({ ...e, at: Date.now() }));
+  connection.on("reconnect", (e: ReconnectEvent) => reconnects.push(e));
   connection.start();
   onCleanup(async () => {
     usage.stop();
@@ -175,25 +187,36 @@ describe("agent connection against a local control plane", () => {
     expect(agent.connection.queued).toBe(0);
   });
 
+  /** Moves the agent's time to just before a scheduled redial, then to it: no dial until the delay is up. */
+  async function redialAfter(agent: ReturnType<typeof startAgent>, delayMs: number): Promise<void> {
+    vi.advanceTimersByTime(delayMs - 1);
+    expect(agent.connection.state).toBe("backoff");
+    vi.advanceTimersByTime(1);
+    expect(agent.connection.state).toBe("connecting");
+  }
+
   it("UNAUTHORIZED (a key the control plane does not know): closed with 4001, redials only after the cap", async () => {
+    controlTime();
     const cp = await new ControlPlane().start();
     const agent = startAgent(cp, { wrongKey: true, reconnectMaxMs: 600 });
-    const first = await waitFor(() => cp.sockets[0]?.closed && cp.sockets[0], "first close");
-    expect(first.closed!.code).toBe(CLOSE.UNAUTHORIZED);
-    await waitFor(() => cp.sockets.length >= 2, "redial");
-    expect(cp.sockets[1]!.openedAt - first.closed!.at).toBeGreaterThanOrEqual(550);
+    await waitFor(() => agent.reconnects.length === 1, "the redial to be scheduled");
+    expect(cp.sockets[0]!.closed!.code).toBe(CLOSE.UNAUTHORIZED);
     expect(agent.reconnects[0]).toMatchObject({ delayMs: 600, reason: "unauthorized" });
+    await redialAfter(agent, 600);
+    await waitFor(() => cp.sockets.length === 2, "redial");
     expect(agent.fatal).toEqual([]);
     expect(agent.captured.has("did not accept this host's identity")).toBe(true);
   });
 
   it("REPLACED: logs that another agent took over and backs off at the cap", async () => {
+    controlTime();
     const cp = await new ControlPlane({ onHello: (_s, i) => (i === 0 ? CLOSE.REPLACED : "welcome") }).start();
     const agent = startAgent(cp, { reconnectMaxMs: 500 });
-    const second = await waitFor(() => cp.welcomed(1), "second, welcomed connection");
+    await waitFor(() => agent.reconnects.length === 1, "the redial to be scheduled");
     expect(cp.sockets[0]!.closed!.code).toBe(CLOSE.REPLACED);
-    expect(second.openedAt - cp.sockets[0]!.closed!.at).toBeGreaterThanOrEqual(450);
     expect(agent.reconnects[0]).toMatchObject({ delayMs: 500, reason: "replaced" });
+    await redialAfter(agent, 500);
+    await waitFor(() => cp.welcomed(1), "second, welcomed connection");
     expect(agent.captured.has("another agent with this host's identity")).toBe(true);
   });
 
@@ -206,32 +229,35 @@ describe("agent connection against a local control plane", () => {
     await waitFor(() => agent.fatal.length === 1, "fatal");
     expect(agent.fatal[0]!.code).toBe(exitCode);
     expect(agent.captured.has(words)).toBe(true);
-    await sleep(400); // well past the reconnect delays in use
-    expect(cp.sockets).toHaveLength(1);
+    // No redial scheduled, and a stopped connection never dials again.
+    expect(agent.reconnects).toEqual([]);
     expect(agent.connection.state).toBe("stopped");
+    expect(cp.sockets).toHaveLength(1);
   });
 
   it("redials a vanished control plane with exponential backoff, forever, and resets after a welcome", async () => {
+    controlTime();
     // A reserved port: the control plane comes back on it.
     const cp = await new ControlPlane().start(await reservePort());
     const agent = startAgent(cp, { random: () => 0.999999, reconnectBaseMs: 20, reconnectMaxMs: 200 });
     await waitFor(() => cp.last()?.welcomedAt, "welcome");
     const port = cp.port;
     await cp.stop();
-    await waitFor(() => agent.reconnects.length >= 7, "seven redials", 15_000);
-    // delay = random · min(cap, base · 2^attempt), with random ≈ 1 here
+    // delay = random · min(cap, base · 2^attempt), with random ≈ 1 here; each dial waits out its delay.
+    for (let i = 0; i < 7; i++) {
+      await waitFor(() => agent.reconnects.length === i + 1, `redial ${i + 1} to be scheduled`);
+      await redialAfter(agent, agent.reconnects[i]!.delayMs);
+    }
+    await waitFor(() => agent.reconnects.length === 8, "the eighth redial to be scheduled");
     expect(agent.reconnects.slice(0, 7).map((r) => r.delayMs)).toEqual([20, 40, 80, 160, 200, 200, 200]);
     expect(agent.reconnects.slice(0, 7).map((r) => r.attempt)).toEqual([0, 1, 2, 3, 4, 5, 6]);
-    for (let i = 1; i < 7; i++) {
-      expect(agent.reconnects[i]!.at - agent.reconnects[i - 1]!.at).toBeGreaterThanOrEqual(agent.reconnects[i - 1]!.delayMs - 5);
-    }
 
     await cp.start(port);
+    await redialAfter(agent, agent.reconnects[7]!.delayMs);
     const back = await waitFor(() => cp.welcomed(1), "welcome after the control plane came back");
-    const before = agent.reconnects.length;
     back.ws.terminate();
-    await waitFor(() => agent.reconnects.length > before, "redial after a drop");
-    expect(agent.reconnects[before]).toMatchObject({ attempt: 0, delayMs: 20 });
+    await waitFor(() => agent.reconnects.length === 9, "redial after a drop");
+    expect(agent.reconnects[8]).toMatchObject({ attempt: 0, delayMs: 20 });
   });
 
   it("uses full jitter: delays spread between 0 and the exponential ceiling", async () => {
@@ -246,27 +272,43 @@ describe("agent connection against a local control plane", () => {
     expect(new Set(agent.reconnects.slice(4).map((r) => r.delayMs)).size).toBeGreaterThan(3);
   });
 
+  /** Moves the agent's time on by one heartbeat interval and waits for the control plane to count that ping. */
+  async function heartbeat(socket: NonNullable<ReturnType<ControlPlane["welcomed"]>>, intervalMs: number, ping: number): Promise<void> {
+    vi.advanceTimersByTime(intervalMs);
+    await waitFor(() => socket.pings === ping || socket.closed, `ping ${ping}`);
+    expect(socket.closed).toBeUndefined();
+  }
+
   it("heartbeat: pings every interval; a control plane that stops answering is dropped after 3 intervals and redialled", async () => {
+    controlTime();
     const cp = await new ControlPlane({ answerPings: false, heartbeatIntervalMs: 100 }).start();
-    const agent = startAgent(cp, { heartbeatIntervalMs: 5_000 }); // the welcome's smaller interval wins
+    const agent = startAgent(cp, { heartbeatIntervalMs: 5_000, random: () => 0.5 }); // the welcome's smaller interval wins
     const first = await waitFor(() => cp.welcomed(0), "welcome");
-    await waitFor(() => cp.sockets.length >= 2, "redial after silence", 5_000);
-    expect(first.pings).toBeGreaterThanOrEqual(2);
-    expect(first.closed).toBeDefined();
-    const silentFor = cp.sockets[1]!.openedAt - first.welcomedAt!;
-    expect(silentFor).toBeGreaterThanOrEqual(300);
-    expect(silentFor).toBeLessThan(2_000);
-    expect(agent.captured.has("nothing heard from the control plane for 3 heartbeat intervals")).toBe(true);
+    await waitFor(() => agent.connection.isReady(), "ready");
+    for (let ping = 1; ping <= 3; ping++) await heartbeat(first, 100, ping);
+    expect(agent.captured.has("nothing heard from the control plane")).toBe(false); // silent for 3 intervals, not more
+    vi.advanceTimersByTime(100);
+    expect(agent.captured.lines).toContainEqual(
+      expect.objectContaining({ msg: "nothing heard from the control plane for 3 heartbeat intervals; redialling", silentForMs: 400 }),
+    );
+    await waitFor(() => agent.reconnects.length === 1, "the drop");
+    expect(agent.reconnects[0]).toMatchObject({ reason: "heartbeat timeout" });
+    expect(first.pings).toBe(3);
+    await redialAfter(agent, agent.reconnects[0]!.delayMs);
+    await waitFor(() => cp.welcomed(1), "redial after silence");
   });
 
   it("heartbeat: a control plane that answers pong keeps the connection", async () => {
+    controlTime();
     const cp = await new ControlPlane({ answerPings: true, heartbeatIntervalMs: 150 }).start();
-    startAgent(cp, { heartbeatIntervalMs: 5_000 });
+    const agent = startAgent(cp, { heartbeatIntervalMs: 5_000 });
     const socket = await waitFor(() => cp.welcomed(0), "welcome");
-    await sleep(1_500); // ten intervals: dropped after three if the pongs did not count
-    expect(socket.pings).toBeGreaterThanOrEqual(6);
+    await waitFor(() => agent.connection.isReady(), "ready");
+    // Ten intervals, each ping answered: dropped at the fourth if the pongs did not count.
+    for (let ping = 1; ping <= 10; ping++) await heartbeat(socket, 150, ping);
+    expect(agent.captured.has("nothing heard from the control plane")).toBe(false);
+    expect(agent.reconnects).toEqual([]);
     expect(cp.sockets).toHaveLength(1);
-    expect(socket.closed).toBeUndefined();
   });
 
   it("close() ends the connection with 1001 and stops redialling", async () => {
@@ -276,7 +318,9 @@ describe("agent connection against a local control plane", () => {
     await agent.connection.close();
     await waitFor(() => socket.closed, "server sees the close");
     expect(socket.closed!.code).toBe(1001);
-    await sleep(300);
+    // No redial scheduled, and a stopped connection never dials again.
+    expect(agent.reconnects).toEqual([]);
+    expect(agent.connection.state).toBe("stopped");
     expect(cp.sockets).toHaveLength(1);
   });
 });

@@ -62,18 +62,23 @@ export function captureLog(): CapturedLog {
   return { log, lines, has };
 }
 
+// The real timer and clock, taken before any test fakes them (vi.useFakeTimers): waiting for
+// sockets and processes runs in real time while a test controls the agent's own timers.
+const realSetTimeout = globalThis.setTimeout;
+const realNow = performance.now.bind(performance);
+
 export async function waitFor<T>(fn: () => T | undefined | false | null, what = "condition", timeoutMs = 10_000): Promise<T> {
-  const started = Date.now();
+  const started = realNow();
   for (;;) {
     const value = fn();
     if (value) return value;
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (realNow() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(10);
   }
 }
 
 export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+  return new Promise((resolve) => realSetTimeout(resolve, ms));
 }
 
 export function publicKeyFromRaw(raw: string): KeyObject {

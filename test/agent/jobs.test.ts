@@ -1,13 +1,21 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { AgentMessage, JobAssignment } from "../../protocol/messages.ts";
 import { builtinHandlers } from "../../agent/handlers/index.ts";
 import type { HandlerRegistry, JobHandler } from "../../agent/handlers/types.ts";
 import { JobRunner } from "../../agent/jobs.ts";
 import { Journal } from "../../agent/journal.ts";
 import { abortableDelay } from "../../agent/handlers/test-kinds.ts";
-import { captureLog, runCleanups, sleep, tempDir, waitFor } from "./helpers.ts";
+import { captureLog, onCleanup, runCleanups, sleep, tempDir, waitFor } from "./helpers.ts";
 
 afterEach(runCleanups);
+
+/** Controlled time for the job handlers' and the runner's timers and clock (call before setup). */
+function controlTime(): void {
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+  onCleanup(() => {
+    vi.useRealTimers();
+  });
+}
 
 function job(id: string, kind: string, payload: JobAssignment["payload"] = null): JobAssignment {
   return { id, kind, payload, attempt: 1, deadline: Date.now() + 60_000 };
@@ -17,17 +25,17 @@ function setup(options: { handlers?: HandlerRegistry; journalDir?: string; maxCo
   const dataRoot = tempDir();
   const journal = new Journal(options.journalDir ?? tempDir());
   const sent: AgentMessage[] = [];
-  const { log } = captureLog();
+  const logged = captureLog();
   const handlers =
     options.handlers ??
     builtinHandlers({
       diskEncryption: () => ({ dataRoot, encrypted: false, devices: [], allowUnencrypted: true }),
       onInventoryChanged: () => {},
     });
-  const runner = new JobRunner({ journal, handlers, send: (m) => sent.push(m), dataRoot, log, maxConcurrent: options.maxConcurrent ?? 4 });
+  const runner = new JobRunner({ journal, handlers, send: (m) => sent.push(m), dataRoot, log: logged.log, maxConcurrent: options.maxConcurrent ?? 4 });
   const of = <T extends AgentMessage["type"]>(type: T, id?: string) =>
     sent.filter((m) => m.type === type && (id === undefined || (m as { id?: string }).id === id)) as Array<Extract<AgentMessage, { type: T }>>;
-  return { runner, journal, sent, of, dataRoot };
+  return { runner, journal, sent, of, dataRoot, logged };
 }
 
 /** A handler that counts its calls and waits until released (or aborted). */
@@ -55,12 +63,15 @@ describe("job runner", () => {
     expect(sent.at(-1)).toEqual({ type: "job.result", id: "j1", ok: true, result: { ok: true } });
   });
 
-  it("sleep: reports progress and returns after the time", async () => {
-    const { runner, of } = setup();
-    const started = Date.now();
+  it("sleep: reports progress and returns only when its time is up", async () => {
+    controlTime();
+    const { runner, of, journal } = setup();
     runner.handle(job("j2", "sleep", { ms: 600 }));
+    await vi.advanceTimersByTimeAsync(599);
+    expect(of("job.result", "j2")).toEqual([]);
+    expect(journal.get("j2")).toMatchObject({ state: "running" });
+    await vi.advanceTimersByTimeAsync(1);
     await runner.idle();
-    expect(Date.now() - started).toBeGreaterThanOrEqual(590);
     const progress = of("job.progress", "j2");
     expect(progress.length).toBeGreaterThanOrEqual(2);
     expect(progress.at(-1)).toMatchObject({ progress: 1 });
@@ -119,14 +130,21 @@ describe("job runner", () => {
   });
 
   it("shutdown aborts a job that outlasts the grace period: no result, its entry stays running, the next agent reruns it", async () => {
+    controlTime();
     const journalDir = tempDir();
     const first = setup({ journalDir });
     first.runner.handle(job("long", "sleep", { ms: 60_000 }));
     first.runner.handle(job("short", "sleep", { ms: 50 }));
-    await waitFor(() => first.journal.get("long")?.state === "running", "the job to start");
-    const started = Date.now();
-    const report = await first.runner.shutdown(300);
-    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(first.journal.get("long")).toMatchObject({ state: "running" });
+    const stopping = first.runner.shutdown(300);
+    await vi.advanceTimersByTimeAsync(300);
+    // Aborted, the handler lets go at once: the runner need not wait out its abort grace period.
+    const aborted = await waitFor(
+      () => first.logged.lines.find((l) => l.msg === "job aborted by shutdown: handed back (its journal entry stays running)"),
+      "the aborted job to let go",
+    );
+    expect(aborted).toMatchObject({ jobId: "long" });
+    const report = await stopping;
     expect(report.handedBack).toEqual(["long"]);
     expect(report.finished).toEqual(["short"]);
     expect(first.of("job.result", "long")).toEqual([]);
@@ -139,6 +157,7 @@ describe("job runner", () => {
 
     const second = setup({ journalDir });
     second.runner.handle({ ...job("long", "sleep", { ms: 20 }), attempt: 2 });
+    await vi.advanceTimersByTimeAsync(20);
     await second.runner.idle();
     expect(second.of("job.result", "long")).toEqual([{ type: "job.result", id: "long", ok: true, result: { sleptMs: 20 } }]);
     expect(second.journal.get("long")).toMatchObject({ state: "done", attempt: 2 });

@@ -639,10 +639,9 @@ export class TcpProxy {
 
 export interface RawSocket {
   ws: WebSocket;
-  openedAt: number;
   /** Parsed JSON messages from the control plane, in order. */
   messages: Array<Record<string, unknown>>;
-  closed: Promise<{ code: number; reason: string; at: number }>;
+  closed: Promise<{ code: number; reason: string }>;
   /** The next message of `type` (waits for it). */
   next(type: string, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
@@ -650,11 +649,10 @@ export interface RawSocket {
 export function openRaw(url: string): Promise<RawSocket> {
   const ws = new WebSocket(url, { perMessageDeflate: false });
   const messages: Array<Record<string, unknown>> = [];
-  let openedAt = 0;
-  let closedInfo: { code: number; reason: string; at: number } | undefined;
-  const closed = new Promise<{ code: number; reason: string; at: number }>((resolve) =>
+  let closedInfo: { code: number; reason: string } | undefined;
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     ws.on("close", (code, reason) => {
-      closedInfo = { code, reason: reason.toString("utf8"), at: Date.now() };
+      closedInfo = { code, reason: reason.toString("utf8") };
       resolve(closedInfo);
     }),
   );
@@ -672,9 +670,6 @@ export function openRaw(url: string): Promise<RawSocket> {
   onCleanup(() => ws.terminate());
   const raw: RawSocket = {
     ws,
-    get openedAt() {
-      return openedAt;
-    },
     messages,
     closed,
     next: (type, timeoutMs = 15_000) =>
@@ -690,10 +685,7 @@ export function openRaw(url: string): Promise<RawSocket> {
       ),
   };
   return new Promise((resolve, reject) => {
-    ws.once("open", () => {
-      openedAt = Date.now();
-      resolve(raw);
-    });
+    ws.once("open", () => resolve(raw));
     ws.once("unexpected-response", (_request, response) => reject(new Error(`upgrade refused: HTTP ${response.statusCode}`)));
     ws.once("error", reject);
   });

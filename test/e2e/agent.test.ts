@@ -30,7 +30,9 @@ import {
 // Agent log messages (agent/connection.ts, agent/jobs.ts) the tests look for.
 const LOG = {
   starting: "berth-agent starting",
+  connecting: "connecting to the control plane",
   connected: "connected to the control plane",
+  silence: "nothing heard from the control plane for 3 heartbeat intervals; redialling",
   lost: "connection to the control plane lost",
   unauthorized: "the control plane did not accept this host's identity (unknown host or wrong key); retrying slowly",
   replaced: "another agent with this host's identity connected and replaced this one; retrying slowly",
@@ -328,11 +330,11 @@ describe("berth-agent against wrangler dev", () => {
       expect(challenge.protocol).toBe(PROTOCOL_VERSION);
       expect(challenge.nonce).toEqual(expect.any(String));
 
-      // The Durable Object refuses it when AUTH_TIMEOUT_MS is up. Under
-      // wrangler dev a close() made in alarm() reaches the client only ~10 s later, hence the margin.
+      // Only the Durable Object's alarm closes with AUTH_TIMEOUT, once AUTH_TIMEOUT_MS have passed since
+      // the socket opened (test/worker/fleet pins that time with a controlled clock). Under wrangler dev
+      // a close() made in alarm() reaches the client only ~10 s later, hence the generous wait.
       const closed = await withTimeout(raw.closed, AUTH_TIMEOUT_MS + 30_000, "the control plane to close a silent socket");
       expect(closed).toMatchObject({ code: CLOSE.AUTH_TIMEOUT, reason: "no hello in time" });
-      expect(closed.at - raw.openedAt).toBeGreaterThanOrEqual(AUTH_TIMEOUT_MS - 1_000);
       expect(raw.messages.map((m) => m.type)).toEqual(["challenge"]);
 
       await api.waitRefusal("agent.auth_refused", "timeout", counted);
@@ -447,15 +449,21 @@ describe("berth-agent against wrangler dev", () => {
       await agent.waitLog(LOG.connected);
       await api.waitHost(B.id, "online", (h) => h.status === "online" && h.connection.connected);
       const mark = await api.auditMark();
+      const revokedBefore = await api.refusalCounts();
 
-      const revokedAt = Date.now();
       const revoked = await api.expect(200, "POST", `/api/admin/hosts/${B.id}/revoke`);
       expect(revoked).toMatchObject({ id: B.id, status: "revoked" });
       const exit = await agent.waitExit(20_000);
       expect(exit.code).toBe(3);
       const [closedLine] = agent.find(LOG.revoked);
-      expect(closedLine).toMatchObject({ code: CLOSE.REVOKED });
-      expect(Date.parse(closedLine!.time) - revokedAt).toBeLessThan(5_000); // at once, not at the next heartbeat
+      expect(closedLine).toMatchObject({ code: CLOSE.REVOKED, reason: "host revoked" });
+      // At once: the revocation closed the connection the agent had. It was not lost to silence, and the
+      // agent did not dial again (a later hello would also be refused as revoked, and counted so).
+      const connected = agent.find(LOG.connected);
+      expect(connected).toHaveLength(1);
+      expect(agent.lines.slice(agent.lines.indexOf(connected[0]!)).filter((l) => l.msg === LOG.connecting)).toEqual([]);
+      expect(agent.find(LOG.silence)).toHaveLength(0);
+      expect((await api.refusalCounts())["agent.auth_refused/revoked host"] ?? 0).toBe(revokedBefore["agent.auth_refused/revoked host"] ?? 0);
 
       const host = await api.waitHost(B.id, "revoked and disconnected", (h) => h.status === "revoked" && !h.connection.connected);
       expect(host.revokedAt).not.toBeNull();

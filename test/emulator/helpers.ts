@@ -99,7 +99,6 @@ export function payForm(fields: { cardNumber: string; expiry?: string; cvc?: str
 export interface Received {
   body: string;
   headers: IncomingHttpHeaders;
-  at: number;
 }
 
 /** A webhook endpoint; `status(n)` answers the n-th request (0-based). */
@@ -110,7 +109,7 @@ export async function startReceiver(status: (index: number) => number = () => 20
     request.on("data", (chunk: Buffer) => chunks.push(chunk));
     request.on("end", () => {
       const index = received.length;
-      received.push({ body: Buffer.concat(chunks).toString("utf8"), headers: request.headers, at: Date.now() });
+      received.push({ body: Buffer.concat(chunks).toString("utf8"), headers: request.headers });
       response.writeHead(status(index)).end();
     });
   });
