@@ -1,7 +1,7 @@
 // What the agent remembers about each homeserver it runs, beside the containers:
 // <stateDir>/homeservers/<serverId>.json. Lifecycle jobs after provisioning
 // carry only {serverId}; the rest (name, images, plan, suspension) is here.
-import { mkdirSync, readFileSync, unlinkSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
 import { writeFileAtomic } from "../atomic-file.ts";
@@ -27,6 +27,17 @@ export class HomeserverRecords {
 
   constructor(stateDir: string) {
     this.dir = join(stateDir, "homeservers");
+  }
+
+  /** The ids of every server with a record. */
+  ids(): string[] {
+    try {
+      return readdirSync(this.dir)
+        .filter((n) => n.endsWith(".json") && !n.startsWith("."))
+        .map((n) => n.slice(0, -".json".length));
+    } catch {
+      return [];
+    }
   }
 
   path(serverId: string): string {

@@ -1,0 +1,34 @@
+// homeserver.delete: everything of a server removed from this host.
+import { rmSync } from "node:fs";
+import type { HomeserverCore, OperationContext } from "./core.ts";
+
+/**
+ * Removes everything of a server from this host: its route, containers,
+ * networks, firewall rules, data directory and record. Irreversible: the
+ * caller makes sure a final backup exists first. Converges like the rest
+ * (a rerun after a crash finishes the removal); its uid is never reused.
+ */
+export function destroy(core: HomeserverCore, serverId: string, ctx: OperationContext): Promise<{ serverId: string; state: "deleted" }> {
+  return core.serialised(serverId, async () => {
+    const record = core.records.read(serverId);
+    const { names, paths, step } = core.operation(serverId, ctx);
+    step(0.05, "removing the proxy route");
+    if (record && core.options.proxy) await core.options.proxy.remove(record.serverName);
+    step(0.2, "removing the containers");
+    // Synapse first: PostgreSQL outlives its last client and shuts down cleanly.
+    for (const name of [names.synapse, names.synapsePrevious, names.postgres]) {
+      await core.runtime.stopContainer(name, core.timeouts.stopSeconds);
+      await core.runtime.removeContainer(name, { force: true });
+    }
+    step(0.5, "removing the networks and firewall rules");
+    await core.runtime.removeNetwork(names.hsNetwork);
+    await core.runtime.removeNetwork(names.dbNetwork);
+    await core.options.firewall?.remove({ shortId: names.shortId, tag: names.firewallTag });
+    step(0.7, "destroying the data");
+    // Only now that both containers are gone: nothing of the tenant's runs to swap a link in while this deletes.
+    rmSync(paths.root, { recursive: true, force: true });
+    core.records.remove(serverId);
+    step(1, "deleted");
+    return { serverId, state: "deleted" as const };
+  });
+}

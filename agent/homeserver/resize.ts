@@ -1,0 +1,28 @@
+// homeserver.resize: a plan change, applied to the running containers in place.
+import { splitResources, type PlanResources } from "./containers.ts";
+import type { HomeserverCore, OperationContext } from "./core.ts";
+
+/**
+ * Gives the homeserver's containers a new plan's limits in place (no restart)
+ * and records them, so that a later provisioning creates its containers with
+ * them. PostgreSQL's memory settings (shared_buffers) follow when its
+ * container is next created. Containers not created yet get them then.
+ */
+export function resize(
+  core: HomeserverCore,
+  serverId: string,
+  resources: PlanResources,
+  ctx: OperationContext,
+): Promise<{ serverId: string; resources: PlanResources }> {
+  return core.serialised(serverId, async () => {
+    core.records.write({ ...core.requireRecord(serverId), resources });
+    const { names, step } = core.operation(serverId, ctx);
+    const split = splitResources(resources);
+    step(0.2, "PostgreSQL's limits");
+    await core.runtime.updateContainerLimits(names.postgres, split.postgres);
+    step(0.6, "Synapse's limits");
+    await core.runtime.updateContainerLimits(names.synapse, split.synapse);
+    step(1, `limits: ${resources.memoryMiB} MiB, ${resources.cpus} CPUs`);
+    return { serverId, resources };
+  });
+}

@@ -1,0 +1,178 @@
+// homeserver.backup and homeserver.restore: a server's consistent snapshot
+// streamed out encrypted, and one streamed back in beside the live data and
+// swapped in only once it is complete (or everything swapped back).
+import { createReadStream, mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { localMediaFiles, DUMP_FILE, type ArchiveFile } from "../backup/archive.ts";
+import { backupStream, restoreStream } from "../backup/backup.ts";
+import type { UploadResult } from "../backup/transfer.ts";
+import { errorMessage } from "../log.ts";
+import type { StreamingExec } from "../runtime/docker.ts";
+import { HOMESERVER_CONFIG_FILE, LOG_CONFIG_FILE, MEDIA_STORE_DIR, SYNAPSE_PORT } from "./config.ts";
+import type { HomeserverCore, OperationContext, RunningResult } from "./core.ts";
+import { restoreStaging, type HomeserverNames, type HomeserverPaths } from "./names.ts";
+import type { HomeserverRecord } from "./records.ts";
+import { dropReplaced, prepareRestoredTree, restoredFiles, swapBack, swapIn } from "./restore-files.ts";
+import { POSTGRES_DB, POSTGRES_USER, SECRET_FILES, signingKeyFileName } from "./secrets.ts";
+import { baseUrl, waitForClientApi } from "./synapse-api.ts";
+
+const PG_DUMP = ["pg_dump", "--format=custom", "--exclude-table-data=e2e_one_time_keys_json", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB];
+const PG_RESTORE = ["pg_restore", "--exit-on-error", "--no-owner", "--role", POSTGRES_USER, "-h", "/run/postgresql", "-U", POSTGRES_USER];
+
+/**
+ * A consistent snapshot, streamed: pg_dump (one transaction; one-time keys'
+ * data left out, as Synapse's backup guide says), the local media, the
+ * signing key, configuration and secrets → tar → zstd → age to the server's
+ * recipient → `upload`. Nothing is held whole in memory or written to disk.
+ * pg_dump failing part-way fails the archive, so the upload is aborted.
+ */
+export function backup(
+  core: HomeserverCore,
+  serverId: string,
+  job: { backupId: string; recipient: string },
+  upload: (ciphertext: Readable) => Promise<UploadResult>,
+  ctx: OperationContext,
+): Promise<UploadResult & { serverId: string; backupId: string }> {
+  return core.serialised(serverId, async () => {
+    const record = core.requireRecord(serverId);
+    const { names, paths, step } = core.operation(serverId, ctx, { backupId: job.backupId });
+    step(0.05, "making sure PostgreSQL runs");
+    const result = await core.withPostgres(names, ctx, async () => {
+      step(0.1, "dumping the database, archiving, compressing, encrypting and uploading");
+      const dump = await core.runtime.execStreaming(names.postgres, PG_DUMP, { env: ["PGPASSFILE=/run/secrets/pgpass"] });
+      const files = snapshotFiles(record, paths);
+      const ciphertext = backupStream({
+        manifest: {
+          format: 1,
+          serverId,
+          serverName: record.serverName,
+          createdAt: new Date().toISOString(),
+          synapseImage: record.images.synapse,
+          postgresImage: record.images.postgres,
+          entries: ["database", "synapse", "secrets"],
+        },
+        dump: checkedOutput(dump, "pg_dump"),
+        files,
+        recipient: job.recipient,
+      });
+      return upload(ciphertext);
+    });
+    step(1, `uploaded ${result.parts.length} part${result.parts.length === 1 ? "" : "s"}, ${result.size} bytes`);
+    return { serverId, backupId: job.backupId, ...result };
+  });
+}
+
+/**
+ * Restores a backup of this server: decrypted and extracted into a staging
+ * directory first (a wrong key, a corrupted or truncated backup fails here,
+ * with the server untouched), the dump restored into a fresh database beside
+ * the live one; only then is Synapse stopped, the databases swapped by name,
+ * media, signing key and secrets put back, and Synapse started and checked.
+ * If that fails, everything is swapped back and Synapse runs as before.
+ */
+export function restore(
+  core: HomeserverCore,
+  serverId: string,
+  job: { backupId: string; identity: string },
+  download: () => Promise<Readable>,
+  ctx: OperationContext,
+): Promise<RunningResult & { backupId: string; restoredFrom: string }> {
+  return core.serialised(serverId, async () => {
+    let record = core.requireRecord(serverId);
+    const { names, paths, log, step } = core.operation(serverId, ctx, { backupId: job.backupId });
+    if (record.suspended) throw new Error(`homeserver ${serverId} is suspended: resume it before restoring`);
+    await core.recoverInterruptedUpgrade(record, names, log);
+    record = core.requireRecord(serverId);
+    const staging = restoreStaging(paths, job.backupId);
+    rmSync(staging, { recursive: true, force: true });
+    mkdirSync(join(paths.root, "restore"), { mode: 0o700, recursive: true });
+
+    step(0.05, "downloading, decrypting and unpacking the backup");
+    const extracted = await restoreStream(await download(), job.identity, staging);
+    try {
+      if (extracted.manifest.serverName !== record.serverName) {
+        throw new Error(`the backup is of ${extracted.manifest.serverName}, not ${record.serverName}: refusing to restore it here`);
+      }
+      prepareRestoredTree(staging, record.uid);
+      const fresh = `${POSTGRES_DB}_restore_${job.backupId.replaceAll("-", "").slice(0, 12)}`;
+      const previous = `${POSTGRES_DB}_before_${job.backupId.replaceAll("-", "").slice(0, 12)}`;
+
+      step(0.4, "restoring the database into a fresh one beside the live one");
+      await core.runtime.startContainer(names.postgres);
+      await core.waitPostgres(names, ctx.signal);
+      await maintenance(core, names, `DROP DATABASE IF EXISTS ${fresh};`);
+      await maintenance(core, names, `CREATE DATABASE ${fresh} OWNER ${POSTGRES_USER} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C';`);
+      try {
+        const restoring = await core.runtime.execStreaming(names.postgres, [...PG_RESTORE, `--dbname=${fresh}`], {
+          stdin: createReadStream(join(staging, DUMP_FILE)),
+          env: ["PGPASSFILE=/run/secrets/pgpass"],
+        });
+        for await (const _ of checkedOutput(restoring, "pg_restore"));
+        const truncated = await core.psql(names, "TRUNCATE e2e_one_time_keys_json;", 60_000, fresh);
+        if (truncated.exitCode !== 0) throw new Error(`truncating one-time keys failed: ${truncated.stderr.trim().slice(0, 300)}`);
+      } catch (error) {
+        await maintenance(core, names, `DROP DATABASE IF EXISTS ${fresh};`).catch(() => undefined);
+        throw error;
+      }
+
+      step(0.7, "stopping Synapse and swapping in the restored data");
+      await core.runtime.stopContainer(names.synapse, core.timeouts.stopSeconds);
+      const swap = restoredFiles(record.serverName, paths, staging);
+      try {
+        await maintenance(core, names, `ALTER DATABASE ${POSTGRES_DB} RENAME TO ${previous};`);
+        await maintenance(core, names, `ALTER DATABASE ${fresh} RENAME TO ${POSTGRES_DB};`);
+        swapIn(swap);
+        step(0.8, "starting Synapse on the restored data");
+        await core.runtime.startContainer(names.synapse);
+        await core.waitSynapse(names, core.timeouts.synapseHealthyMs, ctx.signal);
+        await waitForClientApi(baseUrl(await core.synapseAddress(names), SYNAPSE_PORT), core.timeouts.clientApiMs, ctx.signal);
+      } catch (error) {
+        if (ctx.signal.aborted) throw error;
+        log.warn("the restored homeserver did not come up: putting the previous data back", { error: errorMessage(error) });
+        await core.runtime.stopContainer(names.synapse, core.timeouts.stopSeconds);
+        swapBack(swap);
+        dropReplaced(staging);
+        await maintenance(core, names, `ALTER DATABASE IF EXISTS ${POSTGRES_DB} RENAME TO ${fresh};`).catch(() => undefined);
+        await maintenance(core, names, `ALTER DATABASE ${previous} RENAME TO ${POSTGRES_DB};`);
+        await maintenance(core, names, `DROP DATABASE IF EXISTS ${fresh};`);
+        await core.runtime.startContainer(names.synapse);
+        await core.waitSynapse(names, core.timeouts.synapseHealthyMs, ctx.signal);
+        throw new Error(`restoring backup ${job.backupId} failed: ${errorMessage(error)}; the previous data is back and running`);
+      }
+
+      step(0.9, "dropping the data the restore replaced");
+      await maintenance(core, names, `DROP DATABASE IF EXISTS ${previous};`);
+      dropReplaced(staging);
+      const ip = await core.synapseAddress(names);
+      await core.applyProxy(record, ip, log);
+      const result = await core.runningResult(record, names, ip, ctx.signal);
+      step(1, `restored from the backup of ${extracted.manifest.createdAt}`);
+      return { ...result, backupId: job.backupId, restoredFrom: extracted.manifest.createdAt };
+    } finally {
+      rmSync(staging, { recursive: true, force: true });
+    }
+  });
+}
+
+/** SQL as Synapse's (owner) role, connected to the maintenance database: for CREATE/ALTER/DROP DATABASE. */
+async function maintenance(core: HomeserverCore, names: HomeserverNames, sql: string): Promise<void> {
+  const result = await core.psql(names, sql, 120_000, "postgres");
+  if (result.exitCode !== 0) throw new Error(`${sql.split(" ").slice(0, 3).join(" ")} failed: ${result.stderr.trim().slice(0, 300)}`);
+}
+
+/** A command's output; at its end, its exit status is checked (a failure errors the stream that reads it). */
+async function* checkedOutput(exec: StreamingExec, what: string): AsyncGenerator<Buffer> {
+  yield* exec.stdout as AsyncIterable<Buffer>;
+  const { exitCode, stderr } = await exec.finished;
+  if (exitCode !== 0) throw new Error(`${what} exited with ${exitCode}: ${stderr.trim().slice(-500)}`);
+}
+
+/** What a backup holds besides the dump: signing key, configuration, secrets, and the local media (not remote caches). */
+async function* snapshotFiles(record: HomeserverRecord, paths: HomeserverPaths): AsyncGenerator<ArchiveFile> {
+  for (const name of [signingKeyFileName(record.serverName), HOMESERVER_CONFIG_FILE, LOG_CONFIG_FILE]) {
+    yield { name: `synapse/${name}`, path: join(paths.synapse, name) };
+  }
+  for (const name of Object.values(SECRET_FILES)) yield { name: `secrets/${name}`, path: join(paths.secrets, name) };
+  yield* localMediaFiles(join(paths.synapse, MEDIA_STORE_DIR), `synapse/${MEDIA_STORE_DIR}`);
+}
