@@ -1,26 +1,17 @@
-// berth-agent: the CLI entry. Parses the command line and wires the modules:
-// config + credentials → connection ⇄ job runner (journal, handlers) + usage reporter.
+// berth-agent: the CLI entry. Parses the command line and runs its commands:
+// enroll, status, and run, which starts the daemon (daemon.ts) and stops it on a signal.
 import { realpathSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError, loadConfig, resolveConfigDir, CONFIG_DIR_ENV, DEFAULT_CONFIG_DIR, type AgentConfig } from "./config.ts";
-import { AgentConnection } from "./connection.ts";
 import { CredentialError, keyPath, loadHostKey } from "./credentials.ts";
+import { startDaemon } from "./daemon.ts";
 import { detectDiskEncryption } from "./disk-encryption.ts";
 import { EnrollError, enroll } from "./enroll.ts";
-import { builtinHandlers, homeserverHandlers } from "./handlers/index.ts";
-import { WorkloadInventory, listWorkloads } from "./inventory.ts";
-import { JobRunner } from "./jobs.ts";
+import { listWorkloads } from "./inventory.ts";
 import { Journal } from "./journal.ts";
 import { createLogger, errorMessage, parseLogLevel } from "./log.ts";
-import { ContainerStatsCollector, UsageReporter, collectHostUsage, sampler } from "./metrics.ts";
-import { homeserversDir } from "./homeserver/names.ts";
-import { IptablesFirewall } from "./network/firewall.ts";
-import { CaddyProxy } from "./proxy/caddy.ts";
-import type { CertificateReport } from "../protocol/messages.ts";
-import { DockerRuntime } from "./runtime/docker.ts";
-import { StorageMeter } from "./storage.ts";
 import { agentVersion } from "./version.ts";
 
 export const EXIT_OK = 0;
@@ -28,15 +19,6 @@ export const EXIT_ERROR = 1;
 export const EXIT_USAGE = 2;
 
 const JOIN_TOKEN_ENV = "BERTH_AGENT_JOIN_TOKEN";
-const JOURNAL_PRUNE_EVERY_MS = 6 * 60 * 60 * 1000;
-/** How often the homeserver containers' states are read again (crashes between jobs). */
-const INVENTORY_REFRESH_MS = 60_000;
-/** How often a restarted Caddy is noticed and re-configured. */
-const PROXY_REPAIR_EVERY_MS = 60_000;
-/** How often served certificates are checked and reported (expiry is days away; hourly is plenty). */
-const CERTIFICATE_CHECK_EVERY_MS = 60 * 60_000;
-/** How often each homeserver's data directory is measured (also whenever homeservers come or go). */
-const STORAGE_MEASURE_EVERY_MS = 5 * 60_000;
 
 const USAGE = {
   main: `berth-agent — the Berth host agent (version ${agentVersion()})
@@ -289,169 +271,24 @@ async function runCommand(values: ReturnType<typeof parse<"run">>): Promise<numb
   const configDir = resolveConfigDir(values.config);
   const config = loadConfig(configDir);
   const privateKey = loadHostKey(configDir);
-  const allowUnencrypted = values["allow-unencrypted-data-root"] ?? false;
-  const version = agentVersion();
   const log = createLogger({ level: parseLogLevel(process.env.BERTH_AGENT_LOG_LEVEL), base: { hostId: config.hostId } });
-
-  const diskEncryption = () => detectDiskEncryption(config.dataRoot, { allowUnencrypted });
-  const encryption = diskEncryption();
-  log.info("berth-agent starting", { agentVersion: version, configDir, dataRoot: config.dataRoot, pid: process.pid });
-  if (encryption.encrypted) {
-    log.info("data root is on dm-crypt", { devices: encryption.devices });
-  } else if (allowUnencrypted) {
-    log.warn(
-      "DATA ROOT IS NOT ENCRYPTED and --allow-unencrypted-data-root was given: customer data WILL be placed on it. " +
-        "Development only; the control plane is told so.",
-      { dataRoot: config.dataRoot, devices: encryption.devices },
-    );
-  } else {
-    log.warn("data root is not on dm-crypt: jobs that place customer data will be refused", {
-      dataRoot: config.dataRoot,
-      devices: encryption.devices,
-    });
-  }
-
-  const journal = new Journal(join(config.stateDir, "jobs"), { log });
-  const pruned = journal.prune();
-  if (pruned) log.info("pruned old job journal entries", { count: pruned });
-  const pruneTimer = setInterval(() => journal.prune(), JOURNAL_PRUNE_EVERY_MS);
-  pruneTimer.unref();
-
-  // The connection is created below; the runner and handlers only send through it later.
-  let connection: AgentConnection | undefined;
-  const send: ConstructorParameters<typeof JobRunner>[0]["send"] = (message) => connection?.send(message);
-  const docker = new DockerRuntime({ pullImages: config.pullImages, log });
-  const workloads = new WorkloadInventory({ dataRoot: config.dataRoot, runtime: docker, log });
-  await workloads.refresh();
-  const inventory = () => workloads.list();
-  // Certificates ride along with the inventory, so the control plane sees expiry coming.
-  let certificates: CertificateReport[] = [];
-  const sendInventory = () => send({ type: "inventory", workloads: inventory(), ...(proxy ? { certificates } : {}) });
-  const storage = new StorageMeter({ workloadsDir: homeserversDir(config.dataRoot), everyMs: STORAGE_MEASURE_EVERY_MS, log });
-  storage.start();
-  const refreshInventory = () => {
-    void workloads.refresh().then(sendInventory, () => sendInventory());
-    void storage.measure();
-  };
-  const proxy = config.proxy ? new CaddyProxy({ config: config.proxy, stateDir: config.stateDir, log }) : undefined;
-  if (proxy) {
-    await proxy.ensureBaseConfig().catch((error: unknown) => log.warn("Caddy is not configured yet; retrying in the background", { error: String(error) }));
-    proxy.keepConfigured(PROXY_REPAIR_EVERY_MS);
-  } else {
-    log.warn("no proxy configured: homeservers will run but not be reachable over HTTPS");
-  }
-  const homeservers = homeserverHandlers({
-    stateDir: config.stateDir,
-    runtime: docker,
-    // Customers' containers may reach the host only on the HTTPS ports (to federate with neighbours through Caddy).
-    firewall: new IptablesFirewall({ log, ...(config.proxy ? { hostTcpPorts: [proxy!.config.httpsPort, 8448] } : {}) }),
-    ...(proxy ? { proxy } : {}),
-    log,
-    diskEncryption,
-    onInventoryChanged: refreshInventory,
-    agentIdentity: { hostId: config.hostId, privateKey },
-  });
-  void homeservers.manager.restoreHostState(log);
-  const inventoryTimer = setInterval(() => {
-    void workloads.refresh().then((changed) => {
-      if (changed) sendInventory();
-    });
-  }, INVENTORY_REFRESH_MS);
-  inventoryTimer.unref();
-  if (proxy) {
-    const checkCertificates = async () => {
-      certificates = await proxy.certificates().catch(() => certificates);
-      sendInventory();
-    };
-    const certificateTimer = setInterval(() => void checkCertificates(), CERTIFICATE_CHECK_EVERY_MS);
-    certificateTimer.unref();
-    setTimeout(() => void checkCertificates(), 30_000).unref();
-  }
-
-  const runner = new JobRunner({
-    journal,
-    handlers: builtinHandlers({ diskEncryption, onInventoryChanged: sendInventory, homeservers: homeservers.handlers }),
-    send,
-    dataRoot: config.dataRoot,
-    log,
-    maxConcurrent: config.maxConcurrentJobs,
-  });
-
-  const containers = new ContainerStatsCollector({ log });
-  const usage = new UsageReporter({
-    collect: sampler(collectHostUsage, () => containers.collect(), () => storage.latest()),
-    send,
-    isReady: () => connection?.isReady() ?? false,
-    intervalMs: config.usageIntervalMs,
-    log,
-  });
-
-  let stopping: Promise<number> | undefined;
-  let resolveExit: (code: number) => void = () => {};
-  const exited = new Promise<number>((resolve) => (resolveExit = resolve));
-
-  const stop = (exitCode: number, why: string, graceMs: number): Promise<number> => {
-    if (stopping) return stopping;
-    stopping = (async () => {
-      log.info("stopping", { reason: why, graceMs });
-      usage.stop();
-      storage.stop();
-      clearInterval(pruneTimer);
-      clearInterval(inventoryTimer);
-      const report = await runner.shutdown(graceMs);
-      if (report.handedBack.length || report.dropped.length) {
-        log.warn("unfinished jobs handed back to the control plane", { handedBack: report.handedBack, dropped: report.dropped });
-      }
-      await connection?.close(1001, "agent shutting down");
-      log.info("stopped", { exitCode });
-      resolveExit(exitCode);
-      return exitCode;
-    })();
-    return stopping;
-  };
-
-  connection = new AgentConnection({
-    url: config.connectUrl,
-    hostId: config.hostId,
-    privateKey,
-    agentVersion: version,
-    heartbeatIntervalMs: config.heartbeatIntervalMs,
-    reconnectBaseMs: config.reconnectBaseMs,
-    reconnectMaxMs: config.reconnectMaxMs,
-    diskEncryption,
-    inventory,
-    onJob: (job) => runner.handle(job),
-    onWelcome: (welcome) => {
-      usage.setIntervalMs(welcome.usageIntervalMs);
-      usage.flush();
-    },
-    onFatal: (exitCode, reason) => {
-      runner.abortAll();
-      void stop(exitCode, reason, 0);
-    },
-    log,
-  });
-  if (!/^(wss|https):/.test(config.connectUrl)) {
-    log.warn("the connect URL is not TLS (ws://): use wss:// outside development", { url: config.connectUrl });
-  }
+  log.info("berth-agent starting", { agentVersion: agentVersion(), configDir, dataRoot: config.dataRoot, pid: process.pid });
+  const daemon = await startDaemon({ config, privateKey, allowUnencrypted: values["allow-unencrypted-data-root"] ?? false, log });
 
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
     if (signals === 1) {
       log.info("signal received: finishing running jobs, then exiting", { signal, timeoutMs: config.shutdownTimeoutMs });
-      void stop(0, signal, config.shutdownTimeoutMs);
+      void daemon.stop(0, signal, config.shutdownTimeoutMs);
     } else {
       log.warn("second signal: aborting running jobs now", { signal });
-      runner.abortAll();
+      daemon.abortJobs();
     }
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
-
-  connection.start();
-  usage.start();
-  return exited;
+  return daemon.exited;
 }
 
 // ---------- entry ----------
