@@ -231,30 +231,7 @@ export const enrollResponse = z.strictObject({
 });
 export type EnrollResponse = z.infer<typeof enrollResponse>;
 
-// ---------- backups: signed agent HTTP requests and the backup/restore jobs ----------
-
-/**
- * Agents call the Worker's backup endpoints over HTTP, each request signed
- * with the host's Ed25519 key: these headers, and a signature over
- * agentRequestSigningInput(). The Worker refuses a timestamp more than
- * AGENT_REQUEST_MAX_SKEW_MS away from its clock and a body whose SHA-256 is
- * not the one signed.
- */
-export const AGENT_REQUEST_HEADERS = {
-  host: "x-berth-host",
-  /** Unix milliseconds. */
-  timestamp: "x-berth-timestamp",
-  /** Lower-case hex SHA-256 of the body (of nothing, for a request without one). */
-  contentSha256: "x-berth-content-sha256",
-  /** base64url Ed25519 over agentRequestSigningInput(). */
-  signature: "x-berth-signature",
-} as const;
-export const AGENT_REQUEST_MAX_SKEW_MS = 5 * 60_000;
-
-/** What an agent signs for one HTTP request: bound to its method, path, time and body. */
-export function agentRequestSigningInput(method: string, pathname: string, timestamp: string | number, contentSha256: string): string {
-  return `berth-agent-request-v1\n${method.toUpperCase()}\n${pathname}\n${timestamp}\n${contentSha256}`;
-}
+// ---------- backups: the backup/restore jobs (agents' HTTP requests: ./agent-requests.ts) ----------
 
 /** Every part of a backup upload but the last has exactly this size (R2 wants equal parts of at least 5 MiB). */
 export const BACKUP_PART_SIZE = 8 * 1024 * 1024;

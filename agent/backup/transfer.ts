@@ -1,12 +1,11 @@
-// Moving backups between a host and the control plane: every request signed
-// with the host's Ed25519 key (protocol/messages.ts), uploads as a multipart
+// Moving backups between a host and the control plane: every request carries a
+// token signed with the host's Ed25519 key (protocol/agent-requests.ts), uploads as a multipart
 // upload of fixed-size parts through the Worker, downloads as one stream.
 // Memory is bounded by two parts: one uploading while the next fills.
-import { createHash, sign, type KeyObject } from "node:crypto";
+import { createHash, type KeyObject } from "node:crypto";
 import { Readable } from "node:stream";
+import { signAgentRequest } from "../../protocol/agent-requests.ts";
 import {
-  AGENT_REQUEST_HEADERS,
-  agentRequestSigningInput,
   backupPartReceipt,
   type BackupCompleteRequest,
   type BackupPartReceipt,
@@ -31,24 +30,26 @@ export class TransferError extends Error {
 
 const EMPTY_SHA256 = createHash("sha256").digest("hex");
 
-/** fetch with the agent's signature headers over method, path, time and the body's SHA-256. */
+/**
+ * fetch with `Authorization: Bearer <token>`: a token of its own for each
+ * request (a retry signs anew), over its method, path and the body's SHA-256.
+ */
 export async function signedFetch(
   identity: AgentIdentity,
   url: string,
   init: { method: string; body?: Buffer; contentType?: string; signal?: AbortSignal; timeoutMs?: number },
 ): Promise<Response> {
-  const { pathname } = new URL(url);
-  const timestamp = String(Date.now());
-  const contentSha256 = init.body ? createHash("sha256").update(init.body).digest("hex") : EMPTY_SHA256;
-  const signature = sign(null, Buffer.from(agentRequestSigningInput(init.method, pathname, timestamp, contentSha256), "utf8"), identity.privateKey);
+  const token = await signAgentRequest(identity.privateKey, {
+    hostId: identity.hostId,
+    method: init.method,
+    path: new URL(url).pathname,
+    bodySha256: init.body ? createHash("sha256").update(init.body).digest("hex") : EMPTY_SHA256,
+  });
   const timeout = AbortSignal.timeout(init.timeoutMs ?? 120_000);
   return fetch(url, {
     method: init.method,
     headers: {
-      [AGENT_REQUEST_HEADERS.host]: identity.hostId,
-      [AGENT_REQUEST_HEADERS.timestamp]: timestamp,
-      [AGENT_REQUEST_HEADERS.contentSha256]: contentSha256,
-      [AGENT_REQUEST_HEADERS.signature]: signature.toString("base64url"),
+      authorization: `Bearer ${token}`,
       ...(init.contentType ? { "content-type": init.contentType } : {}),
     },
     ...(init.body ? { body: init.body } : {}),

@@ -8,13 +8,15 @@ const HOUR = 3_600_000;
 
 /** Callers refused before they proved who they are. */
 export const REFUSAL_KINDS = {
-  /** A signed agent HTTP request whose signature (or body) proves nothing. */
+  /** A signed agent HTTP request whose token (or body) proves nothing. */
   "agent.request_refused": [
-    "missing or malformed signature headers",
-    "timestamp outside the window",
+    "missing or malformed token",
     "unknown host",
     "revoked host",
     "bad signature",
+    "expired or not yet valid",
+    "token for another request",
+    "replayed token",
     "body does not match its signed digest",
     "rate limited",
   ],

@@ -100,10 +100,7 @@ export async function verificationKey(
   }
 }
 
-export async function sign(key: CryptoKey, message: string): Promise<string> {
-  return base64UrlEncode(new Uint8Array(await crypto.subtle.sign("HMAC", key, utf8(message))));
-}
-
+/** Checks a session cookie of the format before the JWS (see sessions.ts). */
 export async function verifySignature(key: CryptoKey, message: string, signature: string): Promise<boolean> {
   const bytes = base64UrlDecode(signature);
   // crypto.subtle.verify compares in constant time.

@@ -57,6 +57,7 @@ export class HostConnection extends DurableObject<Env> {
     super(ctx, env);
     // Heartbeats are answered by the runtime itself, without waking this object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
+    ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS used_request_tokens (jti TEXT PRIMARY KEY, forget_after INTEGER NOT NULL)");
   }
 
   private get db(): Database {
@@ -213,6 +214,19 @@ export class HostConnection extends DurableObject<Env> {
   /** Ends the host's live connection at once (revocation). */
   async revoke(): Promise<void> {
     for (const ws of this.ctx.getWebSockets()) ws.close(CLOSE.REVOKED, "host revoked");
+  }
+
+  /**
+   * The replay cache of the host's signed HTTP requests: true the first time
+   * this host's token id `jti` is seen, false ever after. An id is kept until
+   * `forgetAfter` (Unix ms), once the Worker refuses its token as expired
+   * anyway; the table holds only the last minute or two of requests.
+   */
+  async admitRequestToken(jti: string, forgetAfter: number, now: number): Promise<boolean> {
+    const sql = this.ctx.storage.sql;
+    sql.exec("DELETE FROM used_request_tokens WHERE forget_after <= ?", now);
+    const inserted = sql.exec("INSERT INTO used_request_tokens (jti, forget_after) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING jti", jti, forgetAfter);
+    return inserted.toArray().length === 1;
   }
 
   async status(): Promise<ConnectionStatus> {

@@ -1,5 +1,4 @@
 import { createMiddleware } from "hono/factory";
-import { AGENT_REQUEST_HEADERS } from "../../protocol/messages";
 import { sha256Hex } from "../crypto/bytes";
 import type { Host } from "../db/schema";
 import { clientNetwork, rateLimitRules } from "../auth/rate-limit";
@@ -10,7 +9,7 @@ import type { AppEnv } from "./context";
 /** What handlers behind signedAgentRequest() can read from `c.var`. */
 export interface AgentAppEnv extends AppEnv {
   Variables: AppEnv["Variables"] & {
-    /** The host whose key signed the request. */
+    /** The host whose key signed the request's token. */
     agentHost: Host;
     /** The request as signed: a streamed body must hash to its `contentSha256`. */
     signedRequest: SignedAgentRequest;
@@ -20,33 +19,30 @@ export interface AgentAppEnv extends AppEnv {
 }
 
 /**
- * Admits only requests signed by an enrolled host (see authenticateAgentRequest).
- * The body is read — and compared with its signed SHA-256 — only after the
- * signature holds. A route that streams its body (backup parts, up to 8 MiB)
- * passes `streamedBody` and checks the digest itself while streaming.
+ * Admits only requests with a token signed by an enrolled host (see
+ * authenticateAgentRequest). The body is read — and compared with its signed
+ * SHA-256 — only after the token holds. A route that streams its body (backup
+ * parts, up to 8 MiB) passes `streamedBody` and checks the digest itself while
+ * streaming.
  */
 export function signedAgentRequest(options: { streamedBody?: boolean } = {}) {
   return createMiddleware<AgentAppEnv>(async (c, next) => {
-    const request: SignedAgentRequest = {
-      method: c.req.method,
-      pathname: new URL(c.req.url).pathname,
-      hostId: c.req.header(AGENT_REQUEST_HEADERS.host) ?? "",
-      timestamp: c.req.header(AGENT_REQUEST_HEADERS.timestamp) ?? "",
-      contentSha256: c.req.header(AGENT_REQUEST_HEADERS.contentSha256) ?? "",
-      signature: c.req.header(AGENT_REQUEST_HEADERS.signature) ?? "",
-    };
     const context: RefusalContext = {
       db: c.var.db,
       now: c.var.now,
       rateLimits: rateLimitRules(c.env.RATE_LIMITS),
       client: clientNetwork(c.req.header("cf-connecting-ip")),
     };
-    const host = await authenticateAgentRequest(context, request);
-    if (!options.streamedBody && (await sha256Hex(await c.req.arrayBuffer())) !== request.contentSha256) {
-      throw await refuseAgentRequest(context, request, "body does not match its signed digest");
+    const { host, signed } = await authenticateAgentRequest(context, c.env, {
+      method: c.req.method,
+      pathname: new URL(c.req.url).pathname,
+      authorization: c.req.header("authorization"),
+    });
+    if (!options.streamedBody && (await sha256Hex(await c.req.arrayBuffer())) !== signed.contentSha256) {
+      throw await refuseAgentRequest(context, signed, "body does not match its signed digest");
     }
     c.set("agentHost", host);
-    c.set("signedRequest", request);
+    c.set("signedRequest", signed);
     c.set("refusalContext", context);
     await next();
   });

@@ -1,12 +1,14 @@
 // The Worker's agent backup endpoints as the agent sees them (PUT parts,
 // complete, abort, GET object), in this process: it checks every request's
-// signature against the test host's key like the Worker does, keeps parts in
+// token against the test host's key with the Worker's own checks
+// (verifyAgentRequest), refuses a token used twice and a body that is not the
+// one signed, as the Worker does, keeps parts in
 // memory, and can be told to fail. The Worker's own side is tested in workerd
 // (test/worker/backups/) and with the real agent end to end (test/e2e/).
-import { createHash, createPublicKey, verify, type KeyObject } from "node:crypto";
+import { createHash, createPublicKey, type KeyObject } from "node:crypto";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { AGENT_REQUEST_HEADERS, agentRequestSigningInput } from "../../../protocol/messages.ts";
+import { verifyAgentRequest, type AgentRequestClaims } from "../../../protocol/agent-requests.ts";
 
 export interface StoredBackup {
   parts: Map<number, Buffer>;
@@ -17,6 +19,10 @@ export interface StoredBackup {
 export class BackupTarget {
   readonly backups = new Map<string, StoredBackup>();
   readonly requests: string[] = [];
+  /** The claims of every token admitted, in order. */
+  readonly admitted: AgentRequestClaims[] = [];
+  /** Requests refused as the Worker would refuse them: `<method> <path>: <why>`. */
+  readonly refused: string[] = [];
   /** Answers the next matching requests with this status instead (consumed one by one). */
   readonly failures: Array<{ match: RegExp; status: number }> = [];
   private server: Server | undefined;
@@ -25,7 +31,7 @@ export class BackupTarget {
   constructor(
     private readonly hostId: string,
     privateKey: KeyObject,
-    private readonly publicKey = createPublicKey(privateKey),
+    private readonly publicKey = createPublicKey(privateKey).export({ format: "jwk" }).x!,
   ) {}
 
   async start(): Promise<void> {
@@ -77,17 +83,27 @@ export class BackupTarget {
     const body = Buffer.concat(await req.toArray());
     const { pathname } = new URL(req.url!, this.base);
     this.requests.push(`${req.method} ${pathname}`);
+    const sha256 = createHash("sha256").update(body).digest("hex");
+    const token = /^Bearer (.+)$/.exec(String(req.headers.authorization ?? ""))?.[1] ?? "";
+    const verified = await verifyAgentRequest(token, { hostId: this.hostId, publicKey: this.publicKey }, { method: req.method!, path: pathname }, new Date());
+    const problem =
+      "problem" in verified
+        ? verified.problem
+        : this.admitted.some((claims) => claims.jti === verified.claims.jti)
+          ? "replayed token"
+          : verified.claims.body_sha256 !== sha256
+            ? "body does not match its signed digest"
+            : null;
+    if (problem) {
+      this.refused.push(`${req.method} ${pathname}: ${problem}`);
+      return { status: 401, body: { error: { code: "unauthorized", message: problem } } };
+    }
+    if ("claims" in verified) this.admitted.push(verified.claims);
+    // After the token is spent, as when the Worker fails a request it admitted: a retry needs a token of its own.
     const failure = this.failures.findIndex((f) => f.match.test(`${req.method} ${pathname}`));
     if (failure >= 0) {
       const { status } = this.failures.splice(failure, 1)[0]!;
       return { status, body: { error: { code: "injected", message: `injected ${status}` } } };
-    }
-    const header = (name: string) => String(req.headers[name] ?? "");
-    const sha256 = createHash("sha256").update(body).digest("hex");
-    const input = agentRequestSigningInput(req.method!, pathname, header(AGENT_REQUEST_HEADERS.timestamp), header(AGENT_REQUEST_HEADERS.contentSha256));
-    const signed = verify(null, Buffer.from(input, "utf8"), this.publicKey, Buffer.from(header(AGENT_REQUEST_HEADERS.signature), "base64url"));
-    if (header(AGENT_REQUEST_HEADERS.host) !== this.hostId || header(AGENT_REQUEST_HEADERS.contentSha256) !== sha256 || !signed) {
-      return { status: 401, body: { error: { code: "unauthorized", message: "bad signature" } } };
     }
     const match = /^\/api\/agent\/backups\/([^/]+)\/(parts\/(\d+)|complete|abort|object)$/.exec(pathname);
     if (!match) return { status: 404, body: { error: { code: "not_found", message: pathname } } };

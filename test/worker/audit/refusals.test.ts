@@ -6,7 +6,7 @@ import { RATE_LIMIT_RULES } from "../../../worker/auth/rate-limit";
 import { DAY, HOUR, call, expectError, post, randomIp, runCron, setNow } from "../helpers";
 import { connectedAgent, enrollBody, FakeAgent, helloFor, newKeys, operatorCookie, sign } from "../fleet/fleet-helpers";
 import { runningServer } from "../servers/server-helpers";
-import { bytes, manualBackup, pathOf, signedCall, signedJson } from "../backups/backup-helpers";
+import { bytes, manualBackup, pathOf, signedCall, signedJson, signedToken } from "../backups/backup-helpers";
 
 // Callers who prove nothing are refused without writing to anyone's audit log:
 // they are counted for operators per hour and reason, and limited per client.
@@ -97,8 +97,9 @@ describe("refusals of unauthenticated callers", () => {
     const base = pathOf((await manualBackup(owner.cookie, id, agent)).payload.uploadBase);
     const operator = await operatorCookie();
     const ip = randomIp();
+    const forgedToken = await signedToken({ ...host, hostId: id }, "POST", `${base}/abort`, new Uint8Array(), { key: (await newKeys()).keys });
     const forged = async () =>
-      call(`${base}/abort`, { method: "POST", ip, headers: { "x-berth-host": id, "x-berth-timestamp": String(Date.now()), "x-berth-content-sha256": "0".repeat(64), "x-berth-signature": "AAAA" } });
+      call(`${base}/abort`, { method: "POST", ip, headers: { authorization: `Bearer ${forgedToken}` } });
     for (let i = 0; i < RATE_LIMIT_RULES.agent_refusals_ip.limit; i++) await expectError(await forged(), 401, "unauthorized");
     const limited = await forged();
     expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);

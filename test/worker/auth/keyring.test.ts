@@ -1,7 +1,10 @@
 import { env } from "cloudflare:workers";
+import { CompactSign, compactVerify, decodeProtectedHeader } from "jose";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { currentSigningKey } from "../../../worker/auth/keyring";
 import { SESSION_ABSOLUTE_LIFETIME_MS, SIGNING_KEY_ROTATION_INTERVAL_MS } from "../../../worker/auth/policy";
-import { sha256Hex } from "../../../worker/crypto/bytes";
+import { base64UrlDecode, base64UrlEncode, sha256Hex } from "../../../worker/crypto/bytes";
+import { database } from "../../../worker/db/client";
 import { DAY, advance, call, expectError, logIn, me, runCron, sessionCookie, signUp } from "../helpers";
 
 // Each test starts from an empty ring at the real time; the clock only moves forward within a test.
@@ -21,7 +24,17 @@ async function keyRing(): Promise<KeyRow[]> {
   return (await env.DB.prepare("SELECT * FROM session_keys ORDER BY created_at").all<KeyRow>()).results;
 }
 
-const kidOf = (cookie: string) => cookie.split(".")[0]!;
+const kidOf = (cookie: string) => decodeProtectedHeader(cookie).kid;
+const secretOf = (cookie: string) => cookie.split(".")[1]!;
+
+/** The ring's current key, as the Worker holds it. */
+const ringKey = () => currentSigningKey(database(env.DB), env.SESSION_KEYRING_SECRET, new Date());
+
+/** The cookie the Worker issued before its cookies were JWS: `<kid>.<secret>.<HMAC over "berth-session-v1.<kid>.<secret>">`. */
+async function legacyCookie(kid: string, key: CryptoKey, secret: string): Promise<string> {
+  const signature = await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`berth-session-v1.${kid}.${secret}`));
+  return `${kid}.${secret}.${base64UrlEncode(new Uint8Array(signature))}`;
+}
 
 /** Lets `ms` pass while the session is used every few days, so only the key ring, not idleness, matters. */
 async function passTimeUsing(cookie: string, ms: number): Promise<string> {
@@ -37,7 +50,7 @@ async function passTimeUsing(cookie: string, ms: number): Promise<string> {
 
 /** Keeps a session row alive past its natural expiry, to see the key check on its own. */
 async function extendSession(cookie: string, until: number) {
-  const id = await sha256Hex(cookie.split(".")[1]!);
+  const id = await sha256Hex(secretOf(cookie));
   await env.DB.prepare("UPDATE sessions SET expires_at = ?, absolute_expires_at = ?, last_seen_at = ? WHERE id = ?")
     .bind(until, until, Date.now(), id)
     .run();
@@ -66,9 +79,10 @@ describe("the session signing key ring", () => {
     advance(2 * 60 * 60 * 1000);
     const response = await me(before);
     expect(response.status).toBe(200);
-    const reissued = response.headers.getSetCookie().join(";");
+    const reissued = sessionCookie(response)!;
     const currentKid = (await keyRing()).find((key) => key.retired_at === null)!.kid;
-    expect(reissued).toContain(`${currentKid}.${before.split(".")[1]}.`);
+    expect(kidOf(reissued)).toBe(currentKid);
+    expect(secretOf(reissued)).toBe(secretOf(before));
   });
 
   it("deletes a retired key once no session it signed can be alive; its cookies stop verifying", async () => {
@@ -91,23 +105,15 @@ describe("the session signing key ring", () => {
     await expectError(await me(cookie), 401);
   });
 
-  it("refuses a cookie signed by a key that is not in the ring, even with a known key id", async () => {
+  it("refuses a cookie signed by a key that is not in the ring, even with a known key id, in either format", async () => {
     const { email } = await signUp();
     const cookie = await logIn(email);
-    const [kid, secret] = cookie.split(".") as [string, string];
+    const kid = kidOf(cookie)!;
     // Same key id, signed with a key of the attacker's own.
-    const foreignKey = await crypto.subtle.importKey(
-      "raw",
-      crypto.getRandomValues(new Uint8Array(32)),
-      { name: "HMAC", hash: "SHA-256" },
-      false,
-      ["sign"],
-    );
-    const signature = new Uint8Array(
-      await crypto.subtle.sign("HMAC", foreignKey, new TextEncoder().encode(`berth-session-v1.${kid}.${secret}`)),
-    );
-    const forged = `${kid}.${secret}.${btoa(String.fromCharCode(...signature)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_")}`;
+    const foreignKey = await crypto.subtle.importKey("raw", crypto.getRandomValues(new Uint8Array(32)), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    const forged = await new CompactSign(base64UrlDecode(secretOf(cookie))!).setProtectedHeader({ alg: "HS256", kid, typ: "berth-session" }).sign(foreignKey);
     await expectError(await me(forged), 401);
+    await expectError(await me(await legacyCookie(kid, foreignKey, secretOf(cookie))), 401);
   });
 
   it("keeps key secrets wrapped: with another wrapping secret nothing verifies", async () => {
@@ -118,6 +124,47 @@ describe("the session signing key ring", () => {
     }
     const elsewhere = await call("/api/me", { cookie, env: { SESSION_KEYRING_SECRET: "a-different-wrapping-secret-0123456789" } });
     await expectError(elsewhere, 401);
+    expect((await me(cookie)).status).toBe(200);
+  });
+});
+
+describe("session cookies are JWS", () => {
+  it("a new session's cookie is a compact JWS: HS256 by the ring's current key, named by kid, over the session's secret", async () => {
+    const { email } = await signUp();
+    const cookie = await logIn(email);
+    const { kid, key } = await ringKey();
+    expect(decodeProtectedHeader(cookie)).toEqual({ alg: "HS256", kid, typ: "berth-session" });
+    const { payload } = await compactVerify(cookie, key, { algorithms: ["HS256"] });
+    expect(base64UrlEncode(payload)).toBe(secretOf(cookie));
+    expect(await env.DB.prepare("SELECT id FROM sessions WHERE id = ?").bind(await sha256Hex(secretOf(cookie))).first()).not.toBeNull();
+  });
+
+  it("a cookie of the format before keeps its session, and is re-issued as a JWS on its first use", async () => {
+    const { email } = await signUp();
+    const secret = secretOf(await logIn(email));
+    const { kid, key } = await ringKey();
+    const legacy = await legacyCookie(kid, key, secret);
+    const response = await me(legacy);
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as { email: string }).email).toBe(email);
+    const reissued = sessionCookie(response)!;
+    expect(decodeProtectedHeader(reissued)).toMatchObject({ alg: "HS256", kid });
+    expect(secretOf(reissued)).toBe(secret);
+    const again = await me(reissued);
+    expect(again.status).toBe(200);
+    expect(sessionCookie(again)).toBeNull();
+  });
+
+  it("refuses what is not a session cookie, even signed by the ring's key: another type, another algorithm, none", async () => {
+    const { email } = await signUp();
+    const cookie = await logIn(email);
+    const { kid, key } = await ringKey();
+    const secretBytes = base64UrlDecode(secretOf(cookie))!;
+    const untyped = await new CompactSign(secretBytes).setProtectedHeader({ alg: "HS256", kid, typ: "JWT" }).sign(key);
+    const header = (fields: object) => base64UrlEncode(new TextEncoder().encode(JSON.stringify(fields)));
+    const unsigned = `${header({ alg: "none", kid, typ: "berth-session" })}.${secretOf(cookie)}.`;
+    const otherAlgorithm = `${header({ alg: "HS512", kid, typ: "berth-session" })}.${cookie.split(".").slice(1).join(".")}`;
+    for (const forged of [untyped, unsigned, otherAlgorithm]) await expectError(await me(forged), 401);
     expect((await me(cookie)).status).toBe(200);
   });
 });

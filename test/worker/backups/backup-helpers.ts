@@ -1,8 +1,9 @@
 import { env } from "cloudflare:workers";
 import { Encrypter } from "age-encryption";
 import { expect, vi } from "vitest";
-import { AGENT_REQUEST_HEADERS, agentRequestSigningInput, type BackupJobPayload } from "../../../protocol/messages";
-import { base64UrlEncode, hex } from "../../../worker/crypto/bytes";
+import { signAgentRequest } from "../../../protocol/agent-requests";
+import type { BackupJobPayload } from "../../../protocol/messages";
+import { hex } from "../../../worker/crypto/bytes";
 import { dailyBackupHour } from "../../../worker/backups/maintenance";
 import { HOUR, call, post, setNow } from "../helpers";
 import type { FakeAgent, HostIdentity } from "../fleet/fleet-helpers";
@@ -13,28 +14,33 @@ import { jobOf, runningServer } from "../servers/server-helpers";
 export interface SigningOptions {
   /** Sign with this host's key instead (while still naming `host`). */
   key?: CryptoKeyPair;
-  timestamp?: number;
+  /** The signer's clock; now by default. */
+  issuedAt?: Date;
   /** Claim this body digest instead of the body's own. */
   contentSha256?: string;
   contentType?: string;
+  /** Send this token instead of signing a new one (a replay). */
+  token?: string;
 }
 
 export async function sha256(bytes: Uint8Array): Promise<string> {
   return hex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
 }
 
-/** The x-berth-* headers of `host`'s agent for one request: an Ed25519 signature over agentRequestSigningInput(). */
+/** `host`'s agent's token for one request, made as the agent makes it (protocol/agent-requests.ts). */
+export async function signedToken(host: HostIdentity, method: string, path: string, body: Uint8Array, options: SigningOptions = {}) {
+  return signAgentRequest((options.key ?? host.keys).privateKey, {
+    hostId: host.hostId,
+    method,
+    path,
+    bodySha256: options.contentSha256 ?? (await sha256(body)),
+    ...(options.issuedAt ? { issuedAt: options.issuedAt } : {}),
+  });
+}
+
+/** The Authorization header of `host`'s agent for one request. */
 export async function signedHeaders(host: HostIdentity, method: string, path: string, body: Uint8Array, options: SigningOptions = {}) {
-  const timestamp = String(options.timestamp ?? Date.now());
-  const contentSha256 = options.contentSha256 ?? (await sha256(body));
-  const input = new TextEncoder().encode(agentRequestSigningInput(method, path, timestamp, contentSha256));
-  const signature = await crypto.subtle.sign({ name: "Ed25519" }, (options.key ?? host.keys).privateKey, input);
-  return {
-    [AGENT_REQUEST_HEADERS.host]: host.hostId,
-    [AGENT_REQUEST_HEADERS.timestamp]: timestamp,
-    [AGENT_REQUEST_HEADERS.contentSha256]: contentSha256,
-    [AGENT_REQUEST_HEADERS.signature]: base64UrlEncode(new Uint8Array(signature)),
-  };
+  return { authorization: `Bearer ${options.token ?? (await signedToken(host, method, path, body, options))}` };
 }
 
 /** A request from `host`'s agent, signed as the contract says. */

@@ -68,17 +68,17 @@ describe("sessions", () => {
     await expectError(await me("garbage"), 401, "unauthorized");
   });
 
-  it("reject a cookie whose secret, signature or key id was altered", async () => {
+  it("reject a cookie whose secret, signature or header (with its key id) was altered", async () => {
     const { email } = await signUp();
-    const [kid, secret, signature] = (await logIn(email)).split(".") as [string, string, string];
+    const [header, secret, signature] = (await logIn(email)).split(".") as [string, string, string];
     const otherSecret = (await logIn(email)).split(".")[1]!;
     const flip = (s: string) => s.slice(0, 5) + (s[5] === "A" ? "B" : "A") + s.slice(6);
     for (const forged of [
-      `${kid}.${otherSecret}.${signature}`,
-      `${kid}.${secret}.${flip(signature)}`,
-      `${flip(kid)}.${secret}.${signature}`,
-      `${kid}.${secret}`,
-      `${kid}.${secret}.${signature}.extra`,
+      `${header}.${otherSecret}.${signature}`,
+      `${header}.${secret}.${flip(signature)}`,
+      `${flip(header)}.${secret}.${signature}`,
+      `${header}.${secret}`,
+      `${header}.${secret}.${signature}.extra`,
     ]) {
       await expectError(await me(forged), 401);
     }
