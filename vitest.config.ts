@@ -31,6 +31,8 @@ export default defineConfig({
           setupFiles: ["./test/worker/setup.ts"],
           globalSetup: ["./test/worker/global-setup.ts"],
           testTimeout: 60_000,
+          // Set-up hooks sign customers up and subscribe them: seconds, more on a loaded machine.
+          hookTimeout: 60_000,
         },
       },
       {
