@@ -25,13 +25,13 @@ export interface Authenticated {
 
 const SIGNED_CONTEXT = "berth-session-v1";
 
-async function signCookie(db: Database, secret: string | undefined, sessionSecret: string, expiresAt: Date, now: Date) {
+async function signCookie(db: Database, secret: string, sessionSecret: string, expiresAt: Date, now: Date) {
   const { kid, key } = await currentSigningKey(db, secret, now);
   const signature = await sign(key, `${SIGNED_CONTEXT}.${kid}.${sessionSecret}`);
   return { value: `${kid}.${sessionSecret}.${signature}`, expiresAt };
 }
 
-export async function createSession(db: Database, secret: string | undefined, userId: string, now: Date) {
+export async function createSession(db: Database, secret: string, userId: string, now: Date) {
   const sessionSecret = randomToken();
   const expiresAt = new Date(now.getTime() + SESSION_IDLE_TIMEOUT_MS);
   const cookie = await signCookie(db, secret, sessionSecret, expiresAt, now);
@@ -58,7 +58,7 @@ function parseCookie(value: string) {
 /** Resolves a cookie to its live session and user, or null for anything forged, expired or revoked. */
 export async function authenticate(
   db: Database,
-  secret: string | undefined,
+  secret: string,
   cookieValue: string,
   now: Date,
 ): Promise<Authenticated | null> {

@@ -2,7 +2,6 @@ import { createMiddleware } from "hono/factory";
 import { AGENT_REQUEST_HEADERS } from "../../protocol/messages";
 import { sha256Hex } from "../crypto/bytes";
 import type { Host } from "../db/schema";
-import { clientNetwork, rateLimitRules } from "../auth/rate-limit";
 import type { RefusalContext } from "../audit/refusals";
 import { authenticateAgentRequest, refuseAgentRequest, type SignedAgentRequest } from "../fleet/agent-requests";
 import type { AppEnv } from "./context";
@@ -35,12 +34,7 @@ export function signedAgentRequest(options: { streamedBody?: boolean } = {}) {
       contentSha256: c.req.header(AGENT_REQUEST_HEADERS.contentSha256) ?? "",
       signature: c.req.header(AGENT_REQUEST_HEADERS.signature) ?? "",
     };
-    const context: RefusalContext = {
-      db: c.var.db,
-      now: c.var.now,
-      rateLimits: rateLimitRules(c.env.RATE_LIMITS),
-      client: clientNetwork(c.req.header("cf-connecting-ip")),
-    };
+    const context: RefusalContext = c.var.ctx;
     const host = await authenticateAgentRequest(context, request);
     if (!options.streamedBody && (await sha256Hex(await c.req.arrayBuffer())) !== request.contentSha256) {
       throw await refuseAgentRequest(context, request, "body does not match its signed digest");
