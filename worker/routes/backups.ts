@@ -20,18 +20,17 @@ const backupParam = z.object({ backupId: id });
 
 // A customer's backups of their own homeservers (mounted under /api/servers).
 export const serverBackupRoutes = new Hono<AppEnv>()
-  .use(requireSession)
-  .get("/:id/backups", async (c) => {
+  .get("/:id/backups", requireSession, async (c) => {
     const { ctx, user } = c.var;
     const server = await ownedServer(ctx.db, user.id, parseWith(serverParam, c.req.param()).id);
     const newest = await newestSucceededBackupId(ctx.db, server.id);
     return c.json({ backups: (await listBackups(ctx.db, server.id)).map((backup) => presentBackup(backup, newest, ctx.now)) });
   })
-  .post("/:id/backups", async (c) => {
+  .post("/:id/backups", requireSession, async (c) => {
     const backup = await requestBackup(c.var.ctx, c.var.user, parseWith(serverParam, c.req.param()).id);
     return c.json(presentBackup(backup, undefined, c.var.ctx.now), 202);
   })
-  .post("/:id/restore", async (c) => {
+  .post("/:id/restore", requireSession, async (c) => {
     const { ctx, user } = c.var;
     const { backupId } = await readJson(c, z.strictObject({ backupId: id }));
     const serverId = parseWith(serverParam, c.req.param()).id;

@@ -38,66 +38,6 @@ const redirectWithNotice = <E extends AppEnv>(c: PageContext<E>, path: string, n
 
 const tokenField = z.object({ token: z.string().min(1, "is missing").max(256) });
 
-// The account's own pages, for its logged-in owner.
-const accountPageRoutes = new Hono<AppEnv>()
-  .use(requireLogin)
-  .get("/", async (c) => c.html(await accountPage(c.var.ctx, c.var.user, { notice: noticeFor(c.req.query("notice")) })))
-  .post("/resend-verification", async (c) => {
-    const { user } = c.var;
-    return handleForm(
-      c,
-      async () => {
-        await resendVerification(c.var.ctx, user);
-        return redirectWithNotice(c, "/account", "verification_sent");
-      },
-      (error) => accountPage(c.var.ctx, user, { error }),
-    );
-  })
-  .post("/email", async (c) => {
-    const { user } = c.var;
-    return submitForm(
-      c,
-      async (fields) => {
-        const { newEmail, password } = parseWith(
-          z.object({ newEmail: emailSchema, password: currentPasswordSchema }),
-          fields,
-        );
-        await requestEmailChange(c.var.ctx, user, newEmail, password);
-        return redirectWithNotice(c, "/account", "email_change_sent");
-      },
-      (error) => accountPage(c.var.ctx, user, { error }),
-    );
-  })
-  .post("/delete", async (c) => {
-    const { user, session } = c.var;
-    return submitForm(
-      c,
-      async (fields) => {
-        const { password } = parseWith(z.object({ password: currentPasswordSchema }), fields);
-        const terms = await deleteAccount(c.var.ctx, user, session.id, password);
-        forgetSession(c);
-        return c.html(
-          <MessagePage title="Your account is deleted" message="We emailed you a confirmation of what follows.">
-            <DeletionTermsList deletion={terms} />
-          </MessagePage>,
-        );
-      },
-      (error) => accountPage(c.var.ctx, user, { error }),
-    );
-  })
-  .post("/password", async (c) => {
-    const { user, session } = c.var;
-    return submitForm(
-      c,
-      async (fields) => {
-        const body = parseWith(z.object({ currentPassword: currentPasswordSchema, newPassword: passwordSchema }), fields);
-        await changePassword(c.var.ctx, user, session.id, body.currentPassword, body.newPassword);
-        return redirectWithNotice(c, "/account", "password_changed");
-      },
-      (error) => accountPage(c.var.ctx, user, { error }),
-    );
-  });
-
 export const pageRoutes = new Hono<AppEnv>()
   .get("/assets/app.css", (c) => {
     c.header("Cache-Control", "public, max-age=3600");
@@ -215,4 +155,59 @@ export const pageRoutes = new Hono<AppEnv>()
     ),
   )
 
-  .route("/account", accountPageRoutes);
+  .get("/account", requireLogin, async (c) => c.html(await accountPage(c.var.ctx, c.var.user, { notice: noticeFor(c.req.query("notice")) })))
+  .post("/account/resend-verification", requireLogin, async (c) => {
+    const { user } = c.var;
+    return handleForm(
+      c,
+      async () => {
+        await resendVerification(c.var.ctx, user);
+        return redirectWithNotice(c, "/account", "verification_sent");
+      },
+      (error) => accountPage(c.var.ctx, user, { error }),
+    );
+  })
+  .post("/account/email", requireLogin, async (c) => {
+    const { user } = c.var;
+    return submitForm(
+      c,
+      async (fields) => {
+        const { newEmail, password } = parseWith(
+          z.object({ newEmail: emailSchema, password: currentPasswordSchema }),
+          fields,
+        );
+        await requestEmailChange(c.var.ctx, user, newEmail, password);
+        return redirectWithNotice(c, "/account", "email_change_sent");
+      },
+      (error) => accountPage(c.var.ctx, user, { error }),
+    );
+  })
+  .post("/account/delete", requireLogin, async (c) => {
+    const { user, session } = c.var;
+    return submitForm(
+      c,
+      async (fields) => {
+        const { password } = parseWith(z.object({ password: currentPasswordSchema }), fields);
+        const terms = await deleteAccount(c.var.ctx, user, session.id, password);
+        forgetSession(c);
+        return c.html(
+          <MessagePage title="Your account is deleted" message="We emailed you a confirmation of what follows.">
+            <DeletionTermsList deletion={terms} />
+          </MessagePage>,
+        );
+      },
+      (error) => accountPage(c.var.ctx, user, { error }),
+    );
+  })
+  .post("/account/password", requireLogin, async (c) => {
+    const { user, session } = c.var;
+    return submitForm(
+      c,
+      async (fields) => {
+        const body = parseWith(z.object({ currentPassword: currentPasswordSchema, newPassword: passwordSchema }), fields);
+        await changePassword(c.var.ctx, user, session.id, body.currentPassword, body.newPassword);
+        return redirectWithNotice(c, "/account", "password_changed");
+      },
+      (error) => accountPage(c.var.ctx, user, { error }),
+    );
+  });

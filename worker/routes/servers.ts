@@ -26,51 +26,50 @@ const rangeQuery = z.object({
 
 // A customer's homeservers: every route reaches a server only through its owner.
 export const serverRoutes = new Hono<AppEnv>()
-  .use(requireSession)
-  .post("/", async (c) => {
+  .post("/", requireSession, async (c) => {
     const { ctx, user } = c.var;
     const { name, region } = await readJson(c, z.strictObject({ name: serverNameSchema, region: z.enum(REGIONS) }));
     const server = await createServer(ctx, user, name, region);
     return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 201);
   })
-  .get("/", async (c) => {
+  .get("/", requireSession, async (c) => {
     const { ctx, user } = c.var;
     const mine = await listServers(ctx.db, user.id);
     return c.json({ servers: await Promise.all(mine.map(async (server) => presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)))) });
   })
-  .get("/:id", async (c) => {
+  .get("/:id", requireSession, async (c) => {
     const { ctx, user } = c.var;
     const server = await ownedServer(ctx.db, user.id, c.req.param("id"));
     return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)));
   })
-  .post("/:id/stop", async (c) => {
+  .post("/:id/stop", requireSession, async (c) => {
     const { ctx, user } = c.var;
     const server = await changeServerState(ctx, user, c.req.param("id"), "stop");
     return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 202);
   })
-  .post("/:id/start", async (c) => {
+  .post("/:id/start", requireSession, async (c) => {
     const { ctx, user } = c.var;
     const server = await changeServerState(ctx, user, c.req.param("id"), "start");
     return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 202);
   })
   // Deleting takes a final backup first; the homeserver is destroyed only once that succeeded.
-  .delete("/:id", async (c) => {
+  .delete("/:id", requireSession, async (c) => {
     const { ctx, user } = c.var;
     const server = await deleteOwnedServer(ctx, user, c.req.param("id"));
     return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 202);
   })
-  .post("/:id/admin-password-link", async (c) => {
+  .post("/:id/admin-password-link", requireSession, async (c) => {
     const link = await createAdminPasswordLink(c.var.ctx, c.var.user, c.req.param("id"));
     return c.json({ ...link, expiresAt: link.expiresAt.toISOString() }, 201);
   })
-  .post("/:id/admin-password", async (c) => {
+  .post("/:id/admin-password", requireSession, async (c) => {
     const { token, password } = await readJson(c, z.strictObject({ token: z.string().min(1).max(256), password: passwordSchema }));
     const result = await setAdminPassword(c.var.ctx, c.var.user, c.req.param("id"), token, password);
     return c.json({ status: "setting", ...result }, 202);
   })
   // Live status for the dashboard: an event whenever the server's status or its job's progress changes.
   // It ends within a poll once the session that opened it is revoked (log-out, password change, deletion).
-  .get("/:id/events", async (c) => {
+  .get("/:id/events", requireSession, async (c) => {
     const { ctx, user, session } = c.var;
     const server = await ownedServer(ctx.db, user.id, c.req.param("id"));
     return streamSSE(c, async (stream) => {
@@ -90,7 +89,7 @@ export const serverRoutes = new Hono<AppEnv>()
       }
     });
   })
-  .get("/:id/usage", async (c) => {
+  .get("/:id/usage", requireSession, async (c) => {
     const { ctx, user } = c.var;
     const server = await ownedServer(ctx.db, user.id, c.req.param("id"));
     const { range } = parseWith(rangeQuery, c.req.query());
