@@ -20,6 +20,9 @@ export default defineConfig({
                 BACKUP_KEY_WRAPPING_SECRET: "test-backup-wrapping-secret-0123456789abcdef01234567",
                 STRIPE_API_URL: inject("stripeEmulatorUrl"),
                 STRIPE_WEBHOOK_SECRET,
+                // Development's images, built locally by images/build.sh; production's are pinned in wrangler.toml.
+                SYNAPSE_IMAGE: "berth/synapse:latest",
+                POSTGRES_IMAGE: "berth/postgres:15",
                 TEST_MIGRATIONS: await readD1Migrations(migrations),
               },
             },

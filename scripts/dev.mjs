@@ -56,6 +56,10 @@ const persistTo = resolve(options["persist-to"]);
 const wranglerBin = join(dirname(createRequire(import.meta.url).resolve("wrangler/package.json")), "bin", "wrangler.js");
 const quietEnv = { ...process.env, WRANGLER_SEND_METRICS: "false", NO_UPDATE_NOTIFIER: "1", CI: "true" };
 const realStripe = Boolean(process.env.STRIPE_SECRET_KEY);
+if (realStripe && !process.env.STRIPE_WEBHOOK_SECRET) {
+  console.error("[dev] with STRIPE_SECRET_KEY, set STRIPE_WEBHOOK_SECRET too: the whsec_… that `stripe listen` prints");
+  process.exit(1);
+}
 const children = [];
 
 function log(message) {
@@ -86,14 +90,22 @@ function devSecrets() {
   return secrets;
 }
 
-/** This run's Worker secrets, as a dotenv file for wrangler (never on a command line). */
+/**
+ * This run's Worker secrets, as a dotenv file for wrangler (never on a command line). The Worker
+ * does not start without every secret its environment needs (worker/config.ts); --production gets
+ * stand-ins for the mail and Stripe keys unless real ones are given, so mail and Stripe calls fail there.
+ */
 function workerEnvFile(secrets) {
   const values = { SESSION_KEYRING_SECRET: secrets.SESSION_KEYRING_SECRET, BACKUP_KEY_WRAPPING_SECRET: secrets.BACKUP_KEY_WRAPPING_SECRET };
   if (realStripe) {
     values.STRIPE_SECRET_KEY = process.env.STRIPE_SECRET_KEY;
-    values.STRIPE_WEBHOOK_SECRET = process.env.STRIPE_WEBHOOK_SECRET ?? "";
+    values.STRIPE_WEBHOOK_SECRET = process.env.STRIPE_WEBHOOK_SECRET;
   } else {
     values.STRIPE_WEBHOOK_SECRET = secrets.STRIPE_WEBHOOK_SECRET;
+  }
+  if (options.production) {
+    values.STRIPE_SECRET_KEY ??= "sk_test_berth_local_production_stand_in";
+    values.RESEND_API_KEY = process.env.RESEND_API_KEY ?? "re_berth_local_production_stand_in";
   }
   const file = join(persistTo, "berth-dev-run.env");
   writeFileSync(file, Object.entries(values).map(([name, value]) => `${name}=${value}\n`).join(""), { mode: 0o600 });

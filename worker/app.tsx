@@ -1,13 +1,12 @@
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { BACKUP_PART_SIZE } from "../protocol/messages";
-import { database } from "./db/client";
-import { isDevelopment } from "./env";
+import { isDevelopment } from "./config";
 import { ApiError, notFound } from "./errors";
-import type { AppEnv } from "./http/context";
+import { requestContext, type AppEnv } from "./http/context";
 import { csrfProtection } from "./http/csrf";
 import { errorAnswer, errorBody, errorResponse } from "./http/errors";
-import { securityHeaders } from "./http/security-headers";
+import { contentSecurityPolicyHeader, securityHeaders } from "./http/security-headers";
 import { loadSession } from "./http/session";
 import { MAX_BODY_BYTES } from "./http/validation";
 import { accountRoutes } from "./routes/account";
@@ -60,12 +59,12 @@ function bodyLimitFor(path: string) {
 export const app = new Hono<AppEnv>()
   .use(securityHeaders)
   .use(async (c, next) => {
-    c.set("db", database(c.env.DB));
-    c.set("now", new Date());
     await next();
     // Nothing we serve but static assets may be cached: responses carry account data.
     if (!c.res.headers.has("Cache-Control")) c.header("Cache-Control", "no-store");
   })
+  .use(requestContext)
+  .use(contentSecurityPolicyHeader)
   .use((c, next) => bodyLimitFor(c.req.path)(c, next))
   .use(csrfProtection)
   .use(loadSession)
@@ -81,7 +80,7 @@ export const app = new Hono<AppEnv>()
   .route("/webhooks/stripe", stripeWebhookRoutes)
   .use("/dev/*", async (c, next) => {
     // The dev outbox and friends exist only in development; in production they are plain 404s.
-    if (!isDevelopment(c.env)) throw notFound();
+    if (!isDevelopment(c.var.ctx.config)) throw notFound();
     await next();
   })
   .route("/dev", devRoutes)

@@ -1,5 +1,5 @@
 import { app } from "./app";
-import type { Env } from "./env";
+import type { WorkerEnv } from "./env";
 import { runScheduledMaintenance } from "./scheduled";
 
 export { HostConnection } from "./fleet/host-connection";
@@ -9,4 +9,4 @@ export default {
   async scheduled(controller, env, ctx) {
     ctx.waitUntil(runScheduledMaintenance(env, new Date(controller.scheduledTime), controller.cron));
   },
-} satisfies ExportedHandler<Env>;
+} satisfies ExportedHandler<WorkerEnv>;

@@ -5,9 +5,9 @@ import { alertOverdueBackups, failAbandonedBackups, pruneBackups, scheduleDailyB
 import { pruneRateLimitWindows } from "./auth/rate-limit";
 import { pruneExpiredSessions } from "./auth/sessions";
 import { pruneTokens } from "./auth/tokens";
-import { entitlementPolicy, expireEntitlements } from "./billing/entitlement";
-import { database } from "./db/client";
-import type { Env } from "./env";
+import { expireEntitlements } from "./billing/entitlement";
+import { workContext } from "./context";
+import type { WorkerEnv } from "./env";
 import { markStaleHostsOffline } from "./fleet/hosts";
 import { failExpiredJobs } from "./fleet/jobs";
 import { rollUpUsage } from "./fleet/usage";
@@ -26,9 +26,9 @@ export const EVERY_MINUTE = "* * * * *";
  * pruning what has expired, and backups (the daily ones, retention, abandoned
  * uploads, alerts for overdue ones, deletions due or stalled).
  */
-export async function runScheduledMaintenance(env: Env, now: Date, cron: string) {
-  const db = database(env.DB);
-  const ctx = { db, env, now };
+export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: string) {
+  const ctx = workContext(env, now);
+  const { db, config } = ctx;
   for (const expired of await failExpiredJobs(db, null, now)) await applyJobOutcome(ctx, expired);
   const report: Record<string, unknown> = {
     event: "scheduled_maintenance",
@@ -36,7 +36,7 @@ export async function runScheduledMaintenance(env: Env, now: Date, cron: string)
     hostsMarkedOffline: await markStaleHostsOffline(db, now),
   };
   if (cron !== EVERY_MINUTE) {
-    const keys = await rotateSigningKeys(db, env.SESSION_KEYRING_SECRET, now);
+    const keys = await rotateSigningKeys(db, config.sessionKeyringSecret, now);
     Object.assign(report, {
       keyRotated: keys.rotated,
       keysDeleted: keys.deleted,
@@ -44,7 +44,7 @@ export async function runScheduledMaintenance(env: Env, now: Date, cron: string)
       tokensPruned: await pruneTokens(db, now),
       rateLimitWindowsPruned: await pruneRateLimitWindows(db, now),
       refusalCountsPruned: await pruneRefusalCounts(db, now),
-      entitlementsExpired: await expireEntitlements(db, now, entitlementPolicy(env)),
+      entitlementsExpired: await expireEntitlements(db, now, config.entitlement),
     });
     await rollUpUsage(db, now);
     Object.assign(report, {
@@ -55,11 +55,11 @@ export async function runScheduledMaintenance(env: Env, now: Date, cron: string)
       dailyBackupsStarted: await scheduleDailyBackups(ctx),
       overdueBackupAlerts: await alertOverdueBackups(ctx),
       // After retention: an account goes once its servers' backups are gone.
-      deletedAccountsPurged: await purgeDeletedAccounts(db, env),
+      deletedAccountsPurged: await purgeDeletedAccounts(ctx),
     });
   }
   // Last: the hourly work above may have moved entitlements along.
-  report.entitlementEventsHandled = await handleEntitlementEvents(db, env, now);
+  report.entitlementEventsHandled = await handleEntitlementEvents(ctx);
   if (cron !== EVERY_MINUTE) {
     Object.assign(report, {
       serversBroughtInLineWithBilling: await enforceEntitlements(ctx),

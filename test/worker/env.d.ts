@@ -1,5 +1,5 @@
 import type { D1Migration } from "cloudflare:test";
-import type { Env as WorkerEnv } from "../../worker/env";
+import type { WorkerEnv } from "../../worker/env";
 
 declare global {
   namespace Cloudflare {
@@ -8,3 +8,4 @@ declare global {
     }
   }
 }
+

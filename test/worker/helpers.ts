@@ -2,7 +2,7 @@ import { createExecutionContext, createScheduledController, SELF, waitOnExecutio
 import { env } from "cloudflare:workers";
 import { expect, vi } from "vitest";
 import worker from "../../worker/index";
-import type { Env } from "../../worker/env";
+import type { WorkerEnv } from "../../worker/env";
 import { SESSION_COOKIE } from "../../worker/http/session";
 
 export const ORIGIN = "http://localhost";
@@ -17,8 +17,21 @@ export interface CallOptions {
   /** The client address Cloudflare would report; a fresh random one by default, so tests don't share rate limits. */
   ip?: string;
   /** Run the real Worker with these settings changed (for example the production environment). */
-  env?: Partial<Env>;
+  env?: Partial<WorkerEnv>;
 }
+
+/**
+ * With these over the test settings (which are development's), the Worker runs the production
+ * configuration: wrangler.toml's variables, and stand-ins for the production secrets the tests
+ * never use to reach Resend or Stripe.
+ */
+export const PRODUCTION: Partial<WorkerEnv> = {
+  ENVIRONMENT: "production",
+  RESEND_API_KEY: "re_workerd_tests_never_send",
+  STRIPE_SECRET_KEY: "sk_test_workerd_tests_never_call",
+  SYNAPSE_IMAGE: "matrixdotorg/synapse:v1.163.2",
+  POSTGRES_IMAGE: "postgres:15",
+};
 
 export function randomIp(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(3));

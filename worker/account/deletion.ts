@@ -1,11 +1,12 @@
 import { and, eq, inArray, isNotNull, sql } from "drizzle-orm";
-import type Stripe from "stripe";
 import { audit } from "../audit/audit";
-import { throttlePasswordCheck, type AccountContext } from "../auth/accounts";
+import { throttlePasswordCheck } from "../auth/accounts";
 import { verifyPassword } from "../auth/password";
 import { requireOnlineHost } from "../backups/backups";
 import { BACKUP_RETENTION_MS } from "../backups/policy";
 import { LIVE_STATUSES } from "../billing/billing";
+import { stripeFor } from "../billing/stripe-client";
+import type { RequestContext, WorkContext } from "../context";
 import type { Database } from "../db/client";
 import {
   backupKeys,
@@ -26,17 +27,12 @@ import {
   type Server,
   type User,
 } from "../db/schema";
-import type { Env } from "../env";
 import { ApiError, badGateway, conflict, forbidden } from "../errors";
+import { mailerFor } from "../mail/mailer";
 import { templates } from "../mail/templates";
 import { DELETE_FROM, requestDeletion } from "../servers/deletion";
 import { serverNameOf } from "../servers/servers";
 import { serversOf } from "./visibility";
-
-export interface AccountDeletionContext extends AccountContext {
-  env: Env;
-  stripe: Stripe;
-}
 
 /** What deleting the account does, said the same way before (GET /api/me/deletion), in the answer and in the email. */
 export interface DeletionTerms {
@@ -83,7 +79,7 @@ export async function describeAccountDeletion(db: Database, userId: string, now:
  *     A server that cannot start now is retried hourly by startDueDeletions (deletion_due).
  * The scrubbed row stays until the servers are deleted and their backups aged out; then purgeDeletedAccounts removes it.
  */
-export async function deleteAccount(ctx: AccountDeletionContext, user: User, sessionId: string, password: string): Promise<DeletionTerms> {
+export async function deleteAccount(ctx: RequestContext, user: User, sessionId: string, password: string): Promise<DeletionTerms> {
   await throttlePasswordCheck(ctx, sessionId);
   if (!(await verifyPassword(password, user.passwordHash))) throw forbidden("invalid_password", "Your password is incorrect.");
 
@@ -120,25 +116,25 @@ export async function deleteAccount(ctx: AccountDeletionContext, user: User, ses
 
   for (const server of toDelete) {
     try {
-      await requestDeletion({ db: ctx.db, env: ctx.env, now: ctx.now }, server, `user:${user.id}`);
+      await requestDeletion(ctx, server, `user:${user.id}`);
     } catch (error) {
       // Its state changed since the preflight: the hourly startDueDeletions takes it from here.
       if (!(error instanceof ApiError)) throw error;
       console.warn(JSON.stringify({ event: "account_deletion_server_deferred", serverId: server.id, code: error.code }));
     }
   }
-  await ctx.mailer.send(templates.accountDeleted(user.email, terms));
+  await mailerFor(ctx).send(templates.accountDeleted(user.email, terms));
   return terms;
 }
 
-async function cancelSubscriptions(ctx: AccountDeletionContext, userId: string): Promise<void> {
+async function cancelSubscriptions(ctx: RequestContext, userId: string): Promise<void> {
   const live = await ctx.db
     .select({ id: subscriptions.id })
     .from(subscriptions)
     .where(and(eq(subscriptions.userId, userId), inArray(subscriptions.status, LIVE_STATUSES)));
   for (const { id } of live) {
     try {
-      await ctx.stripe.subscriptions.cancel(id);
+      await stripeFor(ctx.config).subscriptions.cancel(id);
     } catch (error) {
       console.error(JSON.stringify({ event: "account_deletion_cancel_failed", subscriptionId: id, message: String(error) }));
       throw badGateway("billing_unavailable", "We could not cancel your subscription at Stripe, so nothing was deleted. Try again in a few minutes.");
@@ -150,7 +146,8 @@ async function cancelSubscriptions(ctx: AccountDeletionContext, userId: string):
  * Hourly: removes deleted accounts whose homeservers are all deleted and whose
  * backups retention has destroyed, with what still names those servers.
  */
-export async function purgeDeletedAccounts(db: Database, env: Env): Promise<number> {
+export async function purgeDeletedAccounts(ctx: WorkContext): Promise<number> {
+  const { db } = ctx;
   const closed = await db.select({ id: users.id }).from(users).where(isNotNull(users.deletedAt));
   let purged = 0;
   for (const { id } of closed) {
@@ -163,7 +160,7 @@ export async function purgeDeletedAccounts(db: Database, env: Env): Promise<numb
       db.delete(workloadUsage).where(inArray(workloadUsage.workloadId, serverIds)),
       db.delete(workloads).where(inArray(workloads.id, serverIds)),
       db.delete(jobs).where(inArray(sql`json_extract(${jobs.payload}, '$.serverId')`, serverIds)),
-      db.delete(certificates).where(inArray(certificates.serverName, mine.map((server) => serverNameOf(env, server.name)))),
+      db.delete(certificates).where(inArray(certificates.serverName, mine.map((server) => serverNameOf(ctx.config, server.name)))),
       db.delete(backupKeys).where(inArray(backupKeys.serverId, serverIds)),
       db.delete(servers).where(inArray(servers.id, serverIds)),
       // Cascades to the entitlement and anything else still keyed by the account.

@@ -1,5 +1,5 @@
 import { and, asc, desc, eq, inArray, ne, or, sql } from "drizzle-orm";
-import type { Database } from "../db/client";
+import type { WorkContext } from "../context";
 import {
   adminPasswordLinks,
   auditLog,
@@ -14,7 +14,6 @@ import {
   subscriptions,
   workloadUsage,
 } from "../db/schema";
-import type { Env } from "../env";
 import { customerFailureText, presentAuditEntryToCustomer, presentBackup, presentInvoice } from "../http/present";
 import { newestSucceededBackupId } from "../backups/maintenance";
 import { serverNameOf } from "../servers/servers";
@@ -29,7 +28,8 @@ const iso = (date: Date | null) => date?.toISOString() ?? null;
  * (Stripe holds cards; we never see them), R2 object names or upload ids; and
  * nothing of our hosts: no host id, none of the agent's own error text.
  */
-export async function exportAccountData(db: Database, env: Env, userId: string, now: Date) {
+export async function exportAccountData(ctx: WorkContext, userId: string) {
+  const { db, config, now } = ctx;
   const user = await liveUser(db, userId);
   const serverRows = await serversOf(db, userId);
   const serverIds = serverRows.map((server) => server.id);
@@ -65,7 +65,7 @@ export async function exportAccountData(db: Database, env: Env, userId: string, 
         .where(inArray(sql`json_extract(${jobs.payload}, '$.serverId')`, ids))
         .orderBy(asc(jobs.createdAt)),
     ),
-    ofServers(() => db.select().from(certificates).where(inArray(certificates.serverName, serverRows.map((server) => serverNameOf(env, server.name))))),
+    ofServers(() => db.select().from(certificates).where(inArray(certificates.serverName, serverRows.map((server) => serverNameOf(config, server.name))))),
     ofServers((ids) => db.select().from(adminPasswordLinks).where(inArray(adminPasswordLinks.serverId, ids))),
   ]);
   const newestSucceeded = new Map(await Promise.all(serverIds.map(async (id) => [id, await newestSucceededBackupId(db, id)] as const)));
@@ -125,7 +125,7 @@ export async function exportAccountData(db: Database, env: Env, userId: string, 
       servers: serverRows.map((server) => ({
         id: server.id,
         name: server.name,
-        serverName: serverNameOf(env, server.name),
+        serverName: serverNameOf(config, server.name),
         region: server.region,
         plan: server.planId,
         status: server.status,
@@ -135,7 +135,7 @@ export async function exportAccountData(db: Database, env: Env, userId: string, 
         createdAt: iso(server.createdAt),
         updatedAt: iso(server.updatedAt),
         certificate: certificateRows
-          .filter((row) => row.serverName === serverNameOf(env, server.name))
+          .filter((row) => row.serverName === serverNameOf(config, server.name))
           .map((row) => ({ notBefore: iso(row.notBefore), notAfter: iso(row.notAfter), issuer: row.issuer, updatedAt: iso(row.updatedAt) }))[0] ?? null,
         adminSetupLinks: setupLinkRows
           .filter((row) => row.serverId === server.id)

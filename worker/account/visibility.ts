@@ -1,7 +1,7 @@
 import { and, count, desc, eq, gt } from "drizzle-orm";
+import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
 import { invoices, servers, sessions, subscriptions, users, workloadUsage, type Server } from "../db/schema";
-import type { Env } from "../env";
 import { effectiveSubscription } from "../billing/entitlement";
 import { notFound } from "../errors";
 import { serverNameOf } from "../servers/servers";
@@ -68,8 +68,8 @@ export async function invoicesOf(db: Database, userId: string) {
   return db.select().from(invoices).where(eq(invoices.userId, userId)).orderBy(desc(invoices.createdAt));
 }
 
-export async function whatWeCanSee(db: Database, env: Env, userId: string): Promise<WhatWeCanSee> {
-  const now = new Date();
+export async function whatWeCanSee(ctx: WorkContext, userId: string): Promise<WhatWeCanSee> {
+  const { db, config, now } = ctx;
   const user = await liveUser(db, userId);
   const [[sessionCount], subscriptionRows, invoiceRows, serverRows] = await Promise.all([
     db.select({ n: count() }).from(sessions).where(and(eq(sessions.userId, userId), gt(sessions.expiresAt, now))),
@@ -100,11 +100,11 @@ export async function whatWeCanSee(db: Database, env: Env, userId: string): Prom
         createdAt: invoice.createdAt.toISOString(),
       })),
     },
-    usage: await Promise.all(shown.map((server) => usageSummary(db, env, server))),
+    usage: await Promise.all(shown.map((server) => usageSummary(ctx, server))),
     matrixMetadata: shown.map((server) => ({
       serverId: server.id,
       name: server.name,
-      serverName: serverNameOf(env, server.name),
+      serverName: serverNameOf(config, server.name),
       region: server.region,
       status: server.status,
       synapseVersion: server.synapseVersion,
@@ -115,7 +115,7 @@ export async function whatWeCanSee(db: Database, env: Env, userId: string): Prom
   };
 }
 
-async function usageSummary(db: Database, env: Env, server: Server): Promise<WhatWeCanSee["usage"][number]> {
+async function usageSummary({ db, config }: WorkContext, server: Server): Promise<WhatWeCanSee["usage"][number]> {
   const [[totals], [latest]] = await Promise.all([
     db.select({ n: count() }).from(workloadUsage).where(eq(workloadUsage.workloadId, server.id)),
     db
@@ -127,7 +127,7 @@ async function usageSummary(db: Database, env: Env, server: Server): Promise<Wha
   ]);
   return {
     serverId: server.id,
-    serverName: serverNameOf(env, server.name),
+    serverName: serverNameOf(config, server.name),
     sampleCount: totals?.n ?? 0,
     latest: latest
       ? {

@@ -1,5 +1,6 @@
 import { desc, gte, lt, sql } from "drizzle-orm";
-import { consumeRateLimits, requireUnderRateLimit, type RateLimitName, type RateLimitRule } from "../auth/rate-limit";
+import { consumeRateLimits, requireUnderRateLimit } from "../auth/rate-limit";
+import type { RequestContext } from "../context";
 import type { Database } from "../db/client";
 import { refusalCounts } from "../db/schema";
 import { ApiError } from "../errors";
@@ -60,19 +61,13 @@ export async function recordRefusal<K extends RefusalKind>(db: Database, now: Da
     .onConflictDoUpdate({ target: [refusalCounts.kind, refusalCounts.reason, refusalCounts.hourStart], set: { count: sql`${refusalCounts.count} + 1` } });
 }
 
-/** Where a refused caller comes from: its refusals count against its client's limit (`agent_refusals_ip`). */
-export interface RefusalContext {
-  db: Database;
-  now: Date;
-  rateLimits: Record<RateLimitName, RateLimitRule>;
-  /** The client's network (clientNetwork()). */
-  client: string;
-}
+/** Where a refused caller comes from (`client`): its refusals count against its client's limit (`agent_refusals_ip`). */
+export type RefusalContext = Pick<RequestContext, "db" | "now" | "config" | "client">;
 
 /** Turns a client already over its limit of refusals away (429) before any other work, counting that too. */
 export async function turnAwayRefusedClient<K extends RefusalKind>(ctx: RefusalContext, kind: K, reason: RefusalReason<K>, claims: Record<string, string>) {
   try {
-    await requireUnderRateLimit(ctx.db, ctx.rateLimits, { name: "agent_refusals_ip", subject: ctx.client }, ctx.now);
+    await requireUnderRateLimit(ctx.db, ctx.config.rateLimits, { name: "agent_refusals_ip", subject: ctx.client }, ctx.now);
   } catch (error) {
     await recordRefusal(ctx.db, ctx.now, kind, reason, claims);
     throw error;
@@ -82,7 +77,7 @@ export async function turnAwayRefusedClient<K extends RefusalKind>(ctx: RefusalC
 /** Counts one refusal against its client's limit: the 429 to answer with once over it, else nothing. */
 export async function countAgainstRefusalLimit(ctx: RefusalContext): Promise<ApiError | undefined> {
   try {
-    await consumeRateLimits(ctx.db, ctx.rateLimits, [{ name: "agent_refusals_ip", subject: ctx.client }], ctx.now);
+    await consumeRateLimits(ctx.db, ctx.config.rateLimits, [{ name: "agent_refusals_ip", subject: ctx.client }], ctx.now);
     return undefined;
   } catch (error) {
     if (error instanceof ApiError) return error;

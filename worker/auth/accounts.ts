@@ -1,39 +1,29 @@
 import { and, eq } from "drizzle-orm";
+import type { RequestContext } from "../context";
 import type { Database } from "../db/client";
 import { users, type User } from "../db/schema";
 import { badRequest, conflict, forbidden, unauthorized } from "../errors";
-import type { Mailer } from "../mail/mailer";
+import { mailerFor, type Mail } from "../mail/mailer";
 import { templates } from "../mail/templates";
 import { burnVerificationTime, hashPassword, needsRehash, verifyPassword } from "./password";
-import { clearRateLimit, consumeRateLimits, type RateLimitCheck, type RateLimitName, type RateLimitRule } from "./rate-limit";
+import { clearRateLimit, consumeRateLimits, type RateLimitCheck } from "./rate-limit";
 import { createSession, revokeAllSessions } from "./sessions";
 import { consumeToken, issueToken, revokeTokens } from "./tokens";
 
-/** What every account operation needs; routes build it once per request. */
-export interface AccountContext {
-  db: Database;
-  mailer: Mailer;
-  now: Date;
-  /** The caller's network (clientNetwork()): per-client limits count it. */
-  clientIp: string;
-  /** Absolute URL of a page of ours, for links in email. */
-  link: (path: string) => string;
-  rateLimits: Record<RateLimitName, RateLimitRule>;
-  keyringSecret: string | undefined;
-}
+const throttle = (ctx: RequestContext, checks: RateLimitCheck[]) =>
+  consumeRateLimits(ctx.db, ctx.config.rateLimits, checks, ctx.now);
 
-const throttle = (ctx: AccountContext, checks: RateLimitCheck[]) =>
-  consumeRateLimits(ctx.db, ctx.rateLimits, checks, ctx.now);
+const send = (ctx: RequestContext, mail: Mail) => mailerFor(ctx).send(mail);
 
 /** One account as guessed at from one client: the subject of the per-account-and-client limits. */
-const accountFromClient = (ctx: AccountContext, email: string) => `${email}\n${ctx.clientIp}`;
+const accountFromClient = (ctx: RequestContext, email: string) => `${email}\n${ctx.client}`;
 
 /**
  * Counts one wrong password given under a session (to change the password or
  * delete the account): per session, so that guessing at the log-in, which
  * anyone who knows the address can do, never locks the owner out of these.
  */
-export const throttlePasswordCheck = (ctx: AccountContext, sessionId: string) =>
+export const throttlePasswordCheck = (ctx: RequestContext, sessionId: string) =>
   throttle(ctx, [{ name: "password_check_session", subject: sessionId }]);
 
 const invalidToken = () => badRequest("invalid_token", "This link is invalid, was already used, or has expired.");
@@ -55,9 +45,9 @@ async function findUser(db: Database, id: string): Promise<User | undefined> {
   return user;
 }
 
-async function sendVerification(ctx: AccountContext, user: Pick<User, "id" | "email">): Promise<void> {
+async function sendVerification(ctx: RequestContext, user: Pick<User, "id" | "email">): Promise<void> {
   const token = await issueToken(ctx.db, user.id, "verify_email", user.email, ctx.now);
-  await ctx.mailer.send(templates.verifyEmail(user.email, ctx.link(`/verify-email?token=${token}`)));
+  await send(ctx, templates.verifyEmail(user.email, ctx.link(`/verify-email?token=${token}`)));
 }
 
 /**
@@ -65,28 +55,28 @@ async function sendVerification(ctx: AccountContext, user: Pick<User, "id" | "em
  * address gets a verification link, a known one a note that it is taken.
  * Both paths hash the password, so timing tells nothing either.
  */
-export async function signUp(ctx: AccountContext, email: string, password: string): Promise<void> {
+export async function signUp(ctx: RequestContext, email: string, password: string): Promise<void> {
   await throttle(ctx, [
-      { name: "signup_ip", subject: ctx.clientIp },
+      { name: "signup_ip", subject: ctx.client },
       { name: "signup_email", subject: email },
     ]);
   const passwordHash = await hashPassword(password);
   const existing = await findUserByEmail(ctx.db, email);
   if (existing) {
-    await ctx.mailer.send(templates.accountAlreadyExists(email, ctx.link("/login"), ctx.link("/forgot-password")));
+    await send(ctx, templates.accountAlreadyExists(email, ctx.link("/login"), ctx.link("/forgot-password")));
     return;
   }
   const user = { id: crypto.randomUUID(), email, passwordHash, createdAt: ctx.now, updatedAt: ctx.now };
   const inserted = await ctx.db.insert(users).values(user).onConflictDoNothing().returning({ id: users.id });
   if (inserted.length === 0) {
     // Lost a race with a concurrent sign-up for the same address.
-    await ctx.mailer.send(templates.accountAlreadyExists(email, ctx.link("/login"), ctx.link("/forgot-password")));
+    await send(ctx, templates.accountAlreadyExists(email, ctx.link("/login"), ctx.link("/forgot-password")));
     return;
   }
   await sendVerification(ctx, user);
 }
 
-export async function verifyEmail(ctx: AccountContext, token: string): Promise<void> {
+export async function verifyEmail(ctx: RequestContext, token: string): Promise<void> {
   const row = await consumeToken(ctx.db, token, "verify_email", ctx.now);
   if (!row) throw invalidToken();
   const verified = await ctx.db
@@ -98,21 +88,21 @@ export async function verifyEmail(ctx: AccountContext, token: string): Promise<v
   if (verified.length === 0) throw invalidToken();
 }
 
-export async function resendVerification(ctx: AccountContext, user: User): Promise<void> {
+export async function resendVerification(ctx: RequestContext, user: User): Promise<void> {
   if (user.emailVerifiedAt) throw conflict("already_verified", "Your email address is already verified.");
   await throttle(ctx, [
-      { name: "verify_resend_ip", subject: ctx.clientIp },
+      { name: "verify_resend_ip", subject: ctx.client },
       { name: "verify_resend_account", subject: user.id },
     ]);
   await sendVerification(ctx, user);
 }
 
-export async function logIn(ctx: AccountContext, email: string, password: string) {
+export async function logIn(ctx: RequestContext, email: string, password: string) {
   const accountLimits: RateLimitCheck[] = [
     { name: "login_account_client", subject: accountFromClient(ctx, email) },
     { name: "login_account", subject: email },
   ];
-  await throttle(ctx, [{ name: "login_ip", subject: ctx.clientIp }, ...accountLimits]);
+  await throttle(ctx, [{ name: "login_ip", subject: ctx.client }, ...accountLimits]);
   const user = await findUserByEmail(ctx.db, email);
   if (!user) {
     await burnVerificationTime(password);
@@ -120,34 +110,34 @@ export async function logIn(ctx: AccountContext, email: string, password: string
   }
   if (!(await verifyPassword(password, user.passwordHash))) throw unauthorized("Email or password is incorrect.");
 
-  for (const limit of accountLimits) await clearRateLimit(ctx.db, ctx.rateLimits, limit, ctx.now);
+  for (const limit of accountLimits) await clearRateLimit(ctx.db, ctx.config.rateLimits, limit, ctx.now);
   if (needsRehash(user.passwordHash)) {
     await ctx.db
       .update(users)
       .set({ passwordHash: await hashPassword(password), updatedAt: ctx.now })
       .where(eq(users.id, user.id));
   }
-  return { user, ...(await createSession(ctx.db, ctx.keyringSecret, user.id, ctx.now)) };
+  return { user, ...(await createSession(ctx.db, ctx.config.sessionKeyringSecret, user.id, ctx.now)) };
 }
 
 /** Same answer, same kind of email, for known and unknown addresses. */
-export async function requestPasswordReset(ctx: AccountContext, email: string): Promise<void> {
+export async function requestPasswordReset(ctx: RequestContext, email: string): Promise<void> {
   await throttle(ctx, [
-      { name: "password_reset_ip", subject: ctx.clientIp },
+      { name: "password_reset_ip", subject: ctx.client },
       { name: "password_reset_email_client", subject: accountFromClient(ctx, email) },
       { name: "password_reset_email", subject: email },
     ]);
   const user = await findUserByEmail(ctx.db, email);
   if (!user) {
-    await ctx.mailer.send(templates.passwordResetWithoutAccount(email, ctx.link("/signup")));
+    await send(ctx, templates.passwordResetWithoutAccount(email, ctx.link("/signup")));
     return;
   }
   const token = await issueToken(ctx.db, user.id, "password_reset", user.email, ctx.now);
-  await ctx.mailer.send(templates.passwordReset(user.email, ctx.link(`/reset-password?token=${token}`)));
+  await send(ctx, templates.passwordReset(user.email, ctx.link(`/reset-password?token=${token}`)));
 }
 
 /** Sets the new password and logs out every session; the user then logs in afresh. */
-export async function confirmPasswordReset(ctx: AccountContext, token: string, password: string): Promise<void> {
+export async function confirmPasswordReset(ctx: RequestContext, token: string, password: string): Promise<void> {
   const row = await consumeToken(ctx.db, token, "password_reset", ctx.now);
   if (!row) throw invalidToken();
   const user = await findUser(ctx.db, row.userId);
@@ -163,7 +153,7 @@ export async function confirmPasswordReset(ctx: AccountContext, token: string, p
     .where(eq(users.id, user.id));
   await revokeAllSessions(ctx.db, user.id);
   await revokeTokens(ctx.db, user.id, ["email_change"]);
-  await ctx.mailer.send(templates.passwordChanged(user.email, ctx.link("/forgot-password")));
+  await send(ctx, templates.passwordChanged(user.email, ctx.link("/forgot-password")));
 }
 
 async function requireCurrentPassword(user: User, password: string): Promise<void> {
@@ -174,7 +164,7 @@ async function requireCurrentPassword(user: User, password: string): Promise<voi
 
 /** Changes the password from a logged-in session, which stays; every other session is logged out. */
 export async function changePassword(
-  ctx: AccountContext,
+  ctx: RequestContext,
   user: User,
   sessionId: string,
   currentPassword: string,
@@ -188,7 +178,7 @@ export async function changePassword(
     .where(eq(users.id, user.id));
   await revokeAllSessions(ctx.db, user.id, sessionId);
   await revokeTokens(ctx.db, user.id, ["password_reset", "email_change"]);
-  await ctx.mailer.send(templates.passwordChanged(user.email, ctx.link("/forgot-password")));
+  await send(ctx, templates.passwordChanged(user.email, ctx.link("/forgot-password")));
 }
 
 /**
@@ -197,7 +187,7 @@ export async function changePassword(
  * that address gets a note instead of a link.
  */
 export async function requestEmailChange(
-  ctx: AccountContext,
+  ctx: RequestContext,
   user: User,
   newEmail: string,
   password: string,
@@ -208,16 +198,16 @@ export async function requestEmailChange(
   const taken = await findUserByEmail(ctx.db, newEmail);
   if (taken) {
     await revokeTokens(ctx.db, user.id, ["email_change"]);
-    await ctx.mailer.send(templates.emailChangeTargetTaken(newEmail, ctx.link("/login")));
+    await send(ctx, templates.emailChangeTargetTaken(newEmail, ctx.link("/login")));
   } else {
     const token = await issueToken(ctx.db, user.id, "email_change", newEmail, ctx.now);
-    await ctx.mailer.send(templates.confirmEmailChange(newEmail, ctx.link(`/confirm-email-change?token=${token}`)));
+    await send(ctx, templates.confirmEmailChange(newEmail, ctx.link(`/confirm-email-change?token=${token}`)));
   }
-  await ctx.mailer.send(templates.emailChangeRequested(user.email, newEmail, ctx.link("/forgot-password")));
+  await send(ctx, templates.emailChangeRequested(user.email, newEmail, ctx.link("/forgot-password")));
 }
 
 /** Moves the account to the confirmed address, logs out every session and tells the old address. */
-export async function confirmEmailChange(ctx: AccountContext, token: string): Promise<void> {
+export async function confirmEmailChange(ctx: RequestContext, token: string): Promise<void> {
   const row = await consumeToken(ctx.db, token, "email_change", ctx.now);
   if (!row) throw invalidToken();
   const user = await findUser(ctx.db, row.userId);
@@ -234,5 +224,5 @@ export async function confirmEmailChange(ctx: AccountContext, token: string): Pr
   }
   await revokeAllSessions(ctx.db, user.id);
   await revokeTokens(ctx.db, user.id, ["verify_email", "password_reset"]);
-  await ctx.mailer.send(templates.emailChanged(user.email, row.email));
+  await send(ctx, templates.emailChanged(user.email, row.email));
 }

@@ -17,12 +17,6 @@ export interface SigningKey {
   key: CryptoKey;
 }
 
-export class KeyringSecretMissing extends Error {
-  constructor() {
-    super("SESSION_KEYRING_SECRET is not configured");
-  }
-}
-
 // Per wrapping secret: its AES key and the HMAC keys unwrapped with it, cached for the isolate's life.
 interface UnwrapCache {
   wrapping: Promise<CryptoKey>;
@@ -30,8 +24,7 @@ interface UnwrapCache {
 }
 const caches = new Map<string, UnwrapCache>();
 
-function cacheFor(secret: string | undefined): UnwrapCache {
-  if (!secret) throw new KeyringSecretMissing();
+function cacheFor(secret: string): UnwrapCache {
   let cache = caches.get(secret);
   if (!cache) {
     cache = { wrapping: deriveWrappingKey(secret, "berth session keyring wrap v1"), hmac: new Map() };
@@ -40,11 +33,11 @@ function cacheFor(secret: string | undefined): UnwrapCache {
   return cache;
 }
 
-async function wrap(secret: string | undefined, kid: string, raw: Uint8Array): Promise<string> {
+async function wrap(secret: string, kid: string, raw: Uint8Array): Promise<string> {
   return wrapSecret(await cacheFor(secret).wrapping, kid, raw);
 }
 
-function unwrapToHmacKey(secret: string | undefined, kid: string, wrapped: string): Promise<CryptoKey> {
+function unwrapToHmacKey(secret: string, kid: string, wrapped: string): Promise<CryptoKey> {
   const cache = cacheFor(secret);
   const cacheKey = `${kid}:${wrapped}`;
   let key = cache.hmac.get(cacheKey);
@@ -59,7 +52,7 @@ function unwrapToHmacKey(secret: string | undefined, kid: string, wrapped: strin
   return key;
 }
 
-export async function createSigningKey(db: Database, secret: string | undefined, now: Date): Promise<SigningKey> {
+export async function createSigningKey(db: Database, secret: string, now: Date): Promise<SigningKey> {
   const kid = base64UrlEncode(randomBytes(9));
   const raw = randomBytes(32);
   const wrappedSecret = await wrap(secret, kid, raw);
@@ -78,7 +71,7 @@ async function newestUnretiredKey(db: Database) {
 }
 
 /** The key that signs new cookies: the newest unretired one, created on first use. */
-export async function currentSigningKey(db: Database, secret: string | undefined, now: Date): Promise<SigningKey> {
+export async function currentSigningKey(db: Database, secret: string, now: Date): Promise<SigningKey> {
   const row = await newestUnretiredKey(db);
   if (!row) return createSigningKey(db, secret, now);
   return { kid: row.kid, key: await unwrapToHmacKey(secret, row.kid, row.wrappedSecret) };
@@ -87,14 +80,13 @@ export async function currentSigningKey(db: Database, secret: string | undefined
 /** The key a cookie names, if it is still in the ring. */
 export async function verificationKey(
   row: typeof sessionKeys.$inferSelect | undefined,
-  secret: string | undefined,
+  secret: string,
   now: Date,
 ): Promise<CryptoKey | null> {
   if (!row || (row.deleteAfter && row.deleteAfter <= now)) return null;
   try {
     return await unwrapToHmacKey(secret, row.kid, row.wrappedSecret);
-  } catch (error) {
-    if (error instanceof KeyringSecretMissing) throw error;
+  } catch {
     // Wrapped under another secret: a key we cannot vouch for.
     return null;
   }
@@ -116,7 +108,7 @@ export interface RotationResult {
  * Run by the scheduled handler: brings in a new key when the current one is due,
  * and deletes retired keys once no unexpired session can carry their signature.
  */
-export async function rotateSigningKeys(db: Database, secret: string | undefined, now: Date): Promise<RotationResult> {
+export async function rotateSigningKeys(db: Database, secret: string, now: Date): Promise<RotationResult> {
   const newest = await newestUnretiredKey(db);
   let rotated = false;
   if (!newest || newest.createdAt.getTime() + SIGNING_KEY_ROTATION_INTERVAL_MS <= now.getTime()) {

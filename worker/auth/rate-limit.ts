@@ -50,21 +50,19 @@ export interface RateLimitRule {
   windowMs: number;
 }
 
-const overridesSchema = z.partialRecord(
-  z.enum(Object.keys(RATE_LIMIT_RULES) as [RateLimitName, ...RateLimitName[]]),
-  z.strictObject({ limit: z.number().int().positive().optional(), windowMs: z.number().int().positive().optional() }),
-);
-
-/** The rules with the operator's RATE_LIMITS overrides (a JSON object) applied. */
-export function rateLimitRules(overrides: string | undefined): Record<RateLimitName, RateLimitRule> {
-  if (!overrides) return RATE_LIMIT_RULES;
-  const parsed = overridesSchema.parse(JSON.parse(overrides));
-  const rules = { ...RATE_LIMIT_RULES } as Record<RateLimitName, RateLimitRule>;
-  for (const [name, override] of Object.entries(parsed) as [RateLimitName, Partial<RateLimitRule>][]) {
-    rules[name] = { ...rules[name], ...override };
-  }
-  return rules;
-}
+/** RATE_LIMITS: a JSON object overriding rules by name ({"login_ip": {"limit": 500}}), parsed into the whole set of rules. */
+export const rateLimitRulesSchema = z
+  .partialRecord(
+    z.enum(Object.keys(RATE_LIMIT_RULES) as [RateLimitName, ...RateLimitName[]]),
+    z.strictObject({ limit: z.number().int().positive().optional(), windowMs: z.number().int().positive().optional() }),
+  )
+  .transform((overrides) => {
+    const rules = { ...RATE_LIMIT_RULES } as Record<RateLimitName, RateLimitRule>;
+    for (const [name, override] of Object.entries(overrides) as [RateLimitName, Partial<RateLimitRule>][]) {
+      rules[name] = { ...rules[name], ...override };
+    }
+    return rules;
+  });
 
 async function windowKey(name: RateLimitName, rule: RateLimitRule, subject: string, now: Date) {
   const start = Math.floor(now.getTime() / rule.windowMs) * rule.windowMs;

@@ -35,13 +35,13 @@ const COOKIE_TYPE = "berth-session";
  */
 const LEGACY_SIGNED_CONTEXT = "berth-session-v1";
 
-async function signCookie(db: Database, secret: string | undefined, sessionSecret: string, expiresAt: Date, now: Date) {
+async function signCookie(db: Database, secret: string, sessionSecret: string, expiresAt: Date, now: Date) {
   const { kid, key } = await currentSigningKey(db, secret, now);
   const value = await new CompactSign(base64UrlDecode(sessionSecret)!).setProtectedHeader({ alg: COOKIE_ALGORITHM, kid, typ: COOKIE_TYPE }).sign(key);
   return { value, expiresAt };
 }
 
-export async function createSession(db: Database, secret: string | undefined, userId: string, now: Date) {
+export async function createSession(db: Database, secret: string, userId: string, now: Date) {
   const sessionSecret = randomToken();
   const expiresAt = new Date(now.getTime() + SESSION_IDLE_TIMEOUT_MS);
   const cookie = await signCookie(db, secret, sessionSecret, expiresAt, now);
@@ -89,7 +89,7 @@ async function signatureHolds(key: CryptoKey, parsed: ParsedCookie, cookieValue:
 /** Resolves a cookie to its live session and user, or null for anything forged, expired or revoked. */
 export async function authenticate(
   db: Database,
-  secret: string | undefined,
+  secret: string,
   cookieValue: string,
   now: Date,
 ): Promise<Authenticated | null> {

@@ -1,21 +1,16 @@
 import { and, desc, eq, inArray } from "drizzle-orm";
 import { BACKUP_PART_SIZE, backupJobPayload, type BackupJobPayload } from "../../protocol/messages";
 import { audit, type Actor } from "../audit/audit";
+import type { WorkerConfig } from "../config";
+import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
 import { backups, hosts, type Backup, type BackupStatus, type BackupTrigger, type Job, type Server, type ServerStatus, type User } from "../db/schema";
-import type { Env } from "../env";
-import { consumeRateLimits, rateLimitRules } from "../auth/rate-limit";
+import { consumeRateLimits } from "../auth/rate-limit";
 import { conflict } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
 import { ownedServer } from "../servers/servers";
 import { backupRecipient } from "./keys";
 import { BACKUP_TIMEOUT_MS } from "./policy";
-
-export interface BackupContext {
-  db: Database;
-  env: Env;
-  now: Date;
-}
 
 export const UNFINISHED_BACKUP: BackupStatus[] = ["pending", "running"];
 
@@ -29,9 +24,8 @@ export function manifestKeyOf(backup: Pick<Backup, "r2Key">): string {
  * the cron have no request to take an origin from (development sets it to
  * the local Worker).
  */
-export function agentUrl(env: Env, path: string): string {
-  if (!env.PUBLIC_URL) throw new Error("PUBLIC_URL is not configured");
-  return new URL(path, env.PUBLIC_URL).toString();
+export function agentUrl(config: WorkerConfig, path: string): string {
+  return new URL(path, config.publicOrigin).toString();
 }
 
 export async function unfinishedBackup(db: Database, serverId: string): Promise<Backup | undefined> {
@@ -55,9 +49,9 @@ export async function requireOnlineHost(db: Database, server: Server): Promise<v
  * then the `homeserver.backup` job. One backup per server is under way at a
  * time, which a partial unique index enforces against races.
  */
-export async function startBackup(ctx: BackupContext, server: Server, trigger: BackupTrigger, actor: Actor): Promise<Backup> {
+export async function startBackup(ctx: WorkContext, server: Server, trigger: BackupTrigger, actor: Actor): Promise<Backup> {
   if (await unfinishedBackup(ctx.db, server.id)) throw backupRunning();
-  const recipient = await backupRecipient(ctx.db, ctx.env.BACKUP_KEY_WRAPPING_SECRET, server.id, ctx.now);
+  const recipient = await backupRecipient(ctx.db, ctx.config.backupKeyWrappingSecret, server.id, ctx.now);
   const id = crypto.randomUUID();
   const r2Key = `backups/${server.id}/${id}.age`;
   const upload = await ctx.env.BACKUPS.createMultipartUpload(r2Key, {
@@ -88,7 +82,7 @@ export async function startBackup(ctx: BackupContext, server: Server, trigger: B
     backupId: id,
     recipient,
     partSize: row.partSize,
-    uploadBase: agentUrl(ctx.env, `/api/agent/backups/${id}`),
+    uploadBase: agentUrl(ctx.config, `/api/agent/backups/${id}`),
   });
   await dispatchJob(ctx.db, ctx.env, { id: row.jobId, hostId: row.hostId, kind: "homeserver.backup", payload, timeoutMs: BACKUP_TIMEOUT_MS }, ctx.now);
   return (await backupById(ctx.db, id))!;
@@ -98,8 +92,8 @@ export async function startBackup(ctx: BackupContext, server: Server, trigger: B
  * Counts one more backup or restore asked for this homeserver, or throws 429 once it has had
  * its few an hour: each is heavy work on a host that runs other customers' homeservers too.
  */
-export async function throttleServerWork(ctx: BackupContext, server: Server, work: "backup_server" | "restore_server"): Promise<void> {
-  const rules = rateLimitRules(ctx.env.RATE_LIMITS);
+export async function throttleServerWork(ctx: WorkContext, server: Server, work: "backup_server" | "restore_server"): Promise<void> {
+  const rules = ctx.config.rateLimits;
   const what = work === "backup_server" ? "backups" : "restores";
   await consumeRateLimits(ctx.db, rules, [{ name: work, subject: server.id }], ctx.now, (seconds) =>
     `This homeserver has had its ${rules[work].limit} ${what} an hour; try again in ${Math.ceil(seconds / 60)} minutes.`,
@@ -109,7 +103,7 @@ export async function throttleServerWork(ctx: BackupContext, server: Server, wor
 const BACKUP_FROM: ServerStatus[] = ["running", "stopped"];
 
 /** A backup the owner asks for: of a running or stopped homeserver whose host is connected. */
-export async function requestBackup(ctx: BackupContext, user: User, serverId: string): Promise<Backup> {
+export async function requestBackup(ctx: WorkContext, user: User, serverId: string): Promise<Backup> {
   const server = await ownedServer(ctx.db, user.id, serverId);
   if (!BACKUP_FROM.includes(server.status)) {
     throw conflict("invalid_state", `The server is ${server.status}; a backup can be taken when it is ${BACKUP_FROM.join(" or ")}.`);
@@ -134,7 +128,7 @@ export async function listBackups(db: Database, serverId: string): Promise<Backu
  * the parts) and it is marked failed, never succeeded. A backup that finished
  * meanwhile is left as it is.
  */
-export async function failBackup(ctx: BackupContext, backup: Backup, reason: string, actor: Actor): Promise<Backup> {
+export async function failBackup(ctx: WorkContext, backup: Backup, reason: string, actor: Actor): Promise<Backup> {
   const [failed] = await ctx.db
     .update(backups)
     .set({ status: "failed", error: reason.slice(0, 1000), completedAt: ctx.now })
@@ -155,7 +149,7 @@ export async function failBackup(ctx: BackupContext, backup: Backup, reason: str
 export const UPLOAD_NOT_COMPLETED = "the backup job ended without completing the upload";
 
 /** After its job ended: a backup the job left unfinished has failed, whatever the job reported. */
-export async function settleBackupJob(ctx: BackupContext, job: Job): Promise<Backup | undefined> {
+export async function settleBackupJob(ctx: WorkContext, job: Job): Promise<Backup | undefined> {
   const backupId = (job.payload as { backupId?: unknown } | null)?.backupId;
   const backup = typeof backupId === "string" ? await backupById(ctx.db, backupId) : undefined;
   if (!backup || backup.hostId !== job.hostId || !UNFINISHED_BACKUP.includes(backup.status)) return backup;

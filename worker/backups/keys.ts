@@ -13,16 +13,9 @@ import { deriveWrappingKey, unwrapSecret, wrapSecret } from "../crypto/wrap";
  * the server id as associated data, is never returned by any API, and is
  * unwrapped only to go into a restore job.
  */
-export class BackupSecretMissing extends Error {
-  constructor() {
-    super("BACKUP_KEY_WRAPPING_SECRET is not configured");
-  }
-}
-
 const wrappingKeys = new Map<string, Promise<CryptoKey>>();
 
-function wrappingKey(secret: string | undefined): Promise<CryptoKey> {
-  if (!secret) throw new BackupSecretMissing();
+function wrappingKey(secret: string): Promise<CryptoKey> {
   let key = wrappingKeys.get(secret);
   if (!key) {
     key = deriveWrappingKey(secret, "berth backup identity wrap v1");
@@ -37,7 +30,7 @@ async function storedKey(db: Database, serverId: string) {
 }
 
 /** The server's age recipient (age1…), its key pair made on first use. */
-export async function backupRecipient(db: Database, secret: string | undefined, serverId: string, now: Date): Promise<string> {
+export async function backupRecipient(db: Database, secret: string, serverId: string, now: Date): Promise<string> {
   const existing = await storedKey(db, serverId);
   if (existing) return existing.recipient;
   const identity = await generateX25519Identity();
@@ -51,7 +44,7 @@ export async function backupRecipient(db: Database, secret: string | undefined, 
 }
 
 /** The server's age identity (AGE-SECRET-KEY-1…), for a restore job and nothing else. */
-export async function backupIdentity(db: Database, secret: string | undefined, serverId: string): Promise<string> {
+export async function backupIdentity(db: Database, secret: string, serverId: string): Promise<string> {
   const row = await storedKey(db, serverId);
   if (!row) throw new Error(`no backup key for server ${serverId}`);
   return new TextDecoder().decode(await unwrapSecret(await wrappingKey(secret), serverId, row.wrappedIdentity));

@@ -1,9 +1,10 @@
 import { and, eq, gt, inArray, isNotNull, isNull, lt, ne, notExists, notInArray, or, sql } from "drizzle-orm";
 import { alias } from "drizzle-orm/sqlite-core";
+import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
 import { auditLog, backups, jobs, servers, type Backup, type ServerStatus } from "../db/schema";
 import { logError } from "../logging";
-import { failBackup, manifestKeyOf, startBackup, UNFINISHED_BACKUP, UPLOAD_NOT_COMPLETED, type BackupContext } from "./backups";
+import { failBackup, manifestKeyOf, startBackup, UNFINISHED_BACKUP, UPLOAD_NOT_COMPLETED } from "./backups";
 import { audit } from "../audit/audit";
 import { BACKUP_OVERDUE_AFTER_MS, BACKUP_OVERDUE_REALERT_MS, BACKUP_RETENTION_MS, DAILY_BACKUP_SKIP_MS, ORPHANED_BACKUP_AFTER_MS } from "./policy";
 
@@ -24,7 +25,7 @@ export function dailyBackupHour(serverId: string): number {
  * succeeded or is under way within the last 20 hours (a manual one, say).
  * Suspended servers are backed up too: their data is kept until deletion.
  */
-export async function scheduleDailyBackups(ctx: BackupContext): Promise<number> {
+export async function scheduleDailyBackups(ctx: WorkContext): Promise<number> {
   const since = new Date(ctx.now.getTime() - DAILY_BACKUP_SKIP_MS);
   const recent = ctx.db
     .select({ serverId: backups.serverId })
@@ -86,7 +87,7 @@ export async function newestSucceededBackupId(db: Database, serverId: string): P
  * backup is always kept (a suspended server's, say), and so is any backup a
  * restore is reading.
  */
-export async function pruneBackups(ctx: BackupContext): Promise<number> {
+export async function pruneBackups(ctx: WorkContext): Promise<number> {
   const restoring = ctx.db
     .select({ id: sql`json_extract(${jobs.payload}, '$.backupId')` })
     .from(jobs)
@@ -114,7 +115,7 @@ export async function pruneBackups(ctx: BackupContext): Promise<number> {
  * has ended (or was never written) is aborted and failed. Job outcomes do
  * this as they happen; this catches what they missed.
  */
-export async function failAbandonedBackups(ctx: BackupContext): Promise<number> {
+export async function failAbandonedBackups(ctx: WorkContext): Promise<number> {
   const abandoned = await ctx.db
     .select({ backup: backups, jobError: jobs.error })
     .from(backups)
@@ -140,7 +141,7 @@ export async function failAbandonedBackups(ctx: BackupContext): Promise<number> 
  * and a warning log line, repeated daily while it lasts — naming the server,
  * its host, its last success and its last failure's reason.
  */
-export async function alertOverdueBackups(ctx: BackupContext): Promise<number> {
+export async function alertOverdueBackups(ctx: WorkContext): Promise<number> {
   const dueSince = new Date(ctx.now.getTime() - BACKUP_OVERDUE_AFTER_MS);
   const recentSuccess = ctx.db
     .select({ serverId: backups.serverId })

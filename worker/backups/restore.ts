@@ -1,12 +1,11 @@
 import { and, eq } from "drizzle-orm";
 import { restoreJobPayload, type RestoreJobPayload } from "../../protocol/messages";
 import { audit } from "../audit/audit";
-import type { Database } from "../db/client";
+import type { WorkContext } from "../context";
 import { backups, type Job, type Server, type ServerStatus, type User } from "../db/schema";
-import type { Env } from "../env";
 import { conflict, notFound } from "../errors";
 import { ownedServer, requireMayRun, startLifecycleJob } from "../servers/servers";
-import { agentUrl, backupById, requireOnlineHost, throttleServerWork, unfinishedBackup, type BackupContext } from "./backups";
+import { agentUrl, backupById, requireOnlineHost, throttleServerWork, unfinishedBackup } from "./backups";
 import { backupIdentity } from "./keys";
 import { RESTORE_TIMEOUT_MS } from "./policy";
 
@@ -21,7 +20,7 @@ const storedRestorePayload = restoreJobPayload.omit({ identity: true });
  * moves it to running, or back to where it was if the restore fails (the
  * agent restores into a fresh database and leaves the running one untouched).
  */
-export async function requestRestore(ctx: BackupContext, user: User, serverId: string, backupId: string): Promise<Server> {
+export async function requestRestore(ctx: WorkContext, user: User, serverId: string, backupId: string): Promise<Server> {
   const server = await ownedServer(ctx.db, user.id, serverId);
   const [backup] = await ctx.db
     .select()
@@ -36,13 +35,13 @@ export async function requestRestore(ctx: BackupContext, user: User, serverId: s
   await requireOnlineHost(ctx.db, server);
   if (await unfinishedBackup(ctx.db, server.id)) throw conflict("backup_running", "A backup of this homeserver is under way; restore when it has finished.");
   // Fail here, not on the host, if the identity cannot be unwrapped (a misconfigured secret).
-  await backupIdentity(ctx.db, ctx.env.BACKUP_KEY_WRAPPING_SECRET, backup.serverId);
+  await backupIdentity(ctx.db, ctx.config.backupKeyWrappingSecret, backup.serverId);
   await throttleServerWork(ctx, server, "restore_server");
 
   const payload = storedRestorePayload.parse({
     serverId: server.id,
     backupId: backup.id,
-    downloadUrl: agentUrl(ctx.env, `/api/agent/backups/${backup.id}/object`),
+    downloadUrl: agentUrl(ctx.config, `/api/agent/backups/${backup.id}/object`),
   });
   const restoring = await startLifecycleJob(
     ctx,
@@ -60,11 +59,11 @@ export async function requestRestore(ctx: BackupContext, user: User, serverId: s
  * here, unwrapped as it goes onto the host's authenticated connection, so the
  * private key is never stored in clear in D1 nor shown in any job listing.
  */
-export async function payloadForDelivery(db: Database, env: Env, job: Job): Promise<unknown> {
+export async function payloadForDelivery({ db, config }: WorkContext, job: Job): Promise<unknown> {
   if (job.kind !== "homeserver.restore") return job.payload ?? null;
   const stored = storedRestorePayload.parse(job.payload);
   const backup = await backupById(db, stored.backupId);
   // Gone meanwhile: the agent refuses a payload without an identity, and the job fails saying so.
   if (!backup) return stored;
-  return restoreJobPayload.parse({ ...stored, identity: await backupIdentity(db, env.BACKUP_KEY_WRAPPING_SECRET, backup.serverId) } satisfies RestoreJobPayload);
+  return restoreJobPayload.parse({ ...stored, identity: await backupIdentity(db, config.backupKeyWrappingSecret, backup.serverId) } satisfies RestoreJobPayload);
 }

@@ -1,11 +1,12 @@
 import { and, asc, eq, inArray, sql } from "drizzle-orm";
 import type { BackupCompleteRequest, BackupPartReceipt } from "../../protocol/messages";
 import { audit } from "../audit/audit";
+import type { WorkContext } from "../context";
 import { hex } from "../crypto/bytes";
 import { backupParts, backups, type Backup, type BackupManifestPart, type Host } from "../db/schema";
 import { ApiError, badRequest, conflict, forbidden, notFound } from "../errors";
 import { unfinishedJobsOfKind } from "../fleet/jobs";
-import { backupById, failBackup, manifestKeyOf, UNFINISHED_BACKUP, type BackupContext } from "./backups";
+import { backupById, failBackup, manifestKeyOf, UNFINISHED_BACKUP } from "./backups";
 
 /**
  * What agents do with backups, over signed HTTP: upload the ciphertext of one
@@ -13,7 +14,7 @@ import { backupById, failBackup, manifestKeyOf, UNFINISHED_BACKUP, type BackupCo
  * abort it, and download one they are restoring. No agent can delete a backup
  * or touch another host's.
  */
-export interface AgentBackupContext extends BackupContext {
+export interface AgentBackupContext extends WorkContext {
   host: Host;
   /** Refuses the request after all: its streamed body was not the one signed, so it proves nothing. */
   refuseRequest(reason: "body does not match its signed digest"): Promise<ApiError>;

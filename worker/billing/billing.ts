@@ -1,26 +1,20 @@
 import { and, desc, eq, inArray } from "drizzle-orm";
-import type Stripe from "stripe";
+import type { RequestContext } from "../context";
 import type { Database } from "../db/client";
 import { billingCustomers, invoices, subscriptions, type User } from "../db/schema";
 import { conflict, forbidden } from "../errors";
 import { currentEntitlement, effectiveSubscription, mayRun } from "./entitlement";
 import { planById, type Plan } from "./plans";
-
-export interface BillingContext {
-  db: Database;
-  stripe: Stripe;
-  now: Date;
-  link: (path: string) => string;
-}
+import { stripeFor } from "./stripe-client";
 
 // A subscription in one of these states still counts: the account may not start a second one.
 export const LIVE_STATUSES = ["active", "trialing", "past_due", "unpaid", "paused"];
 
 /** The Stripe customer of an account, created once (Stripe's idempotency key covers concurrent first calls). */
-async function customerFor(ctx: BillingContext, user: User): Promise<string> {
+async function customerFor(ctx: RequestContext, user: User): Promise<string> {
   const [existing] = await ctx.db.select().from(billingCustomers).where(eq(billingCustomers.userId, user.id));
   if (existing) return existing.stripeCustomerId;
-  const customer = await ctx.stripe.customers.create(
+  const customer = await stripeFor(ctx.config).customers.create(
     { email: user.email, metadata: { user_id: user.id } },
     { idempotencyKey: `berth-customer-${user.id}` },
   );
@@ -32,7 +26,7 @@ async function customerFor(ctx: BillingContext, user: User): Promise<string> {
 }
 
 /** A Stripe Checkout session for `plan`: only for verified accounts without a live subscription. */
-export async function startCheckout(ctx: BillingContext, user: User, plan: Plan): Promise<string> {
+export async function startCheckout(ctx: RequestContext, user: User, plan: Plan): Promise<string> {
   if (!user.emailVerifiedAt) {
     throw forbidden("email_unverified", "Verify your email address before subscribing: we sent you a link.");
   }
@@ -45,7 +39,7 @@ export async function startCheckout(ctx: BillingContext, user: User, plan: Plan)
     throw conflict("already_subscribed", "You already have a subscription. Change or cancel it from the billing portal.");
   }
   const customer = await customerFor(ctx, user);
-  const session = await ctx.stripe.checkout.sessions.create({
+  const session = await stripeFor(ctx.config).checkout.sessions.create({
     mode: "subscription",
     customer,
     client_reference_id: user.id,
@@ -60,10 +54,10 @@ export async function startCheckout(ctx: BillingContext, user: User, plan: Plan)
 }
 
 /** The Stripe Customer Portal (change plan, update card, cancel, invoices). */
-export async function openPortal(ctx: BillingContext, user: User): Promise<string> {
+export async function openPortal(ctx: RequestContext, user: User): Promise<string> {
   const [customer] = await ctx.db.select().from(billingCustomers).where(eq(billingCustomers.userId, user.id));
   if (!customer) throw conflict("no_billing_account", "Subscribe to a plan first.");
-  const session = await ctx.stripe.billingPortal.sessions.create({
+  const session = await stripeFor(ctx.config).billingPortal.sessions.create({
     customer: customer.stripeCustomerId,
     return_url: ctx.link("/billing"),
   });

@@ -1,24 +1,12 @@
 import { and, eq, inArray, lte, sql } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { entitlementEvents, entitlements, subscriptions, type Entitlement, type EntitlementState, type Subscription } from "../db/schema";
-import type { Env } from "../env";
-
-const DAY = 24 * 60 * 60 * 1000;
 
 export interface EntitlementPolicy {
   /** How long a past-due account keeps running. */
   graceMs: number;
   /** How long a suspended account is kept before deletion is due. */
   deletionWindowMs: number;
-}
-
-export function entitlementPolicy(env: Env): EntitlementPolicy {
-  const days = (value: string | undefined, fallback: number) => {
-    const parsed = value === undefined ? fallback : Number(value);
-    if (!Number.isFinite(parsed) || parsed < 0) throw new Error("GRACE_PERIOD_DAYS and DELETION_WINDOW_DAYS must be numbers of days");
-    return parsed * DAY;
-  };
-  return { graceMs: days(env.GRACE_PERIOD_DAYS, 7), deletionWindowMs: days(env.DELETION_WINDOW_DAYS, 30) };
 }
 
 export interface EntitlementView {

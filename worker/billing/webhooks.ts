@@ -1,21 +1,14 @@
 import { eq } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type Stripe from "stripe";
+import type { RequestContext } from "../context";
 import type { Database } from "../db/client";
 import { billingCustomers, invoices, stripeEvents, subscriptions, users } from "../db/schema";
-import type { Mailer } from "../mail/mailer";
+import { mailerFor } from "../mail/mailer";
 import { templates } from "../mail/templates";
-import { decideEntitlement, effectiveSubscription, storedEntitlement, transitionStatements, type EntitlementPolicy } from "./entitlement";
+import { decideEntitlement, effectiveSubscription, storedEntitlement, transitionStatements } from "./entitlement";
 import { planByPriceId } from "./plans";
-
-export interface WebhookContext {
-  db: Database;
-  stripe: Stripe;
-  mailer: Mailer;
-  now: Date;
-  link: (path: string) => string;
-  policy: EntitlementPolicy;
-}
+import { stripeFor } from "./stripe-client";
 
 export type WebhookOutcome = "processed" | "duplicate" | "ignored";
 
@@ -39,8 +32,8 @@ async function userForCustomer(db: Database, customerId: string | null) {
  * event), so events that arrive late or out of order can never roll state back;
  * and computes what that does to the account's entitlement.
  */
-async function syncSubscription(ctx: WebhookContext, subscriptionId: string): Promise<Statement[]> {
-  const subscription = await ctx.stripe.subscriptions.retrieve(subscriptionId);
+async function syncSubscription(ctx: RequestContext, subscriptionId: string): Promise<Statement[]> {
+  const subscription = await stripeFor(ctx.config).subscriptions.retrieve(subscriptionId);
   const owner = await userForCustomer(ctx.db, idOf(subscription.customer));
   if (!owner) return [];
   const item = subscription.items.data[0];
@@ -62,7 +55,7 @@ async function syncSubscription(ctx: WebhookContext, subscriptionId: string): Pr
     await storedEntitlement(ctx.db, owner.userId),
     effective?.status ?? null,
     ctx.now,
-    ctx.policy,
+    ctx.config.entitlement,
   );
   const { id: _id, createdAt: _createdAt, ...changes } = row;
   return [
@@ -72,8 +65,8 @@ async function syncSubscription(ctx: WebhookContext, subscriptionId: string): Pr
 }
 
 /** Mirrors one invoice as Stripe has it now: amounts, status, period and links. Nothing about the card. */
-async function syncInvoice(ctx: WebhookContext, invoiceId: string) {
-  const invoice = await ctx.stripe.invoices.retrieve(invoiceId);
+async function syncInvoice(ctx: RequestContext, invoiceId: string) {
+  const invoice = await stripeFor(ctx.config).invoices.retrieve(invoiceId);
   const customerId = idOf(invoice.customer);
   const owner = await userForCustomer(ctx.db, customerId);
   const subscriptionId = idOf(invoice.parent?.subscription_details?.subscription);
@@ -114,7 +107,7 @@ export async function accountOfEvent(db: Database, event: Stripe.Event): Promise
  * Applies one verified Stripe event, once. Its effects and its id are stored in
  * one D1 batch (a transaction), so a duplicate finds the id and changes nothing.
  */
-export async function handleStripeEvent(ctx: WebhookContext, event: Stripe.Event): Promise<WebhookOutcome> {
+export async function handleStripeEvent(ctx: RequestContext, event: Stripe.Event): Promise<WebhookOutcome> {
   const [seen] = await ctx.db.select({ id: stripeEvents.id }).from(stripeEvents).where(eq(stripeEvents.id, event.id));
   if (seen) return "duplicate";
 
@@ -157,7 +150,7 @@ export async function handleStripeEvent(ctx: WebhookContext, event: Stripe.Event
 
   if (notifyPaymentFailed) {
     try {
-      await ctx.mailer.send(templates.paymentFailed(notifyPaymentFailed.email, ctx.link("/billing")));
+      await mailerFor(ctx).send(templates.paymentFailed(notifyPaymentFailed.email, ctx.link("/billing")));
     } catch (error) {
       // Forget the event so Stripe's retry sends the email; re-applying the state is harmless.
       await ctx.db.delete(stripeEvents).where(eq(stripeEvents.id, event.id));

@@ -13,11 +13,12 @@ import {
 } from "../../protocol/messages";
 import { audit } from "../audit/audit";
 import { countAgainstRefusalLimit, recordRefusal, type RefusalReason } from "../audit/refusals";
-import { clientNetwork, rateLimitRules } from "../auth/rate-limit";
+import { clientNetwork } from "../auth/rate-limit";
+import { workContext } from "../context";
 import { database, type Database } from "../db/client";
 import { hosts } from "../db/schema";
 import { randomToken } from "../crypto/bytes";
-import type { Env } from "../env";
+import type { WorkerEnv } from "../env";
 import { claimDueJobs, failExpiredJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
 import {
   AUTH_TIMEOUT_MS,
@@ -52,8 +53,8 @@ export interface ConnectionStatus {
  * the agent reports, and marks the host offline after ~90 s of silence.
  * Nothing else talks to the agent.
  */
-export class HostConnection extends DurableObject<Env> {
-  constructor(ctx: DurableObjectState, env: Env) {
+export class HostConnection extends DurableObject<WorkerEnv> {
+  constructor(ctx: DurableObjectState, env: WorkerEnv) {
     super(ctx, env);
     // Heartbeats are answered by the runtime itself, without waking this object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING, PONG));
@@ -119,7 +120,7 @@ export class HostConnection extends DurableObject<Env> {
         break;
       case "job.result": {
         const finished = await recordResult(this.db, hostId, message, now);
-        if (finished) await applyJobOutcome({ db: this.db, env: this.env, now }, finished);
+        if (finished) await applyJobOutcome(workContext(this.env, now), finished);
         break;
       }
       case "inventory":
@@ -192,15 +193,16 @@ export class HostConnection extends DurableObject<Env> {
     if (hostIdFromWorker) await this.ctx.storage.put("hostId", hostIdFromWorker);
     const hostId = hostIdFromWorker ?? (await this.ctx.storage.get<string>("hostId"));
     if (!hostId) return;
-    const now = new Date();
-    for (const expired of await failExpiredJobs(this.db, hostId, now)) await applyJobOutcome({ db: this.db, env: this.env, now }, expired);
+    const work = workContext(this.env, new Date());
+    const { now } = work;
+    for (const expired of await failExpiredJobs(this.db, hostId, now)) await applyJobOutcome(work, expired);
     const [ws] = this.sockets("authenticated");
     if (ws) {
       for (const job of await claimDueJobs(this.db, hostId, now)) {
         ws.send(
           JSON.stringify({
             type: "job",
-            job: { id: job.id, kind: job.kind, payload: await payloadForDelivery(this.db, this.env, job), attempt: job.attempts, deadline: job.deadline.getTime() },
+            job: { id: job.id, kind: job.kind, payload: await payloadForDelivery(work, job), attempt: job.attempts, deadline: job.deadline.getTime() },
           }),
         );
       }
@@ -321,7 +323,7 @@ export class HostConnection extends DurableObject<Env> {
     const now = new Date();
     await recordRefusal(this.db, now, "agent.auth_refused", reason, { host: attachment.hostId });
     // Once over its limit, the client's next connection is turned away before reaching this object.
-    await countAgainstRefusalLimit({ db: this.db, now, rateLimits: rateLimitRules(this.env.RATE_LIMITS), client: attachment.client ?? "unknown" });
+    await countAgainstRefusalLimit({ ...workContext(this.env, now), client: attachment.client ?? "unknown" });
     ws.close(code, closeReason);
   }
 

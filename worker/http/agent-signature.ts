@@ -1,7 +1,6 @@
 import { createMiddleware } from "hono/factory";
 import { sha256Hex } from "../crypto/bytes";
 import type { Host } from "../db/schema";
-import { clientNetwork, rateLimitRules } from "../auth/rate-limit";
 import type { RefusalContext } from "../audit/refusals";
 import { authenticateAgentRequest, refuseAgentRequest, type SignedAgentRequest } from "../fleet/agent-requests";
 import type { AppEnv } from "./context";
@@ -27,13 +26,8 @@ export interface AgentAppEnv extends AppEnv {
  */
 export function signedAgentRequest(options: { streamedBody?: boolean } = {}) {
   return createMiddleware<AgentAppEnv>(async (c, next) => {
-    const context: RefusalContext = {
-      db: c.var.db,
-      now: c.var.now,
-      rateLimits: rateLimitRules(c.env.RATE_LIMITS),
-      client: clientNetwork(c.req.header("cf-connecting-ip")),
-    };
-    const { host, signed } = await authenticateAgentRequest(context, c.env, {
+    const context: RefusalContext = c.var.ctx;
+    const { host, signed } = await authenticateAgentRequest(context, c.var.ctx.env, {
       method: c.req.method,
       pathname: new URL(c.req.url).pathname,
       authorization: c.req.header("authorization"),

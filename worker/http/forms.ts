@@ -6,7 +6,8 @@ import type { AppEnv } from "./context";
 // Server-rendered forms: each POST runs the same domain service as the JSON
 // API, then redirects, or re-renders the form with the error and its status.
 
-export type PageContext = Context<AppEnv>;
+// Generic in the env, so that pages behind requireLogin (which adds to it) use them too.
+export type PageContext<E extends AppEnv = AppEnv> = Context<E>;
 
 /** The string fields of a form, as far as they could be read (none when the body was not a form). */
 export type FormFields = Record<string, string>;
@@ -20,7 +21,7 @@ const FORM_TYPES = new Set(["application/x-www-form-urlencoded", "multipart/form
  * as its type says (a multipart body without its boundary, say), is the sender's mistake.
  * Files and repeated `name[]` fields are left out: our forms send only single text fields.
  */
-async function readForm(c: PageContext): Promise<FormFields> {
+async function readForm<E extends AppEnv>(c: PageContext<E>): Promise<FormFields> {
   const type = c.req.header("content-type")?.split(";")[0]?.trim().toLowerCase();
   if (!type || !FORM_TYPES.has(type)) {
     throw new ApiError(415, "unsupported_media_type", "This form must be sent from its page. Reload it and try again.");
@@ -35,7 +36,7 @@ async function readForm(c: PageContext): Promise<FormFields> {
 }
 
 /** Runs a form's action; a refusal (an ApiError) re-renders the page with its message and status. */
-export async function handleForm(c: PageContext, action: () => Promise<Response>, renderError: RenderError): Promise<Response> {
+export async function handleForm<E extends AppEnv>(c: PageContext<E>, action: () => Promise<Response>, renderError: RenderError): Promise<Response> {
   try {
     return await action();
   } catch (error) {
@@ -50,8 +51,8 @@ export async function handleForm(c: PageContext, action: () => Promise<Response>
  * action (with a page saying so, from the app's error handler: there are no fields to refill);
  * the action's own refusals re-render its page with the fields sent.
  */
-export async function submitForm(
-  c: PageContext,
+export async function submitForm<E extends AppEnv>(
+  c: PageContext<E>,
   action: (fields: FormFields) => Promise<Response>,
   renderError: (message: string, fields: FormFields) => HtmlEscapedString | Promise<HtmlEscapedString>,
 ): Promise<Response> {

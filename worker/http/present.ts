@@ -1,7 +1,7 @@
 import type { billingSummary } from "../billing/billing";
 import type { Plan } from "../billing/plans";
 import type { auditLog, Backup, Host, Invoice, Job, Server, User } from "../db/schema";
-import type { Env } from "../env";
+import type { WorkerConfig } from "../config";
 import { UPLOAD_NOT_COMPLETED } from "../backups/backups";
 import { keptUntil } from "../backups/maintenance";
 import { JOB_DEADLINE_EXCEEDED } from "../fleet/jobs";
@@ -159,13 +159,12 @@ export function presentUsage<T extends { at: Date }>(series: { resolution: strin
 }
 
 /** A homeserver as its owner sees it: where to reach it, its state, and the step under way. */
-export function presentServer(env: Env, server: Server, job: Job | undefined) {
-  const serverName = serverNameOf(env, server.name);
+export function presentServer(config: WorkerConfig, server: Server, job: Job | undefined) {
   return {
     id: server.id,
     name: server.name,
-    serverName,
-    homeserverUrl: homeserverUrlOf(env, server.name),
+    serverName: serverNameOf(config, server.name),
+    homeserverUrl: homeserverUrlOf(config, server.name),
     region: server.region,
     plan: server.planId,
     /** False while a plan change is being applied on the host. */

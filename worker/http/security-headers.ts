@@ -1,6 +1,6 @@
 import { createMiddleware } from "hono/factory";
 import { secureHeaders } from "hono/secure-headers";
-import { isDevelopment, type Env } from "../env";
+import type { WorkerConfig } from "../config";
 import type { AppEnv } from "./context";
 
 // Stripe's hosted Checkout and Customer Portal: our billing forms redirect there,
@@ -8,9 +8,10 @@ import type { AppEnv } from "./context";
 const STRIPE_PAGES = ["https://checkout.stripe.com", "https://billing.stripe.com"];
 
 /** Pages load only our own scripts, styles and images; forms go only to us and to Stripe; nothing may frame us. */
-export function contentSecurityPolicy(env: Env): string {
+export function contentSecurityPolicy(config: WorkerConfig): string {
   const formTargets = ["'self'", ...STRIPE_PAGES];
-  if (isDevelopment(env) && env.STRIPE_API_URL) formTargets.push(new URL(env.STRIPE_API_URL).origin);
+  // The local Stripe emulator's pages (development only: production's configuration has none).
+  if ("emulatorUrl" in config.stripe.api) formTargets.push(config.stripe.api.emulatorUrl);
   return [
     "default-src 'none'",
     "script-src 'self'",
@@ -23,7 +24,8 @@ export function contentSecurityPolicy(env: Env): string {
   ].join("; ");
 }
 
-const staticHeaders = secureHeaders({
+/** Every answer's, even a Worker's whose settings are not valid. */
+export const securityHeaders = secureHeaders({
   contentSecurityPolicy: undefined,
   strictTransportSecurity: "max-age=63072000; includeSubDomains",
   xContentTypeOptions: "nosniff",
@@ -34,7 +36,8 @@ const staticHeaders = secureHeaders({
   permissionsPolicy: { camera: [], microphone: [], geolocation: [] },
 });
 
-export const securityHeaders = createMiddleware<AppEnv>(async (c, next) => {
-  await staticHeaders(c, next);
-  c.header("Content-Security-Policy", contentSecurityPolicy(c.env));
+/** After requestContext: the policy depends on the configuration. */
+export const contentSecurityPolicyHeader = createMiddleware<AppEnv>(async (c, next) => {
+  await next();
+  c.header("Content-Security-Policy", contentSecurityPolicy(c.var.ctx.config));
 });

@@ -1,7 +1,7 @@
 import { desc, eq } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { devOutbox } from "../db/schema";
-import { isDevelopment, type Env } from "../env";
+import type { WorkContext } from "../context";
 import { ApiError } from "../errors";
 
 export interface Mail {
@@ -68,18 +68,8 @@ export class ResendMailer implements Mailer {
   }
 }
 
-export class MailerNotConfigured extends Error {
-  constructor(detail: string) {
-    super(`Email is not configured: ${detail}`);
-  }
-}
-
-/** Resend when its API key is configured; otherwise the outbox, and only in development. */
-export function mailerFor(env: Env, db: Database, now: () => Date): Mailer {
-  if (env.RESEND_API_KEY) {
-    if (!env.MAIL_FROM) throw new MailerNotConfigured("MAIL_FROM is required with RESEND_API_KEY");
-    return new ResendMailer(env.RESEND_API_KEY, env.MAIL_FROM);
-  }
-  if (isDevelopment(env)) return new OutboxMailer(db, now);
-  throw new MailerNotConfigured("set the RESEND_API_KEY secret");
+/** Resend when the configuration has its API key (production always does); otherwise, in development, the outbox. */
+export function mailerFor(ctx: WorkContext): Mailer {
+  const { mail } = ctx.config;
+  return mail.provider === "resend" ? new ResendMailer(mail.apiKey, mail.from) : new OutboxMailer(ctx.db, () => ctx.now);
 }

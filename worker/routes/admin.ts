@@ -16,7 +16,7 @@ import type { AppEnv } from "../http/context";
 import { requireOperator } from "../http/operator";
 import { presentHost, presentJob, presentServer, presentUsage } from "../http/present";
 import { latestLifecycleJob, upgradeServer } from "../servers/servers";
-import { requireAuth } from "../http/session";
+import { requireSession, type SessionAppEnv } from "../http/session";
 import { parseWith, readJson } from "../http/validation";
 
 const rangeQuery = z.object({
@@ -28,45 +28,51 @@ const joinTokenBody = z.strictObject({
   expiresInMinutes: z.number().int().min(1).max(JOIN_TOKEN_MAX_MINUTES).default(JOIN_TOKEN_DEFAULT_MINUTES),
 });
 
-async function createJoinTokenHandler(c: Context<AppEnv>) {
+async function createJoinTokenHandler(c: Context<SessionAppEnv>) {
   const body = await readJson(c, joinTokenBody);
-  const token = await createJoinToken(c.var.db, requireAuth(c).user.id, body.region, body.expiresInMinutes, c.var.now);
+  const token = await createJoinToken(c.var.ctx.db, c.var.user.id, body.region, body.expiresInMinutes, c.var.ctx.now);
   return c.json({ ...token, expiresAt: token.expiresAt.toISOString() }, 201);
 }
 
 // Operators only: hosts and their join tokens, jobs, test workloads, usage and the audit log.
 export const adminRoutes = new Hono<AppEnv>()
+  .use(requireSession)
   .use(requireOperator)
   // Join tokens make hosts: offered under /hosts too, where an operator looks for them.
   .post("/join-tokens", createJoinTokenHandler)
   .post("/hosts/join-tokens", createJoinTokenHandler)
-  .get("/hosts", async (c) => c.json({ hosts: (await listHosts(c.var.db)).map(presentHost) }))
+  .get("/hosts", async (c) => c.json({ hosts: (await listHosts(c.var.ctx.db)).map(presentHost) }))
   .get("/hosts/:id", async (c) => {
-    const host = await requireHost(c.var.db, c.req.param("id"));
-    return c.json({ ...presentHost(host), connection: await hostStub(c.env, host.id).status() });
+    const { ctx } = c.var;
+    const host = await requireHost(ctx.db, c.req.param("id"));
+    return c.json({ ...presentHost(host), connection: await hostStub(ctx.env, host.id).status() });
   })
   .post("/hosts/:id/revoke", async (c) => {
-    const host = await revokeHost(c.var.db, c.env, requireAuth(c).user.id, c.req.param("id"), c.var.now);
+    const { ctx } = c.var;
+    const host = await revokeHost(ctx.db, ctx.env, c.var.user.id, c.req.param("id"), ctx.now);
     return c.json(presentHost(host));
   })
   // Production places customer data only on encrypted data roots, unless an operator says otherwise here.
   .post("/hosts/:id/unencrypted-placement", async (c) => {
     const { allow, reason } = await readJson(c, z.strictObject({ allow: z.boolean(), reason: z.string().trim().min(3).max(500) }));
-    const host = await setUnencryptedPlacementOverride(c.var.db, requireAuth(c).user.id, c.req.param("id"), allow, reason, c.var.now);
+    const host = await setUnencryptedPlacementOverride(c.var.ctx.db, c.var.user.id, c.req.param("id"), allow, reason, c.var.ctx.now);
     return c.json(presentHost(host));
   })
   .get("/hosts/:id/usage", async (c) => {
-    const host = await requireHost(c.var.db, c.req.param("id"));
+    const { ctx } = c.var;
+    const host = await requireHost(ctx.db, c.req.param("id"));
     const { range } = parseWith(rangeQuery, c.req.query());
-    return c.json(presentUsage(await hostUsageSeries(c.var.db, host.id, range, c.var.now), ["hostId", "resolution"]));
+    return c.json(presentUsage(await hostUsageSeries(ctx.db, host.id, range, ctx.now), ["hostId", "resolution"]));
   })
   .get("/hosts/:id/jobs", async (c) => {
-    const host = await requireHost(c.var.db, c.req.param("id"));
-    const rows = await c.var.db.select().from(jobs).where(eq(jobs.hostId, host.id)).orderBy(desc(jobs.createdAt)).limit(200);
+    const { ctx } = c.var;
+    const host = await requireHost(ctx.db, c.req.param("id"));
+    const rows = await ctx.db.select().from(jobs).where(eq(jobs.hostId, host.id)).orderBy(desc(jobs.createdAt)).limit(200);
     return c.json({ jobs: rows.map(presentJob) });
   })
   .post("/hosts/:id/jobs", async (c) => {
-    const host = await requireHost(c.var.db, c.req.param("id"));
+    const { ctx } = c.var;
+    const host = await requireHost(ctx.db, c.req.param("id"));
     const body = await readJson(
       c,
       z.strictObject({
@@ -76,57 +82,60 @@ export const adminRoutes = new Hono<AppEnv>()
       }),
     );
     const job = await dispatchJob(
-      c.var.db,
-      c.env,
+      ctx.db,
+      ctx.env,
       { hostId: host.id, kind: body.kind, payload: body.payload ?? {}, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 },
-      c.var.now,
+      ctx.now,
     );
-    await audit(c.var.db, c.var.now, `user:${requireAuth(c).user.id}`, "job.enqueued", job.id, { hostId: host.id, kind: job.kind });
+    await audit(ctx.db, ctx.now, `user:${c.var.user.id}`, "job.enqueued", job.id, { hostId: host.id, kind: job.kind });
     return c.json(presentJob(job), 202);
   })
   .get("/jobs/:id", async (c) => {
-    const job = await getJob(c.var.db, c.req.param("id"));
+    const job = await getJob(c.var.ctx.db, c.req.param("id"));
     if (!job) throw notFound("No such job.");
     return c.json(presentJob(job));
   })
   .post("/hosts/:id/workloads", async (c) => {
-    const host = await requireHost(c.var.db, c.req.param("id"));
+    const { ctx } = c.var;
+    const host = await requireHost(ctx.db, c.req.param("id"));
     const { spec } = await readJson(c, z.strictObject({ kind: z.literal("test"), spec: z.json().optional() }));
-    const [workload] = await c.var.db
+    const [workload] = await ctx.db
       .insert(workloads)
-      .values({ id: crypto.randomUUID(), hostId: host.id, kind: "test", spec: spec ?? {}, desired: "present", createdAt: c.var.now, updatedAt: c.var.now })
+      .values({ id: crypto.randomUUID(), hostId: host.id, kind: "test", spec: spec ?? {}, desired: "present", createdAt: ctx.now, updatedAt: ctx.now })
       .returning();
     const job = await dispatchJob(
-      c.var.db,
-      c.env,
+      ctx.db,
+      ctx.env,
       { hostId: host.id, kind: "workload.ensure", payload: { id: workload!.id, kind: "test", spec: workload!.spec } },
-      c.var.now,
+      ctx.now,
     );
     return c.json({ workload: { id: workload!.id, hostId: host.id, kind: workload!.kind, desired: workload!.desired }, job: presentJob(job) }, 201);
   })
   .delete("/workloads/:id", async (c) => {
-    const [workload] = await c.var.db
+    const { ctx } = c.var;
+    const [workload] = await ctx.db
       .update(workloads)
-      .set({ desired: "absent", updatedAt: c.var.now })
+      .set({ desired: "absent", updatedAt: ctx.now })
       .where(and(eq(workloads.id, c.req.param("id")), eq(workloads.desired, "present")))
       .returning();
     if (!workload) throw notFound("No such workload.");
     const job = await dispatchJob(
-      c.var.db,
-      c.env,
+      ctx.db,
+      ctx.env,
       { hostId: workload.hostId, kind: "workload.remove", payload: { id: workload.id, kind: workload.kind } },
-      c.var.now,
+      ctx.now,
     );
     return c.json({ job: presentJob(job) }, 202);
   })
   .post("/servers/:id/upgrade", async (c) => {
     const { image } = await readJson(c, z.strictObject({ image: z.string().min(1).max(256).regex(/^[a-z0-9][a-z0-9._\/:@-]*$/, "an image reference") }));
-    const server = await upgradeServer({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user.id, c.req.param("id"), image);
-    return c.json(presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)), 202);
+    const { ctx } = c.var;
+    const server = await upgradeServer(ctx, c.var.user.id, c.req.param("id"), image);
+    return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 202);
   })
   .get("/certificates", async (c) => {
-    const now = c.var.now.getTime();
-    const rows = await listCertificates(c.var.db);
+    const now = c.var.ctx.now.getTime();
+    const rows = await listCertificates(c.var.ctx.db);
     return c.json({
       certificates: rows.map((row) => ({
         hostId: row.hostId,
@@ -142,11 +151,11 @@ export const adminRoutes = new Hono<AppEnv>()
   // Callers refused before they proved anything, counted per hour and reason (never in the audit log).
   .get("/refusals", async (c) => {
     const { hours } = parseWith(z.object({ hours: z.coerce.number().int().min(1).max(90 * 24).default(24) }), c.req.query());
-    const rows = await refusalsSince(c.var.db, new Date(c.var.now.getTime() - hours * 3_600_000));
+    const rows = await refusalsSince(c.var.ctx.db, new Date(c.var.ctx.now.getTime() - hours * 3_600_000));
     return c.json({ refusals: rows.map((row) => ({ kind: row.kind, reason: row.reason, hourStart: row.hourStart.toISOString(), count: row.count })) });
   })
   .get("/audit", async (c) => {
     const { limit } = parseWith(z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) }), c.req.query());
-    const rows = await readAudit(c.var.db, limit);
+    const rows = await readAudit(c.var.ctx.db, limit);
     return c.json({ entries: rows.map((row) => ({ ...row, at: row.at.toISOString() })) });
   });

@@ -10,7 +10,7 @@ import { refuseAgentRequest } from "../fleet/agent-requests";
 import { signedAgentRequest, type AgentAppEnv } from "../http/agent-signature";
 import type { AppEnv } from "../http/context";
 import { presentBackup, presentServer } from "../http/present";
-import { requireAuth } from "../http/session";
+import { requireSession } from "../http/session";
 import { parseWith, readJson } from "../http/validation";
 import { latestLifecycleJob, ownedServer } from "../servers/servers";
 
@@ -20,20 +20,22 @@ const backupParam = z.object({ backupId: id });
 
 // A customer's backups of their own homeservers (mounted under /api/servers).
 export const serverBackupRoutes = new Hono<AppEnv>()
-  .get("/:id/backups", async (c) => {
-    const server = await ownedServer(c.var.db, requireAuth(c).user.id, parseWith(serverParam, c.req.param()).id);
-    const newest = await newestSucceededBackupId(c.var.db, server.id);
-    return c.json({ backups: (await listBackups(c.var.db, server.id)).map((backup) => presentBackup(backup, newest, c.var.now)) });
+  .get("/:id/backups", requireSession, async (c) => {
+    const { ctx, user } = c.var;
+    const server = await ownedServer(ctx.db, user.id, parseWith(serverParam, c.req.param()).id);
+    const newest = await newestSucceededBackupId(ctx.db, server.id);
+    return c.json({ backups: (await listBackups(ctx.db, server.id)).map((backup) => presentBackup(backup, newest, ctx.now)) });
   })
-  .post("/:id/backups", async (c) => {
-    const backup = await requestBackup({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user, parseWith(serverParam, c.req.param()).id);
-    return c.json(presentBackup(backup, undefined, c.var.now), 202);
+  .post("/:id/backups", requireSession, async (c) => {
+    const backup = await requestBackup(c.var.ctx, c.var.user, parseWith(serverParam, c.req.param()).id);
+    return c.json(presentBackup(backup, undefined, c.var.ctx.now), 202);
   })
-  .post("/:id/restore", async (c) => {
+  .post("/:id/restore", requireSession, async (c) => {
+    const { ctx, user } = c.var;
     const { backupId } = await readJson(c, z.strictObject({ backupId: id }));
     const serverId = parseWith(serverParam, c.req.param()).id;
-    const server = await requestRestore({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user, serverId, backupId);
-    return c.json(presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)), 202);
+    const server = await requestRestore(ctx, user, serverId, backupId);
+    return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 202);
   });
 
 const partParams = backupParam.extend({
@@ -43,9 +45,7 @@ const contentLength = z.string().regex(/^[0-9]{1,10}$/).transform(Number);
 
 function agentContext(c: Context<AgentAppEnv>): AgentBackupContext {
   return {
-    db: c.var.db,
-    env: c.env,
-    now: c.var.now,
+    ...c.var.ctx,
     host: c.var.agentHost,
     refuseRequest: (reason) => refuseAgentRequest(c.var.refusalContext, c.var.signedRequest, reason),
   };
@@ -63,13 +63,13 @@ export const agentBackupRoutes = new Hono<AgentAppEnv>()
   .post("/:backupId/complete", signedAgentRequest(), async (c) => {
     const { backupId } = parseWith(backupParam, c.req.param());
     const backup = await completeBackup(agentContext(c), backupId, await readJson(c, backupCompleteRequest));
-    return c.json({ backup: presentBackup(backup, undefined, c.var.now) });
+    return c.json({ backup: presentBackup(backup, undefined, c.var.ctx.now) });
   })
   .post("/:backupId/abort", signedAgentRequest(), async (c) => {
     const { backupId } = parseWith(backupParam, c.req.param());
     const { reason } = await readJson(c, backupAbortRequest);
     const backup = await abortBackup(agentContext(c), backupId, reason);
-    return c.json({ backup: presentBackup(backup, undefined, c.var.now) });
+    return c.json({ backup: presentBackup(backup, undefined, c.var.ctx.now) });
   })
   .get("/:backupId/object", signedAgentRequest(), async (c) => {
     const object = await openBackupForRestore(agentContext(c), parseWith(backupParam, c.req.param()).backupId);

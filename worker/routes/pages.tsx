@@ -14,11 +14,11 @@ import {
   verifyEmail,
 } from "../auth/accounts";
 import { currentPasswordSchema, emailSchema, passwordSchema } from "../auth/credentials";
+import type { RequestContext } from "../context";
 import type { User } from "../db/schema";
-import { accountContext, accountDeletionContext } from "../http/domain-context";
 import type { AppEnv } from "../http/context";
 import { handleForm, submitForm, type PageContext } from "../http/forms";
-import { endSession, forgetSession, startSession } from "../http/session";
+import { endSession, forgetSession, requireLogin, startSession } from "../http/session";
 import { parseWith } from "../http/validation";
 import { AccountPage, DeletionTermsList } from "../pages/account";
 import { ConfirmTokenPage, ForgotPasswordPage, LoginPage, MessagePage, ResetPasswordPage, SignupPage } from "../pages/auth";
@@ -27,17 +27,14 @@ import { noticeFor, type NoticeKey } from "../pages/layout";
 import { STYLESHEET } from "../pages/styles";
 
 /** The account page with what it shows besides the user: what we can see, and what deletion would do. */
-async function accountPage(c: PageContext, user: User, state: { notice?: string | undefined; error?: string | undefined }) {
-  const [visibility, deletion] = await Promise.all([
-    whatWeCanSee(c.var.db, c.env, user.id),
-    describeAccountDeletion(c.var.db, user.id, c.var.now),
-  ]);
+async function accountPage(ctx: RequestContext, user: User, state: { notice?: string | undefined; error?: string | undefined }) {
+  const [visibility, deletion] = await Promise.all([whatWeCanSee(ctx, user.id), describeAccountDeletion(ctx.db, user.id, ctx.now)]);
   return <AccountPage user={user} visibility={visibility} deletion={deletion} {...state} />;
 }
 
 // The account pages: server-rendered, and their forms work without JavaScript.
 
-const redirectWithNotice = (c: PageContext, path: string, notice: NoticeKey) => c.redirect(`${path}?notice=${notice}`, 303);
+const redirectWithNotice = <E extends AppEnv>(c: PageContext<E>, path: string, notice: NoticeKey) => c.redirect(`${path}?notice=${notice}`, 303);
 
 const tokenField = z.object({ token: z.string().min(1, "is missing").max(256) });
 
@@ -54,7 +51,7 @@ export const pageRoutes = new Hono<AppEnv>()
       c,
       async (fields) => {
         const { email, password } = parseWith(z.object({ email: emailSchema, password: passwordSchema }), fields);
-        await signUp(accountContext(c), email, password);
+        await signUp(c.var.ctx, email, password);
         return redirectWithNotice(c, "/login", "signed_up");
       },
       (error, fields) => <SignupPage error={error} email={fields.email} />,
@@ -67,7 +64,7 @@ export const pageRoutes = new Hono<AppEnv>()
       c,
       async (fields) => {
         const { email, password } = parseWith(z.object({ email: emailSchema, password: currentPasswordSchema }), fields);
-        const { cookie } = await logIn(accountContext(c), email, password);
+        const { cookie } = await logIn(c.var.ctx, email, password);
         await startSession(c, cookie);
         return c.redirect("/account", 303);
       },
@@ -101,7 +98,7 @@ export const pageRoutes = new Hono<AppEnv>()
     return submitForm(
       c,
       async (fields) => {
-        await verifyEmail(accountContext(c), parseWith(tokenField, fields).token);
+        await verifyEmail(c.var.ctx, parseWith(tokenField, fields).token);
         return c.html(<MessagePage title="Email confirmed" message="Your email address is confirmed." viewer={viewer} />);
       },
       (error) => <MessagePage title="Link not valid" message={error} viewer={viewer} status="error" />,
@@ -113,7 +110,7 @@ export const pageRoutes = new Hono<AppEnv>()
     submitForm(
       c,
       async (fields) => {
-        await requestPasswordReset(accountContext(c), parseWith(z.object({ email: emailSchema }), fields).email);
+        await requestPasswordReset(c.var.ctx, parseWith(z.object({ email: emailSchema }), fields).email);
         return redirectWithNotice(c, "/forgot-password", "reset_sent");
       },
       (error, fields) => <ForgotPasswordPage error={error} email={fields.email} />,
@@ -126,7 +123,7 @@ export const pageRoutes = new Hono<AppEnv>()
       c,
       async (fields) => {
         const { token, password } = parseWith(tokenField.extend({ password: passwordSchema }), fields);
-        await confirmPasswordReset(accountContext(c), token, password);
+        await confirmPasswordReset(c.var.ctx, token, password);
         forgetSession(c);
         return redirectWithNotice(c, "/login", "password_reset");
       },
@@ -150,7 +147,7 @@ export const pageRoutes = new Hono<AppEnv>()
     submitForm(
       c,
       async (fields) => {
-        await confirmEmailChange(accountContext(c), parseWith(tokenField, fields).token);
+        await confirmEmailChange(c.var.ctx, parseWith(tokenField, fields).token);
         forgetSession(c);
         return redirectWithNotice(c, "/login", "email_changed");
       },
@@ -158,26 +155,20 @@ export const pageRoutes = new Hono<AppEnv>()
     ),
   )
 
-  .get("/account", async (c) => {
-    const auth = c.var.auth;
-    if (!auth) return c.redirect("/login", 303);
-    return c.html(await accountPage(c, auth.user, { notice: noticeFor(c.req.query("notice")) }));
-  })
-  .post("/account/resend-verification", async (c) => {
-    const auth = c.var.auth;
-    if (!auth) return c.redirect("/login", 303);
+  .get("/account", requireLogin, async (c) => c.html(await accountPage(c.var.ctx, c.var.user, { notice: noticeFor(c.req.query("notice")) })))
+  .post("/account/resend-verification", requireLogin, async (c) => {
+    const { user } = c.var;
     return handleForm(
       c,
       async () => {
-        await resendVerification(accountContext(c), auth.user);
+        await resendVerification(c.var.ctx, user);
         return redirectWithNotice(c, "/account", "verification_sent");
       },
-      (error) => accountPage(c, auth.user, { error }),
+      (error) => accountPage(c.var.ctx, user, { error }),
     );
   })
-  .post("/account/email", async (c) => {
-    const auth = c.var.auth;
-    if (!auth) return c.redirect("/login", 303);
+  .post("/account/email", requireLogin, async (c) => {
+    const { user } = c.var;
     return submitForm(
       c,
       async (fields) => {
@@ -185,20 +176,19 @@ export const pageRoutes = new Hono<AppEnv>()
           z.object({ newEmail: emailSchema, password: currentPasswordSchema }),
           fields,
         );
-        await requestEmailChange(accountContext(c), auth.user, newEmail, password);
+        await requestEmailChange(c.var.ctx, user, newEmail, password);
         return redirectWithNotice(c, "/account", "email_change_sent");
       },
-      (error) => accountPage(c, auth.user, { error }),
+      (error) => accountPage(c.var.ctx, user, { error }),
     );
   })
-  .post("/account/delete", async (c) => {
-    const auth = c.var.auth;
-    if (!auth) return c.redirect("/login", 303);
+  .post("/account/delete", requireLogin, async (c) => {
+    const { user, session } = c.var;
     return submitForm(
       c,
       async (fields) => {
         const { password } = parseWith(z.object({ password: currentPasswordSchema }), fields);
-        const terms = await deleteAccount(accountDeletionContext(c), auth.user, auth.session.id, password);
+        const terms = await deleteAccount(c.var.ctx, user, session.id, password);
         forgetSession(c);
         return c.html(
           <MessagePage title="Your account is deleted" message="We emailed you a confirmation of what follows.">
@@ -206,19 +196,18 @@ export const pageRoutes = new Hono<AppEnv>()
           </MessagePage>,
         );
       },
-      (error) => accountPage(c, auth.user, { error }),
+      (error) => accountPage(c.var.ctx, user, { error }),
     );
   })
-  .post("/account/password", async (c) => {
-    const auth = c.var.auth;
-    if (!auth) return c.redirect("/login", 303);
+  .post("/account/password", requireLogin, async (c) => {
+    const { user, session } = c.var;
     return submitForm(
       c,
       async (fields) => {
         const body = parseWith(z.object({ currentPassword: currentPasswordSchema, newPassword: passwordSchema }), fields);
-        await changePassword(accountContext(c), auth.user, auth.session.id, body.currentPassword, body.newPassword);
+        await changePassword(c.var.ctx, user, session.id, body.currentPassword, body.newPassword);
         return redirectWithNotice(c, "/account", "password_changed");
       },
-      (error) => accountPage(c, auth.user, { error }),
+      (error) => accountPage(c.var.ctx, user, { error }),
     );
   });

@@ -1,11 +1,12 @@
 import bcrypt from "bcryptjs";
 import { and, eq, gt, isNull } from "drizzle-orm";
 import { audit } from "../audit/audit";
+import type { RequestContext, WorkContext } from "../context";
 import { adminPasswordLinks, type Server, type User } from "../db/schema";
 import { randomToken, sha256Hex } from "../crypto/bytes";
 import { badRequest, conflict } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
-import { LIFECYCLE_TIMEOUT_MS, ownedServer, type ServerContext } from "./servers";
+import { LIFECYCLE_TIMEOUT_MS, ownedServer } from "./servers";
 
 const LINK_LIFETIME_MS = 60 * 60_000;
 /** Synapse's own default cost for bcrypt (bcrypt_rounds). */
@@ -18,7 +19,7 @@ const BCRYPT_ROUNDS = 12;
  * that hash travels to the host, in the job that writes it into Synapse's
  * database. The password is never emailed, logged or stored in clear.
  */
-export async function createAdminPasswordLink(ctx: ServerContext, user: User, serverId: string, link: (path: string) => string) {
+export async function createAdminPasswordLink(ctx: RequestContext, user: User, serverId: string) {
   const server = await ownedServer(ctx.db, user.id, serverId);
   requireAdminAccount(server);
   const token = randomToken();
@@ -28,7 +29,7 @@ export async function createAdminPasswordLink(ctx: ServerContext, user: User, se
     ctx.db.delete(adminPasswordLinks).where(eq(adminPasswordLinks.serverId, server.id)),
     ctx.db.insert(adminPasswordLinks).values({ id: await sha256Hex(token), serverId: server.id, createdAt: ctx.now, expiresAt }),
   ]);
-  return { url: link(`/servers/${server.id}/admin-password?token=${token}`), expiresAt, adminUserId: server.adminUserId! };
+  return { url: ctx.link(`/servers/${server.id}/admin-password?token=${token}`), expiresAt, adminUserId: server.adminUserId! };
 }
 
 function requireAdminAccount(server: Server) {
@@ -37,7 +38,7 @@ function requireAdminAccount(server: Server) {
   }
 }
 
-export async function setAdminPassword(ctx: ServerContext, user: User, serverId: string, token: string, password: string) {
+export async function setAdminPassword(ctx: WorkContext, user: User, serverId: string, token: string, password: string) {
   const server = await ownedServer(ctx.db, user.id, serverId);
   requireAdminAccount(server);
   const [used] = await ctx.db

@@ -2,9 +2,10 @@ import { and, desc, eq, gt, inArray, isNotNull, sql } from "drizzle-orm";
 import { audit, type Actor } from "../audit/audit";
 import { requireOnlineHost, startBackup, UNFINISHED_BACKUP } from "../backups/backups";
 import { DELETION_RETRY_MS } from "../backups/policy";
+import type { WorkContext } from "../context";
 import { backups, entitlements, jobs, servers, workloads, type Backup, type Server, type ServerStatus, type User } from "../db/schema";
 import { ApiError, conflict } from "../errors";
-import { ownedServer, startLifecycleJob, type ServerContext } from "./servers";
+import { ownedServer, startLifecycleJob } from "./servers";
 
 export const DELETE_FROM: ServerStatus[] = ["running", "stopped", "suspended", "failed"];
 
@@ -14,7 +15,7 @@ export const DELETE_FROM: ServerStatus[] = ["running", "stopped", "suspended", "
  * homeserver (deleteAfterFinalBackup); if it fails, the server goes back to
  * the status it had, with the reason, and nothing is destroyed (stopDeletion).
  */
-export async function requestDeletion(ctx: ServerContext, server: Server, actor: Actor): Promise<Server> {
+export async function requestDeletion(ctx: WorkContext, server: Server, actor: Actor): Promise<Server> {
   if (!DELETE_FROM.includes(server.status)) {
     throw conflict("invalid_state", `The server is ${server.status}; it can be deleted when it is ${DELETE_FROM.join(", ")}.`);
   }
@@ -39,14 +40,14 @@ export async function requestDeletion(ctx: ServerContext, server: Server, actor:
 }
 
 /** DELETE /api/servers/:id: the owner's homeserver, whose host must be connected to take the final backup. */
-export async function deleteOwnedServer(ctx: ServerContext, user: User, serverId: string): Promise<Server> {
+export async function deleteOwnedServer(ctx: WorkContext, user: User, serverId: string): Promise<Server> {
   const server = await ownedServer(ctx.db, user.id, serverId);
   await requireOnlineHost(ctx.db, server);
   return requestDeletion(ctx, server, `user:${user.id}`);
 }
 
 /** The final backup succeeded: the host destroys the homeserver, and reconciliation must never bring it back. */
-export async function deleteAfterFinalBackup(ctx: ServerContext, backup: Backup): Promise<void> {
+export async function deleteAfterFinalBackup(ctx: WorkContext, backup: Backup): Promise<void> {
   const [waiting] = await ctx.db
     .select()
     .from(servers)
@@ -65,7 +66,7 @@ export async function deleteAfterFinalBackup(ctx: ServerContext, backup: Backup)
 }
 
 /** The final backup failed: nothing is destroyed, and the server goes back to the status it had. */
-export async function stopDeletion(ctx: ServerContext, serverId: string): Promise<void> {
+export async function stopDeletion(ctx: WorkContext, serverId: string): Promise<void> {
   await ctx.db
     .update(servers)
     .set({
@@ -84,7 +85,7 @@ export async function stopDeletion(ctx: ServerContext, serverId: string): Promis
  * waiting for its final backup (`deleting` with a previous status to return to)
  * whose newest final backup has finished moves on as the outcome would have.
  */
-export async function resumeStalledDeletions(ctx: ServerContext): Promise<number> {
+export async function resumeStalledDeletions(ctx: WorkContext): Promise<number> {
   const waiting = await ctx.db
     .select({ id: servers.id })
     .from(servers)
@@ -112,7 +113,7 @@ export async function resumeStalledDeletions(ctx: ServerContext): Promise<number
  * after its final backup. One whose final backup failed (or could not start)
  * is tried again a day later. `userId` limits it to one account.
  */
-export async function startDueDeletions(ctx: ServerContext, userId?: string): Promise<number> {
+export async function startDueDeletions(ctx: WorkContext, userId?: string): Promise<number> {
   const due = await ctx.db
     .select({ server: servers })
     .from(servers)

@@ -1,10 +1,9 @@
 import { and, asc, eq, inArray, isNull, or } from "drizzle-orm";
 import { mayRun } from "../billing/entitlement";
-import type { Database } from "../db/client";
+import type { WorkContext } from "../context";
 import { entitlementEvents, entitlements, servers, type EntitlementState, type Server, type ServerStatus } from "../db/schema";
-import type { Env } from "../env";
 import { startDueDeletions } from "./deletion";
-import { startLifecycleJob, type ServerContext } from "./servers";
+import { startLifecycleJob } from "./servers";
 
 /**
  * Where billing's decision reaches a server at once. A server that is being
@@ -20,7 +19,7 @@ const SUSPEND_FROM: ServerStatus[] = ["running", "stopped", "starting", "stoppin
  * and one whose deletion is due has it deleted after a final backup. Each move
  * is a compare-and-set on the status, so concurrent callers send one job.
  */
-export async function enforceEntitlement(ctx: ServerContext, server: Server, state?: EntitlementState): Promise<void> {
+export async function enforceEntitlement(ctx: WorkContext, server: Server, state?: EntitlementState): Promise<void> {
   const current = state ?? (await ctx.db.select({ state: entitlements.state }).from(entitlements).where(eq(entitlements.userId, server.userId)))[0]?.state;
   // No entitlement recorded: billing has never decided anything about this account.
   if (!current) return;
@@ -35,7 +34,8 @@ export async function enforceEntitlement(ctx: ServerContext, server: Server, sta
 }
 
 /** Turns billing's entitlement transitions into lifecycle jobs for the account's servers. */
-export async function handleEntitlementEvents(db: Database, env: Env, now: Date): Promise<number> {
+export async function handleEntitlementEvents(ctx: WorkContext): Promise<number> {
+  const { db, now } = ctx;
   const events = await db
     .select()
     .from(entitlementEvents)
@@ -46,7 +46,7 @@ export async function handleEntitlementEvents(db: Database, env: Env, now: Date)
     const [entitlement] = await db.select().from(entitlements).where(eq(entitlements.userId, event.userId));
     if (entitlement) {
       const mine = await db.select().from(servers).where(eq(servers.userId, event.userId));
-      for (const server of mine) await enforceEntitlement({ db, env, now }, server, entitlement.state);
+      for (const server of mine) await enforceEntitlement(ctx, server, entitlement.state);
     }
     await db.update(entitlementEvents).set({ handledAt: now }).where(eq(entitlementEvents.id, event.id));
   }
@@ -58,7 +58,7 @@ export async function handleEntitlementEvents(db: Database, env: Env, now: Date)
  * entitlement (a suspension that failed, an outcome that was never applied)
  * is moved along. Deletions due are the deletion backstop's (startDueDeletions).
  */
-export async function enforceEntitlements(ctx: ServerContext): Promise<number> {
+export async function enforceEntitlements(ctx: WorkContext): Promise<number> {
   const disagreeing = await ctx.db
     .select({ server: servers, state: entitlements.state })
     .from(servers)

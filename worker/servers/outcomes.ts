@@ -1,10 +1,10 @@
 import { and, eq, sql } from "drizzle-orm";
 import { settleBackupJob } from "../backups/backups";
+import type { WorkContext } from "../context";
 import { servers, type Job, type ServerStatus } from "../db/schema";
 import { deleteAfterFinalBackup, stopDeletion } from "./deletion";
 import { enforceEntitlement } from "./entitlement-jobs";
 import { applyResizeOutcome } from "./plan-changes";
-import type { ServerContext } from "./servers";
 
 interface Outcome {
   ok: ServerStatus;
@@ -40,7 +40,7 @@ const OUTCOMES: Record<string, Outcome> = {
  * account's entitlement is enforced on the status the job left: work that
  * was under way when billing suspended the account ends in a suspension.
  */
-export async function applyJobOutcome(ctx: ServerContext, job: Job): Promise<void> {
+export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void> {
   if (job.kind === "homeserver.backup") return applyBackupOutcome(ctx, job);
   if (job.kind === "homeserver.resize") return applyResizeOutcome(ctx, job);
   const outcome = OUTCOMES[job.kind];
@@ -68,7 +68,7 @@ export async function applyJobOutcome(ctx: ServerContext, job: Job): Promise<voi
 }
 
 /** A backup its job left unfinished has failed; a final backup's outcome decides whether its server is deleted. */
-async function applyBackupOutcome(ctx: ServerContext, job: Job): Promise<void> {
+async function applyBackupOutcome(ctx: WorkContext, job: Job): Promise<void> {
   const backup = await settleBackupJob(ctx, job);
   if (backup?.trigger !== "final") return;
   if (backup.status === "succeeded") await deleteAfterFinalBackup(ctx, backup);

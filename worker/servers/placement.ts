@@ -1,8 +1,7 @@
 import { and, eq, ne, sql, type SQL } from "drizzle-orm";
-import type { Database } from "../db/client";
+import { isDevelopment, type WorkerConfig } from "../config";
+import type { WorkContext } from "../context";
 import { hosts, servers, type Host } from "../db/schema";
-import type { Env } from "../env";
-import { isDevelopment } from "../env";
 import type { Plan } from "../billing/plans";
 import { PLANS } from "../billing/plans";
 
@@ -31,9 +30,9 @@ export interface HostRoom {
  * (development only) its agent runs with --allow-unencrypted-data-root, or an
  * operator explicitly let this host take customer data anyway (audited).
  */
-export function acceptsCustomerData(env: Env, host: Host): boolean {
+export function acceptsCustomerData(config: WorkerConfig, host: Host): boolean {
   if (host.diskEncrypted === true || host.unencryptedPlacementOverride) return true;
-  return isDevelopment(env) && host.allowUnencrypted;
+  return isDevelopment(config) && host.allowUnencrypted;
 }
 
 /** What one resource of the plans of a host's homeservers adds up to, in SQL over `servers` rows. */
@@ -67,12 +66,12 @@ export function hasRoomSql(hostId: string, plan: Plan, exceptServerId?: string):
 }
 
 /** What each online host of a region that accepts customer data has left once its homeservers' plans are counted. */
-export async function roomInRegion(db: Database, env: Env, region: string): Promise<HostRoom[]> {
+export async function roomInRegion({ db, config }: WorkContext, region: string): Promise<HostRoom[]> {
   const candidates = await db
     .select()
     .from(hosts)
     .where(and(eq(hosts.region, region), eq(hosts.status, "online")));
-  const eligible = candidates.filter((host) => acceptsCustomerData(env, host));
+  const eligible = candidates.filter((host) => acceptsCustomerData(config, host));
   return Promise.all(
     eligible.map(async (host) => {
       const [used] = await db
@@ -94,8 +93,8 @@ export async function roomInRegion(db: Database, env: Env, region: string): Prom
  * The online hosts of the region with room for the plan, least loaded first.
  * A snapshot: the room is taken for real by the statement that reserves it (hasRoomSql).
  */
-export async function placementCandidates(db: Database, env: Env, region: string, plan: Plan): Promise<Host[]> {
-  const fits = (await roomInRegion(db, env, region)).filter(
+export async function placementCandidates(ctx: WorkContext, region: string, plan: Plan): Promise<Host[]> {
+  const fits = (await roomInRegion(ctx, region)).filter(
     (room) =>
       room.freeMemoryMiB >= plan.resources.memoryMiB &&
       room.freeCpus >= plan.resources.cpus &&

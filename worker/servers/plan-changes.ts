@@ -3,10 +3,11 @@ import { homeserverResizePayload, type HomeserverResizePayload } from "../../pro
 import { audit } from "../audit/audit";
 import { billingSummary } from "../billing/billing";
 import { planById, type Plan } from "../billing/plans";
+import type { WorkContext } from "../context";
 import { jobs, servers, workloads, type Job, type Server, type ServerStatus } from "../db/schema";
 import { dispatchJob } from "../fleet/hosts";
 import { hasRoomSql } from "./placement";
-import { homeserverSpec, LIFECYCLE_TIMEOUT_MS, type ServerContext } from "./servers";
+import { homeserverSpec, LIFECYCLE_TIMEOUT_MS } from "./servers";
 
 /** Servers past the point where their limits matter. */
 const GONE: ServerStatus[] = ["deleting", "deleted"];
@@ -26,7 +27,7 @@ export const PLAN_CHANGE_WAITING = "your new plan applies as soon as its host ha
  * does not fit waits (operators are told; a homeserver is never moved
  * silently) and is tried again hourly, as is a resize that failed.
  */
-export async function applyPlanChanges(ctx: ServerContext, userId?: string): Promise<number> {
+export async function applyPlanChanges(ctx: WorkContext, userId?: string): Promise<number> {
   const live = await ctx.db
     .select()
     .from(servers)
@@ -45,7 +46,7 @@ export async function applyPlanChanges(ctx: ServerContext, userId?: string): Pro
   return changed;
 }
 
-async function changePlan(ctx: ServerContext, server: Server, plan: Plan): Promise<boolean> {
+async function changePlan(ctx: WorkContext, server: Server, plan: Plan): Promise<boolean> {
   const [moved] = await ctx.db
     .update(servers)
     .set({ planId: plan.id, statusReason: server.statusReason === PLAN_CHANGE_WAITING ? null : server.statusReason, updatedAt: ctx.now })
@@ -63,19 +64,19 @@ async function changePlan(ctx: ServerContext, server: Server, plan: Plan): Promi
   }
   await ctx.db.batch([
     // What the host runs this homeserver with, should it provision it again.
-    ctx.db.update(workloads).set({ spec: homeserverSpec(ctx.env, server, plan), updatedAt: ctx.now }).where(eq(workloads.id, server.id)),
+    ctx.db.update(workloads).set({ spec: homeserverSpec(ctx.config, server, plan), updatedAt: ctx.now }).where(eq(workloads.id, server.id)),
     audit(ctx.db, ctx.now, "system", "server.plan_changed", server.id, { from: server.planId, to: plan.id }),
   ]);
   await sendResize(ctx, moved, plan);
   return true;
 }
 
-async function sendResize(ctx: ServerContext, server: Server, plan: Plan): Promise<void> {
+async function sendResize(ctx: WorkContext, server: Server, plan: Plan): Promise<void> {
   const payload: HomeserverResizePayload = homeserverResizePayload.parse({ serverId: server.id, planId: plan.id, resources: plan.resources });
   await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId!, kind: "homeserver.resize", payload, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
 }
 
-async function resizeUnderWay(ctx: ServerContext, serverId: string): Promise<boolean> {
+async function resizeUnderWay(ctx: WorkContext, serverId: string): Promise<boolean> {
   const [row] = await ctx.db
     .select({ id: jobs.id })
     .from(jobs)
@@ -91,7 +92,7 @@ async function resizeUnderWay(ctx: ServerContext, serverId: string): Promise<boo
 }
 
 /** A resize the host did: the server runs with that plan's limits (unless its plan changed again meanwhile). */
-export async function applyResizeOutcome(ctx: ServerContext, job: Job): Promise<void> {
+export async function applyResizeOutcome(ctx: WorkContext, job: Job): Promise<void> {
   const parsed = homeserverResizePayload.safeParse(job.payload);
   if (!parsed.success || job.status !== "succeeded" || !planById(parsed.data.planId)) return;
   await ctx.db

@@ -4,49 +4,39 @@ import { audit } from "../audit/audit";
 import { billingSummary } from "../billing/billing";
 import { mayRun } from "../billing/entitlement";
 import type { Plan } from "../billing/plans";
+import type { WorkerConfig } from "../config";
+import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
 import { jobs, serverNames, servers, workloads, type Server, type ServerStatus, type User } from "../db/schema";
-import type { Env } from "../env";
 import { conflict, forbidden, notFound } from "../errors";
 import type { Region } from "../fleet/enrollment";
 import { dispatchJob } from "../fleet/hosts";
 import { insertWhere } from "../db/conditional-insert";
 import { hasRoomSql, placementCandidates } from "./placement";
 
-export interface ServerContext {
-  db: Database;
-  env: Env;
-  now: Date;
-}
-
-
 /** Provisioning a new Synapse and PostgreSQL can take a while on a cold host (images, initdb). */
 export const LIFECYCLE_TIMEOUT_MS = 30 * 60_000;
 
-export function serverNameOf(env: Env, name: string): string {
-  return `${name}.${env.HOMESERVER_DOMAIN ?? "berth.example"}`;
+export function serverNameOf(config: WorkerConfig, name: string): string {
+  return `${name}.${config.homeservers.domain}`;
 }
 
 /** Where clients reach a homeserver: https://<server name>, with the port when it is not 443. */
-export function homeserverUrlOf(env: Env, name: string): string {
-  const port = env.HOMESERVER_HTTPS_PORT && env.HOMESERVER_HTTPS_PORT !== "443" ? `:${env.HOMESERVER_HTTPS_PORT}` : "";
-  return `https://${serverNameOf(env, name)}${port}`;
+export function homeserverUrlOf(config: WorkerConfig, name: string): string {
+  const { httpsPort } = config.homeservers;
+  return `https://${serverNameOf(config, name)}${httpsPort === 443 ? "" : `:${httpsPort}`}`;
 }
 
 /** What a host needs to run this homeserver: the payload of every lifecycle job. */
-export function homeserverSpec(env: Env, server: Pick<Server, "id" | "name">, plan: Plan) {
-  const serverName = serverNameOf(env, server.name);
+export function homeserverSpec(config: WorkerConfig, server: Pick<Server, "id" | "name">, plan: Plan) {
   return {
     serverId: server.id,
     name: server.name,
-    serverName,
-    publicBaseUrl: `${homeserverUrlOf(env, server.name)}/`,
+    serverName: serverNameOf(config, server.name),
+    publicBaseUrl: `${homeserverUrlOf(config, server.name)}/`,
     planId: plan.id,
     resources: plan.resources,
-    images: {
-      synapse: env.SYNAPSE_IMAGE ?? "matrixdotorg/synapse:latest",
-      postgres: env.POSTGRES_IMAGE ?? "postgres:15",
-    },
+    images: { ...config.homeservers.images },
   };
 }
 
@@ -94,7 +84,7 @@ const serverLimit = () => conflict("server_limit", "Your plan includes one homes
  * by its row in server_names, which is never deleted (a name is never given
  * out again). The reads before are for clear answers only.
  */
-export async function createServer(ctx: ServerContext, user: User, name: string, region: Region): Promise<Server> {
+export async function createServer(ctx: WorkContext, user: User, name: string, region: Region): Promise<Server> {
   const summary = await billingSummary(ctx.db, user.id);
   const plan = summary.plan;
   if (!mayRun(summary.entitlement.state) || !plan) {
@@ -106,7 +96,7 @@ export async function createServer(ctx: ServerContext, user: User, name: string,
 
   const id = crypto.randomUUID();
   const provisionJobId = crypto.randomUUID();
-  for (const host of await placementCandidates(ctx.db, ctx.env, region, plan)) {
+  for (const host of await placementCandidates(ctx, region, plan)) {
     const server = {
       id,
       userId: user.id,
@@ -119,7 +109,7 @@ export async function createServer(ctx: ServerContext, user: User, name: string,
       createdAt: ctx.now,
       updatedAt: ctx.now,
     };
-    const spec = homeserverSpec(ctx.env, server, plan);
+    const spec = homeserverSpec(ctx.config, server, plan);
     const created = sql`EXISTS (SELECT 1 FROM ${servers} WHERE ${servers.id} = ${id})`;
     try {
       await ctx.db.batch([
@@ -154,7 +144,7 @@ export async function createServer(ctx: ServerContext, user: User, name: string,
  * Null when the server was no longer in one of `from` (or `also` no longer held): someone else moved it.
  */
 export async function startLifecycleJob(
-  ctx: ServerContext,
+  ctx: WorkContext,
   server: Pick<Server, "id" | "hostId">,
   move: { from: ServerStatus[]; to: ServerStatus; previousStatus?: ServerStatus | null },
   job: { kind: HomeserverJobKind; payload: unknown; timeoutMs?: number },
@@ -192,7 +182,7 @@ export async function requireMayRun(db: Database, userId: string): Promise<void>
 }
 
 /** Stop or start a server the customer owns; only from a state where that makes sense. */
-export async function changeServerState(ctx: ServerContext, user: User, id: string, action: "stop" | "start"): Promise<Server> {
+export async function changeServerState(ctx: WorkContext, user: User, id: string, action: "stop" | "start"): Promise<Server> {
   const server = await ownedServer(ctx.db, user.id, id);
   const transition = TRANSITIONS[action]!;
   if (!transition.from.includes(server.status)) {
@@ -205,7 +195,7 @@ export async function changeServerState(ctx: ServerContext, user: User, id: stri
 }
 
 /** Operators move a running homeserver to another Synapse image; the agent rolls back if it fails its health check. */
-export async function upgradeServer(ctx: ServerContext, operatorId: string, id: string, image: string): Promise<Server> {
+export async function upgradeServer(ctx: WorkContext, operatorId: string, id: string, image: string): Promise<Server> {
   const [current] = await ctx.db.select().from(servers).where(eq(servers.id, id));
   const server = current && (await startLifecycleJob(ctx, current, { from: ["running"], to: "upgrading" }, { kind: "homeserver.upgrade", payload: { serverId: id, image } }));
   if (!server) throw conflict("invalid_state", "Only a running homeserver can be upgraded.");

@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { whatWeCanSee } from "../../../worker/account/visibility";
-import { database } from "../../../worker/db/client";
+import { workContext } from "../../../worker/context";
 import { signUp } from "../helpers";
 import { runningServer, serverView } from "../servers/server-helpers";
 import { reportUsage, rowCount } from "./account-helpers";
@@ -22,7 +22,7 @@ describe("whatWeCanSee (the account page's 'what we can see')", () => {
     const userId = await userIdOf(owner.email);
     const view = await serverView(owner.cookie, id);
 
-    const seen = await whatWeCanSee(database(env.DB), env, userId);
+    const seen = await whatWeCanSee(workContext(env, new Date()), userId);
     expect(seen.account).toMatchObject({ email: owner.email, emailVerified: true, activeSessions: 1 });
     expect(seen.billing).toMatchObject({ subscriptionStatus: "active", plan: "starter" });
     expect(seen.billing.invoiceCount).toBe(await rowCount("SELECT 1 FROM invoices WHERE user_id = ?", userId));
@@ -47,7 +47,7 @@ describe("whatWeCanSee (the account page's 'what we can see')", () => {
 
   it("shows an account without billing or homeservers as empty categories", async () => {
     const { email } = await signUp();
-    const seen = await whatWeCanSee(database(env.DB), env, await userIdOf(email));
+    const seen = await whatWeCanSee(workContext(env, new Date()), await userIdOf(email));
     expect(seen).toMatchObject({
       account: { email, emailVerified: false, activeSessions: 0 },
       billing: { subscriptionStatus: "none", plan: null, invoiceCount: 0, invoices: [] },

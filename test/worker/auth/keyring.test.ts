@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { currentSigningKey } from "../../../worker/auth/keyring";
 import { SESSION_ABSOLUTE_LIFETIME_MS, SIGNING_KEY_ROTATION_INTERVAL_MS } from "../../../worker/auth/policy";
 import { base64UrlDecode, base64UrlEncode, sha256Hex } from "../../../worker/crypto/bytes";
+import { workerConfig } from "../../../worker/config";
 import { database } from "../../../worker/db/client";
 import { DAY, advance, call, expectError, logIn, me, runCron, sessionCookie, signUp } from "../helpers";
 
@@ -28,7 +29,7 @@ const kidOf = (cookie: string) => decodeProtectedHeader(cookie).kid;
 const secretOf = (cookie: string) => cookie.split(".")[1]!;
 
 /** The ring's current key, as the Worker holds it. */
-const ringKey = () => currentSigningKey(database(env.DB), env.SESSION_KEYRING_SECRET, new Date());
+const ringKey = () => currentSigningKey(database(env.DB), workerConfig(env).sessionKeyringSecret, new Date());
 
 /** The cookie the Worker issued before its cookies were JWS: `<kid>.<secret>.<HMAC over "berth-session-v1.<kid>.<secret>">`. */
 async function legacyCookie(kid: string, key: CryptoKey, secret: string): Promise<string> {

@@ -3,6 +3,7 @@ import { Decrypter } from "age-encryption";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { RATE_LIMIT_RULES } from "../../../worker/auth/rate-limit";
 import { backupIdentity } from "../../../worker/backups/keys";
+import { workerConfig } from "../../../worker/config";
 import { database } from "../../../worker/db/client";
 import { call, expectError, logIn, post, setNow, verifiedUser } from "../helpers";
 import { enrolledHost, operatorCookie } from "../fleet/fleet-helpers";
@@ -165,13 +166,14 @@ describe("backup keys", () => {
     const { id } = await serverWithBackup();
     const other = await serverWithBackup();
     const db = database(env.DB);
-    expect(await backupIdentity(db, env.BACKUP_KEY_WRAPPING_SECRET, id)).toMatch(/^AGE-SECRET-KEY-1/);
+    const secret = workerConfig(env).backupKeyWrappingSecret;
+    expect(await backupIdentity(db, secret, id)).toMatch(/^AGE-SECRET-KEY-1/);
     await expect(backupIdentity(db, "another secret of the same length as the real one, roughly", id)).rejects.toThrow();
     // Another server's wrapped identity put in this server's row: the server id is the associated data, so it does not unwrap.
     await env.DB.prepare("UPDATE backup_keys SET wrapped_identity = (SELECT wrapped_identity FROM backup_keys WHERE server_id = ?) WHERE server_id = ?")
       .bind(other.id, id)
       .run();
-    await expect(backupIdentity(db, env.BACKUP_KEY_WRAPPING_SECRET, id)).rejects.toThrow();
+    await expect(backupIdentity(db, secret, id)).rejects.toThrow();
   });
 });
 

@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { decideEntitlement, type EntitlementView } from "../../../worker/billing/entitlement";
+import { workerConfig } from "../../../worker/config";
 import { DAY, advance, logIn, mailbox, runCron } from "../helpers";
 import { deliverAll, emulatorControl, signedNow, subscriber, subscriptionOf, takeDeliveries } from "./stripe-helpers";
 
@@ -98,9 +99,8 @@ describe("entitlement over time", () => {
   });
 
   it("the grace period is configurable", async () => {
-    const { decideEntitlement: decide, entitlementPolicy } = await import("../../../worker/billing/entitlement");
-    const custom = entitlementPolicy({ ...env, GRACE_PERIOD_DAYS: "3", DELETION_WINDOW_DAYS: "10" });
+    const custom = workerConfig({ ...env, GRACE_PERIOD_DAYS: "3", DELETION_WINDOW_DAYS: "10" }).entitlement;
     expect(custom).toEqual({ graceMs: 3 * DAY, deletionWindowMs: 10 * DAY });
-    expect(decide(null, "past_due", now, custom)!.to.until).toEqual(new Date(now.getTime() + 3 * DAY));
+    expect(decideEntitlement(null, "past_due", now, custom)!.to.until).toEqual(new Date(now.getTime() + 3 * DAY));
   });
 });

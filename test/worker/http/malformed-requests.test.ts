@@ -2,6 +2,7 @@ import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { app } from "../../../worker/app";
 import { createSession } from "../../../worker/auth/sessions";
+import { workerConfig } from "../../../worker/config";
 import { database } from "../../../worker/db/client";
 import { call, ORIGIN, sessionCookie } from "../helpers";
 import { manualBackup, signedHeaders } from "../backups/backup-helpers";
@@ -175,7 +176,7 @@ async function newCustomer(): Promise<Customer> {
 
 /** A fresh session, without a log-in's KDF. */
 async function newSession(userId: string): Promise<string> {
-  return (await createSession(database(env.DB), env.SESSION_KEYRING_SECRET, userId, new Date())).cookie.value;
+  return (await createSession(database(env.DB), workerConfig(env).sessionKeyringSecret, userId, new Date())).cookie.value;
 }
 
 /** Path parameters: the customer's own records (reaching the deepest code), then an id of nothing, then junk. */

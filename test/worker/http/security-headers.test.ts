@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { call, post } from "../helpers";
+import { call, post, PRODUCTION } from "../helpers";
 
 describe("security headers", () => {
   it.each([
@@ -40,7 +40,7 @@ describe("form-action", () => {
   it("allows the local Stripe emulator in development only", async () => {
     const emulatorOrigin = new URL(env.STRIPE_API_URL!).origin;
     expect((await call("/")).headers.get("content-security-policy")).toContain(emulatorOrigin);
-    const production = await call("/", { env: { ENVIRONMENT: "production" } });
+    const production = await call("/", { env: PRODUCTION });
     expect(production.headers.get("content-security-policy")).not.toContain(emulatorOrigin);
   });
 });

@@ -1,9 +1,10 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { database } from "../../../worker/db/client";
-import { MailUnavailable, mailerFor, MailerNotConfigured, OutboxMailer, ResendMailer } from "../../../worker/mail/mailer";
+import { ConfigError, workerConfig } from "../../../worker/config";
+import { workContext } from "../../../worker/context";
+import { MailUnavailable, mailerFor, OutboxMailer, ResendMailer } from "../../../worker/mail/mailer";
 import { templates } from "../../../worker/mail/templates";
-import { call, expectError, uniqueEmail, PASSWORD } from "../helpers";
+import { call, expectError, uniqueEmail, PASSWORD, PRODUCTION } from "../helpers";
 
 const mail = templates.passwordReset("someone@example.com", "https://berth.example/reset-password?token=abc");
 
@@ -19,18 +20,13 @@ function fakeResend(status: number) {
 
 describe("mail", () => {
   it("goes to the outbox in development when no provider is configured", () => {
-    expect(mailerFor({ ...env, ENVIRONMENT: "development", RESEND_API_KEY: undefined }, database(env.DB), () => new Date())).toBeInstanceOf(
-      OutboxMailer,
-    );
+    expect(mailerFor(workContext({ ...env, RESEND_API_KEY: undefined }, new Date()))).toBeInstanceOf(OutboxMailer);
   });
 
-  it("uses Resend when its key is configured, and is refused in production without one", () => {
-    const db = database(env.DB);
-    const configured = { ...env, ENVIRONMENT: "production", RESEND_API_KEY: "re_test", MAIL_FROM: "Berth <no-reply@berth.example>" };
-    expect(mailerFor(configured, db, () => new Date())).toBeInstanceOf(ResendMailer);
-    expect(() => mailerFor({ ...env, ENVIRONMENT: "production", RESEND_API_KEY: undefined }, db, () => new Date())).toThrow(
-      MailerNotConfigured,
-    );
+  it("uses Resend when its key is configured, and production does not start without one", () => {
+    expect(mailerFor(workContext({ ...env, RESEND_API_KEY: "re_test", MAIL_FROM: "Berth <no-reply@berth.example>" }, new Date()))).toBeInstanceOf(ResendMailer);
+    expect(mailerFor(workContext({ ...env, ...PRODUCTION }, new Date()))).toBeInstanceOf(ResendMailer);
+    expect(() => workerConfig({ ...env, ...PRODUCTION, RESEND_API_KEY: undefined })).toThrow(ConfigError);
   });
 
   it("is sent to Resend's API with the key, sender, recipient, subject and text", async () => {
@@ -53,13 +49,14 @@ describe("mail", () => {
     await expect(new ResendMailer("re_test_key", "x@berth.example", resend.fetcher).send(mail)).rejects.toBeInstanceOf(MailUnavailable);
   });
 
-  it("in production without a provider, sign-up fails loudly instead of dropping the email", async () => {
+  it("in production without a provider, nobody is signed up (the Worker does not run) rather than an email dropped", async () => {
+    const email = uniqueEmail();
     const response = await call("/api/auth/signup", {
       method: "POST",
-      body: { email: uniqueEmail(), password: PASSWORD },
-      env: { ENVIRONMENT: "production", RESEND_API_KEY: undefined },
+      body: { email, password: PASSWORD },
+      env: { ...PRODUCTION, RESEND_API_KEY: undefined },
     });
-    expect(response.status).toBe(500);
-    await expectError(response, 500, "internal_error");
+    await expectError(response, 503, "misconfigured");
+    expect(await env.DB.prepare("SELECT id FROM users WHERE email = ?").bind(email).first()).toBeNull();
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { call, expectError, mailbox, signUp } from "../helpers";
+import { call, expectError, mailbox, PRODUCTION, signUp } from "../helpers";
 
 describe("the dev mailbox", () => {
   it("lists every email as JSON, newest first: to, subject, text, links, sent-at", async () => {
@@ -33,10 +33,9 @@ describe("the dev mailbox", () => {
   });
 
   it("does not exist in the production configuration", async () => {
-    const production = { ENVIRONMENT: "production" };
-    await expectError(await call("/dev/mailbox", { env: production }), 404, "not_found");
-    await expectError(await call("/dev/mailbox.json", { env: production }), 404, "not_found");
-    await expectError(await call("/dev/join-token", { method: "POST", env: production }), 404, "not_found");
-    expect((await call("/api/health", { env: production })).status).toBe(200);
+    await expectError(await call("/dev/mailbox", { env: PRODUCTION }), 404, "not_found");
+    await expectError(await call("/dev/mailbox.json", { env: PRODUCTION }), 404, "not_found");
+    await expectError(await call("/dev/join-token", { method: "POST", env: PRODUCTION }), 404, "not_found");
+    expect((await call("/api/health", { env: PRODUCTION })).status).toBe(200);
   });
 });

@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import { eq } from "drizzle-orm";
+import { workContext } from "../../../worker/context";
 import { database } from "../../../worker/db/client";
 import { users } from "../../../worker/db/schema";
 import type { ApiError } from "../../../worker/errors";
@@ -28,7 +29,7 @@ describe("concurrent creates", () => {
     const [user] = await db.select().from(users).where(eq(users.email, email));
     // Straight to the service: over HTTP the runtime happens to let the first request of an account run ahead.
     const attempts = await Promise.allSettled(
-      Array.from({ length: 6 }, (_, i) => createServer({ db, env, now: new Date() }, user!, `race-${i}-${crypto.randomUUID().slice(0, 6)}`, "us-east")),
+      Array.from({ length: 6 }, (_, i) => createServer(workContext(env, new Date()), user!, `race-${i}-${crypto.randomUUID().slice(0, 6)}`, "us-east")),
     );
     expect(attempts.filter((attempt) => attempt.status === "fulfilled")).toHaveLength(1);
     const refusals = attempts.flatMap((attempt) => (attempt.status === "rejected" ? [(attempt.reason as ApiError).code] : []));

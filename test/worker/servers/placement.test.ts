@@ -1,12 +1,13 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { planById } from "../../../worker/billing/plans";
-import { database } from "../../../worker/db/client";
+import { workContext } from "../../../worker/context";
 import { CPU_OVERCOMMIT, HOST_RESERVED_MEMORY_MIB, placementCandidates } from "../../../worker/servers/placement";
-import { expectError, logIn, post, verifiedUser } from "../helpers";
+import { expectError, logIn, post, PRODUCTION, verifiedUser } from "../helpers";
 import { operatorCookie } from "../fleet/fleet-helpers";
 
-const db = database(env.DB);
+/** Development's context, or with `settings` over it (production's, say). */
+const context = (settings = {}) => workContext({ ...env, ...settings }, new Date());
 const starter = planById("starter")!;
 const region = () => `test-${crypto.randomUUID().slice(0, 8)}`;
 
@@ -24,7 +25,7 @@ async function host(region: string, memoryMiB: number, cpus: number, disk: { enc
 /** Places starter servers until none fits; how many did. */
 async function fill(region: string): Promise<number> {
   for (let placed = 0; ; placed++) {
-    const [chosen] = await placementCandidates(db, env, region, starter);
+    const [chosen] = await placementCandidates(context(), region, starter);
     if (!chosen) return placed;
     const id = crypto.randomUUID();
     // One live server per account: each placed server gets an owner of its own.
@@ -49,16 +50,16 @@ describe("placement", () => {
   it("puts customer data only on encrypted hosts; in production the agent's own flag is not enough, an operator's override is", async () => {
     const flagged = region();
     const id = await host(flagged, 4096, 2, { encrypted: false, agentFlag: true });
-    expect((await placementCandidates(db, env, flagged, starter)).map((h) => h.id)).toEqual([id]);
-    const production = { ...env, ENVIRONMENT: "production" };
-    expect(await placementCandidates(db, production, flagged, starter)).toEqual([]);
+    expect((await placementCandidates(context(), flagged, starter)).map((h) => h.id)).toEqual([id]);
+    const production = context(PRODUCTION);
+    expect(await placementCandidates(production, flagged, starter)).toEqual([]);
 
     await env.DB.prepare("UPDATE hosts SET unencrypted_placement_override = 1 WHERE id = ?").bind(id).run();
-    expect((await placementCandidates(db, production, flagged, starter)).map((h) => h.id)).toEqual([id]);
+    expect((await placementCandidates(production, flagged, starter)).map((h) => h.id)).toEqual([id]);
 
     const plain = region();
     await host(plain, 4096, 2, { encrypted: false });
-    expect(await placementCandidates(db, env, plain, starter)).toEqual([]);
+    expect(await placementCandidates(context(), plain, starter)).toEqual([]);
   });
 
   it("only an operator lets an unencrypted host take customer data, with a reason, on the record", async () => {
@@ -75,6 +76,6 @@ describe("placement", () => {
     expect(JSON.parse(entry!.detail)).toEqual({ reason: "staging host, no customer data expected" });
 
     expect((await post(path, { allow: false, reason: "back to normal" }, { cookie: operator })).status).toBe(200);
-    expect(await placementCandidates(db, { ...env, ENVIRONMENT: "production" }, (await env.DB.prepare("SELECT region FROM hosts WHERE id = ?").bind(id).first<{ region: string }>())!.region, starter)).toEqual([]);
+    expect(await placementCandidates(context(PRODUCTION), (await env.DB.prepare("SELECT region FROM hosts WHERE id = ?").bind(id).first<{ region: string }>())!.region, starter)).toEqual([]);
   });
 });
