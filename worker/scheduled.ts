@@ -9,7 +9,7 @@ import { entitlementPolicy, expireEntitlements } from "./billing/entitlement";
 import { database } from "./db/client";
 import type { Env } from "./env";
 import { markStaleHostsOffline } from "./fleet/hosts";
-import { failExpiredJobs } from "./fleet/jobs";
+import { failExpiredJobs, pruneJobs } from "./fleet/jobs";
 import { rollUpUsage } from "./fleet/usage";
 import { resumeStalledDeletions, startDueDeletions } from "./servers/deletion";
 import { enforceEntitlements, handleEntitlementEvents } from "./servers/entitlement-jobs";
@@ -44,6 +44,7 @@ export async function runScheduledMaintenance(env: Env, now: Date, cron: string)
       tokensPruned: await pruneTokens(db, now),
       rateLimitWindowsPruned: await pruneRateLimitWindows(db, now),
       refusalCountsPruned: await pruneRefusalCounts(db, now),
+      jobsPruned: await pruneJobs(db, now),
       entitlementsExpired: await expireEntitlements(db, now, entitlementPolicy(env)),
     });
     await rollUpUsage(db, now);
