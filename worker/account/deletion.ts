@@ -1,4 +1,4 @@
-import { and, eq, inArray, isNotNull, sql } from "drizzle-orm";
+import { and, eq, inArray, isNotNull } from "drizzle-orm";
 import type Stripe from "stripe";
 import { audit } from "../audit/audit";
 import { throttlePasswordCheck, type AccountContext } from "../auth/accounts";
@@ -162,7 +162,7 @@ export async function purgeDeletedAccounts(db: Database, env: Env): Promise<numb
     await db.batch([
       db.delete(workloadUsage).where(inArray(workloadUsage.workloadId, serverIds)),
       db.delete(workloads).where(inArray(workloads.id, serverIds)),
-      db.delete(jobs).where(inArray(sql`json_extract(${jobs.payload}, '$.serverId')`, serverIds)),
+      db.delete(jobs).where(inArray(jobs.serverId, serverIds)),
       db.delete(certificates).where(inArray(certificates.serverName, mine.map((server) => serverNameOf(env, server.name)))),
       db.delete(backupKeys).where(inArray(backupKeys.serverId, serverIds)),
       db.delete(servers).where(inArray(servers.id, serverIds)),

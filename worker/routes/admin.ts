@@ -1,7 +1,7 @@
 import { and, desc, eq } from "drizzle-orm";
 import { Hono, type Context } from "hono";
 import { z } from "zod";
-import { TEST_JOB_KINDS } from "../../protocol/messages";
+import { imageReference, JOBS, TEST_JOB_KINDS } from "../../protocol/jobs";
 import { audit, readAudit } from "../audit/audit";
 import { refusalsSince } from "../audit/refusals";
 import { jobs, workloads } from "../db/schema";
@@ -75,10 +75,11 @@ export const adminRoutes = new Hono<AppEnv>()
         timeoutSeconds: z.number().int().min(1).max(24 * 3600).optional(),
       }),
     );
+    const payload = parseWith(JOBS[body.kind].payload, body.payload ?? {});
     const job = await dispatchJob(
       c.var.db,
       c.env,
-      { hostId: host.id, kind: body.kind, payload: body.payload ?? {}, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 },
+      { hostId: host.id, kind: body.kind, payload, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 },
       c.var.now,
     );
     await audit(c.var.db, c.var.now, `user:${requireAuth(c).user.id}`, "job.enqueued", job.id, { hostId: host.id, kind: job.kind });
@@ -91,15 +92,15 @@ export const adminRoutes = new Hono<AppEnv>()
   })
   .post("/hosts/:id/workloads", async (c) => {
     const host = await requireHost(c.var.db, c.req.param("id"));
-    const { spec } = await readJson(c, z.strictObject({ kind: z.literal("test"), spec: z.json().optional() }));
+    const { spec = {} } = await readJson(c, z.strictObject({ kind: z.literal("test"), spec: z.json().optional() }));
     const [workload] = await c.var.db
       .insert(workloads)
-      .values({ id: crypto.randomUUID(), hostId: host.id, kind: "test", spec: spec ?? {}, desired: "present", createdAt: c.var.now, updatedAt: c.var.now })
+      .values({ id: crypto.randomUUID(), hostId: host.id, kind: "test", spec, desired: "present", createdAt: c.var.now, updatedAt: c.var.now })
       .returning();
     const job = await dispatchJob(
       c.var.db,
       c.env,
-      { hostId: host.id, kind: "workload.ensure", payload: { id: workload!.id, kind: "test", spec: workload!.spec } },
+      { hostId: host.id, kind: "workload.ensure", payload: { id: workload!.id, kind: "test", spec } },
       c.var.now,
     );
     return c.json({ workload: { id: workload!.id, hostId: host.id, kind: workload!.kind, desired: workload!.desired }, job: presentJob(job) }, 201);
@@ -120,7 +121,7 @@ export const adminRoutes = new Hono<AppEnv>()
     return c.json({ job: presentJob(job) }, 202);
   })
   .post("/servers/:id/upgrade", async (c) => {
-    const { image } = await readJson(c, z.strictObject({ image: z.string().min(1).max(256).regex(/^[a-z0-9][a-z0-9._\/:@-]*$/, "an image reference") }));
+    const { image } = await readJson(c, z.strictObject({ image: imageReference }));
     const server = await upgradeServer({ db: c.var.db, env: c.env, now: c.var.now }, requireAuth(c).user.id, c.req.param("id"), image);
     return c.json(presentServer(c.env, server, await latestLifecycleJob(c.var.db, server)), 202);
   })

@@ -5,7 +5,7 @@ import { adminPasswordLinks, type Server, type User } from "../db/schema";
 import { randomToken, sha256Hex } from "../crypto/bytes";
 import { badRequest, conflict } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
-import { LIFECYCLE_TIMEOUT_MS, ownedServer, type ServerContext } from "./servers";
+import { ownedServer, type ServerContext } from "./servers";
 
 const LINK_LIFETIME_MS = 60 * 60_000;
 /** Synapse's own default cost for bcrypt (bcrypt_rounds). */
@@ -57,12 +57,7 @@ export async function setAdminPassword(ctx: ServerContext, user: User, serverId:
   const job = await dispatchJob(
     ctx.db,
     ctx.env,
-    {
-      hostId: server.hostId!,
-      kind: "homeserver.set_admin_password",
-      payload: { serverId: server.id, adminUserId: server.adminUserId, passwordHash },
-      timeoutMs: LIFECYCLE_TIMEOUT_MS,
-    },
+    { hostId: server.hostId!, kind: "homeserver.set_admin_password", payload: { serverId: server.id, adminUserId: server.adminUserId!, passwordHash } },
     ctx.now,
   );
   await audit(ctx.db, ctx.now, `user:${user.id}`, "server.admin_password_set", server.id);
