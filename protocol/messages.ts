@@ -1,6 +1,6 @@
 // The agent protocol: versioned JSON messages over one WebSocket per host,
 // validated on both ends with these schemas (the Worker and the agent import
-// this file and nothing else of each other).
+// this file and the job catalogue, jobs.ts, and nothing else of each other).
 import { z } from "zod";
 
 /** The protocol this build speaks. A peer that offers none we accept is closed with PROTOCOL_TOO_OLD. */
@@ -142,7 +142,9 @@ export const jobMessage = z.strictObject({
   type: z.literal("job"),
   job: z.strictObject({
     id,
+    /** A kind of the job catalogue (jobs.ts); an agent answers one it does not know with an error. */
     kind: z.string().min(1).max(64),
+    /** Checked by the agent against the kind's delivered payload schema. */
     payload: json,
     /** Delivery attempt, from 1: the agent's journal makes a repeat harmless. */
     attempt: z.number().int().positive(),
@@ -231,7 +233,7 @@ export const enrollResponse = z.strictObject({
 });
 export type EnrollResponse = z.infer<typeof enrollResponse>;
 
-// ---------- backups: the backup/restore jobs (agents' HTTP requests: ./agent-requests.ts) ----------
+// ---------- backups (the backup and restore jobs: ./jobs.ts; agents' HTTP requests: ./agent-requests.ts) ----------
 
 /** Every part of a backup upload but the last has exactly this size (R2 wants equal parts of at least 5 MiB). */
 export const BACKUP_PART_SIZE = 8 * 1024 * 1024;
@@ -239,45 +241,7 @@ export const BACKUP_MIN_PART_SIZE = 5 * 1024 * 1024;
 /** R2's limit on the parts of one multipart upload. */
 export const BACKUP_MAX_PARTS = 10_000;
 
-const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "lower-case hex SHA-256");
-
-/** `homeserver.backup`: encrypt to `recipient` (age X25519) and upload in parts of `partSize` to `uploadBase`. */
-export const backupJobPayload = z.strictObject({
-  serverId: resourceIdSchema,
-  backupId: resourceIdSchema,
-  /** The homeserver's age recipient (public key, age1…): hosts can encrypt, never decrypt. */
-  recipient: z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, "an age X25519 recipient"),
-  partSize: z.number().int().min(BACKUP_MIN_PART_SIZE).max(BACKUP_PART_SIZE),
-  /** Worker origin + /api/agent/backups/<backupId>: the agent appends /parts/<n>, /complete, /abort. */
-  uploadBase: z.url(),
-});
-export type BackupJobPayload = z.infer<typeof backupJobPayload>;
-
-/** `homeserver.restore`: download, decrypt with `identity` and restore into a fresh database. */
-export const restoreJobPayload = z.strictObject({
-  serverId: resourceIdSchema,
-  backupId: resourceIdSchema,
-  /** The homeserver's age identity (AGE-SECRET-KEY-1…): handed to a host only inside this job. */
-  identity: z.string().regex(/^AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}$/, "an age X25519 identity"),
-  /** GET it with a signed request: the ciphertext, as uploaded. */
-  downloadUrl: z.url(),
-  /** Restoring onto another homeserver (a later migration); absent means the backup's own. */
-  targetServerName: z.string().max(253).optional(),
-});
-export type RestoreJobPayload = z.infer<typeof restoreJobPayload>;
-
-/** `homeserver.resize`: the homeserver's plan changed; its containers get the new plan's limits. */
-export const homeserverResizePayload = z.strictObject({
-  serverId: resourceIdSchema,
-  /** The plan whose limits these are, reported back in the job's outcome. */
-  planId: z.string().min(1).max(64),
-  resources: z.strictObject({
-    memoryMiB: z.number().int().min(384).max(1024 * 1024),
-    cpus: z.number().min(0.1).max(512),
-    storageGiB: z.number().min(0).max(1_000_000),
-  }),
-});
-export type HomeserverResizePayload = z.infer<typeof homeserverResizePayload>;
+export const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "lower-case hex SHA-256");
 
 /** What the Worker answers for each part it stored, and what `complete` lists back. */
 export const backupPartReceipt = z.strictObject({
@@ -297,22 +261,3 @@ export type BackupCompleteRequest = z.infer<typeof backupCompleteRequest>;
 
 /** POST <uploadBase>/abort: the upload is given up; the Worker discards its parts. */
 export const backupAbortRequest = z.strictObject({ reason: z.string().min(1).max(1000) });
-
-/** Job kinds every agent understands. */
-export const TEST_JOB_KINDS = ["noop", "sleep", "fail"] as const;
-export const WORKLOAD_JOB_KINDS = ["workload.ensure", "workload.remove"] as const;
-/** A homeserver's lifecycle and backups: the control plane sends them, the agent's homeserver handlers run them. */
-export const HOMESERVER_JOB_KINDS = [
-  "homeserver.provision",
-  "homeserver.stop",
-  "homeserver.start",
-  "homeserver.suspend",
-  "homeserver.resume",
-  "homeserver.upgrade",
-  "homeserver.delete",
-  "homeserver.set_admin_password",
-  "homeserver.backup",
-  "homeserver.restore",
-  "homeserver.resize",
-] as const;
-export type HomeserverJobKind = (typeof HOMESERVER_JOB_KINDS)[number];

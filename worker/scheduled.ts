@@ -9,7 +9,7 @@ import { expireEntitlements } from "./billing/entitlement";
 import { workContext } from "./context";
 import type { WorkerEnv } from "./env";
 import { markStaleHostsOffline } from "./fleet/hosts";
-import { failExpiredJobs } from "./fleet/jobs";
+import { failExpiredJobs, pruneJobs } from "./fleet/jobs";
 import { rollUpUsage } from "./fleet/usage";
 import { resumeStalledDeletions, startDueDeletions } from "./servers/deletion";
 import { enforceEntitlements, handleEntitlementEvents } from "./servers/entitlement-jobs";
@@ -44,6 +44,7 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       tokensPruned: await pruneTokens(db, now),
       rateLimitWindowsPruned: await pruneRateLimitWindows(db, now),
       refusalCountsPruned: await pruneRefusalCounts(db, now),
+      jobsPruned: await pruneJobs(db, now),
       entitlementsExpired: await expireEntitlements(db, now, config.entitlement),
     });
     await rollUpUsage(db, now);

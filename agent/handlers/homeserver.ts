@@ -1,14 +1,13 @@
-// The homeserver.* job kinds: payload checks, the data root's encryption, then
-// the HomeserverManager (agent/homeserver/manager.ts) does the work.
+// The homeserver.* job kinds: the data root's encryption, then the
+// HomeserverManager (agent/homeserver/manager.ts) does the work. Payloads are
+// checked against the job catalogue (protocol/jobs.ts) before a handler runs.
 import type { Readable } from "node:stream";
-import { z } from "zod";
-import { backupJobPayload, homeserverResizePayload, restoreJobPayload, type DiskEncryption, type HomeserverJobKind } from "../../protocol/messages.ts";
+import type { HomeserverJobKind } from "../../protocol/jobs.ts";
+import type { DiskEncryption } from "../../protocol/messages.ts";
 import { downloadBackup, uploadBackup, type AgentIdentity } from "../backup/transfer.ts";
 import { HomeserverManager, type HomeserverManagerOptions } from "../homeserver/manager.ts";
-import { workloadIdSchema } from "../inventory.ts";
 import { assertCustomerDataAllowed } from "./workload.ts";
-import { JobInputError, type JobHandler, type Json } from "./types.ts";
-
+import type { JobHandler, JobHandlers } from "./types.ts";
 
 export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   /** The data root's encryption, checked before every job that places or touches customer data. */
@@ -19,51 +18,15 @@ export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   agentIdentity: AgentIdentity;
 }
 
-// DNS names only (the control plane makes them from DNS labels); no port, no path.
-const serverName = z
-  .string()
-  .min(1)
-  .max(253)
-  .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/i, "a DNS name");
-const image = z.string().min(1).max(512).regex(/^[A-Za-z0-9][A-Za-z0-9._\-/:@]*$/, "an image reference");
-
-const provisionPayload = z.object({
-  serverId: workloadIdSchema,
-  name: z.string().max(64).optional(),
-  serverName,
-  publicBaseUrl: z.url({ protocol: /^https?$/ }),
-  resources: z.object({
-    memoryMiB: z.number().int().min(384).max(1024 * 1024),
-    cpus: z.number().min(0.1).max(512),
-    storageGiB: z.number().min(0).max(1_000_000),
-  }),
-  images: z.object({ synapse: image, postgres: image }),
-});
-const serverPayload = z.object({ serverId: workloadIdSchema });
-const upgradePayload = z.object({ serverId: workloadIdSchema, image });
-const adminPasswordPayload = z.object({
-  serverId: workloadIdSchema,
-  adminUserId: z.string().min(3).max(255),
-  passwordHash: z.string().min(1).max(200),
-});
-
-function parse<T>(schema: z.ZodType<T>, kind: string, payload: Json): T {
-  const parsed = schema.safeParse(payload);
-  if (!parsed.success) {
-    throw new JobInputError(`${kind}: invalid payload: ${parsed.error.issues.map((i) => `${i.path.join(".") || "payload"}: ${i.message}`).join("; ")}`);
-  }
-  return parsed.data;
-}
-
 /** The handlers, around one manager (exposed for tests and for the agent's start-up restore). */
 export function homeserverHandlers(options: HomeserverHandlerOptions): {
   manager: HomeserverManager;
-  handlers: Record<HomeserverJobKind, JobHandler>;
+  handlers: JobHandlers<HomeserverJobKind>;
 } {
   const manager = new HomeserverManager(options);
   const changed = () => options.onInventoryChanged?.();
   const guarded =
-    (fn: JobHandler): JobHandler =>
+    <K extends HomeserverJobKind>(fn: JobHandler<K>): JobHandler<K> =>
     async (payload, ctx) => {
       try {
         return await fn(payload, ctx);
@@ -73,59 +36,40 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
     };
   const customerData = () => assertCustomerDataAllowed(options.diskEncryption());
 
-  const handlers: Record<HomeserverJobKind, JobHandler> = {
-    "homeserver.provision": guarded(async (payload, ctx) => {
-      const spec = parse(provisionPayload, "homeserver.provision", payload);
+  const handlers: JobHandlers<HomeserverJobKind> = {
+    "homeserver.provision": guarded(async (spec, ctx) => {
       customerData();
-      return (await manager.provision(spec, ctx)) as unknown as Json;
+      return manager.provision(spec, ctx);
     }),
-    "homeserver.stop": guarded(async (payload, ctx) => {
-      const { serverId } = parse(serverPayload, "homeserver.stop", payload);
-      return manager.stop(serverId, ctx);
-    }),
-    "homeserver.start": guarded(async (payload, ctx) => {
-      const { serverId } = parse(serverPayload, "homeserver.start", payload);
+    "homeserver.stop": guarded(async ({ serverId }, ctx) => manager.stop(serverId, ctx)),
+    "homeserver.start": guarded(async ({ serverId }, ctx) => {
       customerData();
-      return (await manager.start(serverId, ctx)) as unknown as Json;
+      return manager.start(serverId, ctx);
     }),
-    "homeserver.suspend": guarded(async (payload, ctx) => {
-      const { serverId } = parse(serverPayload, "homeserver.suspend", payload);
-      return manager.suspend(serverId, ctx);
-    }),
-    "homeserver.resume": guarded(async (payload, ctx) => {
-      const { serverId } = parse(serverPayload, "homeserver.resume", payload);
+    "homeserver.suspend": guarded(async ({ serverId }, ctx) => manager.suspend(serverId, ctx)),
+    "homeserver.resume": guarded(async ({ serverId }, ctx) => {
       customerData();
-      return (await manager.resume(serverId, ctx)) as unknown as Json;
+      return manager.resume(serverId, ctx);
     }),
-    "homeserver.upgrade": guarded(async (payload, ctx) => {
-      const { serverId, image: target } = parse(upgradePayload, "homeserver.upgrade", payload);
+    "homeserver.upgrade": guarded(async ({ serverId, image }, ctx) => {
       customerData();
-      return (await manager.upgrade(serverId, target, ctx)) as unknown as Json;
+      return manager.upgrade(serverId, image, ctx);
     }),
     // The control plane sends it only once a final backup succeeded.
-    "homeserver.delete": guarded(async (payload, ctx) => {
-      const { serverId } = parse(serverPayload, "homeserver.delete", payload);
-      return manager.destroy(serverId, ctx);
-    }),
-    "homeserver.backup": async (payload, ctx) => {
-      const job = parse(backupJobPayload, "homeserver.backup", payload);
+    "homeserver.delete": guarded(async ({ serverId }, ctx) => manager.destroy(serverId, ctx)),
+    "homeserver.backup": async (job, ctx) => {
       customerData();
       const upload = (ciphertext: Readable) =>
         uploadBackup(ciphertext, { identity: options.agentIdentity, uploadBase: job.uploadBase, partSize: job.partSize, signal: ctx.signal });
-      return (await manager.backup(job.serverId, job, upload, ctx)) as unknown as Json;
+      return manager.backup(job.serverId, job, upload, ctx);
     },
-    "homeserver.restore": guarded(async (payload, ctx) => {
-      const job = parse(restoreJobPayload, "homeserver.restore", payload);
+    "homeserver.restore": guarded(async (job, ctx) => {
       customerData();
       const download = () => downloadBackup(options.agentIdentity, job.downloadUrl, ctx.signal);
-      return (await manager.restore(job.serverId, job, download, ctx)) as unknown as Json;
+      return manager.restore(job.serverId, job, download, ctx);
     }),
-    "homeserver.resize": async (payload, ctx) => {
-      const { serverId, resources } = parse(homeserverResizePayload, "homeserver.resize", payload);
-      return (await manager.resize(serverId, resources, ctx)) as unknown as Json;
-    },
-    "homeserver.set_admin_password": async (payload, ctx) => {
-      const { serverId, adminUserId, passwordHash } = parse(adminPasswordPayload, "homeserver.set_admin_password", payload);
+    "homeserver.resize": async ({ serverId, resources }, ctx) => manager.resize(serverId, resources, ctx),
+    "homeserver.set_admin_password": async ({ serverId, adminUserId, passwordHash }, ctx) => {
       customerData();
       return manager.setAdminPassword(serverId, adminUserId, passwordHash, ctx);
     },

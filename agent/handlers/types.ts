@@ -1,6 +1,7 @@
 // The contract between the job runner and a job handler. A handler must be
 // idempotent: the same job may run again after the agent was killed mid-job.
 import type { JobAssignment } from "../../protocol/messages.ts";
+import type { DeliveredJobPayload, JobKind, JobResult } from "../../protocol/jobs.ts";
 import type { Logger } from "../log.ts";
 
 export type Json = JobAssignment["payload"];
@@ -16,10 +17,11 @@ export interface JobContext {
   job: Pick<JobAssignment, "id" | "kind" | "attempt" | "deadline">;
 }
 
-export type JobHandler = (payload: Json, ctx: JobContext) => Promise<Json>;
+/** Runs one kind of the catalogue: its payload already checked against the kind's schema, its result the kind's. */
+export type JobHandler<K extends JobKind> = (payload: DeliveredJobPayload<K>, ctx: JobContext) => Promise<JobResult<K>>;
 
-/** Job kind → handler. Open: later issues register homeserver and backup kinds. */
-export type HandlerRegistry = Map<string, JobHandler>;
+/** Handlers for some kinds of the catalogue, each typed by its kind. */
+export type JobHandlers<K extends JobKind = JobKind> = { [Kind in K]: JobHandler<Kind> };
 
 /** A handler's refusal of bad input: its message is the job's error. */
 export class JobInputError extends Error {

@@ -3,11 +3,11 @@
 // runs with --allow-unencrypted-data-root); workload.remove deletes it.
 import { mkdirSync, unlinkSync } from "node:fs";
 import { isDeepStrictEqual } from "node:util";
-import { z } from "zod";
+import type { WorkloadJobKind } from "../../protocol/jobs.ts";
 import type { DiskEncryption } from "../../protocol/messages.ts";
 import { writeFileAtomic } from "../atomic-file.ts";
-import { markerPath, readMarker, workloadIdSchema, workloadsDir } from "../inventory.ts";
-import { JobInputError, type JobHandler } from "./types.ts";
+import { markerPath, readMarker, workloadsDir } from "../inventory.ts";
+import type { JobHandlers } from "./types.ts";
 
 export interface WorkloadHandlerOptions {
   /** The data root's encryption, checked before every placement (a LUKS volume may be opened late). */
@@ -16,13 +16,6 @@ export interface WorkloadHandlerOptions {
   onInventoryChanged: () => void;
   now?: () => number;
 }
-
-const ensurePayload = z.strictObject({ id: workloadIdSchema, kind: z.string().min(1).max(64), spec: z.json() });
-const removePayload = z.strictObject({
-  id: workloadIdSchema,
-  kind: z.string().min(1).max(64).optional(),
-  spec: z.json().optional(),
-});
 
 export class CustomerDataRefused extends Error {
   override name = "CustomerDataRefused";
@@ -37,13 +30,10 @@ export function assertCustomerDataAllowed(report: DiskEncryption): void {
   );
 }
 
-export function workloadHandlers(options: WorkloadHandlerOptions): Record<"workload.ensure" | "workload.remove", JobHandler> {
+export function workloadHandlers(options: WorkloadHandlerOptions): JobHandlers<WorkloadJobKind> {
   const now = options.now ?? Date.now;
   return {
-    "workload.ensure": async (payload, ctx) => {
-      const parsed = ensurePayload.safeParse(payload);
-      if (!parsed.success) throw new JobInputError(`workload.ensure wants {id, kind, spec}: ${describe(parsed.error)}`);
-      const { id, kind, spec } = parsed.data;
+    "workload.ensure": async ({ id, kind, spec }, ctx) => {
       assertCustomerDataAllowed(options.diskEncryption());
       const existing = readMarker(ctx.dataRoot, id);
       if (existing && existing.kind === kind && isDeepStrictEqual(existing.spec, spec)) {
@@ -54,10 +44,7 @@ export function workloadHandlers(options: WorkloadHandlerOptions): Record<"workl
       options.onInventoryChanged();
       return { id, kind, state: "running", changed: true };
     },
-    "workload.remove": async (payload, ctx) => {
-      const parsed = removePayload.safeParse(payload);
-      if (!parsed.success) throw new JobInputError(`workload.remove wants {id}: ${describe(parsed.error)}`);
-      const { id } = parsed.data;
+    "workload.remove": async ({ id }, ctx) => {
       let removed = true;
       try {
         unlinkSync(markerPath(ctx.dataRoot, id));
@@ -69,8 +56,4 @@ export function workloadHandlers(options: WorkloadHandlerOptions): Record<"workl
       return { id, removed };
     },
   };
-}
-
-function describe(error: z.ZodError): string {
-  return error.issues.map((i) => `${i.path.join(".") || "payload"}: ${i.message}`).join("; ");
 }

@@ -1,7 +1,9 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { AgentMessage, JobAssignment } from "../../protocol/messages.ts";
+import { generateAgeKeyPair } from "../../agent/backup/age.ts";
 import { builtinHandlers } from "../../agent/handlers/index.ts";
-import type { HandlerRegistry, JobHandler } from "../../agent/handlers/types.ts";
+import { HandlerRegistry } from "../../agent/handlers/registry.ts";
+import type { JobHandler } from "../../agent/handlers/types.ts";
 import { JobRunner } from "../../agent/jobs.ts";
 import { Journal } from "../../agent/journal.ts";
 import { abortableDelay } from "../../agent/handlers/test-kinds.ts";
@@ -38,18 +40,18 @@ function setup(options: { handlers?: HandlerRegistry; journalDir?: string; maxCo
   return { runner, journal, sent, of, dataRoot, logged };
 }
 
-/** A handler that counts its calls and waits until released (or aborted). */
+/** A noop handler that counts its calls and waits until released (or aborted). */
 function gatedHandler() {
   let calls = 0;
   let release!: () => void;
   const gate = new Promise<void>((resolve) => (release = resolve));
-  const handler: JobHandler = async (_payload, ctx) => {
+  const handler: JobHandler<"noop"> = async (_payload, ctx) => {
     calls++;
     await Promise.race([
       gate,
       new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true })),
     ]);
-    return { calls };
+    return { ok: true };
   };
   return { handler, release: () => release(), calls: () => calls };
 }
@@ -79,13 +81,13 @@ describe("job runner", () => {
     expect(of("job.result", "j2")).toEqual([{ type: "job.result", id: "j2", ok: true, result: { sleptMs: 600 } }]);
   });
 
-  it("sleep refuses more than 10 minutes; fail fails with its message; unknown kinds fail clearly", async () => {
+  it("sleep refuses more than 10 minutes, naming the field; fail fails with its message; unknown kinds fail clearly", async () => {
     const { runner, of, journal } = setup();
     runner.handle(job("too-long", "sleep", { ms: 10 * 60 * 1000 + 1 }));
     runner.handle(job("f", "fail", { message: "as asked" }));
     runner.handle(job("u", "homeserver.teleport", {}));
     await runner.idle();
-    expect(of("job.result", "too-long")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/sleep wants/) });
+    expect(of("job.result", "too-long")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/^sleep: invalid payload: ms: /) });
     expect(of("job.result", "f")[0]).toEqual({ type: "job.result", id: "f", ok: false, error: "as asked" });
     expect(of("job.result", "u")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/unknown job kind "homeserver.teleport".*noop/) });
     expect(journal.get("f")).toMatchObject({ state: "done", ok: false });
@@ -94,38 +96,39 @@ describe("job runner", () => {
 
   it("a repeated delivery while the job runs is acknowledged again and run once", async () => {
     const gated = gatedHandler();
-    const { runner, of } = setup({ handlers: new Map([["gated", gated.handler]]) });
-    runner.handle(job("dup", "gated"));
+    const { runner, of } = setup({ handlers: new HandlerRegistry().register("noop", gated.handler) });
+    runner.handle(job("dup", "noop"));
     await waitFor(() => gated.calls() === 1, "the handler to start");
-    runner.handle({ ...job("dup", "gated"), attempt: 2 });
-    runner.handle({ ...job("dup", "gated"), attempt: 3 });
+    runner.handle({ ...job("dup", "noop"), attempt: 2 });
+    runner.handle({ ...job("dup", "noop"), attempt: 3 });
     expect(of("job.ack", "dup")).toHaveLength(3);
     gated.release();
     await runner.idle();
     expect(gated.calls()).toBe(1);
-    expect(of("job.result", "dup")).toEqual([{ type: "job.result", id: "dup", ok: true, result: { calls: 1 } }]);
+    expect(of("job.result", "dup")).toEqual([{ type: "job.result", id: "dup", ok: true, result: { ok: true } }]);
   });
 
   it("after a job is done, a repeated delivery gets the same result and the handler is not called again", async () => {
     let calls = 0;
-    const handlers: HandlerRegistry = new Map([["count", async () => ({ n: ++calls })]]);
+    // The result counts the calls: a stored result sent again still says 1.
+    const handlers = new HandlerRegistry().register("sleep", async () => ({ sleptMs: ++calls }));
     const journalDir = tempDir();
     const first = setup({ handlers, journalDir });
-    first.runner.handle(job("once", "count"));
+    first.runner.handle(job("once", "sleep", { ms: 0 }));
     await first.runner.idle();
-    expect(first.of("job.result", "once")).toEqual([{ type: "job.result", id: "once", ok: true, result: { n: 1 } }]);
+    expect(first.of("job.result", "once")).toEqual([{ type: "job.result", id: "once", ok: true, result: { sleptMs: 1 } }]);
 
-    first.runner.handle(job("once", "count")); // same process
+    first.runner.handle(job("once", "sleep", { ms: 0 })); // same process
     const second = setup({ handlers, journalDir }); // and a restarted agent
-    second.runner.handle(job("once", "count"));
+    second.runner.handle(job("once", "sleep", { ms: 0 }));
     await first.runner.idle();
     await second.runner.idle();
     expect(calls).toBe(1);
     expect(first.of("job.result", "once")).toHaveLength(2);
-    expect(first.of("job.result", "once")[1]).toEqual({ type: "job.result", id: "once", ok: true, result: { n: 1 } });
+    expect(first.of("job.result", "once")[1]).toEqual({ type: "job.result", id: "once", ok: true, result: { sleptMs: 1 } });
     expect(second.sent).toEqual([
       { type: "job.ack", id: "once" },
-      { type: "job.result", id: "once", ok: true, result: { n: 1 } },
+      { type: "job.result", id: "once", ok: true, result: { sleptMs: 1 } },
     ]);
   });
 
@@ -167,21 +170,16 @@ describe("job runner", () => {
     let running = 0;
     let peak = 0;
     const order: string[] = [];
-    const handlers: HandlerRegistry = new Map([
-      [
-        "work",
-        async (_p, ctx) => {
-          order.push(ctx.job.id);
-          running++;
-          peak = Math.max(peak, running);
-          await abortableDelay(40, ctx.signal);
-          running--;
-          return null;
-        },
-      ],
-    ]);
+    const handlers = new HandlerRegistry().register("sleep", async ({ ms }, ctx) => {
+      order.push(ctx.job.id);
+      running++;
+      peak = Math.max(peak, running);
+      await abortableDelay(ms, ctx.signal);
+      running--;
+      return { sleptMs: ms };
+    });
     const { runner, of } = setup({ handlers, maxConcurrent: 2 });
-    for (let i = 0; i < 6; i++) runner.handle(job(`w${i}`, "work"));
+    for (let i = 0; i < 6; i++) runner.handle(job(`w${i}`, "sleep", { ms: 40 }));
     expect(of("job.ack")).toHaveLength(6);
     await runner.idle();
     expect(peak).toBe(2);
@@ -189,17 +187,49 @@ describe("job runner", () => {
     expect(of("job.result")).toHaveLength(6);
   });
 
-  it("a result that is not JSON or too large becomes an error", async () => {
-    const handlers: HandlerRegistry = new Map<string, JobHandler>([
-      ["weird", async () => ({ f: (() => 1) as never })],
-      ["huge", async () => "x".repeat(300 * 1024)],
-    ]);
+  it("a result that is not its kind's, or too large for the socket, becomes an error naming what is wrong", async () => {
+    const serverId = "srv-1";
+    const backupId = "bkp-1";
+    const part = { partNumber: 1, size: 8 * 1024 * 1024, sha256: "a".repeat(64) };
+    const handlers = new HandlerRegistry()
+      // A handler typed against its kind cannot return this: a cast stands for a handler that lies.
+      .register("noop", async () => ({ ok: "yes" }) as never)
+      .register("homeserver.backup", async () => ({
+        serverId,
+        backupId,
+        size: 1,
+        sha256: "b".repeat(64),
+        parts: Array.from({ length: 3_000 }, (_, i) => ({ ...part, partNumber: i + 1 })),
+      }));
     const { runner, of } = setup({ handlers });
-    runner.handle(job("a", "weird"));
-    runner.handle(job("b", "huge"));
+    runner.handle(job("a", "noop"));
+    const backup = {
+      serverId,
+      backupId,
+      recipient: generateAgeKeyPair().recipient,
+      partSize: 8 * 1024 * 1024,
+      uploadBase: `https://berth.example/api/agent/backups/${backupId}`,
+    };
+    runner.handle(job("b", "homeserver.backup", backup));
     await runner.idle();
-    expect(of("job.result", "a")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/not JSON/) });
+    expect(of("job.result", "a")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/^noop: invalid result: ok: /) });
     expect(of("job.result", "b")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/too large/) });
     await sleep(0);
+  });
+
+  it("a payload that is not its kind's fails the job naming the field, and the handler never runs", async () => {
+    let calls = 0;
+    const handlers = new HandlerRegistry().register("sleep", async ({ ms }) => {
+      calls++;
+      return { sleptMs: ms };
+    });
+    const { runner, of, journal } = setup({ handlers });
+    runner.handle(job("no-ms", "sleep", { millis: 5 }));
+    runner.handle(job("text", "sleep", { ms: "5" }));
+    await runner.idle();
+    expect(of("job.result", "no-ms")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/^sleep: invalid payload: ms: .*; \(the whole value\): .*millis/) });
+    expect(of("job.result", "text")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/^sleep: invalid payload: ms: /) });
+    expect(calls).toBe(0);
+    expect(journal.get("text")).toMatchObject({ state: "done", ok: false });
   });
 });

@@ -2,6 +2,7 @@ import { existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from "no
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { DiskEncryption } from "../../protocol/messages.ts";
+import { HandlerRegistry } from "../../agent/handlers/registry.ts";
 import type { JobContext } from "../../agent/handlers/types.ts";
 import { workloadHandlers } from "../../agent/handlers/workload.ts";
 import { listWorkloads, markerPath } from "../../agent/inventory.ts";
@@ -61,9 +62,10 @@ describe("workload.ensure / workload.remove", () => {
 
   it("rejects ids that are not safe file names", async () => {
     const { handlers, ctx } = setup({ encrypted: true });
+    const registry = new HandlerRegistry().registerAll(handlers);
     for (const id of ["../etc", "a/b", ".hidden", ""]) {
-      await expect(handlers["workload.ensure"]({ id, kind: "k", spec: null }, ctx)).rejects.toThrow(/workload.ensure wants/);
-      await expect(handlers["workload.remove"]({ id }, ctx)).rejects.toThrow(/workload.remove wants/);
+      await expect(registry.get("workload.ensure")!({ id, kind: "k", spec: null }, ctx)).rejects.toThrow(/^workload.ensure: invalid payload: id: /);
+      await expect(registry.get("workload.remove")!({ id }, ctx)).rejects.toThrow(/^workload.remove: invalid payload: id: /);
     }
   });
 

@@ -1,4 +1,4 @@
-import { and, eq, inArray, isNotNull, sql } from "drizzle-orm";
+import { and, eq, inArray, isNotNull } from "drizzle-orm";
 import { audit } from "../audit/audit";
 import { throttlePasswordCheck } from "../auth/accounts";
 import { verifyPassword } from "../auth/password";
@@ -159,7 +159,7 @@ export async function purgeDeletedAccounts(ctx: WorkContext): Promise<number> {
     await db.batch([
       db.delete(workloadUsage).where(inArray(workloadUsage.workloadId, serverIds)),
       db.delete(workloads).where(inArray(workloads.id, serverIds)),
-      db.delete(jobs).where(inArray(sql`json_extract(${jobs.payload}, '$.serverId')`, serverIds)),
+      db.delete(jobs).where(inArray(jobs.serverId, serverIds)),
       db.delete(certificates).where(inArray(certificates.serverName, mine.map((server) => serverNameOf(ctx.config, server.name)))),
       db.delete(backupKeys).where(inArray(backupKeys.serverId, serverIds)),
       db.delete(servers).where(inArray(servers.id, serverIds)),

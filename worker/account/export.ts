@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, inArray, ne, or, sql } from "drizzle-orm";
+import { and, asc, desc, eq, inArray, ne, or } from "drizzle-orm";
 import type { WorkContext } from "../context";
 import {
   adminPasswordLinks,
@@ -58,13 +58,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
   const [usageRows, backupRows, jobRows, certificateRows, setupLinkRows] = await Promise.all([
     ofServers((ids) => db.select().from(workloadUsage).where(inArray(workloadUsage.workloadId, ids)).orderBy(asc(workloadUsage.at))),
     ofServers((ids) => db.select().from(backups).where(inArray(backups.serverId, ids)).orderBy(desc(backups.createdAt))),
-    ofServers((ids) =>
-      db
-        .select()
-        .from(jobs)
-        .where(inArray(sql`json_extract(${jobs.payload}, '$.serverId')`, ids))
-        .orderBy(asc(jobs.createdAt)),
-    ),
+    ofServers((ids) => db.select().from(jobs).where(inArray(jobs.serverId, ids)).orderBy(asc(jobs.createdAt))),
     ofServers(() => db.select().from(certificates).where(inArray(certificates.serverName, serverRows.map((server) => serverNameOf(config, server.name))))),
     ofServers((ids) => db.select().from(adminPasswordLinks).where(inArray(adminPasswordLinks.serverId, ids))),
   ]);
@@ -141,7 +135,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
           .filter((row) => row.serverId === server.id)
           .map((row) => ({ createdAt: iso(row.createdAt), expiresAt: iso(row.expiresAt), usedAt: iso(row.usedAt) })),
         operations: jobRows
-          .filter((job) => (job.payload as { serverId?: string }).serverId === server.id)
+          .filter((job) => job.serverId === server.id)
           .map((job) => ({ kind: job.kind, status: job.status, error: customerFailureText(job.error), createdAt: iso(job.createdAt), finishedAt: iso(job.finishedAt) })),
         backups: backupRows.filter((backup) => backup.serverId === server.id).map((backup) => presentBackup(backup, newestSucceeded.get(server.id), now)),
       })),

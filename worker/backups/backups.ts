@@ -1,5 +1,5 @@
 import { and, desc, eq, inArray } from "drizzle-orm";
-import { BACKUP_PART_SIZE, backupJobPayload, type BackupJobPayload } from "../../protocol/messages";
+import { BACKUP_PART_SIZE } from "../../protocol/messages";
 import { audit, type Actor } from "../audit/audit";
 import type { WorkerConfig } from "../config";
 import type { WorkContext } from "../context";
@@ -10,7 +10,6 @@ import { conflict } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
 import { ownedServer } from "../servers/servers";
 import { backupRecipient } from "./keys";
-import { BACKUP_TIMEOUT_MS } from "./policy";
 
 export const UNFINISHED_BACKUP: BackupStatus[] = ["pending", "running"];
 
@@ -77,14 +76,8 @@ export async function startBackup(ctx: WorkContext, server: Server, trigger: Bac
     if (String(error).includes("UNIQUE")) throw backupRunning();
     throw error;
   }
-  const payload: BackupJobPayload = backupJobPayload.parse({
-    serverId: server.id,
-    backupId: id,
-    recipient,
-    partSize: row.partSize,
-    uploadBase: agentUrl(ctx.config, `/api/agent/backups/${id}`),
-  });
-  await dispatchJob(ctx.db, ctx.env, { id: row.jobId, hostId: row.hostId, kind: "homeserver.backup", payload, timeoutMs: BACKUP_TIMEOUT_MS }, ctx.now);
+  const payload = { serverId: server.id, backupId: id, recipient, partSize: row.partSize, uploadBase: agentUrl(ctx.config, `/api/agent/backups/${id}`) };
+  await dispatchJob(ctx.db, ctx.env, { id: row.jobId, hostId: row.hostId, kind: "homeserver.backup", payload }, ctx.now);
   return (await backupById(ctx.db, id))!;
 }
 
@@ -150,8 +143,7 @@ export const UPLOAD_NOT_COMPLETED = "the backup job ended without completing the
 
 /** After its job ended: a backup the job left unfinished has failed, whatever the job reported. */
 export async function settleBackupJob(ctx: WorkContext, job: Job): Promise<Backup | undefined> {
-  const backupId = (job.payload as { backupId?: unknown } | null)?.backupId;
-  const backup = typeof backupId === "string" ? await backupById(ctx.db, backupId) : undefined;
+  const backup = job.backupId ? await backupById(ctx.db, job.backupId) : undefined;
   if (!backup || backup.hostId !== job.hostId || !UNFINISHED_BACKUP.includes(backup.status)) return backup;
   const reason = job.status === "failed" ? (job.error ?? "the backup job failed") : UPLOAD_NOT_COMPLETED;
   return failBackup(ctx, backup, reason, "system");

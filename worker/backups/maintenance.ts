@@ -1,4 +1,4 @@
-import { and, eq, gt, inArray, isNotNull, isNull, lt, ne, notExists, notInArray, or, sql } from "drizzle-orm";
+import { and, eq, gt, inArray, isNotNull, isNull, lt, ne, notExists, notInArray, or } from "drizzle-orm";
 import { alias } from "drizzle-orm/sqlite-core";
 import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
@@ -89,9 +89,9 @@ export async function newestSucceededBackupId(db: Database, serverId: string): P
  */
 export async function pruneBackups(ctx: WorkContext): Promise<number> {
   const restoring = ctx.db
-    .select({ id: sql`json_extract(${jobs.payload}, '$.backupId')` })
+    .select({ id: jobs.backupId })
     .from(jobs)
-    .where(and(eq(jobs.kind, "homeserver.restore"), inArray(jobs.status, ["queued", "sent", "acked"])));
+    .where(and(eq(jobs.kind, "homeserver.restore"), inArray(jobs.status, ["queued", "sent", "acked"]), isNotNull(jobs.backupId)));
   const expired = await ctx.db
     .select()
     .from(backups)

@@ -1,11 +1,8 @@
-// Backups' timings, in one place.
+// Backups' timings, in one place (the backup and restore jobs' deadlines are the job catalogue's, protocol/jobs.ts).
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
 const DAY = 24 * HOUR;
 
-/** A backup or restore streams the whole homeserver; large media stores take a while. */
-export const BACKUP_TIMEOUT_MS = 6 * HOUR;
-export const RESTORE_TIMEOUT_MS = 6 * HOUR;
 /** Backups older than this are deleted (but never a homeserver's newest successful one). */
 export const BACKUP_RETENTION_MS = 30 * DAY;
 /** The daily backup is skipped when one succeeded, or is under way, this recently. */

@@ -1,18 +1,15 @@
 import { and, eq } from "drizzle-orm";
-import { restoreJobPayload, type RestoreJobPayload } from "../../protocol/messages";
+import { checkDeliveredJobPayload, type DeliveredJobPayload } from "../../protocol/jobs";
 import { audit } from "../audit/audit";
 import type { WorkContext } from "../context";
 import { backups, type Job, type Server, type ServerStatus, type User } from "../db/schema";
 import { conflict, notFound } from "../errors";
+import { payloadOf } from "../fleet/jobs";
 import { ownedServer, requireMayRun, startLifecycleJob } from "../servers/servers";
 import { agentUrl, backupById, requireOnlineHost, throttleServerWork, unfinishedBackup } from "./backups";
 import { backupIdentity } from "./keys";
-import { RESTORE_TIMEOUT_MS } from "./policy";
 
 const RESTORE_FROM: ServerStatus[] = ["running", "stopped", "failed"];
-
-/** What D1 keeps of a restore job: everything but the identity, which is added only as the job is sent. */
-const storedRestorePayload = restoreJobPayload.omit({ identity: true });
 
 /**
  * Restores a successful backup of this homeserver onto its host, as a
@@ -38,16 +35,13 @@ export async function requestRestore(ctx: WorkContext, user: User, serverId: str
   await backupIdentity(ctx.db, ctx.config.backupKeyWrappingSecret, backup.serverId);
   await throttleServerWork(ctx, server, "restore_server");
 
-  const payload = storedRestorePayload.parse({
-    serverId: server.id,
-    backupId: backup.id,
-    downloadUrl: agentUrl(ctx.config, `/api/agent/backups/${backup.id}/object`),
-  });
+  // Stored without the identity, which is added only as the job is sent (payloadForDelivery).
+  const payload = { serverId: server.id, backupId: backup.id, downloadUrl: agentUrl(ctx.config, `/api/agent/backups/${backup.id}/object`) };
   const restoring = await startLifecycleJob(
     ctx,
     server,
     { from: [server.status], to: "restoring", previousStatus: server.status },
-    { kind: "homeserver.restore", payload, timeoutMs: RESTORE_TIMEOUT_MS },
+    { kind: "homeserver.restore", payload },
   );
   if (!restoring) throw conflict("invalid_state", "The server changed state meanwhile; try again.");
   await audit(ctx.db, ctx.now, `user:${user.id}`, "server.restore_requested", server.id, { backupId: backup.id });
@@ -55,15 +49,17 @@ export async function requestRestore(ctx: WorkContext, user: User, serverId: str
 }
 
 /**
- * The payload a job is sent with. A restore job gets its backup's identity
- * here, unwrapped as it goes onto the host's authenticated connection, so the
- * private key is never stored in clear in D1 nor shown in any job listing.
+ * The payload a job is sent with: the catalogue's delivered payload. A restore
+ * job gets its backup's identity here, unwrapped as it goes onto the host's
+ * authenticated connection, so the private key is never stored in clear in D1
+ * nor shown in any job listing.
  */
 export async function payloadForDelivery({ db, config }: WorkContext, job: Job): Promise<unknown> {
-  if (job.kind !== "homeserver.restore") return job.payload ?? null;
-  const stored = storedRestorePayload.parse(job.payload);
+  const stored = payloadOf(job, "homeserver.restore");
+  if (!stored) return job.payload;
   const backup = await backupById(db, stored.backupId);
   // Gone meanwhile: the agent refuses a payload without an identity, and the job fails saying so.
   if (!backup) return stored;
-  return restoreJobPayload.parse({ ...stored, identity: await backupIdentity(db, config.backupKeyWrappingSecret, backup.serverId) } satisfies RestoreJobPayload);
+  const identity = await backupIdentity(db, config.backupKeyWrappingSecret, backup.serverId);
+  return checkDeliveredJobPayload("homeserver.restore", { ...stored, identity } satisfies DeliveredJobPayload<"homeserver.restore">);
 }

@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
 import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import type { JobKind } from "../../protocol/jobs";
 
 // Times are stored as integer milliseconds since the epoch.
 const timestamp = (name: string) => integer(name, { mode: "timestamp_ms" });
@@ -231,6 +232,7 @@ export const JOB_STATUSES = ["queued", "sent", "acked", "succeeded", "failed"] a
 export type JobStatus = (typeof JOB_STATUSES)[number];
 
 // Jobs are persisted here before they are sent; the host's Durable Object delivers and retries them.
+// Their kinds, payloads and results are the job catalogue's (protocol/jobs.ts).
 export const jobs = sqliteTable(
   "jobs",
   {
@@ -238,8 +240,12 @@ export const jobs = sqliteTable(
     hostId: text("host_id")
       .notNull()
       .references(() => hosts.id, { onDelete: "cascade" }),
-    kind: text("kind").notNull(),
+    kind: text("kind").$type<JobKind>().notNull(),
     payload: text("payload", { mode: "json" }).notNull(),
+    /** The homeserver the job is about (its payload's serverId); the purge of a deleted account deletes them together. */
+    serverId: text("server_id"),
+    /** The backup the job is about (its payload's backupId). */
+    backupId: text("backup_id"),
     status: text("status", { enum: JOB_STATUSES }).notNull(),
     attempts: integer("attempts").notNull().default(0),
     /** When an unacknowledged job is sent again. */
@@ -253,7 +259,13 @@ export const jobs = sqliteTable(
     updatedAt: timestamp("updated_at").notNull(),
     finishedAt: timestamp("finished_at"),
   },
-  (t) => [index("jobs_host_status_idx").on(t.hostId, t.status)],
+  (t) => [
+    index("jobs_host_status_idx").on(t.hostId, t.status),
+    index("jobs_server_idx").on(t.serverId, t.createdAt),
+    index("jobs_backup_idx").on(t.backupId),
+    // Retention walks finished jobs by age.
+    index("jobs_finished_idx").on(t.finishedAt),
+  ],
 );
 
 // What should run where: the agent reports what does, and reconciliation closes the gap.

@@ -1,4 +1,5 @@
 import { and, desc, eq, isNull, lt, or } from "drizzle-orm";
+import type { JobKind } from "../../protocol/jobs";
 import { audit } from "../audit/audit";
 import type { Database } from "../db/client";
 import { hosts, type Host, type Job } from "../db/schema";
@@ -11,8 +12,11 @@ export function hostStub(env: Env, hostId: string) {
   return env.HOSTS.get(env.HOSTS.idFromName(hostId));
 }
 
-/** Persists a job, then asks the host's Durable Object to deliver it (now, or when the host is back). */
-export async function dispatchJob(db: Database, env: Env, job: NewJob, now: Date): Promise<Job> {
+/**
+ * Persists a job, then asks the host's Durable Object to deliver it (now, or when the host is back).
+ * Its payload is typed by its kind and checked against the job catalogue before anything is written.
+ */
+export async function dispatchJob<K extends JobKind>(db: Database, env: Env, job: NewJob<K>, now: Date): Promise<Job> {
   const created = await createJob(db, job, now);
   await hostStub(env, job.hostId).deliver(job.hostId);
   return created;

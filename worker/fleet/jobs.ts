@@ -1,41 +1,72 @@
-import { and, asc, eq, inArray, lte, sql } from "drizzle-orm";
+import { and, asc, eq, exists, gt, inArray, isNotNull, isNull, lt, lte, notInArray, or, sql } from "drizzle-orm";
+import { alias } from "drizzle-orm/sqlite-core";
+import { checkJobPayload, checkJobResult, JOBS, JobSchemaError, type JobKind, type JobPayload, type JobResult } from "../../protocol/jobs";
 import type { Database } from "../db/client";
-import { jobs, type Job, type JobStatus } from "../db/schema";
-import { JOB_DEFAULT_TIMEOUT_MS, RETRY_BASE_MS, RETRY_MAX_MS } from "./policy";
+import { backups, jobs, servers, type Job, type JobStatus } from "../db/schema";
+import { JOB_PRUNE_BATCH, JOB_RETENTION_MS, RETRY_BASE_MS, RETRY_MAX_MS } from "./policy";
 
 /**
  * The job lifecycle, persisted in D1: queued → sent → acked → succeeded | failed.
  * A job is written before it is sent; the host's Durable Object delivers it,
  * sends it again until the agent acknowledges it, and again after a reconnect
- * until the agent reports a result. Past its deadline it fails.
+ * until the agent reports a result. Past its deadline it fails. Its kind,
+ * payload, result and deadline are the job catalogue's (protocol/jobs.ts).
  */
 const UNFINISHED: JobStatus[] = ["queued", "sent", "acked"];
 
-export interface NewJob {
+export interface NewJob<K extends JobKind = JobKind> {
   /** Given when a row written before the job must name it (a backup names its job). */
   id?: string;
   hostId: string;
-  kind: string;
-  payload: unknown;
+  kind: K;
+  /** Checked against the kind's payload schema before anything is written. */
+  payload: NoInfer<JobPayload<K>>;
+  /** The kind's deadline unless given (operators choose their test jobs'). */
   timeoutMs?: number;
 }
 
-export async function createJob(db: Database, job: NewJob, now: Date): Promise<Job> {
+/** What a job is about, from its payload: the columns a server's and a backup's queries use. */
+function subjectOf(payload: JobPayload<JobKind>): { serverId: string | null; backupId: string | null } {
+  if (payload === null) return { serverId: null, backupId: null };
+  return {
+    serverId: "serverId" in payload ? payload.serverId : null,
+    backupId: "backupId" in payload ? payload.backupId : null,
+  };
+}
+
+/** Writes a job; a payload that does not match its kind is refused (a JobSchemaError naming the field) and nothing is written. */
+export async function createJob<K extends JobKind>(db: Database, job: NewJob<K>, now: Date): Promise<Job> {
+  const payload = checkJobPayload(job.kind, job.payload);
   const [row] = await db
     .insert(jobs)
     .values({
       id: job.id ?? crypto.randomUUID(),
       hostId: job.hostId,
       kind: job.kind,
-      payload: job.payload ?? {},
+      payload,
+      ...subjectOf(payload),
       status: "queued",
       nextAttemptAt: now,
-      deadline: new Date(now.getTime() + (job.timeoutMs ?? JOB_DEFAULT_TIMEOUT_MS)),
+      deadline: new Date(now.getTime() + (job.timeoutMs ?? JOBS[job.kind].timeoutMs)),
       createdAt: now,
       updatedAt: now,
     })
     .returning();
   return row!;
+}
+
+/** A job's payload as its kind declares it; undefined for another kind, or for a row that does not match (written before the catalogue). */
+export function payloadOf<K extends JobKind>(job: Pick<Job, "kind" | "payload">, kind: K): JobPayload<K> | undefined {
+  if (job.kind !== kind) return undefined;
+  const parsed = JOBS[kind].payload.safeParse(job.payload);
+  return parsed.success ? (parsed.data as JobPayload<K>) : undefined;
+}
+
+/** A succeeded job's result as its kind declares it (checked when it was recorded); undefined otherwise. */
+export function resultOf<K extends JobKind>(job: Pick<Job, "kind" | "status" | "result">, kind: K): JobResult<K> | undefined {
+  if (job.kind !== kind || job.status !== "succeeded") return undefined;
+  const parsed = JOBS[kind].result.safeParse(job.result);
+  return parsed.success ? (parsed.data as JobResult<K>) : undefined;
 }
 
 export async function getJob(db: Database, id: string): Promise<Job | undefined> {
@@ -94,26 +125,44 @@ export async function recordProgress(db: Database, hostId: string, id: string, p
     .where(and(eq(jobs.id, id), eq(jobs.hostId, hostId), inArray(jobs.status, UNFINISHED)));
 }
 
-/** Stores the outcome once; a repeated result for a finished job changes nothing. */
+/**
+ * Stores the outcome once; a repeated result for a finished job changes nothing.
+ * A success whose result does not match the kind's result schema is recorded as
+ * a failure saying so: nothing downstream acts on a result it cannot read.
+ */
 export async function recordResult(
   db: Database,
   hostId: string,
   outcome: { id: string; ok: boolean; result?: unknown; error?: string },
   now: Date,
 ): Promise<Job | undefined> {
+  const unfinished = and(eq(jobs.id, outcome.id), eq(jobs.hostId, hostId), inArray(jobs.status, UNFINISHED));
+  const [job] = await db.select({ kind: jobs.kind }).from(jobs).where(unfinished);
+  if (!job) return undefined;
+  const settled = settle(job.kind, outcome);
   const [row] = await db
     .update(jobs)
     .set({
-      status: outcome.ok ? "succeeded" : "failed",
-      result: outcome.result ?? null,
-      error: outcome.ok ? null : (outcome.error ?? "the agent reported a failure"),
-      progress: outcome.ok ? 1 : undefined,
+      status: settled.ok ? "succeeded" : "failed",
+      result: settled.ok ? settled.result : null,
+      error: settled.ok ? null : settled.error,
+      progress: settled.ok ? 1 : undefined,
       finishedAt: now,
       updatedAt: now,
     })
-    .where(and(eq(jobs.id, outcome.id), eq(jobs.hostId, hostId), inArray(jobs.status, UNFINISHED)))
+    .where(unfinished)
     .returning();
   return row;
+}
+
+function settle(kind: JobKind, outcome: { ok: boolean; result?: unknown; error?: string }): { ok: true; result: unknown } | { ok: false; error: string } {
+  if (!outcome.ok) return { ok: false, error: outcome.error ?? "the agent reported a failure" };
+  try {
+    return { ok: true, result: checkJobResult(kind, outcome.result) };
+  } catch (error) {
+    if (!(error instanceof JobSchemaError)) throw error;
+    return { ok: false, error: `the agent reported success with a result this control plane cannot read: ${error.message}` };
+  }
 }
 
 /** After a reconnect every unfinished job is due again: the agent's journal makes repeats harmless. */
@@ -142,10 +191,43 @@ export async function failExpiredJobs(db: Database, hostId: string | null, now: 
     .returning();
 }
 
-export async function unfinishedJobsOfKind(db: Database, hostId: string, kinds: string[]): Promise<Job[]> {
+export async function unfinishedJobsOfKind(db: Database, hostId: string, kinds: JobKind[]): Promise<Job[]> {
   return db
     .select()
     .from(jobs)
     .where(and(eq(jobs.hostId, hostId), inArray(jobs.kind, kinds), inArray(jobs.status, UNFINISHED)));
 }
 
+
+/**
+ * Retention: finished jobs older than JOB_RETENTION_MS are deleted, except
+ * those still named elsewhere — a server's newest job of each kind (what its
+ * page shows and its history ends with), a backup's job and a server's
+ * current lifecycle job. Unfinished jobs are never pruned.
+ */
+export async function pruneJobs(db: Database, now: Date): Promise<number> {
+  const newer = alias(jobs, "newer");
+  const prunable = db
+    .select({ id: jobs.id })
+    .from(jobs)
+    .where(
+      and(
+        inArray(jobs.status, ["succeeded", "failed"]),
+        lt(jobs.finishedAt, new Date(now.getTime() - JOB_RETENTION_MS)),
+        or(
+          isNull(jobs.serverId),
+          exists(
+            db
+              .select({ id: newer.id })
+              .from(newer)
+              .where(and(eq(newer.serverId, jobs.serverId), eq(newer.kind, jobs.kind), gt(newer.createdAt, jobs.createdAt))),
+          ),
+        ),
+        notInArray(jobs.id, db.select({ id: backups.jobId }).from(backups)),
+        notInArray(jobs.id, db.select({ id: servers.lifecycleJobId }).from(servers).where(isNotNull(servers.lifecycleJobId))),
+      ),
+    )
+    .limit(JOB_PRUNE_BATCH);
+  const pruned = await db.delete(jobs).where(inArray(jobs.id, prunable)).returning({ id: jobs.id });
+  return pruned.length;
+}

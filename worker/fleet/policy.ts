@@ -12,11 +12,17 @@ export const WATCH_INTERVAL_MS = 30_000;
 export const AUTH_TIMEOUT_MS = 10_000;
 export const USAGE_INTERVAL_MS = 30_000;
 
-export const JOB_DEFAULT_TIMEOUT_MS = 60 * 60_000;
-/** Unacknowledged jobs are sent again after 5 s, 10 s, 20 s … up to 5 minutes apart. */
+/** Each kind's deadline is the job catalogue's (protocol/jobs.ts). Unacknowledged jobs are sent again after 5 s, 10 s, 20 s … up to 5 minutes apart. */
 export const RETRY_BASE_MS = 5_000;
 export const RETRY_MAX_MS = 5 * 60_000;
 /** A connected host's last-seen time is written to D1 at most this often. */
 export const LAST_SEEN_WRITE_INTERVAL_MS = 60_000;
 /** The cron's backstop: an "online" host not seen for this long is marked offline. */
 export const STALE_ONLINE_AFTER_MS = 3 * 60_000;
+/**
+ * Finished jobs older than this are deleted hourly, except what a server's page, its history and
+ * its backups still name (pruneJobs). The export's operations[] come from jobs: docs/data-export.md.
+ */
+export const JOB_RETENTION_MS = 90 * 24 * 60 * 60_000;
+/** At most this many jobs are deleted per hourly run (a backlog drains over a few hours). */
+export const JOB_PRUNE_BATCH = 5_000;

@@ -1,9 +1,11 @@
 import { eq } from "drizzle-orm";
+import { checkJobPayload, JobSchemaError } from "../../protocol/jobs";
 import type { ReportedWorkload } from "../../protocol/messages";
 import { audit } from "../audit/audit";
 import type { Database } from "../db/client";
 import { workloads, type Job } from "../db/schema";
-import { createJob, unfinishedJobsOfKind } from "./jobs";
+import { logError } from "../logging";
+import { createJob, payloadOf, unfinishedJobsOfKind } from "./jobs";
 
 /**
  * Compares what a host reports it runs with what should run there, and
@@ -19,10 +21,9 @@ export async function reconcileHost(db: Database, hostId: string, reported: Repo
   const running = new Set(reported.map((workload) => workload.id));
   const wanted = new Map(desired.filter((workload) => workload.desired === "present").map((workload) => [workload.id, workload]));
   const pending = new Set(
-    (await unfinishedJobsOfKind(db, hostId, ["workload.ensure", "workload.remove", "homeserver.provision"])).map((job) => {
-      const payload = job.payload as { id?: string; serverId?: string } | null;
-      return `${job.kind}:${payload?.id ?? payload?.serverId}`;
-    }),
+    (await unfinishedJobsOfKind(db, hostId, ["workload.ensure", "workload.remove", "homeserver.provision"])).map(
+      (job) => `${job.kind}:${job.serverId ?? (payloadOf(job, "workload.ensure") ?? payloadOf(job, "workload.remove"))?.id}`,
+    ),
   );
 
   const created: Job[] = [];
@@ -30,7 +31,7 @@ export async function reconcileHost(db: Database, hostId: string, reported: Repo
     const ensure = workload.kind === "homeserver" ? "homeserver.provision" : "workload.ensure";
     if (running.has(workload.id) || pending.has(`${ensure}:${workload.id}`)) continue;
     const payload = workload.kind === "homeserver" ? workload.spec : { id: workload.id, kind: workload.kind, spec: workload.spec };
-    created.push(await createJob(db, { hostId, kind: ensure, payload }, now));
+    created.push(...(await reconciliationJob(hostId, workload.id, () => createJob(db, { hostId, kind: ensure, payload: checkJobPayload(ensure, payload) }, now))));
   }
   for (const workload of reported) {
     if (wanted.has(workload.id) || pending.has(`workload.remove:${workload.id}`)) continue;
@@ -38,7 +39,19 @@ export async function reconcileHost(db: Database, hostId: string, reported: Repo
       await audit(db, now, `host:${hostId}`, "reconcile.unexpected_homeserver", workload.id, { state: workload.state });
       continue;
     }
-    created.push(await createJob(db, { hostId, kind: "workload.remove", payload: { id: workload.id, kind: workload.kind } }, now));
+    const payload = { id: workload.id, kind: workload.kind };
+    created.push(...(await reconciliationJob(hostId, workload.id, () => createJob(db, { hostId, kind: "workload.remove", payload }, now))));
   }
   return created;
+}
+
+/** A reconciliation job, unless its payload would be invalid (a corrupt spec, an id the host made up): that is logged for operators. */
+async function reconciliationJob(hostId: string, workloadId: string, write: () => Promise<Job>): Promise<Job[]> {
+  try {
+    return [await write()];
+  } catch (error) {
+    if (!(error instanceof JobSchemaError)) throw error;
+    logError("reconcile_invalid_payload", error, { hostId, workloadId });
+    return [];
+  }
 }

@@ -1,7 +1,7 @@
 import { and, desc, eq } from "drizzle-orm";
 import { Hono, type Context } from "hono";
 import { z } from "zod";
-import { TEST_JOB_KINDS } from "../../protocol/messages";
+import { imageReference, JOBS, TEST_JOB_KINDS } from "../../protocol/jobs";
 import { audit, readAudit } from "../audit/audit";
 import { refusalsSince } from "../audit/refusals";
 import { jobs, workloads } from "../db/schema";
@@ -81,10 +81,11 @@ export const adminRoutes = new Hono<AppEnv>()
         timeoutSeconds: z.number().int().min(1).max(24 * 3600).optional(),
       }),
     );
+    const payload = parseWith(JOBS[body.kind].payload, body.payload ?? {});
     const job = await dispatchJob(
       ctx.db,
       ctx.env,
-      { hostId: host.id, kind: body.kind, payload: body.payload ?? {}, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 },
+      { hostId: host.id, kind: body.kind, payload, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 },
       ctx.now,
     );
     await audit(ctx.db, ctx.now, `user:${c.var.user.id}`, "job.enqueued", job.id, { hostId: host.id, kind: job.kind });
@@ -98,15 +99,15 @@ export const adminRoutes = new Hono<AppEnv>()
   .post("/hosts/:id/workloads", async (c) => {
     const { ctx } = c.var;
     const host = await requireHost(ctx.db, c.req.param("id"));
-    const { spec } = await readJson(c, z.strictObject({ kind: z.literal("test"), spec: z.json().optional() }));
+    const { spec = {} } = await readJson(c, z.strictObject({ kind: z.literal("test"), spec: z.json().optional() }));
     const [workload] = await ctx.db
       .insert(workloads)
-      .values({ id: crypto.randomUUID(), hostId: host.id, kind: "test", spec: spec ?? {}, desired: "present", createdAt: ctx.now, updatedAt: ctx.now })
+      .values({ id: crypto.randomUUID(), hostId: host.id, kind: "test", spec, desired: "present", createdAt: ctx.now, updatedAt: ctx.now })
       .returning();
     const job = await dispatchJob(
       ctx.db,
       ctx.env,
-      { hostId: host.id, kind: "workload.ensure", payload: { id: workload!.id, kind: "test", spec: workload!.spec } },
+      { hostId: host.id, kind: "workload.ensure", payload: { id: workload!.id, kind: "test", spec } },
       ctx.now,
     );
     return c.json({ workload: { id: workload!.id, hostId: host.id, kind: workload!.kind, desired: workload!.desired }, job: presentJob(job) }, 201);
@@ -128,7 +129,7 @@ export const adminRoutes = new Hono<AppEnv>()
     return c.json({ job: presentJob(job) }, 202);
   })
   .post("/servers/:id/upgrade", async (c) => {
-    const { image } = await readJson(c, z.strictObject({ image: z.string().min(1).max(256).regex(/^[a-z0-9][a-z0-9._\/:@-]*$/, "an image reference") }));
+    const { image } = await readJson(c, z.strictObject({ image: imageReference }));
     const { ctx } = c.var;
     const server = await upgradeServer(ctx, c.var.user.id, c.req.param("id"), image);
     return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 202);

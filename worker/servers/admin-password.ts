@@ -6,7 +6,7 @@ import { adminPasswordLinks, type Server, type User } from "../db/schema";
 import { randomToken, sha256Hex } from "../crypto/bytes";
 import { badRequest, conflict } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
-import { LIFECYCLE_TIMEOUT_MS, ownedServer } from "./servers";
+import { ownedServer } from "./servers";
 
 const LINK_LIFETIME_MS = 60 * 60_000;
 /** Synapse's own default cost for bcrypt (bcrypt_rounds). */
@@ -58,12 +58,7 @@ export async function setAdminPassword(ctx: WorkContext, user: User, serverId: s
   const job = await dispatchJob(
     ctx.db,
     ctx.env,
-    {
-      hostId: server.hostId!,
-      kind: "homeserver.set_admin_password",
-      payload: { serverId: server.id, adminUserId: server.adminUserId, passwordHash },
-      timeoutMs: LIFECYCLE_TIMEOUT_MS,
-    },
+    { hostId: server.hostId!, kind: "homeserver.set_admin_password", payload: { serverId: server.id, adminUserId: server.adminUserId!, passwordHash } },
     ctx.now,
   );
   await audit(ctx.db, ctx.now, `user:${user.id}`, "server.admin_password_set", server.id);

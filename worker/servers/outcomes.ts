@@ -1,7 +1,9 @@
 import { and, eq, sql } from "drizzle-orm";
+import type { HomeserverJobKind } from "../../protocol/jobs";
 import { settleBackupJob } from "../backups/backups";
 import type { WorkContext } from "../context";
 import { servers, type Job, type ServerStatus } from "../db/schema";
+import { payloadOf, resultOf } from "../fleet/jobs";
 import { deleteAfterFinalBackup, stopDeletion } from "./deletion";
 import { enforceEntitlement } from "./entitlement-jobs";
 import { applyResizeOutcome } from "./plan-changes";
@@ -17,8 +19,10 @@ interface Outcome {
   failureReason: string;
 }
 
+type LifecycleJobKind = Exclude<HomeserverJobKind, "homeserver.backup" | "homeserver.resize" | "homeserver.set_admin_password">;
+
 // What each finished lifecycle job means for its server's status.
-const OUTCOMES: Record<string, Outcome> = {
+const OUTCOMES: Record<LifecycleJobKind, Outcome> = {
   "homeserver.provision": { ok: "running", failed: "failed", failureReason: "setting up the homeserver failed" },
   "homeserver.stop": { ok: "stopped", failed: "running", failureReason: "stopping failed" },
   "homeserver.start": { ok: "running", failed: "stopped", failureReason: "starting failed" },
@@ -43,12 +47,13 @@ const OUTCOMES: Record<string, Outcome> = {
 export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void> {
   if (job.kind === "homeserver.backup") return applyBackupOutcome(ctx, job);
   if (job.kind === "homeserver.resize") return applyResizeOutcome(ctx, job);
+  if (!isLifecycleJob(job.kind) || !job.serverId) return;
   const outcome = OUTCOMES[job.kind];
-  const serverId = (job.payload as { serverId?: unknown } | null)?.serverId;
-  if (!outcome || typeof serverId !== "string") return;
   const ok = job.status === "succeeded";
-  const result = (job.result ?? {}) as { synapseVersion?: unknown; adminUserId?: unknown };
-  const provisionedPlan = (job.payload as { planId?: unknown }).planId;
+  const result = resultOf(job, job.kind);
+  const synapseVersion = result && "synapseVersion" in result ? result.synapseVersion : undefined;
+  const adminUserId = result && "adminUserId" in result ? result.adminUserId : undefined;
+  const provisionedPlan = payloadOf(job, "homeserver.provision")?.planId;
   const failed = outcome.failed === "previous" ? sql`coalesce(${servers.previousStatus}, 'failed')` : outcome.failed;
   const [moved] = await ctx.db
     .update(servers)
@@ -56,15 +61,19 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
       status: ok ? outcome.ok : failed,
       statusReason: ok ? null : outcome.failureReason,
       previousStatus: null,
-      ...(ok && typeof result.synapseVersion === "string" ? { synapseVersion: result.synapseVersion } : {}),
-      ...(ok && typeof result.adminUserId === "string" ? { adminUserId: result.adminUserId } : {}),
-      ...(ok && typeof provisionedPlan === "string" ? { appliedPlanId: provisionedPlan } : {}),
+      ...(ok && synapseVersion ? { synapseVersion } : {}),
+      ...(ok && adminUserId ? { adminUserId } : {}),
+      ...(ok && provisionedPlan ? { appliedPlanId: provisionedPlan } : {}),
       updatedAt: ctx.now,
     })
-    .where(and(eq(servers.id, serverId), eq(servers.hostId, job.hostId), eq(servers.lifecycleJobId, job.id)))
+    .where(and(eq(servers.id, job.serverId), eq(servers.hostId, job.hostId), eq(servers.lifecycleJobId, job.id)))
     .returning();
   // A suspension that failed is tried again by the hourly backstop, not at once (no loop of failing jobs).
   if (moved && job.kind !== "homeserver.suspend") await enforceEntitlement(ctx, moved);
+}
+
+function isLifecycleJob(kind: string): kind is LifecycleJobKind {
+  return Object.hasOwn(OUTCOMES, kind);
 }
 
 /** A backup its job left unfinished has failed; a final backup's outcome decides whether its server is deleted. */

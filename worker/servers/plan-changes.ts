@@ -1,13 +1,13 @@
-import { and, eq, inArray, notInArray, sql } from "drizzle-orm";
-import { homeserverResizePayload, type HomeserverResizePayload } from "../../protocol/messages";
+import { and, eq, inArray, notInArray } from "drizzle-orm";
 import { audit } from "../audit/audit";
 import { billingSummary } from "../billing/billing";
 import { planById, type Plan } from "../billing/plans";
 import type { WorkContext } from "../context";
 import { jobs, servers, workloads, type Job, type Server, type ServerStatus } from "../db/schema";
 import { dispatchJob } from "../fleet/hosts";
+import { payloadOf } from "../fleet/jobs";
 import { hasRoomSql } from "./placement";
-import { homeserverSpec, LIFECYCLE_TIMEOUT_MS } from "./servers";
+import { homeserverSpec } from "./servers";
 
 /** Servers past the point where their limits matter. */
 const GONE: ServerStatus[] = ["deleting", "deleted"];
@@ -72,31 +72,25 @@ async function changePlan(ctx: WorkContext, server: Server, plan: Plan): Promise
 }
 
 async function sendResize(ctx: WorkContext, server: Server, plan: Plan): Promise<void> {
-  const payload: HomeserverResizePayload = homeserverResizePayload.parse({ serverId: server.id, planId: plan.id, resources: plan.resources });
-  await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId!, kind: "homeserver.resize", payload, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
+  const payload = { serverId: server.id, planId: plan.id, resources: plan.resources };
+  await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId!, kind: "homeserver.resize", payload }, ctx.now);
 }
 
 async function resizeUnderWay(ctx: WorkContext, serverId: string): Promise<boolean> {
   const [row] = await ctx.db
     .select({ id: jobs.id })
     .from(jobs)
-    .where(
-      and(
-        eq(jobs.kind, "homeserver.resize"),
-        inArray(jobs.status, ["queued", "sent", "acked"]),
-        sql`json_extract(${jobs.payload}, '$.serverId') = ${serverId}`,
-      ),
-    )
+    .where(and(eq(jobs.serverId, serverId), eq(jobs.kind, "homeserver.resize"), inArray(jobs.status, ["queued", "sent", "acked"])))
     .limit(1);
   return row !== undefined;
 }
 
 /** A resize the host did: the server runs with that plan's limits (unless its plan changed again meanwhile). */
 export async function applyResizeOutcome(ctx: WorkContext, job: Job): Promise<void> {
-  const parsed = homeserverResizePayload.safeParse(job.payload);
-  if (!parsed.success || job.status !== "succeeded" || !planById(parsed.data.planId)) return;
+  const resize = payloadOf(job, "homeserver.resize");
+  if (!resize || job.status !== "succeeded" || !planById(resize.planId)) return;
   await ctx.db
     .update(servers)
-    .set({ appliedPlanId: parsed.data.planId, updatedAt: ctx.now })
-    .where(and(eq(servers.id, parsed.data.serverId), eq(servers.hostId, job.hostId), eq(servers.planId, parsed.data.planId)));
+    .set({ appliedPlanId: resize.planId, updatedAt: ctx.now })
+    .where(and(eq(servers.id, resize.serverId), eq(servers.hostId, job.hostId), eq(servers.planId, resize.planId)));
 }

@@ -1,5 +1,5 @@
 import { and, desc, eq, inArray, like, ne, sql, type SQL } from "drizzle-orm";
-import type { HomeserverJobKind } from "../../protocol/messages";
+import type { HomeserverJobKind, JobPayload } from "../../protocol/jobs";
 import { audit } from "../audit/audit";
 import { billingSummary } from "../billing/billing";
 import { mayRun } from "../billing/entitlement";
@@ -14,9 +14,6 @@ import { dispatchJob } from "../fleet/hosts";
 import { insertWhere } from "../db/conditional-insert";
 import { hasRoomSql, placementCandidates } from "./placement";
 
-/** Provisioning a new Synapse and PostgreSQL can take a while on a cold host (images, initdb). */
-export const LIFECYCLE_TIMEOUT_MS = 30 * 60_000;
-
 export function serverNameOf(config: WorkerConfig, name: string): string {
   return `${name}.${config.homeservers.domain}`;
 }
@@ -27,8 +24,8 @@ export function homeserverUrlOf(config: WorkerConfig, name: string): string {
   return `https://${serverNameOf(config, name)}${httpsPort === 443 ? "" : `:${httpsPort}`}`;
 }
 
-/** What a host needs to run this homeserver: the payload of every lifecycle job. */
-export function homeserverSpec(config: WorkerConfig, server: Pick<Server, "id" | "name">, plan: Plan) {
+/** What a host needs to run this homeserver: the provisioning job's payload, and its workload's spec. */
+export function homeserverSpec(config: WorkerConfig, server: Pick<Server, "id" | "name">, plan: Plan): JobPayload<"homeserver.provision"> {
   return {
     serverId: server.id,
     name: server.name,
@@ -61,13 +58,7 @@ export async function latestLifecycleJob(db: Database, server: Server) {
   const [job] = await db
     .select()
     .from(jobs)
-    .where(
-      and(
-        eq(jobs.hostId, server.hostId),
-        like(jobs.kind, "homeserver.%"),
-        sql`json_extract(${jobs.payload}, '$.serverId') = ${server.id}`,
-      ),
-    )
+    .where(and(eq(jobs.serverId, server.id), eq(jobs.hostId, server.hostId), like(jobs.kind, "homeserver.%")))
     .orderBy(desc(jobs.createdAt))
     .limit(1);
   return job;
@@ -128,7 +119,7 @@ export async function createServer(ctx: WorkContext, user: User, name: string, r
     // Another request took the last of this host's room meanwhile: try the next host.
     if (!placed) continue;
     await audit(ctx.db, ctx.now, `user:${user.id}`, "server.created", id, { name, region, hostId: host.id });
-    await dispatchJob(ctx.db, ctx.env, { id: provisionJobId, hostId: host.id, kind: "homeserver.provision", payload: spec, timeoutMs: LIFECYCLE_TIMEOUT_MS }, ctx.now);
+    await dispatchJob(ctx.db, ctx.env, { id: provisionJobId, hostId: host.id, kind: "homeserver.provision", payload: spec }, ctx.now);
     return placed;
   }
   throw conflict(
@@ -143,11 +134,11 @@ export async function createServer(ctx: WorkContext, user: User, name: string, r
  * moves the status on (a superseded job's late outcome changes nothing).
  * Null when the server was no longer in one of `from` (or `also` no longer held): someone else moved it.
  */
-export async function startLifecycleJob(
+export async function startLifecycleJob<K extends HomeserverJobKind>(
   ctx: WorkContext,
   server: Pick<Server, "id" | "hostId">,
   move: { from: ServerStatus[]; to: ServerStatus; previousStatus?: ServerStatus | null },
-  job: { kind: HomeserverJobKind; payload: unknown; timeoutMs?: number },
+  job: { kind: K; payload: JobPayload<K> },
   also?: SQL,
 ): Promise<Server | null> {
   if (!server.hostId) return null;
@@ -164,7 +155,7 @@ export async function startLifecycleJob(
     .where(and(eq(servers.id, server.id), inArray(servers.status, move.from), also))
     .returning();
   if (!moved) return null;
-  await dispatchJob(ctx.db, ctx.env, { id: jobId, hostId: server.hostId, kind: job.kind, payload: job.payload, timeoutMs: job.timeoutMs ?? LIFECYCLE_TIMEOUT_MS }, ctx.now);
+  await dispatchJob(ctx.db, ctx.env, { id: jobId, hostId: server.hostId, kind: job.kind, payload: job.payload }, ctx.now);
   return moved;
 }
 

@@ -8,6 +8,7 @@ import { resourceIdSchema } from "../../../protocol/messages.ts";
 import { generateAgeKeyPair } from "../../../agent/backup/age.ts";
 import { generateHostKey } from "../../../agent/credentials.ts";
 import { homeserverHandlers } from "../../../agent/handlers/homeserver.ts";
+import { HandlerRegistry } from "../../../agent/handlers/registry.ts";
 import { JobInputError, type Json } from "../../../agent/handlers/types.ts";
 import { homeserverPaths, restoreStaging } from "../../../agent/homeserver/names.ts";
 import { silentLogger } from "../../../agent/log.ts";
@@ -18,16 +19,18 @@ afterEach(runCleanups);
 
 const BAD_IDS = ["../x", "a/b", ".", "..", "a\0b", "a'b", 'a"b', "a;b", "-a", "Upper", "", "a".repeat(65)];
 
-function handlers() {
+/** The homeserver kinds as the job runner calls them: through the registry, which checks payloads against the catalogue. */
+function handler(kind: string) {
   const root = tempDir();
   // No Docker socket: a payload that got past its checks would fail differently, not with a JobInputError.
   const runtime = new DockerRuntime({ socketPath: join(root, "no-docker.sock") });
-  return homeserverHandlers({
+  const { handlers } = homeserverHandlers({
     stateDir: join(root, "state"),
     runtime,
     diskEncryption: () => ({ dataRoot: join(root, "data"), encrypted: true, devices: ["dm-0"], allowUnencrypted: false }),
     agentIdentity: { hostId: "host-1", privateKey: generateHostKey() },
-  }).handlers;
+  });
+  return new HandlerRegistry().registerAll(handlers).get(kind)!;
 }
 
 function context(kind: string) {
@@ -63,7 +66,7 @@ describe("homeserver job payloads", () => {
   };
 
   it.each(Object.keys(payloads))("%s refuses a server id that could leave its directory or break a quoted name", async (kind) => {
-    const run = handlers()[kind as keyof ReturnType<typeof handlers>];
+    const run = handler(kind);
     for (const bad of BAD_IDS) {
       const refusal = run({ ...payloads[kind], serverId: bad } as Json, context(kind));
       await expect(refusal, JSON.stringify(bad)).rejects.toBeInstanceOf(JobInputError);
@@ -72,7 +75,7 @@ describe("homeserver job payloads", () => {
   });
 
   it.each(["homeserver.backup", "homeserver.restore"])("%s refuses such a backup id", async (kind) => {
-    const run = handlers()[kind as keyof ReturnType<typeof handlers>];
+    const run = handler(kind);
     for (const bad of BAD_IDS) {
       const refusal = run({ ...payloads[kind], backupId: bad } as Json, context(kind));
       await expect(refusal, JSON.stringify(bad)).rejects.toThrow(new RegExp(`^${kind}: invalid payload: backupId: `));

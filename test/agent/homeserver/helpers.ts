@@ -13,6 +13,7 @@ import Docker from "dockerode";
 import type { JobContext, Json } from "../../../agent/handlers/types.ts";
 import { generateHostKey } from "../../../agent/credentials.ts";
 import { homeserverHandlers, type HomeserverHandlerOptions } from "../../../agent/handlers/homeserver.ts";
+import { HandlerRegistry } from "../../../agent/handlers/registry.ts";
 import { homeserverNames, homeserverPaths } from "../../../agent/homeserver/names.ts";
 import type { HomeserverProxy } from "../../../agent/homeserver/proxy.ts";
 import { SECRET_FILES } from "../../../agent/homeserver/secrets.ts";
@@ -171,8 +172,9 @@ export class TestRun {
     };
   }
 
+  /** Runs a job as the agent's runner does: through the registry, which checks the payload and the result against the catalogue. */
   async run(kind: keyof TestRun["handlers"], payload: unknown): Promise<Json> {
-    return this.handlers[kind](payload as Json, this.ctx(kind));
+    return new HandlerRegistry().registerAll(this.handlers).get(kind)!(payload as Json, this.ctx(kind));
   }
 
   names(serverId: string) {

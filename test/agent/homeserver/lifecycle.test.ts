@@ -234,7 +234,9 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
       const exec = await run.docker.getExec(id).inspect().catch(() => undefined);
       expect(JSON.stringify(exec ?? {})).not.toContain(hashTwo);
     }
-    await expect(run.run("homeserver.set_admin_password", { serverId: spec.serverId, adminUserId, passwordHash: "plain-text" })).rejects.toThrow(/not a bcrypt hash/);
+    await expect(run.run("homeserver.set_admin_password", { serverId: spec.serverId, adminUserId, passwordHash: "plain-text" })).rejects.toThrow(
+      /^homeserver.set_admin_password: invalid payload: passwordHash: a bcrypt hash$/,
+    );
     await expect(
       run.run("homeserver.set_admin_password", { serverId: spec.serverId, adminUserId: "@someone:else.example", passwordHash: hashOne }),
     ).rejects.toThrow(/is not a user of/);

@@ -5,6 +5,7 @@ import { bytes, uploadBackup } from "../backups/backup-helpers";
 import { deliverAll, stripeGet, takeDeliveries } from "../billing/stripe-helpers";
 import { jobOf, runningServer, serverView } from "../servers/server-helpers";
 import { rowCount } from "./account-helpers";
+import { succeeded } from "../fleet/fleet-helpers";
 
 afterEach(() => vi.useRealTimers());
 beforeEach(async () => {
@@ -105,9 +106,9 @@ describe("DELETE /api/me", () => {
     const backupId = backup.job.payload.backupId as string;
     expect(await rowCount("SELECT 1 FROM backups WHERE id = ? AND trigger = 'final'", backupId)).toBe(1);
     expect((await uploadBackup(host, backup.job.payload.uploadBase, [bytes(1000)])).status).toBe(200);
-    agent.send({ type: "job.result", id: backup.job.id, ok: true, result: {} });
+    agent.send(succeeded(backup.job));
     const destroy = await jobOf(agent, "homeserver.delete");
-    agent.send({ type: "job.result", id: destroy.job.id, ok: true, result: {} });
+    agent.send(succeeded(destroy.job));
     await vi.waitFor(async () => expect(await rowCount("SELECT 1 FROM servers WHERE id = ? AND status = 'deleted'", id)).toBe(1));
 
     // The scrubbed row waits for the final backup's retention; then the account is gone, the invoices stay.

@@ -2,11 +2,11 @@ import { env } from "cloudflare:workers";
 import { Encrypter } from "age-encryption";
 import { expect, vi } from "vitest";
 import { signAgentRequest } from "../../../protocol/agent-requests";
-import type { BackupJobPayload } from "../../../protocol/messages";
+import type { JobPayload } from "../../../protocol/jobs";
 import { hex } from "../../../worker/crypto/bytes";
 import { dailyBackupHour } from "../../../worker/backups/maintenance";
 import { HOUR, call, post, setNow } from "../helpers";
-import type { FakeAgent, HostIdentity } from "../fleet/fleet-helpers";
+import { succeeded, type FakeAgent, type HostIdentity } from "../fleet/fleet-helpers";
 import { jobOf, runningServer } from "../servers/server-helpers";
 
 // An agent's side of backups: requests signed as the contract says, and the jobs that start them.
@@ -59,7 +59,8 @@ export const pathOf = (url: string) => new URL(url).pathname;
 
 export interface BackupJob {
   id: string;
-  payload: BackupJobPayload;
+  kind: "homeserver.backup";
+  payload: JobPayload<"homeserver.backup">;
 }
 
 /** Asks for a backup as the owner and returns the `homeserver.backup` job its agent receives. */
@@ -67,7 +68,7 @@ export async function manualBackup(cookie: string, serverId: string, agent: Fake
   const response = await post(`/api/servers/${serverId}/backups`, undefined, { cookie });
   expect(response.status, await response.clone().text()).toBe(202);
   const { job } = await jobOf(agent, "homeserver.backup");
-  return { id: job.id, payload: job.payload as BackupJobPayload };
+  return { id: job.id, kind: "homeserver.backup", payload: job.payload as BackupJob["payload"] };
 }
 
 /** `size` bytes of a pattern that differs per `seed`. */
@@ -142,6 +143,6 @@ export async function serverWithBackup() {
   encrypter.addRecipient(job.payload.recipient);
   const ciphertext = await encrypter.encrypt(BACKUP_PLAINTEXT);
   expect((await uploadBackup(server.host, job.payload.uploadBase, [ciphertext])).status).toBe(200);
-  server.agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
+  server.agent.send(succeeded(job));
   return { ...server, job, backupId: job.payload.backupId, ciphertext };
 }

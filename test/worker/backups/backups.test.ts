@@ -6,7 +6,7 @@ import { backupIdentity } from "../../../worker/backups/keys";
 import { workerConfig } from "../../../worker/config";
 import { database } from "../../../worker/db/client";
 import { call, expectError, logIn, post, setNow, verifiedUser } from "../helpers";
-import { enrolledHost, operatorCookie } from "../fleet/fleet-helpers";
+import { enrolledHost, operatorCookie, succeeded } from "../fleet/fleet-helpers";
 import { jobOf, runningServer, serverView, type JobMessage, type ServerView } from "../servers/server-helpers";
 import { BACKUP_PLAINTEXT, backupRow, backupsOf, bytes, manualBackup, pathOf, serverWithBackup, signedCall, type BackupJob } from "./backup-helpers";
 
@@ -88,7 +88,7 @@ describe("restoring a backup", () => {
     decrypter.addIdentity(job.payload.identity);
     expect(await decrypter.decrypt(downloaded, "text")).toBe(BACKUP_PLAINTEXT);
 
-    agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
+    agent.send(succeeded(job));
     await vi.waitFor(async () => expect(await serverView(owner.cookie, id)).toMatchObject({ status: "running", statusReason: null }));
   });
 
@@ -145,7 +145,7 @@ describe("restoring a backup", () => {
     const neighbour = await enrolledHost(await operatorCookie());
     await expectError(await signedCall(neighbour, "GET", object), 403, "not_restoring");
     expect((await signedCall(host, "GET", object)).status).toBe(200);
-    agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
+    agent.send(succeeded(job));
     await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("running"));
     await expectError(await signedCall(host, "GET", object), 403, "not_restoring");
   });
@@ -209,7 +209,7 @@ describe("back up now and restore, throttled per server", () => {
     for (let i = 0; i < RATE_LIMIT_RULES.restore_server.limit; i++) {
       expect((await restore(owner.cookie, id, backupId)).status).toBe(202);
       const { job } = await jobOf(agent, "homeserver.restore");
-      agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
+      agent.send(succeeded(job));
       await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("running"));
     }
     await expectThrottled(await restore(owner.cookie, id, backupId));

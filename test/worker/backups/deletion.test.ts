@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { DAY, advance, call, expectError, runCron } from "../helpers";
 import { jobOf, runningServer, serverView, suspendedForNonPayment, type ServerView } from "../servers/server-helpers";
 import { avoidDailyBackupHour, backupRow, bytes, pathOf, signedJson, uploadBackup, waitForBackup } from "./backup-helpers";
+import { succeeded } from "../fleet/fleet-helpers";
 
 afterEach(() => vi.useRealTimers());
 beforeEach(async () => {
@@ -23,13 +24,13 @@ describe("deleting a homeserver takes a final backup first", () => {
     expect(agent.messages.some((message: any) => message?.job?.kind === "homeserver.delete")).toBe(false);
 
     expect((await uploadBackup(host, job.payload.uploadBase, [bytes(1000)])).status).toBe(200);
-    agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
+    agent.send(succeeded(job));
     const { job: deletion } = await jobOf(agent, "homeserver.delete");
     expect(deletion.payload).toEqual({ serverId: id });
     // Reconciliation must not provision it again once it is gone from the host.
     expect(await env.DB.prepare("SELECT desired FROM workloads WHERE id = ?").bind(id).first()).toEqual({ desired: "absent" });
 
-    agent.send({ type: "job.result", id: deletion.id, ok: true, result: {} });
+    agent.send(succeeded(deletion));
     await vi.waitFor(async () => expect((await env.DB.prepare("SELECT status FROM servers WHERE id = ?").bind(id).first())).toEqual({ status: "deleted" }));
     await expectError(await call(`/api/servers/${id}`, { cookie: owner.cookie }), 404);
     // The final backup outlives the server (retention removes it in 30 days).
@@ -40,7 +41,7 @@ describe("deleting a homeserver takes a final backup first", () => {
     const { agent, owner, id } = await runningServer();
     expect((await call(`/api/servers/${id}/stop`, { method: "POST", cookie: owner.cookie })).status).toBe(202);
     const stop = await jobOf(agent, "homeserver.stop");
-    agent.send({ type: "job.result", id: stop.job.id, ok: true, result: {} });
+    agent.send(succeeded(stop.job));
     await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("stopped"));
 
     expect((await deleteServer(owner.cookie, id)).status).toBe(202);
@@ -111,9 +112,9 @@ describe("deleting a homeserver takes a final backup first", () => {
     const { job } = await jobOf(agent, "homeserver.backup");
     expect(await backupRow(job.payload.backupId)).toMatchObject({ trigger: "final" });
     expect((await uploadBackup(host, job.payload.uploadBase, [bytes(100)])).status).toBe(200);
-    agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
+    agent.send(succeeded(job));
     const deletion = await jobOf(agent, "homeserver.delete");
-    agent.send({ type: "job.result", id: deletion.job.id, ok: true, result: {} });
+    agent.send(succeeded(deletion.job));
     await vi.waitFor(async () => expect((await env.DB.prepare("SELECT status FROM servers WHERE id = ?").bind(id).first())).toEqual({ status: "deleted" }));
   });
 });

@@ -138,10 +138,20 @@ describe("30-day retention", () => {
     const beingRestored = await seedBackup(restoring.id, restoring.host.hostId, START, "succeeded");
     await seedBackup(restoring.id, restoring.host.hostId, START + DAY, "succeeded");
     await env.DB.prepare(
-      `INSERT INTO jobs (id, host_id, kind, payload, status, attempts, next_attempt_at, deadline, created_at, updated_at)
-       VALUES (?, ?, 'homeserver.restore', ?, 'acked', 1, ?, ?, ?, ?)`,
+      `INSERT INTO jobs (id, host_id, kind, payload, server_id, backup_id, status, attempts, next_attempt_at, deadline, created_at, updated_at)
+       VALUES (?, ?, 'homeserver.restore', ?, ?, ?, 'acked', 1, ?, ?, ?, ?)`,
     )
-      .bind(crypto.randomUUID(), restoring.host.hostId, JSON.stringify({ serverId: restoring.id, backupId: beingRestored }), START, START + 400 * DAY, START, START)
+      .bind(
+        crypto.randomUUID(),
+        restoring.host.hostId,
+        JSON.stringify({ serverId: restoring.id, backupId: beingRestored }),
+        restoring.id,
+        beingRestored,
+        START,
+        START + 400 * DAY,
+        START,
+        START,
+      )
       .run();
 
     setNow(START + 40 * DAY + ((dailyBackupHour(restoring.id) + 12) % 24) * HOUR);

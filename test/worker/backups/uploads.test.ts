@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { BACKUP_PART_SIZE } from "../../../protocol/messages";
 import { advance, call, expectError, HOUR, runCron } from "../helpers";
-import { enrolledHost, operatorCookie } from "../fleet/fleet-helpers";
+import { enrolledHost, operatorCookie, succeeded } from "../fleet/fleet-helpers";
 import { runningServer } from "../servers/server-helpers";
 import {
   backupRow,
@@ -188,7 +188,7 @@ describe("a backup job that ends without completing its upload", () => {
 
   it("fails its backup when the job reports success without having completed it", async () => {
     const { agent, job, backupId } = await backupUnderWay();
-    agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
+    agent.send(succeeded(job));
     await waitForBackup(backupId, { status: "failed", error: "the backup job ended without completing the upload" });
   });
 

@@ -176,3 +176,47 @@ export async function refusalsSince(kind: string): Promise<() => Promise<Record<
     return Object.fromEntries(Object.entries(now).flatMap(([reason, n]) => (n > (start[reason] ?? 0) ? [[reason, n - (start[reason] ?? 0)]] : [])));
   };
 }
+
+/** A delivered job, as a fake agent reads it from a `job` message. */
+export interface DeliveredJob {
+  id: string;
+  kind: string;
+  payload: Record<string, any>;
+}
+
+/**
+ * The `job.result` a real agent sends when `job` succeeded: its kind's result (protocol/jobs.ts), made from its
+ * payload, with `fields` in place of the defaults. The Worker refuses a result that is not its kind's.
+ */
+export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {}) {
+  const { serverId, backupId } = job.payload;
+  const container = (role: string) => ({ name: `berth-${String(serverId).slice(0, 12)}-${role}`, id: "c".repeat(64) });
+  const running = {
+    serverId,
+    serverName: `${serverId}.berth.test`,
+    state: "running",
+    synapseVersion: "1.163.2",
+    image: "berth/synapse:latest",
+    ipAddress: "172.30.0.2",
+    containers: { synapse: container("synapse"), postgres: container("postgres") },
+  };
+  const results: Record<string, unknown> = {
+    noop: { ok: true },
+    sleep: { sleptMs: job.payload.ms },
+    "workload.ensure": { id: job.payload.id, kind: job.payload.kind, state: "running", changed: true },
+    "workload.remove": { id: job.payload.id, removed: true },
+    "homeserver.provision": { ...running, serverName: job.payload.serverName, adminUserId: `@admin:${job.payload.serverName}` },
+    "homeserver.stop": { serverId, state: "stopped" },
+    "homeserver.start": running,
+    "homeserver.suspend": { serverId, state: "suspended" },
+    "homeserver.resume": running,
+    "homeserver.upgrade": { ...running, image: job.payload.image, previousImage: "berth/synapse:previous" },
+    "homeserver.delete": { serverId, state: "deleted" },
+    "homeserver.set_admin_password": { serverId, adminUserId: job.payload.adminUserId, sessionsEnded: 0 },
+    "homeserver.resize": { serverId, resources: job.payload.resources },
+    "homeserver.backup": { serverId, backupId, size: 1, sha256: "0".repeat(64), parts: [{ partNumber: 1, size: 1, sha256: "0".repeat(64) }] },
+    "homeserver.restore": { ...running, backupId, restoredFrom: "2025-01-01T00:00:00.000Z" },
+  };
+  if (!(job.kind in results)) throw new Error(`no result for ${job.kind} jobs: they never succeed`);
+  return { type: "job.result", id: job.id, ok: true, result: { ...(results[job.kind] as object), ...fields } };
+}

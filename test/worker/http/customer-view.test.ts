@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { DAY, call, runCron } from "../helpers";
-import { operatorCookie } from "../fleet/fleet-helpers";
+import { operatorCookie, succeeded } from "../fleet/fleet-helpers";
 import { runningServer, serverEvents } from "../servers/server-helpers";
 import { avoidDailyBackupHour, backupRow, bytes, manualBackup, pathOf, signedJson, uploadBackup, waitForBackup } from "../backups/backup-helpers";
 
@@ -25,7 +25,7 @@ async function serverWithHostFailures() {
 
   const succeeding = await manualBackup(owner.cookie, id, agent);
   expect((await uploadBackup(host, succeeding.payload.uploadBase, [bytes(1000)])).status).toBe(200);
-  agent.send({ type: "job.result", id: succeeding.id, ok: true, result: {} });
+  agent.send(succeeded(succeeding));
   await vi.waitFor(async () => expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(succeeding.id).first()).toEqual({ status: "succeeded" }));
 
   const aborted = await manualBackup(owner.cookie, id, agent);

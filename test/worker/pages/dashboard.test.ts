@@ -6,6 +6,7 @@ import { subscriber } from "../billing/stripe-helpers";
 import { jobOf, onlineHost, runningServer, serverView } from "../servers/server-helpers";
 import { expectLabelled } from "./page-checks";
 import { backupsOf, manualBackup, uploadBackup } from "../backups/backup-helpers";
+import { succeeded } from "../fleet/fleet-helpers";
 
 // The dashboard's pages without JavaScript: what they show, and every form by plain POST.
 
@@ -111,7 +112,7 @@ describe("a server's page", () => {
     expect(again.status).toBe(409);
     expect(await again.text()).toContain("The server is stopping; it can stop only when running.");
 
-    agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
+    agent.send(succeeded(job));
     await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("stopped"));
     expect(await page(`/servers/${id}`, owner.cookie)).toContain(`action="/servers/${id}/start"`);
     const start = await submit(`/servers/${id}/start`, {}, owner.cookie);
@@ -167,7 +168,7 @@ describe("a server's page", () => {
     const encrypter = new Encrypter();
     encrypter.addRecipient(job.payload.recipient);
     expect((await uploadBackup(host, job.payload.uploadBase, [await encrypter.encrypt("a backup")])).status).toBe(200);
-    agent.send({ type: "job.result", id: job.id, ok: true, result: {} });
+    agent.send(succeeded(job));
     const [backup] = await backupsOf(owner.cookie, id);
     const html = await page(`/servers/${id}`, owner.cookie);
     expect(html).toMatch(/<td>manual<\/td><td>\d+ B<\/td><td>succeeded<\/td><td>[A-Z][a-z]+ \d+, \d{4}/);

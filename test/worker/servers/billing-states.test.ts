@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { call, expectError, logIn, post, runCron } from "../helpers";
 import { deliverAll, emulatorControl, subscriber, takeDeliveries, type Subscriber } from "../billing/stripe-helpers";
-import { operatorCookie, type FakeAgent } from "../fleet/fleet-helpers";
+import { operatorCookie, succeeded, type FakeAgent } from "../fleet/fleet-helpers";
 import { serverWithBackup } from "../backups/backup-helpers";
 import { create, jobOf, onlineHost, runningServer, serverView, type ServerView } from "./server-helpers";
 
@@ -32,7 +32,7 @@ async function suspendAccount(owner: Subscriber): Promise<void> {
 }
 
 async function jobsOf(serverId: string, kind: string): Promise<number> {
-  const row = await env.DB.prepare("SELECT count(*) AS n FROM jobs WHERE kind = ? AND json_extract(payload, '$.serverId') = ?").bind(kind, serverId).first<{ n: number }>();
+  const row = await env.DB.prepare("SELECT count(*) AS n FROM jobs WHERE kind = ? AND server_id = ?").bind(kind, serverId).first<{ n: number }>();
   return row!.n;
 }
 
@@ -40,7 +40,7 @@ async function jobsOf(serverId: string, kind: string): Promise<number> {
 async function suspendedByHost(agent: FakeAgent, cookie: string, id: string): Promise<void> {
   const suspend = await jobOf(agent, "homeserver.suspend");
   expect(suspend.job.payload).toEqual({ serverId: id });
-  agent.send({ type: "job.result", id: suspend.job.id, ok: true, result: {} });
+  agent.send(succeeded(suspend.job));
   await vi.waitFor(async () => expect(await serverView(cookie, id)).toMatchObject({ status: "suspended" }));
 }
 
@@ -54,7 +54,7 @@ describe("suspension reaches a server in any state", () => {
     expect(await serverView(owner.cookie, created.id)).toMatchObject({ status: "provisioning" });
     expect(await jobsOf(created.id, "homeserver.suspend")).toBe(0);
 
-    agent.send({ type: "job.result", id: provision.job.id, ok: true, result: { synapseVersion: "1.163.2" } });
+    agent.send(succeeded(provision.job, { synapseVersion: "1.163.2" }));
     await suspendedByHost(agent, owner.cookie, created.id);
   });
 
@@ -82,7 +82,7 @@ describe("suspension reaches a server in any state", () => {
       const restore = await jobOf(agent, "homeserver.restore");
       await suspendAccount(owner);
       expect(await serverView(owner.cookie, id)).toMatchObject({ status: "restoring" });
-      agent.send(ok ? { type: "job.result", id: restore.job.id, ok: true, result: {} } : { type: "job.result", id: restore.job.id, ok: false, error: "no" });
+      agent.send(ok ? succeeded(restore.job) : { type: "job.result", id: restore.job.id, ok: false, error: "no" });
       await suspendedByHost(agent, owner.cookie, id);
     }
   });
@@ -93,7 +93,7 @@ describe("suspension reaches a server in any state", () => {
     const upgrade = await jobOf(agent, "homeserver.upgrade");
     await suspendAccount(owner);
     expect(await serverView(owner.cookie, id)).toMatchObject({ status: "upgrading" });
-    agent.send({ type: "job.result", id: upgrade.job.id, ok: true, result: { synapseVersion: "1.164.0" } });
+    agent.send(succeeded(upgrade.job, { synapseVersion: "1.164.0" }));
     await suspendedByHost(agent, owner.cookie, id);
     expect(await serverView(owner.cookie, id)).toMatchObject({ synapseVersion: "1.164.0" });
   });
@@ -115,7 +115,7 @@ describe("a late job outcome never undoes billing or a deletion", () => {
     const { agent, owner, id } = await runningServer();
     expect((await post(`/api/servers/${id}/stop`, undefined, { cookie: owner.cookie })).status).toBe(202);
     const stop = await jobOf(agent, "homeserver.stop");
-    agent.send({ type: "job.result", id: stop.job.id, ok: true, result: {} });
+    agent.send(succeeded(stop.job));
     await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("stopped"));
     expect((await post(`/api/servers/${id}/start`, undefined, { cookie: owner.cookie })).status).toBe(202);
     const start = await jobOf(agent, "homeserver.start");
@@ -123,10 +123,10 @@ describe("a late job outcome never undoes billing or a deletion", () => {
     await suspendAccount(owner);
     const suspend = await jobOf(agent, "homeserver.suspend");
     // The host finishes the start it got first, then the suspension.
-    agent.send({ type: "job.result", id: start.job.id, ok: true, result: { synapseVersion: "1.163.2" } });
+    agent.send(succeeded(start.job, { synapseVersion: "1.163.2" }));
     await vi.waitFor(async () => expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(start.job.id).first()).toEqual({ status: "succeeded" }));
     expect((await serverView(owner.cookie, id)).status).toBe("suspended");
-    agent.send({ type: "job.result", id: suspend.job.id, ok: true, result: {} });
+    agent.send(succeeded(suspend.job));
     await vi.waitFor(async () => expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(suspend.job.id).first()).toEqual({ status: "succeeded" }));
     expect((await serverView(owner.cookie, id)).status).toBe("suspended");
   });
@@ -142,7 +142,7 @@ describe("a late job outcome never undoes billing or a deletion", () => {
     expect(deleting.status).toBe(202);
     await jobOf(agent, "homeserver.backup");
 
-    agent.send({ type: "job.result", id: stop.job.id, ok: true, result: {} });
+    agent.send(succeeded(stop.job));
     await vi.waitFor(async () => expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(stop.job.id).first()).toEqual({ status: "succeeded" }));
     expect(await serverView(cookie, id)).toMatchObject({ status: "deleting", statusReason: "taking a final backup" });
   });
@@ -153,7 +153,7 @@ describe("starting and restoring need an account that may run", () => {
     const { agent, owner, id, backupId } = await serverWithBackup();
     expect((await post(`/api/servers/${id}/stop`, undefined, { cookie: owner.cookie })).status).toBe(202);
     const stop = await jobOf(agent, "homeserver.stop");
-    agent.send({ type: "job.result", id: stop.job.id, ok: true, result: {} });
+    agent.send(succeeded(stop.job));
     await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("stopped"));
     // The entitlement changed; the event that moves the servers has not been handled yet.
     await env.DB.prepare("UPDATE entitlements SET state = 'suspended' WHERE user_id = (SELECT user_id FROM servers WHERE id = ?)").bind(id).run();

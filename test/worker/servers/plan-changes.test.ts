@@ -5,7 +5,7 @@ import { HOST_RESERVED_MEMORY_MIB } from "../../../worker/servers/placement";
 import { PLAN_CHANGE_WAITING } from "../../../worker/servers/plan-changes";
 import { call, runCron } from "../helpers";
 import { deliverAll, emulator, stripeGet, subscriber, takeDeliveries, type Subscriber } from "../billing/stripe-helpers";
-import type { FakeAgent } from "../fleet/fleet-helpers";
+import { succeeded, type FakeAgent } from "../fleet/fleet-helpers";
 import { create, jobOf, onlineHost, serverView, type ServerView } from "./server-helpers";
 
 // A plan changed in Stripe's Customer Portal changes the running homeserver's limits.
@@ -35,7 +35,7 @@ async function runningOn(plan: string, memoryMiB?: number) {
   const created = (await (await create(owner.cookie)).json()) as ServerView;
   const { job } = await jobOf(agent, "homeserver.provision");
   expect(job.payload).toMatchObject({ planId: plan, resources: planById(plan)!.resources });
-  agent.send({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2" } });
+  agent.send(succeeded(job, { synapseVersion: "1.163.2" }));
   await vi.waitFor(async () => expect(await serverView(owner.cookie, created.id)).toMatchObject({ status: "running", plan, planApplied: true }));
   return { agent, host, owner, id: created.id };
 }
@@ -44,7 +44,7 @@ async function resized(agent: FakeAgent, cookie: string, id: string, plan: strin
   const resize = await jobOf(agent, "homeserver.resize");
   expect(resize.job.payload).toEqual({ serverId: id, planId: plan, resources: planById(plan)!.resources });
   expect(await serverView(cookie, id)).toMatchObject({ plan, planApplied: false, status: "running" });
-  agent.send({ type: "job.result", id: resize.job.id, ok: true, result: {} });
+  agent.send(succeeded(resize.job));
   await vi.waitFor(async () => expect(await serverView(cookie, id)).toMatchObject({ plan, planApplied: true, status: "running" }));
 }
 

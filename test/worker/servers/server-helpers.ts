@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { expect, vi } from "vitest";
 import { DAY, advance, call, logIn, post, runCron } from "../helpers";
 import { deliverAll, emulatorControl, subscriber, takeDeliveries } from "../billing/stripe-helpers";
-import { connectedAgent, enrolledHost, operatorCookie, type FakeAgent } from "../fleet/fleet-helpers";
+import { connectedAgent, enrolledHost, operatorCookie, succeeded, type FakeAgent } from "../fleet/fleet-helpers";
 import type { presentServer } from "../../../worker/http/present";
 
 // Homeservers as a customer and a fake agent drive them: shared by the servers and backups tests.
@@ -63,7 +63,7 @@ export async function runningServer() {
   const owner = await subscriber();
   const created = (await (await create(owner.cookie)).json()) as ServerView;
   const { job } = await jobOf(agent, "homeserver.provision");
-  agent.send({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2", adminUserId: `@admin:${created.serverName}` } });
+  agent.send(succeeded(job));
   await vi.waitFor(async () => expect((await serverView(owner.cookie, created.id)).status).toBe("running"));
   return { agent, host, owner, id: created.id };
 }
@@ -80,7 +80,7 @@ export async function suspendedForNonPayment({ agent, owner, id }: Awaited<Retur
   agent.send({ type: "inventory", workloads: [{ id, kind: "homeserver", state: "running" }] });
   await runCron();
   const suspend = await jobOf(agent, "homeserver.suspend");
-  agent.send({ type: "job.result", id: suspend.job.id, ok: true, result: {} });
+  agent.send(succeeded(suspend.job));
   const cookie = await logIn(owner.email);
   await vi.waitFor(async () => expect((await serverView(cookie, id)).status).toBe("suspended"));
   return cookie;

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { nameProblem } from "../../../worker/servers/names";
 import { call, expectError, logIn, post, runCron, verifiedUser } from "../helpers";
 import { deliverAll, emulatorControl, signedNow, subscriber, takeDeliveries } from "../billing/stripe-helpers";
-import { operatorCookie } from "../fleet/fleet-helpers";
+import { operatorCookie, succeeded } from "../fleet/fleet-helpers";
 import { create, jobOf, onlineHost, runningServer, serverEvents, serverView, suspendedForNonPayment, type ServerView } from "./server-helpers";
 
 afterEach(() => vi.useRealTimers());
@@ -69,7 +69,7 @@ describe("creating a homeserver", () => {
 
     agent.send({ type: "job.progress", id: job.id, progress: 0.5, message: "starting Synapse" });
     await vi.waitFor(async () => expect((await serverView(cookie, created.id)).lastJob).toMatchObject({ kind: "homeserver.provision" }));
-    agent.send({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2" } });
+    agent.send(succeeded(job, { synapseVersion: "1.163.2" }));
     await vi.waitFor(async () => expect(await serverView(cookie, created.id)).toMatchObject({ status: "running", synapseVersion: "1.163.2" }));
   });
 
@@ -84,6 +84,27 @@ describe("creating a homeserver", () => {
     );
     const stored = await env.DB.prepare("SELECT error FROM jobs WHERE id = ?").bind(job.id).first<{ error: string }>();
     expect(stored!.error).toBe("Synapse failed its health check at /var/lib/berth/x");
+  });
+
+  it("a provisioning reported done with a result that is not the catalogue's fails the server: nothing is taken from it", async () => {
+    // A compromised host might say anything; what the owner would read must be what the catalogue allows.
+    const { agent } = await onlineHost();
+    const { cookie } = await subscriber();
+    const created = (await (await create(cookie)).json()) as ServerView;
+    const { job } = await jobOf(agent, "homeserver.provision");
+    const { synapseVersion: _missing, ...incomplete } = succeeded(job, { adminUserId: "Call +1 555 0100 to reset your admin password" }).result as Record<
+      string,
+      unknown
+    >;
+    agent.send({ type: "job.result", id: job.id, ok: true, result: incomplete });
+    await vi.waitFor(async () =>
+      expect(await serverView(cookie, created.id)).toMatchObject({ status: "failed", statusReason: "setting up the homeserver failed", synapseVersion: null }),
+    );
+    const stored = await env.DB.prepare("SELECT status, result, error FROM jobs WHERE id = ?").bind(job.id).first<{ status: string; result: string | null; error: string }>();
+    expect(stored).toMatchObject({ status: "failed", result: null });
+    expect(stored!.error).toMatch(/homeserver.provision: invalid result: .*synapseVersion: .*adminUserId: a Matrix user id/);
+    const admin = await env.DB.prepare("SELECT admin_user_id FROM servers WHERE id = ?").bind(created.id).first<{ admin_user_id: string | null }>();
+    expect(admin!.admin_user_id).toBeNull();
   });
 
   it("picks the least-loaded host, and says so clearly when none has room", async () => {
@@ -115,12 +136,12 @@ describe("running a homeserver", () => {
     await expectError(await post(`/api/servers/${id}/stop`, undefined, { cookie: owner.cookie }), 409, "invalid_state");
     const stop = await jobOf(agent, "homeserver.stop");
     expect(stop.job.payload).toEqual({ serverId: id });
-    agent.send({ type: "job.result", id: stop.job.id, ok: true, result: {} });
+    agent.send(succeeded(stop.job));
     await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("stopped"));
 
     expect((await post(`/api/servers/${id}/start`, undefined, { cookie: owner.cookie })).status).toBe(202);
     const start = await jobOf(agent, "homeserver.start");
-    agent.send({ type: "job.result", id: start.job.id, ok: true, result: {} });
+    agent.send(succeeded(start.job));
     await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("running"));
   });
 
@@ -150,7 +171,7 @@ describe("running a homeserver", () => {
     await deliverAll(await signedNow(await takeDeliveries(owner.customerId)));
     await vi.waitFor(async () => {
       await runCron(new Date(), "* * * * *");
-      return jobOf(agent, "homeserver.resume").then((resume) => agent.send({ type: "job.result", id: resume.job.id, ok: true, result: {} }));
+      return jobOf(agent, "homeserver.resume").then((resume) => agent.send(succeeded(resume.job)));
     });
     await vi.waitFor(async () => expect((await serverView(cookie, id)).status).toBe("running"));
   });
@@ -187,7 +208,7 @@ describe("running a homeserver", () => {
     const stream = await serverEvents(owner.cookie, created.id);
     expect((await stream.next())!.status).toBe("provisioning");
     const { job } = await jobOf(agent, "homeserver.provision");
-    agent.send({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2" } });
+    agent.send(succeeded(job, { synapseVersion: "1.163.2" }));
     for (let next = await stream.next(); next!.status !== "running"; next = await stream.next());
     await stream.cancel();
     await expectError(await call(`/api/servers/${created.id}/events`, { cookie: await logIn((await verifiedUser()).email) }), 404);
@@ -213,7 +234,7 @@ describe("running a homeserver", () => {
     );
     await post(`/api/admin/servers/${id}/upgrade`, { image: "berth/synapse:1.164.0" }, { cookie: operator });
     const good = await jobOf(agent, "homeserver.upgrade");
-    agent.send({ type: "job.result", id: good.job.id, ok: true, result: { synapseVersion: "1.164.0" } });
+    agent.send(succeeded(good.job, { synapseVersion: "1.164.0" }));
     await vi.waitFor(async () => expect(await serverView(owner.cookie, id)).toMatchObject({ status: "running", synapseVersion: "1.164.0", statusReason: null }));
   });
 });

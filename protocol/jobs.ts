@@ -1,0 +1,315 @@
+// The job catalogue: every kind of job the control plane sends to a host's
+// agent, declared once. Each kind has the payload the Worker dispatches (and
+// D1 stores), the payload the agent receives (the same but for a restore,
+// whose identity is added only as it is sent), the result the agent reports,
+// what it reports as progress, its deadline and what happens after it failed.
+// The Worker refuses to dispatch a payload, and to record a result, that does
+// not match; the agent refuses such a payload, and can register a handler only
+// for a kind listed here. A new capability is one entry here and its handlers.
+import { z } from "zod";
+import { BACKUP_MAX_PARTS, BACKUP_MIN_PART_SIZE, BACKUP_PART_SIZE, backupPartReceipt, resourceIdSchema, sha256Hex } from "./messages.ts";
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+
+/**
+ * What happens after a job ran and failed. Delivery itself is always retried: the
+ * host's Durable Object resends a job until the agent acknowledges it and
+ * again after every reconnect until it reports a result (the agent's journal
+ * makes a repeat harmless); this is about a job that ran and failed.
+ */
+export type AfterFailure =
+  /** Nobody sends it again: whoever asked asks again. */
+  | "not retried"
+  /** Reconciliation sends it again on the host's next report while the host lacks a workload it should run. */
+  | "reconciled"
+  /** The hourly cron sends it again while the reason for it holds. */
+  | "hourly"
+  /** The hourly cron sends it again a day later. */
+  | "daily";
+
+export interface JobDefinition<Payload extends z.ZodType, Delivered extends z.ZodType, Result extends z.ZodType> {
+  /** What the Worker dispatches and D1 keeps (operators see it). */
+  payload: Payload;
+  /** What the agent receives: the payload, except where delivery adds to it. */
+  delivered: Delivered;
+  /** What the agent reports when the job succeeded. */
+  result: Result;
+  /** What the job reports as progress, in order. */
+  progress: string;
+  /** From dispatch to its deadline, past which the job has failed. */
+  timeoutMs: number;
+  retry: RetryPolicy;
+}
+
+export interface RetryPolicy {
+  afterFailure: AfterFailure;
+  /** Who sends it again and when, or why nobody does. */
+  note?: string;
+}
+
+function job<Payload extends z.ZodType, Result extends z.ZodType, Delivered extends z.ZodType = Payload>(
+  definition: Omit<JobDefinition<Payload, Delivered, Result>, "delivered"> & { delivered?: Delivered },
+): JobDefinition<Payload, Delivered, Result> {
+  return { ...definition, delivered: (definition.delivered ?? definition.payload) as Delivered };
+}
+
+// ---------- shared shapes ----------
+
+/** The test kinds' deadline when the operator does not choose one, and the workload markers'. */
+const DEFAULT_JOB_TIMEOUT_MS = HOUR;
+/** Provisioning a new Synapse and PostgreSQL can take a while on a cold host (images, initdb). */
+const LIFECYCLE_JOB_TIMEOUT_MS = 30 * MINUTE;
+/** A backup or a restore streams the whole homeserver through the host. */
+const BACKUP_JOB_TIMEOUT_MS = 6 * HOUR;
+const MAX_SLEEP_MS = 10 * MINUTE;
+
+// DNS names only (the control plane makes them from DNS labels); no port, no path.
+const serverName = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/i, "a DNS name");
+/** A container image reference (repository, tag or digest). */
+export const imageReference = z.string().min(1).max(512).regex(/^[A-Za-z0-9][A-Za-z0-9._\-/:@]*$/, "an image reference");
+const planId = z.string().min(1).max(64);
+/** A Matrix user id, as Synapse's first admin has one: the Worker shows it to the server's owner. */
+const matrixUserId = z.string().max(255).regex(/^@[a-z0-9._=\-/+]+:[A-Za-z0-9.-]+(:\d+)?$/, "a Matrix user id");
+const planResources = z.strictObject({
+  memoryMiB: z.number().int().min(384).max(1024 * 1024),
+  cpus: z.number().min(0.1).max(512),
+  storageGiB: z.number().min(0).max(1_000_000),
+});
+const serverPayload = z.object({ serverId: resourceIdSchema });
+const workloadKind = z.string().min(1).max(64);
+
+const containerRef = z.object({ name: z.string().max(256), id: z.string().max(128) });
+/** A homeserver that runs: what provision, start, resume, upgrade and restore report. */
+const running = z.object({
+  serverId: resourceIdSchema,
+  serverName: z.string().max(253),
+  state: z.literal("running"),
+  synapseVersion: z.string().min(1).max(200),
+  image: z.string().max(512),
+  ipAddress: z.string().max(64),
+  containers: z.object({ synapse: containerRef, postgres: containerRef }),
+});
+const stateReached = <State extends string>(state: State) => z.object({ serverId: resourceIdSchema, state: z.literal(state) });
+
+/** `homeserver.restore` as D1 keeps it: everything but the identity, which the host's Durable Object adds as it sends the job. */
+const storedRestorePayload = z.strictObject({
+  serverId: resourceIdSchema,
+  backupId: resourceIdSchema,
+  /** GET it with a signed request: the ciphertext, as uploaded. */
+  downloadUrl: z.url(),
+  /** Restoring onto another homeserver (a later migration); absent means the backup's own. */
+  targetServerName: z.string().max(253).optional(),
+});
+
+// ---------- the catalogue ----------
+
+export const JOBS = {
+  // The test kinds: every agent runs them; operators send them (POST /api/admin/hosts/:id/jobs).
+  noop: job({
+    payload: z.strictObject({}).nullable(),
+    result: z.object({ ok: z.literal(true) }),
+    progress: "none",
+    timeoutMs: DEFAULT_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  sleep: job({
+    payload: z.strictObject({ ms: z.number().int().min(0).max(MAX_SLEEP_MS) }),
+    result: z.object({ sleptMs: z.number().int().nonnegative() }),
+    progress: "about ten reports: slept N of M ms",
+    timeoutMs: DEFAULT_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  fail: job({
+    payload: z.strictObject({ message: z.string().max(2000).optional() }).nullable(),
+    // It always fails, with the payload's message.
+    result: z.never(),
+    progress: "none",
+    timeoutMs: DEFAULT_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+
+  // Reconciliation's markers: a file per workload under the data root.
+  "workload.ensure": job({
+    payload: z.strictObject({ id: resourceIdSchema, kind: workloadKind, spec: z.json() }),
+    result: z.object({ id: resourceIdSchema, kind: workloadKind, state: z.literal("running"), changed: z.boolean() }),
+    progress: "none",
+    timeoutMs: DEFAULT_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "reconciled" },
+  }),
+  "workload.remove": job({
+    payload: z.strictObject({ id: resourceIdSchema, kind: workloadKind.optional(), spec: z.json().optional() }),
+    result: z.object({ id: resourceIdSchema, removed: z.boolean() }),
+    progress: "none",
+    timeoutMs: DEFAULT_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "reconciled" },
+  }),
+
+  // A homeserver's lifecycle. Each is idempotent on the host: run again, it converges.
+  "homeserver.provision": job({
+    payload: z.object({
+      serverId: resourceIdSchema,
+      name: z.string().max(64).optional(),
+      serverName,
+      publicBaseUrl: z.url({ protocol: /^https?$/ }),
+      /** The plan whose limits these are: the server's applied plan once it runs. Absent in workload specs written before plan changes. */
+      planId: planId.optional(),
+      resources: planResources,
+      images: z.object({ synapse: imageReference, postgres: imageReference }),
+    }),
+    result: running.extend({ adminUserId: matrixUserId }),
+    progress: "uid and data directories, images, secrets and signing key, networks and firewall rules, PostgreSQL, Synapse, its client API, the admin account, the proxy route",
+    timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "reconciled", note: "the server is failed; while its workload should run and its host does not report it, reconciliation provisions it again (the server's status stays for an operator to look at)" },
+  }),
+  "homeserver.stop": job({
+    payload: serverPayload,
+    result: stateReached("stopped"),
+    progress: "Synapse stopped, PostgreSQL stopped",
+    timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.start": job({
+    payload: serverPayload,
+    result: running,
+    progress: "PostgreSQL, Synapse, the proxy route",
+    timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.suspend": job({
+    payload: serverPayload,
+    result: stateReached("suspended"),
+    progress: "the proxy answers \"suspended\", Synapse stopped, PostgreSQL stopped",
+    timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "hourly", note: "while billing does not let the account run, the hourly entitlement backstop suspends it again" },
+  }),
+  "homeserver.resume": job({
+    payload: serverPayload,
+    result: running,
+    progress: "PostgreSQL, Synapse, the proxy route",
+    timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried", note: "the server is left failed, not suspended, which the hourly backstop would resume again and again" },
+  }),
+  "homeserver.upgrade": job({
+    payload: z.object({ serverId: resourceIdSchema, image: imageReference }),
+    result: running.extend({ previousImage: z.string().max(512) }),
+    progress: "the image, PostgreSQL, the current Synapse stopped (kept), the new one started and healthy — or rolled back — then the previous container removed",
+    timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.delete": job({
+    payload: serverPayload,
+    result: stateReached("deleted"),
+    progress: "the proxy route, the containers, the networks and firewall rules, the data",
+    timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "daily", note: "sent only after a final backup; when billing made the deletion due, the hourly cron starts it again (with a new final backup) a day later" },
+  }),
+  "homeserver.set_admin_password": job({
+    payload: z.object({
+      serverId: resourceIdSchema,
+      adminUserId: matrixUserId,
+      /** bcrypt, made by the Worker: the password itself never travels. */
+      passwordHash: z.string().regex(/^\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}$/, "a bcrypt hash"),
+    }),
+    result: z.object({ serverId: resourceIdSchema, adminUserId: matrixUserId, sessionsEnded: z.number().int().nonnegative() }),
+    progress: "PostgreSQL, the hash written, Synapse restarted if sessions ended",
+    timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.resize": job({
+    payload: z.strictObject({
+      serverId: resourceIdSchema,
+      /** The plan whose limits these are, reported back in the job's outcome. */
+      planId,
+      resources: planResources,
+    }),
+    result: z.object({ serverId: resourceIdSchema, resources: planResources }),
+    progress: "PostgreSQL's limits, Synapse's limits",
+    timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "hourly", note: "until the host reported the new plan's limits applied, the hourly cron sends it again" },
+  }),
+
+  // Backups.
+  "homeserver.backup": job({
+    /** Encrypt to `recipient` (age X25519) and upload in parts of `partSize` to `uploadBase`. */
+    payload: z.strictObject({
+      serverId: resourceIdSchema,
+      backupId: resourceIdSchema,
+      /** The homeserver's age recipient (public key, age1…): hosts can encrypt, never decrypt. */
+      recipient: z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, "an age X25519 recipient"),
+      partSize: z.number().int().min(BACKUP_MIN_PART_SIZE).max(BACKUP_PART_SIZE),
+      /** Worker origin + /api/agent/backups/<backupId>: the agent appends /parts/<n>, /complete, /abort. */
+      uploadBase: z.url(),
+    }),
+    result: z.object({
+      serverId: resourceIdSchema,
+      backupId: resourceIdSchema,
+      size: z.number().int().positive(),
+      sha256: sha256Hex,
+      parts: z.array(backupPartReceipt).max(BACKUP_MAX_PARTS),
+    }),
+    progress: "PostgreSQL, then the dump, archive, compression, encryption and upload as one stream; the parts uploaded",
+    timeoutMs: BACKUP_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "daily", note: "the backup fails; the next day's scheduled one is taken as usual (a final backup that failed stops its deletion)" },
+  }),
+  "homeserver.restore": job({
+    payload: storedRestorePayload,
+    /** Download, decrypt with `identity` and restore into a fresh database. */
+    delivered: storedRestorePayload.extend({
+      /** The homeserver's age identity (AGE-SECRET-KEY-1…): handed to a host only inside this job, never stored. */
+      identity: z.string().regex(/^AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}$/, "an age X25519 identity"),
+    }),
+    result: running.extend({ backupId: resourceIdSchema, restoredFrom: z.string().max(64) }),
+    progress: "download, decryption and unpacking; the database restored beside the live one; Synapse stopped and the data swapped in; Synapse started; the replaced data dropped",
+    timeoutMs: BACKUP_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried", note: "the homeserver is left as it was; its owner may ask again" },
+  }),
+};
+
+export type JobCatalogue = typeof JOBS;
+export type JobKind = keyof JobCatalogue;
+/** What the Worker dispatches and D1 keeps. */
+export type JobPayload<K extends JobKind> = z.output<JobCatalogue[K]["payload"]>;
+/** What the agent's handler receives. */
+export type DeliveredJobPayload<K extends JobKind> = z.output<JobCatalogue[K]["delivered"]>;
+export type JobResult<K extends JobKind> = z.output<JobCatalogue[K]["result"]>;
+
+export const JOB_KINDS = Object.keys(JOBS) as JobKind[];
+export const TEST_JOB_KINDS = ["noop", "sleep", "fail"] as const satisfies readonly JobKind[];
+export type TestJobKind = (typeof TEST_JOB_KINDS)[number];
+export type HomeserverJobKind = Extract<JobKind, `homeserver.${string}`>;
+export type WorkloadJobKind = Extract<JobKind, `workload.${string}`>;
+
+export function isJobKind(kind: string): kind is JobKind {
+  return Object.hasOwn(JOBS, kind);
+}
+
+/** A payload or result that does not match its kind's schema; the message names the fields. */
+export class JobSchemaError extends Error {
+  override name = "JobSchemaError";
+}
+
+function check<T>(schema: z.ZodType, what: string, value: unknown): T {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data as T;
+  throw new JobSchemaError(`${what}: ${parsed.error.issues.map((issue) => `${issue.path.join(".") || "(the whole value)"}: ${issue.message}`).join("; ")}`);
+}
+
+/** The payload as the Worker may dispatch it, or a JobSchemaError "<kind>: invalid payload: <field>: <why>". */
+export function checkJobPayload<K extends JobKind>(kind: K, payload: unknown): JobPayload<K> {
+  return check(JOBS[kind].payload, `${kind}: invalid payload`, payload);
+}
+
+/** The payload as the agent may run it, or a JobSchemaError naming the fields. */
+export function checkDeliveredJobPayload<K extends JobKind>(kind: K, payload: unknown): DeliveredJobPayload<K> {
+  return check(JOBS[kind].delivered, `${kind}: invalid payload`, payload);
+}
+
+/** The result as its kind declares it, or a JobSchemaError "<kind>: invalid result: <field>: <why>". */
+export function checkJobResult<K extends JobKind>(kind: K, result: unknown): JobResult<K> {
+  return check(JOBS[kind].result, `${kind}: invalid result`, result);
+}
