@@ -128,7 +128,7 @@ export const adminRoutes = new Hono<AppEnv>()
     return c.json({ job: presentJob(job) }, 202);
   })
   .post("/servers/:id/upgrade", async (c) => {
-    const { image } = await readJson(c, z.strictObject({ image: z.string().min(1).max(256).regex(/^[a-z0-9][a-z0-9._\/:@-]*$/, "an image reference") }));
+    const { image } = await readJson(c, z.strictObject({ image: z.string().min(1).max(256).regex(/^[a-z0-9][a-z0-9._/:@-]*$/, "an image reference") }));
     const { ctx } = c.var;
     const server = await upgradeServer(ctx, c.var.user.id, c.req.param("id"), image);
     return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 202);
