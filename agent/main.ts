@@ -241,7 +241,7 @@ function statusCommand(values: ReturnType<typeof parse<"status">>): number {
     const lines = [
       `berth-agent ${agentVersion()}`,
       `config dir:    ${configDir}`,
-      `enrolled:      ${config ? `yes, host ${config.hostId}${config.name ? ` ("${config.name}"` + (config.region ? `, ${config.region})` : ")") : ""}` : "no"}`,
+      `enrolled:      ${config ? `yes, host ${config.hostId}${config.name ? ` ("${config.name}"${config.region ? `, ${config.region})` : ")"}` : ""}` : "no"}`,
     ];
     if (config) {
       lines.push(

@@ -12,7 +12,10 @@ export function agentVersion(): string {
   for (let i = 0; i < 4; i++) {
     try {
       const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { name?: unknown; version?: unknown };
-      if (pkg.name === "berth-agent" && typeof pkg.version === "string") return (cached = pkg.version);
+      if (pkg.name === "berth-agent" && typeof pkg.version === "string") {
+        cached = pkg.version;
+        return cached;
+      }
     } catch {
       // no package.json here
     }
@@ -20,5 +23,6 @@ export function agentVersion(): string {
     if (parent === dir) break;
     dir = parent;
   }
-  return (cached = "0.0.0-unknown");
+  cached = "0.0.0-unknown";
+  return cached;
 }

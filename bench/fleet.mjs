@@ -289,8 +289,14 @@ class SimAgent {
       this.ws.send(PING);
       this.pings.push({
         t0,
-        resolve: (ms) => (clearTimeout(timer), resolve(ms)),
-        reject: (error) => (clearTimeout(timer), reject(error)),
+        resolve: (ms) => {
+          clearTimeout(timer);
+          resolve(ms);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
       });
     });
   }
@@ -336,8 +342,14 @@ class SimAgent {
     const ws = this.ws;
     if (!ws || ws.readyState === WebSocket.CLOSED) return;
     await new Promise((resolve) => {
-      const timer = setTimeout(() => (ws.terminate(), resolve()), 5_000);
-      ws.once("close", () => (clearTimeout(timer), resolve()));
+      const timer = setTimeout(() => {
+        ws.terminate();
+        resolve();
+      }, 5_000);
+      ws.once("close", () => {
+        clearTimeout(timer);
+        resolve();
+      });
       if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
       else ws.close(1001, "benchmark over");
     });
@@ -707,11 +719,9 @@ async function realAgentIdle(server, { settleMs, idleMs }) {
     let pending = "";
     child.stdout.on("data", (chunk) => {
       log = (log + chunk).slice(-8000);
-      pending += chunk;
-      let newline;
-      while ((newline = pending.indexOf("\n")) >= 0) {
-        const line = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
+      const complete = (pending + chunk).split("\n");
+      pending = complete.pop();
+      for (const line of complete) {
         try {
           const entry = JSON.parse(line);
           lines.push({ at: performance.now(), level: entry.level, msg: entry.msg });

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// `npm test`: the type check, then every vitest project (workerd tests and the
-// end-to-end tests against `npm run dev` in Chromium), closing with one plain
-// "N passed, N failed" line that CI reads. The type check counts as one test.
+// `npm test`: the style check (Biome), the type check, then every vitest project
+// (workerd tests and the end-to-end tests against `npm run dev` in Chromium), closing
+// with one plain "N passed, N failed" line that CI reads. The style check and the type
+// check count as one test each.
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -18,6 +19,11 @@ function run(script, args) {
     child.on("exit", (code, signal) => resolvePromise(code ?? (signal ? 1 : 0)));
   });
 }
+
+console.log("== style (biome)");
+// Formatting and lint findings alike, warnings included: `npm run format` and `npm run lint -- --write` fix most.
+const styleOk = (await run(require.resolve("@biomejs/biome/bin/biome"), ["ci", "--error-on-warnings", "."])) === 0;
+console.log(styleOk ? "style check passed" : "style check FAILED");
 
 console.log("== type check (tsc, strict)");
 const tsc = require.resolve("typescript/bin/tsc");
@@ -36,8 +42,8 @@ const vitestCode = await run(join(dirname(require.resolve("vitest/package.json")
   ...process.argv.slice(2),
 ]);
 
-let passed = typecheckOk ? 1 : 0;
-let failed = typecheckOk ? 0 : 1;
+let passed = (styleOk ? 1 : 0) + (typecheckOk ? 1 : 0);
+let failed = (styleOk ? 0 : 1) + (typecheckOk ? 0 : 1);
 let skipped = 0;
 if (existsSync(resultsFile)) {
   const results = JSON.parse(readFileSync(resultsFile, "utf8"));

@@ -273,7 +273,7 @@ function parseHeader(header: Buffer): ParsedHeader {
   }
   const macLine = lines[i];
   const mac = macLine?.startsWith("--- ") ? decodeBase64NoPad(macLine.slice(4)) : undefined;
-  if (!mac || mac.length !== 32 || i !== lines.length - 1) throw badHeader("malformed MAC line");
+  if (mac?.length !== 32 || i !== lines.length - 1) throw badHeader("malformed MAC line");
   return { stanzas, mac, macInput: header.subarray(0, header.length - macLine!.length - 1 + 3) };
 }
 
@@ -284,7 +284,7 @@ function unwrapFileKey(stanzas: Stanza[], identity: Uint8Array): Buffer {
   const x25519Stanzas = stanzas.filter((s) => s.args[0] === "X25519");
   for (const stanza of x25519Stanzas) {
     const share = stanza.args.length === 2 ? decodeBase64NoPad(stanza.args[1]!) : undefined;
-    if (!share || share.length !== 32 || stanza.body.length !== FILE_KEY_SIZE + TAG_SIZE) throw badHeader("malformed X25519 stanza");
+    if (share?.length !== 32 || stanza.body.length !== FILE_KEY_SIZE + TAG_SIZE) throw badHeader("malformed X25519 stanza");
     let shared: Buffer;
     try {
       shared = diffieHellman({ privateKey, publicKey: x25519PublicKey(share) });

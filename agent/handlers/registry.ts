@@ -3,11 +3,21 @@
 // payload checked against the kind's schema before the handler runs (a bad one
 // fails the job naming the field), the handler's result against the kind's
 // result schema before it is reported.
-import { checkDeliveredJobPayload, checkJobResult, isJobKind, JobSchemaError, type JobKind } from "../../protocol/jobs.ts";
+import { checkDeliveredJobPayload, checkJobResult, isJobKind, JobSchemaError, type DeliveredJobPayload, type JobKind } from "../../protocol/jobs.ts";
 import { JobInputError, type JobContext, type JobHandler, type JobHandlers, type Json } from "./types.ts";
 
 /** A registered kind as the runner calls it: JSON in, JSON out, both checked. */
 export type CheckedHandler = (payload: Json, ctx: JobContext) => Promise<Json>;
+
+/** The payload checked against its kind's schema; a bad one is the job's input error, naming the field. */
+function deliveredPayload<K extends JobKind>(kind: K, payload: Json): DeliveredJobPayload<K> {
+  try {
+    return checkDeliveredJobPayload(kind, payload);
+  } catch (error) {
+    if (error instanceof JobSchemaError) throw new JobInputError(error.message);
+    throw error;
+  }
+}
 
 export class HandlerRegistry {
   private readonly handlers = new Map<JobKind, CheckedHandler>();
@@ -17,14 +27,7 @@ export class HandlerRegistry {
     if (!isJobKind(kind)) throw new Error(`"${kind}" is not a kind of the job catalogue (protocol/jobs.ts)`);
     if (this.handlers.has(kind)) throw new Error(`a handler for "${kind}" is registered already`);
     this.handlers.set(kind, async (payload, ctx) => {
-      let checked;
-      try {
-        checked = checkDeliveredJobPayload(kind, payload);
-      } catch (error) {
-        if (error instanceof JobSchemaError) throw new JobInputError(error.message);
-        throw error;
-      }
-      const result = await handler(checked, ctx);
+      const result = await handler(deliveredPayload(kind, payload), ctx);
       // JSON by construction: the catalogue's result schemas hold only JSON values.
       return checkJobResult(kind, result) as Json;
     });

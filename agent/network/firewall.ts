@@ -273,7 +273,6 @@ function hasTag(line: string, tag: string): boolean {
 export function splitRule(text: string): string[] {
   const args: string[] = [];
   const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
-  let match: RegExpExecArray | null;
-  while ((match = re.exec(text))) args.push(match[1] !== undefined ? match[1].replace(/\\(.)/g, "$1") : match[2]!);
+  for (const match of text.matchAll(re)) args.push(match[1] !== undefined ? match[1].replace(/\\(.)/g, "$1") : match[2]!);
   return args;
 }

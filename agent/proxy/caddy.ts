@@ -195,7 +195,7 @@ export class CaddyProxy implements HomeserverProxy {
       socket.on("error", (error) => finish({ serverName, trusted: false, error: `TLS handshake failed: ${error.message}` }));
       socket.on("secureConnect", () => {
         const cert = socket.getPeerCertificate();
-        if (!cert || !cert.valid_to) {
+        if (!cert?.valid_to) {
           finish({ serverName, trusted: false, error: "no certificate presented" });
           return;
         }

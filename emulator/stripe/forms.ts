@@ -59,9 +59,13 @@ export function parseStripeForm(body: string): FormObject {
         if (typeof node[segment] === "object") throw invalidRequest(`Invalid value for ${key}: expected a hash.`, key);
         node[segment] = value;
       } else {
-        const next = node[segment];
+        let next = node[segment];
         if (typeof next === "string") throw invalidRequest(`Invalid value for ${segments[0]}: it is both a value and a hash.`, key);
-        node = next ?? (node[segment] = {});
+        if (next === undefined) {
+          next = {};
+          node[segment] = next;
+        }
+        node = next;
       }
     }
   }

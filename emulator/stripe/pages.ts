@@ -7,7 +7,7 @@ interface Html {
   readonly html: string;
 }
 
-function escape(value: string): string {
+function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, (char) => `&#${char.charCodeAt(0)};`);
 }
 
@@ -15,7 +15,7 @@ function render(value: unknown): string {
   if (value === null || value === undefined || value === false) return "";
   if (Array.isArray(value)) return value.map(render).join("");
   if (typeof value === "object" && "html" in value) return (value as Html).html;
-  return escape(String(value));
+  return escapeHtml(String(value));
 }
 
 /** A template whose interpolations are escaped unless already Html. */
@@ -51,7 +51,7 @@ function page(title: string, body: Html): string {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escape(title)}</title>
+<title>${escapeHtml(title)}</title>
 <style>${STYLE}</style>
 </head>
 <body>

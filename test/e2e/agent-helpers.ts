@@ -486,11 +486,9 @@ export class AgentProcess {
     });
     let buffered = "";
     this.child.stdout!.on("data", (chunk: Buffer) => {
-      buffered += chunk.toString("utf8");
-      let newline: number;
-      while ((newline = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
+      const complete = (buffered + chunk.toString("utf8")).split("\n");
+      buffered = complete.pop()!;
+      for (const line of complete) {
         if (!line.trim()) continue;
         try {
           this.lines.push(JSON.parse(line) as LogLine);

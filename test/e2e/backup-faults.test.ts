@@ -24,7 +24,7 @@ let operator: Api;
 let customer: Api;
 let hostConfigDir: string;
 let dataRoot: string;
-let agents: AgentProcess[] = [];
+const agents: AgentProcess[] = [];
 let server: ServerView;
 let userPassword: string;
 const backups: Record<string, BackupView> = {};

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PROTOCOL_VERSION, helloSigningInput } from "../../protocol/messages.ts";
 import { reservePort } from "../ports.ts";
 import { Api, DevServer, signUpOperator, openRaw, runCleanups, tempRoot, waitFor, type RawSocket } from "./agent-helpers.ts";
-import { axeSeriousViolations, expectAt, launchChromium, newestTokenLink, submit } from "./browser-helpers.ts";
+import { axeSeriousViolations, launchChromium, newestTokenLink, submit } from "./browser-helpers.ts";
 
 const artifacts = fileURLToPath(new URL("../../test-results/e2e/", import.meta.url));
 // Its own region, so that placement can only choose this file's host.

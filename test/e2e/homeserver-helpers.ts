@@ -6,7 +6,7 @@
 import { execFile } from "node:child_process";
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
-import { lstatSync, readdirSync, readFileSync } from "node:fs";
+import { lstatSync, readdirSync, readFileSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { createClient, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
@@ -108,7 +108,10 @@ export async function untilRunning(api: Api, id: string, onProgress: (what: stri
       const view = await api.expect<ServerView>(200, "GET", `/api/servers/${id}`);
       if (view.status === "failed") throw new Fatal(`the server failed: ${view.statusReason} (last job: ${JSON.stringify(view.lastJob)})`);
       const now = `${view.status} ${view.lastJob?.status} ${view.lastJob?.message ?? ""}`;
-      if (now !== progress) onProgress((progress = now));
+      if (now !== progress) {
+        progress = now;
+        onProgress(now);
+      }
       return view.status === "running" ? view : undefined;
     },
     { timeoutMs: 180_000, intervalMs: 1_000 },
@@ -322,7 +325,7 @@ export function* filesUnder(dir: string): Generator<{ path: string; bytes: Buffe
   }
   for (const name of entries) {
     const path = join(dir, name);
-    let stat;
+    let stat: Stats;
     try {
       stat = lstatSync(path);
     } catch {
@@ -383,7 +386,7 @@ export async function dockerLogsTail(container: string, lines = 60): Promise<str
 /** Fails at once, saying what to do, when this machine cannot run homeservers (Docker Engine and the images). */
 export async function requireHomeserverHost(): Promise<void> {
   const version = await run("docker", ["version", "--format", "{{.Server.Version}}"]).catch(() => undefined);
-  if (!version || version.code !== 0) throw new Error("Docker Engine does not answer (start dockerd)");
+  if (version?.code !== 0) throw new Error("Docker Engine does not answer (start dockerd)");
   const images = await run("docker", ["image", "inspect", "berth/synapse:latest", "berth/postgres:15"]);
   if (images.code !== 0) throw new Error("the homeserver images are missing: run `bash images/build.sh`");
 }

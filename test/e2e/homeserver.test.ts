@@ -173,7 +173,7 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     expect(versions.body.versions.length).toBeGreaterThan(0);
     // The same name and address without Caddy's CA: the certificate is refused (verification is on).
     const untrusting = new Agent({
-      connect: { lookup: ((_host: string, options: { all?: boolean }, callback: Function) => (options.all ? callback(null, [{ address: "127.0.0.1", family: 4 }]) : callback(null, "127.0.0.1", 4))) as never },
+      connect: { lookup: ((_host: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) => (options.all ? callback(null, [{ address: "127.0.0.1", family: 4 }]) : callback(null, "127.0.0.1", 4))) as never },
     });
     const refused = await fetchThrough(untrusting)(`${base}/_matrix/client/versions`).then(
       (response) => `answered ${response.status}`,

@@ -56,24 +56,28 @@ function parseScope(lines: string[], start: number, indent: number, scope: Scope
     const line = lines[i]!;
     const indentation = indentOf(line);
     if (indentation < indent) return i;
-    const text = line.trim();
-    let match: RegExpExecArray | null;
     if (indentation > indent) {
       i++;
-    } else if ((match = /^(?:export )?(?:declare )?interface (\w+)(?: extends [^{]+)? \{(\s*\})?$/.exec(text))) {
+      continue;
+    }
+    const text = line.trim();
+    const interfaceMatch = /^(?:export )?(?:declare )?interface (\w+)(?: extends [^{]+)? \{(\s*\})?$/.exec(text);
+    const namespaceMatch = /^(?:export )?(?:declare )?namespace (\w+) \{$/.exec(text);
+    const typeMatch = /^(?:export )?(?:declare )?type (\w+) = (.*);$/.exec(text);
+    if (interfaceMatch) {
       const body: string[] = [];
       i++;
-      if (!match[2]) {
+      if (!interfaceMatch[2]) {
         while (i < lines.length && indentOf(lines[i]!) > indent) body.push(lines[i++]!);
         i++;
       }
-      scope.decls.set(match[1]!, { kind: "interface", fields: parseFields(body, indent + 4), scope });
-    } else if ((match = /^(?:export )?(?:declare )?namespace (\w+) \{$/.exec(text))) {
-      const child = scope.namespaces.get(match[1]!) ?? newScope(scope.file, scope);
-      scope.namespaces.set(match[1]!, child);
+      scope.decls.set(interfaceMatch[1]!, { kind: "interface", fields: parseFields(body, indent + 4), scope });
+    } else if (namespaceMatch) {
+      const child = scope.namespaces.get(namespaceMatch[1]!) ?? newScope(scope.file, scope);
+      scope.namespaces.set(namespaceMatch[1]!, child);
       i = parseScope(lines, i + 1, indent + 4, child) + 1;
-    } else if ((match = /^(?:export )?(?:declare )?type (\w+) = (.*);$/.exec(text))) {
-      scope.decls.set(match[1]!, { kind: "type", text: match[2]!, scope });
+    } else if (typeMatch) {
+      scope.decls.set(typeMatch[1]!, { kind: "type", text: typeMatch[2]!, scope });
       i++;
     } else {
       i++;
@@ -179,14 +183,14 @@ function checkValue(value: unknown, type: string, scope: Scope, path: string, er
           errors.push(`${path}: an array, but the type is ${type}`);
           return;
         }
-        value.forEach((element, index) => checkValue(element, array.slice("Array<".length, -1), scope, `${path}[${index}]`, errors));
+        for (const [index, element] of value.entries()) checkValue(element, array.slice("Array<".length, -1), scope, `${path}[${index}]`, errors);
         return;
       }
       const apiList = members.find((member) => member.startsWith("ApiList<"));
       if (apiList) {
         const list = value as { object?: unknown; data?: unknown };
         if (list.object !== "list" || !Array.isArray(list.data)) errors.push(`${path}: not a list object`);
-        else list.data.forEach((element, index) => checkValue(element, apiList.slice("ApiList<".length, -1), scope, `${path}.data[${index}]`, errors));
+        else for (const [index, element] of list.data.entries()) checkValue(element, apiList.slice("ApiList<".length, -1), scope, `${path}.data[${index}]`, errors);
         return;
       }
       if (members.some((member) => member.startsWith("{"))) return;
@@ -239,7 +243,7 @@ function checkInterface(value: Record<string, unknown>, decl: Extract<Decl, { ki
 export function shapeErrors(value: unknown, file: string, name: string): string[] {
   const model = load(join(RESOURCES, file));
   const decl = model.root.decls.get(name);
-  if (!decl || decl.kind !== "interface") throw new Error(`no interface ${name} in ${file}`);
+  if (decl?.kind !== "interface") throw new Error(`no interface ${name} in ${file}`);
   if (value === null || typeof value !== "object") return [`${name}: not an object`];
   return checkInterface(value as Record<string, unknown>, decl, name);
 }

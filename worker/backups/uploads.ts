@@ -163,7 +163,7 @@ export async function abortBackup(ctx: AgentBackupContext, backupId: string, rea
 /** The ciphertext of a successful backup, for the host that has an unfinished restore job for it (any host: restores may move). */
 export async function openBackupForRestore(ctx: AgentBackupContext, backupId: string): Promise<R2ObjectBody> {
   const backup = await backupById(ctx.db, backupId);
-  if (!backup || backup.status !== "succeeded") throw notFound("No such backup.");
+  if (backup?.status !== "succeeded") throw notFound("No such backup.");
   const restoring = (await unfinishedJobsOfKind(ctx.db, ctx.host.id, ["homeserver.restore"])).some((job) => job.backupId === backup.id);
   if (!restoring) throw forbidden("not_restoring", "Only a host with a restore job for this backup may download it.");
   const object = await ctx.env.BACKUPS.get(backup.r2Key);

@@ -24,7 +24,7 @@ export async function createJoinToken(db: Database, operatorId: string, region: 
 
 async function importPublicKey(publicKey: string): Promise<boolean> {
   const raw = base64UrlDecode(publicKey);
-  if (!raw || raw.length !== 32) return false;
+  if (raw?.length !== 32) return false;
   try {
     await crypto.subtle.importKey("raw", raw, { name: "Ed25519" }, false, ["verify"]);
     return true;

@@ -1,5 +1,5 @@
 import type { Context } from "hono";
-import { z } from "zod";
+import type { z } from "zod";
 import { ApiError, badRequest } from "../errors";
 
 export const MAX_BODY_BYTES = 16 * 1024;

@@ -14,7 +14,7 @@ const DASHBOARD_SCRIPT = "/assets/dashboard.js";
 const RETENTION_DAYS = BACKUP_RETENTION_MS / 86_400_000;
 
 const when = (iso: string | null) =>
-  iso ? new Date(iso).toLocaleString("en-US", { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" }) + " UTC" : "—";
+  iso ? `${new Date(iso).toLocaleString("en-US", { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" })} UTC` : "—";
 
 /** Element Web's login screen with our homeserver filled in (hs_url: long-standing, but undocumented for the web app). */
 const elementLink = (homeserverUrl: string) => `https://app.element.io/#/login?hs_url=${encodeURIComponent(homeserverUrl)}`;

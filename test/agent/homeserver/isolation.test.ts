@@ -193,11 +193,10 @@ describe.skipIf(unusable)("homeserver isolation (real Docker Engine and iptables
         let killing = false;
         proc.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
         proc.stdout.on("data", (chunk: Buffer) => {
-          buffer += chunk.toString();
-          let nl: number;
-          while ((nl = buffer.indexOf("\n")) >= 0) {
-            const line = JSON.parse(buffer.slice(0, nl)) as { message?: string; result?: unknown };
-            buffer = buffer.slice(nl + 1);
+          const complete = (buffer + chunk.toString()).split("\n");
+          buffer = complete.pop()!;
+          for (const text of complete) {
+            const line = JSON.parse(text) as { message?: string; result?: unknown };
             if (line.message) messages.push(line.message);
             if (process.env.BERTH_TEST_DEBUG) console.info(new Date().toISOString(), JSON.stringify(line).slice(0, 1000));
             if (line.result) reject(new Error("the child finished before it was killed"));

@@ -105,7 +105,12 @@ describe("uploading a backup through the Worker", () => {
     // Nothing may follow a short part.
     await expectError(await signedCall(host, "PUT", `${base}/parts/4`, bytes(1000)), 400, "invalid_part_size");
     // A stream of unknown length goes out chunked, without a Content-Length.
-    const chunked = new ReadableStream({ pull: (controller) => (controller.enqueue(bytes(1000)), controller.close()) });
+    const chunked = new ReadableStream({
+      pull: (controller) => {
+        controller.enqueue(bytes(1000));
+        controller.close();
+      },
+    });
     const headers = await signedHeaders(host, "PUT", `${base}/parts/1`, bytes(1000));
     await expectError(await call(`${base}/parts/1`, { method: "PUT", rawBody: chunked, headers }), 411, "length_required");
     await expectError(await signedCall(host, "PUT", `${base}/parts/0`, bytes(1000)), 400, "validation_failed");
@@ -121,7 +126,12 @@ describe("uploading a backup through the Worker", () => {
     const { host, base, backupId } = await backupUnderWay();
     const part = bytes(2000);
     const headers = { ...(await signedHeaders(host, "PUT", `${base}/parts/1`, part)), "content-length": "2000" };
-    const cutShort = new ReadableStream({ pull: (controller) => (controller.enqueue(part.subarray(0, 1000)), controller.close()) });
+    const cutShort = new ReadableStream({
+      pull: (controller) => {
+        controller.enqueue(part.subarray(0, 1000));
+        controller.close();
+      },
+    });
     await expectError(await call(`${base}/parts/1`, { method: "PUT", rawBody: cutShort, headers }), 503, "part_not_stored");
     expect(await env.DB.prepare("SELECT count(*) AS n FROM backup_parts WHERE backup_id = ?").bind(backupId).first()).toEqual({ n: 0 });
     expect((await signedCall(host, "PUT", `${base}/parts/1`, part)).status).toBe(200);

@@ -45,7 +45,7 @@ describe("an agent's connection", () => {
   it.each([
     ["a wrong signature", async (host: Awaited<ReturnType<typeof enrolledHost>>, nonce: string) =>
       helloFor(host, nonce, await sign((await newKeys()).keys, host.hostId, nonce)), "bad signature"],
-    ["another host's identity", async (host: Awaited<ReturnType<typeof enrolledHost>>, nonce: string) => {
+    ["another host's identity", async (_host: Awaited<ReturnType<typeof enrolledHost>>, nonce: string) => {
       const other = await enrolledHost(await operatorCookie());
       return { ...helloFor(other, nonce, await sign(other.keys, other.hostId, nonce)) };
     }, "hello names another host"],

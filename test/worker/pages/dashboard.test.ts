@@ -5,7 +5,7 @@ import { call, logIn, verifiedUser } from "../helpers";
 import { subscriber } from "../billing/stripe-helpers";
 import { jobOf, onlineHost, runningServer, serverView } from "../servers/server-helpers";
 import { expectLabelled } from "./page-checks";
-import { backupsOf, manualBackup, uploadBackup } from "../backups/backup-helpers";
+import { backupsOf, uploadBackup } from "../backups/backup-helpers";
 import { succeeded } from "../fleet/fleet-helpers";
 
 // The dashboard's pages without JavaScript: what they show, and every form by plain POST.

@@ -80,7 +80,7 @@ describe("password reset", () => {
     );
     await post("/api/auth/password-reset/request", { email });
     const token = await emailedToken(email, "/reset-password");
-    const tampered = token.slice(1) + "A";
+    const tampered = `${token.slice(1)}A`;
     await expectError(await post("/api/auth/password-reset/confirm", { token: tampered, password: NEW_PASSWORD }), 400, "invalid_token");
   });
 
