@@ -88,9 +88,7 @@ export function loadConfig(configDir: string): AgentConfig {
   }
   const parsed = agentConfigSchema.safeParse(raw);
   if (!parsed.success) {
-    const problems = parsed.error.issues
-      .map((issue) => `${issue.path.length ? issue.path.join(".") : "(file)"}: ${issue.message}`)
-      .join("; ");
+    const problems = parsed.error.issues.map((issue) => `${issue.path.length ? issue.path.join(".") : "(file)"}: ${issue.message}`).join("; ");
     throw new ConfigError(`${path} is invalid: ${problems}`);
   }
   return { ...parsed.data, stateDir: parsed.data.stateDir ?? join(configDir, "state"), configDir };

@@ -153,7 +153,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
 
   const containers = new ContainerStatsCollector({ log });
   const usage = new UsageReporter({
-    collect: sampler(collectHostUsage, () => containers.collect(), () => storage.latest()),
+    collect: sampler(
+      collectHostUsage,
+      () => containers.collect(),
+      () => storage.latest(),
+    ),
     send,
     isReady: () => connection?.isReady() ?? false,
     intervalMs: config.usageIntervalMs,

@@ -107,9 +107,7 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
     } catch {
       // unreadable: still enrolled as far as we can tell
     }
-    throw new EnrollError(
-      `this host is already enrolled${who} (${configPath(options.configDir)}); pass --force to enroll again with a new identity`,
-    );
+    throw new EnrollError(`this host is already enrolled${who} (${configPath(options.configDir)}); pass --force to enroll again with a new identity`);
   }
   // Fail before spending the (possibly single-use) join token if the result cannot be saved.
   try {
@@ -163,7 +161,9 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
     throw new EnrollError(`the control plane answered HTTP ${response.status} with something that is not JSON`);
   }
   if (!parsed.success) {
-    throw new EnrollError(`the control plane's enrollment answer is not understood: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+    throw new EnrollError(
+      `the control plane's enrollment answer is not understood: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`,
+    );
   }
   const { hostId, region, connectUrl } = parsed.data;
   if (!/^(wss?|https?):$/.test(new URL(connectUrl).protocol)) {

@@ -172,12 +172,14 @@ export class JobRunner {
       const id = this.queue.shift()!;
       const active = this.active.get(id);
       if (!active) continue;
-      active.done = this.run(active).catch((error: unknown) => {
-        this.options.log.error("job runner failure", { jobId: id, error });
-      }).finally(() => {
-        this.active.delete(id);
-        this.pump();
-      });
+      active.done = this.run(active)
+        .catch((error: unknown) => {
+          this.options.log.error("job runner failure", { jobId: id, error });
+        })
+        .finally(() => {
+          this.active.delete(id);
+          this.pump();
+        });
     }
   }
 

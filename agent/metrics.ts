@@ -28,12 +28,7 @@ export type HostUsage = UsageSample["host"];
 // ---------- host ----------
 
 export async function collectHostUsage(): Promise<HostUsage> {
-  const [load, mem, disks, nets] = await Promise.all([
-    si.currentLoad(),
-    si.mem(),
-    si.fsSize(),
-    si.networkStats("*"),
-  ]);
+  const [load, mem, disks, nets] = await Promise.all([si.currentLoad(), si.mem(), si.fsSize(), si.networkStats("*")]);
   const seen = new Set<string>();
   const diskList: HostUsage["disks"] = [];
   for (const d of disks) {
@@ -192,12 +187,7 @@ export interface UsageReporterOptions {
   maxMessageBytes?: number;
 }
 
-export function sampler(
-  host: () => Promise<HostUsage>,
-  containers: () => Promise<ContainerUsage[]>,
-  storage: () => WorkloadStorage[],
-  now = Date.now,
-) {
+export function sampler(host: () => Promise<HostUsage>, containers: () => Promise<ContainerUsage[]>, storage: () => WorkloadStorage[], now = Date.now) {
   return async (): Promise<UsageSample> => {
     const [h, c] = await Promise.all([host(), containers()]);
     return { at: now(), host: h, containers: c, storage: storage() };

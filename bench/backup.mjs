@@ -64,7 +64,10 @@ function generateServer(dir, totalBytes) {
   const random = prng(42);
   const pool = textPool(random, 4 * MiB);
   const between = (low, high) => Math.floor(low * (high / low) ** random());
-  const hex = () => Math.floor(random() * 256).toString(16).padStart(2, "0");
+  const hex = () =>
+    Math.floor(random() * 256)
+      .toString(16)
+      .padStart(2, "0");
   const id = () => Array.from({ length: 12 }, hex).join("");
   let written = 0;
   let files = 0;

@@ -15,8 +15,7 @@ export async function call(url, init = {}, expected = 200) {
   return text ? JSON.parse(text) : null;
 }
 
-export const postJson = (body, headers = {}) =>
-  ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+export const postJson = (body, headers = {}) => ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
 
 /** Returns { email, cookie, sessionId } (the Checkout session paid). */
 export async function subscribedCustomer(base, stripeUrl, tag) {
@@ -35,7 +34,10 @@ export async function subscribedCustomer(base, stripeUrl, tag) {
 
   const login = await fetch(`${base}/api/auth/login`, postJson({ email, password: PASSWORD }));
   if (login.status !== 200) throw new Error(`login answered ${login.status}: ${await login.text()}`);
-  const cookie = login.headers.getSetCookie().find((c) => c.startsWith(`${SESSION_COOKIE}=`))?.split(";")[0];
+  const cookie = login.headers
+    .getSetCookie()
+    .find((c) => c.startsWith(`${SESSION_COOKIE}=`))
+    ?.split(";")[0];
   if (!cookie) throw new Error("login set no session cookie");
 
   const { url } = await call(`${base}/api/billing/checkout`, postJson({ plan: "starter" }, { cookie }));

@@ -74,7 +74,11 @@ export async function startDevServer({ noAgent = false, httpsPort } = {}) {
   };
   process.on("exit", onExit);
 
-  const answers = (url, init) => fetch(url, { ...init, signal: AbortSignal.timeout(2000) }).then((r) => r.ok, () => false);
+  const answers = (url, init) =>
+    fetch(url, { ...init, signal: AbortSignal.timeout(2000) }).then(
+      (r) => r.ok,
+      () => false,
+    );
   /** Starts the process group and waits until the Worker and the emulator answer. */
   const launch = async () => {
     const child = spawn(process.execPath, [join(root, "scripts", "dev.mjs"), ...args], {

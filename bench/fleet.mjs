@@ -128,7 +128,10 @@ async function operatorSession(server, tag) {
   if (grant.status !== 0) throw new Error(`scripts/operator.mjs grant failed (${grant.status ?? grant.signal}): ${grant.stderr || grant.stdout}`);
   const login = await post("/api/auth/login");
   if (login.status !== 200) throw new Error(`login answered ${login.status}: ${await login.text()}`);
-  const cookie = login.headers.getSetCookie().find((c) => c.startsWith(`${SESSION_COOKIE}=`))?.split(";")[0];
+  const cookie = login.headers
+    .getSetCookie()
+    .find((c) => c.startsWith(`${SESSION_COOKIE}=`))
+    ?.split(";")[0];
   if (!cookie) throw new Error("login set no session cookie");
   const hosts = await fetch(`${server.base}/api/admin/hosts`, { headers: { cookie } });
   if (hosts.status !== 200) throw new Error(`GET /api/admin/hosts as the new operator answered ${hosts.status}: ${await hosts.text()}`);
@@ -541,7 +544,11 @@ async function measureDispatch(fleet, http, cookie, { jobs, warmupJobs, concurre
   const dispatch = stats(dispatchRuns.flatMap((run) => run.toAgent));
   const response = stats(dispatchRuns.flatMap((run) => run.toResponse));
   const echo = stats(echoRuns.flatMap((run) => run.latencies));
-  const p50 = (values) => percentile([...values].sort((a, b) => a - b), 50);
+  const p50 = (values) =>
+    percentile(
+      [...values].sort((a, b) => a - b),
+      50,
+    );
   return {
     hosts: agents.length,
     concurrency,
@@ -575,7 +582,8 @@ async function reconnectStorm(fleet, server) {
   await until(
     () => agents.every((agent) => agent.welcomes > before.get(agent).welcomes && agent.state === "ready"),
     STORM_BOUND_MS,
-    () => `${agents.filter((agent) => agent.welcomes === before.get(agent).welcomes).length} of ${agents.length} simulated agents not welcomed again within ${STORM_BOUND_MS / 1000} s of the restarted server answering`,
+    () =>
+      `${agents.filter((agent) => agent.welcomes === before.get(agent).welcomes).length} of ${agents.length} simulated agents not welcomed again within ${STORM_BOUND_MS / 1000} s of the restarted server answering`,
     fleet,
   );
   const allAt = Math.max(...agents.map((agent) => agent.welcomedAt));
@@ -655,8 +663,7 @@ function cpuWindow(server, ticks = clockTicks()) {
     const last = groupCpuTicks(pgid);
     const own = process.cpuUsage(ownFirst);
     const windowS = (performance.now() - t0) / 1000;
-    const percent = (names) =>
-      (names.reduce((sum, name) => sum + (last[name] ?? 0) - (first[name] ?? 0), 0) / ticks / windowS) * 100;
+    const percent = (names) => (names.reduce((sum, name) => sum + (last[name] ?? 0) - (first[name] ?? 0), 0) / ticks / windowS) * 100;
     return {
       windowS,
       serverPercent: percent(Object.keys(last)),

@@ -103,15 +103,46 @@ async function startDefaultsPair() {
     await docker(["network", "create", "--internal", networks[0]]);
     await docker(["network", "create", networks[1]]);
     await docker([
-      "run", "-d", "--name", containers.postgres, "--user", `${uid}:${uid}`, "--memory", POSTGRES_MEMORY,
-      "--network", networks[0], "-v", `${join(dir, "postgres")}:/var/lib/postgresql/data`,
-      "-e", "POSTGRES_USER=synapse", "-e", "POSTGRES_DB=synapse", "-e", `POSTGRES_PASSWORD=${password}`,
-      "-e", "POSTGRES_INITDB_ARGS=--encoding=UTF8 --locale=C", POSTGRES_IMAGE,
+      "run",
+      "-d",
+      "--name",
+      containers.postgres,
+      "--user",
+      `${uid}:${uid}`,
+      "--memory",
+      POSTGRES_MEMORY,
+      "--network",
+      networks[0],
+      "-v",
+      `${join(dir, "postgres")}:/var/lib/postgresql/data`,
+      "-e",
+      "POSTGRES_USER=synapse",
+      "-e",
+      "POSTGRES_DB=synapse",
+      "-e",
+      `POSTGRES_PASSWORD=${password}`,
+      "-e",
+      "POSTGRES_INITDB_ARGS=--encoding=UTF8 --locale=C",
+      POSTGRES_IMAGE,
     ]);
     await docker([
-      "run", "--rm", "--user", `${uid}:${uid}`, "--network", "none", "-v", `${join(dir, "synapse")}:/data`,
-      SYNAPSE_IMAGE, "--server-name", serverName, "--config-path", "/data/homeserver.yaml",
-      "--generate-config", "--report-stats=no", "--data-directory", "/data",
+      "run",
+      "--rm",
+      "--user",
+      `${uid}:${uid}`,
+      "--network",
+      "none",
+      "-v",
+      `${join(dir, "synapse")}:/data`,
+      SYNAPSE_IMAGE,
+      "--server-name",
+      serverName,
+      "--config-path",
+      "/data/homeserver.yaml",
+      "--generate-config",
+      "--report-stats=no",
+      "--data-directory",
+      "/data",
     ]);
     const configPath = join(dir, "synapse", "homeserver.yaml");
     const generated = readFileSync(configPath, "utf8");
@@ -125,14 +156,24 @@ async function startDefaultsPair() {
       `    host: ${containers.postgres}`,
       "",
     ].join("\n");
-    const config = generated
-      .replace(/bind_addresses:\n(?:\s+- .*\n)+/, "bind_addresses: ['0.0.0.0']\n")
-      .replace(/^database:\n(?:[ ].*\n)+/m, database);
+    const config = generated.replace(/bind_addresses:\n(?:\s+- .*\n)+/, "bind_addresses: ['0.0.0.0']\n").replace(/^database:\n(?:[ ].*\n)+/m, database);
     if (!config.includes("name: psycopg2") || !config.includes("'0.0.0.0'")) throw new Error("Synapse's generated config has an unexpected shape");
     writeFileSync(configPath, config);
     await docker([
-      "create", "--name", containers.synapse, "--user", `${uid}:${uid}`, "--memory", SYNAPSE_MEMORY,
-      "--network", networks[1], "-p", "127.0.0.1::8008", "-v", `${join(dir, "synapse")}:/data`, SYNAPSE_IMAGE,
+      "create",
+      "--name",
+      containers.synapse,
+      "--user",
+      `${uid}:${uid}`,
+      "--memory",
+      SYNAPSE_MEMORY,
+      "--network",
+      networks[1],
+      "-p",
+      "127.0.0.1::8008",
+      "-v",
+      `${join(dir, "synapse")}:/data`,
+      SYNAPSE_IMAGE,
     ]);
     await docker(["network", "connect", networks[0], containers.synapse]);
     // Ready as soon as it accepts TCP connections (the first start's temporary server does not listen on TCP).
@@ -166,7 +207,11 @@ async function memoryByContainer() {
   return usage;
 }
 
-const median = (values) => percentile([...values].sort((a, b) => a - b), 50);
+const median = (values) =>
+  percentile(
+    [...values].sort((a, b) => a - b),
+    50,
+  );
 
 // ---------- the dashboard's pages ----------
 
@@ -233,14 +278,18 @@ export async function benchHomeservers({ count = 5, idleSeconds = 60, samples = 
       const name = `bench-${process.pid}-${i}`;
       // The local agent comes online a few seconds after the Worker: until then no host has room.
       let t0;
-      const created = await until("the local agent's host to take a server", async () => {
-        t0 = performance.now();
-        const response = await fetch(`${server.base}/api/servers`, postJson({ name, region: "us-east" }, { cookie }));
-        if (response.status === 201) return response.json();
-        const body = await response.text();
-        if (response.status === 409 && body.includes("no_capacity")) return undefined;
-        throw Object.assign(new Error(`POST /api/servers answered ${response.status}: ${body}`), { fatal: true });
-      }, { timeoutMs: 60_000, intervalMs: 500 });
+      const created = await until(
+        "the local agent's host to take a server",
+        async () => {
+          t0 = performance.now();
+          const response = await fetch(`${server.base}/api/servers`, postJson({ name, region: "us-east" }, { cookie }));
+          if (response.status === 201) return response.json();
+          const body = await response.text();
+          if (response.status === 409 && body.includes("no_capacity")) return undefined;
+          throw Object.assign(new Error(`POST /api/servers answered ${response.status}: ${body}`), { fatal: true });
+        },
+        { timeoutMs: 60_000, intervalMs: 500 },
+      );
       // Caddy writes the file in place: read until it holds the whole certificate.
       const wholeRoot = () => {
         const pem = readFileSync(caPath, "utf8");
@@ -267,14 +316,31 @@ export async function benchHomeservers({ count = 5, idleSeconds = 60, samples = 
     for (let s = 0; s < samples; s++) {
       const usage = await memoryByContainer();
       const pair = (postgres, synapse) => (usage.get(postgres) ?? NaN) + (usage.get(synapse) ?? NaN);
-      for (const short of pairs) ours.push({ postgres: usage.get(`berth-${short}-postgres`), synapse: usage.get(`berth-${short}-synapse`), total: pair(`berth-${short}-postgres`, `berth-${short}-synapse`) });
-      theirs.push({ postgres: usage.get(defaults.containers.postgres), synapse: usage.get(defaults.containers.synapse), total: pair(defaults.containers.postgres, defaults.containers.synapse) });
+      for (const short of pairs)
+        ours.push({
+          postgres: usage.get(`berth-${short}-postgres`),
+          synapse: usage.get(`berth-${short}-synapse`),
+          total: pair(`berth-${short}-postgres`, `berth-${short}-synapse`),
+        });
+      theirs.push({
+        postgres: usage.get(defaults.containers.postgres),
+        synapse: usage.get(defaults.containers.synapse),
+        total: pair(defaults.containers.postgres, defaults.containers.synapse),
+      });
       if (s < samples - 1) await sleep(sampleEveryS * 1000);
     }
     if ([...ours, ...theirs].some((m) => !Number.isFinite(m.total))) throw new Error("docker stats did not report every container");
 
-    const tuned = { postgresMiB: median(ours.map((m) => m.postgres)), synapseMiB: median(ours.map((m) => m.synapse)), pairMiB: median(ours.map((m) => m.total)) };
-    const synapseDefaults = { postgresMiB: median(theirs.map((m) => m.postgres)), synapseMiB: median(theirs.map((m) => m.synapse)), pairMiB: median(theirs.map((m) => m.total)) };
+    const tuned = {
+      postgresMiB: median(ours.map((m) => m.postgres)),
+      synapseMiB: median(ours.map((m) => m.synapse)),
+      pairMiB: median(ours.map((m) => m.total)),
+    };
+    const synapseDefaults = {
+      postgresMiB: median(theirs.map((m) => m.postgres)),
+      synapseMiB: median(theirs.map((m) => m.synapse)),
+      pairMiB: median(theirs.map((m) => m.total)),
+    };
     const eightGiB = 8 * 1024;
     return {
       count,

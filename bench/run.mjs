@@ -279,15 +279,26 @@ console.log(
       ["req/s, /api/me / /api/health", round(session.ratios.meOverHealthThroughput), spread(session.ratios.meOverHealthThroughputByRound)],
       ["p50 latency, /api/me / /api/health", round(session.ratios.meOverHealthP50)],
       ["events/s, new webhook / /api/health req/s", round(webhooks.ratios.freshOverHealthThroughput), spread(webhooks.ratios.freshOverHealthThroughputByRound)],
-      ["events/s, duplicate webhook / /api/health req/s", round(webhooks.ratios.duplicateOverHealthThroughput), spread(webhooks.ratios.duplicateOverHealthThroughputByRound)],
+      [
+        "events/s, duplicate webhook / /api/health req/s",
+        round(webhooks.ratios.duplicateOverHealthThroughput),
+        spread(webhooks.ratios.duplicateOverHealthThroughputByRound),
+      ],
       ["events/s, new / duplicate webhook", round(webhooks.ratios.freshOverDuplicateThroughput), spread(webhooks.ratios.freshOverDuplicateThroughputByRound)],
       ["p50 latency, new / duplicate webhook", round(webhooks.ratios.freshOverDuplicateP50)],
       ["mean latency, new / duplicate webhook", round(webhooks.ratios.freshOverDuplicateMean)],
       ...fleet.sizes.flatMap((s) => [
-        [`job POST→ack p50 / WebSocket echo p50, ${count(s.hosts)} host${s.hosts === 1 ? "" : "s"}`, round(s.ratios.p50, 0), spread(s.ratios.p50ByRound.map((r) => round(r, 0)))],
+        [
+          `job POST→ack p50 / WebSocket echo p50, ${count(s.hosts)} host${s.hosts === 1 ? "" : "s"}`,
+          round(s.ratios.p50, 0),
+          spread(s.ratios.p50ByRound.map((r) => round(r, 0))),
+        ],
         [`job POST→ack p99 / WebSocket echo p99, ${count(s.hosts)} host${s.hosts === 1 ? "" : "s"}`, round(s.ratios.p99, 0)],
       ]),
-      [`job POST→ack p50, ${count(fleet.sizes.at(-1).hosts)} hosts / ${count(first.hosts)} host${first.hosts === 1 ? "" : "s"}`, round(fleet.sizes.at(-1).dispatch.p50Ms / first.dispatch.p50Ms)],
+      [
+        `job POST→ack p50, ${count(fleet.sizes.at(-1).hosts)} hosts / ${count(first.hosts)} host${first.hosts === 1 ? "" : "s"}`,
+        round(fleet.sizes.at(-1).dispatch.p50Ms / first.dispatch.p50Ms),
+      ],
       [`storm: all ${count(storm.agents)} welcomed again / restart with no agents`, round(storm.totalMs / storm.plainRestartMs)],
       ["homeserver: POST → HTTPS versions / docker run by hand (median)", round(homeservers.ratios.creationOverDefaultsStart)],
       ["homeserver idle memory: tuned / Synapse's defaults", round(homeservers.ratios.idleMemoryTunedOverDefaults)],
@@ -302,7 +313,18 @@ console.log(
   ),
 );
 
-const results = { date: new Date().toISOString(), durationMs: Date.now() - started, machine, kdf, sessionCheck: session, webhooks, fleet, homeservers, backup, storage };
+const results = {
+  date: new Date().toISOString(),
+  durationMs: Date.now() - started,
+  machine,
+  kdf,
+  sessionCheck: session,
+  webhooks,
+  fleet,
+  homeservers,
+  backup,
+  storage,
+};
 mkdirSync(join(root, "bench-results"), { recursive: true });
 writeFileSync(join(root, "bench-results", "latest.json"), `${JSON.stringify(results, null, 2)}\n`);
 console.log(`\nWrote bench-results/latest.json in ${round(results.durationMs / 1000, 1)} s`);

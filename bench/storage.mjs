@@ -24,7 +24,11 @@ function mediaStore(dir) {
   }
 }
 
-const median = (values) => percentile([...values].sort((a, b) => a - b), 50);
+const median = (values) =>
+  percentile(
+    [...values].sort((a, b) => a - b),
+    50,
+  );
 
 export async function benchStorage() {
   const dir = mkdtempSync(join(tmpdir(), "berth-bench-storage-"));

@@ -56,15 +56,7 @@ function signed(payload, secret) {
  * `rounds` rounds, each: health batch, a slice of new events, the same slice again
  * as duplicates (health last in odd rounds), so drift lands on all three alike.
  */
-export async function benchWebhooks({
-  server,
-  events = 600,
-  healthRequests = 3000,
-  warmupEvents = 30,
-  warmupHealth = 100,
-  concurrency = 8,
-  rounds = 6,
-} = {}) {
+export async function benchWebhooks({ server, events = 600, healthRequests = 3000, warmupEvents = 30, warmupHealth = 100, concurrency = 8, rounds = 6 } = {}) {
   const own = !server;
   server ??= await startDevServer();
   try {
@@ -78,15 +70,17 @@ export async function benchWebhooks({
 
     const payloads = Array.from({ length: warmupEvents + events }, (_, n) => invoicePaidEvent(`evt_bench_${n}`, account.invoice));
     const webhookUrl = `${base}/webhooks/stripe`;
-    const expect = (outcome, slice) => ({ status, body }, i) => {
-      let answer;
-      try {
-        answer = JSON.parse(body);
-      } catch {}
-      if (status !== 200 || answer?.received !== true || answer?.outcome !== outcome) {
-        throw new Error(`webhook ${JSON.parse(slice[i]).id}: expected 200 "${outcome}", got ${status}: ${body}`);
-      }
-    };
+    const expect =
+      (outcome, slice) =>
+      ({ status, body }, i) => {
+        let answer;
+        try {
+          answer = JSON.parse(body);
+        } catch {}
+        if (status !== 200 || answer?.received !== true || answer?.outcome !== outcome) {
+          throw new Error(`webhook ${JSON.parse(slice[i]).id}: expected 200 "${outcome}", got ${status}: ${body}`);
+        }
+      };
     const deliver = (slice, outcome) =>
       load(webhookUrl, {
         method: "POST",

@@ -71,12 +71,23 @@ const serverName = z
   .max(253)
   .regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/i, "a DNS name");
 /** A container image reference (repository, tag or digest). */
-export const imageReference = z.string().min(1).max(512).regex(/^[A-Za-z0-9][A-Za-z0-9._\-/:@]*$/, "an image reference");
+export const imageReference = z
+  .string()
+  .min(1)
+  .max(512)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._\-/:@]*$/, "an image reference");
 const planId = z.string().min(1).max(64);
 /** A Matrix user id, as Synapse's first admin has one: the Worker shows it to the server's owner. */
-const matrixUserId = z.string().max(255).regex(/^@[a-z0-9._=\-/+]+:[A-Za-z0-9.-]+(:\d+)?$/, "a Matrix user id");
+const matrixUserId = z
+  .string()
+  .max(255)
+  .regex(/^@[a-z0-9._=\-/+]+:[A-Za-z0-9.-]+(:\d+)?$/, "a Matrix user id");
 const planResources = z.strictObject({
-  memoryMiB: z.number().int().min(384).max(1024 * 1024),
+  memoryMiB: z
+    .number()
+    .int()
+    .min(384)
+    .max(1024 * 1024),
   cpus: z.number().min(0.1).max(512),
   storageGiB: z.number().min(0).max(1_000_000),
 });
@@ -162,9 +173,13 @@ export const JOBS = {
       images: z.object({ synapse: imageReference, postgres: imageReference }),
     }),
     result: running.extend({ adminUserId: matrixUserId }),
-    progress: "uid and data directories, images, secrets and signing key, networks and firewall rules, PostgreSQL, Synapse, its client API, the admin account, the proxy route",
+    progress:
+      "uid and data directories, images, secrets and signing key, networks and firewall rules, PostgreSQL, Synapse, its client API, the admin account, the proxy route",
     timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
-    retry: { afterFailure: "reconciled", note: "the server is failed; while its workload should run and its host does not report it, reconciliation provisions it again (the server's status stays for an operator to look at)" },
+    retry: {
+      afterFailure: "reconciled",
+      note: "the server is failed; while its workload should run and its host does not report it, reconciliation provisions it again (the server's status stays for an operator to look at)",
+    },
   }),
   "homeserver.stop": job({
     payload: serverPayload,
@@ -183,7 +198,7 @@ export const JOBS = {
   "homeserver.suspend": job({
     payload: serverPayload,
     result: stateReached("suspended"),
-    progress: "the proxy answers \"suspended\", Synapse stopped, PostgreSQL stopped",
+    progress: 'the proxy answers "suspended", Synapse stopped, PostgreSQL stopped',
     timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
     retry: { afterFailure: "hourly", note: "while billing does not let the account run, the hourly entitlement backstop suspends it again" },
   }),
@@ -197,7 +212,8 @@ export const JOBS = {
   "homeserver.upgrade": job({
     payload: z.object({ serverId: resourceIdSchema, image: imageReference }),
     result: running.extend({ previousImage: z.string().max(512) }),
-    progress: "the image, PostgreSQL, the current Synapse stopped (kept), the new one started and healthy — or rolled back — then the previous container removed",
+    progress:
+      "the image, PostgreSQL, the current Synapse stopped (kept), the new one started and healthy — or rolled back — then the previous container removed",
     timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
     retry: { afterFailure: "not retried" },
   }),
@@ -206,7 +222,10 @@ export const JOBS = {
     result: stateReached("deleted"),
     progress: "the proxy route, the containers, the networks and firewall rules, the data",
     timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
-    retry: { afterFailure: "daily", note: "sent only after a final backup; when billing made the deletion due, the hourly cron starts it again (with a new final backup) a day later" },
+    retry: {
+      afterFailure: "daily",
+      note: "sent only after a final backup; when billing made the deletion due, the hourly cron starts it again (with a new final backup) a day later",
+    },
   }),
   "homeserver.set_admin_password": job({
     payload: z.object({
@@ -264,7 +283,8 @@ export const JOBS = {
       identity: z.string().regex(/^AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}$/, "an age X25519 identity"),
     }),
     result: running.extend({ backupId: resourceIdSchema, restoredFrom: z.string().max(64) }),
-    progress: "download, decryption and unpacking; the database restored beside the live one; Synapse stopped and the data swapped in; Synapse started; the replaced data dropped",
+    progress:
+      "download, decryption and unpacking; the database restored beside the live one; Synapse stopped and the data swapped in; Synapse started; the replaced data dropped",
     timeoutMs: BACKUP_JOB_TIMEOUT_MS,
     retry: { afterFailure: "not retried", note: "the homeserver is left as it was; its owner may ask again" },
   }),

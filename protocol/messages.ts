@@ -35,7 +35,10 @@ const id = z.string().min(1).max(128);
  */
 export const RESOURCE_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
 export const resourceIdSchema = z.string().regex(RESOURCE_ID, "lower-case letters, digits and '-' (at most 64, not starting with '-')");
-const base64url = z.string().regex(/^[A-Za-z0-9_-]+$/).max(512);
+const base64url = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]+$/)
+  .max(512);
 const json = z.json();
 
 // ---------- shared shapes ----------
@@ -82,9 +85,7 @@ export const hostUsageSchema = z.strictObject({
   cpuLoadPercent: z.number().nonnegative(),
   memoryUsedBytes: z.number().nonnegative(),
   memoryAvailableBytes: z.number().nonnegative(),
-  disks: z
-    .array(z.strictObject({ mount: z.string().max(4096), usedBytes: z.number().nonnegative(), sizeBytes: z.number().nonnegative() }))
-    .max(64),
+  disks: z.array(z.strictObject({ mount: z.string().max(4096), usedBytes: z.number().nonnegative(), sizeBytes: z.number().nonnegative() })).max(64),
   networkRxBytes: z.number().nonnegative(),
   networkTxBytes: z.number().nonnegative(),
 });
@@ -202,14 +203,7 @@ export const usageMessage = z.strictObject({
   samples: z.array(usageSampleSchema).min(1).max(120),
 });
 
-export const agentMessage = z.discriminatedUnion("type", [
-  helloMessage,
-  jobAckMessage,
-  jobProgressMessage,
-  jobResultMessage,
-  inventoryMessage,
-  usageMessage,
-]);
+export const agentMessage = z.discriminatedUnion("type", [helloMessage, jobAckMessage, jobProgressMessage, jobResultMessage, inventoryMessage, usageMessage]);
 export type AgentMessage = z.infer<typeof agentMessage>;
 export type HelloMessage = z.infer<typeof helloMessage>;
 
@@ -219,7 +213,11 @@ export const enrollRequest = z.strictObject({
   joinToken: z.string().min(1).max(256),
   /** The host's Ed25519 public key, raw 32 bytes, base64url. */
   publicKey: base64url,
-  name: z.string().min(1).max(64).regex(/^[a-z0-9][a-z0-9-]*$/, "lower-case letters, digits and hyphens"),
+  name: z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[a-z0-9][a-z0-9-]*$/, "lower-case letters, digits and hyphens"),
   capacity: capacitySchema,
   agentVersion: z.string().max(64),
 });

@@ -86,7 +86,13 @@ function devSecrets() {
   secrets.SESSION_KEYRING_SECRET ??= randomBytes(32).toString("hex");
   secrets.BACKUP_KEY_WRAPPING_SECRET ??= randomBytes(32).toString("hex");
   secrets.STRIPE_WEBHOOK_SECRET ??= `whsec_${randomBytes(24).toString("hex")}`;
-  writeFileSync(file, Object.entries(secrets).map(([name, value]) => `${name}=${value}\n`).join(""), { mode: 0o600 });
+  writeFileSync(
+    file,
+    Object.entries(secrets)
+      .map(([name, value]) => `${name}=${value}\n`)
+      .join(""),
+    { mode: 0o600 },
+  );
   return secrets;
 }
 
@@ -108,7 +114,13 @@ function workerEnvFile(secrets) {
     values.RESEND_API_KEY = process.env.RESEND_API_KEY ?? "re_berth_local_production_stand_in";
   }
   const file = join(persistTo, "berth-dev-run.env");
-  writeFileSync(file, Object.entries(values).map(([name, value]) => `${name}=${value}\n`).join(""), { mode: 0o600 });
+  writeFileSync(
+    file,
+    Object.entries(values)
+      .map(([name, value]) => `${name}=${value}\n`)
+      .join(""),
+    { mode: 0o600 },
+  );
   return file;
 }
 
@@ -233,7 +245,10 @@ async function startLocalAgent() {
   const agentMain = join(root, "agent", "main.ts");
   const configDir = join(persistTo, "agent");
   for (let ready = false; !ready; ) {
-    ready = await fetch(`${base}/api/health`).then((response) => response.ok, () => false);
+    ready = await fetch(`${base}/api/health`).then(
+      (response) => response.ok,
+      () => false,
+    );
     if (!ready) await sleep(500);
   }
   if (!existsSync(join(configDir, "agent.json"))) {

@@ -33,8 +33,7 @@ if (!["grant", "revoke"].includes(action ?? "") || !email || !/^[a-z0-9._%+-]+@[
 const role = action === "grant" ? "operator" : "customer";
 const granting = role === "operator" ? " AND email_verified_at IS NOT NULL" : "";
 const sql =
-  `UPDATE users SET role = '${role}' WHERE email = '${email}'${granting}; ` +
-  `SELECT email, role, email_verified_at FROM users WHERE email = '${email}';`;
+  `UPDATE users SET role = '${role}' WHERE email = '${email}'${granting}; ` + `SELECT email, role, email_verified_at FROM users WHERE email = '${email}';`;
 const wrangler = join(dirname(createRequire(import.meta.url).resolve("wrangler/package.json")), "bin", "wrangler.js");
 const target = values.remote ? ["--remote"] : ["--local", "--persist-to", resolve(values["persist-to"])];
 const result = spawnSync(process.execPath, [wrangler, "d1", "execute", "DB", ...target, "--json", "--command", sql], {
@@ -52,7 +51,9 @@ if (rows.length === 0) {
   process.exit(1);
 }
 if (role === "operator" && rows[0].email_verified_at === null) {
-  console.error(`${email} has not verified its email address: only a verified account can be an operator. Follow the link in its sign-up mail (or ask for a new one), then grant again.`);
+  console.error(
+    `${email} has not verified its email address: only a verified account can be an operator. Follow the link in its sign-up mail (or ask for a new one), then grant again.`,
+  );
   process.exit(1);
 }
 console.log(`${email} is now ${rows[0].role === "operator" ? "an operator" : "a customer"}.`);

@@ -145,7 +145,11 @@ export function systemProbe() {
           .filter(Boolean)
           .map((match) => [match[1], match[3]]),
       );
-      return { id: fields.ID ?? "", idLike: (fields.ID_LIKE ?? "").split(/\s+/).filter(Boolean), name: fields.PRETTY_NAME ?? fields.NAME ?? fields.ID ?? "unknown" };
+      return {
+        id: fields.ID ?? "",
+        idLike: (fields.ID_LIKE ?? "").split(/\s+/).filter(Boolean),
+        name: fields.PRETTY_NAME ?? fields.NAME ?? fields.ID ?? "unknown",
+      };
     },
     hasCommand: (name) =>
       searchPath.some((dir) => {

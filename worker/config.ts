@@ -110,9 +110,16 @@ function origin(protocols: string[], message: string) {
 }
 
 const secret = z.string().min(32, "must be at least 32 characters (e.g. `openssl rand -hex 32`)");
-const days = z.string().regex(/^\d+(\.\d+)?$/, "must be a number of days").transform(Number);
+const days = z
+  .string()
+  .regex(/^\d+(\.\d+)?$/, "must be a number of days")
+  .transform(Number);
 const PORT = "must be a port number (1–65535)";
-const port = z.string().regex(/^\d{1,5}$/, PORT).transform(Number).pipe(z.number().min(1, PORT).max(65535, PORT));
+const port = z
+  .string()
+  .regex(/^\d{1,5}$/, PORT)
+  .transform(Number)
+  .pipe(z.number().min(1, PORT).max(65535, PORT));
 const domain = z.string().regex(DOMAIN, "must be a lower-case DNS name, e.g. berth.example");
 const mailbox = z.string().regex(/^([^<>@]*<[^<>\s@]+@[^<>\s@]+>|[^<>\s@]+@[^<>\s@]+)$/, 'must be an address, e.g. "Berth <no-reply@berth.example>"');
 const resendApiKey = z.string().regex(/^re_\S+$/, "must be a Resend API key (re_…)");
@@ -169,7 +176,10 @@ function parseConfig(env: Settings): WorkerConfig | ConfigError {
   /** Needed in production; in development, what is given must be right. */
   const inProduction = <T>(name: SettingName, schema: z.ZodType<T, string>) => (production ? required(name, schema, " in production") : optional(name, schema));
 
-  const publicOrigin = required("PUBLIC_URL", production ? origin(["https:"], "must be an https URL in production") : origin(["https:", "http:"], "must be an http(s) URL"));
+  const publicOrigin = required(
+    "PUBLIC_URL",
+    production ? origin(["https:"], "must be an https URL in production") : origin(["https:", "http:"], "must be an http(s) URL"),
+  );
   const sessionKeyringSecret = required("SESSION_KEYRING_SECRET", secret);
   const backupKeyWrappingSecret = required("BACKUP_KEY_WRAPPING_SECRET", secret);
 

@@ -168,7 +168,9 @@ function decodeBase64NoPad(text: string): Buffer | undefined {
 }
 
 function headerMac(fileKey: Uint8Array, headerWithoutMac: Uint8Array): Buffer {
-  return createHmac("sha256", hkdf(fileKey, Buffer.alloc(0), "header")).update(headerWithoutMac).digest();
+  return createHmac("sha256", hkdf(fileKey, Buffer.alloc(0), "header"))
+    .update(headerWithoutMac)
+    .digest();
 }
 
 function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
@@ -400,9 +402,6 @@ export class AgeDecryptStream extends Transform {
   }
 
   private corrupted(): AgeError {
-    return new AgeError(
-      "corrupted-chunk",
-      `payload chunk ${this.counter} does not authenticate: the age file is corrupted (or cut off inside that chunk)`,
-    );
+    return new AgeError("corrupted-chunk", `payload chunk ${this.counter} does not authenticate: the age file is corrupted (or cut off inside that chunk)`);
   }
 }

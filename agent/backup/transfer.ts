@@ -5,11 +5,7 @@
 import { createHash, type KeyObject } from "node:crypto";
 import { Readable } from "node:stream";
 import { signAgentRequest } from "../../protocol/agent-requests.ts";
-import {
-  backupPartReceipt,
-  type BackupCompleteRequest,
-  type BackupPartReceipt,
-} from "../../protocol/messages.ts";
+import { backupPartReceipt, type BackupCompleteRequest, type BackupPartReceipt } from "../../protocol/messages.ts";
 import { delay } from "../runtime/docker.ts";
 
 export interface AgentIdentity {

@@ -109,7 +109,15 @@ function healthcheck(override: HealthcheckOverride | undefined): Docker.HealthCo
  * check stays red until initialisation is done; over the socket, the official
  * image's temporary server would look ready.
  */
-export const POSTGRES_READY_TEST = ["pg_isready", "--host=127.0.0.1", "--port=5432", `--username=${POSTGRES_USER}`, `--dbname=${POSTGRES_DB}`, "--quiet", "--timeout=5"];
+export const POSTGRES_READY_TEST = [
+  "pg_isready",
+  "--host=127.0.0.1",
+  "--port=5432",
+  `--username=${POSTGRES_USER}`,
+  `--dbname=${POSTGRES_DB}`,
+  "--quiet",
+  "--timeout=5",
+];
 
 function postgresHealthcheck(override: HealthcheckOverride | undefined): Docker.HealthConfig {
   return {

@@ -28,10 +28,10 @@ export function suspend(core: HomeserverCore, serverId: string, ctx: OperationCo
     const { names, log, step } = core.operation(serverId, ctx);
     await core.recoverInterruptedUpgrade(core.requireRecord(serverId), names, log);
     const record = core.records.write({ ...core.requireRecord(serverId), suspended: true });
-    step(0.1, "proxy: answering \"suspended\"");
+    step(0.1, 'proxy: answering "suspended"');
     // First the proxy, so that clients see "suspended" rather than a dead upstream.
     if (core.options.proxy) await core.options.proxy.suspend(record.serverName);
-    else log.warn("no proxy configured: nothing answers \"suspended\"");
+    else log.warn('no proxy configured: nothing answers "suspended"');
     await stopContainers(core, names, step, [0.3, 0.6]);
     step(1, "suspended");
     return { serverId, state: "suspended" as const };

@@ -55,7 +55,12 @@ export class HomeserverManager {
     return upgrade(this.core, serverId, image, ctx);
   }
 
-  setAdminPassword(serverId: string, adminUserId: string, passwordHash: string, ctx: OperationContext): Promise<{ serverId: string; adminUserId: string; sessionsEnded: number }> {
+  setAdminPassword(
+    serverId: string,
+    adminUserId: string,
+    passwordHash: string,
+    ctx: OperationContext,
+  ): Promise<{ serverId: string; adminUserId: string; sessionsEnded: number }> {
     return setAdminPassword(this.core, serverId, adminUserId, passwordHash, ctx);
   }
 

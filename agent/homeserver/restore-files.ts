@@ -47,9 +47,10 @@ export function restoredFiles(serverName: string, paths: HomeserverPaths, stagin
   const pairs: Array<[string, string]> = [
     [join(paths.synapse, MEDIA_STORE_DIR), join(staging, "synapse", MEDIA_STORE_DIR)],
     [join(paths.synapse, signingKeyFileName(serverName)), join(staging, "synapse", signingKeyFileName(serverName))],
-    ...[SECRET_FILES.registrationSharedSecret, SECRET_FILES.macaroonSecretKey, SECRET_FILES.formSecret].map(
-      (name): [string, string] => [join(paths.secrets, name), join(staging, "secrets", name)],
-    ),
+    ...[SECRET_FILES.registrationSharedSecret, SECRET_FILES.macaroonSecretKey, SECRET_FILES.formSecret].map((name): [string, string] => [
+      join(paths.secrets, name),
+      join(staging, "secrets", name),
+    ]),
   ];
   return pairs.map(([live, restored]) => ({ live, restored, kept: join(replacedDir(staging), basename(live)) }));
 }

@@ -18,12 +18,7 @@ import { baseUrl, waitForClientApi } from "./synapse-api.ts";
  * guarantees that across adjacent releases); a real undo needs the
  * pre-upgrade backup (the backup issue).
  */
-export function upgrade(
-  core: HomeserverCore,
-  serverId: string,
-  image: string,
-  ctx: OperationContext,
-): Promise<RunningResult & { previousImage: string }> {
+export function upgrade(core: HomeserverCore, serverId: string, image: string, ctx: OperationContext): Promise<RunningResult & { previousImage: string }> {
   return core.serialised(serverId, async () => {
     let record = core.requireRecord(serverId);
     const { names, paths, log, step } = core.operation(serverId, ctx, { image });

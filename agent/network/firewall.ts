@@ -102,10 +102,7 @@ function hostNameservers(): string[] {
 }
 
 /** The rules of one server (pure; see the file's header for what they mean). */
-export function firewallRules(
-  target: FirewallTarget,
-  options: { nameservers?: string[]; hostTcpPorts?: number[] } = {},
-): RuleSet {
+export function firewallRules(target: FirewallTarget, options: { nameservers?: string[]; hostTcpPorts?: number[] } = {}): RuleSet {
   if (!SHORT_ID.test(target.shortId)) throw new Error(`invalid short id ${target.shortId}`);
   for (const bridge of [target.hsBridge, target.dbBridge]) {
     if (!BRIDGE_NAME.test(bridge)) throw new Error(`invalid bridge name ${bridge}`);
@@ -147,9 +144,7 @@ export function firewallRules(
   const ports = options.hostTcpPorts ?? DEFAULT_HOST_TCP_PORTS;
   const input: string[][] = [rule(["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED"], "RETURN")];
   if (ports.length) {
-    input.push(
-      rule(["-i", H, "-p", "tcp", "-m", "multiport", "--dports", ports.join(","), "-m", "addrtype", "--dst-type", "LOCAL"], "RETURN"),
-    );
+    input.push(rule(["-i", H, "-p", "tcp", "-m", "multiport", "--dports", ports.join(","), "-m", "addrtype", "--dst-type", "LOCAL"], "RETURN"));
   }
   input.push(rule([], "DROP"));
 

@@ -167,9 +167,7 @@ export function buildRoute(serverName: string, record: RouteRecord, config: Pick
           // is announced with Content-Length; answer those up front with Synapse's 413.
           {
             match: [{ header_regexp: { "Content-Length": { pattern: greaterThanPattern(config.maxBodyBytes) } } }],
-            handle: [
-              jsonResponse(413, { errcode: "M_TOO_LARGE", error: `Request body is larger than ${config.maxBodyBytes} bytes` }),
-            ],
+            handle: [jsonResponse(413, { errcode: "M_TOO_LARGE", error: `Request body is larger than ${config.maxBodyBytes} bytes` })],
           },
           {
             handle: [
@@ -224,7 +222,14 @@ export function tlsPolicies(config: Pick<ProxyConfig, "tls" | "acmeEmail" | "acm
   const email = config.acmeEmail ?? "";
   if (config.acmeCa) return [{ issuers: [{ module: "acme", ca: config.acmeCa, email }] }];
   // Caddy's defaults (Let's Encrypt, then ZeroSSL), with our contact address.
-  return [{ issuers: [{ module: "acme", email }, { module: "zerossl", email }] }];
+  return [
+    {
+      issuers: [
+        { module: "acme", email },
+        { module: "zerossl", email },
+      ],
+    },
+  ];
 }
 
 export function buildConfig(config: ProxyConfig, routes: RouteTable): { [key: string]: Json } {

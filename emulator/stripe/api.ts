@@ -131,8 +131,7 @@ const routes: Route<Handler>[] = [
   {
     method: "POST",
     pattern: "/v1/billing_portal/sessions",
-    handle: (ctx, form) =>
-      createPortalSession(ctx, { customer: requiredString(form, "customer"), returnUrl: optionalString(form, "return_url") || undefined }),
+    handle: (ctx, form) => createPortalSession(ctx, { customer: requiredString(form, "customer"), returnUrl: optionalString(form, "return_url") || undefined }),
   },
   {
     method: "GET",
@@ -287,7 +286,8 @@ function authenticate(request: Incoming): void {
     throw new StripeError({
       status: 401,
       type: "invalid_request_error",
-      message: "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+      message:
+        "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
     });
   }
   if (!key.startsWith("sk_test_")) {
@@ -315,7 +315,11 @@ export function handleApi(request: Incoming, env: Env): Outgoing {
             message: `Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '${idempotencyKey}' if you meant to execute a different request.`,
           });
         }
-        return { status: cached.status, headers: { ...headers, "Content-Type": "application/json; charset=utf-8", "Idempotent-Replayed": "true" }, body: cached.response };
+        return {
+          status: cached.status,
+          headers: { ...headers, "Content-Type": "application/json; charset=utf-8", "Idempotent-Replayed": "true" },
+          body: cached.response,
+        };
       }
     }
     const found = findRoute(routes, request);

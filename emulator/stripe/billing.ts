@@ -200,9 +200,10 @@ export function completeCheckout(ctx: Context, id: string, payment: { card: Card
   const price = getPrice(store, line.price, "line_items[0][price]");
 
   const now = nowSeconds();
-  const customer = session.customer === null
-    ? createCustomer(ctx, { email: session.customer_email ?? undefined, name: payment.name ?? undefined, metadata: {} })
-    : getCustomer(store, session.customer);
+  const customer =
+    session.customer === null
+      ? createCustomer(ctx, { email: session.customer_email ?? undefined, name: payment.name ?? undefined, metadata: {} })
+      : getCustomer(store, session.customer);
 
   const paymentMethod = paymentMethodObject({ id: newId("pm"), created: now, customer: customer.id, card, email: customer.email, name: payment.name });
   store.paymentMethods.set(paymentMethod.id, paymentMethod);

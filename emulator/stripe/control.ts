@@ -91,12 +91,20 @@ const routes: Route<Handler>[] = [
   {
     method: "POST",
     pattern: "/_emulator/subscriptions/:id/fail-payment",
-    handle: (env, _request, { id }) => json(200, act(env, NO_REQUEST, (ctx) => failPayment(ctx, id!))),
+    handle: (env, _request, { id }) =>
+      json(
+        200,
+        act(env, NO_REQUEST, (ctx) => failPayment(ctx, id!)),
+      ),
   },
   {
     method: "POST",
     pattern: "/_emulator/subscriptions/:id/renew",
-    handle: (env, _request, { id }) => json(200, act(env, NO_REQUEST, (ctx) => renew(ctx, id!))),
+    handle: (env, _request, { id }) =>
+      json(
+        200,
+        act(env, NO_REQUEST, (ctx) => renew(ctx, id!)),
+      ),
   },
   {
     method: "POST",
@@ -121,7 +129,11 @@ const routes: Route<Handler>[] = [
   {
     method: "POST",
     pattern: "/_emulator/checkout/sessions/:id/expire",
-    handle: (env, _request, { id }) => json(200, act(env, NO_REQUEST, (ctx) => expireCheckoutSession(ctx, id!))),
+    handle: (env, _request, { id }) =>
+      json(
+        200,
+        act(env, NO_REQUEST, (ctx) => expireCheckoutSession(ctx, id!)),
+      ),
   },
 ];
 

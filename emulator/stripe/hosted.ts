@@ -20,13 +20,16 @@ function renderCheckout(env: Env, record: CheckoutRecord, status: number, extra:
   const line = record.lineItems[0]!;
   const price = env.store.prices.get(line.price)!;
   const customer = record.session.customer === null ? undefined : env.store.customers.get(record.session.customer);
-  return html(status, checkoutPage({
-    session: record.session,
-    price,
-    quantity: line.quantity,
-    email: customer?.email ?? record.session.customer_email,
-    ...extra,
-  }));
+  return html(
+    status,
+    checkoutPage({
+      session: record.session,
+      price,
+      quantity: line.quantity,
+      email: customer?.email ?? record.session.customer_email,
+      ...extra,
+    }),
+  );
 }
 
 function showCheckout(env: Env, _request: Incoming, { id }: Record<string, string>): Outgoing {
@@ -66,7 +69,10 @@ function showPortal(env: Env, _request: Incoming, { id }: Record<string, string>
     .filter((subscription) => subscription.status !== "canceled" && subscription.status !== "incomplete_expired")
     .reverse()
     .map((subscription) => ({ subscription, price: subscription.items.data[0]!.price }));
-  const invoices = env.store.invoicesOf(customer.id).filter((invoice) => invoice.status !== "draft").reverse();
+  const invoices = env.store
+    .invoicesOf(customer.id)
+    .filter((invoice) => invoice.status !== "draft")
+    .reverse();
   return html(200, portalPage({ session, customer, subscriptions, prices: [...env.store.prices.values()], invoices }));
 }
 

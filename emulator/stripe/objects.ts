@@ -36,7 +36,15 @@ export function previousAttributes(before: object, after: object): Record<string
   return previous;
 }
 
-export function customerObject(input: { id: string; created: number; email: string | null; name: string | null; description: string | null; phone: string | null; metadata: Metadata }) {
+export function customerObject(input: {
+  id: string;
+  created: number;
+  email: string | null;
+  name: string | null;
+  description: string | null;
+  phone: string | null;
+  metadata: Metadata;
+}) {
   return {
     id: input.id,
     object: "customer" as const,
@@ -152,7 +160,15 @@ export function planObject(price: Price) {
   };
 }
 
-export function subscriptionItemObject(input: { id: string; created: number; subscription: string; price: Price; quantity: number; periodStart: number; periodEnd: number }) {
+export function subscriptionItemObject(input: {
+  id: string;
+  created: number;
+  subscription: string;
+  price: Price;
+  quantity: number;
+  periodStart: number;
+  periodEnd: number;
+}) {
   return {
     id: input.id,
     object: "subscription_item" as const,
@@ -246,7 +262,14 @@ export function formatAmount(amount: number, currency: string): string {
   return new Intl.NumberFormat("en-US", { style: "currency", currency: currency.toUpperCase() }).format(amount / 100);
 }
 
-export function invoiceLineObject(input: { id: string; invoice: string; subscription: string; item: SubscriptionItem; periodStart: number; periodEnd: number }) {
+export function invoiceLineObject(input: {
+  id: string;
+  invoice: string;
+  subscription: string;
+  item: SubscriptionItem;
+  periodStart: number;
+  periodEnd: number;
+}) {
   const { price, quantity } = input.item;
   const amount = (price.unit_amount ?? 0) * quantity;
   return {
@@ -662,9 +685,7 @@ export function eventObject(input: {
     object: "event" as const,
     api_version: API_VERSION,
     created: input.created,
-    data: input.previousAttributes === undefined
-      ? { object: input.object }
-      : { object: input.object, previous_attributes: input.previousAttributes },
+    data: input.previousAttributes === undefined ? { object: input.object } : { object: input.object, previous_attributes: input.previousAttributes },
     livemode: false,
     pending_webhooks: 1,
     request: input.request,

@@ -116,15 +116,19 @@ ${error ? h`<p id="form-error" class="error" role="alert">${error.message}</p>` 
 }
 
 export function checkoutClosedPage(session: CheckoutSession): string {
-  const message = session.status === "complete"
-    ? "This checkout session is complete: the subscription has been paid for."
-    : "This checkout session has expired. Go back and start again.";
+  const message =
+    session.status === "complete"
+      ? "This checkout session is complete: the subscription has been paid for."
+      : "This checkout session has expired. Go back and start again.";
   const link = session.status === "complete" ? session.success_url.replaceAll("{CHECKOUT_SESSION_ID}", session.id) : session.cancel_url;
-  return page("Checkout session closed", h`
+  return page(
+    "Checkout session closed",
+    h`
 <h1>${session.status === "complete" ? "Already paid" : "Session expired"}</h1>
 <p role="status">${message}</p>
 ${link ? h`<p><a href="${link}">Back</a></p>` : ""}
-`);
+`,
+  );
 }
 
 export interface PortalView {
@@ -157,9 +161,11 @@ function subscriptionSection(view: PortalView, subscription: Subscription, price
   </form><br>`,
   )}
   <h3>Cancellation</h3>
-  ${subscription.cancel_at_period_end
-    ? h`<form method="post" action="${base}/renew"><button type="submit">Renew plan</button></form>`
-    : h`<form method="post" action="${base}/cancel"><button type="submit">Cancel plan</button></form>`}
+  ${
+    subscription.cancel_at_period_end
+      ? h`<form method="post" action="${base}/renew"><button type="submit">Renew plan</button></form>`
+      : h`<form method="post" action="${base}/cancel"><button type="submit">Cancel plan</button></form>`
+  }
 </section>`;
 }
 
@@ -171,9 +177,10 @@ ${view.subscriptions.length === 0 ? h`<p>You have no current subscription.</p>` 
 ${view.subscriptions.map(({ subscription, price }) => subscriptionSection(view, subscription, price))}
 <section aria-labelledby="invoices">
   <h2 id="invoices">Invoices</h2>
-  ${view.invoices.length === 0
-    ? h`<p>No invoices yet.</p>`
-    : h`<table>
+  ${
+    view.invoices.length === 0
+      ? h`<p>No invoices yet.</p>`
+      : h`<table>
     <thead><tr><th>Date</th><th>Invoice</th><th>Amount</th><th>Status</th></tr></thead>
     <tbody>${view.invoices.map(
       (invoice) => h`
@@ -184,7 +191,8 @@ ${view.subscriptions.map(({ subscription, price }) => subscriptionSection(view, 
         <td>${invoice.status}</td>
       </tr>`,
     )}</tbody>
-  </table>`}
+  </table>`
+  }
 </section>
 ${view.session.return_url ? h`<p><a href="${view.session.return_url}">Return to Berth</a></p>` : ""}
 `;

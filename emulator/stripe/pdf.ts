@@ -7,14 +7,7 @@ function pdfText(value: string): string {
 }
 
 export function textPdf(lines: string[]): Uint8Array {
-  const content = [
-    "BT",
-    "/F1 12 Tf",
-    "72 720 Td",
-    "16 TL",
-    ...lines.map((line, index) => `${index === 0 ? "" : "T* "}(${pdfText(line)}) Tj`),
-    "ET",
-  ].join("\n");
+  const content = ["BT", "/F1 12 Tf", "72 720 Td", "16 TL", ...lines.map((line, index) => `${index === 0 ? "" : "T* "}(${pdfText(line)}) Tj`), "ET"].join("\n");
   const objects = [
     "<< /Type /Catalog /Pages 2 0 R >>",
     "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",

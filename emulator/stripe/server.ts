@@ -75,9 +75,10 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
         const body = await readBody(request);
         outgoing = await route({ method, path: url.pathname, query: url.search.slice(1), headers: request.headers, body }, env);
       } catch (error) {
-        outgoing = error instanceof BodyTooLarge
-          ? json(413, { error: { type: "invalid_request_error", message: "Request body too large." } })
-          : json(500, { error: { type: "api_error", message: "The emulator failed; see its log." } });
+        outgoing =
+          error instanceof BodyTooLarge
+            ? json(413, { error: { type: "invalid_request_error", message: "Request body too large." } })
+            : json(500, { error: { type: "api_error", message: "The emulator failed; see its log." } });
         if (!(error instanceof BodyTooLarge)) log(`error handling ${method} ${url.pathname}: ${error instanceof Error ? error.stack : String(error)}`);
       }
       const body = typeof outgoing.body === "string" ? Buffer.from(outgoing.body, "utf8") : outgoing.body;

@@ -131,9 +131,8 @@ export class Deliveries {
     const { event } = pending.stored;
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
       if (this.stop.signal.aborted) return;
-      const outcome = attempt <= pending.skipAttempts
-        ? { delivered: false, detail: "failed (held back by failFirstAttempts)" }
-        : await this.post(pending.stored);
+      const outcome =
+        attempt <= pending.skipAttempts ? { delivered: false, detail: "failed (held back by failFirstAttempts)" } : await this.post(pending.stored);
       const retryMs = outcome.delivered || attempt === MAX_ATTEMPTS ? 0 : FIRST_RETRY_MS * 2 ** (attempt - 1);
       this.log(`webhook ${event.id} ${event.type} attempt ${attempt}: ${outcome.detail}${retryMs ? `; next attempt in ${retryMs} ms` : ""}`);
       if (outcome.delivered) return;

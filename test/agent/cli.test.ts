@@ -22,10 +22,7 @@ async function enrolled(cp: ControlPlane, extra: Record<string, unknown> = {}) {
   expect(result.code, result.stderr).toBe(0);
   const file = join(configDir, "agent.json");
   const config = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
-  writeFileSync(
-    file,
-    JSON.stringify({ ...config, heartbeatIntervalMs: 500, usageIntervalMs: 100, reconnectBaseMs: 20, reconnectMaxMs: 200, ...extra }),
-  );
+  writeFileSync(file, JSON.stringify({ ...config, heartbeatIntervalMs: 500, usageIntervalMs: 100, reconnectBaseMs: 20, reconnectMaxMs: 200, ...extra }));
   return { configDir, dataRoot };
 }
 

@@ -115,7 +115,12 @@ describe("agent connection against a local control plane", () => {
     socket.sendJob({ id: "job-noop", kind: "noop" });
     socket.sendJob({ id: "job-fail", kind: "fail", payload: { message: "nope" } });
     await waitFor(() => socket.of("job.result").length === 2, "two results");
-    expect(socket.of("job.ack").map((m) => m.id).sort()).toEqual(["job-fail", "job-noop"]);
+    expect(
+      socket
+        .of("job.ack")
+        .map((m) => m.id)
+        .sort(),
+    ).toEqual(["job-fail", "job-noop"]);
     expect(socket.of("job.result")).toEqual(
       expect.arrayContaining([
         { type: "job.result", id: "job-noop", ok: true, result: { ok: true } },

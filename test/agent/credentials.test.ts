@@ -2,15 +2,7 @@ import { chmodSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { verify } from "node:crypto";
 import { afterEach, describe, expect, it } from "vitest";
 import { helloSigningInput } from "../../protocol/messages.ts";
-import {
-  CredentialError,
-  generateHostKey,
-  keyPath,
-  loadHostKey,
-  publicKeyBase64url,
-  saveHostKey,
-  signHello,
-} from "../../agent/credentials.ts";
+import { CredentialError, generateHostKey, keyPath, loadHostKey, publicKeyBase64url, saveHostKey, signHello } from "../../agent/credentials.ts";
 import { publicKeyFromRaw, runCleanups, tempDir } from "./helpers.ts";
 
 afterEach(runCleanups);
@@ -55,8 +47,7 @@ describe("host credentials", () => {
     const key = generateHostKey();
     const publicKey = publicKeyFromRaw(publicKeyBase64url(key));
     const signature = Buffer.from(signHello(key, "host_a", "nonce-1"), "base64url");
-    const check = (hostId: string, nonce: string) =>
-      verify(null, Buffer.from(helloSigningInput(hostId, nonce)), publicKey, signature);
+    const check = (hostId: string, nonce: string) => verify(null, Buffer.from(helloSigningInput(hostId, nonce)), publicKey, signature);
     expect(check("host_a", "nonce-1")).toBe(true);
     expect(check("host_a", "nonce-2")).toBe(false);
     expect(check("host_b", "nonce-1")).toBe(false);

@@ -55,10 +55,7 @@ const VDB = { name: "vdb", path: "pci0000:00/0000:00:05.0/virtio2/block/vdb", ma
 function mountinfo(lines: Array<[majmin: string, mountPoint: string, fsType: string, source: string]>): string {
   const dir = tempDir("berth-mountinfo-");
   const file = join(dir, "mountinfo");
-  writeFileSync(
-    file,
-    lines.map(([mm, mp, fs, src], i) => `${20 + i} 1 ${mm} / ${mp} rw,relatime shared:1 - ${fs} ${src} rw\n`).join(""),
-  );
+  writeFileSync(file, lines.map(([mm, mp, fs, src], i) => `${20 + i} 1 ${mm} / ${mp} rw,relatime shared:1 - ${fs} ${src} rw\n`).join(""));
   return file;
 }
 
@@ -76,7 +73,11 @@ describe("disk encryption detection (fake sysfs)", () => {
   });
 
   it("dm-crypt (LUKS2) over a partition: encrypted", () => {
-    const sys = fakeSysfs([VDA, VDA2, { name: "dm-0", path: "virtual/block/dm-0", majmin: "253:0", dmUuid: "CRYPT-LUKS2-0123456789abcdef0123456789abcdef-cryptdata", slaves: ["vda2"] }]);
+    const sys = fakeSysfs([
+      VDA,
+      VDA2,
+      { name: "dm-0", path: "virtual/block/dm-0", majmin: "253:0", dmUuid: "CRYPT-LUKS2-0123456789abcdef0123456789abcdef-cryptdata", slaves: ["vda2"] },
+    ]);
     const report = detect(sys, mountinfo([["253:0", "/", "ext4", "/dev/mapper/cryptdata"]]));
     expect(report).toMatchObject({ encrypted: true, devices: ["dm-0 (crypt)", "vda2"] });
   });
@@ -117,7 +118,12 @@ describe("disk encryption detection (fake sysfs)", () => {
   });
 
   it("uses the longest matching mount, even for a data root that does not exist yet", () => {
-    const sys = fakeSysfs([VDA, VDA1, VDA2, { name: "dm-0", path: "virtual/block/dm-0", majmin: "253:0", dmUuid: "CRYPT-LUKS2-x-cryptdata", slaves: ["vda2"] }]);
+    const sys = fakeSysfs([
+      VDA,
+      VDA1,
+      VDA2,
+      { name: "dm-0", path: "virtual/block/dm-0", majmin: "253:0", dmUuid: "CRYPT-LUKS2-x-cryptdata", slaves: ["vda2"] },
+    ]);
     const info = mountinfo([
       ["254:1", "/", "ext4", "/dev/vda1"],
       ["253:0", "/nonexistent-berth-mount", "ext4", "/dev/mapper/cryptdata"],

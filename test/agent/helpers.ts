@@ -9,16 +9,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { WebSocketServer, type WebSocket } from "ws";
-import {
-  CLOSE,
-  PING,
-  PONG,
-  PROTOCOL_VERSION,
-  agentMessage,
-  helloSigningInput,
-  type AgentMessage,
-  type JobAssignment,
-} from "../../protocol/messages.ts";
+import { CLOSE, PING, PONG, PROTOCOL_VERSION, agentMessage, helloSigningInput, type AgentMessage, type JobAssignment } from "../../protocol/messages.ts";
 import { createLogger, type Logger } from "../../agent/log.ts";
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
@@ -57,8 +48,7 @@ export interface CapturedLog {
 export function captureLog(): CapturedLog {
   const lines: Array<Record<string, unknown>> = [];
   const log = createLogger({ level: "debug", write: (line) => lines.push(JSON.parse(line) as Record<string, unknown>) });
-  const has = (msg: string | RegExp) =>
-    lines.some((l) => (typeof msg === "string" ? String(l.msg).includes(msg) : msg.test(String(l.msg))));
+  const has = (msg: string | RegExp) => lines.some((l) => (typeof msg === "string" ? String(l.msg).includes(msg) : msg.test(String(l.msg))));
   return { log, lines, has };
 }
 
@@ -192,9 +182,7 @@ export class ControlPlane {
       if (this.options.onEnroll) return this.options.onEnroll(body, req, res);
       const publicKey = (body as { publicKey: string }).publicKey;
       this.hosts.set("host_test", publicKey);
-      res.writeHead(201, { "content-type": "application/json" }).end(
-        JSON.stringify({ hostId: "host_test", region: "us-east", connectUrl: this.connectUrl }),
-      );
+      res.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify({ hostId: "host_test", region: "us-east", connectUrl: this.connectUrl }));
     });
   }
 
@@ -298,9 +286,7 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): RunningCl
   let stderr = "";
   child.stdout!.on("data", (c: Buffer) => (stdout += c.toString()));
   child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
-  const exited = new Promise<CliResult>((resolve) =>
-    child.on("exit", (code, signal) => setImmediate(() => resolve({ code, signal, stdout, stderr }))),
-  );
+  const exited = new Promise<CliResult>((resolve) => child.on("exit", (code, signal) => setImmediate(() => resolve({ code, signal, stdout, stderr }))));
   onCleanup(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill("SIGKILL");

@@ -47,10 +47,7 @@ function gatedHandler() {
   const gate = new Promise<void>((resolve) => (release = resolve));
   const handler: JobHandler<"noop"> = async (_payload, ctx) => {
     calls++;
-    await Promise.race([
-      gate,
-      new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true })),
-    ]);
+    await Promise.race([gate, new Promise((_, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true }))]);
     return { ok: true };
   };
   return { handler, release: () => release(), calls: () => calls };
@@ -227,7 +224,10 @@ describe("job runner", () => {
     runner.handle(job("no-ms", "sleep", { millis: 5 }));
     runner.handle(job("text", "sleep", { ms: "5" }));
     await runner.idle();
-    expect(of("job.result", "no-ms")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/^sleep: invalid payload: ms: .*; \(the whole value\): .*millis/) });
+    expect(of("job.result", "no-ms")[0]).toMatchObject({
+      ok: false,
+      error: expect.stringMatching(/^sleep: invalid payload: ms: .*; \(the whole value\): .*millis/),
+    });
     expect(of("job.result", "text")[0]).toMatchObject({ ok: false, error: expect.stringMatching(/^sleep: invalid payload: ms: /) });
     expect(calls).toBe(0);
     expect(journal.get("text")).toMatchObject({ state: "done", ok: false });

@@ -2,13 +2,7 @@ import { createServer } from "node:http";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { hostUsageSchema, usageMessage, type AgentMessage, type UsageSample } from "../../protocol/messages.ts";
-import {
-  ContainerStatsCollector,
-  UsageReporter,
-  collectHostUsage,
-  containerUsageFromStats,
-  type DockerStats,
-} from "../../agent/metrics.ts";
+import { ContainerStatsCollector, UsageReporter, collectHostUsage, containerUsageFromStats, type DockerStats } from "../../agent/metrics.ts";
 import { captureLog, onCleanup, runCleanups, sleep, tempDir, waitFor } from "./helpers.ts";
 
 afterEach(runCleanups);
@@ -37,7 +31,13 @@ const CGROUP_V1: DockerStats = {
   precpu_stats: { cpu_usage: { total_usage: 500 }, system_cpu_usage: 5_000 },
   memory_stats: { usage: 200 * MiB, limit: 1024 * MiB, stats: { cache: 80 * MiB, total_inactive_file: 50 * MiB } },
   networks: { eth0: { rx_bytes: 10, tx_bytes: 20 } },
-  blkio_stats: { io_service_bytes_recursive: [{ op: "Read", value: 100 }, { op: "Write", value: 200 }, { op: "Total", value: 300 }] },
+  blkio_stats: {
+    io_service_bytes_recursive: [
+      { op: "Read", value: 100 },
+      { op: "Write", value: 200 },
+      { op: "Total", value: 300 },
+    ],
+  },
   pids_stats: { current: 3 },
 };
 

@@ -101,7 +101,13 @@ describe("a homeserver's storage, counted as du counts it", () => {
     const meter = new StorageMeter({ workloadsDir: root, everyMs: 60_000, log: captureLog().log });
     await meter.measure();
     const host = { cpuLoadPercent: 1, memoryUsedBytes: 1, memoryAvailableBytes: 1, disks: [], networkRxBytes: 0, networkTxBytes: 0 };
-    const sample = usageSampleSchema.parse(await sampler(async () => host, async () => [], () => meter.latest())());
+    const sample = usageSampleSchema.parse(
+      await sampler(
+        async () => host,
+        async () => [],
+        () => meter.latest(),
+      )(),
+    );
     expect(sample.storage).toEqual([{ workloadId: SERVER_A, usedBytes: du(join(root, SERVER_A)) }]);
   });
 });

@@ -447,10 +447,7 @@ function runNode(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Pr
 export function agentEnroll(options: { url: string; token: string; configDir: string; dataRoot: string; name: string }): Promise<CliResult> {
   const env: NodeJS.ProcessEnv = { ...process.env, BERTH_AGENT_JOIN_TOKEN: options.token };
   delete env.BERTH_AGENT_CONFIG;
-  return runNode(
-    [AGENT_MAIN, "enroll", "--url", options.url, "--config", options.configDir, "--data-root", options.dataRoot, "--name", options.name],
-    env,
-  );
+  return runNode([AGENT_MAIN, "enroll", "--url", options.url, "--config", options.configDir, "--data-root", options.dataRoot, "--name", options.name], env);
 }
 
 export type LogLine = Record<string, unknown> & { msg: string; level: string; time: string };
@@ -513,9 +510,7 @@ export class AgentProcess {
 
   /** Log lines whose msg matches (exact string or pattern) and, optionally, whose jobId is `jobId`. */
   find(msg: string | RegExp, jobId?: string): LogLine[] {
-    return this.lines.filter(
-      (l) => (typeof msg === "string" ? l.msg === msg : msg.test(l.msg)) && (jobId === undefined || l.jobId === jobId),
-    );
+    return this.lines.filter((l) => (typeof msg === "string" ? l.msg === msg : msg.test(l.msg)) && (jobId === undefined || l.jobId === jobId));
   }
 
   /** Waits until at least `count` lines match (counting from the process start). */

@@ -13,19 +13,7 @@ import WebSocket from "ws";
 import { CLOSE, PROTOCOL_VERSION, helloSigningInput } from "../../protocol/messages.ts";
 import { AUTH_TIMEOUT_MS } from "../../worker/fleet/policy.ts";
 import { reservePort } from "../ports.ts";
-import {
-  AgentProcess,
-  Api,
-  DevServer,
-  TcpProxy,
-  agentEnroll,
-  signUpOperator,
-  openRaw,
-  runCleanups,
-  tempRoot,
-  waitFor,
-  withTimeout,
-} from "./agent-helpers.ts";
+import { AgentProcess, Api, DevServer, TcpProxy, agentEnroll, signUpOperator, openRaw, runCleanups, tempRoot, waitFor, withTimeout } from "./agent-helpers.ts";
 
 // Agent log messages (agent/connection.ts, agent/jobs.ts) the tests look for.
 const LOG = {
@@ -193,9 +181,7 @@ describe("berth-agent against wrangler dev", () => {
     const nap = await api.enqueue(A.id, "sleep", { ms: 300 });
     const fail = await api.enqueue(A.id, "fail", { message: "e2e: failing on purpose" });
 
-    const [noopDone, napDone, failDone] = await Promise.all(
-      [noop, nap, fail].map((job) => api.waitJob(job.id, ["succeeded", "failed"])),
-    );
+    const [noopDone, napDone, failDone] = await Promise.all([noop, nap, fail].map((job) => api.waitJob(job.id, ["succeeded", "failed"])));
     expect(noopDone).toMatchObject({ status: "succeeded", result: { ok: true }, error: null, attempts: 1 });
     expect(napDone).toMatchObject({ status: "succeeded", result: { sleptMs: 300 }, error: null, attempts: 1 });
     expect(failDone).toMatchObject({ status: "failed", error: "e2e: failing on purpose", result: null, attempts: 1 });
@@ -549,11 +535,7 @@ describe("berth-agent against wrangler dev", () => {
     await succeeded(r2.job.id);
 
     // The lost and the stray marker were found by reconciliation (jobs the control plane made itself).
-    const { jobs } = await api.expect<{ jobs: Array<{ kind: string; status: string; payload: { id?: string } }> }>(
-      200,
-      "GET",
-      `/api/admin/hosts/${A.id}/jobs`,
-    );
+    const { jobs } = await api.expect<{ jobs: Array<{ kind: string; status: string; payload: { id?: string } }> }>(200, "GET", `/api/admin/hosts/${A.id}/jobs`);
     const forWorkload = (kind: string, id: string) => jobs.filter((j) => j.kind === kind && j.payload?.id === id);
     expect(forWorkload("workload.ensure", w4.workload.id).map((j) => j.status)).toContain("succeeded");
     expect(forWorkload("workload.ensure", w4.workload.id).length).toBeGreaterThanOrEqual(2);

@@ -59,20 +59,28 @@ async function backupNamed(id: string): Promise<BackupView> {
 }
 
 async function untilFinished(id: string, timeoutMs = 240_000): Promise<BackupView> {
-  return waitFor(`backup ${id} to finish`, async () => {
-    const backup = await backupNamed(id);
-    return backup.status === "succeeded" || backup.status === "failed" ? backup : undefined;
-  }, { timeoutMs, intervalMs: 500 });
+  return waitFor(
+    `backup ${id} to finish`,
+    async () => {
+      const backup = await backupNamed(id);
+      return backup.status === "succeeded" || backup.status === "failed" ? backup : undefined;
+    },
+    { timeoutMs, intervalMs: 500 },
+  );
 }
 
 /** Asks for a backup and returns once the Worker holds at least one part of it (and not all). */
 async function backupUnderWay(): Promise<string> {
   const { id } = await customer.expect<{ id: string }>(202, "POST", `/api/servers/${server.id}/backups`);
-  await waitFor(`backup ${id} to have a part uploaded`, async () => {
-    const backup = await backupNamed(id);
-    if (backup.status === "succeeded" || backup.status === "failed") throw new Fatal(`backup ${id} was ${backup.status} before a fault could be injected`);
-    return backup.progressBytes >= 8 * MiB;
-  }, { timeoutMs: 120_000, intervalMs: 50 });
+  await waitFor(
+    `backup ${id} to have a part uploaded`,
+    async () => {
+      const backup = await backupNamed(id);
+      if (backup.status === "succeeded" || backup.status === "failed") throw new Fatal(`backup ${id} was ${backup.status} before a fault could be injected`);
+      return backup.progressBytes >= 8 * MiB;
+    },
+    { timeoutMs: 120_000, intervalMs: 50 },
+  );
   return id;
 }
 
@@ -108,7 +116,12 @@ describe("backups under faults (wrangler dev, the real agent, Docker)", () => {
 
     const secret = readFileSync(join(serverDir(), "secrets", "registration-shared-secret"), "utf8").trim();
     userPassword = `carol-${randomBytes(12).toString("hex")}`;
-    const carol = await registerWithSharedSecret(await synapseBase(), secret, { localpart: "carol", password: userPassword, admin: false, serverName: server.serverName });
+    const carol = await registerWithSharedSecret(await synapseBase(), secret, {
+      localpart: "carol",
+      password: userPassword,
+      admin: false,
+      serverName: server.serverName,
+    });
     if (!carol.created) throw new Error("carol existed already");
     for (let i = 0; i < MEDIA_FILES; i++) {
       const upload = await fetch(`${await synapseBase()}/_matrix/media/v3/upload?filename=f${i}.bin`, {
@@ -167,12 +180,16 @@ describe("backups under faults (wrangler dev, the real agent, Docker)", () => {
   it("the backups marked successful restore: the user and the media are back", { timeout: 300_000 }, async () => {
     const restorable = [backups.afterRestart!, backups.afterKill!].find((b) => b.status === "succeeded")!;
     await customer.expect(202, "POST", `/api/servers/${server.id}/restore`, { backupId: restorable.id });
-    await waitFor("the restore to finish", async () => {
-      const view = await customer.expect<ServerView>(200, "GET", `/api/servers/${server.id}`);
-      if (view.lastJob?.kind !== "homeserver.restore") return undefined;
-      if (view.lastJob.status === "failed") throw new Fatal(`the restore failed: ${view.lastJob.error}`);
-      return view.lastJob.status === "succeeded" && view.status === "running";
-    }, { timeoutMs: 240_000, intervalMs: 1_000 });
+    await waitFor(
+      "the restore to finish",
+      async () => {
+        const view = await customer.expect<ServerView>(200, "GET", `/api/servers/${server.id}`);
+        if (view.lastJob?.kind !== "homeserver.restore") return undefined;
+        if (view.lastJob.status === "failed") throw new Fatal(`the restore failed: ${view.lastJob.error}`);
+        return view.lastJob.status === "succeeded" && view.status === "running";
+      },
+      { timeoutMs: 240_000, intervalMs: 1_000 },
+    );
     expect(await login()).toBe(200);
     const media = await run("du", ["-sb", join(serverDir(), "synapse", "media_store", "local_content")]);
     expect(Number(media.stdout.toString("utf8").split("\t")[0])).toBeGreaterThanOrEqual(MEDIA_FILES * MEDIA_FILE_BYTES);

@@ -7,15 +7,7 @@ import { expect } from "vitest";
 export function launchChromium(): Promise<Browser> {
   return chromium.launch({
     executablePath: "/usr/bin/chromium",
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
   });
 }
 
@@ -68,7 +60,12 @@ export async function submit(page: Page, button: Locator): Promise<void> {
 export async function expectAt(page: Page, path: string): Promise<void> {
   const where = pathOf(page);
   if (where !== path) {
-    const text = (await page.locator("body").innerText().catch(() => "")).slice(0, 500);
+    const text = (
+      await page
+        .locator("body")
+        .innerText()
+        .catch(() => "")
+    ).slice(0, 500);
     expect.fail(`expected to be at ${path} but at ${where}; the page says: ${text}`);
   }
 }

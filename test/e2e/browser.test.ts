@@ -42,9 +42,7 @@ describe("account journey in a real browser", () => {
       problems.push(`console.${message.type()} at ${page.url()} (${source}): ${text}`);
     });
     page.on("pageerror", (error) => problems.push(`pageerror at ${page.url()}: ${error.message}`));
-    page.on("requestfailed", (request) =>
-      problems.push(`request failed: ${request.method()} ${request.url()}: ${request.failure()?.errorText}`),
-    );
+    page.on("requestfailed", (request) => problems.push(`request failed: ${request.method()} ${request.url()}: ${request.failure()?.errorText}`));
     page.on("response", (response) => {
       // The only non-2xx/3xx pages this journey should see are the expected 401 of a wrong password.
       if (response.status() >= 400 && !(response.status() === 401 && new URL(response.url()).pathname === "/login")) {

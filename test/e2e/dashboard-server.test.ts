@@ -52,10 +52,14 @@ interface JobMessage {
 }
 
 const jobOf = (socket: RawSocket, kind: string) =>
-  waitFor(`a ${kind} job`, () => socket.messages.find((m): m is JobMessage & Record<string, unknown> => m.type === "job" && (m as unknown as JobMessage).job.kind === kind), {
-    timeoutMs: 30_000,
-    intervalMs: 50,
-  });
+  waitFor(
+    `a ${kind} job`,
+    () => socket.messages.find((m): m is JobMessage & Record<string, unknown> => m.type === "job" && (m as unknown as JobMessage).job.kind === kind),
+    {
+      timeoutMs: 30_000,
+      intervalMs: 50,
+    },
+  );
 
 describe("a server's page, live, in a real browser", () => {
   let dev: DevServer;
@@ -104,10 +108,14 @@ describe("a server's page, live, in a real browser", () => {
 
     // The subscription arrives by webhook; then the servers page offers the region with room.
     const region = page.getByRole("radio", { name: new RegExp(`${REGION} — has room`) });
-    await waitFor("the plan to be active", async () => {
-      await page.goto(`${baseUrl}/servers`);
-      return !(await page.locator("main").innerText()).includes("choose a plan");
-    }, { timeoutMs: 30_000, intervalMs: 300 });
+    await waitFor(
+      "the plan to be active",
+      async () => {
+        await page.goto(`${baseUrl}/servers`);
+        return !(await page.locator("main").innerText()).includes("choose a plan");
+      },
+      { timeoutMs: 30_000, intervalMs: 300 },
+    );
     expect(await region.isChecked()).toBe(true);
     const name = `dash-${randomUUID().slice(0, 8)}`;
     await page.getByLabel("Name", { exact: true }).fill(name);

@@ -18,7 +18,17 @@ describe("npm run dev", () => {
     const port = await reservePort();
     const child = spawn(
       process.execPath,
-      [join(REPO_ROOT, "scripts", "dev.mjs"), "--port", String(port), "--stripe-port", "0", "--https-port", String(await reservePortPair()), "--persist-to", state],
+      [
+        join(REPO_ROOT, "scripts", "dev.mjs"),
+        "--port",
+        String(port),
+        "--stripe-port",
+        "0",
+        "--https-port",
+        String(await reservePortPair()),
+        "--persist-to",
+        state,
+      ],
       { cwd: REPO_ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, FORCE_COLOR: "0" } },
     );
     let output = "";
@@ -32,7 +42,11 @@ describe("npm run dev", () => {
       // The Worker it had started goes too.
       await waitFor(
         "the Worker to stop answering",
-        () => fetch(`http://127.0.0.1:${port}/api/health`, { signal: AbortSignal.timeout(2_000) }).then(() => false, () => true),
+        () =>
+          fetch(`http://127.0.0.1:${port}/api/health`, { signal: AbortSignal.timeout(2_000) }).then(
+            () => false,
+            () => true,
+          ),
         { timeoutMs: 20_000, intervalMs: 250 },
       );
     } finally {

@@ -144,8 +144,7 @@ export function caddyDispatcher(caPem: string): Agent {
 export type FetchFn = typeof globalThis.fetch;
 
 export function fetchThrough(dispatcher: Agent): FetchFn {
-  return ((input: string | URL, init?: RequestInit) =>
-    undiciFetch(input as string, { ...(init as object), dispatcher } as never)) as unknown as FetchFn;
+  return ((input: string | URL, init?: RequestInit) => undiciFetch(input as string, { ...(init as object), dispatcher } as never)) as unknown as FetchFn;
 }
 
 /** JSON over the homeserver's HTTPS, retrying while Synapse restarts (502/503) or rate-limits (429). */
@@ -200,12 +199,9 @@ export interface Login {
 }
 
 export async function passwordLogin(fetchFn: FetchFn, baseUrl: string, user: string, password: string): Promise<Login> {
-  const { body } = await matrixRequest<{ user_id: string; device_id: string; access_token: string }>(
-    fetchFn,
-    "POST",
-    `${baseUrl}/_matrix/client/v3/login`,
-    { body: { type: "m.login.password", identifier: { type: "m.id.user", user }, password, initial_device_display_name: "berth e2e" } },
-  );
+  const { body } = await matrixRequest<{ user_id: string; device_id: string; access_token: string }>(fetchFn, "POST", `${baseUrl}/_matrix/client/v3/login`, {
+    body: { type: "m.login.password", identifier: { type: "m.id.user", user }, password, initial_device_display_name: "berth e2e" },
+  });
   return { userId: body.user_id, deviceId: body.device_id, accessToken: body.access_token };
 }
 
@@ -221,10 +217,13 @@ export async function startCryptoClient(fetchFn: FetchFn, baseUrl: string, login
   });
   await client.initRustCrypto({ useIndexedDB: false });
   const prepared = new Promise<void>((resolve, reject) => {
-    client.on("sync" as never, ((state: string, _previous: string, data?: { error?: Error }) => {
-      if (state === "PREPARED" || state === "SYNCING") resolve();
-      if (state === "ERROR") reject(new Error(`initial sync of ${login.userId} failed: ${String(data?.error)}`));
-    }) as never);
+    client.on(
+      "sync" as never,
+      ((state: string, _previous: string, data?: { error?: Error }) => {
+        if (state === "PREPARED" || state === "SYNCING") resolve();
+        if (state === "ERROR") reject(new Error(`initial sync of ${login.userId} failed: ${String(data?.error)}`));
+      }) as never,
+    );
   });
   await client.startClient({ initialSyncLimit: 20, lazyLoadMembers: false });
   await Promise.race([

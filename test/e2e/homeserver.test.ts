@@ -173,7 +173,10 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     expect(versions.body.versions.length).toBeGreaterThan(0);
     // The same name and address without Caddy's CA: the certificate is refused (verification is on).
     const untrusting = new Agent({
-      connect: { lookup: ((_host: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) => (options.all ? callback(null, [{ address: "127.0.0.1", family: 4 }]) : callback(null, "127.0.0.1", 4))) as never },
+      connect: {
+        lookup: ((_host: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) =>
+          options.all ? callback(null, [{ address: "127.0.0.1", family: 4 }]) : callback(null, "127.0.0.1", 4)) as never,
+      },
     });
     const refused = await fetchThrough(untrusting)(`${base}/_matrix/client/versions`).then(
       (response) => `answered ${response.status}`,
@@ -232,7 +235,9 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     mark("alice and bob created and logged in");
   });
 
-  it("alice and bob talk in a DM the homeserver encrypts by default, and share an encrypted attachment; a public room is the unencrypted control", { timeout: 150_000 }, async () => {
+  it("alice and bob talk in a DM the homeserver encrypts by default, and share an encrypted attachment; a public room is the unencrypted control", {
+    timeout: 150_000,
+  }, async () => {
     const base = server!.homeserverUrl;
     alice = await startCryptoClient(fetchHs, base, aliceLogin);
     bob = await startCryptoClient(fetchHs, base, bobLogin);
@@ -421,7 +426,9 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     const r2 = directoryHaystack("local R2", join(dev.persistTo, "v3", "r2"));
     expect(r2.size).toBeGreaterThanOrEqual(done.sizeBytes!);
     const dataDir = join(dev.agentDataRoot, "homeservers", server!.id);
-    const signingKey = readFileSync(join(dataDir, "synapse", `${server!.serverName}.signing.key`), "utf8").trim().split(" ")[2]!;
+    const signingKey = readFileSync(join(dataDir, "synapse", `${server!.serverName}.signing.key`), "utf8")
+      .trim()
+      .split(" ")[2]!;
     const readable: string[] = [];
     for (const [label, needle] of Object.entries({ ...SECRETS, ...CONTROL, alice: aliceLogin.userId, bob: bobLogin.userId, signingKey })) {
       readable.push(...r2.find(needle).map((where) => `${label} in ${where}`));
@@ -429,7 +436,9 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     expect(readable, "plaintext in the stored backup").toEqual([]);
   });
 
-  it("the homeserver destroyed on its host is provisioned again empty; restoring the backup brings the users and the encrypted history back", { timeout: 420_000 }, async () => {
+  it("the homeserver destroyed on its host is provisioned again empty; restoring the backup brings the users and the encrypted history back", {
+    timeout: 420_000,
+  }, async () => {
     const base = server!.homeserverUrl;
     await run("docker", ["rm", "-f", "-v", synapseContainer(), postgresContainer()]);
     rmSync(join(dev.agentDataRoot, "homeservers", server!.id), { recursive: true, force: true });

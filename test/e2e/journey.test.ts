@@ -118,7 +118,14 @@ function filesUnder(dir: string): number {
 async function diagnostics(): Promise<string> {
   const parts = [`--- timings ---\n${timings.join("\n")}`];
   if (page) {
-    parts.push(`--- the browser is at ${page.url()} ---\n${(await page.locator("body").innerText().catch(() => "(no page)")).slice(0, 1500)}`);
+    parts.push(
+      `--- the browser is at ${page.url()} ---\n${(
+        await page
+          .locator("body")
+          .innerText()
+          .catch(() => "(no page)")
+      ).slice(0, 1500)}`,
+    );
   }
   if (pageErrors.length || consoleErrors.length) parts.push(`--- browser errors ---\n${[...pageErrors, ...consoleErrors].join("\n")}`);
   if (shortId) {
@@ -439,7 +446,15 @@ describe("a customer's journey in a real browser, with real homeservers on the l
       };
       usage: { serverId: string; samples: { cpuPercent: number; memoryBytes: number }[] }[];
       matrixMetadata: {
-        servers: { id: string; name: string; serverName: string; status: string; synapseVersion: string | null; operations: { kind: string; status: string }[]; backups: { trigger: string; status: string }[] }[];
+        servers: {
+          id: string;
+          name: string;
+          serverName: string;
+          status: string;
+          synapseVersion: string | null;
+          operations: { kind: string; status: string }[];
+          backups: { trigger: string; status: string }[];
+        }[];
       };
     };
     mark(`export downloaded (${raw.length} bytes)`);
@@ -489,7 +504,9 @@ describe("a customer's journey in a real browser, with real homeservers on the l
     expect(raw).not.toMatch(/4242\s?4242\s?4242\s?4242|\$argon2|\$scrypt|sk_test_|whsec_|BEGIN [A-Z ]*PRIVATE KEY|AGE-SECRET-KEY/);
   });
 
-  it("09 deletes the account on the account page, confirmed with the password, and is told what was deleted and what is kept", { timeout: 60_000 }, async () => {
+  it("09 deletes the account on the account page, confirmed with the password, and is told what was deleted and what is kept", {
+    timeout: 60_000,
+  }, async () => {
     const section = page.getByRole("region", { name: "Delete your account" });
     const terms = await section.innerText();
     expect(terms).toContain(`Your homeservers (${name}) are deleted: a final backup is taken first`);

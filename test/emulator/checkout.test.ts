@@ -38,7 +38,12 @@ describe("the Checkout page", () => {
     expect(page).toContain("$9.00");
     expect(page).toMatch(/per month/);
     expect(page).toContain("show@example.com");
-    for (const [id, label] of [["cardNumber", "Card number"], ["expiry", "Expiration (MM / YY)"], ["cvc", "CVC"], ["name", "Cardholder name"]]) {
+    for (const [id, label] of [
+      ["cardNumber", "Card number"],
+      ["expiry", "Expiration (MM / YY)"],
+      ["cvc", "CVC"],
+      ["name", "Cardholder name"],
+    ]) {
       expect(page).toContain(`<label for="${id}">${label}</label>`);
       expect(page).toMatch(new RegExp(`<input id="${id}" name="${id}"`));
     }
@@ -79,7 +84,13 @@ describe("paying with 4242 4242 4242 4242", () => {
     expect(updated.data.previous_attributes).toEqual({ status: "incomplete" });
     for (const event of emitted) {
       expect(event.id).toMatch(/^evt_/);
-      expect(event).toMatchObject({ object: "event", api_version: "2026-10-28.endive", livemode: false, pending_webhooks: 1, request: { id: null, idempotency_key: null } });
+      expect(event).toMatchObject({
+        object: "event",
+        api_version: "2026-10-28.endive",
+        livemode: false,
+        pending_webhooks: 1,
+        request: { id: null, idempotency_key: null },
+      });
     }
   });
 
@@ -91,13 +102,24 @@ describe("paying with 4242 4242 4242 4242", () => {
     expect(paymentMethod.card.fingerprint).toMatch(/^[A-Za-z0-9]{16}$/);
     const charge = emitted[4]!.data.object;
     expect(charge).toMatchObject({ status: "succeeded", paid: true, amount: 900, currency: "usd", customer, payment_method: paymentMethod.id });
-    expect(charge.payment_method_details.card).toMatchObject({ brand: "visa", last4: "4242", exp_month: 12, exp_year: 2034, fingerprint: paymentMethod.card.fingerprint });
+    expect(charge.payment_method_details.card).toMatchObject({
+      brand: "visa",
+      last4: "4242",
+      exp_month: 12,
+      exp_year: 2034,
+      fingerprint: paymentMethod.card.fingerprint,
+    });
   });
 
   it("creates an active subscription whose item's period runs a month from now", async () => {
     const subscription = await harness.stripe.subscriptions.retrieve(emitted[1]!.data.object.id);
     expect(subscription.id).toMatch(/^sub_/);
-    expect(subscription).toMatchObject({ status: "active", customer, metadata: { user_id: "u_9", plan: "starter" }, default_payment_method: emitted[0]!.data.object.id });
+    expect(subscription).toMatchObject({
+      status: "active",
+      customer,
+      metadata: { user_id: "u_9", plan: "starter" },
+      default_payment_method: emitted[0]!.data.object.id,
+    });
     const item = subscription.items.data[0]!;
     expect(item.id).toMatch(/^si_/);
     expect(item.price.id).toBe(STARTER);
@@ -123,7 +145,10 @@ describe("paying with 4242 4242 4242 4242", () => {
     expect(invoice.number).toMatch(/^BERTH-\d{4}$/);
     expect(invoice.parent?.subscription_details?.subscription).toBe(subscription.id);
     expect(invoice.status_transitions.paid_at).toEqual(expect.any(Number));
-    expect(invoice.lines.data[0]!.period).toEqual({ start: subscription.items.data[0]!.current_period_start, end: subscription.items.data[0]!.current_period_end });
+    expect(invoice.lines.data[0]!.period).toEqual({
+      start: subscription.items.data[0]!.current_period_start,
+      end: subscription.items.data[0]!.current_period_end,
+    });
     expect(invoice.hosted_invoice_url).toBe(`${harness.emulator.url}/i/${invoice.id}`);
     expect(invoice.invoice_pdf).toBe(`${harness.emulator.url}/i/${invoice.id}/pdf`);
 

@@ -31,7 +31,14 @@ describe("fail-payment", () => {
     expect(events[3]!.data.previous_attributes).toMatchObject({ status: "active" });
 
     const invoice = await harness.stripe.invoices.retrieve(result.invoice!.id);
-    expect(invoice).toMatchObject({ status: "open", billing_reason: "subscription_cycle", attempt_count: 1, attempted: true, amount_paid: 0, amount_remaining: 900 });
+    expect(invoice).toMatchObject({
+      status: "open",
+      billing_reason: "subscription_cycle",
+      attempt_count: 1,
+      attempted: true,
+      amount_paid: 0,
+      amount_remaining: 900,
+    });
     expect(invoice.next_payment_attempt).toBeGreaterThan(Date.now() / 1000);
     expect(invoice.parent?.subscription_details?.subscription).toBe(subscription);
 

@@ -52,10 +52,7 @@ describe("push delivery", () => {
     expect(receiver.types()).toEqual([CHECKOUT_EVENTS[0], ...CHECKOUT_EVENTS]);
     expect(receiver.ids()[0]).toBe(receiver.ids()[1]);
     await verify(receiver.received[1]!.body, receiver.received[1]!.headers["stripe-signature"]);
-    expect(attemptsOf(harness, receiver.ids()[0]!)).toEqual([
-      "attempt 1: failed (HTTP 500); next attempt in 250 ms",
-      "attempt 2: delivered (HTTP 200)",
-    ]);
+    expect(attemptsOf(harness, receiver.ids()[0]!)).toEqual(["attempt 1: failed (HTTP 500); next attempt in 250 ms", "attempt 2: delivered (HTTP 200)"]);
   });
 
   it("retries when the endpoint can't be reached, until it can", async () => {

@@ -49,7 +49,7 @@ export async function startHarness(options: Partial<StripeEmulatorOptions> = {})
   const emulator = await startStripeEmulator({ webhookSecret: SECRET, log: (line) => logs.push(line), ...options });
   const stripe = sdkFor(emulator.port);
   const request = (path: string, init?: RequestInit) => fetch(`${emulator.url}${path}`, { redirect: "manual", ...init });
-  const control = async <T,>(method: string, path: string, body?: unknown): Promise<T> => {
+  const control = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
     const response = await request(path, {
       method,
       headers: body === undefined ? {} : { "Content-Type": "application/json" },
@@ -70,11 +70,9 @@ export async function startHarness(options: Partial<StripeEmulatorOptions> = {})
       cancel_url: "http://berth.test/billing",
       subscription_data: { metadata: { user_id: "u_1", plan: "starter" } },
     });
-    const result = await control<{ subscription: { id: string }; invoice: { id: string } }>(
-      "POST",
-      `/_emulator/checkout/sessions/${session.id}/complete`,
-      { card: "4242424242424242" },
-    );
+    const result = await control<{ subscription: { id: string }; invoice: { id: string } }>("POST", `/_emulator/checkout/sessions/${session.id}/complete`, {
+      card: "4242424242424242",
+    });
     return { customer: customer.id, session: session.id, subscription: result.subscription.id, invoice: result.invoice.id };
   };
   return { emulator, stripe, logs, control, request, subscribe, close: () => emulator.close() };

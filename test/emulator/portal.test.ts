@@ -38,7 +38,12 @@ describe("the portal", () => {
     const page = await (await harness.request(portal)).text();
     const subscription = await harness.stripe.subscriptions.retrieve(ids.subscription);
     const invoice = await harness.stripe.invoices.retrieve(ids.invoice);
-    const renews = new Date(subscription.items.data[0]!.current_period_end * 1000).toLocaleDateString("en-US", { timeZone: "UTC", year: "numeric", month: "long", day: "numeric" });
+    const renews = new Date(subscription.items.data[0]!.current_period_end * 1000).toLocaleDateString("en-US", {
+      timeZone: "UTC",
+      year: "numeric",
+      month: "long",
+      day: "numeric",
+    });
     expect(page).toContain("<strong>Starter</strong>");
     expect(page).toContain("Status: active");
     expect(page).toContain(`Renews on ${renews}`);

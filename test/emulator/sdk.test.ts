@@ -41,7 +41,9 @@ describe("customers", () => {
 
 describe("authentication", () => {
   it("requires a secret test key", async () => {
-    const error = await sdkFor(harness.emulator.port, "sk_live_nope").customers.create({}).catch((e: unknown) => e);
+    const error = await sdkFor(harness.emulator.port, "sk_live_nope")
+      .customers.create({})
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(Stripe.errors.StripeAuthenticationError);
     const response = await harness.request("/v1/prices");
     expect(response.status).toBe(401);
@@ -67,7 +69,14 @@ describe("Checkout and the portal", () => {
     });
     expect(session.id).toMatch(/^cs_test_/);
     expect(session.url).toBe(`${harness.emulator.url}/c/pay/${session.id}`);
-    expect(session).toMatchObject({ status: "open", payment_status: "unpaid", mode: "subscription", client_reference_id: "u_7", amount_total: 900, currency: "usd" });
+    expect(session).toMatchObject({
+      status: "open",
+      payment_status: "unpaid",
+      mode: "subscription",
+      client_reference_id: "u_7",
+      amount_total: 900,
+      currency: "usd",
+    });
     expect(session.expires_at - session.created).toBe(24 * 60 * 60);
     expect((session.customer as Stripe.Customer).email).toBe("c@example.com"); // expanded
     const retrieved = await stripe.checkout.sessions.retrieve(session.id);
@@ -157,7 +166,9 @@ describe("webhook signatures", () => {
       await expect(stripe.webhooks.constructEventAsync(delivery.payload, delivery.signature, "whsec_someone_else")).rejects.toBeInstanceOf(
         Stripe.errors.StripeSignatureVerificationError,
       );
-      await expect(stripe.webhooks.constructEventAsync(delivery.payload.replace('"livemode": false', '"livemode": true'), delivery.signature, SECRET)).rejects.toThrow();
+      await expect(
+        stripe.webhooks.constructEventAsync(delivery.payload.replace('"livemode": false', '"livemode": true'), delivery.signature, SECRET),
+      ).rejects.toThrow();
     }
   });
 });

@@ -32,20 +32,38 @@ describe("the shape checker itself", () => {
       "Prices.d.ts",
       "Price",
     );
-    expect(errors).toContain("Price.active: \"yes\" is not a boolean");
+    expect(errors).toContain('Price.active: "yes" is not a boolean');
     expect(errors).toContain("Price.created: null, but the type is number");
     expect(errors).toContain("Price.current_period_end: not in the type");
     expect(errors).toContain("Price.unit_amount: missing");
   });
 
   it("accepts any string for an open string union, but nothing else", () => {
-    const price = { id: "price_x", object: "price", recurring: { interval: "fortnight", interval_count: 1, meter: null, trial_period_days: null, usage_type: 3 } };
+    const price = {
+      id: "price_x",
+      object: "price",
+      recurring: { interval: "fortnight", interval_count: 1, meter: null, trial_period_days: null, usage_type: 3 },
+    };
     const errors = shapeErrors(price, "Prices.d.ts", "Price");
     expect(errors.filter((error) => error.includes("recurring"))).toEqual(["Price.recurring.usage_type: 3 is not a Recurring.UsageType"]);
   });
 
   it("checks nested interfaces and string literals", () => {
-    const errors = shapeErrors({ id: "evt_x", object: "charge_event", api_version: null, created: 1, data: { object: {} }, livemode: false, pending_webhooks: 1, request: { id: null }, type: "x" }, "Events.d.ts", "EventBase");
+    const errors = shapeErrors(
+      {
+        id: "evt_x",
+        object: "charge_event",
+        api_version: null,
+        created: 1,
+        data: { object: {} },
+        livemode: false,
+        pending_webhooks: 1,
+        request: { id: null },
+        type: "x",
+      },
+      "Events.d.ts",
+      "EventBase",
+    );
     expect(errors).toContain("EventBase.object: \"charge_event\" is not a 'event'");
     expect(errors).toContain("EventBase.request.idempotency_key: missing");
   });
@@ -91,7 +109,12 @@ describe("emulator objects", () => {
     for (const item of items.data) expectShape(item);
     const body = new URLSearchParams({ customer: ids.customer, return_url: "http://berth.test/billing" });
     expectShape(await api("/v1/billing_portal/sessions", { method: "POST", body, headers: { "Content-Type": "application/x-www-form-urlencoded" } }));
-    const open = new URLSearchParams({ mode: "subscription", customer: ids.customer, "line_items[0][price]": "price_berth_team_monthly", success_url: "http://berth.test/ok" });
+    const open = new URLSearchParams({
+      mode: "subscription",
+      customer: ids.customer,
+      "line_items[0][price]": "price_berth_team_monthly",
+      success_url: "http://berth.test/ok",
+    });
     expectShape(await api("/v1/checkout/sessions", { method: "POST", body: open, headers: { "Content-Type": "application/x-www-form-urlencoded" } }));
   });
 

@@ -94,7 +94,10 @@ function load(path: string): FileModel {
   const model: FileModel = { path, imports: new Map(), root: null as unknown as Scope };
   model.root = newScope(model, null);
   for (const match of source.matchAll(/^import (?:type )?\{([^}]+)\} from '([^']+)';/gm)) {
-    for (const name of match[1]!.split(",").map((part) => part.trim()).filter(Boolean)) {
+    for (const name of match[1]!
+      .split(",")
+      .map((part) => part.trim())
+      .filter(Boolean)) {
       model.imports.set(name, join(dirname(path), match[2]!.replace(/\.js$/, ".d.ts")));
     }
   }
@@ -190,7 +193,9 @@ function checkValue(value: unknown, type: string, scope: Scope, path: string, er
       if (apiList) {
         const list = value as { object?: unknown; data?: unknown };
         if (list.object !== "list" || !Array.isArray(list.data)) errors.push(`${path}: not a list object`);
-        else for (const [index, element] of list.data.entries()) checkValue(element, apiList.slice("ApiList<".length, -1), scope, `${path}.data[${index}]`, errors);
+        else
+          for (const [index, element] of list.data.entries())
+            checkValue(element, apiList.slice("ApiList<".length, -1), scope, `${path}.data[${index}]`, errors);
         return;
       }
       if (members.some((member) => member.startsWith("{"))) return;

@@ -130,12 +130,18 @@ describe("the Worker's configuration", () => {
     expect(workerConfig({ ...production, [name]: undefined }).environment).toBe("production");
   });
 
-  it.each<SettingName>(["ENVIRONMENT", "PUBLIC_URL", "SESSION_KEYRING_SECRET", "BACKUP_KEY_WRAPPING_SECRET", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_URL", "SYNAPSE_IMAGE", "POSTGRES_IMAGE"])(
-    "development does not start without %s, and names it",
-    (name) => {
-      refusal({ ...development, [name]: undefined }, [name]);
-    },
-  );
+  it.each<SettingName>([
+    "ENVIRONMENT",
+    "PUBLIC_URL",
+    "SESSION_KEYRING_SECRET",
+    "BACKUP_KEY_WRAPPING_SECRET",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_API_URL",
+    "SYNAPSE_IMAGE",
+    "POSTGRES_IMAGE",
+  ])("development does not start without %s, and names it", (name) => {
+    refusal({ ...development, [name]: undefined }, [name]);
+  });
 
   it("development needs the emulator's URL only without a Stripe key, and MAIL_FROM only to send through Resend", () => {
     expect(() => workerConfig({ ...development, STRIPE_API_URL: undefined, STRIPE_SECRET_KEY: "sk_test_key" })).not.toThrow();
@@ -174,10 +180,11 @@ describe("the Worker's configuration", () => {
 
   it("names every problem at once, and never a setting's value", () => {
     const error = refusal(
-      { ...production, SESSION_KEYRING_SECRET: "hunter2-hunter2", STRIPE_SECRET_KEY: "pk_live_publishable_value", RATE_LIMITS: "{\"login_ip\": oops}" },
+      { ...production, SESSION_KEYRING_SECRET: "hunter2-hunter2", STRIPE_SECRET_KEY: "pk_live_publishable_value", RATE_LIMITS: '{"login_ip": oops}' },
       ["SESSION_KEYRING_SECRET", "STRIPE_SECRET_KEY", "RATE_LIMITS"],
     );
-    for (const value of ["hunter2", "pk_live_publishable_value", "oops"]) expect(JSON.stringify({ message: error.message, problems: error.problems })).not.toContain(value);
+    for (const value of ["hunter2", "pk_live_publishable_value", "oops"])
+      expect(JSON.stringify({ message: error.message, problems: error.problems })).not.toContain(value);
   });
 });
 
@@ -218,11 +225,10 @@ describe("parsing once", () => {
       await waitOnExecutionContext(ctx);
       return response;
     };
-    const { result: [health, plans, page], lines } = await capturingErrors(async () => [
-      await fetch("/api/health"),
-      await fetch("/api/billing/plans"),
-      await fetch("/login", { accept: "text/html" }),
-    ]);
+    const {
+      result: [health, plans, page],
+      lines,
+    } = await capturingErrors(async () => [await fetch("/api/health"), await fetch("/api/billing/plans"), await fetch("/login", { accept: "text/html" })]);
     await expectError(health!, 503, "misconfigured");
     await expectError(plans!, 503, "misconfigured");
     expect(page!.status).toBe(503);

@@ -5,7 +5,6 @@ import type { TestProject } from "vitest/node";
 import { startStripeEmulator } from "../../emulator/stripe/server.ts";
 import { STRIPE_WEBHOOK_SECRET } from "./constants";
 
-
 declare module "vitest" {
   export interface ProvidedContext {
     stripeEmulatorUrl: string;

@@ -60,8 +60,7 @@ export async function call(path: string, options: CallOptions = {}): Promise<Res
   return response;
 }
 
-export const post = (path: string, body?: unknown, options: CallOptions = {}) =>
-  call(path, { ...options, method: "POST", body });
+export const post = (path: string, body?: unknown, options: CallOptions = {}) => call(path, { ...options, method: "POST", body });
 
 /** Asserts the response is an API error of the documented shape and returns its code. */
 export async function expectError(response: Response, status: number, code?: string): Promise<string> {

@@ -4,8 +4,7 @@ import { DAY, HOUR, advance, emailedToken, logIn, post, runCron, signUp } from "
 
 afterEach(() => vi.useRealTimers());
 
-const count = async (table: string) =>
-  (await env.DB.prepare(`SELECT count(*) AS n FROM ${table}`).first<{ n: number }>())!.n;
+const count = async (table: string) => (await env.DB.prepare(`SELECT count(*) AS n FROM ${table}`).first<{ n: number }>())!.n;
 
 describe("the scheduled handler", () => {
   it("creates the first signing key", async () => {

@@ -160,7 +160,12 @@ export async function purgeDeletedAccounts(ctx: WorkContext): Promise<number> {
       db.delete(workloadUsage).where(inArray(workloadUsage.workloadId, serverIds)),
       db.delete(workloads).where(inArray(workloads.id, serverIds)),
       db.delete(jobs).where(inArray(jobs.serverId, serverIds)),
-      db.delete(certificates).where(inArray(certificates.serverName, mine.map((server) => serverNameOf(ctx.config, server.name)))),
+      db.delete(certificates).where(
+        inArray(
+          certificates.serverName,
+          mine.map((server) => serverNameOf(ctx.config, server.name)),
+        ),
+      ),
       db.delete(backupKeys).where(inArray(backupKeys.serverId, serverIds)),
       db.delete(servers).where(inArray(servers.id, serverIds)),
       // Cascades to the entitlement and anything else still keyed by the account.

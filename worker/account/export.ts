@@ -59,7 +59,17 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
     ofServers((ids) => db.select().from(workloadUsage).where(inArray(workloadUsage.workloadId, ids)).orderBy(asc(workloadUsage.at))),
     ofServers((ids) => db.select().from(backups).where(inArray(backups.serverId, ids)).orderBy(desc(backups.createdAt))),
     ofServers((ids) => db.select().from(jobs).where(inArray(jobs.serverId, ids)).orderBy(asc(jobs.createdAt))),
-    ofServers(() => db.select().from(certificates).where(inArray(certificates.serverName, serverRows.map((server) => serverNameOf(config, server.name))))),
+    ofServers(() =>
+      db
+        .select()
+        .from(certificates)
+        .where(
+          inArray(
+            certificates.serverName,
+            serverRows.map((server) => serverNameOf(config, server.name)),
+          ),
+        ),
+    ),
     ofServers((ids) => db.select().from(adminPasswordLinks).where(inArray(adminPasswordLinks.serverId, ids))),
   ]);
   const newestSucceeded = new Map(await Promise.all(serverIds.map(async (id) => [id, await newestSucceededBackupId(db, id)] as const)));
@@ -128,15 +138,22 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
         adminUserId: server.adminUserId,
         createdAt: iso(server.createdAt),
         updatedAt: iso(server.updatedAt),
-        certificate: certificateRows
-          .filter((row) => row.serverName === serverNameOf(config, server.name))
-          .map((row) => ({ notBefore: iso(row.notBefore), notAfter: iso(row.notAfter), issuer: row.issuer, updatedAt: iso(row.updatedAt) }))[0] ?? null,
+        certificate:
+          certificateRows
+            .filter((row) => row.serverName === serverNameOf(config, server.name))
+            .map((row) => ({ notBefore: iso(row.notBefore), notAfter: iso(row.notAfter), issuer: row.issuer, updatedAt: iso(row.updatedAt) }))[0] ?? null,
         adminSetupLinks: setupLinkRows
           .filter((row) => row.serverId === server.id)
           .map((row) => ({ createdAt: iso(row.createdAt), expiresAt: iso(row.expiresAt), usedAt: iso(row.usedAt) })),
         operations: jobRows
           .filter((job) => job.serverId === server.id)
-          .map((job) => ({ kind: job.kind, status: job.status, error: customerFailureText(job.error), createdAt: iso(job.createdAt), finishedAt: iso(job.finishedAt) })),
+          .map((job) => ({
+            kind: job.kind,
+            status: job.status,
+            error: customerFailureText(job.error),
+            createdAt: iso(job.createdAt),
+            finishedAt: iso(job.finishedAt),
+          })),
         backups: backupRows.filter((backup) => backup.serverId === server.id).map((backup) => presentBackup(backup, newestSucceeded.get(server.id), now)),
       })),
     },

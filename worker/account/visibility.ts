@@ -72,7 +72,10 @@ export async function whatWeCanSee(ctx: WorkContext, userId: string): Promise<Wh
   const { db, config, now } = ctx;
   const user = await liveUser(db, userId);
   const [[sessionCount], subscriptionRows, invoiceRows, serverRows] = await Promise.all([
-    db.select({ n: count() }).from(sessions).where(and(eq(sessions.userId, userId), gt(sessions.expiresAt, now))),
+    db
+      .select({ n: count() })
+      .from(sessions)
+      .where(and(eq(sessions.userId, userId), gt(sessions.expiresAt, now))),
     db.select().from(subscriptions).where(eq(subscriptions.userId, userId)),
     invoicesOf(db, userId),
     serversOf(db, userId),
@@ -118,12 +121,7 @@ export async function whatWeCanSee(ctx: WorkContext, userId: string): Promise<Wh
 async function usageSummary({ db, config }: WorkContext, server: Server): Promise<WhatWeCanSee["usage"][number]> {
   const [[totals], [latest]] = await Promise.all([
     db.select({ n: count() }).from(workloadUsage).where(eq(workloadUsage.workloadId, server.id)),
-    db
-      .select()
-      .from(workloadUsage)
-      .where(eq(workloadUsage.workloadId, server.id))
-      .orderBy(desc(workloadUsage.at))
-      .limit(1),
+    db.select().from(workloadUsage).where(eq(workloadUsage.workloadId, server.id)).orderBy(desc(workloadUsage.at)).limit(1),
   ]);
   return {
     serverId: server.id,

@@ -10,8 +10,7 @@ import { clearRateLimit, consumeRateLimits, type RateLimitCheck } from "./rate-l
 import { createSession, revokeAllSessions } from "./sessions";
 import { consumeToken, issueToken, revokeTokens } from "./tokens";
 
-const throttle = (ctx: RequestContext, checks: RateLimitCheck[]) =>
-  consumeRateLimits(ctx.db, ctx.config.rateLimits, checks, ctx.now);
+const throttle = (ctx: RequestContext, checks: RateLimitCheck[]) => consumeRateLimits(ctx.db, ctx.config.rateLimits, checks, ctx.now);
 
 const send = (ctx: RequestContext, mail: Mail) => mailerFor(ctx).send(mail);
 
@@ -23,8 +22,7 @@ const accountFromClient = (ctx: RequestContext, email: string) => `${email}\n${c
  * delete the account): per session, so that guessing at the log-in, which
  * anyone who knows the address can do, never locks the owner out of these.
  */
-export const throttlePasswordCheck = (ctx: RequestContext, sessionId: string) =>
-  throttle(ctx, [{ name: "password_check_session", subject: sessionId }]);
+export const throttlePasswordCheck = (ctx: RequestContext, sessionId: string) => throttle(ctx, [{ name: "password_check_session", subject: sessionId }]);
 
 const invalidToken = () => badRequest("invalid_token", "This link is invalid, was already used, or has expired.");
 
@@ -57,9 +55,9 @@ async function sendVerification(ctx: RequestContext, user: Pick<User, "id" | "em
  */
 export async function signUp(ctx: RequestContext, email: string, password: string): Promise<void> {
   await throttle(ctx, [
-      { name: "signup_ip", subject: ctx.client },
-      { name: "signup_email", subject: email },
-    ]);
+    { name: "signup_ip", subject: ctx.client },
+    { name: "signup_email", subject: email },
+  ]);
   const passwordHash = await hashPassword(password);
   const existing = await findUserByEmail(ctx.db, email);
   if (existing) {
@@ -91,9 +89,9 @@ export async function verifyEmail(ctx: RequestContext, token: string): Promise<v
 export async function resendVerification(ctx: RequestContext, user: User): Promise<void> {
   if (user.emailVerifiedAt) throw conflict("already_verified", "Your email address is already verified.");
   await throttle(ctx, [
-      { name: "verify_resend_ip", subject: ctx.client },
-      { name: "verify_resend_account", subject: user.id },
-    ]);
+    { name: "verify_resend_ip", subject: ctx.client },
+    { name: "verify_resend_account", subject: user.id },
+  ]);
   await sendVerification(ctx, user);
 }
 
@@ -123,10 +121,10 @@ export async function logIn(ctx: RequestContext, email: string, password: string
 /** Same answer, same kind of email, for known and unknown addresses. */
 export async function requestPasswordReset(ctx: RequestContext, email: string): Promise<void> {
   await throttle(ctx, [
-      { name: "password_reset_ip", subject: ctx.client },
-      { name: "password_reset_email_client", subject: accountFromClient(ctx, email) },
-      { name: "password_reset_email", subject: email },
-    ]);
+    { name: "password_reset_ip", subject: ctx.client },
+    { name: "password_reset_email_client", subject: accountFromClient(ctx, email) },
+    { name: "password_reset_email", subject: email },
+  ]);
   const user = await findUserByEmail(ctx.db, email);
   if (!user) {
     await send(ctx, templates.passwordResetWithoutAccount(email, ctx.link("/signup")));
@@ -163,13 +161,7 @@ async function requireCurrentPassword(user: User, password: string): Promise<voi
 }
 
 /** Changes the password from a logged-in session, which stays; every other session is logged out. */
-export async function changePassword(
-  ctx: RequestContext,
-  user: User,
-  sessionId: string,
-  currentPassword: string,
-  newPassword: string,
-): Promise<void> {
+export async function changePassword(ctx: RequestContext, user: User, sessionId: string, currentPassword: string, newPassword: string): Promise<void> {
   await throttlePasswordCheck(ctx, sessionId);
   await requireCurrentPassword(user, currentPassword);
   await ctx.db
@@ -186,12 +178,7 @@ export async function changePassword(
  * the new address already has an account is not revealed to the requester:
  * that address gets a note instead of a link.
  */
-export async function requestEmailChange(
-  ctx: RequestContext,
-  user: User,
-  newEmail: string,
-  password: string,
-): Promise<void> {
+export async function requestEmailChange(ctx: RequestContext, user: User, newEmail: string, password: string): Promise<void> {
   await throttle(ctx, [{ name: "email_change_account", subject: user.id }]);
   await requireCurrentPassword(user, password);
   if (newEmail === user.email) throw badRequest("same_email", "That is already your email address.");
@@ -213,10 +200,7 @@ export async function confirmEmailChange(ctx: RequestContext, token: string): Pr
   const user = await findUser(ctx.db, row.userId);
   if (!user) throw invalidToken();
   try {
-    await ctx.db
-      .update(users)
-      .set({ email: row.email, emailVerifiedAt: ctx.now, updatedAt: ctx.now })
-      .where(eq(users.id, user.id));
+    await ctx.db.update(users).set({ email: row.email, emailVerifiedAt: ctx.now, updatedAt: ctx.now }).where(eq(users.id, user.id));
   } catch (error) {
     // The address got its own account after the link was sent.
     if (isUniqueViolation(error)) throw conflict("email_taken", "That address now belongs to another account.");

@@ -61,12 +61,7 @@ export async function createSigningKey(db: Database, secret: string, now: Date):
 }
 
 async function newestUnretiredKey(db: Database) {
-  const [row] = await db
-    .select()
-    .from(sessionKeys)
-    .where(isNull(sessionKeys.retiredAt))
-    .orderBy(desc(sessionKeys.createdAt))
-    .limit(1);
+  const [row] = await db.select().from(sessionKeys).where(isNull(sessionKeys.retiredAt)).orderBy(desc(sessionKeys.createdAt)).limit(1);
   return row;
 }
 
@@ -78,11 +73,7 @@ export async function currentSigningKey(db: Database, secret: string, now: Date)
 }
 
 /** The key a cookie names, if it is still in the ring. */
-export async function verificationKey(
-  row: typeof sessionKeys.$inferSelect | undefined,
-  secret: string,
-  now: Date,
-): Promise<CryptoKey | null> {
+export async function verificationKey(row: typeof sessionKeys.$inferSelect | undefined, secret: string, now: Date): Promise<CryptoKey | null> {
   if (!row || (row.deleteAfter && row.deleteAfter <= now)) return null;
   try {
     return await unwrapToHmacKey(secret, row.kid, row.wrappedSecret);

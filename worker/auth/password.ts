@@ -36,12 +36,8 @@ export async function scryptKey(
     return scryptAsync(password, salt, { N, r: params.r, p: params.p, dkLen: KEY_BYTES });
   }
   return new Promise((resolve, reject) => {
-    nodeScrypt(
-      password,
-      salt,
-      KEY_BYTES,
-      { N, r: params.r, p: params.p, maxmem: 256 * N * params.r },
-      (error, key) => (error ? reject(error) : resolve(new Uint8Array(key))),
+    nodeScrypt(password, salt, KEY_BYTES, { N, r: params.r, p: params.p, maxmem: 256 * N * params.r }, (error, key) =>
+      error ? reject(error) : resolve(new Uint8Array(key)),
     );
   });
 }

@@ -78,12 +78,7 @@ export interface RateLimitCheck {
  * Throws the 429 (with Retry-After) a client already over the limit gets, without counting
  * an attempt: for refusing before doing any work at all.
  */
-export async function requireUnderRateLimit(
-  db: Database,
-  rules: Record<RateLimitName, RateLimitRule>,
-  check: RateLimitCheck,
-  now: Date,
-): Promise<void> {
+export async function requireUnderRateLimit(db: Database, rules: Record<RateLimitName, RateLimitRule>, check: RateLimitCheck, now: Date): Promise<void> {
   const { key, endsAt } = await windowKey(check.name, rules[check.name], check.subject, now);
   const [row] = await db.select({ count: rateLimitWindows.count }).from(rateLimitWindows).where(eq(rateLimitWindows.key, key));
   if (row && row.count > rules[check.name].limit) throw tooManyRequests(Math.max(1, Math.ceil((endsAt.getTime() - now.getTime()) / 1000)));
@@ -123,21 +118,13 @@ export async function consumeRateLimits(
   }
 }
 
-export async function clearRateLimit(
-  db: Database,
-  rules: Record<RateLimitName, RateLimitRule>,
-  check: RateLimitCheck,
-  now: Date,
-): Promise<void> {
+export async function clearRateLimit(db: Database, rules: Record<RateLimitName, RateLimitRule>, check: RateLimitCheck, now: Date): Promise<void> {
   const { key } = await windowKey(check.name, rules[check.name], check.subject, now);
   await db.delete(rateLimitWindows).where(sql`${rateLimitWindows.key} = ${key}`);
 }
 
 export async function pruneRateLimitWindows(db: Database, now: Date): Promise<number> {
-  const removed = await db
-    .delete(rateLimitWindows)
-    .where(lte(rateLimitWindows.windowEndsAt, now))
-    .returning({ key: rateLimitWindows.key });
+  const removed = await db.delete(rateLimitWindows).where(lte(rateLimitWindows.windowEndsAt, now)).returning({ key: rateLimitWindows.key });
   return removed.length;
 }
 

@@ -87,12 +87,7 @@ async function signatureHolds(key: CryptoKey, parsed: ParsedCookie, cookieValue:
 }
 
 /** Resolves a cookie to its live session and user, or null for anything forged, expired or revoked. */
-export async function authenticate(
-  db: Database,
-  secret: string,
-  cookieValue: string,
-  now: Date,
-): Promise<Authenticated | null> {
+export async function authenticate(db: Database, secret: string, cookieValue: string, now: Date): Promise<Authenticated | null> {
   const parsed = parseCookie(cookieValue);
   if (!parsed) return null;
   const id = await sha256Hex(parsed.sessionSecret);
@@ -142,9 +137,7 @@ export async function revokeSession(db: Database, sessionId: string): Promise<vo
 
 /** Log out everywhere; `keepSessionId` spares the session that asked (a password change from it). */
 export async function revokeAllSessions(db: Database, userId: string, keepSessionId?: string): Promise<number> {
-  const condition = keepSessionId
-    ? and(eq(sessions.userId, userId), ne(sessions.id, keepSessionId))
-    : eq(sessions.userId, userId);
+  const condition = keepSessionId ? and(eq(sessions.userId, userId), ne(sessions.id, keepSessionId)) : eq(sessions.userId, userId);
   const removed = await db.delete(sessions).where(condition).returning({ id: sessions.id });
   return removed.length;
 }

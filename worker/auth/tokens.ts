@@ -9,13 +9,7 @@ import { TOKEN_LIFETIME_MS } from "./policy";
  * short-lived. Issuing one deletes every earlier token of the same purpose for
  * that user, so only the newest link works.
  */
-export async function issueToken(
-  db: Database,
-  userId: string,
-  purpose: TokenPurpose,
-  email: string,
-  now: Date,
-): Promise<string> {
+export async function issueToken(db: Database, userId: string, purpose: TokenPurpose, email: string, now: Date): Promise<string> {
   const token = randomToken();
   await db.batch([
     db.delete(oneTimeTokens).where(and(eq(oneTimeTokens.userId, userId), eq(oneTimeTokens.purpose, purpose))),
@@ -38,12 +32,7 @@ export async function consumeToken(db: Database, token: string, purpose: TokenPu
     .update(oneTimeTokens)
     .set({ usedAt: now })
     .where(
-      and(
-        eq(oneTimeTokens.id, await sha256Hex(token)),
-        eq(oneTimeTokens.purpose, purpose),
-        isNull(oneTimeTokens.usedAt),
-        gt(oneTimeTokens.expiresAt, now),
-      ),
+      and(eq(oneTimeTokens.id, await sha256Hex(token)), eq(oneTimeTokens.purpose, purpose), isNull(oneTimeTokens.usedAt), gt(oneTimeTokens.expiresAt, now)),
     )
     .returning();
   return row ?? null;
@@ -51,9 +40,7 @@ export async function consumeToken(db: Database, token: string, purpose: TokenPu
 
 /** Invalidates outstanding tokens, e.g. a pending email change once the password is reset. */
 export async function revokeTokens(db: Database, userId: string, purposes: TokenPurpose[]): Promise<void> {
-  await db.delete(oneTimeTokens).where(
-    and(eq(oneTimeTokens.userId, userId), or(...purposes.map((purpose) => eq(oneTimeTokens.purpose, purpose)))),
-  );
+  await db.delete(oneTimeTokens).where(and(eq(oneTimeTokens.userId, userId), or(...purposes.map((purpose) => eq(oneTimeTokens.purpose, purpose)))));
 }
 
 export async function pruneTokens(db: Database, now: Date): Promise<number> {

@@ -88,8 +88,12 @@ export async function startBackup(ctx: WorkContext, server: Server, trigger: Bac
 export async function throttleServerWork(ctx: WorkContext, server: Server, work: "backup_server" | "restore_server"): Promise<void> {
   const rules = ctx.config.rateLimits;
   const what = work === "backup_server" ? "backups" : "restores";
-  await consumeRateLimits(ctx.db, rules, [{ name: work, subject: server.id }], ctx.now, (seconds) =>
-    `This homeserver has had its ${rules[work].limit} ${what} an hour; try again in ${Math.ceil(seconds / 60)} minutes.`,
+  await consumeRateLimits(
+    ctx.db,
+    rules,
+    [{ name: work, subject: server.id }],
+    ctx.now,
+    (seconds) => `This homeserver has had its ${rules[work].limit} ${what} an hour; try again in ${Math.ceil(seconds / 60)} minutes.`,
   );
 }
 

@@ -106,7 +106,12 @@ export async function pruneBackups(ctx: WorkContext): Promise<number> {
     .limit(500);
   if (expired.length === 0) return 0;
   await ctx.env.BACKUPS.delete(expired.flatMap((backup) => [backup.r2Key, manifestKeyOf(backup)]));
-  await ctx.db.delete(backups).where(inArray(backups.id, expired.map((backup) => backup.id)));
+  await ctx.db.delete(backups).where(
+    inArray(
+      backups.id,
+      expired.map((backup) => backup.id),
+    ),
+  );
   return expired.length;
 }
 
@@ -123,10 +128,7 @@ export async function failAbandonedBackups(ctx: WorkContext): Promise<number> {
     .where(
       and(
         inArray(backups.status, UNFINISHED_BACKUP),
-        or(
-          inArray(jobs.status, ["succeeded", "failed"]),
-          and(isNull(jobs.id), lt(backups.createdAt, new Date(ctx.now.getTime() - ORPHANED_BACKUP_AFTER_MS))),
-        ),
+        or(inArray(jobs.status, ["succeeded", "failed"]), and(isNull(jobs.id), lt(backups.createdAt, new Date(ctx.now.getTime() - ORPHANED_BACKUP_AFTER_MS)))),
       ),
     );
   for (const { backup, jobError } of abandoned) {

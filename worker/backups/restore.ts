@@ -24,7 +24,11 @@ export async function requestRestore(ctx: WorkContext, user: User, serverId: str
     .from(backups)
     .where(and(eq(backups.id, backupId), eq(backups.serverId, server.id)));
   if (!backup) throw notFound("No such backup.");
-  if (backup.status !== "succeeded") throw conflict("backup_not_restorable", `This backup ${backup.status === "failed" ? "failed" : "is not finished"}; only a successful backup can be restored.`);
+  if (backup.status !== "succeeded")
+    throw conflict(
+      "backup_not_restorable",
+      `This backup ${backup.status === "failed" ? "failed" : "is not finished"}; only a successful backup can be restored.`,
+    );
   if (!RESTORE_FROM.includes(server.status)) {
     throw conflict("invalid_state", `The server is ${server.status}; it can be restored when it is ${RESTORE_FROM.join(", ")}.`);
   }

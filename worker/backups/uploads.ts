@@ -127,9 +127,7 @@ export async function completeBackup(ctx: AgentBackupContext, backupId: string, 
   const problem = manifestProblem(backup.partSize, received, claimed);
   if (problem) throw conflict("parts_mismatch", problem);
 
-  await ctx.env.BACKUPS.resumeMultipartUpload(backup.r2Key, backup.uploadId).complete(
-    received.map(({ partNumber, etag }) => ({ partNumber, etag })),
-  );
+  await ctx.env.BACKUPS.resumeMultipartUpload(backup.r2Key, backup.uploadId).complete(received.map(({ partNumber, etag }) => ({ partNumber, etag })));
   const parts = received.map(({ partNumber, size, sha256 }) => ({ partNumber, size, sha256 }));
   const manifest = {
     format: 1,

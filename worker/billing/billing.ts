@@ -18,10 +18,7 @@ async function customerFor(ctx: RequestContext, user: User): Promise<string> {
     { email: user.email, metadata: { user_id: user.id } },
     { idempotencyKey: `berth-customer-${user.id}` },
   );
-  await ctx.db
-    .insert(billingCustomers)
-    .values({ userId: user.id, stripeCustomerId: customer.id, createdAt: ctx.now })
-    .onConflictDoNothing();
+  await ctx.db.insert(billingCustomers).values({ userId: user.id, stripeCustomerId: customer.id, createdAt: ctx.now }).onConflictDoNothing();
   return customer.id;
 }
 

@@ -36,9 +36,7 @@ export function effectiveSubscription(subscriptions: Subscription[]): Subscripti
     const index = STATUS_PRIORITY.indexOf(status);
     return index === -1 ? STATUS_PRIORITY.length : index;
   };
-  return [...subscriptions].sort(
-    (a, b) => rank(a.status) - rank(b.status) || b.createdAt.getTime() - a.createdAt.getTime(),
-  )[0];
+  return [...subscriptions].sort((a, b) => rank(a.status) - rank(b.status) || b.createdAt.getTime() - a.createdAt.getTime())[0];
 }
 
 /**
@@ -50,12 +48,7 @@ export function effectiveSubscription(subscriptions: Subscription[]): Subscripti
  *   no subscription, or one whose first payment is pending → none.
  * Returns the transition from `current`, or null when nothing changes.
  */
-export function decideEntitlement(
-  current: EntitlementView | null,
-  subscriptionStatus: string | null,
-  now: Date,
-  policy: EntitlementPolicy,
-): Transition | null {
+export function decideEntitlement(current: EntitlementView | null, subscriptionStatus: string | null, now: Date, policy: EntitlementPolicy): Transition | null {
   const from = current?.state ?? "none";
   const at = (state: EntitlementState, since: Date, until: Date | null, reason: string): Transition | null =>
     state === from && current?.since.getTime() === since.getTime() && (current?.until?.getTime() ?? null) === (until?.getTime() ?? null)
@@ -64,9 +57,7 @@ export function decideEntitlement(
   const after = (since: Date, ms: number) => new Date(since.getTime() + ms);
   const suspend = (since: Date, reason: string) => {
     const deleteAt = after(since, policy.deletionWindowMs);
-    return deleteAt <= now
-      ? at("deletion_due", deleteAt, null, "the deletion window ended")
-      : at("suspended", since, deleteAt, reason);
+    return deleteAt <= now ? at("deletion_due", deleteAt, null, "the deletion window ended") : at("suspended", since, deleteAt, reason);
   };
 
   switch (subscriptionStatus) {
@@ -128,9 +119,7 @@ export function transitionStatements(db: Database, userId: string, transition: T
     // Columns in table order: id, user_id, from_state, to_state, reason, created_at, handled_at.
     db
       .insert(entitlementEvents)
-      .select(
-        sql`SELECT NULL, ${userId}, ${transition.from}, ${state}, ${transition.reason}, ${now.getTime()}, NULL WHERE changes() = 1`,
-      ),
+      .select(sql`SELECT NULL, ${userId}, ${transition.from}, ${state}, ${transition.reason}, ${now.getTime()}, NULL WHERE changes() = 1`),
   ];
 }
 

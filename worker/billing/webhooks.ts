@@ -51,12 +51,7 @@ async function syncSubscription(ctx: RequestContext, subscriptionId: string): Pr
   };
   const others = await ctx.db.select().from(subscriptions).where(eq(subscriptions.userId, owner.userId));
   const effective = effectiveSubscription([...others.filter((other) => other.id !== row.id), row]);
-  const transition = decideEntitlement(
-    await storedEntitlement(ctx.db, owner.userId),
-    effective?.status ?? null,
-    ctx.now,
-    ctx.config.entitlement,
-  );
+  const transition = decideEntitlement(await storedEntitlement(ctx.db, owner.userId), effective?.status ?? null, ctx.now, ctx.config.entitlement);
   const { id: _id, createdAt: _createdAt, ...changes } = row;
   return [
     ctx.db.insert(subscriptions).values(row).onConflictDoUpdate({ target: subscriptions.id, set: changes }),

@@ -10,13 +10,10 @@ export function deriveWrappingKey(secret: string, info: string): Promise<CryptoK
   return crypto.subtle
     .importKey("raw", utf8(secret), "HKDF", false, ["deriveKey"])
     .then((material) =>
-      crypto.subtle.deriveKey(
-        { name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: utf8(info) },
-        material,
-        { name: "AES-GCM", length: 256 },
-        false,
-        ["encrypt", "decrypt"],
-      ),
+      crypto.subtle.deriveKey({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info: utf8(info) }, material, { name: "AES-GCM", length: 256 }, false, [
+        "encrypt",
+        "decrypt",
+      ]),
     );
 }
 

@@ -14,7 +14,9 @@ export const users = sqliteTable(
     // PHC string: the algorithm and its parameters travel with the hash.
     passwordHash: text("password_hash").notNull(),
     /** "operator" may use /api/admin; granted with `npm run operator -- grant <email>`. */
-    role: text("role", { enum: ["customer", "operator"] }).notNull().default("customer"),
+    role: text("role", { enum: ["customer", "operator"] })
+      .notNull()
+      .default("customer"),
     createdAt: timestamp("created_at").notNull(),
     updatedAt: timestamp("updated_at").notNull(),
     /** Set when the customer deleted the account: the row stays, scrubbed, until its homeservers' backups are gone (worker/account/deletion.ts). */

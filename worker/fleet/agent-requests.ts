@@ -53,7 +53,10 @@ export async function authenticateAgentRequest(ctx: RefusalContext, env: Env, re
   const claimed: SignedAgentRequest = { method: request.method, pathname: request.pathname, hostId: claimedHost(token), contentSha256: "" };
   await turnAwayRefusedClient(ctx, "agent.request_refused", "rate limited", { host: claimed.hostId });
   if (!token || token.length > MAX_TOKEN_LENGTH || !claimed.hostId) throw await refuseAgentRequest(ctx, claimed, "missing or malformed token");
-  const [host] = await ctx.db.select().from(hosts).where(eq(hosts.id, claimed.hostId.slice(0, 128)));
+  const [host] = await ctx.db
+    .select()
+    .from(hosts)
+    .where(eq(hosts.id, claimed.hostId.slice(0, 128)));
   if (!host || host.status === "revoked") throw await refuseAgentRequest(ctx, claimed, host ? "revoked host" : "unknown host");
 
   const verified = await verifyAgentRequest(token, { hostId: host.id, publicKey: host.publicKey }, { method: request.method, path: request.pathname }, ctx.now);

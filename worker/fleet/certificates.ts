@@ -25,9 +25,7 @@ export function alertWindowMs(report: Pick<CertificateReport, "notBefore" | "not
  */
 export async function recordCertificates(db: Database, hostId: string, reports: CertificateReport[], now: Date): Promise<number> {
   const names = reports.map((report) => report.serverName);
-  await db
-    .delete(certificates)
-    .where(and(eq(certificates.hostId, hostId), names.length ? notInArray(certificates.serverName, names) : undefined));
+  await db.delete(certificates).where(and(eq(certificates.hostId, hostId), names.length ? notInArray(certificates.serverName, names) : undefined));
   let alerts = 0;
   for (const report of reports) {
     const notAfter = new Date(report.notAfter);

@@ -21,7 +21,6 @@ export async function createJoinToken(db: Database, operatorId: string, region: 
   return { token, region, expiresAt };
 }
 
-
 async function importPublicKey(publicKey: string): Promise<boolean> {
   const raw = base64UrlDecode(publicKey);
   if (raw?.length !== 32) return false;

@@ -20,14 +20,7 @@ import { hosts } from "../db/schema";
 import { randomToken } from "../crypto/bytes";
 import type { WorkerEnv } from "../env";
 import { claimDueJobs, failExpiredJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
-import {
-  AUTH_TIMEOUT_MS,
-  HEARTBEAT_INTERVAL_MS,
-  LAST_SEEN_WRITE_INTERVAL_MS,
-  OFFLINE_AFTER_MS,
-  USAGE_INTERVAL_MS,
-  WATCH_INTERVAL_MS,
-} from "./policy";
+import { AUTH_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, LAST_SEEN_WRITE_INTERVAL_MS, OFFLINE_AFTER_MS, USAGE_INTERVAL_MS, WATCH_INTERVAL_MS } from "./policy";
 import { recordCertificates } from "./certificates";
 import { reconcileHost } from "./reconcile";
 import { verifyHostSignature } from "./signatures";
@@ -170,7 +163,10 @@ export class HostConnection extends DurableObject<WorkerEnv> {
       }
       connected = true;
       if (now - attachment.lastSeenWrittenAt >= LAST_SEEN_WRITE_INTERVAL_MS) {
-        await this.db.update(hosts).set({ lastSeenAt: new Date(heardAt) }).where(eq(hosts.id, attachment.hostId));
+        await this.db
+          .update(hosts)
+          .set({ lastSeenAt: new Date(heardAt) })
+          .where(eq(hosts.id, attachment.hostId));
         ws.serializeAttachment({ ...attachment, lastSeenWrittenAt: now } satisfies Attachment);
       }
     }

@@ -64,7 +64,14 @@ export async function revokeHost(db: Database, env: Env, operatorId: string, hos
  * otherwise, whatever the agent's own flag says. Recorded in the audit log
  * with the operator's reason.
  */
-export async function setUnencryptedPlacementOverride(db: Database, operatorId: string, hostId: string, allow: boolean, reason: string, now: Date): Promise<Host> {
+export async function setUnencryptedPlacementOverride(
+  db: Database,
+  operatorId: string,
+  hostId: string,
+  allow: boolean,
+  reason: string,
+  now: Date,
+): Promise<Host> {
   await requireHost(db, hostId);
   const [host] = await db.batch([
     db.update(hosts).set({ unencryptedPlacementOverride: allow }).where(eq(hosts.id, hostId)).returning(),

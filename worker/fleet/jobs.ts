@@ -181,13 +181,7 @@ export async function failExpiredJobs(db: Database, hostId: string | null, now: 
   return db
     .update(jobs)
     .set({ status: "failed", error: JOB_DEADLINE_EXCEEDED, finishedAt: now, updatedAt: now })
-    .where(
-      and(
-        hostId === null ? undefined : eq(jobs.hostId, hostId),
-        inArray(jobs.status, UNFINISHED),
-        lte(jobs.deadline, now),
-      ),
-    )
+    .where(and(hostId === null ? undefined : eq(jobs.hostId, hostId), inArray(jobs.status, UNFINISHED), lte(jobs.deadline, now)))
     .returning();
 }
 
@@ -197,7 +191,6 @@ export async function unfinishedJobsOfKind(db: Database, hostId: string, kinds: 
     .from(jobs)
     .where(and(eq(jobs.hostId, hostId), inArray(jobs.kind, kinds), inArray(jobs.status, UNFINISHED)));
 }
-
 
 /**
  * Retention: finished jobs older than JOB_RETENTION_MS are deleted, except

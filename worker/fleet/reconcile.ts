@@ -31,7 +31,9 @@ export async function reconcileHost(db: Database, hostId: string, reported: Repo
     const ensure = workload.kind === "homeserver" ? "homeserver.provision" : "workload.ensure";
     if (running.has(workload.id) || pending.has(`${ensure}:${workload.id}`)) continue;
     const payload = workload.kind === "homeserver" ? workload.spec : { id: workload.id, kind: workload.kind, spec: workload.spec };
-    created.push(...(await reconciliationJob(hostId, workload.id, () => createJob(db, { hostId, kind: ensure, payload: checkJobPayload(ensure, payload) }, now))));
+    created.push(
+      ...(await reconciliationJob(hostId, workload.id, () => createJob(db, { hostId, kind: ensure, payload: checkJobPayload(ensure, payload) }, now))),
+    );
   }
   for (const workload of reported) {
     if (wanted.has(workload.id) || pending.has(`workload.remove:${workload.id}`)) continue;

@@ -21,9 +21,7 @@ export const USAGE_RETENTION: Record<UsageResolution, { keepMs: number; bucketMs
  * host's (another customer's) usage.
  */
 export async function ingestUsage(db: Database, hostId: string, samples: UsageSample[]): Promise<void> {
-  const mine = new Set(
-    (await db.select({ id: workloads.id }).from(workloads).where(eq(workloads.hostId, hostId))).map((row) => row.id),
-  );
+  const mine = new Set((await db.select({ id: workloads.id }).from(workloads).where(eq(workloads.hostId, hostId))).map((row) => row.id));
   const statements: BatchItem<"sqlite">[] = [];
   for (const sample of samples) {
     const at = new Date(sample.at);
@@ -72,7 +70,10 @@ export async function ingestUsage(db: Database, hostId: string, samples: UsageSa
     }
     for (const [workloadId, sum] of perWorkload) {
       statements.push(
-        db.insert(workloadUsage).values({ workloadId, hostId, resolution: "raw", at, ...sum }).onConflictDoNothing(),
+        db
+          .insert(workloadUsage)
+          .values({ workloadId, hostId, resolution: "raw", at, ...sum })
+          .onConflictDoNothing(),
       );
     }
   }
@@ -171,9 +172,7 @@ export async function hostUsageSeries(db: Database, hostId: string, range: Usage
   const rows = await db
     .select()
     .from(hostUsage)
-    .where(
-      and(eq(hostUsage.hostId, hostId), eq(hostUsage.resolution, resolution), gte(hostUsage.at, new Date(now.getTime() - USAGE_RANGES[range]))),
-    )
+    .where(and(eq(hostUsage.hostId, hostId), eq(hostUsage.resolution, resolution), gte(hostUsage.at, new Date(now.getTime() - USAGE_RANGES[range]))))
     .orderBy(asc(hostUsage.at));
   return { resolution, rows };
 }

@@ -20,9 +20,7 @@ export const csrfProtection = createMiddleware<AppEnv>(async (c, next) => {
   const fetchSite = c.req.header("sec-fetch-site");
   const origin = c.req.header("origin");
   const sameOrigin =
-    fetchSite !== undefined
-      ? fetchSite === "same-origin" || fetchSite === "none"
-      : origin === undefined || origin === new URL(c.req.url).origin;
+    fetchSite !== undefined ? fetchSite === "same-origin" || fetchSite === "none" : origin === undefined || origin === new URL(c.req.url).origin;
   if (!sameOrigin) throw forbidden("csrf_rejected", "Cross-site request refused.");
   return next();
 });

@@ -57,5 +57,9 @@ export async function submitForm<E extends AppEnv>(
   renderError: (message: string, fields: FormFields) => HtmlEscapedString | Promise<HtmlEscapedString>,
 ): Promise<Response> {
   const fields = await readForm(c);
-  return handleForm(c, () => action(fields), (message) => renderError(message, fields));
+  return handleForm(
+    c,
+    () => action(fields),
+    (message) => renderError(message, fields),
+  );
 }

@@ -118,10 +118,7 @@ export const templates = {
     mail(
       to,
       "Your Berth email address was changed",
-      [
-        `Your Berth account's email address is now ${newEmail}; all sessions were logged out.`,
-        "If this was not you, contact Berth support at once.",
-      ],
+      [`Your Berth account's email address is now ${newEmail}; all sessions were logged out.`, "If this was not you, contact Berth support at once."],
       [],
     ),
 

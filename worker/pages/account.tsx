@@ -82,8 +82,8 @@ export function DeletionTermsList({ deletion }: { deletion: DeletionTerms }) {
     <>
       {deletion.servers.length ? (
         <p>
-          Your homeservers ({deletion.servers.map((server) => server.name).join(", ")}) are deleted: a final backup is taken first, then each is
-          destroyed on its host.
+          Your homeservers ({deletion.servers.map((server) => server.name).join(", ")}) are deleted: a final backup is taken first, then each is destroyed on
+          its host.
         </p>
       ) : null}
       <p>Deleted now:</p>
@@ -114,12 +114,7 @@ export function AccountPage(props: AccountPageProps) {
       <section class="card" aria-labelledby="email-heading">
         <h2 id="email-heading">Email</h2>
         <p>
-          <strong>{user.email}</strong>{" "}
-          {user.emailVerifiedAt ? (
-            <span class="badge ok">verified</span>
-          ) : (
-            <span class="badge warn">not verified</span>
-          )}
+          <strong>{user.email}</strong> {user.emailVerifiedAt ? <span class="badge ok">verified</span> : <span class="badge warn">not verified</span>}
         </p>
         {user.emailVerifiedAt ? null : (
           <form method="post" action="/account/resend-verification">

@@ -69,29 +69,29 @@ export function UsageChart(props: ChartProps) {
             </text>
           </g>
         ) : null}
-        {hasData
-          ? props.lines.map((line, index) => (
-              <g class={`series s${index}`}>
-                <polyline
-                  stroke-dasharray={DASHES[index % DASHES.length] || undefined}
-                  points={line.values.map((value, i) => `${x(props.times[i]!).toFixed(1)},${y(value).toFixed(1)}`).join(" ")}
-                />
-                {line.values.length === 1 ? (
-                  // A line through one point draws nothing: the first sample shows as a dot.
-                  <circle cx={x(props.times[0]!).toFixed(1)} cy={y(line.values[0]!).toFixed(1)} r="3" />
-                ) : null}
-                {props.lines.length > 1 && line.values.length > 0 ? (
-                  <text x={x(props.times.at(-1)!) - 4} y={y(line.values.at(-1)!) - 4 - index * 12} text-anchor="end">
-                    {line.label}
-                  </text>
-                ) : null}
-              </g>
-            ))
-          : (
-              <text x={WIDTH / 2} y={HEIGHT / 2} text-anchor="middle">
-                No data for this period yet
-              </text>
-            )}
+        {hasData ? (
+          props.lines.map((line, index) => (
+            <g class={`series s${index}`}>
+              <polyline
+                stroke-dasharray={DASHES[index % DASHES.length] || undefined}
+                points={line.values.map((value, i) => `${x(props.times[i]!).toFixed(1)},${y(value).toFixed(1)}`).join(" ")}
+              />
+              {line.values.length === 1 ? (
+                // A line through one point draws nothing: the first sample shows as a dot.
+                <circle cx={x(props.times[0]!).toFixed(1)} cy={y(line.values[0]!).toFixed(1)} r="3" />
+              ) : null}
+              {props.lines.length > 1 && line.values.length > 0 ? (
+                <text x={x(props.times.at(-1)!) - 4} y={y(line.values.at(-1)!) - 4 - index * 12} text-anchor="end">
+                  {line.label}
+                </text>
+              ) : null}
+            </g>
+          ))
+        ) : (
+          <text x={WIDTH / 2} y={HEIGHT / 2} text-anchor="middle">
+            No data for this period yet
+          </text>
+        )}
       </svg>
       <p class="hint" id={`${props.id}-summary`}>
         {props.lines.map((line) => summary(line, props.format)).join(". ")}

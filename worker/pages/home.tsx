@@ -6,8 +6,8 @@ export function HomePage(props: { viewer: Viewer | null }) {
       <section class="hero">
         <h1>Your own Matrix homeserver, run for you.</h1>
         <p>
-          Berth runs a private Synapse homeserver for you in a US region, upgrades it, watches its health and backs it
-          up every day. Use it with Element or any Matrix client.
+          Berth runs a private Synapse homeserver for you in a US region, upgrades it, watches its health and backs it up every day. Use it with Element or any
+          Matrix client.
         </p>
         <p>
           <a class="button" href={props.viewer ? "/account" : "/signup"}>

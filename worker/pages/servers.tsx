@@ -13,8 +13,7 @@ export type BackupView = ReturnType<typeof presentBackup>;
 const DASHBOARD_SCRIPT = "/assets/dashboard.js";
 const RETENTION_DAYS = BACKUP_RETENTION_MS / 86_400_000;
 
-const when = (iso: string | null) =>
-  iso ? `${new Date(iso).toLocaleString("en-US", { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" })} UTC` : "—";
+const when = (iso: string | null) => (iso ? `${new Date(iso).toLocaleString("en-US", { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" })} UTC` : "—");
 
 /** Element Web's login screen with our homeserver filled in (hs_url: long-standing, but undocumented for the web app). */
 const elementLink = (homeserverUrl: string) => `https://app.element.io/#/login?hs_url=${encodeURIComponent(homeserverUrl)}`;
@@ -99,8 +98,8 @@ export function ServersPage(props: {
               aria-describedby="field-name-hint field-name-problem"
             />
             <p class="hint" id="field-name-hint">
-              {NAME_MIN} to {NAME_MAX} lower-case letters, digits and hyphens. It becomes your Matrix server name, as in{" "}
-              {props.exampleServerName}, and can never change.
+              {NAME_MIN} to {NAME_MAX} lower-case letters, digits and hyphens. It becomes your Matrix server name, as in {props.exampleServerName}, and can
+              never change.
             </p>
             <p class="problem" id="field-name-problem" aria-live="polite"></p>
           </div>
@@ -205,8 +204,7 @@ function Connect(props: { server: ServerView; adminLink?: { url: string; expires
       {props.adminLink ? (
         <div>
           <p>
-            Your one-time link (valid until {when(props.adminLink.expiresAt)}, usable once):{" "}
-            <a href={props.adminLink.url}>set the admin password</a>
+            Your one-time link (valid until {when(props.adminLink.expiresAt)}, usable once): <a href={props.adminLink.url}>set the admin password</a>
           </p>
           <p class="hint">Nobody else sees this link; a new one replaces it.</p>
         </div>
@@ -250,8 +248,7 @@ function Backups(props: { server: ServerView; backups: BackupView[] }) {
     <section class="card" id="backups" data-refresh aria-labelledby="backups-heading">
       <h2 id="backups-heading">Backups</h2>
       <p class="hint">
-        A backup is taken every day, encrypted on the host before upload. Each is kept {RETENTION_DAYS} days; the newest successful one is
-        always kept.
+        A backup is taken every day, encrypted on the host before upload. Each is kept {RETENTION_DAYS} days; the newest successful one is always kept.
       </p>
       <form method="post" action={`/servers/${server.id}/backups`}>
         <button type="submit">Back up now</button>
@@ -306,13 +303,11 @@ function Backups(props: { server: ServerView; backups: BackupView[] }) {
             </select>
           </div>
           <p class="warning" id="restore-warning">
-            Restoring replaces everything on {server.serverName} — its users, rooms, messages, media and settings — with the backup's copy.
-            Anything that happened after the backup was taken is lost. The homeserver is offline while it restores; if the restore fails,
-            it is left as it was.
+            Restoring replaces everything on {server.serverName} — its users, rooms, messages, media and settings — with the backup's copy. Anything that
+            happened after the backup was taken is lost. The homeserver is offline while it restores; if the restore fails, it is left as it was.
           </p>
           <label class="choice">
-            <input type="checkbox" name="confirm" value="yes" required aria-describedby="restore-warning" /> I understand that the
-            current data will be replaced
+            <input type="checkbox" name="confirm" value="yes" required aria-describedby="restore-warning" /> I understand that the current data will be replaced
           </label>
           <button type="submit" class="danger">
             Restore this backup
@@ -402,9 +397,9 @@ function Delete(props: { server: ServerView }) {
     <section class="card" aria-labelledby="delete-heading">
       <h2 id="delete-heading">Delete this homeserver</h2>
       <p id="delete-warning">
-        We first take a final backup. Once it has succeeded, the homeserver and all its data on our host are destroyed right away; if the
-        backup fails, nothing is deleted and the homeserver stays as it is. The final backup, like the others, is kept {RETENTION_DAYS} days
-        from when it was taken and then destroyed. The name {server.name} is never given out again.
+        We first take a final backup. Once it has succeeded, the homeserver and all its data on our host are destroyed right away; if the backup fails, nothing
+        is deleted and the homeserver stays as it is. The final backup, like the others, is kept {RETENTION_DAYS} days from when it was taken and then
+        destroyed. The name {server.name} is never given out again.
       </p>
       <form method="post" action={`/servers/${server.id}/delete`}>
         <div class="field">

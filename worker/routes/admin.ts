@@ -78,7 +78,12 @@ export const adminRoutes = new Hono<AppEnv>()
       z.strictObject({
         kind: z.enum(TEST_JOB_KINDS),
         payload: z.json().optional(),
-        timeoutSeconds: z.number().int().min(1).max(24 * 3600).optional(),
+        timeoutSeconds: z
+          .number()
+          .int()
+          .min(1)
+          .max(24 * 3600)
+          .optional(),
       }),
     );
     const payload = parseWith(JOBS[body.kind].payload, body.payload ?? {});
@@ -104,12 +109,7 @@ export const adminRoutes = new Hono<AppEnv>()
       .insert(workloads)
       .values({ id: crypto.randomUUID(), hostId: host.id, kind: "test", spec, desired: "present", createdAt: ctx.now, updatedAt: ctx.now })
       .returning();
-    const job = await dispatchJob(
-      ctx.db,
-      ctx.env,
-      { hostId: host.id, kind: "workload.ensure", payload: { id: workload!.id, kind: "test", spec } },
-      ctx.now,
-    );
+    const job = await dispatchJob(ctx.db, ctx.env, { hostId: host.id, kind: "workload.ensure", payload: { id: workload!.id, kind: "test", spec } }, ctx.now);
     return c.json({ workload: { id: workload!.id, hostId: host.id, kind: workload!.kind, desired: workload!.desired }, job: presentJob(job) }, 201);
   })
   .delete("/workloads/:id", async (c) => {
@@ -143,15 +143,24 @@ export const adminRoutes = new Hono<AppEnv>()
         serverName: row.serverName,
         notAfter: row.notAfter.toISOString(),
         issuer: row.issuer,
-        expiringSoon:
-          row.notAfter.getTime() - now < alertWindowMs({ notBefore: row.notBefore?.getTime(), notAfter: row.notAfter.getTime() }),
+        expiringSoon: row.notAfter.getTime() - now < alertWindowMs({ notBefore: row.notBefore?.getTime(), notAfter: row.notAfter.getTime() }),
         reportedAt: row.updatedAt.toISOString(),
       })),
     });
   })
   // Callers refused before they proved anything, counted per hour and reason (never in the audit log).
   .get("/refusals", async (c) => {
-    const { hours } = parseWith(z.object({ hours: z.coerce.number().int().min(1).max(90 * 24).default(24) }), c.req.query());
+    const { hours } = parseWith(
+      z.object({
+        hours: z.coerce
+          .number()
+          .int()
+          .min(1)
+          .max(90 * 24)
+          .default(24),
+      }),
+      c.req.query(),
+    );
     const rows = await refusalsSince(c.var.ctx.db, new Date(c.var.ctx.now.getTime() - hours * 3_600_000));
     return c.json({ refusals: rows.map((row) => ({ kind: row.kind, reason: row.reason, hourStart: row.hourStart.toISOString(), count: row.count })) });
   })

@@ -25,10 +25,7 @@ export const authRoutes = new Hono<AppEnv>()
   .post("/signup", async (c) => {
     const { email, password } = await readJson(c, credentials);
     await signUp(c.var.ctx, email, password);
-    return c.json(
-      { status: "pending_verification", message: "Check your inbox: we sent a link to confirm your address." },
-      202,
-    );
+    return c.json({ status: "pending_verification", message: "Check your inbox: we sent a link to confirm your address." }, 202);
   })
   .post("/verify-email", async (c) => {
     const { token } = await readJson(c, tokenBody);
@@ -65,19 +62,13 @@ export const authRoutes = new Hono<AppEnv>()
   })
   .post("/password-change", requireSession, async (c) => {
     const { user, session } = c.var;
-    const body = await readJson(
-      c,
-      z.strictObject({ currentPassword: currentPasswordSchema, newPassword: passwordSchema }),
-    );
+    const body = await readJson(c, z.strictObject({ currentPassword: currentPasswordSchema, newPassword: passwordSchema }));
     await changePassword(c.var.ctx, user, session.id, body.currentPassword, body.newPassword);
     return c.json({ status: "password_changed" });
   })
   .post("/email-change/request", requireSession, async (c) => {
     const { user } = c.var;
-    const { newEmail, password } = await readJson(
-      c,
-      z.strictObject({ newEmail: emailSchema, password: currentPasswordSchema }),
-    );
+    const { newEmail, password } = await readJson(c, z.strictObject({ newEmail: emailSchema, password: currentPasswordSchema }));
     await requestEmailChange(c.var.ctx, user, newEmail, password);
     return c.json({ status: "sent", message: "Open the link we sent to the new address to confirm it." }, 202);
   })

@@ -39,9 +39,16 @@ export const serverBackupRoutes = new Hono<AppEnv>()
   });
 
 const partParams = backupParam.extend({
-  partNumber: z.string().regex(/^[1-9][0-9]{0,4}$/, "a part number from 1").transform(Number).pipe(z.number().max(BACKUP_MAX_PARTS)),
+  partNumber: z
+    .string()
+    .regex(/^[1-9][0-9]{0,4}$/, "a part number from 1")
+    .transform(Number)
+    .pipe(z.number().max(BACKUP_MAX_PARTS)),
 });
-const contentLength = z.string().regex(/^[0-9]{1,10}$/).transform(Number);
+const contentLength = z
+  .string()
+  .regex(/^[0-9]{1,10}$/)
+  .transform(Number);
 
 function agentContext(c: Context<AgentAppEnv>): AgentBackupContext {
   return {

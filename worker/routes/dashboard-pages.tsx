@@ -114,7 +114,9 @@ const serverPageRoutes = new Hono<AppEnv>()
     handleForm(
       c,
       async () => c.html(await renderServer(c)),
-      (error) => <MessagePage title="No such server" message={error} viewer={c.var.user} status="error" next={{ href: "/servers", label: "Your homeservers" }} />,
+      (error) => (
+        <MessagePage title="No such server" message={error} viewer={c.var.user} status="error" next={{ href: "/servers", label: "Your homeservers" }} />
+      ),
     ),
   )
   .post("/:id/stop", (c) =>

@@ -12,6 +12,4 @@ export const devRoutes = new Hono<AppEnv>()
     const { token, region, expiresAt } = await createJoinToken(c.var.ctx.db, "dev", "us-east", 10, c.var.ctx.now);
     return c.json({ token, region, expiresAt: expiresAt.toISOString() }, 201);
   })
-  .get("/mailbox", async (c) =>
-    c.html(<MailboxPage messages={await readOutbox(c.var.ctx.db, c.req.query("to"))} viewer={c.var.auth?.user ?? null} />),
-  );
+  .get("/mailbox", async (c) => c.html(<MailboxPage messages={await readOutbox(c.var.ctx.db, c.req.query("to"))} viewer={c.var.auth?.user ?? null} />));

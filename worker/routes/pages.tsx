@@ -172,10 +172,7 @@ export const pageRoutes = new Hono<AppEnv>()
     return submitForm(
       c,
       async (fields) => {
-        const { newEmail, password } = parseWith(
-          z.object({ newEmail: emailSchema, password: currentPasswordSchema }),
-          fields,
-        );
+        const { newEmail, password } = parseWith(z.object({ newEmail: emailSchema, password: currentPasswordSchema }), fields);
         await requestEmailChange(c.var.ctx, user, newEmail, password);
         return redirectWithNotice(c, "/account", "email_change_sent");
       },

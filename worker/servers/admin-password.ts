@@ -64,4 +64,3 @@ export async function setAdminPassword(ctx: WorkContext, user: User, serverId: s
   await audit(ctx.db, ctx.now, `user:${user.id}`, "server.admin_password_set", server.id);
   return { jobId: job.id, adminUserId: server.adminUserId! };
 }
-

@@ -36,12 +36,7 @@ export async function enforceEntitlement(ctx: WorkContext, server: Server, state
 /** Turns billing's entitlement transitions into lifecycle jobs for the account's servers. */
 export async function handleEntitlementEvents(ctx: WorkContext): Promise<number> {
   const { db, now } = ctx;
-  const events = await db
-    .select()
-    .from(entitlementEvents)
-    .where(isNull(entitlementEvents.handledAt))
-    .orderBy(asc(entitlementEvents.id))
-    .limit(100);
+  const events = await db.select().from(entitlementEvents).where(isNull(entitlementEvents.handledAt)).orderBy(asc(entitlementEvents.id)).limit(100);
   for (const event of events) {
     const [entitlement] = await db.select().from(entitlements).where(eq(entitlements.userId, event.userId));
     if (entitlement) {

@@ -95,10 +95,7 @@ export async function roomInRegion({ db, config }: WorkContext, region: string):
  */
 export async function placementCandidates(ctx: WorkContext, region: string, plan: Plan): Promise<Host[]> {
   const fits = (await roomInRegion(ctx, region)).filter(
-    (room) =>
-      room.freeMemoryMiB >= plan.resources.memoryMiB &&
-      room.freeCpus >= plan.resources.cpus &&
-      room.freeDiskGiB >= plan.resources.storageGiB,
+    (room) => room.freeMemoryMiB >= plan.resources.memoryMiB && room.freeCpus >= plan.resources.cpus && room.freeDiskGiB >= plan.resources.storageGiB,
   );
   fits.sort((a, b) => b.freeMemoryMiB - a.freeMemoryMiB || b.freeCpus - a.freeCpus);
   return fits.map((room) => room.host);

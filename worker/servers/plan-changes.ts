@@ -64,7 +64,10 @@ async function changePlan(ctx: WorkContext, server: Server, plan: Plan): Promise
   }
   await ctx.db.batch([
     // What the host runs this homeserver with, should it provision it again.
-    ctx.db.update(workloads).set({ spec: homeserverSpec(ctx.config, server, plan), updatedAt: ctx.now }).where(eq(workloads.id, server.id)),
+    ctx.db
+      .update(workloads)
+      .set({ spec: homeserverSpec(ctx.config, server, plan), updatedAt: ctx.now })
+      .where(eq(workloads.id, server.id)),
     audit(ctx.db, ctx.now, "system", "server.plan_changed", server.id, { from: server.planId, to: plan.id }),
   ]);
   await sendResize(ctx, moved, plan);

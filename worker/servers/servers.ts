@@ -47,7 +47,10 @@ export async function listServers(db: Database, userId: string): Promise<Server[
 
 /** A server reached only through its owner: anyone else's id is a plain 404. */
 export async function ownedServer(db: Database, userId: string, id: string): Promise<Server> {
-  const [server] = await db.select().from(servers).where(and(eq(servers.id, id), eq(servers.userId, userId)));
+  const [server] = await db
+    .select()
+    .from(servers)
+    .where(and(eq(servers.id, id), eq(servers.userId, userId)));
   if (!server || server.status === "deleted") throw notFound("No such server.");
   return server;
 }
@@ -122,10 +125,7 @@ export async function createServer(ctx: WorkContext, user: User, name: string, r
     await dispatchJob(ctx.db, ctx.env, { id: provisionJobId, hostId: host.id, kind: "homeserver.provision", payload: spec }, ctx.now);
     return placed;
   }
-  throw conflict(
-    "no_capacity",
-    `No host in ${region} has room for a ${plan.name} homeserver right now. Try another region or try again later.`,
-  );
+  throw conflict("no_capacity", `No host in ${region} has room for a ${plan.name} homeserver right now. Try another region or try again later.`);
 }
 
 /**
@@ -188,7 +188,9 @@ export async function changeServerState(ctx: WorkContext, user: User, id: string
 /** Operators move a running homeserver to another Synapse image; the agent rolls back if it fails its health check. */
 export async function upgradeServer(ctx: WorkContext, operatorId: string, id: string, image: string): Promise<Server> {
   const [current] = await ctx.db.select().from(servers).where(eq(servers.id, id));
-  const server = current && (await startLifecycleJob(ctx, current, { from: ["running"], to: "upgrading" }, { kind: "homeserver.upgrade", payload: { serverId: id, image } }));
+  const server =
+    current &&
+    (await startLifecycleJob(ctx, current, { from: ["running"], to: "upgrading" }, { kind: "homeserver.upgrade", payload: { serverId: id, image } }));
   if (!server) throw conflict("invalid_state", "Only a running homeserver can be upgraded.");
   await audit(ctx.db, ctx.now, `user:${operatorId}`, "server.upgrade_requested", id, { image });
   return server;

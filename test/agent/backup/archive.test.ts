@@ -1,5 +1,19 @@
 import { execFileSync } from "node:child_process";
-import { createReadStream, createWriteStream, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import {
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -159,9 +173,7 @@ describe("backup archive", () => {
     const vanished = { name: "synapse/media_store/local_content/gone", path: join(dir, "gone"), media: true };
     const entries = await listing({ manifest: MANIFEST, dump: [], files: [vanished, { name: "kept", path: join(dir, "kept") }] });
     expect(entries.map((e) => e.name)).toEqual([MANIFEST_NAME, "database/pg_dump.part-00000", "kept"]);
-    await expect(listing({ manifest: MANIFEST, dump: [], files: [{ name: "synapse/homeserver.yaml", path: join(dir, "gone") }] })).rejects.toThrow(
-      /ENOENT/,
-    );
+    await expect(listing({ manifest: MANIFEST, dump: [], files: [{ name: "synapse/homeserver.yaml", path: join(dir, "gone") }] })).rejects.toThrow(/ENOENT/);
   });
 
   it("refuses to archive a symbolic link named as a file", async () => {
@@ -177,9 +189,9 @@ describe("backup archive", () => {
     // listed would hang the agent's I/O thread for good.
     const fifo = join(tempDir(), "upload");
     execFileSync("mkfifo", [fifo]);
-    await expect(listing({ manifest: MANIFEST, dump: [], files: [{ name: "synapse/media_store/local_content/upload", path: fifo, media: true }] })).rejects.toThrow(
-      /is not a regular file/,
-    );
+    await expect(
+      listing({ manifest: MANIFEST, dump: [], files: [{ name: "synapse/media_store/local_content/upload", path: fifo, media: true }] }),
+    ).rejects.toThrow(/is not a regular file/);
   });
 
   it("is a standard archive: zstd -d | tar extracts it, and cat of the parts is the dump", async () => {
@@ -235,9 +247,7 @@ describe("backup archive extraction refuses", () => {
     writeFileSync(join(dir, MANIFEST_NAME), JSON.stringify(MANIFEST));
     writeFileSync(join(dir, "target"), "x");
     symlinkSync("/etc/passwd", join(dir, "symlink"));
-    expect(await refusal([run("tar", ["--format=pax", "-cf", "-", MANIFEST_NAME, "symlink"], undefined, dir)])).toMatch(
-      /^refusing symbolic link symlink/,
-    );
+    expect(await refusal([run("tar", ["--format=pax", "-cf", "-", MANIFEST_NAME, "symlink"], undefined, dir)])).toMatch(/^refusing symbolic link symlink/);
     unlinkSync(join(dir, "symlink"));
     shell("ln target hardlink", dir);
     expect(await refusal([run("tar", ["--format=pax", "-cf", "-", MANIFEST_NAME, "target", "hardlink"], undefined, dir)])).toMatch(
@@ -273,14 +283,10 @@ describe("backup archive extraction refuses", () => {
     const swapped = join(tempDir(), "restored");
     const media = "synapse/media_store/local_content";
     await extractArchive(
-      planting(
-        [...entries, ...file(`${media}/a`)],
-        () => {
-          renameSync(join(swapped, media), join(swapped, "moved"));
-          symlinkSync(elsewhere, join(swapped, media));
-        },
-        [...file(`${media}/b`), TAR_END],
-      ),
+      planting([...entries, ...file(`${media}/a`)], () => {
+        renameSync(join(swapped, media), join(swapped, "moved"));
+        symlinkSync(elsewhere, join(swapped, media));
+      }, [...file(`${media}/b`), TAR_END]),
       swapped,
     );
     expect(readdirSync(elsewhere)).toEqual([]);

@@ -52,6 +52,9 @@ describe("agent requests: a token of its own for every request", () => {
   it("a key that is not the host's is refused, and the upload fails without retrying", async () => {
     const impostor = { hostId: identity.hostId, privateKey: generateHostKey() };
     await expect(upload("b2", pseudoRandomBytes(100, "impostor"), impostor)).rejects.toThrow(/part 1 failed after 1 attempt: PUT part 1 answered 401/);
-    expect(target.refused).toEqual([`PUT ${new URL(target.uploadBase("b2")).pathname}/parts/1: bad signature`, expect.stringMatching(/\/abort: bad signature$/)]);
+    expect(target.refused).toEqual([
+      `PUT ${new URL(target.uploadBase("b2")).pathname}/parts/1: bad signature`,
+      expect.stringMatching(/\/abort: bad signature$/),
+    ]);
   });
 });

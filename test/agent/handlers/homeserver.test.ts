@@ -61,7 +61,13 @@ describe("homeserver job payloads", () => {
     "homeserver.delete": { serverId },
     "homeserver.upgrade": { serverId, image: "berth/synapse:latest" },
     "homeserver.set_admin_password": { serverId, adminUserId: "@admin:chat.example.org", passwordHash: `$2b$12$${"a".repeat(53)}` },
-    "homeserver.backup": { serverId, backupId: randomUUID(), recipient: keys.recipient, partSize: 8 * 1024 * 1024, uploadBase: "https://berth.example/api/agent/backups/b" },
+    "homeserver.backup": {
+      serverId,
+      backupId: randomUUID(),
+      recipient: keys.recipient,
+      partSize: 8 * 1024 * 1024,
+      uploadBase: "https://berth.example/api/agent/backups/b",
+    },
     "homeserver.restore": { serverId, backupId: randomUUID(), identity: keys.identity, downloadUrl: "https://berth.example/api/agent/backups/b/object" },
   };
 

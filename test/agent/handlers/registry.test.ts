@@ -14,7 +14,13 @@ import { runCleanups, tempDir } from "../helpers.ts";
 afterEach(runCleanups);
 
 function context(kind: string) {
-  return { progress: () => undefined, signal: new AbortController().signal, dataRoot: tempDir(), log: silentLogger, job: { id: "job-1", kind, attempt: 1, deadline: Date.now() + 60_000 } };
+  return {
+    progress: () => undefined,
+    signal: new AbortController().signal,
+    dataRoot: tempDir(),
+    log: silentLogger,
+    job: { id: "job-1", kind, attempt: 1, deadline: Date.now() + 60_000 },
+  };
 }
 
 describe("the agent's job handlers", () => {

@@ -39,7 +39,13 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
   let backupId = "";
 
   const base = () => run.synapseBase(spec.serverId);
-  const backupPayload = (id: string) => ({ serverId: spec.serverId, backupId: id, recipient: keys.recipient, partSize: BACKUP_MIN_PART_SIZE, uploadBase: target.uploadBase(id) });
+  const backupPayload = (id: string) => ({
+    serverId: spec.serverId,
+    backupId: id,
+    recipient: keys.recipient,
+    partSize: BACKUP_MIN_PART_SIZE,
+    uploadBase: target.uploadBase(id),
+  });
   const restorePayload = (id: string, identity = keys.identity) => ({ serverId: spec.serverId, backupId: id, identity, downloadUrl: target.objectUrl(id) });
   const aliceToken = async () => (await run.login(spec.serverId, "alice", alicePassword)).token!;
 
@@ -146,9 +152,21 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
     expect((await run.login(spec.serverId, "later", laterPassword)).status).toBe(403);
     const token = await aliceToken();
     const [, serverName, mediaId] = /^mxc:\/\/([^/]+)\/(.+)$/.exec(mediaUri)!;
-    const download = await fetch(`${await base()}/_matrix/client/v1/media/download/${serverName}/${mediaId}`, { headers: { authorization: `Bearer ${token}` } });
+    const download = await fetch(`${await base()}/_matrix/client/v1/media/download/${serverName}/${mediaId}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
     expect(Buffer.from(await download.arrayBuffer()).equals(media)).toBe(true);
-    const databases = await run.runtime.exec(run.names(spec.serverId).postgres, ["psql", "-h", "/run/postgresql", "-U", "synapse", "-d", "postgres", "-XAtqc", "SELECT datname FROM pg_database WHERE datname LIKE 'synapse%' ORDER BY 1"]);
+    const databases = await run.runtime.exec(run.names(spec.serverId).postgres, [
+      "psql",
+      "-h",
+      "/run/postgresql",
+      "-U",
+      "synapse",
+      "-d",
+      "postgres",
+      "-XAtqc",
+      "SELECT datname FROM pg_database WHERE datname LIKE 'synapse%' ORDER BY 1",
+    ]);
     expect(databases.stdout.trim()).toBe("synapse");
     expect(readdirSync(join(run.paths(spec.serverId).root, "restore"))).toEqual([]);
     expect(existsSync(join(run.paths(spec.serverId).synapse, "media_store.before-restore"))).toBe(false);
@@ -156,7 +174,12 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
 
   it.each([
     ["a wrong key", (id: string) => restorePayload(id, generateAgeKeyPair().identity), () => undefined, /no identity matches/i],
-    ["a truncated backup", (id: string) => restorePayload(id), (id: string) => target.replaceObject(id, target.object(backupId).subarray(0, 5 * MiB)), /truncated|does not authenticate/i],
+    [
+      "a truncated backup",
+      (id: string) => restorePayload(id),
+      (id: string) => target.replaceObject(id, target.object(backupId).subarray(0, 5 * MiB)),
+      /truncated|does not authenticate/i,
+    ],
     [
       "a corrupted backup",
       (id: string) => restorePayload(id),

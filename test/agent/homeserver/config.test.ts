@@ -138,10 +138,10 @@ describe("homeserver.yaml", () => {
   it("writes YAML in which every string stays a string", () => {
     const text = renderHomeserverConfig(input({ serverName: "no.example" }));
     expect(text.startsWith("# Synapse configuration of no.example")).toBe(true);
-    expect(text).toContain('\nenable_registration: false\n');
+    expect(text).toContain("\nenable_registration: false\n");
     expect(text).toContain('\nencryption_enabled_by_default_for_room_type: "invite"\n');
     expect(text).toContain('\n  - "10.0.0.0/8"\n');
-    expect(toYaml({ a: "yes", b: ["x", { c: 1, d: [] }], e: {}, f: null, "g h": "q\"uote\n" })).toBe(
+    expect(toYaml({ a: "yes", b: ["x", { c: 1, d: [] }], e: {}, f: null, "g h": 'q"uote\n' })).toBe(
       'a: "yes"\nb:\n  - "x"\n  - c: 1\n    d: []\ne: {}\nf: null\n"g h": "q\\"uote\\n"\n',
     );
   });
@@ -328,12 +328,18 @@ describe("containers", () => {
     expect(pg.Env).toContain("POSTGRES_PASSWORD_FILE=/run/secrets/postgres-password");
     expect(JSON.stringify(pg.Env)).not.toMatch(/POSTGRES_PASSWORD=/);
     expect(syn.Healthcheck).toEqual({ Interval: 1e9 });
-    expect(pg.Healthcheck).toMatchObject({ Test: ["CMD", "pg_isready", "--host=127.0.0.1", "--port=5432", "--username=synapse", "--dbname=synapse", "--quiet", "--timeout=5"], Interval: 10e9 });
+    expect(pg.Healthcheck).toMatchObject({
+      Test: ["CMD", "pg_isready", "--host=127.0.0.1", "--port=5432", "--username=synapse", "--dbname=synapse", "--quiet", "--timeout=5"],
+      Interval: 10e9,
+    });
     expect(syn.Labels).toMatchObject({ "berth.workload": names.serverId, "berth.kind": "homeserver", "berth.role": "synapse" });
     const other = synapseContainer({ ...base, image: "berth/synapse:1.0" });
     expect(other.Labels?.["berth.spec-hash"]).not.toBe(syn.Labels?.["berth.spec-hash"]);
     expect(() =>
-      assertNoDockerSocket({ Name: "/x", Mounts: [{ Type: "bind", Source: "/var/run/docker.sock", Destination: "/s", Mode: "", RW: true, Propagation: "" }] } as never),
+      assertNoDockerSocket({
+        Name: "/x",
+        Mounts: [{ Type: "bind", Source: "/var/run/docker.sock", Destination: "/s", Mode: "", RW: true, Propagation: "" }],
+      } as never),
     ).toThrow(/socket/);
   });
 });
@@ -341,7 +347,13 @@ describe("containers", () => {
 describe("firewall rules", () => {
   it("drop private ranges, other bridges and the host; allow own networks, answers, DNS to a private resolver, the proxy's public ports", () => {
     const rules = firewallRules(
-      { shortId: "abc123def456", tag: "berth:abc123def456", hsBridge: "bhsabc123def456", dbBridge: "bdbabc123def456", dockerSubnets: ["11.0.0.0/16", "172.18.0.0/16"] },
+      {
+        shortId: "abc123def456",
+        tag: "berth:abc123def456",
+        hsBridge: "bhsabc123def456",
+        dbBridge: "bdbabc123def456",
+        dockerSubnets: ["11.0.0.0/16", "172.18.0.0/16"],
+      },
       { nameservers: resolvConfNameservers("nameserver 10.0.0.53\nnameserver 127.0.0.53\nnameserver 1.1.1.1\n"), hostTcpPorts: [443] },
     );
     const text = (list: string[][]) => list.map((r) => r.join(" "));
@@ -389,4 +401,3 @@ describe("inventory states", () => {
     expect(homeserverState([c("postgres", "running", "Up")])).toBe("failed");
   });
 });
-

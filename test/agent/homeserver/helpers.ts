@@ -55,10 +55,15 @@ let images: Promise<void> | undefined;
 /** Builds berth/synapse and berth/postgres unless present and current (images/build.sh caches). */
 export function ensureImages(): Promise<void> {
   images ??= new Promise<void>((resolve, reject) => {
-    execFile("bash", [join(REPO_ROOT, "images", "build.sh")], { cwd: REPO_ROOT, timeout: 15 * 60_000, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
-      if (error) reject(new Error(`images/build.sh failed: ${error.message}\n${stdout}\n${stderr}`));
-      else resolve();
-    });
+    execFile(
+      "bash",
+      [join(REPO_ROOT, "images", "build.sh")],
+      { cwd: REPO_ROOT, timeout: 15 * 60_000, maxBuffer: 64 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        if (error) reject(new Error(`images/build.sh failed: ${error.message}\n${stdout}\n${stderr}`));
+        else resolve();
+      },
+    );
   });
   return images;
 }
@@ -232,7 +237,12 @@ export class TestRun {
     const dir = mkdtempSync(join(tmpdir(), "berth-hs-image-"));
     try {
       writeFileSync(join(dir, "Dockerfile"), `FROM ${SYNAPSE_IMAGE}\nLABEL ${TEST_RUN_LABEL}=${this.prefix}\n${dockerfileBody}\n`);
-      const stream = await this.docker.buildImage({ context: dir, src: ["Dockerfile"] }, { t: ref, rm: true, forcerm: true, pull: "false" } as unknown as Docker.ImageBuildOptions);
+      const stream = await this.docker.buildImage({ context: dir, src: ["Dockerfile"] }, {
+        t: ref,
+        rm: true,
+        forcerm: true,
+        pull: "false",
+      } as unknown as Docker.ImageBuildOptions);
       const output = await new Promise<Array<{ error?: string }>>((resolve, reject) => {
         this.docker.modem.followProgress(stream, (error: Error | null, result: Array<{ error?: string }>) => (error ? reject(error) : resolve(result)));
       });
@@ -249,16 +259,26 @@ export class TestRun {
   async cleanup(): Promise<void> {
     const filter = { label: [`${TEST_RUN_LABEL}=${this.prefix}`] };
     for (const c of await this.docker.listContainers({ all: true, filters: filter }).catch(() => [])) {
-      await this.docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+      await this.docker
+        .getContainer(c.Id)
+        .remove({ force: true })
+        .catch(() => undefined);
     }
     for (const n of await this.docker.listNetworks({ filters: filter }).catch(() => [])) {
-      await this.docker.getNetwork(n.Id).remove().catch(() => undefined);
+      await this.docker
+        .getNetwork(n.Id)
+        .remove()
+        .catch(() => undefined);
     }
     for (const serverId of this.serverIds) {
       const names = homeserverNames(serverId);
       await this.firewall.remove({ shortId: names.shortId, tag: names.firewallTag }).catch(() => undefined);
     }
-    for (const ref of this.images) await this.docker.getImage(ref).remove({ force: true }).catch(() => undefined);
+    for (const ref of this.images)
+      await this.docker
+        .getImage(ref)
+        .remove({ force: true })
+        .catch(() => undefined);
     rmSync(this.root, { recursive: true, force: true });
   }
 

@@ -58,8 +58,7 @@ describe.skipIf(unusable)("homeserver isolation (real Docker Engine and iptables
   let web = { name: "", ip: "" };
   const listeners: Listener[] = [];
 
-  const ipOn = async (container: string, network: string) =>
-    (await run.runtime.inspectContainer(container))!.NetworkSettings.Networks[network]!.IPAddress;
+  const ipOn = async (container: string, network: string) => (await run.runtime.inspectContainer(container))!.NetworkSettings.Networks[network]!.IPAddress;
   const gatewayOf = async (network: string) => (await run.runtime.inspectNetwork(network))!.gateways[0]!;
 
   beforeAll(async () => {
@@ -155,7 +154,12 @@ describe.skipIf(unusable)("homeserver isolation (real Docker Engine and iptables
     const base = await run.synapseBase(a.serverId);
     const webRequests = async () => ((await run.runtime.logs(web.name)).match(/"GET /g) ?? []).length;
     const servedBefore = await webRequests();
-    for (const url of [`http://${await gatewayOf(na.hsNetwork)}:${anywhere.port}/`, `http://${web.ip}:8080/`, "http://169.254.169.254/latest/meta-data/", `http://10.11.12.13:${anywhere.port}/`]) {
+    for (const url of [
+      `http://${await gatewayOf(na.hsNetwork)}:${anywhere.port}/`,
+      `http://${web.ip}:8080/`,
+      "http://169.254.169.254/latest/meta-data/",
+      `http://10.11.12.13:${anywhere.port}/`,
+    ]) {
       const answer = await requestJson(`${base}/_matrix/media/v3/preview_url?url=${encodeURIComponent(url)}`, { token: token!, timeoutMs: 30_000 });
       expect([url, answer.status, answer.body]).toEqual([url, 403, { errcode: "M_UNKNOWN", error: "IP address blocked" }]);
     }
@@ -204,7 +208,11 @@ describe.skipIf(unusable)("homeserver isolation (real Docker Engine and iptables
               killing = true;
               setTimeout(() => {
                 proc.kill("SIGKILL");
-                if (alsoKillPostgres) void run.docker.getContainer(n.postgres).kill().catch(() => undefined);
+                if (alsoKillPostgres)
+                  void run.docker
+                    .getContainer(n.postgres)
+                    .kill()
+                    .catch(() => undefined);
               }, delayMs);
             }
           }
@@ -235,15 +243,20 @@ describe.skipIf(unusable)("homeserver isolation (real Docker Engine and iptables
     const uids = JSON.parse(readFileSync(join(run.stateDir, "homeserver-uids.json"), "utf8")) as { servers: Record<string, number> };
     expect(Object.keys(uids.servers).sort()).toEqual([a.serverId, b.serverId, spec.serverId].sort());
     expect(new Set(Object.values(uids.servers)).size).toBe(3);
-    expect(readdirSync(run.paths(spec.serverId).secrets).map((f) => readFileSync(join(run.paths(spec.serverId).secrets, f), "utf8"))).toEqual(secretsAfterCrash);
+    expect(readdirSync(run.paths(spec.serverId).secrets).map((f) => readFileSync(join(run.paths(spec.serverId).secrets, f), "utf8"))).toEqual(
+      secretsAfterCrash,
+    );
     const key = parseSigningKey(keyAfterCrash);
     const served = await requestJson(`${await run.synapseBase(spec.serverId)}/_matrix/key/v2/server`);
     expect((served.body as { verify_keys: Record<string, { key: string }> }).verify_keys).toEqual({ [`ed25519:${key.version}`]: { key: key.publicKey } });
     expect(existsSync(run.paths(spec.serverId).postgresInitialised)).toBe(true);
     const states = await listHomeserverWorkloads(run.runtime);
-    expect(states.filter((w) => run.serverIds.has(w.id)).map((w) => [w.id, w.state]).sort()).toEqual(
-      [a.serverId, b.serverId, spec.serverId].sort().map((id) => [id, "running"]),
-    );
+    expect(
+      states
+        .filter((w) => run.serverIds.has(w.id))
+        .map((w) => [w.id, w.state])
+        .sort(),
+    ).toEqual([a.serverId, b.serverId, spec.serverId].sort().map((id) => [id, "running"]));
   });
 
   it("PostgreSQL data left by an interrupted first initialisation is started over", async () => {

@@ -111,7 +111,11 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
       const st = statSync(dir);
       expect([dir, st.mode & 0o777, st.uid, st.gid]).toEqual([dir, 0o700, uid, uid]);
     }
-    for (const file of [...readdirSync(paths.secrets).map((f) => join(paths.secrets, f)), join(paths.synapse, "homeserver.yaml"), join(paths.synapse, "log.config")]) {
+    for (const file of [
+      ...readdirSync(paths.secrets).map((f) => join(paths.secrets, f)),
+      join(paths.synapse, "homeserver.yaml"),
+      join(paths.synapse, "log.config"),
+    ]) {
       const st = statSync(file);
       expect([file, st.mode & 0o777, st.uid]).toEqual([file, 0o600, uid]);
     }
@@ -220,7 +224,9 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     expect(session.status).toBe(200);
     expect((await run.login(spec.serverId, "admin", run.passwords[0]!)).status).toBe(403);
 
-    const result = (await run.run("homeserver.set_admin_password", { serverId: spec.serverId, adminUserId, passwordHash: hashTwo })) as { sessionsEnded: number };
+    const result = (await run.run("homeserver.set_admin_password", { serverId: spec.serverId, adminUserId, passwordHash: hashTwo })) as {
+      sessionsEnded: number;
+    };
     expect(result.sessionsEnded).toBe(1);
     const whoami = await requestJson(`${await run.synapseBase(spec.serverId)}/_matrix/client/v3/account/whoami`, { token: session.token! });
     expect(whoami.status).toBe(401);
@@ -231,7 +237,10 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     const said = await run.everythingSaid(spec.serverId);
     expect(said).not.toContain(hashTwo);
     for (const id of (await inspect(n.postgres)).ExecIDs ?? []) {
-      const exec = await run.docker.getExec(id).inspect().catch(() => undefined);
+      const exec = await run.docker
+        .getExec(id)
+        .inspect()
+        .catch(() => undefined);
       expect(JSON.stringify(exec ?? {})).not.toContain(hashTwo);
     }
     await expect(run.run("homeserver.set_admin_password", { serverId: spec.serverId, adminUserId, passwordHash: "plain-text" })).rejects.toThrow(
@@ -260,7 +269,7 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
 
   let bobPassword = "";
 
-  it("suspend answers \"suspended\" through the proxy and stops both; resume brings it back", async () => {
+  it('suspend answers "suspended" through the proxy and stops both; resume brings it back', async () => {
     expect(await run.run("homeserver.suspend", { serverId: spec.serverId })).toEqual({ serverId: spec.serverId, state: "suspended" });
     expect(run.proxy.state.get(spec.serverName)).toBe("suspended");
     expect((await inspect(names().synapse)).State.Running).toBe(false);
@@ -280,7 +289,9 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     const before = (await inspect(names().synapse)).Id;
     const started = Date.now();
     await expect(run.run("homeserver.upgrade", { serverId: spec.serverId, image: broken })).rejects.toThrow(
-      new RegExp(`upgrade to ${broken} failed: container ${names().synapse} did not become healthy within 20 s.*; rolled back to ${SYNAPSE_IMAGE}, which is running again`),
+      new RegExp(
+        `upgrade to ${broken} failed: container ${names().synapse} did not become healthy within 20 s.*; rolled back to ${SYNAPSE_IMAGE}, which is running again`,
+      ),
     );
     console.info(`unhealthy upgrade rolled back in ${Date.now() - started} ms`);
     // The agent judged it ready by its healthcheck's own test; Docker's verdict follows at its next check.
@@ -337,7 +348,10 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
   it("a plan change (homeserver.resize) gives both containers the new limits in place, without a restart, and is kept for the next provisioning", async () => {
     const before = { synapse: await inspect(names().synapse), postgres: await inspect(names().postgres) };
     const team = { memoryMiB: 2048, cpus: 2, storageGiB: 50 };
-    expect(await run.run("homeserver.resize", { serverId: spec.serverId, planId: "team", resources: team })).toEqual({ serverId: spec.serverId, resources: team });
+    expect(await run.run("homeserver.resize", { serverId: spec.serverId, planId: "team", resources: team })).toEqual({
+      serverId: spec.serverId,
+      resources: team,
+    });
     for (const [role, memoryMiB, nanoCpus] of [
       ["synapse", 1536, 1_330_000_000],
       ["postgres", 512, 670_000_000],
@@ -349,7 +363,9 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     }
     expect(run.manager.records.read(spec.serverId)?.resources).toEqual(team);
     expect((await run.login(spec.serverId, "bob", bobPassword)).status).toBe(200);
-    await expect(run.run("homeserver.resize", { serverId: spec.serverId, planId: "team", resources: { ...team, memoryMiB: 1 } })).rejects.toThrow(/invalid payload/);
+    await expect(run.run("homeserver.resize", { serverId: spec.serverId, planId: "team", resources: { ...team, memoryMiB: 1 } })).rejects.toThrow(
+      /invalid payload/,
+    );
   });
 
   it("refuses bad payloads, unknown servers and an unencrypted data root", async () => {

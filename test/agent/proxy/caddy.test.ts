@@ -28,8 +28,7 @@ let upA: Upstream;
 let upB: Upstream;
 
 const stateDir = () => join(temp.dir, "state");
-const get = (serverName: string, extra: Partial<HttpsOptions> = {}) =>
-  httpsWhenReady({ port: httpsPort, serverName, ca: root, ...extra });
+const get = (serverName: string, extra: Partial<HttpsOptions> = {}) => httpsWhenReady({ port: httpsPort, serverName, ca: root, ...extra });
 
 async function berthRoutes(): Promise<Array<{ "@id"?: string }>> {
   return (await caddy.admin.get("/config/apps/http/servers/berth/routes")) as Array<{ "@id"?: string }>;

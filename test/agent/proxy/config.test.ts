@@ -3,14 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { CaddyProxy, expiringSoon } from "../../../agent/proxy/caddy.ts";
 import { CaddyAdmin } from "../../../agent/proxy/caddy-admin.ts";
-import {
-  buildConfig,
-  buildRoute,
-  greaterThanPattern,
-  isLoopbackAdminAddress,
-  parseProxyConfig,
-  sameConfig,
-} from "../../../agent/proxy/caddy-config.ts";
+import { buildConfig, buildRoute, greaterThanPattern, isLoopbackAdminAddress, parseProxyConfig, sameConfig } from "../../../agent/proxy/caddy-config.ts";
 
 describe("proxy settings", () => {
   it("accepts only loopback or unix-socket admin endpoints", () => {
@@ -48,7 +41,14 @@ describe("the Caddy config", () => {
         },
         tls: {
           automation: {
-            policies: [{ issuers: [{ module: "acme", email: "ops@example.org" }, { module: "zerossl", email: "ops@example.org" }] }],
+            policies: [
+              {
+                issuers: [
+                  { module: "acme", email: "ops@example.org" },
+                  { module: "zerossl", email: "ops@example.org" },
+                ],
+              },
+            ],
           },
         },
         pki: { certificate_authorities: { local: { install_trust: false } } },
@@ -90,7 +90,11 @@ describe("the Caddy config", () => {
   });
 
   it("the well-knowns announce a non-default public port when configured", () => {
-    const route = buildRoute("a.test", { suspended: false, upstream: { host: "127.0.0.1", port: 1 } }, parseProxyConfig({ tls: "internal", publicHttpsPort: 8448 })) as any;
+    const route = buildRoute(
+      "a.test",
+      { suspended: false, upstream: { host: "127.0.0.1", port: 1 } },
+      parseProxyConfig({ tls: "internal", publicHttpsPort: 8448 }),
+    ) as any;
     expect(JSON.parse(route.handle[0].routes[0].handle[0].body)).toEqual({ "m.server": "a.test:8448" });
     expect(JSON.parse(route.handle[0].routes[1].handle[0].body)).toEqual({ "m.homeserver": { base_url: "https://a.test:8448" } });
   });
@@ -103,7 +107,11 @@ describe("the Caddy config", () => {
     };
     const built = buildConfig(config, routes) as any;
     const swapped = structuredClone(built);
-    swapped.apps.http.servers.berth.routes = [built.apps.http.servers.berth.routes[1], built.apps.http.servers.berth.routes[0], built.apps.http.servers.berth.routes[2]];
+    swapped.apps.http.servers.berth.routes = [
+      built.apps.http.servers.berth.routes[1],
+      built.apps.http.servers.berth.routes[0],
+      built.apps.http.servers.berth.routes[2],
+    ];
     expect(sameConfig(built, swapped)).toBe(true);
     expect(sameConfig(built, buildConfig(config, { ...routes, "b.test": { ...routes["b.test"], suspended: true } }))).toBe(false);
     expect(sameConfig(built, null)).toBe(false);

@@ -6,15 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CaddyAdminError, CaddyProxy } from "../../../agent/proxy/caddy.ts";
 import { captureLog } from "../helpers.ts";
 import { reservePort } from "../../ports.ts";
-import {
-  httpsWhenReady,
-  makeTempDir,
-  requireCaddy,
-  startCaddy,
-  startUpstream,
-  type CaddyProcess,
-  type Upstream,
-} from "./caddy-harness.ts";
+import { httpsWhenReady, makeTempDir, requireCaddy, startCaddy, startUpstream, type CaddyProcess, type Upstream } from "./caddy-harness.ts";
 
 let temp: ReturnType<typeof makeTempDir>;
 let caddy: CaddyProcess;

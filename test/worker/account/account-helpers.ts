@@ -34,5 +34,7 @@ export function reportUsage(agent: FakeAgent, serverId: string, at: number, cpuP
 }
 
 export async function rowCount(sql: string, ...bindings: unknown[]): Promise<number> {
-  return (await env.DB.prepare(`SELECT count(*) AS n FROM (${sql})`).bind(...bindings).first<{ n: number }>())!.n;
+  return (await env.DB.prepare(`SELECT count(*) AS n FROM (${sql})`)
+    .bind(...bindings)
+    .first<{ n: number }>())!.n;
 }

@@ -69,7 +69,9 @@ describe("GET /api/me/export", () => {
     expect(data.billing.entitlement).toMatchObject({ state: "active" });
     expect(data.billing.entitlementHistory).toContainEqual(expect.objectContaining({ from: "none", to: "active" }));
 
-    expect(data.usage).toEqual([{ serverId: id, samples: [expect.objectContaining({ cpuPercent: 30, pids: 10 }), expect.objectContaining({ cpuPercent: 50 })] }]);
+    expect(data.usage).toEqual([
+      { serverId: id, samples: [expect.objectContaining({ cpuPercent: 30, pids: 10 }), expect.objectContaining({ cpuPercent: 50 })] },
+    ]);
 
     const [server] = data.matrixMetadata.servers;
     expect(server).toMatchObject({ id, status: "running", synapseVersion: "1.163.2", adminUserId: `@admin:${server.serverName}` });
@@ -82,7 +84,10 @@ describe("GET /api/me/export", () => {
     const theirs = await customerWithData();
     const { strings } = walk(await exportOf(mine.owner.cookie));
     for (const foreign of [theirs.owner.email, theirs.owner.customerId, theirs.owner.subscriptionId, theirs.id, theirs.backupId]) {
-      expect(strings.some((value) => value.includes(foreign)), foreign).toBe(false);
+      expect(
+        strings.some((value) => value.includes(foreign)),
+        foreign,
+      ).toBe(false);
     }
   });
 
@@ -95,7 +100,9 @@ describe("GET /api/me/export", () => {
 
     const { keys, strings } = walk(data);
     expect(keys.filter((key) => /hash|token|secret|key|password|card/i.test(key))).toEqual([]);
-    const user = (await env.DB.prepare("SELECT id, password_hash FROM users WHERE email = ?").bind(owner.email).first<{ id: string; password_hash: string }>())!;
+    const user = (await env.DB.prepare("SELECT id, password_hash FROM users WHERE email = ?")
+      .bind(owner.email)
+      .first<{ id: string; password_hash: string }>())!;
     const secrets = [
       owner.cookie,
       ...owner.cookie.split("."),
@@ -109,10 +116,18 @@ describe("GET /api/me/export", () => {
       ...(await column("SELECT upload_id AS v FROM backups WHERE server_id = ?", id)),
     ];
     expect(secrets.length).toBeGreaterThan(10);
-    for (const secret of secrets) expect(strings.some((value) => value.includes(secret)), "a secret leaked").toBe(false);
+    for (const secret of secrets)
+      expect(
+        strings.some((value) => value.includes(secret)),
+        "a secret leaked",
+      ).toBe(false);
   });
 });
 
 async function column(sql: string, ...bindings: unknown[]): Promise<string[]> {
-  return (await env.DB.prepare(sql).bind(...bindings).all<{ v: string }>()).results.map((row) => row.v);
+  return (
+    await env.DB.prepare(sql)
+      .bind(...bindings)
+      .all<{ v: string }>()
+  ).results.map((row) => row.v);
 }

@@ -28,7 +28,12 @@ describe("whatWeCanSee (the account page's 'what we can see')", () => {
     expect(seen.billing.invoiceCount).toBe(await rowCount("SELECT 1 FROM invoices WHERE user_id = ?", userId));
     expect(seen.billing.invoices).toHaveLength(seen.billing.invoiceCount);
     expect(seen.usage).toEqual([
-      { serverId: id, serverName: view.serverName, sampleCount: 1, latest: { at: new Date(at).toISOString(), cpuPercent: 40, memoryBytes: 4e8, networkRxBytes: 20, networkTxBytes: 40 } },
+      {
+        serverId: id,
+        serverName: view.serverName,
+        sampleCount: 1,
+        latest: { at: new Date(at).toISOString(), cpuPercent: 40, memoryBytes: 4e8, networkRxBytes: 20, networkTxBytes: 40 },
+      },
     ]);
     expect(seen.matrixMetadata).toEqual([
       {

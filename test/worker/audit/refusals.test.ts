@@ -39,7 +39,11 @@ async function counted(cookie: string, kind: string, reason: string): Promise<nu
 
 async function auditRowsAbout(...targets: string[]) {
   const placeholders = targets.map(() => "?").join(", ");
-  return (await env.DB.prepare(`SELECT action, actor, target FROM audit_log WHERE target IN (${placeholders})`).bind(...targets).all()).results;
+  return (
+    await env.DB.prepare(`SELECT action, actor, target FROM audit_log WHERE target IN (${placeholders})`)
+      .bind(...targets)
+      .all()
+  ).results;
 }
 
 async function exportOf(cookie: string): Promise<string> {
@@ -72,7 +76,9 @@ describe("refusals of unauthenticated callers", () => {
 
   it("audit entries an unauthenticated caller made before this was so are not in the customer's export", async () => {
     const { id, owner } = await runningServer();
-    await env.DB.prepare("INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, 'anonymous', 'agent.request_refused', ?, '{}')").bind(Date.now(), id).run();
+    await env.DB.prepare("INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, 'anonymous', 'agent.request_refused', ?, '{}')")
+      .bind(Date.now(), id)
+      .run();
     expect(await exportOf(owner.cookie)).not.toContain("agent.request_refused");
   });
 
@@ -98,8 +104,7 @@ describe("refusals of unauthenticated callers", () => {
     const operator = await operatorCookie();
     const ip = randomIp();
     const forgedToken = await signedToken({ ...host, hostId: id }, "POST", `${base}/abort`, new Uint8Array(), { key: (await newKeys()).keys });
-    const forged = async () =>
-      call(`${base}/abort`, { method: "POST", ip, headers: { authorization: `Bearer ${forgedToken}` } });
+    const forged = async () => call(`${base}/abort`, { method: "POST", ip, headers: { authorization: `Bearer ${forgedToken}` } });
     for (let i = 0; i < RATE_LIMIT_RULES.agent_refusals_ip.limit; i++) await expectError(await forged(), 401, "unauthorized");
     const limited = await forged();
     expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
@@ -167,10 +172,14 @@ describe("refusals of unauthenticated callers", () => {
   it("keeps the counts for 90 days: the hourly cron removes older hours", async () => {
     const hour = (daysAgo: number) => Math.floor((Date.now() - daysAgo * DAY) / HOUR) * HOUR;
     for (const daysAgo of [91, 89]) {
-      await env.DB.prepare("INSERT INTO refusal_counts (kind, reason, hour_start, count) VALUES ('agent.auth_refused', 'timeout', ?, 3)").bind(hour(daysAgo)).run();
+      await env.DB.prepare("INSERT INTO refusal_counts (kind, reason, hour_start, count) VALUES ('agent.auth_refused', 'timeout', ?, 3)")
+        .bind(hour(daysAgo))
+        .run();
     }
     await runCron();
-    const kept = await env.DB.prepare("SELECT hour_start FROM refusal_counts WHERE hour_start IN (?, ?)").bind(hour(91), hour(89)).all<{ hour_start: number }>();
+    const kept = await env.DB.prepare("SELECT hour_start FROM refusal_counts WHERE hour_start IN (?, ?)")
+      .bind(hour(91), hour(89))
+      .all<{ hour_start: number }>();
     expect(kept.results).toEqual([{ hour_start: hour(89) }]);
   });
 });

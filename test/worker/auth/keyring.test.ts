@@ -52,9 +52,7 @@ async function passTimeUsing(cookie: string, ms: number): Promise<string> {
 /** Keeps a session row alive past its natural expiry, to see the key check on its own. */
 async function extendSession(cookie: string, until: number) {
   const id = await sha256Hex(secretOf(cookie));
-  await env.DB.prepare("UPDATE sessions SET expires_at = ?, absolute_expires_at = ?, last_seen_at = ? WHERE id = ?")
-    .bind(until, until, Date.now(), id)
-    .run();
+  await env.DB.prepare("UPDATE sessions SET expires_at = ?, absolute_expires_at = ?, last_seen_at = ? WHERE id = ?").bind(until, until, Date.now(), id).run();
 }
 
 describe("the session signing key ring", () => {
@@ -137,7 +135,11 @@ describe("session cookies are JWS", () => {
     expect(decodeProtectedHeader(cookie)).toEqual({ alg: "HS256", kid, typ: "berth-session" });
     const { payload } = await compactVerify(cookie, key, { algorithms: ["HS256"] });
     expect(base64UrlEncode(payload)).toBe(secretOf(cookie));
-    expect(await env.DB.prepare("SELECT id FROM sessions WHERE id = ?").bind(await sha256Hex(secretOf(cookie))).first()).not.toBeNull();
+    expect(
+      await env.DB.prepare("SELECT id FROM sessions WHERE id = ?")
+        .bind(await sha256Hex(secretOf(cookie)))
+        .first(),
+    ).not.toBeNull();
   });
 
   it("a cookie of the format before keeps its session, and is re-issued as a JWS on its first use", async () => {

@@ -1,13 +1,5 @@
 import { describe, expect, it } from "vitest";
-import {
-  CURRENT_PARAMS,
-  formatPhc,
-  hashPassword,
-  needsRehash,
-  parsePhc,
-  scryptKey,
-  verifyPassword,
-} from "../../../worker/auth/password";
+import { CURRENT_PARAMS, formatPhc, hashPassword, needsRehash, parsePhc, scryptKey, verifyPassword } from "../../../worker/auth/password";
 import { hex, utf8 } from "../../../worker/crypto/bytes";
 
 const WORKERS_SCRYPT_CAP = 2 ** 20; // N·r·p, Workers production

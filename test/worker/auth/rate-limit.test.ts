@@ -9,7 +9,13 @@ describe("the client a per-client limit counts", () => {
 
   it("is an IPv6 address's /64, however the address is written", () => {
     const network = "2001:db8:1:2::/64";
-    for (const address of ["2001:db8:1:2::1", "2001:0DB8:0001:0002:ffff:ffff:ffff:ffff", "2001:db8:1:2:a::b", "2001:db8:1:2::5%eth0", "2001:db8:1:2:0:0:1.2.3.4"]) {
+    for (const address of [
+      "2001:db8:1:2::1",
+      "2001:0DB8:0001:0002:ffff:ffff:ffff:ffff",
+      "2001:db8:1:2:a::b",
+      "2001:db8:1:2::5%eth0",
+      "2001:db8:1:2:0:0:1.2.3.4",
+    ]) {
       expect(clientNetwork(address), address).toBe(network);
     }
     expect(clientNetwork("2001:db8:1:3::1")).toBe("2001:db8:1:3::/64");

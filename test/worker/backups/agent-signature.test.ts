@@ -153,7 +153,11 @@ describe("agent requests carry a JWS signed by their host", () => {
     const refusals = await refusalsFrom();
     const body = new TextEncoder().encode(JSON.stringify(ABORT_BODY));
     const send = async (signedFor: { method: string; path: string }, method: string, path: string) =>
-      call(path, { method, rawBody: body, headers: { "content-type": "application/json", ...(await signedHeaders(host, signedFor.method, signedFor.path, body)) } });
+      call(path, {
+        method,
+        rawBody: body,
+        headers: { "content-type": "application/json", ...(await signedHeaders(host, signedFor.method, signedFor.path, body)) },
+      });
     const abort = { method: "POST", path: `${base}/abort` };
     await expectError(await send(abort, "POST", `${base}/complete`), 401, "unauthorized");
     await expectError(await send(abort, "PUT", `${base}/parts/1`), 401, "unauthorized");

@@ -23,7 +23,18 @@ describe("a customer's backups", () => {
     const response = await post(`/api/servers/${id}/backups`, undefined, { cookie: owner.cookie });
     expect(response.status).toBe(202);
     const view = (await response.json()) as Record<string, unknown>;
-    expect(Object.keys(view).sort()).toEqual(["completedAt", "createdAt", "error", "id", "keptUntil", "progressBytes", "sizeBytes", "startedAt", "status", "trigger"]);
+    expect(Object.keys(view).sort()).toEqual([
+      "completedAt",
+      "createdAt",
+      "error",
+      "id",
+      "keptUntil",
+      "progressBytes",
+      "sizeBytes",
+      "startedAt",
+      "status",
+      "trigger",
+    ]);
     expect(view).toMatchObject({ trigger: "manual", status: "pending", progressBytes: 0, sizeBytes: null, completedAt: null });
     expect(new Date(view.keptUntil as string).getTime() - new Date(view.createdAt as string).getTime()).toBe(30 * 24 * 3600_000);
 
@@ -45,7 +56,9 @@ describe("a customer's backups", () => {
     await expectError(await post(`/api/servers/${id}/backups`, undefined, { cookie: owner.cookie }), 409, "invalid_state");
     await env.DB.prepare("UPDATE servers SET status = 'stopped' WHERE id = ?").bind(id).run();
     agent.ws.close();
-    await vi.waitFor(async () => expect(await env.DB.prepare("SELECT status FROM hosts WHERE id = ?").bind(host.hostId).first()).toEqual({ status: "offline" }));
+    await vi.waitFor(async () =>
+      expect(await env.DB.prepare("SELECT status FROM hosts WHERE id = ?").bind(host.hostId).first()).toEqual({ status: "offline" }),
+    );
     await expectError(await post(`/api/servers/${id}/backups`, undefined, { cookie: owner.cookie }), 409, "host_offline");
   });
 

@@ -31,7 +31,7 @@ describe("deleting a homeserver takes a final backup first", () => {
     expect(await env.DB.prepare("SELECT desired FROM workloads WHERE id = ?").bind(id).first()).toEqual({ desired: "absent" });
 
     agent.send(succeeded(deletion));
-    await vi.waitFor(async () => expect((await env.DB.prepare("SELECT status FROM servers WHERE id = ?").bind(id).first())).toEqual({ status: "deleted" }));
+    await vi.waitFor(async () => expect(await env.DB.prepare("SELECT status FROM servers WHERE id = ?").bind(id).first()).toEqual({ status: "deleted" }));
     await expectError(await call(`/api/servers/${id}`, { cookie: owner.cookie }), 404);
     // The final backup outlives the server (retention removes it in 30 days).
     expect(await backupRow(job.payload.backupId)).toMatchObject({ status: "succeeded" });
@@ -54,7 +54,9 @@ describe("deleting a homeserver takes a final backup first", () => {
       }),
     );
     await waitForBackup(job.payload.backupId, { status: "failed", error: "no space left on device" });
-    expect(await env.DB.prepare("SELECT count(*) AS n FROM jobs WHERE kind = 'homeserver.delete' AND payload LIKE ?").bind(`%${id}%`).first()).toEqual({ n: 0 });
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM jobs WHERE kind = 'homeserver.delete' AND payload LIKE ?").bind(`%${id}%`).first()).toEqual({
+      n: 0,
+    });
     expect(await env.DB.prepare("SELECT desired FROM workloads WHERE id = ?").bind(id).first()).toEqual({ desired: "present" });
   });
 
@@ -97,7 +99,9 @@ describe("deleting a homeserver takes a final backup first", () => {
     });
     // Once on its way, the next run dispatches nothing twice.
     await runCron();
-    expect(await env.DB.prepare("SELECT count(*) AS n FROM jobs WHERE kind = 'homeserver.delete' AND payload LIKE ?").bind(`%${finished.id}%`).first()).toEqual({ n: 1 });
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM jobs WHERE kind = 'homeserver.delete' AND payload LIKE ?").bind(`%${finished.id}%`).first()).toEqual(
+      { n: 1 },
+    );
   });
 
   it("billing: when an account's deletion is due, its suspended homeserver is deleted after a final backup", async () => {
@@ -115,6 +119,6 @@ describe("deleting a homeserver takes a final backup first", () => {
     agent.send(succeeded(job));
     const deletion = await jobOf(agent, "homeserver.delete");
     agent.send(succeeded(deletion.job));
-    await vi.waitFor(async () => expect((await env.DB.prepare("SELECT status FROM servers WHERE id = ?").bind(id).first())).toEqual({ status: "deleted" }));
+    await vi.waitFor(async () => expect(await env.DB.prepare("SELECT status FROM servers WHERE id = ?").bind(id).first()).toEqual({ status: "deleted" }));
   });
 });

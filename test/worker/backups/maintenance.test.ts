@@ -178,7 +178,12 @@ describe("abandoned uploads", () => {
 
   const uploadAborted = async (backupId: string) => {
     const row = (await backupRow(backupId))!;
-    return env.BACKUPS.resumeMultipartUpload(row.r2_key, row.upload_id).uploadPart(1, "x").then(() => false, () => true);
+    return env.BACKUPS.resumeMultipartUpload(row.r2_key, row.upload_id)
+      .uploadPart(1, "x")
+      .then(
+        () => false,
+        () => true,
+      );
   };
 
   it("a backup still unfinished after its job ended, or whose job was never written, is aborted and failed by the cron", async () => {

@@ -86,7 +86,12 @@ describe("uploading a backup through the Worker", () => {
     expect(await sha256(new Uint8Array(await object!.arrayBuffer()))).toBe(await sha256(whole));
     const manifest = await (await env.BACKUPS.get(`backups/${id}/${backupId}.manifest.json`))!.json();
     expect(manifest).toMatchObject({ backupId, serverId: id, partSize: PART, size: whole.length, sha256: await sha256(whole), parts });
-    expect(await backupRow(backupId)).toMatchObject({ status: "succeeded", size_bytes: whole.length, sha256: await sha256(whole), parts_json: JSON.stringify(parts) });
+    expect(await backupRow(backupId)).toMatchObject({
+      status: "succeeded",
+      size_bytes: whole.length,
+      sha256: await sha256(whole),
+      parts_json: JSON.stringify(parts),
+    });
     const audited = await env.DB.prepare("SELECT action FROM audit_log WHERE target = ? ORDER BY id").bind(id).all<{ action: string }>();
     expect(audited.results.map((row) => row.action)).toEqual(expect.arrayContaining(["backup.requested", "backup.succeeded"]));
 
@@ -146,7 +151,11 @@ describe("uploading a backup through the Worker", () => {
     const complete = (body: unknown) => signedJson(host, `${base}/complete`, body);
 
     await expectError(await complete({ parts: parts.slice(0, 1), size: PART, sha256: await sha256(chunks[0]!) }), 409, "parts_mismatch");
-    await expectError(await complete({ parts: [parts[0], { ...parts[1], sha256: "0".repeat(64) }], size: whole.length, sha256: await sha256(whole) }), 409, "parts_mismatch");
+    await expectError(
+      await complete({ parts: [parts[0], { ...parts[1], sha256: "0".repeat(64) }], size: whole.length, sha256: await sha256(whole) }),
+      409,
+      "parts_mismatch",
+    );
     await expectError(await complete({ parts, size: whole.length + 1, sha256: await sha256(whole) }), 409, "parts_mismatch");
     await expectError(await complete({ parts: [parts[1], parts[0]], size: whole.length, sha256: await sha256(whole) }), 409, "parts_mismatch");
     expect(await backupRow(backupId)).toMatchObject({ status: "running" });
@@ -167,7 +176,11 @@ describe("uploading a backup through the Worker", () => {
     expect((await backupsOf(owner.cookie, id))[0]).toMatchObject({ status: "failed", sizeBytes: null });
 
     await expectError(await signedCall(host, "PUT", `${base}/parts/2`, bytes(10)), 409, "backup_finished");
-    await expectError(await signedJson(host, `${base}/complete`, { parts: [{ partNumber: 1, size: PART, sha256: "0".repeat(64) }], size: PART, sha256: "0".repeat(64) }), 409, "backup_finished");
+    await expectError(
+      await signedJson(host, `${base}/complete`, { parts: [{ partNumber: 1, size: PART, sha256: "0".repeat(64) }], size: PART, sha256: "0".repeat(64) }),
+      409,
+      "backup_finished",
+    );
     await expectError(await signedJson(host, `${base}/abort`, { reason: "again" }), 409, "backup_finished");
   });
 
@@ -175,7 +188,10 @@ describe("uploading a backup through the Worker", () => {
     const { host, job, base, backupId, id } = await backupUnderWay();
     const other = await enrolledHost(await operatorCookie());
     await expectError(await signedCall(other, "PUT", `${base}/parts/1`, bytes(10)), 404);
-    await expectError(await signedJson(other, `${base}/complete`, { parts: [{ partNumber: 1, size: 10, sha256: "0".repeat(64) }], size: 10, sha256: "0".repeat(64) }), 404);
+    await expectError(
+      await signedJson(other, `${base}/complete`, { parts: [{ partNumber: 1, size: 10, sha256: "0".repeat(64) }], size: 10, sha256: "0".repeat(64) }),
+      404,
+    );
     await expectError(await signedJson(other, `${base}/abort`, { reason: "sabotage" }), 404);
     expect(await backupRow(backupId)).toMatchObject({ status: "pending" });
 

@@ -2,16 +2,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { PLANS } from "../../../worker/billing/plans";
 import { call, expectError, logIn, post, signUp, verifiedUser } from "../helpers";
-import {
-  customerIdOf,
-  deliverAll,
-  pay,
-  startCheckout,
-  stripeGet,
-  subscriber,
-  subscriptionOf,
-  takeDeliveries,
-} from "./stripe-helpers";
+import { customerIdOf, deliverAll, pay, startCheckout, stripeGet, subscriber, subscriptionOf, takeDeliveries } from "./stripe-helpers";
 
 describe("plans", () => {
   it("are listed with price and resources, from the one plan list", async () => {
@@ -36,9 +27,7 @@ describe("checkout", () => {
     const cookie = await logIn(email);
     const response = await post("/api/billing/checkout", { plan: "starter" }, { cookie });
     await expectError(response, 403, "email_unverified");
-    const row = await env.DB.prepare(
-      "SELECT count(*) AS n FROM billing_customers c JOIN users u ON u.id = c.user_id WHERE u.email = ?",
-    )
+    const row = await env.DB.prepare("SELECT count(*) AS n FROM billing_customers c JOIN users u ON u.id = c.user_id WHERE u.email = ?")
       .bind(email)
       .first<{ n: number }>();
     expect(row!.n).toBe(0);
@@ -177,4 +166,3 @@ function stripePost(path: string, body: string) {
     body,
   });
 }
-

@@ -52,9 +52,7 @@ describe("the entitlement decision", () => {
 
 const entitlementEvents = async (email: string) =>
   (
-    await env.DB.prepare(
-      "SELECT e.from_state, e.to_state FROM entitlement_events e JOIN users u ON u.id = e.user_id WHERE u.email = ? ORDER BY e.id",
-    )
+    await env.DB.prepare("SELECT e.from_state, e.to_state FROM entitlement_events e JOIN users u ON u.id = e.user_id WHERE u.email = ? ORDER BY e.id")
       .bind(email)
       .all<{ from_state: string; to_state: string }>()
   ).results.map((row) => `${row.from_state}→${row.to_state}`);

@@ -54,9 +54,7 @@ export async function deliverAll(deliveries: Delivery[]): Promise<string[]> {
 
 /** Signs a payload as Stripe does: t=<seconds>,v1=<hex HMAC-SHA256(secret, "t.payload")>. */
 export async function signStripe(payload: string, timestamp: number, secret = env.STRIPE_WEBHOOK_SECRET!): Promise<string> {
-  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
-    "sign",
-  ]);
+  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
   const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(`${timestamp}.${payload}`)));
   return `t=${timestamp},v1=${Array.from(mac, (byte) => byte.toString(16).padStart(2, "0")).join("")}`;
 }
@@ -68,9 +66,7 @@ export async function signedNow(deliveries: Delivery[]): Promise<Delivery[]> {
 }
 
 export async function customerIdOf(email: string): Promise<string> {
-  const row = await env.DB.prepare(
-    "SELECT c.stripe_customer_id AS id FROM billing_customers c JOIN users u ON u.id = c.user_id WHERE u.email = ?",
-  )
+  const row = await env.DB.prepare("SELECT c.stripe_customer_id AS id FROM billing_customers c JOIN users u ON u.id = c.user_id WHERE u.email = ?")
     .bind(email)
     .first<{ id: string }>();
   expect(row).not.toBeNull();

@@ -1,21 +1,11 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { MINUTE, advance, call, expectError, mailbox } from "../helpers";
-import {
-  deliver,
-  deliverAll,
-  emulatorControl,
-  paidButUndelivered,
-  signStripe,
-  subscriber,
-  subscriptionOf,
-  takeDeliveries,
-} from "./stripe-helpers";
+import { deliver, deliverAll, emulatorControl, paidButUndelivered, signStripe, subscriber, subscriptionOf, takeDeliveries } from "./stripe-helpers";
 
 afterEach(() => vi.useRealTimers());
 
-const countEvents = async (id: string) =>
-  (await env.DB.prepare("SELECT count(*) AS n FROM stripe_events WHERE id = ?").bind(id).first<{ n: number }>())!.n;
+const countEvents = async (id: string) => (await env.DB.prepare("SELECT count(*) AS n FROM stripe_events WHERE id = ?").bind(id).first<{ n: number }>())!.n;
 
 describe("Stripe webhooks", () => {
   describe("refuse with 400, changing nothing, a delivery that is", () => {
@@ -65,9 +55,7 @@ describe("Stripe webhooks", () => {
     // Every event of the failure, each delivered twice, all at once.
     const responses = await Promise.all([...failure, ...failure].map((delivery) => deliver(delivery)));
     expect(responses.map((response) => response.status)).toEqual(responses.map(() => 200));
-    const events = await env.DB.prepare(
-      "SELECT e.to_state FROM entitlement_events e JOIN users u ON u.id = e.user_id WHERE u.email = ? ORDER BY e.id",
-    )
+    const events = await env.DB.prepare("SELECT e.to_state FROM entitlement_events e JOIN users u ON u.id = e.user_id WHERE u.email = ? ORDER BY e.id")
       .bind(paid.email)
       .all<{ to_state: string }>();
     expect(events.results.map((row) => row.to_state)).toEqual(["active", "grace"]);

@@ -43,14 +43,24 @@ describe("an agent's connection", () => {
   });
 
   it.each([
-    ["a wrong signature", async (host: Awaited<ReturnType<typeof enrolledHost>>, nonce: string) =>
-      helloFor(host, nonce, await sign((await newKeys()).keys, host.hostId, nonce)), "bad signature"],
-    ["another host's identity", async (_host: Awaited<ReturnType<typeof enrolledHost>>, nonce: string) => {
-      const other = await enrolledHost(await operatorCookie());
-      return { ...helloFor(other, nonce, await sign(other.keys, other.hostId, nonce)) };
-    }, "hello names another host"],
-    ["a signature over another challenge", async (host: Awaited<ReturnType<typeof enrolledHost>>, nonce: string) =>
-      helloFor(host, nonce, await sign(host.keys, host.hostId, "some-other-nonce")), "bad signature"],
+    [
+      "a wrong signature",
+      async (host: Awaited<ReturnType<typeof enrolledHost>>, nonce: string) => helloFor(host, nonce, await sign((await newKeys()).keys, host.hostId, nonce)),
+      "bad signature",
+    ],
+    [
+      "another host's identity",
+      async (_host: Awaited<ReturnType<typeof enrolledHost>>, nonce: string) => {
+        const other = await enrolledHost(await operatorCookie());
+        return { ...helloFor(other, nonce, await sign(other.keys, other.hostId, nonce)) };
+      },
+      "hello names another host",
+    ],
+    [
+      "a signature over another challenge",
+      async (host: Awaited<ReturnType<typeof enrolledHost>>, nonce: string) => helloFor(host, nonce, await sign(host.keys, host.hostId, "some-other-nonce")),
+      "bad signature",
+    ],
   ])("refuses %s, and counts it", async (_label, forge, reason) => {
     const host = await enrolledHost(await operatorCookie());
     const refusals = await refusalsSince("agent.auth_refused");

@@ -81,15 +81,15 @@ describe("enrollment", () => {
     const cookie = await operatorCookie();
     const first = enrollBody(await joinToken(cookie), (await newKeys()).publicKey);
     expect((await post("/api/agent/enroll", first)).status).toBe(201);
-    await expectError(await post("/api/agent/enroll", { ...enrollBody("bjt_guess", (await newKeys()).publicKey), name: first.name }), 400, "invalid_join_token");
+    await expectError(
+      await post("/api/agent/enroll", { ...enrollBody("bjt_guess", (await newKeys()).publicKey), name: first.name }),
+      400,
+      "invalid_join_token",
+    );
   });
 
   it("validates the request", async () => {
     await expectError(await post("/api/agent/enroll", { joinToken: "x" }), 400, "validation_failed");
-    await expectError(
-      await post("/api/agent/enroll", { ...enrollBody("x", "AAAA"), name: "Bad Name!" }),
-      400,
-      "validation_failed",
-    );
+    await expectError(await post("/api/agent/enroll", { ...enrollBody("x", "AAAA"), name: "Bad Name!" }), 400, "validation_failed");
   });
 });

@@ -150,7 +150,12 @@ export async function connectedAgent(host: HostIdentity, workloads: ReportedWork
 export async function hostView(cookie: string, hostId: string) {
   const response = await call(`/api/admin/hosts/${hostId}`, { cookie });
   expect(response.status).toBe(200);
-  return (await response.json()) as { status: string; connection: { connected: boolean }; diskEncryption: { encrypted: boolean; allowUnencrypted: boolean }; agentVersion: string };
+  return (await response.json()) as {
+    status: string;
+    connection: { connected: boolean };
+    diskEncryption: { encrypted: boolean; allowUnencrypted: boolean };
+    agentVersion: string;
+  };
 }
 
 export async function auditActions(hostId: string): Promise<string[]> {
@@ -164,7 +169,9 @@ export function hostStub(hostId: string) {
 
 /** How many refusals of `kind` D1 has counted so far, per reason (summed over hours). */
 export async function refusalCounts(kind: string): Promise<Record<string, number>> {
-  const rows = await env.DB.prepare("SELECT reason, sum(count) AS n FROM refusal_counts WHERE kind = ? GROUP BY reason").bind(kind).all<{ reason: string; n: number }>();
+  const rows = await env.DB.prepare("SELECT reason, sum(count) AS n FROM refusal_counts WHERE kind = ? GROUP BY reason")
+    .bind(kind)
+    .all<{ reason: string; n: number }>();
   return Object.fromEntries(rows.results.map((row) => [row.reason, row.n]));
 }
 

@@ -86,7 +86,12 @@ describe("jobs", () => {
     expect((await jobFor(agent, queued.id)).job.attempt).toBe(2);
     advance(5_001);
     await runDurableObjectAlarm(hostStub(host.hostId));
-    await expect(jobFor(agent, queued.id).then(() => "resent", () => "waiting")).resolves.toBe("waiting");
+    await expect(
+      jobFor(agent, queued.id).then(
+        () => "resent",
+        () => "waiting",
+      ),
+    ).resolves.toBe("waiting");
     advance(5_000);
     await runDurableObjectAlarm(hostStub(host.hostId));
     expect((await jobFor(agent, queued.id)).job.attempt).toBe(3);
@@ -109,7 +114,12 @@ describe("jobs", () => {
     await vi.waitFor(async () => expect((await job(cookie, queued.id)).status).toBe("acked"));
     advance(60_000);
     await runDurableObjectAlarm(hostStub(host.hostId));
-    await expect(jobFor(agent, queued.id).then(() => "resent", () => "not resent")).resolves.toBe("not resent");
+    await expect(
+      jobFor(agent, queued.id).then(
+        () => "resent",
+        () => "not resent",
+      ),
+    ).resolves.toBe("not resent");
   });
 
   it("jobs for an offline host wait for it, and unfinished ones are resent after a reconnect", async () => {
@@ -191,13 +201,25 @@ describe("reconciliation", () => {
     // No second ensure while the first is under way, even after another inventory report.
     agent.send({ type: "inventory", workloads: [] });
     await expect(
-      agent.next((message) => message?.job?.kind === "workload.ensure", 300).then(() => "duplicate", () => "none"),
+      agent
+        .next((message) => message?.job?.kind === "workload.ensure", 300)
+        .then(
+          () => "duplicate",
+          () => "none",
+        ),
     ).resolves.toBe("none");
 
     agent.send(succeeded(ensure.job));
     agent.send(succeeded(remove.job));
     agent.send({ type: "inventory", workloads: [{ id: workload.id, kind: "test", state: "running" }] });
-    await expect(agent.next((message) => message?.type === "job", 300).then(() => "more jobs", () => "in sync")).resolves.toBe("in sync");
+    await expect(
+      agent
+        .next((message) => message?.type === "job", 300)
+        .then(
+          () => "more jobs",
+          () => "in sync",
+        ),
+    ).resolves.toBe("in sync");
   });
 
   it("a missing homeserver is provisioned again, and an unexpected one is reported, never removed", async () => {
@@ -220,7 +242,14 @@ describe("reconciliation", () => {
     const agent = await connectedAgent(host, [{ id: "someone-elses-data", kind: "homeserver", state: "running" }]);
     const provision = await agent.next<JobMessage>((message) => message?.job?.kind === "homeserver.provision");
     expect(provision.job.payload).toEqual(spec);
-    await expect(agent.next((message) => message?.job?.kind === "workload.remove", 300).then(() => "removed", () => "kept")).resolves.toBe("kept");
+    await expect(
+      agent
+        .next((message) => message?.job?.kind === "workload.remove", 300)
+        .then(
+          () => "removed",
+          () => "kept",
+        ),
+    ).resolves.toBe("kept");
     const audited = await env.DB.prepare("SELECT action FROM audit_log WHERE target = 'someone-elses-data'").all<{ action: string }>();
     expect(audited.results.map((row) => row.action)).toContain("reconcile.unexpected_homeserver");
   });
@@ -243,9 +272,9 @@ describe("the job catalogue (protocol/jobs.ts)", () => {
     await expect(refusal).rejects.toThrow(/^homeserver.resize: invalid payload: resources.memoryMiB: /);
     // A kind's payload type is checked where the job is made, too.
     // @ts-expect-error homeserver.upgrade wants an image
-    await expect(dispatchJob(db, env, { hostId: host.hostId, kind: "homeserver.upgrade", payload: { serverId: crypto.randomUUID() } }, new Date())).rejects.toThrow(
-      /invalid payload: image: /,
-    );
+    await expect(
+      dispatchJob(db, env, { hostId: host.hostId, kind: "homeserver.upgrade", payload: { serverId: crypto.randomUUID() } }, new Date()),
+    ).rejects.toThrow(/invalid payload: image: /);
     // Operators' test jobs are checked the same way, and answered 400.
     const response = await post(`/api/admin/hosts/${host.hostId}/jobs`, { kind: "sleep", payload: { ms: "soon" } }, { cookie });
     expect(await response.clone().json()).toMatchObject({ error: { message: expect.stringMatching(/^ms: /) } });
@@ -289,7 +318,8 @@ describe("the job catalogue (protocol/jobs.ts)", () => {
     const serverId = crypto.randomUUID();
     const backupId = crypto.randomUUID();
     const now = Date.now();
-    const insert = "INSERT INTO jobs (id, host_id, kind, payload, status, attempts, next_attempt_at, deadline, created_at, updated_at) VALUES (?, ?, ?, ?, 'succeeded', 1, ?, ?, ?, ?)";
+    const insert =
+      "INSERT INTO jobs (id, host_id, kind, payload, status, attempts, next_attempt_at, deadline, created_at, updated_at) VALUES (?, ?, ?, ?, 'succeeded', 1, ?, ?, ?, ?)";
     const rows = [
       ["homeserver.backup", { serverId, backupId }],
       ["homeserver.start", { serverId }],
@@ -301,7 +331,9 @@ describe("the job catalogue (protocol/jobs.ts)", () => {
     const backfill = migration.queries.filter((query) => query.trimStart().startsWith("UPDATE") || query.includes("UPDATE `jobs`"));
     expect(backfill).toHaveLength(1);
     await env.DB.prepare(backfill[0]!).run();
-    const filled = await env.DB.prepare(`SELECT id, server_id, backup_id FROM jobs WHERE id IN (?, ?, ?)`).bind(...ids).all<{ id: string; server_id: string | null; backup_id: string | null }>();
+    const filled = await env.DB.prepare(`SELECT id, server_id, backup_id FROM jobs WHERE id IN (?, ?, ?)`)
+      .bind(...ids)
+      .all<{ id: string; server_id: string | null; backup_id: string | null }>();
     const byId = new Map(filled.results.map((row) => [row.id, [row.server_id, row.backup_id]]));
     expect(ids.map((id) => byId.get(id))).toEqual([
       [serverId, backupId],
@@ -316,7 +348,10 @@ describe("job retention", () => {
   async function pastJob<K extends JobKind>(hostId: string, kind: K, payload: JobPayload<K>, daysAgo: number, status = "succeeded") {
     const at = new Date(Date.now() - daysAgo * DAY);
     const row = await createJob(database(env.DB), { hostId, kind, payload }, at);
-    if (status !== "queued") await env.DB.prepare("UPDATE jobs SET status = ?, finished_at = ? WHERE id = ?").bind(status, at.getTime() + 1000, row.id).run();
+    if (status !== "queued")
+      await env.DB.prepare("UPDATE jobs SET status = ?, finished_at = ? WHERE id = ?")
+        .bind(status, at.getTime() + 1000, row.id)
+        .run();
     return row.id;
   }
 
@@ -336,7 +371,13 @@ describe("job retention", () => {
     const serverId = await serverOn(hostId);
     const stop = { serverId };
     const resize = { serverId, planId: "starter", resources: { memoryMiB: 1024, cpus: 1, storageGiB: 10 } };
-    const backup = (backupId: string) => ({ serverId, backupId, recipient: `age1${"q".repeat(58)}`, partSize: 8 * 1024 * 1024, uploadBase: "https://berth.example/b" });
+    const backup = (backupId: string) => ({
+      serverId,
+      backupId,
+      recipient: `age1${"q".repeat(58)}`,
+      partSize: 8 * 1024 * 1024,
+      uploadBase: "https://berth.example/b",
+    });
     const jobs = {
       oldStop: await pastJob(hostId, "homeserver.stop", stop, 100),
       lifecycleStop: await pastJob(hostId, "homeserver.stop", stop, 99),
@@ -362,7 +403,17 @@ describe("job retention", () => {
     expect(await pruneJobs(database(env.DB), new Date())).toBe(4);
     const left = new Set((await env.DB.prepare("SELECT id FROM jobs WHERE host_id = ?").bind(hostId).all<{ id: string }>()).results.map((row) => row.id));
     const kept = Object.entries(jobs).flatMap(([name, id]) => (left.has(id) ? [name] : []));
-    expect(kept).toEqual(["lifecycleStop", "newestStop", "referencedBackup", "newestBackup", "unfinishedStart", "newestStart", "recentResize", "newestResize", "recentTestJob"]);
+    expect(kept).toEqual([
+      "lifecycleStop",
+      "newestStop",
+      "referencedBackup",
+      "newestBackup",
+      "unfinishedStart",
+      "newestStart",
+      "recentResize",
+      "newestResize",
+      "recentTestJob",
+    ]);
   });
 
   it("the hourly cron prunes them", async () => {

@@ -19,8 +19,30 @@ function sample(at: number, workloads: { id: string; cpu: number; memory: number
     },
     containers: workloads.flatMap(({ id, cpu, memory }) => [
       // Two containers per homeserver (Synapse and PostgreSQL): summed per workload.
-      { workloadId: id, container: `${id}-synapse`, cpuPercent: cpu / 2, memoryBytes: memory / 2, memoryLimitBytes: 5e8, networkRxBytes: 10, networkTxBytes: 20, blockReadBytes: 30, blockWriteBytes: 40, pids: 10 },
-      { workloadId: id, container: `${id}-postgres`, cpuPercent: cpu / 2, memoryBytes: memory / 2, memoryLimitBytes: 5e8, networkRxBytes: 10, networkTxBytes: 20, blockReadBytes: 30, blockWriteBytes: 40, pids: 5 },
+      {
+        workloadId: id,
+        container: `${id}-synapse`,
+        cpuPercent: cpu / 2,
+        memoryBytes: memory / 2,
+        memoryLimitBytes: 5e8,
+        networkRxBytes: 10,
+        networkTxBytes: 20,
+        blockReadBytes: 30,
+        blockWriteBytes: 40,
+        pids: 10,
+      },
+      {
+        workloadId: id,
+        container: `${id}-postgres`,
+        cpuPercent: cpu / 2,
+        memoryBytes: memory / 2,
+        memoryLimitBytes: 5e8,
+        networkRxBytes: 10,
+        networkTxBytes: 20,
+        blockReadBytes: 30,
+        blockWriteBytes: 40,
+        pids: 5,
+      },
     ]),
   };
 }
@@ -31,8 +53,19 @@ async function serverOn(host: HostIdentity, email: string): Promise<string> {
   const now = Date.now();
   const user = await env.DB.prepare("SELECT id FROM users WHERE email = ?").bind(email).first<{ id: string }>();
   await env.DB.batch([
-    env.DB.prepare("INSERT INTO workloads (id, host_id, kind, spec, desired, created_at, updated_at) VALUES (?, ?, 'homeserver', '{}', 'present', ?, ?)").bind(id, host.hostId, now, now),
-    env.DB.prepare("INSERT INTO servers (id, user_id, name, region, host_id, created_at) VALUES (?, ?, ?, 'us-east', ?, ?)").bind(id, user!.id, `hs-${id.slice(0, 8)}`, host.hostId, now),
+    env.DB.prepare("INSERT INTO workloads (id, host_id, kind, spec, desired, created_at, updated_at) VALUES (?, ?, 'homeserver', '{}', 'present', ?, ?)").bind(
+      id,
+      host.hostId,
+      now,
+      now,
+    ),
+    env.DB.prepare("INSERT INTO servers (id, user_id, name, region, host_id, created_at) VALUES (?, ?, ?, 'us-east', ?, ?)").bind(
+      id,
+      user!.id,
+      `hs-${id.slice(0, 8)}`,
+      host.hostId,
+      now,
+    ),
   ]);
   return id;
 }
@@ -56,7 +89,10 @@ describe("usage reports", () => {
     const serverId = await serverOn(host, owner.email);
     const agent = await connectedAgent(host);
     const now = Date.now();
-    agent.send({ type: "usage", samples: [sample(now - 60_000, [{ id: serverId, cpu: 20, memory: 3e8 }]), sample(now - 30_000, [{ id: serverId, cpu: 40, memory: 4e8 }])] });
+    agent.send({
+      type: "usage",
+      samples: [sample(now - 60_000, [{ id: serverId, cpu: 20, memory: 3e8 }]), sample(now - 30_000, [{ id: serverId, cpu: 40, memory: 4e8 }])],
+    });
 
     const cookie = await logIn(owner.email);
     await vi.waitFor(async () => expect((await usage(cookie, serverId)).points).toHaveLength(2));
@@ -104,7 +140,10 @@ describe("usage reports", () => {
     const owner = await verifiedUser();
     const victim = await serverOn(theirs, owner.email);
     const agent = await connectedAgent(mine);
-    agent.send({ type: "usage", samples: [{ ...sample(Date.now(), [{ id: victim, cpu: 99, memory: 9e9 }]), storage: [{ workloadId: victim, usedBytes: 1e12 }] }] });
+    agent.send({
+      type: "usage",
+      samples: [{ ...sample(Date.now(), [{ id: victim, cpu: 99, memory: 9e9 }]), storage: [{ workloadId: victim, usedBytes: 1e12 }] }],
+    });
     // The host's own sample is stored; the forged container figures are not.
     await vi.waitFor(async () => {
       const response = await call(`/api/admin/hosts/${mine.hostId}/usage`, { cookie: operator });
@@ -127,12 +166,16 @@ describe("usage reports", () => {
     }));
     for (let i = 0; i < samples.length; i += 120) agent.send({ type: "usage", samples: samples.slice(i, i + 120) });
     await vi.waitFor(async () => {
-      const n = await env.DB.prepare("SELECT count(*) AS n FROM workload_usage WHERE workload_id = ? AND resolution = 'raw'").bind(serverId).first<{ n: number }>();
+      const n = await env.DB.prepare("SELECT count(*) AS n FROM workload_usage WHERE workload_id = ? AND resolution = 'raw'")
+        .bind(serverId)
+        .first<{ n: number }>();
       expect(n!.n).toBe(240);
     });
 
     await runCron();
-    const fiveMinute = await env.DB.prepare("SELECT at, cpu_percent, memory_bytes, storage_bytes FROM workload_usage WHERE workload_id = ? AND resolution = '5m' ORDER BY at")
+    const fiveMinute = await env.DB.prepare(
+      "SELECT at, cpu_percent, memory_bytes, storage_bytes FROM workload_usage WHERE workload_id = ? AND resolution = '5m' ORDER BY at",
+    )
       .bind(serverId)
       .all<{ at: number; cpu_percent: number; memory_bytes: number; storage_bytes: number }>();
     expect(fiveMinute.results).toHaveLength(24);
@@ -151,7 +194,10 @@ describe("usage reports", () => {
     const left = await env.DB.prepare("SELECT resolution, count(*) AS n FROM workload_usage WHERE workload_id = ? GROUP BY resolution ORDER BY resolution")
       .bind(serverId)
       .all<{ resolution: string; n: number }>();
-    expect(left.results).toEqual([{ resolution: "1h", n: 2 }, { resolution: "5m", n: 24 }]);
+    expect(left.results).toEqual([
+      { resolution: "1h", n: 2 },
+      { resolution: "5m", n: 24 },
+    ]);
 
     // A month on, only the hourly averages; a year on, nothing.
     setNow(start + 31 * DAY);

@@ -36,15 +36,10 @@ describe("CSRF protection", () => {
     const sameOrigin = await logIn(email);
     expect((await post("/api/auth/logout", undefined, { cookie: sameOrigin, headers: { origin: "http://localhost" } })).status).toBe(204);
     const fetchMetadata = await logIn(email);
-    expect(
-      (await post("/api/auth/logout", undefined, { cookie: fetchMetadata, headers: { "sec-fetch-site": "same-origin" } })).status,
-    ).toBe(204);
+    expect((await post("/api/auth/logout", undefined, { cookie: fetchMetadata, headers: { "sec-fetch-site": "same-origin" } })).status).toBe(204);
     // Chromium under our Referrer-Policy: no-referrer posts same-origin forms like this.
     const noReferrer = await logIn(email);
-    expect(
-      (await post("/api/auth/logout", undefined, { cookie: noReferrer, headers: { origin: "null", "sec-fetch-site": "same-origin" } }))
-        .status,
-    ).toBe(204);
+    expect((await post("/api/auth/logout", undefined, { cookie: noReferrer, headers: { origin: "null", "sec-fetch-site": "same-origin" } })).status).toBe(204);
     const cli = await logIn(email);
     expect((await post("/api/auth/logout", undefined, { cookie: cli })).status).toBe(204);
   });

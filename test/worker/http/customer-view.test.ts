@@ -26,7 +26,9 @@ async function serverWithHostFailures() {
   const succeeding = await manualBackup(owner.cookie, id, agent);
   expect((await uploadBackup(host, succeeding.payload.uploadBase, [bytes(1000)])).status).toBe(200);
   agent.send(succeeded(succeeding));
-  await vi.waitFor(async () => expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(succeeding.id).first()).toEqual({ status: "succeeded" }));
+  await vi.waitFor(async () =>
+    expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(succeeding.id).first()).toEqual({ status: "succeeded" }),
+  );
 
   const aborted = await manualBackup(owner.cookie, id, agent);
   expect((await signedJson(host, `${pathOf(aborted.payload.uploadBase)}/abort`, { reason: rawAbort })).status).toBe(200);
@@ -62,7 +64,9 @@ describe("what customers see of the host", () => {
     await stream.cancel();
     for (const text of seen) expectNothingOfTheHost(text, host.hostId);
 
-    const { backups } = (await (await call(`/api/servers/${id}/backups`, { cookie: owner.cookie })).json()) as { backups: { status: string; error: string | null }[] };
+    const { backups } = (await (await call(`/api/servers/${id}/backups`, { cookie: owner.cookie })).json()) as {
+      backups: { status: string; error: string | null }[];
+    };
     expect(backups.map((backup) => [backup.status, backup.error]).sort()).toEqual([
       ["failed", HOST_FAILURE],
       ["failed", HOST_FAILURE],
@@ -77,8 +81,12 @@ describe("what customers see of the host", () => {
   it("the export leaves out host ids (in audit entries' actors and details) and the host's words", async () => {
     const { owner, id, host } = await serverWithHostFailures();
     // Two days without a good backup raise the operators' alert, which names the host and the last failure.
-    await env.DB.prepare("UPDATE backups SET created_at = created_at - ? WHERE server_id = ? AND status = 'succeeded'").bind(3 * DAY, id).run();
-    await env.DB.prepare("UPDATE servers SET created_at = ? WHERE id = ?").bind(Date.now() - 3 * DAY, id).run();
+    await env.DB.prepare("UPDATE backups SET created_at = created_at - ? WHERE server_id = ? AND status = 'succeeded'")
+      .bind(3 * DAY, id)
+      .run();
+    await env.DB.prepare("UPDATE servers SET created_at = ? WHERE id = ?")
+      .bind(Date.now() - 3 * DAY, id)
+      .run();
     await runCron();
     const alert = await env.DB.prepare("SELECT detail FROM audit_log WHERE action = 'backup.overdue' AND target = ?").bind(id).first<{ detail: string }>();
     expect(JSON.parse(alert!.detail)).toMatchObject({ hostId: host.hostId });
@@ -95,10 +103,9 @@ describe("what customers see of the host", () => {
     expect(auditLog.find((entry) => entry.action === "backup.succeeded")!.actor).toBe("host");
     expect(auditLog.find((entry) => entry.action === "backup.overdue")!.detail).toEqual({ lastSucceededAt: expect.any(String), lastFailure: HOST_FAILURE });
     const [server] = data.matrixMetadata.servers;
-    expect(server.operations.filter((operation: { status: string }) => operation.status === "failed").map((operation: { error: string }) => operation.error)).toEqual([
-      HOST_FAILURE,
-      HOST_FAILURE,
-    ]);
+    expect(
+      server.operations.filter((operation: { status: string }) => operation.status === "failed").map((operation: { error: string }) => operation.error),
+    ).toEqual([HOST_FAILURE, HOST_FAILURE]);
   });
 
   it("operators keep the host's own words", async () => {
@@ -108,7 +115,9 @@ describe("what customers see of the host", () => {
     expect(job.error).toBe(rawJobError);
     expect(await backupRow(failedBackupId)).toMatchObject({ error: rawJobError });
     expect(await backupRow(abortedBackupId)).toMatchObject({ error: `aborted by the host: ${rawAbort}` });
-    const { entries } = (await (await call("/api/admin/audit?limit=1000", { cookie: operator })).json()) as { entries: { action: string; detail: { reason?: string } }[] };
+    const { entries } = (await (await call("/api/admin/audit?limit=1000", { cookie: operator })).json()) as {
+      entries: { action: string; detail: { reason?: string } }[];
+    };
     expect(entries.filter((entry) => entry.action === "backup.failed").map((entry) => entry.detail.reason)).toEqual(
       expect.arrayContaining([rawJobError, `aborted by the host: ${rawAbort}`]),
     );

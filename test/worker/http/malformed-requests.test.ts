@@ -36,16 +36,48 @@ const isSafe = (method: string) => method === "GET" || method === "HEAD";
 
 /** Every field name our forms and JSON bodies read, so that validators see the junk. */
 const FIELDS = [
-  "email", "password", "token", "newEmail", "currentPassword", "newPassword", "name", "region", "plan", "backupId", "confirm",
-  "confirmName", "joinToken", "publicKey", "capacity", "agentVersion", "parts", "size", "sha256", "reason", "kind", "payload",
-  "timeoutSeconds", "spec", "image", "expiresInMinutes",
+  "email",
+  "password",
+  "token",
+  "newEmail",
+  "currentPassword",
+  "newPassword",
+  "name",
+  "region",
+  "plan",
+  "backupId",
+  "confirm",
+  "confirmName",
+  "joinToken",
+  "publicKey",
+  "capacity",
+  "agentVersion",
+  "parts",
+  "size",
+  "sha256",
+  "reason",
+  "kind",
+  "payload",
+  "timeoutSeconds",
+  "spec",
+  "image",
+  "expiresInMinutes",
 ];
 
 /** Values that look right (the password is nobody's), so forms get past their field checks into the services. */
 const PLAUSIBLE: Record<string, string> = {
-  email: "fuzz@example.com", password: "not the password 123", token: "t".repeat(43), newEmail: "fuzz-new@example.com",
-  currentPassword: "not the password 123", newPassword: "another long passphrase", name: "fuzz-name", region: "us-east",
-  plan: "starter", backupId: "no-such-backup", confirm: "yes", confirmName: "fuzz-name",
+  email: "fuzz@example.com",
+  password: "not the password 123",
+  token: "t".repeat(43),
+  newEmail: "fuzz-new@example.com",
+  currentPassword: "not the password 123",
+  newPassword: "another long passphrase",
+  name: "fuzz-name",
+  region: "us-east",
+  plan: "starter",
+  backupId: "no-such-backup",
+  confirm: "yes",
+  confirmName: "fuzz-name",
 };
 
 const nested = (levels: number): unknown => (levels === 0 ? "x" : [nested(levels - 1)]);
@@ -102,12 +134,18 @@ const ENCODINGS = {
   JSON: { encode: JSON.stringify, type: JSON_TYPE, mislabels: [FORM_TYPE, "text/plain", null] },
   urlencoded: { encode: asForm, type: FORM_TYPE, mislabels: [JSON_TYPE] },
   // A boundary that is not the body's, none at all, one past RFC 2046's 70 characters.
-  multipart: { encode: asMultipart, type: MULTIPART_TYPE, mislabels: ["multipart/form-data; boundary=another", "multipart/form-data", `multipart/form-data; boundary=${"b".repeat(200)}`] },
+  multipart: {
+    encode: asMultipart,
+    type: MULTIPART_TYPE,
+    mislabels: ["multipart/form-data; boundary=another", "multipart/form-data", `multipart/form-data; boundary=${"b".repeat(200)}`],
+  },
 };
 
 /** Every shape goes as JSON and urlencoded; multipart is parsed into the same fields, so a few shapes show its parser holds. */
 const ENCODINGS_OF = (shape: string) =>
-  (["plausible", "arrays for scalars", "NUL, control and bidi characters"].includes(shape) ? ["JSON", "urlencoded", "multipart"] : ["JSON", "urlencoded"]) as (keyof typeof ENCODINGS)[];
+  (["plausible", "arrays for scalars", "NUL, control and bidi characters"].includes(shape)
+    ? ["JSON", "urlencoded", "multipart"]
+    : ["JSON", "urlencoded"]) as (keyof typeof ENCODINGS)[];
 
 const labelled = (contentType: string | null) => `labelled ${contentType?.slice(0, 40) ?? "nothing"}`;
 
@@ -134,7 +172,14 @@ const BODY_CASES: BodyCase[] = [
     body: multipart(Object.entries(PLAUSIBLE).map(([name, value]) => ({ name, value, filename: "field.txt" }))),
     contentType: MULTIPART_TYPE,
   },
-  { label: "multipart with NUL in names", body: multipart([{ name: "email\u0000", value: "a" }, { name: "\u0000", value: "b" }]), contentType: MULTIPART_TYPE },
+  {
+    label: "multipart with NUL in names",
+    body: multipart([
+      { name: "email\u0000", value: "a" },
+      { name: "\u0000", value: "b" },
+    ]),
+    contentType: MULTIPART_TYPE,
+  },
 ];
 
 /** A few of them: for other ids, other clients, and callers a route turns away before reading the body. */
@@ -222,7 +267,9 @@ function isErrorShape(type: string, text: string): boolean {
     const { error, ...rest } = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
     return (
       Object.keys(rest).length === 0 &&
-      Object.keys(error ?? {}).sort().join() === "code,message" &&
+      Object.keys(error ?? {})
+        .sort()
+        .join() === "code,message" &&
       typeof error?.code === "string" &&
       typeof error.message === "string" &&
       error.message.length > 0
@@ -314,7 +361,14 @@ describe("malformed requests to every route", () => {
 
   it("takes the routes from the app itself", () => {
     const routes = appRoutes().map(({ method, path }) => `${method} ${path}`);
-    for (const route of ["POST /signup", "POST /servers/:id/restore", "POST /billing/checkout", "PUT /api/agent/backups/:backupId/parts/:partNumber", "POST /webhooks/stripe", "GET /api/health"]) {
+    for (const route of [
+      "POST /signup",
+      "POST /servers/:id/restore",
+      "POST /billing/checkout",
+      "PUT /api/agent/backups/:backupId/parts/:partNumber",
+      "POST /webhooks/stripe",
+      "GET /api/health",
+    ]) {
       expect(routes).toContain(route);
     }
     expect(routes.length).toBeGreaterThan(80);
@@ -333,12 +387,24 @@ describe("malformed requests to every route", () => {
       const { path } = pathsFor(route.path, customer)[0]!;
       for (const bodyCase of FEW_BODY_CASES) {
         const contentType: Record<string, string> = bodyCase.contentType === null ? {} : { "content-type": bodyCase.contentType };
-        const refused = await call(path, { method: route.method, rawBody: bodyCase.body, headers: { ...crossSite(path), ...contentType }, cookie: customer.cookie });
+        const refused = await call(path, {
+          method: route.method,
+          rawBody: bodyCase.body,
+          headers: { ...crossSite(path), ...contentType },
+          cookie: customer.cookie,
+        });
         const refusal = await refused.text();
         if (refused.status !== 403 || !refusal.includes("Cross-site request refused.")) {
           problems.push(`${route.method} ${path} ${bodyCase.label} cross-site → ${refused.status}: ${refusal.slice(0, 200)}`);
         }
-        const { problem } = await send({ method: route.method, path, label: `${bodyCase.label} from a client that is not a browser`, headers: contentType, body: bodyCase.body, as: customer });
+        const { problem } = await send({
+          method: route.method,
+          path,
+          label: `${bodyCase.label} from a client that is not a browser`,
+          headers: contentType,
+          body: bodyCase.body,
+          as: customer,
+        });
         if (problem) problems.push(problem);
       }
     }

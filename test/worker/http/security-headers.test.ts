@@ -32,9 +32,7 @@ describe("form-action", () => {
   it("allows our own forms and Stripe's hosted pages, which our billing forms redirect to", async () => {
     const csp = (await call("/billing")).headers.get("content-security-policy")!;
     const formAction = csp.split("; ").find((directive) => directive.startsWith("form-action"))!;
-    expect(formAction.split(" ")).toEqual(
-      expect.arrayContaining(["'self'", "https://checkout.stripe.com", "https://billing.stripe.com"]),
-    );
+    expect(formAction.split(" ")).toEqual(expect.arrayContaining(["'self'", "https://checkout.stripe.com", "https://billing.stripe.com"]));
   });
 
   it("allows the local Stripe emulator in development only", async () => {

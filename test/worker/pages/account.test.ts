@@ -21,7 +21,8 @@ describe("the account page", () => {
     const html = await response.text();
     expect(response.status).toBe(200);
     expect(html).toContain("We cannot see the contents of end-to-end-encrypted rooms.");
-    for (const category of ["Account info", "Billing records", "Server-level resource usage", "Matrix metadata"]) expect(html).toContain(`<dt>${category}</dt>`);
+    for (const category of ["Account info", "Billing records", "Server-level resource usage", "Matrix metadata"])
+      expect(html).toContain(`<dt>${category}</dt>`);
     expect(html).toContain(owner.email);
     expect(html).toMatch(/Subscription: active \(starter\)/);
     const serverName = (await env.DB.prepare("SELECT name FROM servers WHERE id = ?").bind(id).first<{ name: string }>())!.name;

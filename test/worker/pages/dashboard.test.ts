@@ -190,7 +190,11 @@ describe("a server's page", () => {
     const { owner, id, host } = await runningServer();
     const now = Date.now();
     // The first sample came before the agent had measured the disk.
-    for (const [minutesAgo, cpu, storage] of [[30, 12, null], [20, 40, 50_000_000], [10, 20, 70_000_000]] as const) {
+    for (const [minutesAgo, cpu, storage] of [
+      [30, 12, null],
+      [20, 40, 50_000_000],
+      [10, 20, 70_000_000],
+    ] as const) {
       await env.DB.prepare(
         `INSERT INTO workload_usage (workload_id, host_id, resolution, at, cpu_percent, memory_bytes, memory_limit_bytes,
           network_rx_bytes, network_tx_bytes, block_read_bytes, block_write_bytes, pids, storage_bytes)

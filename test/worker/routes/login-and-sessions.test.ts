@@ -38,7 +38,9 @@ describe("log-in", () => {
     const { email } = await signUp();
     const cookie = await logIn(email);
     const [, secret] = cookie.split(".");
-    const row = await env.DB.prepare("SELECT id FROM sessions WHERE id = ?").bind(await sha256Hex(secret!)).first();
+    const row = await env.DB.prepare("SELECT id FROM sessions WHERE id = ?")
+      .bind(await sha256Hex(secret!))
+      .first();
     expect(row).not.toBeNull();
     const plain = await env.DB.prepare("SELECT id FROM sessions WHERE id = ?").bind(secret!).first();
     expect(plain).toBeNull();
@@ -49,9 +51,7 @@ describe("log-in", () => {
     const old = await hashPassword(PASSWORD, { ln: 12, r: 8, p: 1 });
     await env.DB.prepare("UPDATE users SET password_hash = ? WHERE email = ?").bind(old, email).run();
     await logIn(email);
-    const { password_hash } = (await env.DB.prepare("SELECT password_hash FROM users WHERE email = ?")
-      .bind(email)
-      .first<{ password_hash: string }>())!;
+    const { password_hash } = (await env.DB.prepare("SELECT password_hash FROM users WHERE email = ?").bind(email).first<{ password_hash: string }>())!;
     expect(password_hash).toMatch(/^\$scrypt\$ln=15,r=8,p=3\$/);
     await logIn(email);
   });
@@ -131,11 +131,7 @@ describe("sessions", () => {
     const { email } = await signUp();
     const current = await logIn(email);
     const other = await logIn(email);
-    const response = await post(
-      "/api/auth/password-change",
-      { currentPassword: PASSWORD, newPassword: "a brand new passphrase" },
-      { cookie: current },
-    );
+    const response = await post("/api/auth/password-change", { currentPassword: PASSWORD, newPassword: "a brand new passphrase" }, { cookie: current });
     expect(response.status).toBe(200);
     expect((await me(current)).status).toBe(200);
     await expectError(await me(other), 401);

@@ -42,11 +42,7 @@ describe("password reset", () => {
     await post("/api/auth/password-reset/request", { email });
     const token = await emailedToken(email, "/reset-password");
     expect((await post("/api/auth/password-reset/confirm", { token, password: NEW_PASSWORD })).status).toBe(200);
-    await expectError(
-      await post("/api/auth/password-reset/confirm", { token, password: "yet another passphrase" }),
-      400,
-      "invalid_token",
-    );
+    await expectError(await post("/api/auth/password-reset/confirm", { token, password: "yet another passphrase" }), 400, "invalid_token");
     await logIn(email, NEW_PASSWORD);
   });
 
@@ -73,11 +69,7 @@ describe("password reset", () => {
   it("refuses a tampered token and a verification token used for a reset", async () => {
     const { email } = await signUp();
     const verification = await emailedToken(email, "/verify-email");
-    await expectError(
-      await post("/api/auth/password-reset/confirm", { token: verification, password: NEW_PASSWORD }),
-      400,
-      "invalid_token",
-    );
+    await expectError(await post("/api/auth/password-reset/confirm", { token: verification, password: NEW_PASSWORD }), 400, "invalid_token");
     await post("/api/auth/password-reset/request", { email });
     const token = await emailedToken(email, "/reset-password");
     const tampered = `${token.slice(1)}A`;

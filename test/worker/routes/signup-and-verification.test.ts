@@ -1,20 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { sha256Hex } from "../../../worker/crypto/bytes";
-import {
-  DAY,
-  advance,
-  emailedToken,
-  expectError,
-  logIn,
-  mailbox,
-  me,
-  post,
-  sessionCookie,
-  signUp,
-  uniqueEmail,
-  PASSWORD,
-} from "../helpers";
+import { DAY, advance, emailedToken, expectError, logIn, mailbox, me, post, sessionCookie, signUp, uniqueEmail, PASSWORD } from "../helpers";
 
 afterEach(() => vi.useRealTimers());
 

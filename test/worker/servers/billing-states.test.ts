@@ -103,7 +103,9 @@ describe("suspension reaches a server in any state", () => {
     await suspendAccount(owner);
     const first = await jobOf(agent, "homeserver.suspend");
     agent.send({ type: "job.result", id: first.job.id, ok: false, error: "docker: timeout" });
-    await vi.waitFor(async () => expect(await serverView(owner.cookie, id)).toMatchObject({ status: "failed", statusReason: "suspending failed; we try again" }));
+    await vi.waitFor(async () =>
+      expect(await serverView(owner.cookie, id)).toMatchObject({ status: "failed", statusReason: "suspending failed; we try again" }),
+    );
     expect(await jobsOf(id, "homeserver.suspend")).toBe(1);
     await runCron();
     await suspendedByHost(agent, owner.cookie, id);
@@ -124,10 +126,14 @@ describe("a late job outcome never undoes billing or a deletion", () => {
     const suspend = await jobOf(agent, "homeserver.suspend");
     // The host finishes the start it got first, then the suspension.
     agent.send(succeeded(start.job, { synapseVersion: "1.163.2" }));
-    await vi.waitFor(async () => expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(start.job.id).first()).toEqual({ status: "succeeded" }));
+    await vi.waitFor(async () =>
+      expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(start.job.id).first()).toEqual({ status: "succeeded" }),
+    );
     expect((await serverView(owner.cookie, id)).status).toBe("suspended");
     agent.send(succeeded(suspend.job));
-    await vi.waitFor(async () => expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(suspend.job.id).first()).toEqual({ status: "succeeded" }));
+    await vi.waitFor(async () =>
+      expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(suspend.job.id).first()).toEqual({ status: "succeeded" }),
+    );
     expect((await serverView(owner.cookie, id)).status).toBe("suspended");
   });
 
@@ -143,7 +149,9 @@ describe("a late job outcome never undoes billing or a deletion", () => {
     await jobOf(agent, "homeserver.backup");
 
     agent.send(succeeded(stop.job));
-    await vi.waitFor(async () => expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(stop.job.id).first()).toEqual({ status: "succeeded" }));
+    await vi.waitFor(async () =>
+      expect(await env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(stop.job.id).first()).toEqual({ status: "succeeded" }),
+    );
     expect(await serverView(cookie, id)).toMatchObject({ status: "deleting", statusReason: "taking a final backup" });
   });
 });

@@ -29,8 +29,12 @@ async function fill(region: string): Promise<number> {
     if (!chosen) return placed;
     const id = crypto.randomUUID();
     // One live server per account: each placed server gets an owner of its own.
-    await env.DB.prepare("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES (?, ?, 'x', ?, ?)").bind(id, `${id}@example.com`, Date.now(), Date.now()).run();
-    await env.DB.prepare("INSERT INTO servers (id, user_id, name, region, host_id, plan_id, status, created_at) VALUES (?, ?, ?, ?, ?, 'starter', 'running', ?)")
+    await env.DB.prepare("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES (?, ?, 'x', ?, ?)")
+      .bind(id, `${id}@example.com`, Date.now(), Date.now())
+      .run();
+    await env.DB.prepare(
+      "INSERT INTO servers (id, user_id, name, region, host_id, plan_id, status, created_at) VALUES (?, ?, ?, ?, ?, 'starter', 'running', ?)",
+    )
       .bind(id, id, `s-${id.slice(0, 12)}`, region, chosen.id, Date.now())
       .run();
   }
@@ -71,11 +75,19 @@ describe("placement", () => {
     const allowed = await post(path, { allow: true, reason: "staging host, no customer data expected" }, { cookie: operator });
     expect(allowed.status).toBe(200);
     expect(((await allowed.json()) as { diskEncryption: unknown }).diskEncryption).toMatchObject({ encrypted: false, operatorAllowsUnencrypted: true });
-    const entry = await env.DB.prepare("SELECT actor, detail FROM audit_log WHERE action = 'host.unencrypted_placement_allowed' AND target = ?").bind(id).first<{ actor: string; detail: string }>();
+    const entry = await env.DB.prepare("SELECT actor, detail FROM audit_log WHERE action = 'host.unencrypted_placement_allowed' AND target = ?")
+      .bind(id)
+      .first<{ actor: string; detail: string }>();
     expect(entry!.actor).toMatch(/^user:/);
     expect(JSON.parse(entry!.detail)).toEqual({ reason: "staging host, no customer data expected" });
 
     expect((await post(path, { allow: false, reason: "back to normal" }, { cookie: operator })).status).toBe(200);
-    expect(await placementCandidates(context(PRODUCTION), (await env.DB.prepare("SELECT region FROM hosts WHERE id = ?").bind(id).first<{ region: string }>())!.region, starter)).toEqual([]);
+    expect(
+      await placementCandidates(
+        context(PRODUCTION),
+        (await env.DB.prepare("SELECT region FROM hosts WHERE id = ?").bind(id).first<{ region: string }>())!.region,
+        starter,
+      ),
+    ).toEqual([]);
   });
 });

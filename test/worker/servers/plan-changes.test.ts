@@ -71,7 +71,9 @@ describe("plan changes", () => {
     const { agent, host, owner, id } = await runningOn("starter", HOST_RESERVED_MEMORY_MIB + 1024);
     await switchPlan(owner, "team");
     await vi.waitFor(async () => expect(await serverView(owner.cookie, id)).toMatchObject({ plan: "starter", statusReason: PLAN_CHANGE_WAITING }));
-    const alert = await env.DB.prepare("SELECT detail FROM audit_log WHERE action = 'server.plan_change_waiting' AND target = ?").bind(id).first<{ detail: string }>();
+    const alert = await env.DB.prepare("SELECT detail FROM audit_log WHERE action = 'server.plan_change_waiting' AND target = ?")
+      .bind(id)
+      .first<{ detail: string }>();
     expect(JSON.parse(alert!.detail)).toEqual({ from: "starter", to: "team" });
     expect(await env.DB.prepare("SELECT count(*) AS n FROM jobs WHERE kind = 'homeserver.resize' AND host_id = ?").bind(host.hostId).first()).toEqual({ n: 0 });
 

@@ -100,7 +100,9 @@ describe("creating a homeserver", () => {
     await vi.waitFor(async () =>
       expect(await serverView(cookie, created.id)).toMatchObject({ status: "failed", statusReason: "setting up the homeserver failed", synapseVersion: null }),
     );
-    const stored = await env.DB.prepare("SELECT status, result, error FROM jobs WHERE id = ?").bind(job.id).first<{ status: string; result: string | null; error: string }>();
+    const stored = await env.DB.prepare("SELECT status, result, error FROM jobs WHERE id = ?")
+      .bind(job.id)
+      .first<{ status: string; result: string | null; error: string }>();
     expect(stored).toMatchObject({ status: "failed", result: null });
     expect(stored!.error).toMatch(/homeserver.provision: invalid result: .*synapseVersion: .*adminUserId: a Matrix user id/);
     const admin = await env.DB.prepare("SELECT admin_user_id FROM servers WHERE id = ?").bind(created.id).first<{ admin_user_id: string | null }>();
@@ -235,6 +237,8 @@ describe("running a homeserver", () => {
     await post(`/api/admin/servers/${id}/upgrade`, { image: "berth/synapse:1.164.0" }, { cookie: operator });
     const good = await jobOf(agent, "homeserver.upgrade");
     agent.send(succeeded(good.job, { synapseVersion: "1.164.0" }));
-    await vi.waitFor(async () => expect(await serverView(owner.cookie, id)).toMatchObject({ status: "running", synapseVersion: "1.164.0", statusReason: null }));
+    await vi.waitFor(async () =>
+      expect(await serverView(owner.cookie, id)).toMatchObject({ status: "running", synapseVersion: "1.164.0", statusReason: null }),
+    );
   });
 });
