@@ -8,6 +8,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { silentLogger } from "../../agent/log.ts";
 import { WebSocketServer, type WebSocket } from "ws";
 import { CLOSE, PING, PONG, PROTOCOL_VERSION, agentMessage, helloSigningInput, type AgentMessage, type JobAssignment } from "../../protocol/messages.ts";
 import { createLogger, type Logger } from "../../agent/log.ts";
@@ -310,4 +311,15 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 
   const cli = startCli(args, env);
   const timer = setTimeout(() => cli.child.kill("SIGKILL"), timeoutMs);
   return cli.exited.finally(() => clearTimeout(timer));
+}
+
+/** What a job handler runs with, for calling one directly: no progress kept, nothing cancelled. */
+export function jobContext(kind: string) {
+  return {
+    progress: () => undefined,
+    signal: new AbortController().signal,
+    dataRoot: tempDir(),
+    log: silentLogger,
+    job: { id: "job-1", kind, attempt: 1, deadline: Date.now() + 60_000 },
+  };
 }

@@ -11,9 +11,8 @@ import { homeserverHandlers } from "../../../agent/handlers/homeserver.ts";
 import { HandlerRegistry } from "../../../agent/handlers/registry.ts";
 import { JobInputError, type Json } from "../../../agent/handlers/types.ts";
 import { homeserverPaths, restoreStaging } from "../../../agent/homeserver/names.ts";
-import { silentLogger } from "../../../agent/log.ts";
 import { DockerRuntime } from "../../../agent/runtime/docker.ts";
-import { runCleanups, tempDir } from "../helpers.ts";
+import { runCleanups, jobContext, tempDir } from "../helpers.ts";
 
 afterEach(runCleanups);
 
@@ -31,16 +30,6 @@ function handler(kind: string) {
     agentIdentity: { hostId: "host-1", privateKey: generateHostKey() },
   });
   return new HandlerRegistry().registerAll(handlers).get(kind)!;
-}
-
-function context(kind: string) {
-  return {
-    progress: () => undefined,
-    signal: new AbortController().signal,
-    dataRoot: tempDir(),
-    log: silentLogger,
-    job: { id: "job-1", kind, attempt: 1, deadline: Date.now() + 60_000 },
-  };
 }
 
 describe("homeserver job payloads", () => {
@@ -74,7 +63,7 @@ describe("homeserver job payloads", () => {
   it.each(Object.keys(payloads))("%s refuses a server id that could leave its directory or break a quoted name", async (kind) => {
     const run = handler(kind);
     for (const bad of BAD_IDS) {
-      const refusal = run({ ...payloads[kind], serverId: bad } as Json, context(kind));
+      const refusal = run({ ...payloads[kind], serverId: bad } as Json, jobContext(kind));
       await expect(refusal, JSON.stringify(bad)).rejects.toBeInstanceOf(JobInputError);
       await expect(refusal, JSON.stringify(bad)).rejects.toThrow(new RegExp(`^${kind}: invalid payload: serverId: `));
     }
@@ -83,7 +72,7 @@ describe("homeserver job payloads", () => {
   it.each(["homeserver.backup", "homeserver.restore"])("%s refuses such a backup id", async (kind) => {
     const run = handler(kind);
     for (const bad of BAD_IDS) {
-      const refusal = run({ ...payloads[kind], backupId: bad } as Json, context(kind));
+      const refusal = run({ ...payloads[kind], backupId: bad } as Json, jobContext(kind));
       await expect(refusal, JSON.stringify(bad)).rejects.toThrow(new RegExp(`^${kind}: invalid payload: backupId: `));
     }
   });

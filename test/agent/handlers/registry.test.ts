@@ -7,21 +7,10 @@ import { generateHostKey } from "../../../agent/credentials.ts";
 import { builtinHandlers, homeserverHandlers } from "../../../agent/handlers/index.ts";
 import { HandlerRegistry } from "../../../agent/handlers/registry.ts";
 import { JobInputError } from "../../../agent/handlers/types.ts";
-import { silentLogger } from "../../../agent/log.ts";
 import { DockerRuntime } from "../../../agent/runtime/docker.ts";
-import { runCleanups, tempDir } from "../helpers.ts";
+import { runCleanups, jobContext, tempDir } from "../helpers.ts";
 
 afterEach(runCleanups);
-
-function context(kind: string) {
-  return {
-    progress: () => undefined,
-    signal: new AbortController().signal,
-    dataRoot: tempDir(),
-    log: silentLogger,
-    job: { id: "job-1", kind, attempt: 1, deadline: Date.now() + 60_000 },
-  };
-}
 
 describe("the agent's job handlers", () => {
   it("cover every kind of the catalogue, and nothing else", () => {
@@ -65,10 +54,10 @@ describe("the agent's job handlers", () => {
         return { id, kind, state: "running", changed: false };
       })
       .get("workload.ensure")!;
-    const refusal = run({ id: "../etc", kind: "test", spec: null }, context("workload.ensure"));
+    const refusal = run({ id: "../etc", kind: "test", spec: null }, jobContext("workload.ensure"));
     await expect(refusal).rejects.toBeInstanceOf(JobInputError);
     await expect(refusal).rejects.toThrow(/^workload.ensure: invalid payload: id: /);
-    await expect(run({ id: "w-1", spec: null }, context("workload.ensure"))).rejects.toThrow(/^workload.ensure: invalid payload: kind: /);
+    await expect(run({ id: "w-1", spec: null }, jobContext("workload.ensure"))).rejects.toThrow(/^workload.ensure: invalid payload: kind: /);
     expect(ran).toBe(false);
   });
 });

@@ -271,10 +271,10 @@ describe("the job catalogue (protocol/jobs.ts)", () => {
     await expect(refusal).rejects.toBeInstanceOf(JobSchemaError);
     await expect(refusal).rejects.toThrow(/^homeserver.resize: invalid payload: resources.memoryMiB: /);
     // A kind's payload type is checked where the job is made, too.
+    const noImage = { serverId: crypto.randomUUID() };
     // @ts-expect-error homeserver.upgrade wants an image
-    await expect(
-      dispatchJob(db, env, { hostId: host.hostId, kind: "homeserver.upgrade", payload: { serverId: crypto.randomUUID() } }, new Date()),
-    ).rejects.toThrow(/invalid payload: image: /);
+    const upgrade = dispatchJob(db, env, { hostId: host.hostId, kind: "homeserver.upgrade", payload: noImage }, new Date());
+    await expect(upgrade).rejects.toThrow(/invalid payload: image: /);
     // Operators' test jobs are checked the same way, and answered 400.
     const response = await post(`/api/admin/hosts/${host.hostId}/jobs`, { kind: "sleep", payload: { ms: "soon" } }, { cookie });
     expect(await response.clone().json()).toMatchObject({ error: { message: expect.stringMatching(/^ms: /) } });
