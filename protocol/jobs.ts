@@ -62,6 +62,8 @@ const DEFAULT_JOB_TIMEOUT_MS = HOUR;
 const LIFECYCLE_JOB_TIMEOUT_MS = 30 * MINUTE;
 /** A backup or a restore streams the whole homeserver through the host. */
 const BACKUP_JOB_TIMEOUT_MS = 6 * HOUR;
+/** A call or two to Synapse's admin API: a customer waits on the page for it. */
+const ADMIN_JOB_TIMEOUT_MS = 5 * MINUTE;
 const MAX_SLEEP_MS = 10 * MINUTE;
 
 // DNS names only (the control plane makes them from DNS labels); no port, no path.
@@ -92,6 +94,43 @@ const planResources = z.strictObject({
   storageGiB: z.number().min(0).max(1_000_000),
 });
 const serverPayload = z.object({ serverId: resourceIdSchema });
+
+// A homeserver's people, run by the agent through Synapse's admin API with the
+// host-only service account (never a credential the Worker holds).
+/** A localpart a customer may give a new user: Synapse's rule for new users (lower case). */
+const localpart = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[a-z0-9._=\-/+]+$/, "a localpart: lower-case letters, digits and . _ = - / +");
+/** bcrypt, made by the Worker: the password itself never travels to a host. */
+const bcryptHash = z.string().regex(/^\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}$/, "a bcrypt hash");
+/** The plan's bound on a homeserver's users, sent with every job that can add one. */
+const maxUsers = z.number().int().min(1).max(1_000_000);
+/** Unix milliseconds. */
+const timestamp = z.number().int().nonnegative();
+const homeserverUser = z.object({
+  userId: matrixUserId,
+  displayName: z.string().max(256).nullable(),
+  admin: z.boolean(),
+  deactivated: z.boolean(),
+  createdAt: timestamp.nullable(),
+  lastSeenAt: timestamp.nullable(),
+  devices: z.number().int().nonnegative(),
+  mediaBytes: z.number().int().nonnegative(),
+});
+/** Synapse's own alphabet for registration tokens. */
+const registrationTokenValue = z.string().regex(/^[A-Za-z0-9._~-]{1,64}$/, "a registration token");
+const registrationToken = z.object({
+  token: registrationTokenValue,
+  /** Null: unlimited (never made by us: every token we create is bounded by the plan). */
+  usesAllowed: z.number().int().nonnegative().nullable(),
+  pending: z.number().int().nonnegative(),
+  completed: z.number().int().nonnegative(),
+  expiresAt: timestamp.nullable(),
+});
+/** Refused because the homeserver is at its plan's bound: users, plus the uses its registration tokens still allow. */
+const atUserLimit = z.object({ outcome: z.literal("user_limit"), users: z.number().int().nonnegative(), reserved: z.number().int().nonnegative(), maxUsers });
 const workloadKind = z.string().min(1).max(64);
 
 const containerRef = z.object({ name: z.string().max(256), id: z.string().max(128) });
@@ -231,8 +270,7 @@ export const JOBS = {
     payload: z.object({
       serverId: resourceIdSchema,
       adminUserId: matrixUserId,
-      /** bcrypt, made by the Worker: the password itself never travels. */
-      passwordHash: z.string().regex(/^\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}$/, "a bcrypt hash"),
+      passwordHash: bcryptHash,
     }),
     result: z.object({ serverId: resourceIdSchema, adminUserId: matrixUserId, sessionsEnded: z.number().int().nonnegative() }),
     progress: "PostgreSQL, the hash written, Synapse restarted if sessions ended",
@@ -250,6 +288,74 @@ export const JOBS = {
     progress: "PostgreSQL's limits, Synapse's limits",
     timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
     retry: { afterFailure: "hourly", note: "until the host reported the new plan's limits applied, the hourly cron sends it again" },
+  }),
+
+  // A homeserver's users and registration tokens (customers run them from the dashboard).
+  "homeserver.users.list": job({
+    payload: z.strictObject({
+      serverId: resourceIdSchema,
+      /** Matches the Matrix id or the display name (Synapse's own search). */
+      search: z.string().max(255).optional(),
+      from: z.number().int().nonnegative(),
+      limit: z.number().int().min(1).max(100),
+    }),
+    result: z.object({ users: z.array(homeserverUser).max(100), total: z.number().int().nonnegative(), nextFrom: z.number().int().nonnegative().nullable() }),
+    progress: "none",
+    timeoutMs: ADMIN_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.users.create": job({
+    payload: z.strictObject({ serverId: resourceIdSchema, localpart, displayName: z.string().trim().min(1).max(256).optional(), maxUsers }),
+    /** Made without a password: its owner sets one through a one-time link (homeserver.users.set_password). */
+    result: z.discriminatedUnion("outcome", [
+      z.object({ outcome: z.literal("created"), userId: matrixUserId }),
+      z.object({ outcome: z.literal("taken"), userId: matrixUserId }),
+      atUserLimit,
+    ]),
+    progress: "none",
+    timeoutMs: ADMIN_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.users.set_password": job({
+    payload: z.strictObject({ serverId: resourceIdSchema, userId: matrixUserId, passwordHash: bcryptHash }),
+    /** Every session of the user ends: whoever knew the old password is logged out. */
+    result: z.object({ serverId: resourceIdSchema, userId: matrixUserId, sessionsEnded: z.number().int().nonnegative() }),
+    progress: "none",
+    timeoutMs: ADMIN_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.users.update": job({
+    payload: z.strictObject({
+      serverId: resourceIdSchema,
+      userId: matrixUserId,
+      /** deactivate_and_erase also removes the user's display name, avatar and media, and hides their messages from users who join later. */
+      action: z.enum(["make_admin", "unmake_admin", "deactivate", "deactivate_and_erase", "log_out"]),
+    }),
+    result: z.object({ serverId: resourceIdSchema, user: homeserverUser, devicesLoggedOut: z.number().int().nonnegative() }),
+    progress: "none",
+    timeoutMs: ADMIN_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.registration_tokens.list": job({
+    payload: serverPayload,
+    result: z.object({ tokens: z.array(registrationToken).max(1000) }),
+    progress: "none",
+    timeoutMs: ADMIN_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.registration_tokens.create": job({
+    payload: z.strictObject({ serverId: resourceIdSchema, usesAllowed: z.number().int().min(1).max(1000), expiresAt: timestamp.optional(), maxUsers }),
+    result: z.discriminatedUnion("outcome", [z.object({ outcome: z.literal("created"), token: registrationToken }), atUserLimit]),
+    progress: "none",
+    timeoutMs: ADMIN_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.registration_tokens.revoke": job({
+    payload: z.strictObject({ serverId: resourceIdSchema, token: registrationTokenValue }),
+    result: z.object({ serverId: resourceIdSchema, token: registrationTokenValue, revoked: z.boolean() }),
+    progress: "none",
+    timeoutMs: ADMIN_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
   }),
 
   // Backups.
