@@ -408,6 +408,8 @@ export const JOB_KINDS = Object.keys(JOBS) as JobKind[];
 export const TEST_JOB_KINDS = ["noop", "sleep", "fail"] as const satisfies readonly JobKind[];
 export type TestJobKind = (typeof TEST_JOB_KINDS)[number];
 export type HomeserverJobKind = Extract<JobKind, `homeserver.${string}`>;
+/** What a customer runs on their homeserver's people from the dashboard: no change to the server's status. */
+export type AdministrationJobKind = Extract<JobKind, `homeserver.users.${string}` | `homeserver.registration_tokens.${string}`>;
 export type WorkloadJobKind = Extract<JobKind, `workload.${string}`>;
 
 export function isJobKind(kind: string): kind is JobKind {

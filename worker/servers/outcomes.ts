@@ -1,5 +1,5 @@
 import { and, eq, sql } from "drizzle-orm";
-import type { HomeserverJobKind } from "../../protocol/jobs";
+import type { AdministrationJobKind, HomeserverJobKind } from "../../protocol/jobs";
 import { settleBackupJob } from "../backups/backups";
 import type { WorkContext } from "../context";
 import { servers, type Job, type ServerStatus } from "../db/schema";
@@ -19,7 +19,7 @@ interface Outcome {
   failureReason: string;
 }
 
-type LifecycleJobKind = Exclude<HomeserverJobKind, "homeserver.backup" | "homeserver.resize" | "homeserver.set_admin_password">;
+type LifecycleJobKind = Exclude<HomeserverJobKind, "homeserver.backup" | "homeserver.resize" | "homeserver.set_admin_password" | AdministrationJobKind>;
 
 // What each finished lifecycle job means for its server's status.
 const OUTCOMES: Record<LifecycleJobKind, Outcome> = {
