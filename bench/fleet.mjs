@@ -262,7 +262,7 @@ class SimAgent {
         if (this.state !== "ready") return; // berth-agent ignores a job before the welcome, too
         ws.send(JSON.stringify({ type: "job.ack", id: message.job.id }));
         this.fleet.jobArrived(message.job, performance.now(), this);
-        ws.send(JSON.stringify({ type: "job.result", id: message.job.id, ok: true, result: { noop: true } }));
+        ws.send(JSON.stringify({ type: "job.result", id: message.job.id, ok: true, result: { ok: true } }));
         return;
       }
     }

@@ -133,9 +133,20 @@ describe("a server's page, live, in a real browser", () => {
     agent.ws.send(JSON.stringify({ type: "job.progress", id: job.id, progress: 0.5, message: "starting Synapse" }));
     await expect.poll(() => page.locator("#live-status [data-field=step]").innerText(), { timeout: 15_000 }).toBe("Setting up: starting Synapse");
     await page.screenshot({ path: `${artifacts}dashboard-server-02-progress.png`, fullPage: true });
-    agent.ws.send(
-      JSON.stringify({ type: "job.result", id: job.id, ok: true, result: { synapseVersion: "1.163.2", adminUserId: `@admin:${name}.berth.example` } }),
-    );
+    // A result as the job catalogue declares it: the Worker records anything else as a failure.
+    const serverId = String(job.payload.serverId);
+    const container = (role: string) => ({ name: `berth-${serverId.slice(0, 12)}-${role}`, id: "c".repeat(64) });
+    const provisioned = {
+      serverId,
+      serverName: `${name}.berth.example`,
+      state: "running",
+      synapseVersion: "1.163.2",
+      image: "berth/synapse:latest",
+      ipAddress: "172.30.0.2",
+      containers: { synapse: container("synapse"), postgres: container("postgres") },
+      adminUserId: `@admin:${name}.berth.example`,
+    };
+    agent.ws.send(JSON.stringify({ type: "job.result", id: job.id, ok: true, result: provisioned }));
     await expect.poll(() => status.innerText(), { timeout: 15_000 }).toBe("running");
     // The sections that depend on the state were refreshed in place.
     await expect.poll(() => page.getByRole("button", { name: "Stop" }).count(), { timeout: 15_000 }).toBe(1);

@@ -74,6 +74,8 @@ describe("agent requests carry a JWS signed by their host", () => {
     const { host, base, id } = await backupUnderWay();
     const refusals = await refusalsFrom();
     const abort = (issuedAt: Date) => signedJson(host, `${base}/abort`, ABORT_BODY, { issuedAt });
+    // The clock stands still: a token issued 31 s ahead must still be 31 s ahead when the Worker checks it.
+    setNow(Date.now());
     await expectError(await abort(new Date(Date.now() - 91 * SECOND)), 401, "unauthorized");
     await expectError(await abort(new Date(Date.now() + 31 * SECOND)), 401, "unauthorized");
     // Signed now, sent once its time is up.
