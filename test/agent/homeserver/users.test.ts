@@ -225,7 +225,9 @@ describe.skipIf(unusable)("a homeserver's users and registration tokens (real Sy
     }
     expect((await adminApi(`/v2/users/${encodeURIComponent(serviceId())}`)).body).toMatchObject({ admin: true, deactivated: false });
     expect((await login("berth-service", "taken over")).status).toBe(403);
-    expect(await list()).toEqual(before);
+    // (last seen left out: Synapse writes it from its own batches, whenever they come)
+    const unchanged = (page: UserPage) => page.users.map(({ lastSeenAt: _, ...rest }) => rest);
+    expect(unchanged(await list())).toEqual(unchanged(before));
   });
 
   it("the plan's bound counts usable users and the registrations tokens still allow, for users and tokens alike", async () => {
