@@ -149,7 +149,10 @@ export function restore(
       if (rotated) keepRotatedCredentials(paths, rotated);
       await maintenance(core, names, `DROP DATABASE IF EXISTS ${previous};`);
       dropReplaced(staging);
-      await ensureServiceAccount(core, record, names, paths, ctx, log);
+      // Registers the account when the backup predates it; the restore is done either way (the next job tries again).
+      await ensureServiceAccount(core, record, names, paths, ctx, log).catch((error: unknown) =>
+        log.warn("the service account is not ready after the restore; the next administration job sets it up", { error: errorMessage(error) }),
+      );
       const ip = await core.synapseAddress(names);
       await core.applyProxy(record, ip, log);
       const result = await core.runningResult(record, names, ip, ctx.signal);
