@@ -297,6 +297,13 @@ describe.skipIf(unusable)("a homeserver's users and registration tokens (real Sy
     expect(await list({ search: "berth" })).toEqual({ users: [], total: 0, nextFrom: null });
   });
 
+  it("needs Synapse running: a stopped server's users job fails saying so", async () => {
+    await run.run("homeserver.stop", { serverId: spec.serverId });
+    await expect(list()).rejects.toThrow(/is not running: start it first/);
+    await run.run("homeserver.start", { serverId: spec.serverId });
+    expect((await list({ search: "alice" })).total).toBe(1);
+  });
+
   it("takes the service account back when the server's own admin deactivated it: a new token, the old one dead", async () => {
     await run.run("homeserver.set_admin_password", { serverId: spec.serverId, adminUserId: userId("admin"), passwordHash: bcrypt.hashSync("owner", 4) });
     const owner = await login("admin", "owner");
