@@ -1,11 +1,14 @@
 // The homeserver.* job kinds: the data root's encryption, then the
 // HomeserverManager (agent/homeserver/manager.ts) does the work. Payloads are
 // checked against the job catalogue (protocol/jobs.ts) before a handler runs.
+// The lifecycle kinds are here, the administration kinds (users, registration
+// tokens) in administration.ts, around the same manager.
 import type { Readable } from "node:stream";
-import type { HomeserverJobKind } from "../../protocol/jobs.ts";
+import type { AdministrationJobKind, HomeserverJobKind } from "../../protocol/jobs.ts";
 import type { DiskEncryption } from "../../protocol/messages.ts";
 import { downloadBackup, uploadBackup, type AgentIdentity } from "../backup/transfer.ts";
 import { HomeserverManager, type HomeserverManagerOptions } from "../homeserver/manager.ts";
+import { administrationHandlers } from "./administration.ts";
 import { assertCustomerDataAllowed } from "./workload.ts";
 import type { JobHandler, JobHandlers } from "./types.ts";
 
@@ -18,6 +21,8 @@ export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   agentIdentity: AgentIdentity;
 }
 
+type LifecycleJobKind = Exclude<HomeserverJobKind, AdministrationJobKind>;
+
 /** The handlers, around one manager (exposed for tests and for the agent's start-up restore). */
 export function homeserverHandlers(options: HomeserverHandlerOptions): {
   manager: HomeserverManager;
@@ -26,7 +31,7 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
   const manager = new HomeserverManager(options);
   const changed = () => options.onInventoryChanged?.();
   const guarded =
-    <K extends HomeserverJobKind>(fn: JobHandler<K>): JobHandler<K> =>
+    <K extends LifecycleJobKind>(fn: JobHandler<K>): JobHandler<K> =>
     async (payload, ctx) => {
       try {
         return await fn(payload, ctx);
@@ -36,7 +41,7 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
     };
   const customerData = () => assertCustomerDataAllowed(options.diskEncryption());
 
-  const handlers: JobHandlers<HomeserverJobKind> = {
+  const lifecycle: JobHandlers<LifecycleJobKind> = {
     "homeserver.provision": guarded(async (spec, ctx) => {
       customerData();
       return manager.provision(spec, ctx);
@@ -74,5 +79,5 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
       return manager.setAdminPassword(serverId, adminUserId, passwordHash, ctx);
     },
   };
-  return { manager, handlers };
+  return { manager, handlers: { ...lifecycle, ...administrationHandlers(manager, customerData) } };
 }

@@ -12,7 +12,11 @@ export { HandlerRegistry } from "./registry.ts";
 export { homeserverHandlers, type HomeserverHandlerOptions } from "./homeserver.ts";
 
 export interface BuiltinHandlerOptions extends WorkloadHandlerOptions {
-  /** The homeserver.* kinds, from homeserverHandlers() (which also gives the manager the agent needs at start). */
+  /**
+   * The homeserver.* kinds, from homeserverHandlers() (which also gives the manager the agent needs
+   * at start): the lifecycle kinds (homeserver.ts) and the administration kinds (administration.ts)
+   * around one manager.
+   */
   homeservers?: JobHandlers<HomeserverJobKind>;
 }
 

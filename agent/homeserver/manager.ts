@@ -3,6 +3,7 @@
 // beside this one) on the shared core (core.ts: the per-server lock, records,
 // containers, waits, proxy).
 import type { Readable } from "node:stream";
+import type { JobPayload, JobResult } from "../../protocol/jobs.ts";
 import type { UploadResult } from "../backup/transfer.ts";
 import type { Logger } from "../log.ts";
 import { setAdminPassword } from "./admin-password.ts";
@@ -12,9 +13,11 @@ import { destroy } from "./destroy.ts";
 import { restoreHostState, resume, start, stop, suspend } from "./lifecycle.ts";
 import { provision, type ProvisionResult, type ProvisionSpec } from "./provision.ts";
 import type { HomeserverRecords } from "./records.ts";
+import { createRegistrationToken, listRegistrationTokens, revokeRegistrationToken } from "./registration-tokens.ts";
 import { resize } from "./resize.ts";
 import { backup, restore } from "./snapshot.ts";
 import { upgrade } from "./upgrade.ts";
+import { createUser, listUsers, setUserPassword, updateUser } from "./users.ts";
 
 export type { HomeserverManagerOptions } from "./core.ts";
 
@@ -62,6 +65,43 @@ export class HomeserverManager {
     ctx: OperationContext,
   ): Promise<{ serverId: string; adminUserId: string; sessionsEnded: number }> {
     return setAdminPassword(this.core, serverId, adminUserId, passwordHash, ctx);
+  }
+
+  listUsers(query: JobPayload<"homeserver.users.list">, ctx: OperationContext): Promise<JobResult<"homeserver.users.list">> {
+    return listUsers(this.core, query, ctx);
+  }
+
+  createUser(payload: JobPayload<"homeserver.users.create">, ctx: OperationContext): Promise<JobResult<"homeserver.users.create">> {
+    return createUser(this.core, payload, ctx);
+  }
+
+  setUserPassword(payload: JobPayload<"homeserver.users.set_password">, ctx: OperationContext): Promise<JobResult<"homeserver.users.set_password">> {
+    return setUserPassword(this.core, payload, ctx);
+  }
+
+  updateUser(payload: JobPayload<"homeserver.users.update">, ctx: OperationContext): Promise<JobResult<"homeserver.users.update">> {
+    return updateUser(this.core, payload, ctx);
+  }
+
+  listRegistrationTokens(
+    payload: JobPayload<"homeserver.registration_tokens.list">,
+    ctx: OperationContext,
+  ): Promise<JobResult<"homeserver.registration_tokens.list">> {
+    return listRegistrationTokens(this.core, payload, ctx);
+  }
+
+  createRegistrationToken(
+    payload: JobPayload<"homeserver.registration_tokens.create">,
+    ctx: OperationContext,
+  ): Promise<JobResult<"homeserver.registration_tokens.create">> {
+    return createRegistrationToken(this.core, payload, ctx);
+  }
+
+  revokeRegistrationToken(
+    payload: JobPayload<"homeserver.registration_tokens.revoke">,
+    ctx: OperationContext,
+  ): Promise<JobResult<"homeserver.registration_tokens.revoke">> {
+    return revokeRegistrationToken(this.core, payload, ctx);
   }
 
   backup(

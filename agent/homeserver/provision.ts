@@ -1,7 +1,8 @@
 // homeserver.provision: a server from nothing (or from wherever a crashed
 // provisioning stopped) to Synapse answering behind the proxy — uid, data
 // directories, secrets and signing key, configuration, networks and firewall
-// rules, PostgreSQL, Synapse, the first admin account, the route.
+// rules, PostgreSQL, Synapse, the first admin account, the host's service
+// account, the route.
 import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { errorMessage, type Logger } from "../log.ts";
@@ -23,6 +24,7 @@ import {
   writeOwnedFile,
   type HomeserverSecrets,
 } from "./secrets.ts";
+import { ensureServiceAccount } from "./service-account.ts";
 import { baseUrl, logout, registerWithSharedSecret, waitForClientApi } from "./synapse-api.ts";
 
 export interface ProvisionSpec {
@@ -96,6 +98,9 @@ export function provision(core: HomeserverCore, spec: ProvisionSpec, ctx: Operat
     step(0.8, "creating the admin account");
     const adminUserId = await ensureAdmin(core, record, secrets, base, ctx.signal, log);
     record = core.records.write({ ...record, adminUserId });
+
+    step(0.85, "the host's service account");
+    await ensureServiceAccount(core, record, names, paths, ctx, log);
 
     step(0.9, record.suspended ? "proxy: suspended" : "routing the proxy");
     await core.applyProxy(record, ip, log);

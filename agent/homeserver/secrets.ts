@@ -79,6 +79,13 @@ export function ensureSecretFile(path: string, uid: number, make: () => string):
   return value;
 }
 
+/** An existing secret file's value (its owner and mode fixed as ensureSecretFile does). */
+export function readSecretFile(path: string, uid: number): string {
+  const value = readOwnedFile(path, uid, 0o600)?.trim();
+  if (!value) throw new Error(`${path} is missing or empty`);
+  return value;
+}
+
 /** Writes `path` (0600, owned by uid) when its content differs; returns whether it changed. */
 export function writeOwnedFile(path: string, content: string, uid: number): boolean {
   if (readOwnedFile(path, uid, 0o600) === content) return false;

@@ -15,6 +15,7 @@ import { restoreStaging, type HomeserverNames, type HomeserverPaths } from "./na
 import type { HomeserverRecord } from "./records.ts";
 import { dropReplaced, prepareRestoredTree, restoredFiles, swapBack, swapIn } from "./restore-files.ts";
 import { POSTGRES_DB, POSTGRES_USER, SECRET_FILES, signingKeyFileName } from "./secrets.ts";
+import { ensureServiceAccount, keepRotatedCredentials, rotateInRestoredDatabase } from "./service-account.ts";
 import { baseUrl, waitForClientApi } from "./synapse-api.ts";
 
 const PG_DUMP = ["pg_dump", "--format=custom", "--exclude-table-data=e2e_one_time_keys_json", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB];
@@ -99,6 +100,8 @@ export function restore(
       const previous = `${POSTGRES_DB}_before_${job.backupId.replaceAll("-", "").slice(0, 12)}`;
 
       step(0.4, "restoring the database into a fresh one beside the live one");
+      // The service account gets a new token in it: none the backup holds works once it is live.
+      let rotated: Awaited<ReturnType<typeof rotateInRestoredDatabase>>;
       await core.runtime.startContainer(names.postgres);
       await core.waitPostgres(names, ctx.signal);
       await maintenance(core, names, `DROP DATABASE IF EXISTS ${fresh};`);
@@ -111,6 +114,7 @@ export function restore(
         for await (const _ of checkedOutput(restoring, "pg_restore"));
         const truncated = await core.psql(names, "TRUNCATE e2e_one_time_keys_json;", 60_000, fresh);
         if (truncated.exitCode !== 0) throw new Error(`truncating one-time keys failed: ${truncated.stderr.trim().slice(0, 300)}`);
+        rotated = await rotateInRestoredDatabase(core, record, names, fresh);
       } catch (error) {
         await maintenance(core, names, `DROP DATABASE IF EXISTS ${fresh};`).catch(() => undefined);
         throw error;
@@ -142,8 +146,13 @@ export function restore(
       }
 
       step(0.9, "dropping the data the restore replaced");
+      if (rotated) keepRotatedCredentials(paths, rotated);
       await maintenance(core, names, `DROP DATABASE IF EXISTS ${previous};`);
       dropReplaced(staging);
+      // Registers the account when the backup predates it; the restore is done either way (the next job tries again).
+      await ensureServiceAccount(core, record, names, paths, ctx, log).catch((error: unknown) =>
+        log.warn("the service account is not ready after the restore; the next administration job sets it up", { error: errorMessage(error) }),
+      );
       const ip = await core.synapseAddress(names);
       await core.applyProxy(record, ip, log);
       const result = await core.runningResult(record, names, ip, ctx.signal);

@@ -83,12 +83,12 @@ export type RegisterOutcome = { created: true; userId: string; accessToken: stri
 /**
  * Registers a user with Synapse's shared-secret admin API
  * (POST /_synapse/admin/v1/register: a nonce, then an HMAC-SHA1 over
- * nonce, user, password and admin flag). An existing user is reported, not an error.
+ * nonce, user, password, admin flag and user type, if any). An existing user is reported, not an error.
  */
 export async function registerWithSharedSecret(
   base: string,
   sharedSecret: string,
-  user: { localpart: string; password: string; admin: boolean; serverName: string },
+  user: { localpart: string; password: string; admin: boolean; serverName: string; userType?: "support" | "bot" },
   signal?: AbortSignal,
 ): Promise<RegisterOutcome> {
   const userId = `@${user.localpart}:${user.serverName}`;
@@ -105,10 +105,11 @@ export async function registerWithSharedSecret(
     .update(user.password)
     .update("\x00")
     .update(user.admin ? "admin" : "notadmin")
+    .update(user.userType ? `\x00${user.userType}` : "")
     .digest("hex");
   const answer = await requestJson(`${base}/_synapse/admin/v1/register`, {
     method: "POST",
-    body: { nonce, username: user.localpart, password: user.password, admin: user.admin, mac },
+    body: { nonce, username: user.localpart, password: user.password, admin: user.admin, ...(user.userType ? { user_type: user.userType } : {}), mac },
     signal,
   });
   const body = (answer.body ?? {}) as { user_id?: unknown; access_token?: unknown; errcode?: unknown; error?: unknown };

@@ -58,6 +58,13 @@ describe("homeserver job payloads", () => {
       uploadBase: "https://berth.example/api/agent/backups/b",
     },
     "homeserver.restore": { serverId, backupId: randomUUID(), identity: keys.identity, downloadUrl: "https://berth.example/api/agent/backups/b/object" },
+    "homeserver.users.list": { serverId, from: 0, limit: 10 },
+    "homeserver.users.create": { serverId, localpart: "alice", maxUsers: 25 },
+    "homeserver.users.set_password": { serverId, userId: "@alice:chat.example.org", passwordHash: `$2b$12$${"a".repeat(53)}` },
+    "homeserver.users.update": { serverId, userId: "@alice:chat.example.org", action: "log_out" },
+    "homeserver.registration_tokens.list": { serverId },
+    "homeserver.registration_tokens.create": { serverId, usesAllowed: 1, maxUsers: 25 },
+    "homeserver.registration_tokens.revoke": { serverId, token: "abcdefghijklmnop" },
   };
 
   it.each(Object.keys(payloads))("%s refuses a server id that could leave its directory or break a quoted name", async (kind) => {

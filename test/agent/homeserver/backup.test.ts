@@ -1,15 +1,17 @@
 // homeserver.backup and homeserver.restore against the real Docker Engine and
 // images: a real Synapse's database and media, dumped, archived, compressed,
 // encrypted and uploaded in signed parts; restored into a fresh database and
-// swapped in; and every way a restore must fail without touching the server.
+// swapped in (the service account's token rotated: the backup's no longer
+// works); and every way a restore must fail without touching the server.
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateAgeKeyPair } from "../../../agent/backup/age.ts";
 import { restoreStream } from "../../../agent/backup/backup.ts";
+import { credentialsPath } from "../../../agent/homeserver/service-account.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { BACKUP_MIN_PART_SIZE } from "../../../protocol/messages.ts";
 import { BackupTarget } from "./backup-target.ts";
@@ -48,6 +50,8 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
   });
   const restorePayload = (id: string, identity = keys.identity) => ({ serverId: spec.serverId, backupId: id, identity, downloadUrl: target.objectUrl(id) });
   const aliceToken = async () => (await run.login(spec.serverId, "alice", alicePassword)).token!;
+  const serviceToken = () => (JSON.parse(readFileSync(credentialsPath(run.paths(spec.serverId)), "utf8")) as { accessToken: string }).accessToken;
+  const whoami = async (token: string) => (await requestJson(`${await base()}/_matrix/client/v3/account/whoami`, { token })).status;
 
   beforeAll(async () => {
     await ensureImages();
@@ -146,8 +150,19 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
   it("restores into a fresh database: what came after the backup is gone, what was in it is back", async () => {
     const laterPassword = await run.registerUser(spec.serverId, spec.serverName, "later");
     expect((await run.login(spec.serverId, "later", laterPassword)).status).toBe(200);
+    const serviceTokenBefore = serviceToken();
     const result = await run.run("homeserver.restore", restorePayload(backupId));
     expect(result).toMatchObject({ serverId: spec.serverId, state: "running", backupId });
+
+    // The backup's database held the service account's token: it is dead, a new one works.
+    expect(await whoami(serviceTokenBefore)).toBe(401);
+    expect(serviceToken()).not.toBe(serviceTokenBefore);
+    const self = await requestJson(`${await base()}/_synapse/admin/v2/users/${encodeURIComponent(`@berth-service:${spec.serverName}`)}`, {
+      token: serviceToken(),
+    });
+    expect(self).toMatchObject({ status: 200, body: { admin: true, deactivated: false, user_type: "support" } });
+    // rotated in the restored database before Synapse started on it, not taken back afterwards
+    expect(run.captured.has("taking it back")).toBe(false);
 
     expect((await run.login(spec.serverId, "later", laterPassword)).status).toBe(403);
     const token = await aliceToken();
@@ -195,10 +210,13 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
     target.replaceObject(id, target.object(backupId));
     prepare(id);
     const before = (await run.runtime.inspectContainer(run.names(spec.serverId).synapse))!;
+    const serviceTokenBefore = serviceToken();
     await expect(run.run("homeserver.restore", payload(id))).rejects.toThrow(message);
     const after = (await run.runtime.inspectContainer(run.names(spec.serverId).synapse))!;
     expect(after.Id).toBe(before.Id);
     expect(after.State.StartedAt).toBe(before.State.StartedAt);
+    expect(serviceToken()).toBe(serviceTokenBefore);
+    expect(await whoami(serviceTokenBefore)).toBe(200);
     expect((await run.login(spec.serverId, "alice", alicePassword)).status).toBe(200);
     expect(readdirSync(join(run.paths(spec.serverId).root, "restore"))).toEqual([]);
   });

@@ -1,0 +1,27 @@
+// The homeserver.users.* and homeserver.registration_tokens.* kinds: what a
+// customer does to their homeserver's people from the dashboard, run by the
+// HomeserverManager against Synapse's admin API as the host's service account
+// (agent/homeserver/service-account.ts). The Worker holds no credential of the
+// homeserver: it sends these jobs and gets their results.
+import type { AdministrationJobKind } from "../../protocol/jobs.ts";
+import type { HomeserverManager } from "../homeserver/manager.ts";
+import type { JobHandler, JobHandlers } from "./types.ts";
+
+/** `customerData` throws unless customer data may be touched here (the data root's encryption); every kind checks it first. */
+export function administrationHandlers(manager: HomeserverManager, customerData: () => void): JobHandlers<AdministrationJobKind> {
+  const checked =
+    <K extends AdministrationJobKind>(fn: JobHandler<K>): JobHandler<K> =>
+    async (payload, ctx) => {
+      customerData();
+      return fn(payload, ctx);
+    };
+  return {
+    "homeserver.users.list": checked((query, ctx) => manager.listUsers(query, ctx)),
+    "homeserver.users.create": checked((payload, ctx) => manager.createUser(payload, ctx)),
+    "homeserver.users.set_password": checked((payload, ctx) => manager.setUserPassword(payload, ctx)),
+    "homeserver.users.update": checked((payload, ctx) => manager.updateUser(payload, ctx)),
+    "homeserver.registration_tokens.list": checked((payload, ctx) => manager.listRegistrationTokens(payload, ctx)),
+    "homeserver.registration_tokens.create": checked((payload, ctx) => manager.createRegistrationToken(payload, ctx)),
+    "homeserver.registration_tokens.revoke": checked((payload, ctx) => manager.revokeRegistrationToken(payload, ctx)),
+  };
+}

@@ -1,0 +1,184 @@
+// Synapse's admin API as the agent calls it, from the host to the container's
+// bridge address, with the service account's token (service-account.ts): the
+// users, their devices and registration tokens. Answers are checked for the
+// fields we use; anything else Synapse says is an error naming the call.
+import { z } from "zod";
+import { requestJson } from "./synapse-api.ts";
+
+/** Synapse answered a call with an error (its status, errcode and message). */
+export class SynapseAdminError extends Error {
+  override name = "SynapseAdminError";
+  readonly status: number;
+  readonly errcode: string;
+
+  constructor(status: number, errcode: string, message: string) {
+    super(message);
+    this.status = status;
+    this.errcode = errcode;
+  }
+}
+
+/** A user as the v2 users list gives it: creation and last seen in milliseconds. */
+const listedUser = z.object({
+  name: z.string(),
+  displayname: z.string().nullable(),
+  admin: z.boolean(),
+  deactivated: z.boolean(),
+  creation_ts: z.number().nullable(),
+  last_seen_ts: z.number().nullable(),
+});
+export type ListedUser = z.infer<typeof listedUser>;
+
+const usersPage = z.object({ users: z.array(listedUser), total: z.number().int().nonnegative() });
+
+/** One user (GET /_synapse/admin/v2/users/<id>): creation in seconds, here unlike the list. */
+const singleUser = z.object({
+  name: z.string(),
+  displayname: z.string().nullable(),
+  admin: z.boolean(),
+  deactivated: z.boolean(),
+  erased: z.boolean(),
+  user_type: z.string().nullable(),
+  creation_ts: z.number().nullable(),
+  last_seen_ts: z.number().nullable(),
+});
+export type SingleUser = z.infer<typeof singleUser>;
+
+const devices = z.object({ devices: z.array(z.object({ device_id: z.string() })) });
+
+const registrationToken = z.object({
+  token: z.string(),
+  uses_allowed: z.number().int().nullable(),
+  pending: z.number().int(),
+  completed: z.number().int(),
+  expiry_time: z.number().int().nullable(),
+});
+export type SynapseRegistrationToken = z.infer<typeof registrationToken>;
+
+/**
+ * Users of this type are left out of every list and count the agent makes: the service account
+ * is one (Synapse's own type for service accounts: no monthly-active-user count, not in the user
+ * directory), and only an admin calling Synapse's API directly can make others.
+ */
+export const HIDDEN_USER_TYPE = "support";
+
+export class SynapseAdmin {
+  private readonly base: string;
+  private readonly token: string;
+  private readonly signal: AbortSignal | undefined;
+
+  constructor(base: string, token: string, signal?: AbortSignal) {
+    this.base = base;
+    this.token = token;
+    this.signal = signal;
+  }
+
+  private async call<T>(
+    schema: z.ZodType<T>,
+    method: string,
+    path: string,
+    body?: unknown,
+    accept: (status: number) => boolean = (status) => status === 200,
+  ): Promise<{ status: number; body: T | undefined }> {
+    const answer = await requestJson(`${this.base}/_synapse/admin${path}`, {
+      method,
+      token: this.token,
+      ...(body === undefined ? {} : { body }),
+      ...(this.signal ? { signal: this.signal } : {}),
+      timeoutMs: 30_000,
+    });
+    const what = `${method} ${path.split("?")[0]}`;
+    if (!accept(answer.status)) {
+      const error = (answer.body ?? {}) as { errcode?: unknown; error?: unknown };
+      const errcode = typeof error.errcode === "string" ? error.errcode : "";
+      const message = typeof error.error === "string" ? error.error : "";
+      throw new SynapseAdminError(answer.status, errcode, `Synapse's admin API refused ${what}: ${answer.status} ${errcode} ${message}`.trim());
+    }
+    if (answer.status !== 200) return { status: answer.status, body: undefined };
+    const parsed = schema.safeParse(answer.body);
+    if (!parsed.success) throw new Error(`Synapse's admin API answered ${what} unexpectedly: ${parsed.error.issues[0]?.message ?? "?"}`);
+    return { status: answer.status, body: parsed.data };
+  }
+
+  /** A page of local users (deactivated and locked ones included), by name; `total` counts every match. */
+  async users(query: { from: number; limit: number; search?: string }): Promise<{ users: ListedUser[]; total: number }> {
+    const params = new URLSearchParams({
+      from: String(query.from),
+      limit: String(query.limit),
+      guests: "false",
+      deactivated: "true",
+      locked: "true",
+      not_user_type: HIDDEN_USER_TYPE,
+    });
+    if (query.search) params.set("name", query.search);
+    return (await this.call(usersPage, "GET", `/v2/users?${params}`)).body!;
+  }
+
+  /** How many users can use the server: neither deactivated nor guests nor hidden (locked ones count: they can be unlocked). */
+  async activeUsers(): Promise<number> {
+    const params = new URLSearchParams({ from: "0", limit: "0", guests: "false", locked: "true", not_user_type: HIDDEN_USER_TYPE });
+    return (await this.call(usersPage, "GET", `/v2/users?${params}`)).body!.total;
+  }
+
+  /** One user, or nothing when there is no such user. */
+  async user(userId: string): Promise<SingleUser | undefined> {
+    const answer = await this.call(singleUser, "GET", `/v2/users/${encodeURIComponent(userId)}`, undefined, (s) => s === 200 || s === 404);
+    return answer.body;
+  }
+
+  /** Creates a user without a password (nobody can log in as it until one is set). */
+  async createUser(userId: string, displayName: string | undefined): Promise<void> {
+    await this.call(
+      z.unknown(),
+      "PUT",
+      `/v2/users/${encodeURIComponent(userId)}`,
+      displayName === undefined ? {} : { displayname: displayName },
+      (s) => s === 201,
+    );
+  }
+
+  /**
+   * Sets a password and ends every session of the user: all devices and all access tokens,
+   * which Synapse also drops from its caches (its own password change does this).
+   */
+  async setPasswordEndingSessions(userId: string, password: string): Promise<void> {
+    await this.call(z.unknown(), "PUT", `/v2/users/${encodeURIComponent(userId)}`, { password, logout_devices: true });
+  }
+
+  async setAdmin(userId: string, admin: boolean): Promise<void> {
+    await this.call(z.unknown(), "PUT", `/v1/users/${encodeURIComponent(userId)}/admin`, { admin });
+  }
+
+  /** Deactivates; `erase` also removes the profile and media and hides the user's messages from users who join later. */
+  async deactivate(userId: string, erase: boolean): Promise<void> {
+    await this.call(z.unknown(), "POST", `/v1/deactivate/${encodeURIComponent(userId)}`, { erase });
+  }
+
+  async deviceIds(userId: string): Promise<string[]> {
+    const answer = await this.call(devices, "GET", `/v2/users/${encodeURIComponent(userId)}/devices`);
+    return answer.body!.devices.map((d) => d.device_id);
+  }
+
+  /** Deletes devices and their access tokens (Synapse drops them from its caches). */
+  async deleteDevices(userId: string, deviceIds: string[]): Promise<void> {
+    if (deviceIds.length === 0) return;
+    await this.call(z.unknown(), "POST", `/v2/users/${encodeURIComponent(userId)}/delete_devices`, { devices: deviceIds });
+  }
+
+  async registrationTokens(): Promise<SynapseRegistrationToken[]> {
+    const answer = await this.call(z.object({ registration_tokens: z.array(registrationToken) }), "GET", "/v1/registration_tokens");
+    return answer.body!.registration_tokens;
+  }
+
+  /** A new token Synapse generates (`length` characters of its alphabet). */
+  async createRegistrationToken(options: { length: number; usesAllowed: number; expiresAt?: number }): Promise<SynapseRegistrationToken> {
+    const body = { length: options.length, uses_allowed: options.usesAllowed, ...(options.expiresAt === undefined ? {} : { expiry_time: options.expiresAt }) };
+    return (await this.call(registrationToken, "POST", "/v1/registration_tokens/new", body)).body!;
+  }
+
+  /** Deletes a token; false when there was none. */
+  async deleteRegistrationToken(token: string): Promise<boolean> {
+    const answer = await this.call(z.unknown(), "DELETE", `/v1/registration_tokens/${encodeURIComponent(token)}`, undefined, (s) => s === 200 || s === 404);
+    return answer.status === 200;
+  }
+}
