@@ -69,6 +69,7 @@ export function presentPlan(plan: Plan) {
     monthlyPrice: plan.monthlyPrice,
     currency: plan.currency,
     resources: plan.resources,
+    maxUsers: plan.maxUsers,
   };
 }
 

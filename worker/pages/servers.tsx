@@ -330,7 +330,8 @@ function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undef
       <h2 id="usage-heading">Usage</h2>
       {plan ? (
         <p id="plan-line">
-          Plan: {plan.name} — {plan.resources.memoryMiB} MiB memory, {plan.resources.cpus} CPU, {plan.resources.storageGiB} GiB storage
+          Plan: {plan.name} — {plan.resources.memoryMiB} MiB memory, {plan.resources.cpus} CPU, {plan.resources.storageGiB} GiB storage, up to {plan.maxUsers}{" "}
+          users
           {props.server.planApplied ? "" : " (being applied to the homeserver)"}.
         </p>
       ) : null}
