@@ -223,6 +223,29 @@ export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {
     "homeserver.resize": { serverId, resources: job.payload.resources },
     "homeserver.backup": { serverId, backupId, size: 1, sha256: "0".repeat(64), parts: [{ partNumber: 1, size: 1, sha256: "0".repeat(64) }] },
     "homeserver.restore": { ...running, backupId, restoredFrom: "2025-01-01T00:00:00.000Z" },
+    "homeserver.users.list": { users: [], total: 0, nextFrom: null },
+    "homeserver.users.create": { outcome: "created", userId: `@${job.payload.localpart}:${serverId}.berth.test` },
+    "homeserver.users.set_password": { serverId, userId: job.payload.userId, sessionsEnded: 2 },
+    "homeserver.users.update": {
+      serverId,
+      user: {
+        userId: job.payload.userId,
+        displayName: null,
+        admin: job.payload.action === "make_admin",
+        deactivated: String(job.payload.action).startsWith("deactivate"),
+        createdAt: 1_700_000_000_000,
+        lastSeenAt: null,
+        devices: 0,
+        mediaBytes: 0,
+      },
+      devicesLoggedOut: 3,
+    },
+    "homeserver.registration_tokens.list": { tokens: [] },
+    "homeserver.registration_tokens.create": {
+      outcome: "created",
+      token: { token: "Tk3nAbCdEfGhIjKl", usesAllowed: job.payload.usesAllowed, pending: 0, completed: 0, expiresAt: job.payload.expiresAt ?? null },
+    },
+    "homeserver.registration_tokens.revoke": { serverId, token: job.payload.token, revoked: true },
   };
   if (!(job.kind in results)) throw new Error(`no result for ${job.kind} jobs: they never succeed`);
   return { type: "job.result", id: job.id, ok: true, result: { ...(results[job.kind] as object), ...fields } };
