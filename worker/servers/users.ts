@@ -277,8 +277,8 @@ export async function createUser(ctx: RequestContext, user: User, serverId: stri
   );
   const settled = answer(server, job);
   if (!("done" in settled)) return settled;
-  const created = settled.done as { userId: string };
-  return { done: { userId: created.userId, passwordLink: await userPasswordLink(ctx, user, server, created.userId) } };
+  // The link is for the user we asked for, whatever id the host reported.
+  return { done: { userId, passwordLink: await userPasswordLink(ctx, user, server, userId) } };
 }
 
 async function userPasswordLink(ctx: RequestContext, user: User, server: Server, userId: string) {

@@ -60,10 +60,14 @@ export class FakeAgent {
   readonly messages: unknown[] = [];
   closed: Closed | null = null;
   private waiters: (() => void)[] = [];
+  private answer: ((job: DeliveredJob) => unknown) | null = null;
 
   private constructor(readonly ws: WebSocket) {
     ws.addEventListener("message", (event) => {
-      this.messages.push(typeof event.data === "string" && event.data.startsWith("{") ? JSON.parse(event.data) : event.data);
+      const message = typeof event.data === "string" && event.data.startsWith("{") ? JSON.parse(event.data) : event.data;
+      const reply = message?.type === "job" ? this.answer?.(message.job) : undefined;
+      if (reply) this.send(reply);
+      else this.messages.push(message);
       this.wake();
     });
     ws.addEventListener("close", (event) => {
@@ -79,6 +83,11 @@ export class FakeAgent {
     const ws = response.webSocket!;
     ws.accept();
     return new FakeAgent(ws);
+  }
+
+  /** From now on, answers each job as it arrives with what `answer` returns for it (none: the job is queued for the test as usual). */
+  answerJobs(answer: (job: DeliveredJob) => unknown) {
+    this.answer = answer;
   }
 
   private wake() {
