@@ -62,6 +62,11 @@ const FIELDS = [
   "spec",
   "image",
   "expiresInMinutes",
+  "localpart",
+  "displayName",
+  "erase",
+  "usesAllowed",
+  "expiresAt",
 ];
 
 /** Values that look right (the password is nobody's), so forms get past their field checks into the services. */

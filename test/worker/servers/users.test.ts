@@ -104,6 +104,18 @@ describe("a homeserver's users: who may reach them", () => {
     expect(await jobCount(server.id, "homeserver.users.list")).toBe(0);
   });
 
+  it("need an account that billing lets run homeservers (403 not_entitled)", async () => {
+    const unpaid = await administeredServer();
+    await env.DB.prepare("UPDATE entitlements SET state = 'suspended' WHERE user_id = ?")
+      .bind(await userIdOf(unpaid.owner.email))
+      .run();
+    await expectError(await call(usersOf(unpaid), { cookie: unpaid.owner.cookie }), 403, "not_entitled");
+    await expectError(await post(usersOf(unpaid), { localpart: "alice" }, { cookie: unpaid.owner.cookie }), 403, "not_entitled");
+    await expectError(await post(`/api/servers/${unpaid.id}/registration-tokens`, { usesAllowed: 1 }, { cookie: unpaid.owner.cookie }), 403, "not_entitled");
+    expect(await jobCount(unpaid.id, "homeserver.users.list")).toBe(0);
+    expect(await jobCount(unpaid.id, "homeserver.users.create")).toBe(0);
+  });
+
   it("need a running homeserver (409 invalid_state)", async () => {
     const stopped = await administeredServer();
     await env.DB.prepare("UPDATE servers SET status = 'stopped' WHERE id = ?").bind(stopped.id).run();
