@@ -13,6 +13,7 @@ import { accountRoutes } from "./routes/account";
 import { adminRoutes } from "./routes/admin";
 import { agentRoutes } from "./routes/agent";
 import { serverRoutes } from "./routes/servers";
+import { serverUserRoutes } from "./routes/server-users";
 import { agentBackupRoutes, serverBackupRoutes } from "./routes/backups";
 import { authRoutes } from "./routes/auth";
 import { billingRoutes } from "./routes/billing";
@@ -74,6 +75,7 @@ export const app = new Hono<AppEnv>()
   .route("/api/billing", billingRoutes)
   .route("/api/servers", serverRoutes)
   .route("/api/servers", serverBackupRoutes)
+  .route("/api/servers", serverUserRoutes)
   .route("/api/agent/backups", agentBackupRoutes)
   .route("/api/agent", agentRoutes)
   .route("/api/admin", adminRoutes)

@@ -144,7 +144,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
             .map((row) => ({ notBefore: iso(row.notBefore), notAfter: iso(row.notAfter), issuer: row.issuer, updatedAt: iso(row.updatedAt) }))[0] ?? null,
         adminSetupLinks: setupLinkRows
           .filter((row) => row.serverId === server.id)
-          .map((row) => ({ createdAt: iso(row.createdAt), expiresAt: iso(row.expiresAt), usedAt: iso(row.usedAt) })),
+          .map((row) => ({ userId: row.userId, createdAt: iso(row.createdAt), expiresAt: iso(row.expiresAt), usedAt: iso(row.usedAt) })),
         operations: jobRows
           .filter((job) => job.serverId === server.id)
           .map((job) => ({

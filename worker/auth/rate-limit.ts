@@ -39,6 +39,12 @@ export const RATE_LIMIT_RULES = {
   backup_server: { limit: 3, windowMs: HOUR },
   /** Restores per homeserver: each stops Synapse and replaces all of its data. */
   restore_server: { limit: 3, windowMs: HOUR },
+  /** Changes to a homeserver's users and registration tokens: each is a job on a host that runs other customers' homeservers too. */
+  homeserver_changes_server: { limit: 300, windowMs: HOUR },
+  /** Lists of a homeserver's users and registration tokens: a job each, too. */
+  homeserver_reads_server: { limit: 600, windowMs: HOUR },
+  /** Password links refused (invalid, used, expired) per client: the links' own routes need no session. */
+  password_link_ip: { limit: 30, windowMs: 15 * MINUTE },
   /** Agent requests and connections refused for proving nothing; a genuine agent is never refused. */
   agent_refusals_ip: { limit: 30, windowMs: 15 * MINUTE },
 } satisfies Record<string, RateLimitRule>;

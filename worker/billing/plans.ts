@@ -1,6 +1,6 @@
 // The plans we sell, in one place. Each names its Stripe price (created once in
 // the Stripe dashboard with these ids' amounts; the local emulator seeds them
-// from this list) and the resources a homeserver on it gets.
+// from this list), the resources a homeserver on it gets and how many users it may have.
 export interface Plan {
   id: string;
   name: string;
@@ -13,6 +13,8 @@ export interface Plan {
     cpus: number;
     storageGiB: number;
   };
+  /** A homeserver's users, counting those its registration tokens may still add: enforced on the host. */
+  maxUsers: number;
 }
 
 export const PLANS: readonly Plan[] = [
@@ -23,6 +25,7 @@ export const PLANS: readonly Plan[] = [
     monthlyPrice: 900,
     currency: "usd",
     resources: { memoryMiB: 1024, cpus: 1, storageGiB: 10 },
+    maxUsers: 25,
   },
   {
     id: "team",
@@ -31,6 +34,7 @@ export const PLANS: readonly Plan[] = [
     monthlyPrice: 2900,
     currency: "usd",
     resources: { memoryMiB: 2048, cpus: 2, storageGiB: 50 },
+    maxUsers: 250,
   },
 ];
 

@@ -367,12 +367,15 @@ export const certificates = sqliteTable(
 );
 
 // One-time links with which a server's owner sets its first admin's password.
+/** One-time links a homeserver's owner makes to set the password of one of its users: the first admin, or any other. */
 export const adminPasswordLinks = sqliteTable("admin_password_links", {
   /** SHA-256 of the token in the link. */
   id: text("id").primaryKey(),
   serverId: text("server_id")
     .notNull()
     .references(() => servers.id, { onDelete: "cascade" }),
+  /** The Matrix user whose password it sets (the migration gave older links their server's first admin). */
+  userId: text("user_id"),
   createdAt: timestamp("created_at").notNull(),
   expiresAt: timestamp("expires_at").notNull(),
   usedAt: timestamp("used_at"),

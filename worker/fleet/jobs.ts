@@ -74,6 +74,24 @@ export async function getJob(db: Database, id: string): Promise<Job | undefined>
   return row;
 }
 
+/** How often awaitJob reads the job again. */
+const AWAIT_POLL_MS = 200;
+
+/**
+ * The job once it finished, or as it stands after about `withinMs`: for a request whose
+ * customer waits on a quick job (a call to Synapse's admin API). It reads the row in D1, where
+ * the host's Durable Object records the result. Time is counted in polls, not read from the
+ * clock, so the wait ends whatever Date says.
+ */
+export async function awaitJob(db: Database, id: string, { withinMs }: { withinMs: number }): Promise<Job> {
+  for (let waited = 0; ; waited += AWAIT_POLL_MS) {
+    const job = await getJob(db, id);
+    if (!job) throw new Error(`no job ${id}`);
+    if (!UNFINISHED.includes(job.status) || waited >= withinMs) return job;
+    await new Promise((resolve) => setTimeout(resolve, AWAIT_POLL_MS));
+  }
+}
+
 /**
  * Claims the jobs to (re)send now — queued, or sent but not acknowledged in
  * time — in one UPDATE … RETURNING: each is counted as one more attempt with

@@ -23,7 +23,22 @@ export function customerFailureText(error: string | null): string | null {
 }
 
 /** Audit detail fields that are ours to show a customer; anything else (a host id, the agent's words) is left out. */
-const CUSTOMER_AUDIT_FIELDS = new Set(["name", "region", "backupId", "trigger", "size", "parts", "from", "state", "image", "servers", "lastSucceededAt"]);
+const CUSTOMER_AUDIT_FIELDS = new Set([
+  "name",
+  "region",
+  "backupId",
+  "trigger",
+  "size",
+  "parts",
+  "from",
+  "state",
+  "image",
+  "servers",
+  "lastSucceededAt",
+  "userId",
+  "usesAllowed",
+  "tokenPrefix",
+]);
 /** Fields that carry a failure's text: shown as customerFailureText() says. */
 const FAILURE_FIELDS = new Set(["reason", "lastFailure"]);
 
@@ -69,6 +84,7 @@ export function presentPlan(plan: Plan) {
     monthlyPrice: plan.monthlyPrice,
     currency: plan.currency,
     resources: plan.resources,
+    maxUsers: plan.maxUsers,
   };
 }
 

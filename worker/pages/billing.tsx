@@ -34,7 +34,7 @@ function PlanChoice(props: { plans: readonly Plan[]; verified: boolean }) {
             <h3>{plan.name}</h3>
             <p class="price">{money(plan.monthlyPrice, plan.currency)} / month</p>
             <p class="hint">
-              {plan.resources.memoryMiB / 1024} GiB memory · {plan.resources.cpus} CPU · {plan.resources.storageGiB} GiB storage
+              {plan.resources.memoryMiB / 1024} GiB memory · {plan.resources.cpus} CPU · {plan.resources.storageGiB} GiB storage · up to {plan.maxUsers} users
             </p>
             <form method="post" action="/billing/checkout">
               <input type="hidden" name="plan" value={plan.id} />

@@ -16,7 +16,7 @@ const RETENTION_DAYS = BACKUP_RETENTION_MS / 86_400_000;
 const when = (iso: string | null) => (iso ? `${new Date(iso).toLocaleString("en-US", { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" })} UTC` : "—");
 
 /** Element Web's login screen with our homeserver filled in (hs_url: long-standing, but undocumented for the web app). */
-const elementLink = (homeserverUrl: string) => `https://app.element.io/#/login?hs_url=${encodeURIComponent(homeserverUrl)}`;
+export const elementLink = (homeserverUrl: string) => `https://app.element.io/#/login?hs_url=${encodeURIComponent(homeserverUrl)}`;
 /** Element X on a phone, through Element's documented provisioning link: the app finds the homeserver from the server name. */
 const elementMobileLink = (serverName: string) => `https://mobile.element.io/element?account_provider=${encodeURIComponent(serverName)}`;
 
@@ -330,7 +330,8 @@ function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undef
       <h2 id="usage-heading">Usage</h2>
       {plan ? (
         <p id="plan-line">
-          Plan: {plan.name} — {plan.resources.memoryMiB} MiB memory, {plan.resources.cpus} CPU, {plan.resources.storageGiB} GiB storage
+          Plan: {plan.name} — {plan.resources.memoryMiB} MiB memory, {plan.resources.cpus} CPU, {plan.resources.storageGiB} GiB storage, up to {plan.maxUsers}{" "}
+          users
           {props.server.planApplied ? "" : " (being applied to the homeserver)"}.
         </p>
       ) : null}
@@ -463,6 +464,34 @@ export function AdminPasswordPage(props: { user: User; server: ServerView; token
           <input id="field-password" name="password" type="password" autocomplete="new-password" required minlength={PASSWORD_MIN} maxlength={PASSWORD_MAX} />
         </div>
         <p class="hint">Only a hash of it reaches the host. This link works once.</p>
+        <button type="submit">Set password</button>
+      </form>
+    </Layout>
+  );
+}
+
+/** The page a one-time link opens for a homeserver's user (who has no account with us) to set their password. */
+export function UserPasswordPage(props: {
+  viewer: User | null;
+  serverId: string;
+  token: string;
+  link: { userId: string; serverName: string };
+  error?: string | undefined;
+}) {
+  return (
+    <Layout title="Set your Matrix password" viewer={props.viewer}>
+      <h1>Set the password of {props.link.userId}</h1>
+      <Alert kind="error" message={props.error} />
+      <form method="post" action={`/homeservers/${props.serverId}/set-password`} class="card">
+        <input type="hidden" name="token" value={props.token} />
+        <div class="field">
+          <label for="field-password">New password</label>
+          <input id="field-password" name="password" type="password" autocomplete="new-password" required minlength={PASSWORD_MIN} maxlength={PASSWORD_MAX} />
+        </div>
+        <p class="hint">
+          For logging in to {props.link.serverName} in Element or any Matrix app. Only a hash of it reaches the homeserver; every session this user had is
+          logged out. This link works once.
+        </p>
         <button type="submit">Set password</button>
       </form>
     </Layout>

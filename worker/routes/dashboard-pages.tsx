@@ -17,12 +17,13 @@ import { passwordSchema } from "../auth/credentials";
 import { MessagePage } from "../pages/auth";
 import { DASHBOARD_SCRIPT } from "../pages/dashboard-script";
 import { noticeFor, type NoticeKey } from "../pages/layout";
-import { AdminPasswordPage, ServerPage, ServersPage } from "../pages/servers";
+import { AdminPasswordPage, elementLink, ServerPage, ServersPage, UserPasswordPage } from "../pages/servers";
 import { createAdminPasswordLink, setAdminPassword } from "../servers/admin-password";
 import { deleteOwnedServer } from "../servers/deletion";
 import { serverNameSchema } from "../servers/names";
 import { placementCandidates, roomInRegion } from "../servers/placement";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer, serverNameOf } from "../servers/servers";
+import { describePasswordLink, setPasswordWithLink } from "../servers/users";
 
 // The customer's homeservers as pages. Every form runs the same service as the JSON API and
 // then redirects, or re-renders its page with the reason; the script only adds to that.
@@ -182,9 +183,67 @@ const serverPageRoutes = new Hono<AppEnv>()
     );
   });
 
+const linkFields = z.object({ token: z.string().min(1).max(256), password: passwordSchema });
+
+// The page a homeserver user's one-time link opens (mounted under /homeservers): the link is the
+// credential, so it needs no session (the person is the homeserver's user, not our customer).
+const passwordLinkPageRoutes = new Hono<AppEnv>()
+  .get("/:id/set-password", (c) => {
+    const viewer = c.var.auth?.user ?? null;
+    const token = c.req.query("token") ?? "";
+    return handleForm(
+      c,
+      async () => {
+        const link = await describePasswordLink(c.var.ctx, c.req.param("id"), token);
+        return c.html(<UserPasswordPage viewer={viewer} serverId={c.req.param("id")} token={token} link={link} />);
+      },
+      (error) => <MessagePage title="This link does not work" message={error} viewer={viewer} status="error" next={{ href: "/", label: "Berth" }} />,
+    );
+  })
+  .post("/:id/set-password", (c) => {
+    const viewer = c.var.auth?.user ?? null;
+    const serverId = c.req.param("id");
+    const refused = (error: string) => (
+      <MessagePage title="This link does not work" message={error} viewer={viewer} status="error" next={{ href: "/", label: "Berth" }} />
+    );
+    return submitForm(
+      c,
+      (fields) =>
+        handleForm(
+          c,
+          async () => {
+            const link = await describePasswordLink(c.var.ctx, serverId, fields.token ?? "");
+            return handleForm(
+              c,
+              async () => {
+                const { token, password } = parseWith(linkFields, fields);
+                const result = await setPasswordWithLink(c.var.ctx, serverId, link.userId, token, password);
+                const message =
+                  "done" in result
+                    ? `The password of ${link.userId} is set. Log in with it in Element or any Matrix app, at ${link.homeserverUrl}.`
+                    : `The password of ${link.userId} is being set; in a minute, log in with it in Element or any Matrix app, at ${link.homeserverUrl}.`;
+                return c.html(
+                  <MessagePage
+                    title="Password set"
+                    message={message}
+                    viewer={viewer}
+                    next={{ href: elementLink(link.homeserverUrl), label: "Open Element" }}
+                  />,
+                );
+              },
+              (error) => <UserPasswordPage viewer={viewer} serverId={serverId} token={fields.token ?? ""} link={link} error={error} />,
+            );
+          },
+          refused,
+        ),
+      refused,
+    );
+  });
+
 export const dashboardPageRoutes = new Hono<AppEnv>()
   .get("/assets/dashboard.js", (c) => {
     c.header("Cache-Control", "public, max-age=3600");
     return c.body(DASHBOARD_SCRIPT, 200, { "Content-Type": "text/javascript; charset=utf-8" });
   })
-  .route("/servers", serverPageRoutes);
+  .route("/servers", serverPageRoutes)
+  .route("/homeservers", passwordLinkPageRoutes);

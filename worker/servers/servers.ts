@@ -1,4 +1,4 @@
-import { and, desc, eq, inArray, like, ne, sql, type SQL } from "drizzle-orm";
+import { and, desc, eq, inArray, like, ne, notLike, sql, type SQL } from "drizzle-orm";
 import type { HomeserverJobKind, JobPayload } from "../../protocol/jobs";
 import { audit } from "../audit/audit";
 import { billingSummary } from "../billing/billing";
@@ -55,13 +55,21 @@ export async function ownedServer(db: Database, userId: string, id: string): Pro
   return server;
 }
 
-/** The newest lifecycle job of a server: what is being done to it and how far along it is. */
+/** The newest lifecycle job of a server: what is being done to it and how far along it is (not its users' or tokens' administration). */
 export async function latestLifecycleJob(db: Database, server: Server) {
   if (!server.hostId) return undefined;
   const [job] = await db
     .select()
     .from(jobs)
-    .where(and(eq(jobs.serverId, server.id), eq(jobs.hostId, server.hostId), like(jobs.kind, "homeserver.%")))
+    .where(
+      and(
+        eq(jobs.serverId, server.id),
+        eq(jobs.hostId, server.hostId),
+        like(jobs.kind, "homeserver.%"),
+        notLike(jobs.kind, "homeserver.users.%"),
+        notLike(jobs.kind, "homeserver.registration_tokens.%"),
+      ),
+    )
     .orderBy(desc(jobs.createdAt))
     .limit(1);
   return job;

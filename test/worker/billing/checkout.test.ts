@@ -5,11 +5,15 @@ import { call, expectError, logIn, post, signUp, verifiedUser } from "../helpers
 import { customerIdOf, deliverAll, pay, startCheckout, stripeGet, subscriber, subscriptionOf, takeDeliveries } from "./stripe-helpers";
 
 describe("plans", () => {
-  it("are listed with price and resources, from the one plan list", async () => {
+  it("are listed with price, resources and users, from the one plan list", async () => {
     const response = await call("/api/billing/plans");
     expect(response.status).toBe(200);
-    const { plans } = (await response.json()) as { plans: { id: string; monthlyPrice: number; resources: object }[] };
+    const { plans } = (await response.json()) as { plans: { id: string; monthlyPrice: number; resources: object; maxUsers: number }[] };
     expect(plans.map((plan) => plan.id)).toEqual(PLANS.map((plan) => plan.id));
+    expect(plans.map((plan) => [plan.id, plan.maxUsers])).toEqual([
+      ["starter", 25],
+      ["team", 250],
+    ]);
     for (const plan of plans) {
       expect(plan).toMatchObject({ currency: "usd", resources: { memoryMiB: expect.any(Number), cpus: expect.any(Number), storageGiB: expect.any(Number) } });
       expect(plan.monthlyPrice).toBeGreaterThan(0);

@@ -60,10 +60,14 @@ export class FakeAgent {
   readonly messages: unknown[] = [];
   closed: Closed | null = null;
   private waiters: (() => void)[] = [];
+  private answer: ((job: DeliveredJob) => unknown) | null = null;
 
   private constructor(readonly ws: WebSocket) {
     ws.addEventListener("message", (event) => {
-      this.messages.push(typeof event.data === "string" && event.data.startsWith("{") ? JSON.parse(event.data) : event.data);
+      const message = typeof event.data === "string" && event.data.startsWith("{") ? JSON.parse(event.data) : event.data;
+      const reply = message?.type === "job" ? this.answer?.(message.job) : undefined;
+      if (reply) this.send(reply);
+      else this.messages.push(message);
       this.wake();
     });
     ws.addEventListener("close", (event) => {
@@ -79,6 +83,11 @@ export class FakeAgent {
     const ws = response.webSocket!;
     ws.accept();
     return new FakeAgent(ws);
+  }
+
+  /** From now on, answers each job as it arrives with what `answer` returns for it (none: the job is queued for the test as usual). */
+  answerJobs(answer: (job: DeliveredJob) => unknown) {
+    this.answer = answer;
   }
 
   private wake() {
@@ -223,6 +232,29 @@ export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {
     "homeserver.resize": { serverId, resources: job.payload.resources },
     "homeserver.backup": { serverId, backupId, size: 1, sha256: "0".repeat(64), parts: [{ partNumber: 1, size: 1, sha256: "0".repeat(64) }] },
     "homeserver.restore": { ...running, backupId, restoredFrom: "2025-01-01T00:00:00.000Z" },
+    "homeserver.users.list": { users: [], total: 0, nextFrom: null },
+    "homeserver.users.create": { outcome: "created", userId: `@${job.payload.localpart}:${serverId}.berth.test` },
+    "homeserver.users.set_password": { serverId, userId: job.payload.userId, sessionsEnded: 2 },
+    "homeserver.users.update": {
+      serverId,
+      user: {
+        userId: job.payload.userId,
+        displayName: null,
+        admin: job.payload.action === "make_admin",
+        deactivated: String(job.payload.action).startsWith("deactivate"),
+        createdAt: 1_700_000_000_000,
+        lastSeenAt: null,
+        devices: 0,
+        mediaBytes: 0,
+      },
+      devicesLoggedOut: 3,
+    },
+    "homeserver.registration_tokens.list": { tokens: [] },
+    "homeserver.registration_tokens.create": {
+      outcome: "created",
+      token: { token: "Tk3nAbCdEfGhIjKl", usesAllowed: job.payload.usesAllowed, pending: 0, completed: 0, expiresAt: job.payload.expiresAt ?? null },
+    },
+    "homeserver.registration_tokens.revoke": { serverId, token: job.payload.token, revoked: true },
   };
   if (!(job.kind in results)) throw new Error(`no result for ${job.kind} jobs: they never succeed`);
   return { type: "job.result", id: job.id, ok: true, result: { ...(results[job.kind] as object), ...fields } };
