@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PROTOCOL_VERSION, helloSigningInput } from "../../protocol/messages.ts";
+import { runningHomeserver } from "../job-results.ts";
 import { reservePort } from "../ports.ts";
 import { Api, DevServer, signUpOperator, openRaw, runCleanups, tempRoot, waitFor, type RawSocket } from "./agent-helpers.ts";
 import { axeSeriousViolations, launchChromium, newestTokenLink, submit } from "./browser-helpers.ts";
@@ -134,18 +135,7 @@ describe("a server's page, live, in a real browser", () => {
     await expect.poll(() => page.locator("#live-status [data-field=step]").innerText(), { timeout: 15_000 }).toBe("Setting up: starting Synapse");
     await page.screenshot({ path: `${artifacts}dashboard-server-02-progress.png`, fullPage: true });
     // A result as the job catalogue declares it: the Worker records anything else as a failure.
-    const serverId = String(job.payload.serverId);
-    const container = (role: string) => ({ name: `berth-${serverId.slice(0, 12)}-${role}`, id: "c".repeat(64) });
-    const provisioned = {
-      serverId,
-      serverName: `${name}.berth.example`,
-      state: "running",
-      synapseVersion: "1.163.2",
-      image: "berth/synapse:latest",
-      ipAddress: "172.30.0.2",
-      containers: { synapse: container("synapse"), postgres: container("postgres") },
-      adminUserId: `@admin:${name}.berth.example`,
-    };
+    const provisioned = { ...runningHomeserver(String(job.payload.serverId), `${name}.berth.example`), adminUserId: `@admin:${name}.berth.example` };
     agent.ws.send(JSON.stringify({ type: "job.result", id: job.id, ok: true, result: provisioned }));
     await expect.poll(() => status.innerText(), { timeout: 15_000 }).toBe("running");
     // The sections that depend on the state were refreshed in place.

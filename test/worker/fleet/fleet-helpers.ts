@@ -3,6 +3,7 @@ import { env } from "cloudflare:workers";
 import { expect } from "vitest";
 import { helloSigningInput, PROTOCOL_VERSION, type DiskEncryption, type ReportedWorkload } from "../../../protocol/messages";
 import { base64UrlEncode } from "../../../worker/crypto/bytes";
+import { runningHomeserver } from "../../job-results";
 import { call, logIn, post, randomIp, verifiedUser } from "../helpers";
 
 // A fake agent speaking the real protocol from inside workerd, with a real Ed25519 key.
@@ -206,16 +207,7 @@ export interface DeliveredJob {
  */
 export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {}) {
   const { serverId, backupId } = job.payload;
-  const container = (role: string) => ({ name: `berth-${String(serverId).slice(0, 12)}-${role}`, id: "c".repeat(64) });
-  const running = {
-    serverId,
-    serverName: `${serverId}.berth.test`,
-    state: "running",
-    synapseVersion: "1.163.2",
-    image: "berth/synapse:latest",
-    ipAddress: "172.30.0.2",
-    containers: { synapse: container("synapse"), postgres: container("postgres") },
-  };
+  const running = runningHomeserver(String(serverId), `${serverId}.berth.test`);
   const results: Record<string, unknown> = {
     noop: { ok: true },
     sleep: { sleptMs: job.payload.ms },

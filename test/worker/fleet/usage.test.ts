@@ -17,11 +17,11 @@ function sample(at: number, workloads: { id: string; cpu: number; memory: number
       networkRxBytes: 1000,
       networkTxBytes: 2000,
     },
-    containers: workloads.flatMap(({ id, cpu, memory }) => [
-      // Two containers per homeserver (Synapse and PostgreSQL): summed per workload.
-      {
+    // Two containers per homeserver (Synapse and PostgreSQL): summed per workload.
+    containers: workloads.flatMap(({ id, cpu, memory }) => {
+      const container = (role: string, pids: number) => ({
         workloadId: id,
-        container: `${id}-synapse`,
+        container: `${id}-${role}`,
         cpuPercent: cpu / 2,
         memoryBytes: memory / 2,
         memoryLimitBytes: 5e8,
@@ -29,21 +29,10 @@ function sample(at: number, workloads: { id: string; cpu: number; memory: number
         networkTxBytes: 20,
         blockReadBytes: 30,
         blockWriteBytes: 40,
-        pids: 10,
-      },
-      {
-        workloadId: id,
-        container: `${id}-postgres`,
-        cpuPercent: cpu / 2,
-        memoryBytes: memory / 2,
-        memoryLimitBytes: 5e8,
-        networkRxBytes: 10,
-        networkTxBytes: 20,
-        blockReadBytes: 30,
-        blockWriteBytes: 40,
-        pids: 5,
-      },
-    ]),
+        pids,
+      });
+      return [container("synapse", 10), container("postgres", 5)];
+    }),
   };
 }
 
