@@ -11,6 +11,7 @@ import type { AgentConfig } from "./config.ts";
 import { AgentConnection } from "./connection.ts";
 import { detectDiskEncryption } from "./disk-encryption.ts";
 import { builtinHandlers, homeserverHandlers } from "./handlers/index.ts";
+import type { LocalFederationOptions } from "./homeserver/local-federation.ts";
 import { homeserversDir } from "./homeserver/names.ts";
 import { WorkloadInventory } from "./inventory.ts";
 import { JobRunner } from "./jobs.ts";
@@ -40,6 +41,8 @@ export interface DaemonOptions {
   privateKey: KeyObject;
   /** --allow-unencrypted-data-root: customer data on a data root that is not on dm-crypt (development only). */
   allowUnencrypted: boolean;
+  /** --allow-local-federation: this host's homeservers federate with each other through the proxy (development only). */
+  localFederation?: LocalFederationOptions;
   log: Logger;
 }
 
@@ -86,6 +89,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const timers = new OwnedTimers();
   const diskEncryption = () => detectDiskEncryption(config.dataRoot, { allowUnencrypted });
   logEncryption(diskEncryption(), options);
+  if (options.localFederation) {
+    log.warn(
+      "--allow-local-federation was given: homeservers resolve this host's homeserver names to the host, may connect to it, " +
+        "and trust the proxy's internal CA for federation. Development only.",
+      { caRootFile: options.localFederation.caRootFile },
+    );
+  }
 
   const journal = new Journal(join(config.stateDir, "jobs"), { log });
   const pruned = journal.prune();
@@ -122,6 +132,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     // Customers' containers may reach the host only on the HTTPS ports (to federate with neighbours through Caddy).
     firewall: new IptablesFirewall({ log, ...(proxy ? { hostTcpPorts: [proxy.config.httpsPort, 8448] } : {}) }),
     ...(proxy ? { proxy } : {}),
+    // Development: the neighbours are the only servers to federate with, and they serve their own keys.
+    ...(options.localFederation ? { localFederation: options.localFederation, trustedKeyServers: [] } : {}),
     log,
     diskEncryption,
     onInventoryChanged: refreshInventory,

@@ -9,6 +9,7 @@ import { CredentialError, keyPath, loadHostKey } from "./credentials.ts";
 import { startDaemon } from "./daemon.ts";
 import { detectDiskEncryption } from "./disk-encryption.ts";
 import { EnrollError, enroll } from "./enroll.ts";
+import { localFederationOptions } from "./homeserver/local-federation.ts";
 import { listWorkloads } from "./inventory.ts";
 import { Journal } from "./journal.ts";
 import { createLogger, errorMessage, parseLogLevel } from "./log.ts";
@@ -25,7 +26,7 @@ const USAGE = {
 
 Usage:
   berth-agent enroll --url <control plane URL> --token <join token> [--name <host name>] [--data-root <dir>] [--config <dir>] [--force]
-  berth-agent run [--config <dir>] [--allow-unencrypted-data-root]
+  berth-agent run [--config <dir>] [--allow-unencrypted-data-root] [--allow-local-federation]
   berth-agent status [--config <dir>] [--json]
   berth-agent <command> --help
   berth-agent --version
@@ -50,7 +51,7 @@ Options:
   --force              enroll again although this host is enrolled (a new identity)
   -h, --help           this help
 `,
-  run: `Usage: berth-agent run [--config <dir>] [--allow-unencrypted-data-root]
+  run: `Usage: berth-agent run [--config <dir>] [--allow-unencrypted-data-root] [--allow-local-federation]
 
 Connects to the control plane and runs the jobs it sends, until SIGTERM or SIGINT (then running
 jobs get 30 s to finish; unfinished ones are handed back to run again). Logs are JSON lines on stdout.
@@ -59,6 +60,10 @@ Options:
   --config <dir>                  config directory (default: $${CONFIG_DIR_ENV} or ${DEFAULT_CONFIG_DIR})
   --allow-unencrypted-data-root   accept customer data although the data root is not on dm-crypt/LUKS
                                   (development only; reported to the control plane)
+  --allow-local-federation        let this host's homeservers federate with each other through the
+                                  proxy: their names resolve to the host, that address is let through
+                                  their block list, the proxy's internal CA is trusted (development
+                                  only; needs proxy.tls "internal" and proxy.storageDir)
   -h, --help                      this help
 
 Exit codes: 0 stopped by a signal; 1 error (not enrolled, unsafe key file, …); 3 host revoked;
@@ -99,6 +104,7 @@ const OPTIONS = {
   run: {
     config: { type: "string" },
     "allow-unencrypted-data-root": { type: "boolean" },
+    "allow-local-federation": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
   status: {
@@ -270,10 +276,17 @@ async function runCommand(values: ReturnType<typeof parse<"run">>): Promise<numb
   }
   const configDir = resolveConfigDir(values.config);
   const config = loadConfig(configDir);
+  const localFederation = values["allow-local-federation"] ? localFederationOptions(config) : undefined;
   const privateKey = loadHostKey(configDir);
   const log = createLogger({ level: parseLogLevel(process.env.BERTH_AGENT_LOG_LEVEL), base: { hostId: config.hostId } });
   log.info("berth-agent starting", { agentVersion: agentVersion(), configDir, dataRoot: config.dataRoot, pid: process.pid });
-  const daemon = await startDaemon({ config, privateKey, allowUnencrypted: values["allow-unencrypted-data-root"] ?? false, log });
+  const daemon = await startDaemon({
+    config,
+    privateKey,
+    allowUnencrypted: values["allow-unencrypted-data-root"] ?? false,
+    ...(localFederation ? { localFederation } : {}),
+    log,
+  });
 
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {

@@ -270,8 +270,11 @@ async function startLocalAgent() {
     const agentConfig = JSON.parse(readFileSync(agentFile, "utf8"));
     writeFileSync(agentFile, `${JSON.stringify({ ...agentConfig, proxy }, null, 2)}\n`);
   }
-  start("berth-agent", [agentMain, "run", "--config", configDir, "--allow-unencrypted-data-root"], process.env);
-  log("local berth-agent running (data root not encrypted: development only)");
+  // With Caddy, the homeservers federate with each other through it (development only: their
+  // names resolve to this machine, its private address is let through, Caddy's CA is trusted).
+  const flags = ["--allow-unencrypted-data-root", ...(proxy ? ["--allow-local-federation"] : [])];
+  start("berth-agent", [agentMain, "run", "--config", configDir, ...flags], process.env);
+  log(`local berth-agent running (data root not encrypted${proxy ? "; homeservers federate with each other" : ""}: development only)`);
 }
 
 /** Caddy for the homeservers' HTTPS, if installed: its admin API on a socket in the state directory. */

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createConnection } from "node:net";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { ephemeralPortRange, reservePort, reservePortPair, testPortRange } from "./ports.ts";
+import { ephemeralPortRange, reserveFixedPorts, reservePort, reservePortPair, testPortRange } from "./ports.ts";
 
 const PORTS_MODULE = fileURLToPath(new URL("./ports.ts", import.meta.url));
 
@@ -50,6 +50,23 @@ function locked(port: number): Promise<boolean> {
   });
 }
 
+/** A Node process that reserves the fixed `ports` (reserveFixedPorts), says so, and keeps them until it is killed. */
+function fixedPortsProcess(ports: number[]): { child: ChildProcess; held: Promise<void> } {
+  const script = `
+    import { reserveFixedPorts } from ${JSON.stringify(PORTS_MODULE)};
+    await reserveFixedPorts(${JSON.stringify(ports)});
+    console.log("held");
+    setInterval(() => {}, 60_000);
+  `;
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
+  const held = new Promise<void>((resolve, reject) => {
+    child.stdout!.on("data", (chunk: Buffer) => chunk.toString("utf8").includes("held") && resolve());
+    child.once("exit", (code, signal) => reject(new Error(`the process exited (${code ?? signal}) before it held its ports`)));
+  });
+  return { child, held };
+}
+
 describe("test ports", () => {
   it("come from below the kernel's ephemeral range, where no outgoing connection can take them", async () => {
     const ephemeral = ephemeralPortRange();
@@ -72,6 +89,28 @@ describe("test ports", () => {
     expect(all).toHaveLength(4 * (100 + 2 * 20));
     const repeated = all.filter((port, index) => all.indexOf(port) !== index);
     expect(repeated).toEqual([]);
+  });
+
+  it("a fixed port (443, for federation) is one process's at a time: another waits, and gets it once that process is gone", async () => {
+    // A free port to stand for 443: reserved by a process that then ends, releasing it.
+    const spare = reservingProcess(2, 0);
+    const { ports } = await spare.reserved;
+    const gone = new Promise((resolve) => spare.child.once("exit", resolve));
+    spare.child.kill("SIGKILL");
+    await gone;
+
+    const holder = fixedPortsProcess(ports);
+    await holder.held;
+    for (const port of ports) expect(await locked(port)).toBe(true);
+    await expect(reserveFixedPorts([ports[1]!], { timeoutMs: 1_500 })).rejects.toThrow(/another test process held them/);
+
+    const exited = new Promise((resolve) => holder.child.once("exit", resolve));
+    holder.child.kill("SIGKILL");
+    await exited;
+    const release = await reserveFixedPorts(ports);
+    for (const port of ports) expect(await locked(port)).toBe(true);
+    release();
+    for (const port of ports) expect(await locked(port)).toBe(false);
   });
 
   it("stay reserved while their process lives and are released when it dies, even by SIGKILL", async () => {

@@ -115,3 +115,31 @@ export function reservePort(): Promise<number> {
 export function reservePortPair(): Promise<number> {
   return reserveConsecutive(2);
 }
+
+/**
+ * Fixed ports a test cannot do without (443, where Matrix servers look for each other's
+ * .well-known): locked like the others, waiting while another test process holds one, then
+ * checked free by binding them. Returns what releases them (the locks also go with the process).
+ */
+export async function reserveFixedPorts(ports: number[], { timeoutMs = 15 * 60_000 } = {}): Promise<() => void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const taken: number[] = [];
+    for (const port of ports) {
+      if (locks.has(port) || !(await lock(port))) break;
+      taken.push(port);
+    }
+    if (taken.length === ports.length) break;
+    taken.forEach(unlock);
+    if (Date.now() > deadline) throw new Error(`ports ${ports.join(", ")}: another test process held them for ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+  }
+  const release = () => ports.forEach(unlock);
+  for (const port of ports) {
+    if (!(await bindable(port))) {
+      release();
+      throw new Error(`port ${port} is in use by a program that is not a test (or binding it needs root)`);
+    }
+  }
+  return release;
+}

@@ -74,6 +74,11 @@ export interface ContainerSpecInput {
   healthcheck?: HealthcheckOverride;
   /** Added to the container's labels (tests mark their run). */
   extraLabels?: Record<string, string>;
+  /**
+   * Development only (local federation): a root-owned file of the agent's, mounted read-only as
+   * Synapse's /etc/hosts, that resolves the names of this host's homeservers to the host.
+   */
+  hostsFile?: string;
 }
 
 export const PIDS_LIMIT = 200;
@@ -212,7 +217,7 @@ export function synapseContainer(input: ContainerSpecInput, name = input.names.s
     ...(check ? { Healthcheck: check } : {}),
     HostConfig: {
       ...hardened(input),
-      Binds: [`${input.paths.synapse}:${SYNAPSE_DATA}`],
+      Binds: [`${input.paths.synapse}:${SYNAPSE_DATA}`, ...(input.hostsFile ? [`${input.hostsFile}:/etc/hosts:ro`] : [])],
       Tmpfs: { "/tmp": `rw,nosuid,nodev,noexec,size=${SYNAPSE_TMP_SIZE}` },
       NetworkMode: input.names.hsNetwork,
     },

@@ -5,6 +5,7 @@
 // before anything else happens to a server). Every operation converges: rerun
 // after a crash at any point, it finishes the job instead of duplicating or
 // breaking anything.
+import { existsSync } from "node:fs";
 import type Docker from "dockerode";
 import { silentLogger, type Logger } from "../log.ts";
 import type { HomeserverFirewall } from "../network/firewall.ts";
@@ -28,6 +29,7 @@ import {
   type HomeserverNames,
   type HomeserverPaths,
 } from "./names.ts";
+import { LocalFederationHosts, type LocalFederationOptions } from "./local-federation.ts";
 import type { HomeserverProxy } from "./proxy.ts";
 import { HomeserverRecords, type HomeserverRecord } from "./records.ts";
 import { POSTGRES_DB, POSTGRES_USER } from "./secrets.ts";
@@ -67,6 +69,8 @@ export interface HomeserverManagerOptions {
   timeouts?: Partial<Timeouts>;
   /** Synapse's trusted_key_servers (default matrix.org). */
   trustedKeyServers?: string[];
+  /** Development only (--allow-local-federation): this host's homeservers federate with each other (local-federation.ts). */
+  localFederation?: LocalFederationOptions;
   uidRange?: UidRange;
   /** Labels added to every container and network (tests mark their run). */
   extraLabels?: Record<string, string>;
@@ -121,6 +125,8 @@ export class HomeserverCore {
   readonly records: HomeserverRecords;
   readonly timeouts: Timeouts;
   readonly log: Logger;
+  /** Present only with the development flag --allow-local-federation. */
+  readonly localFederation: LocalFederationHosts | undefined;
   private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(options: HomeserverManagerOptions) {
@@ -130,6 +136,9 @@ export class HomeserverCore {
     this.records = new HomeserverRecords(options.stateDir);
     this.timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.log = options.log ?? silentLogger;
+    this.localFederation = options.localFederation
+      ? new LocalFederationHosts(options.stateDir, options.runtime, this.records, options.localFederation)
+      : undefined;
   }
 
   /** Operations on one server run one at a time (a stop arriving mid-provision waits). */
@@ -166,6 +175,7 @@ export class HomeserverCore {
       resources: splitResources(record.resources)[role],
       healthcheck: this.options.healthcheck,
       extraLabels: this.options.extraLabels,
+      ...(this.localFederation && role === "synapse" ? { hostsFile: this.localFederation.hostsFile(record.serverId) } : {}),
     };
   }
 
@@ -187,6 +197,11 @@ export class HomeserverCore {
       });
     } else {
       this.log.warn("no firewall configured: this homeserver's containers are NOT isolated (development only)", { serverId });
+    }
+    if (this.localFederation) {
+      await this.localFederation.refresh();
+      // Docker would make a missing bind source a directory: Synapse's /etc/hosts must be the file.
+      if (!existsSync(this.localFederation.hostsFile(serverId))) throw new Error(`no hosts file for ${serverId}: local federation is not set up`);
     }
   }
 

@@ -28,6 +28,7 @@ export function destroy(core: HomeserverCore, serverId: string, ctx: OperationCo
     // Only now that both containers are gone: nothing of the tenant's runs to swap a link in while this deletes.
     rmSync(paths.root, { recursive: true, force: true });
     core.records.remove(serverId);
+    await core.localFederation?.forget(serverId);
     step(1, "deleted");
     return { serverId, state: "deleted" as const };
   });

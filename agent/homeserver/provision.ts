@@ -7,7 +7,16 @@ import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { errorMessage, type Logger } from "../log.ts";
 import { ContainerFailedError, delay } from "../runtime/docker.ts";
-import { HOMESERVER_CONFIG_FILE, LOG_CONFIG_FILE, SYNAPSE_PORT, renderHomeserverConfig, renderLogConfig } from "./config.ts";
+import {
+  HOMESERVER_CONFIG_FILE,
+  LOG_CONFIG_FILE,
+  SYNAPSE_DATA,
+  SYNAPSE_PORT,
+  renderHomeserverConfig,
+  renderLogConfig,
+  type LocalFederationConfig,
+} from "./config.ts";
+import { LOCAL_FEDERATION_CA_FILE } from "./local-federation.ts";
 import { postgresContainer, splitResources, synapseContainer, type PlanResources } from "./containers.ts";
 import type { HomeserverCore, OperationContext, RunningResult } from "./core.ts";
 import type { HomeserverNames, HomeserverPaths } from "./names.ts";
@@ -80,7 +89,7 @@ export function provision(core: HomeserverCore, spec: ProvisionSpec, ctx: Operat
     step(0.12, "networks and firewall rules");
     await core.ensureNetworking(names, spec.serverId);
 
-    const configChanged = await writeSynapseConfig(core, record, names, paths, secrets);
+    const configChanged = await writeSynapseConfig(core, record, names, paths, secrets, ctx.signal);
     await core.recoverInterruptedUpgrade(record, names, log);
     record = core.requireRecord(spec.serverId);
     ctx.signal.throwIfAborted();
@@ -118,8 +127,15 @@ async function writeSynapseConfig(
   names: HomeserverNames,
   paths: HomeserverPaths,
   secrets: HomeserverSecrets,
+  signal: AbortSignal,
 ): Promise<boolean> {
   const split = splitResources(record.resources);
+  let caChanged = false;
+  let localFederation: LocalFederationConfig | undefined;
+  if (core.localFederation) {
+    caChanged = writeOwnedFile(join(paths.synapse, LOCAL_FEDERATION_CA_FILE), await core.localFederation.caRoot(signal), record.uid);
+    localFederation = { hostAddress: await core.localFederation.hostAddress(names), caFile: `${SYNAPSE_DATA}/${LOCAL_FEDERATION_CA_FILE}` };
+  }
   const config = renderHomeserverConfig({
     serverName: record.serverName,
     publicBaseUrl: record.publicBaseUrl,
@@ -131,10 +147,11 @@ async function writeSynapseConfig(
     synapseMemoryMiB: split.synapse.memoryMiB,
     dockerSubnets: await core.runtime.networkSubnets(),
     ...(core.options.trustedKeyServers ? { trustedKeyServers: core.options.trustedKeyServers } : {}),
+    ...(localFederation ? { localFederation } : {}),
   });
   const a = writeOwnedFile(join(paths.synapse, HOMESERVER_CONFIG_FILE), config, record.uid);
   const b = writeOwnedFile(join(paths.synapse, LOG_CONFIG_FILE), renderLogConfig(), record.uid);
-  return a || b;
+  return a || b || caChanged;
 }
 
 /**

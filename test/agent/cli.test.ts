@@ -36,7 +36,7 @@ describe("berth-agent CLI: usage", () => {
     }
     for (const [command, mentions] of [
       ["enroll", ["--url", "--token", "--name", "--config", "0600"]],
-      ["run", ["--allow-unencrypted-data-root", "SIGTERM", "3 host revoked"]],
+      ["run", ["--allow-unencrypted-data-root", "--allow-local-federation", "SIGTERM", "3 host revoked"]],
       ["status", ["--json"]],
     ] as const) {
       const r = await runCli([command, "--help"]);
@@ -244,5 +244,16 @@ describe("berth-agent run", () => {
     const notEnrolled = await runCli(["run"], { BERTH_AGENT_CONFIG: tempDir() });
     expect(notEnrolled.code).toBe(1);
     expect(notEnrolled.stderr).toMatch(/not enrolled.*berth-agent enroll/);
+  });
+
+  it("--allow-local-federation (development) refuses to start unless the proxy is on its internal CA with a storage directory (exit 1)", async () => {
+    const cp = await new ControlPlane().start();
+    for (const proxy of [undefined, { tls: "acme", acmeEmail: "ops@example.org", storageDir: "/var/lib/caddy" }, { tls: "internal" }]) {
+      const { configDir } = await enrolled(cp, proxy ? { proxy } : {});
+      const refused = await runCli(["run", "--config", configDir, "--allow-local-federation"]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/--allow-local-federation is for development: it needs the proxy on its internal CA/);
+    }
+    expect(cp.sockets).toHaveLength(0);
   });
 });

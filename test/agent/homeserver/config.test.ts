@@ -14,7 +14,10 @@ import {
   type HomeserverConfigInput,
 } from "../../../agent/homeserver/config.ts";
 import { assertNoDockerSocket, postgresContainer, splitResources, synapseContainer } from "../../../agent/homeserver/containers.ts";
+import { hostsFileContent, localFederationOptions } from "../../../agent/homeserver/local-federation.ts";
 import { homeserverNames, homeserverPaths, shortIdOf } from "../../../agent/homeserver/names.ts";
+import { ConfigError } from "../../../agent/config.ts";
+import { parseProxyConfig } from "../../../agent/proxy/caddy-config.ts";
 import {
   SECRET_FILES,
   ensureDataDirs,
@@ -133,6 +136,36 @@ describe("homeserver.yaml", () => {
     // the plan's split decides Synapse's limit
     expect(splitResources({ memoryMiB: 1024, cpus: 1 })).toEqual({ synapse: { memoryMiB: 768, cpus: 0.67 }, postgres: { memoryMiB: 256, cpus: 0.33 } });
     expect(splitResources({ memoryMiB: 2048, cpus: 2 })).toEqual({ synapse: { memoryMiB: 1536, cpus: 1.33 }, postgres: { memoryMiB: 512, cpus: 0.67 } });
+  });
+
+  it("without --allow-local-federation (production): the block list whole, no exception, no custom CA, matrix.org as key server", () => {
+    const config = homeserverConfig(input());
+    expect(config).not.toHaveProperty("ip_range_whitelist");
+    expect(config).not.toHaveProperty("federation_ip_range_whitelist");
+    expect(config).not.toHaveProperty("federation_custom_ca_list");
+    expect(config).not.toHaveProperty("federation_verify_certificates");
+    expect(config).not.toHaveProperty("federation_certificate_verification_whitelist");
+    expect(config.ip_range_blacklist).toEqual(blockedRanges(input().dockerSubnets));
+    expect(config.trusted_key_servers).toEqual([{ server_name: "matrix.org" }]);
+    const text = renderHomeserverConfig(input());
+    expect(text).not.toMatch(/whitelist|custom_ca|local-federation/);
+  });
+
+  it("with --allow-local-federation (development): only the host's address on the server's bridge let through, for federation; the proxy's CA trusted", () => {
+    const production = homeserverConfig(input());
+    const local = homeserverConfig(input({ localFederation: { hostAddress: "172.18.0.1", caFile: "/data/local-federation-ca.pem" } }));
+    expect(local.ip_range_whitelist).toEqual(["172.18.0.1/32"]);
+    expect(local.federation_custom_ca_list).toEqual(["/data/local-federation-ca.pem"]);
+    // The block lists themselves are unchanged, and URL previews get no exception.
+    expect(local.ip_range_blacklist).toEqual(production.ip_range_blacklist);
+    expect(local.url_preview_ip_range_blacklist).toEqual(production.url_preview_ip_range_blacklist);
+    expect(local).not.toHaveProperty("url_preview_ip_range_whitelist");
+    expect(local).not.toHaveProperty("federation_verify_certificates");
+    const { ip_range_whitelist: _allowed, federation_custom_ca_list: _ca, ...rest } = local;
+    expect(rest).toEqual(production);
+    for (const hostAddress of ["172.18.0.0/16", "::1", "chat.example.org", ""]) {
+      expect(() => homeserverConfig(input({ localFederation: { hostAddress, caFile: "/data/ca.pem" } }))).toThrow(/not an IPv4 address/);
+    }
   });
 
   it("writes YAML in which every string stays a string", () => {
@@ -333,6 +366,7 @@ describe("containers", () => {
       Interval: 10e9,
     });
     expect(syn.Labels).toMatchObject({ "berth.workload": names.serverId, "berth.kind": "homeserver", "berth.role": "synapse" });
+    expect(syn.HostConfig?.Binds).toEqual([`${paths.synapse}:/data`]);
     const other = synapseContainer({ ...base, image: "berth/synapse:1.0" });
     expect(other.Labels?.["berth.spec-hash"]).not.toBe(syn.Labels?.["berth.spec-hash"]);
     expect(() =>
@@ -341,6 +375,42 @@ describe("containers", () => {
         Mounts: [{ Type: "bind", Source: "/var/run/docker.sock", Destination: "/s", Mode: "", RW: true, Propagation: "" }],
       } as never),
     ).toThrow(/socket/);
+  });
+});
+
+describe("local federation (development only)", () => {
+  const names = homeserverNames("3f2a9c1e-7b4d-4e8f-9a01-23456789abcd");
+  const paths = homeserverPaths("/srv/berth", names.serverId);
+  const base = { names, paths, serverName: "chat.example.org", uid: 200_123, resources: { memoryMiB: 768, cpus: 0.67 }, image: "berth/synapse:latest" };
+
+  it("Synapse's /etc/hosts is the agent's file, read-only; without it Docker's own", () => {
+    const local = synapseContainer({ ...base, hostsFile: "/etc/berth-agent/state/local-federation/x.hosts" });
+    expect(local.HostConfig?.Binds).toEqual([`${paths.synapse}:/data`, "/etc/berth-agent/state/local-federation/x.hosts:/etc/hosts:ro"]);
+    expect(synapseContainer(base).HostConfig?.Binds).toEqual([`${paths.synapse}:/data`]);
+    expect(postgresContainer({ ...base, hostsFile: "/x.hosts" }).HostConfig?.Binds?.join(" ")).not.toContain("/etc/hosts");
+  });
+
+  it("the hosts file resolves every homeserver of the host to the given address, and loopback to itself", () => {
+    const text = hostsFileContent("172.18.0.1", ["b.berth.localhost", "a.berth.localhost", "b.berth.localhost"]);
+    expect(text.split("\n").filter((line) => line && !line.startsWith("#"))).toEqual([
+      "127.0.0.1\tlocalhost",
+      "::1\tlocalhost",
+      "172.18.0.1\ta.berth.localhost",
+      "172.18.0.1\tb.berth.localhost",
+    ]);
+  });
+
+  it("the flag needs the proxy on its internal CA with a storage directory: never a host on ACME (production)", () => {
+    expect(localFederationOptions({ proxy: parseProxyConfig({ tls: "internal", storageDir: "/var/lib/berth/caddy" }) })).toEqual({
+      caRootFile: "/var/lib/berth/caddy/pki/authorities/local/root.crt",
+    });
+    for (const proxy of [
+      undefined,
+      parseProxyConfig({ tls: "internal" }),
+      parseProxyConfig({ tls: "acme", acmeEmail: "ops@example.org", storageDir: "/var/lib/caddy" }),
+    ]) {
+      expect(() => localFederationOptions({ proxy })).toThrow(ConfigError);
+    }
   });
 });
 

@@ -156,6 +156,12 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
       registration_shared_secret: run.registrationSecret(spec.serverId),
     });
     expect(config.ip_range_blacklist).toContain("169.254.0.0/16");
+    // Without the development flag --allow-local-federation, as in production: no exception to the
+    // block list, no CA but the system's for federation, and Docker's own /etc/hosts.
+    expect(config).not.toHaveProperty("ip_range_whitelist");
+    expect(config).not.toHaveProperty("federation_custom_ca_list");
+    expect((await inspect(names().synapse)).HostConfig.Binds).toEqual([`${paths.synapse}:/data`]);
+    expect(existsSync(join(paths.synapse, "local-federation-ca.pem"))).toBe(false);
   });
 
   it("made the admin account with a password that appears nowhere, and ended the registration's session", async () => {

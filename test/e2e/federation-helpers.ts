@@ -1,0 +1,94 @@
+// Helpers for test/e2e/federation.test.ts (homeserver-helpers.ts has the rest: the paying
+// customer, HTTPS through Caddy, the Matrix clients): a homeserver's user made through the
+// product's API as its owner would, and what a user's attempt to reach a room of another server
+// comes to, as an outcome to assert (joined or refused, delivered or not) rather than a throw, so
+// that the cases of the federation settings (off, an allow-list) are a few lines each.
+import type { MatrixClient } from "matrix-js-sdk";
+import { Fatal, waitFor, type Api } from "./agent-helpers";
+import { passwordLogin, type FetchFn, type Login, type ServerView } from "./homeserver-helpers";
+
+interface PendingJob {
+  job: { id: string; poll: string; status: string };
+}
+
+/** The answer of an administration route: at once, or once its job (202) has finished. */
+async function administrationAnswer<T>(api: Api, response: { status: number; body: T | PendingJob }, expected: number): Promise<T> {
+  if (response.status === expected) return response.body as T;
+  if (response.status !== 202) throw new Error(`answered ${response.status}: ${JSON.stringify(response.body)}`);
+  const { poll } = (response.body as PendingJob).job;
+  return waitFor(
+    `the job at ${poll}`,
+    async () => {
+      const { job } = await api.expect<{ job: { status: string; result: T; error: unknown } }>(200, "GET", poll);
+      if (job.status === "failed") throw new Fatal(`${poll} failed: ${JSON.stringify(job.error)}`);
+      return job.status === "succeeded" ? job.result : undefined;
+    },
+    { timeoutMs: 120_000, intervalMs: 500 },
+  );
+}
+
+/**
+ * A user of `server` made by its owner (`api`, logged in as the owner) through the API, its password
+ * set through its one-time link, then logged in over HTTPS.
+ */
+export async function createLoggedInUser(api: Api, fetchFn: FetchFn, server: ServerView, localpart: string, password: string): Promise<Login> {
+  const created = await administrationAnswer<{ userId: string; passwordLink: { url: string } }>(
+    api,
+    await api.request("POST", `/api/servers/${server.id}/users`, { localpart }),
+    201,
+  );
+  const token = new URL(created.passwordLink.url).searchParams.get("token");
+  const setting = await api.request<{ status: string }>("POST", `/api/servers/${server.id}/users/${encodeURIComponent(created.userId)}/password`, {
+    token,
+    password,
+  });
+  if (setting.status !== 200 && setting.status !== 202) throw new Error(`setting ${created.userId}'s password answered ${setting.status}`);
+  // "setting" (202): the host is still writing it; a log-in works once it has.
+  return waitFor(`a log-in as ${created.userId}`, () => passwordLogin(fetchFn, server.homeserverUrl, localpart, password), {
+    timeoutMs: 90_000,
+    intervalMs: 1_000,
+  });
+}
+
+export type JoinOutcome = { joined: true; roomId: string } | { joined: false; errcode: string; error: string };
+
+/** `client`'s user joins `room` (an id or alias) of another server, which its own server asks over federation (`via`: the room's server). */
+export async function joinAcross(client: MatrixClient, room: string, via: string): Promise<JoinOutcome> {
+  try {
+    const joined = await client.joinRoom(room, { viaServers: [via] });
+    return { joined: true, roomId: joined.roomId };
+  } catch (error) {
+    const { errcode, message } = error as { errcode?: string; message?: string };
+    return { joined: false, errcode: errcode ?? "none", error: message ?? String(error) };
+  }
+}
+
+/**
+ * `sender` sends `body` to `roomId`; the outcome says whether `receiver`, a member on another
+ * server, got it (decrypted, in an encrypted room) within `timeoutMs`.
+ */
+export async function sendAcross(
+  sender: MatrixClient,
+  receiver: MatrixClient,
+  roomId: string,
+  body: string,
+  { timeoutMs = 60_000 } = {},
+): Promise<{ delivered: true; eventId: string; encrypted: boolean } | { delivered: false; why: string }> {
+  const { event_id } = await sender.sendTextMessage(roomId, body);
+  try {
+    const event = await waitFor(
+      `${receiver.getUserId()} to see ${event_id}`,
+      async () => {
+        const seen = receiver.getRoom(roomId)?.findEventById(event_id);
+        if (!seen) return undefined;
+        if (seen.isBeingDecrypted()) await seen.getDecryptionPromise?.();
+        if (seen.isDecryptionFailure()) throw new Fatal(`${event_id} did not decrypt: ${seen.decryptionFailureReason}`);
+        return seen.getContent().body === body ? seen : undefined;
+      },
+      { timeoutMs, intervalMs: 200 },
+    );
+    return { delivered: true, eventId: event_id, encrypted: event.isEncrypted() };
+  } catch (error) {
+    return { delivered: false, why: (error as Error).message };
+  }
+}
