@@ -1,12 +1,13 @@
 // A homeserver's users, administered by its owner through the API, proven where it counts: in
 // what the people can do with matrix-js-sdk over HTTPS (trusting only Caddy's CA). The product
 // runs as `npm run dev` with its local agent and Caddy; a paying customer creates one homeserver.
-// A user made through the API sets a password through the one-time link's page and logs in; the
-// link works once. A reset's link sets a new password, the old one stops working and so do the
-// sessions from before. Making and unmaking admin changes what the user's own token may do on
-// Synapse's admin API; logging out everywhere ends every token; a deactivated user cannot log in,
-// and no link brings one back. The plan's user limit refuses the user past it. Registration is
-// closed by default: a registration token from the API registers no one.
+// The first admin's one-time link sets the admin's password the way any user's is set. A user
+// made through the API sets a password through the link's page and logs in; the link works once.
+// A reset's link sets a new password, the old one stops working and so do the sessions from
+// before. Making and unmaking admin changes what the user's own token may do on Synapse's admin
+// API; logging out everywhere ends every token; a deactivated user cannot log in, and no link
+// brings one back. The plan's user limit refuses the user past it. Registration is closed by
+// default: a registration token from the API registers no one.
 //
 // Each person talks to the homeserver from an address of their own (127.0.0.x): Synapse limits
 // log-ins per client address (5, then one every few minutes), as it would for people on their
@@ -139,6 +140,34 @@ describe("a homeserver's users, administered through the API, as their people se
     server = await untilRunning(api, server.id, mark);
     caPem = await dev.caddyRoot();
     mark(`server running (Synapse ${server.synapseVersion})`);
+  });
+
+  it("the first admin's link sets the admin's password the same way; the admin logs in and may use the admin API", { timeout: 120_000 }, async () => {
+    const adminFetch = personFetch(10);
+    const { url, adminUserId } = await api.expect<{ url: string; adminUserId: string }>(201, "POST", serverPath("/admin-password-link"));
+    const adminPassword = password("admin");
+    const setting = await api.expect<{ status: string; jobId: string }>(202, "POST", serverPath("/admin-password"), {
+      token: tokenOf(url),
+      password: adminPassword,
+    });
+    expect(setting.status).toBe("setting");
+    const job = await waitFor(
+      "the admin password's job to finish",
+      async () => {
+        const { lastJob } = await api.expect<ServerView>(200, "GET", serverPath());
+        return lastJob?.kind === "homeserver.set_admin_password" && (lastJob.status === "succeeded" || lastJob.status === "failed") && lastJob;
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
+    expect(job.status).toBe("succeeded");
+    const admin = await sdkPasswordLogin(adminFetch, server!.homeserverUrl, adminUserId, adminPassword);
+    expect(admin.userId).toBe(adminUserId);
+    expect(await adminApiStatus(adminFetch, admin)).toBe(200);
+    expect(await api.request("POST", serverPath("/admin-password"), { token: tokenOf(url), password: password("admin-again") })).toMatchObject({
+      status: 400,
+      body: { error: { code: "invalid_token" } },
+    });
+    mark("the first admin's password set through its link; the admin logged in");
   });
 
   let carol: CreatedUser;
