@@ -346,7 +346,8 @@ export async function registerWithToken(
       return { userId: answer.user_id, deviceId: answer.device_id, accessToken: answer.access_token };
     } catch (error) {
       const uia = (error as MatrixError).data as { session?: string; flows?: Array<{ stages: string[] }>; completed?: string[] } | undefined;
-      if ((error as MatrixError).httpStatus !== 401 || !uia?.session || !uia.flows) throw error;
+      // A stage refused (a used-up or unknown token) answers 401 too, with its errcode: that is the refusal.
+      if ((error as MatrixError).httpStatus !== 401 || (error as MatrixError).errcode || !uia?.session || !uia.flows) throw error;
       const flow = uia.flows.find((candidate) => candidate.stages.includes(TOKEN_STAGE));
       if (!flow) throw new Error(`the homeserver offers no registration with a token: ${JSON.stringify(uia.flows)}`);
       const next = flow.stages.find((name) => !(uia.completed ?? []).includes(name));
