@@ -273,7 +273,7 @@ export const JOBS = {
       passwordHash: bcryptHash,
     }),
     result: z.object({ serverId: resourceIdSchema, adminUserId: matrixUserId, sessionsEnded: z.number().int().nonnegative() }),
-    progress: "PostgreSQL, the hash written, Synapse restarted if sessions ended",
+    progress: "none (as homeserver.users.set_password, for the admin account the server was provisioned with)",
     timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
     retry: { afterFailure: "not retried" },
   }),

@@ -18,7 +18,7 @@ const LOCALPART_AND_SERVER = /^@([a-z0-9._=\-/+]+):(.+)$/;
 const BCRYPT_HASH = /^\$2[abxy]?\$\d{2}\$[./A-Za-z0-9]{53}$/;
 
 /** Refuses a user of another server, and the service account, before anything is done. */
-function assertChangeableUser(record: HomeserverRecord, userId: string): void {
+export function assertChangeableUser(record: HomeserverRecord, userId: string): void {
   const match = LOCALPART_AND_SERVER.exec(userId);
   if (!match || match[2] !== record.serverName) throw new Error(`${userId} is not a user of ${record.serverName}`);
   if (match[1] === SERVICE_LOCALPART) throw new Error(`${userId} is the host's service account, which no job changes`);

@@ -9,9 +9,12 @@ import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "nod
 import { lstatSync, readdirSync, readFileSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
-import { createClient, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
+import { beforeEach } from "vitest";
+import { createClient, type MatrixClient, type MatrixError, type MatrixEvent } from "matrix-js-sdk";
 import { logger as sdkGlobalLogger, type Logger } from "matrix-js-sdk/lib/logger.js";
-import { Fatal, sleep, waitFor, type Api } from "./agent-helpers";
+import { destroyDevHomeservers } from "../../scripts/dev-reset.mjs";
+import { reservePort, reservePortPair } from "../ports.ts";
+import { DevServer, Fatal, sleep, tempRoot, waitFor, type Api } from "./agent-helpers";
 import { newestTokenLink } from "./browser-helpers";
 import type { presentBackup, presentServer } from "../../worker/http/present";
 
@@ -49,6 +52,72 @@ export function run(command: string, args: string[], { timeoutMs = 120_000, maxB
       resolve({ code: error ? Number((error as { code: number }).code) : 0, stdout, stderr });
     });
   });
+}
+
+// ---------- the product on this machine ----------
+
+/** `npm run dev` with its local agent and Caddy (HTTPS on a port of its own), its state in a new temporary directory, answering. */
+export async function startDevWithAgent(tempPrefix: string): Promise<DevServer> {
+  const root = tempRoot(tempPrefix);
+  const dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"), { httpsPort: await reservePortPair() });
+  await dev.start();
+  return dev;
+}
+
+/** Stops the dev server, then destroys the homeservers it left on the host through the agent's own destroy path. */
+export async function stopDevWithAgent(dev: DevServer | undefined, label: string): Promise<void> {
+  if (!dev) return;
+  await dev.stop();
+  await destroyDevHomeservers(dev.persistTo).catch((error) => console.warn(`[${label}] cleanup failed: ${String(error)}`));
+}
+
+// ---------- a story of steps ----------
+
+/** When each step of a story was reached, in seconds from its start: printed at the end, and with a failure. */
+export class Timeline {
+  private readonly started = Date.now();
+  private readonly entries: string[] = [];
+
+  mark(what: string): void {
+    this.entries.push(`${((Date.now() - this.started) / 1000).toFixed(1).padStart(6)} s  ${what}`);
+  }
+
+  toString(): string {
+    return this.entries.join("\n");
+  }
+}
+
+/** Steps that build on each other: once one fails, the later ones are skipped, and `diagnostics` is printed once. */
+export function skipAfterFirstFailure(diagnostics: () => Promise<string>): void {
+  let broken = false;
+  beforeEach((context) => {
+    if (broken) context.skip();
+    context.onTestFailed(async () => {
+      broken = true;
+      console.error(await diagnostics());
+    });
+  });
+}
+
+/** What to read when a step fails: the timeline, the server as its owner sees it, its containers' logs, the dev processes' output. */
+export async function homeserverDiagnostics(
+  timeline: Timeline,
+  dev: DevServer | undefined,
+  api: Api | undefined,
+  server: ServerView | undefined,
+): Promise<string> {
+  const parts: string[] = [`--- timings ---\n${timeline}`];
+  if (server && api) {
+    const view = await api.expect<ServerView>(200, "GET", `/api/servers/${server.id}`).catch((error) => String(error));
+    parts.push(`--- server ---\n${JSON.stringify(view, null, 2)}`);
+  }
+  if (server) {
+    const shortId = server.id.replaceAll("-", "").slice(0, 12);
+    parts.push(`--- docker logs --tail 60 berth-${shortId}-synapse ---\n${await dockerLogsTail(`berth-${shortId}-synapse`)}`);
+    parts.push(`--- docker logs --tail 20 berth-${shortId}-postgres ---\n${await dockerLogsTail(`berth-${shortId}-postgres`, 20)}`);
+  }
+  if (dev) parts.push(`--- tail of the dev log (${dev.logFile}) ---\n${dev.logTail(80)}`);
+  return parts.join("\n");
 }
 
 // ---------- a paying customer ----------
@@ -118,14 +187,50 @@ export async function untilRunning(api: Api, id: string, onProgress: (what: stri
   );
 }
 
+// ---------- administering a homeserver through the API ----------
+
+/** What an administration route (users, registration tokens) answered, once its job finished: its body, or its error. */
+export type Administered<T> = { status: number; body: T; error?: undefined } | { status: number; body?: undefined; error: { code: string; message: string } };
+
+/**
+ * An administration request: its answer, or, when the host took longer than the route waits
+ * (202 with the job), the job's once it finished (`status` is then the 202's).
+ */
+export async function administer<T = any>(api: Api, method: string, path: string, body?: unknown): Promise<Administered<T>> {
+  const response = await api.request(method, path, body);
+  const poll = response.status === 202 ? (response.body?.job?.poll as string | undefined) : undefined;
+  if (poll) {
+    const job = await waitFor(
+      `the job of ${method} ${path}`,
+      async () => {
+        const { job } = await api.expect<{ job: { status: string; result: T; error: { code: string; message: string } } }>(200, "GET", poll);
+        return job.status === "pending" ? undefined : job;
+      },
+      { timeoutMs: 60_000, intervalMs: 250 },
+    );
+    return job.status === "succeeded" ? { status: response.status, body: job.result } : { status: response.status, error: job.error };
+  }
+  if (response.status >= 400) return { status: response.status, error: response.body?.error };
+  return { status: response.status, body: response.body as T };
+}
+
+/** An administration request that must succeed: its body. */
+export async function administered<T = any>(api: Api, method: string, path: string, body?: unknown): Promise<T> {
+  const answer = await administer<T>(api, method, path, body);
+  if (answer.error) throw new Error(`${method} ${path} answered ${answer.status}: ${JSON.stringify(answer.error)}`);
+  return answer.body;
+}
+
 // ---------- HTTPS to the homeserver through Caddy ----------
 
 /**
  * An undici dispatcher that trusts only Caddy's local CA (`ca` replaces the
  * default roots; verification stays on) and resolves *.berth.localhost to
  * 127.0.0.1, where Caddy listens. SNI and the certificate check use the name.
+ * `localAddress` (another address of 127.0.0.0/8) makes its requests come from
+ * a client of their own, as Synapse's per-address rate limits see clients.
  */
-export function caddyDispatcher(caPem: string): Agent {
+export function caddyDispatcher(caPem: string, { localAddress }: { localAddress?: string } = {}): Agent {
   const lookup = (
     hostname: string,
     options: LookupOptions,
@@ -138,7 +243,7 @@ export function caddyDispatcher(caPem: string): Agent {
     }
     dnsLookup(hostname, options, callback as never);
   };
-  return new Agent({ connect: { ca: caPem, lookup: lookup as never, rejectUnauthorized: true } });
+  return new Agent({ connect: { ca: caPem, lookup: lookup as never, rejectUnauthorized: true }, ...(localAddress ? { localAddress } : {}) });
 }
 
 export type FetchFn = typeof globalThis.fetch;
@@ -204,6 +309,56 @@ export async function passwordLogin(fetchFn: FetchFn, baseUrl: string, user: str
   });
   return { userId: body.user_id, deviceId: body.device_id, accessToken: body.access_token };
 }
+
+/** A client of the homeserver with no one logged in, for logging in and registering. */
+function anonymousClient(fetchFn: FetchFn, baseUrl: string): MatrixClient {
+  return createClient({ baseUrl, fetchFn, logger: quietLogger(`[${baseUrl}] `) });
+}
+
+/** Logs in with a password through matrix-js-sdk, as an app would; a refusal rejects with the SDK's MatrixError. */
+export async function sdkPasswordLogin(fetchFn: FetchFn, baseUrl: string, user: string, password: string): Promise<Login> {
+  const answer = await anonymousClient(fetchFn, baseUrl).loginRequest({
+    type: "m.login.password",
+    identifier: { type: "m.id.user", user },
+    password,
+    initial_device_display_name: "berth e2e",
+  });
+  return { userId: answer.user_id, deviceId: answer.device_id, accessToken: answer.access_token };
+}
+
+/**
+ * Registers through matrix-js-sdk with a registration token (MSC3231, stable in Synapse), as
+ * Element does: the first request learns the session and the flows; each stage is then completed
+ * (the token's, and the dummy stage Synapse may add). A refusal rejects with the SDK's MatrixError.
+ */
+export async function registerWithToken(
+  fetchFn: FetchFn,
+  baseUrl: string,
+  { username, password, token }: { username: string; password: string; token: string },
+): Promise<Login> {
+  const client = anonymousClient(fetchFn, baseUrl);
+  const request = { username, password, initial_device_display_name: "berth e2e" };
+  let auth: Record<string, unknown> | undefined;
+  for (let stage = 0; stage < 4; stage++) {
+    try {
+      const answer = await client.registerRequest(auth ? { ...request, auth } : request);
+      if (!answer.access_token || !answer.device_id) throw new Error(`registration answered without a session: ${JSON.stringify(answer)}`);
+      return { userId: answer.user_id, deviceId: answer.device_id, accessToken: answer.access_token };
+    } catch (error) {
+      const uia = (error as MatrixError).data as { session?: string; flows?: Array<{ stages: string[] }>; completed?: string[] } | undefined;
+      // A stage refused (a used-up or unknown token) answers 401 too, with its errcode: that is the refusal.
+      if ((error as MatrixError).httpStatus !== 401 || (error as MatrixError).errcode || !uia?.session || !uia.flows) throw error;
+      const flow = uia.flows.find((candidate) => candidate.stages.includes(TOKEN_STAGE));
+      if (!flow) throw new Error(`the homeserver offers no registration with a token: ${JSON.stringify(uia.flows)}`);
+      const next = flow.stages.find((name) => !(uia.completed ?? []).includes(name));
+      if (next !== TOKEN_STAGE && next !== "m.login.dummy") throw new Error(`registration asks for the stage ${next}`);
+      auth = next === TOKEN_STAGE ? { type: TOKEN_STAGE, token, session: uia.session } : { type: next, session: uia.session };
+    }
+  }
+  throw new Error("registration did not finish in four stages");
+}
+
+const TOKEN_STAGE = "m.login.registration_token";
 
 /** A logged-in client with Rust crypto (its store in memory), syncing. */
 export async function startCryptoClient(fetchFn: FetchFn, baseUrl: string, login: Login): Promise<MatrixClient> {

@@ -16,17 +16,14 @@ import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Agent } from "undici";
 import { EventType, MsgType, Preset, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { destroyDevHomeservers } from "../../scripts/dev-reset.mjs";
-import { reservePort, reservePortPair } from "../ports.ts";
-import { Api, DevServer, Fatal, runCleanups, tempRoot, waitFor } from "./agent-helpers";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Api, type DevServer, Fatal, runCleanups, waitFor } from "./agent-helpers";
 import {
   bufferHaystack,
   caddyDispatcher,
   decryptAttachment,
   directoryHaystack,
   dockerLogs,
-  dockerLogsTail,
   downloadMedia,
   encryptAttachment,
   fetchThrough,
@@ -42,6 +39,11 @@ import {
   stopClient,
   waitForMessage,
   requireHomeserverHost,
+  homeserverDiagnostics,
+  skipAfterFirstFailure,
+  Timeline,
+  startDevWithAgent,
+  stopDevWithAgent,
   type EncryptedFile,
   type FetchFn,
   type Haystack,
@@ -68,7 +70,6 @@ const CONTROL = {
   upload: secret("control-upload"),
 };
 
-let root: string;
 let dev: DevServer;
 let api: Api;
 let server: ServerView | undefined;
@@ -87,14 +88,8 @@ let bobRoomKeys: string;
 let backupId: string;
 /** The DM's events as sent (event ids): the dump must hold them, as ciphertext. */
 const dmEventIds: string[] = [];
-/** Once a step fails, the later ones (which build on it) are skipped. */
-let broken = false;
-const timings: string[] = [];
-const started = Date.now();
-
-function mark(what: string): void {
-  timings.push(`${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s  ${what}`);
-}
+const timeline = new Timeline();
+const mark = (what: string) => timeline.mark(what);
 
 const synapseContainer = () => `berth-${shortId}-synapse`;
 const postgresContainer = () => `berth-${shortId}-postgres`;
@@ -103,26 +98,11 @@ async function serverView(): Promise<ServerView> {
   return api.expect<ServerView>(200, "GET", `/api/servers/${server!.id}`);
 }
 
-async function diagnostics(): Promise<string> {
-  const parts: string[] = [`--- timings ---\n${timings.join("\n")}`];
-  if (server && api) {
-    parts.push(`--- server ---\n${JSON.stringify(await serverView().catch((error) => String(error)), null, 2)}`);
-  }
-  if (shortId) {
-    parts.push(`--- docker logs --tail 60 ${synapseContainer()} ---\n${await dockerLogsTail(synapseContainer())}`);
-    parts.push(`--- docker logs --tail 20 ${postgresContainer()} ---\n${await dockerLogsTail(postgresContainer(), 20)}`);
-  }
-  if (dev) parts.push(`--- tail of the dev log (${dev.logFile}) ---\n${dev.logTail(80)}`);
-  return parts.join("\n");
-}
-
 describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing readable on the host", () => {
   beforeAll(async () => {
     await requireHomeserverHost();
 
-    root = tempRoot("berth-e2e-homeserver-");
-    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"), { httpsPort: await reservePortPair() });
-    await dev.start();
+    dev = await startDevWithAgent("berth-e2e-homeserver-");
     api = new Api(dev.baseUrl);
     mark("dev server (Worker, Stripe emulator, Caddy, agent) answers");
   });
@@ -131,19 +111,13 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
     await stopClient(alice);
     await stopClient(bob);
     await dispatcher?.close().catch(() => undefined);
-    await dev?.stop();
-    if (dev) await destroyDevHomeservers(dev.persistTo).catch((error) => console.warn(`[homeserver e2e] cleanup failed: ${String(error)}`));
+    await stopDevWithAgent(dev, "homeserver e2e");
     await runCleanups();
-    console.log(`[homeserver e2e] timings:\n${timings.join("\n")}`);
+    console.log(`[homeserver e2e] timings:\n${timeline}`);
   });
 
-  beforeEach((context) => {
-    if (broken) context.skip();
-    context.onTestFailed(async () => {
-      broken = true;
-      console.error(await diagnostics());
-    });
-  });
+  // Once a step fails, the later ones (which build on it) are skipped.
+  skipAfterFirstFailure(() => homeserverDiagnostics(timeline, dev, api, server));
 
   it("a paying customer creates a homeserver through the API, and it runs", { timeout: 240_000 }, async () => {
     await payingCustomer(api, dev.baseUrl, `homeserver-${randomUUID()}@example.com`, PASSWORDS.account);

@@ -8,6 +8,7 @@ import bcrypt from "bcryptjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { homeserverHandlers } from "../../../agent/handlers/homeserver.ts";
 import { signingKeyFileName, parseSigningKey } from "../../../agent/homeserver/secrets.ts";
+import { SERVICE_LOCALPART } from "../../../agent/homeserver/service-account.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { WorkloadInventory, listHomeserverWorkloads } from "../../../agent/inventory.ts";
 import { POSTGRES_IMAGE, SYNAPSE_IMAGE, TestRun, dockerUsable, ensureImages } from "./helpers.ts";
@@ -215,7 +216,7 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     expect(run.proxy.state.get(spec.serverName)).toEqual({ host: first.ipAddress, port: 8008 });
   });
 
-  it("homeserver.set_admin_password writes the bcrypt hash and ends the admin's sessions", async () => {
+  it("homeserver.set_admin_password writes the bcrypt hash and ends the admin's sessions, for the admin account only", async () => {
     const adminUserId = first.adminUserId as string;
     const one = "correct horse battery staple 1";
     const two = "correct horse battery staple 2";
@@ -255,6 +256,13 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     await expect(
       run.run("homeserver.set_admin_password", { serverId: spec.serverId, adminUserId: "@someone:else.example", passwordHash: hashOne }),
     ).rejects.toThrow(/is not a user of/);
+    // Only the account the server was provisioned with: any other user's password is homeserver.users.set_password's.
+    await expect(
+      run.run("homeserver.set_admin_password", { serverId: spec.serverId, adminUserId: `@bob:${spec.serverName}`, passwordHash: hashOne }),
+    ).rejects.toThrow(/is not this homeserver's admin account/);
+    await expect(
+      run.run("homeserver.set_admin_password", { serverId: spec.serverId, adminUserId: `@${SERVICE_LOCALPART}:${spec.serverName}`, passwordHash: hashOne }),
+    ).rejects.toThrow(/is the host's service account/);
   });
 
   it("stop and start keep the data: a user registered before can log in after", async () => {
