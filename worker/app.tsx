@@ -14,6 +14,7 @@ import { adminRoutes } from "./routes/admin";
 import { agentRoutes } from "./routes/agent";
 import { serverRoutes } from "./routes/servers";
 import { serverUserRoutes } from "./routes/server-users";
+import { serverRoomRoutes } from "./routes/server-rooms";
 import { agentBackupRoutes, serverBackupRoutes } from "./routes/backups";
 import { authRoutes } from "./routes/auth";
 import { billingRoutes } from "./routes/billing";
@@ -76,6 +77,7 @@ export const app = new Hono<AppEnv>()
   .route("/api/servers", serverRoutes)
   .route("/api/servers", serverBackupRoutes)
   .route("/api/servers", serverUserRoutes)
+  .route("/api/servers", serverRoomRoutes)
   .route("/api/agent/backups", agentBackupRoutes)
   .route("/api/agent", agentRoutes)
   .route("/api/admin", adminRoutes)
