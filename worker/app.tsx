@@ -23,6 +23,7 @@ import { stripeWebhookRoutes } from "./routes/stripe-webhook";
 import { devRoutes } from "./routes/dev";
 import { pageRoutes } from "./routes/pages";
 import { dashboardPageRoutes } from "./routes/dashboard-pages";
+import { roomPageRoutes } from "./routes/room-pages";
 import { MessagePage } from "./pages/auth";
 
 function limitBody(maxSize: number) {
@@ -89,6 +90,7 @@ export const app = new Hono<AppEnv>()
   })
   .route("/dev", devRoutes)
   .route("/billing", billingPageRoutes)
+  .route("/homeservers", roomPageRoutes)
   .route("/", dashboardPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>

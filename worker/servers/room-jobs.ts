@@ -15,6 +15,8 @@ export const PURGE_DELETES = [
 
 const roomNotFound = (roomId: string) => new ApiError(404, "room_not_found", `${roomId} is not a room this homeserver knows.`);
 
+export type RoomView = ReturnType<typeof presentRoom>;
+
 function presentRoom(room: JobResult<"homeserver.rooms.list">["rooms"][number]) {
   return { ...room, createdAt: room.createdAt === null ? null : new Date(room.createdAt).toISOString() };
 }

@@ -2,9 +2,10 @@ import { z } from "zod";
 import { matrixRoomId, ROOM_ORDERS } from "../../protocol/jobs";
 import type { WorkContext } from "../context";
 import type { User } from "../db/schema";
-import { badRequest } from "../errors";
+import { badRequest, notFound } from "../errors";
+import { getJob, payloadOf } from "../fleet/jobs";
 import { PURGE_DELETES } from "./room-jobs";
-import { administeredServer, answer, pageQuery, run, throttle } from "./users";
+import { administeredServer, administrationJob, answer, pageQuery, run, throttle } from "./users";
 
 // A homeserver's rooms, for its owner: what we can see is metadata only (never a message, nor a
 // private room's name), and, for abuse, a room blocked or purged. Each is a job the host's agent
@@ -67,4 +68,12 @@ export async function purgeRoom(ctx: WorkContext, user: User, serverId: string, 
     { actor: `user:${user.id}`, action: "homeserver_room.purge", detail: { roomId: room } },
   );
   return answer(server, job);
+}
+
+/** One of this server's room jobs for its pages: as the job route presents it, with its progress and what it was asked. */
+export async function roomJob(ctx: WorkContext, user: User, serverId: string, jobId: string) {
+  const view = await administrationJob(ctx, user, serverId, jobId);
+  const job = await getJob(ctx.db, view.id);
+  if (!job || !view.kind.startsWith("homeserver.rooms.")) throw notFound("No such job.");
+  return { ...view, progress: job.progress, progressMessage: job.progressMessage, listed: payloadOf(job, "homeserver.rooms.list") };
 }
