@@ -134,6 +134,7 @@ const registrationToken = z.object({
 /** Refused because the homeserver is at its plan's bound: users, plus the uses its registration tokens still allow. */
 const atUserLimit = z.object({ outcome: z.literal("user_limit"), users: z.number().int().nonnegative(), reserved: z.number().int().nonnegative(), maxUsers });
 const workloadKind = z.string().min(1).max(64);
+
 // A homeserver's rooms: metadata only, never message content. Room ids are checked before they go
 // into an admin API URL, and everything the agent reports is bounded here.
 /** A Matrix room id: `!opaque:server` (or, from room version 12, `!` and a hash with no server), in URL-safe characters only. */
@@ -141,6 +142,11 @@ export const matrixRoomId = z
   .string()
   .max(255)
   .regex(/^![A-Za-z0-9._~-]{1,200}(:([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(:\d{1,5})?)?$/, "a Matrix room id");
+/** A room's encryption algorithm's name, such as m.megolm.v1.aes-sha2. */
+export const encryptionAlgorithm = z
+  .string()
+  .max(64)
+  .regex(/^[A-Za-z0-9._-]+$/, "an algorithm name");
 /** The orders a room list offers: largest first. Never by name, which private rooms do not show. */
 export const ROOM_ORDERS = ["members", "local_members", "state_events"] as const;
 const homeserverRoom = z
@@ -153,7 +159,7 @@ const homeserverRoom = z
     members: z.number().int().nonnegative(),
     localMembers: z.number().int().nonnegative(),
     /** The encryption algorithm, or null for a room that is not encrypted. */
-    encryption: z.string().max(64).nullable(),
+    encryption: encryptionAlgorithm.nullable(),
     stateEvents: z.number().int().nonnegative(),
     /** When its creation event says it was made (its creating server's clock); null if this server lacks that event. */
     createdAt: timestamp.nullable(),

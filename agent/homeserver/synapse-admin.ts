@@ -3,7 +3,7 @@
 // users, their devices, registration tokens and rooms. Answers are checked for
 // the fields we use; anything else Synapse says is an error naming the call.
 import { z } from "zod";
-import { matrixRoomId } from "../../protocol/jobs.ts";
+import { encryptionAlgorithm, matrixRoomId } from "../../protocol/jobs.ts";
 import { requestJson } from "./synapse-api.ts";
 
 /** Synapse answered a call with an error (its status, errcode and message). */
@@ -71,11 +71,7 @@ const listedRoom = z.object({
   canonical_alias: untrusted(255).nullable(),
   joined_members: count.nullable(),
   joined_local_members: count.nullable(),
-  encryption: z
-    .string()
-    .max(64)
-    .regex(/^[A-Za-z0-9._-]+$/, "an algorithm name")
-    .nullable(),
+  encryption: encryptionAlgorithm.nullable(),
   /** Published in the room directory. */
   public: z.boolean(),
   join_rules: z.string().max(255).nullable(),
