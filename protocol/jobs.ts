@@ -64,6 +64,8 @@ const LIFECYCLE_JOB_TIMEOUT_MS = 30 * MINUTE;
 const BACKUP_JOB_TIMEOUT_MS = 6 * HOUR;
 /** A call or two to Synapse's admin API: a customer waits on the page for it. */
 const ADMIN_JOB_TIMEOUT_MS = 5 * MINUTE;
+/** Purging a room deletes its every event in PostgreSQL: minutes for a big room, more on a busy host. */
+const ROOM_PURGE_JOB_TIMEOUT_MS = 2 * HOUR;
 const MAX_SLEEP_MS = 10 * MINUTE;
 
 // DNS names only (the control plane makes them from DNS labels); no port, no path.
@@ -132,6 +134,39 @@ const registrationToken = z.object({
 /** Refused because the homeserver is at its plan's bound: users, plus the uses its registration tokens still allow. */
 const atUserLimit = z.object({ outcome: z.literal("user_limit"), users: z.number().int().nonnegative(), reserved: z.number().int().nonnegative(), maxUsers });
 const workloadKind = z.string().min(1).max(64);
+
+// A homeserver's rooms: metadata only, never message content. Room ids are checked before they go
+// into an admin API URL, and everything the agent reports is bounded here.
+/** A Matrix room id: `!opaque:server` (or, from room version 12, `!` and a hash with no server), in URL-safe characters only. */
+export const matrixRoomId = z
+  .string()
+  .max(255)
+  .regex(/^![A-Za-z0-9._~-]{1,200}(:([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(:\d{1,5})?)?$/, "a Matrix room id");
+/** A room's encryption algorithm's name, such as m.megolm.v1.aes-sha2. */
+export const encryptionAlgorithm = z
+  .string()
+  .max(64)
+  .regex(/^[A-Za-z0-9._-]+$/, "an algorithm name");
+/** The orders a room list offers: largest first. Never by name, which private rooms do not show. */
+export const ROOM_ORDERS = ["members", "local_members", "state_events"] as const;
+const homeserverRoom = z
+  .object({
+    roomId: matrixRoomId,
+    /** Anyone may join it (its join rule), or it is published in the room directory: only then are its name and alias shown. */
+    public: z.boolean(),
+    name: z.string().max(255).nullable(),
+    canonicalAlias: z.string().max(255).nullable(),
+    members: z.number().int().nonnegative(),
+    localMembers: z.number().int().nonnegative(),
+    /** The encryption algorithm, or null for a room that is not encrypted. */
+    encryption: encryptionAlgorithm.nullable(),
+    stateEvents: z.number().int().nonnegative(),
+    /** When its creation event says it was made (its creating server's clock); null if this server lacks that event. */
+    createdAt: timestamp.nullable(),
+    blocked: z.boolean(),
+  })
+  .refine((room) => room.public || (room.name === null && room.canonicalAlias === null), "a private room's name and alias are not reported");
+const roomNotFound = z.object({ outcome: z.literal("room_not_found"), roomId: matrixRoomId });
 
 const containerRef = z.object({ name: z.string().max(256), id: z.string().max(128) });
 /** A homeserver that runs: what provision, start, resume, upgrade and restore report. */
@@ -358,6 +393,45 @@ export const JOBS = {
     retry: { afterFailure: "not retried" },
   }),
 
+  // A homeserver's rooms: metadata only (customers run them from the dashboard).
+  "homeserver.rooms.list": job({
+    payload: z.strictObject({
+      serverId: resourceIdSchema,
+      /** A room id (exactly), or part of a public room's name or alias. */
+      search: z.string().min(1).max(255).optional(),
+      order: z.enum(ROOM_ORDERS),
+      from: z.number().int().nonnegative(),
+      limit: z.number().int().min(1).max(100),
+    }),
+    result: z.object({ rooms: z.array(homeserverRoom).max(100), total: z.number().int().nonnegative(), nextFrom: z.number().int().nonnegative().nullable() }),
+    progress: "none",
+    timeoutMs: ADMIN_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.rooms.block": job({
+    payload: z.strictObject({ serverId: resourceIdSchema, roomId: matrixRoomId, blocked: z.boolean() }),
+    result: z.discriminatedUnion("outcome", [z.object({ outcome: z.literal("done"), roomId: matrixRoomId, blocked: z.boolean() }), roomNotFound]),
+    progress: "none",
+    timeoutMs: ADMIN_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried" },
+  }),
+  "homeserver.rooms.purge": job({
+    payload: z.strictObject({ serverId: resourceIdSchema, roomId: matrixRoomId }),
+    /** Its local members made to leave, then every event, its state and its aliases deleted (Synapse's room deletion, purging). */
+    result: z.discriminatedUnion("outcome", [
+      z.object({
+        outcome: z.literal("purged"),
+        roomId: matrixRoomId,
+        membersRemoved: z.number().int().nonnegative(),
+        membersNotRemoved: z.number().int().nonnegative(),
+      }),
+      roomNotFound,
+    ]),
+    progress: "the deletion scheduled; local members removed (N of M); the events purged",
+    timeoutMs: ROOM_PURGE_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried", note: "Synapse carries on with a purge it started; asked again, the agent follows that one" },
+  }),
+
   // Backups.
   "homeserver.backup": job({
     /** Encrypt to `recipient` (age X25519) and upload in parts of `partSize` to `uploadBase`. */
@@ -408,8 +482,9 @@ export const JOB_KINDS = Object.keys(JOBS) as JobKind[];
 export const TEST_JOB_KINDS = ["noop", "sleep", "fail"] as const satisfies readonly JobKind[];
 export type TestJobKind = (typeof TEST_JOB_KINDS)[number];
 export type HomeserverJobKind = Extract<JobKind, `homeserver.${string}`>;
-/** What a customer runs on their homeserver's people from the dashboard: no change to the server's status. */
-export type AdministrationJobKind = Extract<JobKind, `homeserver.users.${string}` | `homeserver.registration_tokens.${string}`>;
+/** What a customer runs on their homeserver's people and rooms from the dashboard: no change to the server's status. */
+export type AdministrationJobKind = Extract<JobKind, `homeserver.users.${string}` | `homeserver.registration_tokens.${string}` | `homeserver.rooms.${string}`>;
+export type RoomJobKind = Extract<JobKind, `homeserver.rooms.${string}`>;
 export type WorkloadJobKind = Extract<JobKind, `workload.${string}`>;
 
 export function isJobKind(kind: string): kind is JobKind {

@@ -14,6 +14,7 @@ import { adminRoutes } from "./routes/admin";
 import { agentRoutes } from "./routes/agent";
 import { serverRoutes } from "./routes/servers";
 import { serverUserRoutes } from "./routes/server-users";
+import { serverRoomRoutes } from "./routes/server-rooms";
 import { agentBackupRoutes, serverBackupRoutes } from "./routes/backups";
 import { authRoutes } from "./routes/auth";
 import { billingRoutes } from "./routes/billing";
@@ -22,6 +23,7 @@ import { stripeWebhookRoutes } from "./routes/stripe-webhook";
 import { devRoutes } from "./routes/dev";
 import { pageRoutes } from "./routes/pages";
 import { dashboardPageRoutes } from "./routes/dashboard-pages";
+import { roomPageRoutes } from "./routes/room-pages";
 import { MessagePage } from "./pages/auth";
 
 function limitBody(maxSize: number) {
@@ -76,6 +78,7 @@ export const app = new Hono<AppEnv>()
   .route("/api/servers", serverRoutes)
   .route("/api/servers", serverBackupRoutes)
   .route("/api/servers", serverUserRoutes)
+  .route("/api/servers", serverRoomRoutes)
   .route("/api/agent/backups", agentBackupRoutes)
   .route("/api/agent", agentRoutes)
   .route("/api/admin", adminRoutes)
@@ -87,6 +90,7 @@ export const app = new Hono<AppEnv>()
   })
   .route("/dev", devRoutes)
   .route("/billing", billingPageRoutes)
+  .route("/homeservers", roomPageRoutes)
   .route("/", dashboardPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>

@@ -1,7 +1,7 @@
-// The homeserver.users.* and homeserver.registration_tokens.* kinds: what a
-// customer does to their homeserver's people from the dashboard, run by the
-// HomeserverManager against Synapse's admin API as the host's service account
-// (agent/homeserver/service-account.ts). The Worker holds no credential of the
+// The homeserver.users.*, homeserver.registration_tokens.* and homeserver.rooms.*
+// kinds: what a customer does to their homeserver's people and rooms from the
+// dashboard, run by the HomeserverManager against Synapse's admin API as the
+// host's service account (agent/homeserver/service-account.ts). The Worker holds no credential of the
 // homeserver: it sends these jobs and gets their results.
 import type { AdministrationJobKind } from "../../protocol/jobs.ts";
 import type { HomeserverManager } from "../homeserver/manager.ts";
@@ -23,5 +23,8 @@ export function administrationHandlers(manager: HomeserverManager, customerData:
     "homeserver.registration_tokens.list": checked((payload, ctx) => manager.listRegistrationTokens(payload, ctx)),
     "homeserver.registration_tokens.create": checked((payload, ctx) => manager.createRegistrationToken(payload, ctx)),
     "homeserver.registration_tokens.revoke": checked((payload, ctx) => manager.revokeRegistrationToken(payload, ctx)),
+    "homeserver.rooms.list": checked((query, ctx) => manager.listRooms(query, ctx)),
+    "homeserver.rooms.block": checked((payload, ctx) => manager.blockRoom(payload, ctx)),
+    "homeserver.rooms.purge": checked((payload, ctx) => manager.purgeRoom(payload, ctx)),
   };
 }

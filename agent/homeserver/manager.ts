@@ -15,6 +15,7 @@ import { provision, type ProvisionResult, type ProvisionSpec } from "./provision
 import type { HomeserverRecords } from "./records.ts";
 import { createRegistrationToken, listRegistrationTokens, revokeRegistrationToken } from "./registration-tokens.ts";
 import { resize } from "./resize.ts";
+import { blockRoom, listRooms, purgeRoom } from "./rooms.ts";
 import { backup, restore } from "./snapshot.ts";
 import { upgrade } from "./upgrade.ts";
 import { createUser, listUsers, setUserPassword, updateUser } from "./users.ts";
@@ -102,6 +103,18 @@ export class HomeserverManager {
     ctx: OperationContext,
   ): Promise<JobResult<"homeserver.registration_tokens.revoke">> {
     return revokeRegistrationToken(this.core, payload, ctx);
+  }
+
+  listRooms(query: JobPayload<"homeserver.rooms.list">, ctx: OperationContext): Promise<JobResult<"homeserver.rooms.list">> {
+    return listRooms(this.core, query, ctx);
+  }
+
+  blockRoom(payload: JobPayload<"homeserver.rooms.block">, ctx: OperationContext): Promise<JobResult<"homeserver.rooms.block">> {
+    return blockRoom(this.core, payload, ctx);
+  }
+
+  purgeRoom(payload: JobPayload<"homeserver.rooms.purge">, ctx: OperationContext): Promise<JobResult<"homeserver.rooms.purge">> {
+    return purgeRoom(this.core, payload, ctx);
   }
 
   backup(

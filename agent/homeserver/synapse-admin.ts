@@ -1,8 +1,9 @@
 // Synapse's admin API as the agent calls it, from the host to the container's
 // bridge address, with the service account's token (service-account.ts): the
-// users, their devices and registration tokens. Answers are checked for the
-// fields we use; anything else Synapse says is an error naming the call.
+// users, their devices, registration tokens and rooms. Answers are checked for
+// the fields we use; anything else Synapse says is an error naming the call.
 import { z } from "zod";
+import { encryptionAlgorithm, matrixRoomId } from "../../protocol/jobs.ts";
 import { requestJson } from "./synapse-api.ts";
 
 /** Synapse answered a call with an error (its status, errcode and message). */
@@ -54,6 +55,56 @@ const registrationToken = z.object({
   expiry_time: z.number().int().nullable(),
 });
 export type SynapseRegistrationToken = z.infer<typeof registrationToken>;
+
+/** A string Synapse reports that may come from anyone on the federation: bounded on arrival, cut to `keep` characters. */
+const untrusted = (keep: number) =>
+  z
+    .string()
+    .max(64 * 1024)
+    .transform((s) => Array.from(s).slice(0, keep).join(""));
+const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+/** A room as the rooms list and the room details give it (details may lack the statistics of a room it barely knows). */
+const listedRoom = z.object({
+  room_id: matrixRoomId,
+  name: untrusted(255).nullable(),
+  canonical_alias: untrusted(255).nullable(),
+  joined_members: count.nullable(),
+  joined_local_members: count.nullable(),
+  encryption: encryptionAlgorithm.nullable(),
+  /** Published in the room directory. */
+  public: z.boolean(),
+  join_rules: z.string().max(255).nullable(),
+  state_events: count.nullable(),
+});
+export type ListedRoom = z.infer<typeof listedRoom>;
+
+/** The largest page of rooms the agent asks Synapse for. */
+export const MAX_ROOMS_PAGE = 500;
+const roomsPage = z.object({ rooms: z.array(listedRoom).max(MAX_ROOMS_PAGE), total_rooms: count });
+
+/** Synapse's orders for the rooms list, largest first. */
+export type RoomsOrder = "joined_members" | "joined_local_members" | "state_events";
+
+/** A room deletion in Synapse's task scheduler; its result grows as local members are removed. */
+const roomDeletion = z.object({
+  delete_id: z.string().min(1).max(64),
+  status: z.enum(["scheduled", "active", "complete", "failed", "cancelled"]),
+  shutdown_room: z
+    .object({
+      kicked_users: z.array(z.string().max(255)).max(1_000_000),
+      failed_to_kick_users: z.array(z.string().max(255)).max(1_000_000),
+    })
+    .nullable()
+    .optional(),
+});
+export type RoomDeletion = z.infer<typeof roomDeletion>;
+
+/** A room id, checked before it goes into an admin API URL (and encoded there). */
+function roomPath(roomId: string): string {
+  if (!matrixRoomId.safeParse(roomId).success) throw new Error("not a Matrix room id");
+  return encodeURIComponent(roomId);
+}
 
 /**
  * Users of this type are left out of every list and count the agent makes: the service account
@@ -180,5 +231,52 @@ export class SynapseAdmin {
   async deleteRegistrationToken(token: string): Promise<boolean> {
     const answer = await this.call(z.unknown(), "DELETE", `/v1/registration_tokens/${encodeURIComponent(token)}`, undefined, (s) => s === 200 || s === 404);
     return answer.status === 200;
+  }
+
+  /** A page of the rooms this server knows, largest first by `order`; a search matches names, aliases (any room's) and ids. */
+  async rooms(query: { from: number; limit: number; order: RoomsOrder; search?: string }): Promise<{ rooms: ListedRoom[]; total: number }> {
+    const params = new URLSearchParams({ from: String(query.from), limit: String(Math.min(query.limit, MAX_ROOMS_PAGE)), order_by: query.order });
+    if (query.search) params.set("search_term", query.search);
+    const page = (await this.call(roomsPage, "GET", `/v1/rooms?${params}`)).body!;
+    return { rooms: page.rooms, total: page.total_rooms };
+  }
+
+  /** One room, or nothing when the server does not know it. */
+  async room(roomId: string): Promise<ListedRoom | undefined> {
+    return (await this.call(listedRoom, "GET", `/v1/rooms/${roomPath(roomId)}`, undefined, (s) => s === 200 || s === 404)).body;
+  }
+
+  /** Blocks a room (nobody here can join it or be invited to it), or lifts that. */
+  async setRoomBlocked(roomId: string, blocked: boolean): Promise<void> {
+    await this.call(z.unknown(), "PUT", `/v1/rooms/${roomPath(roomId)}/block`, { block: blocked });
+  }
+
+  /**
+   * Starts deleting a room: its local members are made to leave, then every trace of it is purged
+   * from the database. Its block, if any, is kept (Synapse never purges that). Returns the
+   * deletion's id.
+   */
+  async startRoomDeletion(roomId: string): Promise<string> {
+    const answer = await this.call(z.object({ delete_id: z.string().min(1).max(64) }), "DELETE", `/v2/rooms/${roomPath(roomId)}`, {
+      purge: true,
+      block: false,
+    });
+    return answer.body!.delete_id;
+  }
+
+  /** The room's deletions Synapse knows of, running or finished. */
+  async roomDeletions(roomId: string): Promise<RoomDeletion[]> {
+    const answer = await this.call(
+      z.object({ results: z.array(roomDeletion).max(1000) }),
+      "GET",
+      `/v2/rooms/${roomPath(roomId)}/delete_status`,
+      undefined,
+      (s) => s === 200 || s === 404,
+    );
+    return answer.body?.results ?? [];
+  }
+
+  async roomDeletion(deleteId: string): Promise<RoomDeletion> {
+    return (await this.call(roomDeletion, "GET", `/v2/rooms/delete_status/${encodeURIComponent(deleteId)}`)).body!;
   }
 }

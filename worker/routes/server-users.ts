@@ -31,7 +31,7 @@ const tokenParams = serverParam.extend({ token: registrationTokenSchema });
 const jobParams = serverParam.extend({ jobId: id });
 
 /** The job's answer, or 202 with the job to poll when the host has not answered yet. */
-function reply<T extends object>(c: Context, result: Answer<T>, status: ContentfulStatusCode = 200) {
+export function reply<T extends object>(c: Context, result: Answer<T>, status: ContentfulStatusCode = 200) {
   return "done" in result ? c.json(result.done, status) : c.json({ job: result.pending }, 202);
 }
 

@@ -10,6 +10,7 @@ import { servers, type Job, type Server, type User } from "../db/schema";
 import { ApiError, conflict, notFound } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
 import { awaitJob, getJob, JOB_DEADLINE_EXCEEDED, payloadOf, resultOf } from "../fleet/jobs";
+import { settleRoomJob } from "./room-jobs";
 import { createPasswordLink, invalidPasswordLink, passwordLinkUser, releasePasswordLink, usePasswordLink } from "./admin-password";
 import { homeserverUrlOf, ownedServer, requireMayRun, serverNameOf } from "./servers";
 
@@ -27,8 +28,8 @@ export const localpartSchema = JOBS["homeserver.users.create"].payload.shape.loc
 export const displayNameSchema = JOBS["homeserver.users.create"].payload.shape.displayName;
 export const registrationTokenSchema = JOBS["homeserver.registration_tokens.revoke"].payload.shape.token;
 
-export const listUsersQuery = z.strictObject({
-  search: z.string().trim().max(255).optional(),
+/** A page of a list a host makes: an offset, and at most 100. */
+export const pageQuery = {
   from: z
     .string()
     .regex(/^\d{1,9}$/, "a whole number")
@@ -40,6 +41,11 @@ export const listUsersQuery = z.strictObject({
     .transform(Number)
     .pipe(z.number().min(1).max(100))
     .default(25),
+};
+
+export const listUsersQuery = z.strictObject({
+  search: z.string().trim().max(255).optional(),
+  ...pageQuery,
 });
 
 export const USER_ACTIONS = {
@@ -63,7 +69,7 @@ export async function administeredServer(ctx: WorkContext, user: User, serverId:
 
 function requireRunning(server: Server): RunningServer {
   if (server.status !== "running" || !server.hostId) {
-    throw conflict("invalid_state", `The homeserver is ${server.status}; its users and registration tokens can be managed while it is running.`);
+    throw conflict("invalid_state", `The homeserver is ${server.status}; its users, registration tokens and rooms can be managed while it is running.`);
   }
   return { ...server, hostId: server.hostId };
 }
@@ -89,7 +95,7 @@ export function localUserId(config: WorkerConfig, server: Server, userId: string
   return userId;
 }
 
-async function throttle(ctx: WorkContext, server: Server, name: "homeserver_changes_server" | "homeserver_reads_server") {
+export async function throttle(ctx: WorkContext, server: Server, name: "homeserver_changes_server" | "homeserver_reads_server") {
   const rules = ctx.config.rateLimits;
   await consumeRateLimits(
     ctx.db,
@@ -104,7 +110,7 @@ async function throttle(ctx: WorkContext, server: Server, name: "homeserver_chan
  * Sends the job, audits it as `actor` doing `action` (`detail` must hold no secret), and waits a
  * few seconds for it: the job as it finished, or as it stands.
  */
-async function run<K extends AdministrationJobKind>(
+export async function run<K extends AdministrationJobKind>(
   ctx: WorkContext,
   server: RunningServer,
   job: { kind: K; payload: JobPayload<K> },
@@ -124,7 +130,7 @@ function isFinished(job: Job): boolean {
 }
 
 /** The finished job's answer (or its refusal, thrown), or the job still under way. */
-function answer(server: Server, job: Job): Answer<ReturnType<typeof settleAdministrationJob>> {
+export function answer(server: Server, job: Job): Answer<ReturnType<typeof settleAdministrationJob>> {
   return isFinished(job) ? { done: settleAdministrationJob(server, job) } : { pending: presentAdministrationJob(server, job) };
 }
 
@@ -171,6 +177,9 @@ const WHAT: Record<AdministrationJobKind, string> = {
   "homeserver.registration_tokens.list": "listing its registration tokens",
   "homeserver.registration_tokens.create": "creating the registration token",
   "homeserver.registration_tokens.revoke": "revoking the registration token",
+  "homeserver.rooms.list": "listing its rooms",
+  "homeserver.rooms.block": "changing the room's block",
+  "homeserver.rooms.purge": "purging the room",
 };
 
 function succeededResult<K extends AdministrationJobKind>(job: Job, kind: K): JobResult<K> {
@@ -219,6 +228,10 @@ export function settleAdministrationJob(server: Server, job: Job) {
       if (!revoked) throw notFound("No such registration token on this homeserver.");
       return { revoked };
     }
+    case "homeserver.rooms.list":
+    case "homeserver.rooms.block":
+    case "homeserver.rooms.purge":
+      return settleRoomJob(job, succeededResult);
     default:
       throw notFound("No such job.");
   }

@@ -247,6 +247,9 @@ export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {
       token: { token: "Tk3nAbCdEfGhIjKl", usesAllowed: job.payload.usesAllowed, pending: 0, completed: 0, expiresAt: job.payload.expiresAt ?? null },
     },
     "homeserver.registration_tokens.revoke": { serverId, token: job.payload.token, revoked: true },
+    "homeserver.rooms.list": { rooms: [], total: 0, nextFrom: null },
+    "homeserver.rooms.block": { outcome: "done", roomId: job.payload.roomId, blocked: job.payload.blocked },
+    "homeserver.rooms.purge": { outcome: "purged", roomId: job.payload.roomId, membersRemoved: 2, membersNotRemoved: 0 },
   };
   if (!(job.kind in results)) throw new Error(`no result for ${job.kind} jobs: they never succeed`);
   return { type: "job.result", id: job.id, ok: true, result: { ...(results[job.kind] as object), ...fields } };

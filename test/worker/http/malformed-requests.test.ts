@@ -217,8 +217,8 @@ interface Customer {
 
 async function newCustomer(): Promise<Customer> {
   const { agent, host, owner, id } = await runningServer();
-  // Its homeserver's users and registration tokens answer at once, as a real agent's do: every request reaches the end of its route.
-  agent.answerJobs((job) => (/^homeserver\.(users|registration_tokens)\./.test(job.kind) ? succeeded(job) : undefined));
+  // Its homeserver's users, registration tokens and rooms answer at once, as a real agent's do: every request reaches the end of its route.
+  agent.answerJobs((job) => (/^homeserver\.(users|registration_tokens|rooms)\./.test(job.kind) ? succeeded(job) : undefined));
   const userId = (await env.DB.prepare("SELECT id FROM users WHERE email = ?").bind(owner.email).first<{ id: string }>())!.id;
   await env.DB.prepare("UPDATE users SET role = 'operator' WHERE id = ?").bind(userId).run();
   const backup = await manualBackup(owner.cookie, id, agent);
