@@ -1,8 +1,9 @@
-// The homeserver.users.* and homeserver.registration_tokens.* kinds: what a
-// customer does to their homeserver's people from the dashboard, run by the
-// HomeserverManager against Synapse's admin API as the host's service account
-// (agent/homeserver/service-account.ts). The Worker holds no credential of the
-// homeserver: it sends these jobs and gets their results.
+// The homeserver.users.*, homeserver.registration_tokens.* and homeserver.settings.*
+// kinds: what a customer does to their homeserver's people and settings from the
+// dashboard, run by the HomeserverManager — people against Synapse's admin API as the
+// host's service account (agent/homeserver/service-account.ts), settings as a new
+// configuration and a restart. The Worker holds no credential of the homeserver: it
+// sends these jobs and gets their results.
 import type { AdministrationJobKind } from "../../protocol/jobs.ts";
 import type { HomeserverManager } from "../homeserver/manager.ts";
 import type { JobHandler, JobHandlers } from "./types.ts";
@@ -23,5 +24,6 @@ export function administrationHandlers(manager: HomeserverManager, customerData:
     "homeserver.registration_tokens.list": checked((payload, ctx) => manager.listRegistrationTokens(payload, ctx)),
     "homeserver.registration_tokens.create": checked((payload, ctx) => manager.createRegistrationToken(payload, ctx)),
     "homeserver.registration_tokens.revoke": checked((payload, ctx) => manager.revokeRegistrationToken(payload, ctx)),
+    "homeserver.settings.apply": checked((payload, ctx) => manager.applySettings(payload, ctx)),
   };
 }

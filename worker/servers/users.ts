@@ -1,5 +1,6 @@
 import { and, eq, ne } from "drizzle-orm";
 import { z } from "zod";
+import { SETTINGS_ROLLED_BACK } from "../../protocol/homeserver-settings";
 import { JOBS, type AdministrationJobKind, type JobPayload, type JobResult } from "../../protocol/jobs";
 import { audit, type Actor } from "../audit/audit";
 import { consumeRateLimits, requireUnderRateLimit } from "../auth/rate-limit";
@@ -104,7 +105,7 @@ async function throttle(ctx: WorkContext, server: Server, name: "homeserver_chan
  * Sends the job, audits it as `actor` doing `action` (`detail` must hold no secret), and waits a
  * few seconds for it: the job as it finished, or as it stands.
  */
-async function run<K extends AdministrationJobKind>(
+export async function run<K extends AdministrationJobKind>(
   ctx: WorkContext,
   server: RunningServer,
   job: { kind: K; payload: JobPayload<K> },
@@ -124,7 +125,7 @@ function isFinished(job: Job): boolean {
 }
 
 /** The finished job's answer (or its refusal, thrown), or the job still under way. */
-function answer(server: Server, job: Job): Answer<ReturnType<typeof settleAdministrationJob>> {
+export function answer(server: Server, job: Job): Answer<ReturnType<typeof settleAdministrationJob>> {
   return isFinished(job) ? { done: settleAdministrationJob(server, job) } : { pending: presentAdministrationJob(server, job) };
 }
 
@@ -171,6 +172,7 @@ const WHAT: Record<AdministrationJobKind, string> = {
   "homeserver.registration_tokens.list": "listing its registration tokens",
   "homeserver.registration_tokens.create": "creating the registration token",
   "homeserver.registration_tokens.revoke": "revoking the registration token",
+  "homeserver.settings.apply": "applying its settings",
 };
 
 function succeededResult<K extends AdministrationJobKind>(job: Job, kind: K): JobResult<K> {
@@ -213,6 +215,16 @@ export function settleAdministrationJob(server: Server, job: Job) {
       const result = succeededResult(job, "homeserver.registration_tokens.create");
       if (result.outcome === "user_limit") throw userLimit(server, result);
       return { token: presentToken(result.token) };
+    }
+    case "homeserver.settings.apply": {
+      if (job.status === "failed" && job.error?.endsWith(SETTINGS_ROLLED_BACK)) {
+        throw new ApiError(
+          502,
+          "settings_rolled_back",
+          "Your homeserver did not start with the new settings, so the previous settings were put back: it runs as before, with its data intact. Our operators can see the details.",
+        );
+      }
+      return { settings: succeededResult(job, "homeserver.settings.apply").settings };
     }
     case "homeserver.registration_tokens.revoke": {
       const { revoked } = succeededResult(job, "homeserver.registration_tokens.revoke");
