@@ -13,6 +13,8 @@ import { accountRoutes } from "./routes/account";
 import { adminRoutes } from "./routes/admin";
 import { agentRoutes } from "./routes/agent";
 import { serverRoutes } from "./routes/servers";
+import { serverSettingsRoutes } from "./routes/server-settings";
+import { serverSettingsPageRoutes } from "./routes/server-settings-pages";
 import { serverUserRoutes } from "./routes/server-users";
 import { agentBackupRoutes, serverBackupRoutes } from "./routes/backups";
 import { authRoutes } from "./routes/auth";
@@ -76,6 +78,7 @@ export const app = new Hono<AppEnv>()
   .route("/api/servers", serverRoutes)
   .route("/api/servers", serverBackupRoutes)
   .route("/api/servers", serverUserRoutes)
+  .route("/api/servers", serverSettingsRoutes)
   .route("/api/agent/backups", agentBackupRoutes)
   .route("/api/agent", agentRoutes)
   .route("/api/admin", adminRoutes)
@@ -88,6 +91,7 @@ export const app = new Hono<AppEnv>()
   .route("/dev", devRoutes)
   .route("/billing", billingPageRoutes)
   .route("/", dashboardPageRoutes)
+  .route("/homeservers", serverSettingsPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>
     wantsPage(c)

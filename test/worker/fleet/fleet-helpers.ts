@@ -247,6 +247,7 @@ export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {
       token: { token: "Tk3nAbCdEfGhIjKl", usesAllowed: job.payload.usesAllowed, pending: 0, completed: 0, expiresAt: job.payload.expiresAt ?? null },
     },
     "homeserver.registration_tokens.revoke": { serverId, token: job.payload.token, revoked: true },
+    "homeserver.settings.apply": { serverId, settings: job.payload.settings },
   };
   if (!(job.kind in results)) throw new Error(`no result for ${job.kind} jobs: they never succeed`);
   return { type: "job.result", id: job.id, ok: true, result: { ...(results[job.kind] as object), ...fields } };
