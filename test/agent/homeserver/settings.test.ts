@@ -170,4 +170,16 @@ describe.skipIf(unusable)("a homeserver's settings (real Synapse)", () => {
     expect(configText()).not.toContain("federation_domain_whitelist");
     expect((await registerWithToken("after-provision", await newToken())).status).toBe(200);
   });
+
+  it("a homeserver provisioned on a fresh data root with settings runs with them from its first start", async () => {
+    const fresh = run.spec("fresh");
+    const settings: HomeserverSettings = { ...DEFAULT_HOMESERVER_SETTINGS, federation: { mode: "off" }, mediaRetentionDays: 3, maxUploadMiB: 10 };
+    await run.run("homeserver.provision", { ...fresh, settings });
+    expect(run.manager.records.read(fresh.serverId)?.settings).toEqual(settings);
+    const text = readFileSync(join(run.paths(fresh.serverId).synapse, "homeserver.yaml"), "utf8");
+    expect(text).toContain("\nfederation_domain_whitelist: []\n");
+    expect(text).toContain('\nmax_upload_size: "10M"\n');
+    expect(text).toContain('local_media_lifetime: "3d"');
+    expect(run.proxy.calls.at(-1)).toMatchObject({ op: "route", serverName: fresh.serverName, limits: { maxBodyBytes: 10 * MiB } });
+  });
 });
