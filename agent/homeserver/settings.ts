@@ -1,17 +1,18 @@
 // homeserver.settings.apply: the owner's settings rendered into a new
 // homeserver.yaml and Synapse restarted on it; if Synapse does not come back
-// healthy and answering, the previous configuration and record are put back and
-// Synapse restarted on them, and the job fails saying so. Data is never touched.
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+// healthy and answering, the previous record is put back, the configuration
+// rendered from it again and Synapse restarted on them, and the job fails saying
+// so. Data is never touched. (The previous configuration is rendered, not copied
+// back from disk: Synapse can write to its own directory, and whatever it put
+// there is nothing to restore, nor a file to read through a link it planted.)
 import { SETTINGS_ROLLED_BACK, type HomeserverSettings } from "../../protocol/homeserver-settings.ts";
 import { errorMessage } from "../log.ts";
-import { HOMESERVER_CONFIG_FILE, SYNAPSE_PORT } from "./config.ts";
+import { SYNAPSE_PORT } from "./config.ts";
 import { HomeserverNotFound, type HomeserverCore, type OperationContext } from "./core.ts";
 import type { HomeserverNames, HomeserverPaths } from "./names.ts";
 import { ensureSynapse } from "./provision.ts";
 import type { HomeserverRecord } from "./records.ts";
-import { ensureSecrets, writeOwnedFile } from "./secrets.ts";
+import { ensureSecrets } from "./secrets.ts";
 import { baseUrl, waitForClientApi } from "./synapse-api.ts";
 
 export function applySettings(
@@ -28,13 +29,12 @@ export function applySettings(
     for (const name of [names.postgres, names.synapse]) {
       if (!(await core.runtime.inspectContainer(name))) throw new HomeserverNotFound(`container ${name} is missing: provision the homeserver again`);
     }
-    const configFile = join(paths.synapse, HOMESERVER_CONFIG_FILE);
-    const previousConfig = readFileSync(configFile, "utf8");
+    const secrets = ensureSecrets(paths, previous.uid);
 
-    step(0.1, "writing the new configuration");
     const record = core.records.write({ ...previous, settings });
-    const changed = await core.writeSynapseConfig(record, names, paths, ensureSecrets(paths, record.uid));
     try {
+      step(0.1, "writing the new configuration");
+      const changed = await core.writeSynapseConfig(record, names, paths, secrets);
       step(0.2, "making sure PostgreSQL runs");
       await core.runtime.startContainer(names.postgres);
       await core.waitPostgres(names, ctx.signal);
@@ -48,7 +48,7 @@ export function applySettings(
       step(0.6, "Synapse did not come back: putting the previous configuration back");
       try {
         const restored = core.records.write(previous);
-        writeOwnedFile(configFile, previousConfig, restored.uid);
+        await core.writeSynapseConfig(restored, names, paths, secrets);
         await runSynapse(core, restored, names, paths, true, ctx);
       } catch (rollbackError) {
         throw new Error(`applying the settings failed: ${reason}; the ROLLBACK FAILED too: ${errorMessage(rollbackError)}`);

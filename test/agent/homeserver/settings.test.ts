@@ -4,7 +4,7 @@
 // federation, retention and the upload size in the configuration Synapse runs with, a
 // change Synapse refuses rolled back to the settings that ran before, and a provisioning
 // that renders the settings it is given or the record's. One homeserver, in order.
-import { readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_HOMESERVER_SETTINGS, type HomeserverSettings } from "../../../protocol/homeserver-settings.ts";
@@ -25,8 +25,8 @@ interface RegisterAnswer {
 describe.skipIf(unusable)("a homeserver's settings (real Synapse)", () => {
   let run: TestRun;
   let spec: ReturnType<TestRun["spec"]>;
-  /** The fault the test injects: a homeserver.yaml Synapse refuses to start with (open registration without any verification). */
-  let refuseConfig = false;
+  /** The fault the test injects: the next homeserver.yaml written is one Synapse refuses to start with (open registration without any verification). */
+  let refuseNextConfig = false;
 
   const base = () => run.synapseBase(spec.serverId);
   const configText = () => readFileSync(join(run.paths(spec.serverId).synapse, "homeserver.yaml"), "utf8");
@@ -62,8 +62,11 @@ describe.skipIf(unusable)("a homeserver's settings (real Synapse)", () => {
   beforeAll(async () => {
     await ensureImages();
     run = new TestRun({
-      adjustSynapseConfig: (config: Record<string, YamlValue>) =>
-        refuseConfig ? { ...config, enable_registration: true, registration_requires_token: false } : config,
+      adjustSynapseConfig: (config: Record<string, YamlValue>) => {
+        if (!refuseNextConfig) return config;
+        refuseNextConfig = false;
+        return { ...config, enable_registration: true, registration_requires_token: false };
+      },
     });
     spec = run.spec("settings");
     await run.run("homeserver.provision", spec);
@@ -135,14 +138,13 @@ describe.skipIf(unusable)("a homeserver's settings (real Synapse)", () => {
   it("a configuration Synapse refuses is rolled back: the previous settings run again, and the job says so", async () => {
     const running = run.manager.records.read(spec.serverId)!.settings!;
     const previousConfig = configText();
-    refuseConfig = true;
-    try {
-      await expect(apply({ ...running, registration: "closed", maxUploadMiB: 20 })).rejects.toThrow(
-        /rolled back to the previous settings, which are running again \(data intact\)/,
-      );
-    } finally {
-      refuseConfig = false;
-    }
+    // What Synapse itself may write into its directory is not what a rollback puts back.
+    writeFileSync(join(run.paths(spec.serverId).synapse, "homeserver.yaml"), `${previousConfig}enable_registration_without_verification: true\n`);
+    refuseNextConfig = true;
+    await expect(apply({ ...running, registration: "closed", maxUploadMiB: 20 })).rejects.toThrow(
+      /rolled back to the previous settings, which are running again \(data intact\)/,
+    );
+    expect(refuseNextConfig).toBe(false);
     expect(run.manager.records.read(spec.serverId)?.settings).toEqual(running);
     expect(configText()).toBe(previousConfig);
     expect(run.progress.map((p) => p.message)).toContain("Synapse did not come back: putting the previous configuration back");
