@@ -1,5 +1,6 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
+import { ApiError } from "../errors";
 import { handleForm, submitForm, type FormFields } from "../http/forms";
 import { requireLogin, type SessionAppEnv } from "../http/session";
 import { parseWith } from "../http/validation";
@@ -71,32 +72,31 @@ const noSuchServer = (c: SettingsPageContext) => (error: string) => (
 // route asks for the log-in itself: other pages under /homeservers need no session.
 export const serverSettingsPageRoutes = new Hono<AppEnv>()
   .get("/:id/settings", requireLogin, (c) => handleForm(c, async () => c.html(await renderSettings(c)), noSuchServer(c)))
-  .post("/:id/settings", requireLogin, (c) =>
-    handleForm(
+  .post("/:id/settings", requireLogin, async (c) => {
+    // Another customer's id is "no such server" before the form is read.
+    try {
+      await ownedServer(c.var.ctx.db, c.var.user.id, c.req.param("id"));
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      return c.html(noSuchServer(c)(error.message), error.status);
+    }
+    return submitForm(
       c,
-      async () => {
-        // Another customer's id is "no such server" before the form is read.
-        await ownedServer(c.var.ctx.db, c.var.user.id, c.req.param("id"));
-        return submitForm(
-          c,
-          async (fields) => {
-            const result = await changeSettings(c.var.ctx, c.var.user, c.req.param("id"), changeFromForm(fields));
-            return c.redirect(`/homeservers/${c.req.param("id")}/settings?notice=${"done" in result ? "settings_applied" : "settings_applying"}`, 303);
-          },
-          (error, fields) =>
-            renderSettings(c, {
-              error,
-              values: {
-                registration: fields.registration ?? "",
-                federation: fields.federation ?? "",
-                allowList: fields.allowList ?? "",
-                messageRetentionDays: fields.messageRetentionDays ?? "",
-                mediaRetentionDays: fields.mediaRetentionDays ?? "",
-                maxUploadMiB: fields.maxUploadMiB ?? "",
-              },
-            }),
-        );
+      async (fields) => {
+        const result = await changeSettings(c.var.ctx, c.var.user, c.req.param("id"), changeFromForm(fields));
+        return c.redirect(`/homeservers/${c.req.param("id")}/settings?notice=${"done" in result ? "settings_applied" : "settings_applying"}`, 303);
       },
-      noSuchServer(c),
-    ),
-  );
+      (error, fields) =>
+        renderSettings(c, {
+          error,
+          values: {
+            registration: fields.registration ?? "",
+            federation: fields.federation ?? "",
+            allowList: fields.allowList ?? "",
+            messageRetentionDays: fields.messageRetentionDays ?? "",
+            mediaRetentionDays: fields.mediaRetentionDays ?? "",
+            maxUploadMiB: fields.maxUploadMiB ?? "",
+          },
+        }),
+    );
+  });
