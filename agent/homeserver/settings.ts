@@ -29,6 +29,10 @@ export function applySettings(
     for (const name of [names.postgres, names.synapse]) {
       if (!(await core.runtime.inspectContainer(name))) throw new HomeserverNotFound(`container ${name} is missing: provision the homeserver again`);
     }
+    // A stop that overtook the change wins: the change is not applied rather than the server started for it.
+    if (!(await core.runtime.inspectContainer(names.synapse))?.State.Running) {
+      throw new Error(`homeserver ${serverId} is not running: start it before changing its settings`);
+    }
     const secrets = ensureSecrets(paths, previous.uid);
 
     const record = core.records.write({ ...previous, settings });

@@ -173,7 +173,7 @@ describe.skipIf(unusable)("a homeserver's settings (real Synapse)", () => {
     expect((await registerWithToken("after-provision", await newToken())).status).toBe(200);
   });
 
-  it("a homeserver provisioned on a fresh data root with settings runs with them from its first start", async () => {
+  it("a homeserver provisioned on a fresh data root with settings runs with them from its first start; stopped, it takes no change", async () => {
     const fresh = run.spec("fresh");
     const settings: HomeserverSettings = { ...DEFAULT_HOMESERVER_SETTINGS, federation: { mode: "off" }, mediaRetentionDays: 3, maxUploadMiB: 10 };
     await run.run("homeserver.provision", { ...fresh, settings });
@@ -183,5 +183,13 @@ describe.skipIf(unusable)("a homeserver's settings (real Synapse)", () => {
     expect(text).toContain('\nmax_upload_size: "10M"\n');
     expect(text).toContain('local_media_lifetime: "3d"');
     expect(run.proxy.calls.at(-1)).toMatchObject({ op: "route", serverName: fresh.serverName, limits: { maxBodyBytes: 10 * MiB } });
+
+    // Stopped (a stop overtook the change): the change is refused, and the server is not started for it.
+    await run.run("homeserver.stop", { serverId: fresh.serverId });
+    await expect(run.run("homeserver.settings.apply", { serverId: fresh.serverId, settings: { ...settings, registration: "token" } })).rejects.toThrow(
+      /is not running: start it before changing its settings/,
+    );
+    expect(run.manager.records.read(fresh.serverId)?.settings).toEqual(settings);
+    expect((await run.runtime.inspectContainer(run.names(fresh.serverId).synapse))?.State.Running).toBe(false);
   });
 });
