@@ -7,6 +7,7 @@
 // not match; the agent refuses such a payload, and can register a handler only
 // for a kind listed here. A new capability is one entry here and its handlers.
 import { z } from "zod";
+import { homeserverSettingsSchema } from "./homeserver-settings.ts";
 import { BACKUP_MAX_PARTS, BACKUP_MIN_PART_SIZE, BACKUP_PART_SIZE, backupPartReceipt, resourceIdSchema, sha256Hex } from "./messages.ts";
 
 const MINUTE = 60_000;
@@ -245,6 +246,8 @@ export const JOBS = {
       planId: planId.optional(),
       resources: planResources,
       images: z.object({ synapse: imageReference, postgres: imageReference }),
+      /** What its owner set (homeserver.settings.apply); absent: the host's record keeps what it has, else the defaults. */
+      settings: homeserverSettingsSchema.optional(),
     }),
     result: running.extend({ adminUserId: matrixUserId }),
     progress:
@@ -431,6 +434,14 @@ export const JOBS = {
     timeoutMs: ROOM_PURGE_JOB_TIMEOUT_MS,
     retry: { afterFailure: "not retried", note: "Synapse carries on with a purge it started; asked again, the agent follows that one" },
   }),
+  // What the owner changes about how Synapse runs: a new configuration and a restart, rolled back if Synapse does not come back.
+  "homeserver.settings.apply": job({
+    payload: z.strictObject({ serverId: resourceIdSchema, settings: homeserverSettingsSchema }),
+    result: z.object({ serverId: resourceIdSchema, settings: homeserverSettingsSchema }),
+    progress: "the new configuration written, Synapse restarted, healthy and answering — or the previous configuration put back and Synapse restarted",
+    timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried", note: "the homeserver keeps the settings it had; its owner may ask again" },
+  }),
 
   // Backups.
   "homeserver.backup": job({
@@ -482,8 +493,11 @@ export const JOB_KINDS = Object.keys(JOBS) as JobKind[];
 export const TEST_JOB_KINDS = ["noop", "sleep", "fail"] as const satisfies readonly JobKind[];
 export type TestJobKind = (typeof TEST_JOB_KINDS)[number];
 export type HomeserverJobKind = Extract<JobKind, `homeserver.${string}`>;
-/** What a customer runs on their homeserver's people and rooms from the dashboard: no change to the server's status. */
-export type AdministrationJobKind = Extract<JobKind, `homeserver.users.${string}` | `homeserver.registration_tokens.${string}` | `homeserver.rooms.${string}`>;
+/** What a customer runs on their homeserver from the dashboard (its people, rooms and settings): no change to the server's status. */
+export type AdministrationJobKind = Extract<
+  JobKind,
+  `homeserver.users.${string}` | `homeserver.registration_tokens.${string}` | `homeserver.rooms.${string}` | `homeserver.settings.${string}`
+>;
 export type RoomJobKind = Extract<JobKind, `homeserver.rooms.${string}`>;
 export type WorkloadJobKind = Extract<JobKind, `workload.${string}`>;
 

@@ -13,6 +13,8 @@ import { accountRoutes } from "./routes/account";
 import { adminRoutes } from "./routes/admin";
 import { agentRoutes } from "./routes/agent";
 import { serverRoutes } from "./routes/servers";
+import { serverSettingsRoutes } from "./routes/server-settings";
+import { serverSettingsPageRoutes } from "./routes/server-settings-pages";
 import { serverUserRoutes } from "./routes/server-users";
 import { serverRoomRoutes } from "./routes/server-rooms";
 import { agentBackupRoutes, serverBackupRoutes } from "./routes/backups";
@@ -79,6 +81,7 @@ export const app = new Hono<AppEnv>()
   .route("/api/servers", serverBackupRoutes)
   .route("/api/servers", serverUserRoutes)
   .route("/api/servers", serverRoomRoutes)
+  .route("/api/servers", serverSettingsRoutes)
   .route("/api/agent/backups", agentBackupRoutes)
   .route("/api/agent", agentRoutes)
   .route("/api/admin", adminRoutes)
@@ -92,6 +95,7 @@ export const app = new Hono<AppEnv>()
   .route("/billing", billingPageRoutes)
   .route("/homeservers", roomPageRoutes)
   .route("/", dashboardPageRoutes)
+  .route("/homeservers", serverSettingsPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>
     wantsPage(c)

@@ -1,8 +1,9 @@
-// The homeserver.users.*, homeserver.registration_tokens.* and homeserver.rooms.*
-// kinds: what a customer does to their homeserver's people and rooms from the
-// dashboard, run by the HomeserverManager against Synapse's admin API as the
-// host's service account (agent/homeserver/service-account.ts). The Worker holds no credential of the
-// homeserver: it sends these jobs and gets their results.
+// The homeserver.users.*, homeserver.registration_tokens.*, homeserver.rooms.* and
+// homeserver.settings.* kinds: what a customer does to their homeserver's people, rooms
+// and settings from the dashboard, run by the HomeserverManager — people and rooms against Synapse's admin API as the
+// host's service account (agent/homeserver/service-account.ts), settings as a new
+// configuration and a restart. The Worker holds no credential of the homeserver: it
+// sends these jobs and gets their results.
 import type { AdministrationJobKind } from "../../protocol/jobs.ts";
 import type { HomeserverManager } from "../homeserver/manager.ts";
 import type { JobHandler, JobHandlers } from "./types.ts";
@@ -26,5 +27,6 @@ export function administrationHandlers(manager: HomeserverManager, customerData:
     "homeserver.rooms.list": checked((query, ctx) => manager.listRooms(query, ctx)),
     "homeserver.rooms.block": checked((payload, ctx) => manager.blockRoom(payload, ctx)),
     "homeserver.rooms.purge": checked((payload, ctx) => manager.purgeRoom(payload, ctx)),
+    "homeserver.settings.apply": checked((payload, ctx) => manager.applySettings(payload, ctx)),
   };
 }

@@ -79,12 +79,16 @@ export interface ContainerSpecInput {
    * Synapse's /etc/hosts, that resolves the names of this host's homeservers to the host.
    */
   hostsFile?: string;
+  /** Synapse's max_upload_size, which sizes its /tmp. */
+  maxUploadMiB: number;
 }
 
 export const PIDS_LIMIT = 200;
 export const STOP_TIMEOUT_SECONDS = 30;
-/** Spool of request bodies over 100 kB (media uploads): 2 × max_upload_size (50M). Counts against the memory limit when used. */
-export const SYNAPSE_TMP_SIZE = "100m";
+/** Spool of request bodies over 100 kB (media uploads): 2 × max_upload_size, at least 100m. Counts against the memory limit when used. */
+export function synapseTmpSize(maxUploadMiB: number): string {
+  return `${Math.max(100, 2 * maxUploadMiB)}m`;
+}
 
 const MiB = 1024 * 1024;
 
@@ -218,7 +222,7 @@ export function synapseContainer(input: ContainerSpecInput, name = input.names.s
     HostConfig: {
       ...hardened(input),
       Binds: [`${input.paths.synapse}:${SYNAPSE_DATA}`, ...(input.hostsFile ? [`${input.hostsFile}:/etc/hosts:ro`] : [])],
-      Tmpfs: { "/tmp": `rw,nosuid,nodev,noexec,size=${SYNAPSE_TMP_SIZE}` },
+      Tmpfs: { "/tmp": `rw,nosuid,nodev,noexec,size=${synapseTmpSize(input.maxUploadMiB)}` },
       NetworkMode: input.names.hsNetwork,
     },
   });

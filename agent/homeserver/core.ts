@@ -6,11 +6,22 @@
 // after a crash at any point, it finishes the job instead of duplicating or
 // breaking anything.
 import { existsSync } from "node:fs";
+import { join } from "node:path";
 import type Docker from "dockerode";
+import { DEFAULT_HOMESERVER_SETTINGS, type HomeserverSettings } from "../../protocol/homeserver-settings.ts";
 import { silentLogger, type Logger } from "../log.ts";
 import type { HomeserverFirewall } from "../network/firewall.ts";
 import type { DockerRuntime, ExecResult } from "../runtime/docker.ts";
-import { SYNAPSE_PORT } from "./config.ts";
+import {
+  HOMESERVER_CONFIG_FILE,
+  LOG_CONFIG_FILE,
+  SYNAPSE_DATA,
+  SYNAPSE_PORT,
+  renderHomeserverConfig,
+  renderLogConfig,
+  type LocalFederationConfig,
+  type SynapseConfigAdjustment,
+} from "./config.ts";
 import {
   assertNoDockerSocket,
   POSTGRES_READY_TEST,
@@ -29,10 +40,10 @@ import {
   type HomeserverNames,
   type HomeserverPaths,
 } from "./names.ts";
-import { LocalFederationHosts, type LocalFederationOptions } from "./local-federation.ts";
+import { LOCAL_FEDERATION_CA_FILE, LocalFederationHosts, type LocalFederationOptions } from "./local-federation.ts";
 import type { HomeserverProxy } from "./proxy.ts";
 import { HomeserverRecords, type HomeserverRecord } from "./records.ts";
-import { POSTGRES_DB, POSTGRES_USER } from "./secrets.ts";
+import { POSTGRES_DB, POSTGRES_USER, signingKeyFileName, writeOwnedFile, type HomeserverSecrets } from "./secrets.ts";
 import { baseUrl, serverVersion, synapseHealthy } from "./synapse-api.ts";
 import { UidAllocator, type UidRange } from "./uids.ts";
 
@@ -78,6 +89,8 @@ export interface HomeserverManagerOptions {
   adminLocalpart?: string;
   /** Source of the admin's throwaway password (tests observe it to prove it leaks nowhere). */
   randomPassword?: () => string;
+  /** Has the last word on every homeserver.yaml written (tests make one Synapse refuses, to prove a rollback). */
+  adjustSynapseConfig?: SynapseConfigAdjustment;
 }
 
 /** What an operation needs of its job (a JobContext fits). */
@@ -176,7 +189,46 @@ export class HomeserverCore {
       healthcheck: this.options.healthcheck,
       extraLabels: this.options.extraLabels,
       ...(this.localFederation && role === "synapse" ? { hostsFile: this.localFederation.hostsFile(record.serverId) } : {}),
+      maxUploadMiB: settingsOf(record).maxUploadMiB,
     };
+  }
+
+  /** homeserver.yaml (from the record: plan and settings) and log.config, 0600 and the server's uid; returns whether anything changed. */
+  /** homeserver.yaml and log.config (0600, the server's uid), and in development the proxy's CA; returns whether anything changed. */
+  async writeSynapseConfig(
+    record: HomeserverRecord,
+    names: HomeserverNames,
+    paths: HomeserverPaths,
+    secrets: HomeserverSecrets,
+    signal: AbortSignal,
+  ): Promise<boolean> {
+    const split = splitResources(record.resources);
+    let caChanged = false;
+    let localFederation: LocalFederationConfig | undefined;
+    if (this.localFederation) {
+      caChanged = writeOwnedFile(join(paths.synapse, LOCAL_FEDERATION_CA_FILE), await this.localFederation.caRoot(signal), record.uid);
+      localFederation = { hostAddress: await this.localFederation.hostAddress(names), caFile: `${SYNAPSE_DATA}/${LOCAL_FEDERATION_CA_FILE}` };
+    }
+    const config = renderHomeserverConfig(
+      {
+        serverName: record.serverName,
+        publicBaseUrl: record.publicBaseUrl,
+        postgresHost: names.postgres,
+        postgresUser: POSTGRES_USER,
+        postgresDb: POSTGRES_DB,
+        secrets,
+        signingKeyFile: signingKeyFileName(record.serverName),
+        synapseMemoryMiB: split.synapse.memoryMiB,
+        dockerSubnets: await this.runtime.networkSubnets(),
+        settings: settingsOf(record),
+        ...(this.options.trustedKeyServers ? { trustedKeyServers: this.options.trustedKeyServers } : {}),
+        ...(localFederation ? { localFederation } : {}),
+      },
+      this.options.adjustSynapseConfig,
+    );
+    const a = writeOwnedFile(join(paths.synapse, HOMESERVER_CONFIG_FILE), config, record.uid);
+    const b = writeOwnedFile(join(paths.synapse, LOG_CONFIG_FILE), renderLogConfig(), record.uid);
+    return a || b || caChanged;
   }
 
   /** Both networks exist (the -db one internal, with fixed bridge names) and the firewall rules are in place. */
@@ -283,7 +335,7 @@ export class HomeserverCore {
       return;
     }
     if (record.suspended) await this.options.proxy.suspend(record.serverName);
-    else await this.options.proxy.route(record.serverName, { host: ip, port: SYNAPSE_PORT });
+    else await this.options.proxy.route(record.serverName, { host: ip, port: SYNAPSE_PORT }, { maxBodyBytes: settingsOf(record).maxUploadMiB * MiB });
   }
 
   async runningResult(record: HomeserverRecord, names: HomeserverNames, ip: string, signal: AbortSignal): Promise<RunningResult> {
@@ -321,6 +373,13 @@ export class HomeserverCore {
     const { upgrade: _gone, ...rest } = record;
     this.records.write(rest);
   }
+}
+
+const MiB = 1024 * 1024;
+
+/** The settings a server runs with: its owner's, or the defaults for a record from before settings existed. */
+export function settingsOf(record: HomeserverRecord): HomeserverSettings {
+  return record.settings ?? DEFAULT_HOMESERVER_SETTINGS;
 }
 
 function stepper(ctx: OperationContext, log: Logger): Step {

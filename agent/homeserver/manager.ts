@@ -16,6 +16,7 @@ import type { HomeserverRecords } from "./records.ts";
 import { createRegistrationToken, listRegistrationTokens, revokeRegistrationToken } from "./registration-tokens.ts";
 import { resize } from "./resize.ts";
 import { blockRoom, listRooms, purgeRoom } from "./rooms.ts";
+import { applySettings } from "./settings.ts";
 import { backup, restore } from "./snapshot.ts";
 import { upgrade } from "./upgrade.ts";
 import { createUser, listUsers, setUserPassword, updateUser } from "./users.ts";
@@ -53,6 +54,10 @@ export class HomeserverManager {
 
   resize(serverId: string, resources: PlanResources, ctx: OperationContext): Promise<{ serverId: string; resources: PlanResources }> {
     return resize(this.core, serverId, resources, ctx);
+  }
+
+  applySettings(payload: JobPayload<"homeserver.settings.apply">, ctx: OperationContext): Promise<JobResult<"homeserver.settings.apply">> {
+    return applySettings(this.core, payload.serverId, payload.settings, ctx);
   }
 
   upgrade(serverId: string, image: string, ctx: OperationContext): Promise<RunningResult & { previousImage: string }> {

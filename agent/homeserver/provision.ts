@@ -7,32 +7,13 @@ import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { errorMessage, type Logger } from "../log.ts";
 import { ContainerFailedError, delay } from "../runtime/docker.ts";
-import {
-  HOMESERVER_CONFIG_FILE,
-  LOG_CONFIG_FILE,
-  SYNAPSE_DATA,
-  SYNAPSE_PORT,
-  renderHomeserverConfig,
-  renderLogConfig,
-  type LocalFederationConfig,
-} from "./config.ts";
-import { LOCAL_FEDERATION_CA_FILE } from "./local-federation.ts";
-import { postgresContainer, splitResources, synapseContainer, type PlanResources } from "./containers.ts";
+import type { HomeserverSettings } from "../../protocol/homeserver-settings.ts";
+import { SYNAPSE_PORT } from "./config.ts";
+import { postgresContainer, synapseContainer, type PlanResources } from "./containers.ts";
 import type { HomeserverCore, OperationContext, RunningResult } from "./core.ts";
 import type { HomeserverNames, HomeserverPaths } from "./names.ts";
 import type { HomeserverRecord } from "./records.ts";
-import {
-  POSTGRES_DB,
-  POSTGRES_USER,
-  ensureDataDirs,
-  ensureSecrets,
-  ensureSigningKey,
-  existingOwner,
-  randomSecret,
-  signingKeyFileName,
-  writeOwnedFile,
-  type HomeserverSecrets,
-} from "./secrets.ts";
+import { ensureDataDirs, ensureSecrets, ensureSigningKey, existingOwner, randomSecret, type HomeserverSecrets } from "./secrets.ts";
 import { ensureServiceAccount } from "./service-account.ts";
 import { baseUrl, logout, registerWithSharedSecret, waitForClientApi } from "./synapse-api.ts";
 
@@ -42,6 +23,8 @@ export interface ProvisionSpec {
   publicBaseUrl: string;
   resources: PlanResources;
   images: { synapse: string; postgres: string };
+  /** The owner's settings as the control plane keeps them; absent: the record's (a re-provision), else the defaults. */
+  settings?: HomeserverSettings;
 }
 
 export interface ProvisionResult extends RunningResult {
@@ -70,6 +53,7 @@ export function provision(core: HomeserverCore, spec: ProvisionSpec, ctx: Operat
     await core.runtime.ensureImage(images.postgres, ctx.signal);
     await core.runtime.ensureImage(images.synapse, ctx.signal);
 
+    const settings = spec.settings ?? existing?.settings;
     step(0.08, "secrets and signing key");
     const secrets = ensureSecrets(paths, uid);
     ensureSigningKey(paths, spec.serverName, uid);
@@ -81,6 +65,7 @@ export function provision(core: HomeserverCore, spec: ProvisionSpec, ctx: Operat
       images,
       resources: spec.resources,
       suspended: existing?.suspended ?? false,
+      ...(settings ? { settings } : {}),
       ...(existing?.adminUserId ? { adminUserId: existing.adminUserId } : {}),
       ...(existing?.upgrade ? { upgrade: existing.upgrade } : {}),
     });
@@ -89,7 +74,7 @@ export function provision(core: HomeserverCore, spec: ProvisionSpec, ctx: Operat
     step(0.12, "networks and firewall rules");
     await core.ensureNetworking(names, spec.serverId);
 
-    const configChanged = await writeSynapseConfig(core, record, names, paths, secrets, ctx.signal);
+    const configChanged = await core.writeSynapseConfig(record, names, paths, secrets, ctx.signal);
     await core.recoverInterruptedUpgrade(record, names, log);
     record = core.requireRecord(spec.serverId);
     ctx.signal.throwIfAborted();
@@ -118,40 +103,6 @@ export function provision(core: HomeserverCore, spec: ProvisionSpec, ctx: Operat
     step(1, `running Synapse ${result.synapseVersion}`);
     return { ...result, adminUserId };
   });
-}
-
-/** homeserver.yaml and log.config (0600, the server's uid); returns whether anything changed. */
-async function writeSynapseConfig(
-  core: HomeserverCore,
-  record: HomeserverRecord,
-  names: HomeserverNames,
-  paths: HomeserverPaths,
-  secrets: HomeserverSecrets,
-  signal: AbortSignal,
-): Promise<boolean> {
-  const split = splitResources(record.resources);
-  let caChanged = false;
-  let localFederation: LocalFederationConfig | undefined;
-  if (core.localFederation) {
-    caChanged = writeOwnedFile(join(paths.synapse, LOCAL_FEDERATION_CA_FILE), await core.localFederation.caRoot(signal), record.uid);
-    localFederation = { hostAddress: await core.localFederation.hostAddress(names), caFile: `${SYNAPSE_DATA}/${LOCAL_FEDERATION_CA_FILE}` };
-  }
-  const config = renderHomeserverConfig({
-    serverName: record.serverName,
-    publicBaseUrl: record.publicBaseUrl,
-    postgresHost: names.postgres,
-    postgresUser: POSTGRES_USER,
-    postgresDb: POSTGRES_DB,
-    secrets,
-    signingKeyFile: signingKeyFileName(record.serverName),
-    synapseMemoryMiB: split.synapse.memoryMiB,
-    dockerSubnets: await core.runtime.networkSubnets(),
-    ...(core.options.trustedKeyServers ? { trustedKeyServers: core.options.trustedKeyServers } : {}),
-    ...(localFederation ? { localFederation } : {}),
-  });
-  const a = writeOwnedFile(join(paths.synapse, HOMESERVER_CONFIG_FILE), config, record.uid);
-  const b = writeOwnedFile(join(paths.synapse, LOG_CONFIG_FILE), renderLogConfig(), record.uid);
-  return a || b || caChanged;
 }
 
 /**
@@ -208,7 +159,7 @@ async function checkDatabase(core: HomeserverCore, names: HomeserverNames, signa
 }
 
 /** Synapse's container from the record's image, started (restarted if its configuration changed) and healthy. */
-async function ensureSynapse(
+export async function ensureSynapse(
   core: HomeserverCore,
   record: HomeserverRecord,
   names: HomeserverNames,

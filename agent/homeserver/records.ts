@@ -1,9 +1,10 @@
 // What the agent remembers about each homeserver it runs, beside the containers:
 // <stateDir>/homeservers/<serverId>.json. Lifecycle jobs after provisioning
-// carry only {serverId}; the rest (name, images, plan, suspension) is here.
+// carry only {serverId}; the rest (name, images, plan, settings, suspension) is here.
 import { mkdirSync, readdirSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
+import { homeserverSettingsSchema } from "../../protocol/homeserver-settings.ts";
 import { writeFileAtomic } from "../atomic-file.ts";
 
 export const homeserverRecordSchema = z.object({
@@ -16,6 +17,8 @@ export const homeserverRecordSchema = z.object({
   resources: z.object({ memoryMiB: z.number().positive(), cpus: z.number().positive(), storageGiB: z.number().nonnegative() }),
   suspended: z.boolean(),
   adminUserId: z.string().optional(),
+  /** What its owner set (absent in records written before settings existed: the defaults). */
+  settings: homeserverSettingsSchema.optional(),
   /** Set while an upgrade tries a new Synapse image (for recovery after a crash). */
   upgrade: z.object({ from: z.string(), to: z.string() }).optional(),
   updatedAt: z.number().int(),

@@ -55,7 +55,7 @@ export const proxyConfigSchema = z
     listenHost: z.string().max(253).default(""),
     /** The HTTPS port the world uses (what the well-knowns announce). Only tests change it. */
     publicHttpsPort: port.default(443),
-    /** Request body limit in bytes; match Synapse's max_upload_size. */
+    /** Request body limit in bytes of a route that names none (each homeserver's route names its max_upload_size). */
     maxBodyBytes: z.number().int().min(1024).default(DEFAULT_MAX_BODY_BYTES),
     /** Caddy's storage root (certificates, the internal CA). Default: Caddy's own (for the Debian package /var/lib/caddy/.local/share/caddy). */
     storageDir: z.string().min(1).startsWith("/").optional(),
@@ -123,6 +123,8 @@ export interface RouteRecord {
   /** Absent when the name was suspended before the agent knew its upstream. */
   upstream?: Upstream;
   suspended: boolean;
+  /** This homeserver's request body limit (its max_upload_size); absent: the proxy's maxBodyBytes. */
+  maxBodyBytes?: number;
 }
 
 export type RouteTable = Record<string, RouteRecord>;
@@ -159,6 +161,7 @@ export function buildRoute(serverName: string, record: RouteRecord, config: Pick
       handle: [jsonResponse(200, wellKnownClient(serverName, config.publicHttpsPort))],
     },
   ];
+  const maxBodyBytes = record.maxBodyBytes ?? config.maxBodyBytes;
   const rest: Json[] =
     record.suspended || !record.upstream
       ? [{ handle: [jsonResponse(503, SUSPENDED_BODY)] }]
@@ -166,12 +169,12 @@ export function buildRoute(serverName: string, record: RouteRecord, config: Pick
           // Caddy 2.6's request_body limit surfaces as 502 from reverse_proxy when the body
           // is announced with Content-Length; answer those up front with Synapse's 413.
           {
-            match: [{ header_regexp: { "Content-Length": { pattern: greaterThanPattern(config.maxBodyBytes) } } }],
-            handle: [jsonResponse(413, { errcode: "M_TOO_LARGE", error: `Request body is larger than ${config.maxBodyBytes} bytes` })],
+            match: [{ header_regexp: { "Content-Length": { pattern: greaterThanPattern(maxBodyBytes) } } }],
+            handle: [jsonResponse(413, { errcode: "M_TOO_LARGE", error: `Request body is larger than ${maxBodyBytes} bytes` })],
           },
           {
             handle: [
-              { handler: "request_body", max_size: config.maxBodyBytes },
+              { handler: "request_body", max_size: maxBodyBytes },
               // X-Forwarded-For/-Proto/-Host are set by reverse_proxy (client values replaced).
               { handler: "reverse_proxy", upstreams: [{ dial: dialAddress(record.upstream) }] },
             ],

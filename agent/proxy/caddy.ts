@@ -21,6 +21,7 @@ import {
   buildRoute,
   deepEqual,
   parseProxyConfig,
+  ProxyConfigError,
   routeId,
   sameConfig,
   type ProxyConfig,
@@ -76,17 +77,25 @@ export class CaddyProxy implements HomeserverProxy {
 
   // ---------- HomeserverProxy ----------
 
-  async route(serverName: string, upstream: Upstream): Promise<void> {
+  async route(serverName: string, upstream: Upstream, limits?: { maxBodyBytes: number }): Promise<void> {
     assertServerName(serverName);
     assertUpstream(upstream);
-    return this.#serial(() => this.#apply(serverName, { upstream: { host: upstream.host, port: upstream.port }, suspended: false }));
+    if (limits && (!Number.isInteger(limits.maxBodyBytes) || limits.maxBodyBytes < 1024)) {
+      throw new ProxyConfigError(`not a valid body limit: ${limits.maxBodyBytes}`);
+    }
+    const record = { upstream: { host: upstream.host, port: upstream.port }, suspended: false };
+    return this.#serial(() => this.#apply(serverName, limits ? { ...record, maxBodyBytes: limits.maxBodyBytes } : record));
   }
 
   async suspend(serverName: string): Promise<void> {
     assertServerName(serverName);
     return this.#serial(() => {
       const previous = this.#readRecord()[serverName];
-      return this.#apply(serverName, { ...(previous?.upstream ? { upstream: previous.upstream } : {}), suspended: true });
+      return this.#apply(serverName, {
+        ...(previous?.upstream ? { upstream: previous.upstream } : {}),
+        suspended: true,
+        ...(previous?.maxBodyBytes ? { maxBodyBytes: previous.maxBodyBytes } : {}),
+      });
     });
   }
 

@@ -16,6 +16,7 @@ import {
 } from "../db/schema";
 import { customerFailureText, presentAuditEntryToCustomer, presentBackup, presentInvoice } from "../http/present";
 import { newestSucceededBackupId } from "../backups/maintenance";
+import { settingsOf } from "../servers/settings";
 import { serverNameOf } from "../servers/servers";
 import { E2EE_STATEMENT, invoicesOf, liveUser, serversOf } from "./visibility";
 
@@ -136,6 +137,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
         statusReason: server.statusReason,
         synapseVersion: server.synapseVersion,
         adminUserId: server.adminUserId,
+        settings: settingsOf(server),
         createdAt: iso(server.createdAt),
         updatedAt: iso(server.updatedAt),
         certificate:

@@ -1,6 +1,7 @@
 // The plans we sell, in one place. Each names its Stripe price (created once in
 // the Stripe dashboard with these ids' amounts; the local emulator seeds them
-// from this list), the resources a homeserver on it gets and how many users it may have.
+// from this list), the resources a homeserver on it gets, how many users it may have and how
+// large an upload its owner may allow.
 export interface Plan {
   id: string;
   name: string;
@@ -15,6 +16,11 @@ export interface Plan {
   };
   /** A homeserver's users, counting those its registration tokens may still add: enforced on the host. */
   maxUsers: number;
+  /**
+   * The largest max upload size its owner may set, in MiB. An upload is spooled in Synapse's /tmp,
+   * which counts against its memory: about a sixth of Synapse's share of the plan's memory.
+   */
+  maxUploadMiB: number;
 }
 
 export const PLANS: readonly Plan[] = [
@@ -26,6 +32,7 @@ export const PLANS: readonly Plan[] = [
     currency: "usd",
     resources: { memoryMiB: 1024, cpus: 1, storageGiB: 10 },
     maxUsers: 25,
+    maxUploadMiB: 100,
   },
   {
     id: "team",
@@ -35,6 +42,7 @@ export const PLANS: readonly Plan[] = [
     currency: "usd",
     resources: { memoryMiB: 2048, cpus: 2, storageGiB: 50 },
     maxUsers: 250,
+    maxUploadMiB: 250,
   },
 ];
 

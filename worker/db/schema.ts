@@ -1,5 +1,6 @@
 import { sql } from "drizzle-orm";
 import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import type { HomeserverSettings } from "../../protocol/homeserver-settings";
 import type { JobKind } from "../../protocol/jobs";
 
 // Times are stored as integer milliseconds since the epoch.
@@ -328,6 +329,8 @@ export const servers = sqliteTable(
     synapseVersion: text("synapse_version"),
     /** The first admin account, made at provisioning with a password nobody knows until the owner sets one. */
     adminUserId: text("admin_user_id"),
+    /** The settings its Synapse runs with, as the host last reported them applied; null: the defaults (DEFAULT_HOMESERVER_SETTINGS). */
+    settings: text("settings", { mode: "json" }).$type<HomeserverSettings>(),
     createdAt: timestamp("created_at").notNull(),
     updatedAt: timestamp("updated_at").notNull().default(sql`0`),
   },

@@ -85,6 +85,7 @@ export function presentPlan(plan: Plan) {
     currency: plan.currency,
     resources: plan.resources,
     maxUsers: plan.maxUsers,
+    maxUploadMiB: plan.maxUploadMiB,
   };
 }
 

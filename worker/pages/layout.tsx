@@ -23,6 +23,8 @@ export const NOTICES = {
   backup_started: "The backup has started.",
   restore_started: "The restore has started. The homeserver is offline until it finishes.",
   admin_password_set: "The admin password is being set on your homeserver.",
+  settings_applied: "Your homeserver runs with the new settings.",
+  settings_applying: "Your change is being applied: your homeserver restarts with it.",
 } as const;
 
 export type NoticeKey = keyof typeof NOTICES;
@@ -100,6 +102,11 @@ export function Field(props: {
   hint?: string;
   minlength?: number;
   maxlength?: number;
+  /** For type="number". */
+  min?: number;
+  max?: number;
+  /** May be left empty. */
+  optional?: boolean;
 }) {
   const id = props.id ?? `field-${props.name}`;
   return (
@@ -113,8 +120,10 @@ export function Field(props: {
         autocomplete={props.autocomplete}
         minlength={props.minlength}
         maxlength={props.maxlength}
+        min={props.min}
+        max={props.max}
         aria-describedby={props.hint ? `${id}-hint` : undefined}
-        required
+        required={!props.optional}
       />
       {props.hint ? (
         <p class="hint" id={`${id}-hint`}>

@@ -7,6 +7,7 @@ import { payloadOf, resultOf } from "../fleet/jobs";
 import { deleteAfterFinalBackup, stopDeletion } from "./deletion";
 import { enforceEntitlement } from "./entitlement-jobs";
 import { applyResizeOutcome } from "./plan-changes";
+import { applySettingsOutcome } from "./settings";
 
 interface Outcome {
   ok: ServerStatus;
@@ -47,6 +48,7 @@ const OUTCOMES: Record<LifecycleJobKind, Outcome> = {
 export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void> {
   if (job.kind === "homeserver.backup") return applyBackupOutcome(ctx, job);
   if (job.kind === "homeserver.resize") return applyResizeOutcome(ctx, job);
+  if (job.kind === "homeserver.settings.apply") return applySettingsOutcome(ctx, job);
   if (!isLifecycleJob(job.kind) || !job.serverId) return;
   const outcome = OUTCOMES[job.kind];
   const ok = job.status === "succeeded";

@@ -13,6 +13,7 @@ import type { Region } from "../fleet/enrollment";
 import { dispatchJob } from "../fleet/hosts";
 import { insertWhere } from "../db/conditional-insert";
 import { hasRoomSql, placementCandidates } from "./placement";
+import { withinPlan } from "./settings";
 
 export function serverNameOf(config: WorkerConfig, name: string): string {
   return `${name}.${config.homeservers.domain}`;
@@ -24,8 +25,16 @@ export function homeserverUrlOf(config: WorkerConfig, name: string): string {
   return `https://${serverNameOf(config, name)}${httpsPort === 443 ? "" : `:${httpsPort}`}`;
 }
 
-/** What a host needs to run this homeserver: the provisioning job's payload, and its workload's spec. */
-export function homeserverSpec(config: WorkerConfig, server: Pick<Server, "id" | "name">, plan: Plan): JobPayload<"homeserver.provision"> {
+/**
+ * What a host needs to run this homeserver: the provisioning job's payload, and its workload's
+ * spec. It carries the settings the server runs with (within the plan), so a host that provisions
+ * it again without its own record of them still renders them.
+ */
+export function homeserverSpec(
+  config: WorkerConfig,
+  server: Pick<Server, "id" | "name"> & Partial<Pick<Server, "settings">>,
+  plan: Plan,
+): JobPayload<"homeserver.provision"> {
   return {
     serverId: server.id,
     name: server.name,
@@ -34,6 +43,7 @@ export function homeserverSpec(config: WorkerConfig, server: Pick<Server, "id" |
     planId: plan.id,
     resources: plan.resources,
     images: { ...config.homeservers.images },
+    ...(server.settings ? { settings: withinPlan(server.settings, plan) } : {}),
   };
 }
 
@@ -55,7 +65,7 @@ export async function ownedServer(db: Database, userId: string, id: string): Pro
   return server;
 }
 
-/** The newest lifecycle job of a server: what is being done to it and how far along it is (not its users' or tokens' administration). */
+/** The newest lifecycle job of a server: what is being done to it and how far along it is (not its users', tokens' or settings' administration). */
 export async function latestLifecycleJob(db: Database, server: Server) {
   if (!server.hostId) return undefined;
   const [job] = await db
@@ -68,6 +78,7 @@ export async function latestLifecycleJob(db: Database, server: Server) {
         like(jobs.kind, "homeserver.%"),
         notLike(jobs.kind, "homeserver.users.%"),
         notLike(jobs.kind, "homeserver.registration_tokens.%"),
+        notLike(jobs.kind, "homeserver.settings.%"),
       ),
     )
     .orderBy(desc(jobs.createdAt))

@@ -1,5 +1,6 @@
 import { and, eq, ne } from "drizzle-orm";
 import { z } from "zod";
+import { SETTINGS_ROLLED_BACK } from "../../protocol/homeserver-settings";
 import { JOBS, type AdministrationJobKind, type JobPayload, type JobResult } from "../../protocol/jobs";
 import { audit, type Actor } from "../audit/audit";
 import { consumeRateLimits, requireUnderRateLimit } from "../auth/rate-limit";
@@ -180,6 +181,7 @@ const WHAT: Record<AdministrationJobKind, string> = {
   "homeserver.rooms.list": "listing its rooms",
   "homeserver.rooms.block": "changing the room's block",
   "homeserver.rooms.purge": "purging the room",
+  "homeserver.settings.apply": "applying its settings",
 };
 
 function succeededResult<K extends AdministrationJobKind>(job: Job, kind: K): JobResult<K> {
@@ -222,6 +224,16 @@ export function settleAdministrationJob(server: Server, job: Job) {
       const result = succeededResult(job, "homeserver.registration_tokens.create");
       if (result.outcome === "user_limit") throw userLimit(server, result);
       return { token: presentToken(result.token) };
+    }
+    case "homeserver.settings.apply": {
+      if (job.status === "failed" && job.error?.endsWith(SETTINGS_ROLLED_BACK)) {
+        throw new ApiError(
+          502,
+          "settings_rolled_back",
+          "Your homeserver did not start with the new settings, so the previous settings were put back: it runs as before, with its data intact. Our operators can see the details.",
+        );
+      }
+      return { settings: succeededResult(job, "homeserver.settings.apply").settings };
     }
     case "homeserver.registration_tokens.revoke": {
       const { revoked } = succeededResult(job, "homeserver.registration_tokens.revoke");

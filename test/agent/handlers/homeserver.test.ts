@@ -4,6 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { DEFAULT_HOMESERVER_SETTINGS } from "../../../protocol/homeserver-settings.ts";
 import { resourceIdSchema } from "../../../protocol/messages.ts";
 import { generateAgeKeyPair } from "../../../agent/backup/age.ts";
 import { generateHostKey } from "../../../agent/credentials.ts";
@@ -65,6 +66,7 @@ describe("homeserver job payloads", () => {
     "homeserver.registration_tokens.list": { serverId },
     "homeserver.registration_tokens.create": { serverId, usesAllowed: 1, maxUsers: 25 },
     "homeserver.registration_tokens.revoke": { serverId, token: "abcdefghijklmnop" },
+    "homeserver.settings.apply": { serverId, settings: DEFAULT_HOMESERVER_SETTINGS },
   };
 
   it.each(Object.keys(payloads))("%s refuses a server id that could leave its directory or break a quoted name", async (kind) => {
@@ -81,6 +83,23 @@ describe("homeserver job payloads", () => {
     for (const bad of BAD_IDS) {
       const refusal = run({ ...payloads[kind], backupId: bad } as Json, jobContext(kind));
       await expect(refusal, JSON.stringify(bad)).rejects.toThrow(new RegExp(`^${kind}: invalid payload: backupId: `));
+    }
+  });
+
+  it("homeserver.settings.apply and homeserver.provision refuse settings that are not ours: open registration, a wildcard or a URL for a server, a missing field", async () => {
+    for (const settings of [
+      { ...DEFAULT_HOMESERVER_SETTINGS, registration: "open" },
+      { ...DEFAULT_HOMESERVER_SETTINGS, federation: { mode: "allow_list", servers: ["*.example.org"] } },
+      { ...DEFAULT_HOMESERVER_SETTINGS, federation: { mode: "allow_list", servers: ["https://example.org/"] } },
+      { ...DEFAULT_HOMESERVER_SETTINGS, federation: { mode: "allow_list", servers: ["example.org\nenable_registration: true"] } },
+      { ...DEFAULT_HOMESERVER_SETTINGS, maxUploadMiB: 0 },
+      { ...DEFAULT_HOMESERVER_SETTINGS, enable_registration_without_verification: true },
+      { registration: "token" },
+    ]) {
+      for (const kind of ["homeserver.settings.apply", "homeserver.provision"]) {
+        const refusal = handler(kind)({ ...payloads[kind], settings } as Json, jobContext(kind));
+        await expect(refusal, JSON.stringify(settings)).rejects.toThrow(new RegExp(`^${kind}: invalid payload: settings`));
+      }
     }
   });
 

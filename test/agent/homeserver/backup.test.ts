@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { Readable } from "node:stream";
+import { DEFAULT_HOMESERVER_SETTINGS } from "../../../protocol/homeserver-settings.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateAgeKeyPair } from "../../../agent/backup/age.ts";
 import { restoreStream } from "../../../agent/backup/backup.ts";
@@ -150,9 +151,16 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
   it("restores into a fresh database: what came after the backup is gone, what was in it is back", async () => {
     const laterPassword = await run.registerUser(spec.serverId, spec.serverName, "later");
     expect((await run.login(spec.serverId, "later", laterPassword)).status).toBe(200);
+    // Settings changed after the backup are the owner's current ones: the restore keeps them.
+    const settings = { ...DEFAULT_HOMESERVER_SETTINGS, registration: "token" as const, messageRetentionDays: 7 };
+    await run.run("homeserver.settings.apply", { serverId: spec.serverId, settings });
     const serviceTokenBefore = serviceToken();
     const result = await run.run("homeserver.restore", restorePayload(backupId));
     expect(result).toMatchObject({ serverId: spec.serverId, state: "running", backupId });
+    expect(run.manager.records.read(spec.serverId)?.settings).toEqual(settings);
+    const config = readFileSync(join(run.paths(spec.serverId).synapse, "homeserver.yaml"), "utf8");
+    expect(config).toContain("\nenable_registration: true\n");
+    expect(config).toContain('max_lifetime: "7d"');
 
     // The backup's database held the service account's token: it is dead, a new one works.
     expect(await whoami(serviceTokenBefore)).toBe(401);

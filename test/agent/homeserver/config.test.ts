@@ -168,6 +168,33 @@ describe("homeserver.yaml", () => {
     }
   });
 
+  it("renders the owner's settings: registration only ever by token, federation off or by allow-list, retention, the upload size", () => {
+    const defaults = homeserverConfig(input());
+    expect(defaults).toMatchObject({ enable_registration: false, registration_requires_token: true, max_upload_size: "50M" });
+    for (const key of ["federation_domain_whitelist", "retention", "media_retention", "enable_registration_without_verification"]) {
+      expect(defaults).not.toHaveProperty(key);
+    }
+    const settings = {
+      registration: "token" as const,
+      federation: { mode: "allow_list" as const, servers: ["friends.example.org", "other.example:8448"] },
+      messageRetentionDays: 30,
+      mediaRetentionDays: 7,
+      maxUploadMiB: 100,
+    };
+    const config = homeserverConfig(input({ settings }));
+    expect(config).toMatchObject({
+      enable_registration: true,
+      registration_requires_token: true,
+      max_upload_size: "100M",
+      federation_domain_whitelist: ["friends.example.org", "other.example:8448"],
+      retention: { enabled: true, default_policy: { max_lifetime: "30d" }, allowed_lifetime_max: "30d", purge_jobs: [{ interval: "12h" }] },
+      media_retention: { local_media_lifetime: "7d", remote_media_lifetime: "7d" },
+    });
+    expect(config).not.toHaveProperty("enable_registration_without_verification");
+    const off = homeserverConfig(input({ settings: { ...settings, federation: { mode: "off" } } }));
+    expect(off.federation_domain_whitelist).toEqual([]);
+  });
+
   it("writes YAML in which every string stays a string", () => {
     const text = renderHomeserverConfig(input({ serverName: "no.example" }));
     expect(text.startsWith("# Synapse configuration of no.example")).toBe(true);
@@ -320,7 +347,7 @@ describe("uids", () => {
 describe("containers", () => {
   const names = homeserverNames("3f2a9c1e-7b4d-4e8f-9a01-23456789abcd");
   const paths = homeserverPaths("/srv/berth", names.serverId);
-  const base = { names, paths, serverName: "chat.example.org", uid: 200_123, resources: { memoryMiB: 768, cpus: 0.67 } };
+  const base = { names, paths, serverName: "chat.example.org", uid: 200_123, resources: { memoryMiB: 768, cpus: 0.67 }, maxUploadMiB: 50 };
 
   it("names derive from the server id; bridge names fit in 15 characters", () => {
     expect(names).toMatchObject({
@@ -369,6 +396,11 @@ describe("containers", () => {
     expect(syn.HostConfig?.Binds).toEqual([`${paths.synapse}:/data`]);
     const other = synapseContainer({ ...base, image: "berth/synapse:1.0" });
     expect(other.Labels?.["berth.spec-hash"]).not.toBe(syn.Labels?.["berth.spec-hash"]);
+    // Uploads are spooled to /tmp: twice the upload size, at least the 100m every server had before settings.
+    expect(syn.HostConfig?.Tmpfs?.["/tmp"]).toBe("rw,nosuid,nodev,noexec,size=100m");
+    const bigUploads = synapseContainer({ ...base, image: "berth/synapse:latest", healthcheck: { intervalMs: 1000 }, maxUploadMiB: 250 });
+    expect(bigUploads.HostConfig?.Tmpfs?.["/tmp"]).toBe("rw,nosuid,nodev,noexec,size=500m");
+    expect(bigUploads.Labels?.["berth.spec-hash"]).not.toBe(syn.Labels?.["berth.spec-hash"]);
     expect(() =>
       assertNoDockerSocket({
         Name: "/x",
@@ -381,7 +413,15 @@ describe("containers", () => {
 describe("local federation (development only)", () => {
   const names = homeserverNames("3f2a9c1e-7b4d-4e8f-9a01-23456789abcd");
   const paths = homeserverPaths("/srv/berth", names.serverId);
-  const base = { names, paths, serverName: "chat.example.org", uid: 200_123, resources: { memoryMiB: 768, cpus: 0.67 }, image: "berth/synapse:latest" };
+  const base = {
+    names,
+    paths,
+    serverName: "chat.example.org",
+    uid: 200_123,
+    resources: { memoryMiB: 768, cpus: 0.67 },
+    image: "berth/synapse:latest",
+    maxUploadMiB: 50,
+  };
 
   it("Synapse's /etc/hosts is the agent's file, read-only; without it Docker's own", () => {
     const local = synapseContainer({ ...base, hostsFile: "/etc/berth-agent/state/local-federation/x.hosts" });

@@ -72,6 +72,7 @@ export interface ProxyCall {
   op: "route" | "suspend" | "remove";
   serverName: string;
   upstream?: { host: string; port: number };
+  limits?: { maxBodyBytes: number };
 }
 
 /** The proxy as the handlers see it, in memory. */
@@ -79,8 +80,8 @@ export class FakeProxy implements HomeserverProxy {
   readonly calls: ProxyCall[] = [];
   readonly state = new Map<string, { host: string; port: number } | "suspended">();
 
-  async route(serverName: string, upstream: { host: string; port: number }): Promise<void> {
-    this.calls.push({ op: "route", serverName, upstream });
+  async route(serverName: string, upstream: { host: string; port: number }, limits: { maxBodyBytes: number }): Promise<void> {
+    this.calls.push({ op: "route", serverName, upstream, limits });
     this.state.set(serverName, upstream);
   }
 

@@ -59,7 +59,9 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
       containers: { synapse: { name: n.synapse }, postgres: { name: n.postgres } },
     });
     const ip = first.ipAddress as string;
-    expect(run.proxy.calls).toEqual([{ op: "route", serverName: spec.serverName, upstream: { host: ip, port: 8008 } }]);
+    expect(run.proxy.calls).toEqual([
+      { op: "route", serverName: spec.serverName, upstream: { host: ip, port: 8008 }, limits: { maxBodyBytes: 50 * 1024 * 1024 } },
+    ]);
     expect(run.progress.at(-1)).toEqual({ progress: 1, message: "running Synapse 1.163.2" });
     const values = run.progress.map((p) => p.progress);
     expect(values).toEqual([...values].sort((a, b) => a - b));
@@ -202,7 +204,12 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     expect(containers.map((c) => c.Names[0]).sort()).toEqual([`/${n.postgres}`, `/${n.synapse}`]);
     const networks = await run.runtime.listNetworks({ "berth.workload": spec.serverId });
     expect(networks.map((x) => x.name).sort()).toEqual([n.dbNetwork, n.hsNetwork]);
-    expect(run.proxy.calls.at(-1)).toEqual({ op: "route", serverName: spec.serverName, upstream: { host: first.ipAddress, port: 8008 } });
+    expect(run.proxy.calls.at(-1)).toEqual({
+      op: "route",
+      serverName: spec.serverName,
+      upstream: { host: first.ipAddress, port: 8008 },
+      limits: { maxBodyBytes: 50 * 1024 * 1024 },
+    });
   });
 
   it("after a host reboot (iptables rules lost), restoreHostState puts the rules and the route back", async () => {

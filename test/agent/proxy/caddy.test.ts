@@ -161,6 +161,18 @@ describe("CaddyProxy against a real Caddy", () => {
     expect(upA.requests.length).toBe(before); // the upstream never saw a complete request
   });
 
+  it("limits a route to its own homeserver's upload size when the route names one; other routes keep the default", async () => {
+    const limit = 2 * 1024 * 1024;
+    await proxy.route("small.test", { host: "127.0.0.1", port: upA.port }, { maxBodyBytes: limit });
+    const upload = (host: string, bytes: number) => get(host, { method: "POST", path: "/_matrix/media/v3/upload", announceOnly: bytes });
+    expect((await get("small.test", { method: "POST", path: "/_matrix/media/v3/upload", body: Buffer.alloc(limit) })).status).toBe(200);
+    expect((await upload("small.test", limit + 1)).status).toBe(413);
+    // Other routes keep the proxy's default.
+    expect((await get("alice.test", { method: "POST", path: "/_matrix/media/v3/upload", body: Buffer.alloc(limit + 1) })).status).toBe(200);
+    await expect(proxy.route("small.test", { host: "127.0.0.1", port: upA.port }, { maxBodyBytes: 1.5 })).rejects.toThrow(/not a valid body limit/);
+    await proxy.remove("small.test");
+  });
+
   it("answers a Matrix-style 502 with CORS when the upstream is down", async () => {
     await proxy.route("down.test", { host: "127.0.0.1", port: await reservePort() });
     const res = await get("down.test", { path: "/_matrix/client/versions" });

@@ -75,6 +75,13 @@ describe("GET /api/me/export", () => {
 
     const [server] = data.matrixMetadata.servers;
     expect(server).toMatchObject({ id, status: "running", synapseVersion: "1.163.2", adminUserId: `@admin:${server.serverName}` });
+    expect(server.settings).toEqual({
+      registration: "closed",
+      federation: { mode: "on" },
+      messageRetentionDays: null,
+      mediaRetentionDays: null,
+      maxUploadMiB: 50,
+    });
     expect(server.operations.map((operation: any) => operation.kind)).toEqual(["homeserver.provision", "homeserver.backup"]);
     expect(server.backups).toEqual([expect.objectContaining({ id: backupId, trigger: "manual", status: "pending" })]);
   });

@@ -250,6 +250,7 @@ export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {
     "homeserver.rooms.list": { rooms: [], total: 0, nextFrom: null },
     "homeserver.rooms.block": { outcome: "done", roomId: job.payload.roomId, blocked: job.payload.blocked },
     "homeserver.rooms.purge": { outcome: "purged", roomId: job.payload.roomId, membersRemoved: 2, membersNotRemoved: 0 },
+    "homeserver.settings.apply": { serverId, settings: job.payload.settings },
   };
   if (!(job.kind in results)) throw new Error(`no result for ${job.kind} jobs: they never succeed`);
   return { type: "job.result", id: job.id, ok: true, result: { ...(results[job.kind] as object), ...fields } };
