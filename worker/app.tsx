@@ -22,6 +22,7 @@ import { stripeWebhookRoutes } from "./routes/stripe-webhook";
 import { devRoutes } from "./routes/dev";
 import { pageRoutes } from "./routes/pages";
 import { dashboardPageRoutes } from "./routes/dashboard-pages";
+import { homeserverPageRoutes } from "./routes/homeserver-pages";
 import { MessagePage } from "./pages/auth";
 
 function limitBody(maxSize: number) {
@@ -88,6 +89,7 @@ export const app = new Hono<AppEnv>()
   .route("/dev", devRoutes)
   .route("/billing", billingPageRoutes)
   .route("/", dashboardPageRoutes)
+  .route("/homeservers", homeserverPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>
     wantsPage(c)

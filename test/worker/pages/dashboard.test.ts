@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { call, logIn, verifiedUser } from "../helpers";
 import { subscriber } from "../billing/stripe-helpers";
 import { jobOf, onlineHost, runningServer, serverView } from "../servers/server-helpers";
-import { expectLabelled } from "./page-checks";
+import { expectLabelled, page } from "./page-checks";
 import { backupsOf, uploadBackup } from "../backups/backup-helpers";
 import { succeeded } from "../fleet/fleet-helpers";
 
@@ -19,14 +19,6 @@ beforeEach(async () => {
 const formHeaders = { "content-type": "application/x-www-form-urlencoded" };
 const submit = (path: string, fields: Record<string, string>, cookie: string) =>
   call(path, { method: "POST", rawBody: new URLSearchParams(fields), headers: formHeaders, cookie });
-
-async function page(path: string, cookie: string, status = 200): Promise<string> {
-  const response = await call(path, { cookie, headers: { accept: "text/html" } });
-  const html = await response.text();
-  expect(response.status, html).toBe(status);
-  expect(response.headers.get("content-type")).toMatch(/^text\/html/);
-  return html;
-}
 
 /** Every input, select and textarea with an id has a label pointing at it (radios sit inside theirs). */
 describe("the servers page", () => {
