@@ -207,7 +207,7 @@ export function UsersPage(props: {
               value={create.localpart}
               required
               maxlength={64}
-              pattern="[a-z0-9._=\-/+]+"
+              pattern="[a-z0-9._=+\/\-]+"
               autocomplete="off"
               spellcheck={false}
               aria-describedby="field-localpart-hint"
