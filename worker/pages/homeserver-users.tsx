@@ -233,7 +233,11 @@ export function UsersPage(props: {
           </div>
           <button type="submit">Search</button>
         </form>
-        {props.list ? <UserListing server={server} list={props.list} search={props.search} from={props.from} /> : null}
+        {props.list ? (
+          <UserListing server={server} list={props.list} search={props.search} from={props.from} />
+        ) : props.pending ? (
+          <p class="hint">The list shows once your homeserver has answered.</p>
+        ) : null}
       </section>
     </Layout>
   );
@@ -318,7 +322,11 @@ export function RegistrationPage(props: {
       </section>
       <section class="card" aria-labelledby="tokens-heading">
         <h2 id="tokens-heading">Registration tokens</h2>
-        {props.list ? <TokenTable server={server} tokens={props.list.tokens} /> : null}
+        {props.list ? (
+          <TokenTable server={server} tokens={props.list.tokens} />
+        ) : props.pending ? (
+          <p class="hint">The list shows once your homeserver has answered.</p>
+        ) : null}
       </section>
     </Layout>
   );

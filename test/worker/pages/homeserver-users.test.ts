@@ -274,6 +274,7 @@ describe("a job the homeserver has not finished", () => {
     const html = await page(usersPage(server), server.owner.cookie);
     const list = await nextJob(server, "homeserver.users.list");
     expect(html).toContain("Your homeserver is still listing its users. This can take a minute.");
+    expect(html).toContain("The list shows once your homeserver has answered.");
     const outcome = `${usersPage(server)}?from=0&amp;job=${list.id}`;
     expect(html).toContain(`data-job="/api/servers/${server.id}/jobs/${list.id}" data-outcome="${outcome}"`);
     expect(html).toContain(`<a href="${outcome}">Check again</a>`);
