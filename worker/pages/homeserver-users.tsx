@@ -28,7 +28,8 @@ export interface PasswordLinkView {
   reset: boolean;
 }
 
-const LIST_LIMIT = 25;
+/** Users a page lists. */
+export const USERS_PER_PAGE = 25;
 const yesNo = (value: boolean) => (value ? "yes" : "no");
 const listOf = (items: string[]) => `${items.slice(0, -1).join(", ")} and ${items.at(-1)}`;
 
@@ -159,7 +160,7 @@ function UserListing(props: { server: ServerView; list: UserList; search: string
         ))}
       </ul>
       <nav aria-label="Pages of users" class="tabs">
-        {from > 0 ? <a href={page(Math.max(0, from - LIST_LIMIT))}>Previous page</a> : null}
+        {from > 0 ? <a href={page(Math.max(0, from - USERS_PER_PAGE))}>Previous page</a> : null}
         {list.nextFrom !== null ? <a href={page(list.nextFrom)}>Next page</a> : null}
       </nav>
     </>

@@ -10,7 +10,16 @@ import { presentServer } from "../http/present";
 import { requireLogin, type SessionAppEnv } from "../http/session";
 import { parseWith } from "../http/validation";
 import { MessagePage } from "../pages/auth";
-import { RegistrationPage, UsersPage, type PasswordLinkView, type PendingView, type TokenList, type TokenView, type UserList } from "../pages/homeserver-users";
+import {
+  RegistrationPage,
+  USERS_PER_PAGE,
+  UsersPage,
+  type PasswordLinkView,
+  type PendingView,
+  type TokenList,
+  type TokenView,
+  type UserList,
+} from "../pages/homeserver-users";
 import { ownedServer } from "../servers/servers";
 import {
   administrationJobWithAction,
@@ -40,7 +49,6 @@ type PageContext = Context<SessionAppEnv>;
 type Settled = ReturnType<typeof settleAdministrationJob>;
 type UserAction = JobPayload<"homeserver.users.update">["action"];
 
-const LIST_LIMIT = 25;
 const jobQuery = z.string().min(1).max(128);
 const usersPath = (serverId: string) => `/homeservers/${serverId}/users`;
 const registrationPath = (serverId: string) => `/homeservers/${serverId}/registration`;
@@ -111,9 +119,9 @@ async function usersView(c: PageContext, extra: UsersExtra = {}) {
   const { ctx, user } = c.var;
   const server = await ownedServer(ctx.db, user.id, c.req.param("id")!);
   const parsed = listUsersQuery.safeParse({ search: c.req.query("search") || undefined, from: c.req.query("from") || undefined });
-  const query = parsed.success ? parsed.data : { search: undefined, from: 0, limit: LIST_LIMIT };
+  const query = parsed.success ? parsed.data : { search: undefined, from: 0, limit: USERS_PER_PAGE };
   const pageQuery = { ...(query.search ? { search: query.search } : {}), from: String(query.from) };
-  const view = await withList(extra, "users", usersPath(server.id), pageQuery, () => listUsers(ctx, user, server.id, { ...query, limit: LIST_LIMIT }));
+  const view = await withList(extra, "users", usersPath(server.id), pageQuery, () => listUsers(ctx, user, server.id, { ...query, limit: USERS_PER_PAGE }));
   const page = <UsersPage user={user} server={presentServer(ctx.config, server, undefined)} search={query.search ?? ""} from={query.from} {...view} />;
   return { page, status: view.status };
 }
