@@ -26,6 +26,7 @@ import { devRoutes } from "./routes/dev";
 import { pageRoutes } from "./routes/pages";
 import { dashboardPageRoutes } from "./routes/dashboard-pages";
 import { roomPageRoutes } from "./routes/room-pages";
+import { homeserverPageRoutes } from "./routes/homeserver-pages";
 import { MessagePage } from "./pages/auth";
 
 function limitBody(maxSize: number) {
@@ -96,6 +97,7 @@ export const app = new Hono<AppEnv>()
   .route("/homeservers", roomPageRoutes)
   .route("/", dashboardPageRoutes)
   .route("/homeservers", serverSettingsPageRoutes)
+  .route("/homeservers", homeserverPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>
     wantsPage(c)

@@ -1,66 +1,21 @@
 // A server's page in headless Chromium against its own `wrangler dev` (--no-agent): a customer
 // subscribes, creates a homeserver by form, and watches it reach "running" without reloading,
 // while this file plays the host's agent over a raw WebSocket. The page passes axe-core.
-import { generateKeyPairSync, randomUUID, sign } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { PROTOCOL_VERSION, helloSigningInput } from "../../protocol/messages.ts";
 import { runningHomeserver } from "../job-results.ts";
 import { reservePort } from "../ports.ts";
-import { Api, DevServer, signUpOperator, openRaw, runCleanups, tempRoot, waitFor, type RawSocket } from "./agent-helpers.ts";
-import { axeSeriousViolations, launchChromium, newestTokenLink, submit } from "./browser-helpers.ts";
+import { Api, DevServer, signUpOperator, runCleanups, tempRoot, type RawSocket } from "./agent-helpers.ts";
+import { axeSeriousViolations, launchChromium, submit } from "./browser-helpers.ts";
+import { fakeAgent, jobOf, subscribedCustomer } from "./dashboard-helpers.ts";
 
 const artifacts = fileURLToPath(new URL("../../test-results/e2e/", import.meta.url));
 // Its own region, so that placement can only choose this file's host.
 const REGION = "us-central";
-
-/** Enrolls a host with a fresh key and connects as its agent; the caller answers its jobs. */
-async function fakeAgent(api: Api): Promise<RawSocket> {
-  const { token } = await api.expect<{ token: string }>(201, "POST", "/api/admin/join-tokens", { region: REGION });
-  const { publicKey, privateKey } = generateKeyPairSync("ed25519");
-  const raw = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
-  const enrolled = await api.expect<{ hostId: string; connectUrl: string }>(201, "POST", "/api/agent/enroll", {
-    joinToken: token,
-    publicKey: raw.toString("base64url"),
-    name: `e2e-dash-${randomUUID().slice(0, 8)}`,
-    capacity: { memoryMiB: 8192, cpus: 4, diskGiB: 200 },
-    agentVersion: "0.0.0-e2e-dashboard",
-  });
-  const socket = await openRaw(enrolled.connectUrl);
-  const { nonce } = (await socket.next("challenge")) as { nonce: string };
-  socket.ws.send(
-    JSON.stringify({
-      type: "hello",
-      protocols: [PROTOCOL_VERSION],
-      hostId: enrolled.hostId,
-      nonce,
-      signature: sign(null, Buffer.from(helloSigningInput(enrolled.hostId, nonce), "utf8"), privateKey).toString("base64url"),
-      agentVersion: "0.0.0-e2e-dashboard",
-      diskEncryption: { dataRoot: "/var/lib/berth", encrypted: false, devices: [], allowUnencrypted: true },
-      workloads: [],
-    }),
-  );
-  await socket.next("welcome");
-  return socket;
-}
-
-interface JobMessage {
-  type: "job";
-  job: { id: string; kind: string; payload: Record<string, unknown> };
-}
-
-const jobOf = (socket: RawSocket, kind: string) =>
-  waitFor(
-    `a ${kind} job`,
-    () => socket.messages.find((m): m is JobMessage & Record<string, unknown> => m.type === "job" && (m as unknown as JobMessage).job.kind === kind),
-    {
-      timeoutMs: 30_000,
-      intervalMs: 50,
-    },
-  );
 
 describe("a server's page, live, in a real browser", () => {
   let dev: DevServer;
@@ -75,7 +30,7 @@ describe("a server's page, live, in a real browser", () => {
     await dev.start();
     const operator = new Api(dev.baseUrl);
     await signUpOperator(operator, dev);
-    agent = await fakeAgent(operator);
+    agent = await fakeAgent(operator, REGION);
     browser = await launchChromium();
     page = await (await browser.newContext()).newPage();
   }, 180_000);
@@ -87,36 +42,9 @@ describe("a server's page, live, in a real browser", () => {
 
   it("creates a homeserver by form and follows it to running without reloading", async () => {
     const baseUrl = dev.baseUrl;
-    const customer = new Api(baseUrl);
-    const email = `dash-${randomUUID()}@example.com`;
-    const password = `pass ${randomUUID()}`;
-    await customer.expect(202, "POST", "/api/auth/signup", { email, password });
-    const link = await newestTokenLink(baseUrl, email, "/verify-email");
-    await customer.expect(200, "POST", "/api/auth/verify-email", { token: new URL(link).searchParams.get("token") });
-
-    await page.goto(`${baseUrl}/login`);
-    await page.getByLabel("Email", { exact: true }).fill(email);
-    await page.getByLabel("Password", { exact: true }).fill(password);
-    await submit(page, page.getByRole("main").getByRole("button", { name: "Log in", exact: true }));
-    await page.goto(`${baseUrl}/billing`);
-    await submit(page, page.getByRole("button", { name: "Subscribe to Starter" }));
-    await page.getByLabel("Card number").fill("4242 4242 4242 4242");
-    await page.getByLabel("Expiration (MM / YY)").fill("12 / 34");
-    await page.getByLabel("CVC").fill("123");
-    await page.getByLabel("Cardholder name").fill("Test Customer");
-    await submit(page, page.getByRole("button", { name: "Subscribe" }));
-    expect(new URL(page.url()).pathname).toBe("/billing/success");
-
-    // The subscription arrives by webhook; then the servers page offers the region with room.
+    await subscribedCustomer(page, baseUrl);
+    // The region with room is offered first.
     const region = page.getByRole("radio", { name: new RegExp(`${REGION} — has room`) });
-    await waitFor(
-      "the plan to be active",
-      async () => {
-        await page.goto(`${baseUrl}/servers`);
-        return !(await page.locator("main").innerText()).includes("choose a plan");
-      },
-      { timeoutMs: 30_000, intervalMs: 300 },
-    );
     expect(await region.isChecked()).toBe(true);
     const name = `dash-${randomUUID().slice(0, 8)}`;
     await page.getByLabel("Name", { exact: true }).fill(name);

@@ -6,7 +6,8 @@ import { STEP_TEXT } from "./servers";
  * It enhances pages that work without it: the name is checked as it is typed
  * by the very function the server uses (its source, with the constants it
  * reads), and a server's page follows its status over server-sent events,
- * re-fetching its own HTML for the sections a change affects.
+ * re-fetching its own HTML for the sections a change affects; a page that had
+ * to leave a homeserver's job under way follows it and shows its outcome.
  */
 export const DASHBOARD_SCRIPT = `"use strict";
 (() => {
@@ -23,6 +24,19 @@ export const DASHBOARD_SCRIPT = `"use strict";
       name.setAttribute("aria-invalid", problem ? "true" : "false");
       out.textContent = message;
     });
+  }
+
+  // A homeserver job the page had to leave under way: follow it, then open the page of its outcome.
+  const pending = document.getElementById("job-pending");
+  if (pending) {
+    document.getElementById("job-note").textContent = "now, or wait: this page shows the result by itself when it is done.";
+    const follow = async () => {
+      const response = await fetch(pending.dataset.job).catch(() => null);
+      const job = response && response.ok ? (await response.json()).job : null;
+      if (!response || (job && job.status === "pending")) setTimeout(follow, 1500);
+      else location.replace(pending.dataset.outcome);
+    };
+    setTimeout(follow, 1000);
   }
 
   const live = document.getElementById("live-status");

@@ -6,14 +6,16 @@ import type { presentBackup, presentServer } from "../http/present";
 import { NAME_MAX, NAME_MIN } from "../servers/names";
 import { UsageChart, formatBytes, formatPercent } from "./charts";
 import { Alert, Layout } from "./layout";
+import { ServerNav } from "./server-nav";
 
 export type ServerView = ReturnType<typeof presentServer>;
 export type BackupView = ReturnType<typeof presentBackup>;
 
-const DASHBOARD_SCRIPT = "/assets/dashboard.js";
+export const DASHBOARD_SCRIPT_PATH = "/assets/dashboard.js";
 const RETENTION_DAYS = BACKUP_RETENTION_MS / 86_400_000;
 
-const when = (iso: string | null) => (iso ? `${new Date(iso).toLocaleString("en-US", { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" })} UTC` : "—");
+export const when = (iso: string | null) =>
+  iso ? `${new Date(iso).toLocaleString("en-US", { dateStyle: "medium", timeStyle: "short", timeZone: "UTC" })} UTC` : "—";
 
 /** Element Web's login screen with our homeserver filled in (hs_url: long-standing, but undocumented for the web app). */
 export const elementLink = (homeserverUrl: string) => `https://app.element.io/#/login?hs_url=${encodeURIComponent(homeserverUrl)}`;
@@ -56,7 +58,7 @@ export function ServersPage(props: {
   region?: string | undefined;
 }) {
   return (
-    <Layout title="Servers" viewer={props.user} script={DASHBOARD_SCRIPT}>
+    <Layout title="Servers" viewer={props.user} script={DASHBOARD_SCRIPT_PATH}>
       <h1>Your homeservers</h1>
       <Alert kind="error" message={props.error} />
       {props.servers.length === 0 ? (
@@ -435,11 +437,12 @@ export function ServerPage(props: {
 }) {
   const { server } = props;
   return (
-    <Layout title={server.serverName} viewer={props.user} script={DASHBOARD_SCRIPT}>
+    <Layout title={server.serverName} viewer={props.user} script={DASHBOARD_SCRIPT_PATH}>
       <p>
         <a href="/servers">← All homeservers</a>
       </p>
       <h1>{server.serverName}</h1>
+      <ServerNav serverId={server.id} current="overview" />
       <Alert kind="notice" message={props.notice} />
       <Alert kind="error" message={props.error} />
       <LiveStatus server={server} />

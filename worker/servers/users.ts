@@ -56,8 +56,8 @@ export const USER_ACTIONS = {
 } as const satisfies Record<string, JobPayload<"homeserver.users.update">["action"]>;
 
 /** What deactivating removes, and what erasing adds (Synapse's deactivation, with erase or without). */
-const DEACTIVATION_REMOVES = ["the user's password, so they can no longer log in", "every device and session", "their membership of every room"];
-const ERASURE_REMOVES = ["their display name and avatar", "the media they uploaded", "their messages, for anyone who joins a room later"];
+export const DEACTIVATION_REMOVES = ["the user's password, so they can no longer log in", "every device and session", "their membership of every room"];
+export const ERASURE_REMOVES = ["their display name and avatar", "the media they uploaded", "their messages, for anyone who joins a room later"];
 
 type RunningServer = Server & { hostId: string };
 
@@ -170,7 +170,8 @@ function failure(job: Job, what: string): ApiError {
   return new ApiError(502, "homeserver_error", `Your homeserver could not finish ${what}; our operators can see the details. Try again in a while.`);
 }
 
-const WHAT: Record<AdministrationJobKind, string> = {
+/** What each job does, as its customer reads it: "while <it>", "still <it>". */
+export const JOB_ACTIVITY: Record<AdministrationJobKind, string> = {
   "homeserver.users.list": "listing its users",
   "homeserver.users.create": "creating the user",
   "homeserver.users.set_password": "setting the password",
@@ -186,7 +187,7 @@ const WHAT: Record<AdministrationJobKind, string> = {
 
 function succeededResult<K extends AdministrationJobKind>(job: Job, kind: K): JobResult<K> {
   const result = resultOf(job, kind);
-  if (!result) throw failure(job, WHAT[kind]);
+  if (!result) throw failure(job, JOB_ACTIVITY[kind]);
   return result;
 }
 
@@ -250,7 +251,7 @@ export function settleAdministrationJob(server: Server, job: Job) {
 }
 
 function isAdministrationJob(job: Job): boolean {
-  return Object.hasOwn(WHAT, job.kind);
+  return Object.hasOwn(JOB_ACTIVITY, job.kind);
 }
 
 /** An administration job as its customer polls it: its answer once finished, in the words the route would have used. */
@@ -265,12 +266,23 @@ export function presentAdministrationJob(server: Server, job: Job) {
   }
 }
 
-/** GET /api/servers/:id/jobs/:jobId: one of this server's administration jobs, for its owner. */
-export async function administrationJob(ctx: WorkContext, user: User, serverId: string, jobId: string) {
+async function ownedAdministrationJob(ctx: WorkContext, user: User, serverId: string, jobId: string) {
   const server = await ownedServer(ctx.db, user.id, serverId);
   const job = await getJob(ctx.db, jobId);
   if (!job || job.serverId !== server.id || !isAdministrationJob(job)) throw notFound("No such job.");
+  return { server, job };
+}
+
+/** GET /api/servers/:id/jobs/:jobId: one of this server's administration jobs, for its owner. */
+export async function administrationJob(ctx: WorkContext, user: User, serverId: string, jobId: string) {
+  const { server, job } = await ownedAdministrationJob(ctx, user, serverId, jobId);
   return presentAdministrationJob(server, job);
+}
+
+/** The same, with what a change to a user asked for: the page that shows its outcome says what was done. */
+export async function administrationJobWithAction(ctx: WorkContext, user: User, serverId: string, jobId: string) {
+  const { server, job } = await ownedAdministrationJob(ctx, user, serverId, jobId);
+  return { ...presentAdministrationJob(server, job), action: payloadOf(job, "homeserver.users.update")?.action };
 }
 
 // ---------- users ----------

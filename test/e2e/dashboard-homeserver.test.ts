@@ -1,0 +1,283 @@
+// A homeserver's own pages (users, registration, and the ones to come) in headless Chromium against
+// their own `wrangler dev` (--no-agent), with JavaScript and without: this file plays the host's
+// agent over a raw WebSocket, answering the administration jobs as a small homeserver would (or
+// holding one, to show a job the page had to leave under way). Every page passes axe-core.
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runningHomeserver } from "../job-results.ts";
+import { reservePort } from "../ports.ts";
+import { Api, DevServer, runCleanups, signUpOperator, tempRoot, waitFor, type RawSocket } from "./agent-helpers.ts";
+import { axeSeriousViolations, launchChromium, submit } from "./browser-helpers.ts";
+import { fakeAgent, jobOf, subscribedCustomer, type JobMessage } from "./dashboard-helpers.ts";
+
+const artifacts = fileURLToPath(new URL("../../test-results/e2e/", import.meta.url));
+const REGION = "us-west";
+
+/** Every page of a homeserver, visited with and without JavaScript and checked by axe: a new page is one more line. */
+const SERVER_PAGES: { name: string; path: (id: string) => string; heading: RegExp }[] = [
+  { name: "Overview", path: (id) => `/servers/${id}`, heading: /^dash-/ },
+  { name: "Users", path: (id) => `/homeservers/${id}/users`, heading: /^Users of / },
+  { name: "Registration", path: (id) => `/homeservers/${id}/registration`, heading: /^Registration of / },
+];
+
+interface HomeserverUser {
+  userId: string;
+  displayName: string | null;
+  admin: boolean;
+  deactivated: boolean;
+  createdAt: number;
+  lastSeenAt: number | null;
+  devices: number;
+  mediaBytes: number;
+}
+
+interface RegistrationToken {
+  token: string;
+  usesAllowed: number | null;
+  pending: number;
+  completed: number;
+  expiresAt: number | null;
+}
+
+/** A homeserver's users and tokens as its agent keeps them: each administration job answered as Synapse would, unless held. */
+class PlayedHomeserver {
+  readonly users = new Map<string, HomeserverUser>();
+  readonly tokens = new Map<string, RegistrationToken>();
+  private readonly held = new Set<string>();
+  private readonly waiting: JobMessage["job"][] = [];
+  private readonly answered = new Set<string>();
+
+  constructor(
+    private readonly agent: RawSocket,
+    private readonly serverName: string,
+  ) {
+    agent.ws.on("message", (data) => {
+      const message = JSON.parse(data.toString()) as Partial<JobMessage>;
+      const job = message.type === "job" ? message.job : undefined;
+      if (!job || !/^homeserver\.(users|registration_tokens)\./.test(job.kind) || this.answered.has(job.id)) return;
+      this.answered.add(job.id);
+      if (this.held.has(job.kind)) this.waiting.push(job);
+      else this.answer(job);
+    });
+  }
+
+  /** Jobs of `kind` wait until released, as if the homeserver were slow. */
+  hold(kind: string) {
+    this.held.add(kind);
+  }
+
+  /** Answers the held jobs of `kind`, and those to come. */
+  release(kind: string) {
+    this.held.delete(kind);
+    for (const job of this.waiting.splice(0)) this.answer(job);
+  }
+
+  heldCount() {
+    return this.waiting.length;
+  }
+
+  private answer(job: JobMessage["job"]) {
+    this.agent.ws.send(JSON.stringify({ type: "job.ack", id: job.id }));
+    this.agent.ws.send(JSON.stringify({ type: "job.result", id: job.id, ok: true, result: this.resultOf(job) }));
+  }
+
+  private resultOf({ kind, payload }: JobMessage["job"]): unknown {
+    const serverId = payload.serverId;
+    switch (kind) {
+      case "homeserver.users.list": {
+        const search = String(payload.search ?? "");
+        const users = [...this.users.values()].filter((user) => user.userId.includes(search) || (user.displayName ?? "").includes(search));
+        return { users, total: users.length, nextFrom: null };
+      }
+      case "homeserver.users.create": {
+        const userId = `@${payload.localpart}:${this.serverName}`;
+        if (this.users.has(userId)) return { outcome: "taken", userId };
+        const user = { userId, displayName: (payload.displayName as string) ?? null, admin: false, deactivated: false, createdAt: Date.now() };
+        this.users.set(userId, { ...user, lastSeenAt: null, devices: 0, mediaBytes: 0 });
+        return { outcome: "created", userId };
+      }
+      case "homeserver.users.update": {
+        const user = this.users.get(String(payload.userId))!;
+        if (payload.action === "make_admin") user.admin = true;
+        if (payload.action === "unmake_admin") user.admin = false;
+        if (String(payload.action).startsWith("deactivate")) user.deactivated = true;
+        return { serverId, user, devicesLoggedOut: user.devices };
+      }
+      case "homeserver.registration_tokens.list":
+        return { tokens: [...this.tokens.values()] };
+      case "homeserver.registration_tokens.create": {
+        const token = { token: randomBytes(12).toString("base64url"), usesAllowed: payload.usesAllowed as number, pending: 0, completed: 0 };
+        this.tokens.set(token.token, { ...token, expiresAt: (payload.expiresAt as number | undefined) ?? null });
+        return { outcome: "created", token: this.tokens.get(token.token) };
+      }
+      case "homeserver.registration_tokens.revoke":
+        return { serverId, token: payload.token, revoked: this.tokens.delete(String(payload.token)) };
+      default:
+        throw new Error(`no answer for ${kind}`);
+    }
+  }
+}
+
+describe("a homeserver's pages in a real browser, with and without JavaScript", () => {
+  let dev: DevServer;
+  let browser: Browser;
+  let homeserver: PlayedHomeserver;
+  let serverId: string;
+  let signedIn: Awaited<ReturnType<BrowserContext["storageState"]>>;
+
+  beforeAll(async () => {
+    mkdirSync(artifacts, { recursive: true });
+    const root = tempRoot("berth-e2e-homeserver-pages-");
+    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"));
+    await dev.start();
+    const operator = new Api(dev.baseUrl);
+    await signUpOperator(operator, dev);
+    const agent = await fakeAgent(operator, REGION);
+    browser = await launchChromium();
+
+    // A customer with a running homeserver; both kinds of browser below share the session.
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await subscribedCustomer(page, dev.baseUrl);
+    const name = `dash-${randomUUID().slice(0, 8)}`;
+    await page.getByLabel("Name", { exact: true }).fill(name);
+    await page.getByRole("radio", { name: new RegExp(`${REGION} — has room`) }).check();
+    await submit(page, page.getByRole("button", { name: "Create homeserver" }));
+    serverId = new URL(page.url()).pathname.split("/").at(-1)!;
+    const { job } = await jobOf(agent, "homeserver.provision");
+    const serverName = String(job.payload.serverName);
+    homeserver = new PlayedHomeserver(agent, serverName);
+    const provisioned = { ...runningHomeserver(serverId, serverName), adminUserId: `@admin:${serverName}` };
+    agent.ws.send(JSON.stringify({ type: "job.result", id: job.id, ok: true, result: provisioned }));
+    const status = async () => ((await (await page.request.get(`${dev.baseUrl}/api/servers/${serverId}`)).json()) as { status: string }).status;
+    await waitFor("the homeserver to be running", async () => (await status()) === "running", { timeoutMs: 15_000, intervalMs: 200 });
+    signedIn = await context.storageState();
+    await context.close();
+  }, 180_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await runCleanups();
+  });
+
+  describe.each([
+    { javaScript: true, label: "with JavaScript" },
+    { javaScript: false, label: "without JavaScript" },
+  ])("$label", ({ javaScript, label }) => {
+    let page: Page;
+    const problems: string[] = [];
+    /**
+     * axe runs as a script, and a page without JavaScript runs none (an evaluation never settles): that page's
+     * HTML is checked as loaded in a page where scripts run, with the page's own script blocked.
+     */
+    const accessibilityProblems = async (): Promise<string[]> => {
+      if (javaScript) return axeSeriousViolations(page);
+      const url = page.url();
+      const html = await page.content();
+      const checker = await browser.newPage();
+      try {
+        await checker.route(
+          (candidate) => candidate.href === url,
+          (route) => route.fulfill({ body: html, contentType: "text/html; charset=utf-8" }),
+        );
+        await checker.route("**/assets/dashboard.js", (route) => route.abort());
+        await checker.goto(url);
+        return await axeSeriousViolations(checker);
+      } finally {
+        await checker.close();
+      }
+    };
+    const shot = (step: string) => page.screenshot({ path: `${artifacts}dashboard-homeserver-${javaScript ? "js" : "nojs"}-${step}.png`, fullPage: true });
+
+    beforeAll(async () => {
+      const context = await browser.newContext({ javaScriptEnabled: javaScript, storageState: signedIn });
+      page = await context.newPage();
+      page.on("pageerror", (error) => problems.push(`pageerror at ${page.url()}: ${error.message}`));
+      page.on("console", (message) => {
+        // Pages answer a refusal with its status (a 409 for a taken name): the browser logs those.
+        if (message.type() === "error" && !/status of 409/.test(message.text())) problems.push(`console.error at ${page.url()}: ${message.text()}`);
+      });
+    });
+
+    it.each(SERVER_PAGES)("$name: the page, its navigation, and no serious accessibility violations", async ({ path, heading }) => {
+      await page.goto(`${dev.baseUrl}${path(serverId)}`);
+      expect(await page.getByRole("heading", { level: 1 }).innerText()).toMatch(heading);
+      const nav = page.getByRole("navigation", { name: "Homeserver" });
+      expect(await nav.getByRole("link").allInnerTexts()).toEqual(["Overview", "Users", "Registration", "Rooms", "Settings"]);
+      expect(await nav.locator("[aria-current=page]").getAttribute("href")).toBe(path(serverId));
+      expect(await accessibilityProblems()).toEqual([]);
+    });
+
+    it("creates a user, hands over the one-time link, makes a new one, and refuses a taken name keeping what was typed", async () => {
+      const localpart = `user-${javaScript ? "js" : "nojs"}`;
+      await page.goto(`${dev.baseUrl}/homeservers/${serverId}/users`);
+      await page.getByLabel("Username").fill(localpart);
+      await page.getByLabel("Display name (optional)").fill(`Someone ${label}`);
+      await submit(page, page.getByRole("button", { name: "Create user" }));
+      expect(await page.locator("main").innerText()).toMatch(new RegExp(`@${localpart}:\\S+ was created`));
+      const created = page.locator("#password-link");
+      expect(await created.getByRole("heading").innerText()).toMatch(new RegExp(`^@${localpart}:.+ was created$`));
+      expect(new URL((await created.getByRole("link").getAttribute("href")) ?? "").pathname).toBe(`/homeservers/${serverId}/set-password`);
+      expect(await created.innerText()).toContain("It works once and expires");
+      expect(await accessibilityProblems()).toEqual([]);
+      await shot("user-created");
+
+      const card = page.getByRole("listitem").filter({ hasText: `@${localpart}:` });
+      await card.getByText("Manage").click();
+      await submit(page, card.getByRole("button", { name: "New password link" }));
+      expect(await page.locator("#password-link").innerText()).toMatch(/A new password link for @.+every session @.+ has is logged out/s);
+
+      await page.getByLabel("Username").fill(localpart);
+      await page.getByLabel("Display name (optional)").fill("Typed again");
+      await submit(page, page.getByRole("button", { name: "Create user" }));
+      expect(await page.getByRole("alert").innerText()).toMatch(/exists already: choose another name/);
+      expect(await page.getByLabel("Username").inputValue()).toBe(localpart);
+      expect(await page.getByLabel("Display name (optional)").inputValue()).toBe("Typed again");
+      expect(await accessibilityProblems()).toEqual([]);
+    });
+
+    it("creates a token that the homeserver is slow to make, shows it once done, and revokes it", async () => {
+      await page.goto(`${dev.baseUrl}/homeservers/${serverId}/registration`);
+      expect(await page.getByRole("link", { name: "Settings", exact: true }).last().getAttribute("href")).toBe(`/homeservers/${serverId}/settings`);
+      homeserver.hold("homeserver.registration_tokens.create");
+      await page.getByLabel("Uses allowed").fill("3");
+      await page.getByLabel("Expires after (days, optional)").fill("7");
+      await submit(page, page.getByRole("button", { name: "Create token" }));
+      const underWay = page.locator("#job-pending");
+      expect(await underWay.innerText()).toContain("Your homeserver is still creating the registration token.");
+      expect(await accessibilityProblems()).toEqual([]);
+      await shot("token-pending");
+      expect(homeserver.heldCount()).toBe(1);
+      homeserver.release("homeserver.registration_tokens.create");
+      if (javaScript) {
+        // The script follows the job and opens its outcome by itself.
+        expect(await underWay.innerText()).toContain("this page shows the result by itself");
+        await page.waitForURL(/[?&]job=/, { timeout: 15_000 });
+      } else {
+        await submit(page, underWay.getByRole("link", { name: "Check again" }));
+      }
+      await page.waitForLoadState("load");
+      const token = (await page.locator("#created-token code").innerText()).trim();
+      expect(homeserver.tokens.has(token)).toBe(true);
+      expect(await page.locator("#created-token").innerText()).toMatch(/Registers up to 3 accounts, until /);
+      expect(await page.getByRole("row").filter({ hasText: token }).innerText()).toMatch(/3\s+3\s+0/);
+      expect(await accessibilityProblems()).toEqual([]);
+      await shot("token-created");
+
+      await submit(
+        page,
+        page
+          .getByRole("row")
+          .filter({ hasText: token })
+          .getByRole("button", { name: `Revoke ${token}` }),
+      );
+      expect(await page.getByRole("status").first().innerText()).toContain(`The registration token ${token} is revoked`);
+      expect(homeserver.tokens.has(token)).toBe(false);
+      expect(problems).toEqual([]);
+    });
+  });
+});

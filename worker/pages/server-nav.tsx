@@ -1,0 +1,23 @@
+/** The pages of one homeserver, in the order its sub-navigation lists them. */
+export type ServerSection = "overview" | "users" | "registration" | "rooms" | "settings";
+
+const SECTIONS: { section: ServerSection; label: string; path: (id: string) => string }[] = [
+  { section: "overview", label: "Overview", path: (id) => `/servers/${id}` },
+  { section: "users", label: "Users", path: (id) => `/homeservers/${id}/users` },
+  { section: "registration", label: "Registration", path: (id) => `/homeservers/${id}/registration` },
+  { section: "rooms", label: "Rooms", path: (id) => `/homeservers/${id}/rooms` },
+  { section: "settings", label: "Settings", path: (id) => `/homeservers/${id}/settings` },
+];
+
+/** The sub-navigation every page of a homeserver shows, the current one marked for assistive technology too. */
+export function ServerNav(props: { serverId: string; current: ServerSection }) {
+  return (
+    <nav aria-label="Homeserver" class="tabs server-nav">
+      {SECTIONS.map(({ section, label, path }) => (
+        <a href={path(props.serverId)} aria-current={section === props.current ? "page" : undefined}>
+          {label}
+        </a>
+      ))}
+    </nav>
+  );
+}
