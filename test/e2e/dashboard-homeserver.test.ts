@@ -20,8 +20,10 @@ const REGION = "us-west";
 /** Every page of a homeserver, visited with and without JavaScript and checked by axe: a new page is one more line. */
 const SERVER_PAGES: { name: string; path: (id: string) => string; heading: RegExp }[] = [
   { name: "Overview", path: (id) => `/servers/${id}`, heading: /^dash-/ },
-  { name: "Users", path: (id) => `/homeservers/${id}/users`, heading: /^Users of / },
-  { name: "Registration", path: (id) => `/homeservers/${id}/registration`, heading: /^Registration of / },
+  { name: "Users", path: (id) => `/servers/${id}/users`, heading: /^Users of / },
+  { name: "Registration", path: (id) => `/servers/${id}/registration`, heading: /^Registration of / },
+  { name: "Rooms", path: (id) => `/servers/${id}/rooms`, heading: /^Rooms of / },
+  { name: "Settings", path: (id) => `/servers/${id}/settings`, heading: /^Settings of / },
 ];
 
 interface HomeserverUser {
@@ -43,10 +45,16 @@ interface RegistrationToken {
   expiresAt: number | null;
 }
 
-/** A homeserver's users and tokens as its agent keeps them: each administration job answered as Synapse would, unless held. */
+/** A homeserver's users, tokens, rooms and settings as its agent keeps them: each administration job answered as Synapse would, unless held. */
 class PlayedHomeserver {
   readonly users = new Map<string, HomeserverUser>();
   readonly tokens = new Map<string, RegistrationToken>();
+  /** A public room, shown by name, and a private one, shown by its id only. */
+  readonly rooms = [
+    { roomId: "!lobby:dash", public: true, name: "Lobby", canonicalAlias: "#lobby:dash", encryption: null, members: 40, localMembers: 12 },
+    { roomId: "!secret:dash", public: false, name: null, canonicalAlias: null, encryption: "m.megolm.v1.aes-sha2", members: 3, localMembers: 3 },
+  ].map((room) => ({ ...room, stateEvents: 20, createdAt: Date.now() - 86_400_000, blocked: false }));
+  settings: unknown;
   private readonly held = new Set<string>();
   private readonly waiting: JobMessage["job"][] = [];
   private readonly answered = new Set<string>();
@@ -58,7 +66,7 @@ class PlayedHomeserver {
     agent.ws.on("message", (data) => {
       const message = JSON.parse(data.toString()) as Partial<JobMessage>;
       const job = message.type === "job" ? message.job : undefined;
-      if (!job || !/^homeserver\.(users|registration_tokens)\./.test(job.kind) || this.answered.has(job.id)) return;
+      if (!job || !/^homeserver\.(users|registration_tokens|rooms|settings)\./.test(job.kind) || this.answered.has(job.id)) return;
       this.answered.add(job.id);
       if (this.held.has(job.kind)) this.waiting.push(job);
       else this.answer(job);
@@ -116,6 +124,16 @@ class PlayedHomeserver {
       }
       case "homeserver.registration_tokens.revoke":
         return { serverId, token: payload.token, revoked: this.tokens.delete(String(payload.token)) };
+      case "homeserver.rooms.list":
+        return { rooms: this.rooms, total: this.rooms.length, nextFrom: null };
+      case "homeserver.rooms.block": {
+        const room = this.rooms.find((candidate) => candidate.roomId === payload.roomId)!;
+        room.blocked = payload.blocked as boolean;
+        return { outcome: "done", roomId: room.roomId, blocked: room.blocked };
+      }
+      case "homeserver.settings.apply":
+        this.settings = payload.settings;
+        return { serverId, settings: payload.settings };
       default:
         throw new Error(`no answer for ${kind}`);
     }
@@ -214,7 +232,7 @@ describe("a homeserver's pages in a real browser, with and without JavaScript", 
 
     it("creates a user, hands over the one-time link, makes a new one, and refuses a taken name keeping what was typed", async () => {
       const localpart = `user-${javaScript ? "js" : "nojs"}`;
-      await page.goto(`${dev.baseUrl}/homeservers/${serverId}/users`);
+      await page.goto(`${dev.baseUrl}/servers/${serverId}/users`);
       await page.getByLabel("Username").fill(localpart);
       await page.getByLabel("Display name (optional)").fill(`Someone ${label}`);
       await submit(page, page.getByRole("button", { name: "Create user" }));
@@ -241,8 +259,8 @@ describe("a homeserver's pages in a real browser, with and without JavaScript", 
     });
 
     it("creates a token that the homeserver is slow to make, shows it once done, and revokes it", async () => {
-      await page.goto(`${dev.baseUrl}/homeservers/${serverId}/registration`);
-      expect(await page.getByRole("link", { name: "Settings", exact: true }).last().getAttribute("href")).toBe(`/homeservers/${serverId}/settings`);
+      await page.goto(`${dev.baseUrl}/servers/${serverId}/registration`);
+      expect(await page.getByRole("link", { name: "Settings", exact: true }).last().getAttribute("href")).toBe(`/servers/${serverId}/settings`);
       homeserver.hold("homeserver.registration_tokens.create");
       await page.getByLabel("Uses allowed").fill("3");
       await page.getByLabel("Expires after (days, optional)").fill("7");
@@ -277,6 +295,41 @@ describe("a homeserver's pages in a real browser, with and without JavaScript", 
       );
       expect(await page.getByRole("status").first().innerText()).toContain(`The registration token ${token} is revoked`);
       expect(homeserver.tokens.has(token)).toBe(false);
+      expect(problems).toEqual([]);
+    });
+
+    it("lists the rooms (a private one without its name), blocks one and unblocks it", async () => {
+      await page.goto(`${dev.baseUrl}/servers/${serverId}/rooms`);
+      const lobby = page.getByRole("row").filter({ hasText: "!lobby:dash" });
+      expect(await lobby.innerText()).toContain("Lobby");
+      const secret = page.getByRole("row").filter({ hasText: "!secret:dash" });
+      expect(await secret.innerText()).toMatch(/Private room/);
+      expect(await secret.innerText()).toContain("m.megolm.v1.aes-sha2");
+      await submit(page, lobby.getByRole("button", { name: "Block" }));
+      expect(await page.getByRole("status").first().innerText()).toContain("!lobby:dash is blocked");
+      expect(homeserver.rooms[0]!.blocked).toBe(true);
+      expect(await accessibilityProblems()).toEqual([]);
+      await shot("room-blocked");
+      await submit(page, page.getByRole("row").filter({ hasText: "!lobby:dash" }).getByRole("button", { name: "Unblock" }));
+      expect(homeserver.rooms[0]!.blocked).toBe(false);
+      expect(problems).toEqual([]);
+    });
+
+    it("sets registration to “by token” and federation off on the settings page", async () => {
+      await page.goto(`${dev.baseUrl}/servers/${serverId}/settings`);
+      await page.getByRole("radio", { name: /Anyone with a registration token/ }).check();
+      await page.getByRole("radio", { name: /^Off/ }).check();
+      await submit(page, page.getByRole("button", { name: "Save settings" }));
+      expect(await page.getByRole("status").first().innerText()).toContain("Your homeserver runs with the new settings.");
+      expect(homeserver.settings).toMatchObject({ registration: "token", federation: { mode: "off" } });
+      expect(await page.getByRole("radio", { name: /Anyone with a registration token/ }).isChecked()).toBe(true);
+      expect(await accessibilityProblems()).toEqual([]);
+      await shot("settings-saved");
+      // Back as it was, for the other pass.
+      await page.getByRole("radio", { name: /^Nobody/ }).check();
+      await page.getByRole("radio", { name: /^On —/ }).check();
+      await submit(page, page.getByRole("button", { name: "Save settings" }));
+      expect(homeserver.settings).toMatchObject({ registration: "closed", federation: { mode: "on" } });
       expect(problems).toEqual([]);
     });
   });

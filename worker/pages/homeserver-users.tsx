@@ -81,7 +81,7 @@ function OneTimeLink(props: { link: PasswordLinkView }) {
 
 function UserCard(props: { serverId: string; user: HomeserverUser; index: number }) {
   const { user, index } = props;
-  const base = `/homeservers/${props.serverId}/users/${encodeURIComponent(user.userId)}`;
+  const base = `/servers/${props.serverId}/users/${encodeURIComponent(user.userId)}`;
   const warning = `deactivate-warning-${index}`;
   return (
     <li class="card user">
@@ -146,7 +146,7 @@ function UserCard(props: { serverId: string; user: HomeserverUser; index: number
 
 function UserListing(props: { server: ServerView; list: UserList; search: string; from: number }) {
   const { list, search, from } = props;
-  const page = (start: number) => `/homeservers/${props.server.id}/users?${new URLSearchParams({ ...(search ? { search } : {}), from: String(start) })}`;
+  const page = (start: number) => `/servers/${props.server.id}/users?${new URLSearchParams({ ...(search ? { search } : {}), from: String(start) })}`;
   if (list.users.length === 0) return <p>{search ? "No user matches that search." : "This homeserver has no users yet."}</p>;
   return (
     <>
@@ -191,7 +191,7 @@ export function UsersPage(props: {
       {props.pending ? <JobPending pending={props.pending} /> : null}
       {props.link ? <OneTimeLink link={props.link} /> : null}
       {props.created ? (
-        <form method="post" action={`/homeservers/${server.id}/users/${encodeURIComponent(props.created)}/password-link`} class="card">
+        <form method="post" action={`/servers/${server.id}/users/${encodeURIComponent(props.created)}/password-link`} class="card">
           <p>{props.created} was created. They set their password through a one-time link, which you hand to them.</p>
           <button type="submit">Get the password link</button>
         </form>
@@ -199,7 +199,7 @@ export function UsersPage(props: {
       <section class="card" aria-labelledby="create-user-heading">
         <h2 id="create-user-heading">Create a user</h2>
         <Alert kind="error" message={create.error} />
-        <form method="post" action={`/homeservers/${server.id}/users`}>
+        <form method="post" action={`/servers/${server.id}/users`}>
           <div class="field">
             <label for="field-localpart">Username</label>
             <input
@@ -227,7 +227,7 @@ export function UsersPage(props: {
       </section>
       <section class="card" aria-labelledby="users-heading">
         <h2 id="users-heading">Users</h2>
-        <form method="get" action={`/homeservers/${server.id}/users`}>
+        <form method="get" action={`/servers/${server.id}/users`}>
           <div class="field">
             <label for="field-search">Search by Matrix id or display name</label>
             <input id="field-search" name="search" type="search" value={props.search} maxlength={255} />
@@ -267,7 +267,7 @@ export function RegistrationPage(props: {
       <p>
         A registration token lets people create their own account: in Element (or any Matrix app) they choose to create an account on{" "}
         <code>{server.homeserverUrl}</code> and give the token when asked. Tokens work only while registration is set to “by token” in{" "}
-        <a href={`/homeservers/${server.id}/settings`}>Settings</a>.
+        <a href={`/servers/${server.id}/settings`}>Settings</a>.
       </p>
       {props.created ? (
         <section class="card" id="created-token" aria-labelledby="created-token-heading">
@@ -285,7 +285,7 @@ export function RegistrationPage(props: {
       <section class="card" aria-labelledby="create-token-heading">
         <h2 id="create-token-heading">Create a registration token</h2>
         <Alert kind="error" message={create.error} />
-        <form method="post" action={`/homeservers/${server.id}/registration`}>
+        <form method="post" action={`/servers/${server.id}/registration`}>
           <div class="field">
             <label for="field-usesAllowed">Uses allowed</label>
             <input
@@ -362,7 +362,7 @@ function TokenTable(props: { server: ServerView; tokens: TokenView[] }) {
               <td>{token.pending}</td>
               <td>{token.expiresAt ? when(token.expiresAt) : "never"}</td>
               <td>
-                <form method="post" action={`/homeservers/${props.server.id}/registration/${encodeURIComponent(token.token)}/revoke`}>
+                <form method="post" action={`/servers/${props.server.id}/registration/${encodeURIComponent(token.token)}/revoke`}>
                   <button type="submit" class="danger">
                     Revoke <span class="visually-hidden">{token.token}</span>
                   </button>

@@ -2,6 +2,7 @@ import type { User } from "../db/schema";
 import type { RoomView } from "../servers/room-jobs";
 import { ROOM_ORDERS } from "../../protocol/jobs";
 import { Alert, Layout } from "./layout";
+import { ServerNav } from "./server-nav";
 
 // A homeserver's rooms as pages: metadata only, a block, and a purge behind a confirmation page.
 // Every action is a plain form; a slow one shows its job's progress on a page that reloads by link.
@@ -29,7 +30,7 @@ const ORDER_LABELS: Record<RoomsQuery["order"], string> = {
   state_events: "state events",
 };
 
-const roomsPath = (serverId: string) => `/homeservers/${serverId}/rooms`;
+const roomsPath = (serverId: string) => `/servers/${serverId}/rooms`;
 const roomPath = (serverId: string, roomId: string, action: string) => `${roomsPath(serverId)}/${encodeURIComponent(roomId)}/${action}`;
 export const roomJobPath = (serverId: string, jobId: string) => `${roomsPath(serverId)}/jobs/${jobId}`;
 
@@ -44,7 +45,7 @@ function listLink(serverId: string, query: RoomsQuery, from: number): string {
 function BackLink(props: { serverId: string; serverName: string }) {
   return (
     <p>
-      <a href={`/homeservers/${props.serverId}`}>Back to {props.serverName}</a>
+      <a href={`/servers/${props.serverId}`}>Back to {props.serverName}</a>
     </p>
   );
 }
@@ -102,8 +103,9 @@ export function RoomsPage(props: {
   const listed = props.rooms;
   return (
     <Layout title={`Rooms of ${props.serverName}`} viewer={props.user}>
-      <h1>Rooms of {props.serverName}</h1>
       <BackLink serverId={serverId} serverName={props.serverName} />
+      <h1>Rooms of {props.serverName}</h1>
+      <ServerNav serverId={serverId} current="rooms" />
       <WhatWeSee />
       <Alert kind="notice" message={props.notice} />
       <Alert kind="error" message={props.error} />

@@ -3,10 +3,10 @@ export type ServerSection = "overview" | "users" | "registration" | "rooms" | "s
 
 const SECTIONS: { section: ServerSection; label: string; path: (id: string) => string }[] = [
   { section: "overview", label: "Overview", path: (id) => `/servers/${id}` },
-  { section: "users", label: "Users", path: (id) => `/homeservers/${id}/users` },
-  { section: "registration", label: "Registration", path: (id) => `/homeservers/${id}/registration` },
-  { section: "rooms", label: "Rooms", path: (id) => `/homeservers/${id}/rooms` },
-  { section: "settings", label: "Settings", path: (id) => `/homeservers/${id}/settings` },
+  { section: "users", label: "Users", path: (id) => `/servers/${id}/users` },
+  { section: "registration", label: "Registration", path: (id) => `/servers/${id}/registration` },
+  { section: "rooms", label: "Rooms", path: (id) => `/servers/${id}/rooms` },
+  { section: "settings", label: "Settings", path: (id) => `/servers/${id}/settings` },
 ];
 
 /** The sub-navigation every page of a homeserver shows, the current one marked for assistive technology too. */

@@ -3,6 +3,7 @@ import { MAX_FEDERATION_SERVERS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS } from "
 import type { User } from "../db/schema";
 import type { describeSettings } from "../servers/settings";
 import { Alert, Field, Layout } from "./layout";
+import { ServerNav } from "./server-nav";
 
 export type SettingsView = Awaited<ReturnType<typeof describeSettings>>;
 
@@ -91,14 +92,15 @@ export function ServerSettingsPage(props: {
   return (
     <Layout title={`Settings of ${props.serverName}`} viewer={props.user}>
       <p>
-        <a href={`/homeservers/${props.serverId}`}>← {props.serverName}</a>
+        <a href={`/servers/${props.serverId}`}>← {props.serverName}</a>
       </p>
       <h1>Settings of {props.serverName}</h1>
+      <ServerNav serverId={props.serverId} current="settings" />
       <Alert kind="notice" message={props.notice} />
       <Alert kind="error" message={props.error} />
       <ChangeState change={view.change} />
       {props.running ? null : <p class="hint">Settings can be changed while the homeserver is running.</p>}
-      <form method="post" action={`/homeservers/${props.serverId}/settings`} class="card">
+      <form method="post" action={`/servers/${props.serverId}/settings`} class="card">
         <Choices legend="Who can create an account" name="registration" value={values.registration} options={REGISTRATION_OPTIONS} />
         <Choices legend="Federation with other Matrix servers" name="federation" value={values.federation} options={FEDERATION_OPTIONS}>
           <label for="field-allowList">Servers allowed (with “only with the servers listed”)</label>

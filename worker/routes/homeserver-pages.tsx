@@ -40,7 +40,7 @@ import {
   type settleAdministrationJob,
 } from "../servers/users";
 
-// A homeserver's users and registration tokens as pages (mounted under /homeservers), for its
+// A homeserver's users and registration tokens as pages (mounted under /servers), for its
 // logged-in owner. Each form runs the same service as the JSON API. The homeserver may take longer
 // than a request waits: the page then says the job is under way and links to the page that shows
 // its outcome (`?job=`), which the dashboard script opens by itself once the job is done.
@@ -50,8 +50,8 @@ type Settled = ReturnType<typeof settleAdministrationJob>;
 type UserAction = JobPayload<"homeserver.users.update">["action"];
 
 const jobQuery = z.string().min(1).max(128);
-const usersPath = (serverId: string) => `/homeservers/${serverId}/users`;
-const registrationPath = (serverId: string) => `/homeservers/${serverId}/registration`;
+const usersPath = (serverId: string) => `/servers/${serverId}/users`;
+const registrationPath = (serverId: string) => `/servers/${serverId}/registration`;
 
 function pendingView(job: { id: string; kind: string; poll: string }, path: string, query: Record<string, string> = {}): PendingView {
   const activity = JOB_ACTIVITY[job.kind as AdministrationJobKind];

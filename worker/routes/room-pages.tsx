@@ -10,7 +10,7 @@ import { PURGE_DELETES, type RoomView } from "../servers/room-jobs";
 import { listRooms, listRoomsQuery, purgeRoom, roomIdOf, roomJob, setRoomBlocked } from "../servers/rooms";
 import { ownedServer, serverNameOf } from "../servers/servers";
 
-// A homeserver's rooms as pages (mounted under /homeservers), for its logged-in owner: the same
+// A homeserver's rooms as pages (mounted under /servers), for its logged-in owner: the same
 // services as the JSON API. A job the host has not finished within the request's wait goes to its
 // own page, which says how it goes.
 
@@ -107,7 +107,7 @@ export const roomPageRoutes = new Hono<AppEnv>()
               title="Room purged"
               message={purgeOutcome(purged)}
               viewer={c.var.user}
-              next={{ href: `/homeservers/${server.serverId}/rooms`, label: "Back to the rooms" }}
+              next={{ href: `/servers/${server.serverId}/rooms`, label: "Back to the rooms" }}
             />,
           );
         },
@@ -127,7 +127,7 @@ function blockForm(c: RoomsPageContext, blocked: boolean) {
         const result = await setRoomBlocked(c.var.ctx, c.var.user, server.serverId, roomId, blocked);
         if (!("done" in result)) return c.redirect(roomJobPath(server.serverId, result.pending.id), 303);
         const params = new URLSearchParams({ done: blocked ? "blocked" : "unblocked", room: roomId });
-        return c.redirect(`/homeservers/${server.serverId}/rooms?${params}`, 303);
+        return c.redirect(`/servers/${server.serverId}/rooms?${params}`, 303);
       },
       (error) => <RoomsPage user={c.var.user} {...server} query={DEFAULT_QUERY} error={error} />,
     );

@@ -68,8 +68,7 @@ const noSuchServer = (c: SettingsPageContext) => (error: string) => (
   <MessagePage title="No such server" message={error} viewer={c.var.user} status="error" next={{ href: "/servers", label: "Your homeservers" }} />
 );
 
-// A homeserver's settings as a page (mounted under /homeservers), for its logged-in owner. Each
-// route asks for the log-in itself: other pages under /homeservers need no session.
+// A homeserver's settings as a page (mounted under /servers), for its logged-in owner.
 export const serverSettingsPageRoutes = new Hono<AppEnv>()
   .get("/:id/settings", requireLogin, (c) => handleForm(c, async () => c.html(await renderSettings(c)), noSuchServer(c)))
   .post("/:id/settings", requireLogin, async (c) => {
@@ -84,7 +83,7 @@ export const serverSettingsPageRoutes = new Hono<AppEnv>()
       c,
       async (fields) => {
         const result = await changeSettings(c.var.ctx, c.var.user, c.req.param("id"), changeFromForm(fields));
-        return c.redirect(`/homeservers/${c.req.param("id")}/settings?notice=${"done" in result ? "settings_applied" : "settings_applying"}`, 303);
+        return c.redirect(`/servers/${c.req.param("id")}/settings?notice=${"done" in result ? "settings_applied" : "settings_applying"}`, 303);
       },
       (error, fields) =>
         renderSettings(c, {

@@ -20,8 +20,8 @@ async function expectStatus(response: Response, status: number): Promise<string>
   return html;
 }
 
-const usersPage = (server: { id: string }) => `/homeservers/${server.id}/users`;
-const registrationPage = (server: { id: string }) => `/homeservers/${server.id}/registration`;
+const usersPage = (server: { id: string }) => `/servers/${server.id}/users`;
+const registrationPage = (server: { id: string }) => `/servers/${server.id}/registration`;
 const userPath = (server: { id: string }, userId: string, action: string) => `${usersPage(server)}/${encodeURIComponent(userId)}/${action}`;
 
 /** A user as the host lists it. */
@@ -65,14 +65,14 @@ describe("a homeserver's users and registration pages: who may reach them", () =
   });
 
   const forms = (id: string, userId: string): [string, Record<string, string>][] => [
-    [`/homeservers/${id}/users`, { localpart: "mallory" }],
-    [`/homeservers/${id}/users/${encodeURIComponent(userId)}/password-link`, {}],
-    [`/homeservers/${id}/users/${encodeURIComponent(userId)}/admin`, {}],
-    [`/homeservers/${id}/users/${encodeURIComponent(userId)}/unadmin`, {}],
-    [`/homeservers/${id}/users/${encodeURIComponent(userId)}/log-out`, {}],
-    [`/homeservers/${id}/users/${encodeURIComponent(userId)}/deactivate`, { erase: "yes", confirm: "yes" }],
-    [`/homeservers/${id}/registration`, { usesAllowed: "5" }],
-    [`/homeservers/${id}/registration/Tk3nAbCdEfGhIjKl/revoke`, {}],
+    [`/servers/${id}/users`, { localpart: "mallory" }],
+    [`/servers/${id}/users/${encodeURIComponent(userId)}/password-link`, {}],
+    [`/servers/${id}/users/${encodeURIComponent(userId)}/admin`, {}],
+    [`/servers/${id}/users/${encodeURIComponent(userId)}/unadmin`, {}],
+    [`/servers/${id}/users/${encodeURIComponent(userId)}/log-out`, {}],
+    [`/servers/${id}/users/${encodeURIComponent(userId)}/deactivate`, { erase: "yes", confirm: "yes" }],
+    [`/servers/${id}/registration`, { usesAllowed: "5" }],
+    [`/servers/${id}/registration/Tk3nAbCdEfGhIjKl/revoke`, {}],
   ];
 
   it("show another customer's server as the same 404 page as a server that does not exist, and send no job", async () => {
@@ -122,12 +122,12 @@ describe("the users page", () => {
     const html = await page(usersPage(server), server.owner.cookie);
     expectLabelled(html);
     expect(html).toContain('<nav aria-label="Homeserver" class="tabs server-nav">');
-    expect(html).toContain(`<a href="/homeservers/${server.id}/users" aria-current="page">Users</a>`);
+    expect(html).toContain(`<a href="/servers/${server.id}/users" aria-current="page">Users</a>`);
     for (const [href, label] of [
       [`/servers/${server.id}`, "Overview"],
-      [`/homeservers/${server.id}/registration`, "Registration"],
-      [`/homeservers/${server.id}/rooms`, "Rooms"],
-      [`/homeservers/${server.id}/settings`, "Settings"],
+      [`/servers/${server.id}/registration`, "Registration"],
+      [`/servers/${server.id}/rooms`, "Rooms"],
+      [`/servers/${server.id}/settings`, "Settings"],
     ]) {
       expect(html).toContain(`<a href="${href}">${label}</a>`);
     }
@@ -328,11 +328,11 @@ describe("the registration page", () => {
   it("lists the tokens with their uses and expiry, and says they need registration by token in Settings", async () => {
     const html = await page(registrationPage(server), server.owner.cookie);
     expectLabelled(html);
-    expect(html).toContain(`<a href="/homeservers/${server.id}/registration" aria-current="page">Registration</a>`);
-    expect(html).toContain(`Tokens work only while registration is set to “by token” in <a href="/homeservers/${server.id}/settings">Settings</a>.`);
+    expect(html).toContain(`<a href="/servers/${server.id}/registration" aria-current="page">Registration</a>`);
+    expect(html).toContain(`Tokens work only while registration is set to “by token” in <a href="/servers/${server.id}/settings">Settings</a>.`);
     expect(html).toContain("<td><code>Tk3nAbCdEfGhIjKl</code></td><td>5</td><td>2</td><td>1</td><td>Jun 1, 2026, 12:00 AM UTC</td>");
     expect(html).toContain("<td><code>OpenEndedToken01</code></td><td>unlimited</td><td>unlimited</td><td>0</td><td>never</td>");
-    expect(html).toContain(`action="/homeservers/${server.id}/registration/Tk3nAbCdEfGhIjKl/revoke"`);
+    expect(html).toContain(`action="/servers/${server.id}/registration/Tk3nAbCdEfGhIjKl/revoke"`);
     expect(html).toContain("Uses not yet taken count toward the Starter plan&#39;s 25 users.");
   });
 
@@ -409,8 +409,8 @@ describe("the overview page", () => {
     const server = await administeredServer();
     const html = await page(`/servers/${server.id}`, server.owner.cookie);
     expect(html).toContain(`<a href="/servers/${server.id}" aria-current="page">Overview</a>`);
-    expect(html).toContain(`<a href="/homeservers/${server.id}/users">Users</a>`);
+    expect(html).toContain(`<a href="/servers/${server.id}/users">Users</a>`);
     const stranger = await logIn((await verifiedUser()).email);
-    expect(await page(`/homeservers/${server.id}/users`, stranger, 404)).toContain("No such server.");
+    expect(await page(`/servers/${server.id}/users`, stranger, 404)).toContain("No such server.");
   });
 });

@@ -39,7 +39,7 @@ describe("the rooms page", () => {
   let server: AdministeredServer;
   let town: string;
   let secret: string;
-  const roomsPage = () => `/homeservers/${server.id}/rooms`;
+  const roomsPage = () => `/servers/${server.id}/rooms`;
   const purgePage = (roomId: string) => `${roomsPage()}/${encodeURIComponent(roomId)}/purge`;
 
   beforeAll(async () => {
@@ -56,9 +56,9 @@ describe("the rooms page", () => {
     }
     const stranger = (await subscriber()).cookie;
     const theirs = await html(await open(roomsPage(), stranger), 404);
-    const nothing = await html(await open(`/homeservers/${crypto.randomUUID()}/rooms`, stranger), 404);
+    const nothing = await html(await open(`/servers/${crypto.randomUUID()}/rooms`, stranger), 404);
     expect(theirs).toContain("No such server");
-    expect(theirs.replace(server.id, "")).toBe(nothing.replace(/\/homeservers\/[0-9a-f-]+/g, ""));
+    expect(theirs.replace(server.id, "")).toBe(nothing.replace(/\/servers\/[0-9a-f-]+/g, ""));
     await html(await open(purgePage(town), stranger), 404);
     await html(await submit(`${roomsPage()}/${encodeURIComponent(town)}/block`, {}, stranger), 404);
     expect(await jobCount(server.id, "homeserver.rooms.block")).toBe(0);
@@ -93,7 +93,7 @@ describe("the rooms page", () => {
     expect(page).toMatch(/<option value="local_members" selected="">/);
     expect(page).toContain(`href="${roomsPage()}?order=local_members&amp;from=2&amp;limit=25&amp;search=town">Next rooms</a>`);
     expect(page).not.toContain("Previous rooms");
-    expect(page).toContain(`href="/homeservers/${server.id}"`);
+    expect(page).toContain(`href="/servers/${server.id}"`);
     expect(page).toContain("Never a message");
   });
 
@@ -152,11 +152,11 @@ describe("the rooms page", () => {
   it("shows a purge the host has not finished on its own page, with its progress, then its result", async () => {
     const slow = await administeredServer();
     const roomId = `!Slow:${slow.serverName}`;
-    const path = `/homeservers/${slow.id}/rooms/${encodeURIComponent(roomId)}/purge`;
+    const path = `/servers/${slow.id}/rooms/${encodeURIComponent(roomId)}/purge`;
     const response = await submit(path, { confirm: roomId }, slow.owner.cookie);
     expect(response.status).toBe(303);
     const location = response.headers.get("location")!;
-    expect(location).toMatch(new RegExp(`^/homeservers/${slow.id}/rooms/jobs/[0-9a-f-]+$`));
+    expect(location).toMatch(new RegExp(`^/servers/${slow.id}/rooms/jobs/[0-9a-f-]+$`));
 
     const job = await nextJob(slow, "homeserver.rooms.purge");
     slow.agent.send({ type: "job.progress", id: job.id, progress: 0.35, message: "1 of 2 local members removed" });

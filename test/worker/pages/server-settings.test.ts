@@ -8,7 +8,7 @@ import { expectLabelled, page } from "./page-checks";
 // A homeserver's settings page, without JavaScript: what it shows, and its form by plain POST.
 
 const formHeaders = { "content-type": "application/x-www-form-urlencoded" };
-const settingsPage = (server: { id: string }) => `/homeservers/${server.id}/settings`;
+const settingsPage = (server: { id: string }) => `/servers/${server.id}/settings`;
 const submit = (server: { id: string }, fields: Record<string, string>, cookie: string) =>
   call(settingsPage(server), { method: "POST", rawBody: new URLSearchParams(fields), headers: formHeaders, cookie });
 
@@ -40,7 +40,7 @@ describe("the settings page", () => {
     const html = await page(settingsPage(server), server.owner.cookie);
     expectLabelled(html);
     expect(html).toContain(`<h1>Settings of ${server.serverName}</h1>`);
-    expect(html).toContain(`href="/homeservers/${server.id}"`);
+    expect(html).toContain(`href="/servers/${server.id}"`);
     expect(html).toMatch(/name="registration" value="closed" checked/);
     expect(html).toMatch(/name="federation" value="on" checked/);
     expect(html).toMatch(/<input id="field-maxUploadMiB" name="maxUploadMiB" type="number" value="50" min="1" max="100"/);
