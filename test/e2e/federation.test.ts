@@ -20,6 +20,7 @@ import { reserveFixedPorts, reservePort } from "../ports.ts";
 import { Api, DevServer, runCleanups, tempRoot, waitFor } from "./agent-helpers";
 import { createLoggedInUser, joinAcross, sendAcross } from "./federation-helpers";
 import {
+  administered,
   caddyDispatcher,
   createHomeserver,
   dockerLogsTail,
@@ -214,5 +215,51 @@ describe("two Berth homeservers on one host federate", () => {
       expect(JSON.stringify(event.event)).not.toContain(plaintext);
     }
     mark("encrypted messages both ways, decrypted on both servers");
+  });
+
+  describe("the owner's federation setting, enforced", () => {
+    /** A's owner changes A's federation setting; it is in force once the host restarted Synapse with it. */
+    const federationOfA = async (federation: unknown) => {
+      const { settings } = await administered<{ settings: { federation: unknown } }>(a.api, "PATCH", `/api/servers/${a.server.id}/settings`, { federation });
+      expect(settings.federation).toEqual(federation);
+    };
+    /** A public room alice makes on A: anyone may join it, so only federation can keep bob out. */
+    const publicRoomOnA = async () => (await a.client!.createRoom({ preset: Preset.PublicChat, name: `open-${randomBytes(3).toString("hex")}` })).room_id;
+    let openRoomId: string;
+
+    it("an allow-list without B: bob cannot join A's public room, and A no longer sends him the lobby", { timeout: 300_000 }, async () => {
+      await federationOfA({ mode: "allow_list", servers: ["elsewhere.example.org"] });
+      mark("A: federation only with elsewhere.example.org");
+      openRoomId = await publicRoomOnA();
+      // A refuses B's request to join (make_join) with its reason, which B passes on.
+      expect(await joinAcross(b.client!, openRoomId, a.server.serverName)).toMatchObject({
+        joined: false,
+        error: expect.stringContaining("Federation denied"),
+      });
+      const kept = await sendAcross(a.client!, b.client!, publicRoomId, secret("not-for-b"), { timeoutMs: 20_000 });
+      expect(kept).toMatchObject({ delivered: false });
+      mark("B refused by A's allow-list, both ways");
+    });
+
+    it("the allow-list with B on it: bob joins that room", { timeout: 300_000 }, async () => {
+      await federationOfA({ mode: "allow_list", servers: [b.server.serverName] });
+      mark("A: federation only with B");
+      expect(await joinAcross(b.client!, openRoomId, a.server.serverName)).toEqual({ joined: true, roomId: openRoomId });
+      await waitFor("alice to see bob join the open room", () => a.client!.getRoom(openRoomId)?.getMember(b.login.userId)?.membership === "join", {
+        timeoutMs: 60_000,
+        intervalMs: 200,
+      });
+      mark("B, on A's allow-list, joined");
+    });
+
+    it("federation off: bob cannot join a new public room on A, and A sends him nothing", { timeout: 300_000 }, async () => {
+      await federationOfA({ mode: "off" });
+      mark("A: federation off");
+      const roomId = await publicRoomOnA();
+      expect(await joinAcross(b.client!, roomId, a.server.serverName)).toMatchObject({ joined: false, error: expect.stringContaining("Federation denied") });
+      const kept = await sendAcross(a.client!, b.client!, openRoomId, secret("off"), { timeoutMs: 20_000 });
+      expect(kept).toMatchObject({ delivered: false });
+      mark("A with federation off: B refused, nothing sent");
+    });
   });
 });

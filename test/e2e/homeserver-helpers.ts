@@ -189,7 +189,7 @@ export async function untilRunning(api: Api, id: string, onProgress: (what: stri
 
 // ---------- administering a homeserver through the API ----------
 
-/** What an administration route (users, registration tokens) answered, once its job finished: its body, or its error. */
+/** What an administration route (users, registration tokens, rooms, settings) answered, once its job finished: its body, or its error. */
 export type Administered<T> = { status: number; body: T; error?: undefined } | { status: number; body?: undefined; error: { code: string; message: string } };
 
 /**
@@ -206,7 +206,8 @@ export async function administer<T = any>(api: Api, method: string, path: string
         const { job } = await api.expect<{ job: { status: string; result: T; error: { code: string; message: string } } }>(200, "GET", poll);
         return job.status === "pending" ? undefined : job;
       },
-      { timeoutMs: 60_000, intervalMs: 250 },
+      // A settings change restarts Synapse, which takes longest.
+      { timeoutMs: 150_000, intervalMs: 250 },
     );
     return job.status === "succeeded" ? { status: response.status, body: job.result } : { status: response.status, error: job.error };
   }

@@ -328,13 +328,41 @@ describe("a homeserver's users, administered through the API, as their people se
     mark("registration refused with a token while closed");
   });
 
+  it("registration by token (a setting): a token-holder registers through Synapse's token flow, and the used-up token is refused", {
+    timeout: 240_000,
+  }, async () => {
+    const changed = await administered<{ settings: { registration: string } }>(api, "PATCH", serverPath("/settings"), { registration: "token" });
+    expect(changed.settings.registration).toBe("token");
+    mark("registration set to by token (Synapse restarted)");
+    const created = await administered<{ token: { token: string } }>(api, "POST", serverPath("/registration-tokens"), { usesAllowed: 1 });
+    const frank = await registerWithToken(personFetch(15), server!.homeserverUrl, {
+      username: "frank",
+      password: password("frank"),
+      token: created.token.token,
+    });
+    expect(frank.userId).toBe(`@frank:${server!.serverName}`);
+    expect(await whoami(personFetch(15), frank)).toMatchObject({ status: 200, userId: frank.userId });
+    await expect(
+      registerWithToken(personFetch(16), server!.homeserverUrl, { username: "grace", password: password("grace"), token: created.token.token }),
+    ).rejects.toMatchObject({ httpStatus: 401 });
+    const { tokens } = await administered<{ tokens: Array<{ token: string; completed: number; usesLeft: number }> }>(
+      api,
+      "GET",
+      serverPath("/registration-tokens"),
+    );
+    expect(tokens).toEqual([expect.objectContaining({ token: created.token.token, completed: 1, usesLeft: 0 })]);
+    const listed = await administered<{ users: Array<{ userId: string }> }>(api, "GET", serverPath("/users?search=grace"));
+    expect(listed.users).toEqual([]);
+    mark("a token-registered user registered; the used-up token refused");
+  });
+
   it("the plan's user limit: the user past it is refused with user_limit, and so is a registration token", { timeout: 300_000 }, async () => {
     const { plans } = await api.expect<{ plans: Array<{ id: string; maxUsers: number }> }>(200, "GET", "/api/billing/plans");
     const maxUsers = plans.find((plan) => plan.id === server!.plan)!.maxUsers;
     // What the limit counts: users not deactivated (the first admin among them; the host's service account is no user).
     const { users } = await administered<{ users: Array<{ userId: string; deactivated: boolean }> }>(api, "GET", serverPath("/users?limit=100"));
     const active = users.filter((user) => !user.deactivated).length;
-    expect(active).toBe(3); // the first admin, carol, erin
+    expect(active).toBe(4); // the first admin, carol, erin, frank
     const fillingStarted = Date.now();
     for (let n = active; n < maxUsers; n++) {
       const created = await administer(api, "POST", serverPath("/users"), { localpart: `member-${n}` });
