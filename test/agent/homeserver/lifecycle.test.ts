@@ -8,7 +8,7 @@ import bcrypt from "bcryptjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { homeserverHandlers } from "../../../agent/handlers/homeserver.ts";
 import { signingKeyFileName, parseSigningKey } from "../../../agent/homeserver/secrets.ts";
-import { SERVICE_LOCALPART } from "../../../agent/homeserver/service-account.ts";
+import { SERVICE_LOCALPART } from "../../../agent/homeserver/config.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { WorkloadInventory, listHomeserverWorkloads } from "../../../agent/inventory.ts";
 import { POSTGRES_IMAGE, SYNAPSE_IMAGE, TestRun, dockerUsable, ensureImages } from "./helpers.ts";
@@ -163,7 +163,10 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     // block list, no CA but the system's for federation, and Docker's own /etc/hosts.
     expect(config).not.toHaveProperty("ip_range_whitelist");
     expect(config).not.toHaveProperty("federation_custom_ca_list");
-    expect((await inspect(names().synapse)).HostConfig.Binds).toEqual([`${paths.synapse}:/data`]);
+    expect((await inspect(names().synapse)).HostConfig.Binds).toEqual([
+      `${paths.synapse}:/data`,
+      `${paths.synapseModules}:/usr/local/lib/berth-synapse-modules:ro`,
+    ]);
     expect(existsSync(join(paths.synapse, "local-federation-ca.pem"))).toBe(false);
   });
 
