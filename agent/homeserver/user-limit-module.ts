@@ -72,6 +72,10 @@ class UserLimit:
     async def check_registration_for_spam(self, email_threepid, username, request_info, auth_provider_id=None):
         if username is not None and username in self.exempt:
             return RegistrationBehaviour.ALLOW
+        # Not a new account: Synapse then answers that it is taken (provisioning registers the
+        # first admin again every time, at the limit too).
+        if username is not None and await self.api.check_user_exists(self.api.get_qualified_user_id(username)):
+            return RegistrationBehaviour.ALLOW
         limit = self.read_limit()
         if limit is None:
             return RegistrationBehaviour.ALLOW
