@@ -248,6 +248,8 @@ export const JOBS = {
       images: z.object({ synapse: imageReference, postgres: imageReference }),
       /** What its owner set (homeserver.settings.apply); absent: the host's record keeps what it has, else the defaults. */
       settings: homeserverSettingsSchema.optional(),
+      /** The plan's bound on users, for Synapse's own check. Absent in workload specs written before it. */
+      maxUsers: maxUsers.optional(),
     }),
     result: running.extend({ adminUserId: matrixUserId }),
     progress:
@@ -321,6 +323,8 @@ export const JOBS = {
       /** The plan whose limits these are, reported back in the job's outcome. */
       planId,
       resources: planResources,
+      /** The new plan's bound on users, for Synapse's own check. Absent in jobs sent before it. */
+      maxUsers: maxUsers.optional(),
     }),
     result: z.object({ serverId: resourceIdSchema, resources: planResources }),
     progress: "PostgreSQL's limits, Synapse's limits",

@@ -73,7 +73,7 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
       const download = () => downloadBackup(options.agentIdentity, job.downloadUrl, ctx.signal);
       return manager.restore(job.serverId, job, download, ctx);
     }),
-    "homeserver.resize": async ({ serverId, resources }, ctx) => manager.resize(serverId, resources, ctx),
+    "homeserver.resize": async ({ serverId, resources, maxUsers }, ctx) => manager.resize(serverId, resources, maxUsers, ctx),
     "homeserver.set_admin_password": async ({ serverId, adminUserId, passwordHash }, ctx) => {
       customerData();
       return manager.setAdminPassword(serverId, adminUserId, passwordHash, ctx);

@@ -14,6 +14,10 @@ export const LOG_CONFIG_FILE = "log.config";
 export const MEDIA_STORE_DIR = "media_store";
 export const MEDIA_STORE = `${SYNAPSE_DATA}/${MEDIA_STORE_DIR}`;
 export const DEFAULT_TRUSTED_KEY_SERVERS = ["matrix.org"];
+/** The host's service account's localpart on every homeserver (service-account.ts): users.create reports it taken, so no customer can have it. */
+export const SERVICE_LOCALPART = "berth-service";
+/** The plan's bound on users in Synapse's data directory: written by the agent (user-limit.ts), read by the image's module at each registration. */
+export const USER_LIMIT_FILE = "user-limit";
 
 /**
  * Addresses a homeserver must never contact on a user's behalf (federation,
@@ -197,6 +201,18 @@ export function settingsConfig(settings: HomeserverSettings): Record<string, Yam
   return config;
 }
 
+/**
+ * The image's berth_user_limit module (images/synapse/berth_user_limit.py): Synapse refuses any
+ * new account, however made (its admin API included), once the usable users reach the limit in
+ * USER_LIMIT_FILE. The service account is exempt: the agent registers it, hidden, uncounted.
+ */
+export function userLimitModule(): Record<string, YamlValue> {
+  return {
+    module: "berth_user_limit.UserLimit",
+    config: { limit_file: `${SYNAPSE_DATA}/${USER_LIMIT_FILE}`, exempt_localparts: [SERVICE_LOCALPART] },
+  };
+}
+
 export function homeserverConfig(input: HomeserverConfigInput): Record<string, YamlValue> {
   if (input.localFederation && isIP(input.localFederation.hostAddress) !== 4) {
     throw new Error(`not an IPv4 address: ${JSON.stringify(input.localFederation.hostAddress)}`);
@@ -253,6 +269,7 @@ export function homeserverConfig(input: HomeserverConfigInput): Record<string, Y
           federation_custom_ca_list: [input.localFederation.caFile],
         }
       : {}),
+    modules: [userLimitModule()],
     caches: {
       global_factor: caches.globalFactor,
       cache_autotuning: {

@@ -15,6 +15,7 @@ import {
   type Role,
 } from "./names.ts";
 import { POSTGRES_DB, POSTGRES_USER, SECRET_FILES } from "./secrets.ts";
+import { SYNAPSE_MODULES_DIR } from "./user-limit-module.ts";
 
 export interface PlanResources {
   memoryMiB: number;
@@ -216,12 +217,18 @@ export function synapseContainer(input: ContainerSpecInput, name = input.names.s
     Image: input.image,
     Hostname: "synapse",
     User: `${input.uid}:${input.uid}`,
+    // where homeserver.yaml's modules are imported from (user-limit-module.ts)
+    Env: [`PYTHONPATH=${SYNAPSE_MODULES_DIR}`],
     Labels: labels(input, "synapse"),
     StopTimeout: STOP_TIMEOUT_SECONDS,
     ...(check ? { Healthcheck: check } : {}),
     HostConfig: {
       ...hardened(input),
-      Binds: [`${input.paths.synapse}:${SYNAPSE_DATA}`, ...(input.hostsFile ? [`${input.hostsFile}:/etc/hosts:ro`] : [])],
+      Binds: [
+        `${input.paths.synapse}:${SYNAPSE_DATA}`,
+        `${input.paths.synapseModules}:${SYNAPSE_MODULES_DIR}:ro`,
+        ...(input.hostsFile ? [`${input.hostsFile}:/etc/hosts:ro`] : []),
+      ],
       Tmpfs: { "/tmp": `rw,nosuid,nodev,noexec,size=${synapseTmpSize(input.maxUploadMiB)}` },
       NetworkMode: input.names.hsNetwork,
     },

@@ -46,6 +46,7 @@ import { HomeserverRecords, type HomeserverRecord } from "./records.ts";
 import { POSTGRES_DB, POSTGRES_USER, signingKeyFileName, writeOwnedFile, type HomeserverSecrets } from "./secrets.ts";
 import { baseUrl, serverVersion, synapseHealthy } from "./synapse-api.ts";
 import { UidAllocator, type UidRange } from "./uids.ts";
+import { writeSynapseModules } from "./user-limit-module.ts";
 
 export interface Timeouts {
   /** PostgreSQL healthy after start (first start includes initdb). */
@@ -193,8 +194,7 @@ export class HomeserverCore {
     };
   }
 
-  /** homeserver.yaml (from the record: plan and settings) and log.config, 0600 and the server's uid; returns whether anything changed. */
-  /** homeserver.yaml and log.config (0600, the server's uid), and in development the proxy's CA; returns whether anything changed. */
+  /** homeserver.yaml and log.config (0600, the server's uid), Berth's Synapse modules, and in development the proxy's CA; returns whether anything changed. */
   async writeSynapseConfig(
     record: HomeserverRecord,
     names: HomeserverNames,
@@ -228,7 +228,8 @@ export class HomeserverCore {
     );
     const a = writeOwnedFile(join(paths.synapse, HOMESERVER_CONFIG_FILE), config, record.uid);
     const b = writeOwnedFile(join(paths.synapse, LOG_CONFIG_FILE), renderLogConfig(), record.uid);
-    return a || b || caChanged;
+    const modulesChanged = writeSynapseModules(paths);
+    return a || b || caChanged || modulesChanged;
   }
 
   /** Both networks exist (the -db one internal, with fixed bridge names) and the firewall rules are in place. */

@@ -52,8 +52,13 @@ export class HomeserverManager {
     return resume(this.core, serverId, ctx);
   }
 
-  resize(serverId: string, resources: PlanResources, ctx: OperationContext): Promise<{ serverId: string; resources: PlanResources }> {
-    return resize(this.core, serverId, resources, ctx);
+  resize(
+    serverId: string,
+    resources: PlanResources,
+    maxUsers: number | undefined,
+    ctx: OperationContext,
+  ): Promise<{ serverId: string; resources: PlanResources }> {
+    return resize(this.core, serverId, resources, maxUsers, ctx);
   }
 
   applySettings(payload: JobPayload<"homeserver.settings.apply">, ctx: OperationContext): Promise<JobResult<"homeserver.settings.apply">> {

@@ -68,6 +68,8 @@ export interface HomeserverPaths {
   synapse: string;
   postgres: string;
   secrets: string;
+  /** Berth's Synapse modules (root's; mounted read-only into Synapse: user-limit-module.ts). */
+  synapseModules: string;
   /** Written once PostgreSQL's first initialisation finished (root-owned, in root). */
   postgresInitialised: string;
 }
@@ -89,6 +91,7 @@ export function homeserverPaths(dataRoot: string, serverId: string): HomeserverP
     synapse: join(root, "synapse"),
     postgres: join(root, "postgres"),
     secrets: join(root, "secrets"),
+    synapseModules: join(root, "synapse-modules"),
     postgresInitialised: join(root, ".postgres-initialised"),
   };
 }

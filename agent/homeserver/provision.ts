@@ -15,6 +15,7 @@ import type { HomeserverNames, HomeserverPaths } from "./names.ts";
 import type { HomeserverRecord } from "./records.ts";
 import { ensureDataDirs, ensureSecrets, ensureSigningKey, existingOwner, randomSecret, type HomeserverSecrets } from "./secrets.ts";
 import { ensureServiceAccount } from "./service-account.ts";
+import { writeUserLimit } from "./user-limit.ts";
 import { baseUrl, logout, registerWithSharedSecret, waitForClientApi } from "./synapse-api.ts";
 
 export interface ProvisionSpec {
@@ -25,6 +26,8 @@ export interface ProvisionSpec {
   images: { synapse: string; postgres: string };
   /** The owner's settings as the control plane keeps them; absent: the record's (a re-provision), else the defaults. */
   settings?: HomeserverSettings;
+  /** The plan's bound on users, for Synapse's own check; absent: the one last written stays. */
+  maxUsers?: number;
 }
 
 export interface ProvisionResult extends RunningResult {
@@ -75,6 +78,8 @@ export function provision(core: HomeserverCore, spec: ProvisionSpec, ctx: Operat
     await core.ensureNetworking(names, spec.serverId);
 
     const configChanged = await core.writeSynapseConfig(record, names, paths, secrets, ctx.signal);
+    // before Synapse starts, so that no account, the first admin's included, passes the plan
+    if (spec.maxUsers !== undefined) writeUserLimit(paths, record.uid, spec.maxUsers);
     await core.recoverInterruptedUpgrade(record, names, log);
     record = core.requireRecord(spec.serverId);
     ctx.signal.throwIfAborted();

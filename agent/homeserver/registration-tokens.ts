@@ -5,7 +5,7 @@ import type { JobPayload, JobResult } from "../../protocol/jobs.ts";
 import type { HomeserverCore, OperationContext } from "./core.ts";
 import { administer } from "./service-account.ts";
 import type { SynapseRegistrationToken } from "./synapse-admin.ts";
-import { userUsage } from "./user-limit.ts";
+import { userUsage, writeUserLimit } from "./user-limit.ts";
 
 type RegistrationToken = JobResult<"homeserver.registration_tokens.list">["tokens"][number];
 
@@ -40,7 +40,8 @@ export function createRegistrationToken(
   payload: JobPayload<"homeserver.registration_tokens.create">,
   ctx: OperationContext,
 ): Promise<JobResult<"homeserver.registration_tokens.create">> {
-  return administer(core, payload.serverId, ctx, async ({ admin, log }) => {
+  return administer(core, payload.serverId, ctx, async ({ admin, record, paths, log }) => {
+    writeUserLimit(paths, record.uid, payload.maxUsers);
     const usage = await userUsage(admin, payload.maxUsers);
     if (usage.users + usage.reserved + payload.usesAllowed > payload.maxUsers) {
       return { outcome: "user_limit" as const, ...usage, maxUsers: payload.maxUsers };

@@ -17,16 +17,13 @@ import { z } from "zod";
 import { writeFileAtomic } from "../atomic-file.ts";
 import type { Logger } from "../log.ts";
 import { openOwnedFileSync } from "../owned-directories.ts";
-import { SYNAPSE_PORT } from "./config.ts";
+import { SERVICE_LOCALPART, SYNAPSE_PORT } from "./config.ts";
 import type { HomeserverCore, OperationContext } from "./core.ts";
 import type { HomeserverNames, HomeserverPaths } from "./names.ts";
 import type { HomeserverRecord } from "./records.ts";
 import { POSTGRES_DB, SECRET_FILES, randomSecret, readSecretFile } from "./secrets.ts";
 import { HIDDEN_USER_TYPE, SynapseAdmin, SynapseAdminError } from "./synapse-admin.ts";
 import { baseUrl, registerWithSharedSecret, waitForClientApi } from "./synapse-api.ts";
-
-/** Its localpart on every homeserver: users.create reports it taken, so no customer can have it. */
-export const SERVICE_LOCALPART = "berth-service";
 
 /** In the server's root-owned directory, which no container mounts (not secrets/, which is the server uid's). */
 const CREDENTIALS_FILE = "service-account.json";

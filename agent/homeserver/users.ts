@@ -7,9 +7,10 @@ import type { HomeserverCore, OperationContext } from "./core.ts";
 import type { HomeserverNames } from "./names.ts";
 import type { HomeserverRecord } from "./records.ts";
 import { randomSecret } from "./secrets.ts";
-import { SERVICE_LOCALPART, administer } from "./service-account.ts";
+import { SERVICE_LOCALPART } from "./config.ts";
+import { administer } from "./service-account.ts";
 import type { ListedUser, SingleUser, SynapseAdmin } from "./synapse-admin.ts";
-import { userUsage } from "./user-limit.ts";
+import { userUsage, writeUserLimit } from "./user-limit.ts";
 
 export type HomeserverUser = JobResult<"homeserver.users.list">["users"][number];
 type UserAction = JobPayload<"homeserver.users.update">["action"];
@@ -107,7 +108,8 @@ export function createUser(
   payload: JobPayload<"homeserver.users.create">,
   ctx: OperationContext,
 ): Promise<JobResult<"homeserver.users.create">> {
-  return administer(core, payload.serverId, ctx, async ({ admin, record, log }) => {
+  return administer(core, payload.serverId, ctx, async ({ admin, record, paths, log }) => {
+    writeUserLimit(paths, record.uid, payload.maxUsers);
     const userId = `@${payload.localpart}:${record.serverName}`;
     if (payload.localpart === SERVICE_LOCALPART || (await admin.user(userId))) return { outcome: "taken" as const, userId };
     const usage = await userUsage(admin, payload.maxUsers);

@@ -75,7 +75,7 @@ async function changePlan(ctx: WorkContext, server: Server, plan: Plan): Promise
 }
 
 async function sendResize(ctx: WorkContext, server: Server, plan: Plan): Promise<void> {
-  const payload = { serverId: server.id, planId: plan.id, resources: plan.resources };
+  const payload = { serverId: server.id, planId: plan.id, resources: plan.resources, maxUsers: plan.maxUsers };
   await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId!, kind: "homeserver.resize", payload }, ctx.now);
 }
 

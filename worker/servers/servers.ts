@@ -42,6 +42,7 @@ export function homeserverSpec(
     publicBaseUrl: `${homeserverUrlOf(config, server.name)}/`,
     planId: plan.id,
     resources: plan.resources,
+    maxUsers: plan.maxUsers,
     images: { ...config.homeservers.images },
     ...(server.settings ? { settings: withinPlan(server.settings, plan) } : {}),
   };

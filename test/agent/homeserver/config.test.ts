@@ -4,6 +4,7 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, chownSync, linkSync, lstatSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { DEFAULT_HOMESERVER_SETTINGS } from "../../../protocol/homeserver-settings.ts";
 import {
   BLOCKED_IPV4,
   blockedRanges,
@@ -28,6 +29,7 @@ import {
   writeOwnedFile,
 } from "../../../agent/homeserver/secrets.ts";
 import { UidAllocator } from "../../../agent/homeserver/uids.ts";
+import { USER_LIMIT_MODULE_SOURCE, writeSynapseModules } from "../../../agent/homeserver/user-limit-module.ts";
 import { toYaml } from "../../../agent/homeserver/yaml.ts";
 import { homeserverState } from "../../../agent/inventory.ts";
 import { firewallRules, resolvConfNameservers, splitRule } from "../../../agent/network/firewall.ts";
@@ -193,6 +195,28 @@ describe("homeserver.yaml", () => {
     expect(config).not.toHaveProperty("enable_registration_without_verification");
     const off = homeserverConfig(input({ settings: { ...settings, federation: { mode: "off" } } }));
     expect(off.federation_domain_whitelist).toEqual([]);
+  });
+
+  it("loads the image's user-limit module, reading the bound from the data directory, the service account exempt", () => {
+    const expected = {
+      module: "berth_user_limit.UserLimit",
+      config: { limit_file: "/data/user-limit", exempt_localparts: ["berth-service"] },
+    };
+    expect(homeserverConfig(input()).modules).toEqual([expected]);
+    expect(homeserverConfig(input({ settings: { ...DEFAULT_HOMESERVER_SETTINGS, registration: "token" } })).modules).toEqual([expected]);
+    expect(renderHomeserverConfig(input())).toContain(
+      '\nmodules:\n  - module: "berth_user_limit.UserLimit"\n    config:\n      limit_file: "/data/user-limit"\n      exempt_localparts:\n        - "berth-service"\n',
+    );
+  });
+
+  it("writes the module's source root's and read-only to Synapse, beside the server's data; a second write changes nothing", () => {
+    const paths = homeserverPaths(tempDir(), "3f2a9c1e-7b4d-4e8f-9a01-23456789abcd");
+    expect(writeSynapseModules(paths)).toBe(true);
+    const file = join(paths.synapseModules, "berth_user_limit.py");
+    expect(readFileSync(file, "utf8")).toBe(USER_LIMIT_MODULE_SOURCE);
+    expect(USER_LIMIT_MODULE_SOURCE).toContain("class UserLimit:");
+    expect([statSync(file).mode & 0o777, statSync(file).uid, statSync(paths.synapseModules).mode & 0o777]).toEqual([0o644, 0, 0o755]);
+    expect(writeSynapseModules(paths)).toBe(false);
   });
 
   it("writes YAML in which every string stays a string", () => {
@@ -393,7 +417,8 @@ describe("containers", () => {
       Interval: 10e9,
     });
     expect(syn.Labels).toMatchObject({ "berth.workload": names.serverId, "berth.kind": "homeserver", "berth.role": "synapse" });
-    expect(syn.HostConfig?.Binds).toEqual([`${paths.synapse}:/data`]);
+    expect(syn.HostConfig?.Binds).toEqual([`${paths.synapse}:/data`, `${paths.synapseModules}:/usr/local/lib/berth-synapse-modules:ro`]);
+    expect(syn.Env).toEqual(["PYTHONPATH=/usr/local/lib/berth-synapse-modules"]);
     const other = synapseContainer({ ...base, image: "berth/synapse:1.0" });
     expect(other.Labels?.["berth.spec-hash"]).not.toBe(syn.Labels?.["berth.spec-hash"]);
     // Uploads are spooled to /tmp: twice the upload size, at least the 100m every server had before settings.
@@ -425,8 +450,9 @@ describe("local federation (development only)", () => {
 
   it("Synapse's /etc/hosts is the agent's file, read-only; without it Docker's own", () => {
     const local = synapseContainer({ ...base, hostsFile: "/etc/berth-agent/state/local-federation/x.hosts" });
-    expect(local.HostConfig?.Binds).toEqual([`${paths.synapse}:/data`, "/etc/berth-agent/state/local-federation/x.hosts:/etc/hosts:ro"]);
-    expect(synapseContainer(base).HostConfig?.Binds).toEqual([`${paths.synapse}:/data`]);
+    const modules = `${paths.synapseModules}:/usr/local/lib/berth-synapse-modules:ro`;
+    expect(local.HostConfig?.Binds).toEqual([`${paths.synapse}:/data`, modules, "/etc/berth-agent/state/local-federation/x.hosts:/etc/hosts:ro"]);
+    expect(synapseContainer(base).HostConfig?.Binds).toEqual([`${paths.synapse}:/data`, modules]);
     expect(postgresContainer({ ...base, hostsFile: "/x.hosts" }).HostConfig?.Binds?.join(" ")).not.toContain("/etc/hosts");
   });
 

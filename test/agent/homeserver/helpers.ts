@@ -324,3 +324,35 @@ export async function probeFrom(runtime: DockerRuntime, container: string, targe
   if (result.exitCode !== 0) throw new Error(`probe failed: ${result.stderr}`);
   return JSON.parse(result.stdout.trim()) as string[];
 }
+
+export interface RegisterAnswer {
+  status: number;
+  body: {
+    session?: string;
+    flows?: Array<{ stages: string[] }>;
+    completed?: string[];
+    access_token?: string;
+    user_id?: string;
+    errcode?: string;
+    error?: string;
+  };
+}
+
+/** One request to Synapse's client registration (POST /_matrix/client/v3/register). */
+export async function registerClient(base: string, body: Record<string, unknown>): Promise<RegisterAnswer> {
+  return (await requestJson(`${base}/_matrix/client/v3/register`, { method: "POST", body })) as RegisterAnswer;
+}
+
+/** Synapse's user-interactive registration, as a client does it: each stage of the token flow in turn. */
+export async function registerClientWithToken(base: string, username: string, token: string): Promise<RegisterAnswer> {
+  const password = `pw-${username}-registered`;
+  let answer = await registerClient(base, { username, password });
+  for (let stage = 0; answer.status === 401 && stage < 4; stage++) {
+    const flow = answer.body.flows?.find((f) => f.stages.includes("m.login.registration_token"));
+    const next = flow?.stages.find((s) => !(answer.body.completed ?? []).includes(s));
+    if (!flow || !next || !answer.body.session) return answer;
+    const auth = next === "m.login.registration_token" ? { type: next, token, session: answer.body.session } : { type: next, session: answer.body.session };
+    answer = await registerClient(base, { username, password, auth });
+  }
+  return answer;
+}

@@ -8,7 +8,7 @@ import bcrypt from "bcryptjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { homeserverHandlers } from "../../../agent/handlers/homeserver.ts";
 import { signingKeyFileName, parseSigningKey } from "../../../agent/homeserver/secrets.ts";
-import { SERVICE_LOCALPART } from "../../../agent/homeserver/service-account.ts";
+import { SERVICE_LOCALPART } from "../../../agent/homeserver/config.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { WorkloadInventory, listHomeserverWorkloads } from "../../../agent/inventory.ts";
 import { POSTGRES_IMAGE, SYNAPSE_IMAGE, TestRun, dockerUsable, ensureImages } from "./helpers.ts";
@@ -163,7 +163,10 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     // block list, no CA but the system's for federation, and Docker's own /etc/hosts.
     expect(config).not.toHaveProperty("ip_range_whitelist");
     expect(config).not.toHaveProperty("federation_custom_ca_list");
-    expect((await inspect(names().synapse)).HostConfig.Binds).toEqual([`${paths.synapse}:/data`]);
+    expect((await inspect(names().synapse)).HostConfig.Binds).toEqual([
+      `${paths.synapse}:/data`,
+      `${paths.synapseModules}:/usr/local/lib/berth-synapse-modules:ro`,
+    ]);
     expect(existsSync(join(paths.synapse, "local-federation-ca.pem"))).toBe(false);
   });
 
@@ -369,7 +372,7 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
   it("a plan change (homeserver.resize) gives both containers the new limits in place, without a restart, and is kept for the next provisioning", async () => {
     const before = { synapse: await inspect(names().synapse), postgres: await inspect(names().postgres) };
     const team = { memoryMiB: 2048, cpus: 2, storageGiB: 50 };
-    expect(await run.run("homeserver.resize", { serverId: spec.serverId, planId: "team", resources: team })).toEqual({
+    expect(await run.run("homeserver.resize", { serverId: spec.serverId, planId: "team", resources: team, maxUsers: 250 })).toEqual({
       serverId: spec.serverId,
       resources: team,
     });
@@ -383,6 +386,8 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
       expect([after.Id, after.State.StartedAt, after.State.Running]).toEqual([before[role].Id, before[role].State.StartedAt, true]);
     }
     expect(run.manager.records.read(spec.serverId)?.resources).toEqual(team);
+    // the new plan's bound on users, for Synapse's own check (read at each registration: no restart)
+    expect(readFileSync(join(run.paths(spec.serverId).synapse, "user-limit"), "utf8")).toBe("250\n");
     expect((await run.login(spec.serverId, "bob", bobPassword)).status).toBe(200);
     await expect(run.run("homeserver.resize", { serverId: spec.serverId, planId: "team", resources: { ...team, memoryMiB: 1 } })).rejects.toThrow(
       /invalid payload/,

@@ -10,17 +10,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_HOMESERVER_SETTINGS, type HomeserverSettings } from "../../../protocol/homeserver-settings.ts";
 import type { YamlValue } from "../../../agent/homeserver/yaml.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
-import { TestRun, dockerUsable, ensureImages } from "./helpers.ts";
+import { TestRun, dockerUsable, ensureImages, registerClient, registerClientWithToken } from "./helpers.ts";
 
 const unusable = await dockerUsable();
 if (unusable) console.warn(`homeserver settings tests skipped: ${unusable}`);
 
 const MiB = 1024 * 1024;
-
-interface RegisterAnswer {
-  status: number;
-  body: { session?: string; flows?: Array<{ stages: string[] }>; completed?: string[]; access_token?: string; user_id?: string; errcode?: string };
-}
 
 describe.skipIf(unusable)("a homeserver's settings (real Synapse)", () => {
   let run: TestRun;
@@ -32,21 +27,8 @@ describe.skipIf(unusable)("a homeserver's settings (real Synapse)", () => {
   const configText = () => readFileSync(join(run.paths(spec.serverId).synapse, "homeserver.yaml"), "utf8");
   const apply = (settings: HomeserverSettings) => run.run("homeserver.settings.apply", { serverId: spec.serverId, settings });
   const synapseStartedAt = async () => (await run.runtime.inspectContainer(run.names(spec.serverId).synapse))?.State.StartedAt;
-  const register = async (body: Record<string, unknown>): Promise<RegisterAnswer> =>
-    (await requestJson(`${await base()}/_matrix/client/v3/register`, { method: "POST", body })) as RegisterAnswer;
-  /** Synapse's user-interactive registration, as a client does it: each stage of the token flow in turn. */
-  const registerWithToken = async (username: string, token: string): Promise<RegisterAnswer> => {
-    const password = `pw-${username}-registered`;
-    let answer = await register({ username, password });
-    for (let stage = 0; answer.status === 401 && stage < 4; stage++) {
-      const flow = answer.body.flows?.find((f) => f.stages.includes("m.login.registration_token"));
-      const next = flow?.stages.find((s) => !(answer.body.completed ?? []).includes(s));
-      if (!flow || !next || !answer.body.session) return answer;
-      const auth = next === "m.login.registration_token" ? { type: next, token, session: answer.body.session } : { type: next, session: answer.body.session };
-      answer = await register({ username, password, auth });
-    }
-    return answer;
-  };
+  const register = async (body: Record<string, unknown>) => registerClient(await base(), body);
+  const registerWithToken = async (username: string, token: string) => registerClientWithToken(await base(), username, token);
   const newToken = async () =>
     ((await run.run("homeserver.registration_tokens.create", { serverId: spec.serverId, usesAllowed: 1, maxUsers: 100 })) as { token: { token: string } }).token
       .token;

@@ -9,8 +9,9 @@ import { join } from "node:path";
 import bcrypt from "bcryptjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { credentialsPath } from "../../../agent/homeserver/service-account.ts";
-import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
-import { TestRun, dockerUsable, ensureImages } from "./helpers.ts";
+import { registerWithSharedSecret, requestJson } from "../../../agent/homeserver/synapse-api.ts";
+import { DEFAULT_HOMESERVER_SETTINGS } from "../../../protocol/homeserver-settings.ts";
+import { TestRun, dockerUsable, ensureImages, registerClientWithToken } from "./helpers.ts";
 
 const unusable = await dockerUsable();
 if (unusable) console.warn(`homeserver users tests skipped: ${unusable}`);
@@ -80,7 +81,8 @@ describe.skipIf(unusable)("a homeserver's users and registration tokens (real Sy
   beforeAll(async () => {
     await ensureImages();
     run = new TestRun();
-    spec = run.spec("people");
+    // A plan of one user: the first admin takes the place, the service account is exempt.
+    spec = run.spec("people", { maxUsers: 1 });
     provisioned = await run.run("homeserver.provision", spec);
   }, 600_000);
 
@@ -89,6 +91,8 @@ describe.skipIf(unusable)("a homeserver's users and registration tokens (real Sy
   }, 180_000);
 
   it("provisioning makes the service account: a hidden Synapse admin whose token is only in a root-only file on the host", async () => {
+    // Synapse's own check had the plan's bound before it started: the admin filled it, the service account passed.
+    expect(readFileSync(join(run.paths(spec.serverId).synapse, "user-limit"), "utf8")).toBe("1\n");
     const file = statSync(credentialsPath(run.paths(spec.serverId)));
     expect([file.mode & 0o777, file.uid, file.gid]).toEqual([0o600, 0, 0]);
     const self = await adminApi(`/v2/users/${encodeURIComponent(serviceId())}`);
@@ -267,6 +271,53 @@ describe.skipIf(unusable)("a homeserver's users and registration tokens (real Sy
     expect(await job("homeserver.users.create", { localpart: "erin", maxUsers: 3 })).toEqual({ outcome: "user_limit", users: 3, reserved: 0, maxUsers: 3 });
   });
 
+  it("Synapse itself refuses accounts past the plan's bound, however made (its admin API, its own tokens, the shared secret); never the service account", async () => {
+    // The bound of the last job, 3, beside Synapse's config; admin, alice and dave can use the server.
+    const limitFile = join(run.paths(spec.serverId).synapse, "user-limit");
+    expect(readFileSync(limitFile, "utf8")).toBe("3\n");
+    expect([statSync(limitFile).mode & 0o777, statSync(limitFile).uid]).toEqual([0o600, run.manager.records.read(spec.serverId)!.uid]);
+    await run.run("homeserver.set_admin_password", { serverId: spec.serverId, adminUserId: userId("admin"), passwordHash: bcrypt.hashSync("owner", 4) });
+    const owner = (await login("admin", "owner")).token!;
+    const refused = (limit: number) => ({
+      status: 403,
+      body: { errcode: "M_FORBIDDEN", error: `This homeserver has reached its plan's limit of ${limit} users` },
+    });
+    const put = (localpart: string, token: string) =>
+      adminApi(`/v2/users/${encodeURIComponent(userId(localpart))}`, token, "PUT", { password: `pw-${localpart}-1` });
+
+    expect(await put("erin", owner)).toMatchObject(refused(3));
+    expect(await put("erin", serviceToken())).toMatchObject(refused(3));
+    expect((await adminApi(`/v2/users/${encodeURIComponent(userId("erin"))}`)).status).toBe(404);
+    // A token without a bound, made by the owner through Synapse's own API, which no job would make.
+    const made = await adminApi("/v1/registration_tokens/new", owner, "POST", {});
+    expect(made).toMatchObject({ status: 200, body: { uses_allowed: null } });
+    const token = (made.body as { token: string }).token;
+    await run.run("homeserver.settings.apply", { serverId: spec.serverId, settings: { ...DEFAULT_HOMESERVER_SETTINGS, registration: "token" } });
+    const base = await run.synapseBase(spec.serverId);
+    expect(await registerClientWithToken(base, "frank", token)).toMatchObject(refused(3));
+    const secret = run.registrationSecret(spec.serverId);
+    const shared = (localpart: string) =>
+      registerWithSharedSecret(base, secret, { localpart, password: `pw-${localpart}-1`, admin: true, serverName: spec.serverName, userType: "support" });
+    await expect(shared("frank")).rejects.toThrow(/failed: 403 M_FORBIDDEN This homeserver has reached its plan's limit of 3 users/);
+    // An account that exists is no new one: Synapse answers that it is taken, as provisioning again finds them.
+    expect(await shared("berth-service")).toEqual({ created: false, userId: serviceId() });
+    expect(await shared("admin")).toEqual({ created: false, userId: userId("admin") });
+
+    // A larger bound, from the next job carrying one, applies without a restart (the agent's own
+    // check still refuses here: the owner's unbounded token reserves the whole plan).
+    const startedAt = (await run.runtime.inspectContainer(run.names(spec.serverId).synapse))?.State.StartedAt;
+    expect(await job("homeserver.users.create", { localpart: "erin", maxUsers: 6 })).toEqual({ outcome: "user_limit", users: 3, reserved: 6, maxUsers: 6 });
+    expect(await registerClientWithToken(base, "frank", token)).toMatchObject({ status: 200, body: { user_id: userId("frank") } });
+    expect(await put("grace", owner)).toMatchObject({ status: 201 });
+    expect(await put("heidi", serviceToken())).toMatchObject({ status: 201 });
+    expect(await put("ivan", owner)).toMatchObject(refused(6));
+    expect(await registerClientWithToken(base, "ivan", token)).toMatchObject(refused(6));
+    expect((await run.runtime.inspectContainer(run.names(spec.serverId).synapse))?.State.StartedAt).toBe(startedAt);
+    // The service account still works, and is still neither listed nor counted.
+    expect((await list()).users.map((u) => u.userId)).toEqual(["admin", "alice", "bob", "carol", "dave", "frank", "grace", "heidi"].map(userId));
+    expect(await adminApi(`/v1/registration_tokens/${token}`, owner, "DELETE")).toMatchObject({ status: 200 });
+  });
+
   it("users.list pages through every user in order and searches ids and display names, never showing the service account", async () => {
     const made = 30;
     let started = Date.now();
@@ -277,7 +328,7 @@ describe.skipIf(unusable)("a homeserver's users and registration tokens (real Sy
     started = Date.now();
     const all = await list();
     console.info(`users.list: ${all.users.length} users in one page in ${Date.now() - started} ms`);
-    expect(all.total).toBe(made + 5); // admin, alice, bob, carol, dave
+    expect(all.total).toBe(made + 8); // admin, alice, bob, carol, dave, frank, grace, heidi
     expect(all.users.map((u) => u.userId)).toEqual(all.users.map((u) => u.userId).sort());
 
     const paged: string[] = [];

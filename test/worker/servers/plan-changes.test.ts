@@ -34,7 +34,7 @@ async function runningOn(plan: string, memoryMiB?: number) {
   const owner = await subscriber(plan);
   const created = (await (await create(owner.cookie)).json()) as ServerView;
   const { job } = await jobOf(agent, "homeserver.provision");
-  expect(job.payload).toMatchObject({ planId: plan, resources: planById(plan)!.resources });
+  expect(job.payload).toMatchObject({ planId: plan, resources: planById(plan)!.resources, maxUsers: planById(plan)!.maxUsers });
   agent.send(succeeded(job, { synapseVersion: "1.163.2" }));
   await vi.waitFor(async () => expect(await serverView(owner.cookie, created.id)).toMatchObject({ status: "running", plan, planApplied: true }));
   return { agent, host, owner, id: created.id };
@@ -42,7 +42,7 @@ async function runningOn(plan: string, memoryMiB?: number) {
 
 async function resized(agent: FakeAgent, cookie: string, id: string, plan: string) {
   const resize = await jobOf(agent, "homeserver.resize");
-  expect(resize.job.payload).toEqual({ serverId: id, planId: plan, resources: planById(plan)!.resources });
+  expect(resize.job.payload).toEqual({ serverId: id, planId: plan, resources: planById(plan)!.resources, maxUsers: planById(plan)!.maxUsers });
   expect(await serverView(cookie, id)).toMatchObject({ plan, planApplied: false, status: "running" });
   agent.send(succeeded(resize.job));
   await vi.waitFor(async () => expect(await serverView(cookie, id)).toMatchObject({ plan, planApplied: true, status: "running" }));
@@ -55,7 +55,7 @@ describe("plan changes", () => {
     await resized(agent, owner.cookie, id, "team");
 
     const workload = await env.DB.prepare("SELECT spec FROM workloads WHERE id = ?").bind(id).first<{ spec: string }>();
-    expect(JSON.parse(workload!.spec)).toMatchObject({ planId: "team", resources: planById("team")!.resources });
+    expect(JSON.parse(workload!.spec)).toMatchObject({ planId: "team", resources: planById("team")!.resources, maxUsers: planById("team")!.maxUsers });
     const page = await (await call(`/servers/${id}`, { cookie: owner.cookie, headers: { accept: "text/html" } })).text();
     expect(page).toContain("Plan: Team");
   });
