@@ -5,38 +5,14 @@
 // that the cases of the federation settings (off, an allow-list) are a few lines each.
 import type { MatrixClient } from "matrix-js-sdk";
 import { Fatal, waitFor, type Api } from "./agent-helpers";
-import { passwordLogin, type FetchFn, type Login, type ServerView } from "./homeserver-helpers";
-
-interface PendingJob {
-  job: { id: string; poll: string; status: string };
-}
-
-/** The answer of an administration route: at once, or once its job (202) has finished. */
-async function administrationAnswer<T>(api: Api, response: { status: number; body: T | PendingJob }, expected: number): Promise<T> {
-  if (response.status === expected) return response.body as T;
-  if (response.status !== 202) throw new Error(`answered ${response.status}: ${JSON.stringify(response.body)}`);
-  const { poll } = (response.body as PendingJob).job;
-  return waitFor(
-    `the job at ${poll}`,
-    async () => {
-      const { job } = await api.expect<{ job: { status: string; result: T; error: unknown } }>(200, "GET", poll);
-      if (job.status === "failed") throw new Fatal(`${poll} failed: ${JSON.stringify(job.error)}`);
-      return job.status === "succeeded" ? job.result : undefined;
-    },
-    { timeoutMs: 120_000, intervalMs: 500 },
-  );
-}
+import { administered, passwordLogin, type FetchFn, type Login, type ServerView } from "./homeserver-helpers";
 
 /**
  * A user of `server` made by its owner (`api`, logged in as the owner) through the API, its password
  * set through its one-time link, then logged in over HTTPS.
  */
 export async function createLoggedInUser(api: Api, fetchFn: FetchFn, server: ServerView, localpart: string, password: string): Promise<Login> {
-  const created = await administrationAnswer<{ userId: string; passwordLink: { url: string } }>(
-    api,
-    await api.request("POST", `/api/servers/${server.id}/users`, { localpart }),
-    201,
-  );
+  const created = await administered<{ userId: string; passwordLink: { url: string } }>(api, "POST", `/api/servers/${server.id}/users`, { localpart });
   const token = new URL(created.passwordLink.url).searchParams.get("token");
   const setting = await api.request<{ status: string }>("POST", `/api/servers/${server.id}/users/${encodeURIComponent(created.userId)}/password`, {
     token,
