@@ -67,6 +67,8 @@ const BACKUP_JOB_TIMEOUT_MS = 6 * HOUR;
 const ADMIN_JOB_TIMEOUT_MS = 5 * MINUTE;
 /** Purging a room deletes its every event in PostgreSQL: minutes for a big room, more on a busy host. */
 const ROOM_PURGE_JOB_TIMEOUT_MS = 2 * HOUR;
+/** Upkeep compresses state, deletes cached media and vacuums every table: long on a big database, and nobody waits on it. */
+const UPKEEP_JOB_TIMEOUT_MS = 3 * HOUR;
 const MAX_SLEEP_MS = 10 * MINUTE;
 
 // DNS names only (the control plane makes them from DNS labels); no port, no path.
@@ -193,6 +195,14 @@ const storedRestorePayload = z.strictObject({
 });
 
 // ---------- the catalogue ----------
+
+/** What upkeep measures of a homeserver, before and after. */
+const upkeepSizes = z.object({
+  databaseBytes: z.number().int().nonnegative(),
+  stateGroupsStateRows: z.number().int().nonnegative(),
+  /** Everything under the media store: local uploads, cached remote media, thumbnails. */
+  mediaBytes: z.number().int().nonnegative(),
+});
 
 export const JOBS = {
   // The test kinds: every agent runs them; operators send them (POST /api/admin/hosts/:id/jobs).
@@ -445,6 +455,26 @@ export const JOBS = {
     progress: "the new configuration written, Synapse restarted, healthy and answering — or the previous configuration put back and Synapse restarted",
     timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
     retry: { afterFailure: "not retried", note: "the homeserver keeps the settings it had; its owner may ask again" },
+  }),
+
+  // Database and media upkeep (agent/homeserver/upkeep.ts).
+  "homeserver.upkeep": job({
+    payload: z.strictObject({
+      serverId: resourceIdSchema,
+      /** Cached copies of other servers' media not fetched for this long are deleted (they are fetched again when asked for). */
+      remoteMediaRetentionDays: z.number().int().min(1).max(365),
+    }),
+    result: z.object({
+      serverId: resourceIdSchema,
+      before: upkeepSizes,
+      after: upkeepSizes,
+      remoteMediaDeleted: z.number().int().nonnegative(),
+      /** The state compressor's own run time. */
+      compressorMs: z.number().int().nonnegative(),
+    }),
+    progress: "the sizes measured; the state compressed; cached remote media past its retention deleted; VACUUM and ANALYZE; the sizes measured again",
+    timeoutMs: UPKEEP_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "daily", note: "the next day's scheduled upkeep runs as usual; each step is safe to repeat" },
   }),
 
   // Backups.
