@@ -7,7 +7,7 @@
 // not match; the agent refuses such a payload, and can register a handler only
 // for a kind listed here. A new capability is one entry here and its handlers.
 import { z } from "zod";
-import { homeserverSettingsSchema } from "./homeserver-settings.ts";
+import { homeserverSettingsSchema, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS } from "./homeserver-settings.ts";
 import { BACKUP_MAX_PARTS, BACKUP_MIN_PART_SIZE, BACKUP_PART_SIZE, backupPartReceipt, resourceIdSchema, sha256Hex } from "./messages.ts";
 
 const MINUTE = 60_000;
@@ -196,12 +196,19 @@ const storedRestorePayload = z.strictObject({
 
 // ---------- the catalogue ----------
 
+/**
+ * Bounds on what upkeep reports: far past any plan's storage, so an agent that
+ * is not ours cannot have absurd figures stored and shown (its result fails the check).
+ */
+const MAX_UPKEEP_BYTES = 2 ** 46;
+const MAX_UPKEEP_COUNT = 10 ** 10;
+
 /** What upkeep measures of a homeserver, before and after. */
 const upkeepSizes = z.object({
-  databaseBytes: z.number().int().nonnegative(),
-  stateGroupsStateRows: z.number().int().nonnegative(),
+  databaseBytes: z.number().int().nonnegative().max(MAX_UPKEEP_BYTES),
+  stateGroupsStateRows: z.number().int().nonnegative().max(MAX_UPKEEP_COUNT),
   /** Everything under the media store: local uploads, cached remote media, thumbnails. */
-  mediaBytes: z.number().int().nonnegative(),
+  mediaBytes: z.number().int().nonnegative().max(MAX_UPKEEP_BYTES),
 });
 
 export const JOBS = {
@@ -462,15 +469,15 @@ export const JOBS = {
     payload: z.strictObject({
       serverId: resourceIdSchema,
       /** Cached copies of other servers' media not fetched for this long are deleted (they are fetched again when asked for). */
-      remoteMediaRetentionDays: z.number().int().min(1).max(365),
+      remoteMediaRetentionDays: z.number().int().min(MIN_RETENTION_DAYS).max(MAX_RETENTION_DAYS),
     }),
     result: z.object({
       serverId: resourceIdSchema,
       before: upkeepSizes,
       after: upkeepSizes,
-      remoteMediaDeleted: z.number().int().nonnegative(),
-      /** The state compressor's own run time. */
-      compressorMs: z.number().int().nonnegative(),
+      remoteMediaDeleted: z.number().int().nonnegative().max(MAX_UPKEEP_COUNT),
+      /** The state compressor's own run time: within the job's deadline. */
+      compressorMs: z.number().int().nonnegative().max(UPKEEP_JOB_TIMEOUT_MS),
     }),
     progress: "the sizes measured; the state compressed; cached remote media past its retention deleted; VACUUM and ANALYZE; the sizes measured again",
     timeoutMs: UPKEEP_JOB_TIMEOUT_MS,
