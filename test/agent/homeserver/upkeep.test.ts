@@ -9,14 +9,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { homeserverNames } from "../../../agent/homeserver/names.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { TestRun, dockerUsable, ensureImages } from "./helpers.ts";
+import { makeStateHistory, type StateHistory } from "./state-history.ts";
 
 const unusable = await dockerUsable();
 if (unusable) console.warn(`homeserver upkeep tests skipped: ${unusable}`);
 
-/** State events with a new state key each: the room's full state grows, as a busy room's membership does. */
-const STATE_KEYS = 300;
-/** Topic changes between them: the same key over and over. */
-const TOPIC_EVERY = 3;
+/** 300 state keys and a topic change after every third: 400 state events. */
+const HISTORY = { stateKeys: 300, topicEvery: 3 };
 
 interface Sizes {
   databaseBytes: number;
@@ -40,18 +39,11 @@ interface StateEvent {
 describe.skipIf(unusable)("a homeserver's upkeep (real Synapse, real PostgreSQL)", () => {
   let run: TestRun;
   let spec: ReturnType<TestRun["spec"]>;
-  let alice: string;
-  let roomId: string;
+  let history: StateHistory;
   let mediaUri: string;
 
-  const client = async (method: string, path: string, body?: unknown) =>
-    requestJson(`${await run.synapseBase(spec.serverId)}/_matrix/client/v3${path}`, { method, token: alice, ...(body === undefined ? {} : { body }) });
-  const putState = async (type: string, stateKey: string, content: unknown) => {
-    const answer = await client("PUT", `/rooms/${encodeURIComponent(roomId)}/state/${type}/${encodeURIComponent(stateKey)}`, content);
-    expect(answer.status).toBe(200);
-  };
   const roomState = async () => {
-    const answer = await client("GET", `/rooms/${encodeURIComponent(roomId)}/state`);
+    const answer = await history.client("GET", `/rooms/${encodeURIComponent(history.roomId)}/state`);
     expect(answer.status).toBe(200);
     const events = answer.body as StateEvent[];
     return events
@@ -65,20 +57,11 @@ describe.skipIf(unusable)("a homeserver's upkeep (real Synapse, real PostgreSQL)
     run = new TestRun();
     spec = run.spec("upkeep");
     await run.run("homeserver.provision", spec);
-    alice = (await run.login(spec.serverId, "alice", await run.registerUser(spec.serverId, spec.serverName, "alice"))).token!;
-    // a long history made quickly: alice is exempt from the message rate limit (what the admin API's override_ratelimit writes)
-    await sql(`INSERT INTO ratelimit_override (user_id, messages_per_second, burst_count) VALUES ('@alice:${spec.serverName}', 0, 0);`);
-    const created = await client("POST", "/createRoom", { preset: "private_chat", name: "History" });
-    expect(created.status).toBe(200);
-    roomId = (created.body as { room_id: string }).room_id;
-    for (let i = 0; i < STATE_KEYS; i++) {
-      await putState("org.berth.test.note", `note-${i}`, { n: i });
-      if (i % TOPIC_EVERY === 0) await putState("m.room.topic", "", { topic: `topic ${i}` });
-    }
+    history = await makeStateHistory(run, spec.serverId, spec.serverName, HISTORY);
     // a local upload: upkeep expires other servers' media only, never this
     const upload = await requestJson(`${await run.synapseBase(spec.serverId)}/_matrix/media/v3/upload?filename=notes.txt`, {
       method: "POST",
-      token: alice,
+      token: history.token,
       body: { notes: randomBytes(2048).toString("hex") },
     });
     expect(upload.status).toBe(200);
@@ -91,13 +74,13 @@ describe.skipIf(unusable)("a homeserver's upkeep (real Synapse, real PostgreSQL)
 
   it("compresses state_groups_state, vacuums, reports the sizes before and after, and Synapse serves the same room state", async () => {
     const stateBefore = await roomState();
-    expect(stateBefore.filter((event) => event.type === "org.berth.test.note")).toHaveLength(STATE_KEYS);
+    expect(stateBefore.filter((event) => event.type === "org.berth.test.note")).toHaveLength(HISTORY.stateKeys);
 
     const result = (await run.run("homeserver.upkeep", { serverId: spec.serverId, remoteMediaRetentionDays: 30 })) as unknown as UpkeepResult;
     console.info("upkeep measured", JSON.stringify(result));
 
     expect(result.serverId).toBe(spec.serverId);
-    expect(result.before.stateGroupsStateRows).toBeGreaterThan(STATE_KEYS);
+    expect(result.before.stateGroupsStateRows).toBeGreaterThan(HISTORY.stateKeys);
     expect(result.after.stateGroupsStateRows).toBeLessThan(result.before.stateGroupsStateRows);
     expect(result.after.stateGroupsStateRows).toBe(Number(await sql("SELECT count(*) FROM state_groups_state;")));
     expect(result.before.databaseBytes).toBeGreaterThan(0);
@@ -110,13 +93,13 @@ describe.skipIf(unusable)("a homeserver's upkeep (real Synapse, real PostgreSQL)
 
     // Synapse serves the room's state exactly as before, and the room goes on
     expect(await roomState()).toEqual(stateBefore);
-    await putState("m.room.topic", "", { topic: "after upkeep" });
-    const topic = await client("GET", `/rooms/${encodeURIComponent(roomId)}/state/m.room.topic/`);
+    await history.putState("m.room.topic", "", { topic: "after upkeep" });
+    const topic = await history.client("GET", `/rooms/${encodeURIComponent(history.roomId)}/state/m.room.topic/`);
     expect(topic.body).toEqual({ topic: "after upkeep" });
     const [server, media] = mediaUri.slice("mxc://".length).split("/");
     const download = await requestJson(`${await run.synapseBase(spec.serverId)}/_matrix/client/v1/media/download/${server}/${media}`, {
       method: "GET",
-      token: alice,
+      token: history.token,
     });
     expect(download.status).toBe(200);
     // the tool's one-off container is gone
