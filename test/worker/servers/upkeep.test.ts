@@ -4,7 +4,7 @@ import { dailyBackupHour } from "../../../worker/backups/maintenance";
 import { dailyUpkeepHour, REMOTE_MEDIA_RETENTION_DAYS } from "../../../worker/servers/upkeep";
 import { subscriber } from "../billing/stripe-helpers";
 import { succeeded } from "../fleet/fleet-helpers";
-import { call, cronAt, expectError, HOUR, logIn } from "../helpers";
+import { call, cronAt, DAY, expectError, HOUR, logIn, runCron } from "../helpers";
 import { page } from "../pages/page-checks";
 import { jobOf, runningServer, type ServerView } from "./server-helpers";
 
@@ -96,6 +96,20 @@ describe("daily upkeep", () => {
     expect(sent.map((job) => job.status)).toEqual(["failed", "sent"]);
     expect(sent[1]!.payload.remoteMediaRetentionDays).toBe(7);
     expect(await auditOf(server.id, "server.upkeep_failed")).toEqual([{ actor: "system", detail: JSON.stringify({ reason: "deadline exceeded" }) }]);
+  });
+});
+
+describe("upkeep records", () => {
+  it("are kept a year, then the hourly cron deletes them", async () => {
+    const { id } = await runningServer();
+    const seed = (finishedAt: number) =>
+      env.DB.prepare("INSERT INTO upkeep_runs VALUES (?, ?, 3, 2, 3, 2, 1, 1, 0, 5, ?)").bind(crypto.randomUUID(), id, finishedAt).run();
+    await seed(Date.now() - 366 * DAY);
+    await seed(Date.now() - 364 * DAY);
+    await runCron();
+    const kept = await upkeepRecords(id);
+    expect(kept).toHaveLength(1);
+    expect(Date.now() - Number(kept[0]!.finished_at)).toBeLessThan(365 * DAY);
   });
 });
 
