@@ -43,6 +43,8 @@ export interface DaemonOptions {
   allowUnencrypted: boolean;
   /** --allow-local-federation: this host's homeservers federate with each other through the proxy (development only). */
   localFederation?: LocalFederationOptions;
+  /** --upkeep-image: the tool image homeserver.upkeep runs the state compressor in (default: DEFAULT_UPKEEP_IMAGE). */
+  upkeepImage?: string;
   log: Logger;
 }
 
@@ -138,6 +140,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     diskEncryption,
     onInventoryChanged: refreshInventory,
     agentIdentity: { hostId: config.hostId, privateKey },
+    ...(options.upkeepImage ? { upkeepImage: options.upkeepImage } : {}),
   });
   void homeservers.manager.restoreHostState(log);
   timers.every(INVENTORY_REFRESH_MS, () => {

@@ -10,10 +10,12 @@ import { startDaemon } from "./daemon.ts";
 import { detectDiskEncryption } from "./disk-encryption.ts";
 import { EnrollError, enroll } from "./enroll.ts";
 import { localFederationOptions } from "./homeserver/local-federation.ts";
+import { DEFAULT_UPKEEP_IMAGE } from "./homeserver/upkeep.ts";
 import { listWorkloads } from "./inventory.ts";
 import { Journal } from "./journal.ts";
 import { createLogger, errorMessage, parseLogLevel } from "./log.ts";
 import { agentVersion } from "./version.ts";
+import { imageReference } from "../protocol/jobs.ts";
 
 export const EXIT_OK = 0;
 export const EXIT_ERROR = 1;
@@ -26,7 +28,7 @@ const USAGE = {
 
 Usage:
   berth-agent enroll --url <control plane URL> --token <join token> [--name <host name>] [--data-root <dir>] [--config <dir>] [--force]
-  berth-agent run [--config <dir>] [--allow-unencrypted-data-root] [--allow-local-federation]
+  berth-agent run [--config <dir>] [--upkeep-image <ref>] [--allow-unencrypted-data-root] [--allow-local-federation]
   berth-agent status [--config <dir>] [--json]
   berth-agent <command> --help
   berth-agent --version
@@ -51,13 +53,17 @@ Options:
   --force              enroll again although this host is enrolled (a new identity)
   -h, --help           this help
 `,
-  run: `Usage: berth-agent run [--config <dir>] [--allow-unencrypted-data-root] [--allow-local-federation]
+  run: `Usage: berth-agent run [--config <dir>] [--upkeep-image <ref>] [--allow-unencrypted-data-root] [--allow-local-federation]
 
 Connects to the control plane and runs the jobs it sends, until SIGTERM or SIGINT (then running
 jobs get 30 s to finish; unfinished ones are handed back to run again). Logs are JSON lines on stdout.
 
 Options:
   --config <dir>                  config directory (default: $${CONFIG_DIR_ENV} or ${DEFAULT_CONFIG_DIR})
+  --upkeep-image <ref>            the berth/upkeep tool image the daily upkeep runs the state compressor
+                                  in, pinned as published (images/README.md), e.g.
+                                  registry.example/berth/upkeep@sha256:… (default: ${DEFAULT_UPKEEP_IMAGE},
+                                  which only exists where images/build.sh ran)
   --allow-unencrypted-data-root   accept customer data although the data root is not on dm-crypt/LUKS
                                   (development only; reported to the control plane)
   --allow-local-federation        let this host's homeservers federate with each other through the
@@ -103,6 +109,7 @@ const OPTIONS = {
   },
   run: {
     config: { type: "string" },
+    "upkeep-image": { type: "string" },
     "allow-unencrypted-data-root": { type: "boolean" },
     "allow-local-federation": { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -274,16 +281,19 @@ async function runCommand(values: ReturnType<typeof parse<"run">>): Promise<numb
     process.stdout.write(USAGE.run);
     return EXIT_OK;
   }
+  const upkeepImage = values["upkeep-image"] ?? DEFAULT_UPKEEP_IMAGE;
+  if (!imageReference.safeParse(upkeepImage).success) throw new UsageError(`--upkeep-image: not an image reference: ${upkeepImage}`, "run");
   const configDir = resolveConfigDir(values.config);
   const config = loadConfig(configDir);
   const localFederation = values["allow-local-federation"] ? localFederationOptions(config) : undefined;
   const privateKey = loadHostKey(configDir);
   const log = createLogger({ level: parseLogLevel(process.env.BERTH_AGENT_LOG_LEVEL), base: { hostId: config.hostId } });
-  log.info("berth-agent starting", { agentVersion: agentVersion(), configDir, dataRoot: config.dataRoot, pid: process.pid });
+  log.info("berth-agent starting", { agentVersion: agentVersion(), configDir, dataRoot: config.dataRoot, upkeepImage, pid: process.pid });
   const daemon = await startDaemon({
     config,
     privateKey,
     allowUnencrypted: values["allow-unencrypted-data-root"] ?? false,
+    upkeepImage,
     ...(localFederation ? { localFederation } : {}),
     log,
   });

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Builds the two images a Berth host runs, without any container registry:
+# Builds the images a Berth host runs, without any container registry:
 #
 #   berth/postgres:15                 PostgreSQL 15 from Debian bookworm
 #   berth/synapse:<version>, :latest  Synapse from PyPI on bookworm's Python 3.11
+#   berth/upkeep:latest               the state compressor (synapse-auto-compressor
+#                                     from PyPI), run by the agent against a
+#                                     homeserver's PostgreSQL: a host's own tool,
+#                                     also in production (no official image has it)
 #
 # They stand in for the official postgres and matrixdotorg/synapse images on
 # machines that cannot pull (build and CI machines). Each is a Debian
@@ -19,7 +23,7 @@
 # Debian or PyPI updates alone do not change the hash: rebuild with --force
 # (or set BERTH_IMAGES_EPOCH to something new) to pick them up.
 #
-# Usage: images/build.sh [--force] [--only postgres|synapse] [--synapse-version X.Y.Z]
+# Usage: images/build.sh [--force] [--only postgres|synapse|upkeep] [--synapse-version X.Y.Z]
 # Environment:
 #   SYNAPSE_VERSION        Synapse release from PyPI (default below)
 #   SYNAPSE_EXTRAS         pip extras (default postgres,url-preview)
@@ -33,6 +37,8 @@ SUITE=bookworm
 PG_MAJOR=15
 SYNAPSE_VERSION=${SYNAPSE_VERSION:-1.163.2}
 SYNAPSE_EXTRAS=${SYNAPSE_EXTRAS:-postgres,url-preview}
+# 0.1.2, not the newest 0.1.4: 0.1.4's wheel holds an empty cffi stub, no compressor
+COMPRESSOR_VERSION=0.1.2
 WORK=${BERTH_IMAGES_WORKDIR:-/var/tmp/berth-images}
 # Non-root fallback user baked into the images; the agent always passes --user.
 DEFAULT_USER=65534:65534
@@ -40,11 +46,11 @@ DEFAULT_USER=65534:65534
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 force=0
-only=(postgres synapse)
+only=(postgres synapse upkeep)
 while [[ $# -gt 0 ]]; do
   case $1 in
     --force) force=1 ;;
-    --only) [[ ${2:-} == postgres || ${2:-} == synapse ]] || { echo "--only needs postgres or synapse" >&2; exit 2; }; only=("$2"); shift ;;
+    --only) [[ ${2:-} == postgres || ${2:-} == synapse || ${2:-} == upkeep ]] || { echo "--only needs postgres, synapse or upkeep" >&2; exit 2; }; only=("$2"); shift ;;
     --synapse-version) [[ -n ${2:-} ]] || { echo "--synapse-version needs a version" >&2; exit 2; }; SYNAPSE_VERSION=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
@@ -78,6 +84,7 @@ inputs_hash() {
     case $1 in
       postgres) echo "postgresql-$PG_MAJOR"; cat "$here/postgres/"* ;;
       synapse) echo "matrix-synapse[$SYNAPSE_EXTRAS]==$SYNAPSE_VERSION"; cat "$here/synapse/"* ;;
+      upkeep) echo "synapse-auto-compressor==$COMPRESSOR_VERSION"; cat "$here/upkeep/"* ;;
     esac
     echo "epoch=${BERTH_IMAGES_EPOCH:-}"
   } | sha256sum | cut -c1-20
@@ -87,6 +94,7 @@ tags_of() {
   case $1 in
     postgres) echo "berth/postgres:$PG_MAJOR" ;;
     synapse) echo "berth/synapse:$SYNAPSE_VERSION berth/synapse:latest" ;;
+    upkeep) echo "berth/upkeep:latest" ;;
   esac
 }
 
@@ -252,6 +260,23 @@ prune_old() {
 
 # ---------------------------------------------------------------- images --
 
+PIP_ENV=(PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=120 PIP_PROGRESS_BAR=off)
+
+# pip install, wheels only, into the venv $2 of the rootfs $1: rest = requirements
+pip_install() {
+  local r=$1 venv=$2 ca env=("${PIP_ENV[@]}")
+  shift 2
+  # a machine behind a TLS-inspecting proxy trusts an extra CA: lend pip this
+  # machine's bundle for the build (it is removed before import)
+  ca=${PIP_CERT:-${REQUESTS_CA_BUNDLE:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}
+  if [[ -r $ca ]]; then
+    cp "$ca" "$r/tmp/berth-build-ca.pem"
+    env+=(PIP_CERT=/tmp/berth-build-ca.pem)
+  fi
+  in_root "$r" env "${env[@]}" "$venv/bin/pip" install --only-binary=:all: "$@"
+  rm -f "$r/tmp/berth-build-ca.pem"
+}
+
 build_postgres() {
   local hash=$1 r ctx ver
   new_rootfs postgres
@@ -301,7 +326,7 @@ EOF
 }
 
 build_synapse() {
-  local hash=$1 r ctx jemalloc ca
+  local hash=$1 r ctx jemalloc
   new_rootfs synapse
   r=$ROOTFS
   progress "synapse: apt-get install python3 python3-venv python3-psycopg2 libjemalloc2 ca-certificates"
@@ -313,18 +338,8 @@ build_synapse() {
   # --system-site-packages: psycopg2 comes from Debian (python3-psycopg2), so
   # nothing needs a compiler; --only-binary makes sure nothing tries.
   in_root "$r" python3 -m venv --system-site-packages /opt/synapse
-  local pip_env=(PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=120 PIP_PROGRESS_BAR=off)
-  # a machine behind a TLS-inspecting proxy trusts an extra CA: lend pip this
-  # machine's bundle for the build (it is removed before import)
-  ca=${PIP_CERT:-${REQUESTS_CA_BUNDLE:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}}
-  if [[ -r $ca ]]; then
-    cp "$ca" "$r/tmp/berth-build-ca.pem"
-    pip_env+=(PIP_CERT=/tmp/berth-build-ca.pem)
-  fi
-  in_root "$r" env "${pip_env[@]}" /opt/synapse/bin/pip install --only-binary=:all: \
-    "matrix-synapse[$SYNAPSE_EXTRAS]==$SYNAPSE_VERSION"
-  rm -f "$r/tmp/berth-build-ca.pem"
-  in_root "$r" env "${pip_env[@]}" /opt/synapse/bin/pip check
+  pip_install "$r" /opt/synapse "matrix-synapse[$SYNAPSE_EXTRAS]==$SYNAPSE_VERSION"
+  in_root "$r" env "${PIP_ENV[@]}" /opt/synapse/bin/pip check
   in_root "$r" /opt/synapse/bin/pip freeze --all >"$r/opt/synapse/berth-pip-freeze.txt"
   # Synapse's own check of its (and the extras') requirements, then the CLI
   local extra checks="check_requirements()"
@@ -363,6 +378,41 @@ EOF
   docker rmi "berth-build/synapse:$hash" >/dev/null
   docker run --rm --network none --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
     "berth/synapse:$SYNAPSE_VERSION" --help >/dev/null
+}
+
+build_upkeep() {
+  local hash=$1 r ctx
+  new_rootfs upkeep
+  r=$ROOTFS
+  progress "upkeep: apt-get install python3 python3-venv"
+  in_root "$r" apt-get -y -q install python3 python3-venv
+  progress "upkeep: pip install synapse-auto-compressor==$COMPRESSOR_VERSION"
+  in_root "$r" python3 -m venv /opt/upkeep
+  pip_install "$r" /opt/upkeep "synapse-auto-compressor==$COMPRESSOR_VERSION"
+  install -m 0644 "$here/upkeep/compress_state.py" "$r/opt/upkeep/compress_state.py"
+  in_root "$r" /opt/upkeep/bin/python -c "import synapse_auto_compressor; synapse_auto_compressor.compress_state_events_table"
+  progress "upkeep: importing rootfs"
+  import_rootfs "$r" "berth-build/upkeep:$hash"
+
+  ctx=$(mktemp -d "$WORK/ctx-upkeep.XXXXXX"); scratch_dirs+=("$ctx")
+  cat >"$ctx/Dockerfile" <<EOF
+FROM berth-build/upkeep:$hash
+ENV PATH=/opt/upkeep/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    LANG=C.UTF-8 \\
+    PYTHONDONTWRITEBYTECODE=1 \\
+    PYTHONUNBUFFERED=1
+LABEL org.berth.image=upkeep \\
+      org.berth.build-hash=$hash \\
+      org.berth.compressor-version=$COMPRESSOR_VERSION \\
+      org.opencontainers.image.title=berth/upkeep \\
+      org.opencontainers.image.version=$COMPRESSOR_VERSION \\
+      org.opencontainers.image.base.name=debian:$SUITE
+USER $DEFAULT_USER
+ENTRYPOINT ["/opt/upkeep/bin/python", "/opt/upkeep/compress_state.py"]
+EOF
+  progress "upkeep: docker build"
+  docker_build "$ctx" berth/upkeep:latest
+  docker rmi "berth-build/upkeep:$hash" >/dev/null
 }
 
 # ------------------------------------------------------------------ main --

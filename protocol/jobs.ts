@@ -7,7 +7,7 @@
 // not match; the agent refuses such a payload, and can register a handler only
 // for a kind listed here. A new capability is one entry here and its handlers.
 import { z } from "zod";
-import { homeserverSettingsSchema } from "./homeserver-settings.ts";
+import { homeserverSettingsSchema, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS } from "./homeserver-settings.ts";
 import { BACKUP_MAX_PARTS, BACKUP_MIN_PART_SIZE, BACKUP_PART_SIZE, backupPartReceipt, resourceIdSchema, sha256Hex } from "./messages.ts";
 
 const MINUTE = 60_000;
@@ -67,6 +67,8 @@ const BACKUP_JOB_TIMEOUT_MS = 6 * HOUR;
 const ADMIN_JOB_TIMEOUT_MS = 5 * MINUTE;
 /** Purging a room deletes its every event in PostgreSQL: minutes for a big room, more on a busy host. */
 const ROOM_PURGE_JOB_TIMEOUT_MS = 2 * HOUR;
+/** Upkeep compresses state, deletes cached media and vacuums every table: long on a big database, and nobody waits on it. */
+const UPKEEP_JOB_TIMEOUT_MS = 3 * HOUR;
 const MAX_SLEEP_MS = 10 * MINUTE;
 
 // DNS names only (the control plane makes them from DNS labels); no port, no path.
@@ -193,6 +195,21 @@ const storedRestorePayload = z.strictObject({
 });
 
 // ---------- the catalogue ----------
+
+/**
+ * Bounds on what upkeep reports: far past any plan's storage, so an agent that
+ * is not ours cannot have absurd figures stored and shown (its result fails the check).
+ */
+const MAX_UPKEEP_BYTES = 2 ** 46;
+const MAX_UPKEEP_COUNT = 10 ** 10;
+
+/** What upkeep measures of a homeserver, before and after. */
+const upkeepSizes = z.object({
+  databaseBytes: z.number().int().nonnegative().max(MAX_UPKEEP_BYTES),
+  stateGroupsStateRows: z.number().int().nonnegative().max(MAX_UPKEEP_COUNT),
+  /** Everything under the media store: local uploads, cached remote media, thumbnails. */
+  mediaBytes: z.number().int().nonnegative().max(MAX_UPKEEP_BYTES),
+});
 
 export const JOBS = {
   // The test kinds: every agent runs them; operators send them (POST /api/admin/hosts/:id/jobs).
@@ -445,6 +462,26 @@ export const JOBS = {
     progress: "the new configuration written, Synapse restarted, healthy and answering — or the previous configuration put back and Synapse restarted",
     timeoutMs: LIFECYCLE_JOB_TIMEOUT_MS,
     retry: { afterFailure: "not retried", note: "the homeserver keeps the settings it had; its owner may ask again" },
+  }),
+
+  // Database and media upkeep (agent/homeserver/upkeep.ts).
+  "homeserver.upkeep": job({
+    payload: z.strictObject({
+      serverId: resourceIdSchema,
+      /** Cached copies of other servers' media not fetched for this long are deleted (they are fetched again when asked for). */
+      remoteMediaRetentionDays: z.number().int().min(MIN_RETENTION_DAYS).max(MAX_RETENTION_DAYS),
+    }),
+    result: z.object({
+      serverId: resourceIdSchema,
+      before: upkeepSizes,
+      after: upkeepSizes,
+      remoteMediaDeleted: z.number().int().nonnegative().max(MAX_UPKEEP_COUNT),
+      /** The state compressor's own run time: within the job's deadline. */
+      compressorMs: z.number().int().nonnegative().max(UPKEEP_JOB_TIMEOUT_MS),
+    }),
+    progress: "the sizes measured; the state compressed; cached remote media past its retention deleted; VACUUM and ANALYZE; the sizes measured again",
+    timeoutMs: UPKEEP_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "daily", note: "the next day's scheduled upkeep runs as usual; each step is safe to repeat" },
   }),
 
   // Backups.

@@ -37,8 +37,8 @@ export const HOST_NEEDS = [
 ];
 /** What the browser tests need on top (Playwright drives Debian's Chromium; no browser downloads). */
 export const TEST_NEEDS = [{ name: "Chromium", commands: ["chromium"], packages: ["chromium", "fonts-dejavu-core"] }];
-/** The images `npm run dev` runs homeservers from. */
-export const IMAGES = ["berth/synapse:latest", "berth/postgres:15"];
+/** The images `npm run dev` runs homeservers from, and the tool image their daily upkeep runs (all of images/build.sh's). */
+export const IMAGES = ["berth/synapse:latest", "berth/postgres:15", "berth/upkeep:latest"];
 export const DOCKERD_LOG = "/var/log/berth-dockerd.log";
 
 /**

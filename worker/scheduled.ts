@@ -15,6 +15,7 @@ import { resumeStalledDeletions, startDueDeletions } from "./servers/deletion";
 import { enforceEntitlements, handleEntitlementEvents } from "./servers/entitlement-jobs";
 import { applyPlanChanges } from "./servers/plan-changes";
 import { applyJobOutcome } from "./servers/outcomes";
+import { pruneUpkeepRuns, scheduleDailyUpkeep } from "./servers/upkeep";
 
 /** wrangler.toml's crons: fleet liveness every minute, the rest hourly. */
 export const EVERY_MINUTE = "* * * * *";
@@ -23,8 +24,9 @@ export const EVERY_MINUTE = "* * * * *";
  * The cron job. Every run: the fleet backstops (hosts whose Durable Object lost
  * its connection without noticing, jobs of hosts that never came back). Hourly
  * (any other schedule): key rotation, entitlement deadlines, usage roll-ups,
- * pruning what has expired, and backups (the daily ones, retention, abandoned
- * uploads, alerts for overdue ones, deletions due or stalled).
+ * pruning what has expired, backups (the daily ones, retention, abandoned
+ * uploads, alerts for overdue ones, deletions due or stalled) and the daily
+ * database and media upkeep.
  */
 export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: string) {
   const ctx = workContext(env, now);
@@ -55,6 +57,8 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       dueDeletionsStarted: await startDueDeletions(ctx),
       dailyBackupsStarted: await scheduleDailyBackups(ctx),
       overdueBackupAlerts: await alertOverdueBackups(ctx),
+      dailyUpkeepSent: await scheduleDailyUpkeep(ctx),
+      upkeepRecordsPruned: await pruneUpkeepRuns(db, now),
       // After retention: an account goes once its servers' backups are gone.
       deletedAccountsPurged: await purgeDeletedAccounts(ctx),
     });

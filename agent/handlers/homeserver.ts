@@ -60,6 +60,10 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
       customerData();
       return manager.upgrade(serverId, image, ctx);
     }),
+    "homeserver.upkeep": async (payload, ctx) => {
+      customerData();
+      return manager.upkeep(payload, ctx);
+    },
     // The control plane sends it only once a final backup succeeded.
     "homeserver.delete": guarded(async ({ serverId }, ctx) => manager.destroy(serverId, ctx)),
     "homeserver.backup": async (job, ctx) => {

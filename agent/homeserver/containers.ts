@@ -247,3 +247,28 @@ export function assertNoDockerSocket(info: Docker.ContainerInspectInfo): void {
     }
   }
 }
+
+/** Marks the upkeep tool's one-off containers, apart from the workload's (which the inventory counts). */
+export const UPKEEP_LABEL = "org.berth.upkeep";
+
+/**
+ * The state compressor's one-off run (images/upkeep/compress_state.py): on the homeserver's
+ * internal -db network only, as its uid, hardened like the others, with PostgreSQL's password
+ * mounted read-only; never restarted.
+ */
+export function upkeepContainer(input: ContainerSpecInput, run: { chunkSize: number; chunks: number }): Docker.ContainerCreateOptions & { name: string } {
+  return {
+    name: `${input.names.postgres}-upkeep`,
+    Image: input.image,
+    User: `${input.uid}:${input.uid}`,
+    Cmd: [input.names.postgres, POSTGRES_USER, POSTGRES_DB, String(run.chunkSize), String(run.chunks)],
+    Labels: { ...input.extraLabels, [UPKEEP_LABEL]: input.names.serverId },
+    HostConfig: {
+      ...hardened(input),
+      RestartPolicy: { Name: "no", MaximumRetryCount: 0 },
+      Binds: [`${input.paths.secrets}/${SECRET_FILES.postgresPassword}:/run/secrets/postgres-password:ro`],
+      Tmpfs: { "/tmp": "rw,nosuid,nodev,noexec,size=16m" },
+      NetworkMode: input.names.dbNetwork,
+    },
+  };
+}

@@ -90,6 +90,8 @@ export interface HomeserverManagerOptions {
   adminLocalpart?: string;
   /** Source of the admin's throwaway password (tests observe it to prove it leaks nowhere). */
   randomPassword?: () => string;
+  /** The tool image upkeep runs the state compressor in (default berth/upkeep:latest: images/build.sh). */
+  upkeepImage?: string;
   /** Has the last word on every homeserver.yaml written (tests make one Synapse refuses, to prove a rollback). */
   adjustSynapseConfig?: SynapseConfigAdjustment;
 }

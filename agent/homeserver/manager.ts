@@ -19,16 +19,19 @@ import { blockRoom, listRooms, purgeRoom } from "./rooms.ts";
 import { applySettings } from "./settings.ts";
 import { backup, restore } from "./snapshot.ts";
 import { upgrade } from "./upgrade.ts";
+import { DEFAULT_UPKEEP_IMAGE, upkeep } from "./upkeep.ts";
 import { createUser, listUsers, setUserPassword, updateUser } from "./users.ts";
 
 export type { HomeserverManagerOptions } from "./core.ts";
 
 export class HomeserverManager {
   private readonly core: HomeserverCore;
+  private readonly upkeepImage: string;
   readonly records: HomeserverRecords;
 
   constructor(options: HomeserverManagerOptions) {
     this.core = new HomeserverCore(options);
+    this.upkeepImage = options.upkeepImage ?? DEFAULT_UPKEEP_IMAGE;
     this.records = this.core.records;
   }
 
@@ -143,6 +146,10 @@ export class HomeserverManager {
     ctx: OperationContext,
   ): Promise<RunningResult & { backupId: string; restoredFrom: string }> {
     return restore(this.core, serverId, job, download, ctx);
+  }
+
+  upkeep(payload: JobPayload<"homeserver.upkeep">, ctx: OperationContext): Promise<JobResult<"homeserver.upkeep">> {
+    return upkeep(this.core, payload, this.upkeepImage, ctx);
   }
 
   destroy(serverId: string, ctx: OperationContext): Promise<{ serverId: string; state: "deleted" }> {

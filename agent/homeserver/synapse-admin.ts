@@ -279,4 +279,10 @@ export class SynapseAdmin {
   async roomDeletion(deleteId: string): Promise<RoomDeletion> {
     return (await this.call(roomDeletion, "GET", `/v2/rooms/delete_status/${encodeURIComponent(deleteId)}`)).body!;
   }
+
+  /** Deletes the cached copies of remote media last fetched before `beforeTs` (ms); how many files went. Local uploads are untouched. */
+  async purgeRemoteMediaCache(beforeTs: number): Promise<number> {
+    const params = new URLSearchParams({ before_ts: String(Math.floor(beforeTs)) });
+    return (await this.call(z.object({ deleted: z.number().int().nonnegative() }), "POST", `/v1/purge_media_cache?${params}`, {})).body!.deleted;
+  }
 }

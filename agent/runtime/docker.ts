@@ -296,6 +296,27 @@ export class DockerRuntime {
     }
   }
 
+  /**
+   * A one-off container (a tool's run): created, started, waited for and removed, whatever
+   * happens; its exit code and the tail of its output. Aborting `signal` kills it.
+   */
+  async runToCompletion(options: Docker.ContainerCreateOptions & { name: string }, signal: AbortSignal): Promise<{ exitCode: number; output: string }> {
+    await this.removeContainer(options.name, { force: true }); // a run an agent restart left behind
+    await this.createContainer(options);
+    const kill = () => void this.removeContainer(options.name, { force: true }).catch(() => undefined);
+    signal.addEventListener("abort", kill, { once: true });
+    try {
+      const container = this.docker.getContainer(options.name);
+      await container.start();
+      const { StatusCode } = (await container.wait()) as { StatusCode: number };
+      signal.throwIfAborted();
+      return { exitCode: StatusCode, output: await this.logs(options.name, 40) };
+    } finally {
+      signal.removeEventListener("abort", kill);
+      await this.removeContainer(options.name, { force: true });
+    }
+  }
+
   async renameContainer(name: string, newName: string): Promise<void> {
     try {
       await this.docker.getContainer(name).rename({ name: newName });

@@ -36,7 +36,7 @@ describe("berth-agent CLI: usage", () => {
     }
     for (const [command, mentions] of [
       ["enroll", ["--url", "--token", "--name", "--config", "0600"]],
-      ["run", ["--allow-unencrypted-data-root", "--allow-local-federation", "SIGTERM", "3 host revoked"]],
+      ["run", ["--upkeep-image", "--allow-unencrypted-data-root", "--allow-local-federation", "SIGTERM", "3 host revoked"]],
       ["status", ["--json"]],
     ] as const) {
       const r = await runCli([command, "--help"]);
@@ -57,6 +57,10 @@ describe("berth-agent CLI: usage", () => {
     const badOption = await runCli(["run", "--no-such-option"]);
     expect(badOption.code).toBe(2);
     expect(badOption.stderr).toMatch(/Unknown option '--no-such-option'[\s\S]*Usage: berth-agent run/);
+
+    const badImage = await runCli(["run", "--upkeep-image", "berth/upkeep:latest; rm -rf /"]);
+    expect(badImage.code).toBe(2);
+    expect(badImage.stderr).toMatch(/--upkeep-image: not an image reference[\s\S]*Usage: berth-agent run/);
 
     const noToken = await runCli(["enroll", "--url", "https://example.invalid"]);
     expect(noToken.code).toBe(2);
@@ -168,6 +172,21 @@ describe("berth-agent run", () => {
     expect(exit.code).toBe(0);
     await waitFor(() => socket.closed, "close seen by the control plane");
     expect(socket.closed!.code).toBe(1001);
+  });
+
+  it("takes upkeep's tool image from --upkeep-image (a pinned reference), else the locally built one, and logs which", async () => {
+    const cp = await new ControlPlane().start();
+    const { configDir } = await enrolled(cp);
+    const pinned = `registry.example/berth/upkeep@sha256:${"ab".repeat(32)}`;
+    const agent = startCli(["run", "--config", configDir, "--upkeep-image", pinned]);
+    await waitFor(() => cp.welcomed(0), "welcome", 20_000);
+    expect(agent.logs().find((line) => line.msg === "berth-agent starting")).toMatchObject({ upkeepImage: pinned });
+    agent.child.kill("SIGTERM");
+    expect((await agent.exited).code).toBe(0);
+
+    const unpinned = startCli(["run", "--config", configDir]);
+    await waitFor(() => cp.welcomed(1), "welcome", 20_000);
+    expect(unpinned.logs().find((line) => line.msg === "berth-agent starting")).toMatchObject({ upkeepImage: "berth/upkeep:latest" });
   });
 
   it("without --allow-unencrypted-data-root, refuses customer data on an unencrypted data root", async () => {

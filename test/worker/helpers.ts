@@ -154,6 +154,13 @@ export async function runCron(at: Date = new Date(), cron = "17 * * * *") {
   await waitOnExecutionContext(ctx);
 }
 
+/** The hourly cron at minute 17 of `hour` (UTC), `day` days after a fixed date (2031-01-10), with the clock there too. */
+export async function cronAt(day: number, hour: number) {
+  const at = new Date(Date.UTC(2031, 0, 10 + day, hour, 17));
+  setNow(at);
+  await runCron(at);
+}
+
 export const MINUTE = 60_000;
 export const HOUR = 60 * MINUTE;
 export const DAY = 24 * HOUR;

@@ -21,6 +21,7 @@ import {
   servers,
   sessions,
   subscriptions,
+  upkeepRuns,
   users,
   workloadUsage,
   workloads,
@@ -158,6 +159,7 @@ export async function purgeDeletedAccounts(ctx: WorkContext): Promise<number> {
     if (backupLeft) continue;
     await db.batch([
       db.delete(workloadUsage).where(inArray(workloadUsage.workloadId, serverIds)),
+      db.delete(upkeepRuns).where(inArray(upkeepRuns.serverId, serverIds)),
       db.delete(workloads).where(inArray(workloads.id, serverIds)),
       db.delete(jobs).where(inArray(jobs.serverId, serverIds)),
       db.delete(certificates).where(

@@ -12,9 +12,10 @@ import {
   oneTimeTokens,
   sessions,
   subscriptions,
+  upkeepRuns,
   workloadUsage,
 } from "../db/schema";
-import { customerFailureText, presentAuditEntryToCustomer, presentBackup, presentInvoice } from "../http/present";
+import { customerFailureText, presentAuditEntryToCustomer, presentBackup, presentInvoice, presentUpkeep } from "../http/present";
 import { newestSucceededBackupId } from "../backups/maintenance";
 import { settingsOf } from "../servers/settings";
 import { serverNameOf } from "../servers/servers";
@@ -56,8 +57,9 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
       )
       .orderBy(asc(auditLog.id)),
   ]);
-  const [usageRows, backupRows, jobRows, certificateRows, setupLinkRows] = await Promise.all([
+  const [usageRows, upkeepRows, backupRows, jobRows, certificateRows, setupLinkRows] = await Promise.all([
     ofServers((ids) => db.select().from(workloadUsage).where(inArray(workloadUsage.workloadId, ids)).orderBy(asc(workloadUsage.at))),
+    ofServers((ids) => db.select().from(upkeepRuns).where(inArray(upkeepRuns.serverId, ids)).orderBy(asc(upkeepRuns.finishedAt))),
     ofServers((ids) => db.select().from(backups).where(inArray(backups.serverId, ids)).orderBy(desc(backups.createdAt))),
     ofServers((ids) => db.select().from(jobs).where(inArray(jobs.serverId, ids)).orderBy(asc(jobs.createdAt))),
     ofServers(() =>
@@ -125,6 +127,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
       samples: usageRows
         .filter((row) => row.workloadId === server.id)
         .map(({ workloadId: _workload, hostId: _host, at, ...metrics }) => ({ at: iso(at), ...metrics })),
+      upkeep: upkeepRows.filter((row) => row.serverId === server.id).map(presentUpkeep),
     })),
     matrixMetadata: {
       servers: serverRows.map((server) => ({

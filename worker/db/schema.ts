@@ -429,6 +429,28 @@ export const workloadUsage = sqliteTable(
   (t) => [primaryKey({ columns: [t.workloadId, t.resolution, t.at] })],
 );
 
+// Each homeserver's database and media upkeep (homeserver.upkeep): its sizes before and after, as its host measured them.
+export const upkeepRuns = sqliteTable(
+  "upkeep_runs",
+  {
+    /** The job that ran it. */
+    jobId: text("job_id").primaryKey(),
+    serverId: text("server_id")
+      .notNull()
+      .references(() => servers.id, { onDelete: "cascade" }),
+    databaseBytesBefore: integer("database_bytes_before").notNull(),
+    databaseBytesAfter: integer("database_bytes_after").notNull(),
+    stateGroupsStateRowsBefore: integer("state_groups_state_rows_before").notNull(),
+    stateGroupsStateRowsAfter: integer("state_groups_state_rows_after").notNull(),
+    mediaBytesBefore: integer("media_bytes_before").notNull(),
+    mediaBytesAfter: integer("media_bytes_after").notNull(),
+    remoteMediaDeleted: integer("remote_media_deleted").notNull(),
+    compressorMs: integer("compressor_ms").notNull(),
+    finishedAt: timestamp("finished_at").notNull(),
+  },
+  (t) => [index("upkeep_runs_server_idx").on(t.serverId, t.finishedAt)],
+);
+
 // Refusals of unauthenticated callers (unsigned agent requests, say), counted per hour for operators.
 // They are not audited: nothing an unauthenticated caller sends may write to an audit log customers read.
 export const refusalCounts = sqliteTable(
@@ -548,3 +570,4 @@ export type Server = typeof servers.$inferSelect;
 export type Job = typeof jobs.$inferSelect;
 export type Workload = typeof workloads.$inferSelect;
 export type Backup = typeof backups.$inferSelect;
+export type UpkeepRun = typeof upkeepRuns.$inferSelect;

@@ -1,6 +1,6 @@
 import type { billingSummary } from "../billing/billing";
 import type { Plan } from "../billing/plans";
-import type { auditLog, Backup, Host, Invoice, Job, Server, User } from "../db/schema";
+import type { auditLog, Backup, Host, Invoice, Job, Server, UpkeepRun, User } from "../db/schema";
 import type { WorkerConfig } from "../config";
 import { UPLOAD_NOT_COMPLETED } from "../backups/backups";
 import { keptUntil } from "../backups/maintenance";
@@ -38,6 +38,10 @@ const CUSTOMER_AUDIT_FIELDS = new Set([
   "userId",
   "usesAllowed",
   "tokenPrefix",
+  "databaseBytes",
+  "stateGroupsStateRows",
+  "mediaBytes",
+  "remoteMediaDeleted",
 ]);
 /** Fields that carry a failure's text: shown as customerFailureText() says. */
 const FAILURE_FIELDS = new Set(["reason", "lastFailure"]);
@@ -200,6 +204,18 @@ export function presentServer(config: WorkerConfig, server: Server, job: Job | u
           error: customerFailureText(job.error),
         }
       : null,
+  };
+}
+
+/** An upkeep of a homeserver as its owner sees it: the sizes its host measured before and after. */
+export function presentUpkeep(run: UpkeepRun) {
+  return {
+    finishedAt: run.finishedAt.toISOString(),
+    databaseBytes: { before: run.databaseBytesBefore, after: run.databaseBytesAfter },
+    stateGroupsStateRows: { before: run.stateGroupsStateRowsBefore, after: run.stateGroupsStateRowsAfter },
+    mediaBytes: { before: run.mediaBytesBefore, after: run.mediaBytesAfter },
+    remoteMediaDeleted: run.remoteMediaDeleted,
+    compressorMs: run.compressorMs,
   };
 }
 

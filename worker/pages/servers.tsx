@@ -2,7 +2,7 @@ import { PASSWORD_MAX, PASSWORD_MIN } from "../auth/credentials";
 import type { Plan } from "../billing/plans";
 import type { User } from "../db/schema";
 import { BACKUP_RETENTION_MS } from "../backups/policy";
-import type { presentBackup, presentServer } from "../http/present";
+import type { presentBackup, presentServer, presentUpkeep } from "../http/present";
 import { NAME_MAX, NAME_MIN } from "../servers/names";
 import { UsageChart, formatBytes, formatPercent } from "./charts";
 import { Alert, Layout } from "./layout";
@@ -10,6 +10,7 @@ import { ServerNav } from "./server-nav";
 
 export type ServerView = ReturnType<typeof presentServer>;
 export type BackupView = ReturnType<typeof presentBackup>;
+export type UpkeepView = ReturnType<typeof presentUpkeep>;
 
 export const DASHBOARD_SCRIPT_PATH = "/assets/dashboard.js";
 const RETENTION_DAYS = BACKUP_RETENTION_MS / 86_400_000;
@@ -34,6 +35,7 @@ export const STEP_TEXT: Record<string, string> = {
   "homeserver.backup": "Backing up",
   "homeserver.restore": "Restoring",
   "homeserver.resize": "Applying the new plan",
+  "homeserver.upkeep": "Database and media upkeep",
 };
 
 function StatusBadge(props: { status: string }) {
@@ -394,6 +396,42 @@ function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undef
   );
 }
 
+const count = (n: number) => n.toLocaleString("en-US");
+
+function Upkeep(props: { upkeep: UpkeepView | null; remoteMediaRetentionDays: number }) {
+  const { upkeep } = props;
+  return (
+    <section class="card" id="upkeep" aria-labelledby="upkeep-heading">
+      <h2 id="upkeep-heading">Database and media upkeep</h2>
+      <p class="hint">
+        Once a day we compress the rooms' stored state, delete cached copies of other servers' media not viewed for {props.remoteMediaRetentionDays} days (they
+        are fetched again when someone asks) and tidy the database. Your own uploads are kept.
+      </p>
+      {upkeep ? (
+        <dl class="facts">
+          <dt>Last upkeep</dt>
+          <dd>{when(upkeep.finishedAt)}</dd>
+          <dt>Database size</dt>
+          <dd>
+            {formatBytes(upkeep.databaseBytes.before)} → {formatBytes(upkeep.databaseBytes.after)}
+          </dd>
+          <dt>Room state rows</dt>
+          <dd>
+            {count(upkeep.stateGroupsStateRows.before)} → {count(upkeep.stateGroupsStateRows.after)}
+          </dd>
+          <dt>Cached media removed</dt>
+          <dd>
+            {count(upkeep.remoteMediaDeleted)} {upkeep.remoteMediaDeleted === 1 ? "file" : "files"} (media {formatBytes(upkeep.mediaBytes.before)} →{" "}
+            {formatBytes(upkeep.mediaBytes.after)})
+          </dd>
+        </dl>
+      ) : (
+        <p>No upkeep has run yet.</p>
+      )}
+    </section>
+  );
+}
+
 function Delete(props: { server: ServerView }) {
   const { server } = props;
   return (
@@ -431,6 +469,8 @@ export function ServerPage(props: {
   plan: Plan | undefined;
   backups: BackupView[];
   usage: UsageView;
+  upkeep: UpkeepView | null;
+  remoteMediaRetentionDays: number;
   adminLink?: { url: string; expiresAt: string } | undefined;
   notice?: string | undefined;
   error?: string | undefined;
@@ -450,6 +490,7 @@ export function ServerPage(props: {
       <Controls server={server} />
       <Usage server={server} usage={props.usage} plan={props.plan} />
       <Backups server={server} backups={props.backups} />
+      <Upkeep upkeep={props.upkeep} remoteMediaRetentionDays={props.remoteMediaRetentionDays} />
       <Delete server={server} />
     </Layout>
   );

@@ -11,7 +11,7 @@ import { USAGE_RANGES, workloadUsageSeries } from "../fleet/usage";
 import type { AppEnv } from "../http/context";
 import { handleForm, submitForm, type FormFields } from "../http/forms";
 import { requireLogin, type SessionAppEnv } from "../http/session";
-import { presentBackup, presentServer } from "../http/present";
+import { presentBackup, presentServer, presentUpkeep } from "../http/present";
 import { parseWith } from "../http/validation";
 import { passwordSchema } from "../auth/credentials";
 import { MessagePage } from "../pages/auth";
@@ -23,6 +23,7 @@ import { deleteOwnedServer } from "../servers/deletion";
 import { serverNameSchema } from "../servers/names";
 import { placementCandidates, roomInRegion } from "../servers/placement";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer, serverNameOf } from "../servers/servers";
+import { lastUpkeep, remoteMediaRetentionDays } from "../servers/upkeep";
 import { describePasswordLink, setPasswordWithLink } from "../servers/users";
 
 // The customer's homeservers as pages. Every form runs the same service as the JSON API and
@@ -65,12 +66,15 @@ async function renderServer(c: ServerPageContext, extra: { error?: string; admin
   const range = CHART_RANGES.find((r) => r === c.req.query("range")) ?? "24h";
   const newest = await newestSucceededBackupId(ctx.db, server.id);
   const series = await workloadUsageSeries(ctx.db, [server.id], range, ctx.now);
+  const upkeep = await lastUpkeep(ctx.db, server.id);
   return (
     <ServerPage
       user={user}
       server={presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server))}
       plan={planById(server.planId)}
       backups={(await listBackups(ctx.db, server.id)).map((backup) => presentBackup(backup, newest, ctx.now))}
+      upkeep={upkeep ? presentUpkeep(upkeep) : null}
+      remoteMediaRetentionDays={remoteMediaRetentionDays(server)}
       usage={{
         range,
         ranges: [...CHART_RANGES],

@@ -5,7 +5,7 @@ import { z } from "zod";
 import { REGIONS } from "../fleet/enrollment";
 import { USAGE_RANGES, workloadUsageSeries, type UsageRange } from "../fleet/usage";
 import type { AppEnv } from "../http/context";
-import { presentServer, presentUsage } from "../http/present";
+import { presentServer, presentUpkeep, presentUsage } from "../http/present";
 import { requireSession } from "../http/session";
 import { parseWith, readJson } from "../http/validation";
 import { passwordSchema } from "../auth/credentials";
@@ -15,6 +15,7 @@ import { createAdminPasswordLink, setAdminPassword } from "../servers/admin-pass
 import { deleteOwnedServer } from "../servers/deletion";
 import { serverNameSchema } from "../servers/names";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer } from "../servers/servers";
+import { lastUpkeep } from "../servers/upkeep";
 
 // One stream lasts a few minutes; EventSource reconnects by itself.
 const SERVER_EVENTS_MAX_MS = 5 * 60_000;
@@ -40,7 +41,8 @@ export const serverRoutes = new Hono<AppEnv>()
   .get("/:id", requireSession, async (c) => {
     const { ctx, user } = c.var;
     const server = await ownedServer(ctx.db, user.id, c.req.param("id"));
-    return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)));
+    const upkeep = await lastUpkeep(ctx.db, server.id);
+    return c.json({ ...presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), lastUpkeep: upkeep ? presentUpkeep(upkeep) : null });
   })
   .post("/:id/stop", requireSession, async (c) => {
     const { ctx, user } = c.var;

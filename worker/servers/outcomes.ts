@@ -8,6 +8,7 @@ import { deleteAfterFinalBackup, stopDeletion } from "./deletion";
 import { enforceEntitlement } from "./entitlement-jobs";
 import { applyResizeOutcome } from "./plan-changes";
 import { applySettingsOutcome } from "./settings";
+import { applyUpkeepOutcome } from "./upkeep";
 
 interface Outcome {
   ok: ServerStatus;
@@ -20,7 +21,10 @@ interface Outcome {
   failureReason: string;
 }
 
-type LifecycleJobKind = Exclude<HomeserverJobKind, "homeserver.backup" | "homeserver.resize" | "homeserver.set_admin_password" | AdministrationJobKind>;
+type LifecycleJobKind = Exclude<
+  HomeserverJobKind,
+  "homeserver.backup" | "homeserver.resize" | "homeserver.set_admin_password" | "homeserver.upkeep" | AdministrationJobKind
+>;
 
 // What each finished lifecycle job means for its server's status.
 const OUTCOMES: Record<LifecycleJobKind, Outcome> = {
@@ -49,6 +53,7 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
   if (job.kind === "homeserver.backup") return applyBackupOutcome(ctx, job);
   if (job.kind === "homeserver.resize") return applyResizeOutcome(ctx, job);
   if (job.kind === "homeserver.settings.apply") return applySettingsOutcome(ctx, job);
+  if (job.kind === "homeserver.upkeep") return applyUpkeepOutcome(ctx, job);
   if (!isLifecycleJob(job.kind) || !job.serverId) return;
   const outcome = OUTCOMES[job.kind];
   const ok = job.status === "succeeded";

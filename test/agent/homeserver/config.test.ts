@@ -14,7 +14,7 @@ import {
   renderHomeserverConfig,
   type HomeserverConfigInput,
 } from "../../../agent/homeserver/config.ts";
-import { assertNoDockerSocket, postgresContainer, splitResources, synapseContainer } from "../../../agent/homeserver/containers.ts";
+import { assertNoDockerSocket, postgresContainer, splitResources, synapseContainer, upkeepContainer } from "../../../agent/homeserver/containers.ts";
 import { hostsFileContent, localFederationOptions } from "../../../agent/homeserver/local-federation.ts";
 import { homeserverNames, homeserverPaths, shortIdOf } from "../../../agent/homeserver/names.ts";
 import { ConfigError } from "../../../agent/config.ts";
@@ -387,6 +387,25 @@ describe("containers", () => {
     expect(names.hsBridge.length).toBeLessThanOrEqual(15);
     expect(shortIdOf("not-a-uuid")).toMatch(/^[0-9a-f]{12}$/);
     expect(shortIdOf("not-a-uuid")).toBe(shortIdOf("not-a-uuid"));
+  });
+
+  it("upkeep's tool container reaches only its own server's PostgreSQL, hardened, with only the database password, and is never restarted", () => {
+    const tool = upkeepContainer({ ...base, image: "berth/upkeep:latest" }, { chunkSize: 500, chunks: 100 });
+    expect(tool.name).toBe(`${names.postgres}-upkeep`);
+    expect(tool.User).toBe("200123:200123");
+    expect(tool.HostConfig).toMatchObject({
+      ReadonlyRootfs: true,
+      CapDrop: ["ALL"],
+      SecurityOpt: ["no-new-privileges"],
+      PidsLimit: 200,
+      NetworkMode: names.dbNetwork,
+      RestartPolicy: { Name: "no" },
+    });
+    expect(tool.HostConfig?.Binds).toEqual([`${paths.secrets}/postgres-password:/run/secrets/postgres-password:ro`]);
+    expect(tool.Cmd).toEqual([names.postgres, "synapse", "synapse", "500", "100"]);
+    // not counted as the workload's: no workload or role label
+    expect(Object.keys(tool.Labels ?? {})).toEqual(["org.berth.upkeep"]);
+    expect(JSON.stringify(tool)).not.toMatch(/docker\.sock|PASSWORD=/);
   });
 
   it("are hardened and limited; a changed spec changes the spec hash", () => {

@@ -16,7 +16,7 @@ import { homeserverHandlers, type HomeserverHandlerOptions } from "../../../agen
 import { HandlerRegistry } from "../../../agent/handlers/registry.ts";
 import { homeserverNames, homeserverPaths } from "../../../agent/homeserver/names.ts";
 import type { HomeserverProxy } from "../../../agent/homeserver/proxy.ts";
-import { SECRET_FILES } from "../../../agent/homeserver/secrets.ts";
+import { POSTGRES_DB, POSTGRES_USER, SECRET_FILES } from "../../../agent/homeserver/secrets.ts";
 import { registerWithSharedSecret, requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import type { Logger } from "../../../agent/log.ts";
 import { IptablesFirewall } from "../../../agent/network/firewall.ts";
@@ -189,6 +189,21 @@ export class TestRun {
 
   paths(serverId: string) {
     return homeserverPaths(this.dataRoot, serverId);
+  }
+
+  /** A query's rows (psql -A -t) in the server's database, as Synapse's user; throws when psql fails. */
+  async sql(serverId: string, query: string): Promise<string> {
+    const result = await this.runtime.exec(
+      this.names(serverId).postgres,
+      ["psql", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB, "-X", "-A", "-t", "-q"],
+      {
+        stdin: query,
+        env: ["PGPASSFILE=/run/secrets/pgpass"],
+        timeoutMs: 30_000,
+      },
+    );
+    if (result.exitCode !== 0) throw new Error(`psql failed: ${result.stderr.trim()}`);
+    return result.stdout.trim();
   }
 
   registrationSecret(serverId: string): string {

@@ -5,7 +5,6 @@
 // progress reported. One homeserver goes through all of it, in order.
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { POSTGRES_DB, POSTGRES_USER } from "../../../agent/homeserver/secrets.ts";
 import { registerWithSharedSecret, requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { TestRun, dockerUsable, ensureImages } from "./helpers.ts";
 
@@ -52,16 +51,7 @@ describe.skipIf(unusable)("a homeserver's rooms (real Synapse)", () => {
     job<RoomPage>("homeserver.rooms.list", { from: 0, limit: 100, order: "members", ...query });
   const client = async (token: string, method: string, path: string, body?: unknown) =>
     requestJson(`${await run.synapseBase(spec.serverId)}/_matrix/client/v3${path}`, { method, token, ...(body === undefined ? {} : { body }) });
-  const sql = async (query: string) => {
-    const names = run.names(spec.serverId);
-    const result = await run.runtime.exec(names.postgres, ["psql", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB, "-X", "-A", "-t", "-q"], {
-      stdin: query,
-      env: ["PGPASSFILE=/run/secrets/pgpass"],
-      timeoutMs: 30_000,
-    });
-    expect(result.exitCode).toBe(0);
-    return result.stdout.trim();
-  };
+  const sql = (query: string) => run.sql(spec.serverId, query);
   const createRoom = async (token: string, body: Record<string, unknown>) => {
     const answer = await client(token, "POST", "/createRoom", body);
     expect(answer.status).toBe(200);

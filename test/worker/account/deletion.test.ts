@@ -71,6 +71,8 @@ describe("DELETE /api/me", () => {
     const invoices = await rowCount("SELECT 1 FROM invoices WHERE user_id = ?", userId);
     expect(invoices).toBeGreaterThan(0);
     const serverName = (await serverView(owner.cookie, id)).name;
+    // A day's upkeep, as its outcome records it.
+    await env.DB.prepare("INSERT INTO upkeep_runs VALUES (?, ?, 3, 2, 3, 2, 1, 1, 0, 5, ?)").bind(crypto.randomUUID(), id, Date.now()).run();
 
     const response = await deleteAccount(owner.cookie);
     expect(response.status).toBe(202);
@@ -120,6 +122,7 @@ describe("DELETE /api/me", () => {
     expect(await rowCount("SELECT 1 FROM users WHERE id = ?", userId)).toBe(0);
     expect(await rowCount("SELECT 1 FROM servers WHERE id = ?", id)).toBe(0);
     expect(await rowCount("SELECT 1 FROM workloads WHERE id = ?", id)).toBe(0);
+    expect(await rowCount("SELECT 1 FROM upkeep_runs WHERE server_id = ?", id)).toBe(0);
     expect(await rowCount("SELECT 1 FROM jobs WHERE payload LIKE ?", `%${id}%`)).toBe(0);
     expect(await rowCount("SELECT 1 FROM invoices WHERE stripe_customer_id = ?", owner.customerId)).toBe(invoices);
   });

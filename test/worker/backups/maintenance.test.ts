@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { dailyBackupHour } from "../../../worker/backups/maintenance";
-import { DAY, HOUR, MINUTE, logIn, runCron, setNow } from "../helpers";
+import { cronAt, DAY, HOUR, MINUTE, logIn, runCron, setNow } from "../helpers";
 import { runningServer } from "../servers/server-helpers";
 import { backupRow, backupsOf, bytes, manualBackup, uploadBackup } from "./backup-helpers";
 
@@ -9,13 +9,6 @@ afterEach(() => vi.useRealTimers());
 beforeEach(async () => {
   await env.DB.prepare("UPDATE hosts SET status = 'offline' WHERE status = 'online'").run();
 });
-
-/** The hourly cron at minute 17 of `hour` (UTC), `day` days after a fixed date, with the clock there too. */
-async function cronAt(day: number, hour: number) {
-  const at = new Date(Date.UTC(2031, 0, 10 + day, hour, 17));
-  setNow(at);
-  await runCron(at);
-}
 
 const scheduledBackups = async (serverId: string) =>
   (

@@ -251,6 +251,13 @@ export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {
     "homeserver.rooms.block": { outcome: "done", roomId: job.payload.roomId, blocked: job.payload.blocked },
     "homeserver.rooms.purge": { outcome: "purged", roomId: job.payload.roomId, membersRemoved: 2, membersNotRemoved: 0 },
     "homeserver.settings.apply": { serverId, settings: job.payload.settings },
+    "homeserver.upkeep": {
+      serverId,
+      before: { databaseBytes: 20_000_000, stateGroupsStateRows: 1166, mediaBytes: 5_000_000 },
+      after: { databaseBytes: 19_000_000, stateGroupsStateRows: 710, mediaBytes: 4_000_000 },
+      remoteMediaDeleted: 3,
+      compressorMs: 950,
+    },
   };
   if (!(job.kind in results)) throw new Error(`no result for ${job.kind} jobs: they never succeed`);
   return { type: "job.result", id: job.id, ok: true, result: { ...(results[job.kind] as object), ...fields } };
