@@ -20,7 +20,10 @@ interface Outcome {
   failureReason: string;
 }
 
-type LifecycleJobKind = Exclude<HomeserverJobKind, "homeserver.backup" | "homeserver.resize" | "homeserver.set_admin_password" | AdministrationJobKind>;
+type LifecycleJobKind = Exclude<
+  HomeserverJobKind,
+  "homeserver.backup" | "homeserver.legal_export" | "homeserver.resize" | "homeserver.set_admin_password" | AdministrationJobKind
+>;
 
 // What each finished lifecycle job means for its server's status.
 const OUTCOMES: Record<LifecycleJobKind, Outcome> = {
