@@ -1,7 +1,7 @@
 import { sql } from "drizzle-orm";
 import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 import type { HomeserverSettings } from "../../protocol/homeserver-settings";
-import type { JobKind } from "../../protocol/jobs";
+import type { JobKind, LegalExportScope } from "../../protocol/jobs";
 
 // Times are stored as integer milliseconds since the epoch.
 const timestamp = (name: string) => integer(name, { mode: "timestamp_ms" });
@@ -456,6 +456,43 @@ export const auditLog = sqliteTable(
   },
   (t) => [index("audit_log_at_idx").on(t.at)],
 );
+
+// ---------- legal exports ----------
+
+export const LEGAL_EXPORT_NOTICES = ["given", "barred"] as const;
+
+/**
+ * An export of one homeserver under a named legal request, made by an operator. The request itself
+ * is audited; the customer is told of it (their audit log and data export) unless `notice` is
+ * "barred", which is audited too with the operator's stated reason.
+ */
+export const legalExports = sqliteTable(
+  "legal_exports",
+  {
+    id: text("id").primaryKey(),
+    serverId: text("server_id")
+      .notNull()
+      .references(() => servers.id),
+    /** The server's host when it was asked: the only one that may upload the export. */
+    hostId: text("host_id")
+      .notNull()
+      .references(() => hosts.id),
+    operatorId: text("operator_id")
+      .notNull()
+      .references(() => users.id),
+    reference: text("reference").notNull(),
+    scope: text("scope_json", { mode: "json" }).$type<LegalExportScope>().notNull(),
+    /** The operator's age recipient: the export is encrypted to it on the host. */
+    recipient: text("recipient").notNull(),
+    notice: text("notice", { enum: LEGAL_EXPORT_NOTICES }).notNull(),
+    noticeBarredReason: text("notice_barred_reason"),
+    /** The `homeserver.legal_export` job that makes it. */
+    jobId: text("job_id").notNull(),
+    createdAt: timestamp("created_at").notNull(),
+  },
+  (t) => [index("legal_exports_server_idx").on(t.serverId)],
+);
+export type LegalExport = typeof legalExports.$inferSelect;
 
 // ---------- backups ----------
 

@@ -25,6 +25,8 @@ export function customerFailureText(error: string | null): string | null {
 /** Audit detail fields that are ours to show a customer; anything else (a host id, the agent's words) is left out. */
 const CUSTOMER_AUDIT_FIELDS = new Set([
   "name",
+  "reference",
+  "scope",
   "region",
   "backupId",
   "trigger",
