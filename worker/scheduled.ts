@@ -15,6 +15,7 @@ import { resumeStalledDeletions, startDueDeletions } from "./servers/deletion";
 import { enforceEntitlements, handleEntitlementEvents } from "./servers/entitlement-jobs";
 import { applyPlanChanges } from "./servers/plan-changes";
 import { applyJobOutcome } from "./servers/outcomes";
+import { pruneLegalExports } from "./legal/exports";
 
 /** wrangler.toml's crons: fleet liveness every minute, the rest hourly. */
 export const EVERY_MINUTE = "* * * * *";
@@ -24,7 +25,7 @@ export const EVERY_MINUTE = "* * * * *";
  * its connection without noticing, jobs of hosts that never came back). Hourly
  * (any other schedule): key rotation, entitlement deadlines, usage roll-ups,
  * pruning what has expired, and backups (the daily ones, retention, abandoned
- * uploads, alerts for overdue ones, deletions due or stalled).
+ * uploads, alerts for overdue ones, deletions due or stalled), legal exports' files past retention.
  */
 export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: string) {
   const ctx = workContext(env, now);
@@ -52,6 +53,7 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       abandonedBackupsFailed: await failAbandonedBackups(ctx),
       stalledDeletionsResumed: await resumeStalledDeletions(ctx),
       backupsPruned: await pruneBackups(ctx),
+      legalExportFilesDeleted: await pruneLegalExports(ctx),
       dueDeletionsStarted: await startDueDeletions(ctx),
       dailyBackupsStarted: await scheduleDailyBackups(ctx),
       overdueBackupAlerts: await alertOverdueBackups(ctx),

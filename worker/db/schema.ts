@@ -457,9 +457,61 @@ export const auditLog = sqliteTable(
   (t) => [index("audit_log_at_idx").on(t.at)],
 );
 
+// ---------- files uploaded in parts (legal exports, backups) ----------
+
+/** A part of a multipart upload as the Worker received it; a retried part replaces its row. */
+const receivedPartColumns = () => ({
+  partNumber: integer("part_number").notNull(),
+  size: integer("size").notNull(),
+  /** Computed by the Worker from the bytes it streamed to R2. */
+  sha256: text("sha256").notNull(),
+  /** R2's etag, which completing the upload needs. */
+  etag: text("etag").notNull(),
+  uploadedAt: timestamp("uploaded_at").notNull(),
+});
+
+/** One part of an uploaded file as the Worker received it: the manifest lists them. */
+export interface BackupManifestPart {
+  partNumber: number;
+  size: number;
+  sha256: string;
+}
+
+/** A file a host uploads in parts through the Worker: where it goes in R2, and what arrived once complete. */
+const uploadedFileColumns = () => ({
+  r2Key: text("r2_key").notNull(),
+  /** The R2 multipart upload, created with the row. */
+  uploadId: text("upload_id").notNull(),
+  /** Every part but the last has exactly this size. */
+  partSize: integer("part_size").notNull(),
+  /** Of the whole ciphertext, once its upload completed. */
+  sizeBytes: integer("size_bytes"),
+  sha256: text("sha256"),
+  /** The manifest: each part's size and SHA-256, once complete. */
+  parts: text("parts_json", { mode: "json" }).$type<BackupManifestPart[]>(),
+});
+
 // ---------- legal exports ----------
 
 export const LEGAL_EXPORT_NOTICES = ["given", "barred"] as const;
+export const LEGAL_EXPORT_STATUSES = ["requested", "running", "ready", "failed"] as const;
+export type LegalExportStatus = (typeof LEGAL_EXPORT_STATUSES)[number];
+
+/** How many records of each kind the host's file holds (what the audit log may say of it: no content). */
+export interface LegalExportHostRecords {
+  users: number;
+  rooms: number;
+  memberships: number;
+  events: number;
+}
+/** How many records of each kind the Worker's file holds. */
+export interface LegalExportWorkerRecords {
+  accounts: number;
+  subscriptions: number;
+  invoices: number;
+  usageSamples: number;
+  auditEntries: number;
+}
 
 /**
  * An export of one homeserver under a named legal request, made by an operator. The request itself
@@ -486,13 +538,39 @@ export const legalExports = sqliteTable(
     recipient: text("recipient").notNull(),
     notice: text("notice", { enum: LEGAL_EXPORT_NOTICES }).notNull(),
     noticeBarredReason: text("notice_barred_reason"),
-    /** The `homeserver.legal_export` job that makes it. */
+    /** The `homeserver.legal_export` job that makes the host's file: the only job whose agent may upload it. */
     jobId: text("job_id").notNull(),
+    /** requested (job sent) → running (parts arriving) → ready (both files stored) | failed. */
+    status: text("status", { enum: LEGAL_EXPORT_STATUSES }).notNull(),
+    /** The host's file: legal-exports/<serverId>/<id>.age, uploaded in parts through the Worker. */
+    ...uploadedFileColumns(),
+    records: text("records_json", { mode: "json" }).$type<LegalExportHostRecords>(),
+    /** The Worker's file (account, billing, usage, audit): legal-exports/<serverId>/<id>-worker.age, made with the request. */
+    workerR2Key: text("worker_r2_key").notNull(),
+    workerSizeBytes: integer("worker_size_bytes"),
+    workerSha256: text("worker_sha256"),
+    workerRecords: text("worker_records_json", { mode: "json" }).$type<LegalExportWorkerRecords>(),
+    error: text("error"),
     createdAt: timestamp("created_at").notNull(),
+    finishedAt: timestamp("finished_at"),
+    /** When retention deleted both files from R2 (the row and its audit entries stay). */
+    filesDeletedAt: timestamp("files_deleted_at"),
   },
-  (t) => [index("legal_exports_server_idx").on(t.serverId)],
+  (t) => [index("legal_exports_server_idx").on(t.serverId), index("legal_exports_finished_idx").on(t.finishedAt)],
 );
 export type LegalExport = typeof legalExports.$inferSelect;
+
+// The parts of a legal export's multipart upload as they arrive; a retried part replaces its row.
+export const legalExportParts = sqliteTable(
+  "legal_export_parts",
+  {
+    exportId: text("export_id")
+      .notNull()
+      .references(() => legalExports.id, { onDelete: "cascade" }),
+    ...receivedPartColumns(),
+  },
+  (t) => [primaryKey({ columns: [t.exportId, t.partNumber] })],
+);
 
 // ---------- backups ----------
 
@@ -500,13 +578,6 @@ export const BACKUP_TRIGGERS = ["scheduled", "manual", "final"] as const;
 export type BackupTrigger = (typeof BACKUP_TRIGGERS)[number];
 export const BACKUP_STATUSES = ["pending", "running", "succeeded", "failed"] as const;
 export type BackupStatus = (typeof BACKUP_STATUSES)[number];
-
-/** One part of a backup's ciphertext as the Worker received it: the manifest lists them. */
-export interface BackupManifestPart {
-  partNumber: number;
-  size: number;
-  sha256: string;
-}
 
 // A homeserver's encrypted backup: an age file in R2, uploaded by its host in parts through the Worker.
 // Backups outlive their server's deletion (no cascade): retention removes them with their R2 objects.
@@ -524,16 +595,7 @@ export const backups = sqliteTable(
     trigger: text("trigger", { enum: BACKUP_TRIGGERS }).notNull(),
     /** pending (queued) → running (parts arriving) → succeeded | failed. */
     status: text("status", { enum: BACKUP_STATUSES }).notNull(),
-    r2Key: text("r2_key").notNull(),
-    /** The R2 multipart upload, created with the backup. */
-    uploadId: text("upload_id").notNull(),
-    /** Every part but the last has exactly this size. */
-    partSize: integer("part_size").notNull(),
-    /** Of the whole ciphertext, once succeeded. */
-    sizeBytes: integer("size_bytes"),
-    sha256: text("sha256"),
-    /** The manifest: each part's size and SHA-256, once succeeded. */
-    parts: text("parts_json", { mode: "json" }).$type<BackupManifestPart[]>(),
+    ...uploadedFileColumns(),
     /** Ciphertext bytes received so far. */
     progressBytes: integer("progress_bytes").notNull().default(0),
     error: text("error"),
@@ -558,13 +620,7 @@ export const backupParts = sqliteTable(
     backupId: text("backup_id")
       .notNull()
       .references(() => backups.id, { onDelete: "cascade" }),
-    partNumber: integer("part_number").notNull(),
-    size: integer("size").notNull(),
-    /** Computed by the Worker from the bytes it streamed to R2. */
-    sha256: text("sha256").notNull(),
-    /** R2's etag, which completing the upload needs. */
-    etag: text("etag").notNull(),
-    uploadedAt: timestamp("uploaded_at").notNull(),
+    ...receivedPartColumns(),
   },
   (t) => [primaryKey({ columns: [t.backupId, t.partNumber] })],
 );

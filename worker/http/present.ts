@@ -27,6 +27,9 @@ const CUSTOMER_AUDIT_FIELDS = new Set([
   "name",
   "reference",
   "scope",
+  // A legal export's record counts and which of its files was downloaded: never content.
+  "records",
+  "file",
   "region",
   "backupId",
   "trigger",

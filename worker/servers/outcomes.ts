@@ -4,6 +4,7 @@ import { settleBackupJob } from "../backups/backups";
 import type { WorkContext } from "../context";
 import { servers, type Job, type ServerStatus } from "../db/schema";
 import { payloadOf, resultOf } from "../fleet/jobs";
+import { applyLegalExportOutcome } from "../legal/exports";
 import { deleteAfterFinalBackup, stopDeletion } from "./deletion";
 import { enforceEntitlement } from "./entitlement-jobs";
 import { applyResizeOutcome } from "./plan-changes";
@@ -52,6 +53,7 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
   if (job.kind === "homeserver.backup") return applyBackupOutcome(ctx, job);
   if (job.kind === "homeserver.resize") return applyResizeOutcome(ctx, job);
   if (job.kind === "homeserver.settings.apply") return applySettingsOutcome(ctx, job);
+  if (job.kind === "homeserver.legal_export") return applyLegalExportOutcome(ctx, job);
   if (!isLifecycleJob(job.kind) || !job.serverId) return;
   const outcome = OUTCOMES[job.kind];
   const ok = job.status === "succeeded";
