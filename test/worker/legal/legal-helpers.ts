@@ -13,7 +13,7 @@ import { bytes, pathOf, sha256, signedCall, signedJson } from "../backups/backup
 export const SCOPE = { users: [], rooms: [], content: true };
 
 export interface ExportUnderWay {
-  server: Awaited<ReturnType<typeof runningServer>>;
+  server: RunningServer;
   operator: string;
   identity: string;
   exportId: string;
@@ -22,12 +22,19 @@ export interface ExportUnderWay {
   base: string;
 }
 
-/** A running server (on a host of its own) with an export asked for and its job delivered to the agent. */
-export async function exportUnderWay(options: { noticeBarred?: { reason: string }; scope?: object } = {}): Promise<ExportUnderWay> {
-  const server = await runningServer();
+export type RunningServer = Awaited<ReturnType<typeof runningServer>>;
+
+/** A running server (on a host of its own unless given) with an export asked for and its job delivered to the agent. */
+export async function exportUnderWay(options: { noticeBarred?: { reason: string }; scope?: object; server?: RunningServer } = {}): Promise<ExportUnderWay> {
+  const server = options.server ?? (await runningServer());
   const operator = await operatorCookie();
   const { identity, recipient } = generateAgeKeyPair();
-  const body = { reference: `Order ${crypto.randomUUID().slice(0, 8)}`, scope: options.scope ?? SCOPE, recipient, ...options };
+  const body = {
+    reference: `Order ${crypto.randomUUID().slice(0, 8)}`,
+    scope: options.scope ?? SCOPE,
+    recipient,
+    ...(options.noticeBarred ? { noticeBarred: options.noticeBarred } : {}),
+  };
   const response = await post(`/api/admin/servers/${server.id}/legal-exports`, body, { cookie: operator });
   expect(response.status, await response.clone().text()).toBe(202);
   const { id: exportId } = (await response.json()) as { id: string };
