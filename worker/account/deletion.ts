@@ -177,6 +177,8 @@ export async function purgeDeletedAccounts(ctx: WorkContext): Promise<number> {
         ),
       ),
       db.delete(backupKeys).where(inArray(backupKeys.serverId, serverIds)),
+      // A legal export's job names no server (worker/fleet/jobs.ts): found through its export.
+      db.delete(jobs).where(inArray(jobs.id, db.select({ id: legalExports.jobId }).from(legalExports).where(inArray(legalExports.serverId, serverIds)))),
       db.delete(legalExports).where(inArray(legalExports.serverId, serverIds)),
       db.delete(servers).where(inArray(servers.id, serverIds)),
       // Cascades to the entitlement and anything else still keyed by the account.
