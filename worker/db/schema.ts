@@ -529,9 +529,8 @@ export const legalExports = sqliteTable(
     hostId: text("host_id")
       .notNull()
       .references(() => hosts.id),
-    operatorId: text("operator_id")
-      .notNull()
-      .references(() => users.id),
+    /** Who asked. No foreign key: the record of a legal request outlives the operator's account, as the audit log does. */
+    operatorId: text("operator_id").notNull(),
     reference: text("reference").notNull(),
     scope: text("scope_json", { mode: "json" }).$type<LegalExportScope>().notNull(),
     /** The operator's age recipient: the export is encrypted to it on the host. */
