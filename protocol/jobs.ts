@@ -169,6 +169,30 @@ const homeserverRoom = z
     blocked: z.boolean(),
   })
   .refine((room) => room.public || (room.name === null && room.canonicalAlias === null), "a private room's name and alias are not reported");
+/** A file a host encrypted and uploaded in parts through the Worker (a backup, a legal export). */
+const uploadedFile = {
+  size: z.number().int().positive(),
+  sha256: sha256Hex,
+  parts: z.array(backupPartReceipt).max(BACKUP_MAX_PARTS),
+};
+/** An age X25519 recipient (public key, age1…). */
+const ageRecipient = z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, "an age X25519 recipient");
+/**
+ * What a legal request covers. Empty lists mean no narrowing. `users` narrows the users listed, the
+ * memberships and the events to those these users sent, and the rooms to those they were ever
+ * members of; `rooms` narrows everything to these rooms; `from`/`until` (Unix ms, until exclusive)
+ * narrow events and memberships by their origin_server_ts. `content: false` exports metadata only.
+ */
+export const legalExportScope = z
+  .strictObject({
+    users: z.array(matrixUserId).max(100),
+    rooms: z.array(matrixRoomId).max(100),
+    from: timestamp.optional(),
+    until: timestamp.optional(),
+    content: z.boolean(),
+  })
+  .refine((scope) => scope.from === undefined || scope.until === undefined || scope.from < scope.until, "from must come before until");
+export type LegalExportScope = z.output<typeof legalExportScope>;
 const roomNotFound = z.object({ outcome: z.literal("room_not_found"), roomId: matrixRoomId });
 
 const containerRef = z.object({ name: z.string().max(256), id: z.string().max(128) });
@@ -491,21 +515,46 @@ export const JOBS = {
       serverId: resourceIdSchema,
       backupId: resourceIdSchema,
       /** The homeserver's age recipient (public key, age1…): hosts can encrypt, never decrypt. */
-      recipient: z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, "an age X25519 recipient"),
+      recipient: ageRecipient,
       partSize: z.number().int().min(BACKUP_MIN_PART_SIZE).max(BACKUP_PART_SIZE),
       /** Worker origin + /api/agent/backups/<backupId>: the agent appends /parts/<n>, /complete, /abort. */
       uploadBase: z.url(),
     }),
-    result: z.object({
-      serverId: resourceIdSchema,
-      backupId: resourceIdSchema,
-      size: z.number().int().positive(),
-      sha256: sha256Hex,
-      parts: z.array(backupPartReceipt).max(BACKUP_MAX_PARTS),
-    }),
+    result: z.object({ serverId: resourceIdSchema, backupId: resourceIdSchema, ...uploadedFile }),
     progress: "PostgreSQL, then the dump, archive, compression, encryption and upload as one stream; the parts uploaded",
     timeoutMs: BACKUP_JOB_TIMEOUT_MS,
     retry: { afterFailure: "daily", note: "the backup fails; the next day's scheduled one is taken as usual (a final backup that failed stops its deletion)" },
+  }),
+  // A legal request's export (operators only): what the homeserver's database holds, narrowed by the
+  // request's scope, encrypted on the host to the recipient the operator supplied.
+  "homeserver.legal_export": job({
+    payload: z.strictObject({
+      serverId: resourceIdSchema,
+      exportId: resourceIdSchema,
+      /** The legal request's reference as the operator entered it (written into the export's first line). */
+      reference: z.string().trim().min(1).max(200),
+      scope: legalExportScope,
+      /** The operator's age recipient (age1…): neither the host nor we can read the export. */
+      recipient: ageRecipient,
+      partSize: z.number().int().min(BACKUP_MIN_PART_SIZE).max(BACKUP_PART_SIZE),
+      /** Worker origin + /api/agent/legal-exports/<exportId>: the agent appends /parts/<n>, /complete, /abort. */
+      uploadBase: z.url(),
+    }),
+    result: z.object({
+      serverId: resourceIdSchema,
+      exportId: resourceIdSchema,
+      /** How many records of each kind the export holds (what the audit log may say of it: no content). */
+      records: z.strictObject({
+        users: z.number().int().nonnegative(),
+        rooms: z.number().int().nonnegative(),
+        memberships: z.number().int().nonnegative(),
+        events: z.number().int().nonnegative(),
+      }),
+      ...uploadedFile,
+    }),
+    progress: "PostgreSQL, then the query, encryption and upload as one stream; the parts uploaded",
+    timeoutMs: BACKUP_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried", note: "the operator asks again (a new export under the same reference)" },
   }),
   "homeserver.restore": job({
     payload: storedRestorePayload,

@@ -18,6 +18,7 @@ import { serverSettingsPageRoutes } from "./routes/server-settings-pages";
 import { serverUserRoutes } from "./routes/server-users";
 import { serverRoomRoutes } from "./routes/server-rooms";
 import { agentBackupRoutes, serverBackupRoutes } from "./routes/backups";
+import { adminLegalExportRoutes, agentLegalExportRoutes } from "./routes/legal-exports";
 import { authRoutes } from "./routes/auth";
 import { billingRoutes } from "./routes/billing";
 import { billingPageRoutes } from "./routes/billing-pages";
@@ -53,12 +54,12 @@ const ERROR_PAGE_TITLES: Partial<Record<string, string>> = {
 const bodyLimitForPeople = limitBody(MAX_BODY_BYTES);
 // Stripe's events (an invoice with its lines) outgrow what we allow people.
 const webhookBodyLimit = limitBody(512 * 1024);
-// Backup parts; an agent's body is read only once its signature holds.
+// Backup and legal export parts; an agent's body is read only once its signature holds.
 const agentBackupBodyLimit = limitBody(BACKUP_PART_SIZE);
 
 function bodyLimitFor(path: string) {
   if (path.startsWith("/webhooks/")) return webhookBodyLimit;
-  if (path.startsWith("/api/agent/backups/")) return agentBackupBodyLimit;
+  if (path.startsWith("/api/agent/backups/") || path.startsWith("/api/agent/legal-exports/")) return agentBackupBodyLimit;
   return bodyLimitForPeople;
 }
 
@@ -84,7 +85,9 @@ export const app = new Hono<AppEnv>()
   .route("/api/servers", serverRoomRoutes)
   .route("/api/servers", serverSettingsRoutes)
   .route("/api/agent/backups", agentBackupRoutes)
+  .route("/api/agent/legal-exports", agentLegalExportRoutes)
   .route("/api/agent", agentRoutes)
+  .route("/api/admin/legal-exports", adminLegalExportRoutes)
   .route("/api/admin", adminRoutes)
   .route("/webhooks/stripe", stripeWebhookRoutes)
   .use("/dev/*", async (c, next) => {

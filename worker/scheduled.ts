@@ -16,6 +16,7 @@ import { enforceEntitlements, handleEntitlementEvents } from "./servers/entitlem
 import { applyPlanChanges } from "./servers/plan-changes";
 import { applyJobOutcome } from "./servers/outcomes";
 import { pruneUpkeepRuns, scheduleDailyUpkeep } from "./servers/upkeep";
+import { pruneLegalExports } from "./legal/exports";
 
 /** wrangler.toml's crons: fleet liveness every minute, the rest hourly. */
 export const EVERY_MINUTE = "* * * * *";
@@ -25,8 +26,8 @@ export const EVERY_MINUTE = "* * * * *";
  * its connection without noticing, jobs of hosts that never came back). Hourly
  * (any other schedule): key rotation, entitlement deadlines, usage roll-ups,
  * pruning what has expired, backups (the daily ones, retention, abandoned
- * uploads, alerts for overdue ones, deletions due or stalled) and the daily
- * database and media upkeep.
+ * uploads, alerts for overdue ones, deletions due or stalled), the daily
+ * database and media upkeep, and legal exports' files past retention.
  */
 export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: string) {
   const ctx = workContext(env, now);
@@ -54,6 +55,7 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       abandonedBackupsFailed: await failAbandonedBackups(ctx),
       stalledDeletionsResumed: await resumeStalledDeletions(ctx),
       backupsPruned: await pruneBackups(ctx),
+      legalExportFilesDeleted: await pruneLegalExports(ctx),
       dueDeletionsStarted: await startDueDeletions(ctx),
       dailyBackupsStarted: await scheduleDailyBackups(ctx),
       overdueBackupAlerts: await alertOverdueBackups(ctx),

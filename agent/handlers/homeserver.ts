@@ -72,6 +72,13 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
         uploadBackup(ciphertext, { identity: options.agentIdentity, uploadBase: job.uploadBase, partSize: job.partSize, signal: ctx.signal });
       return manager.backup(job.serverId, job, upload, ctx);
     },
+    // Reads the database only: the homeserver keeps running (or stays stopped) as it was.
+    "homeserver.legal_export": async (job, ctx) => {
+      customerData();
+      const upload = (ciphertext: Readable) =>
+        uploadBackup(ciphertext, { identity: options.agentIdentity, uploadBase: job.uploadBase, partSize: job.partSize, signal: ctx.signal });
+      return manager.legalExport(job.serverId, job, upload, ctx);
+    },
     "homeserver.restore": guarded(async (job, ctx) => {
       customerData();
       const download = () => downloadBackup(options.agentIdentity, job.downloadUrl, ctx.signal);

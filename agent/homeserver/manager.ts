@@ -17,6 +17,7 @@ import { createRegistrationToken, listRegistrationTokens, revokeRegistrationToke
 import { resize } from "./resize.ts";
 import { blockRoom, listRooms, purgeRoom } from "./rooms.ts";
 import { applySettings } from "./settings.ts";
+import { legalExport } from "./legal-export.ts";
 import { backup, restore } from "./snapshot.ts";
 import { upgrade } from "./upgrade.ts";
 import { DEFAULT_UPKEEP_IMAGE, upkeep } from "./upkeep.ts";
@@ -137,6 +138,15 @@ export class HomeserverManager {
     ctx: OperationContext,
   ): Promise<UploadResult & { serverId: string; backupId: string }> {
     return backup(this.core, serverId, job, upload, ctx);
+  }
+
+  legalExport(
+    serverId: string,
+    job: JobPayload<"homeserver.legal_export">,
+    upload: (ciphertext: Readable) => Promise<UploadResult>,
+    ctx: OperationContext,
+  ): Promise<JobResult<"homeserver.legal_export">> {
+    return legalExport(this.core, serverId, job, upload, ctx);
   }
 
   restore(

@@ -1,4 +1,4 @@
-import { and, eq, inArray, isNotNull } from "drizzle-orm";
+import { and, eq, inArray, isNotNull, isNull } from "drizzle-orm";
 import { audit } from "../audit/audit";
 import { throttlePasswordCheck } from "../auth/accounts";
 import { verifyPassword } from "../auth/password";
@@ -17,6 +17,7 @@ import {
   entitlements,
   invoices,
   jobs,
+  legalExports,
   oneTimeTokens,
   servers,
   sessions,
@@ -157,6 +158,15 @@ export async function purgeDeletedAccounts(ctx: WorkContext): Promise<number> {
     const serverIds = mine.map((server) => server.id);
     const [backupLeft] = serverIds.length ? await db.select({ id: backups.id }).from(backups).where(inArray(backups.serverId, serverIds)).limit(1) : [];
     if (backupLeft) continue;
+    // An export's row outlives its files only as long as its server: the audit log keeps the record of the request.
+    const [exportFilesLeft] = serverIds.length
+      ? await db
+          .select({ id: legalExports.id })
+          .from(legalExports)
+          .where(and(inArray(legalExports.serverId, serverIds), isNull(legalExports.filesDeletedAt)))
+          .limit(1)
+      : [];
+    if (exportFilesLeft) continue;
     await db.batch([
       db.delete(workloadUsage).where(inArray(workloadUsage.workloadId, serverIds)),
       db.delete(upkeepRuns).where(inArray(upkeepRuns.serverId, serverIds)),
@@ -169,6 +179,9 @@ export async function purgeDeletedAccounts(ctx: WorkContext): Promise<number> {
         ),
       ),
       db.delete(backupKeys).where(inArray(backupKeys.serverId, serverIds)),
+      // A legal export's job names no server (worker/fleet/jobs.ts): found through its export.
+      db.delete(jobs).where(inArray(jobs.id, db.select({ id: legalExports.jobId }).from(legalExports).where(inArray(legalExports.serverId, serverIds)))),
+      db.delete(legalExports).where(inArray(legalExports.serverId, serverIds)),
       db.delete(servers).where(inArray(servers.id, serverIds)),
       // Cascades to the entitlement and anything else still keyed by the account.
       db.delete(users).where(eq(users.id, id)),

@@ -1,7 +1,7 @@
 import { sql } from "drizzle-orm";
 import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 import type { HomeserverSettings } from "../../protocol/homeserver-settings";
-import type { JobKind } from "../../protocol/jobs";
+import type { JobKind, LegalExportScope } from "../../protocol/jobs";
 
 // Times are stored as integer milliseconds since the epoch.
 const timestamp = (name: string) => integer(name, { mode: "timestamp_ms" });
@@ -479,19 +479,126 @@ export const auditLog = sqliteTable(
   (t) => [index("audit_log_at_idx").on(t.at)],
 );
 
+// ---------- files uploaded in parts (legal exports, backups) ----------
+
+/** A part of a multipart upload as the Worker received it; a retried part replaces its row. */
+const receivedPartColumns = () => ({
+  partNumber: integer("part_number").notNull(),
+  size: integer("size").notNull(),
+  /** Computed by the Worker from the bytes it streamed to R2. */
+  sha256: text("sha256").notNull(),
+  /** R2's etag, which completing the upload needs. */
+  etag: text("etag").notNull(),
+  uploadedAt: timestamp("uploaded_at").notNull(),
+});
+
+/** One part of an uploaded file as the Worker received it: the manifest lists them. */
+export interface BackupManifestPart {
+  partNumber: number;
+  size: number;
+  sha256: string;
+}
+
+/** A file a host uploads in parts through the Worker: where it goes in R2, and what arrived once complete. */
+const uploadedFileColumns = () => ({
+  r2Key: text("r2_key").notNull(),
+  /** The R2 multipart upload, created with the row. */
+  uploadId: text("upload_id").notNull(),
+  /** Every part but the last has exactly this size. */
+  partSize: integer("part_size").notNull(),
+  /** Of the whole ciphertext, once its upload completed. */
+  sizeBytes: integer("size_bytes"),
+  sha256: text("sha256"),
+  /** The manifest: each part's size and SHA-256, once complete. */
+  parts: text("parts_json", { mode: "json" }).$type<BackupManifestPart[]>(),
+});
+
+// ---------- legal exports ----------
+
+export const LEGAL_EXPORT_NOTICES = ["given", "barred"] as const;
+export const LEGAL_EXPORT_STATUSES = ["requested", "running", "ready", "failed"] as const;
+export type LegalExportStatus = (typeof LEGAL_EXPORT_STATUSES)[number];
+
+/** How many records of each kind the host's file holds (what the audit log may say of it: no content). */
+export interface LegalExportHostRecords {
+  users: number;
+  rooms: number;
+  memberships: number;
+  events: number;
+}
+/** How many records of each kind the Worker's file holds. */
+export interface LegalExportWorkerRecords {
+  accounts: number;
+  subscriptions: number;
+  invoices: number;
+  usageSamples: number;
+  auditEntries: number;
+}
+
+/**
+ * An export of one homeserver under a named legal request, made by an operator. The request itself
+ * is audited; the customer is told of it (their audit log and data export) unless `notice` is
+ * "barred", which is audited too with the operator's stated reason.
+ */
+export const legalExports = sqliteTable(
+  "legal_exports",
+  {
+    id: text("id").primaryKey(),
+    serverId: text("server_id")
+      .notNull()
+      .references(() => servers.id),
+    /** The server's host when it was asked: the only one that may upload the export. */
+    hostId: text("host_id")
+      .notNull()
+      .references(() => hosts.id),
+    /** Who asked. No foreign key: the record of a legal request outlives the operator's account, as the audit log does. */
+    operatorId: text("operator_id").notNull(),
+    reference: text("reference").notNull(),
+    scope: text("scope_json", { mode: "json" }).$type<LegalExportScope>().notNull(),
+    /** The operator's age recipient: the export is encrypted to it on the host. */
+    recipient: text("recipient").notNull(),
+    notice: text("notice", { enum: LEGAL_EXPORT_NOTICES }).notNull(),
+    noticeBarredReason: text("notice_barred_reason"),
+    /** The `homeserver.legal_export` job that makes the host's file: the only job whose agent may upload it. */
+    jobId: text("job_id").notNull(),
+    /** requested (job sent) → running (parts arriving) → ready (both files stored) | failed. */
+    status: text("status", { enum: LEGAL_EXPORT_STATUSES }).notNull(),
+    /** The host's file: legal-exports/<serverId>/<id>.age, uploaded in parts through the Worker. */
+    ...uploadedFileColumns(),
+    records: text("records_json", { mode: "json" }).$type<LegalExportHostRecords>(),
+    /** The Worker's file (account, billing, usage, audit): legal-exports/<serverId>/<id>-worker.age, made with the request. */
+    workerR2Key: text("worker_r2_key").notNull(),
+    workerSizeBytes: integer("worker_size_bytes"),
+    workerSha256: text("worker_sha256"),
+    workerRecords: text("worker_records_json", { mode: "json" }).$type<LegalExportWorkerRecords>(),
+    error: text("error"),
+    createdAt: timestamp("created_at").notNull(),
+    finishedAt: timestamp("finished_at"),
+    /** When retention deleted both files from R2 (the row and its audit entries stay). */
+    filesDeletedAt: timestamp("files_deleted_at"),
+  },
+  (t) => [index("legal_exports_server_idx").on(t.serverId), index("legal_exports_finished_idx").on(t.finishedAt)],
+);
+export type LegalExport = typeof legalExports.$inferSelect;
+
+// The parts of a legal export's multipart upload as they arrive; a retried part replaces its row.
+export const legalExportParts = sqliteTable(
+  "legal_export_parts",
+  {
+    exportId: text("export_id")
+      .notNull()
+      .references(() => legalExports.id, { onDelete: "cascade" }),
+    ...receivedPartColumns(),
+  },
+  (t) => [primaryKey({ columns: [t.exportId, t.partNumber] })],
+);
+
 // ---------- backups ----------
 
 export const BACKUP_TRIGGERS = ["scheduled", "manual", "final"] as const;
 export type BackupTrigger = (typeof BACKUP_TRIGGERS)[number];
 export const BACKUP_STATUSES = ["pending", "running", "succeeded", "failed"] as const;
 export type BackupStatus = (typeof BACKUP_STATUSES)[number];
-
-/** One part of a backup's ciphertext as the Worker received it: the manifest lists them. */
-export interface BackupManifestPart {
-  partNumber: number;
-  size: number;
-  sha256: string;
-}
 
 // A homeserver's encrypted backup: an age file in R2, uploaded by its host in parts through the Worker.
 // Backups outlive their server's deletion (no cascade): retention removes them with their R2 objects.
@@ -509,16 +616,7 @@ export const backups = sqliteTable(
     trigger: text("trigger", { enum: BACKUP_TRIGGERS }).notNull(),
     /** pending (queued) → running (parts arriving) → succeeded | failed. */
     status: text("status", { enum: BACKUP_STATUSES }).notNull(),
-    r2Key: text("r2_key").notNull(),
-    /** The R2 multipart upload, created with the backup. */
-    uploadId: text("upload_id").notNull(),
-    /** Every part but the last has exactly this size. */
-    partSize: integer("part_size").notNull(),
-    /** Of the whole ciphertext, once succeeded. */
-    sizeBytes: integer("size_bytes"),
-    sha256: text("sha256"),
-    /** The manifest: each part's size and SHA-256, once succeeded. */
-    parts: text("parts_json", { mode: "json" }).$type<BackupManifestPart[]>(),
+    ...uploadedFileColumns(),
     /** Ciphertext bytes received so far. */
     progressBytes: integer("progress_bytes").notNull().default(0),
     error: text("error"),
@@ -543,13 +641,7 @@ export const backupParts = sqliteTable(
     backupId: text("backup_id")
       .notNull()
       .references(() => backups.id, { onDelete: "cascade" }),
-    partNumber: integer("part_number").notNull(),
-    size: integer("size").notNull(),
-    /** Computed by the Worker from the bytes it streamed to R2. */
-    sha256: text("sha256").notNull(),
-    /** R2's etag, which completing the upload needs. */
-    etag: text("etag").notNull(),
-    uploadedAt: timestamp("uploaded_at").notNull(),
+    ...receivedPartColumns(),
   },
   (t) => [primaryKey({ columns: [t.backupId, t.partNumber] })],
 );

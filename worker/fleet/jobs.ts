@@ -26,8 +26,10 @@ export interface NewJob<K extends JobKind = JobKind> {
 }
 
 /** What a job is about, from its payload: the columns a server's and a backup's queries use. */
-function subjectOf(payload: JobPayload<JobKind>): { serverId: string | null; backupId: string | null } {
-  if (payload === null) return { serverId: null, backupId: null };
+function subjectOf(kind: JobKind, payload: JobPayload<JobKind>): { serverId: string | null; backupId: string | null } {
+  // A legal export's job is not the customer's to see (their server's jobs are in their views and data export):
+  // whether they are told is the export's notice, recorded in the audit log.
+  if (payload === null || kind === "homeserver.legal_export") return { serverId: null, backupId: null };
   return {
     serverId: "serverId" in payload ? payload.serverId : null,
     backupId: "backupId" in payload ? payload.backupId : null,
@@ -44,7 +46,7 @@ export async function createJob<K extends JobKind>(db: Database, job: NewJob<K>,
       hostId: job.hostId,
       kind: job.kind,
       payload,
-      ...subjectOf(payload),
+      ...subjectOf(job.kind, payload),
       status: "queued",
       nextAttemptAt: now,
       deadline: new Date(now.getTime() + (job.timeoutMs ?? JOBS[job.kind].timeoutMs)),

@@ -1,8 +1,13 @@
+import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
+import { z } from "zod";
+import { BACKUP_MAX_PARTS } from "../../protocol/messages";
 import { sha256Hex } from "../crypto/bytes";
 import type { Host } from "../db/schema";
 import type { RefusalContext } from "../audit/refusals";
 import { authenticateAgentRequest, refuseAgentRequest, type SignedAgentRequest } from "../fleet/agent-requests";
+import { ApiError } from "../errors";
+import type { AgentUploadContext } from "../uploads/parts";
 import type { AppEnv } from "./context";
 
 /** What handlers behind signedAgentRequest() can read from `c.var`. */
@@ -40,4 +45,32 @@ export function signedAgentRequest(options: { streamedBody?: boolean } = {}) {
     c.set("refusalContext", context);
     await next();
   });
+}
+
+/** The number in a part's path (…/parts/:partNumber), as uploads in parts number them. */
+export const partNumberParam = z
+  .string()
+  .regex(/^[1-9][0-9]{0,4}$/, "a part number from 1")
+  .transform(Number)
+  .pipe(z.number().max(BACKUP_MAX_PARTS));
+
+const contentLength = z
+  .string()
+  .regex(/^[0-9]{1,10}$/)
+  .transform(Number);
+
+/** A streamed part's declared length: R2 needs it before the first byte. */
+export function partLength(c: Context<AgentAppEnv>): number {
+  const length = contentLength.safeParse(c.req.header("content-length"));
+  if (!length.success) throw new ApiError(411, "length_required", "Send each part with its Content-Length.");
+  return length.data;
+}
+
+/** The context of an agent's upload request: the signing host, and how to refuse a body that was not the one signed. */
+export function agentUploadContext(c: Context<AgentAppEnv>): AgentUploadContext {
+  return {
+    ...c.var.ctx,
+    host: c.var.agentHost,
+    refuseRequest: (reason) => refuseAgentRequest(c.var.refusalContext, c.var.signedRequest, reason),
+  };
 }

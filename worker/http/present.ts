@@ -25,6 +25,11 @@ export function customerFailureText(error: string | null): string | null {
 /** Audit detail fields that are ours to show a customer; anything else (a host id, the agent's words) is left out. */
 const CUSTOMER_AUDIT_FIELDS = new Set([
   "name",
+  "reference",
+  "scope",
+  // A legal export's record counts and which of its files was downloaded: never content.
+  "records",
+  "file",
   "region",
   "backupId",
   "trigger",

@@ -16,6 +16,7 @@ import type { AppEnv } from "../http/context";
 import { requireOperator } from "../http/operator";
 import { presentHost, presentJob, presentServer, presentUsage } from "../http/present";
 import { latestLifecycleJob, upgradeServer } from "../servers/servers";
+import { legalExportRequest, presentLegalExport, requestLegalExport } from "../legal/exports";
 import { requireSession, type SessionAppEnv } from "../http/session";
 import { parseWith, readJson } from "../http/validation";
 
@@ -133,6 +134,12 @@ export const adminRoutes = new Hono<AppEnv>()
     const { ctx } = c.var;
     const server = await upgradeServer(ctx, c.var.user.id, c.req.param("id"), image);
     return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 202);
+  })
+  // A legal request's export of one homeserver (any customer's: operators act on legal requests).
+  .post("/servers/:id/legal-exports", async (c) => {
+    const { ctx } = c.var;
+    const row = await requestLegalExport(ctx, c.var.user.id, c.req.param("id"), await readJson(c, legalExportRequest));
+    return c.json(presentLegalExport(row), 202);
   })
   .get("/certificates", async (c) => {
     const now = c.var.ctx.now.getTime();

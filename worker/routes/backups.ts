@@ -1,13 +1,11 @@
-import { Hono, type Context } from "hono";
+import { Hono } from "hono";
 import { z } from "zod";
-import { backupAbortRequest, backupCompleteRequest, BACKUP_MAX_PARTS } from "../../protocol/messages";
+import { backupAbortRequest, backupCompleteRequest } from "../../protocol/messages";
 import { listBackups, requestBackup } from "../backups/backups";
 import { newestSucceededBackupId } from "../backups/maintenance";
 import { requestRestore } from "../backups/restore";
-import { abortBackup, completeBackup, openBackupForRestore, receivePart, type AgentBackupContext } from "../backups/uploads";
-import { ApiError } from "../errors";
-import { refuseAgentRequest } from "../fleet/agent-requests";
-import { signedAgentRequest, type AgentAppEnv } from "../http/agent-signature";
+import { abortBackup, completeBackup, openBackupForRestore, receivePart } from "../backups/uploads";
+import { agentUploadContext, partLength, partNumberParam, signedAgentRequest, type AgentAppEnv } from "../http/agent-signature";
 import type { AppEnv } from "../http/context";
 import { presentBackup, presentServer } from "../http/present";
 import { requireSession } from "../http/session";
@@ -38,47 +36,27 @@ export const serverBackupRoutes = new Hono<AppEnv>()
     return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 202);
   });
 
-const partParams = backupParam.extend({
-  partNumber: z
-    .string()
-    .regex(/^[1-9][0-9]{0,4}$/, "a part number from 1")
-    .transform(Number)
-    .pipe(z.number().max(BACKUP_MAX_PARTS)),
-});
-const contentLength = z
-  .string()
-  .regex(/^[0-9]{1,10}$/)
-  .transform(Number);
-
-function agentContext(c: Context<AgentAppEnv>): AgentBackupContext {
-  return {
-    ...c.var.ctx,
-    host: c.var.agentHost,
-    refuseRequest: (reason) => refuseAgentRequest(c.var.refusalContext, c.var.signedRequest, reason),
-  };
-}
+const partParams = backupParam.extend({ partNumber: partNumberParam });
 
 // Agents only, every request signed by its host (mounted under /api/agent/backups). There is no delete.
 export const agentBackupRoutes = new Hono<AgentAppEnv>()
   .put("/:backupId/parts/:partNumber", signedAgentRequest({ streamedBody: true }), async (c) => {
     const { backupId, partNumber } = parseWith(partParams, c.req.param());
-    const length = contentLength.safeParse(c.req.header("content-length"));
-    if (!length.success) throw new ApiError(411, "length_required", "Send each part with its Content-Length.");
-    const receipt = await receivePart(agentContext(c), backupId, partNumber, c.req.raw.body, length.data, c.var.signedRequest.contentSha256);
+    const receipt = await receivePart(agentUploadContext(c), backupId, partNumber, c.req.raw.body, partLength(c), c.var.signedRequest.contentSha256);
     return c.json(receipt);
   })
   .post("/:backupId/complete", signedAgentRequest(), async (c) => {
     const { backupId } = parseWith(backupParam, c.req.param());
-    const backup = await completeBackup(agentContext(c), backupId, await readJson(c, backupCompleteRequest));
+    const backup = await completeBackup(agentUploadContext(c), backupId, await readJson(c, backupCompleteRequest));
     return c.json({ backup: presentBackup(backup, undefined, c.var.ctx.now) });
   })
   .post("/:backupId/abort", signedAgentRequest(), async (c) => {
     const { backupId } = parseWith(backupParam, c.req.param());
     const { reason } = await readJson(c, backupAbortRequest);
-    const backup = await abortBackup(agentContext(c), backupId, reason);
+    const backup = await abortBackup(agentUploadContext(c), backupId, reason);
     return c.json({ backup: presentBackup(backup, undefined, c.var.ctx.now) });
   })
   .get("/:backupId/object", signedAgentRequest(), async (c) => {
-    const object = await openBackupForRestore(agentContext(c), parseWith(backupParam, c.req.param()).backupId);
+    const object = await openBackupForRestore(agentUploadContext(c), parseWith(backupParam, c.req.param()).backupId);
     return c.body(object.body, 200, { "content-type": "application/octet-stream", "content-length": String(object.size), etag: object.httpEtag });
   });

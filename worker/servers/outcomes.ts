@@ -4,6 +4,7 @@ import { settleBackupJob } from "../backups/backups";
 import type { WorkContext } from "../context";
 import { servers, type Job, type ServerStatus } from "../db/schema";
 import { payloadOf, resultOf } from "../fleet/jobs";
+import { applyLegalExportOutcome } from "../legal/exports";
 import { deleteAfterFinalBackup, stopDeletion } from "./deletion";
 import { enforceEntitlement } from "./entitlement-jobs";
 import { applyResizeOutcome } from "./plan-changes";
@@ -23,7 +24,7 @@ interface Outcome {
 
 type LifecycleJobKind = Exclude<
   HomeserverJobKind,
-  "homeserver.backup" | "homeserver.resize" | "homeserver.set_admin_password" | "homeserver.upkeep" | AdministrationJobKind
+  "homeserver.backup" | "homeserver.legal_export" | "homeserver.resize" | "homeserver.set_admin_password" | "homeserver.upkeep" | AdministrationJobKind
 >;
 
 // What each finished lifecycle job means for its server's status.
@@ -54,6 +55,7 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
   if (job.kind === "homeserver.resize") return applyResizeOutcome(ctx, job);
   if (job.kind === "homeserver.settings.apply") return applySettingsOutcome(ctx, job);
   if (job.kind === "homeserver.upkeep") return applyUpkeepOutcome(ctx, job);
+  if (job.kind === "homeserver.legal_export") return applyLegalExportOutcome(ctx, job);
   if (!isLifecycleJob(job.kind) || !job.serverId) return;
   const outcome = OUTCOMES[job.kind];
   const ok = job.status === "succeeded";

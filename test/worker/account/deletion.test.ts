@@ -6,6 +6,7 @@ import { deliverAll, stripeGet, takeDeliveries } from "../billing/stripe-helpers
 import { jobOf, runningServer, serverView } from "../servers/server-helpers";
 import { rowCount } from "./account-helpers";
 import { succeeded } from "../fleet/fleet-helpers";
+import { exportUnderWay, reportExport, uploadExportFile } from "../legal/legal-helpers";
 
 afterEach(() => vi.useRealTimers());
 beforeEach(async () => {
@@ -66,8 +67,13 @@ describe("DELETE /api/me", () => {
   });
 
   it("cancels at Stripe, deletes the homeservers after their final backup, keeps the invoices detached, and mails what it did", async () => {
-    const { agent, host, owner, id } = await runningServer();
+    const server = await runningServer();
+    const { agent, host, owner, id } = server;
     const userId = await userIdOf(owner.email);
+    // A legal export of the homeserver: its files and row go with the account, once retention deleted the files.
+    const legalExport = await exportUnderWay({ server });
+    reportExport(legalExport, await uploadExportFile(legalExport));
+    await vi.waitFor(async () => expect(await rowCount("SELECT 1 FROM legal_exports WHERE id = ? AND status = 'ready'", legalExport.exportId)).toBe(1));
     const invoices = await rowCount("SELECT 1 FROM invoices WHERE user_id = ?", userId);
     expect(invoices).toBeGreaterThan(0);
     const serverName = (await serverView(owner.cookie, id)).name;
@@ -124,6 +130,8 @@ describe("DELETE /api/me", () => {
     expect(await rowCount("SELECT 1 FROM workloads WHERE id = ?", id)).toBe(0);
     expect(await rowCount("SELECT 1 FROM upkeep_runs WHERE server_id = ?", id)).toBe(0);
     expect(await rowCount("SELECT 1 FROM jobs WHERE payload LIKE ?", `%${id}%`)).toBe(0);
+    expect(await rowCount("SELECT 1 FROM legal_exports WHERE server_id = ?", id)).toBe(0);
+    expect(await rowCount("SELECT 1 FROM audit_log WHERE action = 'legal_export.files_deleted' AND target = ?", id)).toBe(1);
     expect(await rowCount("SELECT 1 FROM invoices WHERE stripe_customer_id = ?", owner.customerId)).toBe(invoices);
   });
 
