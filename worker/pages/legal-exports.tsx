@@ -1,4 +1,3 @@
-import type { Child } from "hono/jsx";
 import type { LegalExportScope } from "../../protocol/jobs";
 import type { User } from "../db/schema";
 import type { AuditTrailEntry, LegalExportListing, NamedServer } from "../legal/pages-data";
@@ -128,24 +127,6 @@ function TextArea(props: { name: string; label: string; value: string; hint: str
   );
 }
 
-function Table(props: { caption: string; columns: string[]; children: Child }) {
-  return (
-    <div class="scroll">
-      <table>
-        <caption>{props.caption}</caption>
-        <thead>
-          <tr>
-            {props.columns.map((column) => (
-              <th scope="col">{column}</th>
-            ))}
-          </tr>
-        </thead>
-        <tbody>{props.children}</tbody>
-      </table>
-    </div>
-  );
-}
-
 function BackToList() {
   return (
     <p>
@@ -164,21 +145,29 @@ export function LegalExportsPage(props: { user: User; exports: LegalExportListin
       {props.exports.length === 0 ? (
         <p>No export has been requested.</p>
       ) : (
-        <Table caption="Legal exports" columns={["Reference", "Homeserver", "Scope", "Operator", "Requested", "Notice", "Job"]}>
+        <ul class="legal-exports">
           {props.exports.map((listed) => (
-            <tr>
-              <td>
+            <li class="card">
+              <h2>
                 <a href={legalExportPath(listed.export.id)}>{listed.export.reference}</a>
-              </td>
-              <td>{listed.serverName}</td>
-              <td>{scopeSummary(listed.export.scope)}</td>
-              <td>{listed.operatorEmail ?? listed.export.operatorId}</td>
-              <td>{utc(listed.export.createdAt)}</td>
-              <td>{listed.export.notice === "barred" ? "Barred" : "Given"}</td>
-              <td>{listed.jobStatus ?? "—"}</td>
-            </tr>
+              </h2>
+              <dl class="facts">
+                <dt>Homeserver</dt>
+                <dd>{listed.serverName}</dd>
+                <dt>Scope</dt>
+                <dd>{scopeSummary(listed.export.scope)}</dd>
+                <dt>Requested</dt>
+                <dd>
+                  {utc(listed.export.createdAt)} by {listed.operatorEmail ?? listed.export.operatorId}
+                </dd>
+                <dt>Notice</dt>
+                <dd>{listed.export.notice === "barred" ? "Legally barred" : "Given"}</dd>
+                <dt>Job</dt>
+                <dd>{listed.jobStatus ?? "no longer kept"}</dd>
+              </dl>
+            </li>
           ))}
-        </Table>
+        </ul>
       )}
     </Layout>
   );
@@ -287,7 +276,7 @@ export function ConfirmLegalExportPage(props: { user: User; values: LegalExportF
 
 function AuditDetail(props: { detail: unknown }) {
   if (props.detail === null || props.detail === undefined) return null;
-  return <code>{JSON.stringify(props.detail)}</code>;
+  return <pre>{JSON.stringify(props.detail, null, 2)}</pre>;
 }
 
 export function LegalExportPage(props: { user: User; listed: LegalExportListing; audit: AuditTrailEntry[]; notice?: string | undefined }) {
@@ -322,19 +311,19 @@ export function LegalExportPage(props: { user: User; listed: LegalExportListing;
       </dl>
       <h2>Scope</h2>
       <ScopeDetails scope={row.scope} />
-      <Table caption="Audit entries about this export" columns={["When", "Who", "Action", "Target", "Detail"]}>
+      <h2 id="audit-heading">Audit entries about this export</h2>
+      <ol class="legal-exports" aria-labelledby="audit-heading">
         {props.audit.map((entry) => (
-          <tr>
-            <td>{utc(entry.at)}</td>
-            <td>{entry.actorEmail ?? entry.actor}</td>
-            <td>{entry.action}</td>
-            <td>{entry.target ?? "—"}</td>
-            <td>
-              <AuditDetail detail={entry.detail} />
-            </td>
-          </tr>
+          <li class="card">
+            <h3>{entry.action}</h3>
+            <p>
+              {utc(entry.at)} by {entry.actorEmail ?? entry.actor}
+              {entry.target === null ? null : `, about ${entry.target}`}
+            </p>
+            <AuditDetail detail={entry.detail} />
+          </li>
         ))}
-      </Table>
+      </ol>
     </Layout>
   );
 }

@@ -199,7 +199,9 @@ describe("the legal-export pages", () => {
     expect(html).toContain("legal_export.notice_barred");
     expect(html).toContain(reason);
     expect(await page(LIST, operator)).toMatch(
-      new RegExp(`${reference}</a></td><td>[^<]+</td><td>all users; all rooms; from [^<]+; metadata only</td><td>[^<]+</td><td>[^<]+</td><td>Barred</td>`),
+      new RegExp(
+        `${reference}</a></h2><dl class="facts"><dt>Homeserver</dt><dd>[^<]+</dd><dt>Scope</dt><dd>all users; all rooms; from [^<]+; metadata only</dd>.*?<dt>Notice</dt><dd>Legally barred</dd>`,
+      ),
     );
   });
 
