@@ -28,7 +28,9 @@ import {
 const REQUESTED_NOTICE = "The export is requested: the homeserver's host makes it and encrypts it to your recipient.";
 
 function formValues(fields: FormFields): LegalExportFormValues {
-  return Object.fromEntries(Object.keys(EMPTY_LEGAL_EXPORT_FORM).map((name) => [name, fields[name] ?? ""])) as unknown as LegalExportFormValues;
+  const values = { ...EMPTY_LEGAL_EXPORT_FORM };
+  for (const name of Object.keys(values) as Array<keyof LegalExportFormValues>) values[name] = fields[name] ?? "";
+  return values;
 }
 
 const listed = (text: string) => text.split(/[\s,]+/).filter((item) => item !== "");

@@ -205,6 +205,18 @@ describe("the legal-export pages", () => {
     );
   });
 
+  it("shows the service's refusal in the form, keeping the input: a deleted homeserver cannot be exported", async () => {
+    const deleted = await administeredServer();
+    await env.DB.prepare("UPDATE servers SET status = 'deleted' WHERE id = ?").bind(deleted.id).run();
+    const response = await submit({ ...form, server: deleted.id, step: "request" }, operator);
+    expect(response.status).toBe(409);
+    const html = await response.text();
+    expect(html).toContain("Only a homeserver on a host can be exported.");
+    expect(html).toContain(`value="${deleted.id}"`);
+    expect(html).toContain(`@alice:${server.serverName}\n@bob:${server.serverName}</textarea>`);
+    expect(await exportCount(deleted.id)).toBe(0);
+  });
+
   it("answers an export id that does not exist with a 404 page", async () => {
     expect(await page(`${LIST}/${crypto.randomUUID()}`, operator, 404)).toContain("No such legal export.");
   });
