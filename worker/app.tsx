@@ -28,6 +28,7 @@ import { pageRoutes } from "./routes/pages";
 import { dashboardPageRoutes } from "./routes/dashboard-pages";
 import { roomPageRoutes } from "./routes/room-pages";
 import { homeserverPageRoutes } from "./routes/homeserver-pages";
+import { legalExportPageRoutes } from "./routes/legal-export-pages";
 import { MessagePage } from "./pages/auth";
 
 function limitBody(maxSize: number) {
@@ -47,6 +48,7 @@ const ERROR_PAGE_TITLES: Partial<Record<string, string>> = {
   invalid_form: "The form could not be read",
   unsupported_media_type: "The form could not be read",
   csrf_rejected: "Not allowed",
+  operator_only: "Not allowed",
   not_found: "Not found",
   payload_too_large: "Too much to send",
 };
@@ -101,6 +103,7 @@ export const app = new Hono<AppEnv>()
   .route("/", dashboardPageRoutes)
   .route("/servers", serverSettingsPageRoutes)
   .route("/servers", homeserverPageRoutes)
+  .route("/operator/legal-exports", legalExportPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>
     wantsPage(c)

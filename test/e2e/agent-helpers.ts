@@ -237,9 +237,9 @@ export class DevServer {
 /**
  * Signs `api` up as a new operator of `dev` and logs it in: sign-up, the emailed verification link
  * (only a verified account can be an operator), `npm run operator -- grant` on the dev server's
- * local D1 (scripts/operator.mjs), log-in.
+ * local D1 (scripts/operator.mjs), log-in. Returns the credentials, for logging in a browser too.
  */
-export async function signUpOperator(api: Api, dev: DevServer): Promise<void> {
+export async function signUpOperator(api: Api, dev: DevServer): Promise<{ email: string; password: string }> {
   const email = `operator-${randomUUID()}@example.com`;
   const password = `operator pass ${randomUUID()}`;
   await api.expect(202, "POST", "/api/auth/signup", { email, password });
@@ -251,6 +251,7 @@ export async function signUpOperator(api: Api, dev: DevServer): Promise<void> {
   });
   if (result.code !== 0) throw new Error(`operator grant exited ${result.code}: ${result.stderr}${result.stdout}`);
   await api.expect(200, "POST", "/api/auth/login", { email, password });
+  return { email, password };
 }
 
 // ---------- the API ----------

@@ -94,3 +94,25 @@ export async function axeSeriousViolations(page: Page): Promise<string[]> {
     .filter((violation) => violation.impact === "serious" || violation.impact === "critical")
     .map((violation) => `${violation.id} (${violation.impact}): ${violation.help} at ${violation.nodes.map((node) => node.target.join(" ")).join(", ")}`);
 }
+
+/**
+ * axe for a page of a context without JavaScript: axe runs as a script, and such a page runs none (an
+ * evaluation never settles). Its HTML is checked as loaded in a page where scripts run, with the
+ * product's own scripts blocked.
+ */
+export async function axeSeriousViolationsWithoutScripts(browser: Browser, page: Page): Promise<string[]> {
+  const url = page.url();
+  const html = await page.content();
+  const checker = await browser.newPage();
+  try {
+    await checker.route(
+      (candidate) => candidate.href === url,
+      (route) => route.fulfill({ body: html, contentType: "text/html; charset=utf-8" }),
+    );
+    await checker.route("**/assets/*.js", (route) => route.abort());
+    await checker.goto(url);
+    return await axeSeriousViolations(checker);
+  } finally {
+    await checker.close();
+  }
+}

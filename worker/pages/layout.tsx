@@ -133,3 +133,21 @@ export function Field(props: {
     </div>
   );
 }
+
+/** Radio buttons' values, labels and hints. */
+export type Options = Array<[value: string, label: string, hint: string]>;
+
+/** Radio buttons, one a line, each with its hint; `children` follow them in the fieldset. */
+export function Choices(props: { legend: string; name: string; value: string; options: Options; children?: Child }) {
+  return (
+    <fieldset class="field">
+      <legend>{props.legend}</legend>
+      {props.options.map(([value, label, hint]) => (
+        <label class="choice">
+          <input type="radio" name={props.name} value={value} checked={props.value === value} required /> {label} <span class="hint">— {hint}</span>
+        </label>
+      ))}
+      {props.children}
+    </fieldset>
+  );
+}

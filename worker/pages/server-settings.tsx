@@ -1,8 +1,7 @@
-import type { Child } from "hono/jsx";
 import { MAX_FEDERATION_SERVERS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS } from "../../protocol/homeserver-settings";
 import type { User } from "../db/schema";
 import type { describeSettings } from "../servers/settings";
-import { Alert, Field, Layout } from "./layout";
+import { Alert, Choices, Field, Layout, type Options } from "./layout";
 import { ServerNav } from "./server-nav";
 
 export type SettingsView = Awaited<ReturnType<typeof describeSettings>>;
@@ -47,22 +46,6 @@ function ChangeState(props: { change: SettingsView["change"] }) {
   );
 }
 
-/** Radio buttons, one a line, each with its hint; `children` follow them in the fieldset. */
-function Choices(props: { legend: string; name: string; value: string; options: Options; children?: Child }) {
-  return (
-    <fieldset class="field">
-      <legend>{props.legend}</legend>
-      {props.options.map(([value, label, hint]) => (
-        <label class="choice">
-          <input type="radio" name={props.name} value={value} checked={props.value === value} required /> {label} <span class="hint">— {hint}</span>
-        </label>
-      ))}
-      {props.children}
-    </fieldset>
-  );
-}
-
-type Options = Array<[value: string, label: string, hint: string]>;
 const REGISTRATION_OPTIONS: Options = [
   ["closed", "Nobody", "you add users yourself"],
   ["token", "Anyone with a registration token", "tokens you create let people register from Element"],

@@ -15,7 +15,7 @@ a { color: var(--accent); }
 .card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 1.25rem; margin: 1rem 0; }
 .field { margin-bottom: 1rem; }
 label { display: block; font-weight: 600; margin-bottom: 0.25rem; }
-input { width: 100%; padding: 0.6rem; font-size: 1rem; border: 1px solid #8a96a3; border-radius: 6px; }
+input, textarea { width: 100%; padding: 0.6rem; font-size: 1rem; border: 1px solid #8a96a3; border-radius: 6px; }
 button, a.button { display: inline-block; padding: 0.6rem 1.1rem; font-size: 1rem; border-radius: 6px; border: 0;
   background: var(--accent); color: var(--accent-ink); cursor: pointer; text-decoration: none; }
 button.danger { background: var(--danger); }
@@ -46,7 +46,7 @@ label.choice { font-weight: 400; display: flex; align-items: center; gap: 0.5rem
 label.choice input { width: auto; }
 select { width: 100%; padding: 0.6rem; font-size: 1rem; border: 1px solid #8a96a3; border-radius: 6px; background: #fff; }
 code, h1, h2 { overflow-wrap: anywhere; }
-.servers, .users { list-style: none; padding: 0; } .servers h2, .users h3 { margin: 0; font-size: 1.1rem; }
+.servers, .users, .legal-exports { list-style: none; padding: 0; } .servers h2, .users h3, .legal-exports h2, .legal-exports h3 { margin: 0; font-size: 1.1rem; }
 .tabs { display: flex; gap: 1rem; flex-wrap: wrap; } .tabs [aria-current] { font-weight: 700; color: var(--ink); }
 .chart { margin: 1rem 0; } .chart svg { width: 100%; height: auto; display: block; }
 .chart text { font-size: 12px; fill: var(--muted); }
