@@ -1,6 +1,7 @@
 import type { LegalExportScope } from "../../protocol/jobs";
-import type { User } from "../db/schema";
+import type { LegalExport, User } from "../db/schema";
 import type { AuditTrailEntry, LegalExportListing, NamedServer } from "../legal/pages-data";
+import { formatBytes } from "./charts";
 import { Alert, Choices, Field, Layout, type Options } from "./layout";
 
 // Operators' pages for legal-request exports: the list, the request form with its confirmation
@@ -162,8 +163,8 @@ export function LegalExportsPage(props: { user: User; exports: LegalExportListin
                 </dd>
                 <dt>Notice</dt>
                 <dd>{listed.export.notice === "barred" ? "Legally barred" : "Given"}</dd>
-                <dt>Job</dt>
-                <dd>{listed.jobStatus ?? "no longer kept"}</dd>
+                <dt>Status</dt>
+                <dd>{exportStatus(listed.export)}</dd>
               </dl>
             </li>
           ))}
@@ -248,6 +249,12 @@ export function ConfirmLegalExportPage(props: { user: User; values: LegalExportF
           <strong>{request.reference}</strong>: its users, rooms, room memberships and events' metadata, as its database holds them.
         </p>
         <ScopeDetails scope={request.scope} />
+        <p>
+          And what Berth itself holds about the homeserver, in a second file: its owner's account (email, when it was created and verified), subscriptions and
+          invoices, and the server's usage samples and audit entries{" "}
+          {request.scope.from === undefined && request.scope.until === undefined ? "" : "in the time range "}
+          (the users and rooms listed above do not narrow it).
+        </p>
         <h2>Who will see it</h2>
         <ul>
           <li>
@@ -271,6 +278,56 @@ export function ConfirmLegalExportPage(props: { user: User; values: LegalExportF
         </button>
       </form>
     </Layout>
+  );
+}
+
+/** Where the export stands, in words: a failure says why, a finished one whether retention has removed its files. */
+function exportStatus(row: LegalExport): string {
+  if (row.status === "failed") return `Failed: ${row.error ?? "no reason recorded"}`;
+  if (row.status !== "ready") return row.status === "running" ? "Running: the host is uploading its file" : "Requested: waiting for the host";
+  const finished = row.finishedAt === null ? "" : ` ${utc(row.finishedAt)}`;
+  return row.filesDeletedAt === null ? `Ready since${finished}` : `Ready${finished}; its files were deleted ${utc(row.filesDeletedAt)} (retention)`;
+}
+
+/** The two files, to download while retention keeps them (each download is audited). */
+function ExportFiles(props: { row: LegalExport }) {
+  const { row } = props;
+  if (row.status !== "ready" || row.filesDeletedAt !== null) return null;
+  const files: Array<[string, string, number | null, string]> = [
+    [
+      "homeserver",
+      "The homeserver's file",
+      row.sizeBytes,
+      row.records ? `${row.records.users} users, ${row.records.rooms} rooms, ${row.records.memberships} memberships, ${row.records.events} events` : "",
+    ],
+    [
+      "worker",
+      "Berth's file",
+      row.workerSizeBytes,
+      row.workerRecords
+        ? `${row.workerRecords.accounts} account, ${row.workerRecords.subscriptions} subscriptions, ${row.workerRecords.invoices} invoices, ${row.workerRecords.usageSamples} usage samples, ${row.workerRecords.auditEntries} audit entries`
+        : "",
+    ],
+  ];
+  return (
+    <>
+      <h2>Files</h2>
+      <p>
+        Each download is recorded in the audit log (and shown to the customer when notice is given). Open them with the recipient's identity:{" "}
+        <code>age -d -i</code>.
+      </p>
+      <ul>
+        {files.map(([file, label, size, records]) => (
+          <li>
+            <a href={`/api/admin/legal-exports/${row.id}/files/${file}`} download>
+              {label}
+            </a>
+            {size === null ? "" : ` (${formatBytes(size)})`}
+            {records ? `: ${records}` : ""}
+          </li>
+        ))}
+      </ul>
+    </>
   );
 }
 
@@ -304,11 +361,14 @@ export function LegalExportPage(props: { user: User; listed: LegalExportListing;
         <dd>
           <code>{row.recipient}</code>
         </dd>
+        <dt>Status</dt>
+        <dd>{exportStatus(row)}</dd>
         <dt>Job</dt>
         <dd>
           <code>{row.jobId}</code> {listed.jobStatus ?? "(no longer kept)"}
         </dd>
       </dl>
+      <ExportFiles row={row} />
       <h2>Scope</h2>
       <ScopeDetails scope={row.scope} />
       <h2 id="audit-heading">Audit entries about this export</h2>

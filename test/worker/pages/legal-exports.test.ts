@@ -127,6 +127,7 @@ describe("the legal-export pages", () => {
     expect(html).toContain(`<code>@alice:${server.serverName}</code>, <code>@bob:${server.serverName}</code>`);
     expect(html).toContain("Events and memberships from 2026-01-01 00:00 UTC onwards.");
     expect(html).toContain("encrypted rooms&#39; events as the ciphertext they are");
+    expect(html).toContain("its owner&#39;s account (email, when it was created and verified), subscriptions and invoices");
     expect(html).toContain(`The customer (${server.owner.email}) sees this request`);
     expect(html).toContain(recipient);
     expect(html).toContain(`<input type="hidden" name="reference" value="${form.reference}"`);
@@ -178,6 +179,26 @@ describe("the legal-export pages", () => {
     expect(await page(`${LIST}/${exportId}`, another)).toContain(form.reference);
     // A customer gets the 403 for an export's page too, even one of their own server.
     await page(`${LIST}/${exportId}`, server.owner.cookie, 403);
+    expect(own).toContain("Requested: waiting for the host");
+    expect(own).not.toContain("/files/homeserver");
+
+    // Once both files are stored the page offers them (retention's deletion takes the links away again).
+    await env.DB.prepare(
+      `UPDATE legal_exports SET status = 'ready', size_bytes = 2048, worker_size_bytes = 1024, finished_at = ?,
+       records_json = '{"users":2,"rooms":1,"memberships":3,"events":9}' WHERE id = ?`,
+    )
+      .bind(Date.UTC(2026, 5, 1), exportId)
+      .run();
+    const ready = await page(`${LIST}/${exportId}`, another);
+    expectLabelled(ready);
+    expect(ready).toContain("Ready since 2026-06-01 00:00 UTC");
+    expect(ready).toContain(`href="/api/admin/legal-exports/${exportId}/files/homeserver"`);
+    expect(ready).toContain(`href="/api/admin/legal-exports/${exportId}/files/worker"`);
+    expect(ready).toContain("2 users, 1 rooms, 3 memberships, 9 events");
+    await env.DB.prepare("UPDATE legal_exports SET files_deleted_at = ? WHERE id = ?").bind(Date.UTC(2026, 6, 1), exportId).run();
+    const deleted = await page(`${LIST}/${exportId}`, another);
+    expect(deleted).toContain("its files were deleted 2026-07-01 00:00 UTC (retention)");
+    expect(deleted).not.toContain("/files/homeserver");
   });
 
   it("records a barred notice with its reason, shown on the export's page and in the list, named by the server's id or name", async () => {
