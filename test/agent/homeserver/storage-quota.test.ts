@@ -13,16 +13,23 @@ import {
   type StorageQuota,
   type WhileStopped,
 } from "../../../agent/homeserver/storage-quota.ts";
+import { homeserverPaths } from "../../../agent/homeserver/names.ts";
 import { onCleanup, runCleanups, tempDir } from "../helpers.ts";
+import { TestRun } from "./helpers.ts";
 
 afterEach(runCleanups);
 
 const MiB = 1024 * 1024;
+const SERVER_ID = "0b5d3c1e-8a1f-4c56-9d3e-333333333333";
 
-/** A quota under a fresh data root; whatever a test leaves mounted is unmounted (its loop device released) before the root is deleted. */
+/** A quota laid out as a server's under a fresh data root; whatever a test leaves mounted is unmounted (its loop device released) before the root is deleted. */
 function quotaUnderDataRoot(): StorageQuota & { dataRoot: string } {
   const dataRoot = tempDir("berth-quota-test-");
-  const quota = { dataRoot, image: join(dataRoot, "storage-images", "server.img"), mountpoint: join(dataRoot, "homeservers", "server") };
+  const paths = homeserverPaths(dataRoot, SERVER_ID);
+  return { dataRoot, ...releasedAfterwards({ image: paths.storageImage, mountpoint: paths.root }) };
+}
+
+function releasedAfterwards(quota: StorageQuota): StorageQuota {
   onCleanup(() => {
     while (mountedDeviceSync(quota.mountpoint)) execFileSync("umount", [quota.mountpoint]);
     const loops = execFileSync("losetup", ["--noheadings", "--output", "NAME", "--associated", quota.image], { encoding: "utf8" }).trim();
@@ -192,5 +199,21 @@ describe("a homeserver's storage quota: its own filesystem, bounded by the kerne
     const stillAttached = execFileSync("losetup", ["--noheadings", "--output", "NAME,BACK-FILE"], { encoding: "utf8" });
     expect(stillAttached).not.toContain(`${device} `);
     expect(stillAttached).not.toContain(quota.image);
+  });
+
+  it("homeserver.delete unmounts the server's quota filesystem and deletes its image with the data", async () => {
+    const run = new TestRun();
+    onCleanup(() => run.cleanup());
+    const serverId = run.serverId("quota");
+    const paths = run.paths(serverId);
+    const quota = releasedAfterwards({ image: paths.storageImage, mountpoint: paths.root });
+    await ensureStorageQuota(quota, 64 * MiB, nothingRunning);
+    writeFileSync(join(paths.root, "kept"), Buffer.alloc(MiB));
+
+    expect(await run.run("homeserver.delete", { serverId })).toEqual({ serverId, state: "deleted" });
+
+    expect(await mountedDevice(paths.root)).toBeUndefined();
+    expect(existsSync(paths.storageImage)).toBe(false);
+    expect(existsSync(paths.root)).toBe(false);
   });
 });
