@@ -417,7 +417,12 @@ describe("containers", () => {
       Interval: 10e9,
     });
     expect(syn.Labels).toMatchObject({ "berth.workload": names.serverId, "berth.kind": "homeserver", "berth.role": "synapse" });
-    expect(syn.HostConfig?.Binds).toEqual([`${paths.synapse}:/data`, `${paths.synapseModules}:/usr/local/lib/berth-synapse-modules:ro`]);
+    expect(syn.HostConfig?.Mounts).toEqual([
+      { Type: "bind", Source: paths.synapse, Target: "/data", ReadOnly: false },
+      { Type: "bind", Source: paths.synapseModules, Target: "/usr/local/lib/berth-synapse-modules", ReadOnly: true },
+    ]);
+    expect(pg.HostConfig?.Mounts?.[0]).toEqual({ Type: "bind", Source: paths.postgres, Target: "/var/lib/postgresql/data", ReadOnly: false });
+    expect(syn.HostConfig?.Binds).toBeUndefined();
     expect(syn.Env).toEqual(["PYTHONPATH=/usr/local/lib/berth-synapse-modules"]);
     const other = synapseContainer({ ...base, image: "berth/synapse:1.0" });
     expect(other.Labels?.["berth.spec-hash"]).not.toBe(syn.Labels?.["berth.spec-hash"]);
@@ -450,10 +455,10 @@ describe("local federation (development only)", () => {
 
   it("Synapse's /etc/hosts is the agent's file, read-only; without it Docker's own", () => {
     const local = synapseContainer({ ...base, hostsFile: "/etc/berth-agent/state/local-federation/x.hosts" });
-    const modules = `${paths.synapseModules}:/usr/local/lib/berth-synapse-modules:ro`;
-    expect(local.HostConfig?.Binds).toEqual([`${paths.synapse}:/data`, modules, "/etc/berth-agent/state/local-federation/x.hosts:/etc/hosts:ro"]);
-    expect(synapseContainer(base).HostConfig?.Binds).toEqual([`${paths.synapse}:/data`, modules]);
-    expect(postgresContainer({ ...base, hostsFile: "/x.hosts" }).HostConfig?.Binds?.join(" ")).not.toContain("/etc/hosts");
+    const hosts = { Type: "bind", Source: "/etc/berth-agent/state/local-federation/x.hosts", Target: "/etc/hosts", ReadOnly: true };
+    expect(local.HostConfig?.Mounts).toContainEqual(hosts);
+    expect(synapseContainer(base).HostConfig?.Mounts).not.toContainEqual(hosts);
+    expect(postgresContainer({ ...base, hostsFile: "/x.hosts" }).HostConfig?.Mounts?.map((m) => m.Target)).not.toContain("/etc/hosts");
   });
 
   it("the hosts file resolves every homeserver of the host to the given address, and loopback to itself", () => {

@@ -13,9 +13,10 @@ import {
   type StorageQuota,
   type WhileStopped,
 } from "../../../agent/homeserver/storage-quota.ts";
+import { postgresContainer } from "../../../agent/homeserver/containers.ts";
 import { homeserverPaths } from "../../../agent/homeserver/names.ts";
 import { onCleanup, runCleanups, tempDir } from "../helpers.ts";
-import { TestRun } from "./helpers.ts";
+import { POSTGRES_IMAGE, TestRun } from "./helpers.ts";
 
 afterEach(runCleanups);
 
@@ -215,5 +216,26 @@ describe("a homeserver's storage quota: its own filesystem, bounded by the kerne
     expect(await mountedDevice(paths.root)).toBeUndefined();
     expect(existsSync(paths.storageImage)).toBe(false);
     expect(existsSync(paths.root)).toBe(false);
+  });
+
+  it("a container is refused, not started on an empty directory, while the quota is not mounted (Docker restarting it at boot)", async () => {
+    const run = new TestRun();
+    onCleanup(() => run.cleanup());
+    const serverId = run.serverId("boot");
+    const paths = run.paths(serverId);
+    mkdirSync(paths.root, { recursive: true });
+    const spec = postgresContainer({
+      names: run.names(serverId),
+      paths,
+      serverName: "boot.example.org",
+      uid: 200_999,
+      image: POSTGRES_IMAGE,
+      resources: { memoryMiB: 256, cpus: 0.5 },
+      extraLabels: run.labels,
+      maxUploadMiB: 50,
+    });
+
+    await expect(run.runtime.createContainer(spec)).rejects.toThrow(/bind source path does not exist/);
+    expect(existsSync(paths.postgres)).toBe(false);
   });
 });
