@@ -26,7 +26,7 @@ const USAGE = {
 
 Usage:
   berth-agent enroll --url <control plane URL> --token <join token> [--name <host name>] [--data-root <dir>] [--config <dir>] [--force]
-  berth-agent run [--config <dir>] [--allow-unencrypted-data-root] [--allow-local-federation]
+  berth-agent run [--config <dir>] [--allow-unencrypted-data-root] [--allow-no-storage-quota] [--allow-local-federation]
   berth-agent status [--config <dir>] [--json]
   berth-agent <command> --help
   berth-agent --version
@@ -51,7 +51,7 @@ Options:
   --force              enroll again although this host is enrolled (a new identity)
   -h, --help           this help
 `,
-  run: `Usage: berth-agent run [--config <dir>] [--allow-unencrypted-data-root] [--allow-local-federation]
+  run: `Usage: berth-agent run [--config <dir>] [--allow-unencrypted-data-root] [--allow-no-storage-quota] [--allow-local-federation]
 
 Connects to the control plane and runs the jobs it sends, until SIGTERM or SIGINT (then running
 jobs get 30 s to finish; unfinished ones are handed back to run again). Logs are JSON lines on stdout.
@@ -60,6 +60,9 @@ Options:
   --config <dir>                  config directory (default: $${CONFIG_DIR_ENV} or ${DEFAULT_CONFIG_DIR})
   --allow-unencrypted-data-root   accept customer data although the data root is not on dm-crypt/LUKS
                                   (development only; reported to the control plane)
+  --allow-no-storage-quota        provision homeservers without a storage quota (a loop-mounted
+                                  filesystem each, which needs root): one can fill the host's disk
+                                  (development only)
   --allow-local-federation        let this host's homeservers federate with each other through the
                                   proxy: their names resolve to the host, that address is let through
                                   their block list, the proxy's internal CA is trusted (development
@@ -104,6 +107,7 @@ const OPTIONS = {
   run: {
     config: { type: "string" },
     "allow-unencrypted-data-root": { type: "boolean" },
+    "allow-no-storage-quota": { type: "boolean" },
     "allow-local-federation": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
@@ -284,6 +288,7 @@ async function runCommand(values: ReturnType<typeof parse<"run">>): Promise<numb
     config,
     privateKey,
     allowUnencrypted: values["allow-unencrypted-data-root"] ?? false,
+    allowNoStorageQuota: values["allow-no-storage-quota"] ?? false,
     ...(localFederation ? { localFederation } : {}),
     log,
   });

@@ -81,6 +81,13 @@ export async function ensureStorageQuota(quota: StorageQuota, bytes: number, whi
   return resizeStorageQuota(quota, size, whileStopped);
 }
 
+/** The quota's filesystem mounted at its directory when it has an image and is not mounted (after a reboot); returns whether it mounted it. */
+export async function mountStorageQuota(quota: StorageQuota): Promise<boolean> {
+  if (!existsSync(quota.image) || (await mountedDevice(quota.mountpoint))) return false;
+  await mount(quota);
+  return true;
+}
+
 async function makeImage(image: string, size: number): Promise<void> {
   mkdirSync(dirname(image), { recursive: true, mode: 0o700 });
   // Made under another name and renamed: a crash mid-mkfs leaves no image that looks finished.
