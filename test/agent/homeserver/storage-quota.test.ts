@@ -14,8 +14,10 @@ import {
   type WhileStopped,
 } from "../../../agent/homeserver/storage-quota.ts";
 import { postgresContainer } from "../../../agent/homeserver/containers.ts";
-import { homeserverPaths } from "../../../agent/homeserver/names.ts";
-import { onCleanup, runCleanups, tempDir } from "../helpers.ts";
+import { HomeserverCore } from "../../../agent/homeserver/core.ts";
+import { homeserverNames, homeserverPaths } from "../../../agent/homeserver/names.ts";
+import { DockerRuntime } from "../../../agent/runtime/docker.ts";
+import { captureLog, onCleanup, runCleanups, tempDir } from "../helpers.ts";
 import { POSTGRES_IMAGE, TestRun } from "./helpers.ts";
 
 afterEach(runCleanups);
@@ -237,5 +239,41 @@ describe("a homeserver's storage quota: its own filesystem, bounded by the kerne
 
     await expect(run.runtime.createContainer(spec)).rejects.toThrow(/bind source path does not exist/);
     expect(existsSync(paths.postgres)).toBe(false);
+  });
+
+  it("a server is given no quota only when its data predates quotas or with --allow-no-storage-quota; a plan below the smallest quota is refused", async () => {
+    const dataRoot = tempDir("berth-quota-test-");
+    const core = new HomeserverCore({ stateDir: join(dataRoot, "state"), runtime: new DockerRuntime({}) });
+    const noQuota = new HomeserverCore({ stateDir: join(dataRoot, "state"), runtime: new DockerRuntime({}), allowNoStorageQuota: true });
+    const log = captureLog();
+    const ctx = { dataRoot, signal: new AbortController().signal, progress: () => undefined };
+    const server = (id: string) => {
+      const paths = homeserverPaths(dataRoot, id);
+      releasedAfterwards({ image: paths.storageImage, mountpoint: paths.root });
+      return { names: homeserverNames(id), paths };
+    };
+
+    const old = server("0b5d3c1e-8a1f-4c56-9d3e-000000000001");
+    mkdirSync(old.paths.postgres, { recursive: true });
+    writeFileSync(join(old.paths.postgres, "PG_VERSION"), "15\n");
+    expect(await core.ensureQuota(10, old.names, old.paths, ctx, log.log)).toBe("no quota");
+    expect(log.has(/predates storage quotas: it runs WITHOUT a quota/)).toBe(true);
+    expect([await mountedDevice(old.paths.root), existsSync(old.paths.storageImage)]).toEqual([undefined, false]);
+
+    const development = server("0b5d3c1e-8a1f-4c56-9d3e-000000000002");
+    expect(await noQuota.ensureQuota(10, development.names, development.paths, ctx, log.log)).toBe("no quota");
+    expect(log.has(/NO STORAGE QUOTA for this homeserver \(--allow-no-storage-quota/)).toBe(true);
+    expect(existsSync(development.paths.storageImage)).toBe(false);
+
+    const tiny = server("0b5d3c1e-8a1f-4c56-9d3e-000000000003");
+    await expect(core.ensureQuota(0.1, tiny.names, tiny.paths, ctx, log.log)).rejects.toThrow(/below the smallest quota a homeserver runs in \(256 MiB\)/);
+    expect(existsSync(tiny.paths.storageImage)).toBe(false);
+
+    // With the flag, a quota that exists is still mounted: else the containers would write beside it.
+    const quota = server("0b5d3c1e-8a1f-4c56-9d3e-000000000004");
+    expect(await core.ensureQuota(0.25, quota.names, quota.paths, ctx, log.log)).toBe("unchanged");
+    execFileSync("umount", [quota.paths.root]);
+    expect(await noQuota.ensureQuota(0.25, quota.names, quota.paths, ctx, log.log)).toBe("unchanged");
+    expect(await mountedDevice(quota.paths.root)).toMatch(/^\/dev\/loop\d+$/);
   });
 });
