@@ -61,7 +61,7 @@ async function startLocked(core: HomeserverCore, serverId: string, ctx: Operatio
       throw new HomeserverNotFound(`container ${name} is missing: provision the homeserver again`);
     }
   }
-  if (record.stopped) record = core.records.write({ ...record, stopped: false });
+  if (record.stopped !== false) record = core.records.write({ ...record, stopped: false });
   // Its quota may be unmounted (a reboot the start-up restore could not finish).
   await mountStorageQuota({ image: paths.storageImage, mountpoint: paths.root });
   // Networks and rules may be gone after a host reboot (iptables rules are not persistent).
@@ -107,20 +107,24 @@ async function restoreOne(core: HomeserverCore, dataRoot: string, serverId: stri
     if (await mountStorageQuota({ image: paths.storageImage, mountpoint: paths.root })) log.info("storage quota mounted", { serverId });
     if (!(await core.runtime.inspectNetwork(names.hsNetwork)) || !(await core.runtime.inspectNetwork(names.dbNetwork))) return;
     await core.ensureNetworking(names, serverId);
-    if (!record.stopped && !record.suspended) await startIfDown(core, names, log);
+    // A record from before `stopped` existed does not say: then only a start Docker refused is made again.
+    if (!record.stopped && !record.suspended) await startIfDown(core, names, log, record.stopped === undefined);
     const info = await core.runtime.inspectContainer(names.synapse);
     if (info?.State.Running) await core.applyProxy(record, await core.synapseAddress(names), log);
     else if (record.suspended && core.options.proxy) await core.options.proxy.suspend(record.serverName);
   } catch (error) {
-    log.error("cannot restore a homeserver's firewall rules or route", { serverId, error: errorMessage(error) });
+    log.error("cannot restore a homeserver after a restart (storage quota, firewall rules, containers or route)", { serverId, error: errorMessage(error) });
   }
 }
 
-/** PostgreSQL then Synapse started, each healthy, when they exist and are not running (a reboot whose start Docker refused). */
-async function startIfDown(core: HomeserverCore, names: HomeserverNames, log: Logger): Promise<void> {
+/**
+ * PostgreSQL then Synapse started, each healthy, when they exist and are not running (a reboot whose
+ * start Docker refused); `onlyRefused`: only those whose last start failed (Docker's State.Error).
+ */
+async function startIfDown(core: HomeserverCore, names: HomeserverNames, log: Logger, onlyRefused: boolean): Promise<void> {
   for (const name of [names.postgres, names.synapse]) {
     const info = await core.runtime.inspectContainer(name);
-    if (!info || info.State.Running) continue;
+    if (!info || info.State.Running || (onlyRefused && !info.State.Error)) continue;
     log.info("starting a container that should run", { container: name, dockerError: info.State.Error || undefined });
     await core.runtime.startContainer(name);
     if (name === names.postgres) await core.waitPostgres(names, new AbortController().signal);

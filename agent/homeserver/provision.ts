@@ -76,6 +76,7 @@ export function provision(core: HomeserverCore, spec: ProvisionSpec, ctx: Operat
       images,
       resources: spec.resources,
       suspended: existing?.suspended ?? false,
+      stopped: false,
       storageQuota: quota !== "no quota",
       ...(settings ? { settings } : {}),
       ...(existing?.adminUserId ? { adminUserId: existing.adminUserId } : {}),

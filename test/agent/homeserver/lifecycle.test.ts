@@ -302,6 +302,11 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     expect(run.manager.records.read(spec.serverId)?.stopped).toBe(true);
     expect((await inspect(names().postgres)).State.Running).toBe(false);
     expect(await state()).toBe("stopped");
+    // A record from before `stopped` existed: only a start Docker refused is made again, so it stays stopped too.
+    const { stopped: _stopped, ...older } = run.manager.records.read(spec.serverId)!;
+    run.manager.records.write(older);
+    await run.manager.restoreHostState(run.dataRoot);
+    expect((await inspect(names().postgres)).State.Running).toBe(false);
 
     const started = (await run.run("homeserver.start", { serverId: spec.serverId })) as Record<string, unknown>;
     expect(started).toMatchObject({ state: "running", synapseVersion: "1.163.2" });
