@@ -47,7 +47,7 @@ import { POSTGRES_DB, POSTGRES_USER, signingKeyFileName, writeOwnedFile, type Ho
 import { baseUrl, serverVersion, synapseHealthy } from "./synapse-api.ts";
 import { UidAllocator, type UidRange } from "./uids.ts";
 import { writeSynapseModules } from "./user-limit-module.ts";
-import { ensureStorageQuota, mountedDevice, QuotaTooSmallError, type QuotaChange, type WhileStopped } from "./storage-quota.ts";
+import { ensureStorageQuota, migrateIntoStorageQuota, mountedDevice, QuotaTooSmallError, type QuotaChange, type WhileStopped } from "./storage-quota.ts";
 
 export interface Timeouts {
   /** PostgreSQL healthy after start (first start includes initdb). */
@@ -363,31 +363,31 @@ export class HomeserverCore {
    * The server's storage quota made, mounted and sized to the plan's storage (storage-quota.ts),
    * before anything writes to its directory: the containers must see the quota's filesystem, never
    * the directory beneath. A change the kernel makes only unmounted runs with the containers
-   * stopped (started again after, PostgreSQL first). A server whose data predates quotas keeps it
-   * where it is, without a quota ("no quota", logged): mounting over it would hide it.
+   * stopped (started again after, PostgreSQL first); so does moving the data of a server from
+   * before quotas onto one (mounting over it would hide it).
    */
   async ensureQuota(storageGiB: number, names: HomeserverNames, paths: HomeserverPaths, ctx: OperationContext, log: Logger): Promise<QuotaOutcome> {
     const quota = { image: paths.storageImage, mountpoint: paths.root };
     const bytes = storageGiB * GiB;
-    if (!existsSync(quota.image) && !(await mountedDevice(quota.mountpoint))) {
-      if (hasData(quota.mountpoint)) {
-        log.warn("this homeserver's data predates storage quotas: it runs WITHOUT a quota (its data stays where it is)", { dataDir: paths.root });
-        return "no quota";
-      }
-      if (this.options.allowNoStorageQuota) {
-        log.warn("NO STORAGE QUOTA for this homeserver (--allow-no-storage-quota, development only): it can fill the host's disk");
-        return "no quota";
-      }
-      if (process.getuid?.() !== 0) {
-        throw new Error(
-          "storage quotas need root (a loop-mounted filesystem per homeserver): run the agent as root, or with --allow-no-storage-quota in development",
-        );
-      }
+    const made = existsSync(quota.image) || (await mountedDevice(quota.mountpoint)) !== undefined;
+    if (!made && this.options.allowNoStorageQuota) {
+      log.warn("NO STORAGE QUOTA for this homeserver (--allow-no-storage-quota, development only): it can fill the host's disk");
+      return "no quota";
+    }
+    if (!made && process.getuid?.() !== 0) {
+      throw new Error(
+        "storage quotas need root (a loop-mounted filesystem per homeserver): run the agent as root, or with --allow-no-storage-quota in development",
+      );
     }
     if (bytes < MIN_STORAGE_QUOTA_BYTES) {
       throw new QuotaTooSmallError(
         `the plan's storage (${storageGiB} GiB) is below the smallest quota a homeserver runs in (${MIN_STORAGE_QUOTA_BYTES / MiB} MiB)`,
       );
+    }
+    if (!made && hasData(quota.mountpoint)) {
+      log.warn("this homeserver's data predates storage quotas: moving it onto its quota (its containers stopped for the copy)", { dataDir: paths.root });
+      await migrateIntoStorageQuota(quota, bytes, this.whileStopped(names, ctx));
+      return "moved onto a quota";
     }
     return ensureStorageQuota(quota, bytes, this.whileStopped(names, ctx));
   }
@@ -443,8 +443,8 @@ const GiB = 1024 * MiB;
 /** The smallest storage quota: PostgreSQL and Synapse's schema take ~55 MiB before the first message. */
 export const MIN_STORAGE_QUOTA_BYTES = 256 * MiB;
 
-/** What happened to a server's storage quota: changed as storage-quota.ts says, or none (see ensureQuota). */
-export type QuotaOutcome = QuotaChange | "no quota";
+/** What happened to a server's storage quota: changed as storage-quota.ts says, its data from before quotas moved onto one, or none (--allow-no-storage-quota). */
+export type QuotaOutcome = QuotaChange | "moved onto a quota" | "no quota";
 
 /** The settings a server runs with: its owner's, or the defaults for a record from before settings existed. */
 export function settingsOf(record: HomeserverRecord): HomeserverSettings {

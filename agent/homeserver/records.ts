@@ -18,7 +18,7 @@ export const homeserverRecordSchema = z.object({
   suspended: z.boolean(),
   /** Stopped by homeserver.stop (not by a crash or a reboot): restoreHostState leaves it stopped. */
   stopped: z.boolean().optional(),
-  /** Whether its directory is its storage quota's filesystem (false: its data predates quotas, or --allow-no-storage-quota). */
+  /** Whether its directory is its storage quota's filesystem (false: provisioned with --allow-no-storage-quota). */
   storageQuota: z.boolean().optional(),
   adminUserId: z.string().optional(),
   /** What its owner set (absent in records written before settings existed: the defaults). */

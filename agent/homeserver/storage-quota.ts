@@ -88,6 +88,38 @@ export async function mountStorageQuota(quota: StorageQuota): Promise<boolean> {
   return true;
 }
 
+/**
+ * A server's data from before quotas moved onto one, with its containers stopped: a new image (under
+ * another name until the copy is whole) mounted beside, the directory copied into it as it is
+ * (`cp -a`: owners, modes, links as links, hard links kept), the directory renamed aside and the
+ * quota mounted in its place; the old copy is deleted only then. A copy that fails (the data does not
+ * fit) leaves the data where it was and no image.
+ */
+export async function migrateIntoStorageQuota(quota: StorageQuota, bytes: number, whileStopped: WhileStopped): Promise<void> {
+  const copying = `${quota.image}.copying`;
+  const staging = `${quota.image}.mnt`;
+  const aside = `${quota.mountpoint}.pre-quota`;
+  await whileStopped(async () => {
+    await makeImage(copying, roundedToBlocks(bytes));
+    mkdirSync(staging, { recursive: true, mode: 0o700 });
+    await tool("mount", ["-t", "ext4", "-o", "loop,nodev,nosuid", copying, staging]);
+    try {
+      await tool("cp", ["-a", "--", `${quota.mountpoint}/.`, `${staging}/`]);
+    } finally {
+      await tool("umount", [staging]);
+      rmSync(staging, { recursive: true, force: true });
+    }
+    renameSync(copying, quota.image);
+    renameSync(quota.mountpoint, aside);
+    await mount(quota);
+  }).catch((error: unknown) => {
+    rmSync(copying, { force: true });
+    throw error;
+  });
+  // Nothing of the tenant's runs on it any more (its containers use the quota): safe to delete recursively.
+  rmSync(aside, { recursive: true, force: true });
+}
+
 async function makeImage(image: string, size: number): Promise<void> {
   mkdirSync(dirname(image), { recursive: true, mode: 0o700 });
   // Made under another name and renamed: a crash mid-mkfs leaves no image that looks finished.

@@ -1,7 +1,21 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync, existsSync } from "node:fs";
-import { join } from "node:path";
+import {
+  chownSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  statSync,
+  statfsSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   QuotaTooSmallError,
@@ -18,7 +32,8 @@ import { HomeserverCore } from "../../../agent/homeserver/core.ts";
 import { homeserverNames, homeserverPaths } from "../../../agent/homeserver/names.ts";
 import { DockerRuntime } from "../../../agent/runtime/docker.ts";
 import { captureLog, onCleanup, runCleanups, tempDir } from "../helpers.ts";
-import { POSTGRES_IMAGE, TestRun } from "./helpers.ts";
+import { homeserverHandlers } from "../../../agent/handlers/homeserver.ts";
+import { POSTGRES_IMAGE, TestRun, ensureImages } from "./helpers.ts";
 
 afterEach(runCleanups);
 
@@ -241,7 +256,7 @@ describe("a homeserver's storage quota: its own filesystem, bounded by the kerne
     expect(existsSync(paths.postgres)).toBe(false);
   });
 
-  it("a server is given no quota only when its data predates quotas or with --allow-no-storage-quota; a plan below the smallest quota is refused", async () => {
+  it("a server's data from before quotas is moved onto one as it is; only --allow-no-storage-quota leaves a server without; a plan below the smallest quota is refused", async () => {
     const dataRoot = tempDir("berth-quota-test-");
     const core = new HomeserverCore({ stateDir: join(dataRoot, "state"), runtime: new DockerRuntime({}) });
     const noQuota = new HomeserverCore({ stateDir: join(dataRoot, "state"), runtime: new DockerRuntime({}), allowNoStorageQuota: true });
@@ -254,11 +269,29 @@ describe("a homeserver's storage quota: its own filesystem, bounded by the kerne
     };
 
     const old = server("0b5d3c1e-8a1f-4c56-9d3e-000000000001");
-    mkdirSync(old.paths.postgres, { recursive: true });
-    writeFileSync(join(old.paths.postgres, "PG_VERSION"), "15\n");
-    expect(await core.ensureQuota(10, old.names, old.paths, ctx, log.log)).toBe("no quota");
-    expect(log.has(/predates storage quotas: it runs WITHOUT a quota/)).toBe(true);
-    expect([await mountedDevice(old.paths.root), existsSync(old.paths.storageImage)]).toEqual([undefined, false]);
+    mkdirSync(old.paths.postgres, { recursive: true, mode: 0o700 });
+    writeFileSync(join(old.paths.postgres, "PG_VERSION"), "15\n", { mode: 0o600 });
+    writeFileSync(join(old.paths.postgres, "big"), Buffer.alloc(3 * MiB, 7));
+    symlinkSync("/etc/shadow", join(old.paths.postgres, "planted-link"));
+    chownSync(old.paths.postgres, 200_123, 200_123);
+    chownSync(join(old.paths.postgres, "PG_VERSION"), 200_123, 200_123);
+    expect(await core.ensureQuota(0.25, old.names, old.paths, ctx, log.log)).toBe("moved onto a quota");
+    expect(log.has(/predates storage quotas: moving it onto its quota/)).toBe(true);
+    expect(await mountedDevice(old.paths.root)).toMatch(/^\/dev\/loop\d+$/);
+    expect(statfsSync(old.paths.root).blocks * statfsSync(old.paths.root).bsize).toBeLessThanOrEqual(256 * MiB);
+    expect(readFileSync(join(old.paths.postgres, "PG_VERSION"), "utf8")).toBe("15\n");
+    expect(sha256(join(old.paths.postgres, "big"))).toBe(
+      createHash("sha256")
+        .update(Buffer.alloc(3 * MiB, 7))
+        .digest("hex"),
+    );
+    expect(readlinkSync(join(old.paths.postgres, "planted-link"))).toBe("/etc/shadow");
+    const owner = statSync(join(old.paths.postgres, "PG_VERSION"));
+    expect([owner.uid, owner.mode & 0o777, statSync(old.paths.postgres).uid, statSync(old.paths.postgres).mode & 0o777]).toEqual([
+      200_123, 0o600, 200_123, 0o700,
+    ]);
+    expect(existsSync(`${old.paths.root}.pre-quota`)).toBe(false);
+    expect(readdirSync(dirname(old.paths.storageImage)).sort()).toEqual([basename(old.paths.storageImage)]);
 
     const development = server("0b5d3c1e-8a1f-4c56-9d3e-000000000002");
     expect(await noQuota.ensureQuota(10, development.names, development.paths, ctx, log.log)).toBe("no quota");
@@ -275,5 +308,29 @@ describe("a homeserver's storage quota: its own filesystem, bounded by the kerne
     execFileSync("umount", [quota.paths.root]);
     expect(await noQuota.ensureQuota(0.25, quota.names, quota.paths, ctx, log.log)).toBe("unchanged");
     expect(await mountedDevice(quota.paths.root)).toMatch(/^\/dev\/loop\d+$/);
+  });
+
+  it("a running homeserver provisioned without a quota is moved onto one by the next provisioning: its users and data come along", {
+    timeout: 600_000,
+  }, async () => {
+    await ensureImages();
+    const run = new TestRun({ allowNoStorageQuota: true });
+    onCleanup(() => run.cleanup());
+    const spec = run.spec("old", { resources: { memoryMiB: 1024, cpus: 1, storageGiB: 1 } });
+    await run.run("homeserver.provision", spec);
+    const paths = run.paths(spec.serverId);
+    expect(await mountedDevice(paths.root)).toBeUndefined();
+    expect(run.manager.records.read(spec.serverId)?.storageQuota).toBe(false);
+    const password = await run.registerUser(spec.serverId, spec.serverName, "alice");
+
+    const withQuotas = homeserverHandlers(run.handlerOptions());
+    run.handlers = withQuotas.handlers;
+    run.manager = withQuotas.manager;
+    await run.run("homeserver.provision", spec);
+    expect(await mountedDevice(paths.root)).toMatch(/^\/dev\/loop\d+$/);
+    expect(run.manager.records.read(spec.serverId)?.storageQuota).toBe(true);
+    expect(run.progress.some((p) => p.message === "storage quota: 1 GiB (moved onto a quota)")).toBe(true);
+    expect((await run.login(spec.serverId, "alice", password)).status).toBe(200);
+    expect(existsSync(`${paths.root}.pre-quota`)).toBe(false);
   });
 });
