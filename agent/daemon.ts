@@ -41,6 +41,8 @@ export interface DaemonOptions {
   privateKey: KeyObject;
   /** --allow-unencrypted-data-root: customer data on a data root that is not on dm-crypt (development only). */
   allowUnencrypted: boolean;
+  /** --allow-no-storage-quota: homeservers without a storage quota where loop mounts are impossible (development only). */
+  allowNoStorageQuota?: boolean;
   /** --allow-local-federation: this host's homeservers federate with each other through the proxy (development only). */
   localFederation?: LocalFederationOptions;
   /** --upkeep-image: the tool image homeserver.upkeep runs the state compressor in (default: DEFAULT_UPKEEP_IMAGE). */
@@ -91,6 +93,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const timers = new OwnedTimers();
   const diskEncryption = () => detectDiskEncryption(config.dataRoot, { allowUnencrypted });
   logEncryption(diskEncryption(), options);
+  if (options.allowNoStorageQuota) {
+    log.warn(
+      "--allow-no-storage-quota was given: homeservers provisioned now get NO storage quota and can fill the host's disk " +
+        "(those that have one keep it). Development only.",
+      { dataRoot: config.dataRoot },
+    );
+  }
   if (options.localFederation) {
     log.warn(
       "--allow-local-federation was given: homeservers resolve this host's homeserver names to the host, may connect to it, " +
@@ -136,13 +145,14 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     ...(proxy ? { proxy } : {}),
     // Development: the neighbours are the only servers to federate with, and they serve their own keys.
     ...(options.localFederation ? { localFederation: options.localFederation, trustedKeyServers: [] } : {}),
+    ...(options.allowNoStorageQuota ? { allowNoStorageQuota: true } : {}),
     log,
     diskEncryption,
     onInventoryChanged: refreshInventory,
     agentIdentity: { hostId: config.hostId, privateKey },
     ...(options.upkeepImage ? { upkeepImage: options.upkeepImage } : {}),
   });
-  void homeservers.manager.restoreHostState(log);
+  void homeservers.manager.restoreHostState(config.dataRoot, log);
   timers.every(INVENTORY_REFRESH_MS, () => {
     void workloads.refresh().then((changed) => {
       if (changed) sendInventory();

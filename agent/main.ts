@@ -28,7 +28,7 @@ const USAGE = {
 
 Usage:
   berth-agent enroll --url <control plane URL> --token <join token> [--name <host name>] [--data-root <dir>] [--config <dir>] [--force]
-  berth-agent run [--config <dir>] [--upkeep-image <ref>] [--allow-unencrypted-data-root] [--allow-local-federation]
+  berth-agent run [--config <dir>] [--upkeep-image <ref>] [--allow-unencrypted-data-root] [--allow-no-storage-quota] [--allow-local-federation]
   berth-agent status [--config <dir>] [--json]
   berth-agent <command> --help
   berth-agent --version
@@ -53,7 +53,7 @@ Options:
   --force              enroll again although this host is enrolled (a new identity)
   -h, --help           this help
 `,
-  run: `Usage: berth-agent run [--config <dir>] [--upkeep-image <ref>] [--allow-unencrypted-data-root] [--allow-local-federation]
+  run: `Usage: berth-agent run [--config <dir>] [--upkeep-image <ref>] [--allow-unencrypted-data-root] [--allow-no-storage-quota] [--allow-local-federation]
 
 Connects to the control plane and runs the jobs it sends, until SIGTERM or SIGINT (then running
 jobs get 30 s to finish; unfinished ones are handed back to run again). Logs are JSON lines on stdout.
@@ -66,6 +66,9 @@ Options:
                                   which only exists where images/build.sh ran)
   --allow-unencrypted-data-root   accept customer data although the data root is not on dm-crypt/LUKS
                                   (development only; reported to the control plane)
+  --allow-no-storage-quota        provision homeservers without a storage quota (a loop-mounted
+                                  filesystem each, which needs root): one can fill the host's disk
+                                  (development only)
   --allow-local-federation        let this host's homeservers federate with each other through the
                                   proxy: their names resolve to the host, that address is let through
                                   their block list, the proxy's internal CA is trusted (development
@@ -111,6 +114,7 @@ const OPTIONS = {
     config: { type: "string" },
     "upkeep-image": { type: "string" },
     "allow-unencrypted-data-root": { type: "boolean" },
+    "allow-no-storage-quota": { type: "boolean" },
     "allow-local-federation": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
@@ -294,6 +298,7 @@ async function runCommand(values: ReturnType<typeof parse<"run">>): Promise<numb
     privateKey,
     allowUnencrypted: values["allow-unencrypted-data-root"] ?? false,
     upkeepImage,
+    allowNoStorageQuota: values["allow-no-storage-quota"] ?? false,
     ...(localFederation ? { localFederation } : {}),
     log,
   });

@@ -4,6 +4,7 @@
 import { isIP } from "node:net";
 import { DEFAULT_HOMESERVER_SETTINGS, type HomeserverSettings } from "../../protocol/homeserver-settings.ts";
 import type { HomeserverSecrets } from "./secrets.ts";
+import { STORAGE_RESERVE_FRACTION, STORAGE_RESERVE_MIN_BYTES } from "./storage-reserve-module.ts";
 import { toYaml, type YamlValue } from "./yaml.ts";
 
 export const SYNAPSE_PORT = 8008;
@@ -213,6 +214,18 @@ export function userLimitModule(): Record<string, YamlValue> {
   };
 }
 
+/**
+ * Berth's berth_storage_reserve module (storage-reserve-module.ts): uploads are refused with
+ * M_RESOURCE_LIMIT_EXCEEDED before they would leave the storage quota less than the reserve free,
+ * which stays for the database's messages.
+ */
+export function storageReserveModule(): Record<string, YamlValue> {
+  return {
+    module: "berth_storage_reserve.StorageReserve",
+    config: { path: SYNAPSE_DATA, reserve_fraction: STORAGE_RESERVE_FRACTION, reserve_min_bytes: STORAGE_RESERVE_MIN_BYTES },
+  };
+}
+
 export function homeserverConfig(input: HomeserverConfigInput): Record<string, YamlValue> {
   if (input.localFederation && isIP(input.localFederation.hostAddress) !== 4) {
     throw new Error(`not an IPv4 address: ${JSON.stringify(input.localFederation.hostAddress)}`);
@@ -269,7 +282,7 @@ export function homeserverConfig(input: HomeserverConfigInput): Record<string, Y
           federation_custom_ca_list: [input.localFederation.caFile],
         }
       : {}),
-    modules: [userLimitModule()],
+    modules: [userLimitModule(), storageReserveModule()],
     caches: {
       global_factor: caches.globalFactor,
       cache_autotuning: {

@@ -158,6 +158,16 @@ function hardened(input: ContainerSpecInput): Docker.HostConfig {
   };
 }
 
+/**
+ * A host path in the container. A mount, not a legacy bind string: Docker refuses a missing source
+ * instead of making an empty directory there, so a container Docker restarts at boot, before the
+ * agent has mounted the server's storage quota (storage-quota.ts), fails rather than starting on
+ * an empty data directory on the host's disk (PostgreSQL would initialise a new, empty database).
+ */
+function bind(source: string, target: string, readOnly = false): Docker.MountSettings {
+  return { Type: "bind", Source: source, Target: target, ReadOnly: readOnly };
+}
+
 function withSpecHash(options: Docker.ContainerCreateOptions): Docker.ContainerCreateOptions {
   const hash = createHash("sha256").update(JSON.stringify(options)).digest("hex").slice(0, 16);
   return { ...options, Labels: { ...options.Labels, [SPEC_HASH_LABEL]: hash } };
@@ -195,10 +205,10 @@ export function postgresContainer(input: ContainerSpecInput): Docker.ContainerCr
     Healthcheck: postgresHealthcheck(input.healthcheck),
     HostConfig: {
       ...hardened(input),
-      Binds: [
-        `${paths.postgres}:/var/lib/postgresql/data`,
-        `${paths.secrets}/${SECRET_FILES.postgresPassword}:/run/secrets/postgres-password:ro`,
-        `${paths.secrets}/${SECRET_FILES.pgpass}:/run/secrets/pgpass:ro`,
+      Mounts: [
+        bind(paths.postgres, "/var/lib/postgresql/data"),
+        bind(`${paths.secrets}/${SECRET_FILES.postgresPassword}`, "/run/secrets/postgres-password", true),
+        bind(`${paths.secrets}/${SECRET_FILES.pgpass}`, "/run/secrets/pgpass", true),
       ],
       Tmpfs: {
         "/run/postgresql": "rw,nosuid,nodev,noexec,size=1m",
@@ -224,10 +234,10 @@ export function synapseContainer(input: ContainerSpecInput, name = input.names.s
     ...(check ? { Healthcheck: check } : {}),
     HostConfig: {
       ...hardened(input),
-      Binds: [
-        `${input.paths.synapse}:${SYNAPSE_DATA}`,
-        `${input.paths.synapseModules}:${SYNAPSE_MODULES_DIR}:ro`,
-        ...(input.hostsFile ? [`${input.hostsFile}:/etc/hosts:ro`] : []),
+      Mounts: [
+        bind(input.paths.synapse, SYNAPSE_DATA),
+        bind(input.paths.synapseModules, SYNAPSE_MODULES_DIR, true),
+        ...(input.hostsFile ? [bind(input.hostsFile, "/etc/hosts", true)] : []),
       ],
       Tmpfs: { "/tmp": `rw,nosuid,nodev,noexec,size=${synapseTmpSize(input.maxUploadMiB)}` },
       NetworkMode: input.names.hsNetwork,
@@ -266,7 +276,7 @@ export function upkeepContainer(input: ContainerSpecInput, run: { chunkSize: num
     HostConfig: {
       ...hardened(input),
       RestartPolicy: { Name: "no", MaximumRetryCount: 0 },
-      Binds: [`${input.paths.secrets}/${SECRET_FILES.postgresPassword}:/run/secrets/postgres-password:ro`],
+      Mounts: [bind(`${input.paths.secrets}/${SECRET_FILES.postgresPassword}`, "/run/secrets/postgres-password", true)],
       Tmpfs: { "/tmp": "rw,nosuid,nodev,noexec,size=16m" },
       NetworkMode: input.names.dbNetwork,
     },

@@ -5,7 +5,7 @@
 // before anything else happens to a server). Every operation converges: rerun
 // after a crash at any point, it finishes the job instead of duplicating or
 // breaking anything.
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import type Docker from "dockerode";
 import { DEFAULT_HOMESERVER_SETTINGS, type HomeserverSettings } from "../../protocol/homeserver-settings.ts";
@@ -47,6 +47,7 @@ import { POSTGRES_DB, POSTGRES_USER, signingKeyFileName, writeOwnedFile, type Ho
 import { baseUrl, serverVersion, synapseHealthy } from "./synapse-api.ts";
 import { UidAllocator, type UidRange } from "./uids.ts";
 import { writeSynapseModules } from "./user-limit-module.ts";
+import { ensureStorageQuota, migrateIntoStorageQuota, mountedDevice, QuotaTooSmallError, type QuotaChange, type WhileStopped } from "./storage-quota.ts";
 
 export interface Timeouts {
   /** PostgreSQL healthy after start (first start includes initdb). */
@@ -94,6 +95,11 @@ export interface HomeserverManagerOptions {
   upkeepImage?: string;
   /** Has the last word on every homeserver.yaml written (tests make one Synapse refuses, to prove a rollback). */
   adjustSynapseConfig?: SynapseConfigAdjustment;
+  /**
+   * Development only (--allow-no-storage-quota, where loop mounts are impossible): servers
+   * without a quota image get none (logged). An image that exists is always mounted.
+   */
+  allowNoStorageQuota?: boolean;
 }
 
 /** What an operation needs of its job (a JobContext fits). */
@@ -356,6 +362,62 @@ export class HomeserverCore {
   }
 
   /**
+   * The server's storage quota made, mounted and sized to the plan's storage (storage-quota.ts),
+   * before anything writes to its directory: the containers must see the quota's filesystem, never
+   * the directory beneath. A change the kernel makes only unmounted runs with the containers
+   * stopped (started again after, PostgreSQL first); so does moving the data of a server from
+   * before quotas onto one (mounting over it would hide it).
+   */
+  async ensureQuota(storageGiB: number, names: HomeserverNames, paths: HomeserverPaths, ctx: OperationContext, log: Logger): Promise<QuotaOutcome> {
+    const quota = { image: paths.storageImage, mountpoint: paths.root };
+    const bytes = storageGiB * GiB;
+    const made = existsSync(quota.image) || (await mountedDevice(quota.mountpoint)) !== undefined;
+    if (!made && this.options.allowNoStorageQuota) {
+      log.warn("NO STORAGE QUOTA for this homeserver (--allow-no-storage-quota, development only): it can fill the host's disk");
+      return "no quota";
+    }
+    if (!made && process.getuid?.() !== 0) {
+      throw new Error(
+        "storage quotas need root (a loop-mounted filesystem per homeserver): run the agent as root, or with --allow-no-storage-quota in development",
+      );
+    }
+    if (bytes < MIN_STORAGE_QUOTA_BYTES) {
+      throw new QuotaTooSmallError(
+        `the plan's storage (${storageGiB} GiB) is below the smallest quota a homeserver runs in (${MIN_STORAGE_QUOTA_BYTES / MiB} MiB)`,
+      );
+    }
+    if (!made && hasData(quota.mountpoint)) {
+      log.warn("this homeserver's data predates storage quotas: moving it onto its quota (its containers stopped for the copy)", { dataDir: paths.root });
+      await migrateIntoStorageQuota(quota, bytes, this.whileStopped(names, ctx));
+      return "moved onto a quota";
+    }
+    return ensureStorageQuota(quota, bytes, this.whileStopped(names, ctx));
+  }
+
+  /** Stops Synapse then PostgreSQL for `change`; starts again those that ran (PostgreSQL first, each healthy) whatever happened. */
+  whileStopped(names: HomeserverNames, ctx: OperationContext): WhileStopped {
+    return async (change) => {
+      const running = new Set<string>();
+      for (const name of [names.synapse, names.postgres]) {
+        if ((await this.runtime.inspectContainer(name))?.State.Running) running.add(name);
+        await this.runtime.stopContainer(name, this.timeouts.stopSeconds);
+      }
+      try {
+        await change();
+      } finally {
+        if (running.has(names.postgres)) {
+          await this.runtime.startContainer(names.postgres);
+          await this.waitPostgres(names, ctx.signal);
+        }
+        if (running.has(names.synapse)) {
+          await this.runtime.startContainer(names.synapse);
+          await this.waitSynapse(names, this.timeouts.synapseHealthyMs, ctx.signal);
+        }
+      }
+    };
+  }
+
+  /**
    * An upgrade interrupted by a crash leaves "<name>-synapse-previous" behind:
    * if the record still says "trying", the candidate is dropped and the
    * previous container restored (stopped: the caller starts what it needs);
@@ -379,10 +441,25 @@ export class HomeserverCore {
 }
 
 const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+/** The smallest storage quota: PostgreSQL and Synapse's schema take ~55 MiB before the first message. */
+export const MIN_STORAGE_QUOTA_BYTES = 256 * MiB;
+
+/** What happened to a server's storage quota: changed as storage-quota.ts says, its data from before quotas moved onto one, or none (--allow-no-storage-quota). */
+export type QuotaOutcome = QuotaChange | "moved onto a quota" | "no quota";
 
 /** The settings a server runs with: its owner's, or the defaults for a record from before settings existed. */
 export function settingsOf(record: HomeserverRecord): HomeserverSettings {
   return record.settings ?? DEFAULT_HOMESERVER_SETTINGS;
+}
+
+/** A directory with anything in it (a missing one has nothing). */
+function hasData(dir: string): boolean {
+  try {
+    return readdirSync(dir).length > 0;
+  } catch {
+    return false;
+  }
 }
 
 function stepper(ctx: OperationContext, log: Logger): Step {

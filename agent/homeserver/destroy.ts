@@ -1,6 +1,7 @@
 // homeserver.delete: everything of a server removed from this host.
 import { rmSync } from "node:fs";
 import type { HomeserverCore, OperationContext } from "./core.ts";
+import { removeStorageQuota } from "./storage-quota.ts";
 
 /**
  * Removes everything of a server from this host: its route, containers,
@@ -25,7 +26,9 @@ export function destroy(core: HomeserverCore, serverId: string, ctx: OperationCo
     await core.runtime.removeNetwork(names.dbNetwork);
     await core.options.firewall?.remove({ shortId: names.shortId, tag: names.firewallTag });
     step(0.7, "destroying the data");
-    // Only now that both containers are gone: nothing of the tenant's runs to swap a link in while this deletes.
+    // Only now that both containers are gone: nothing of the tenant's runs to swap a link in while
+    // this deletes. Its quota's filesystem (when it has one) goes whole, unmounted, with its image.
+    await removeStorageQuota({ image: paths.storageImage, mountpoint: paths.root });
     rmSync(paths.root, { recursive: true, force: true });
     core.records.remove(serverId);
     await core.localFederation?.forget(serverId);

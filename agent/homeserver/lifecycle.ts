@@ -5,14 +5,16 @@
 import { errorMessage, type Logger } from "../log.ts";
 import { SYNAPSE_PORT } from "./config.ts";
 import { HomeserverNotFound, type HomeserverCore, type OperationContext, type RunningResult, type Step } from "./core.ts";
-import { homeserverNames, type HomeserverNames } from "./names.ts";
+import { homeserverNames, homeserverPaths, type HomeserverNames } from "./names.ts";
+import { mountStorageQuota } from "./storage-quota.ts";
 import { baseUrl, waitForClientApi } from "./synapse-api.ts";
 
 export function stop(core: HomeserverCore, serverId: string, ctx: OperationContext): Promise<{ serverId: string; state: "stopped" }> {
   return core.serialised(serverId, async () => {
-    const record = core.requireRecord(serverId);
     const { names, step } = core.operation(serverId, ctx);
-    await core.recoverInterruptedUpgrade(record, names, core.log);
+    await core.recoverInterruptedUpgrade(core.requireRecord(serverId), names, core.log);
+    // Before the containers stop: a reboot in between must not start them again.
+    core.records.write({ ...core.requireRecord(serverId), stopped: true });
     await stopContainers(core, names, step, [0.1, 0.5]);
     step(1, "stopped");
     return { serverId, state: "stopped" as const };
@@ -51,7 +53,7 @@ async function stopContainers(core: HomeserverCore, names: HomeserverNames, step
 }
 
 async function startLocked(core: HomeserverCore, serverId: string, ctx: OperationContext, resuming: boolean): Promise<RunningResult> {
-  const { names, log, step } = core.operation(serverId, ctx);
+  const { names, paths, log, step } = core.operation(serverId, ctx);
   await core.recoverInterruptedUpgrade(core.requireRecord(serverId), names, log);
   let record = core.requireRecord(serverId);
   for (const name of [names.postgres, names.synapse]) {
@@ -59,6 +61,9 @@ async function startLocked(core: HomeserverCore, serverId: string, ctx: Operatio
       throw new HomeserverNotFound(`container ${name} is missing: provision the homeserver again`);
     }
   }
+  if (record.stopped !== false) record = core.records.write({ ...record, stopped: false });
+  // Its quota may be unmounted (a reboot the start-up restore could not finish).
+  await mountStorageQuota({ image: paths.storageImage, mountpoint: paths.root });
   // Networks and rules may be gone after a host reboot (iptables rules are not persistent).
   await core.ensureNetworking(names, serverId);
   step(0.1, "starting PostgreSQL");
@@ -79,26 +84,50 @@ async function startLocked(core: HomeserverCore, serverId: string, ctx: Operatio
 }
 
 /**
- * Puts back what does not survive a reboot: firewall rules (iptables is not
- * persistent) and proxy routes (container addresses may change when Docker
- * restarts containers). For every server this agent provisioned.
+ * Puts back what does not survive a reboot: storage quotas (mounts), firewall
+ * rules (iptables is not persistent), the containers that should run, and proxy
+ * routes (container addresses may change when Docker restarts containers). For
+ * every server this agent provisioned.
+ *
+ * At boot Docker starts the containers before the agent runs: their bind
+ * mounts' sources on the unmounted quota are missing, so Docker refuses to
+ * start them (and does not retry); they are started here once their quota is mounted.
  */
-export async function restoreHostState(core: HomeserverCore, log: Logger): Promise<void> {
+export async function restoreHostState(core: HomeserverCore, dataRoot: string, log: Logger): Promise<void> {
   for (const serverId of core.records.ids()) {
-    await core.serialised(serverId, () => restoreOne(core, serverId, log));
+    await core.serialised(serverId, () => restoreOne(core, dataRoot, serverId, log));
   }
 }
 
-async function restoreOne(core: HomeserverCore, serverId: string, log: Logger): Promise<void> {
+async function restoreOne(core: HomeserverCore, dataRoot: string, serverId: string, log: Logger): Promise<void> {
   try {
     const record = core.requireRecord(serverId);
     const names = homeserverNames(serverId);
+    const paths = homeserverPaths(dataRoot, serverId);
+    if (await mountStorageQuota({ image: paths.storageImage, mountpoint: paths.root })) log.info("storage quota mounted", { serverId });
     if (!(await core.runtime.inspectNetwork(names.hsNetwork)) || !(await core.runtime.inspectNetwork(names.dbNetwork))) return;
     await core.ensureNetworking(names, serverId);
+    // A record from before `stopped` existed does not say: then only a start Docker refused is made again.
+    if (!record.stopped && !record.suspended) await startIfDown(core, names, log, record.stopped === undefined);
     const info = await core.runtime.inspectContainer(names.synapse);
     if (info?.State.Running) await core.applyProxy(record, await core.synapseAddress(names), log);
     else if (record.suspended && core.options.proxy) await core.options.proxy.suspend(record.serverName);
   } catch (error) {
-    log.error("cannot restore a homeserver's firewall rules or route", { serverId, error: errorMessage(error) });
+    log.error("cannot restore a homeserver after a restart (storage quota, firewall rules, containers or route)", { serverId, error: errorMessage(error) });
+  }
+}
+
+/**
+ * PostgreSQL then Synapse started, each healthy, when they exist and are not running (a reboot whose
+ * start Docker refused); `onlyRefused`: only those whose last start failed (Docker's State.Error).
+ */
+async function startIfDown(core: HomeserverCore, names: HomeserverNames, log: Logger, onlyRefused: boolean): Promise<void> {
+  for (const name of [names.postgres, names.synapse]) {
+    const info = await core.runtime.inspectContainer(name);
+    if (!info || info.State.Running || (onlyRefused && !info.State.Error)) continue;
+    log.info("starting a container that should run", { container: name, dockerError: info.State.Error || undefined });
+    await core.runtime.startContainer(name);
+    if (name === names.postgres) await core.waitPostgres(names, new AbortController().signal);
+    else await core.waitSynapse(names, core.timeouts.synapseHealthyMs);
   }
 }

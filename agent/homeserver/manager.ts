@@ -166,9 +166,9 @@ export class HomeserverManager {
     return destroy(this.core, serverId, ctx);
   }
 
-  /** After an agent or host restart: every server's firewall rules and proxy route put back. */
-  restoreHostState(log: Logger = this.core.log): Promise<void> {
-    return restoreHostState(this.core, log);
+  /** After an agent or host restart: every server's storage quota, firewall rules, containers that should run and proxy route put back. */
+  restoreHostState(dataRoot: string, log: Logger = this.core.log): Promise<void> {
+    return restoreHostState(this.core, dataRoot, log);
   }
 
   listRecordIds(): string[] {

@@ -72,6 +72,8 @@ export interface HomeserverPaths {
   synapseModules: string;
   /** Written once PostgreSQL's first initialisation finished (root-owned, in root). */
   postgresInitialised: string;
+  /** The ext4 image holding root's filesystem, the server's storage quota (storage-quota.ts): outside root, which it is mounted at. */
+  storageImage: string;
 }
 
 export function homeserversDir(dataRoot: string): string {
@@ -85,7 +87,8 @@ function idComponent(id: string, what: string): string {
 }
 
 export function homeserverPaths(dataRoot: string, serverId: string): HomeserverPaths {
-  const root = join(homeserversDir(dataRoot), idComponent(serverId, "server id"));
+  const id = idComponent(serverId, "server id");
+  const root = join(homeserversDir(dataRoot), id);
   return {
     root,
     synapse: join(root, "synapse"),
@@ -93,6 +96,7 @@ export function homeserverPaths(dataRoot: string, serverId: string): HomeserverP
     secrets: join(root, "secrets"),
     synapseModules: join(root, "synapse-modules"),
     postgresInitialised: join(root, ".postgres-initialised"),
+    storageImage: join(dataRoot, "storage-images", `${id}.ext4`),
   };
 }
 

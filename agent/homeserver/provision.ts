@@ -46,7 +46,15 @@ export function provision(core: HomeserverCore, spec: ProvisionSpec, ctx: Operat
       throw new Error(`homeserver ${spec.serverId} runs here as ${existing.serverName}; its server name cannot change to ${spec.serverName}`);
     }
 
-    step(0.02, "allocating the server's uid and data directories");
+    step(0.02, "storage quota");
+    const quota = await core.ensureQuota(spec.resources.storageGiB, names, paths, ctx, log);
+    step(
+      0.03,
+      quota === "no quota"
+        ? "NO storage quota: the server's data is bounded by nothing but the host's disk"
+        : `storage quota: ${spec.resources.storageGiB} GiB (${quota})`,
+    );
+    step(0.04, "allocating the server's uid and data directories");
     const uid = core.uids.allocate(spec.serverId, existingOwner(paths));
     ensureDataDirs(paths, uid);
 
@@ -68,6 +76,8 @@ export function provision(core: HomeserverCore, spec: ProvisionSpec, ctx: Operat
       images,
       resources: spec.resources,
       suspended: existing?.suspended ?? false,
+      stopped: false,
+      storageQuota: quota !== "no quota",
       ...(settings ? { settings } : {}),
       ...(existing?.adminUserId ? { adminUserId: existing.adminUserId } : {}),
       ...(existing?.upgrade ? { upgrade: existing.upgrade } : {}),

@@ -16,6 +16,10 @@ export const homeserverRecordSchema = z.object({
   images: z.object({ synapse: z.string().min(1), postgres: z.string().min(1) }),
   resources: z.object({ memoryMiB: z.number().positive(), cpus: z.number().positive(), storageGiB: z.number().nonnegative() }),
   suspended: z.boolean(),
+  /** Stopped by homeserver.stop (not by a crash or a reboot): restoreHostState leaves it stopped. */
+  stopped: z.boolean().optional(),
+  /** Whether its directory is its storage quota's filesystem (false: provisioned with --allow-no-storage-quota). */
+  storageQuota: z.boolean().optional(),
   adminUserId: z.string().optional(),
   /** What its owner set (absent in records written before settings existed: the defaults). */
   settings: homeserverSettingsSchema.optional(),

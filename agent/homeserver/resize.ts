@@ -4,12 +4,14 @@ import type { HomeserverCore, OperationContext } from "./core.ts";
 import { writeUserLimit } from "./user-limit.ts";
 
 /**
- * Gives the homeserver's containers a new plan's limits in place (no restart)
- * and records them, so that a later provisioning creates its containers with
- * them. PostgreSQL's memory settings (shared_buffers) follow when its
- * container is next created. Containers not created yet get them then. The
- * plan's bound on users goes to Synapse's own check, which reads it at each
- * registration.
+ * Gives the homeserver a new plan: its storage quota first (grown online, or
+ * with the containers stopped where the kernel cannot; a shrink the data does
+ * not fit in fails the job with the figures, the record's plan unchanged),
+ * then its containers' limits in place (no restart), recorded so that a later
+ * provisioning creates its containers with them. PostgreSQL's memory settings
+ * (shared_buffers) follow when its container is next created. Containers not
+ * created yet get them then. The plan's bound on users goes to Synapse's own
+ * check, which reads it at each registration.
  */
 export function resize(
   core: HomeserverCore,
@@ -19,15 +21,18 @@ export function resize(
   ctx: OperationContext,
 ): Promise<{ serverId: string; resources: PlanResources }> {
   return core.serialised(serverId, async () => {
-    const record = core.records.write({ ...core.requireRecord(serverId), resources });
-    const { names, paths, step } = core.operation(serverId, ctx);
+    const { names, paths, log, step } = core.operation(serverId, ctx);
+    step(0.1, `storage quota: ${resources.storageGiB} GiB`);
+    const quota = await core.ensureQuota(resources.storageGiB, names, paths, ctx, log);
+    const record = core.records.write({ ...core.requireRecord(serverId), resources, storageQuota: quota !== "no quota" });
     if (maxUsers !== undefined) writeUserLimit(paths, record.uid, maxUsers);
     const split = splitResources(resources);
-    step(0.2, "PostgreSQL's limits");
+    step(0.3, `storage quota ${quota}`);
+    step(0.4, "PostgreSQL's limits");
     await core.runtime.updateContainerLimits(names.postgres, split.postgres);
-    step(0.6, "Synapse's limits");
+    step(0.7, "Synapse's limits");
     await core.runtime.updateContainerLimits(names.synapse, split.synapse);
-    step(1, `limits: ${resources.memoryMiB} MiB, ${resources.cpus} CPUs`);
+    step(1, `limits: ${resources.memoryMiB} MiB, ${resources.cpus} CPUs, ${resources.storageGiB} GiB`);
     return { serverId, resources };
   });
 }

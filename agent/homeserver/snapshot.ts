@@ -1,7 +1,7 @@
 // homeserver.backup and homeserver.restore: a server's consistent snapshot
 // streamed out encrypted, and one streamed back in beside the live data and
 // swapped in only once it is complete (or everything swapped back).
-import { createReadStream, mkdirSync, rmSync } from "node:fs";
+import { createReadStream, mkdirSync, rmSync, statfsSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { localMediaFiles, DUMP_FILE, type ArchiveFile } from "../backup/archive.ts";
@@ -90,7 +90,10 @@ export function restore(
     mkdirSync(join(paths.root, "restore"), { mode: 0o700, recursive: true });
 
     step(0.05, "downloading, decrypting and unpacking the backup");
-    const extracted = await restoreStream(await download(), job.identity, staging);
+    const extracted = await restoreStream(await download(), job.identity, staging).catch((error: unknown) => {
+      rmSync(staging, { recursive: true, force: true });
+      throw outOfRoom(error, paths);
+    });
     try {
       if (extracted.manifest.serverName !== record.serverName) {
         throw new Error(`the backup is of ${extracted.manifest.serverName}, not ${record.serverName}: refusing to restore it here`);
@@ -117,7 +120,7 @@ export function restore(
         rotated = await rotateInRestoredDatabase(core, record, names, fresh);
       } catch (error) {
         await maintenance(core, names, `DROP DATABASE IF EXISTS ${fresh};`).catch(() => undefined);
-        throw error;
+        throw outOfRoom(error, paths);
       }
 
       step(0.7, "stopping Synapse and swapping in the restored data");
@@ -162,6 +165,20 @@ export function restore(
       rmSync(staging, { recursive: true, force: true });
     }
   });
+}
+
+/**
+ * A restore that ran out of the server's storage quota, said so (other errors as they are): the
+ * extracted backup and the restored database sit beside the live data, inside the quota, until the
+ * swap (renames within one filesystem, so that a failure swaps everything back).
+ */
+function outOfRoom(error: unknown, paths: HomeserverPaths): unknown {
+  if (!/ENOSPC|No space left on device|could not extend file/i.test(errorMessage(error))) return error;
+  const fs = statfsSync(paths.root);
+  return new Error(
+    `the backup does not fit beside the live data in the homeserver's storage (${Math.floor((fs.blocks * fs.bsize) / 2 ** 20)} MiB): ` +
+      `a restore needs room for both until it swaps them; nothing was changed. Raise the plan's storage, then restore again (${errorMessage(error).slice(0, 200)})`,
+  );
 }
 
 /** SQL as Synapse's (owner) role, connected to the maintenance database: for CREATE/ALTER/DROP DATABASE. */

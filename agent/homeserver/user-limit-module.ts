@@ -6,6 +6,7 @@ import { chmodSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomic } from "../atomic-file.ts";
 import type { HomeserverPaths } from "./names.ts";
+import { STORAGE_RESERVE_MODULE_FILE, STORAGE_RESERVE_MODULE_SOURCE } from "./storage-reserve-module.ts";
 
 /** Its directory in the Synapse container, on the container's PYTHONPATH. */
 export const SYNAPSE_MODULES_DIR = "/usr/local/lib/berth-synapse-modules";
@@ -88,20 +89,28 @@ class UserLimit:
 `;
 
 /**
- * The module in the server's root-owned directory (of which only this directory is mounted,
- * read-only): nothing Synapse runs as can change it. Returns whether it changed.
+ * Berth's modules (this one and storage-reserve-module.ts) in the server's root-owned directory (of
+ * which only this directory is mounted, read-only): nothing Synapse runs as can change them.
+ * Returns whether any changed.
  */
 export function writeSynapseModules(paths: HomeserverPaths): boolean {
   mkdirSync(paths.synapseModules, { recursive: true });
   chmodSync(paths.synapseModules, 0o755); // whatever the umask: Synapse's uid reads it
-  const file = join(paths.synapseModules, USER_LIMIT_MODULE_FILE);
-  let current: string | undefined;
-  try {
-    current = readFileSync(file, "utf8");
-  } catch {
-    current = undefined;
+  let changed = false;
+  for (const [name, source] of [
+    [USER_LIMIT_MODULE_FILE, USER_LIMIT_MODULE_SOURCE],
+    [STORAGE_RESERVE_MODULE_FILE, STORAGE_RESERVE_MODULE_SOURCE],
+  ] as const) {
+    const file = join(paths.synapseModules, name);
+    let current: string | undefined;
+    try {
+      current = readFileSync(file, "utf8");
+    } catch {
+      current = undefined;
+    }
+    if (current === source) continue;
+    writeFileAtomic(file, source, 0o644, 0);
+    changed = true;
   }
-  if (current === USER_LIMIT_MODULE_SOURCE) return false;
-  writeFileAtomic(file, USER_LIMIT_MODULE_SOURCE, 0o644, 0);
-  return true;
+  return changed;
 }

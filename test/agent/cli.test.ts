@@ -36,7 +36,7 @@ describe("berth-agent CLI: usage", () => {
     }
     for (const [command, mentions] of [
       ["enroll", ["--url", "--token", "--name", "--config", "0600"]],
-      ["run", ["--upkeep-image", "--allow-unencrypted-data-root", "--allow-local-federation", "SIGTERM", "3 host revoked"]],
+      ["run", ["--upkeep-image", "--allow-unencrypted-data-root", "--allow-no-storage-quota", "--allow-local-federation", "SIGTERM", "3 host revoked"]],
       ["status", ["--json"]],
     ] as const) {
       const r = await runCli([command, "--help"]);
@@ -142,10 +142,10 @@ describe("berth-agent enroll", () => {
 });
 
 describe("berth-agent run", () => {
-  it("connects, runs jobs, reports the unencrypted data root it was allowed to use, and exits 0 on SIGTERM with a 1001 close", async () => {
+  it("connects, runs jobs, reports the unencrypted data root it was allowed to use, warns of no storage quotas, and exits 0 on SIGTERM with a 1001 close", async () => {
     const cp = await new ControlPlane({ heartbeatIntervalMs: 500, usageIntervalMs: 100 }).start();
     const { configDir, dataRoot } = await enrolled(cp);
-    const agent = startCli(["run", "--config", configDir, "--allow-unencrypted-data-root"]);
+    const agent = startCli(["run", "--config", configDir, "--allow-unencrypted-data-root", "--allow-no-storage-quota"]);
     const socket = await waitFor(() => cp.welcomed(0), "welcome", 20_000);
     const hello = socket.of("hello")[0]!;
     expect(hello.diskEncryption).toMatchObject({ dataRoot, allowUnencrypted: true });
@@ -163,6 +163,11 @@ describe("berth-agent run", () => {
     if (!hello.diskEncryption.encrypted) {
       expect(agent.logs().some((l) => l.level === "warn" && /DATA ROOT IS NOT ENCRYPTED/.test(String(l.msg)))).toBe(true);
     }
+    expect(
+      agent
+        .logs()
+        .some((l) => l.level === "warn" && /--allow-no-storage-quota was given: homeservers provisioned now get NO storage quota/.test(String(l.msg))),
+    ).toBe(true);
     const logText = agent.stdout();
     expect(logText).not.toMatch(/BEGIN PRIVATE KEY/);
     expect(logText).not.toContain(hello.signature);

@@ -415,6 +415,9 @@ describe("a customer's homeserver: end-to-end encrypted chat over HTTPS, nothing
   }, async () => {
     const base = server!.homeserverUrl;
     await run("docker", ["rm", "-f", "-v", synapseContainer(), postgresContainer()]);
+    // Its data is a filesystem of its own (the storage quota): unmounted, its image deleted.
+    expect((await run("umount", [join(dev.agentDataRoot, "homeservers", server!.id)])).code).toBe(0);
+    rmSync(join(dev.agentDataRoot, "storage-images", `${server!.id}.ext4`));
     rmSync(join(dev.agentDataRoot, "homeservers", server!.id), { recursive: true, force: true });
     mark("containers and data destroyed on the host");
 

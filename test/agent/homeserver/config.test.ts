@@ -29,6 +29,7 @@ import {
   writeOwnedFile,
 } from "../../../agent/homeserver/secrets.ts";
 import { UidAllocator } from "../../../agent/homeserver/uids.ts";
+import { STORAGE_RESERVE_MODULE_SOURCE } from "../../../agent/homeserver/storage-reserve-module.ts";
 import { USER_LIMIT_MODULE_SOURCE, writeSynapseModules } from "../../../agent/homeserver/user-limit-module.ts";
 import { toYaml } from "../../../agent/homeserver/yaml.ts";
 import { homeserverState } from "../../../agent/inventory.ts";
@@ -197,25 +198,37 @@ describe("homeserver.yaml", () => {
     expect(off.federation_domain_whitelist).toEqual([]);
   });
 
-  it("loads the image's user-limit module, reading the bound from the data directory, the service account exempt", () => {
-    const expected = {
-      module: "berth_user_limit.UserLimit",
-      config: { limit_file: "/data/user-limit", exempt_localparts: ["berth-service"] },
-    };
-    expect(homeserverConfig(input()).modules).toEqual([expected]);
-    expect(homeserverConfig(input({ settings: { ...DEFAULT_HOMESERVER_SETTINGS, registration: "token" } })).modules).toEqual([expected]);
+  it("loads Berth's modules: the user limit, reading the bound from the data directory, the service account exempt; the storage reserve on the data's filesystem", () => {
+    const expected = [
+      {
+        module: "berth_user_limit.UserLimit",
+        config: { limit_file: "/data/user-limit", exempt_localparts: ["berth-service"] },
+      },
+      {
+        module: "berth_storage_reserve.StorageReserve",
+        config: { path: "/data", reserve_fraction: 0.05, reserve_min_bytes: 32 * 1024 * 1024 },
+      },
+    ];
+    expect(homeserverConfig(input()).modules).toEqual(expected);
+    expect(homeserverConfig(input({ settings: { ...DEFAULT_HOMESERVER_SETTINGS, registration: "token" } })).modules).toEqual(expected);
     expect(renderHomeserverConfig(input())).toContain(
-      '\nmodules:\n  - module: "berth_user_limit.UserLimit"\n    config:\n      limit_file: "/data/user-limit"\n      exempt_localparts:\n        - "berth-service"\n',
+      '\nmodules:\n  - module: "berth_user_limit.UserLimit"\n    config:\n      limit_file: "/data/user-limit"\n      exempt_localparts:\n        - "berth-service"\n  - module: "berth_storage_reserve.StorageReserve"\n    config:\n      path: "/data"\n      reserve_fraction: 0.05\n      reserve_min_bytes: 33554432\n',
     );
   });
 
-  it("writes the module's source root's and read-only to Synapse, beside the server's data; a second write changes nothing", () => {
+  it("writes the modules' sources root's and read-only to Synapse, beside the server's data; a second write changes nothing", () => {
     const paths = homeserverPaths(tempDir(), "3f2a9c1e-7b4d-4e8f-9a01-23456789abcd");
     expect(writeSynapseModules(paths)).toBe(true);
-    const file = join(paths.synapseModules, "berth_user_limit.py");
-    expect(readFileSync(file, "utf8")).toBe(USER_LIMIT_MODULE_SOURCE);
-    expect(USER_LIMIT_MODULE_SOURCE).toContain("class UserLimit:");
-    expect([statSync(file).mode & 0o777, statSync(file).uid, statSync(paths.synapseModules).mode & 0o777]).toEqual([0o644, 0, 0o755]);
+    for (const [name, source, className] of [
+      ["berth_user_limit.py", USER_LIMIT_MODULE_SOURCE, "UserLimit"],
+      ["berth_storage_reserve.py", STORAGE_RESERVE_MODULE_SOURCE, "StorageReserve"],
+    ]) {
+      const file = join(paths.synapseModules, name!);
+      expect(readFileSync(file, "utf8")).toBe(source);
+      expect(source).toContain(`class ${className}:`);
+      expect([statSync(file).mode & 0o777, statSync(file).uid]).toEqual([0o644, 0]);
+    }
+    expect(statSync(paths.synapseModules).mode & 0o777).toBe(0o755);
     expect(writeSynapseModules(paths)).toBe(false);
   });
 
@@ -401,7 +414,11 @@ describe("containers", () => {
       NetworkMode: names.dbNetwork,
       RestartPolicy: { Name: "no" },
     });
-    expect(tool.HostConfig?.Binds).toEqual([`${paths.secrets}/postgres-password:/run/secrets/postgres-password:ro`]);
+    // a bind mount, not a bind string: Docker refuses a missing source rather than creating it
+    expect(tool.HostConfig?.Binds).toBeUndefined();
+    expect(tool.HostConfig?.Mounts).toEqual([
+      { Type: "bind", Source: `${paths.secrets}/postgres-password`, Target: "/run/secrets/postgres-password", ReadOnly: true },
+    ]);
     expect(tool.Cmd).toEqual([names.postgres, "synapse", "synapse", "500", "100"]);
     // not counted as the workload's: no workload or role label
     expect(Object.keys(tool.Labels ?? {})).toEqual(["org.berth.upkeep"]);
@@ -436,7 +453,12 @@ describe("containers", () => {
       Interval: 10e9,
     });
     expect(syn.Labels).toMatchObject({ "berth.workload": names.serverId, "berth.kind": "homeserver", "berth.role": "synapse" });
-    expect(syn.HostConfig?.Binds).toEqual([`${paths.synapse}:/data`, `${paths.synapseModules}:/usr/local/lib/berth-synapse-modules:ro`]);
+    expect(syn.HostConfig?.Mounts).toEqual([
+      { Type: "bind", Source: paths.synapse, Target: "/data", ReadOnly: false },
+      { Type: "bind", Source: paths.synapseModules, Target: "/usr/local/lib/berth-synapse-modules", ReadOnly: true },
+    ]);
+    expect(pg.HostConfig?.Mounts?.[0]).toEqual({ Type: "bind", Source: paths.postgres, Target: "/var/lib/postgresql/data", ReadOnly: false });
+    expect(syn.HostConfig?.Binds).toBeUndefined();
     expect(syn.Env).toEqual(["PYTHONPATH=/usr/local/lib/berth-synapse-modules"]);
     const other = synapseContainer({ ...base, image: "berth/synapse:1.0" });
     expect(other.Labels?.["berth.spec-hash"]).not.toBe(syn.Labels?.["berth.spec-hash"]);
@@ -469,10 +491,10 @@ describe("local federation (development only)", () => {
 
   it("Synapse's /etc/hosts is the agent's file, read-only; without it Docker's own", () => {
     const local = synapseContainer({ ...base, hostsFile: "/etc/berth-agent/state/local-federation/x.hosts" });
-    const modules = `${paths.synapseModules}:/usr/local/lib/berth-synapse-modules:ro`;
-    expect(local.HostConfig?.Binds).toEqual([`${paths.synapse}:/data`, modules, "/etc/berth-agent/state/local-federation/x.hosts:/etc/hosts:ro"]);
-    expect(synapseContainer(base).HostConfig?.Binds).toEqual([`${paths.synapse}:/data`, modules]);
-    expect(postgresContainer({ ...base, hostsFile: "/x.hosts" }).HostConfig?.Binds?.join(" ")).not.toContain("/etc/hosts");
+    const hosts = { Type: "bind", Source: "/etc/berth-agent/state/local-federation/x.hosts", Target: "/etc/hosts", ReadOnly: true };
+    expect(local.HostConfig?.Mounts).toContainEqual(hosts);
+    expect(synapseContainer(base).HostConfig?.Mounts).not.toContainEqual(hosts);
+    expect(postgresContainer({ ...base, hostsFile: "/x.hosts" }).HostConfig?.Mounts?.map((m) => m.Target)).not.toContain("/etc/hosts");
   });
 
   it("the hosts file resolves every homeserver of the host to the given address, and loopback to itself", () => {

@@ -295,6 +295,7 @@ export class TestRun {
         .getImage(ref)
         .remove({ force: true })
         .catch(() => undefined);
+    await unmountUnder(this.root);
     rmSync(this.root, { recursive: true, force: true });
   }
 
@@ -308,6 +309,15 @@ export class TestRun {
     }
     return parts.join("\n");
   }
+}
+
+/** Unmounts every filesystem mounted under `dir` (homeservers' storage quotas, releasing their loop devices), deepest first: else deleting `dir` fails EBUSY. */
+export async function unmountUnder(dir: string): Promise<void> {
+  const mountpoints = readFileSync("/proc/self/mounts", "utf8")
+    .split("\n")
+    .map((line) => line.split(" ")[1]?.replace(/\\040/g, " "))
+    .filter((mountpoint): mountpoint is string => mountpoint?.startsWith(`${dir}/`) ?? false);
+  for (const mountpoint of mountpoints.sort((a, b) => b.length - a.length)) await runCommand("umount", [mountpoint]);
 }
 
 /**

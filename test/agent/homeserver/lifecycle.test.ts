@@ -2,7 +2,7 @@
 // locally built images: provision (hardening, data, admin account, signing key),
 // idempotency, the admin password, stop/start, suspend/resume, upgrade with
 // rollback, a plan change, deletion. One server goes through all of it, in order.
-import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, statSync, statfsSync } from "node:fs";
 import { join } from "node:path";
 import bcrypt from "bcryptjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,7 +11,7 @@ import { signingKeyFileName, parseSigningKey } from "../../../agent/homeserver/s
 import { SERVICE_LOCALPART } from "../../../agent/homeserver/config.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { WorkloadInventory, listHomeserverWorkloads } from "../../../agent/inventory.ts";
-import { POSTGRES_IMAGE, SYNAPSE_IMAGE, TestRun, dockerUsable, ensureImages } from "./helpers.ts";
+import { POSTGRES_IMAGE, SYNAPSE_IMAGE, TestRun, dockerUsable, ensureImages, runCommand } from "./helpers.ts";
 
 const unusable = await dockerUsable();
 if (unusable) console.warn(`homeserver lifecycle tests skipped: ${unusable}`);
@@ -163,9 +163,10 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     // block list, no CA but the system's for federation, and Docker's own /etc/hosts.
     expect(config).not.toHaveProperty("ip_range_whitelist");
     expect(config).not.toHaveProperty("federation_custom_ca_list");
-    expect((await inspect(names().synapse)).HostConfig.Binds).toEqual([
-      `${paths.synapse}:/data`,
-      `${paths.synapseModules}:/usr/local/lib/berth-synapse-modules:ro`,
+    // Docker leaves out a false ReadOnly.
+    expect((await inspect(names().synapse)).HostConfig.Mounts?.map((m) => [m.Type, m.Source, m.Target, m.ReadOnly === true])).toEqual([
+      ["bind", paths.synapse, "/data", false],
+      ["bind", paths.synapseModules, "/usr/local/lib/berth-synapse-modules", true],
     ]);
     expect(existsSync(join(paths.synapse, "local-federation-ca.pem"))).toBe(false);
   });
@@ -215,15 +216,28 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     });
   });
 
-  it("after a host reboot (iptables rules lost), restoreHostState puts the rules and the route back", async () => {
+  it("after a host reboot (storage quota unmounted, containers down, iptables rules lost), restoreHostState mounts the quota, starts the containers and puts the rules and the route back", async () => {
     const n = names();
+    const paths = run.paths(spec.serverId);
     const rules = await run.firewall.list(n.firewallTag);
+    await run.runtime.stopContainer(n.synapse);
+    await run.runtime.stopContainer(n.postgres);
+    expect((await runCommand("umount", [paths.root])).code).toBe(0);
     await run.firewall.remove({ shortId: n.shortId, tag: n.firewallTag });
     expect(await run.firewall.list(n.firewallTag)).toEqual([]);
     run.proxy.state.clear();
-    await run.manager.restoreHostState();
+    // What Docker does at boot, before the agent runs: the data is not there, so it refuses to start (and does not create it on the host's disk).
+    await expect(run.runtime.startContainer(n.postgres)).rejects.toThrow(/bind source path does not exist/);
+    expect(readdirSync(paths.root)).toEqual([]);
+
+    await run.manager.restoreHostState(run.dataRoot);
+    expect((await runCommand("findmnt", ["--noheadings", "--output", "SOURCE", "--mountpoint", paths.root])).stdout).toMatch(/^\/dev\/loop\d+/);
+    expect((await inspect(n.postgres)).State.Health?.Status).toBe("healthy");
+    expect((await inspect(n.synapse)).State.Running).toBe(true);
     expect(await run.firewall.list(n.firewallTag)).toEqual(rules);
-    expect(run.proxy.state.get(spec.serverName)).toEqual({ host: first.ipAddress, port: 8008 });
+    const ip = new URL(await run.synapseBase(spec.serverId)).hostname;
+    expect(run.proxy.state.get(spec.serverName)).toEqual({ host: ip, port: 8008 });
+    expect((await requestJson(`${await run.synapseBase(spec.serverId)}/_matrix/client/versions`)).status).toBe(200);
   });
 
   it("homeserver.set_admin_password writes the bcrypt hash and ends the admin's sessions, for the admin account only", async () => {
@@ -282,12 +296,24 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     expect((await inspect(names().postgres)).State.Running).toBe(false);
     expect(await state()).toBe("stopped");
     expect(await run.run("homeserver.stop", { serverId: spec.serverId })).toEqual({ serverId: spec.serverId, state: "stopped" }); // again: fine
+    // A reboot while stopped (its quota unmounted): the start-up restore mounts the quota and leaves it stopped.
+    expect((await runCommand("umount", [run.paths(spec.serverId).root])).code).toBe(0);
+    await run.manager.restoreHostState(run.dataRoot);
+    expect(run.manager.records.read(spec.serverId)?.stopped).toBe(true);
+    expect((await inspect(names().postgres)).State.Running).toBe(false);
+    expect(await state()).toBe("stopped");
+    // A record from before `stopped` existed: only a start Docker refused is made again, so it stays stopped too.
+    const { stopped: _stopped, ...older } = run.manager.records.read(spec.serverId)!;
+    run.manager.records.write(older);
+    await run.manager.restoreHostState(run.dataRoot);
+    expect((await inspect(names().postgres)).State.Running).toBe(false);
 
     const started = (await run.run("homeserver.start", { serverId: spec.serverId })) as Record<string, unknown>;
     expect(started).toMatchObject({ state: "running", synapseVersion: "1.163.2" });
     expect(run.proxy.state.get(spec.serverName)).toEqual({ host: started.ipAddress, port: 8008 });
     expect((await run.login(spec.serverId, "bob", password)).status).toBe(200);
     expect(await state()).toBe("running");
+    expect(run.manager.records.read(spec.serverId)?.stopped).toBe(false);
     bobPassword = password;
   });
 
@@ -369,7 +395,7 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     expect((await run.login(spec.serverId, "bob", bobPassword)).status).toBe(200);
   });
 
-  it("a plan change (homeserver.resize) gives both containers the new limits in place, without a restart, and is kept for the next provisioning", async () => {
+  it("a plan change (homeserver.resize) grows the storage quota and gives both containers the new limits in place, without a restart, and is kept for the next provisioning", async () => {
     const before = { synapse: await inspect(names().synapse), postgres: await inspect(names().postgres) };
     const team = { memoryMiB: 2048, cpus: 2, storageGiB: 50 };
     expect(await run.run("homeserver.resize", { serverId: spec.serverId, planId: "team", resources: team, maxUsers: 250 })).toEqual({
@@ -382,9 +408,15 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     ] as const) {
       const after = await inspect(names()[role]);
       expect(after.HostConfig).toMatchObject({ Memory: memoryMiB * MiB, MemorySwap: memoryMiB * MiB, NanoCpus: nanoCpus });
-      // The same container, never restarted: customers keep their connections.
-      expect([after.Id, after.State.StartedAt, after.State.Running]).toEqual([before[role].Id, before[role].State.StartedAt, true]);
+      // The same container, never restarted: customers keep their connections. Growing ext4 online needs
+      // CAP_SYS_RESOURCE (a host's root has it); without it the quota grows with the containers stopped a moment.
+      expect([after.Id, after.State.Running]).toEqual([before[role].Id, true]);
+      if (onlineResizePossible()) expect(after.State.StartedAt).toBe(before[role].State.StartedAt);
     }
+    expect(run.captured.has(onlineResizePossible() ? /^storage quota grown online$/ : /^storage quota grown offline$/)).toBe(true);
+    const quota = statfsSync(run.paths(spec.serverId).root);
+    expect(quota.blocks * quota.bsize).toBeGreaterThan(49 * 1024 * MiB);
+    expect(quota.blocks * quota.bsize).toBeLessThanOrEqual(50 * 1024 * MiB);
     expect(run.manager.records.read(spec.serverId)?.resources).toEqual(team);
     // the new plan's bound on users, for Synapse's own check (read at each registration: no restart)
     expect(readFileSync(join(run.paths(spec.serverId).synapse, "user-limit"), "utf8")).toBe("250\n");
@@ -422,3 +454,9 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     await expect(run.run("homeserver.delete", { serverId: spec.serverId })).resolves.toEqual({ serverId: spec.serverId, state: "deleted" });
   });
 });
+
+/** Whether this process may grow a mounted ext4 (CAP_SYS_RESOURCE, bit 24 of the effective capabilities). */
+function onlineResizePossible(): boolean {
+  const effective = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? "0";
+  return (BigInt(`0x${effective}`) & (1n << 24n)) !== 0n;
+}

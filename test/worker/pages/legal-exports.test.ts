@@ -195,7 +195,9 @@ describe("the legal-export pages", () => {
     expect(ready).toContain(`href="/api/admin/legal-exports/${exportId}/files/homeserver"`);
     expect(ready).toContain(`href="/api/admin/legal-exports/${exportId}/files/worker"`);
     expect(ready).toContain("2 users, 1 rooms, 3 memberships, 9 events");
-    await env.DB.prepare("UPDATE legal_exports SET files_deleted_at = ? WHERE id = ?").bind(Date.UTC(2026, 6, 1), exportId).run();
+    await env.DB.prepare("UPDATE legal_exports SET files_deleted_at = ? WHERE id = ?")
+      .bind(Date.UTC(2026, 6, 1), exportId)
+      .run();
     const deleted = await page(`${LIST}/${exportId}`, another);
     expect(deleted).toContain("its files were deleted 2026-07-01 00:00 UTC (retention)");
     expect(deleted).not.toContain("/files/homeserver");
