@@ -11,6 +11,7 @@ import {
   jobs,
   oneTimeTokens,
   sessions,
+  storageAlerts,
   subscriptions,
   workloadUsage,
 } from "../db/schema";
@@ -56,8 +57,9 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
       )
       .orderBy(asc(auditLog.id)),
   ]);
-  const [usageRows, backupRows, jobRows, certificateRows, setupLinkRows] = await Promise.all([
+  const [usageRows, storageAlertRows, backupRows, jobRows, certificateRows, setupLinkRows] = await Promise.all([
     ofServers((ids) => db.select().from(workloadUsage).where(inArray(workloadUsage.workloadId, ids)).orderBy(asc(workloadUsage.at))),
+    ofServers((ids) => db.select().from(storageAlerts).where(inArray(storageAlerts.serverId, ids)).orderBy(asc(storageAlerts.threshold))),
     ofServers((ids) => db.select().from(backups).where(inArray(backups.serverId, ids)).orderBy(desc(backups.createdAt))),
     ofServers((ids) => db.select().from(jobs).where(inArray(jobs.serverId, ids)).orderBy(asc(jobs.createdAt))),
     ofServers(() =>
@@ -125,6 +127,9 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
       samples: usageRows
         .filter((row) => row.workloadId === server.id)
         .map(({ workloadId: _workload, hostId: _host, at, ...metrics }) => ({ at: iso(at), ...metrics })),
+      storageAlerts: storageAlertRows
+        .filter((row) => row.serverId === server.id)
+        .map(({ serverId: _server, crossedAt, notifiedAt, ...figures }) => ({ ...figures, crossedAt: iso(crossedAt), notifiedAt: iso(notifiedAt) })),
     })),
     matrixMetadata: {
       servers: serverRows.map((server) => ({

@@ -16,6 +16,7 @@ import type { AppEnv } from "../http/context";
 import { requireOperator } from "../http/operator";
 import { presentHost, presentJob, presentServer, presentUsage } from "../http/present";
 import { latestLifecycleJob, upgradeServer } from "../servers/servers";
+import { currentStorageAlerts } from "../servers/storage-alerts";
 import { requireSession, type SessionAppEnv } from "../http/session";
 import { parseWith, readJson } from "../http/validation";
 
@@ -145,6 +146,22 @@ export const adminRoutes = new Hono<AppEnv>()
         issuer: row.issuer,
         expiringSoon: row.notAfter.getTime() - now < alertWindowMs({ notBefore: row.notBefore?.getTime(), notAfter: row.notAfter.getTime() }),
         reportedAt: row.updatedAt.toISOString(),
+      })),
+    });
+  })
+  // Homeservers whose storage is past 80 % or 95 % of its quota now (what was mailed, and when).
+  .get("/storage-alerts", async (c) => {
+    const alerts = await currentStorageAlerts(c.var.ctx.db, c.var.ctx.now);
+    return c.json({
+      alerts: alerts.map((alert) => ({
+        serverId: alert.serverId,
+        name: alert.name,
+        hostId: alert.hostId,
+        threshold: alert.threshold,
+        crossedAt: alert.crossedAt.toISOString(),
+        notifiedAt: alert.notifiedAt?.toISOString() ?? null,
+        crossedWith: { usedBytes: alert.usedBytes, quotaBytes: alert.quotaBytes },
+        current: alert.current && { usedBytes: alert.current.usedBytes, quotaBytes: alert.current.quotaBytes, at: alert.current.at.toISOString() },
       })),
     });
   })

@@ -23,6 +23,7 @@ import { deleteOwnedServer } from "../servers/deletion";
 import { serverNameSchema } from "../servers/names";
 import { placementCandidates, roomInRegion } from "../servers/placement";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer, serverNameOf } from "../servers/servers";
+import { latestQuota } from "../servers/storage-alerts";
 import { describePasswordLink, setPasswordWithLink } from "../servers/users";
 
 // The customer's homeservers as pages. Every form runs the same service as the JSON API and
@@ -65,6 +66,7 @@ async function renderServer(c: ServerPageContext, extra: { error?: string; admin
   const range = CHART_RANGES.find((r) => r === c.req.query("range")) ?? "24h";
   const newest = await newestSucceededBackupId(ctx.db, server.id);
   const series = await workloadUsageSeries(ctx.db, [server.id], range, ctx.now);
+  const quota = await latestQuota(ctx.db, server.id, ctx.now);
   return (
     <ServerPage
       user={user}
@@ -78,6 +80,7 @@ async function renderServer(c: ServerPageContext, extra: { error?: string; admin
         to: ctx.now,
         points: series.rows,
       }}
+      quota={quota}
       notice={noticeFor(c.req.query("notice"))}
       {...extra}
     />
