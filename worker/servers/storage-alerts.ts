@@ -149,7 +149,7 @@ async function notifyStorageAlerts(ctx: WorkContext, figure: QuotaFigures): Prom
   const operators = await db
     .select({ email: users.email })
     .from(users)
-    .where(and(eq(users.role, "operator"), isNotNull(users.emailVerifiedAt)));
+    .where(and(eq(users.role, "operator"), isNotNull(users.emailVerifiedAt), isNull(users.deletedAt)));
   const serverName = serverNameOf(ctx.config, server!.name);
   const facts = { threshold: highest, usedBytes: figure.usedBytes, quotaBytes: figure.quotaBytes };
   try {

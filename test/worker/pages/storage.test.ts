@@ -1,4 +1,5 @@
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { env } from "cloudflare:workers";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { call, logIn, verifiedUser } from "../helpers";
 import { runningServer } from "../servers/server-helpers";
 import { quotaReporter } from "../servers/storage-helpers";
@@ -7,6 +8,10 @@ import { expectLabelled, page } from "./page-checks";
 // The server page's storage: used against the quota, and a banner from 80 % saying what a full quota does and what to do.
 
 afterEach(() => vi.useRealTimers());
+beforeEach(async () => {
+  // Each test brings its own host: an earlier test's idle one would take the next server.
+  await env.DB.prepare("UPDATE hosts SET status = 'offline' WHERE status = 'online'").run();
+});
 
 const banner = (html: string) => html.match(/<div class="alert [a-z]+" id="storage-banner"[^>]*>.*?<\/div>/s)?.[0];
 

@@ -1,16 +1,20 @@
 import { env } from "cloudflare:workers";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { CLOSE } from "../../../protocol/messages";
 import { EVERY_MINUTE } from "../../../worker/scheduled";
 import { connectedAgent } from "../fleet/fleet-helpers";
 import { DAY, call, expectError, logIn, mailbox, runCron, setNow, verifiedUser } from "../helpers";
-import { runningServer } from "./server-helpers";
+import { onlineHost, runningServer } from "./server-helpers";
 import { QUOTA, quotaReporter, quotaSample } from "./storage-helpers";
 
 // A homeserver's storage quota at 80 % and 95 %: its owner and the operators are mailed once per
 // threshold, from the figures its host reports, and nobody else hears of it.
 
 afterEach(() => vi.useRealTimers());
+beforeEach(async () => {
+  // Each test brings its own host: an earlier test's idle one would take the next server.
+  await env.DB.prepare("UPDATE hosts SET status = 'offline' WHERE status = 'online'").run();
+});
 
 async function verifiedOperator() {
   const operator = await verifiedUser();
@@ -151,6 +155,22 @@ describe("storage quota alerts", () => {
     // The same host's genuine figures still count.
     await quotaReporter(connection, id)(0.9);
     expect((await mailbox(owner.email)).filter((mail) => mail.subject.includes("storage"))).toHaveLength(1);
+  });
+
+  it("another host cannot raise them: figures for a homeserver it does not run are dropped", async () => {
+    const { owner, id } = await runningServer();
+    const other = await onlineHost();
+    other.agent.send({ type: "usage", samples: [quotaSample(Date.now(), id, { usedBytes: QUOTA, quotaBytes: QUOTA })] });
+    // Its own host sample is stored: the message was taken, and the forged figures left out.
+    await vi.waitFor(async () => {
+      const hostRows = await env.DB.prepare("SELECT count(*) AS n FROM host_usage WHERE host_id = ?").bind(other.host.hostId).first<{ n: number }>();
+      expect(hostRows!.n).toBe(1);
+    });
+    await runCron(new Date(), EVERY_MINUTE);
+    const stored = await env.DB.prepare("SELECT count(*) AS n FROM workload_usage WHERE workload_id = ?").bind(id).first<{ n: number }>();
+    expect(stored!.n).toBe(0);
+    expect((await mailbox(owner.email)).filter((mail) => mail.subject.includes("storage"))).toEqual([]);
+    expect(await auditOf(id)).toEqual([]);
   });
 
   it("a host whose figures swing back and forth mails at most 4 times a day per homeserver", async () => {
