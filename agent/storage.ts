@@ -1,11 +1,14 @@
 // Storage each homeserver keeps on the host's disk: the space allocated to its data directory
 // (database, media, keys), counted as `du` does. Walking a large media store takes a while, so
 // the directories are measured in the background every few minutes and usage samples carry the
-// latest figures instead of walking on every sample.
-import { closeSync, fstatSync, lstatSync, readdirSync } from "node:fs";
+// latest figures instead of walking on every sample. A homeserver whose directory is its storage
+// quota's mounted filesystem also reports that quota's figures, so the control plane can warn
+// before it fills.
+import { closeSync, fstatSync, lstatSync, readdirSync, statfsSync } from "node:fs";
 import { readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { workloadStorageSchema, type WorkloadStorage } from "../protocol/messages.ts";
+import { workloadStorageSchema, type StorageQuotaFigures, type WorkloadStorage } from "../protocol/messages.ts";
+import { mountedDevice, usedBytes } from "./homeserver/storage-quota.ts";
 import { errorMessage, type Logger } from "./log.ts";
 import { openOwnedDirectorySync, throughDescriptor } from "./owned-directories.ts";
 
@@ -76,6 +79,17 @@ export async function allocatedBytes(path: string): Promise<number> {
   return total;
 }
 
+/**
+ * The storage quota mounted at `directory`, as `statfs` counts it: the filesystem's usable bytes
+ * and those in use. Nothing when no quota is mounted there (a server made before quotas, or one
+ * whose quota is unmounted for a resize): the directory's own filesystem is the host's, not a quota.
+ */
+export async function mountedQuota(directory: string): Promise<StorageQuotaFigures | undefined> {
+  if (!(await mountedDevice(directory))) return undefined;
+  const fs = statfsSync(directory);
+  return { usedBytes: usedBytes(directory), quotaBytes: fs.blocks * fs.bsize };
+}
+
 export interface StorageMeterOptions {
   /** One subdirectory per workload, named by its id (the agent's <dataRoot>/homeservers). */
   workloadsDir: string;
@@ -130,7 +144,8 @@ export class StorageMeter {
     let failed = false;
     for (const name of names.sort()) {
       try {
-        const figure = workloadStorageSchema.safeParse({ workloadId: name, usedBytes: await allocatedBytes(join(this.o.workloadsDir, name)) });
+        const dir = join(this.o.workloadsDir, name);
+        const figure = workloadStorageSchema.safeParse({ workloadId: name, usedBytes: await allocatedBytes(dir), quota: await mountedQuota(dir) });
         if (figure.success) figures.push(figure.data);
       } catch (error) {
         failed = true;

@@ -6,8 +6,8 @@
 // started after the KDF one; the fleet benchmark comes after them, as it
 // restarts that server for its reconnect storm. The homeserver benchmark runs
 // on a dev server of its own with the local agent and Caddy (it needs Docker
-// Engine, Caddy and the images, as root); backups and storage run in Node; upkeep
-// runs the agent's handlers against Docker Engine.
+// Engine, Caddy and the images, as root); backups, storage and the storage quota (root: loop
+// devices) run in Node; upkeep runs the agent's handlers against Docker Engine.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startDevServer } from "./dev-server.mjs";
@@ -15,13 +15,14 @@ import { backupReport, benchBackup } from "./backup.mjs";
 import { benchFleet } from "./fleet.mjs";
 import { benchHomeservers } from "./homeservers.mjs";
 import { benchKdf } from "./kdf.mjs";
+import { benchQuota } from "./quota.mjs";
 import { machineInfo, root, round, table } from "./lib.mjs";
 import { benchSessionCheck } from "./session-check.mjs";
 import { benchStorage } from "./storage.mjs";
 import { benchUpkeep, upkeepReport } from "./upkeep.mjs";
 import { benchWebhooks } from "./webhooks.mjs";
 
-const TIME_BUDGET_MS = 1_800_000;
+const TIME_BUDGET_MS = 1_980_000;
 
 // process.exit runs the 'exit' handlers, which stop the dev server.
 setTimeout(() => {
@@ -266,6 +267,20 @@ console.log(
 
 const upkeep = await benchUpkeep();
 console.log(`\n${upkeepReport(upkeep)}`);
+const quota = await benchQuota();
+console.log(
+  `\nStorage quota (agent/homeserver/storage-quota.ts: a ${quota.quotaMiB} MiB ext4 image on a loop device) vs a plain directory of the data root ` +
+    `beside the image, rounds alternating, median of ${quota.rounds}`,
+);
+console.log(
+  table(
+    ["load", "plain MiB/s", "quota MiB/s", "throughput, quota / plain"],
+    [
+      [`${quota.mixed.files} files of 4 KiB–1 MiB (${round(quota.mixed.bytes / 2 ** 20, 0)} MiB), each fsync'd`, quota.mixed],
+      [`one ${round(quota.sequential.bytes / 2 ** 20, 0)} MiB file in 1 MiB writes, fsync'd at its end`, quota.sequential],
+    ].map(([name, f]) => [name, round(f.plainMiBPerSec, 1), round(f.quotaMiBPerSec, 1), round(f.throughputRatio)]),
+  ),
+);
 
 const spread = (values) => `${round(Math.min(...values))}–${round(Math.max(...values))}`;
 console.log("\nRatios");
@@ -316,6 +331,16 @@ console.log(
       ["storage measurement time, agent / du -s", round(storage.ratios.agentOverDu)],
       ["upkeep: state_groups_state rows after / before", round(upkeep.ratios.rowsAfterOverBefore)],
       ["upkeep: database bytes after / before", round(upkeep.ratios.databaseAfterOverBefore)],
+      [
+        "write MiB/s into a storage quota / the plain data root, mixed files fsync'd",
+        round(quota.mixed.throughputRatio),
+        spread(quota.mixed.throughputRatioByRound),
+      ],
+      [
+        "write MiB/s into a storage quota / the plain data root, sequential",
+        round(quota.sequential.throughputRatio),
+        spread(quota.sequential.throughputRatioByRound),
+      ],
     ],
   ),
 );
@@ -332,6 +357,7 @@ const results = {
   backup,
   storage,
   upkeep,
+  quota,
 };
 mkdirSync(join(root, "bench-results"), { recursive: true });
 writeFileSync(join(root, "bench-results", "latest.json"), `${JSON.stringify(results, null, 2)}\n`);

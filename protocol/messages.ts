@@ -105,10 +105,32 @@ export const containerUsageSchema = z.strictObject({
   pids: z.number().int().nonnegative(),
 });
 
+/** A petabyte: more than any plan's storage, so a larger figure is no measurement. */
+const MAX_STORAGE_BYTES = 2 ** 50;
+
+/**
+ * A homeserver's storage quota as `statfs` of its mounted filesystem counts it (usable blocks, not
+ * the image's size). Bounded so that a host cannot make the control plane divide by zero, count a
+ * negative or overfull quota, or mail about a figure no filesystem reports.
+ */
+export const storageQuotaSchema = z
+  .strictObject({
+    usedBytes: z.number().int().nonnegative().max(MAX_STORAGE_BYTES),
+    quotaBytes: z
+      .number()
+      .int()
+      .min(1024 * 1024)
+      .max(MAX_STORAGE_BYTES),
+  })
+  .refine((quota) => quota.usedBytes <= quota.quotaBytes, { message: "usedBytes exceeds quotaBytes", path: ["usedBytes"] });
+export type StorageQuotaFigures = z.infer<typeof storageQuotaSchema>;
+
 /** What a workload keeps on the host's disk (its data directory), as `du` counts it. */
 export const workloadStorageSchema = z.strictObject({
   workloadId: id,
   usedBytes: z.number().nonnegative(),
+  /** Its storage quota, when one is mounted at its directory (none: no quota, or an older agent). */
+  quota: storageQuotaSchema.optional(),
 });
 
 export const usageSampleSchema = z.strictObject({

@@ -14,6 +14,7 @@ import { rollUpUsage } from "./fleet/usage";
 import { resumeStalledDeletions, startDueDeletions } from "./servers/deletion";
 import { enforceEntitlements, handleEntitlementEvents } from "./servers/entitlement-jobs";
 import { applyPlanChanges } from "./servers/plan-changes";
+import { checkStorageAlerts } from "./servers/storage-alerts";
 import { applyJobOutcome } from "./servers/outcomes";
 import { pruneUpkeepRuns, scheduleDailyUpkeep } from "./servers/upkeep";
 import { pruneLegalExports } from "./legal/exports";
@@ -23,7 +24,8 @@ export const EVERY_MINUTE = "* * * * *";
 
 /**
  * The cron job. Every run: the fleet backstops (hosts whose Durable Object lost
- * its connection without noticing, jobs of hosts that never came back). Hourly
+ * its connection without noticing, jobs of hosts that never came back) and storage
+ * quota alerts. Hourly
  * (any other schedule): key rotation, entitlement deadlines, usage roll-ups,
  * pruning what has expired, backups (the daily ones, retention, abandoned
  * uploads, alerts for overdue ones, deletions due or stalled), the daily
@@ -37,6 +39,8 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
     event: "scheduled_maintenance",
     cron,
     hostsMarkedOffline: await markStaleHostsOffline(db, now),
+    // Every minute: a quota can go from 95 % to full in well under an hour.
+    storageAlertMails: await checkStorageAlerts(ctx),
   };
   if (cron !== EVERY_MINUTE) {
     const keys = await rotateSigningKeys(db, config.sessionKeyringSecret, now);

@@ -3,9 +3,11 @@ import { linkSync, mkdirSync, renameSync, rmSync, symlinkSync, truncateSync, wri
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { usageSampleSchema } from "../../protocol/messages.ts";
+import { ensureStorageQuota, removeStorageQuota } from "../../agent/homeserver/storage-quota.ts";
+import { homeserverPaths, homeserversDir } from "../../agent/homeserver/names.ts";
 import { sampler } from "../../agent/metrics.ts";
 import { StorageMeter, allocatedBytes } from "../../agent/storage.ts";
-import { captureLog, runCleanups, tempDir } from "./helpers.ts";
+import { captureLog, onCleanup, runCleanups, tempDir } from "./helpers.ts";
 
 afterEach(runCleanups);
 
@@ -109,5 +111,35 @@ describe("a homeserver's storage, counted as du counts it", () => {
       )(),
     );
     expect(sample.storage).toEqual([{ workloadId: SERVER_A, usedBytes: du(join(root, SERVER_A)) }]);
+  });
+
+  it("a homeserver on its storage quota also reports the quota's figures as df counts them; unmounted, no quota", async () => {
+    const dataRoot = tempDir("berth-quota-meter-");
+    const paths = homeserverPaths(dataRoot, SERVER_A);
+    const quota = { image: paths.storageImage, mountpoint: paths.root };
+    // Registered after tempDir: cleanups run last first, so the quota is unmounted before its directory is removed.
+    onCleanup(() => removeStorageQuota(quota));
+    await ensureStorageQuota(quota, 64 * MiB, (change) => change());
+    writeFileSync(join(paths.root, "upload"), Buffer.alloc(8 * MiB, 7));
+    execFileSync("sync", ["--file-system", paths.root]);
+    const [size, used] = execFileSync("df", ["--block-size=1", "--output=size,used", paths.root], { encoding: "utf8" })
+      .trim()
+      .split("\n")[1]!
+      .trim()
+      .split(/\s+/)
+      .map(Number);
+
+    const meter = new StorageMeter({ workloadsDir: homeserversDir(dataRoot), everyMs: 60_000, log: captureLog().log });
+    await meter.measure();
+    expect(meter.latest()).toEqual([{ workloadId: SERVER_A, usedBytes: du(paths.root), quota: { usedBytes: used, quotaBytes: size } }]);
+    // The filesystem's usable bytes: under the 64 MiB image (journal, inode tables), over the 8 MiB written.
+    expect(size).toBeLessThan(64 * MiB);
+    expect(size).toBeGreaterThan(56 * MiB);
+    expect(used).toBeGreaterThanOrEqual(8 * MiB);
+
+    // Unmounted (as for an offline resize): the directory left is the host's disk, which is no quota to report.
+    execFileSync("umount", [paths.root]);
+    await meter.measure();
+    expect(meter.latest()).toEqual([{ workloadId: SERVER_A, usedBytes: du(paths.root) }]);
   });
 });

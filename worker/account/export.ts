@@ -11,6 +11,7 @@ import {
   jobs,
   oneTimeTokens,
   sessions,
+  storageAlerts,
   subscriptions,
   upkeepRuns,
   workloadUsage,
@@ -57,9 +58,10 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
       )
       .orderBy(asc(auditLog.id)),
   ]);
-  const [usageRows, upkeepRows, backupRows, jobRows, certificateRows, setupLinkRows] = await Promise.all([
+  const [usageRows, upkeepRows, storageAlertRows, backupRows, jobRows, certificateRows, setupLinkRows] = await Promise.all([
     ofServers((ids) => db.select().from(workloadUsage).where(inArray(workloadUsage.workloadId, ids)).orderBy(asc(workloadUsage.at))),
     ofServers((ids) => db.select().from(upkeepRuns).where(inArray(upkeepRuns.serverId, ids)).orderBy(asc(upkeepRuns.finishedAt))),
+    ofServers((ids) => db.select().from(storageAlerts).where(inArray(storageAlerts.serverId, ids)).orderBy(asc(storageAlerts.threshold))),
     ofServers((ids) => db.select().from(backups).where(inArray(backups.serverId, ids)).orderBy(desc(backups.createdAt))),
     ofServers((ids) => db.select().from(jobs).where(inArray(jobs.serverId, ids)).orderBy(asc(jobs.createdAt))),
     ofServers(() =>
@@ -128,6 +130,9 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
         .filter((row) => row.workloadId === server.id)
         .map(({ workloadId: _workload, hostId: _host, at, ...metrics }) => ({ at: iso(at), ...metrics })),
       upkeep: upkeepRows.filter((row) => row.serverId === server.id).map(presentUpkeep),
+      storageAlerts: storageAlertRows
+        .filter((row) => row.serverId === server.id)
+        .map(({ serverId: _server, crossedAt, notifiedAt, ...figures }) => ({ ...figures, crossedAt: iso(crossedAt), notifiedAt: iso(notifiedAt) })),
     })),
     matrixMetadata: {
       servers: serverRows.map((server) => ({

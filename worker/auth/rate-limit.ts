@@ -47,6 +47,11 @@ export const RATE_LIMIT_RULES = {
   homeserver_reads_server: { limit: 600, windowMs: HOUR },
   /** Password links refused (invalid, used, expired) per client: the links' own routes need no session. */
   password_link_ip: { limit: 30, windowMs: 15 * MINUTE },
+  /**
+   * Storage alert mails per homeserver (owner and operators together): a genuine one crosses 80 %, 95 %,
+   * then clears and crosses again at most a few times a day; a host reporting figures that swing cannot mail more.
+   */
+  storage_alert_mail_server: { limit: 4, windowMs: 24 * HOUR },
   /** Agent requests and connections refused for proving nothing; a genuine agent is never refused. */
   agent_refusals_ip: { limit: 30, windowMs: 15 * MINUTE },
 } satisfies Record<string, RateLimitRule>;

@@ -425,8 +425,35 @@ export const workloadUsage = sqliteTable(
     pids: real("pids").notNull(),
     /** The workload's data directory on disk; null when the agent did not measure it. */
     storageBytes: real("storage_bytes"),
+    /** Its storage quota's filesystem, used and usable bytes (statfs); null without a mounted quota. */
+    quotaUsedBytes: real("quota_used_bytes"),
+    quotaBytes: real("quota_bytes"),
   },
-  (t) => [primaryKey({ columns: [t.workloadId, t.resolution, t.at] })],
+  // By time across workloads: the minutely storage alert check reads every workload's last minutes of raw samples.
+  (t) => [primaryKey({ columns: [t.workloadId, t.resolution, t.at] }), index("workload_usage_resolution_at_idx").on(t.resolution, t.at)],
+);
+
+/** The shares of a homeserver's storage quota at which its owner and the operators are told. */
+export const STORAGE_ALERT_THRESHOLDS = [0.8, 0.95] as const;
+
+// A homeserver's storage quota past a threshold: one row while it stays past it, so each threshold
+// is mailed once; deleted when usage falls well below it, so a later crossing mails again.
+export const storageAlerts = sqliteTable(
+  "storage_alerts",
+  {
+    serverId: text("server_id")
+      .notNull()
+      .references(() => servers.id, { onDelete: "cascade" }),
+    /** One of STORAGE_ALERT_THRESHOLDS. */
+    threshold: real("threshold").notNull(),
+    crossedAt: timestamp("crossed_at").notNull(),
+    /** When the mail went out; null while it has not (a failed send is retried by the next cron run). */
+    notifiedAt: timestamp("notified_at"),
+    /** The figures of the sample that crossed it, as the quota's filesystem counted them. */
+    usedBytes: real("used_bytes").notNull(),
+    quotaBytes: real("quota_bytes").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.serverId, t.threshold] })],
 );
 
 // Each homeserver's database and media upkeep (homeserver.upkeep): its sizes before and after, as its host measured them.
@@ -663,3 +690,4 @@ export type Job = typeof jobs.$inferSelect;
 export type Workload = typeof workloads.$inferSelect;
 export type Backup = typeof backups.$inferSelect;
 export type UpkeepRun = typeof upkeepRuns.$inferSelect;
+export type StorageAlert = typeof storageAlerts.$inferSelect;

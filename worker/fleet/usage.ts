@@ -66,7 +66,11 @@ export async function ingestUsage(db: Database, hostId: string, samples: UsageSa
       sum.pids += container.pids;
     }
     for (const figure of sample.storage ?? []) {
-      if (mine.has(figure.workloadId)) rowOf(figure.workloadId).storageBytes = figure.usedBytes;
+      if (!mine.has(figure.workloadId)) continue;
+      const row = rowOf(figure.workloadId);
+      row.storageBytes = figure.usedBytes;
+      row.quotaUsedBytes = figure.quota?.usedBytes ?? null;
+      row.quotaBytes = figure.quota?.quotaBytes ?? null;
     }
     for (const [workloadId, sum] of perWorkload) {
       statements.push(
@@ -100,6 +104,8 @@ const WORKLOAD_METRICS = [
   "block_write_bytes",
   "pids",
   "storage_bytes",
+  "quota_used_bytes",
+  "quota_bytes",
 ];
 
 /**

@@ -1,5 +1,19 @@
 import type { DeletionTerms } from "../account/deletion";
+import { formatBytes } from "../pages/charts";
 import type { Mail } from "./mailer";
+
+/** A homeserver's storage quota past a threshold, as its host measured it. */
+export interface StorageThresholdFacts {
+  serverName: string;
+  /** The threshold crossed (the highest, when one sample crossed several). */
+  threshold: number;
+  usedBytes: number;
+  quotaBytes: number;
+}
+
+const percent = (share: number) => `${Math.floor(share * 100)} %`;
+const storageLine = (facts: StorageThresholdFacts) =>
+  `${facts.serverName} uses ${formatBytes(facts.usedBytes)} of its ${formatBytes(facts.quotaBytes)} of storage (${percent(facts.usedBytes / facts.quotaBytes)}).`;
 
 // Plain-text messages. Links go both into the text and into `links`, in order.
 function mail(to: string, subject: string, lines: string[], links: string[]): Mail {
@@ -133,6 +147,38 @@ export const templates = {
         `Update your card on the billing page: ${billingLink}`,
       ],
       [billingLink],
+    ),
+
+  storageThreshold: (to: string, facts: StorageThresholdFacts & { link: string }) =>
+    mail(
+      to,
+      `${facts.serverName} has used ${percent(facts.threshold)} of its storage`,
+      [
+        storageLine(facts),
+        "",
+        "When it is full, uploads (images, files) are refused; messages keep working for a while, until the database has no room left either.",
+        "To make room, delete media you no longer need, or move to a plan with more storage.",
+        "",
+        `Your homeserver's page: ${facts.link}`,
+        "",
+        "We tell you once at 80 % and once at 95 %; if usage falls well below and rises again, we tell you again.",
+      ],
+      [facts.link],
+    ),
+
+  storageThresholdOperator: (to: string, facts: StorageThresholdFacts & { serverId: string; hostId: string | null }) =>
+    mail(
+      to,
+      `[Berth operators] ${facts.serverName} at ${percent(facts.threshold)} of its storage quota`,
+      [
+        storageLine(facts),
+        "",
+        `Server: ${facts.serverId}`,
+        `Host: ${facts.hostId ?? "none"}`,
+        "",
+        "Its owner was told too. Standing alerts: GET /api/admin/storage-alerts",
+      ],
+      [],
     ),
 
   accountDeleted: (to: string, terms: DeletionTerms) =>

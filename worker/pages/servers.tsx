@@ -1,6 +1,6 @@
 import { PASSWORD_MAX, PASSWORD_MIN } from "../auth/credentials";
 import type { Plan } from "../billing/plans";
-import type { User } from "../db/schema";
+import { STORAGE_ALERT_THRESHOLDS, type User } from "../db/schema";
 import { BACKUP_RETENTION_MS } from "../backups/policy";
 import type { presentBackup, presentServer, presentUpkeep } from "../http/present";
 import { NAME_MAX, NAME_MIN } from "../servers/names";
@@ -9,6 +9,12 @@ import { Alert, Layout } from "./layout";
 import { ServerNav } from "./server-nav";
 
 export type ServerView = ReturnType<typeof presentServer>;
+/** A homeserver's storage quota as its host last measured it. */
+export interface QuotaView {
+  usedBytes: number;
+  quotaBytes: number;
+  at: Date;
+}
 export type BackupView = ReturnType<typeof presentBackup>;
 export type UpkeepView = ReturnType<typeof presentUpkeep>;
 
@@ -322,7 +328,30 @@ function Backups(props: { server: ServerView; backups: BackupView[] }) {
   );
 }
 
-function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undefined }) {
+const [WARN_AT, FULL_SOON_AT] = STORAGE_ALERT_THRESHOLDS;
+const sharePercent = (quota: QuotaView) => Math.floor((quota.usedBytes / quota.quotaBytes) * 100);
+
+/** At 80 % and 95 % of the quota: what happens when it is full, and what to do before. */
+function StorageBanner(props: { server: ServerView; quota: QuotaView | undefined }) {
+  const { quota } = props;
+  if (!quota || quota.usedBytes / quota.quotaBytes < WARN_AT) return null;
+  const almostFull = quota.usedBytes / quota.quotaBytes >= FULL_SOON_AT;
+  return (
+    <div class={`alert ${almostFull ? "error" : "warn"}`} id="storage-banner" role={almostFull ? "alert" : "status"}>
+      <p>
+        <strong>{almostFull ? "Storage almost full" : "Storage filling up"}:</strong> {props.server.serverName} uses {formatBytes(quota.usedBytes)} of its{" "}
+        {formatBytes(quota.quotaBytes)} ({sharePercent(quota)} %).
+      </p>
+      <p>
+        When it is full, uploads (images, files) are refused; messages keep working for a while, until the database has no room left either. Delete media you no
+        longer need (in your Matrix app, or purge old rooms on the <a href={`/servers/${props.server.id}/rooms`}>Rooms</a> page), or{" "}
+        <a href="/billing">upgrade to a plan with more storage</a>.
+      </p>
+    </div>
+  );
+}
+
+function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undefined; quota: QuotaView | undefined }) {
   const { usage, plan } = props;
   const times = usage.points.map((point) => point.at);
   const series = (pick: (point: UsageView["points"][number]) => number) => usage.points.map(pick);
@@ -337,6 +366,12 @@ function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undef
           Plan: {plan.name} — {plan.resources.memoryMiB} MiB memory, {plan.resources.cpus} CPU, {plan.resources.storageGiB} GiB storage, up to {plan.maxUsers}{" "}
           users
           {props.server.planApplied ? "" : " (being applied to the homeserver)"}.
+        </p>
+      ) : null}
+      {props.quota ? (
+        <p id="storage-line">
+          Storage: {formatBytes(props.quota.usedBytes)} used of {formatBytes(props.quota.quotaBytes)} ({sharePercent(props.quota)} %), as of{" "}
+          {when(props.quota.at.toISOString())}.
         </p>
       ) : null}
       <nav aria-label="Usage period" class="tabs">
@@ -370,7 +405,13 @@ function Usage(props: { server: ServerView; usage: UsageView; plan: Plan | undef
         to={usage.to}
         lines={[{ label: "Stored", values: measured.map((point) => point.storageBytes) }]}
         format={formatBytes}
-        limit={plan ? { value: plan.resources.storageGiB * 1024 ** 3, label: `Plan includes ${plan.resources.storageGiB} GiB` } : undefined}
+        limit={
+          props.quota
+            ? { value: props.quota.quotaBytes, label: `Quota ${formatBytes(props.quota.quotaBytes)}` }
+            : plan
+              ? { value: plan.resources.storageGiB * 1024 ** 3, label: `Plan includes ${plan.resources.storageGiB} GiB` }
+              : undefined
+        }
       />
       <UsageChart
         id="chart-network"
@@ -471,6 +512,8 @@ export function ServerPage(props: {
   usage: UsageView;
   upkeep: UpkeepView | null;
   remoteMediaRetentionDays: number;
+  /** Its storage quota's newest figures; none before its host first reported them. */
+  quota: QuotaView | undefined;
   adminLink?: { url: string; expiresAt: string } | undefined;
   notice?: string | undefined;
   error?: string | undefined;
@@ -485,10 +528,11 @@ export function ServerPage(props: {
       <ServerNav serverId={server.id} current="overview" />
       <Alert kind="notice" message={props.notice} />
       <Alert kind="error" message={props.error} />
+      <StorageBanner server={server} quota={props.quota} />
       <LiveStatus server={server} />
       <Connect server={server} adminLink={props.adminLink} />
       <Controls server={server} />
-      <Usage server={server} usage={props.usage} plan={props.plan} />
+      <Usage server={server} usage={props.usage} plan={props.plan} quota={props.quota} />
       <Backups server={server} backups={props.backups} />
       <Upkeep upkeep={props.upkeep} remoteMediaRetentionDays={props.remoteMediaRetentionDays} />
       <Delete server={server} />

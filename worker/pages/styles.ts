@@ -25,6 +25,7 @@ form.inline { display: inline; }
 .alert { padding: 0.75rem 1rem; border-radius: 6px; border: 1px solid; }
 .alert.error { color: var(--danger); border-color: var(--danger); background: #fdf1f1; }
 .alert.notice { color: var(--ok); border-color: var(--ok); background: #eff8f1; }
+.alert.warn { color: var(--warn); border-color: var(--warn); background: #fdf6ec; } .alert p { margin: 0.25rem 0; }
 .badge { font-size: 0.8rem; padding: 0.1rem 0.5rem; border-radius: 999px; border: 1px solid; }
 .badge.ok { color: var(--ok); } .badge.warn { color: var(--warn); }
 .hero h1 { font-size: 2rem; line-height: 1.2; }

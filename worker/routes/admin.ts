@@ -17,6 +17,7 @@ import { requireOperator } from "../http/operator";
 import { presentHost, presentJob, presentServer, presentUsage } from "../http/present";
 import { latestLifecycleJob, upgradeServer } from "../servers/servers";
 import { legalExportRequest, presentLegalExport, requestLegalExport } from "../legal/exports";
+import { currentStorageAlerts } from "../servers/storage-alerts";
 import { requireSession, type SessionAppEnv } from "../http/session";
 import { parseWith, readJson } from "../http/validation";
 
@@ -152,6 +153,22 @@ export const adminRoutes = new Hono<AppEnv>()
         issuer: row.issuer,
         expiringSoon: row.notAfter.getTime() - now < alertWindowMs({ notBefore: row.notBefore?.getTime(), notAfter: row.notAfter.getTime() }),
         reportedAt: row.updatedAt.toISOString(),
+      })),
+    });
+  })
+  // Homeservers whose storage is past 80 % or 95 % of its quota now (what was mailed, and when).
+  .get("/storage-alerts", async (c) => {
+    const alerts = await currentStorageAlerts(c.var.ctx.db, c.var.ctx.now);
+    return c.json({
+      alerts: alerts.map((alert) => ({
+        serverId: alert.serverId,
+        name: alert.name,
+        hostId: alert.hostId,
+        threshold: alert.threshold,
+        crossedAt: alert.crossedAt.toISOString(),
+        notifiedAt: alert.notifiedAt?.toISOString() ?? null,
+        crossedWith: { usedBytes: alert.usedBytes, quotaBytes: alert.quotaBytes },
+        current: alert.current && { usedBytes: alert.current.usedBytes, quotaBytes: alert.current.quotaBytes, at: alert.current.at.toISOString() },
       })),
     });
   })

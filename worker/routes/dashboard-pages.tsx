@@ -24,6 +24,7 @@ import { serverNameSchema } from "../servers/names";
 import { placementCandidates, roomInRegion } from "../servers/placement";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer, serverNameOf } from "../servers/servers";
 import { lastUpkeep, remoteMediaRetentionDays } from "../servers/upkeep";
+import { latestQuota } from "../servers/storage-alerts";
 import { describePasswordLink, setPasswordWithLink } from "../servers/users";
 
 // The customer's homeservers as pages. Every form runs the same service as the JSON API and
@@ -67,6 +68,7 @@ async function renderServer(c: ServerPageContext, extra: { error?: string; admin
   const newest = await newestSucceededBackupId(ctx.db, server.id);
   const series = await workloadUsageSeries(ctx.db, [server.id], range, ctx.now);
   const upkeep = await lastUpkeep(ctx.db, server.id);
+  const quota = await latestQuota(ctx.db, server.id, ctx.now);
   return (
     <ServerPage
       user={user}
@@ -82,6 +84,7 @@ async function renderServer(c: ServerPageContext, extra: { error?: string; admin
         to: ctx.now,
         points: series.rows,
       }}
+      quota={quota}
       notice={noticeFor(c.req.query("notice"))}
       {...extra}
     />

@@ -70,7 +70,12 @@ describe("GET /api/me/export", () => {
     expect(data.billing.entitlementHistory).toContainEqual(expect.objectContaining({ from: "none", to: "active" }));
 
     expect(data.usage).toEqual([
-      { serverId: id, samples: [expect.objectContaining({ cpuPercent: 30, pids: 10 }), expect.objectContaining({ cpuPercent: 50 })], upkeep: [] },
+      {
+        serverId: id,
+        samples: [expect.objectContaining({ cpuPercent: 30, pids: 10 }), expect.objectContaining({ cpuPercent: 50 })],
+        upkeep: [],
+        storageAlerts: [],
+      },
     ]);
 
     const [server] = data.matrixMetadata.servers;
