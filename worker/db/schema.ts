@@ -189,6 +189,9 @@ export type Entitlement = typeof entitlements.$inferSelect;
 
 // ---------- the fleet: hosts, their agents, jobs, workloads, usage ----------
 
+export const HOST_STATES = ["active", "draining", "out_of_service"] as const;
+export type HostState = (typeof HOST_STATES)[number];
+
 export const hosts = sqliteTable(
   "hosts",
   {
@@ -201,6 +204,12 @@ export const hosts = sqliteTable(
     /** The host's Ed25519 public key (raw, base64url). Only the host holds the private key. */
     publicKey: text("public_key").notNull(),
     status: text("status", { enum: ["online", "offline", "revoked"] }).notNull(),
+    /**
+     * What the operator says the host is for, apart from whether it is connected (status):
+     * active takes new homeservers, draining takes none while its own move away, out of
+     * service takes none and is being worked on.
+     */
+    state: text("state", { enum: HOST_STATES }).notNull().default("active"),
     lastSeenAt: timestamp("last_seen_at"),
     agentVersion: text("agent_version").notNull(),
     protocolVersion: integer("protocol_version"),

@@ -2,7 +2,7 @@ import { and, desc, eq, isNull, lt, or } from "drizzle-orm";
 import type { JobKind } from "../../protocol/jobs";
 import { audit } from "../audit/audit";
 import type { Database } from "../db/client";
-import { hosts, type Host, type Job } from "../db/schema";
+import { hosts, type Host, type HostState, type Job } from "../db/schema";
 import type { Env } from "../env";
 import { notFound } from "../errors";
 import { createJob, type NewJob } from "./jobs";
@@ -76,6 +76,20 @@ export async function setUnencryptedPlacementOverride(
   const [host] = await db.batch([
     db.update(hosts).set({ unencryptedPlacementOverride: allow }).where(eq(hosts.id, hostId)).returning(),
     audit(db, now, `user:${operatorId}`, allow ? "host.unencrypted_placement_allowed" : "host.unencrypted_placement_withdrawn", hostId, { reason }),
+  ]);
+  return host[0]!;
+}
+
+/**
+ * The operator sets what a host is for (see hosts.state). A revoked host keeps
+ * the state it had: revocation is final and says more.
+ */
+export async function setHostState(db: Database, operatorId: string, hostId: string, state: HostState, reason: string | undefined, now: Date): Promise<Host> {
+  const before = await requireHost(db, hostId);
+  if (before.state === state) return before;
+  const [host] = await db.batch([
+    db.update(hosts).set({ state }).where(eq(hosts.id, hostId)).returning(),
+    audit(db, now, `user:${operatorId}`, "host.state_changed", hostId, { from: before.state, to: state, ...(reason ? { reason } : {}) }),
   ]);
   return host[0]!;
 }

@@ -138,6 +138,7 @@ export function presentHost(host: Host) {
     region: host.region,
     capacity: { memoryMiB: host.memoryMiB, cpus: host.cpus, diskGiB: host.diskGiB },
     status: host.status,
+    state: host.state,
     lastSeenAt: host.lastSeenAt?.toISOString() ?? null,
     agentVersion: host.agentVersion,
     protocolVersion: host.protocolVersion,

@@ -4,11 +4,11 @@ import { z } from "zod";
 import { imageReference, JOBS, TEST_JOB_KINDS } from "../../protocol/jobs";
 import { audit, readAudit } from "../audit/audit";
 import { refusalsSince } from "../audit/refusals";
-import { jobs, workloads } from "../db/schema";
+import { HOST_STATES, jobs, workloads } from "../db/schema";
 import { alertWindowMs, listCertificates } from "../fleet/certificates";
 import { createJoinToken, REGIONS } from "../fleet/enrollment";
 import { getJob } from "../fleet/jobs";
-import { dispatchJob, hostStub, listHosts, requireHost, revokeHost, setUnencryptedPlacementOverride } from "../fleet/hosts";
+import { dispatchJob, hostStub, listHosts, requireHost, revokeHost, setHostState, setUnencryptedPlacementOverride } from "../fleet/hosts";
 import { JOIN_TOKEN_DEFAULT_MINUTES, JOIN_TOKEN_MAX_MINUTES } from "../fleet/policy";
 import { hostUsageSeries, USAGE_RANGES, type UsageRange } from "../fleet/usage";
 import { notFound } from "../errors";
@@ -52,6 +52,12 @@ export const adminRoutes = new Hono<AppEnv>()
   .post("/hosts/:id/revoke", async (c) => {
     const { ctx } = c.var;
     const host = await revokeHost(ctx.db, ctx.env, c.var.user.id, c.req.param("id"), ctx.now);
+    return c.json(presentHost(host));
+  })
+  // Active hosts take new homeservers; draining and out-of-service hosts take none.
+  .post("/hosts/:id/state", async (c) => {
+    const { state, reason } = await readJson(c, z.strictObject({ state: z.enum(HOST_STATES), reason: z.string().trim().min(3).max(500).optional() }));
+    const host = await setHostState(c.var.ctx.db, c.var.user.id, c.req.param("id"), state, reason, c.var.ctx.now);
     return c.json(presentHost(host));
   })
   // Production places customer data only on encrypted data roots, unless an operator says otherwise here.

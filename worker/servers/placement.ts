@@ -50,6 +50,14 @@ function capacityOf(host: Pick<Host, "memoryMiB" | "cpus" | "diskGiB">): Plan["r
 }
 
 /**
+ * An SQL condition, true while the operator lets `hostId` take new homeservers.
+ * Checked in the statement that places, so a drain started meanwhile wins.
+ */
+export function takesPlacementsSql(hostId: string): SQL {
+  return sql`EXISTS (SELECT 1 FROM ${hosts} WHERE ${hosts.id} = ${hostId} AND ${hosts.state} = 'active')`;
+}
+
+/**
  * An SQL condition, true when `hostId` still has room for `plan` once every
  * live homeserver on it (but `exceptServerId`) is counted. Evaluated inside
  * the statement that reserves the room, so two requests cannot both take the
@@ -65,12 +73,12 @@ export function hasRoomSql(hostId: string, plan: Plan, exceptServerId?: string):
     AND ${fits("storageGiB", host(sql`${hosts.diskGiB}`))})`;
 }
 
-/** What each online host of a region that accepts customer data has left once its homeservers' plans are counted. */
+/** What each online, active host of a region that accepts customer data has left once its homeservers' plans are counted. */
 export async function roomInRegion({ db, config }: WorkContext, region: string): Promise<HostRoom[]> {
   const candidates = await db
     .select()
     .from(hosts)
-    .where(and(eq(hosts.region, region), eq(hosts.status, "online")));
+    .where(and(eq(hosts.region, region), eq(hosts.status, "online"), eq(hosts.state, "active")));
   const eligible = candidates.filter((host) => acceptsCustomerData(config, host));
   return Promise.all(
     eligible.map(async (host) => {

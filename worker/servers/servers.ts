@@ -12,7 +12,7 @@ import { conflict, forbidden, notFound } from "../errors";
 import type { Region } from "../fleet/enrollment";
 import { dispatchJob } from "../fleet/hosts";
 import { insertWhere } from "../db/conditional-insert";
-import { hasRoomSql, placementCandidates } from "./placement";
+import { hasRoomSql, placementCandidates, takesPlacementsSql } from "./placement";
 import { withinPlan } from "./settings";
 
 export function serverNameOf(config: WorkerConfig, name: string): string {
@@ -127,7 +127,7 @@ export async function createServer(ctx: WorkContext, user: User, name: string, r
     const created = sql`EXISTS (SELECT 1 FROM ${servers} WHERE ${servers.id} = ${id})`;
     try {
       await ctx.db.batch([
-        insertWhere(ctx.db, servers, server, hasRoomSql(host.id, plan)),
+        insertWhere(ctx.db, servers, server, and(takesPlacementsSql(host.id), hasRoomSql(host.id, plan))!),
         // A name some server ever had fails this insert, and with it the whole batch.
         insertWhere(ctx.db, serverNames, { name, serverId: id, claimedAt: ctx.now }, created),
         insertWhere(ctx.db, workloads, { id, hostId: host.id, kind: "homeserver", spec, desired: "present", createdAt: ctx.now, updatedAt: ctx.now }, created),

@@ -1,8 +1,10 @@
+import { and, eq } from "drizzle-orm";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { planById } from "../../../worker/billing/plans";
 import { workContext } from "../../../worker/context";
-import { CPU_OVERCOMMIT, HOST_RESERVED_MEMORY_MIB, placementCandidates } from "../../../worker/servers/placement";
+import { hosts } from "../../../worker/db/schema";
+import { CPU_OVERCOMMIT, HOST_RESERVED_MEMORY_MIB, placementCandidates, takesPlacementsSql } from "../../../worker/servers/placement";
 import { expectError, logIn, post, PRODUCTION, verifiedUser } from "../helpers";
 import { operatorCookie } from "../fleet/fleet-helpers";
 
@@ -89,5 +91,46 @@ describe("placement", () => {
         starter,
       ),
     ).toEqual([]);
+  });
+
+  it("places nothing on a host the operator set draining or out of service, and records who changed it", async () => {
+    const drained = region();
+    const id = await host(drained, 4096, 2);
+    const path = `/api/admin/hosts/${id}/state`;
+    await expectError(await post(path, { state: "draining" }, { cookie: await logIn((await verifiedUser()).email) }), 403, "operator_only");
+    const operator = await operatorCookie();
+    await expectError(await post(path, { state: "closed" }, { cookie: operator }), 400, "validation_failed");
+
+    for (const state of ["draining", "out_of_service"]) {
+      const changed = await post(path, { state, reason: "kernel upgrade" }, { cookie: operator });
+      expect(changed.status).toBe(200);
+      expect(((await changed.json()) as { state: string }).state).toBe(state);
+      expect(await placementCandidates(context(), drained, starter)).toEqual([]);
+    }
+    const entries = await env.DB.prepare("SELECT actor, detail FROM audit_log WHERE action = 'host.state_changed' AND target = ? ORDER BY id")
+      .bind(id)
+      .all<{ actor: string; detail: string }>();
+    expect(entries.results.map((entry) => JSON.parse(entry.detail))).toEqual([
+      { from: "active", to: "draining", reason: "kernel upgrade" },
+      { from: "draining", to: "out_of_service", reason: "kernel upgrade" },
+    ]);
+    expect(entries.results.every((entry) => entry.actor.startsWith("user:"))).toBe(true);
+
+    expect((await post(path, { state: "active" }, { cookie: operator })).status).toBe(200);
+    expect((await placementCandidates(context(), drained, starter)).map((h) => h.id)).toEqual([id]);
+  });
+
+  it("refuses a placement in the statement itself when the host stopped taking them after it was chosen", async () => {
+    const id = await host(region(), 4096, 2);
+    const takes = async () =>
+      (
+        await context()
+          .db.select({ id: hosts.id })
+          .from(hosts)
+          .where(and(eq(hosts.id, id), takesPlacementsSql(id)))
+      ).length === 1;
+    expect(await takes()).toBe(true);
+    await env.DB.prepare("UPDATE hosts SET state = 'draining' WHERE id = ?").bind(id).run();
+    expect(await takes()).toBe(false);
   });
 });

@@ -1,0 +1,1 @@
+ALTER TABLE `hosts` ADD `state` text DEFAULT 'active' NOT NULL;
