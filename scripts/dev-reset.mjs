@@ -24,7 +24,12 @@ export function destroyDevHomeservers(stateDir) {
 export async function destroyAgentHomeservers(configDir) {
   if (!existsSync(join(configDir, "agent.json"))) return [];
   const config = loadConfig(configDir);
-  const manager = new HomeserverManager({ stateDir: config.stateDir, runtime: new DockerRuntime({}), firewall: new IptablesFirewall({}) });
+  const manager = new HomeserverManager({
+    stateDir: config.stateDir,
+    hostNamespace: config.hostNamespace,
+    runtime: new DockerRuntime({}),
+    firewall: new IptablesFirewall({}),
+  });
   const ids = manager.listRecordIds();
   const ctx = { dataRoot: config.dataRoot, signal: new AbortController().signal, progress: () => undefined };
   for (const serverId of ids) await manager.destroy(serverId, ctx);
