@@ -112,9 +112,12 @@ export async function homeserverDiagnostics(
     parts.push(`--- server ---\n${JSON.stringify(view, null, 2)}`);
   }
   if (server) {
-    const shortId = server.id.replaceAll("-", "").slice(0, 12);
-    parts.push(`--- docker logs --tail 60 berth-${shortId}-synapse ---\n${await dockerLogsTail(`berth-${shortId}-synapse`)}`);
-    parts.push(`--- docker logs --tail 20 berth-${shortId}-postgres ---\n${await dockerLogsTail(`berth-${shortId}-postgres`, 20)}`);
+    // By label: on whichever local host (host namespace) the server runs, on several mid-move.
+    const listed = await run("docker", ["ps", "-a", "--filter", `label=berth.workload=${server.id}`, "--format", "{{.Names}}"]).catch(() => undefined);
+    for (const container of (listed?.stdout.toString("utf8") ?? "").split("\n").filter(Boolean).sort().reverse()) {
+      const lines = container.endsWith("-synapse") ? 60 : 20;
+      parts.push(`--- docker logs --tail ${lines} ${container} ---\n${await dockerLogsTail(container, lines)}`);
+    }
   }
   if (dev) parts.push(`--- tail of the dev log (${dev.logFile}) ---\n${dev.logTail(80)}`);
   return parts.join("\n");
