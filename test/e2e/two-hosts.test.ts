@@ -2,13 +2,15 @@
 // agent, data root, identity and host namespace, and its own Caddy on its own address at the
 // same HTTPS port. Both enroll and connect; a paying customer's homeserver is placed on one of
 // them and served through that host's Caddy, with that host's certificate, and only there; its
-// containers and data are that host's, and nothing of it is the other's.
+// containers and data are that host's, and nothing of it is the other's. Then, with
+// --enroll-by-hand, the hosts wait for an operator: one enrolled with a join token connects, the
+// other keeps waiting.
 import { randomBytes, randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Api, type DevServer, runCleanups, signUpOperator } from "./agent-helpers";
+import { Api, type DevServer, runCleanups, signUpOperator, waitFor } from "./agent-helpers";
 import {
   caddyDispatcher,
   createHomeserver,
@@ -23,9 +25,11 @@ import {
   untilRunning,
   type ServerView,
 } from "./homeserver-helpers";
-import { caddyRoots, HostResolver, startDevWithHosts, waitHostsConnected } from "./local-hosts-helpers";
+import { caddyRoots, enrollLocalHost, HostResolver, startDevWithHosts, waitHostsConnected } from "./local-hosts-helpers";
 
 let dev: DevServer;
+/** Started beside `dev` (with --enroll-by-hand), for the second story. */
+let byHand: DevServer;
 let operator: Api;
 let customer: Api;
 let hostIds: string[] = [];
@@ -40,19 +44,23 @@ async function containersOf(serverId: string): Promise<string[]> {
   return result.stdout.toString("utf8").trim().split("\n").filter(Boolean).sort();
 }
 
+afterAll(runCleanups);
+
 describe("two hosts on one machine", () => {
   beforeAll(async () => {
     await requireHomeserverHost();
-    dev = await startDevWithHosts(2, "berth-e2e-two-hosts-");
+    [dev, byHand] = await Promise.all([
+      startDevWithHosts(2, "berth-e2e-two-hosts-"),
+      startDevWithHosts(2, "berth-e2e-two-hosts-by-hand-", { enrollByHand: true }),
+    ]);
     operator = new Api(dev.baseUrl);
     customer = new Api(dev.baseUrl);
-    mark("dev server (Worker, Stripe emulator, two Caddies, two agents) answers");
+    mark("two dev servers (Worker, Stripe emulator, two Caddies, two agents each) answer");
   });
 
   afterAll(async () => {
     await Promise.all(dispatchers.map((dispatcher) => dispatcher.close().catch(() => undefined)));
     await stopDevWithAgent(dev, "two hosts e2e");
-    await runCleanups();
     console.log(`[two hosts e2e] timings:\n${timeline}`);
   });
 
@@ -118,5 +126,30 @@ describe("two hosts on one machine", () => {
     );
     expect([404, "refused"]).toContain(answer);
     mark(`served through host ${serving}'s Caddy only`);
+  });
+});
+
+describe("two hosts on one machine, enrolled by hand", () => {
+  afterAll(() => stopDevWithAgent(byHand, "two hosts by hand e2e"));
+
+  it("each host waits for an operator's join token; the one enrolled connects, the other keeps waiting", { timeout: 150_000 }, async () => {
+    const operatorByHand = new Api(byHand.baseUrl);
+    await signUpOperator(operatorByHand, byHand);
+    const waiting = (index: number) => `host ${index} (dev-host-${index}) waits to be enrolled by hand: `;
+    await waitFor("both hosts to wait for enrollment", () => [1, 2].every((index) => byHand.log().includes(waiting(index))), {
+      timeoutMs: 60_000,
+      intervalMs: 250,
+    });
+    expect(byHand.log()).toContain(`${waiting(2)}BERTH_AGENT_JOIN_TOKEN=<join token> node agent/main.ts enroll --url http://localhost:${byHand.port}`);
+    expect((await operatorByHand.expect<{ hosts: unknown[] }>(200, "GET", "/api/admin/hosts")).hosts).toEqual([]);
+
+    const { token } = await operatorByHand.expect<{ token: string }>(201, "POST", "/api/admin/join-tokens", { region: "us-east" });
+    const hostId = await enrollLocalHost(byHand, 2, token);
+    await operatorByHand.waitHost(hostId, "connected", (host) => host.connection.connected, 90_000);
+    const { hosts } = await operatorByHand.expect<{ hosts: Array<{ id: string; name: string; region: string }> }>(200, "GET", "/api/admin/hosts");
+    expect(hosts.map((host) => [host.id, host.name, host.region])).toEqual([[hostId, "dev-host-2", "us-east"]]);
+    expect(existsSync(join(byHand.host(1).configDir, "agent.json"))).toBe(false);
+    expect(byHand.log()).toContain("host 2 (dev-host-2) running");
+    expect(byHand.log()).not.toContain("host 1 (dev-host-1) running");
   });
 });
