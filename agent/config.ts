@@ -6,6 +6,7 @@ import { proxyConfigSchema } from "./proxy/caddy-config.ts";
 import { isAbsolute, join, resolve } from "node:path";
 import { z } from "zod";
 import { writeFileAtomic } from "./atomic-file.ts";
+import { HOST_NAMESPACE } from "./homeserver/names.ts";
 
 export const DEFAULT_CONFIG_DIR = "/etc/berth-agent";
 export const CONFIG_FILE = "agent.json";
@@ -31,6 +32,12 @@ export const agentConfigSchema = z.strictObject({
   name: z.string().max(64).optional(),
   /** Where customer data lives; must sit on dm-crypt unless --allow-unencrypted-data-root. */
   dataRoot: absolutePath.default(DEFAULT_DATA_ROOT),
+  /**
+   * Several agents sharing one Docker Engine (`npm run dev -- --hosts N`): this one's namespace,
+   * in the name and on a label of everything it makes, its uids from a range of its own; it sees
+   * and touches only its own (homeserver/names.ts). Absent on a real host: one agent, today's names.
+   */
+  hostNamespace: z.string().regex(HOST_NAMESPACE, "two characters: a letter g–z, then a letter or digit").optional(),
   /** The job journal and other local state. Default: <config dir>/state. */
   stateDir: absolutePath.optional(),
   usageIntervalMs: interval(30_000),

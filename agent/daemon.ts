@@ -117,7 +117,9 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let connection: AgentConnection | undefined;
   const send: ConstructorParameters<typeof JobRunner>[0]["send"] = (message) => connection?.send(message);
   const docker = new DockerRuntime({ pullImages: config.pullImages, log });
-  const workloads = new WorkloadInventory({ dataRoot: config.dataRoot, runtime: docker, log });
+  // With a host namespace (several agents on one Docker Engine), each sees and touches only its own containers.
+  const { hostNamespace } = config;
+  const workloads = new WorkloadInventory({ dataRoot: config.dataRoot, runtime: docker, hostNamespace, log });
   await workloads.refresh();
   const inventory = () => workloads.list();
   const proxy = config.proxy ? new CaddyProxy({ config: config.proxy, stateDir: config.stateDir, log }) : undefined;
@@ -139,6 +141,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   }
   const homeservers = homeserverHandlers({
     stateDir: config.stateDir,
+    hostNamespace,
     runtime: docker,
     // Customers' containers may reach the host only on the HTTPS ports (to federate with neighbours through Caddy).
     firewall: new IptablesFirewall({ log, ...(proxy ? { hostTcpPorts: [proxy.config.httpsPort, 8448] } : {}) }),
@@ -176,7 +179,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     maxConcurrent: config.maxConcurrentJobs,
   });
 
-  const containers = new ContainerStatsCollector({ log });
+  const containers = new ContainerStatsCollector({ hostNamespace, log });
   const usage = new UsageReporter({
     collect: sampler(
       collectHostUsage,

@@ -1,5 +1,6 @@
 // What this host actually runs, as the control plane sees it: homeservers (from
-// the Docker containers labelled berth.kind=homeserver) and the test markers
+// the Docker containers labelled berth.kind=homeserver, in this agent's host
+// namespace: another agent's on the same Docker Engine are not this host's) and the test markers
 // (one file per workload in <dataRoot>/workloads/<id>.json). Sent in hello and
 // as an `inventory` message after changes.
 import { readdirSync, readFileSync } from "node:fs";
@@ -8,7 +9,7 @@ import type Docker from "dockerode";
 import { isDeepStrictEqual } from "node:util";
 import { z } from "zod";
 import { resourceIdSchema, type ReportedWorkload } from "../protocol/messages.ts";
-import { HOMESERVER_KIND, KIND_LABEL, ROLE_LABEL, WORKLOAD_LABEL, homeserverNames } from "./homeserver/names.ts";
+import { HOMESERVER_KIND, KIND_LABEL, ROLE_LABEL, WORKLOAD_LABEL, homeserverNames, inHostNamespace } from "./homeserver/names.ts";
 import { errorMessage, silentLogger, type Logger } from "./log.ts";
 import type { DockerRuntime } from "./runtime/docker.ts";
 
@@ -92,15 +93,15 @@ export function homeserverState(containers: Array<Pick<Docker.ContainerInfo, "St
   return "failed";
 }
 
-/** The homeservers Docker runs on this host, from their containers' labels. */
-export async function listHomeserverWorkloads(runtime: Pick<DockerRuntime, "listContainers">): Promise<ReportedWorkload[]> {
+/** The homeservers Docker runs for this agent (of `hostNamespace`, or the default agent), from their containers' labels. */
+export async function listHomeserverWorkloads(runtime: Pick<DockerRuntime, "listContainers">, hostNamespace?: string): Promise<ReportedWorkload[]> {
   const containers = await runtime.listContainers({ [KIND_LABEL]: HOMESERVER_KIND });
   const byServer = new Map<string, Docker.ContainerInfo[]>();
   for (const c of containers) {
     const id = c.Labels[WORKLOAD_LABEL];
-    if (!id || !workloadIdSchema.safeParse(id).success) continue;
+    if (!id || !workloadIdSchema.safeParse(id).success || !inHostNamespace(c.Labels, hostNamespace)) continue;
     // The previous Synapse kept during an upgrade is not the server's state.
-    if (c.Names.some((n) => n.replace(/^\//, "") === homeserverNames(id).synapsePrevious)) continue;
+    if (c.Names.some((n) => n.replace(/^\//, "") === homeserverNames(id, hostNamespace).synapsePrevious)) continue;
     byServer.set(id, [...(byServer.get(id) ?? []), c]);
   }
   return [...byServer.entries()]
@@ -112,6 +113,8 @@ export async function listHomeserverWorkloads(runtime: Pick<DockerRuntime, "list
 export interface WorkloadInventoryOptions {
   dataRoot: string;
   runtime?: Pick<DockerRuntime, "listContainers">;
+  /** The agent's host namespace (agent.json): only its containers are its homeservers. */
+  hostNamespace?: string;
   log?: Logger;
 }
 
@@ -147,7 +150,7 @@ export class WorkloadInventory {
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error("no answer within 10 s")), 10_000);
       });
-      next = await Promise.race([listHomeserverWorkloads(this.o.runtime), timeout]).finally(() => clearTimeout(timer));
+      next = await Promise.race([listHomeserverWorkloads(this.o.runtime, this.o.hostNamespace), timeout]).finally(() => clearTimeout(timer));
     } catch (error) {
       if (!this.dockerFailing) this.log.warn("Docker Engine unreachable: homeserver inventory not refreshed", { error: errorMessage(error) });
       this.dockerFailing = true;

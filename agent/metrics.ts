@@ -1,5 +1,6 @@
 // Usage samples: host CPU, memory, disks and network (systeminformation), per
-// container stats for containers labelled berth.workload=<id> (Docker Engine API,
+// container stats for containers labelled berth.workload=<id> in the agent's host
+// namespace (Docker Engine API,
 // computed as `docker stats` does), and each workload's storage (storage.ts).
 // Samples queue while disconnected (the newest 120 are kept) and go out batched
 // in one `usage` message per interval.
@@ -13,9 +14,9 @@ import {
   type UsageSample,
   type WorkloadStorage,
 } from "../protocol/messages.ts";
+import { inHostNamespace, WORKLOAD_LABEL } from "./homeserver/names.ts";
 import { errorMessage, type Logger } from "./log.ts";
 
-export const WORKLOAD_LABEL = "berth.workload";
 export const MAX_BATCH = 120;
 /** A usage message stays under this many bytes (the Worker side caps WebSocket messages); extra samples go in more messages. */
 export const MAX_USAGE_MESSAGE_BYTES = 512 * 1024;
@@ -115,16 +116,19 @@ export function containerUsageFromStats(workloadId: string, container: string, s
 export interface ContainerStatsOptions {
   socketPath?: string;
   log: Logger;
+  /** The agent's host namespace (agent.json): another agent's containers on the same Docker Engine are not counted. */
+  hostNamespace?: string;
   /** Containers queried at once. */
   concurrency?: number;
 }
 
-/** Stats of the containers labelled berth.workload=<id>; none when Docker is unreachable (logged once). */
+/** Stats of this agent's containers labelled berth.workload=<id>; none when Docker is unreachable (logged once). */
 export class ContainerStatsCollector {
   private readonly docker: Docker;
   private readonly log: Logger;
   private readonly concurrency: number;
   private readonly socketPath: string;
+  private readonly hostNamespace: string | undefined;
   private unreachable = false;
 
   constructor(options: ContainerStatsOptions) {
@@ -132,12 +136,13 @@ export class ContainerStatsCollector {
     this.docker = new Docker({ socketPath: this.socketPath });
     this.log = options.log;
     this.concurrency = options.concurrency ?? 8;
+    this.hostNamespace = options.hostNamespace;
   }
 
   async collect(): Promise<ContainerUsage[]> {
     let containers: Docker.ContainerInfo[];
     try {
-      containers = await this.docker.listContainers({ filters: { label: [WORKLOAD_LABEL] } });
+      containers = (await this.docker.listContainers({ filters: { label: [WORKLOAD_LABEL] } })).filter((c) => inHostNamespace(c.Labels, this.hostNamespace));
     } catch (error) {
       if (!this.unreachable) {
         this.log.warn("Docker Engine unreachable: reporting no containers", { socket: this.socketPath, error: errorMessage(error) });

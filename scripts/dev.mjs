@@ -5,7 +5,7 @@
 // settings layered over the production wrangler.toml.
 //
 //   node scripts/dev.mjs [--port 8787] [--stripe-port 12111] [--https-port 8443] [--persist-to .wrangler/state]
-//                        [--production] [--no-agent] [--no-setup]
+//                        [--hosts 1] [--enroll-by-hand] [--production] [--no-agent] [--no-setup]
 //
 // First it sets the machine up for the local agent (scripts/setup.mjs): as root on Debian or
 // Ubuntu it installs what is missing (Docker Engine, Caddy, iptables, debootstrap, age, zstd),
@@ -24,13 +24,17 @@
 // Engine and the images from `bash images/build.sh`. --no-agent skips agent
 // and Caddy (the tests start their own agents).
 //
+// --hosts N (2 to 9) runs N such hosts on this machine, each its own agent, data root, host
+// namespace and Caddy (on 127.0.0.<i+1>, the same HTTPS port): scripts/local-hosts.mjs says how.
+// --enroll-by-hand leaves each host waiting for `berth-agent enroll` with an operator's join token.
+//
 // --stripe-port 0 lets the emulator bind any free port (it says which; the Worker is
 // only started once it listens). --production runs wrangler.toml exactly as
 // deployed (no dev mailbox, no outbox, no emulator): the tests use it to prove
 // the dev routes are absent there. With STRIPE_SECRET_KEY and
 // STRIPE_WEBHOOK_SECRET in the environment, the Worker talks to Stripe's test
 // mode instead of the emulator (forward webhooks with `stripe listen`).
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -38,6 +42,7 @@ import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { localHosts, startLocalHosts } from "./local-hosts.mjs";
 import { runSetup } from "./setup.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -50,8 +55,18 @@ const { values: options } = parseArgs({
     production: { type: "boolean", default: false },
     "no-agent": { type: "boolean", default: false },
     "no-setup": { type: "boolean", default: false },
+    hosts: { type: "string", default: "1" },
+    "enroll-by-hand": { type: "boolean", default: false },
   },
 });
+const hostCount = Number(options.hosts);
+try {
+  // Checked before anything starts: a wrong count is a usage error, not a half-started product.
+  localHosts(resolve(options["persist-to"]), hostCount, Number(options["https-port"]));
+} catch (error) {
+  console.error(`[dev] ${error.message}`);
+  process.exit(2);
+}
 const persistTo = resolve(options["persist-to"]);
 const wranglerBin = join(dirname(createRequire(import.meta.url).resolve("wrangler/package.json")), "bin", "wrangler.js");
 const quietEnv = { ...process.env, WRANGLER_SEND_METRICS: "false", NO_UPDATE_NOTIFIER: "1", CI: "true" };
@@ -230,20 +245,23 @@ start(
 log(`Berth at http://localhost:${options.port}${options.production ? " (production configuration)" : ""}`);
 
 if (runAgent) {
-  // Without its agent the product cannot place a homeserver: stop everything and say why, rather
+  // Without its agents the product cannot place a homeserver: stop everything and say why, rather
   // than leave a Worker that answers but reports no capacity.
-  await startLocalAgent().catch((error) => {
+  await waitForWorker(`http://localhost:${options.port}`);
+  await startLocalHosts({
+    hosts: localHosts(persistTo, hostCount, Number(options["https-port"])),
+    baseUrl: `http://localhost:${options.port}`,
+    enrollByHand: options["enroll-by-hand"],
+    start,
+    log,
+  }).catch((error) => {
     log(`the local berth-agent could not start: ${error.message}; stopping (--no-agent runs without it)`);
     for (const child of children) child.kill("SIGTERM");
     process.exit(1);
   });
 }
 
-/** Enrolls the local agent once (its identity lives in the state directory), then runs it. */
-async function startLocalAgent() {
-  const base = `http://localhost:${options.port}`;
-  const agentMain = join(root, "agent", "main.ts");
-  const configDir = join(persistTo, "agent");
+async function waitForWorker(base) {
   for (let ready = false; !ready; ) {
     ready = await fetch(`${base}/api/health`).then(
       (response) => response.ok,
@@ -251,53 +269,4 @@ async function startLocalAgent() {
     );
     if (!ready) await sleep(500);
   }
-  if (!existsSync(join(configDir, "agent.json"))) {
-    const response = await fetch(`${base}/dev/join-token`, { method: "POST" });
-    if (!response.ok) throw new Error(`could not mint a join token: ${response.status} ${await response.text()}`);
-    const { token } = await response.json();
-    const enroll = spawn(
-      process.execPath,
-      [agentMain, "enroll", "--url", base, "--config", configDir, "--data-root", join(persistTo, "agent-data"), "--name", "dev-host"],
-      { cwd: root, env: { ...process.env, BERTH_AGENT_JOIN_TOKEN: token }, stdio: "inherit" },
-    );
-    const code = await new Promise((resolveExit) => enroll.on("exit", resolveExit));
-    if (code !== 0) throw new Error(`the local agent could not enroll (exit ${code})`);
-  }
-  const proxy = startCaddy();
-  if (proxy) {
-    // The agent drives this Caddy; re-written at each start so a changed port takes effect.
-    const agentFile = join(configDir, "agent.json");
-    const agentConfig = JSON.parse(readFileSync(agentFile, "utf8"));
-    writeFileSync(agentFile, `${JSON.stringify({ ...agentConfig, proxy }, null, 2)}\n`);
-  }
-  // With Caddy, the homeservers federate with each other through it (development only: their
-  // names resolve to this machine, its private address is let through, Caddy's CA is trusted).
-  const flags = ["--allow-unencrypted-data-root", ...(proxy ? ["--allow-local-federation"] : [])];
-  start("berth-agent", [agentMain, "run", "--config", configDir, ...flags], process.env);
-  log(`local berth-agent running (data root not encrypted${proxy ? "; homeservers federate with each other" : ""}: development only)`);
-}
-
-/** Caddy for the homeservers' HTTPS, if installed: its admin API on a socket in the state directory. */
-function startCaddy() {
-  const found = spawnSync("caddy", ["version"], { stdio: "ignore" });
-  if (found.error || found.status !== 0) {
-    log("Caddy is not installed: homeservers will run but not be served over HTTPS (apt-get install caddy)");
-    return null;
-  }
-  const caddyDir = join(persistTo, "caddy");
-  mkdirSync(caddyDir, { recursive: true });
-  const socket = join(caddyDir, "admin.sock");
-  const httpsPort = Number(options["https-port"]);
-  const initial = join(caddyDir, "initial.json");
-  writeFileSync(initial, JSON.stringify({ admin: { listen: `unix/${socket}` }, storage: { module: "file_system", root: caddyDir } }));
-  start("caddy", ["run", "--config", initial], process.env, "caddy");
-  log(`Caddy serving homeservers on https://<name>.berth.localhost:${httpsPort} (trust ${join(caddyDir, "pki", "authorities", "local", "root.crt")})`);
-  return {
-    adminAddress: `unix/${socket}`,
-    tls: "internal",
-    httpsPort,
-    httpPort: httpsPort + 1,
-    publicHttpsPort: httpsPort,
-    storageDir: caddyDir,
-  };
 }

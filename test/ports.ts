@@ -117,6 +117,14 @@ export function reservePortPair(): Promise<number> {
 }
 
 /**
+ * The lowest of `count` such ports in a row. `npm run dev -- --hosts N` takes N + 1: the HTTPS port
+ * every host's Caddy shares (each on an address of its own), and host i's HTTP port i above it.
+ */
+export function reservePorts(count: number): Promise<number> {
+  return reserveConsecutive(count);
+}
+
+/**
  * Fixed ports a test cannot do without (443, where Matrix servers look for each other's
  * .well-known): locked like the others, waiting while another test process holds one, then
  * checked free by binding them. Returns what releases them (the locks also go with the process).

@@ -36,6 +36,7 @@ import {
   SPEC_HASH_LABEL,
   WORKLOAD_LABEL,
   homeserverNames,
+  hostNamespaceLabels,
   homeserverPaths,
   type HomeserverNames,
   type HomeserverPaths,
@@ -45,7 +46,7 @@ import type { HomeserverProxy } from "./proxy.ts";
 import { HomeserverRecords, type HomeserverRecord } from "./records.ts";
 import { POSTGRES_DB, POSTGRES_USER, signingKeyFileName, writeOwnedFile, type HomeserverSecrets } from "./secrets.ts";
 import { baseUrl, serverVersion, synapseHealthy } from "./synapse-api.ts";
-import { UidAllocator, type UidRange } from "./uids.ts";
+import { UidAllocator, uidRangeOf, type UidRange } from "./uids.ts";
 import { writeSynapseModules } from "./user-limit-module.ts";
 import { ensureStorageQuota, migrateIntoStorageQuota, mountedDevice, QuotaTooSmallError, type QuotaChange, type WhileStopped } from "./storage-quota.ts";
 
@@ -84,6 +85,12 @@ export interface HomeserverManagerOptions {
   trustedKeyServers?: string[];
   /** Development only (--allow-local-federation): this host's homeservers federate with each other (local-federation.ts). */
   localFederation?: LocalFederationOptions;
+  /**
+   * Several agents on one Docker Engine (development, tests: names.ts): this agent's
+   * namespace, in every name it gives and on every label; its uids from a range of its own.
+   */
+  hostNamespace?: string;
+  /** Default: the host namespace's (uids.ts). */
   uidRange?: UidRange;
   /** Labels added to every container and network (tests mark their run). */
   extraLabels?: Record<string, string>;
@@ -147,6 +154,8 @@ export class HomeserverCore {
   readonly records: HomeserverRecords;
   readonly timeouts: Timeouts;
   readonly log: Logger;
+  /** On everything this agent makes: the tests' extra labels and its host namespace's. */
+  readonly labels: Record<string, string>;
   /** Present only with the development flag --allow-local-federation. */
   readonly localFederation: LocalFederationHosts | undefined;
   private readonly locks = new Map<string, Promise<unknown>>();
@@ -154,12 +163,13 @@ export class HomeserverCore {
   constructor(options: HomeserverManagerOptions) {
     this.options = options;
     this.runtime = options.runtime;
-    this.uids = new UidAllocator(options.stateDir, options.uidRange);
+    this.uids = new UidAllocator(options.stateDir, options.uidRange ?? uidRangeOf(options.hostNamespace));
+    this.labels = { ...options.extraLabels, ...hostNamespaceLabels(options.hostNamespace) };
     this.records = new HomeserverRecords(options.stateDir);
     this.timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.log = options.log ?? silentLogger;
     this.localFederation = options.localFederation
-      ? new LocalFederationHosts(options.stateDir, options.runtime, this.records, options.localFederation)
+      ? new LocalFederationHosts(options.stateDir, options.runtime, this.records, options.localFederation, options.hostNamespace)
       : undefined;
   }
 
@@ -175,10 +185,15 @@ export class HomeserverCore {
     return next;
   }
 
+  /** The server's names on this agent (in its host namespace). */
+  names(serverId: string): HomeserverNames {
+    return homeserverNames(serverId, this.options.hostNamespace);
+  }
+
   /** The names, paths, logger (the job's, else the agent's, with `serverId` and `fields`) and steps of an operation. */
   operation(serverId: string, ctx: OperationContext, fields: Record<string, unknown> = {}): Operation {
     const log = (ctx.log ?? this.log).child({ serverId, ...fields });
-    return { names: homeserverNames(serverId), paths: homeserverPaths(ctx.dataRoot, serverId), log, step: stepper(ctx, log) };
+    return { names: this.names(serverId), paths: homeserverPaths(ctx.dataRoot, serverId), log, step: stepper(ctx, log) };
   }
 
   requireRecord(serverId: string): HomeserverRecord {
@@ -196,7 +211,7 @@ export class HomeserverCore {
       image,
       resources: splitResources(record.resources)[role],
       healthcheck: this.options.healthcheck,
-      extraLabels: this.options.extraLabels,
+      extraLabels: this.labels,
       ...(this.localFederation && role === "synapse" ? { hostsFile: this.localFederation.hostsFile(record.serverId) } : {}),
       maxUploadMiB: settingsOf(record).maxUploadMiB,
     };
@@ -242,7 +257,7 @@ export class HomeserverCore {
 
   /** Both networks exist (the -db one internal, with fixed bridge names) and the firewall rules are in place. */
   async ensureNetworking(names: HomeserverNames, serverId: string): Promise<void> {
-    const labels = { ...this.options.extraLabels, [WORKLOAD_LABEL]: serverId, [KIND_LABEL]: HOMESERVER_KIND };
+    const labels = { ...this.labels, [WORKLOAD_LABEL]: serverId, [KIND_LABEL]: HOMESERVER_KIND };
     await this.runtime.ensureNetwork(names.dbNetwork, { internal: true, bridgeName: names.dbBridge, labels });
     await this.runtime.ensureNetwork(names.hsNetwork, { internal: false, bridgeName: names.hsBridge, labels });
     const db = await this.runtime.inspectNetwork(names.dbNetwork);
@@ -250,7 +265,7 @@ export class HomeserverCore {
     if (!db || !hs) throw new Error(`the networks of ${serverId} vanished while being set up`);
     if (this.options.firewall) {
       await this.options.firewall.ensure({
-        shortId: names.shortId,
+        chainId: names.chainId,
         tag: names.firewallTag,
         hsBridge: hs.bridge,
         dbBridge: db.bridge,

@@ -24,7 +24,7 @@ export function destroy(core: HomeserverCore, serverId: string, ctx: OperationCo
     step(0.5, "removing the networks and firewall rules");
     await core.runtime.removeNetwork(names.hsNetwork);
     await core.runtime.removeNetwork(names.dbNetwork);
-    await core.options.firewall?.remove({ shortId: names.shortId, tag: names.firewallTag });
+    await core.options.firewall?.remove({ chainId: names.chainId, tag: names.firewallTag });
     step(0.7, "destroying the data");
     // Only now that both containers are gone: nothing of the tenant's runs to swap a link in while
     // this deletes. Its quota's filesystem (when it has one) goes whole, unmounted, with its image.

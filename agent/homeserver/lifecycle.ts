@@ -5,7 +5,7 @@
 import { errorMessage, type Logger } from "../log.ts";
 import { SYNAPSE_PORT } from "./config.ts";
 import { HomeserverNotFound, type HomeserverCore, type OperationContext, type RunningResult, type Step } from "./core.ts";
-import { homeserverNames, homeserverPaths, type HomeserverNames } from "./names.ts";
+import { homeserverPaths, type HomeserverNames } from "./names.ts";
 import { mountStorageQuota } from "./storage-quota.ts";
 import { baseUrl, waitForClientApi } from "./synapse-api.ts";
 
@@ -102,7 +102,7 @@ export async function restoreHostState(core: HomeserverCore, dataRoot: string, l
 async function restoreOne(core: HomeserverCore, dataRoot: string, serverId: string, log: Logger): Promise<void> {
   try {
     const record = core.requireRecord(serverId);
-    const names = homeserverNames(serverId);
+    const names = core.names(serverId);
     const paths = homeserverPaths(dataRoot, serverId);
     if (await mountStorageQuota({ image: paths.storageImage, mountpoint: paths.root })) log.info("storage quota mounted", { serverId });
     if (!(await core.runtime.inspectNetwork(names.hsNetwork)) || !(await core.runtime.inspectNetwork(names.dbNetwork))) return;

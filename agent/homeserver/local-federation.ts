@@ -51,12 +51,14 @@ export class LocalFederationHosts {
   private readonly dir: string;
   private readonly runtime: DockerRuntime;
   private readonly records: HomeserverRecords;
+  private readonly hostNamespace: string | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(stateDir: string, runtime: DockerRuntime, records: HomeserverRecords, options: LocalFederationOptions) {
+  constructor(stateDir: string, runtime: DockerRuntime, records: HomeserverRecords, options: LocalFederationOptions, hostNamespace?: string) {
     this.dir = join(stateDir, "local-federation");
     this.runtime = runtime;
     this.records = records;
+    this.hostNamespace = hostNamespace;
     this.options = options;
   }
 
@@ -82,7 +84,7 @@ export class LocalFederationHosts {
       const records = this.records.ids().flatMap((id) => this.records.read(id) ?? []);
       const serverNames = records.map((record) => record.serverName);
       for (const record of records) {
-        const network = await this.runtime.inspectNetwork(homeserverNames(record.serverId).hsNetwork);
+        const network = await this.runtime.inspectNetwork(homeserverNames(record.serverId, this.hostNamespace).hsNetwork);
         const gateway = network?.gateways[0];
         if (!gateway) continue; // no network (yet): refreshed again when it is made
         const file = this.hostsFile(record.serverId);

@@ -1,5 +1,9 @@
 // The names of one homeserver's pieces on a host, all derived from its server id:
-// Docker containers and networks, bridge interfaces, iptables tags, paths.
+// Docker containers and networks, bridge interfaces, iptables chains and tags, paths.
+// An agent with a host namespace (agent.json's hostNamespace: several agents sharing
+// one Docker Engine, as `npm run dev -- --hosts N` runs them) puts it in every name
+// and labels what it makes with it, so the same server on two such agents (a
+// migration) has two disjoint sets of names, and each agent sees only its own.
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { RESOURCE_ID } from "../../protocol/messages.ts";
@@ -10,6 +14,30 @@ export const ROLE_LABEL = "berth.role";
 export const SERVER_NAME_LABEL = "berth.server-name";
 export const SPEC_HASH_LABEL = "berth.spec-hash";
 export const HOMESERVER_KIND = "homeserver";
+/** On every container and network of a namespaced agent: its namespace. The default agent's carry none. */
+export const HOST_NAMESPACE_LABEL = "berth.host-namespace";
+
+/**
+ * A host namespace: two characters, a letter from g to z then a letter or digit. The first is
+ * never a hex digit, so a namespaced bridge name (bhs<ns><10 hex>) never equals a default one
+ * (bhs<12 hex>).
+ */
+export const HOST_NAMESPACE = /^[g-z][a-z0-9]$/;
+
+/** The labels that mark a container or network as the agent's of `hostNamespace` (none for the default agent). */
+export function hostNamespaceLabels(hostNamespace: string | undefined): Record<string, string> {
+  return hostNamespace === undefined ? {} : { [HOST_NAMESPACE_LABEL]: assertHostNamespace(hostNamespace) };
+}
+
+/** Whether a container or network with these labels is the agent's of `hostNamespace`: the default agent's carry no namespace label. */
+export function inHostNamespace(labels: Record<string, string> | undefined, hostNamespace: string | undefined): boolean {
+  return labels?.[HOST_NAMESPACE_LABEL] === hostNamespace;
+}
+
+function assertHostNamespace(hostNamespace: string): string {
+  if (!HOST_NAMESPACE.test(hostNamespace)) throw new Error(`${JSON.stringify(hostNamespace)} is not a host namespace (${HOST_NAMESPACE.source})`);
+  return hostNamespace;
+}
 
 export type Role = "synapse" | "postgres";
 
@@ -39,6 +67,8 @@ export interface HomeserverNames {
   synapse: string;
   /** The previous Synapse container while an upgrade is tried. */
   synapsePrevious: string;
+  /** What its two iptables chains are named after (BERTH-F-<chainId>, BERTH-I-<chainId>). */
+  chainId: string;
   /** Tag (iptables comment) of this server's firewall rules. */
   firewallTag: string;
 }
@@ -47,19 +77,25 @@ export interface HomeserverNames {
 export const HS_BRIDGE_PREFIX = "bhs";
 export const DB_BRIDGE_PREFIX = "bdb";
 
-export function homeserverNames(serverId: string): HomeserverNames {
+/** The server's names on the default agent, or on the agent of `hostNamespace`. */
+export function homeserverNames(serverId: string, hostNamespace?: string): HomeserverNames {
   const shortId = shortIdOf(serverId);
+  const ns = hostNamespace === undefined ? "" : assertHostNamespace(hostNamespace);
+  const prefix = ns ? `berth-${ns}-${shortId}` : `berth-${shortId}`;
+  // Bridges keep their prefixes (the firewall's wildcards bhs+ and bdb+ must cover every agent's) within 15 characters.
+  const bridgeId = ns ? `${ns}${shortId.slice(0, 10)}` : shortId;
   return {
     serverId,
     shortId,
-    dbNetwork: `berth-${shortId}-db`,
-    hsNetwork: `berth-${shortId}-hs`,
-    dbBridge: `${DB_BRIDGE_PREFIX}${shortId}`,
-    hsBridge: `${HS_BRIDGE_PREFIX}${shortId}`,
-    postgres: `berth-${shortId}-postgres`,
-    synapse: `berth-${shortId}-synapse`,
-    synapsePrevious: `berth-${shortId}-synapse-previous`,
-    firewallTag: `berth:${shortId}`,
+    dbNetwork: `${prefix}-db`,
+    hsNetwork: `${prefix}-hs`,
+    dbBridge: `${DB_BRIDGE_PREFIX}${bridgeId}`,
+    hsBridge: `${HS_BRIDGE_PREFIX}${bridgeId}`,
+    postgres: `${prefix}-postgres`,
+    synapse: `${prefix}-synapse`,
+    synapsePrevious: `${prefix}-synapse-previous`,
+    chainId: `${ns}${shortId}`,
+    firewallTag: ns ? `berth:${ns}:${shortId}` : `berth:${shortId}`,
   };
 }
 

@@ -7,6 +7,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
 import { writeFileAtomic } from "../atomic-file.ts";
+import { HOST_NAMESPACE } from "./names.ts";
 
 export interface UidRange {
   first: number;
@@ -14,6 +15,18 @@ export interface UidRange {
 }
 
 export const DEFAULT_UID_RANGE: UidRange = { first: 200_000, last: 299_999 };
+
+/**
+ * The uids of the agent of a host namespace (names.ts): 100 000 of its own above the default
+ * range, at 300 000 + 100 000 · (the namespace read as a base-36 number), so two agents
+ * sharing a machine never give two tenants the same uid.
+ */
+export function uidRangeOf(hostNamespace: string | undefined): UidRange {
+  if (hostNamespace === undefined) return DEFAULT_UID_RANGE;
+  if (!HOST_NAMESPACE.test(hostNamespace)) throw new Error(`${JSON.stringify(hostNamespace)} is not a host namespace`);
+  const first = 300_000 + 100_000 * Number.parseInt(hostNamespace, 36);
+  return { first, last: first + 99_999 };
+}
 
 const fileSchema = z.strictObject({
   version: z.literal(1),

@@ -1,9 +1,9 @@
 // Isolation of each homeserver's containers with iptables (Debian's `iptables`,
 // which Docker itself uses). Per server, two chains hold its rules:
 //
-//   BERTH-F-<shortid>  jumped to from DOCKER-USER (Docker's hook at the top of
+//   BERTH-F-<chainid>  jumped to from DOCKER-USER (Docker's hook at the top of
 //                      FORWARD) for packets entering or leaving its bridges;
-//   BERTH-I-<shortid>  jumped to from INPUT for packets from its bridges to
+//   BERTH-I-<chainid>  jumped to from INPUT for packets from its bridges to
 //                      the host itself.
 //
 // What they allow: traffic within each of the server's own networks
@@ -19,7 +19,8 @@
 // the proxy's admin port). Docker's socket is never mounted into a container
 // (a unix socket: no rule can guard it; the handlers assert it instead).
 //
-// Every rule and jump carries the comment berth:<shortid>, so one server's set
+// (<chainid> is the server's short id, after its agent's host namespace if it has one.)
+// Every rule and jump carries the comment berth:<shortid> (berth:<namespace>:<shortid>), so one server's set
 // can be listed and removed. Chains are rewritten atomically (iptables-restore
 // --noflush); reapplying is harmless. IPv6 is not enabled on these networks,
 // so there is no IPv6 path to guard.
@@ -30,8 +31,9 @@ import { DB_BRIDGE_PREFIX, HS_BRIDGE_PREFIX } from "../homeserver/names.ts";
 import { silentLogger, type Logger } from "../log.ts";
 
 export interface FirewallTarget {
-  shortId: string;
-  /** Comment on every rule: berth:<shortid>. */
+  /** What the server's chains are named after (HomeserverNames.chainId). */
+  chainId: string;
+  /** Comment on every rule: HomeserverNames.firewallTag. */
   tag: string;
   hsBridge: string;
   dbBridge: string;
@@ -42,7 +44,7 @@ export interface FirewallTarget {
 /** What the homeserver handlers need; `null` firewall = none (development only). */
 export interface HomeserverFirewall {
   ensure(target: FirewallTarget): Promise<void>;
-  remove(target: Pick<FirewallTarget, "shortId" | "tag">): Promise<void>;
+  remove(target: Pick<FirewallTarget, "chainId" | "tag">): Promise<void>;
 }
 
 export interface CommandResult {
@@ -70,10 +72,10 @@ export const INPUT_CHAIN = "INPUT";
 export const DEFAULT_HOST_TCP_PORTS = [443, 8448];
 
 const BRIDGE_NAME = /^[A-Za-z0-9_.-]{1,15}$/;
-const SHORT_ID = /^[a-z0-9]{1,16}$/;
+const CHAIN_ID = /^[a-z0-9]{1,16}$/;
 
-export function chainNames(shortId: string): { forward: string; input: string } {
-  return { forward: `BERTH-F-${shortId}`, input: `BERTH-I-${shortId}` };
+export function chainNames(chainId: string): { forward: string; input: string } {
+  return { forward: `BERTH-F-${chainId}`, input: `BERTH-I-${chainId}` };
 }
 
 export interface RuleSet {
@@ -103,11 +105,11 @@ function hostNameservers(): string[] {
 
 /** The rules of one server (pure; see the file's header for what they mean). */
 export function firewallRules(target: FirewallTarget, options: { nameservers?: string[]; hostTcpPorts?: number[] } = {}): RuleSet {
-  if (!SHORT_ID.test(target.shortId)) throw new Error(`invalid short id ${target.shortId}`);
+  if (!CHAIN_ID.test(target.chainId)) throw new Error(`invalid chain id ${target.chainId}`);
   for (const bridge of [target.hsBridge, target.dbBridge]) {
     if (!BRIDGE_NAME.test(bridge)) throw new Error(`invalid bridge name ${bridge}`);
   }
-  const { forward: F, input: I } = chainNames(target.shortId);
+  const { forward: F, input: I } = chainNames(target.chainId);
   const H = target.hsBridge;
   const D = target.dbBridge;
   const tag = ["-m", "comment", "--comment", target.tag];
@@ -216,7 +218,7 @@ export class IptablesFirewall implements HomeserverFirewall {
   ensure(target: FirewallTarget): Promise<void> {
     return this.serial(async () => {
       const rules = firewallRules(target, { nameservers: this.nameservers ?? hostNameservers(), hostTcpPorts: this.hostTcpPorts });
-      const { forward: F, input: I } = chainNames(target.shortId);
+      const { forward: F, input: I } = chainNames(target.chainId);
       const lines = ["*filter", `:${F} - [0:0]`, `:${I} - [0:0]`];
       for (const rule of rules.forward) lines.push(["-A", F, ...rule].map(restoreArg).join(" "));
       for (const rule of rules.input) lines.push(["-A", I, ...rule].map(restoreArg).join(" "));
@@ -235,9 +237,9 @@ export class IptablesFirewall implements HomeserverFirewall {
   }
 
   /** Removes the server's jumps and chains; what is already gone is fine. */
-  remove(target: Pick<FirewallTarget, "shortId" | "tag">): Promise<void> {
+  remove(target: Pick<FirewallTarget, "chainId" | "tag">): Promise<void> {
     return this.serial(async () => {
-      const { forward: F, input: I } = chainNames(target.shortId);
+      const { forward: F, input: I } = chainNames(target.chainId);
       for (const chain of [DOCKER_USER_CHAIN, INPUT_CHAIN]) {
         for (const line of (await this.must(["-S", chain])).split("\n")) {
           if (!line.startsWith(`-A ${chain} `) || !hasTag(line, target.tag)) continue;
@@ -253,7 +255,7 @@ export class IptablesFirewall implements HomeserverFirewall {
     });
   }
 
-  /** The filter table's rules tagged berth:<shortid> (all berth rules without a tag argument), as `iptables -S` prints them. */
+  /** The filter table's rules tagged `tag` (all berth rules without a tag argument), as `iptables -S` prints them. */
   async list(tag?: string): Promise<string[]> {
     const out = await this.must(["-S"]);
     return out.split("\n").filter((line) => (tag ? hasTag(line, tag) : /berth:/.test(line)));

@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
+import { localHosts, type LocalHost } from "../../scripts/local-hosts.mjs";
 import { newestTokenLink } from "./browser-helpers";
 
 export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -129,26 +130,48 @@ export class DevServer {
   readonly persistTo: string;
   readonly logFile: string;
   readonly baseUrl: string;
-  /** With a port, the local agent and Caddy run too (Caddy's HTTPS there, HTTP one above); without, `--no-agent`. */
+  /**
+   * With a port, the local agents and their Caddies run too (HTTPS there, host i's HTTP i above);
+   * without, `--no-agent`.
+   */
   readonly httpsPort: number | undefined;
+  /** How many local hosts (`--hosts`; 1, the default, is the single host of old). */
+  readonly hosts: number;
+  /** `--enroll-by-hand`: the hosts wait for enrollLocalHost() (local-hosts-helpers.ts). */
+  readonly enrollByHand: boolean;
   private child: ChildProcess | undefined;
   private starts = 0;
 
-  constructor(port: number, persistTo: string, logFile: string, { httpsPort }: { httpsPort?: number } = {}) {
+  constructor(
+    port: number,
+    persistTo: string,
+    logFile: string,
+    { httpsPort, hosts = 1, enrollByHand = false }: { httpsPort?: number; hosts?: number; enrollByHand?: boolean } = {},
+  ) {
     this.port = port;
     this.persistTo = persistTo;
     this.logFile = logFile;
     this.httpsPort = httpsPort;
+    this.hosts = hosts;
+    this.enrollByHand = enrollByHand;
     this.baseUrl = `http://127.0.0.1:${port}`;
     onCleanup(() => this.stop());
   }
 
+  /** Local host `index` (1 … hosts): its directories, host namespace, Caddy address and ports (scripts/local-hosts.mjs). */
+  host(index: number): LocalHost {
+    if (this.httpsPort === undefined) throw new Error("this dev server runs no local hosts (--no-agent)");
+    const host = localHosts(this.persistTo, this.hosts, this.httpsPort)[index - 1];
+    if (!host) throw new Error(`there is no local host ${index} (1 … ${this.hosts})`);
+    return host;
+  }
+
   /**
-   * Caddy's internal CA root as PEM, once Caddy has written all of it: it writes the file in
-   * place, so a read that only waits for the file to exist can get it empty or cut short.
+   * The internal CA root of host `index`'s Caddy as PEM, once Caddy has written all of it: it writes
+   * the file in place, so a read that only waits for the file to exist can get it empty or cut short.
    */
-  caddyRoot(): Promise<string> {
-    const file = join(this.persistTo, "caddy", "pki", "authorities", "local", "root.crt");
+  caddyRoot(index = 1): Promise<string> {
+    const file = join(this.host(index).caddyDir, "pki", "authorities", "local", "root.crt");
     return waitFor(
       "Caddy's local CA root certificate",
       () => {
@@ -175,7 +198,8 @@ export class DevServer {
       [
         DEV_SCRIPT,
         ...["--port", String(this.port), "--stripe-port", "0", "--persist-to", this.persistTo],
-        ...(this.httpsPort === undefined ? ["--no-agent"] : ["--https-port", String(this.httpsPort)]),
+        ...(this.httpsPort === undefined ? ["--no-agent"] : ["--https-port", String(this.httpsPort), "--hosts", String(this.hosts)]),
+        ...(this.enrollByHand ? ["--enroll-by-hand"] : []),
       ],
       { cwd: REPO_ROOT, detached: true, stdio: ["ignore", fd, fd], env: { ...process.env, FORCE_COLOR: "0" } },
     );
@@ -423,7 +447,8 @@ export interface CliResult {
   stderr: string;
 }
 
-function runNode(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<CliResult> {
+/** `node <args>` in the repository, to its end (killed after `timeoutMs`): its exit code and output. */
+export function runNode(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
     if (child.pid !== undefined) livePids.add(child.pid);

@@ -112,9 +112,12 @@ export async function homeserverDiagnostics(
     parts.push(`--- server ---\n${JSON.stringify(view, null, 2)}`);
   }
   if (server) {
-    const shortId = server.id.replaceAll("-", "").slice(0, 12);
-    parts.push(`--- docker logs --tail 60 berth-${shortId}-synapse ---\n${await dockerLogsTail(`berth-${shortId}-synapse`)}`);
-    parts.push(`--- docker logs --tail 20 berth-${shortId}-postgres ---\n${await dockerLogsTail(`berth-${shortId}-postgres`, 20)}`);
+    // By label: on whichever local host (host namespace) the server runs, on several mid-move.
+    const listed = await run("docker", ["ps", "-a", "--filter", `label=berth.workload=${server.id}`, "--format", "{{.Names}}"]).catch(() => undefined);
+    for (const container of (listed?.stdout.toString("utf8") ?? "").split("\n").filter(Boolean).sort().reverse()) {
+      const lines = container.endsWith("-synapse") ? 60 : 20;
+      parts.push(`--- docker logs --tail ${lines} ${container} ---\n${await dockerLogsTail(container, lines)}`);
+    }
   }
   if (dev) parts.push(`--- tail of the dev log (${dev.logFile}) ---\n${dev.logTail(80)}`);
   return parts.join("\n");
@@ -224,27 +227,41 @@ export async function administered<T = any>(api: Api, method: string, path: stri
 
 // ---------- HTTPS to the homeserver through Caddy ----------
 
+/** Where a homeserver name is served on this machine: the address of the Caddy to connect to (local-hosts-helpers.ts's HostResolver). */
+export interface NameResolver {
+  address(hostname: string): string;
+}
+
 /**
- * An undici dispatcher that trusts only Caddy's local CA (`ca` replaces the
- * default roots; verification stays on) and resolves *.berth.localhost to
- * 127.0.0.1, where Caddy listens. SNI and the certificate check use the name.
- * `localAddress` (another address of 127.0.0.0/8) makes its requests come from
- * a client of their own, as Synapse's per-address rate limits see clients.
+ * An undici dispatcher that trusts only the Caddies' local CAs (`ca`, one root or the roots of
+ * several local hosts, replaces the default roots; verification stays on) and resolves
+ * *.berth.localhost to where Caddy listens: 127.0.0.1, or what `resolver` says (with
+ * `npm run dev -- --hosts N`, the address of the host that serves the name). SNI and the
+ * certificate check use the name. `localAddress` (another address of 127.0.0.0/8) makes its
+ * requests come from a client of their own, as Synapse's per-address rate limits see clients.
+ * Connections are kept per origin: after a name moves to another host, make a new dispatcher.
  */
-export function caddyDispatcher(caPem: string, { localAddress }: { localAddress?: string } = {}): Agent {
+export function caddyDispatcher(ca: string | string[], { localAddress, resolver }: { localAddress?: string; resolver?: NameResolver } = {}): Agent {
   const lookup = (
     hostname: string,
     options: LookupOptions,
     callback: (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
   ) => {
     if (hostname === "berth.localhost" || hostname.endsWith(".berth.localhost")) {
-      if (options.all) callback(null, [{ address: "127.0.0.1", family: 4 }]);
-      else callback(null, "127.0.0.1", 4);
+      let address: string;
+      try {
+        address = resolver ? resolver.address(hostname) : "127.0.0.1";
+      } catch (error) {
+        callback(error as NodeJS.ErrnoException, []);
+        return;
+      }
+      if (options.all) callback(null, [{ address, family: 4 }]);
+      else callback(null, address, 4);
       return;
     }
     dnsLookup(hostname, options, callback as never);
   };
-  return new Agent({ connect: { ca: caPem, lookup: lookup as never, rejectUnauthorized: true }, ...(localAddress ? { localAddress } : {}) });
+  return new Agent({ connect: { ca, lookup: lookup as never, rejectUnauthorized: true }, ...(localAddress ? { localAddress } : {}) });
 }
 
 export type FetchFn = typeof globalThis.fetch;

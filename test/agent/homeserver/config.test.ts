@@ -525,7 +525,7 @@ describe("firewall rules", () => {
   it("drop private ranges, other bridges and the host; allow own networks, answers, DNS to a private resolver, the proxy's public ports", () => {
     const rules = firewallRules(
       {
-        shortId: "abc123def456",
+        chainId: "abc123def456",
         tag: "berth:abc123def456",
         hsBridge: "bhsabc123def456",
         dbBridge: "bdbabc123def456",
@@ -561,7 +561,7 @@ describe("firewall rules", () => {
       "INPUT -i bhsabc123def456 -m comment --comment berth:abc123def456 -j BERTH-I-abc123def456",
       "INPUT -i bdbabc123def456 -m comment --comment berth:abc123def456 -j BERTH-I-abc123def456",
     ]);
-    expect(() => firewallRules({ shortId: "x; rm", tag: "t", hsBridge: "a", dbBridge: "b" })).toThrow(/invalid short id/);
+    expect(() => firewallRules({ chainId: "x; rm", tag: "t", hsBridge: "a", dbBridge: "b" })).toThrow(/invalid chain id/);
     expect(splitRule('-i x -m comment --comment "berth:a b" -j DROP')).toEqual(["-i", "x", "-m", "comment", "--comment", "berth:a b", "-j", "DROP"]);
   });
 });

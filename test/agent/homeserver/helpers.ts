@@ -120,8 +120,11 @@ export class TestRun {
   readonly agentIdentity = { hostId: `${this.prefix}-host`, privateKey: generateHostKey() };
   handlers: ReturnType<typeof homeserverHandlers>["handlers"];
   manager: ReturnType<typeof homeserverHandlers>["manager"];
+  /** The agent's host namespace, when the run plays one of several agents on this Docker Engine. */
+  readonly hostNamespace: string | undefined;
 
   constructor(options: Partial<HomeserverHandlerOptions> = {}) {
+    this.hostNamespace = options.hostNamespace;
     const built = homeserverHandlers(this.handlerOptions(options));
     this.handlers = built.handlers;
     this.manager = built.manager;
@@ -184,7 +187,7 @@ export class TestRun {
   }
 
   names(serverId: string) {
-    return homeserverNames(serverId);
+    return homeserverNames(serverId, this.hostNamespace);
   }
 
   paths(serverId: string) {
@@ -287,8 +290,8 @@ export class TestRun {
         .catch(() => undefined);
     }
     for (const serverId of this.serverIds) {
-      const names = homeserverNames(serverId);
-      await this.firewall.remove({ shortId: names.shortId, tag: names.firewallTag }).catch(() => undefined);
+      const names = this.names(serverId);
+      await this.firewall.remove({ chainId: names.chainId, tag: names.firewallTag }).catch(() => undefined);
     }
     for (const ref of this.images)
       await this.docker

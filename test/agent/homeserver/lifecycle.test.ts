@@ -223,7 +223,7 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
     await run.runtime.stopContainer(n.synapse);
     await run.runtime.stopContainer(n.postgres);
     expect((await runCommand("umount", [paths.root])).code).toBe(0);
-    await run.firewall.remove({ shortId: n.shortId, tag: n.firewallTag });
+    await run.firewall.remove({ chainId: n.chainId, tag: n.firewallTag });
     expect(await run.firewall.list(n.firewallTag)).toEqual([]);
     run.proxy.state.clear();
     // What Docker does at boot, before the agent runs: the data is not there, so it refuses to start (and does not create it on the host's disk).

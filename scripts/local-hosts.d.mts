@@ -1,0 +1,26 @@
+// Types for the TypeScript tests that run `npm run dev -- --hosts N` (scripts/local-hosts.mjs).
+export interface LocalHost {
+  /** 1 … N. */
+  index: number;
+  /** The name it enrolls with: dev-host (one host), dev-host-<i>. */
+  name: string;
+  /** h<i> with --hosts N ≥ 2; none for the single host. */
+  hostNamespace?: string;
+  /** 127.0.0.<i+1>, where its Caddy listens, with --hosts N ≥ 2; none (every interface) for the single host. */
+  address?: string;
+  configDir: string;
+  dataRoot: string;
+  caddyDir: string;
+  httpsPort: number;
+  httpPort: number;
+}
+export const MAX_LOCAL_HOSTS: number;
+export function localHosts(persistTo: string, count: number, httpsPort: number): LocalHost[];
+export function localAgentConfigDirs(persistTo: string): string[];
+export function startLocalHosts(options: {
+  hosts: LocalHost[];
+  baseUrl: string;
+  enrollByHand: boolean;
+  start: (name: string, args: string[], env: NodeJS.ProcessEnv, command?: string) => unknown;
+  log: (message: string) => void;
+}): Promise<void>;
