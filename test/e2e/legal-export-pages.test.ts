@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateAgeKeyPair } from "../../agent/backup/age.ts";
 import { reservePort } from "../ports.ts";
 import { Api, DevServer, runCleanups, signUpOperator, tempRoot, type RawSocket } from "./agent-helpers.ts";
-import { axeSeriousViolationsWithoutScripts, expectAt, launchChromium, submit } from "./browser-helpers.ts";
+import { axeSeriousViolationsWithoutScripts, expectAt, launchChromium, logInAs, submit } from "./browser-helpers.ts";
 import { fakeAgent, jobOf } from "./dashboard-helpers.ts";
 import { createHomeserver, payingCustomer } from "./homeserver-helpers.ts";
 
@@ -53,10 +53,7 @@ describe("an operator requests a legal export in a real browser, without JavaScr
       // The refused form answers 400: the browser logs that status.
       if (message.type() === "error" && !/status of 400/.test(message.text())) problems.push(`console.error at ${page.url()}: ${message.text()}`);
     });
-    await page.goto(`${dev.baseUrl}/login`);
-    await page.getByLabel("Email", { exact: true }).fill(operator.email);
-    await page.getByLabel("Password", { exact: true }).fill(operator.password);
-    await submit(page, page.getByRole("main").getByRole("button", { name: "Log in", exact: true }));
+    await logInAs(page, dev.baseUrl, operator);
   }, 180_000);
 
   afterAll(async () => {

@@ -182,11 +182,14 @@ export function HostsPage(props: { user: User; hosts: HostOverview[] }) {
   );
 }
 
-/** A table of facts, scrolling sideways on a narrow screen; `children` are its rows. */
+/**
+ * A table of facts; `children` are its rows. Long ids and details wrap anywhere; what still does
+ * not fit scrolls sideways in a region the keyboard can reach.
+ */
 function DataTable(props: { caption: string; hiddenCaption?: boolean; headers: string[]; children: Child }) {
   return (
-    <div class="scroll">
-      <table>
+    <section class="scroll" aria-label={props.caption} tabindex={0}>
+      <table class="facts">
         <caption class={props.hiddenCaption ? "visually-hidden" : undefined}>{props.caption}</caption>
         <thead>
           <tr>
@@ -197,7 +200,7 @@ function DataTable(props: { caption: string; hiddenCaption?: boolean; headers: s
         </thead>
         <tbody>{props.children}</tbody>
       </table>
-    </div>
+    </section>
   );
 }
 
