@@ -8,7 +8,7 @@ export const OPERATOR_SCRIPT = `"use strict";
   for (const source of document.querySelectorAll("pre[data-copy]")) {
     const button = document.createElement("button");
     button.type = "button";
-    button.textContent = "Copy " + source.dataset.copy.toLowerCase();
+    button.textContent = "Copy " + source.dataset.copy;
     const said = document.createElement("span");
     said.className = "hint";
     said.setAttribute("role", "status");

@@ -386,8 +386,8 @@ export function RevokeHostPage(props: { user: User; detail: HostDetail; error?: 
       <form method="post" action={`${hostPath(host.id)}/revoke`} class="card warning">
         <p>
           Its agent's identity stops working at once and for good: its connection is closed and it can never authenticate again. Its{" "}
-          {props.detail.homeservers.length} homeserver(s) keep running on it, but nothing can be sent to them. To use the machine again, enroll it anew with a
-          join token.
+          {props.detail.homeservers.length === 1 ? "one homeserver keeps" : `${props.detail.homeservers.length} homeservers keep`} running on it, but nothing
+          can be sent to them. To use the machine again, enroll it anew with a join token.
         </p>
         <Field
           label={`Type the host's name, ${host.name}, to confirm`}
@@ -434,14 +434,14 @@ export function JoinTokenPage(props: { user: User; regions: readonly string[]; m
   );
 }
 
-/** Text to copy: selectable as it is, and operator.js adds a button that copies it. */
-function Copyable(props: { id: string; label: string; text: string }) {
+/** Text to copy: selectable as it is, and operator.js adds a button ("Copy <what>") that copies it. */
+function Copyable(props: { id: string; label: string; what: string; text: string }) {
   return (
     <div class="copyable">
       <p>
         <strong>{props.label}</strong>
       </p>
-      <pre id={props.id} data-copy={props.label}>
+      <pre id={props.id} data-copy={props.what}>
         {props.text}
       </pre>
     </div>
@@ -455,8 +455,8 @@ export function JoinTokenCreatedPage(props: { user: User; token: string; region:
       <p class="alert notice" role="status">
         The token is shown only this once: we keep only its hash. It enrolls one host in {props.region}, until {utc(props.expiresAt)}.
       </p>
-      <Copyable id="join-token" label="Join token" text={props.token} />
-      <Copyable id="enroll-command" label="On the new host, with berth-agent installed, run" text={props.enrollCommand} />
+      <Copyable id="join-token" label="Join token" what="join token" text={props.token} />
+      <Copyable id="enroll-command" label="On the new host, with berth-agent installed, run" what="enrollment command" text={props.enrollCommand} />
       <p class="hint">
         Passing the token in the environment keeps it out of the process list. The host appears under <a href={HOSTS_PATH}>Hosts</a> once it enrolled.
       </p>
