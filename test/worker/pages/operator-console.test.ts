@@ -377,6 +377,8 @@ describe("the operator console", () => {
     const young = await homeserverOn(host.hostId, HOUR);
     const fresh = await homeserverOn(host.hostId, 3 * DAY);
     const stale = await homeserverOn(host.hostId, 3 * DAY);
+    const deleted = await homeserverOn(host.hostId, 3 * DAY, "deleted");
+    const failed = await homeserverOn(host.hostId, 3 * DAY, "failed");
     const backup = (serverId: string, status: string, ageMs: number, error: string | null = null) =>
       env.DB.prepare(
         "INSERT INTO backups (id, server_id, host_id, trigger, status, r2_key, upload_id, part_size, error, job_id, created_at) VALUES (?, ?, ?, 'scheduled', ?, ?, 'upload', 1, ?, ?, ?)",
@@ -394,6 +396,9 @@ describe("the operator console", () => {
       expect(late).toContain("disk full");
       expect(late).not.toContain(young.name);
       expect(late).not.toContain(fresh.name);
+      // Only homeservers backed up daily (running, stopped, suspended) are late.
+      expect(late).not.toContain(deleted.name);
+      expect(late).not.toContain(failed.name);
       expect(late.indexOf(never.name)).toBeLessThan(late.indexOf(stale.name));
       const storage = html.slice(html.indexOf("Storage quotas"));
       expect(storage).toContain(`${fresh.name}.berth.example`);
