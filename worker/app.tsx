@@ -28,7 +28,7 @@ import { pageRoutes } from "./routes/pages";
 import { dashboardPageRoutes } from "./routes/dashboard-pages";
 import { roomPageRoutes } from "./routes/room-pages";
 import { homeserverPageRoutes } from "./routes/homeserver-pages";
-import { legalExportPageRoutes } from "./routes/legal-export-pages";
+import { operatorPageRoutes } from "./routes/operator-pages";
 import { MessagePage } from "./pages/auth";
 
 function limitBody(maxSize: number) {
@@ -103,7 +103,7 @@ export const app = new Hono<AppEnv>()
   .route("/", dashboardPageRoutes)
   .route("/servers", serverSettingsPageRoutes)
   .route("/servers", homeserverPageRoutes)
-  .route("/operator/legal-exports", legalExportPageRoutes)
+  .route("/", operatorPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>
     wantsPage(c)

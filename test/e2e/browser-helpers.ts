@@ -56,6 +56,14 @@ export async function submit(page: Page, button: Locator): Promise<void> {
   await page.waitForLoadState("load");
 }
 
+/** Logs in through the log-in page, as a person would. */
+export async function logInAs(page: Page, baseUrl: string, account: { email: string; password: string }): Promise<void> {
+  await page.goto(`${baseUrl}/login`);
+  await page.getByLabel("Email", { exact: true }).fill(account.email);
+  await page.getByLabel("Password", { exact: true }).fill(account.password);
+  await submit(page, page.getByRole("main").getByRole("button", { name: "Log in", exact: true }));
+}
+
 /** Asserts where the browser is, showing the page's text when it is somewhere else (an error page, say). */
 export async function expectAt(page: Page, path: string): Promise<void> {
   const where = pathOf(page);

@@ -1,12 +1,19 @@
-import { and, eq, gt, inArray, isNotNull, isNull, lt, ne, notExists, notInArray, or } from "drizzle-orm";
+import { and, desc, eq, gt, gte, inArray, isNotNull, isNull, lt, ne, notExists, notInArray, or } from "drizzle-orm";
 import { alias } from "drizzle-orm/sqlite-core";
 import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
-import { auditLog, backups, jobs, servers, type Backup, type ServerStatus } from "../db/schema";
+import { auditLog, backups, jobs, servers, type Backup, type Server, type ServerStatus } from "../db/schema";
 import { logError } from "../logging";
 import { failBackup, manifestKeyOf, startBackup, UNFINISHED_BACKUP, UPLOAD_NOT_COMPLETED } from "./backups";
 import { audit } from "../audit/audit";
-import { BACKUP_OVERDUE_AFTER_MS, BACKUP_OVERDUE_REALERT_MS, BACKUP_RETENTION_MS, DAILY_BACKUP_SKIP_MS, ORPHANED_BACKUP_AFTER_MS } from "./policy";
+import {
+  BACKUP_LATE_AFTER_MS,
+  BACKUP_OVERDUE_AFTER_MS,
+  BACKUP_OVERDUE_REALERT_MS,
+  BACKUP_RETENTION_MS,
+  DAILY_BACKUP_SKIP_MS,
+  ORPHANED_BACKUP_AFTER_MS,
+} from "./policy";
 
 // What the hourly cron does for backups: the daily schedule, retention, and giving up abandoned uploads.
 
@@ -178,4 +185,46 @@ export async function alertOverdueBackups(ctx: WorkContext): Promise<number> {
     await audit(ctx.db, ctx.now, "system", "backup.overdue", server.id, detail);
   }
   return overdue.length;
+}
+
+export interface LateBackup {
+  server: Server;
+  /** When its newest successful backup was taken, or null when none ever succeeded. */
+  lastSucceededAt: Date | null;
+  /** Its newest failed backup since then, if any: when, and why. */
+  lastFailure: { at: Date; error: string | null } | null;
+}
+
+/**
+ * Homeservers backed up daily whose last successful backup is older than 26 hours (or that have
+ * none, once they are that old), the longest waiting first (since that backup, or since they were
+ * made): for operators' pages, ahead of the two-day alert.
+ */
+export async function lateBackups(db: Database, now: Date): Promise<LateBackup[]> {
+  const lateSince = new Date(now.getTime() - BACKUP_LATE_AFTER_MS);
+  const recentSuccess = db
+    .select({ serverId: backups.serverId })
+    .from(backups)
+    .where(and(eq(backups.status, "succeeded"), gte(backups.createdAt, lateSince)));
+  const late = await db
+    .select()
+    .from(servers)
+    .where(and(inArray(servers.status, BACKED_UP_DAILY), isNotNull(servers.hostId), lt(servers.createdAt, lateSince), notInArray(servers.id, recentSuccess)));
+  const newest = async (serverId: string, status: Backup["status"], after?: Date) => {
+    const [row] = await db
+      .select({ at: backups.createdAt, error: backups.error })
+      .from(backups)
+      .where(and(eq(backups.serverId, serverId), eq(backups.status, status), after ? gt(backups.createdAt, after) : undefined))
+      .orderBy(desc(backups.createdAt))
+      .limit(1);
+    return row;
+  };
+  const rows = await Promise.all(
+    late.map(async (server) => {
+      const lastSucceededAt = (await newest(server.id, "succeeded"))?.at ?? null;
+      return { server, lastSucceededAt, lastFailure: (await newest(server.id, "failed", lastSucceededAt ?? undefined)) ?? null };
+    }),
+  );
+  const waitingSince = (row: LateBackup) => (row.lastSucceededAt ?? row.server.createdAt).getTime();
+  return rows.sort((a, b) => waitingSince(a) - waitingSince(b));
 }

@@ -14,3 +14,5 @@ export const DELETION_RETRY_MS = DAY;
 /** No successful backup for this long (two daily ones missed) raises an operator alert, repeated daily. */
 export const BACKUP_OVERDUE_AFTER_MS = 2 * DAY;
 export const BACKUP_OVERDUE_REALERT_MS = DAY;
+/** Operators' pages list a homeserver as late once its last successful backup is this old: a daily backup missed, with two hours' slack. */
+export const BACKUP_LATE_AFTER_MS = 26 * HOUR;

@@ -4,6 +4,8 @@ import { audit } from "../audit/audit";
 import type { Database } from "../db/client";
 import { certificates } from "../db/schema";
 
+export type Certificate = typeof certificates.$inferSelect;
+
 const DAY = 24 * 60 * 60 * 1000;
 /** A certificate this close to expiry means automatic renewal is failing: operators are alerted. */
 export const CERTIFICATE_ALERT_WINDOW_MS = 14 * DAY;
@@ -53,6 +55,16 @@ export async function recordCertificates(db: Database, hostId: string, reports: 
   return alerts;
 }
 
-export async function listCertificates(db: Database) {
-  return db.select().from(certificates).orderBy(asc(certificates.notAfter));
+/** The certificates hosts serve (one host's, given its id), the nearest expiry first. */
+export async function listCertificates(db: Database, hostId?: string) {
+  return db
+    .select()
+    .from(certificates)
+    .where(hostId === undefined ? undefined : eq(certificates.hostId, hostId))
+    .orderBy(asc(certificates.notAfter));
+}
+
+/** Whether a stored certificate is within its alert window now: its renewal is failing. */
+export function expiringSoon(row: Certificate, now: Date): boolean {
+  return row.notAfter.getTime() - now.getTime() < alertWindowMs({ notBefore: row.notBefore?.getTime(), notAfter: row.notAfter.getTime() });
 }

@@ -63,3 +63,12 @@ export async function submitForm<E extends AppEnv>(
     (message) => renderError(message, fields),
   );
 }
+
+/** A datetime-local field, read as UTC (Unix ms); empty is no bound. What is wrong is added to `problems`. */
+export function utcDateTime(value: string, label: string, problems: string[]): number | undefined {
+  if (value.trim() === "") return undefined;
+  const match = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$/.exec(value.trim());
+  const at = match ? Date.parse(`${match[0]}${match[1] ? "" : ":00"}Z`) : Number.NaN;
+  if (Number.isNaN(at)) problems.push(`${label} must be a date and time such as 2026-01-31T09:00.`);
+  return Number.isNaN(at) ? undefined : at;
+}

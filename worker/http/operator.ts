@@ -13,3 +13,13 @@ export const requireOperator = createMiddleware<SessionAppEnv>(async (c, next) =
   if (!user.emailVerifiedAt) throw forbidden("email_unverified", "An operator account needs a verified email address: follow the link we emailed you.");
   await next();
 });
+
+/**
+ * The operators' pages (/operator, behind requireLogin): anyone else gets the very page an address
+ * with nothing at it gets, so the console does not announce itself. An operator whose address is
+ * unverified is told so, as /api/admin tells them.
+ */
+export const requireOperatorPage = createMiddleware<SessionAppEnv>(async (c, next) => {
+  if (c.var.user.role !== "operator") return c.notFound();
+  await requireOperator(c, next);
+});

@@ -25,6 +25,10 @@ export const NOTICES = {
   admin_password_set: "The admin password is being set on your homeserver.",
   settings_applied: "Your homeserver runs with the new settings.",
   settings_applying: "Your change is being applied: your homeserver restarts with it.",
+  host_state_changed: "The host's state is changed.",
+  host_override_allowed: "This host may now take customer data although its data root is not encrypted.",
+  host_override_withdrawn: "This host no longer takes customer data unless its data root is encrypted.",
+  host_revoked: "The host is revoked: it can never connect again.",
 } as const;
 
 export type NoticeKey = keyof typeof NOTICES;
@@ -32,6 +36,9 @@ export type NoticeKey = keyof typeof NOTICES;
 export function noticeFor(key: string | undefined): string | undefined {
   return key && key in NOTICES ? NOTICES[key as NoticeKey] : undefined;
 }
+
+/** A moment to the minute, in UTC, as operators' pages show times. */
+export const utc = (at: Date | number) => `${new Date(at).toISOString().slice(0, 16).replace("T", " ")} UTC`;
 
 /** `script`: one same-origin script of progressive enhancement; every page works without it. */
 export function Layout(props: { title: string; viewer?: Viewer | null; script?: string; children?: Child }) {

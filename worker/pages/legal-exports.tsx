@@ -2,12 +2,13 @@ import type { LegalExportScope } from "../../protocol/jobs";
 import type { LegalExport, User } from "../db/schema";
 import type { AuditTrailEntry, LegalExportListing, NamedServer } from "../legal/pages-data";
 import { formatBytes } from "./charts";
-import { Alert, Choices, Field, Layout, type Options } from "./layout";
+import { Alert, Choices, Field, utc, type Options } from "./layout";
+import { OPERATOR_LEGAL_EXPORTS_PATH, OperatorLayout } from "./operator";
 
 // Operators' pages for legal-request exports: the list, the request form with its confirmation
 // step, and one export with its audit trail. Plain forms: they work without JavaScript.
 
-export const LEGAL_EXPORTS_PATH = "/operator/legal-exports";
+export const LEGAL_EXPORTS_PATH = OPERATOR_LEGAL_EXPORTS_PATH;
 export const legalExportPath = (id: string) => `${LEGAL_EXPORTS_PATH}/${id}`;
 
 /** The request form's fields as typed: what is shown again when it is refused or changed. */
@@ -45,8 +46,6 @@ export interface ReviewedLegalExport {
   recipient: string;
   noticeBarredReason: string | null;
 }
-
-const utc = (at: Date | number) => `${new Date(at).toISOString().slice(0, 16).replace("T", " ")} UTC`;
 
 function plural(count: number, one: string, many: string) {
   return `${count} ${count === 1 ? one : many}`;
@@ -138,7 +137,7 @@ function BackToList() {
 
 export function LegalExportsPage(props: { user: User; exports: LegalExportListing[] }) {
   return (
-    <Layout title="Legal exports" viewer={props.user}>
+    <OperatorLayout title="Legal exports" user={props.user} current="legal">
       <h1>Legal exports</h1>
       <p>
         Exports of a homeserver's data under a legal request, newest first. <a href={`${LEGAL_EXPORTS_PATH}/new`}>Request an export</a>
@@ -170,14 +169,14 @@ export function LegalExportsPage(props: { user: User; exports: LegalExportListin
           ))}
         </ul>
       )}
-    </Layout>
+    </OperatorLayout>
   );
 }
 
 export function RequestLegalExportPage(props: { user: User; values: LegalExportFormValues; error?: string | undefined }) {
   const { values } = props;
   return (
-    <Layout title="Request a legal export" viewer={props.user}>
+    <OperatorLayout title="Request a legal export" user={props.user} current="legal">
       <BackToList />
       <h1>Request a legal export</h1>
       <Alert kind="error" message={props.error} />
@@ -228,7 +227,7 @@ export function RequestLegalExportPage(props: { user: User; values: LegalExportF
           Review the request
         </button>
       </form>
-    </Layout>
+    </OperatorLayout>
   );
 }
 
@@ -236,7 +235,7 @@ export function RequestLegalExportPage(props: { user: User; values: LegalExportF
 export function ConfirmLegalExportPage(props: { user: User; values: LegalExportFormValues; request: ReviewedLegalExport }) {
   const { request, values } = props;
   return (
-    <Layout title="Confirm the legal export" viewer={props.user}>
+    <OperatorLayout title="Confirm the legal export" user={props.user} current="legal">
       <BackToList />
       <h1>Confirm the legal export</h1>
       <form method="post" action={LEGAL_EXPORTS_PATH} class="card">
@@ -277,7 +276,7 @@ export function ConfirmLegalExportPage(props: { user: User; values: LegalExportF
           Change the request
         </button>
       </form>
-    </Layout>
+    </OperatorLayout>
   );
 }
 
@@ -340,7 +339,7 @@ export function LegalExportPage(props: { user: User; listed: LegalExportListing;
   const { listed } = props;
   const row = listed.export;
   return (
-    <Layout title={`Legal export ${row.reference}`} viewer={props.user}>
+    <OperatorLayout title={`Legal export ${row.reference}`} user={props.user} current="legal">
       <BackToList />
       <h1>Legal export {row.reference}</h1>
       <Alert kind="notice" message={props.notice} />
@@ -384,6 +383,6 @@ export function LegalExportPage(props: { user: User; listed: LegalExportListing;
           </li>
         ))}
       </ol>
-    </Layout>
+    </OperatorLayout>
   );
 }

@@ -6,6 +6,7 @@ import type { presentBackup, presentServer, presentUpkeep } from "../http/presen
 import { NAME_MAX, NAME_MIN } from "../servers/names";
 import { UsageChart, formatBytes, formatPercent } from "./charts";
 import { Alert, Layout } from "./layout";
+import { OPERATOR_PATH } from "./operator";
 import { ServerNav } from "./server-nav";
 
 export type ServerView = ReturnType<typeof presentServer>;
@@ -68,6 +69,11 @@ export function ServersPage(props: {
   return (
     <Layout title="Servers" viewer={props.user} script={DASHBOARD_SCRIPT_PATH}>
       <h1>Your homeservers</h1>
+      {props.user.role === "operator" ? (
+        <p>
+          You are an operator: <a href={OPERATOR_PATH}>open the operator console</a>.
+        </p>
+      ) : null}
       <Alert kind="error" message={props.error} />
       {props.servers.length === 0 ? (
         <p>You have no homeserver yet.</p>

@@ -5,7 +5,7 @@ import { imageReference, JOBS, TEST_JOB_KINDS } from "../../protocol/jobs";
 import { audit, readAudit } from "../audit/audit";
 import { refusalsSince } from "../audit/refusals";
 import { HOST_STATES, jobs, workloads } from "../db/schema";
-import { alertWindowMs, listCertificates } from "../fleet/certificates";
+import { expiringSoon, listCertificates } from "../fleet/certificates";
 import { createJoinToken, REGIONS } from "../fleet/enrollment";
 import { getJob } from "../fleet/jobs";
 import { dispatchJob, hostStub, listHosts, requireHost, revokeHost, setHostState, setUnencryptedPlacementOverride } from "../fleet/hosts";
@@ -149,7 +149,6 @@ export const adminRoutes = new Hono<AppEnv>()
     return c.json(presentLegalExport(row), 202);
   })
   .get("/certificates", async (c) => {
-    const now = c.var.ctx.now.getTime();
     const rows = await listCertificates(c.var.ctx.db);
     return c.json({
       certificates: rows.map((row) => ({
@@ -157,7 +156,7 @@ export const adminRoutes = new Hono<AppEnv>()
         serverName: row.serverName,
         notAfter: row.notAfter.toISOString(),
         issuer: row.issuer,
-        expiringSoon: row.notAfter.getTime() - now < alertWindowMs({ notBefore: row.notBefore?.getTime(), notAfter: row.notAfter.getTime() }),
+        expiringSoon: expiringSoon(row, c.var.ctx.now),
         reportedAt: row.updatedAt.toISOString(),
       })),
     });
@@ -196,6 +195,6 @@ export const adminRoutes = new Hono<AppEnv>()
   })
   .get("/audit", async (c) => {
     const { limit } = parseWith(z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) }), c.req.query());
-    const rows = await readAudit(c.var.ctx.db, limit);
+    const rows = await readAudit(c.var.ctx.db, { limit });
     return c.json({ entries: rows.map((row) => ({ ...row, at: row.at.toISOString() })) });
   });

@@ -2,10 +2,8 @@ import { Hono } from "hono";
 import { legalExportScope } from "../../protocol/jobs";
 import type { WorkContext } from "../context";
 import { badRequest, notFound } from "../errors";
-import type { AppEnv } from "../http/context";
-import { submitForm, type FormFields } from "../http/forms";
-import { requireOperator } from "../http/operator";
-import { requireLogin } from "../http/session";
+import { submitForm, utcDateTime, type FormFields } from "../http/forms";
+import type { SessionAppEnv } from "../http/session";
 import { parseWith } from "../http/validation";
 import { legalExportRequest, requestLegalExport } from "../legal/exports";
 import { findLegalExport, findServerByIdOrName, legalExportAuditTrail, listLegalExports } from "../legal/pages-data";
@@ -20,10 +18,9 @@ import {
   type ReviewedLegalExport,
 } from "../pages/legal-exports";
 
-// Legal-request exports as pages, for operators (mounted at /operator/legal-exports): the list, a
-// request (form → confirmation → the same service as POST /api/admin/servers/:id/legal-exports),
-// and one export with its audit trail. A customer gets the 403 /api/admin gives; nobody logged in,
-// the log-in page.
+// Legal-request exports as pages, for operators (mounted at /operator/legal-exports, behind the
+// console's guard): the list, a request (form → confirmation → the same service as POST
+// /api/admin/servers/:id/legal-exports), and one export with its audit trail.
 
 const REQUESTED_NOTICE = "The export is requested: the homeserver's host makes it and encrypts it to your recipient.";
 
@@ -34,15 +31,6 @@ function formValues(fields: FormFields): LegalExportFormValues {
 }
 
 const listed = (text: string) => text.split(/[\s,]+/).filter((item) => item !== "");
-
-/** A datetime-local field, read as UTC (Unix ms); empty is no bound. */
-function utcTime(value: string, label: string, problems: string[]): number | undefined {
-  if (value.trim() === "") return undefined;
-  const match = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$/.exec(value.trim());
-  const at = match ? Date.parse(`${match[0]}${match[1] ? "" : ":00"}Z`) : Number.NaN;
-  if (Number.isNaN(at)) problems.push(`${label} must be a date and time such as 2026-01-31T09:00.`);
-  return Number.isNaN(at) ? undefined : at;
-}
 
 /** The form as a request, or one refusal naming everything that is wrong (the values are the operator's own, shown back to them). */
 async function reviewForm(ctx: WorkContext, values: LegalExportFormValues): Promise<ReviewedLegalExport> {
@@ -56,8 +44,8 @@ async function reviewForm(ctx: WorkContext, values: LegalExportFormValues): Prom
 
   const users = listed(values.users);
   const rooms = listed(values.rooms);
-  const from = utcTime(values.from, "From", problems);
-  const until = utcTime(values.until, "Until", problems);
+  const from = utcDateTime(values.from, "From", problems);
+  const until = utcDateTime(values.until, "Until", problems);
   if (values.content !== "yes" && values.content !== "no") problems.push("Choose whether the export holds content.");
   const scope = legalExportScope.safeParse({ users, rooms, from, until, content: values.content === "yes" });
   for (const issue of scope.error?.issues ?? []) {
@@ -88,9 +76,7 @@ async function reviewForm(ctx: WorkContext, values: LegalExportFormValues): Prom
   return { server, reference: request.reference, scope: request.scope, recipient: request.recipient, noticeBarredReason: request.noticeBarred?.reason ?? null };
 }
 
-export const legalExportPageRoutes = new Hono<AppEnv>()
-  .use(requireLogin)
-  .use(requireOperator)
+export const legalExportPageRoutes = new Hono<SessionAppEnv>()
   .get("/", async (c) => c.html(<LegalExportsPage user={c.var.user} exports={await listLegalExports(c.var.ctx.db, c.var.ctx.config)} />))
   // `?server=` fills the homeserver in, for links from a server's operator view.
   .get("/new", (c) => c.html(<RequestLegalExportPage user={c.var.user} values={{ ...EMPTY_LEGAL_EXPORT_FORM, server: c.req.query("server") ?? "" }} />))

@@ -1,6 +1,7 @@
 import { and, eq, ne, sql, type SQL } from "drizzle-orm";
 import { isDevelopment, type WorkerConfig } from "../config";
 import type { WorkContext } from "../context";
+import type { Database } from "../db/client";
 import { hosts, servers, type Host } from "../db/schema";
 import type { Plan } from "../billing/plans";
 import { PLANS } from "../billing/plans";
@@ -45,7 +46,7 @@ function reservedSql(resource: Resource): SQL {
 }
 
 /** What a host can give homeservers, per resource. */
-function capacityOf(host: Pick<Host, "memoryMiB" | "cpus" | "diskGiB">): Plan["resources"] {
+export function capacityOf(host: Pick<Host, "memoryMiB" | "cpus" | "diskGiB">): Plan["resources"] {
   return { memoryMiB: host.memoryMiB - HOST_RESERVED_MEMORY_MIB, cpus: host.cpus * CPU_OVERCOMMIT, storageGiB: host.diskGiB };
 }
 
@@ -73,28 +74,28 @@ export function hasRoomSql(hostId: string, plan: Plan, exceptServerId?: string):
     AND ${fits("storageGiB", host(sql`${hosts.diskGiB}`))})`;
 }
 
+/** What a host has left once its live homeservers' plans are counted (negative when an operator's change left it overcommitted). */
+export async function roomOn(db: Database, host: Host): Promise<HostRoom> {
+  const [used] = await db
+    .select({ memoryMiB: reservedSql("memoryMiB"), cpus: reservedSql("cpus"), storageGiB: reservedSql("storageGiB") })
+    .from(servers)
+    .where(and(eq(servers.hostId, host.id), ne(servers.status, "deleted")));
+  const capacity = capacityOf(host);
+  return {
+    host,
+    freeMemoryMiB: capacity.memoryMiB - Number(used?.memoryMiB ?? 0),
+    freeCpus: capacity.cpus - Number(used?.cpus ?? 0),
+    freeDiskGiB: capacity.storageGiB - Number(used?.storageGiB ?? 0),
+  };
+}
+
 /** What each online, active host of a region that accepts customer data has left once its homeservers' plans are counted. */
 export async function roomInRegion({ db, config }: WorkContext, region: string): Promise<HostRoom[]> {
   const candidates = await db
     .select()
     .from(hosts)
     .where(and(eq(hosts.region, region), eq(hosts.status, "online"), eq(hosts.state, "active")));
-  const eligible = candidates.filter((host) => acceptsCustomerData(config, host));
-  return Promise.all(
-    eligible.map(async (host) => {
-      const [used] = await db
-        .select({ memoryMiB: reservedSql("memoryMiB"), cpus: reservedSql("cpus"), storageGiB: reservedSql("storageGiB") })
-        .from(servers)
-        .where(and(eq(servers.hostId, host.id), ne(servers.status, "deleted")));
-      const capacity = capacityOf(host);
-      return {
-        host,
-        freeMemoryMiB: capacity.memoryMiB - Number(used?.memoryMiB ?? 0),
-        freeCpus: capacity.cpus - Number(used?.cpus ?? 0),
-        freeDiskGiB: capacity.storageGiB - Number(used?.storageGiB ?? 0),
-      };
-    }),
-  );
+  return Promise.all(candidates.filter((host) => acceptsCustomerData(config, host)).map((host) => roomOn(db, host)));
 }
 
 /**

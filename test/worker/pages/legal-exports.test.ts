@@ -58,14 +58,11 @@ describe("the legal-export pages", () => {
     expect(await exportCount(server.id)).toBe(0);
   });
 
-  it("refuses a customer (the server's owner too) and an operator whose address is unverified with the 403 of /api/admin, recording nothing", async () => {
-    for (const path of [LIST, `${LIST}/new`]) {
-      const html = await page(path, server.owner.cookie, 403);
-      expect(html).toContain("This needs an operator account.");
-      expect(html).not.toContain("Request a legal export");
-    }
+  it("answers a customer (the server's owner too) as for an address with nothing at it, and tells an unverified operator to verify, recording nothing", async () => {
+    const missing = await page("/operator/no-such-page", server.owner.cookie, 404);
+    for (const path of [LIST, `${LIST}/new`]) expect(await page(path, server.owner.cookie, 404)).toBe(missing);
     const posted = await submit({ ...form, step: "request" }, server.owner.cookie);
-    expect(posted.status).toBe(403);
+    expect(posted.status).toBe(404);
     expect(await exportCount(server.id)).toBe(0);
 
     const unverified = await verifiedUser();
@@ -177,8 +174,8 @@ describe("the legal-export pages", () => {
     expect(list).toContain(`<a href="${LIST}/${exportId}">${form.reference}</a>`);
     expect(list).toContain("2 users; all rooms; from 2026-01-01 00:00 UTC; with content");
     expect(await page(`${LIST}/${exportId}`, another)).toContain(form.reference);
-    // A customer gets the 403 for an export's page too, even one of their own server.
-    await page(`${LIST}/${exportId}`, server.owner.cookie, 403);
+    // A customer gets the page of an address with nothing at it for an export's page too, even one of their own server.
+    expect(await page(`${LIST}/${exportId}`, server.owner.cookie, 404)).toContain("There is nothing at this address.");
     expect(own).toContain("Requested: waiting for the host");
     expect(own).not.toContain("/files/homeserver");
 

@@ -1,0 +1,140 @@
+import { and, desc, eq, inArray, ne } from "drizzle-orm";
+import { readAudit, type AuditQuery } from "../audit/audit";
+import { normalizeEmail } from "../auth/credentials";
+import type { Plan } from "../billing/plans";
+import type { WorkerConfig } from "../config";
+import type { Database } from "../db/client";
+import { hosts, jobs, servers, users, type Host, type Job, type Server } from "../db/schema";
+import { capacityOf, roomOn, type HostRoom } from "../servers/placement";
+import { expiringSoon, listCertificates, type Certificate } from "./certificates";
+import { listHosts, requireHost } from "./hosts";
+
+// What the operator console's pages read: each host with its room and certificates, one host's
+// homeservers and jobs, and the audit log with its actors' names.
+
+/** How many of a host's jobs its page shows, newest first. */
+export const HOST_JOBS_SHOWN = 30;
+
+export interface HostOverview {
+  host: Host;
+  /** What the host gives homeservers, per resource (memory less the system's reserve, CPUs overcommitted). */
+  capacity: Plan["resources"];
+  room: HostRoom;
+  homeservers: number;
+  certificates: { count: number; nextExpiry: Date | null; expiringSoon: number };
+}
+
+async function overviewOf(db: Database, host: Host, certificates: Certificate[], now: Date): Promise<HostOverview> {
+  const live = await db
+    .select({ id: servers.id })
+    .from(servers)
+    .where(and(eq(servers.hostId, host.id), ne(servers.status, "deleted")));
+  return {
+    host,
+    capacity: capacityOf(host),
+    room: await roomOn(db, host),
+    homeservers: live.length,
+    certificates: {
+      count: certificates.length,
+      nextExpiry: certificates[0]?.notAfter ?? null,
+      expiringSoon: certificates.filter((row) => expiringSoon(row, now)).length,
+    },
+  };
+}
+
+/** Every host, the newest enrolled first. */
+export async function hostOverviews(db: Database, now: Date): Promise<HostOverview[]> {
+  const [all, certificates] = await Promise.all([listHosts(db), listCertificates(db)]);
+  return Promise.all(
+    all.map((host) =>
+      overviewOf(
+        db,
+        host,
+        certificates.filter((row) => row.hostId === host.id),
+        now,
+      ),
+    ),
+  );
+}
+
+export interface HostHomeserver {
+  server: Server;
+  /** Its Matrix server name. */
+  serverName: string;
+}
+
+export interface HostDetail {
+  overview: HostOverview;
+  homeservers: HostHomeserver[];
+  jobs: Job[];
+  certificates: Certificate[];
+}
+
+/** One host with its live homeservers, its newest jobs and the certificates its proxy serves; 404 for no such host. */
+export async function hostDetail(db: Database, config: WorkerConfig, hostId: string, now: Date): Promise<HostDetail> {
+  const host = await requireHost(db, hostId);
+  const [certificates, homeservers, recentJobs] = await Promise.all([
+    listCertificates(db, host.id),
+    db
+      .select()
+      .from(servers)
+      .where(and(eq(servers.hostId, host.id), ne(servers.status, "deleted")))
+      .orderBy(servers.name),
+    db.select().from(jobs).where(eq(jobs.hostId, host.id)).orderBy(desc(jobs.createdAt)).limit(HOST_JOBS_SHOWN),
+  ]);
+  return {
+    overview: await overviewOf(db, host, certificates, now),
+    homeservers: homeservers.map((server) => ({ server, serverName: `${server.name}.${config.homeservers.domain}` })),
+    jobs: recentJobs,
+    certificates,
+  };
+}
+
+/**
+ * The actors an operator means by what they typed: an actor as recorded ("user:<id>", "host:<id>",
+ * "system"), an account's email address, or a host's name. Nothing it could mean: no actor.
+ */
+export async function actorsNamed(db: Database, text: string): Promise<string[]> {
+  if (text === "system" || text.startsWith("user:") || text.startsWith("host:")) return [text];
+  if (text.includes("@")) {
+    const found = await db
+      .select({ id: users.id })
+      .from(users)
+      .where(eq(users.email, normalizeEmail(text) ?? text));
+    return found.map(({ id }) => `user:${id}`);
+  }
+  const found = await db.select({ id: hosts.id }).from(hosts).where(eq(hosts.name, text));
+  return found.map(({ id }) => `host:${id}`);
+}
+
+export interface AuditEntry {
+  id: number;
+  at: Date;
+  actor: string;
+  /** The account's email address when the actor is a user who still has one; the host's name when it is a host. */
+  actorName: string | null;
+  action: string;
+  target: string | null;
+  detail: unknown;
+}
+
+/** A page of the audit log as readAudit gives it, each actor named as operators know it. */
+export async function auditEntries(db: Database, query: AuditQuery): Promise<AuditEntry[]> {
+  const rows = await readAudit(db, query);
+  const idsOf = (prefix: string) => [...new Set(rows.flatMap((row) => (row.actor.startsWith(prefix) ? [row.actor.slice(prefix.length)] : [])))];
+  const [people, machines] = await Promise.all([
+    db
+      .select({ id: users.id, name: users.email })
+      .from(users)
+      .where(inArray(users.id, idsOf("user:"))),
+    db
+      .select({ id: hosts.id, name: hosts.name })
+      .from(hosts)
+      .where(inArray(hosts.id, idsOf("host:"))),
+  ]);
+  const names = new Map<string, string>([
+    ...people.map((row) => [`user:${row.id}`, row.name] as const),
+    ...machines.map((row) => [`host:${row.id}`, row.name] as const),
+  ]);
+  return rows.map((row) => ({ ...row, actorName: names.get(row.actor) ?? null }));
+}
