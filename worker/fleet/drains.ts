@@ -2,6 +2,7 @@ import { and, asc, desc, eq, isNull, ne } from "drizzle-orm";
 import { audit } from "../audit/audit";
 import { planById } from "../billing/plans";
 import type { WorkContext } from "../context";
+import { isUniqueViolation } from "../db/client";
 import { hostDrains, serverMigrations, servers, type HostDrain, type Server } from "../db/schema";
 import { ApiError, conflict } from "../errors";
 import { startMigration } from "../servers/migration";
@@ -24,7 +25,7 @@ export async function startDrain(ctx: WorkContext, operatorId: string, hostId: s
   try {
     await ctx.db.insert(hostDrains).values({ id, hostId, requestedBy: `user:${operatorId}`, concurrency: DRAIN_CONCURRENCY, startedAt: ctx.now });
   } catch (error) {
-    if (String(error).includes("UNIQUE")) throw conflict("drain_running", "This host is being drained already.");
+    if (isUniqueViolation(error)) throw conflict("drain_running", "This host is being drained already.");
     throw error;
   }
   await audit(ctx.db, ctx.now, `user:${operatorId}`, "host.drain_started", hostId, { drainId: id, concurrency: DRAIN_CONCURRENCY });

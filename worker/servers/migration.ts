@@ -4,7 +4,7 @@ import { audit, type Actor } from "../audit/audit";
 import { agentUrl, settleBackupJob, startBackup, unfinishedBackup } from "../backups/backups";
 import { planById } from "../billing/plans";
 import type { WorkContext } from "../context";
-import type { Database } from "../db/client";
+import { isUniqueViolation, type Database } from "../db/client";
 import { insertWhere } from "../db/conditional-insert";
 import { serverMigrations, servers, workloads, type HostDrain, type Job, type MigrationPhase, type Server, type ServerMigration } from "../db/schema";
 import { ApiError, conflict, notFound } from "../errors";
@@ -133,7 +133,7 @@ export async function startMigration(ctx: WorkContext, request: MigrationRequest
         .where(and(eq(servers.id, server.id), sql`EXISTS (SELECT 1 FROM ${serverMigrations} WHERE ${serverMigrations.id} = ${id})`)),
     ]);
   } catch (error) {
-    if (String(error).includes("UNIQUE")) throw alreadyMoving();
+    if (isUniqueViolation(error)) throw alreadyMoving();
     throw error;
   }
   const [started] = await ctx.db.select().from(serverMigrations).where(eq(serverMigrations.id, id));
