@@ -32,6 +32,12 @@ async function moveSetUp() {
   return { ...server, operator, source, target };
 }
 
+async function serverPage(cookie: string, id: string): Promise<string> {
+  const response = await call(`/servers/${id}`, { cookie, headers: { accept: "text/html" } });
+  expect(response.status).toBe(200);
+  return response.text();
+}
+
 async function auditOf(serverId: string): Promise<string[]> {
   const rows = await env.DB.prepare("SELECT action FROM audit_log WHERE target = ? ORDER BY id").bind(serverId).all<{ action: string }>();
   return rows.results.map((row) => row.action);
@@ -107,6 +113,7 @@ describe("a move that succeeds", () => {
       statusReason: "moving to another host",
       move: { progress: 0, message: "preparing its new host" },
     });
+    expect(await serverPage(owner.cookie, id)).toContain("We are moving this homeserver to another host of its region (preparing its new host)");
 
     // The target provisions it under the same name; the source has not been touched yet.
     const provision = await jobFor(target.agent, "homeserver.provision", id);
@@ -147,6 +154,7 @@ describe("a move that succeeds", () => {
     expect(done.downtimeMs).toBeGreaterThanOrEqual(6_000);
     expect(await serverRow(id)).toMatchObject({ status: "running", status_reason: null, host_id: target.host.hostId, reserved_on_host_id: null });
     expect(await serverView(owner.cookie, id)).toMatchObject({ move: null, lastMove: { outcome: "moved", downtimeMs: done.downtimeMs } });
+    expect(await serverPage(owner.cookie, id)).toContain(`it was unreachable for ${Math.round(done.downtimeMs! / 1000)} s`);
 
     expect(await auditOf(id)).toEqual(
       expect.arrayContaining([
