@@ -3,7 +3,7 @@ import { audit } from "../audit/audit";
 import { planById } from "../billing/plans";
 import type { WorkContext } from "../context";
 import { isUniqueViolation } from "../db/client";
-import { hostDrains, serverMigrations, servers, type HostDrain, type Server } from "../db/schema";
+import { hostDrains, serverMigrations, servers, type Host, type HostDrain, type Server } from "../db/schema";
 import { ApiError, conflict } from "../errors";
 import { startMigration } from "../servers/migration";
 import { placementCandidates } from "../servers/placement";
@@ -42,6 +42,8 @@ async function drainById(ctx: WorkContext, id: string): Promise<HostDrain | unde
 export async function continueDrain(ctx: WorkContext, drainId: string): Promise<void> {
   const drain = await drainById(ctx, drainId);
   if (!drain || drain.finishedAt) return;
+  // Its homeservers' final backups are taken on it: the drain waits for it to reconnect (the hourly run goes on).
+  if ((await requireHost(ctx.db, drain.hostId)).status === "offline") return;
   const moves = await ctx.db.select().from(serverMigrations).where(eq(serverMigrations.drainId, drain.id));
   const tried = new Set(moves.map((move) => move.serverId));
   let underWay = moves.filter((move) => !move.finishedAt).length;
@@ -102,6 +104,7 @@ export async function latestDrain(ctx: WorkContext, hostId: string): Promise<Hos
  * moved, failed (moved back after a failure), moving, and remaining, each remaining one with why.
  */
 export async function drainProgress(ctx: WorkContext, drain: HostDrain) {
+  const host = await requireHost(ctx.db, drain.hostId);
   const moves = await ctx.db.select().from(serverMigrations).where(eq(serverMigrations.drainId, drain.id)).orderBy(asc(serverMigrations.startedAt));
   const tried = new Set(moves.map((move) => move.serverId));
   const left = (await serversOn(ctx, drain.hostId)).filter((server) => !tried.has(server.id));
@@ -127,13 +130,14 @@ export async function drainProgress(ctx: WorkContext, drain: HostDrain) {
       remainingServers: left.map((server) => ({
         serverId: server.id,
         status: server.status,
-        reason: remainingReason(drain, server),
+        reason: remainingReason(drain, host, server),
       })),
     },
   };
 }
 
-function remainingReason(drain: HostDrain, server: Server): string {
+function remainingReason(drain: HostDrain, host: Host, server: Server): string {
   if (server.status !== "running") return `it is ${server.status}: only running homeservers are moved`;
-  return drain.finishedAt ? "no other host of its region had room for it" : "waiting for a free slot";
+  if (drain.finishedAt) return host.status === "online" ? "no other host of its region had room for it" : `its host is ${host.status}`;
+  return host.status === "online" ? "waiting for a free slot" : "waiting for its host to reconnect";
 }

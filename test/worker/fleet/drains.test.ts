@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { call, expectError, post } from "../helpers";
+import { call, expectError, post, runCron } from "../helpers";
 import { subscriber } from "../billing/stripe-helpers";
 import { completeMove, fail, finalBackup, jobFor, migrationsOf, provisionAndStop, restoreOnTarget, serverRow, type Side } from "../servers/migration-helpers";
 import { create, serverView, type ServerView } from "../servers/server-helpers";
@@ -130,5 +130,22 @@ describe("draining a host", () => {
       finishedAt: expect.any(String),
       remainingServers: [{ serverId: only!.id, status: "stopped", reason: "it is stopped: only running homeservers are moved" }],
     });
+  });
+
+  it("waits for a host that is not connected (its final backups are taken there), and goes on once it is back", async () => {
+    const { operator, source, target, servers } = await hostWithServers(1, "us-west");
+    await env.DB.prepare("UPDATE hosts SET status = 'offline' WHERE id = ?").bind(source.host.hostId).run();
+    const response = await drain(operator, source.host.hostId);
+    expect(await response.json()).toMatchObject({
+      moving: 0,
+      remaining: 1,
+      finishedAt: null,
+      remainingServers: [{ serverId: servers[0]!.id, status: "running", reason: "waiting for its host to reconnect" }],
+    });
+
+    await env.DB.prepare("UPDATE hosts SET status = 'online' WHERE id = ?").bind(source.host.hostId).run();
+    await runCron();
+    await jobFor(target.agent, "homeserver.provision", servers[0]!.id);
+    expect(await drainOf(operator, source.host.hostId)).toMatchObject({ moving: 1, remaining: 0, finishedAt: null });
   });
 });

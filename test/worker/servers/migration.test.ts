@@ -175,6 +175,25 @@ describe("a move that succeeds", () => {
   });
 });
 
+describe("billing while it moves", () => {
+  it("a suspension decided while the homeserver moves applies once it serves on its new host", async () => {
+    const { operator, owner, id, source, target } = await moveSetUp();
+    expect((await migrate(operator, id, target.host.hostId)).status).toBe(202);
+    await provisionAndStop(id, source, target);
+    await env.DB.prepare("UPDATE entitlements SET state = 'suspended' WHERE user_id = (SELECT user_id FROM servers WHERE id = ?)").bind(id).run();
+    await runCron();
+    expect(await serverRow(id)).toMatchObject({ status: "moving" });
+
+    await restoreOnTarget(id, target, await finalBackup(id, source));
+    target.agent.send(succeeded((await jobFor(target.agent, "homeserver.start", id)).job));
+    const suspend = await jobFor(target.agent, "homeserver.suspend", id);
+    target.agent.send(succeeded(suspend.job));
+    await vi.waitFor(async () => expect((await serverView(owner.cookie, id)).status).toBe("suspended"));
+    source.agent.send(succeeded((await jobFor(source.agent, "homeserver.delete", id)).job));
+    await waitForPhase(operator, id, "succeeded");
+  });
+});
+
 describe("a move that fails rolls back", () => {
   it("the target's provisioning fails: the source never stopped, runs on, and the target's partial copy is removed", async () => {
     const { operator, owner, id, source, target } = await moveSetUp();
