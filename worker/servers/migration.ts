@@ -252,7 +252,8 @@ async function finish(ctx: WorkContext, migration: ServerMigration, phase: "succ
       .where(
         and(
           eq(servers.id, migration.serverId),
-          sql`EXISTS (SELECT 1 FROM ${serverMigrations} WHERE ${serverMigrations.id} = ${migration.id} AND ${serverMigrations.finishedAt} IS NOT NULL)`,
+          // Once this one has finished (above), and unless a newer move holds a reservation of its own.
+          sql`NOT EXISTS (SELECT 1 FROM ${serverMigrations} WHERE ${serverMigrations.serverId} = ${migration.serverId} AND ${serverMigrations.finishedAt} IS NULL)`,
         ),
       ),
   ]);
