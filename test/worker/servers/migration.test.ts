@@ -156,6 +156,12 @@ describe("a move that succeeds", () => {
     expect(await serverView(owner.cookie, id)).toMatchObject({ move: null, lastMove: { outcome: "moved", downtimeMs: done.downtimeMs } });
     expect(await serverPage(owner.cookie, id)).toContain(`it was unreachable for ${Math.round(done.downtimeMs! / 1000)} s`);
 
+    const exported = (await (await call("/api/me/export", { cookie: owner.cookie })).json()) as { matrixMetadata: { servers: { moves: unknown[] }[] } };
+    expect(exported.matrixMetadata.servers[0]!.moves).toEqual([
+      { startedAt: expect.any(String), finishedAt: done.finishedAt, outcome: "moved", downtimeMs: done.downtimeMs },
+    ]);
+    expect(JSON.stringify(exported)).not.toContain(target.host.hostId);
+
     expect(await auditOf(id)).toEqual(
       expect.arrayContaining([
         "migration.started",
