@@ -8,6 +8,7 @@ import { pruneTokens } from "./auth/tokens";
 import { expireEntitlements } from "./billing/entitlement";
 import { workContext } from "./context";
 import type { WorkerEnv } from "./env";
+import { continueDrains } from "./fleet/drains";
 import { markStaleHostsOffline } from "./fleet/hosts";
 import { failExpiredJobs, pruneJobs } from "./fleet/jobs";
 import { rollUpUsage } from "./fleet/usage";
@@ -15,6 +16,7 @@ import { resumeStalledDeletions, startDueDeletions } from "./servers/deletion";
 import { enforceEntitlements, handleEntitlementEvents } from "./servers/entitlement-jobs";
 import { applyPlanChanges } from "./servers/plan-changes";
 import { checkStorageAlerts } from "./servers/storage-alerts";
+import { recoverMigrations } from "./servers/migration";
 import { applyJobOutcome } from "./servers/outcomes";
 import { pruneUpkeepRuns, scheduleDailyUpkeep } from "./servers/upkeep";
 import { pruneLegalExports } from "./legal/exports";
@@ -28,7 +30,8 @@ export const EVERY_MINUTE = "* * * * *";
  * quota alerts. Hourly
  * (any other schedule): key rotation, entitlement deadlines, usage roll-ups,
  * pruning what has expired, backups (the daily ones, retention, abandoned
- * uploads, alerts for overdue ones, deletions due or stalled), the daily
+ * uploads, alerts for overdue ones, deletions due or stalled), migrations whose
+ * step was lost and drains that can go on, the daily
  * database and media upkeep, and legal exports' files past retention.
  */
 export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: string) {
@@ -58,6 +61,8 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
     Object.assign(report, {
       abandonedBackupsFailed: await failAbandonedBackups(ctx),
       stalledDeletionsResumed: await resumeStalledDeletions(ctx),
+      migrationsRecovered: await recoverMigrations(ctx),
+      drainsContinued: await continueDrains(ctx),
       backupsPruned: await pruneBackups(ctx),
       legalExportFilesDeleted: await pruneLegalExports(ctx),
       dueDeletionsStarted: await startDueDeletions(ctx),

@@ -10,6 +10,7 @@ import {
   entitlements,
   jobs,
   oneTimeTokens,
+  serverMigrations,
   sessions,
   storageAlerts,
   subscriptions,
@@ -58,7 +59,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
       )
       .orderBy(asc(auditLog.id)),
   ]);
-  const [usageRows, upkeepRows, storageAlertRows, backupRows, jobRows, certificateRows, setupLinkRows] = await Promise.all([
+  const [usageRows, upkeepRows, storageAlertRows, backupRows, jobRows, certificateRows, setupLinkRows, moveRows] = await Promise.all([
     ofServers((ids) => db.select().from(workloadUsage).where(inArray(workloadUsage.workloadId, ids)).orderBy(asc(workloadUsage.at))),
     ofServers((ids) => db.select().from(upkeepRuns).where(inArray(upkeepRuns.serverId, ids)).orderBy(asc(upkeepRuns.finishedAt))),
     ofServers((ids) => db.select().from(storageAlerts).where(inArray(storageAlerts.serverId, ids)).orderBy(asc(storageAlerts.threshold))),
@@ -76,6 +77,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
         ),
     ),
     ofServers((ids) => db.select().from(adminPasswordLinks).where(inArray(adminPasswordLinks.serverId, ids))),
+    ofServers((ids) => db.select().from(serverMigrations).where(inArray(serverMigrations.serverId, ids)).orderBy(asc(serverMigrations.startedAt))),
   ]);
   const newestSucceeded = new Map(await Promise.all(serverIds.map(async (id) => [id, await newestSucceededBackupId(db, id)] as const)));
 
@@ -165,6 +167,14 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
             finishedAt: iso(job.finishedAt),
           })),
         backups: backupRows.filter((backup) => backup.serverId === server.id).map((backup) => presentBackup(backup, newestSucceeded.get(server.id), now)),
+        moves: moveRows
+          .filter((move) => move.serverId === server.id)
+          .map((move) => ({
+            startedAt: iso(move.startedAt),
+            finishedAt: iso(move.finishedAt),
+            outcome: move.phase === "succeeded" ? "moved" : move.phase === "failed" ? "stayed" : "under way",
+            downtimeMs: move.downtimeMs,
+          })),
       })),
     },
     cannotSee: E2EE_STATEMENT,

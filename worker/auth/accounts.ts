@@ -1,6 +1,6 @@
 import { and, eq } from "drizzle-orm";
 import type { RequestContext } from "../context";
-import type { Database } from "../db/client";
+import { isUniqueViolation, type Database } from "../db/client";
 import { users, type User } from "../db/schema";
 import { badRequest, conflict, forbidden, unauthorized } from "../errors";
 import { mailerFor, type Mail } from "../mail/mailer";
@@ -29,13 +29,6 @@ const invalidToken = () => badRequest("invalid_token", "This link is invalid, wa
 async function findUserByEmail(db: Database, email: string): Promise<User | undefined> {
   const [user] = await db.select().from(users).where(eq(users.email, email));
   return user;
-}
-
-function isUniqueViolation(error: unknown): boolean {
-  for (let cause = error; cause instanceof Error; cause = cause.cause) {
-    if (cause.message.includes("UNIQUE constraint failed")) return true;
-  }
-  return false;
 }
 
 async function findUser(db: Database, id: string): Promise<User | undefined> {

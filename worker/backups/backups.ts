@@ -46,9 +46,10 @@ export async function requireOnlineHost(db: Database, server: Server): Promise<v
 /**
  * Starts a backup of `server` on its host: the R2 multipart upload, the row,
  * then the `homeserver.backup` job. One backup per server is under way at a
- * time, which a partial unique index enforces against races.
+ * time, which a partial unique index enforces against races. `jobId` is given
+ * when a row written before must already name the job (a migration's step).
  */
-export async function startBackup(ctx: WorkContext, server: Server, trigger: BackupTrigger, actor: Actor): Promise<Backup> {
+export async function startBackup(ctx: WorkContext, server: Server, trigger: BackupTrigger, actor: Actor, jobId = crypto.randomUUID()): Promise<Backup> {
   if (await unfinishedBackup(ctx.db, server.id)) throw backupRunning();
   const recipient = await backupRecipient(ctx.db, ctx.config.backupKeyWrappingSecret, server.id, ctx.now);
   const id = crypto.randomUUID();
@@ -66,7 +67,7 @@ export async function startBackup(ctx: WorkContext, server: Server, trigger: Bac
     r2Key,
     uploadId: upload.uploadId,
     partSize: BACKUP_PART_SIZE,
-    jobId: crypto.randomUUID(),
+    jobId,
     createdAt: ctx.now,
   };
   try {

@@ -306,6 +306,8 @@ export const SERVER_STATUSES = [
   "suspended",
   "upgrading",
   "restoring",
+  /** Being moved to another host (server_migrations): its own lifecycle jobs wait until the move ends. */
+  "moving",
   "deleting",
   "deleted",
   "failed",
@@ -324,6 +326,11 @@ export const servers = sqliteTable(
     name: text("name").notNull().unique(),
     region: text("region").notNull(),
     hostId: text("host_id").references(() => hosts.id),
+    /**
+     * During a move, the other host whose room it also takes (placement counts it there): the
+     * target until the switch, then the source until its copy is destroyed. Null otherwise.
+     */
+    reservedOnHostId: text("reserved_on_host_id").references(() => hosts.id),
     /** The plan the server is on: its resources are reserved on its host. */
     planId: text("plan_id").notNull().default("starter"),
     /** The plan whose limits its containers run with; differs from planId while a plan change is applied. */
@@ -631,7 +638,7 @@ export const legalExportParts = sqliteTable(
 
 // ---------- backups ----------
 
-export const BACKUP_TRIGGERS = ["scheduled", "manual", "final"] as const;
+export const BACKUP_TRIGGERS = ["scheduled", "manual", "final", "migration"] as const;
 export type BackupTrigger = (typeof BACKUP_TRIGGERS)[number];
 export const BACKUP_STATUSES = ["pending", "running", "succeeded", "failed"] as const;
 export type BackupStatus = (typeof BACKUP_STATUSES)[number];
@@ -693,6 +700,92 @@ export const backupKeys = sqliteTable("backup_keys", {
   createdAt: timestamp("created_at").notNull(),
 });
 
+// ---------- moving homeservers between hosts ----------
+
+/**
+ * A move's steps, in order (worker/servers/migration.ts). Forward: the target provisioned, the
+ * source stopped, its final backup, the restore on the target, then (the route switched) the
+ * target's health check, the source's copy destroyed. Back, after a failure: the source started
+ * again where that is needed, then the target's copy removed.
+ */
+export const MIGRATION_PHASES = [
+  "provisioning_target",
+  "stopping_source",
+  "backing_up",
+  "restoring_target",
+  "checking_target",
+  "destroying_source",
+  "restarting_source",
+  "removing_target",
+  "succeeded",
+  "failed",
+] as const;
+export type MigrationPhase = (typeof MIGRATION_PHASES)[number];
+
+// A homeserver moved from one host to another of its region: asked by an operator, alone or by a drain.
+export const serverMigrations = sqliteTable(
+  "server_migrations",
+  {
+    id: text("id").primaryKey(),
+    serverId: text("server_id")
+      .notNull()
+      .references(() => servers.id, { onDelete: "cascade" }),
+    sourceHostId: text("source_host_id")
+      .notNull()
+      .references(() => hosts.id),
+    targetHostId: text("target_host_id")
+      .notNull()
+      .references(() => hosts.id),
+    /** The drain that started it; null for a move an operator asked for. */
+    drainId: text("drain_id"),
+    /** Who asked (an operator, or the operator who started the drain). */
+    requestedBy: text("requested_by").notNull(),
+    phase: text("phase", { enum: MIGRATION_PHASES }).notNull(),
+    /** The job whose outcome moves the migration on; a superseded job's late outcome changes nothing. */
+    currentJobId: text("current_job_id"),
+    /** The final backup taken on the source with Synapse stopped, which the target restores. */
+    backupId: text("backup_id"),
+    /** Why it failed, for operators (the agent's words included); customers read our own words. */
+    error: text("error"),
+    startedAt: timestamp("started_at").notNull(),
+    /** When the source was told to stop: the homeserver's downtime counts from here. */
+    sourceStoppedAt: timestamp("source_stopped_at"),
+    /** When the route was switched to the target; null until then (or again after a switch back). */
+    switchedAt: timestamp("switched_at"),
+    /** When the target passed its health check: the homeserver serves again. */
+    servingAt: timestamp("serving_at"),
+    finishedAt: timestamp("finished_at"),
+    /** From the source stopping to the target healthy (or the source running again after a rollback). */
+    downtimeMs: integer("downtime_ms"),
+    updatedAt: timestamp("updated_at").notNull(),
+  },
+  (t) => [
+    index("server_migrations_server_idx").on(t.serverId, t.startedAt),
+    index("server_migrations_drain_idx").on(t.drainId),
+    index("server_migrations_job_idx").on(t.currentJobId),
+    // One move of a server under way at a time, whoever asks: the database settles races.
+    uniqueIndex("server_migrations_one_unfinished_per_server").on(t.serverId).where(sql`finished_at IS NULL`),
+  ],
+);
+
+// An operator emptying a host: every running homeserver on it moved, a few at a time.
+export const hostDrains = sqliteTable(
+  "host_drains",
+  {
+    id: text("id").primaryKey(),
+    hostId: text("host_id")
+      .notNull()
+      .references(() => hosts.id),
+    requestedBy: text("requested_by").notNull(),
+    /** How many of its moves may be under way at once. */
+    concurrency: integer("concurrency").notNull(),
+    startedAt: timestamp("started_at").notNull(),
+    /** Set once nothing is under way and nothing more can be started (what is left is reported with its reason). */
+    finishedAt: timestamp("finished_at"),
+  },
+  (t) => [uniqueIndex("host_drains_one_unfinished_per_host").on(t.hostId).where(sql`finished_at IS NULL`)],
+);
+
 export type Host = typeof hosts.$inferSelect;
 export type Server = typeof servers.$inferSelect;
 export type Job = typeof jobs.$inferSelect;
@@ -700,3 +793,5 @@ export type Workload = typeof workloads.$inferSelect;
 export type Backup = typeof backups.$inferSelect;
 export type UpkeepRun = typeof upkeepRuns.$inferSelect;
 export type StorageAlert = typeof storageAlerts.$inferSelect;
+export type ServerMigration = typeof serverMigrations.$inferSelect;
+export type HostDrain = typeof hostDrains.$inferSelect;

@@ -26,3 +26,5 @@ export const STALE_ONLINE_AFTER_MS = 3 * 60_000;
 export const JOB_RETENTION_MS = 90 * 24 * 60 * 60_000;
 /** At most this many jobs are deleted per hourly run (a backlog drains over a few hours). */
 export const JOB_PRUNE_BATCH = 5_000;
+/** How many of a drain's moves run at once: each stops a homeserver and streams its backup through two hosts. */
+export const DRAIN_CONCURRENCY = 2;

@@ -1,9 +1,9 @@
-import { eq } from "drizzle-orm";
+import { and, eq, isNull, or } from "drizzle-orm";
 import { checkJobPayload, JobSchemaError } from "../../protocol/jobs";
 import type { ReportedWorkload } from "../../protocol/messages";
 import { audit } from "../audit/audit";
 import type { Database } from "../db/client";
-import { workloads, type Job } from "../db/schema";
+import { serverMigrations, workloads, type Job } from "../db/schema";
 import { logError } from "../logging";
 import { createJob, payloadOf, unfinishedJobsOfKind } from "./jobs";
 
@@ -14,10 +14,19 @@ import { createJob, payloadOf, unfinishedJobsOfKind } from "./jobs";
  * `workload.remove` for what should be gone. A workload that already has such
  * a job under way gets no second one. A homeserver that runs but should not is
  * never removed by reconciliation (it holds a customer's data): it is audited
- * for an operator to look at.
+ * for an operator to look at. A homeserver moving onto or off this host is left to its migration:
+ * it is expected on both hosts until the move ends, and on neither for parts of it.
  */
 export async function reconcileHost(db: Database, hostId: string, reported: ReportedWorkload[], now: Date): Promise<Job[]> {
-  const desired = await db.select().from(workloads).where(eq(workloads.hostId, hostId));
+  const moving = new Set(
+    (
+      await db
+        .select({ serverId: serverMigrations.serverId })
+        .from(serverMigrations)
+        .where(and(isNull(serverMigrations.finishedAt), or(eq(serverMigrations.sourceHostId, hostId), eq(serverMigrations.targetHostId, hostId))))
+    ).map((row) => row.serverId),
+  );
+  const desired = (await db.select().from(workloads).where(eq(workloads.hostId, hostId))).filter((workload) => !moving.has(workload.id));
   const running = new Set(reported.map((workload) => workload.id));
   const wanted = new Map(desired.filter((workload) => workload.desired === "present").map((workload) => [workload.id, workload]));
   const pending = new Set(
@@ -36,7 +45,7 @@ export async function reconcileHost(db: Database, hostId: string, reported: Repo
     );
   }
   for (const workload of reported) {
-    if (wanted.has(workload.id) || pending.has(`workload.remove:${workload.id}`)) continue;
+    if (wanted.has(workload.id) || moving.has(workload.id) || pending.has(`workload.remove:${workload.id}`)) continue;
     if (workload.kind === "homeserver") {
       await audit(db, now, `host:${hostId}`, "reconcile.unexpected_homeserver", workload.id, { state: workload.state });
       continue;

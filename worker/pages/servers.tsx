@@ -3,6 +3,7 @@ import type { Plan } from "../billing/plans";
 import { STORAGE_ALERT_THRESHOLDS, type User } from "../db/schema";
 import { BACKUP_RETENTION_MS } from "../backups/policy";
 import type { presentBackup, presentServer, presentUpkeep } from "../http/present";
+import type { movesForCustomer } from "../servers/migration";
 import { NAME_MAX, NAME_MIN } from "../servers/names";
 import { UsageChart, formatBytes, formatPercent } from "./charts";
 import { Alert, Layout } from "./layout";
@@ -18,6 +19,7 @@ export interface QuotaView {
 }
 export type BackupView = ReturnType<typeof presentBackup>;
 export type UpkeepView = ReturnType<typeof presentUpkeep>;
+export type MovesView = Awaited<ReturnType<typeof movesForCustomer>>;
 
 export const DASHBOARD_SCRIPT_PATH = "/assets/dashboard.js";
 const RETENTION_DAYS = BACKUP_RETENTION_MS / 86_400_000;
@@ -190,6 +192,42 @@ function LiveStatus(props: { server: ServerView }) {
       </p>
     </section>
   );
+}
+
+/** A move to another host: how far along while it runs, then when it ended and how long the homeserver was down. */
+function Move(props: { moves: MovesView }) {
+  const { move, lastMove } = props.moves;
+  if (!move && !lastMove) return null;
+  return (
+    <section class="card" id="move" data-refresh aria-labelledby="move-heading">
+      <h2 id="move-heading">Host</h2>
+      {move ? (
+        <>
+          <p>
+            We are moving this homeserver to another host of its region ({move.message}). It keeps its name, its data and its signing key; it is unreachable for
+            a short while during the move.
+          </p>
+          <progress max={1} value={move.progress} aria-label="Move progress">
+            {Math.round(move.progress * 100)} %
+          </progress>
+        </>
+      ) : lastMove?.outcome === "moved" ? (
+        <p>
+          Moved to another host on {when(lastMove.finishedAt)}; it was unreachable for {downtimeText(lastMove.downtimeMs)}.
+        </p>
+      ) : lastMove ? (
+        <p>
+          A move to another host on {when(lastMove.finishedAt)} did not complete; the homeserver stayed where it was, with its data as it was
+          {lastMove.downtimeMs ? ` (it was unreachable for ${downtimeText(lastMove.downtimeMs)})` : ""}.
+        </p>
+      ) : null}
+    </section>
+  );
+}
+
+function downtimeText(ms: number | null): string {
+  if (ms === null) return "an unknown time";
+  return ms < 60_000 ? `${Math.max(1, Math.round(ms / 1000))} s` : `${Math.round(ms / 60_000)} min`;
 }
 
 function Connect(props: { server: ServerView; adminLink?: { url: string; expiresAt: string } | undefined }) {
@@ -518,6 +556,7 @@ export function ServerPage(props: {
   usage: UsageView;
   upkeep: UpkeepView | null;
   remoteMediaRetentionDays: number;
+  moves: MovesView;
   /** Its storage quota's newest figures; none before its host first reported them. */
   quota: QuotaView | undefined;
   adminLink?: { url: string; expiresAt: string } | undefined;
@@ -536,6 +575,7 @@ export function ServerPage(props: {
       <Alert kind="error" message={props.error} />
       <StorageBanner server={server} quota={props.quota} />
       <LiveStatus server={server} />
+      <Move moves={props.moves} />
       <Connect server={server} adminLink={props.adminLink} />
       <Controls server={server} />
       <Usage server={server} usage={props.usage} plan={props.plan} quota={props.quota} />

@@ -16,6 +16,8 @@ import type { AppEnv } from "../http/context";
 import { requireOperator } from "../http/operator";
 import { presentHost, presentJob, presentServer, presentUsage } from "../http/present";
 import { latestLifecycleJob, upgradeServer } from "../servers/servers";
+import { listMigrations, presentMigration, startMigration } from "../servers/migration";
+import { drainProgress, latestDrain, startDrain } from "../fleet/drains";
 import { legalExportRequest, presentLegalExport, requestLegalExport } from "../legal/exports";
 import { currentStorageAlerts } from "../servers/storage-alerts";
 import { requireSession, type SessionAppEnv } from "../http/session";
@@ -59,6 +61,19 @@ export const adminRoutes = new Hono<AppEnv>()
     const { state, reason } = await readJson(c, z.strictObject({ state: z.enum(HOST_STATES), reason: z.string().trim().min(3).max(500).optional() }));
     const host = await setHostState(c.var.ctx.db, c.var.user.id, c.req.param("id"), state, reason, c.var.ctx.now);
     return c.json(presentHost(host));
+  })
+  // Drain: the host takes no new homeservers, and each running one is moved off, a few at a time.
+  .post("/hosts/:id/drain", async (c) => {
+    const { ctx } = c.var;
+    const drain = await startDrain(ctx, c.var.user.id, c.req.param("id"));
+    return c.json((await drainProgress(ctx, drain)).view, 202);
+  })
+  .get("/hosts/:id/drain", async (c) => {
+    const { ctx } = c.var;
+    const host = await requireHost(ctx.db, c.req.param("id"));
+    const drain = await latestDrain(ctx, host.id);
+    if (!drain) throw notFound("This host was never drained.");
+    return c.json((await drainProgress(ctx, drain)).view);
   })
   // Production places customer data only on encrypted data roots, unless an operator says otherwise here.
   .post("/hosts/:id/unencrypted-placement", async (c) => {
@@ -141,6 +156,25 @@ export const adminRoutes = new Hono<AppEnv>()
     const { ctx } = c.var;
     const server = await upgradeServer(ctx, c.var.user.id, c.req.param("id"), image);
     return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 202);
+  })
+  // Moves one running homeserver to another host of its region (any customer's: operators run the fleet).
+  .post("/servers/:id/migrate", async (c) => {
+    const { targetHostId } = await readJson(c, z.strictObject({ targetHostId: z.string().min(1).max(64) }));
+    const { ctx } = c.var;
+    const migration = await startMigration(ctx, { serverId: c.req.param("id"), targetHostId, actor: `user:${c.var.user.id}` });
+    return c.json(presentMigration(migration), 202);
+  })
+  .get("/migrations", async (c) => {
+    const query = parseWith(
+      z.object({
+        drainId: z.string().min(1).max(64).optional(),
+        serverId: z.string().min(1).max(64).optional(),
+        limit: z.coerce.number().int().min(1).max(500).default(100),
+      }),
+      c.req.query(),
+    );
+    const rows = await listMigrations(c.var.ctx.db, query, query.limit);
+    return c.json({ migrations: rows.map(presentMigration) });
   })
   // A legal request's export of one homeserver (any customer's: operators act on legal requests).
   .post("/servers/:id/legal-exports", async (c) => {

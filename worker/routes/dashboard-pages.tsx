@@ -24,6 +24,7 @@ import { serverNameSchema } from "../servers/names";
 import { placementCandidates, roomInRegion } from "../servers/placement";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer, serverNameOf } from "../servers/servers";
 import { lastUpkeep, remoteMediaRetentionDays } from "../servers/upkeep";
+import { movesForCustomer } from "../servers/migration";
 import { latestQuota } from "../servers/storage-alerts";
 import { describePasswordLink, setPasswordWithLink } from "../servers/users";
 
@@ -77,6 +78,7 @@ async function renderServer(c: ServerPageContext, extra: { error?: string; admin
       backups={(await listBackups(ctx.db, server.id)).map((backup) => presentBackup(backup, newest, ctx.now))}
       upkeep={upkeep ? presentUpkeep(upkeep) : null}
       remoteMediaRetentionDays={remoteMediaRetentionDays(server)}
+      moves={await movesForCustomer(ctx.db, server)}
       usage={{
         range,
         ranges: [...CHART_RANGES],

@@ -16,6 +16,7 @@ import { deleteOwnedServer } from "../servers/deletion";
 import { serverNameSchema } from "../servers/names";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer } from "../servers/servers";
 import { lastUpkeep } from "../servers/upkeep";
+import { movesForCustomer } from "../servers/migration";
 
 // One stream lasts a few minutes; EventSource reconnects by itself.
 const SERVER_EVENTS_MAX_MS = 5 * 60_000;
@@ -42,7 +43,11 @@ export const serverRoutes = new Hono<AppEnv>()
     const { ctx, user } = c.var;
     const server = await ownedServer(ctx.db, user.id, c.req.param("id"));
     const upkeep = await lastUpkeep(ctx.db, server.id);
-    return c.json({ ...presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), lastUpkeep: upkeep ? presentUpkeep(upkeep) : null });
+    return c.json({
+      ...presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)),
+      lastUpkeep: upkeep ? presentUpkeep(upkeep) : null,
+      ...(await movesForCustomer(ctx.db, server)),
+    });
   })
   .post("/:id/stop", requireSession, async (c) => {
     const { ctx, user } = c.var;

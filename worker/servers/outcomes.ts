@@ -7,6 +7,7 @@ import { payloadOf, resultOf } from "../fleet/jobs";
 import { applyLegalExportOutcome } from "../legal/exports";
 import { deleteAfterFinalBackup, stopDeletion } from "./deletion";
 import { enforceEntitlement } from "./entitlement-jobs";
+import { applyMigrationOutcome } from "./migration";
 import { applyResizeOutcome } from "./plan-changes";
 import { applySettingsOutcome } from "./settings";
 import { applyUpkeepOutcome } from "./upkeep";
@@ -51,6 +52,8 @@ const OUTCOMES: Record<LifecycleJobKind, Outcome> = {
  * was under way when billing suspended the account ends in a suspension.
  */
 export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void> {
+  // A move's steps are its own: the server's status follows the migration, not the job's kind.
+  if (await applyMigrationOutcome(ctx, job)) return;
   if (job.kind === "homeserver.backup") return applyBackupOutcome(ctx, job);
   if (job.kind === "homeserver.resize") return applyResizeOutcome(ctx, job);
   if (job.kind === "homeserver.settings.apply") return applySettingsOutcome(ctx, job);

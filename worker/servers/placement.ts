@@ -1,4 +1,4 @@
-import { and, eq, ne, sql, type SQL } from "drizzle-orm";
+import { and, eq, ne, or, sql, type SQL } from "drizzle-orm";
 import { isDevelopment, type WorkerConfig } from "../config";
 import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
@@ -45,6 +45,11 @@ function reservedSql(resource: Resource): SQL {
   return sql`coalesce(sum(CASE ${servers.planId} ${perPlan} ELSE 0 END), 0)`;
 }
 
+/** The live homeservers whose room `hostId` holds: those it runs, and those moving onto or off it (servers.reservedOnHostId). */
+function holdsRoomOn(hostId: string): SQL {
+  return and(or(eq(servers.hostId, hostId), eq(servers.reservedOnHostId, hostId)), ne(servers.status, "deleted"))!;
+}
+
 /** What a host can give homeservers, per resource. */
 export function capacityOf(host: Pick<Host, "memoryMiB" | "cpus" | "diskGiB">): Plan["resources"] {
   return { memoryMiB: host.memoryMiB - HOST_RESERVED_MEMORY_MIB, cpus: host.cpus * CPU_OVERCOMMIT, storageGiB: host.diskGiB };
@@ -65,7 +70,7 @@ export function takesPlacementsSql(hostId: string): SQL {
  * last of it: D1 runs each statement (and each batch) on its own.
  */
 export function hasRoomSql(hostId: string, plan: Plan, exceptServerId?: string): SQL {
-  const others = and(eq(servers.hostId, hostId), ne(servers.status, "deleted"), exceptServerId ? ne(servers.id, exceptServerId) : undefined);
+  const others = and(holdsRoomOn(hostId), exceptServerId ? ne(servers.id, exceptServerId) : undefined);
   const fits = (resource: Resource, capacity: SQL) =>
     sql`(SELECT ${reservedSql(resource)} FROM ${servers} WHERE ${others}) + ${plan.resources[resource]} <= ${capacity}`;
   const host = (column: SQL) => sql`(SELECT ${column} FROM ${hosts} WHERE ${hosts.id} = ${hostId})`;
@@ -79,7 +84,7 @@ export async function roomOn(db: Database, host: Host): Promise<HostRoom> {
   const [used] = await db
     .select({ memoryMiB: reservedSql("memoryMiB"), cpus: reservedSql("cpus"), storageGiB: reservedSql("storageGiB") })
     .from(servers)
-    .where(and(eq(servers.hostId, host.id), ne(servers.status, "deleted")));
+    .where(holdsRoomOn(host.id));
   const capacity = capacityOf(host);
   return {
     host,

@@ -9,8 +9,11 @@ import { payloadOf } from "../fleet/jobs";
 import { hasRoomSql } from "./placement";
 import { homeserverSpec } from "./servers";
 
-/** Servers past the point where their limits matter. */
-const GONE: ServerStatus[] = ["deleting", "deleted"];
+/**
+ * Servers whose plan is not changed now: past the point where their limits matter, or moving to
+ * another host (whose room was reserved for the plan it had; the hourly run changes it once it landed).
+ */
+const NOT_NOW: ServerStatus[] = ["deleting", "deleted", "moving"];
 
 /** Where a resize that did not happen is sent again (elsewhere the next provisioning or start brings the limits). */
 const RESIZE_RETRY_FROM: ServerStatus[] = ["running", "stopped", "suspended"];
@@ -31,7 +34,7 @@ export async function applyPlanChanges(ctx: WorkContext, userId?: string): Promi
   const live = await ctx.db
     .select()
     .from(servers)
-    .where(and(notInArray(servers.status, GONE), userId ? eq(servers.userId, userId) : undefined));
+    .where(and(notInArray(servers.status, NOT_NOW), userId ? eq(servers.userId, userId) : undefined));
   let changed = 0;
   for (const server of live) {
     const { plan } = await billingSummary(ctx.db, server.userId);

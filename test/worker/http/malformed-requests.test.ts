@@ -67,6 +67,7 @@ const FIELDS = [
   "erase",
   "usesAllowed",
   "expiresAt",
+  "targetHostId",
 ];
 
 /** Values that look right (the password is nobody's), so forms get past their field checks into the services. */

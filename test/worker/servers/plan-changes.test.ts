@@ -6,6 +6,8 @@ import { PLAN_CHANGE_WAITING } from "../../../worker/servers/plan-changes";
 import { call, runCron } from "../helpers";
 import { deliverAll, emulator, stripeGet, subscriber, takeDeliveries, type Subscriber } from "../billing/stripe-helpers";
 import { succeeded, type FakeAgent } from "../fleet/fleet-helpers";
+import { operatorCookie } from "../fleet/fleet-helpers";
+import { anotherHost, completeMove, migrate, waitForPhase } from "./migration-helpers";
 import { create, jobOf, onlineHost, serverView, type ServerView } from "./server-helpers";
 
 // A plan changed in Stripe's Customer Portal changes the running homeserver's limits.
@@ -49,6 +51,21 @@ async function resized(agent: FakeAgent, cookie: string, id: string, plan: strin
 }
 
 describe("plan changes", () => {
+  it("waits while the homeserver moves to another host, then applies there", async () => {
+    const { agent, host, owner, id } = await runningOn("starter");
+    const operator = await operatorCookie();
+    const target = await anotherHost(operator);
+    expect((await migrate(operator, id, target.host.hostId)).status).toBe(202);
+    await switchPlan(owner, "team");
+    expect(await serverView(owner.cookie, id)).toMatchObject({ plan: "starter", status: "moving" });
+
+    await completeMove(id, { host, agent }, target);
+    await waitForPhase(operator, id, "succeeded");
+    await runCron();
+    await resized(target.agent, owner.cookie, id, "team");
+    expect(agent.messages.some((message: any) => message?.job?.kind === "homeserver.resize")).toBe(false);
+  });
+
   it("an upgrade gives the running homeserver the larger plan's limits, and the record and dashboard say so", async () => {
     const { agent, owner, id } = await runningOn("starter");
     await switchPlan(owner, "team");
