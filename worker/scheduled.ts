@@ -7,6 +7,7 @@ import { pruneExpiredSessions } from "./auth/sessions";
 import { pruneTokens } from "./auth/tokens";
 import { expireEntitlements } from "./billing/entitlement";
 import { workContext } from "./context";
+import { reconcileDns } from "./dns/records";
 import type { WorkerEnv } from "./env";
 import { markStaleHostsOffline } from "./fleet/hosts";
 import { failExpiredJobs, pruneJobs } from "./fleet/jobs";
@@ -29,7 +30,8 @@ export const EVERY_MINUTE = "* * * * *";
  * (any other schedule): key rotation, entitlement deadlines, usage roll-ups,
  * pruning what has expired, backups (the daily ones, retention, abandoned
  * uploads, alerts for overdue ones, deletions due or stalled), the daily
- * database and media upkeep, and legal exports' files past retention.
+ * database and media upkeep, legal exports' files past retention, and homeservers' DNS records
+ * brought in line (missing, wrong or left over).
  */
 export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: string) {
   const ctx = workContext(env, now);
@@ -75,6 +77,8 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
     Object.assign(report, {
       serversBroughtInLineWithBilling: await enforceEntitlements(ctx),
       planChangesApplied: await applyPlanChanges(ctx),
+      // Last: deletions and placements above changed which records should exist.
+      dns: await reconcileDns(ctx),
     });
   }
   console.log(JSON.stringify(report));

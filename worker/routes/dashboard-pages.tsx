@@ -24,6 +24,7 @@ import { serverNameSchema } from "../servers/names";
 import { placementCandidates, roomInRegion } from "../servers/placement";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer, serverNameOf } from "../servers/servers";
 import { lastUpkeep, remoteMediaRetentionDays } from "../servers/upkeep";
+import { serverDnsStatus } from "../dns/records";
 import { latestQuota } from "../servers/storage-alerts";
 import { describePasswordLink, setPasswordWithLink } from "../servers/users";
 
@@ -85,6 +86,7 @@ async function renderServer(c: ServerPageContext, extra: { error?: string; admin
         points: series.rows,
       }}
       quota={quota}
+      dns={await serverDnsStatus(ctx, server.id)}
       notice={noticeFor(c.req.query("notice"))}
       {...extra}
     />

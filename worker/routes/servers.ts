@@ -1,3 +1,4 @@
+import { serverDnsStatus } from "../dns/records";
 import { and, eq } from "drizzle-orm";
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
@@ -42,7 +43,11 @@ export const serverRoutes = new Hono<AppEnv>()
     const { ctx, user } = c.var;
     const server = await ownedServer(ctx.db, user.id, c.req.param("id"));
     const upkeep = await lastUpkeep(ctx.db, server.id);
-    return c.json({ ...presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), lastUpkeep: upkeep ? presentUpkeep(upkeep) : null });
+    return c.json({
+      ...presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)),
+      lastUpkeep: upkeep ? presentUpkeep(upkeep) : null,
+      dns: await serverDnsStatus(ctx, server.id),
+    });
   })
   .post("/:id/stop", requireSession, async (c) => {
     const { ctx, user } = c.var;
