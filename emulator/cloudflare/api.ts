@@ -17,12 +17,13 @@ type Handler = (env: Env, request: Incoming, params: Record<string, string>) => 
 
 /** An answer in Cloudflare's error envelope. */
 class CloudflareError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: number,
-    message: string,
-  ) {
+  readonly status: number;
+  readonly code: number;
+
+  constructor(status: number, code: number, message: string) {
     super(message);
+    this.status = status;
+    this.code = code;
   }
 }
 

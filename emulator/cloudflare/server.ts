@@ -57,7 +57,8 @@ export async function startCloudflareEmulator(options: CloudflareEmulatorOptions
         return;
       }
       const body = typeof outgoing.body === "string" ? Buffer.from(outgoing.body, "utf8") : outgoing.body;
-      response.writeHead(outgoing.status, { ...outgoing.headers, "Content-Length": String(body.byteLength) });
+      // A connection per request: a kept-alive one the server closes while idle races the client's next request (ECONNRESET).
+      response.writeHead(outgoing.status, { ...outgoing.headers, "Content-Length": String(body.byteLength), Connection: "close" });
       response.end(body);
       log(`${method} ${url.pathname} ${outgoing.status}`);
     })();

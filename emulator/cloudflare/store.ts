@@ -35,10 +35,13 @@ export class Store {
   faults: Fault[] = [];
   readonly requests: LoggedRequest[] = [];
 
-  constructor(
-    readonly zoneId: string,
-    readonly zoneName: string,
-  ) {}
+  readonly zoneId: string;
+  readonly zoneName: string;
+
+  constructor(zoneId: string, zoneName: string) {
+    this.zoneId = zoneId;
+    this.zoneName = zoneName;
+  }
 
   /** The fault the next API request meets, if any (each counts down). */
   takeFault(): Fault | undefined {
