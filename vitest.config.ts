@@ -20,6 +20,8 @@ export default defineConfig({
                 BACKUP_KEY_WRAPPING_SECRET: "test-backup-wrapping-secret-0123456789abcdef01234567",
                 STRIPE_API_URL: inject("stripeEmulatorUrl"),
                 STRIPE_WEBHOOK_SECRET,
+                // Read only with a DNS token, which the DNS tests alone set: the other tests keep no records.
+                CLOUDFLARE_API_URL: inject("cloudflareEmulatorUrl"),
                 // Development's images, built locally by images/build.sh; production's are pinned in wrangler.toml.
                 SYNAPSE_IMAGE: "berth/synapse:latest",
                 POSTGRES_IMAGE: "berth/postgres:15",

@@ -5,6 +5,7 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { proxyConfigSchema } from "./proxy/caddy-config.ts";
 import { isAbsolute, join, resolve } from "node:path";
 import { z } from "zod";
+import { publicAddressesSchema } from "../protocol/messages.ts";
 import { writeFileAtomic } from "./atomic-file.ts";
 import { HOST_NAMESPACE } from "./homeserver/names.ts";
 
@@ -51,6 +52,8 @@ export const agentConfigSchema = z.strictObject({
   maxConcurrentJobs: z.number().int().min(1).max(64).default(4),
   /** Let homeserver jobs pull images the host lacks (off: a missing image fails the job). */
   pullImages: z.boolean().default(false),
+  /** The host's public IPv4 (and IPv6), which its homeservers' DNS records point at: set by the operator, never guessed. */
+  publicAddresses: publicAddressesSchema.optional(),
   /** The host's Caddy, driven through its admin API (HTTPS for every homeserver). Without it servers are not routed. */
   proxy: proxyConfigSchema.optional(),
 });

@@ -17,6 +17,7 @@ import {
   serverMessage,
   type AgentMessage,
   type DiskEncryption,
+  type PublicAddresses,
   type JobAssignment,
   type ReportedWorkload,
   type ServerMessage,
@@ -47,6 +48,8 @@ export interface ConnectionOptions {
   /** How long after the socket opens the welcome may take. Default: 3 heartbeat intervals. */
   authTimeoutMs?: number;
   diskEncryption: () => DiskEncryption;
+  /** From agent.json: where this host is reached, for its homeservers' DNS records. */
+  publicAddresses?: PublicAddresses | undefined;
   inventory: () => ReportedWorkload[];
   onJob: (job: JobAssignment) => void;
   onWelcome?: (welcome: Welcome) => void;
@@ -276,6 +279,7 @@ export class AgentConnection extends EventEmitter {
       signature: signHello(this.o.privateKey, this.o.hostId, nonce),
       agentVersion: this.o.agentVersion,
       diskEncryption,
+      ...(this.o.publicAddresses ? { publicAddresses: this.o.publicAddresses } : {}),
       workloads,
     };
     this.helloSent = true;

@@ -222,6 +222,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     reconnectBaseMs: config.reconnectBaseMs,
     reconnectMaxMs: config.reconnectMaxMs,
     diskEncryption,
+    publicAddresses: config.publicAddresses,
     inventory,
     onJob: (job) => runner.handle(job),
     onWelcome: (welcome) => {

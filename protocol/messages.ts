@@ -55,6 +55,16 @@ export const diskEncryptionSchema = z.strictObject({
 });
 export type DiskEncryption = z.infer<typeof diskEncryptionSchema>;
 
+/**
+ * Where the host is reached from the internet, as its operator wrote it in agent.json: its
+ * homeservers' DNS records (<name>.<HOMESERVER_DOMAIN>) point there.
+ */
+export const publicAddressesSchema = z.strictObject({
+  ipv4: z.ipv4(),
+  ipv6: z.ipv6().optional(),
+});
+export type PublicAddresses = z.infer<typeof publicAddressesSchema>;
+
 export const capacitySchema = z.strictObject({
   memoryMiB: z.number().int().nonnegative(),
   cpus: z.number().nonnegative(),
@@ -192,6 +202,8 @@ export const helloMessage = z.strictObject({
   signature: base64url,
   agentVersion: z.string().max(64),
   diskEncryption: diskEncryptionSchema,
+  /** Optional: agents before it do not send it (their hosts' homeservers wait for DNS until upgraded and configured). */
+  publicAddresses: publicAddressesSchema.optional(),
   workloads: z.array(reportedWorkloadSchema).max(10_000),
   certificates: z.array(certificateSchema).max(10_000).optional(),
 });

@@ -114,7 +114,7 @@ function devSecrets() {
 /**
  * This run's Worker secrets, as a dotenv file for wrangler (never on a command line). The Worker
  * does not start without every secret its environment needs (worker/config.ts); --production gets
- * stand-ins for the mail and Stripe keys unless real ones are given, so mail and Stripe calls fail there.
+ * stand-ins for the mail, Stripe and Cloudflare DNS keys unless real ones are given, so calls to them fail there.
  */
 function workerEnvFile(secrets) {
   const values = { SESSION_KEYRING_SECRET: secrets.SESSION_KEYRING_SECRET, BACKUP_KEY_WRAPPING_SECRET: secrets.BACKUP_KEY_WRAPPING_SECRET };
@@ -127,6 +127,7 @@ function workerEnvFile(secrets) {
   if (options.production) {
     values.STRIPE_SECRET_KEY ??= "sk_test_berth_local_production_stand_in";
     values.RESEND_API_KEY = process.env.RESEND_API_KEY ?? "re_berth_local_production_stand_in";
+    values.CLOUDFLARE_DNS_API_TOKEN = process.env.CLOUDFLARE_DNS_API_TOKEN ?? "berth_local_production_stand_in_cloudflare_token";
   }
   const file = join(persistTo, "berth-dev-run.env");
   writeFileSync(

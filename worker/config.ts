@@ -17,6 +17,9 @@ export const SETTING_NAMES = [
   "STRIPE_SECRET_KEY",
   "STRIPE_WEBHOOK_SECRET",
   "STRIPE_API_URL",
+  "CLOUDFLARE_DNS_API_TOKEN",
+  "CLOUDFLARE_ZONE_ID",
+  "CLOUDFLARE_API_URL",
   "HOMESERVER_DOMAIN",
   "HOMESERVER_HTTPS_PORT",
   "SYNAPSE_IMAGE",
@@ -49,6 +52,11 @@ export interface WorkerConfig {
     /** The signing secret of our webhook endpoint. */
     webhookSecret: string;
   };
+  /**
+   * Where homeservers' A/AAAA records are kept: Cloudflare DNS (in development, possibly the local
+   * emulator), or (development only) none, as *.localhost resolves to this machine without records.
+   */
+  dns: DnsConfig;
   entitlement: EntitlementPolicy;
   homeservers: {
     /** Homeservers are <name>.<domain>. */
@@ -60,6 +68,17 @@ export interface WorkerConfig {
   };
   rateLimits: Record<RateLimitName, RateLimitRule>;
 }
+
+export type DnsConfig =
+  | {
+      provider: "cloudflare";
+      /** A token scoped to DNS edit on one zone. */
+      apiToken: string;
+      zoneId: string;
+      /** The local emulator's URL (development only); Cloudflare's own API without it. */
+      apiUrl?: string;
+    }
+  | { provider: "none" };
 
 export function isDevelopment(config: WorkerConfig): boolean {
   return config.environment === "development";
@@ -127,6 +146,9 @@ const resendApiKey = z.string().regex(/^re_\S+$/, "must be a Resend API key (re_
 const stripeSecretKey = z.string().regex(/^(sk|rk)_(live|test)_\w+$/, "must be a secret key (sk_live_…, sk_test_…)");
 const stripeWebhookSecret = z.string().regex(/^whsec_\S+$/, "must be a webhook signing secret (whsec_…)");
 const stripeEmulator = origin(["http:", "https:"], "must be the local Stripe emulator's http(s) URL");
+const cloudflareApiToken = z.string().regex(/^[\w-]{40,}$/, "must be a Cloudflare API token (40 or more letters, digits, - and _)");
+const cloudflareZoneId = z.string().regex(/^[0-9a-f]{32}$/, "must be a zone id (32 lower-case hex digits)");
+const cloudflareEmulator = origin(["http:", "https:"], "must be the local Cloudflare DNS emulator's http(s) URL");
 
 function image(production: boolean) {
   const reference = z.string().regex(IMAGE_REFERENCE, "must be an image reference, e.g. matrixdotorg/synapse:v1.163.2");
@@ -195,6 +217,16 @@ function parseConfig(env: Settings): WorkerConfig | ConfigError {
       : required("STRIPE_API_URL", stripeEmulator, " without STRIPE_SECRET_KEY");
   const webhookSecret = required("STRIPE_WEBHOOK_SECRET", stripeWebhookSecret);
 
+  const dnsToken = inProduction("CLOUDFLARE_DNS_API_TOKEN", cloudflareApiToken);
+  // Development without a token keeps no records (*.localhost needs none): the zone id and URL are not read.
+  const dnsZoneId = production
+    ? required("CLOUDFLARE_ZONE_ID", cloudflareZoneId, " in production")
+    : given("CLOUDFLARE_DNS_API_TOKEN")
+      ? required("CLOUDFLARE_ZONE_ID", cloudflareZoneId, " with CLOUDFLARE_DNS_API_TOKEN")
+      : undefined;
+  // The emulator exists only in development: production never reads its URL.
+  const dnsApiUrl = production || !given("CLOUDFLARE_DNS_API_TOKEN") ? undefined : optional("CLOUDFLARE_API_URL", cloudflareEmulator);
+
   const homeserverDomain = inProduction("HOMESERVER_DOMAIN", domain) ?? "berth.example";
   const httpsPort = optional("HOMESERVER_HTTPS_PORT", port) ?? 443;
   const synapseImage = required("SYNAPSE_IMAGE", image(production));
@@ -213,6 +245,7 @@ function parseConfig(env: Settings): WorkerConfig | ConfigError {
     backupKeyWrappingSecret: backupKeyWrappingSecret!,
     mail: resendKey ? { provider: "resend", apiKey: resendKey, from: mailFrom! } : { provider: "outbox" },
     stripe: { api: stripeKey ? { secretKey: stripeKey } : { emulatorUrl: stripeEmulatorUrl! }, webhookSecret: webhookSecret! },
+    dns: dnsToken ? { provider: "cloudflare", apiToken: dnsToken, zoneId: dnsZoneId!, ...(dnsApiUrl ? { apiUrl: dnsApiUrl } : {}) } : { provider: "none" },
     entitlement: { graceMs: graceDays * DAY, deletionWindowMs: deletionWindowDays * DAY },
     homeservers: { domain: homeserverDomain, httpsPort, images: { synapse: synapseImage!, postgres: postgresImage! } },
     rateLimits: rules,

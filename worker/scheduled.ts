@@ -7,6 +7,7 @@ import { pruneExpiredSessions } from "./auth/sessions";
 import { pruneTokens } from "./auth/tokens";
 import { expireEntitlements } from "./billing/entitlement";
 import { workContext } from "./context";
+import { reconcileDns } from "./dns/records";
 import type { WorkerEnv } from "./env";
 import { continueDrains } from "./fleet/drains";
 import { markStaleHostsOffline } from "./fleet/hosts";
@@ -32,7 +33,8 @@ export const EVERY_MINUTE = "* * * * *";
  * pruning what has expired, backups (the daily ones, retention, abandoned
  * uploads, alerts for overdue ones, deletions due or stalled), migrations whose
  * step was lost and drains that can go on, the daily
- * database and media upkeep, and legal exports' files past retention.
+ * database and media upkeep, legal exports' files past retention, and homeservers' DNS records
+ * brought in line (missing, wrong or left over).
  */
 export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: string) {
   const ctx = workContext(env, now);
@@ -80,6 +82,8 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
     Object.assign(report, {
       serversBroughtInLineWithBilling: await enforceEntitlements(ctx),
       planChangesApplied: await applyPlanChanges(ctx),
+      // Last: deletions and placements above changed which records should exist.
+      dns: await reconcileDns(ctx),
     });
   }
   console.log(JSON.stringify(report));

@@ -1,6 +1,6 @@
 // The emulator's HTTP server: routes /v1 (the API), /_emulator (test control)
 // and the hosted pages, keeps everything in memory, logs one line per request.
-import { createServer, type IncomingMessage } from "node:http";
+import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { PLANS } from "../../worker/billing/plans.ts";
 import { handleApi } from "./api.ts";
@@ -34,9 +34,9 @@ export interface StripeEmulator {
 
 const MAX_BODY_BYTES = 1024 * 1024;
 
-class BodyTooLarge extends Error {}
+export class BodyTooLarge extends Error {}
 
-async function readBody(request: IncomingMessage): Promise<string> {
+export async function readBody(request: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of request) {
@@ -56,6 +56,19 @@ async function route(incoming: Incoming, env: Env): Promise<Outgoing> {
 function urlHost(host: string): string {
   if (host === "0.0.0.0" || host === "::" || host === "") return "127.0.0.1";
   return host.includes(":") ? `[${host}]` : host;
+}
+
+/** Starts `server` listening; its port (the one picked, for 0) and the URL it is reached at. */
+export async function listen(server: Server, port: number, host: string): Promise<{ port: number; url: string }> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const bound = (server.address() as AddressInfo).port;
+  return { port: bound, url: `http://${urlHost(host)}:${bound}` };
 }
 
 export async function startStripeEmulator(options: StripeEmulatorOptions): Promise<StripeEmulator> {
@@ -89,15 +102,7 @@ export async function startStripeEmulator(options: StripeEmulatorOptions): Promi
     })();
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port ?? 0, host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const port = (server.address() as AddressInfo).port;
-  const url = `http://${urlHost(host)}:${port}`;
+  const { port, url } = await listen(server, options.port ?? 0, host);
   env.publicUrl = (options.publicUrl ?? url).replace(/\/+$/, "");
 
   return {

@@ -32,6 +32,7 @@ const production: Settings = {
   RESEND_API_KEY: "re_live_key",
   STRIPE_SECRET_KEY: "sk_live_key",
   STRIPE_WEBHOOK_SECRET: "whsec_endpoint_secret",
+  CLOUDFLARE_DNS_API_TOKEN: "cloudflare_dns_edit_token_0123456789abcdef",
 };
 
 /** What `npm run dev` (scripts/dev.mjs) sets over it. */
@@ -89,6 +90,7 @@ describe("the Worker's configuration", () => {
       backupKeyWrappingSecret: SECRET,
       mail: { provider: "outbox" },
       stripe: { api: { emulatorUrl: "http://127.0.0.1:12111" }, webhookSecret: "whsec_dev_secret" },
+      dns: { provider: "none" },
       entitlement: { graceMs: 7 * DAY, deletionWindowMs: 30 * DAY },
       homeservers: { domain: "berth.example", httpsPort: 443, images: { synapse: "berth/synapse:latest", postgres: "berth/postgres:15" } },
       rateLimits: RATE_LIMIT_RULES,
@@ -118,7 +120,14 @@ describe("the Worker's configuration", () => {
   });
 
   /** What production may leave out: the emulator's URL (production never reads it), and the settings with defaults. */
-  const optionalInProduction: SettingName[] = ["STRIPE_API_URL", "HOMESERVER_HTTPS_PORT", "GRACE_PERIOD_DAYS", "DELETION_WINDOW_DAYS", "RATE_LIMITS"];
+  const optionalInProduction: SettingName[] = [
+    "STRIPE_API_URL",
+    "CLOUDFLARE_API_URL",
+    "HOMESERVER_HTTPS_PORT",
+    "GRACE_PERIOD_DAYS",
+    "DELETION_WINDOW_DAYS",
+    "RATE_LIMITS",
+  ];
 
   it.each(SETTING_NAMES.filter((name) => !optionalInProduction.includes(name)))("production does not start without %s, and names it", (name) => {
     refusal({ ...production, [name]: undefined }, [name]);
@@ -169,6 +178,13 @@ describe("the Worker's configuration", () => {
     ["GRACE_PERIOD_DAYS", "seven", production],
     ["GRACE_PERIOD_DAYS", "-1", production],
     ["DELETION_WINDOW_DAYS", "30d", development],
+    ["CLOUDFLARE_DNS_API_TOKEN", "short", production],
+    ["CLOUDFLARE_ZONE_ID", "berth.example", production],
+    [
+      "CLOUDFLARE_API_URL",
+      "127.0.0.1:8788",
+      { ...development, CLOUDFLARE_DNS_API_TOKEN: "cloudflare_dns_edit_token_0123456789abcdef", CLOUDFLARE_ZONE_ID: "0".repeat(32) },
+    ],
     ["RATE_LIMITS", "{not json", production],
     ["RATE_LIMITS", "[]", production],
     ["RATE_LIMITS", JSON.stringify({ login_ipp: { limit: 5 } }), production],
@@ -185,6 +201,35 @@ describe("the Worker's configuration", () => {
     );
     for (const value of ["hunter2", "pk_live_publishable_value", "oops"])
       expect(JSON.stringify({ message: error.message, problems: error.problems })).not.toContain(value);
+  });
+});
+
+describe("DNS", () => {
+  const token = "cloudflare_dns_edit_token_0123456789abcdef";
+
+  it("production keeps records in Cloudflare's zone, always through Cloudflare's own API", () => {
+    expect(workerConfig(production).dns).toEqual({ provider: "cloudflare", apiToken: token, zoneId: wranglerVars.CLOUDFLARE_ZONE_ID });
+    // The emulator's URL is a development setting: production never reads it, so it cannot be pointed elsewhere.
+    expect(workerConfig({ ...production, CLOUDFLARE_API_URL: "http://127.0.0.1:8788" }).dns).not.toHaveProperty("apiUrl");
+  });
+
+  it("development keeps none without a token (*.localhost needs none), and uses the emulator or Cloudflare with one", () => {
+    expect(workerConfig({ ...development, CLOUDFLARE_ZONE_ID: "0".repeat(32) }).dns).toEqual({ provider: "none" });
+    const zoneId = "0123456789abcdef0123456789abcdef";
+    expect(
+      workerConfig({ ...development, CLOUDFLARE_DNS_API_TOKEN: token, CLOUDFLARE_ZONE_ID: zoneId, CLOUDFLARE_API_URL: "http://127.0.0.1:8788/" }).dns,
+    ).toEqual({
+      provider: "cloudflare",
+      apiToken: token,
+      zoneId,
+      apiUrl: "http://127.0.0.1:8788",
+    });
+    refusal({ ...development, CLOUDFLARE_DNS_API_TOKEN: token }, ["CLOUDFLARE_ZONE_ID"]);
+  });
+
+  it("a malformed token is named, never shown", () => {
+    const error = refusal({ ...production, CLOUDFLARE_DNS_API_TOKEN: "secret value with spaces" }, ["CLOUDFLARE_DNS_API_TOKEN"]);
+    expect(JSON.stringify({ message: error.message, problems: error.problems })).not.toContain("secret value");
   });
 });
 

@@ -29,6 +29,7 @@ export const PRODUCTION: Partial<WorkerEnv> = {
   ENVIRONMENT: "production",
   RESEND_API_KEY: "re_workerd_tests_never_send",
   STRIPE_SECRET_KEY: "sk_test_workerd_tests_never_call",
+  CLOUDFLARE_DNS_API_TOKEN: "workerd_tests_never_call_cloudflare_0123456789",
   SYNAPSE_IMAGE: "matrixdotorg/synapse:v1.163.2",
   POSTGRES_IMAGE: "postgres:15",
 };

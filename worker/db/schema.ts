@@ -223,6 +223,9 @@ export const hosts = sqliteTable(
      */
     unencryptedPlacementOverride: integer("unencrypted_placement_override", { mode: "boolean" }).notNull().default(false),
     diskDevices: text("disk_devices", { mode: "json" }).$type<string[]>(),
+    /** The public addresses its homeservers' DNS records point at, as its agent last reported them (agent.json); null until it does. */
+    publicIpv4: text("public_ipv4"),
+    publicIpv6: text("public_ipv6"),
     enrolledAt: timestamp("enrolled_at").notNull(),
     revokedAt: timestamp("revoked_at"),
   },
@@ -357,6 +360,32 @@ export const servers = sqliteTable(
     uniqueIndex("servers_one_live_per_user").on(t.userId).where(sql`status <> 'deleted'`),
   ],
 );
+
+export const DNS_STATES = ["ready", "waiting"] as const;
+export type DnsState = (typeof DNS_STATES)[number];
+
+/**
+ * What we believe a homeserver's DNS records are (worker/dns/records.ts): the record ids the
+ * provider gave them and what they point at, so that fixing or removing one needs no lookup, and
+ * whether they are right (ready) or still to be made right (waiting, with the customer-facing reason).
+ */
+export const serverDns = sqliteTable("server_dns", {
+  serverId: text("server_id")
+    .primaryKey()
+    .references(() => servers.id, { onDelete: "cascade" }),
+  /** The fully qualified name, <name>.<HOMESERVER_DOMAIN>. */
+  name: text("name").notNull(),
+  /** The host the records should point at. */
+  hostId: text("host_id"),
+  aRecordId: text("a_record_id"),
+  ipv4: text("ipv4"),
+  aaaaRecordId: text("aaaa_record_id"),
+  ipv6: text("ipv6"),
+  state: text("state", { enum: DNS_STATES }).notNull(),
+  /** Why it waits, in words for the customer (never the provider's raw answer). */
+  reason: text("reason"),
+  updatedAt: timestamp("updated_at").notNull(),
+});
 
 // Every name a homeserver ever had. A name is a Matrix server_name that other servers keep trusting,
 // so it is never given out again: rows here outlive their server (no foreign key) and are never deleted.
@@ -788,6 +817,7 @@ export const hostDrains = sqliteTable(
 
 export type Host = typeof hosts.$inferSelect;
 export type Server = typeof servers.$inferSelect;
+export type ServerDns = typeof serverDns.$inferSelect;
 export type Job = typeof jobs.$inferSelect;
 export type Workload = typeof workloads.$inferSelect;
 export type Backup = typeof backups.$inferSelect;

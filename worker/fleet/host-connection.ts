@@ -280,6 +280,9 @@ export class HostConnection extends DurableObject<WorkerEnv> {
           diskEncrypted: report.encrypted,
           allowUnencrypted: report.allowUnencrypted,
           diskDevices: report.devices,
+          // What the agent says now: none (an older agent, or none configured) leaves its homeservers' records as they are, waiting.
+          publicIpv4: hello.publicAddresses?.ipv4 ?? null,
+          publicIpv6: hello.publicAddresses?.ipv6 ?? null,
         })
         .where(eq(hosts.id, host.id)),
       audit(this.db, now, `host:${host.id}`, "agent.connected", host.id, {
@@ -287,6 +290,7 @@ export class HostConnection extends DurableObject<WorkerEnv> {
         protocol,
         diskEncrypted: report.encrypted,
         allowUnencrypted: report.allowUnencrypted,
+        publicAddresses: hello.publicAddresses ?? null,
       }),
     ]);
     ws.send(

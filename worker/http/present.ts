@@ -148,6 +148,8 @@ export function presentHost(host: Host) {
       operatorAllowsUnencrypted: host.unencryptedPlacementOverride,
       devices: host.diskDevices ?? [],
     },
+    /** Where its homeservers' DNS records point (null until its agent reports it). */
+    publicAddresses: host.publicIpv4 ? { ipv4: host.publicIpv4, ipv6: host.publicIpv6 } : null,
     enrolledAt: host.enrolledAt.toISOString(),
     revokedAt: host.revokedAt?.toISOString() ?? null,
   };

@@ -1,3 +1,4 @@
+import type { ServerDnsStatus } from "../dns/records";
 import { PASSWORD_MAX, PASSWORD_MIN } from "../auth/credentials";
 import type { Plan } from "../billing/plans";
 import { STORAGE_ALERT_THRESHOLDS, type User } from "../db/schema";
@@ -160,7 +161,7 @@ export interface UsageView {
   }[];
 }
 
-function LiveStatus(props: { server: ServerView }) {
+function LiveStatus(props: { server: ServerView; dns: ServerDnsStatus | null }) {
   const job = props.server.lastJob;
   const underWay = job && (job.status === "queued" || job.status === "sent" || job.status === "acked");
   return (
@@ -187,6 +188,11 @@ function LiveStatus(props: { server: ServerView }) {
         </progress>
         {job?.status === "failed" && job.error ? <p class="problem">{`${STEP_TEXT[job.kind] ?? job.kind} failed: ${job.error}`}</p> : null}
       </div>
+      {props.dns?.state === "waiting" ? (
+        <p class="problem" id="dns-waiting">
+          {`Waiting for DNS: ${props.dns.reason}. Your homeserver runs meanwhile, but its address does not reach it yet and its certificate waits for it; we try again every hour.`}
+        </p>
+      ) : null}
       <p class="hint" id="live-note">
         This page shows the state as of {when(props.server.updatedAt)}; <a href={`/servers/${props.server.id}`}>reload</a> for the latest.
       </p>
@@ -559,6 +565,8 @@ export function ServerPage(props: {
   moves: MovesView;
   /** Its storage quota's newest figures; none before its host first reported them. */
   quota: QuotaView | undefined;
+  /** Its DNS records: null where none are kept (development). */
+  dns: ServerDnsStatus | null;
   adminLink?: { url: string; expiresAt: string } | undefined;
   notice?: string | undefined;
   error?: string | undefined;
@@ -574,7 +582,7 @@ export function ServerPage(props: {
       <Alert kind="notice" message={props.notice} />
       <Alert kind="error" message={props.error} />
       <StorageBanner server={server} quota={props.quota} />
-      <LiveStatus server={server} />
+      <LiveStatus server={server} dns={props.dns} />
       <Move moves={props.moves} />
       <Connect server={server} adminLink={props.adminLink} />
       <Controls server={server} />

@@ -25,6 +25,7 @@ import { placementCandidates, roomInRegion } from "../servers/placement";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer, serverNameOf } from "../servers/servers";
 import { lastUpkeep, remoteMediaRetentionDays } from "../servers/upkeep";
 import { movesForCustomer } from "../servers/migration";
+import { serverDnsStatus } from "../dns/records";
 import { latestQuota } from "../servers/storage-alerts";
 import { describePasswordLink, setPasswordWithLink } from "../servers/users";
 
@@ -87,6 +88,7 @@ async function renderServer(c: ServerPageContext, extra: { error?: string; admin
         points: series.rows,
       }}
       quota={quota}
+      dns={await serverDnsStatus(ctx, server.id)}
       notice={noticeFor(c.req.query("notice"))}
       {...extra}
     />

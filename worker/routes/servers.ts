@@ -1,3 +1,4 @@
+import { serverDnsStatus } from "../dns/records";
 import { and, eq } from "drizzle-orm";
 import { Hono } from "hono";
 import { streamSSE } from "hono/streaming";
@@ -47,6 +48,7 @@ export const serverRoutes = new Hono<AppEnv>()
       ...presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)),
       lastUpkeep: upkeep ? presentUpkeep(upkeep) : null,
       ...(await movesForCustomer(ctx.db, server)),
+      dns: await serverDnsStatus(ctx, server.id),
     });
   })
   .post("/:id/stop", requireSession, async (c) => {

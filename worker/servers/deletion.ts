@@ -4,6 +4,7 @@ import { requireOnlineHost, startBackup, UNFINISHED_BACKUP } from "../backups/ba
 import { DELETION_RETRY_MS } from "../backups/policy";
 import type { WorkContext } from "../context";
 import { backups, entitlements, jobs, servers, workloads, type Backup, type Server, type ServerStatus, type User } from "../db/schema";
+import { removeServerDns } from "../dns/records";
 import { ApiError, conflict } from "../errors";
 import { ownedServer, startLifecycleJob } from "./servers";
 
@@ -46,7 +47,7 @@ export async function deleteOwnedServer(ctx: WorkContext, user: User, serverId: 
   return requestDeletion(ctx, server, `user:${user.id}`);
 }
 
-/** The final backup succeeded: the host destroys the homeserver, and reconciliation must never bring it back. */
+/** The final backup succeeded: the host destroys the homeserver, and reconciliation must never bring it back (nor its DNS records). */
 export async function deleteAfterFinalBackup(ctx: WorkContext, backup: Backup): Promise<void> {
   const [waiting] = await ctx.db
     .select()
@@ -62,7 +63,9 @@ export async function deleteAfterFinalBackup(ctx: WorkContext, backup: Backup): 
     { kind: "homeserver.delete", payload: { serverId: waiting.id } },
     isNotNull(servers.previousStatus),
   );
-  if (server) await audit(ctx.db, ctx.now, `host:${backup.hostId}`, "server.final_backup_taken", server.id, { backupId: backup.id });
+  if (!server) return;
+  await audit(ctx.db, ctx.now, `host:${backup.hostId}`, "server.final_backup_taken", server.id, { backupId: backup.id });
+  await removeServerDns(ctx, server);
 }
 
 /** The final backup failed: nothing is destroyed, and the server goes back to the status it had. */

@@ -1,7 +1,7 @@
 import { SELF } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { expect } from "vitest";
-import { helloSigningInput, PROTOCOL_VERSION, type DiskEncryption, type ReportedWorkload } from "../../../protocol/messages";
+import { helloSigningInput, PROTOCOL_VERSION, type DiskEncryption, type PublicAddresses, type ReportedWorkload } from "../../../protocol/messages";
 import { base64UrlEncode } from "../../../worker/crypto/bytes";
 import { runningHomeserver } from "../../job-results";
 import { call, logIn, post, randomIp, verifiedUser } from "../helpers";
@@ -135,7 +135,12 @@ export class FakeAgent {
 
 export const NO_ENCRYPTION: DiskEncryption = { dataRoot: "/var/lib/berth", encrypted: false, devices: ["vda"], allowUnencrypted: true };
 
-export function helloFor(host: HostIdentity, nonce: string, signature: string, extra: { workloads?: ReportedWorkload[]; protocols?: number[] } = {}) {
+export function helloFor(
+  host: HostIdentity,
+  nonce: string,
+  signature: string,
+  extra: { workloads?: ReportedWorkload[]; protocols?: number[]; publicAddresses?: unknown } = {},
+) {
   return {
     type: "hello",
     protocols: extra.protocols ?? [PROTOCOL_VERSION],
@@ -144,15 +149,16 @@ export function helloFor(host: HostIdentity, nonce: string, signature: string, e
     signature,
     agentVersion: "0.1.0",
     diskEncryption: NO_ENCRYPTION,
+    ...(extra.publicAddresses === undefined ? {} : { publicAddresses: extra.publicAddresses }),
     workloads: extra.workloads ?? [],
   };
 }
 
 /** Connects and authenticates as `host`; resolves once welcomed. */
-export async function connectedAgent(host: HostIdentity, workloads: ReportedWorkload[] = []): Promise<FakeAgent> {
+export async function connectedAgent(host: HostIdentity, workloads: ReportedWorkload[] = [], publicAddresses?: PublicAddresses): Promise<FakeAgent> {
   const agent = await FakeAgent.connect(host.hostId);
   const { nonce } = await agent.nextOfType<{ nonce: string }>("challenge");
-  agent.send(helloFor(host, nonce, await sign(host.keys, host.hostId, nonce), { workloads }));
+  agent.send(helloFor(host, nonce, await sign(host.keys, host.hostId, nonce), { workloads, publicAddresses }));
   await agent.nextOfType("welcome");
   return agent;
 }
@@ -165,6 +171,7 @@ export async function hostView(cookie: string, hostId: string) {
     connection: { connected: boolean };
     diskEncryption: { encrypted: boolean; allowUnencrypted: boolean };
     agentVersion: string;
+    publicAddresses: { ipv4: string; ipv6: string | null } | null;
   };
 }
 
