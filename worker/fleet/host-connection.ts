@@ -31,7 +31,16 @@ import { applyJobOutcome } from "../servers/outcomes";
 type Attachment =
   // `client`: the caller's network (clientNetwork()), whose refusals count against its limit.
   | { state: "pending"; hostId: string; nonce: string; openedAt: number; client?: string }
-  | { state: "authenticated"; hostId: string; protocol: number; connectedAt: number; lastMessageAt: number; lastSeenWrittenAt: number };
+  | {
+      state: "authenticated";
+      hostId: string;
+      protocol: number;
+      connectedAt: number;
+      lastMessageAt: number;
+      lastSeenWrittenAt: number;
+      /** The previous watch round found this connection silent too long (see alarm()). */
+      silentLastRound?: boolean;
+    };
 
 export interface ConnectionStatus {
   connected: boolean;
@@ -156,18 +165,22 @@ export class HostConnection extends DurableObject<WorkerEnv> {
       }
       if (attachment.state !== "authenticated") continue;
       const heardAt = Math.max(attachment.lastMessageAt, this.ctx.getWebSocketAutoResponseTimestamp(ws)?.getTime() ?? 0);
-      if (now - heardAt >= OFFLINE_AFTER_MS) {
+      // Silence is confirmed by two rounds in a row, so one step of the clock (or one late
+      // alarm) cannot cut off a host that is talking: a live agent is heard again within a round.
+      const silentNow = now - heardAt >= OFFLINE_AFTER_MS;
+      if (silentNow && attachment.silentLastRound) {
         ws.close(CLOSE.HEARTBEAT_TIMEOUT, "no heartbeat");
         silent = true;
         continue;
       }
+      if (silentNow !== (attachment.silentLastRound ?? false)) ws.serializeAttachment({ ...attachment, silentLastRound: silentNow } satisfies Attachment);
       connected = true;
       if (now - attachment.lastSeenWrittenAt >= LAST_SEEN_WRITE_INTERVAL_MS) {
         await this.db
           .update(hosts)
           .set({ lastSeenAt: new Date(heardAt) })
           .where(eq(hosts.id, attachment.hostId));
-        ws.serializeAttachment({ ...attachment, lastSeenWrittenAt: now } satisfies Attachment);
+        ws.serializeAttachment({ ...attachment, silentLastRound: silentNow, lastSeenWrittenAt: now } satisfies Attachment);
       }
     }
     const hostId = await this.ctx.storage.get<string>("hostId");

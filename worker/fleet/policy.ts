@@ -4,7 +4,7 @@ export const JOIN_TOKEN_MAX_MINUTES = 24 * 60;
 
 /** The agent sends PING this often; the Durable Object answers without waking. */
 export const HEARTBEAT_INTERVAL_MS = 20_000;
-/** Silence after which a host counts as offline (about a minute and a half). */
+/** Silence after which a host counts as offline, once two watch rounds in a row found it (1.5–2 minutes). */
 export const OFFLINE_AFTER_MS = 90_000;
 /** How often the Durable Object's alarm looks at its connection when nothing else is due. */
 export const WATCH_INTERVAL_MS = 30_000;

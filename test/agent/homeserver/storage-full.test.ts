@@ -97,10 +97,20 @@ describe.skipIf(unusable)("a homeserver whose storage quota is full (real Synaps
   const postgresHealthy = async (serverId: string) => {
     const names = run.names(serverId);
     const info = await run.runtime.inspectContainer(names.postgres);
-    const query = await run.runtime.exec(names.postgres, ["psql", "-h", "/run/postgresql", "-U", "synapse", "-d", "synapse", "-XAtq"], {
-      stdin: "SELECT count(*) > 0 FROM events;",
-    });
-    return { health: info?.State.Health?.Status, restarts: info?.RestartCount, query: query.stdout.trim() };
+    const query = await run.runtime.exec(names.postgres, [
+      "psql",
+      "-h",
+      "/run/postgresql",
+      "-U",
+      "synapse",
+      "-d",
+      "synapse",
+      "-XAtq",
+      "-c",
+      "SELECT count(*) > 0 FROM events",
+    ]);
+    // What psql said when it did not answer, so a failure shows why.
+    return { health: info?.State.Health?.Status, restarts: info?.RestartCount, query: query.stdout.trim() || query.stderr.trim() };
   };
 
   const account = async (spec: ReturnType<TestRun["spec"]>): Promise<Account> => {
