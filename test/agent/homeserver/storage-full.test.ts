@@ -95,22 +95,10 @@ describe.skipIf(unusable)("a homeserver whose storage quota is full (real Synaps
       .map((e) => e.content.body);
   };
   const postgresHealthy = async (serverId: string) => {
-    const names = run.names(serverId);
-    const info = await run.runtime.inspectContainer(names.postgres);
-    const query = await run.runtime.exec(names.postgres, [
-      "psql",
-      "-h",
-      "/run/postgresql",
-      "-U",
-      "synapse",
-      "-d",
-      "synapse",
-      "-XAtq",
-      "-c",
-      "SELECT count(*) > 0 FROM events",
-    ]);
-    // What psql said when it did not answer, so a failure shows why.
-    return { health: info?.State.Health?.Status, restarts: info?.RestartCount, query: query.stdout.trim() || query.stderr.trim() };
+    const info = await run.runtime.inspectContainer(run.names(serverId).postgres);
+    // psql's error in place of the answer when it fails, so a failure shows why.
+    const query = await run.sql(serverId, "SELECT count(*) > 0 FROM events;").catch((error: Error) => error.message);
+    return { health: info?.State.Health?.Status, restarts: info?.RestartCount, query };
   };
 
   const account = async (spec: ReturnType<TestRun["spec"]>): Promise<Account> => {
@@ -177,7 +165,13 @@ describe.skipIf(unusable)("a homeserver whose storage quota is full (real Synaps
     // segment and free room in its pages (200, as measured here), and once that is used up Synapse
     // answers 500 M_UNKNOWN (measured before the reserve existed) — never a damaged database.
     expect([200, 500]).toContain((await send(alice, "at the brim")).status);
-    expect(await postgresHealthy(small.serverId)).toEqual({ health: "healthy", restarts: 0, query: "t" });
+    // Running and never restarted. A new connection may be refused while not a byte is free: a new
+    // backend writes the relation cache's init file when an earlier one invalidated it (measured:
+    // "FATAL: could not write init file"). Synapse's pooled connections are not new; the next test
+    // shows new ones answer again once space is freed.
+    const brim = await postgresHealthy(small.serverId);
+    expect(brim).toMatchObject({ health: "healthy", restarts: 0 });
+    expect(brim.query === "t" || brim.query.includes("could not write init file")).toBe(true);
 
     expect((await upload(bob, 4 * MiB)).status).toBe(200);
     expect((await send(bob, "next door")).status).toBe(200);
