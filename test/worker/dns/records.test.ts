@@ -236,7 +236,10 @@ describe("a move's route switch", () => {
     const { host: target } = await hostWithAddresses({ ipv4: "198.51.100.60" });
     await switchRoute(workContext(dnsEnv, new Date()), server, target.hostId);
     expect((await recordsOf(name)).map((record) => `${record.type} ${record.content}`)).toEqual(["A 198.51.100.60"]);
-    const [switched] = await db.select().from(auditLog).where(and(eq(auditLog.action, "server.route_switched"), eq(auditLog.target, server.id)));
+    const [switched] = await db
+      .select()
+      .from(auditLog)
+      .where(and(eq(auditLog.action, "server.route_switched"), eq(auditLog.target, server.id)));
     expect(switched!.detail).toEqual({ hostId: target.hostId });
   });
 
@@ -247,7 +250,10 @@ describe("a move's route switch", () => {
     vi.spyOn(console, "warn").mockImplementation(() => {});
     await expect(switchRoute(workContext(dnsEnv, new Date()), server, target.hostId)).rejects.toThrow("DNS records not switched: Cloudflare answered 503");
     expect((await recordsOf(name)).map((record) => `${record.type} ${record.content}`)).toEqual(["A 203.0.113.20", "AAAA 2001:db8::20"]);
-    const switched = await db.select().from(auditLog).where(and(eq(auditLog.action, "server.route_switched"), eq(auditLog.target, server.id)));
+    const switched = await db
+      .select()
+      .from(auditLog)
+      .where(and(eq(auditLog.action, "server.route_switched"), eq(auditLog.target, server.id)));
     expect(switched).toEqual([]);
   });
 });
