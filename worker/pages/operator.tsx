@@ -370,9 +370,9 @@ function DrainSection(props: { host: Host; moves: HostMoves; hostName: (id: stri
         </>
       )}
       {running || props.host.status === "revoked" ? null : (
-        <form method="get" action={drainPath(props.host.id)}>
-          <button type="submit">{drain === null ? "Drain this host…" : "Drain this host again…"}</button>
-        </form>
+        <p>
+          <a href={drainPath(props.host.id)}>{drain === null ? "Drain this host…" : "Drain this host again…"}</a>
+        </p>
       )}
     </section>
   );

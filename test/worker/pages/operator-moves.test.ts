@@ -98,7 +98,7 @@ describe("draining and moving from the operator console", () => {
     const fleet = await oneServer("us-central");
     const before = await page(fleet.hostPage, fleet.operator);
     expect(before).toContain("This host was never drained.");
-    expect(before).toContain(`action="${fleet.drainPath}"`);
+    expect(before).toContain(`href="${fleet.drainPath}"`);
 
     const confirmation = await page(fleet.drainPath, fleet.operator);
     expectLabelled(confirmation);
@@ -121,7 +121,7 @@ describe("draining and moving from the operator console", () => {
     expect(during).toContain("provisioning target");
     expect(during).toContain(fleet.target.host.name);
     // While it runs there is no second drain to start.
-    expect(during).not.toContain(`action="${fleet.drainPath}"`);
+    expect(during).not.toContain(`href="${fleet.drainPath}"`);
     const [migration] = await migrationsOf(fleet.operator, `serverId=${fleet.serverId}`);
     expect(migration).toMatchObject({ sourceHostId: fleet.source.host.hostId, targetHostId: fleet.target.host.hostId, drainId: expect.any(String) });
   });
