@@ -99,6 +99,22 @@ describe("an operator uses the console in a real browser", () => {
     expect(await accessibilityProblems()).toEqual([]);
     await shot(page, "host");
 
+    // The drain's confirmation page says what would happen; going back starts nothing.
+    await submit(page, page.getByRole("link", { name: "Drain this host…" }));
+    await expectAt(page, `/operator/hosts/${host.id}/drain`);
+    expect(await page.getByRole("heading", { level: 1 }).innerText()).toBe(`Drain host ${host.name}`);
+    expect(
+      await page
+        .locator("form")
+        .filter({ has: page.getByRole("button", { name: "Drain the host" }) })
+        .innerText(),
+    ).toContain(`Its 0 running homeservers move to other hosts of ${REGION}, 2 at a time`);
+    expect(await accessibilityProblems()).toEqual([]);
+    await shot(page, "drain");
+    await submit(page, page.getByRole("link", { name: `← Host ${host.name}` }));
+    await expectAt(page, `/operator/hosts/${host.id}`);
+    expect(await page.getByText("This host was never drained.").count()).toBe(1);
+
     await submit(page, page.getByRole("link", { name: "Audit entries about this host" }));
     await expectAt(page, `/operator/audit?target=${host.id}`);
     await page.getByLabel("Action (optional)").fill("host.state_changed");

@@ -1,12 +1,15 @@
-import { and, desc, eq, inArray, ne } from "drizzle-orm";
+import { and, asc, desc, eq, inArray, ne } from "drizzle-orm";
 import { readAudit, type AuditQuery } from "../audit/audit";
 import { normalizeEmail } from "../auth/credentials";
 import type { Plan } from "../billing/plans";
 import type { WorkerConfig } from "../config";
+import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
-import { hosts, jobs, servers, users, type Host, type Job, type Server } from "../db/schema";
+import { hosts, jobs, servers, users, type Host, type Job, type Server, type ServerMigration } from "../db/schema";
+import { listMigrations } from "../servers/migration";
 import { capacityOf, roomOn, type HostRoom } from "../servers/placement";
 import { expiringSoon, listCertificates, type Certificate } from "./certificates";
+import { drainProgress, latestDrain } from "./drains";
 import { listHosts, requireHost } from "./hosts";
 
 // What the operator console's pages read: each host with its room and certificates, one host's
@@ -88,6 +91,32 @@ export async function hostDetail(db: Database, config: WorkerConfig, hostId: str
     jobs: recentJobs,
     certificates,
   };
+}
+
+/** How many of the moves into or out of a host its page shows, newest first. */
+export const HOST_MIGRATIONS_SHOWN = 20;
+
+export interface HostMoves {
+  /** The host's newest drain and how it stands, if it was ever drained. */
+  drain: Awaited<ReturnType<typeof drainProgress>>["view"] | null;
+  /** Moves into or out of the host, newest first. */
+  migrations: ServerMigration[];
+  /** Every other host of its region that is not revoked, by name: whom the moves name, and where a homeserver may go. */
+  regionHosts: Host[];
+}
+
+/** What a host's page shows of moves: its drain, the moves into or out of it, and the other hosts of its region. */
+export async function hostMoves(ctx: WorkContext, host: Host): Promise<HostMoves> {
+  const [drain, migrations, regionHosts] = await Promise.all([
+    latestDrain(ctx, host.id),
+    listMigrations(ctx.db, { hostId: host.id }, HOST_MIGRATIONS_SHOWN),
+    ctx.db
+      .select()
+      .from(hosts)
+      .where(and(eq(hosts.region, host.region), ne(hosts.id, host.id), ne(hosts.status, "revoked")))
+      .orderBy(asc(hosts.name)),
+  ]);
+  return { drain: drain ? (await drainProgress(ctx, drain)).view : null, migrations, regionHosts };
 }
 
 /**

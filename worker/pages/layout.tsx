@@ -29,6 +29,8 @@ export const NOTICES = {
   host_override_allowed: "This host may now take customer data although its data root is not encrypted.",
   host_override_withdrawn: "This host no longer takes customer data unless its data root is encrypted.",
   host_revoked: "The host is revoked: it can never connect again.",
+  host_drain_started: "The drain has started: the host takes no new homeservers, and its homeservers are moving away.",
+  migration_started: "The move has started: the homeserver keeps running here until its final backup.",
 } as const;
 
 export type NoticeKey = keyof typeof NOTICES;

@@ -1,8 +1,8 @@
 import type { Child } from "hono/jsx";
-import type { HostState, Job, User } from "../db/schema";
+import type { Host, HostState, Job, Server, ServerMigration, User } from "../db/schema";
 import type { LateBackup } from "../backups/maintenance";
 import type { Certificate } from "../fleet/certificates";
-import type { AuditEntry, HostDetail, HostOverview } from "../fleet/console";
+import type { AuditEntry, HostDetail, HostMoves, HostOverview } from "../fleet/console";
 import type { StandingStorageAlert } from "../servers/storage-alerts";
 import { formatBytes, formatPercent } from "./charts";
 import { Alert, Choices, Field, Layout, utc, type Options } from "./layout";
@@ -14,6 +14,8 @@ import { Alert, Choices, Field, Layout, utc, type Options } from "./layout";
 export const OPERATOR_PATH = "/operator";
 export const HOSTS_PATH = `${OPERATOR_PATH}/hosts`;
 export const hostPath = (id: string) => `${HOSTS_PATH}/${id}`;
+export const drainPath = (hostId: string) => `${hostPath(hostId)}/drain`;
+export const movePath = (hostId: string) => `${hostPath(hostId)}/move`;
 export const JOIN_TOKENS_PATH = `${OPERATOR_PATH}/join-tokens`;
 export const AUDIT_PATH = `${OPERATOR_PATH}/audit`;
 export const ALERTS_PATH = `${OPERATOR_PATH}/alerts`;
@@ -246,11 +248,39 @@ function CertificatesTable(props: { certificates: Certificate[]; now: Date }) {
   );
 }
 
-/** The host's live homeservers; each row is where a homeserver's own actions go. */
-function HomeserversTable(props: { detail: HostDetail }) {
-  if (props.detail.homeservers.length === 0) return <p>No homeserver runs on this host.</p>;
+/** Where a running homeserver may be moved to: the other active hosts of its region. */
+const moveTargets = (moves: HostMoves) => moves.regionHosts.filter((host) => host.state === "active");
+
+/** A running homeserver's "Move to…" form: it asks for the target, then the confirmation page says what will happen. */
+function MoveForm(props: { hostId: string; server: Server; serverName: string; targets: Host[] }) {
+  if (props.server.status !== "running") return <span class="hint">only a running homeserver is moved</span>;
+  if (props.targets.length === 0) return <span class="hint">no other active host in {props.server.region}</span>;
+  const fieldId = `move-target-${props.server.id}`;
   return (
-    <DataTable caption="Homeservers on this host" hiddenCaption headers={["Homeserver", "Status", "Plan", "Created"]}>
+    <form method="get" action={movePath(props.hostId)}>
+      <input type="hidden" name="server" value={props.server.id} />
+      <label for={fieldId}>
+        <span class="visually-hidden">Move {props.serverName} to</span>
+        <select id={fieldId} name="target" required>
+          {props.targets.map((target) => (
+            <option value={target.id}>
+              {target.name} ({target.status})
+            </option>
+          ))}
+        </select>
+      </label>{" "}
+      <button type="submit">Move to…</button>
+    </form>
+  );
+}
+
+/** The host's live homeservers; each row is where a homeserver's own actions go. */
+function HomeserversTable(props: { detail: HostDetail; moves: HostMoves }) {
+  if (props.detail.homeservers.length === 0) return <p>No homeserver runs on this host.</p>;
+  const targets = moveTargets(props.moves);
+  const hostId = props.detail.overview.host.id;
+  return (
+    <DataTable caption="Homeservers on this host" hiddenCaption headers={["Homeserver", "Status", "Plan", "Created", "Move"]}>
       {props.detail.homeservers.map(({ server, serverName }) => (
         <tr>
           <td>
@@ -259,9 +289,92 @@ function HomeserversTable(props: { detail: HostDetail }) {
           <td>{server.status}</td>
           <td>{server.planId}</td>
           <td>{utc(server.createdAt)}</td>
+          <td>
+            <MoveForm hostId={hostId} server={server} serverName={serverName} targets={targets} />
+          </td>
         </tr>
       ))}
     </DataTable>
+  );
+}
+
+/** "12.3 s": a move's downtime, or what stands for none yet. */
+function downtime(ms: number | null): string {
+  return ms === null ? "not yet known" : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** A host's name from the hosts of its region (the page's own host included), or the id of one not listed. */
+function hostNamer(host: Host, moves: HostMoves) {
+  const names = new Map([host, ...moves.regionHosts].map((row) => [row.id, row.name]));
+  return (id: string) => names.get(id) ?? id;
+}
+
+/** A move as its tables show it: a drain's own moves leave out what the drain says already (their source). */
+type MoveRow = Pick<ServerMigration, "serverId" | "targetHostId" | "phase" | "downtimeMs"> &
+  Partial<Pick<ServerMigration, "sourceHostId" | "startedAt" | "error">>;
+
+function MigrationsTable(props: { caption: string; migrations: MoveRow[]; hostName: (id: string) => string }) {
+  return (
+    <DataTable caption={props.caption} hiddenCaption headers={["Homeserver", "From", "To", "Phase", "Started", "Downtime", "Error"]}>
+      {props.migrations.map((move) => (
+        <tr>
+          <td>{move.serverId}</td>
+          <td>{move.sourceHostId ? props.hostName(move.sourceHostId) : ""}</td>
+          <td>{props.hostName(move.targetHostId)}</td>
+          <td>{move.phase.replaceAll("_", " ")}</td>
+          <td>{move.startedAt ? utc(move.startedAt) : ""}</td>
+          <td>{downtime(move.downtimeMs)}</td>
+          <td>{move.error ?? ""}</td>
+        </tr>
+      ))}
+    </DataTable>
+  );
+}
+
+/** The host's newest drain as it stands (counts, what is left and why, its moves), or the way to start one. */
+function DrainSection(props: { host: Host; moves: HostMoves; hostName: (id: string) => string }) {
+  const { drain } = props.moves;
+  const running = drain !== null && drain.finishedAt === null;
+  return (
+    <section class="card" aria-labelledby="drain-heading">
+      <h2 id="drain-heading">Drain</h2>
+      {drain === null ? <p>This host was never drained.</p> : null}
+      {drain === null ? null : (
+        <>
+          <p>
+            {running ? "A drain is under way" : "The last drain ended"}: started {utc(new Date(drain.startedAt))}
+            {drain.finishedAt ? `, ended ${utc(new Date(drain.finishedAt))}` : `, ${drain.concurrency} homeservers at a time`}.
+          </p>
+          <dl class="facts">
+            <dt>Homeservers</dt>
+            <dd>{drain.total}</dd>
+            <dt>Moved</dt>
+            <dd>{drain.moved}</dd>
+            <dt>Failed (still here)</dt>
+            <dd>{drain.failed}</dd>
+            <dt>Moving</dt>
+            <dd>{drain.moving}</dd>
+            <dt>Remaining</dt>
+            <dd>{drain.remaining}</dd>
+          </dl>
+          {drain.remainingServers.length === 0 ? null : (
+            <ul>
+              {drain.remainingServers.map((left) => (
+                <li>
+                  {left.serverId}: {left.reason}
+                </li>
+              ))}
+            </ul>
+          )}
+          {drain.migrations.length === 0 ? null : <MigrationsTable caption="The drain's moves" migrations={drain.migrations} hostName={props.hostName} />}
+        </>
+      )}
+      {running || props.host.status === "revoked" ? null : (
+        <p>
+          <a href={drainPath(props.host.id)}>{drain === null ? "Drain this host…" : "Drain this host again…"}</a>
+        </p>
+      )}
+    </section>
   );
 }
 
@@ -276,6 +389,7 @@ export interface HostFormValues {
 export function HostPage(props: {
   user: User;
   detail: HostDetail;
+  moves: HostMoves;
   now: Date;
   notice?: string | undefined;
   error?: string | undefined;
@@ -285,6 +399,7 @@ export function HostPage(props: {
   const { host } = detail.overview;
   const values = props.values ?? {};
   const revoked = host.status === "revoked";
+  const hostName = hostNamer(host, props.moves);
   return (
     <OperatorLayout title={`Host ${host.name}`} user={props.user} current="hosts">
       <p>
@@ -317,9 +432,20 @@ export function HostPage(props: {
         </form>
       </section>
 
+      <DrainSection host={host} moves={props.moves} hostName={hostName} />
+
       <section aria-labelledby="homeservers-heading">
         <h2 id="homeservers-heading">Homeservers</h2>
-        <HomeserversTable detail={detail} />
+        <HomeserversTable detail={detail} moves={props.moves} />
+      </section>
+
+      <section aria-labelledby="migrations-heading">
+        <h2 id="migrations-heading">Recent moves</h2>
+        {props.moves.migrations.length === 0 ? (
+          <p>No homeserver moved into or out of this host.</p>
+        ) : (
+          <MigrationsTable caption="Moves into or out of this host, newest first" migrations={props.moves.migrations} hostName={hostName} />
+        )}
       </section>
 
       <section aria-labelledby="jobs-heading">
@@ -374,34 +500,83 @@ export function HostPage(props: {
   );
 }
 
-export function RevokeHostPage(props: { user: User; detail: HostDetail; error?: string | undefined; typed?: string | undefined }) {
-  const { host } = props.detail.overview;
+/** A page that asks to confirm an action on a host: the way back, what it is, and the form (the children) that does it. */
+function HostActionPage(props: { user: User; host: Host; title: string; action: string; error?: string | undefined; children: Child }) {
+  const { host } = props;
   return (
-    <OperatorLayout title={`Revoke host ${host.name}`} user={props.user} current="hosts">
+    <OperatorLayout title={props.title} user={props.user} current="hosts">
       <p>
         <a href={hostPath(host.id)}>← Host {host.name}</a>
       </p>
-      <h1>Revoke host {host.name}</h1>
+      <h1>{props.title}</h1>
       <Alert kind="error" message={props.error} />
-      <form method="post" action={`${hostPath(host.id)}/revoke`} class="card warning">
-        <p>
-          Its agent's identity stops working at once and for good: its connection is closed and it can never authenticate again. Its{" "}
-          {props.detail.homeservers.length === 1 ? "one homeserver keeps" : `${props.detail.homeservers.length} homeservers keep`} running on it, but nothing
-          can be sent to them. To use the machine again, enroll it anew with a join token.
-        </p>
-        <Field
-          label={`Type the host's name, ${host.name}, to confirm`}
-          name="confirm"
-          value={props.typed}
-          maxlength={300}
-          hint="This cannot be undone."
-          autocomplete="off"
-        />
-        <button type="submit" class="danger">
-          Revoke the host
-        </button>
+      <form method="post" action={props.action} class="card warning">
+        {props.children}
       </form>
     </OperatorLayout>
+  );
+}
+
+export function RevokeHostPage(props: { user: User; detail: HostDetail; error?: string | undefined; typed?: string | undefined }) {
+  const { host } = props.detail.overview;
+  return (
+    <HostActionPage user={props.user} host={host} title={`Revoke host ${host.name}`} action={`${hostPath(host.id)}/revoke`} error={props.error}>
+      <p>
+        Its agent's identity stops working at once and for good: its connection is closed and it can never authenticate again. Its{" "}
+        {props.detail.homeservers.length === 1 ? "one homeserver keeps" : `${props.detail.homeservers.length} homeservers keep`} running on it, but nothing can
+        be sent to them. To use the machine again, enroll it anew with a join token.
+      </p>
+      <Field
+        label={`Type the host's name, ${host.name}, to confirm`}
+        name="confirm"
+        value={props.typed}
+        maxlength={300}
+        hint="This cannot be undone."
+        autocomplete="off"
+      />
+      <button type="submit" class="danger">
+        Revoke the host
+      </button>
+    </HostActionPage>
+  );
+}
+
+/** Confirms a drain: what it does to the host and to its homeservers, then the one button that starts it. */
+export function DrainHostPage(props: { user: User; detail: HostDetail; concurrency: number; error?: string | undefined }) {
+  const { host } = props.detail.overview;
+  const running = props.detail.homeservers.filter(({ server }) => server.status === "running").length;
+  return (
+    <HostActionPage user={props.user} host={host} title={`Drain host ${host.name}`} action={drainPath(host.id)} error={props.error}>
+      <p>
+        The host stops taking new homeservers (its state becomes draining). Its{" "}
+        {running === 1 ? "one running homeserver moves" : `${running} running homeservers move`} to other hosts of {host.region}, {props.concurrency} at a time;
+        each is offline from its final backup until it serves on its new host. What cannot move (no room elsewhere, not running) stays here, with the reason on
+        the host's page.
+      </p>
+      <input type="hidden" name="confirm" value="drain" />
+      <button type="submit" class="danger">
+        Drain the host
+      </button>
+    </HostActionPage>
+  );
+}
+
+/** Confirms a move: the homeserver, where it runs and where it goes, then the one button that starts it. */
+export function MoveServerPage(props: { user: User; source: Host; target: Host; server: Server; serverName: string; error?: string | undefined }) {
+  const { source, target, server } = props;
+  return (
+    <HostActionPage user={props.user} host={source} title={`Move ${props.serverName}`} action={movePath(source.id)} error={props.error}>
+      <p>
+        {props.serverName} moves from host {source.name} to host {target.name} ({target.region}). It keeps running on {source.name} until its final backup; it
+        is offline from then until it serves on {target.name}. If the move fails before the switch, it keeps running on {source.name} as it was.
+      </p>
+      <input type="hidden" name="server" value={server.id} />
+      <input type="hidden" name="target" value={target.id} />
+      <input type="hidden" name="confirm" value="move" />
+      <button type="submit" class="danger">
+        Move the homeserver
+      </button>
+    </HostActionPage>
   );
 }
 

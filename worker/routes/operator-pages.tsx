@@ -2,11 +2,12 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { lateBackups } from "../backups/maintenance";
 import { HOST_STATES } from "../db/schema";
-import { badRequest, conflict } from "../errors";
-import { actorsNamed, auditEntries, hostDetail, hostOverviews } from "../fleet/console";
+import { badRequest, conflict, notFound } from "../errors";
+import { actorsNamed, auditEntries, hostDetail, hostMoves, hostOverviews } from "../fleet/console";
+import { startDrain } from "../fleet/drains";
 import { createJoinToken, REGIONS } from "../fleet/enrollment";
 import { requireHost, revokeHost, setHostState, setUnencryptedPlacementOverride } from "../fleet/hosts";
-import { JOIN_TOKEN_DEFAULT_MINUTES, JOIN_TOKEN_MAX_MINUTES } from "../fleet/policy";
+import { DRAIN_CONCURRENCY, JOIN_TOKEN_DEFAULT_MINUTES, JOIN_TOKEN_MAX_MINUTES } from "../fleet/policy";
 import type { AppEnv } from "../http/context";
 import { submitForm, utcDateTime } from "../http/forms";
 import { requireOperatorPage } from "../http/operator";
@@ -15,6 +16,7 @@ import { parseWith } from "../http/validation";
 import {
   AlertsPage,
   AuditPage,
+  DrainHostPage,
   EMPTY_AUDIT_FILTER,
   HOSTS_PATH,
   HostPage,
@@ -22,6 +24,7 @@ import {
   HostsPage,
   JoinTokenCreatedPage,
   JoinTokenPage,
+  MoveServerPage,
   RevokeHostPage,
   type AuditFilterValues,
   type HostFormValues,
@@ -29,6 +32,7 @@ import {
 } from "../pages/operator";
 import { noticeFor, type NoticeKey } from "../pages/layout";
 import { OPERATOR_SCRIPT } from "../pages/operator-script";
+import { startMigration } from "../servers/migration";
 import { currentStorageAlerts } from "../servers/storage-alerts";
 import { legalExportPageRoutes } from "./legal-export-pages";
 
@@ -62,7 +66,29 @@ const toHost = (c: OperatorContext, notice: NoticeKey) => c.redirect(`${hostPath
 async function renderHost(c: OperatorContext, state: { notice?: string | undefined; error?: string; values?: HostFormValues } = {}) {
   const { ctx } = c.var;
   const detail = await hostDetail(ctx.db, ctx.config, c.req.param("id")!, ctx.now);
-  return <HostPage user={c.var.user} detail={detail} now={ctx.now} {...state} />;
+  return <HostPage user={c.var.user} detail={detail} moves={await hostMoves(ctx, detail.overview.host)} now={ctx.now} {...state} />;
+}
+
+async function renderDrain(c: OperatorContext, error?: string) {
+  const { ctx } = c.var;
+  const detail = await hostDetail(ctx.db, ctx.config, c.req.param("id")!, ctx.now);
+  return <DrainHostPage user={c.var.user} detail={detail} concurrency={DRAIN_CONCURRENCY} error={error} />;
+}
+
+const moveForm = z.object({ server: z.string().min(1).max(64), target: z.string().min(1).max(64) });
+
+/** What a move is about: a homeserver of the page's host and an existing target host (404 otherwise). */
+async function moveSubject(c: OperatorContext, fields: Record<string, string | undefined>) {
+  const { ctx } = c.var;
+  const { server: serverId, target: targetId } = parseWith(moveForm, fields);
+  const detail = await hostDetail(ctx.db, ctx.config, c.req.param("id")!, ctx.now);
+  const found = detail.homeservers.find(({ server }) => server.id === serverId);
+  if (!found) throw notFound("No such homeserver on this host.");
+  return { source: detail.overview.host, target: await requireHost(ctx.db, targetId), ...found };
+}
+
+async function renderMove(c: OperatorContext, fields: Record<string, string | undefined>, error?: string) {
+  return <MoveServerPage user={c.var.user} {...(await moveSubject(c, fields))} error={error} />;
 }
 
 async function renderRevoke(c: OperatorContext, state: { error?: string; typed?: string | undefined } = {}) {
@@ -126,6 +152,33 @@ const hostRoutes = new Hono<SessionAppEnv>()
         return toHost(c, allow === "yes" ? "host_override_allowed" : "host_override_withdrawn");
       },
       (error, fields) => renderHost(c, { error, values: { allow: fields.allow, overrideReason: fields.reason } }),
+    ),
+  )
+  .get("/:id/drain", async (c) => c.html(await renderDrain(c)))
+  // The confirmation page's button sends confirm=drain: a bare POST starts nothing.
+  .post("/:id/drain", (c) =>
+    submitForm(
+      c,
+      async (fields) => {
+        if (fields.confirm !== "drain") throw badRequest("confirmation_required", "Confirm the drain on this page to start it.");
+        await startDrain(c.var.ctx, c.var.user.id, c.req.param("id"));
+        return toHost(c, "host_drain_started");
+      },
+      (error) => renderDrain(c, error),
+    ),
+  )
+  .get("/:id/move", async (c) => c.html(await renderMove(c, c.req.query())))
+  // As a drain: only the confirmation page's button (confirm=move) starts the move; a refusal is shown there, nothing started.
+  .post("/:id/move", (c) =>
+    submitForm(
+      c,
+      async (fields) => {
+        const { server, target } = await moveSubject(c, fields);
+        if (fields.confirm !== "move") throw badRequest("confirmation_required", "Confirm the move on this page to start it.");
+        await startMigration(c.var.ctx, { serverId: server.id, targetHostId: target.id, actor: `user:${c.var.user.id}` });
+        return toHost(c, "migration_started");
+      },
+      (error, fields) => renderMove(c, fields, error),
     ),
   )
   .get("/:id/revoke", async (c) => c.html(await renderRevoke(c)))

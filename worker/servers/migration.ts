@@ -1,4 +1,4 @@
-import { and, desc, eq, isNotNull, isNull, sql, type SQL } from "drizzle-orm";
+import { and, desc, eq, isNotNull, isNull, or, sql, type SQL } from "drizzle-orm";
 import type { JobKind, JobPayload } from "../../protocol/jobs";
 import { audit, type Actor } from "../audit/audit";
 import { agentUrl, settleBackupJob, startBackup, unfinishedBackup } from "../backups/backups";
@@ -474,8 +474,12 @@ export async function recoverMigrations(ctx: WorkContext): Promise<number> {
   return recovered;
 }
 
-/** Migrations, newest first, for operators: of one drain or one server, or all. */
-export async function listMigrations(db: Database, filter: { drainId?: string; serverId?: string }, limit: number): Promise<ServerMigration[]> {
+/** Migrations, newest first, for operators: of one drain, one server, or into or out of one host; or all. */
+export async function listMigrations(
+  db: Database,
+  filter: { drainId?: string; serverId?: string; hostId?: string },
+  limit: number,
+): Promise<ServerMigration[]> {
   return db
     .select()
     .from(serverMigrations)
@@ -483,6 +487,7 @@ export async function listMigrations(db: Database, filter: { drainId?: string; s
       and(
         filter.drainId ? eq(serverMigrations.drainId, filter.drainId) : undefined,
         filter.serverId ? eq(serverMigrations.serverId, filter.serverId) : undefined,
+        filter.hostId ? or(eq(serverMigrations.sourceHostId, filter.hostId), eq(serverMigrations.targetHostId, filter.hostId)) : undefined,
       ),
     )
     .orderBy(desc(serverMigrations.startedAt))

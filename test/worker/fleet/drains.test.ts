@@ -1,10 +1,19 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { call, expectError, post, runCron } from "../helpers";
-import { subscriber } from "../billing/stripe-helpers";
-import { completeMove, fail, finalBackup, jobFor, migrationsOf, provisionAndStop, restoreOnTarget, serverRow, type Side } from "../servers/migration-helpers";
-import { create, serverView, type ServerView } from "../servers/server-helpers";
-import { connectedAgent, enrolledHost, operatorCookie, succeeded } from "./fleet-helpers";
+import {
+  completeMove,
+  fail,
+  finalBackup,
+  hostWithServers,
+  jobFor,
+  migrationsOf,
+  provisionAndStop,
+  restoreOnTarget,
+  serverRow,
+} from "../servers/migration-helpers";
+import { serverView } from "../servers/server-helpers";
+import { succeeded } from "./fleet-helpers";
 
 beforeEach(async () => {
   await env.DB.prepare("UPDATE hosts SET status = 'offline' WHERE status = 'online'").run();
@@ -21,27 +30,6 @@ interface DrainView {
   moving: number;
   remaining: number;
   remainingServers: { serverId: string; status: string; reason: string }[];
-}
-
-async function side(cookie: string, region: string): Promise<Side> {
-  const host = await enrolledHost(cookie, region);
-  return { host, agent: await connectedAgent(host) };
-}
-
-/** `count` customers' running homeservers on one host of `region`, and a second host there to move them to. */
-async function hostWithServers(count: number, region: string) {
-  const operator = await operatorCookie();
-  const source = await side(operator, region);
-  const servers: { id: string; cookie: string }[] = [];
-  for (let i = 0; i < count; i++) {
-    const owner = await subscriber();
-    const created = (await (await create(owner.cookie, undefined, region)).json()) as ServerView;
-    source.agent.send(succeeded((await jobFor(source.agent, "homeserver.provision", created.id)).job));
-    await vi.waitFor(async () => expect((await serverView(owner.cookie, created.id)).status).toBe("running"));
-    servers.push({ id: created.id, cookie: owner.cookie });
-  }
-  const target = await side(operator, region);
-  return { operator, source, target, servers };
 }
 
 async function drainOf(cookie: string, hostId: string): Promise<DrainView> {

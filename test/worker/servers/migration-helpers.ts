@@ -1,9 +1,10 @@
 import { env } from "cloudflare:workers";
 import { expect, vi } from "vitest";
 import { call, post } from "../helpers";
+import { subscriber } from "../billing/stripe-helpers";
 import { bytes, signedCall, uploadBackup } from "../backups/backup-helpers";
-import { connectedAgent, enrolledHost, succeeded, type FakeAgent, type HostIdentity } from "../fleet/fleet-helpers";
-import type { JobMessage } from "./server-helpers";
+import { connectedAgent, enrolledHost, operatorCookie, succeeded, type FakeAgent, type HostIdentity } from "../fleet/fleet-helpers";
+import { create, serverView, type JobMessage, type ServerView } from "./server-helpers";
 
 // Moves between hosts, with fake agents playing the source and the target.
 
@@ -16,6 +17,22 @@ export interface Side {
 export async function anotherHost(cookie: string, region = "us-east"): Promise<Side> {
   const host = await enrolledHost(cookie, region);
   return { host, agent: await connectedAgent(host) };
+}
+
+/** `count` customers' running homeservers on one host of `region`, and a second host there to move them to. */
+export async function hostWithServers(count: number, region: string) {
+  const operator = await operatorCookie();
+  const source = await anotherHost(operator, region);
+  const servers: { id: string; cookie: string }[] = [];
+  for (let i = 0; i < count; i++) {
+    const owner = await subscriber();
+    const created = (await (await create(owner.cookie, undefined, region)).json()) as ServerView;
+    source.agent.send(succeeded((await jobFor(source.agent, "homeserver.provision", created.id)).job));
+    await vi.waitFor(async () => expect((await serverView(owner.cookie, created.id)).status).toBe("running"));
+    servers.push({ id: created.id, cookie: owner.cookie });
+  }
+  const target = await anotherHost(operator, region);
+  return { operator, source, target, servers };
 }
 
 /** The next job of `kind` about `serverId` that `agent` receives. */
