@@ -5,8 +5,8 @@
 // `berth-agent enroll` on a new machine) and appears online among the hosts. The operator opens
 // the first host, drains it through the confirmation page, and reloads the host's page until the
 // drain ended: its progress shows the move under way, then the homeserver moved, with its
-// downtime. The second host's page lists the homeserver, and its name is served by the second
-// host's Caddy only. Every page passes axe-core.
+// downtime. The move links to the second host, whose page lists the homeserver; its name is
+// served by the second host's Caddy only. Every page passes axe-core.
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -55,12 +55,12 @@ async function drainCounts(): Promise<Record<string, string>> {
   return Object.fromEntries(terms.map((term, i) => [term, values[i]!.trim()]));
 }
 /** The drain's one move as its table shows it. */
-async function drainMove(): Promise<{ serverId: string; to: string; phase: string; downtime: string }> {
+async function drainMove(): Promise<{ homeserver: string; to: string; phase: string; downtime: string }> {
   const rows = drainSection().getByRole("table").locator("tbody tr");
   expect(await rows.count()).toBe(1);
   // Homeserver, From, To, Phase, Started, Downtime, Error: a drain's moves leave From and Started empty.
-  const [serverId, , to, phase, , downtime] = await rows.first().locator("td").allInnerTexts();
-  return { serverId: serverId!, to: to!, phase: phase!, downtime: downtime! };
+  const [homeserver, , to, phase, , downtime] = await rows.first().locator("td").allInnerTexts();
+  return { homeserver: homeserver!, to: to!, phase: phase!, downtime: downtime! };
 }
 
 afterAll(runCleanups);
@@ -74,7 +74,7 @@ describe("an operator enrolls a second host, drains the first, and watches the h
     operatorApi = new Api(dev.baseUrl);
     customer = new Api(dev.baseUrl);
     const operator = await signUpOperator(operatorApi, dev);
-    // The first host is enrolled before the story (as two-hosts.test.ts shows the console's token does).
+    // The first host is there before the story: enrolled with a join token from the API.
     const { token } = await operatorApi.expect<{ token: string }>(201, "POST", "/api/admin/join-tokens", { region: REGION });
     firstHostId = await enrollLocalHost(dev, 1, token);
     await operatorApi.waitHost(firstHostId, "connected", (host) => host.connection.connected, 90_000);
@@ -90,9 +90,13 @@ describe("an operator enrolls a second host, drains the first, and watches the h
   }, 240_000);
 
   afterAll(async () => {
-    await browser?.close();
-    await stopDevWithAgent(dev, "operator drain e2e");
-    console.log(`[operator drain e2e] timings:\n${timeline}`);
+    // The homeservers are destroyed even when the browser fails to close: runCleanups then removes their state.
+    try {
+      await browser?.close();
+    } finally {
+      await stopDevWithAgent(dev, "operator drain e2e");
+      console.log(`[operator drain e2e] timings:\n${timeline}`);
+    }
   });
 
   skipAfterFirstFailure(() => homeserverDiagnostics(timeline, dev, customer, server));
@@ -169,7 +173,7 @@ describe("an operator enrolls a second host, drains the first, and watches the h
     expect(await drainSection().innerText()).toContain("A drain is under way");
     expect(await drainCounts()).toMatchObject({ Homeservers: "1", Moving: "1", Moved: "0", "Failed (still here)": "0", Remaining: "0" });
     const underWay = await drainMove();
-    expect(underWay).toMatchObject({ serverId: server!.id, to: dev.host(2).name, downtime: "not yet known" });
+    expect(underWay).toMatchObject({ homeserver: `${server!.serverName} ${server!.id}`, to: dev.host(2).name, downtime: "not yet known" });
     expect(["provisioning target", "stopping source", "backing up", "restoring target", "checking target"]).toContain(underWay.phase);
     expect(await accessibilityProblems()).toEqual([]);
     await shot("drain-under-way");
@@ -191,7 +195,7 @@ describe("an operator enrolls a second host, drains the first, and watches the h
     );
     expect(await drainCounts()).toMatchObject({ Homeservers: "1", Moving: "0", Moved: "1", "Failed (still here)": "0", Remaining: "0" });
     const { downtime, ...moved } = await drainMove();
-    expect(moved).toEqual({ serverId: server!.id, to: dev.host(2).name, phase: "succeeded" });
+    expect(moved).toEqual({ homeserver: `${server!.serverName} ${server!.id}`, to: dev.host(2).name, phase: "succeeded" });
     expect(downtime).toMatch(/^\d+\.\d s$/);
     expect(await page.getByRole("region", { name: "Homeservers on this host", exact: true }).count()).toBe(0);
     expect(await main()).toContain("No homeserver runs on this host.");
@@ -199,8 +203,8 @@ describe("an operator enrolls a second host, drains the first, and watches the h
     await shot("drain-ended");
     mark(`drain ended on the page (downtime ${downtime})`);
 
-    await submit(page, page.getByRole("link", { name: "← Hosts" }));
-    await submit(page, page.getByRole("link", { name: dev.host(2).name, exact: true }));
+    // The move's target links to the host the homeserver went to.
+    await submit(page, drainSection().getByRole("link", { name: dev.host(2).name, exact: true }));
     await expectAt(page, `/operator/hosts/${secondHostId}`);
     const homeservers = await page.getByRole("region", { name: "Homeservers on this host", exact: true }).innerText();
     expect(homeservers).toContain(server!.serverName);
