@@ -15,6 +15,7 @@
 //   const dispatcher = caddyDispatcher(await caddyRoots(dev), { resolver })   (homeserver-helpers)
 //   const fetchHs = fetchThrough(dispatcher)  → HTTPS to https://<name>.berth.localhost:<port>
 //                               through the right Caddy, trusting only the hosts' CAs
+//   await clientVersions(dev, resolver, server.homeserverUrl)  → one GET of /_matrix/client/versions that way
 //   await stopDevWithAgent(dev, label)  → stops dev.mjs, destroys every host's homeservers
 //
 // Names, ports and directories are this run's own: ports from test/ports.ts (locked against
@@ -26,7 +27,7 @@ import { join } from "node:path";
 import type { LocalHost } from "../../scripts/local-hosts.mjs";
 import { reservePort, reservePorts } from "../ports.ts";
 import { type Api, DevServer, REPO_ROOT, runNode, tempRoot, waitFor } from "./agent-helpers";
-import type { NameResolver } from "./homeserver-helpers";
+import { caddyDispatcher, fetchThrough, type NameResolver } from "./homeserver-helpers";
 
 const AGENT_MAIN = join(REPO_ROOT, "agent", "main.ts");
 
@@ -136,5 +137,20 @@ export class HostResolver implements NameResolver {
   address(hostname: string): string {
     const host = this.dev.host(this.hostOf(hostname));
     return host.address ?? "127.0.0.1";
+  }
+}
+
+/**
+ * GET /_matrix/client/versions of a homeserver through the Caddy of the host `resolver` sends its
+ * name to, trusting only the hosts' CAs: its status, and the versions it lists.
+ */
+export async function clientVersions(dev: DevServer, resolver: NameResolver, homeserverUrl: string): Promise<{ status: number; versions: string[] }> {
+  const dispatcher = caddyDispatcher(await caddyRoots(dev), { resolver });
+  try {
+    const response = await fetchThrough(dispatcher)(`${homeserverUrl}/_matrix/client/versions`, { signal: AbortSignal.timeout(30_000) });
+    const body = (await response.json().catch(() => ({}))) as { versions?: string[] };
+    return { status: response.status, versions: body.versions ?? [] };
+  } finally {
+    await dispatcher.close();
   }
 }

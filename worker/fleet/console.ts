@@ -1,11 +1,11 @@
-import { and, asc, desc, eq, inArray, ne } from "drizzle-orm";
+import { and, asc, desc, eq, inArray, ne, or } from "drizzle-orm";
 import { readAudit, type AuditQuery } from "../audit/audit";
 import { normalizeEmail } from "../auth/credentials";
 import type { Plan } from "../billing/plans";
 import type { WorkerConfig } from "../config";
 import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
-import { hosts, jobs, servers, users, type Host, type Job, type Server, type ServerMigration } from "../db/schema";
+import { hosts, jobs, serverMigrations, servers, users, type Host, type Job, type Server, type ServerMigration } from "../db/schema";
 import { listMigrations } from "../servers/migration";
 import { capacityOf, roomOn, type HostRoom } from "../servers/placement";
 import { expiringSoon, listCertificates, type Certificate } from "./certificates";
@@ -103,6 +103,8 @@ export interface HostMoves {
   migrations: ServerMigration[];
   /** Every other host of its region that is not revoked, by name: whom the moves name, and where a homeserver may go. */
   regionHosts: Host[];
+  /** The Matrix server name of every homeserver the drain and the moves name, by id. */
+  serverNames: Map<string, string>;
 }
 
 /** What a host's page shows of moves: its drain, the moves into or out of it, and the other hosts of its region. */
@@ -116,7 +118,18 @@ export async function hostMoves(ctx: WorkContext, host: Host): Promise<HostMoves
       .where(and(eq(hosts.region, host.region), ne(hosts.id, host.id), ne(hosts.status, "revoked")))
       .orderBy(asc(hosts.name)),
   ]);
-  return { drain: drain ? (await drainProgress(ctx, drain)).view : null, migrations, regionHosts };
+  const drainView = drain ? (await drainProgress(ctx, drain)).view : null;
+  // Whom the drain and the moves name: the homeservers on the host, and those that moved into or out of it.
+  const movedHere = ctx.db
+    .select({ id: serverMigrations.serverId })
+    .from(serverMigrations)
+    .where(or(eq(serverMigrations.sourceHostId, host.id), eq(serverMigrations.targetHostId, host.id)));
+  const named = await ctx.db
+    .select({ id: servers.id, name: servers.name })
+    .from(servers)
+    .where(or(eq(servers.hostId, host.id), inArray(servers.id, movedHere)));
+  const serverNames = new Map(named.map((row) => [row.id, `${row.name}.${ctx.config.homeservers.domain}`]));
+  return { drain: drainView, migrations, regionHosts, serverNames };
 }
 
 /**

@@ -303,24 +303,38 @@ function downtime(ms: number | null): string {
   return ms === null ? "not yet known" : `${(ms / 1000).toFixed(1)} s`;
 }
 
-/** A host's name from the hosts of its region (the page's own host included), or the id of one not listed. */
-function hostNamer(host: Host, moves: HostMoves) {
-  const names = new Map([host, ...moves.regionHosts].map((row) => [row.id, row.name]));
-  return (id: string) => names.get(id) ?? id;
+/** How the moves' tables name hosts and homeservers: each a link to the host's page, and the homeserver's name beside its id. */
+interface MoveNames {
+  hostLink: (id: string) => Child;
+  serverLabel: (id: string) => Child;
+}
+
+/** Names from the hosts of the region (the page's own host included) and the homeservers the moves name; an id where none is known. */
+function moveNames(host: Host, moves: HostMoves): MoveNames {
+  const hostNames = new Map([host, ...moves.regionHosts].map((row) => [row.id, row.name]));
+  return {
+    hostLink: (id) => <a href={hostPath(id)}>{hostNames.get(id) ?? id}</a>,
+    serverLabel: (id) => (
+      <>
+        {moves.serverNames.get(id) ?? id} <span class="hint">{id}</span>
+      </>
+    ),
+  };
 }
 
 /** A move as its tables show it: a drain's own moves leave out what the drain says already (their source). */
 type MoveRow = Pick<ServerMigration, "serverId" | "targetHostId" | "phase" | "downtimeMs"> &
   Partial<Pick<ServerMigration, "sourceHostId" | "startedAt" | "error">>;
 
-function MigrationsTable(props: { caption: string; migrations: MoveRow[]; hostName: (id: string) => string }) {
+function MigrationsTable(props: { caption: string; migrations: MoveRow[]; names: MoveNames }) {
+  const { hostLink, serverLabel } = props.names;
   return (
     <DataTable caption={props.caption} hiddenCaption headers={["Homeserver", "From", "To", "Phase", "Started", "Downtime", "Error"]}>
       {props.migrations.map((move) => (
         <tr>
-          <td>{move.serverId}</td>
-          <td>{move.sourceHostId ? props.hostName(move.sourceHostId) : ""}</td>
-          <td>{props.hostName(move.targetHostId)}</td>
+          <td>{serverLabel(move.serverId)}</td>
+          <td>{move.sourceHostId ? hostLink(move.sourceHostId) : ""}</td>
+          <td>{hostLink(move.targetHostId)}</td>
           <td>{move.phase.replaceAll("_", " ")}</td>
           <td>{move.startedAt ? utc(move.startedAt) : ""}</td>
           <td>{downtime(move.downtimeMs)}</td>
@@ -332,7 +346,7 @@ function MigrationsTable(props: { caption: string; migrations: MoveRow[]; hostNa
 }
 
 /** The host's newest drain as it stands (counts, what is left and why, its moves), or the way to start one. */
-function DrainSection(props: { host: Host; moves: HostMoves; hostName: (id: string) => string }) {
+function DrainSection(props: { host: Host; moves: HostMoves; names: MoveNames }) {
   const { drain } = props.moves;
   const running = drain !== null && drain.finishedAt === null;
   return (
@@ -361,12 +375,12 @@ function DrainSection(props: { host: Host; moves: HostMoves; hostName: (id: stri
             <ul>
               {drain.remainingServers.map((left) => (
                 <li>
-                  {left.serverId}: {left.reason}
+                  {props.names.serverLabel(left.serverId)}: {left.reason}
                 </li>
               ))}
             </ul>
           )}
-          {drain.migrations.length === 0 ? null : <MigrationsTable caption="The drain's moves" migrations={drain.migrations} hostName={props.hostName} />}
+          {drain.migrations.length === 0 ? null : <MigrationsTable caption="The drain's moves" migrations={drain.migrations} names={props.names} />}
         </>
       )}
       {running || props.host.status === "revoked" ? null : (
@@ -399,7 +413,7 @@ export function HostPage(props: {
   const { host } = detail.overview;
   const values = props.values ?? {};
   const revoked = host.status === "revoked";
-  const hostName = hostNamer(host, props.moves);
+  const names = moveNames(host, props.moves);
   return (
     <OperatorLayout title={`Host ${host.name}`} user={props.user} current="hosts">
       <p>
@@ -432,7 +446,7 @@ export function HostPage(props: {
         </form>
       </section>
 
-      <DrainSection host={host} moves={props.moves} hostName={hostName} />
+      <DrainSection host={host} moves={props.moves} names={names} />
 
       <section aria-labelledby="homeservers-heading">
         <h2 id="homeservers-heading">Homeservers</h2>
@@ -444,7 +458,7 @@ export function HostPage(props: {
         {props.moves.migrations.length === 0 ? (
           <p>No homeserver moved into or out of this host.</p>
         ) : (
-          <MigrationsTable caption="Moves into or out of this host, newest first" migrations={props.moves.migrations} hostName={hostName} />
+          <MigrationsTable caption="Moves into or out of this host, newest first" migrations={props.moves.migrations} names={names} />
         )}
       </section>
 

@@ -1,8 +1,9 @@
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { call, logIn, verifiedUser } from "../helpers";
-import { enrolledHost } from "../fleet/fleet-helpers";
+import { enrolledHost, succeeded } from "../fleet/fleet-helpers";
 import { anotherHost, hostWithServers, jobFor, migrationsOf } from "../servers/migration-helpers";
+import { serverView } from "../servers/server-helpers";
 import { expectLabelled, page } from "./page-checks";
 
 // The operator console's drain and move actions: each asks for confirmation on a page of its own,
@@ -38,6 +39,7 @@ async function oneServer(region: string) {
   return {
     ...fleet,
     serverId,
+    serverName: (await serverView(fleet.servers[0]!.cookie, serverId)).serverName,
     move,
     hostPage: `/operator/hosts/${sourceId}`,
     drainPath: `/operator/hosts/${sourceId}/drain`,
@@ -118,12 +120,27 @@ describe("draining and moving from the operator console", () => {
     expect(during).toContain("The drain has started");
     expect(during).toContain("A drain is under way");
     expect(during).toMatch(/<dt>Homeservers<\/dt><dd>1<\/dd><dt>Moved<\/dt><dd>0<\/dd><dt>Failed \(still here\)<\/dt><dd>0<\/dd><dt>Moving<\/dt><dd>1<\/dd>/);
-    expect(during).toContain("provisioning target");
-    expect(during).toContain(fleet.target.host.name);
+    // Its move names the homeserver as the operator knows it, and links to the host it goes to.
+    expect(during).toContain(
+      `<td>${fleet.serverName} <span class="hint">${fleet.serverId}</span></td><td></td><td><a href="/operator/hosts/${fleet.target.host.hostId}">${fleet.target.host.name}</a></td><td>provisioning target</td>`,
+    );
     // While it runs there is no second drain to start.
     expect(during).not.toContain(`href="${fleet.drainPath}"`);
     const [migration] = await migrationsOf(fleet.operator, `serverId=${fleet.serverId}`);
     expect(migration).toMatchObject({ sourceHostId: fleet.source.host.hostId, targetHostId: fleet.target.host.hostId, drainId: expect.any(String) });
+  });
+
+  it("names what a drain leaves on the host, with why", async () => {
+    const fleet = await oneServer("us-west");
+    const { cookie } = fleet.servers[0]!;
+    expect((await call(`/api/servers/${fleet.serverId}/stop`, { method: "POST", cookie })).status).toBe(202);
+    fleet.source.agent.send(succeeded((await jobFor(fleet.source.agent, "homeserver.stop", fleet.serverId)).job));
+    await vi.waitFor(async () => expect((await serverView(cookie, fleet.serverId)).status).toBe("stopped"));
+
+    expect((await submit(fleet.drainPath, { confirm: "drain" }, fleet.operator)).status).toBe(303);
+    const after = await page(fleet.hostPage, fleet.operator);
+    expect(after).toContain("The last drain ended");
+    expect(after).toContain(`<li>${fleet.serverName} <span class="hint">${fleet.serverId}</span>: it is stopped: only running homeservers are moved</li>`);
   });
 
   it("moves a homeserver to the host chosen in its row, after a confirmation page naming it and both hosts", async () => {
@@ -149,7 +166,11 @@ describe("draining and moving from the operator console", () => {
 
     for (const shown of [await page(fleet.hostPage, fleet.operator), await page(`/operator/hosts/${fleet.target.host.hostId}`, fleet.operator)]) {
       expect(shown).toContain("Moves into or out of this host, newest first");
-      expect(shown).toContain(`<td>${fleet.serverId}</td><td>${fleet.source.host.name}</td><td>${fleet.target.host.name}</td><td>provisioning target</td>`);
+      expect(shown).toContain(
+        `<td>${fleet.serverName} <span class="hint">${fleet.serverId}</span></td>` +
+          `<td><a href="${fleet.hostPage}">${fleet.source.host.name}</a></td>` +
+          `<td><a href="/operator/hosts/${fleet.target.host.hostId}">${fleet.target.host.name}</a></td><td>provisioning target</td>`,
+      );
     }
     const audit = await env.DB.prepare("SELECT action FROM audit_log WHERE target = ? AND action = 'migration.started'").bind(fleet.serverId).all();
     expect(audit.results).toHaveLength(1);
