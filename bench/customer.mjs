@@ -1,7 +1,11 @@
 // A paying customer, made the way a real one is: sign up, verify the email from
 // the dev mailbox, log in, check out the starter plan and pay at the local
-// Stripe emulator, wait for the webhooks to make the subscription active.
+// Stripe emulator, wait for the webhooks to make the subscription active. And an
+// operator: a verified account granted the role.
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { root } from "./lib.mjs";
 import { SESSION_COOKIE } from "./session-check.mjs";
 
 const PASSWORD = "bench password 12345";
@@ -17,11 +21,21 @@ export async function call(url, init = {}, expected = 200) {
 
 export const postJson = (body, headers = {}) => ({ method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
 
-/** Returns { email, cookie, sessionId } (the Checkout session paid). */
-export async function subscribedCustomer(base, stripeUrl, tag) {
-  const email = `bench-${tag}-${Date.now()}@example.com`;
-  await call(`${base}/api/auth/signup`, postJson({ email, password: PASSWORD }), 202);
+/** The session cookie a log-in as `email` sets. */
+async function logIn(base, email) {
+  const login = await fetch(`${base}/api/auth/login`, postJson({ email, password: PASSWORD }));
+  if (login.status !== 200) throw new Error(`login answered ${login.status}: ${await login.text()}`);
+  const cookie = login.headers
+    .getSetCookie()
+    .find((c) => c.startsWith(`${SESSION_COOKIE}=`))
+    ?.split(";")[0];
+  if (!cookie) throw new Error("login set no session cookie");
+  return cookie;
+}
 
+/** Signs up as `email` and verifies the address from the dev mailbox. */
+async function verifiedAccount(base, email) {
+  await call(`${base}/api/auth/signup`, postJson({ email, password: PASSWORD }), 202);
   let token;
   for (let i = 0; i < 50 && !token; i++) {
     const messages = await call(`${base}/dev/mailbox.json?to=${encodeURIComponent(email)}`);
@@ -31,14 +45,33 @@ export async function subscribedCustomer(base, stripeUrl, tag) {
   }
   if (!token) throw new Error(`no verification link reached the dev mailbox for ${email}`);
   await call(`${base}/api/auth/verify-email`, postJson({ token }));
+}
 
-  const login = await fetch(`${base}/api/auth/login`, postJson({ email, password: PASSWORD }));
-  if (login.status !== 200) throw new Error(`login answered ${login.status}: ${await login.text()}`);
-  const cookie = login.headers
-    .getSetCookie()
-    .find((c) => c.startsWith(`${SESSION_COOKIE}=`))
-    ?.split(";")[0];
-  if (!cookie) throw new Error("login set no session cookie");
+/**
+ * An operator of the dev `server` ({ base, persistTo }): a verified account granted the role with
+ * scripts/operator.mjs on the server's state (only a verified account can be one), logged in.
+ * Returns its session cookie.
+ */
+export async function operatorSession(server, tag) {
+  const email = `bench-${tag}-${Date.now()}@example.com`;
+  await verifiedAccount(server.base, email);
+  const grant = spawnSync(process.execPath, [join(root, "scripts", "operator.mjs"), "grant", email, "--persist-to", server.persistTo], {
+    cwd: root,
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  if (grant.status !== 0) throw new Error(`scripts/operator.mjs grant failed (${grant.status ?? grant.signal}): ${grant.stderr || grant.stdout}`);
+  const cookie = await logIn(server.base, email);
+  const hosts = await fetch(`${server.base}/api/admin/hosts`, { headers: { cookie } });
+  if (hosts.status !== 200) throw new Error(`GET /api/admin/hosts as the new operator answered ${hosts.status}: ${await hosts.text()}`);
+  return cookie;
+}
+
+/** Returns { email, cookie, sessionId } (the Checkout session paid). */
+export async function subscribedCustomer(base, stripeUrl, tag) {
+  const email = `bench-${tag}-${Date.now()}@example.com`;
+  await verifiedAccount(base, email);
+  const cookie = await logIn(base, email);
 
   const { url } = await call(`${base}/api/billing/checkout`, postJson({ plan: "starter" }, { cookie }));
   const sessionId = new URL(url).pathname.split("/").pop();

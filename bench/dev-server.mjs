@@ -24,20 +24,22 @@ export function readDotenv(file) {
  * the emulator's address is known without reading the dev server's log.
  * `noAgent` passes --no-agent: no local berth-agent runs beside the Worker;
  * otherwise the local agent and Caddy run, Caddy's HTTPS on `httpsPort` (and
- * its HTTP one above it).
+ * its HTTP one above it). `hosts` (2 to 9) passes --hosts: that many local hosts, each its own
+ * agent and Caddy (scripts/local-hosts.mjs), `httpsPort` the lowest of hosts + 1 ports in a row.
  * Returns { base, port, stripeUrl, persistTo, noAgent, pgid(), output(), restart(), stop() };
  * pgid() is the running process group's id (it changes with restart()).
  * `persistTo` holds berth-dev-secrets.env (STRIPE_WEBHOOK_SECRET among them)
  * and is removed by stop(). restart() stops the whole process group and starts
  * it again on the same ports and state directory (see there).
  */
-export async function startDevServer({ noAgent = false, httpsPort } = {}) {
+export async function startDevServer({ noAgent = false, httpsPort, hosts } = {}) {
   const port = await reservePort();
   const stripePort = await reservePort();
   const persistTo = mkdtempSync(join(tmpdir(), "berth-bench-"));
   const args = ["--port", String(port), "--stripe-port", String(stripePort), "--persist-to", persistTo];
   if (noAgent) args.push("--no-agent");
   else if (httpsPort) args.push("--https-port", String(httpsPort));
+  if (hosts) args.push("--hosts", String(hosts));
   // Always the local emulator: with a Stripe key in the environment dev.mjs would use Stripe's test mode.
   const { STRIPE_SECRET_KEY: _key, STRIPE_WEBHOOK_SECRET: _secret, ...env } = process.env;
   const base = `http://127.0.0.1:${port}`;

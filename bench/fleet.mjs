@@ -42,10 +42,9 @@ import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import WebSocket from "ws";
 import { CLOSE, helloSigningInput, PING, PONG, PROTOCOL_VERSION, serverMessage } from "../protocol/messages.ts";
+import { operatorSession } from "./customer.mjs";
 import { percentile, root, send } from "./lib.mjs";
-import { SESSION_COOKIE } from "./session-check.mjs";
 
-const PASSWORD = "bench password 12345";
 /** berth-agent's defaults (agent/config.ts): heartbeat until the welcome names one, and the redial backoff. */
 const HEARTBEAT_MS = 20_000;
 const RECONNECT_BASE_MS = 1_000;
@@ -106,36 +105,6 @@ function client(base) {
     return answer.body ? JSON.parse(answer.body) : null;
   };
   return { call, destroy: () => agent.destroy() };
-}
-
-/** Signs up, grants the operator role with scripts/operator.mjs on the server's state, logs in: the session cookie. */
-async function operatorSession(server, tag) {
-  const email = `bench-fleet-${tag}@example.com`;
-  const post = (path) =>
-    fetch(`${server.base}${path}`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ email, password: PASSWORD }),
-      signal: AbortSignal.timeout(15_000),
-    });
-  const signup = await post("/api/auth/signup");
-  if (signup.status !== 202) throw new Error(`signup answered ${signup.status}: ${await signup.text()}`);
-  const grant = spawnSync(process.execPath, [join(root, "scripts", "operator.mjs"), "grant", email, "--persist-to", server.persistTo], {
-    cwd: root,
-    encoding: "utf8",
-    timeout: 60_000,
-  });
-  if (grant.status !== 0) throw new Error(`scripts/operator.mjs grant failed (${grant.status ?? grant.signal}): ${grant.stderr || grant.stdout}`);
-  const login = await post("/api/auth/login");
-  if (login.status !== 200) throw new Error(`login answered ${login.status}: ${await login.text()}`);
-  const cookie = login.headers
-    .getSetCookie()
-    .find((c) => c.startsWith(`${SESSION_COOKIE}=`))
-    ?.split(";")[0];
-  if (!cookie) throw new Error("login set no session cookie");
-  const hosts = await fetch(`${server.base}/api/admin/hosts`, { headers: { cookie } });
-  if (hosts.status !== 200) throw new Error(`GET /api/admin/hosts as the new operator answered ${hosts.status}: ${await hosts.text()}`);
-  return cookie;
 }
 
 // ---------- simulated agents ----------
@@ -827,7 +796,7 @@ export async function benchFleet({
   const http = client(server.base);
   const fleet = new Fleet();
   try {
-    const cookie = await operatorSession(server, tag);
+    const cookie = await operatorSession(server, `fleet-${tag}`);
     const bySize = [];
     for (const size of sizes) {
       const growth = await growFleet(fleet, http, size, tag, enrollConcurrency);

@@ -23,7 +23,7 @@ import { destroyDevHomeservers } from "../scripts/dev-reset.mjs";
 import { call, postJson, subscribedCustomer } from "./customer.mjs";
 import { reservePortPair } from "../test/ports.ts";
 import { startDevServer } from "./dev-server.mjs";
-import { percentile } from "./lib.mjs";
+import { percentile, until } from "./lib.mjs";
 
 const SYNAPSE_IMAGE = process.env.SYNAPSE_IMAGE ?? "berth/synapse:latest";
 const POSTGRES_IMAGE = process.env.POSTGRES_IMAGE ?? "berth/postgres:15";
@@ -38,23 +38,6 @@ function docker(args, { timeoutMs = 120_000 } = {}) {
       else resolve(stdout.trim());
     });
   });
-}
-
-/** Polls `check` (truthy = done) every `intervalMs` until `timeoutMs`; an error with `fatal` set ends it at once. */
-async function until(what, check, { timeoutMs = 300_000, intervalMs = 200 } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-    } catch (error) {
-      if (error.fatal) throw error;
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
-    await sleep(intervalMs);
-  }
 }
 
 /** HTTPS to *.berth.localhost through Caddy on this machine, trusting only its local CA. */

@@ -4,6 +4,7 @@ import { Agent, request } from "node:http";
 import os from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 
 export const root = fileURLToPath(new URL("..", import.meta.url));
@@ -117,3 +118,23 @@ export function summarize(runs) {
 
 /** Requests per ms of one load() run. */
 export const rate = (run) => run.latencies.length / run.ms;
+
+/** Polls `check` (truthy = done) every `intervalMs` until `timeoutMs`; an error with `fatal` set ends it at once. */
+export async function until(what, check, { timeoutMs = 300_000, intervalMs = 200 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (error) {
+      if (error.fatal) throw error;
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
+    await sleep(intervalMs);
+  }
+}
+
+/** An error that ends until() at once. */
+export const fatal = (message) => Object.assign(new Error(message), { fatal: true });

@@ -17,6 +17,8 @@ export interface LocalHost {
 export const MAX_LOCAL_HOSTS: number;
 export function localHosts(persistTo: string, count: number, httpsPort: number): LocalHost[];
 export function localAgentConfigDirs(persistTo: string): string[];
+export function localAgentConfig(configDir: string): { hostId: string; hostNamespace?: string; dataRoot: string; stateDir?: string } | undefined;
+export function routedServerNames(configDir: string): string[];
 export function startLocalHosts(options: {
   hosts: LocalHost[];
   baseUrl: string;

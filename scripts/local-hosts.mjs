@@ -71,6 +71,25 @@ export function localAgentConfigDirs(persistTo) {
   return [join(persistTo, "agent"), ...numbered];
 }
 
+/** A local agent's agent.json (its config directory `configDir`), once it is enrolled; undefined before. */
+export function localAgentConfig(configDir) {
+  try {
+    return JSON.parse(readFileSync(join(configDir, "agent.json"), "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The homeserver names a local agent keeps routes for in its Caddy: its record of them, <stateDir>/proxy-routes.json. */
+export function routedServerNames(configDir) {
+  const stateDir = localAgentConfig(configDir)?.stateDir ?? join(configDir, "state");
+  try {
+    return Object.keys(JSON.parse(readFileSync(join(stateDir, "proxy-routes.json"), "utf8")).routes);
+  } catch {
+    return [];
+  }
+}
+
 /** The agent.json section of a host's Caddy: its admin API on a socket in its directory, its own internal CA. */
 function proxyConfig(host) {
   return {

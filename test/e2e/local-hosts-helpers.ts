@@ -22,9 +22,8 @@
 // every other test process), state in a new temporary directory, server names random. The
 // namespaces h1 … hN are shared with any other `--hosts` run on the machine, so assertions
 // about a namespace's containers are about this run's servers, never "all of h1's".
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { LocalHost } from "../../scripts/local-hosts.mjs";
+import { type LocalHost, localAgentConfig, routedServerNames } from "../../scripts/local-hosts.mjs";
 import { reservePort, reservePorts } from "../ports.ts";
 import { type Api, DevServer, REPO_ROOT, runNode, tempRoot, waitFor } from "./agent-helpers";
 import { caddyDispatcher, fetchThrough, type NameResolver } from "./homeserver-helpers";
@@ -45,18 +44,9 @@ export async function startDevWithHosts(count: number, tempPrefix: string, { enr
   return dev;
 }
 
-/** Host `index`'s agent.json, once it is enrolled. */
-function agentConfig(dev: DevServer, index: number): { hostId: string; hostNamespace?: string; dataRoot: string; stateDir?: string } | undefined {
-  try {
-    return JSON.parse(readFileSync(join(dev.host(index).configDir, "agent.json"), "utf8"));
-  } catch {
-    return undefined;
-  }
-}
-
 /** The control plane's id of host `index`, once it has enrolled. */
 export function hostIdOf(dev: DevServer, index: number, timeoutMs = 60_000): Promise<string> {
-  return waitFor(`host ${index} to be enrolled`, () => agentConfig(dev, index)?.hostId, { timeoutMs, intervalMs: 200 });
+  return waitFor(`host ${index} to be enrolled`, () => localAgentConfig(dev.host(index).configDir)?.hostId, { timeoutMs, intervalMs: 200 });
 }
 
 /** Waits until every local host is enrolled and connected; returns their ids, host 1's first. */
@@ -90,16 +80,6 @@ export async function caddyRoots(dev: DevServer): Promise<string[]> {
   return roots;
 }
 
-/** The routes host `index`'s agent keeps in its Caddy (its record of them, <stateDir>/proxy-routes.json). */
-function routedNames(dev: DevServer, index: number): string[] {
-  const stateDir = agentConfig(dev, index)?.stateDir ?? join(dev.host(index).configDir, "state");
-  try {
-    return Object.keys((JSON.parse(readFileSync(join(stateDir, "proxy-routes.json"), "utf8")) as { routes: Record<string, unknown> }).routes);
-  } catch {
-    return [];
-  }
-}
-
 /**
  * The local stand-in for DNS: which host serves a homeserver name. A name pinned to a host goes
  * there; any other goes to the one host whose Caddy routes it (suspended names included), and is
@@ -121,7 +101,7 @@ export class HostResolver implements NameResolver {
 
   /** The hosts whose Caddy routes `serverName`. */
   hostsRouting(serverName: string): number[] {
-    return Array.from({ length: this.dev.hosts }, (_, i) => i + 1).filter((index) => routedNames(this.dev, index).includes(serverName));
+    return Array.from({ length: this.dev.hosts }, (_, i) => i + 1).filter((index) => routedServerNames(this.dev.host(index).configDir).includes(serverName));
   }
 
   hostOf(serverName: string): number {
