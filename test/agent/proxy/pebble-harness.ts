@@ -95,7 +95,7 @@ export async function startPebble(dir: string, options: PebbleOptions): Promise<
       }),
     );
     const pebble = spawnLogged(dir, "pebble", files.pebble, ["-config", configFile, "-dnsserver", `127.0.0.1:${dnsPort}`], {
-      // No random sleeps before validating; no injected bad nonces; every order validated afresh (renewals too).
+      // No random sleeps before validating; no injected bad nonces; a renewal validates again (Pebble still reuses 1 authorisation in 100).
       PEBBLE_VA_NOSLEEP: "1",
       PEBBLE_WFE_NONCEREJECT: "0",
       PEBBLE_AUTHZREUSE: "0",
