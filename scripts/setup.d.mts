@@ -10,8 +10,10 @@ export interface SetupProbe {
   hasCommand(name: string): boolean;
   docker(): "answers" | "denied" | "down";
   imagesPresent(): boolean;
+  /** Whether pebbleDir() holds the built Pebble (asked only with forTests). */
+  pebbleBuilt(): boolean;
 }
-export type SetupStep = "install" | "start-dockerd" | "build-images";
+export type SetupStep = "install" | "start-dockerd" | "build-images" | "build-pebble";
 export interface SetupPlan {
   os: string;
   root: boolean;
@@ -26,6 +28,17 @@ export const HOST_NEEDS: Need[];
 export const TEST_NEEDS: Need[];
 export const IMAGES: string[];
 export const DOCKERD_LOG: string;
+export const PEBBLE_MODULE: string;
+export const PEBBLE_VERSION: string;
+export function pebbleDir(env?: NodeJS.ProcessEnv): string;
+export interface PebbleFiles {
+  pebble: string;
+  challtestsrv: string;
+  minicaRoot: string;
+  httpsCertificate: string;
+  httpsKey: string;
+}
+export function pebbleFiles(dir?: string): PebbleFiles;
 export function planSetup(probe: SetupProbe, options?: { forTests?: boolean }): SetupPlan;
 export function reportLines(plan: SetupPlan): string[];
 export function systemProbe(): SetupProbe;

@@ -3,7 +3,8 @@
 // iptables, debootstrap, age, zstd; with --for-tests also Chromium for the browser tests), starts
 // dockerd if no Docker Engine answers, and builds the images (`bash images/build.sh`, seconds when
 // they are current). `npm run dev` runs it before starting its local agent; `.ci/run` runs it with
-// --for-tests.
+// --for-tests, which also builds Pebble, Let's Encrypt's ACME test server, with Go (once per
+// version: it is kept outside the checkout, see pebbleDir()).
 //
 //   node scripts/setup.mjs [--for-tests] [--check]
 //
@@ -14,7 +15,8 @@
 // Plain Node ≥ 20 with node: built-ins only: `.ci/run` runs it on the machine's own Node, before
 // `npm ci` has installed anything.
 import { spawn, spawnSync } from "node:child_process";
-import { accessSync, closeSync, constants, openSync, readFileSync } from "node:fs";
+import { accessSync, closeSync, constants, cpSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { homedir } from "node:os";
 import { delimiter, dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
@@ -40,6 +42,31 @@ export const TEST_NEEDS = [{ name: "Chromium", commands: ["chromium"], packages:
 /** The images `npm run dev` runs homeservers from, and the tool image their daily upkeep runs (all of images/build.sh's). */
 export const IMAGES = ["berth/synapse:latest", "berth/postgres:15", "berth/upkeep:latest"];
 export const DOCKERD_LOG = "/var/log/berth-dockerd.log";
+/** Pebble (the ACME server) and pebble-challtestsrv (the DNS it validates against), pinned: the certificate tests run them. */
+export const PEBBLE_MODULE = "github.com/letsencrypt/pebble/v2";
+export const PEBBLE_VERSION = "v2.10.3";
+/** Where Go is when it is not on the PATH (the official tarball's place). */
+const GO_FALLBACK_DIR = "/usr/local/go/bin";
+
+/**
+ * The built Pebble of PEBBLE_VERSION: under the user's cache directory, not the checkout, so every
+ * fresh clone on this machine reuses it. The directory appears only complete (built aside, then renamed).
+ */
+export function pebbleDir(env = process.env) {
+  return join(env.XDG_CACHE_HOME || join(env.HOME || homedir(), ".cache"), "berth", `pebble-${PEBBLE_VERSION}`);
+}
+
+/** The files in pebbleDir(): the two programs, and Pebble's own test certificates (its HTTPS, and the root that signs it). */
+export function pebbleFiles(dir = pebbleDir()) {
+  return {
+    pebble: join(dir, "bin", "pebble"),
+    challtestsrv: join(dir, "bin", "pebble-challtestsrv"),
+    /** The root (minica) that signed Pebble's HTTPS certificate: what an ACME client must trust to reach Pebble. */
+    minicaRoot: join(dir, "certs", "pebble.minica.pem"),
+    httpsCertificate: join(dir, "certs", "localhost", "cert.pem"),
+    httpsKey: join(dir, "certs", "localhost", "key.pem"),
+  };
+}
 
 /**
  * What this machine lacks and what the set-up would do about it, from a probe of the machine:
@@ -65,6 +92,7 @@ export function planSetup(probe, { forTests = false } = {}) {
   const apt = probe.hasCommand("apt-get");
   const sudo = root ? "" : "sudo ";
   const needs = forTests ? [...HOST_NEEDS, ...TEST_NEEDS] : HOST_NEEDS;
+  const pebbleMissing = forTests && !probe.pebbleBuilt();
   const absent = needs.filter((need) => !need.commands.every((command) => probe.hasCommand(command)));
   const docker = probe.docker();
   const imagesPresent = docker === "answers" ? probe.imagesPresent() : null;
@@ -104,6 +132,16 @@ export function planSetup(probe, { forTests = false } = {}) {
     if (!root) block("not running as root");
     plan.commands.push(`${sudo}bash images/build.sh`);
   }
+  if (pebbleMissing) {
+    plan.missing.push(`Pebble ${PEBBLE_VERSION} (the ACME server the certificate tests run; built with Go, as any user)`);
+    plan.steps.push("build-pebble");
+    if (!probe.hasCommand("go")) {
+      block(`no Go toolchain (go on the PATH or in ${GO_FALLBACK_DIR})`);
+      plan.commands.push("install Go (https://go.dev/dl/), then run node scripts/setup.mjs --for-tests again");
+    } else {
+      plan.commands.push("node scripts/setup.mjs --for-tests   (again, once the above is done: it builds Pebble)");
+    }
+  }
   // Only root is missing, and as root this script would do every step.
   if (plan.blockers.length === 1 && plan.blockers[0] === "not running as root" && docker !== "denied") {
     plan.rootCommand = "sudo node scripts/setup.mjs";
@@ -128,7 +166,15 @@ export function reportLines(plan) {
 /** The probe of this machine. */
 export function systemProbe() {
   // sbin directories are not on a normal user's PATH on Debian, but dockerd, iptables and debootstrap live there.
-  const searchPath = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin"].filter(Boolean);
+  const searchPath = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/sbin", "/usr/sbin", "/sbin", GO_FALLBACK_DIR].filter(Boolean);
+  const executable = (path) => {
+    try {
+      accessSync(path, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   return {
     isRoot: () => process.getuid?.() === 0,
     osRelease() {
@@ -151,17 +197,10 @@ export function systemProbe() {
         name: fields.PRETTY_NAME ?? fields.NAME ?? fields.ID ?? "unknown",
       };
     },
-    hasCommand: (name) =>
-      searchPath.some((dir) => {
-        try {
-          accessSync(join(dir, name), constants.X_OK);
-          return true;
-        } catch {
-          return false;
-        }
-      }),
+    hasCommand: (name) => searchPath.some((dir) => executable(join(dir, name))),
     docker: dockerStatus,
     imagesPresent: () => spawnSync("docker", ["image", "inspect", ...IMAGES], { stdio: "ignore", timeout: 30_000 }).status === 0,
+    pebbleBuilt: () => Object.values(pebbleFiles()).every((file) => existsSync(file)) && executable(pebbleFiles().pebble),
   };
 }
 
@@ -196,6 +235,10 @@ export async function runSetup({ forTests = false, check = false, log = (line) =
         log(`starting dockerd in the background (log: ${DOCKERD_LOG}), waiting until docker info answers`);
         await startDockerd();
         did.push("started dockerd");
+      } else if (step === "build-pebble") {
+        log(`building Pebble ${PEBBLE_VERSION} with Go into ${pebbleDir()} (once per version)`);
+        const seconds = await buildPebble();
+        did.push(`built Pebble ${PEBBLE_VERSION} in ${seconds}s`);
       } else {
         log("building the images if they are not current (bash images/build.sh)");
         const built = await buildImages();
@@ -211,20 +254,52 @@ export async function runSetup({ forTests = false, check = false, log = (line) =
   return { ready: true, did };
 }
 
-/** Runs a command with its output kept, and shown only when it fails. */
-function quietly(command, args) {
+/** Runs a command with its output kept, and shown only when it fails; resolves to its standard output. */
+function quietly(command, args, env = {}) {
   return new Promise((resolveRun, reject) => {
-    const child = spawn(command, args, { cwd: root, env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(command, args, { cwd: root, env: { ...process.env, DEBIAN_FRONTEND: "noninteractive", ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
+    let stdout = "";
     const keep = (chunk) => (output = (output + chunk).slice(-16_000));
-    child.stdout.on("data", keep);
+    child.stdout.on("data", (chunk) => {
+      keep(chunk);
+      stdout += chunk;
+    });
     child.stderr.on("data", keep);
     child.on("error", reject);
     child.on("exit", (code, signal) => {
-      if (code === 0) return resolveRun();
+      if (code === 0) return resolveRun(stdout);
       reject(new Error(`${command} ${args.join(" ")} failed (${code ?? signal}):\n${output.trimEnd().split("\n").slice(-30).join("\n")}`));
     });
   });
+}
+
+/**
+ * `go install` of pebble and pebble-challtestsrv at PEBBLE_VERSION (through the Go module proxy),
+ * plus Pebble's test certificates from the module's source, into a directory beside pebbleDir()
+ * that is renamed into place when complete. Returns the seconds it took.
+ */
+async function buildPebble() {
+  const started = Date.now();
+  const go = ["go", join(GO_FALLBACK_DIR, "go")].find((candidate) => spawnSync(candidate, ["version"], { stdio: "ignore" }).status === 0);
+  if (!go) throw new Error(`no Go toolchain (go on the PATH or in ${GO_FALLBACK_DIR})`);
+  const dir = pebbleDir();
+  const partial = `${dir}.partial-${process.pid}`;
+  rmSync(partial, { recursive: true, force: true });
+  mkdirSync(partial, { recursive: true });
+  try {
+    const commands = ["pebble", "pebble-challtestsrv"].map((command) => `${PEBBLE_MODULE}/cmd/${command}@${PEBBLE_VERSION}`);
+    // -mod=mod: a GOFLAGS from the environment that asks for vendoring would fail an install outside a module.
+    const goEnv = { GOFLAGS: "-mod=mod" };
+    await quietly(go, ["install", ...commands], { ...goEnv, GOBIN: join(partial, "bin") });
+    const source = JSON.parse(await quietly(go, ["mod", "download", "-json", `${PEBBLE_MODULE}@${PEBBLE_VERSION}`], goEnv)).Dir;
+    cpSync(join(source, "test", "certs"), join(partial, "certs"), { recursive: true });
+    rmSync(dir, { recursive: true, force: true });
+    renameSync(partial, dir);
+  } finally {
+    rmSync(partial, { recursive: true, force: true });
+  }
+  return Math.round((Date.now() - started) / 1000);
 }
 
 /** dockerd outlives us (homeservers outlive `npm run dev`): its own session, output to the log file. */

@@ -47,6 +47,10 @@ export const proxyConfigSchema = z
     acmeEmail: z.email().optional(),
     /** ACME directory URL instead of Let's Encrypt production, e.g. its staging directory (then no ZeroSSL fallback). */
     acmeCa: z.url({ protocol: /^https?$/ }).optional(),
+    /** PEM file of the root(s) that acmeCa's HTTPS is verified against, for a private ACME CA; readable by Caddy. Default: the system's roots. */
+    acmeCaRootsFile: z.string().min(1).startsWith("/").optional(),
+    /** How often Caddy looks for certificates due for renewal (Caddy's default: 10 minutes). Only tests with short-lived certificates change it. */
+    renewCheckIntervalSeconds: z.number().int().min(1).max(86_400).optional(),
     /** The port Caddy serves HTTPS on, and the port certificates() connects to. */
     httpsPort: port.default(443),
     /** Caddy's HTTP port: HTTP→HTTPS redirects and ACME HTTP-01 challenges. */
@@ -65,6 +69,10 @@ export const proxyConfigSchema = z
   .refine((c) => c.tls !== "acme" || c.acmeEmail !== undefined, {
     message: 'tls "acme" needs acmeEmail (the ACME account contact)',
     path: ["acmeEmail"],
+  })
+  .refine((c) => c.acmeCaRootsFile === undefined || (c.tls === "acme" && c.acmeCa !== undefined), {
+    message: 'acmeCaRootsFile needs tls "acme" and the acmeCa it is the root of',
+    path: ["acmeCaRootsFile"],
   })
   .refine((c) => c.httpPort !== c.httpsPort, { message: "httpPort and httpsPort must differ", path: ["httpPort"] });
 
@@ -220,10 +228,14 @@ export function errorRoutes(): Json[] {
 
 // ---------- the whole config ----------
 
-export function tlsPolicies(config: Pick<ProxyConfig, "tls" | "acmeEmail" | "acmeCa">): Json[] {
+export function tlsPolicies(config: Pick<ProxyConfig, "tls" | "acmeEmail" | "acmeCa" | "acmeCaRootsFile">): Json[] {
   if (config.tls === "internal") return [{ issuers: [{ module: "internal" }] }];
   const email = config.acmeEmail ?? "";
-  if (config.acmeCa) return [{ issuers: [{ module: "acme", ca: config.acmeCa, email }] }];
+  if (config.acmeCa) {
+    const issuer: { [key: string]: Json } = { module: "acme", ca: config.acmeCa, email };
+    if (config.acmeCaRootsFile) issuer.trusted_roots_pem_files = [config.acmeCaRootsFile];
+    return [{ issuers: [issuer] }];
+  }
   // Caddy's defaults (Let's Encrypt, then ZeroSSL), with our contact address.
   return [
     {
@@ -252,7 +264,12 @@ export function buildConfig(config: ProxyConfig, routes: RouteTable): { [key: st
           },
         },
       },
-      tls: { automation: { policies: tlsPolicies(config) } },
+      tls: {
+        automation: {
+          policies: tlsPolicies(config),
+          ...(config.renewCheckIntervalSeconds ? { renew_interval: `${config.renewCheckIntervalSeconds}s` } : {}),
+        },
+      },
       // Never touch the host's trust store (Caddy would try to install its root as root).
       pki: { certificate_authorities: { local: { install_trust: false } } },
     },

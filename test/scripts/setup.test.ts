@@ -7,13 +7,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { IMAGES, planSetup, reportLines, runSetup, type SetupProbe } from "../../scripts/setup.mjs";
+import { IMAGES, PEBBLE_VERSION, planSetup, reportLines, runSetup, type SetupProbe } from "../../scripts/setup.mjs";
 
 const SETUP_SCRIPT = fileURLToPath(new URL("../../scripts/setup.mjs", import.meta.url));
 const DEBIAN = { id: "debian", idLike: [], name: "Debian GNU/Linux 12 (bookworm)" };
 const UBUNTU = { id: "ubuntu", idLike: ["debian"], name: "Ubuntu 24.04.1 LTS" };
 const FEDORA = { id: "fedora", idLike: [], name: "Fedora Linux 40 (Workstation Edition)" };
-const EVERY_COMMAND = ["apt-get", "dockerd", "docker", "caddy", "iptables", "debootstrap", "age", "zstd", "chromium"];
+const EVERY_COMMAND = ["apt-get", "dockerd", "docker", "caddy", "iptables", "debootstrap", "age", "zstd", "chromium", "go"];
 const ALL_HOST_PACKAGES = ["docker.io", "iptables", "caddy", "debootstrap", "age", "zstd"];
 
 interface Machine {
@@ -22,11 +22,12 @@ interface Machine {
   commands: string[];
   docker: ReturnType<SetupProbe["docker"]>;
   images: boolean;
+  pebble: boolean;
 }
 
 /** A probe answering for a described machine; it fails the test if asked about the images while Docker does not answer. */
 function probeOf(machine: Partial<Machine>): SetupProbe {
-  const { root = true, os = DEBIAN, commands = EVERY_COMMAND, docker = "answers", images = true } = machine;
+  const { root = true, os = DEBIAN, commands = EVERY_COMMAND, docker = "answers", images = true, pebble = true } = machine;
   return {
     isRoot: () => root,
     osRelease: () => os,
@@ -36,6 +37,7 @@ function probeOf(machine: Partial<Machine>): SetupProbe {
       if (docker !== "answers") throw new Error("asked about images while Docker does not answer");
       return images;
     },
+    pebbleBuilt: () => pebble,
   };
 }
 
@@ -134,6 +136,20 @@ describe("when it cannot: it says what is missing and what to run, and changes n
     expect(plan.commands).toEqual(['sudo usermod -aG docker "$USER"   (then log in again)', "sudo bash images/build.sh"]);
     // Running this script as root would not let this user in.
     expect(plan.rootCommand).toBeNull();
+  });
+
+  it("for the tests, builds Pebble (the ACME test server) with Go when it is not built yet, as any user", () => {
+    expect(planSetup(probeOf({ pebble: false })).steps).not.toContain("build-pebble");
+    const plan = planSetup(probeOf({ root: false, pebble: false }), { forTests: true });
+    expect(plan).toMatchObject({ steps: ["build-pebble"], blockers: [] });
+    expect(plan.missing).toEqual([`Pebble ${PEBBLE_VERSION} (the ACME server the certificate tests run; built with Go, as any user)`]);
+    expect(planSetup(probeOf({ root: false }), { forTests: true }).steps).toEqual([]);
+  });
+
+  it("for the tests without Go: says to install it", () => {
+    const plan = planSetup(probeOf({ root: false, pebble: false, commands: without("go") }), { forTests: true });
+    expect(plan.blockers).toEqual(["no Go toolchain (go on the PATH or in /usr/local/go/bin)"]);
+    expect(plan.commands).toEqual(["install Go (https://go.dev/dl/), then run node scripts/setup.mjs --for-tests again"]);
   });
 
   it("not root on a machine that has everything: ready, with nothing to do", () => {

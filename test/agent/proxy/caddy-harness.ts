@@ -30,18 +30,46 @@ export function makeTempDir(prefix: string): { dir: string; remove: () => void }
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export interface CaddyProcess {
+/** A program the tests started, its output in `<dir>/<label>.log`. */
+export interface LoggedProcess {
   child: ChildProcess;
-  admin: CaddyAdmin;
   logFile: string;
   logs(): string;
+  /** SIGTERM, then SIGKILL after 5 s; resolves once it has exited. */
   stop(): Promise<void>;
+}
+
+export interface CaddyProcess extends LoggedProcess {
+  admin: CaddyAdmin;
 }
 
 const running = new Set<ChildProcess>();
 process.once("exit", () => {
   for (const child of running) if (child.pid && child.exitCode === null) child.kill("SIGKILL");
 });
+
+/** Starts `command` with only `env` (plus PATH) as its environment, stdout and stderr to its log file; killed when the test process exits. */
+export function spawnLogged(dir: string, label: string, command: string, args: string[], env: Record<string, string> = {}): LoggedProcess {
+  const logFile = join(dir, `${label}.log`);
+  const fd = openSync(logFile, "a");
+  const child = spawn(command, args, { stdio: ["ignore", fd, fd], env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env } });
+  closeSync(fd);
+  running.add(child);
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.once("exit", () => running.delete(child));
+  return {
+    child,
+    logFile,
+    logs: () => readFileSync(logFile, "utf8"),
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
 
 /**
  * Starts `caddy run` whose only config is the admin endpoint (as a freshly installed,
@@ -53,23 +81,13 @@ export async function startCaddy(dir: string, adminAddress: string, label = "cad
   mkdirSync(join(dir, "home"), { recursive: true });
   const bootFile = join(dir, "boot.json");
   writeFileSync(bootFile, JSON.stringify({ admin: { listen: adminAddress } }));
-  const logFile = join(dir, `${label}.log`);
-  const fd = openSync(logFile, "a");
-  const child = spawn("caddy", ["run", "--config", bootFile], {
-    stdio: ["ignore", fd, fd],
-    env: {
-      PATH: process.env.PATH ?? "/usr/bin:/bin",
-      HOME: join(dir, "home"),
-      XDG_DATA_HOME: join(dir, "home", "data"),
-      XDG_CONFIG_HOME: join(dir, "home", "config"),
-    },
+  const caddy = spawnLogged(dir, label, "caddy", ["run", "--config", bootFile], {
+    HOME: join(dir, "home"),
+    XDG_DATA_HOME: join(dir, "home", "data"),
+    XDG_CONFIG_HOME: join(dir, "home", "config"),
   });
-  closeSync(fd);
-  running.add(child);
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.once("exit", () => running.delete(child));
+  const { child, logs } = caddy;
   const admin = new CaddyAdmin({ address: adminAddress, timeoutMs: 5_000 });
-  const logs = () => readFileSync(logFile, "utf8");
 
   const started = Date.now();
   for (;;) {
@@ -86,19 +104,7 @@ export async function startCaddy(dir: string, adminAddress: string, label = "cad
     }
   }
 
-  return {
-    child,
-    admin,
-    logFile,
-    logs,
-    stop: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+  return { ...caddy, admin };
 }
 
 /** A stand-in for Synapse: answers every request with what it saw. */

@@ -61,6 +61,24 @@ describe("the Caddy config", () => {
     expect(staging.apps.tls.automation.policies).toEqual([
       { issuers: [{ module: "acme", ca: "https://acme-staging-v02.api.letsencrypt.org/directory", email: "ops@example.org" }] },
     ]);
+    expect(staging.apps.tls.automation).not.toHaveProperty("renew_interval");
+  });
+
+  it("a private ACME CA: its directory, the root its HTTPS is verified against, a faster renewal check", () => {
+    const ca = "https://acme.internal.example:14000/dir";
+    const config = buildConfig(
+      parseProxyConfig({ acmeEmail: "ops@example.org", acmeCa: ca, acmeCaRootsFile: "/etc/caddy/acme-ca-root.pem", renewCheckIntervalSeconds: 2 }),
+      {},
+    ) as any;
+    expect(config.apps.tls.automation).toEqual({
+      policies: [{ issuers: [{ module: "acme", ca, email: "ops@example.org", trusted_roots_pem_files: ["/etc/caddy/acme-ca-root.pem"] }] }],
+      renew_interval: "2s",
+    });
+    // A roots file trusts one CA's directory: meaningless without that directory, or with Caddy's internal CA.
+    expect(() => parseProxyConfig({ acmeEmail: "ops@example.org", acmeCaRootsFile: "/etc/caddy/acme-ca-root.pem" })).toThrow(/acmeCaRootsFile needs/);
+    expect(() => parseProxyConfig({ tls: "internal", acmeCa: ca, acmeCaRootsFile: "/etc/caddy/acme-ca-root.pem" })).toThrow(/acmeCaRootsFile needs/);
+    expect(() => parseProxyConfig({ acmeEmail: "ops@example.org", acmeCa: ca, acmeCaRootsFile: "acme-ca-root.pem" })).toThrow(/acmeCaRootsFile/);
+    expect(() => parseProxyConfig({ tls: "internal", renewCheckIntervalSeconds: 0 })).toThrow(/renewCheckIntervalSeconds/);
   });
 
   it("a route: host match, well-knowns, body limit, proxy; suspended: 503 instead of the proxy", () => {
