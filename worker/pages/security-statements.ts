@@ -260,7 +260,7 @@ export const HOW_WE_KEEP_IT: Record<HowTopicId, HowTopic> = {
       { doc: DECISIONS, heading: "The fleet" },
       { doc: DECISIONS, heading: "Moving a homeserver between hosts" },
     ],
-    tests: ["test/worker/fleet/enrollment.test.ts", "test/worker/fleet/drains.test.ts"],
+    tests: ["test/worker/servers/placement.test.ts", "test/worker/servers/migration.test.ts"],
   },
   certificates: {
     title: "Certificates, renewed automatically",
@@ -281,7 +281,7 @@ export const HOW_WE_KEEP_IT: Record<HowTopicId, HowTopic> = {
       { doc: DECISIONS, heading: "The fleet" },
       { doc: "agent/README.md", heading: "The encrypted data root" },
     ],
-    tests: ["test/agent/disk-encryption.test.ts"],
+    tests: ["test/agent/disk-encryption.test.ts", "test/worker/servers/placement.test.ts"],
   },
   isolation: {
     title: "Isolation",
