@@ -29,6 +29,7 @@ import { dashboardPageRoutes } from "./routes/dashboard-pages";
 import { roomPageRoutes } from "./routes/room-pages";
 import { homeserverPageRoutes } from "./routes/homeserver-pages";
 import { operatorPageRoutes } from "./routes/operator-pages";
+import { securityPageRoutes } from "./routes/security-pages";
 import { MessagePage } from "./pages/auth";
 
 function limitBody(maxSize: number) {
@@ -104,6 +105,7 @@ export const app = new Hono<AppEnv>()
   .route("/servers", serverSettingsPageRoutes)
   .route("/servers", homeserverPageRoutes)
   .route("/", operatorPageRoutes)
+  .route("/security", securityPageRoutes)
   .route("/", pageRoutes)
   .notFound((c) =>
     wantsPage(c)

@@ -1,4 +1,4 @@
-import { Layout, type Viewer } from "./layout";
+import { Layout, SECURITY_PATH, type Viewer } from "./layout";
 
 export function HomePage(props: { viewer: Viewer | null }) {
   return (
@@ -24,6 +24,9 @@ export function HomePage(props: { viewer: Viewer | null }) {
           <li>Passwords are hashed with a memory-hard function; sessions are signed with rotating keys.</li>
           <li>Stripe processes cards; card data never touches our servers.</li>
         </ul>
+        <p>
+          <a href={SECURITY_PATH}>Read every promise on our security page</a>, with how we keep each one and what we check every day.
+        </p>
       </section>
     </Layout>
   );

@@ -39,6 +39,9 @@ export function noticeFor(key: string | undefined): string | undefined {
   return key && key in NOTICES ? NOTICES[key as NoticeKey] : undefined;
 }
 
+/** The public security page, linked from every page's footer. */
+export const SECURITY_PATH = "/security";
+
 /** A moment to the minute, in UTC, as operators' pages show times. */
 export const utc = (at: Date | number) => `${new Date(at).toISOString().slice(0, 16).replace("T", " ")} UTC`;
 
@@ -84,7 +87,10 @@ export function Layout(props: { title: string; viewer?: Viewer | null; script?: 
             </nav>
           </header>
           <main id="main">{props.children}</main>
-          <footer class="site">Managed Matrix homeservers, hosted in the US.</footer>
+          <footer class="site">
+            <span>Managed Matrix homeservers, hosted in the US.</span>
+            <a href={SECURITY_PATH}>Security</a>
+          </footer>
         </body>
       </html>
     </>

@@ -61,5 +61,6 @@ code, h1, h2 { overflow-wrap: anywhere; }
 .scroll { overflow-x: auto; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 form + form, .restore { margin-top: 1rem; }
+ul.statements { list-style: none; padding: 0; } .statement { margin: 1rem 0; } .statement p { margin: 0.25rem 0; }
 @media (max-width: 30rem) { header.site { flex-wrap: wrap; } header.site nav { gap: 0.75rem; flex-wrap: wrap; } }
 `;

@@ -1,0 +1,134 @@
+import { promiseCheck, type CheckId } from "../checks/registry";
+import { Layout, SECURITY_PATH, type Viewer } from "./layout";
+import { HOW_WE_KEEP_IT, SECURITY_SECTIONS, type HowTopicId, type Statement } from "./security-statements";
+
+export const howPath = (topic: HowTopicId) => `${SECURITY_PATH}/how/${topic}`;
+
+/** A homeserver of the viewer's, by the name it is known by. */
+export interface OwnServer {
+  id: string;
+  serverName: string;
+}
+
+function CheckNote(props: { id: CheckId }) {
+  const check = promiseCheck(props.id);
+  const subject = check.subject === "homeserver" ? "for each homeserver" : "for your account";
+  return (
+    <p class="hint">
+      Checked every {check.every} {subject} (check <code>{check.id}</code>): {check.covers}
+    </p>
+  );
+}
+
+function StatementItem(props: { statement: Statement }) {
+  const { statement } = props;
+  return (
+    <li id={statement.id} class="statement" data-about={statement.about} data-check={statement.check}>
+      <p>{statement.text}</p>
+      <p class="hint">
+        <a href={howPath(statement.how)}>How we keep it: {HOW_WE_KEEP_IT[statement.how].title}</a>
+      </p>
+      {statement.check ? <CheckNote id={statement.check} /> : null}
+    </li>
+  );
+}
+
+/** `servers`: the logged-in viewer's homeservers, or null for a visitor. */
+export function SecurityPage(props: { viewer: Viewer | null; servers: OwnServer[] | null }) {
+  return (
+    <Layout title="Security" viewer={props.viewer}>
+      <h1>Security</h1>
+      <p>
+        These are our promises about your homeserver, your account and your data. Each one links to how we keep it. The promises about a homeserver are checked
+        for every homeserver we run, and the promise about card data for every account.
+      </p>
+      {props.servers ? (
+        <section class="card" aria-labelledby="your-homeservers">
+          <h2 id="your-homeservers">Your homeservers</h2>
+          {props.servers.length === 0 ? (
+            <p>You have no homeserver yet.</p>
+          ) : (
+            <ul class="plain">
+              {props.servers.map((server) => (
+                <li>
+                  <a href={`/servers/${server.id}`}>{server.serverName}</a>
+                </li>
+              ))}
+            </ul>
+          )}
+        </section>
+      ) : null}
+      <nav aria-label="On this page">
+        <ul class="plain">
+          {SECURITY_SECTIONS.map((section) => (
+            <li>
+              <a href={`#${section.id}`}>{section.title}</a>
+            </li>
+          ))}
+        </ul>
+      </nav>
+      {SECURITY_SECTIONS.map((section) => (
+        <section id={section.id} aria-labelledby={`${section.id}-heading`}>
+          <h2 id={`${section.id}-heading`}>{section.title}</h2>
+          <ul class="statements">
+            {section.statements.map((statement) => (
+              <StatementItem statement={statement} />
+            ))}
+          </ul>
+        </section>
+      ))}
+    </Layout>
+  );
+}
+
+/** How one topic's promises are kept: our summary, the statements it keeps, and where it is recorded and tested. */
+export function HowWeKeepItPage(props: { viewer: Viewer | null; topic: HowTopicId }) {
+  const topic = HOW_WE_KEEP_IT[props.topic];
+  const statements = SECURITY_SECTIONS.flatMap((section) => section.statements).filter((statement) => statement.how === props.topic);
+  return (
+    <Layout title={`${topic.title} · Security`} viewer={props.viewer}>
+      <p>
+        <a href={SECURITY_PATH}>Security</a> › How we keep it
+      </p>
+      <h1>{topic.title}</h1>
+      {topic.paragraphs.map((paragraph) => (
+        <p>{paragraph}</p>
+      ))}
+      <section aria-labelledby="kept-promises">
+        <h2 id="kept-promises">The promises this keeps</h2>
+        <ul>
+          {statements.map((statement) => (
+            <li>
+              <a href={`${SECURITY_PATH}#${statement.id}`}>{statement.text}</a>
+              {statement.check ? (
+                <>
+                  {" "}
+                  (check <code>{statement.check}</code>)
+                </>
+              ) : null}
+            </li>
+          ))}
+        </ul>
+      </section>
+      <section aria-labelledby="recorded">
+        <h2 id="recorded">Where it is recorded</h2>
+        <p>In our source repository:</p>
+        <ul>
+          {topic.sources.map((source) => (
+            <li>
+              <code>{source.doc}</code>, “{source.heading}”
+            </li>
+          ))}
+        </ul>
+        <p>The tests that fail if it stops being true:</p>
+        <ul>
+          {topic.tests.map((test) => (
+            <li>
+              <code>{test}</code>
+            </li>
+          ))}
+        </ul>
+      </section>
+    </Layout>
+  );
+}
