@@ -25,7 +25,7 @@ export function HomePage(props: { viewer: Viewer | null }) {
           <li>Stripe processes cards; card data never touches our servers.</li>
         </ul>
         <p>
-          <a href={SECURITY_PATH}>Read every promise on our security page</a>, with how we keep each one and what we check every day.
+          <a href={SECURITY_PATH}>Read every promise on our security page</a>, with how we keep each one.
         </p>
       </section>
     </Layout>

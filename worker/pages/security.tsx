@@ -15,7 +15,7 @@ function CheckNote(props: { id: CheckId }) {
   const subject = check.subject === "homeserver" ? "for each homeserver" : "for your account";
   return (
     <p class="hint">
-      Checked every {check.every} {subject} (check <code>{check.id}</code>): {check.covers}
+      To be checked every {check.every} {subject} (check <code>{check.id}</code>, not running yet): {check.covers}
     </p>
   );
 }
@@ -39,8 +39,9 @@ export function SecurityPage(props: { viewer: Viewer | null; servers: OwnServer[
     <Layout title="Security" viewer={props.viewer}>
       <h1>Security</h1>
       <p>
-        These are our promises about your homeserver, your account and your data. Each one links to how we keep it. The promises about a homeserver are checked
-        for every homeserver we run, and the promise about card data for every account.
+        These are our promises about your homeserver, your account and your data. Each one links to how we keep it and to the tests that hold our code to it. We
+        are building a check of each promise about a homeserver, run against every homeserver we host, and of the promise about card data for every account;
+        until a check runs, its statement says so.
       </p>
       {props.servers ? (
         <section class="card" aria-labelledby="your-homeservers">

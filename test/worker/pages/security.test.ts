@@ -108,6 +108,13 @@ describe("the security page", () => {
     expect(new Set(statements.map((statement) => statement.id)).size).toBe(statements.length);
   });
 
+  it("claims no check that does not run: until the checks run, each check's note says it is not running yet", async () => {
+    const html = await securityPage();
+    const notes = html.match(/\(check <code>[a-z-]+<\/code>[^)]*\)/g) ?? [];
+    expect(notes).toHaveLength(PROMISE_CHECKS.length);
+    for (const note of notes) expect(note).toContain("not running yet");
+  });
+
   it("links every statement to a page on how it is kept, which answers and links back to it", async () => {
     const statements = await statementsOf(await securityPage());
     expect(statements.length).toBeGreaterThan(15);
