@@ -361,7 +361,8 @@ export const servers = sqliteTable(
   ],
 );
 
-export const DNS_STATES = ["ready", "waiting"] as const;
+/** pending: its records are to be written (by the request's background work or the minutely pass). */
+export const DNS_STATES = ["ready", "waiting", "pending"] as const;
 export type DnsState = (typeof DNS_STATES)[number];
 
 /**
