@@ -576,8 +576,8 @@ export function CancelDrainPage(props: { user: User; host: Host; moving: number;
   return (
     <HostActionPage user={props.user} host={host} title={`Cancel the drain of host ${host.name}`} action={cancelDrainPath(host.id)} error={props.error}>
       <p>
-        No more of its homeservers start moving. Moves under way now: {props.moving}. Each goes on to its end: its homeserver serves on its new host, or is rolled
-        back here. The host stays draining (it takes no new homeservers) until you set it active on its page.
+        No more of its homeservers start moving. Moves under way now: {props.moving}. Each goes on to its end: its homeserver serves on its new host, or is
+        rolled back here. The host stays draining (it takes no new homeservers) until you set it active on its page.
       </p>
       <input type="hidden" name="confirm" value="cancel" />
       <button type="submit" class="danger">

@@ -167,7 +167,9 @@ describe("cancelling a drain", () => {
     await runCron();
     expect(await drainOf(operator, source.host.hostId)).toMatchObject({ moved: 1, moving: 1, remaining: 1, finishedAt: null });
     await completeMove(second, source, target);
-    await vi.waitFor(async () => expect(await drainOf(operator, source.host.hostId)).toMatchObject({ moved: 2, moving: 0, remaining: 1, finishedAt: expect.any(String) }));
+    await vi.waitFor(async () =>
+      expect(await drainOf(operator, source.host.hostId)).toMatchObject({ moved: 2, moving: 0, remaining: 1, finishedAt: expect.any(String) }),
+    );
     expect(await serverRow(third)).toMatchObject({ status: "running", host_id: source.host.hostId });
     expect((await migrationsOf(operator, `serverId=${third}`)).length).toBe(0);
     expect(await env.DB.prepare("SELECT state FROM hosts WHERE id = ?").bind(source.host.hostId).first()).toEqual({ state: "draining" });
