@@ -10,6 +10,11 @@ export interface WorkContext {
   config: WorkerConfig;
   /** One instant for all of this work. */
   now: Date;
+  /**
+   * Work that may finish after the answer (a request's executionCtx.waitUntil). Absent (the cron,
+   * a host's connection): such work waits for the cron's next pass.
+   */
+  waitUntil?: (work: Promise<unknown>) => void;
 }
 
 /** What a request's work runs with: the work context, and who asked from where. */

@@ -7,7 +7,7 @@ import { pruneExpiredSessions } from "./auth/sessions";
 import { pruneTokens } from "./auth/tokens";
 import { expireEntitlements } from "./billing/entitlement";
 import { workContext } from "./context";
-import { reconcileDns } from "./dns/records";
+import { reconcileDns, writePendingDns } from "./dns/records";
 import type { WorkerEnv } from "./env";
 import { continueDrains } from "./fleet/drains";
 import { markStaleHostsOffline } from "./fleet/hosts";
@@ -27,8 +27,8 @@ export const EVERY_MINUTE = "* * * * *";
 
 /**
  * The cron job. Every run: the fleet backstops (hosts whose Durable Object lost
- * its connection without noticing, jobs of hosts that never came back) and storage
- * quota alerts. Hourly
+ * its connection without noticing, jobs of hosts that never came back), storage
+ * quota alerts and homeservers' DNS records pending. Hourly
  * (any other schedule): key rotation, entitlement deadlines, usage roll-ups,
  * pruning what has expired, backups (the daily ones, retention, abandoned
  * uploads, alerts for overdue ones, deletions due or stalled), migrations whose
@@ -46,6 +46,8 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
     hostsMarkedOffline: await markStaleHostsOffline(db, now),
     // Every minute: a quota can go from 95 % to full in well under an hour.
     storageAlertMails: await checkStorageAlerts(ctx),
+    // Every minute: records a request left to write in the background, and those of hosts whose address changed.
+    dnsPendingWritten: await writePendingDns(ctx),
   };
   if (cron !== EVERY_MINUTE) {
     const keys = await rotateSigningKeys(db, config.sessionKeyringSecret, now);

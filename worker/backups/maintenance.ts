@@ -1,4 +1,4 @@
-import { and, desc, eq, gt, gte, inArray, isNotNull, isNull, lt, ne, notExists, notInArray, or } from "drizzle-orm";
+import { and, eq, gt, gte, inArray, isNotNull, isNull, lt, ne, notExists, notInArray, or, type SQL } from "drizzle-orm";
 import { alias } from "drizzle-orm/sqlite-core";
 import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
@@ -61,26 +61,55 @@ export function keptUntil(backup: Backup, newestSucceededId: string | undefined,
   return backup.id === newestSucceededId && until <= now ? null : until;
 }
 
+/** Backups of `status` that are their server's newest of that status. */
+function newestOfStatus(db: Database, status: Backup["status"]): SQL {
+  const newer = alias(backups, "newer");
+  return and(
+    eq(backups.status, status),
+    notExists(
+      db
+        .select({ id: newer.id })
+        .from(newer)
+        .where(and(eq(newer.serverId, backups.serverId), eq(newer.status, status), gt(newer.createdAt, backups.createdAt))),
+    ),
+  )!;
+}
+
 /** Each server's (or one server's) newest successful backup, except deleted servers': theirs age out like the rest. */
 function newestSucceededBackups(db: Database, serverId?: string) {
-  const newer = alias(backups, "newer");
   return db
     .select({ id: backups.id })
     .from(backups)
     .innerJoin(servers, eq(servers.id, backups.serverId))
-    .where(
-      and(
-        eq(backups.status, "succeeded"),
-        ne(servers.status, "deleted"),
-        serverId ? eq(backups.serverId, serverId) : undefined,
-        notExists(
-          db
-            .select({ id: newer.id })
-            .from(newer)
-            .where(and(eq(newer.serverId, backups.serverId), eq(newer.status, "succeeded"), gt(newer.createdAt, backups.createdAt))),
-        ),
-      ),
-    );
+    .where(and(newestOfStatus(db, "succeeded"), ne(servers.status, "deleted"), serverId ? eq(backups.serverId, serverId) : undefined));
+}
+
+/** The newest backup of `status` of each server `condition` selects, by server, in one query. */
+async function newestBackupsOf(db: Database, status: Backup["status"], condition: SQL): Promise<Map<string, Backup>> {
+  const rows = await db
+    .select({ backup: backups })
+    .from(backups)
+    .innerJoin(servers, eq(servers.id, backups.serverId))
+    .where(and(newestOfStatus(db, status), condition));
+  return new Map(rows.map(({ backup }) => [backup.serverId, backup]));
+}
+
+/**
+ * Servers backed up daily, made before `since`, without a successful backup since then: the
+ * condition of late backups (operators' pages) and overdue ones (alerts).
+ */
+function withoutSuccessSince(db: Database, since: Date): SQL {
+  const recentSuccess = db
+    .select({ serverId: backups.serverId })
+    .from(backups)
+    .where(and(eq(backups.status, "succeeded"), gte(backups.createdAt, since)));
+  return and(inArray(servers.status, BACKED_UP_DAILY), isNotNull(servers.hostId), lt(servers.createdAt, since), notInArray(servers.id, recentSuccess))!;
+}
+
+/** The newest successful and failed backups of the servers `condition` selects. */
+async function backupHistories(db: Database, condition: SQL) {
+  const [succeeded, failed] = await Promise.all([newestBackupsOf(db, "succeeded", condition), newestBackupsOf(db, "failed", condition)]);
+  return { succeeded, failed };
 }
 
 export async function newestSucceededBackupId(db: Database, serverId: string): Promise<string | undefined> {
@@ -151,35 +180,18 @@ export async function failAbandonedBackups(ctx: WorkContext): Promise<number> {
  * its host, its last success and its last failure's reason.
  */
 export async function alertOverdueBackups(ctx: WorkContext): Promise<number> {
-  const dueSince = new Date(ctx.now.getTime() - BACKUP_OVERDUE_AFTER_MS);
-  const recentSuccess = ctx.db
-    .select({ serverId: backups.serverId })
-    .from(backups)
-    .where(and(eq(backups.status, "succeeded"), gt(backups.createdAt, dueSince)));
   const recentAlert = ctx.db
     .select({ serverId: auditLog.target })
     .from(auditLog)
     .where(and(eq(auditLog.action, "backup.overdue"), gt(auditLog.at, new Date(ctx.now.getTime() - BACKUP_OVERDUE_REALERT_MS))));
-  const overdue = await ctx.db
-    .select()
-    .from(servers)
-    .where(
-      and(
-        inArray(servers.status, BACKED_UP_DAILY),
-        isNotNull(servers.hostId),
-        lt(servers.createdAt, dueSince),
-        notInArray(servers.id, recentSuccess),
-        notInArray(servers.id, recentAlert),
-      ),
-    );
+  const condition = and(withoutSuccessSince(ctx.db, new Date(ctx.now.getTime() - BACKUP_OVERDUE_AFTER_MS)), notInArray(servers.id, recentAlert))!;
+  const overdue = await ctx.db.select().from(servers).where(condition);
+  const newest = await backupHistories(ctx.db, condition);
   for (const server of overdue) {
-    const history = await ctx.db.select().from(backups).where(eq(backups.serverId, server.id));
-    const newest = (status: Backup["status"]) =>
-      history.filter((backup) => backup.status === status).sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
     const detail = {
       hostId: server.hostId,
-      lastSucceededAt: newest("succeeded")?.createdAt.toISOString() ?? null,
-      lastFailure: newest("failed")?.error ?? null,
+      lastSucceededAt: newest.succeeded.get(server.id)?.createdAt.toISOString() ?? null,
+      lastFailure: newest.failed.get(server.id)?.error ?? null,
     };
     console.warn(JSON.stringify({ event: "backup_overdue", serverId: server.id, ...detail }));
     await audit(ctx.db, ctx.now, "system", "backup.overdue", server.id, detail);
@@ -201,30 +213,16 @@ export interface LateBackup {
  * made): for operators' pages, ahead of the two-day alert.
  */
 export async function lateBackups(db: Database, now: Date): Promise<LateBackup[]> {
-  const lateSince = new Date(now.getTime() - BACKUP_LATE_AFTER_MS);
-  const recentSuccess = db
-    .select({ serverId: backups.serverId })
-    .from(backups)
-    .where(and(eq(backups.status, "succeeded"), gte(backups.createdAt, lateSince)));
-  const late = await db
-    .select()
-    .from(servers)
-    .where(and(inArray(servers.status, BACKED_UP_DAILY), isNotNull(servers.hostId), lt(servers.createdAt, lateSince), notInArray(servers.id, recentSuccess)));
-  const newest = async (serverId: string, status: Backup["status"], after?: Date) => {
-    const [row] = await db
-      .select({ at: backups.createdAt, error: backups.error })
-      .from(backups)
-      .where(and(eq(backups.serverId, serverId), eq(backups.status, status), after ? gt(backups.createdAt, after) : undefined))
-      .orderBy(desc(backups.createdAt))
-      .limit(1);
-    return row;
-  };
-  const rows = await Promise.all(
-    late.map(async (server) => {
-      const lastSucceededAt = (await newest(server.id, "succeeded"))?.at ?? null;
-      return { server, lastSucceededAt, lastFailure: (await newest(server.id, "failed", lastSucceededAt ?? undefined)) ?? null };
-    }),
-  );
+  const condition = withoutSuccessSince(db, new Date(now.getTime() - BACKUP_LATE_AFTER_MS));
+  const late = await db.select().from(servers).where(condition);
+  const newest = await backupHistories(db, condition);
+  const rows = late.map((server) => {
+    const lastSucceededAt = newest.succeeded.get(server.id)?.createdAt ?? null;
+    const failure = newest.failed.get(server.id);
+    // Only a failure since that success says why it is late.
+    const lastFailure = failure && (!lastSucceededAt || failure.createdAt > lastSucceededAt) ? { at: failure.createdAt, error: failure.error } : null;
+    return { server, lastSucceededAt, lastFailure };
+  });
   const waitingSince = (row: LateBackup) => (row.lastSucceededAt ?? row.server.createdAt).getTime();
   return rows.sort((a, b) => waitingSince(a) - waitingSince(b));
 }

@@ -361,7 +361,8 @@ export const servers = sqliteTable(
   ],
 );
 
-export const DNS_STATES = ["ready", "waiting"] as const;
+/** pending: its records are to be written (by the request's background work or the minutely pass). */
+export const DNS_STATES = ["ready", "waiting", "pending"] as const;
 export type DnsState = (typeof DNS_STATES)[number];
 
 /**
@@ -809,6 +810,9 @@ export const hostDrains = sqliteTable(
     /** How many of its moves may be under way at once. */
     concurrency: integer("concurrency").notNull(),
     startedAt: timestamp("started_at").notNull(),
+    /** Set when an operator cancels it: no more moves start, those under way finish (or roll back). */
+    cancelledAt: timestamp("cancelled_at"),
+    cancelledBy: text("cancelled_by"),
     /** Set once nothing is under way and nothing more can be started (what is left is reported with its reason). */
     finishedAt: timestamp("finished_at"),
   },

@@ -1,7 +1,8 @@
-import { and, eq, isNotNull, isNull, ne, not } from "drizzle-orm";
+import { and, eq, inArray, isNotNull, isNull, ne, not } from "drizzle-orm";
 import { audit } from "../audit/audit";
 import type { WorkerConfig } from "../config";
 import type { WorkContext } from "../context";
+import type { Database } from "../db/client";
 import { hosts, serverDns, servers, type Host, type Server, type ServerDns } from "../db/schema";
 import { serverNameOf } from "../servers/servers";
 import { cloudflareDns } from "./cloudflare";
@@ -13,6 +14,10 @@ export function dnsProvider(config: WorkerConfig): DnsProvider | null {
 }
 
 const NO_ADDRESS = "its host has not reported a public address yet";
+const BEING_MADE = "its records are being made";
+const ADDRESS_CHANGED = "its host's address changed: its records are being updated";
+/** How many pending servers one minutely pass writes: each takes a few of the provider's calls. */
+const PENDING_PER_PASS = 25;
 const RECORD_TYPES: RecordType[] = ["A", "AAAA"];
 
 type Addresses = Record<RecordType, string | null>;
@@ -115,6 +120,52 @@ export async function pointServerAt(
   }
 }
 
+/** Servers whose name must resolve: every one not deleted, nor being destroyed (`deleting` past its final backup). */
+const SERVES = and(ne(servers.status, "deleted"), isNotNull(servers.hostId), not(and(eq(servers.status, "deleting"), isNull(servers.previousStatus))!));
+
+/**
+ * Points a server's name at `host` without making the caller wait on the provider (whose retries
+ * can take half a minute): the server is recorded as pending, and the write runs after the answer
+ * (ctx.waitUntil) or, without one, at the minutely pass (writePendingDns).
+ */
+export async function pointServerAtLater(ctx: WorkContext, server: Pick<Server, "id" | "name">, host: Pick<Host, "id" | "publicIpv4" | "publicIpv6">) {
+  if (!dnsProvider(ctx.config)) return;
+  await believe(ctx, server, { hostId: host.id, state: "pending", reason: BEING_MADE });
+  ctx.waitUntil?.(
+    pointServerAt(ctx, server, host).catch((error: unknown) => {
+      // Still pending: the minutely pass writes it.
+      console.error(JSON.stringify({ event: "dns_background_write_failed", serverId: server.id, error: String(error) }));
+    }),
+  );
+}
+
+/**
+ * A host reported new public addresses: its homeservers' records are marked pending, so the next
+ * minutely pass points them at the new ones (rather than the hourly reconciliation).
+ */
+export async function repointHostLater(db: Database, hostId: string, now: Date): Promise<void> {
+  const onHost = db.select({ id: servers.id }).from(servers).where(eq(servers.hostId, hostId));
+  await db.update(serverDns).set({ state: "pending", reason: ADDRESS_CHANGED, updatedAt: now }).where(inArray(serverDns.serverId, onHost));
+}
+
+/**
+ * The minutely pass: writes the records of servers pending (placed by a request whose background
+ * write did not finish, or on a host whose address changed), a bounded number at a time. Null
+ * when no provider is configured.
+ */
+export async function writePendingDns(ctx: WorkContext): Promise<number | null> {
+  if (!dnsProvider(ctx.config)) return null;
+  const pending = await ctx.db
+    .select({ server: { id: servers.id, name: servers.name }, host: { id: hosts.id, publicIpv4: hosts.publicIpv4, publicIpv6: hosts.publicIpv6 } })
+    .from(serverDns)
+    .innerJoin(servers, eq(servers.id, serverDns.serverId))
+    .innerJoin(hosts, eq(hosts.id, servers.hostId))
+    .where(and(eq(serverDns.state, "pending"), SERVES))
+    .limit(PENDING_PER_PASS);
+  for (const { server, host } of pending) await pointServerAt(ctx, server, host);
+  return pending.length;
+}
+
 /**
  * Deletes a server's records (when its host is told to destroy it). What cannot be deleted now
  * stays for the hourly cron, which deletes records of servers that no longer run.
@@ -136,9 +187,6 @@ export async function removeServerDns(ctx: WorkContext, server: Pick<Server, "id
     console.warn(JSON.stringify({ event: "dns_removal_deferred", serverId: server.id, reason: error.reason }));
   }
 }
-
-/** Servers whose name must resolve: every one not deleted, nor being destroyed (`deleting` past its final backup). */
-const SERVES = and(ne(servers.status, "deleted"), isNotNull(servers.hostId), not(and(eq(servers.status, "deleting"), isNull(servers.previousStatus))!));
 
 export interface DnsReconciliation {
   fixed: number;
@@ -220,7 +268,7 @@ export async function reconcileDns(ctx: WorkContext): Promise<DnsReconciliation 
 
 /** What a server's owner sees of its DNS: null when no provider keeps records (development). */
 export interface ServerDnsStatus {
-  state: ServerDns["state"];
+  state: Exclude<ServerDns["state"], "pending">;
   /** Why it waits, after "waiting for DNS: ". */
   reason: string | null;
 }
@@ -228,5 +276,7 @@ export interface ServerDnsStatus {
 export async function serverDnsStatus(ctx: WorkContext, serverId: string): Promise<ServerDnsStatus | null> {
   if (!dnsProvider(ctx.config)) return null;
   const [belief] = await ctx.db.select({ state: serverDns.state, reason: serverDns.reason }).from(serverDns).where(eq(serverDns.serverId, serverId));
-  return belief ?? { state: "waiting", reason: "its records have not been made yet" };
+  if (!belief) return { state: "waiting", reason: "its records have not been made yet" };
+  // Its owner waits either way; pending says only that no attempt has failed yet.
+  return { state: belief.state === "pending" ? "waiting" : belief.state, reason: belief.reason };
 }

@@ -16,7 +16,8 @@ import { DRAIN_CONCURRENCY } from "./policy";
  * DRAIN_CONCURRENCY at a time. Each finished move starts the next (and the hourly cron does too).
  * The drain ends once nothing is under way and nothing more can start now; what is left stays on
  * the host with its reason (not running, no room elsewhere, its move failed) for the operator,
- * who may drain again to retry.
+ * who may drain again to retry. A cancelled drain starts no more moves and ends once those under
+ * way have finished or rolled back; the host stays draining until the operator sets it active.
  */
 export async function startDrain(ctx: WorkContext, operatorId: string, hostId: string): Promise<HostDrain> {
   await requireHost(ctx.db, hostId);
@@ -47,7 +48,7 @@ export async function continueDrain(ctx: WorkContext, drainId: string): Promise<
   const moves = await ctx.db.select().from(serverMigrations).where(eq(serverMigrations.drainId, drain.id));
   const tried = new Set(moves.map((move) => move.serverId));
   let underWay = moves.filter((move) => !move.finishedAt).length;
-  for (const server of await serversOn(ctx, drain.hostId)) {
+  for (const server of drain.cancelledAt ? [] : await serversOn(ctx, drain.hostId)) {
     if (underWay >= drain.concurrency) break;
     if (tried.has(server.id) || server.status !== "running") continue;
     if (await moveSomewhere(ctx, drain, server)) underWay++;
@@ -86,6 +87,23 @@ async function serversOn(ctx: WorkContext, hostId: string): Promise<Server[]> {
     .orderBy(asc(servers.createdAt));
 }
 
+/**
+ * Cancels a host's unfinished drain: no more of its moves start; those under way go on to their
+ * end (their success, or their rollback), after which the drain ends. The host stays draining.
+ */
+export async function cancelDrain(ctx: WorkContext, operatorId: string, hostId: string): Promise<HostDrain> {
+  await requireHost(ctx.db, hostId);
+  const [cancelled] = await ctx.db
+    .update(hostDrains)
+    .set({ cancelledAt: ctx.now, cancelledBy: `user:${operatorId}` })
+    .where(and(eq(hostDrains.hostId, hostId), isNull(hostDrains.finishedAt), isNull(hostDrains.cancelledAt)))
+    .returning();
+  if (!cancelled) throw conflict("no_drain_running", "This host has no drain under way to cancel.");
+  await audit(ctx.db, ctx.now, `user:${operatorId}`, "host.drain_cancelled", hostId, { drainId: cancelled.id });
+  await continueDrain(ctx, cancelled.id);
+  return (await drainById(ctx, cancelled.id))!;
+}
+
 /** The hourly backstop: every unfinished drain starts what it can (room may have appeared) and ends when it is done. */
 export async function continueDrains(ctx: WorkContext): Promise<number> {
   const open = await ctx.db.select({ id: hostDrains.id }).from(hostDrains).where(isNull(hostDrains.finishedAt));
@@ -118,6 +136,7 @@ export async function drainProgress(ctx: WorkContext, drain: HostDrain) {
       hostId: drain.hostId,
       concurrency: drain.concurrency,
       startedAt: drain.startedAt.toISOString(),
+      cancelledAt: drain.cancelledAt?.toISOString() ?? null,
       finishedAt: drain.finishedAt?.toISOString() ?? null,
       ...counts,
       migrations: moves.map((move) => ({
@@ -138,6 +157,7 @@ export async function drainProgress(ctx: WorkContext, drain: HostDrain) {
 
 function remainingReason(drain: HostDrain, host: Host, server: Server): string {
   if (server.status !== "running") return `it is ${server.status}: only running homeservers are moved`;
+  if (drain.cancelledAt) return "the drain was cancelled";
   if (drain.finishedAt) return host.status === "online" ? "no other host of its region had room for it" : `its host is ${host.status}`;
   return host.status === "online" ? "waiting for a free slot" : "waiting for its host to reconnect";
 }

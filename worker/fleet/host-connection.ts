@@ -15,12 +15,14 @@ import { audit } from "../audit/audit";
 import { countAgainstRefusalLimit, recordRefusal, type RefusalReason } from "../audit/refusals";
 import { clientNetwork } from "../auth/rate-limit";
 import { workContext } from "../context";
+import { repointHostLater } from "../dns/records";
 import { database, type Database } from "../db/client";
 import { hosts } from "../db/schema";
 import { randomToken } from "../crypto/bytes";
 import type { WorkerEnv } from "../env";
 import { claimDueJobs, failExpiredJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
 import { AUTH_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, LAST_SEEN_WRITE_INTERVAL_MS, OFFLINE_AFTER_MS, USAGE_INTERVAL_MS, WATCH_INTERVAL_MS } from "./policy";
+import { acceptedAddresses } from "./addresses";
 import { recordCertificates } from "./certificates";
 import { reconcileHost } from "./reconcile";
 import { verifyHostSignature } from "./signatures";
@@ -282,6 +284,10 @@ export class HostConnection extends DurableObject<WorkerEnv> {
       lastSeenWrittenAt: now.getTime(),
     } satisfies Attachment);
     const report = hello.diskEncryption;
+    const { addresses, refused } = acceptedAddresses(workContext(this.env, now).config, hello.publicAddresses);
+    if (refused) console.warn(JSON.stringify({ event: "agent.public_addresses_refused", hostId: host.id, reason: refused }));
+    const publicIpv4 = addresses?.ipv4 ?? null;
+    const publicIpv6 = addresses?.ipv6 ?? null;
     await this.db.batch([
       this.db
         .update(hosts)
@@ -293,9 +299,9 @@ export class HostConnection extends DurableObject<WorkerEnv> {
           diskEncrypted: report.encrypted,
           allowUnencrypted: report.allowUnencrypted,
           diskDevices: report.devices,
-          // What the agent says now: none (an older agent, or none configured) leaves its homeservers' records as they are, waiting.
-          publicIpv4: hello.publicAddresses?.ipv4 ?? null,
-          publicIpv6: hello.publicAddresses?.ipv6 ?? null,
+          // What the agent says now: none (an older agent, none configured, or refused) leaves its homeservers' records as they are, waiting.
+          publicIpv4,
+          publicIpv6,
         })
         .where(eq(hosts.id, host.id)),
       audit(this.db, now, `host:${host.id}`, "agent.connected", host.id, {
@@ -303,9 +309,12 @@ export class HostConnection extends DurableObject<WorkerEnv> {
         protocol,
         diskEncrypted: report.encrypted,
         allowUnencrypted: report.allowUnencrypted,
-        publicAddresses: hello.publicAddresses ?? null,
+        publicAddresses: addresses,
+        ...(refused ? { publicAddressesRefused: refused } : {}),
       }),
     ]);
+    // Not the hourly reconciliation: the next minutely pass points its homeservers at the new addresses.
+    if (publicIpv4 !== host.publicIpv4 || publicIpv6 !== host.publicIpv6) await repointHostLater(this.db, host.id, now);
     ws.send(
       JSON.stringify({
         type: "welcome",

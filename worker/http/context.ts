@@ -36,6 +36,7 @@ export const requestContext = createMiddleware<AppEnv>(async (c, next) => {
     // Cloudflare sets this header itself at the edge; a client cannot supply it.
     client: clientNetwork(c.req.header("cf-connecting-ip")),
     link: (path) => `${origin}${path}`,
+    waitUntil: (work) => c.executionCtx.waitUntil(work),
   });
   await next();
 });

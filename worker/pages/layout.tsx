@@ -30,6 +30,8 @@ export const NOTICES = {
   host_override_withdrawn: "This host no longer takes customer data unless its data root is encrypted.",
   host_revoked: "The host is revoked: it can never connect again.",
   host_drain_started: "The drain has started: the host takes no new homeservers, and its homeservers are moving away.",
+  host_drain_cancelled:
+    "The drain is cancelled: no more homeservers start moving, those under way finish, and the host stays draining until you set it active.",
   migration_started: "The move has started: the homeserver keeps running here until its final backup.",
 } as const;
 

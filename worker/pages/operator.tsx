@@ -15,6 +15,7 @@ export const OPERATOR_PATH = "/operator";
 export const HOSTS_PATH = `${OPERATOR_PATH}/hosts`;
 export const hostPath = (id: string) => `${HOSTS_PATH}/${id}`;
 export const drainPath = (hostId: string) => `${hostPath(hostId)}/drain`;
+export const cancelDrainPath = (hostId: string) => `${drainPath(hostId)}/cancel`;
 export const movePath = (hostId: string) => `${hostPath(hostId)}/move`;
 export const JOIN_TOKENS_PATH = `${OPERATOR_PATH}/join-tokens`;
 export const AUDIT_PATH = `${OPERATOR_PATH}/audit`;
@@ -358,6 +359,9 @@ function DrainSection(props: { host: Host; moves: HostMoves; names: MoveNames })
           <p>
             {running ? "A drain is under way" : "The last drain ended"}: started {utc(new Date(drain.startedAt))}
             {drain.finishedAt ? `, ended ${utc(new Date(drain.finishedAt))}` : `, ${drain.concurrency} homeservers at a time`}.
+            {drain.cancelledAt
+              ? ` Cancelled ${utc(new Date(drain.cancelledAt))}: no more moves start${running ? "; those under way finish or roll back" : ""}. The host stays draining until you set it active.`
+              : null}
           </p>
           <dl class="facts">
             <dt>Homeservers</dt>
@@ -383,6 +387,11 @@ function DrainSection(props: { host: Host; moves: HostMoves; names: MoveNames })
           {drain.migrations.length === 0 ? null : <MigrationsTable caption="The drain's moves" migrations={drain.migrations} names={props.names} />}
         </>
       )}
+      {running && !drain.cancelledAt ? (
+        <p>
+          <a href={cancelDrainPath(props.host.id)}>Cancel this drain…</a>
+        </p>
+      ) : null}
       {running || props.host.status === "revoked" ? null : (
         <p>
           <a href={drainPath(props.host.id)}>{drain === null ? "Drain this host…" : "Drain this host again…"}</a>
@@ -570,6 +579,23 @@ export function DrainHostPage(props: { user: User; detail: HostDetail; concurren
       <input type="hidden" name="confirm" value="drain" />
       <button type="submit" class="danger">
         Drain the host
+      </button>
+    </HostActionPage>
+  );
+}
+
+/** Confirms cancelling a drain: what stops, what goes on, and that the host stays draining. */
+export function CancelDrainPage(props: { user: User; host: Host; moving: number; error?: string | undefined }) {
+  const { host } = props;
+  return (
+    <HostActionPage user={props.user} host={host} title={`Cancel the drain of host ${host.name}`} action={cancelDrainPath(host.id)} error={props.error}>
+      <p>
+        No more of its homeservers start moving. Moves under way now: {props.moving}. Each goes on to its end: its homeserver serves on its new host, or is
+        rolled back here. The host stays draining (it takes no new homeservers) until you set it active on its page.
+      </p>
+      <input type="hidden" name="confirm" value="cancel" />
+      <button type="submit" class="danger">
+        Cancel the drain
       </button>
     </HostActionPage>
   );

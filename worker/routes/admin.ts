@@ -17,7 +17,7 @@ import { requireOperator } from "../http/operator";
 import { presentHost, presentJob, presentServer, presentUsage } from "../http/present";
 import { latestLifecycleJob, upgradeServer } from "../servers/servers";
 import { listMigrations, presentMigration, startMigration } from "../servers/migration";
-import { drainProgress, latestDrain, startDrain } from "../fleet/drains";
+import { cancelDrain, drainProgress, latestDrain, startDrain } from "../fleet/drains";
 import { legalExportRequest, presentLegalExport, requestLegalExport } from "../legal/exports";
 import { currentStorageAlerts } from "../servers/storage-alerts";
 import { requireSession, type SessionAppEnv } from "../http/session";
@@ -67,6 +67,12 @@ export const adminRoutes = new Hono<AppEnv>()
     const { ctx } = c.var;
     const drain = await startDrain(ctx, c.var.user.id, c.req.param("id"));
     return c.json((await drainProgress(ctx, drain)).view, 202);
+  })
+  // Cancel: no more moves start; those under way finish or roll back; the host stays draining.
+  .post("/hosts/:id/drain/cancel", async (c) => {
+    const { ctx } = c.var;
+    const drain = await cancelDrain(ctx, c.var.user.id, c.req.param("id"));
+    return c.json((await drainProgress(ctx, drain)).view);
   })
   .get("/hosts/:id/drain", async (c) => {
     const { ctx } = c.var;

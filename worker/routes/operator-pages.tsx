@@ -4,7 +4,7 @@ import { lateBackups } from "../backups/maintenance";
 import { HOST_STATES } from "../db/schema";
 import { badRequest, conflict, notFound } from "../errors";
 import { actorsNamed, auditEntries, hostDetail, hostMoves, hostOverviews } from "../fleet/console";
-import { startDrain } from "../fleet/drains";
+import { cancelDrain, drainProgress, latestDrain, startDrain } from "../fleet/drains";
 import { createJoinToken, REGIONS } from "../fleet/enrollment";
 import { requireHost, revokeHost, setHostState, setUnencryptedPlacementOverride } from "../fleet/hosts";
 import { DRAIN_CONCURRENCY, JOIN_TOKEN_DEFAULT_MINUTES, JOIN_TOKEN_MAX_MINUTES } from "../fleet/policy";
@@ -16,6 +16,7 @@ import { parseWith } from "../http/validation";
 import {
   AlertsPage,
   AuditPage,
+  CancelDrainPage,
   DrainHostPage,
   EMPTY_AUDIT_FILTER,
   HOSTS_PATH,
@@ -73,6 +74,14 @@ async function renderDrain(c: OperatorContext, error?: string) {
   const { ctx } = c.var;
   const detail = await hostDetail(ctx.db, ctx.config, c.req.param("id")!, ctx.now);
   return <DrainHostPage user={c.var.user} detail={detail} concurrency={DRAIN_CONCURRENCY} error={error} />;
+}
+
+async function renderCancelDrain(c: OperatorContext, error?: string) {
+  const { ctx } = c.var;
+  const host = await requireHost(ctx.db, c.req.param("id")!);
+  const drain = await latestDrain(ctx, host.id);
+  if (!drain || drain.finishedAt || drain.cancelledAt) throw notFound("This host has no drain under way to cancel.");
+  return <CancelDrainPage user={c.var.user} host={host} moving={(await drainProgress(ctx, drain)).counts.moving} error={error} />;
 }
 
 const moveForm = z.object({ server: z.string().min(1).max(64), target: z.string().min(1).max(64) });
@@ -165,6 +174,19 @@ const hostRoutes = new Hono<SessionAppEnv>()
         return toHost(c, "host_drain_started");
       },
       (error) => renderDrain(c, error),
+    ),
+  )
+  .get("/:id/drain/cancel", async (c) => c.html(await renderCancelDrain(c)))
+  // As a drain: only the confirmation page's button (confirm=cancel) cancels it.
+  .post("/:id/drain/cancel", (c) =>
+    submitForm(
+      c,
+      async (fields) => {
+        if (fields.confirm !== "cancel") throw badRequest("confirmation_required", "Confirm on this page to cancel the drain.");
+        await cancelDrain(c.var.ctx, c.var.user.id, c.req.param("id"));
+        return toHost(c, "host_drain_cancelled");
+      },
+      (error) => renderCancelDrain(c, error),
     ),
   )
   .get("/:id/move", async (c) => c.html(await renderMove(c, c.req.query())))

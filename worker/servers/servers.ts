@@ -12,7 +12,7 @@ import { conflict, forbidden, notFound } from "../errors";
 import type { Region } from "../fleet/enrollment";
 import { dispatchJob } from "../fleet/hosts";
 import { insertWhere } from "../db/conditional-insert";
-import { pointServerAt } from "../dns/records";
+import { pointServerAtLater } from "../dns/records";
 import { hasRoomSql, placementCandidates, takesPlacementsSql } from "./placement";
 import { withinPlan } from "./settings";
 
@@ -97,8 +97,8 @@ const serverLimit = () => conflict("server_limit", "Your plan includes one homes
  * statements that write: the host's room is reserved by a conditional insert
  * (hasRoomSql), one live server per account by a unique index, and a name
  * by its row in server_names, which is never deleted (a name is never given
- * out again). The reads before are for clear answers only. Its DNS record is made once it is
- * placed; a provider failure leaves it waiting for DNS (the cron retries), never fails the create.
+ * out again). The reads before are for clear answers only. Its DNS records are written after the
+ * answer (pointServerAtLater): a slow or failing provider neither delays nor fails the create.
  */
 export async function createServer(ctx: WorkContext, user: User, name: string, region: Region): Promise<Server> {
   const summary = await billingSummary(ctx.db, user.id);
@@ -145,8 +145,8 @@ export async function createServer(ctx: WorkContext, user: User, name: string, r
     if (!placed) continue;
     await audit(ctx.db, ctx.now, `user:${user.id}`, "server.created", id, { name, region, hostId: host.id });
     await dispatchJob(ctx.db, ctx.env, { id: provisionJobId, hostId: host.id, kind: "homeserver.provision", payload: spec }, ctx.now);
-    // After the job: Synapse provisions meanwhile; only its certificate waits for the record (Caddy retries issuance).
-    await pointServerAt(ctx, placed, host);
+    // Synapse provisions meanwhile; only its certificate waits for the record (Caddy retries issuance).
+    await pointServerAtLater(ctx, placed, host);
     return placed;
   }
   throw conflict("no_capacity", `No host in ${region} has room for a ${plan.name} homeserver right now. Try another region or try again later.`);

@@ -7,14 +7,14 @@ import { database } from "../../../worker/db/client";
 import { auditLog, hosts, servers, users, type Backup, type Server } from "../../../worker/db/schema";
 import { pointServerAt } from "../../../worker/dns/records";
 import type { WorkerEnv } from "../../../worker/env";
-import { runScheduledMaintenance } from "../../../worker/scheduled";
+import { EVERY_MINUTE, runScheduledMaintenance } from "../../../worker/scheduled";
 import { deleteAfterFinalBackup } from "../../../worker/servers/deletion";
 import { switchRoute } from "../../../worker/servers/routing";
 import { createServer } from "../../../worker/servers/servers";
 import { subscriber } from "../billing/stripe-helpers";
 import { CLOUDFLARE_DNS_API_TOKEN, CLOUDFLARE_ZONE_ID } from "../constants";
 import { connectedAgent, enrolledHost, FakeAgent, helloFor, hostView, operatorCookie, sign } from "../fleet/fleet-helpers";
-import { call } from "../helpers";
+import { call, post } from "../helpers";
 import { jobOf } from "../servers/server-helpers";
 
 // Every homeserver's name resolves to its host: an A (and AAAA) record made at placement, removed
@@ -77,7 +77,10 @@ async function placed(addresses: PublicAddresses | null = ADDRESSES) {
   const owner = await subscriber();
   const [user] = await db.select().from(users).where(eq(users.email, owner.email));
   const name = `dns-${crypto.randomUUID().slice(0, 8)}`;
-  const server = await createServer(workContext(dnsEnv, new Date()), user!, name, "us-east");
+  // As a request runs it: the records are written after the answer, here awaited.
+  const background: Promise<unknown>[] = [];
+  const server = await createServer({ ...workContext(dnsEnv, new Date()), waitUntil: (work) => void background.push(work) }, user!, name, "us-east");
+  await Promise.all(background);
   return { host, agent, owner, server, name };
 }
 
@@ -88,6 +91,7 @@ async function dnsView(cookie: string, id: string) {
 }
 
 const hourly = () => runScheduledMaintenance(dnsEnv, new Date(), "17 * * * *");
+const minutely = () => runScheduledMaintenance(dnsEnv, new Date(), EVERY_MINUTE);
 
 async function auditOf(serverId: string) {
   const entries = await db.select().from(auditLog).where(eq(auditLog.target, serverId));
@@ -139,6 +143,40 @@ describe("placement", () => {
       { action: "dns.record_fixed", detail: { name: `${name}.berth.example`, type: "A", fix: "created" } },
       { action: "dns.record_fixed", detail: { name: `${name}.berth.example`, type: "AAAA", fix: "created" } },
     ]);
+  });
+
+  it("the customer's POST answers while Cloudflare fails every request: the server waits for DNS saying why, and the cron makes the records once Cloudflare works", async () => {
+    const warnings: string[] = [];
+    vi.spyOn(console, "warn").mockImplementation((line: unknown) => void warnings.push(String(line)));
+    await hostWithAddresses(ADDRESSES);
+    const owner = await subscriber();
+    await control("POST", "/_emulator/faults", { kind: "status", status: 503, count: 100 });
+    const name = `dns-${crypto.randomUUID().slice(0, 8)}`;
+    const created = await post("/api/servers", { name, region: "us-east" }, { cookie: owner.cookie, env: DNS });
+    expect(created.status).toBe(201);
+    const { id } = (await created.json()) as { id: string };
+    expect(await dnsView(owner.cookie, id)).toEqual({ state: "waiting", reason: "Cloudflare answered 503" });
+    expect(warnings.map((line) => JSON.parse(line))).toContainEqual({ event: "dns_waiting", serverId: id, reason: "Cloudflare answered 503" });
+
+    await control("DELETE", "/_emulator/faults");
+    await hourly();
+    expect((await recordsOf(name)).map((record) => `${record.type} ${record.content}`)).toEqual([`A ${ADDRESSES.ipv4}`, `AAAA ${ADDRESSES.ipv6}`]);
+    expect(await dnsView(owner.cookie, id)).toEqual({ state: "ready", reason: null });
+  });
+
+  it("without background work (its request ended first), the server is pending, shown as waiting, and the minutely pass makes its records", async () => {
+    await hostWithAddresses(ADDRESSES);
+    const owner = await subscriber();
+    const [user] = await db.select().from(users).where(eq(users.email, owner.email));
+    const name = `dns-${crypto.randomUUID().slice(0, 8)}`;
+    const server = await createServer(workContext(dnsEnv, new Date()), user!, name, "us-east");
+    expect(await recordsOf(name)).toEqual([]);
+    expect(await dnsView(owner.cookie, server.id)).toEqual({ state: "waiting", reason: "its records are being made" });
+
+    const report = await minutely();
+    expect(report.dnsPendingWritten).toBeGreaterThanOrEqual(1);
+    expect(await recordsOf(name)).toHaveLength(2);
+    expect(await dnsView(owner.cookie, server.id)).toEqual({ state: "ready", reason: null });
   });
 
   it("a host that has not reported its address: the server waits, saying so, until the agent reports one and the cron runs", async () => {
@@ -265,6 +303,33 @@ describe("hosts' addresses", () => {
     expect((await hostView(cookie, host.hostId)).publicAddresses).toEqual(ADDRESSES);
     const older = await hostWithAddresses(undefined);
     expect(await hostView(cookie, older.host.hostId)).toMatchObject({ status: "online", publicAddresses: null });
+  });
+
+  it("a change of address reported in a hello repoints the host's homeservers at the next minutely pass, not the hourly one", async () => {
+    const { host, server, name, owner } = await placed();
+    await connectedAgent(host, [], { ipv4: "198.51.100.70" });
+    expect(await dnsView(owner.cookie, server.id)).toEqual({ state: "waiting", reason: "its host's address changed: its records are being updated" });
+    await minutely();
+    expect((await recordsOf(name)).map((record) => `${record.type} ${record.content}`)).toEqual(["A 198.51.100.70"]);
+    expect(await dnsView(owner.cookie, server.id)).toEqual({ state: "ready", reason: null });
+  });
+
+  it("a hello with the same addresses leaves the records alone", async () => {
+    const { host, server, owner } = await placed();
+    await connectedAgent(host, [], ADDRESSES);
+    expect(await dnsView(owner.cookie, server.id)).toEqual({ state: "ready", reason: null });
+  });
+
+  it("a compromised host's hello reaches only the records of the homeservers it runs", async () => {
+    const victim = await placed();
+    const attacker = await placed({ ipv4: "198.51.100.80" });
+    // It claims the victim host's address, then a private one.
+    for (const claimed of [ADDRESSES, { ipv4: "10.0.0.5" }]) {
+      await connectedAgent(attacker.host, [], claimed);
+      await minutely();
+      await hourly();
+      expect((await recordsOf(victim.name)).map((record) => `${record.type} ${record.content}`)).toEqual([`A ${ADDRESSES.ipv4}`, `AAAA ${ADDRESSES.ipv6}`]);
+    }
   });
 
   it("are refused when they are not addresses: the hello is invalid", async () => {

@@ -137,3 +137,50 @@ describe("draining a host", () => {
     expect(await drainOf(operator, source.host.hostId)).toMatchObject({ moving: 1, remaining: 0, finishedAt: null });
   });
 });
+
+describe("cancelling a drain", () => {
+  const cancel = (cookie: string, hostId: string) => post(`/api/admin/hosts/${hostId}/drain/cancel`, undefined, { cookie });
+
+  it("is for operators only: a customer gets 403 and the drain goes on", async () => {
+    const { operator, source, servers } = await hostWithServers(1, "us-central");
+    await drain(operator, source.host.hostId);
+    await expectError(await cancel(servers[0]!.cookie, source.host.hostId), 403, "operator_only");
+    expect(await drainOf(operator, source.host.hostId)).toMatchObject({ cancelledAt: null, moving: 1 });
+  });
+
+  it("starts no more moves, lets those under way finish, then ends, audited; the host stays draining", async () => {
+    const { operator, source, target, servers } = await hostWithServers(3, "us-central");
+    await drain(operator, source.host.hostId);
+    const [first, second, third] = servers.map((server) => server.id) as [string, string, string];
+
+    const response = await cancel(operator, source.host.hostId);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toMatchObject({
+      cancelledAt: expect.any(String),
+      finishedAt: null,
+      moving: 2,
+      remainingServers: [{ serverId: third, status: "running", reason: "the drain was cancelled" }],
+    });
+    await expectError(await cancel(operator, source.host.hostId), 409, "no_drain_running");
+
+    await completeMove(first, source, target);
+    await runCron();
+    expect(await drainOf(operator, source.host.hostId)).toMatchObject({ moved: 1, moving: 1, remaining: 1, finishedAt: null });
+    await completeMove(second, source, target);
+    await vi.waitFor(async () =>
+      expect(await drainOf(operator, source.host.hostId)).toMatchObject({ moved: 2, moving: 0, remaining: 1, finishedAt: expect.any(String) }),
+    );
+    expect(await serverRow(third)).toMatchObject({ status: "running", host_id: source.host.hostId });
+    expect((await migrationsOf(operator, `serverId=${third}`)).length).toBe(0);
+    expect(await env.DB.prepare("SELECT state FROM hosts WHERE id = ?").bind(source.host.hostId).first()).toEqual({ state: "draining" });
+    const cancelled = await env.DB.prepare("SELECT actor FROM audit_log WHERE action = 'host.drain_cancelled' AND target = ?").bind(source.host.hostId).all();
+    expect(cancelled.results).toHaveLength(1);
+    // Another drain may start: it moves what was left.
+    expect((await drain(operator, source.host.hostId)).status).toBe(202);
+  });
+
+  it("of a host never drained, or whose drain ended, is refused", async () => {
+    const { operator, source } = await hostWithServers(1, "us-west");
+    await expectError(await cancel(operator, source.host.hostId), 409, "no_drain_running");
+  });
+});

@@ -193,3 +193,47 @@ describe("draining and moving from the operator console", () => {
     await expectNothingStarted(fleet);
   });
 });
+
+describe("cancelling a drain from the operator console", () => {
+  async function draining() {
+    const fleet = await oneServer("us-central");
+    expect((await submit(fleet.drainPath, { confirm: "drain" }, fleet.operator)).status).toBe(303);
+    return { ...fleet, cancelPath: `${fleet.drainPath}/cancel` };
+  }
+  const cancelledAt = async (hostId: string) =>
+    (await env.DB.prepare("SELECT cancelled_at FROM host_drains WHERE host_id = ?").bind(hostId).first<{ cancelled_at: number | null }>())!.cancelled_at;
+
+  it("answers a customer as for an address with nothing at it, and refuses a bare POST: the drain goes on", async () => {
+    const fleet = await draining();
+    const customer = await logIn((await verifiedUser()).email);
+    const missing = await page("/operator/no-such-page", customer, 404);
+    expect(await page(fleet.cancelPath, customer, 404)).toBe(missing);
+    const refused = await submit(fleet.cancelPath, { confirm: "cancel" }, customer);
+    expect(refused.status).toBe(404);
+    const bare = await submit(fleet.cancelPath, {}, fleet.operator);
+    expect(bare.status).toBe(400);
+    expect(await bare.text()).toContain("Confirm on this page to cancel the drain.");
+    expect(await cancelledAt(fleet.source.host.hostId)).toBeNull();
+  });
+
+  it("is offered on the host's page while a drain runs, confirmed on its own page, and leaves the host draining", async () => {
+    const fleet = await draining();
+    expect(await page(fleet.hostPage, fleet.operator)).toContain(`href="${fleet.cancelPath}"`);
+    const confirmation = await page(fleet.cancelPath, fleet.operator);
+    expectLabelled(confirmation);
+    expect(confirmation).toContain("No more of its homeservers start moving. Moves under way now: 1.");
+    expect(confirmation).toContain("The host stays draining");
+
+    const cancelled = await submit(fleet.cancelPath, { confirm: "cancel" }, fleet.operator);
+    expect(cancelled.status).toBe(303);
+    expect(cancelled.headers.get("location")).toBe(`${fleet.hostPage}?notice=host_drain_cancelled`);
+    expect(await cancelledAt(fleet.source.host.hostId)).not.toBeNull();
+    const after = await page(`${fleet.hostPage}?notice=host_drain_cancelled`, fleet.operator);
+    expect(after).toContain("The drain is cancelled");
+    expect(after).toContain("no more moves start; those under way finish or roll back. The host stays draining until you set it active.");
+    expect(after).not.toContain(`href="${fleet.cancelPath}"`);
+    expect(await hostState(fleet.source.host.hostId)).toBe("draining");
+    // Nothing more to cancel.
+    await page(fleet.cancelPath, fleet.operator, 404);
+  });
+});
