@@ -7,6 +7,7 @@
 // not match; the agent refuses such a payload, and can register a handler only
 // for a kind listed here. A new capability is one entry here and its handlers.
 import { z } from "zod";
+import { HOST_CHECK_IDS, hostCheckOutcomeSchema } from "./checks.ts";
 import { homeserverSettingsSchema, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS } from "./homeserver-settings.ts";
 import { BACKUP_MAX_PARTS, BACKUP_MIN_PART_SIZE, BACKUP_PART_SIZE, backupPartReceipt, resourceIdSchema, sha256Hex } from "./messages.ts";
 
@@ -70,6 +71,8 @@ const ROOM_PURGE_JOB_TIMEOUT_MS = 2 * HOUR;
 /** Upkeep compresses state, deletes cached media and vacuums every table: long on a big database, and nobody waits on it. */
 const UPKEEP_JOB_TIMEOUT_MS = 3 * HOUR;
 const MAX_SLEEP_MS = 10 * MINUTE;
+/** The host's promise checks: a probe user and room, a TLS handshake, docker inspect and a network probe. */
+const CHECKS_JOB_TIMEOUT_MS = 10 * MINUTE;
 
 // DNS names only (the control plane makes them from DNS labels); no port, no path.
 const serverName = z
@@ -506,6 +509,28 @@ export const JOBS = {
     progress: "the sizes measured; the state compressed; cached remote media past its retention deleted; VACUUM and ANALYZE; the sizes measured again",
     timeoutMs: UPKEEP_JOB_TIMEOUT_MS,
     retry: { afterFailure: "daily", note: "the next day's scheduled upkeep runs as usual; each step is safe to repeat" },
+  }),
+
+  // The promise checks a host runs for one homeserver (agent/checks): each one's verdict and evidence.
+  "homeserver.checks": job({
+    payload: z.strictObject({
+      serverId: resourceIdSchema,
+      checks: z
+        .array(z.enum(HOST_CHECK_IDS))
+        .min(1)
+        .max(HOST_CHECK_IDS.length)
+        .refine((ids) => new Set(ids).size === ids.length, "each check once"),
+    }),
+    result: z.object({
+      serverId: resourceIdSchema,
+      /** One per check asked for, in the order asked. */
+      outcomes: z.array(hostCheckOutcomeSchema).max(HOST_CHECK_IDS.length),
+      /** What the running Synapse says it is, for the Worker's software check; absent when it did not answer. */
+      synapse: z.object({ version: z.string().min(1).max(200), image: z.string().max(512) }).optional(),
+    }),
+    progress: "each check in turn, by id",
+    timeoutMs: CHECKS_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "daily", note: "the checks that did not run are recorded as not checked; the next day's run is sent as usual" },
   }),
 
   // Backups.

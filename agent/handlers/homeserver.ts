@@ -21,12 +21,15 @@ export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   agentIdentity: AgentIdentity;
 }
 
-type LifecycleJobKind = Exclude<HomeserverJobKind, AdministrationJobKind>;
+/** The kinds this agent runs so far: `homeserver.checks` is answered as unknown until its handler lands. */
+export type HandledHomeserverJobKind = Exclude<HomeserverJobKind, "homeserver.checks">;
+
+type LifecycleJobKind = Exclude<HandledHomeserverJobKind, AdministrationJobKind>;
 
 /** The handlers, around one manager (exposed for tests and for the agent's start-up restore). */
 export function homeserverHandlers(options: HomeserverHandlerOptions): {
   manager: HomeserverManager;
-  handlers: JobHandlers<HomeserverJobKind>;
+  handlers: JobHandlers<HandledHomeserverJobKind>;
 } {
   const manager = new HomeserverManager(options);
   const changed = () => options.onInventoryChanged?.();

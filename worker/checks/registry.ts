@@ -1,18 +1,9 @@
 // The promise checks: the security page's promises that are checked for each customer, one by one.
 // This file only defines them; the security page names each one (a test keeps the two in step).
 
-export const CHECK_IDS = [
-  "encryption-by-default",
-  "certificates",
-  "disk-encryption",
-  "isolation",
-  "backups",
-  "restore-verified",
-  "software",
-  "card-data",
-] as const;
+import { CHECK_IDS, type CheckEvidence, type CheckId, type CheckResultKind } from "../../protocol/checks";
 
-export type CheckId = (typeof CHECK_IDS)[number];
+export { CHECK_IDS, CHECK_RESULTS, type CheckEvidence, type CheckId, type CheckResultKind } from "../../protocol/checks";
 
 export interface PromiseCheck {
   /** Stable: it names the check in the API, in stored results and in the page's anchors. */
@@ -89,17 +80,6 @@ export const promiseCheck = (id: CheckId): PromiseCheck => ({ id, ...DEFINITIONS
 
 /** In the order the security page and a server's checks list them. */
 export const PROMISE_CHECKS: readonly PromiseCheck[] = CHECK_IDS.map(promiseCheck);
-
-/** `could_not_check`: the check did not reach a verdict (the host was offline, say); never counted as holding. */
-export const CHECK_RESULTS = ["holds", "fails", "could_not_check"] as const;
-
-export type CheckResultKind = (typeof CHECK_RESULTS)[number];
-
-/** What a check found, in words a customer understands: one sentence, then the facts behind it. */
-export interface CheckEvidence {
-  summary: string;
-  facts: { label: string; value: string }[];
-}
 
 export interface CheckResult {
   checkId: CheckId;

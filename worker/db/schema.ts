@@ -524,6 +524,36 @@ export const upkeepRuns = sqliteTable(
   (t) => [index("upkeep_runs_server_idx").on(t.serverId, t.finishedAt)],
 );
 
+// The promise checks' results (worker/checks): one row per check run, kept 30 days for the customer's history.
+export const checkResults = sqliteTable(
+  "check_results",
+  {
+    id: text("id").primaryKey(),
+    /** The account whose promise it is (the card-data check is about the account alone). */
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    /** The homeserver checked; null for an account check. */
+    serverId: text("server_id").references(() => servers.id, { onDelete: "cascade" }),
+    /** A CheckId (protocol/checks.ts). */
+    checkId: text("check_id").notNull(),
+    /** holds, fails or could_not_check. */
+    result: text("result").notNull(),
+    /** The evidence's sentence, in words the customer reads. */
+    summary: text("summary").notNull(),
+    /** The evidence's facts: JSON [{label, value}]. */
+    facts: text("facts").notNull(),
+    checkedAt: timestamp("checked_at").notNull(),
+    /** The host job that ran it, when a host did. */
+    jobId: text("job_id"),
+  },
+  (t) => [
+    index("check_results_server_idx").on(t.serverId, t.checkId, t.checkedAt),
+    index("check_results_user_idx").on(t.userId, t.checkId, t.checkedAt),
+    index("check_results_result_idx").on(t.result, t.checkedAt),
+  ],
+);
+
 // Refusals of unauthenticated callers (unsigned agent requests, say), counted per hour for operators.
 // They are not audited: nothing an unauthenticated caller sends may write to an audit log customers read.
 export const refusalCounts = sqliteTable(
@@ -826,6 +856,7 @@ export type Job = typeof jobs.$inferSelect;
 export type Workload = typeof workloads.$inferSelect;
 export type Backup = typeof backups.$inferSelect;
 export type UpkeepRun = typeof upkeepRuns.$inferSelect;
+export type CheckResultRow = typeof checkResults.$inferSelect;
 export type StorageAlert = typeof storageAlerts.$inferSelect;
 export type ServerMigration = typeof serverMigrations.$inferSelect;
 export type HostDrain = typeof hostDrains.$inferSelect;

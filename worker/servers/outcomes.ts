@@ -25,7 +25,13 @@ interface Outcome {
 
 type LifecycleJobKind = Exclude<
   HomeserverJobKind,
-  "homeserver.backup" | "homeserver.legal_export" | "homeserver.resize" | "homeserver.set_admin_password" | "homeserver.upkeep" | AdministrationJobKind
+  | "homeserver.backup"
+  | "homeserver.checks"
+  | "homeserver.legal_export"
+  | "homeserver.resize"
+  | "homeserver.set_admin_password"
+  | "homeserver.upkeep"
+  | AdministrationJobKind
 >;
 
 // What each finished lifecycle job means for its server's status.
