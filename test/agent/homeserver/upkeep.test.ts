@@ -84,7 +84,10 @@ describe.skipIf(unusable)("a homeserver's upkeep (real Synapse, real PostgreSQL)
     expect(result.after.stateGroupsStateRows).toBeLessThan(result.before.stateGroupsStateRows);
     expect(result.after.stateGroupsStateRows).toBe(Number(await sql("SELECT count(*) FROM state_groups_state;")));
     expect(result.before.databaseBytes).toBeGreaterThan(0);
-    expect(result.after.databaseBytes).toBe(Number(await sql("SELECT pg_database_size(current_database());")));
+    // Synapse keeps writing while it runs (background updates, client IPs), so the database may have moved
+    // by a few pages since upkeep measured it; the figure must still be the database's own, not an estimate
+    const databaseBytesNow = Number(await sql("SELECT pg_database_size(current_database());"));
+    expect(Math.abs(result.after.databaseBytes - databaseBytesNow)).toBeLessThanOrEqual(64 * 8192);
     // no remote media on a server that federates with nobody; the local upload stays
     expect(result.remoteMediaDeleted).toBe(0);
     expect(result.before.mediaBytes).toBeGreaterThan(4096);
