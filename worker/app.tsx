@@ -14,7 +14,9 @@ import { adminRoutes } from "./routes/admin";
 import { agentRoutes } from "./routes/agent";
 import { serverRoutes } from "./routes/servers";
 import { serverSettingsRoutes } from "./routes/server-settings";
+import { serverCheckRoutes } from "./routes/server-checks";
 import { serverSettingsPageRoutes } from "./routes/server-settings-pages";
+import { serverSecurityPageRoutes } from "./routes/server-security-pages";
 import { serverUserRoutes } from "./routes/server-users";
 import { serverRoomRoutes } from "./routes/server-rooms";
 import { agentBackupRoutes, serverBackupRoutes } from "./routes/backups";
@@ -87,6 +89,7 @@ export const app = new Hono<AppEnv>()
   .route("/api/servers", serverUserRoutes)
   .route("/api/servers", serverRoomRoutes)
   .route("/api/servers", serverSettingsRoutes)
+  .route("/api/servers", serverCheckRoutes)
   .route("/api/agent/backups", agentBackupRoutes)
   .route("/api/agent/legal-exports", agentLegalExportRoutes)
   .route("/api/agent", agentRoutes)
@@ -103,6 +106,7 @@ export const app = new Hono<AppEnv>()
   .route("/servers", roomPageRoutes)
   .route("/", dashboardPageRoutes)
   .route("/servers", serverSettingsPageRoutes)
+  .route("/servers", serverSecurityPageRoutes)
   .route("/servers", homeserverPageRoutes)
   .route("/", operatorPageRoutes)
   .route("/security", securityPageRoutes)

@@ -1,6 +1,8 @@
 import { purgeDeletedAccounts } from "./account/deletion";
 import { pruneRefusalCounts } from "./audit/refusals";
 import { rotateSigningKeys } from "./auth/keyring";
+import { pruneCheckResults } from "./checks/results";
+import { scheduleDailyChecks } from "./checks/runs";
 import { alertOverdueBackups, failAbandonedBackups, pruneBackups, scheduleDailyBackups } from "./backups/maintenance";
 import { pruneRateLimitWindows } from "./auth/rate-limit";
 import { pruneExpiredSessions } from "./auth/sessions";
@@ -33,7 +35,7 @@ export const EVERY_MINUTE = "* * * * *";
  * pruning what has expired, backups (the daily ones, retention, abandoned
  * uploads, alerts for overdue ones, deletions due or stalled), migrations whose
  * step was lost and drains that can go on, the daily
- * database and media upkeep, legal exports' files past retention, and homeservers' DNS records
+ * database and media upkeep, the daily promise checks and their results past 30 days, legal exports' files past retention, and homeservers' DNS records
  * brought in line (missing, wrong or left over).
  */
 export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: string) {
@@ -74,6 +76,8 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       overdueBackupAlerts: await alertOverdueBackups(ctx),
       dailyUpkeepSent: await scheduleDailyUpkeep(ctx),
       upkeepRecordsPruned: await pruneUpkeepRuns(db, now),
+      dailyChecksStarted: await scheduleDailyChecks(ctx),
+      checkResultsPruned: await pruneCheckResults(db, now),
       // After retention: an account goes once its servers' backups are gone.
       deletedAccountsPurged: await purgeDeletedAccounts(ctx),
     });

@@ -19,6 +19,7 @@ import {
 } from "../db/schema";
 import { customerFailureText, presentAuditEntryToCustomer, presentBackup, presentInvoice, presentUpkeep } from "../http/present";
 import { newestSucceededBackupId } from "../backups/maintenance";
+import { checkResultsOf, presentCheckResult } from "../checks/results";
 import { settingsOf } from "../servers/settings";
 import { serverNameOf } from "../servers/servers";
 import { E2EE_STATEMENT, invoicesOf, liveUser, serversOf } from "./visibility";
@@ -79,6 +80,9 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
     ofServers((ids) => db.select().from(adminPasswordLinks).where(inArray(adminPasswordLinks.serverId, ids))),
     ofServers((ids) => db.select().from(serverMigrations).where(inArray(serverMigrations.serverId, ids)).orderBy(asc(serverMigrations.startedAt))),
   ]);
+  const checkRows = await checkResultsOf(db, userId);
+  const checksAbout = (serverId: string | null) =>
+    checkRows.filter((row) => row.serverId === serverId).map((row) => ({ checkId: row.checkId, ...presentCheckResult(row) }));
   const newestSucceeded = new Map(await Promise.all(serverIds.map(async (id) => [id, await newestSucceededBackupId(db, id)] as const)));
 
   return {
@@ -104,6 +108,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
         usedAt: iso(link.usedAt),
       })),
       auditLog: auditRows.map((entry) => presentAuditEntryToCustomer(entry, userId, new Set(serverIds))),
+      checks: checksAbout(null),
     },
     billing: {
       stripeCustomerId: customer[0]?.stripeCustomerId ?? null,
@@ -167,6 +172,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
             finishedAt: iso(job.finishedAt),
           })),
         backups: backupRows.filter((backup) => backup.serverId === server.id).map((backup) => presentBackup(backup, newestSucceeded.get(server.id), now)),
+        checks: checksAbout(server.id),
         moves: moveRows
           .filter((move) => move.serverId === server.id)
           .map((move) => ({

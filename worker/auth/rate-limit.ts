@@ -43,6 +43,8 @@ export const RATE_LIMIT_RULES = {
   homeserver_changes_server: { limit: 300, windowMs: HOUR },
   /** Changes to a homeserver's settings: each restarts its Synapse on a host that runs other customers' homeservers too. */
   homeserver_settings_server: { limit: 12, windowMs: HOUR },
+  /** "Check now" per homeserver: each is a probe user, a TLS handshake and a network probe on its host. */
+  checks_server: { limit: 3, windowMs: HOUR },
   /** Lists of a homeserver's users and registration tokens: a job each, too. */
   homeserver_reads_server: { limit: 600, windowMs: HOUR },
   /** Password links refused (invalid, used, expired) per client: the links' own routes need no session. */

@@ -1,4 +1,5 @@
 import { promiseCheck, type CheckId } from "../checks/registry";
+import { UNSCHEDULED_CHECKS } from "../checks/runs";
 import { Layout, SECURITY_PATH, type Viewer } from "./layout";
 import { HOW_WE_KEEP_IT, SECURITY_SECTIONS, type HowTopicId, type Statement } from "./security-statements";
 
@@ -10,17 +11,38 @@ export interface OwnServer {
   serverName: string;
 }
 
-function CheckNote(props: { id: CheckId }) {
+/** `servers`: a logged-in viewer's homeservers, each linked to its own latest result of the check. */
+function CheckNote(props: { id: CheckId; servers: OwnServer[] | null }) {
   const check = promiseCheck(props.id);
   const subject = check.subject === "homeserver" ? "for each homeserver" : "for your account";
+  if (UNSCHEDULED_CHECKS.includes(check.id)) {
+    return (
+      <p class="hint">
+        To be checked every {check.every} {subject} (check <code>{check.id}</code>, not running yet): {check.covers}
+      </p>
+    );
+  }
   return (
-    <p class="hint">
-      To be checked every {check.every} {subject} (check <code>{check.id}</code>, not running yet): {check.covers}
-    </p>
+    <>
+      <p class="hint">
+        Checked every {check.every} {subject} (check <code>{check.id}</code>): {check.covers}
+      </p>
+      {props.servers && props.servers.length > 0 ? (
+        <p class="hint">
+          Its latest result for{" "}
+          {props.servers.map((server, index) => (
+            <>
+              {index > 0 ? ", " : ""}
+              <a href={`/servers/${server.id}/security#${check.id}`}>{server.serverName}</a>
+            </>
+          ))}
+        </p>
+      ) : null}
+    </>
   );
 }
 
-function StatementItem(props: { statement: Statement }) {
+function StatementItem(props: { statement: Statement; servers: OwnServer[] | null }) {
   const { statement } = props;
   return (
     <li id={statement.id} class="statement" data-about={statement.about} data-check={statement.check}>
@@ -28,7 +50,7 @@ function StatementItem(props: { statement: Statement }) {
       <p class="hint">
         <a href={howPath(statement.how)}>How we keep it: {HOW_WE_KEEP_IT[statement.how].title}</a>
       </p>
-      {statement.check ? <CheckNote id={statement.check} /> : null}
+      {statement.check ? <CheckNote id={statement.check} servers={props.servers} /> : null}
     </li>
   );
 }
@@ -39,9 +61,9 @@ export function SecurityPage(props: { viewer: Viewer | null; servers: OwnServer[
     <Layout title="Security" viewer={props.viewer}>
       <h1>Security</h1>
       <p>
-        These are our promises about your homeserver, your account and your data. Each one links to how we keep it and to the tests that hold our code to it. We
-        are building a check of each promise about a homeserver, run against every homeserver we host, and of the promise about card data for every account;
-        until a check runs, its statement says so.
+        These are our promises about your homeserver, your account and your data. Each one links to how we keep it and to the tests that hold our code to it.
+        Each promise about a homeserver is checked every day against every homeserver we host, and the promise about card data for every account; each customer
+        sees their own results, with the evidence, on their homeserver's Security tab. A check that does not run yet says so.
       </p>
       {props.servers ? (
         <section class="card" aria-labelledby="your-homeservers">
@@ -73,7 +95,7 @@ export function SecurityPage(props: { viewer: Viewer | null; servers: OwnServer[
           <h2 id={`${section.id}-heading`}>{section.title}</h2>
           <ul class="statements">
             {section.statements.map((statement) => (
-              <StatementItem statement={statement} />
+              <StatementItem statement={statement} servers={props.servers} />
             ))}
           </ul>
         </section>

@@ -1,5 +1,5 @@
 /** The pages of one homeserver, in the order its sub-navigation lists them. */
-export type ServerSection = "overview" | "users" | "registration" | "rooms" | "settings";
+export type ServerSection = "overview" | "users" | "registration" | "rooms" | "settings" | "security";
 
 const SECTIONS: { section: ServerSection; label: string; path: (id: string) => string }[] = [
   { section: "overview", label: "Overview", path: (id) => `/servers/${id}` },
@@ -7,6 +7,7 @@ const SECTIONS: { section: ServerSection; label: string; path: (id: string) => s
   { section: "registration", label: "Registration", path: (id) => `/servers/${id}/registration` },
   { section: "rooms", label: "Rooms", path: (id) => `/servers/${id}/rooms` },
   { section: "settings", label: "Settings", path: (id) => `/servers/${id}/settings` },
+  { section: "security", label: "Security", path: (id) => `/servers/${id}/security` },
 ];
 
 /** The sub-navigation every page of a homeserver shows, the current one marked for assistive technology too. */

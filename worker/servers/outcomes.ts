@@ -1,6 +1,7 @@
 import { and, eq, sql } from "drizzle-orm";
 import type { AdministrationJobKind, HomeserverJobKind } from "../../protocol/jobs";
 import { settleBackupJob } from "../backups/backups";
+import { applyChecksOutcome } from "../checks/runs";
 import type { WorkContext } from "../context";
 import { servers, type Job, type ServerStatus } from "../db/schema";
 import { payloadOf, resultOf } from "../fleet/jobs";
@@ -64,6 +65,7 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
   if (job.kind === "homeserver.resize") return applyResizeOutcome(ctx, job);
   if (job.kind === "homeserver.settings.apply") return applySettingsOutcome(ctx, job);
   if (job.kind === "homeserver.upkeep") return applyUpkeepOutcome(ctx, job);
+  if (job.kind === "homeserver.checks") return applyChecksOutcome(ctx, job);
   if (job.kind === "homeserver.legal_export") return applyLegalExportOutcome(ctx, job);
   if (!isLifecycleJob(job.kind) || !job.serverId) return;
   const outcome = OUTCOMES[job.kind];

@@ -258,6 +258,15 @@ export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {
     "homeserver.rooms.block": { outcome: "done", roomId: job.payload.roomId, blocked: job.payload.blocked },
     "homeserver.rooms.purge": { outcome: "purged", roomId: job.payload.roomId, membersRemoved: 2, membersNotRemoved: 0 },
     "homeserver.settings.apply": { serverId, settings: job.payload.settings },
+    "homeserver.checks": {
+      serverId,
+      outcomes: (job.payload.checks ?? []).map((checkId: string) => ({
+        checkId,
+        result: "holds",
+        evidence: { summary: `The ${checkId} check holds.`, facts: [{ label: "Checked by", value: "the test agent" }] },
+      })),
+      synapse: { version: "1.163.2", image: "berth/synapse:latest" },
+    },
     "homeserver.upkeep": {
       serverId,
       before: { databaseBytes: 20_000_000, stateGroupsStateRows: 1166, mediaBytes: 5_000_000 },

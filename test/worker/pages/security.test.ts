@@ -4,6 +4,7 @@ import decisions from "../../../docs/decisions.md?raw";
 import readme from "../../../README.md?raw";
 import { describe, expect, it } from "vitest";
 import { CHECK_IDS, PROMISE_CHECKS } from "../../../worker/checks/registry";
+import { UNSCHEDULED_CHECKS } from "../../../worker/checks/runs";
 import { HOW_TOPICS, HOW_WE_KEEP_IT, type DocSection } from "../../../worker/pages/security-statements";
 import { call, logIn, verifiedUser } from "../helpers";
 import { runningServer } from "../servers/server-helpers";
@@ -86,6 +87,19 @@ describe("the security page", () => {
     expect(withoutServers).not.toContain('href="/servers/');
   });
 
+  it("links each statement of a check that runs to the customer's own latest result of it, for each of their homeservers only", async () => {
+    const mine = await runningServer();
+    const theirs = await runningServer();
+    const statements = await statementsOf(await securityPage("/security", mine.owner.cookie));
+    for (const check of PROMISE_CHECKS) {
+      const links = statements.find((statement) => statement.id === `check-${check.id}`)!.links;
+      const ownResult = `/servers/${mine.id}/security#${check.id}`;
+      if (UNSCHEDULED_CHECKS.includes(check.id)) expect(links, check.id).not.toContain(ownResult);
+      else expect(links, check.id).toContain(ownResult);
+      expect(links.join(" "), check.id).not.toContain(theirs.id);
+    }
+  });
+
   it("has a statement for every check, at the check's anchor, and every statement about a server names a check that exists", async () => {
     const html = await securityPage();
     const statements = await statementsOf(html);
@@ -108,11 +122,15 @@ describe("the security page", () => {
     expect(new Set(statements.map((statement) => statement.id)).size).toBe(statements.length);
   });
 
-  it("claims no check that does not run: until the checks run, each check's note says it is not running yet", async () => {
+  it("claims no check that does not run: a check nothing records yet says it is not running yet, and only such a check", async () => {
     const html = await securityPage();
     const notes = html.match(/\(check <code>[a-z-]+<\/code>[^)]*\)/g) ?? [];
     expect(notes).toHaveLength(PROMISE_CHECKS.length);
-    for (const note of notes) expect(note).toContain("not running yet");
+    for (const note of notes) {
+      const id = /<code>([a-z-]+)<\/code>/.exec(note)![1] as (typeof CHECK_IDS)[number];
+      expect(note.includes("not running yet"), note).toBe(UNSCHEDULED_CHECKS.includes(id));
+    }
+    expect(UNSCHEDULED_CHECKS).toEqual(["restore-verified"]);
   });
 
   it("links every statement to a page on how it is kept, which answers and links back to it", async () => {
