@@ -1,4 +1,5 @@
 import { purgeDeletedAccounts } from "./account/deletion";
+import { mailCheckFailureDigest } from "./checks/alerts";
 import { pruneRefusalCounts } from "./audit/refusals";
 import { rotateSigningKeys } from "./auth/keyring";
 import { alertOverdueBackups, failAbandonedBackups, pruneBackups, scheduleDailyBackups } from "./backups/maintenance";
@@ -33,7 +34,8 @@ export const EVERY_MINUTE = "* * * * *";
  * pruning what has expired, backups (the daily ones, retention, abandoned
  * uploads, alerts for overdue ones, deletions due or stalled), migrations whose
  * step was lost and drains that can go on, the daily
- * database and media upkeep, legal exports' files past retention, and homeservers' DNS records
+ * database and media upkeep, the daily digest of failing promise checks, legal exports' files
+ * past retention, and homeservers' DNS records
  * brought in line (missing, wrong or left over).
  */
 export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: string) {
@@ -74,6 +76,7 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       overdueBackupAlerts: await alertOverdueBackups(ctx),
       dailyUpkeepSent: await scheduleDailyUpkeep(ctx),
       upkeepRecordsPruned: await pruneUpkeepRuns(db, now),
+      checkDigestMails: await mailCheckFailureDigest(ctx),
       // After retention: an account goes once its servers' backups are gone.
       deletedAccountsPurged: await purgeDeletedAccounts(ctx),
     });
