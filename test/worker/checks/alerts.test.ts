@@ -2,9 +2,9 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { CHECK_DIGEST_HOUR, mailCheckFailureDigest, noteCheckFailures } from "../../../worker/checks/alerts";
 import { workContext } from "../../../worker/context";
-import { enrolledHost, type HostIdentity } from "../fleet/fleet-helpers";
-import { HOUR, logIn, mailbox, verifiedUser } from "../helpers";
-import { homeserverOn, recordResult } from "./check-helpers";
+import type { HostIdentity } from "../fleet/fleet-helpers";
+import { HOUR, mailbox, verifiedUser } from "../helpers";
+import { fleetWithOperator, homeserverOn, recordResult } from "./check-helpers";
 
 // Operators hear about failing promise checks: an audit entry and a log line per failing run, and a
 // daily digest mailed to the operators alone.
@@ -34,11 +34,10 @@ describe("promise check alerts", () => {
   let host: HostIdentity;
 
   beforeAll(async () => {
-    const operator = await verifiedUser();
-    await env.DB.prepare("UPDATE users SET role = 'operator' WHERE email = ?").bind(operator.email).run();
-    operatorEmail = operator.email;
-    customerEmail = (await verifiedUser()).email;
-    host = await enrolledHost(await logIn(operator.email));
+    const fleet = await fleetWithOperator();
+    operatorEmail = fleet.operator.email;
+    customerEmail = fleet.customer.email;
+    host = fleet.host;
   });
 
   it("mails the digest to verified operators only, with ids and our own findings but no customer's email", async () => {

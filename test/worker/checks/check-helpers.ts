@@ -1,4 +1,6 @@
 import { env } from "cloudflare:workers";
+import { enrolledHost, type HostIdentity } from "../fleet/fleet-helpers";
+import { logIn, verifiedUser } from "../helpers";
 import { database } from "../../../worker/db/client";
 import { checkResults, type CheckResultRow } from "../../../worker/db/schema";
 import type { CheckId, CheckResultKind } from "../../../worker/checks/registry";
@@ -31,4 +33,23 @@ export async function recordResult(
     .values({ id: crypto.randomUUID(), userId: server.userId, serverId: server.id, checkId, result, summary, facts: "[]", checkedAt, jobId: null })
     .returning();
   return row!;
+}
+
+export interface Fleet {
+  operator: { email: string; cookie: string };
+  customer: { email: string; cookie: string };
+  host: HostIdentity;
+}
+
+/** A verified operator, a verified customer (with nothing of their own) and a host the operator enrolled. */
+export async function fleetWithOperator(): Promise<Fleet> {
+  const operator = await verifiedUser();
+  await env.DB.prepare("UPDATE users SET role = 'operator' WHERE email = ?").bind(operator.email).run();
+  const operatorCookie = await logIn(operator.email);
+  const customer = await verifiedUser();
+  return {
+    operator: { email: operator.email, cookie: operatorCookie },
+    customer: { email: customer.email, cookie: await logIn(customer.email) },
+    host: await enrolledHost(operatorCookie),
+  };
 }

@@ -1,9 +1,8 @@
-import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import { enrolledHost, type HostIdentity } from "../fleet/fleet-helpers";
-import { DAY, HOUR, logIn, verifiedUser } from "../helpers";
+import type { HostIdentity } from "../fleet/fleet-helpers";
+import { DAY, HOUR } from "../helpers";
 import { utc } from "../../../worker/pages/layout";
-import { homeserverOn, recordResult } from "../checks/check-helpers";
+import { fleetWithOperator, homeserverOn, recordResult } from "../checks/check-helpers";
 import { expectLabelled, page } from "./page-checks";
 
 // The console's front page lists promise checks failing across the fleet, by their latest result,
@@ -17,11 +16,10 @@ describe("failing promise checks on the operator console's front page", () => {
   let host: HostIdentity;
 
   beforeAll(async () => {
-    const account = await verifiedUser();
-    await env.DB.prepare("UPDATE users SET role = 'operator' WHERE email = ?").bind(account.email).run();
-    operator = await logIn(account.email);
-    customer = await logIn((await verifiedUser()).email);
-    host = await enrolledHost(operator);
+    const fleet = await fleetWithOperator();
+    operator = fleet.operator.cookie;
+    customer = fleet.customer.cookie;
+    host = fleet.host;
   });
 
   it("says every check holds when none fails, and counts none that could not be checked", async () => {
