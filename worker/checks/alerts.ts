@@ -28,10 +28,12 @@ export async function noteCheckFailures(ctx: WorkContext, rows: CheckResultRow[]
   const failing = rows.filter((row) => row.result === "fails");
   if (failing.length === 0) return 0;
   const ids = failing.map((row) => row.id);
+  // A row is noted after it was checked: the index on the log's time keeps this to recent entries.
+  const earliest = new Date(Math.min(...failing.map((row) => row.checkedAt.getTime())));
   const alreadyNoted = await ctx.db
     .select({ resultId: sql<string>`json_extract(${auditLog.detail}, '$.resultId')` })
     .from(auditLog)
-    .where(and(eq(auditLog.action, CHECK_FAILED_ACTION), inArray(sql`json_extract(${auditLog.detail}, '$.resultId')`, ids)));
+    .where(and(gte(auditLog.at, earliest), eq(auditLog.action, CHECK_FAILED_ACTION), inArray(sql`json_extract(${auditLog.detail}, '$.resultId')`, ids)));
   const noted = new Set(alreadyNoted.map((entry) => entry.resultId));
   const serverIds = [...new Set(failing.flatMap((row) => (row.serverId ? [row.serverId] : [])))];
   const hosts =
