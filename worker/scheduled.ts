@@ -1,4 +1,5 @@
 import { purgeDeletedAccounts } from "./account/deletion";
+import { mailCheckFailureDigest } from "./checks/alerts";
 import { pruneRefusalCounts } from "./audit/refusals";
 import { rotateSigningKeys } from "./auth/keyring";
 import { pruneCheckResults } from "./checks/results";
@@ -35,7 +36,8 @@ export const EVERY_MINUTE = "* * * * *";
  * pruning what has expired, backups (the daily ones, retention, abandoned
  * uploads, alerts for overdue ones, deletions due or stalled), migrations whose
  * step was lost and drains that can go on, the daily
- * database and media upkeep, the daily promise checks and their results past 30 days, legal exports' files past retention, and homeservers' DNS records
+ * database and media upkeep, the daily promise checks, their results past 30 days and the
+ * daily digest of failing ones, legal exports' files past retention, and homeservers' DNS records
  * brought in line (missing, wrong or left over).
  */
 export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: string) {
@@ -78,6 +80,7 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       upkeepRecordsPruned: await pruneUpkeepRuns(db, now),
       dailyChecksStarted: await scheduleDailyChecks(ctx),
       checkResultsPruned: await pruneCheckResults(db, now),
+      checkDigestMails: await mailCheckFailureDigest(ctx),
       // After retention: an account goes once its servers' backups are gone.
       deletedAccountsPurged: await purgeDeletedAccounts(ctx),
     });

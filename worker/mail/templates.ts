@@ -1,4 +1,5 @@
 import type { DeletionTerms } from "../account/deletion";
+import type { CheckFailure } from "../checks/alerts";
 import { formatBytes } from "../pages/charts";
 import type { Mail } from "./mailer";
 
@@ -179,6 +180,23 @@ export const templates = {
         "Its owner was told too. Standing alerts: GET /api/admin/storage-alerts",
       ],
       [],
+    ),
+
+  checkFailureDigest: (to: string, failures: CheckFailure[], consoleLink: string) =>
+    mail(
+      to,
+      `[Berth operators] ${failures.length} promise check ${failures.length === 1 ? "failure" : "failures"} in the last 24 hours`,
+      [
+        "Promise checks that failed in the last 24 hours, oldest first:",
+        "",
+        ...failures.map(
+          (failure) =>
+            `- ${failure.checkedAt.toISOString()} ${failure.checkId} on ${failure.serverName ?? "the account"} (server ${failure.serverId ?? "none"}, account ${failure.userId}, host ${failure.hostId ?? "none"}): ${failure.summary}`,
+        ),
+        "",
+        `What fails now: ${consoleLink}`,
+      ],
+      [consoleLink],
     ),
 
   accountDeleted: (to: string, terms: DeletionTerms) =>

@@ -1,6 +1,7 @@
 import type { Child } from "hono/jsx";
 import type { Host, HostState, Job, Server, ServerMigration, User } from "../db/schema";
 import type { LateBackup } from "../backups/maintenance";
+import type { FleetCheckStatus } from "../checks/alerts";
 import type { Certificate } from "../fleet/certificates";
 import type { AuditEntry, HostDetail, HostMoves, HostOverview } from "../fleet/console";
 import type { StandingStorageAlert } from "../servers/storage-alerts";
@@ -160,10 +161,47 @@ function HostFacts(props: { overview: HostOverview }) {
   );
 }
 
-export function HostsPage(props: { user: User; hosts: HostOverview[] }) {
+/** The console's front page: promise checks failing across the fleet, by their latest result. */
+function FailingChecks(props: { checks: FleetCheckStatus; domain: string }) {
+  const { failing, couldNotCheck } = props.checks;
+  return (
+    <section aria-labelledby="failing-checks-heading">
+      <h2 id="failing-checks-heading">Failing promise checks</h2>
+      {failing.length === 0 ? (
+        <p>Every promise check holds by its latest result.</p>
+      ) : (
+        <DataTable
+          caption="Checks whose latest result fails, the longest failing first"
+          hiddenCaption
+          headers={["Homeserver", "Owner's account", "Host", "Check", "Finding", "Failing since"]}
+        >
+          {failing.map((check) => (
+            <tr>
+              <td>{check.serverName === null ? "(account check)" : `${check.serverName}.${props.domain}`}</td>
+              <td>
+                <code>{check.userId}</code>
+              </td>
+              <td>{check.hostId ? <a href={hostPath(check.hostId)}>{check.hostId}</a> : ""}</td>
+              <td>{check.checkId}</td>
+              <td>{check.summary}</td>
+              <td>{utc(check.failingSince)}</td>
+            </tr>
+          ))}
+        </DataTable>
+      )}
+      <p>
+        Could not check: {couldNotCheck} {couldNotCheck === 1 ? "check" : "checks"} by their latest result.
+      </p>
+    </section>
+  );
+}
+
+export function HostsPage(props: { user: User; hosts: HostOverview[]; checks: FleetCheckStatus; domain: string }) {
   return (
     <OperatorLayout title="Hosts" user={props.user} current="hosts">
       <h1>Hosts</h1>
+      <FailingChecks checks={props.checks} domain={props.domain} />
+      <h2>Enrolled hosts</h2>
       <p>
         Every enrolled host, the newest first. Capacity counts what the plans of a host's homeservers reserve. <a href={JOIN_TOKENS_PATH}>Add a host</a>
       </p>
@@ -173,9 +211,9 @@ export function HostsPage(props: { user: User; hosts: HostOverview[] }) {
         <ul class="hosts">
           {props.hosts.map((overview) => (
             <li class="card">
-              <h2>
+              <h3>
                 <a href={hostPath(overview.host.id)}>{overview.host.name}</a>
-              </h2>
+              </h3>
               <HostFacts overview={overview} />
             </li>
           ))}

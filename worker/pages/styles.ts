@@ -48,7 +48,7 @@ label.choice input { width: auto; }
 select { width: 100%; padding: 0.6rem; font-size: 1rem; border: 1px solid #8a96a3; border-radius: 6px; background: #fff; }
 code, h1, h2 { overflow-wrap: anywhere; }
 .servers, .users, .legal-exports, .hosts, ul.plain { list-style: none; padding: 0; } ul.plain { margin: 0; }
-.servers h2, .users h3, .legal-exports h2, .legal-exports h3, .hosts h2 { margin: 0; font-size: 1.1rem; }
+.servers h2, .users h3, .legal-exports h2, .legal-exports h3, .hosts h3 { margin: 0; font-size: 1.1rem; }
 .operator-nav { margin-bottom: 1rem; } table.facts td { overflow-wrap: anywhere; } caption { text-align: left; font-weight: 600; }
 .tabs { display: flex; gap: 1rem; flex-wrap: wrap; } .tabs [aria-current] { font-weight: 700; color: var(--ink); }
 .chart { margin: 1rem 0; } .chart svg { width: 100%; height: auto; display: block; }

@@ -1,6 +1,7 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { lateBackups } from "../backups/maintenance";
+import { fleetCheckStatus } from "../checks/alerts";
 import { HOST_STATES } from "../db/schema";
 import { badRequest, conflict, notFound } from "../errors";
 import { actorsNamed, auditEntries, hostDetail, hostMoves, hostOverviews } from "../fleet/console";
@@ -139,7 +140,11 @@ async function renderAudit(c: OperatorContext) {
 }
 
 const hostRoutes = new Hono<SessionAppEnv>()
-  .get("/", async (c) => c.html(<HostsPage user={c.var.user} hosts={await hostOverviews(c.var.ctx.db, c.var.ctx.now)} />))
+  .get("/", async (c) => {
+    const { ctx } = c.var;
+    const [hosts, checks] = await Promise.all([hostOverviews(ctx.db, ctx.now), fleetCheckStatus(ctx.db)]);
+    return c.html(<HostsPage user={c.var.user} hosts={hosts} checks={checks} domain={ctx.config.homeservers.domain} />);
+  })
   .get("/:id", async (c) => c.html(await renderHost(c, { notice: noticeFor(c.req.query("notice")) })))
   .post("/:id/state", (c) =>
     submitForm(
