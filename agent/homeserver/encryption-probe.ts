@@ -1,13 +1,15 @@
 // What the encryption-by-default check (agent/checks/encryption-by-default.ts) asks of a
 // homeserver: the setting in the homeserver.yaml the agent wrote for it, and a probe of what
 // Synapse does. The probe acts as a throwaway user, as a client would: the service account makes
-// it (hidden: of the type no list or count of users includes), it logs in, creates a private room
+// it (hidden: of the type no list or count of users includes; exempt from the plan's user limit
+// while it is made), it logs in, creates a private room
 // without asking for encryption and reads the room's state; then the room is purged and the user
 // deactivated and erased, whatever happened.
 import { randomBytes } from "node:crypto";
-import { closeSync, readFileSync } from "node:fs";
+import { closeSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
+import { writeFileAtomic } from "../atomic-file.ts";
 import { errorMessage, type Logger } from "../log.ts";
 import { openOwnedFileSync } from "../owned-directories.ts";
 import { delay } from "../runtime/docker.ts";
@@ -17,6 +19,7 @@ import { homeserverPaths } from "./names.ts";
 import { randomSecret } from "./secrets.ts";
 import { administer } from "./service-account.ts";
 import { requestJson } from "./synapse-api.ts";
+import { PROBE_LOCALPART_FILE } from "./user-limit-module.ts";
 
 /** Every probe user's localpart starts with this, then random hex: unmistakable, never a customer's. */
 export const PROBE_LOCALPART_PREFIX = "berth-check-";
@@ -64,11 +67,19 @@ const encryptionState = z.object({ algorithm: z.string().max(255) });
 
 /** Creates a private room as a throwaway user and returns the algorithm of its m.room.encryption, or nothing when it has none. */
 export function probeRoomEncryption(core: HomeserverCore, serverId: string, ctx: OperationContext): Promise<string | undefined> {
-  return administer(core, serverId, ctx, async ({ admin, record, log, base }) => {
-    const userId = `@${PROBE_LOCALPART_PREFIX}${randomBytes(8).toString("hex")}:${record.serverName}`;
+  return administer(core, serverId, ctx, async ({ admin, record, paths, log, base }) => {
+    const localpart = `${PROBE_LOCALPART_PREFIX}${randomBytes(8).toString("hex")}`;
+    const userId = `@${localpart}:${record.serverName}`;
     const password = randomSecret(32);
     let roomId: string | undefined;
-    await admin.createProbeUser(userId, password);
+    // The plan's user limit lets this one registration through (user-limit-module.ts): the probe is hidden, uncounted and gone within seconds.
+    const exemption = join(paths.synapseModules, PROBE_LOCALPART_FILE);
+    writeFileAtomic(exemption, `${localpart}\n`, 0o644, 0);
+    try {
+      await admin.createProbeUser(userId, password);
+    } finally {
+      rmSync(exemption, { force: true });
+    }
     log.info("encryption probe: throwaway user created", { userId });
     try {
       const token = await logIn(base, userId, password, ctx.signal);

@@ -4,10 +4,14 @@
 // naming the setting, once the configuration Synapse runs with lost it; the development host's
 // unencrypted disk is reported as such; a check that throws is could_not_check while the others
 // still run; and the running Synapse's version and image come back for the software check.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_HOMESERVER_SETTINGS } from "../../../protocol/homeserver-settings.ts";
 import { CHECK_ERROR_SUMMARY } from "../../../agent/checks/index.ts";
 import { PROBE_LOCALPART_PREFIX, ROOM_ENCRYPTION_SETTING } from "../../../agent/homeserver/encryption-probe.ts";
+import { writeUserLimit } from "../../../agent/homeserver/user-limit.ts";
+import { PROBE_LOCALPART_FILE } from "../../../agent/homeserver/user-limit-module.ts";
 import type { YamlValue } from "../../../agent/homeserver/yaml.ts";
 import { sleep } from "../helpers.ts";
 import { SYNAPSE_IMAGE, TestRun, dockerUsable, ensureImages } from "../homeserver/helpers.ts";
@@ -126,6 +130,16 @@ describe.skipIf(unusable)("homeserver.checks (real Synapse)", () => {
       dropRoomEncryption = false;
       await run.run("homeserver.settings.apply", { serverId: spec.serverId, settings: DEFAULT_HOMESERVER_SETTINGS });
     }
+  });
+
+  it("at the plan's user limit the probe still runs (exempt, never counted), and a customer's registration is still refused", async () => {
+    const record = run.manager.records.read(spec.serverId)!;
+    writeUserLimit(run.paths(spec.serverId), record.uid, 1);
+    const [encryption] = (await checks(["encryption-by-default"])).outcomes;
+    expect(encryption?.result).toBe("holds");
+    expect(existsSync(join(run.paths(spec.serverId).synapseModules, PROBE_LOCALPART_FILE))).toBe(false);
+    const refused = await run.run("homeserver.users.create", { serverId: spec.serverId, localpart: "over", maxUsers: 1 });
+    expect(refused).toMatchObject({ outcome: "user_limit", users: 1 });
   });
 
   it("a server this host does not run fails the job", async () => {
