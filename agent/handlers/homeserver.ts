@@ -2,13 +2,15 @@
 // HomeserverManager (agent/homeserver/manager.ts) does the work. Payloads are
 // checked against the job catalogue (protocol/jobs.ts) before a handler runs.
 // The lifecycle kinds are here, the administration kinds (users, registration
-// tokens) in administration.ts, around the same manager.
+// tokens) in administration.ts and the promise checks in checks.ts, around the
+// same manager.
 import type { Readable } from "node:stream";
 import type { AdministrationJobKind, HomeserverJobKind } from "../../protocol/jobs.ts";
 import type { DiskEncryption } from "../../protocol/messages.ts";
 import { downloadBackup, uploadBackup, type AgentIdentity } from "../backup/transfer.ts";
 import { HomeserverManager, type HomeserverManagerOptions } from "../homeserver/manager.ts";
 import { administrationHandlers } from "./administration.ts";
+import { checksHandlers } from "./checks.ts";
 import { assertCustomerDataAllowed } from "./workload.ts";
 import type { JobHandler, JobHandlers } from "./types.ts";
 
@@ -21,15 +23,12 @@ export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   agentIdentity: AgentIdentity;
 }
 
-/** The kinds this agent runs so far: `homeserver.checks` is answered as unknown until its handler lands. */
-export type HandledHomeserverJobKind = Exclude<HomeserverJobKind, "homeserver.checks">;
-
-type LifecycleJobKind = Exclude<HandledHomeserverJobKind, AdministrationJobKind>;
+type LifecycleJobKind = Exclude<HomeserverJobKind, AdministrationJobKind | "homeserver.checks">;
 
 /** The handlers, around one manager (exposed for tests and for the agent's start-up restore). */
 export function homeserverHandlers(options: HomeserverHandlerOptions): {
   manager: HomeserverManager;
-  handlers: JobHandlers<HandledHomeserverJobKind>;
+  handlers: JobHandlers<HomeserverJobKind>;
 } {
   const manager = new HomeserverManager(options);
   const changed = () => options.onInventoryChanged?.();
@@ -93,5 +92,6 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
       return manager.setAdminPassword(serverId, adminUserId, passwordHash, ctx);
     },
   };
-  return { manager, handlers: { ...lifecycle, ...administrationHandlers(manager, customerData) } };
+  const checks = checksHandlers(manager, options.diskEncryption);
+  return { manager, handlers: { ...lifecycle, ...administrationHandlers(manager, customerData), ...checks } };
 }

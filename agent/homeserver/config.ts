@@ -5,6 +5,7 @@ import { isIP } from "node:net";
 import { DEFAULT_HOMESERVER_SETTINGS, type HomeserverSettings } from "../../protocol/homeserver-settings.ts";
 import type { HomeserverSecrets } from "./secrets.ts";
 import { STORAGE_RESERVE_FRACTION, STORAGE_RESERVE_MIN_BYTES } from "./storage-reserve-module.ts";
+import { PROBE_LOCALPART_FILE, SYNAPSE_MODULES_DIR } from "./user-limit-module.ts";
 import { toYaml, type YamlValue } from "./yaml.ts";
 
 export const SYNAPSE_PORT = 8008;
@@ -205,12 +206,17 @@ export function settingsConfig(settings: HomeserverSettings): Record<string, Yam
 /**
  * The image's berth_user_limit module (images/synapse/berth_user_limit.py): Synapse refuses any
  * new account, however made (its admin API included), once the usable users reach the limit in
- * USER_LIMIT_FILE. The service account is exempt: the agent registers it, hidden, uncounted.
+ * USER_LIMIT_FILE. The service account is exempt: the agent registers it, hidden, uncounted; so is
+ * the encryption check's probe user, named in PROBE_LOCALPART_FILE while the agent makes it.
  */
 export function userLimitModule(): Record<string, YamlValue> {
   return {
     module: "berth_user_limit.UserLimit",
-    config: { limit_file: `${SYNAPSE_DATA}/${USER_LIMIT_FILE}`, exempt_localparts: [SERVICE_LOCALPART] },
+    config: {
+      limit_file: `${SYNAPSE_DATA}/${USER_LIMIT_FILE}`,
+      exempt_localparts: [SERVICE_LOCALPART],
+      probe_file: `${SYNAPSE_MODULES_DIR}/${PROBE_LOCALPART_FILE}`,
+    },
   };
 }
 

@@ -10,11 +10,13 @@ import { setAdminPassword } from "./admin-password.ts";
 import type { PlanResources } from "./containers.ts";
 import { HomeserverCore, type HomeserverManagerOptions, type OperationContext, type RunningResult } from "./core.ts";
 import { destroy } from "./destroy.ts";
+import { configuredRoomEncryption, probeRoomEncryption } from "./encryption-probe.ts";
 import { restoreHostState, resume, start, stop, suspend } from "./lifecycle.ts";
 import { provision, type ProvisionResult, type ProvisionSpec } from "./provision.ts";
 import type { HomeserverRecords } from "./records.ts";
 import { createRegistrationToken, listRegistrationTokens, revokeRegistrationToken } from "./registration-tokens.ts";
 import { resize } from "./resize.ts";
+import { runningSynapse } from "./running-synapse.ts";
 import { blockRoom, listRooms, purgeRoom } from "./rooms.ts";
 import { applySettings } from "./settings.ts";
 import { legalExport } from "./legal-export.ts";
@@ -164,6 +166,20 @@ export class HomeserverManager {
 
   destroy(serverId: string, ctx: OperationContext): Promise<{ serverId: string; state: "deleted" }> {
     return destroy(this.core, serverId, ctx);
+  }
+
+  /** The encryption_enabled_by_default_for_room_type of the server's homeserver.yaml, if set. */
+  configuredRoomEncryption(serverId: string, dataRoot: string): string | undefined {
+    return configuredRoomEncryption(this.core, serverId, dataRoot);
+  }
+
+  /** The algorithm a new private room gets without asking, as a throwaway user finds it; nothing when none. */
+  probeRoomEncryption(serverId: string, ctx: OperationContext): Promise<string | undefined> {
+    return probeRoomEncryption(this.core, serverId, ctx);
+  }
+
+  runningSynapse(serverId: string, signal: AbortSignal): Promise<{ version: string; image: string } | undefined> {
+    return runningSynapse(this.core, serverId, signal);
   }
 
   /** After an agent or host restart: every server's storage quota, firewall rules, containers that should run and proxy route put back. */

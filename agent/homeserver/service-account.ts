@@ -174,6 +174,8 @@ export interface Administration {
   names: HomeserverNames;
   paths: HomeserverPaths;
   log: Logger;
+  /** Synapse's address from the host, for the client API. */
+  base: string;
 }
 
 /**
@@ -189,7 +191,7 @@ export function administer<T>(core: HomeserverCore, serverId: string, ctx: Opera
     await core.recoverInterruptedUpgrade(record, names, log);
     if (!(await core.runtime.inspectContainer(names.synapse))?.State.Running) throw new Error(`homeserver ${serverId} is not running: start it first`);
     const token = await ensureServiceAccount(core, record, names, paths, ctx, log);
-    const admin = new SynapseAdmin(baseUrl(await core.synapseAddress(names), SYNAPSE_PORT), token, ctx.signal);
-    return fn({ admin, record, names, paths, log });
+    const base = baseUrl(await core.synapseAddress(names), SYNAPSE_PORT);
+    return fn({ admin: new SynapseAdmin(base, token, ctx.signal), record, names, paths, log, base });
   });
 }

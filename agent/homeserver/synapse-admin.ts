@@ -188,6 +188,11 @@ export class SynapseAdmin {
     );
   }
 
+  /** Creates a hidden user (of the type no list or count includes) with a password: the encryption check's throwaway user. */
+  async createProbeUser(userId: string, password: string): Promise<void> {
+    await this.call(z.unknown(), "PUT", `/v2/users/${encodeURIComponent(userId)}`, { password, user_type: HIDDEN_USER_TYPE }, (s) => s === 201);
+  }
+
   /**
    * Sets a password and ends every session of the user: all devices and all access tokens,
    * which Synapse also drops from its caches (its own password change does this).

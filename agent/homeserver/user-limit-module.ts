@@ -11,6 +11,8 @@ import { STORAGE_RESERVE_MODULE_FILE, STORAGE_RESERVE_MODULE_SOURCE } from "./st
 /** Its directory in the Synapse container, on the container's PYTHONPATH. */
 export const SYNAPSE_MODULES_DIR = "/usr/local/lib/berth-synapse-modules";
 export const USER_LIMIT_MODULE_FILE = "berth_user_limit.py";
+/** Beside the modules: the localpart of the encryption check's probe user while it is made (encryption-probe.ts). */
+export const PROBE_LOCALPART_FILE = "probe-localpart";
 
 export const USER_LIMIT_MODULE_SOURCE = `"""Berth's bound on a homeserver's users, inside Synapse.
 
@@ -21,6 +23,9 @@ server (not deactivated, not guests, not of the hidden type "support": the
 count the agent makes) have reached the plan's limit, which the agent writes to
 limit_file with every job carrying it. The file is read at each registration,
 so a new limit applies without a restart. No file: no limit known yet, allowed.
+The encryption check's throwaway user (hidden, uncounted, deactivated within
+seconds) is exempt: while the agent makes it, its random localpart is in
+probe_file, which only the host can write (a read-only mount).
 The agent mounts this module read-only into the Synapse container, on its
 PYTHONPATH, and lists it in homeserver.yaml (agent/homeserver/config.ts).
 """
@@ -49,6 +54,7 @@ class UserLimit:
     def __init__(self, config, api: ModuleApi):
         self.limit_file = config["limit_file"]
         self.exempt = frozenset(config.get("exempt_localparts", []))
+        self.probe_file = config.get("probe_file")
         self.api = api
         api.register_spam_checker_callbacks(check_registration_for_spam=self.check_registration_for_spam)
 
@@ -70,8 +76,17 @@ class UserLimit:
         # Anything but a positive integer refuses every registration rather than none.
         return int(text) if text.isdigit() and int(text) > 0 else 0
 
+    def probing(self, username):
+        if not self.probe_file:
+            return False
+        try:
+            with open(self.probe_file, encoding="utf-8") as f:
+                return f.read().strip() == username
+        except FileNotFoundError:
+            return False
+
     async def check_registration_for_spam(self, email_threepid, username, request_info, auth_provider_id=None):
-        if username is not None and username in self.exempt:
+        if username is not None and (username in self.exempt or self.probing(username)):
             return RegistrationBehaviour.ALLOW
         # Not a new account: Synapse then answers that it is taken (provisioning registers the
         # first admin again every time, at the limit too).

@@ -2,36 +2,20 @@
 // directory, a restore's staging directory, state files) and PostgreSQL database names, so an id
 // that could leave its directory or end a quoted name is refused before anything is done.
 import { randomUUID } from "node:crypto";
-import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { DEFAULT_HOMESERVER_SETTINGS } from "../../../protocol/homeserver-settings.ts";
 import { resourceIdSchema } from "../../../protocol/messages.ts";
 import { generateAgeKeyPair } from "../../../agent/backup/age.ts";
-import { generateHostKey } from "../../../agent/credentials.ts";
-import { homeserverHandlers } from "../../../agent/handlers/homeserver.ts";
-import { HandlerRegistry } from "../../../agent/handlers/registry.ts";
 import { JobInputError, type Json } from "../../../agent/handlers/types.ts";
 import { homeserverPaths, restoreStaging } from "../../../agent/homeserver/names.ts";
-import { DockerRuntime } from "../../../agent/runtime/docker.ts";
-import { runCleanups, jobContext, tempDir } from "../helpers.ts";
+import { runCleanups, jobContext } from "../helpers.ts";
+import { homeserverKindWithoutDocker } from "./without-docker.ts";
 
 afterEach(runCleanups);
 
 const BAD_IDS = ["../x", "a/b", ".", "..", "a\0b", "a'b", 'a"b', "a;b", "-a", "Upper", "", "a".repeat(65)];
 
-/** The homeserver kinds as the job runner calls them: through the registry, which checks payloads against the catalogue. */
-function handler(kind: string) {
-  const root = tempDir();
-  // No Docker socket: a payload that got past its checks would fail differently, not with a JobInputError.
-  const runtime = new DockerRuntime({ socketPath: join(root, "no-docker.sock") });
-  const { handlers } = homeserverHandlers({
-    stateDir: join(root, "state"),
-    runtime,
-    diskEncryption: () => ({ dataRoot: join(root, "data"), encrypted: true, devices: ["dm-0"], allowUnencrypted: false }),
-    agentIdentity: { hostId: "host-1", privateKey: generateHostKey() },
-  });
-  return new HandlerRegistry().registerAll(handlers).get(kind)!;
-}
+const handler = homeserverKindWithoutDocker;
 
 describe("homeserver job payloads", () => {
   const keys = generateAgeKeyPair();
@@ -67,6 +51,7 @@ describe("homeserver job payloads", () => {
     "homeserver.registration_tokens.create": { serverId, usesAllowed: 1, maxUsers: 25 },
     "homeserver.registration_tokens.revoke": { serverId, token: "abcdefghijklmnop" },
     "homeserver.settings.apply": { serverId, settings: DEFAULT_HOMESERVER_SETTINGS },
+    "homeserver.checks": { serverId, checks: ["encryption-by-default", "disk-encryption"] },
   };
 
   it.each(Object.keys(payloads))("%s refuses a server id that could leave its directory or break a quoted name", async (kind) => {

@@ -202,7 +202,7 @@ describe("homeserver.yaml", () => {
     const expected = [
       {
         module: "berth_user_limit.UserLimit",
-        config: { limit_file: "/data/user-limit", exempt_localparts: ["berth-service"] },
+        config: { limit_file: "/data/user-limit", exempt_localparts: ["berth-service"], probe_file: "/usr/local/lib/berth-synapse-modules/probe-localpart" },
       },
       {
         module: "berth_storage_reserve.StorageReserve",
@@ -212,7 +212,7 @@ describe("homeserver.yaml", () => {
     expect(homeserverConfig(input()).modules).toEqual(expected);
     expect(homeserverConfig(input({ settings: { ...DEFAULT_HOMESERVER_SETTINGS, registration: "token" } })).modules).toEqual(expected);
     expect(renderHomeserverConfig(input())).toContain(
-      '\nmodules:\n  - module: "berth_user_limit.UserLimit"\n    config:\n      limit_file: "/data/user-limit"\n      exempt_localparts:\n        - "berth-service"\n  - module: "berth_storage_reserve.StorageReserve"\n    config:\n      path: "/data"\n      reserve_fraction: 0.05\n      reserve_min_bytes: 33554432\n',
+      '\nmodules:\n  - module: "berth_user_limit.UserLimit"\n    config:\n      limit_file: "/data/user-limit"\n      exempt_localparts:\n        - "berth-service"\n      probe_file: "/usr/local/lib/berth-synapse-modules/probe-localpart"\n  - module: "berth_storage_reserve.StorageReserve"\n    config:\n      path: "/data"\n      reserve_fraction: 0.05\n      reserve_min_bytes: 33554432\n',
     );
   });
 
