@@ -3,8 +3,10 @@
 // containers nor the host's private services, though it does reach its own Synapse); it fails naming
 // the capability once a container is recreated with an extra one.
 import { createServer, type Server } from "node:net";
+import type Docker from "dockerode";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkIsolation, probeFromNetwork, type IsolationCheckInput } from "../../../agent/checks/isolation.ts";
+import { checkIsolation, containerDeviations, probeFromNetwork, type IsolationCheckInput } from "../../../agent/checks/isolation.ts";
+import { homeserverNames } from "../../../agent/homeserver/names.ts";
 import { SYNAPSE_IMAGE, TestRun, dockerUsable, ensureImages } from "../homeserver/helpers.ts";
 
 const unusable = await dockerUsable();
@@ -96,5 +98,89 @@ describe.skipIf(unusable)("the isolation check (real Docker Engine and iptables)
     expect(outcome.evidence.facts.find((f) => f.label === "PostgreSQL container")?.value).toMatch(/^as contracted/);
     // the probe from B's network still reaches nothing of A's
     expect(outcome.evidence.facts.find((f) => f.label === "Probe: other homeservers")?.value).not.toContain("CONNECTED");
+  });
+});
+
+describe("containerDeviations: each departure from the contract, named", () => {
+  const names = homeserverNames("t-deviations");
+  const contracted = {
+    Config: { User: "20001:20001" },
+    HostConfig: {
+      Privileged: false,
+      CapDrop: ["ALL"],
+      CapAdd: null,
+      SecurityOpt: ["no-new-privileges"],
+      ReadonlyRootfs: true,
+      Memory: 512 * 1024 * 1024,
+      NanoCpus: 500_000_000,
+      PidsLimit: 200,
+      NetworkMode: names.hsNetwork,
+      PidMode: "",
+      IpcMode: "private",
+    },
+    NetworkSettings: { Networks: { [names.hsNetwork]: {}, [names.dbNetwork]: {} } },
+    Mounts: [],
+  };
+  const inspected = (changes: { Config?: object; HostConfig?: object; NetworkSettings?: object }) =>
+    ({
+      ...contracted,
+      ...changes,
+      Config: { ...contracted.Config, ...changes.Config },
+      HostConfig: { ...contracted.HostConfig, ...changes.HostConfig },
+    }) as unknown as Docker.ContainerInspectInfo;
+
+  it("finds none in what containers.ts creates", () => {
+    expect(containerDeviations("synapse", inspected({}), names)).toEqual([]);
+  });
+
+  it("names root, privilege, capabilities, missing limits, the host's namespaces and foreign networks", () => {
+    const found = containerDeviations(
+      "synapse",
+      inspected({
+        Config: { User: "" },
+        HostConfig: {
+          Privileged: true,
+          CapDrop: [],
+          CapAdd: ["CAP_SYS_ADMIN"],
+          SecurityOpt: [],
+          ReadonlyRootfs: false,
+          Memory: 0,
+          NanoCpus: 0,
+          PidsLimit: 0,
+          NetworkMode: "host",
+          PidMode: "host",
+          IpcMode: "host",
+        },
+        NetworkSettings: { Networks: { host: {} } },
+      }),
+      names,
+    );
+    expect(found).toEqual([
+      "the synapse container runs as root",
+      "the synapse container is privileged",
+      "the synapse container has the SYS_ADMIN capability",
+      "the synapse container does not drop all capabilities",
+      "the synapse container may gain new privileges (no-new-privileges is not set)",
+      "the synapse container has a writable root filesystem",
+      "the synapse container has no memory limit",
+      "the synapse container has no CPU limit",
+      "the synapse container has no process limit",
+      "the synapse container shares the host's network",
+      "the synapse container shares the host's processes",
+      "the synapse container shares the host's IPC",
+      "the synapse container is on the network host, not one of its own",
+    ]);
+  });
+
+  it("PostgreSQL belongs on the database network only, and never has the Docker socket", () => {
+    const found = containerDeviations(
+      "postgres",
+      inspected({ Mounts: [{ Source: "/var/run/docker.sock", Destination: "/var/run/docker.sock" }] } as object),
+      names,
+    );
+    expect(found).toEqual([
+      `the postgres container is on the network ${names.hsNetwork}, not one of its own`,
+      "the postgres container has the container runtime's socket mounted",
+    ]);
   });
 });
