@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Docker from "dockerode";
+import { tcpProbeScript } from "../../../agent/checks/isolation.ts";
 import type { JobContext, Json } from "../../../agent/handlers/types.ts";
 import { generateHostKey } from "../../../agent/credentials.ts";
 import { homeserverHandlers, type HomeserverHandlerOptions } from "../../../agent/handlers/homeserver.ts";
@@ -323,31 +324,9 @@ export async function unmountUnder(dir: string): Promise<void> {
   for (const mountpoint of mountpoints.sort((a, b) => b.length - a.length)) await runCommand("umount", [mountpoint]);
 }
 
-/**
- * Tries TCP connections from inside a container (Python in the Synapse image),
- * all at once: "connected", "refused", "timeout" (a DROP rule) or "error:<errno>".
- */
+/** Tries TCP connections from inside a running container (tcpProbeScript), all at once. */
 export async function probeFrom(runtime: DockerRuntime, container: string, targets: Array<[string, number]>, timeoutSeconds = 3): Promise<string[]> {
-  const script = [
-    "import concurrent.futures, json, socket, sys",
-    "def probe(t):",
-    "    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)",
-    `    s.settimeout(${timeoutSeconds})`,
-    "    try:",
-    "        s.connect((t[0], t[1]))",
-    "        return 'connected'",
-    "    except socket.timeout:",
-    "        return 'timeout'",
-    "    except ConnectionRefusedError:",
-    "        return 'refused'",
-    "    except OSError as e:",
-    "        return 'error:%s' % e.errno",
-    "    finally:",
-    "        s.close()",
-    "targets = json.loads(sys.argv[1])",
-    "with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:",
-    "    print(json.dumps(list(pool.map(probe, targets))))",
-  ].join("\n");
+  const script = tcpProbeScript(timeoutSeconds);
   const result = await runtime.exec(container, ["python", "-c", script, JSON.stringify(targets)], { timeoutMs: 60_000 });
   if (result.exitCode !== 0) throw new Error(`probe failed: ${result.stderr}`);
   return JSON.parse(result.stdout.trim()) as string[];

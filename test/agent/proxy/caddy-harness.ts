@@ -13,6 +13,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { PeerCertificate, TLSSocket } from "node:tls";
 import { CaddyAdmin } from "../../../agent/proxy/caddy-admin.ts";
+import type { ProxyConfigInput } from "../../../agent/proxy/caddy-config.ts";
+import { reservePort } from "../../ports.ts";
 
 export function requireCaddy(): string {
   const probe = spawnSync("caddy", ["version"], { encoding: "utf8" });
@@ -105,6 +107,18 @@ export async function startCaddy(dir: string, adminAddress: string, label = "cad
   }
 
   return { ...caddy, admin };
+}
+
+/** A proxy config on Caddy's internal CA, listening on loopback ports of its own, its storage in `dir`. */
+export async function internalCaProxyConfig(dir: string, adminAddress: string): Promise<ProxyConfigInput> {
+  return {
+    adminAddress,
+    tls: "internal",
+    httpsPort: await reservePort(),
+    httpPort: await reservePort(),
+    listenHost: "127.0.0.1",
+    storageDir: join(dir, "storage"),
+  };
 }
 
 /** A stand-in for Synapse: answers every request with what it saw. */

@@ -5,8 +5,16 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CaddyAdminError, CaddyProxy } from "../../../agent/proxy/caddy.ts";
 import { captureLog } from "../helpers.ts";
-import { reservePort } from "../../ports.ts";
-import { httpsWhenReady, makeTempDir, requireCaddy, startCaddy, startUpstream, type CaddyProcess, type Upstream } from "./caddy-harness.ts";
+import {
+  httpsWhenReady,
+  internalCaProxyConfig,
+  makeTempDir,
+  requireCaddy,
+  startCaddy,
+  startUpstream,
+  type CaddyProcess,
+  type Upstream,
+} from "./caddy-harness.ts";
 
 let temp: ReturnType<typeof makeTempDir>;
 let caddy: CaddyProcess;
@@ -30,14 +38,7 @@ beforeAll(async () => {
   requireCaddy();
   temp = makeTempDir("berth-caddy-restart-");
   adminAddress = `unix/${join(temp.dir, "admin.sock")}`;
-  config = {
-    adminAddress,
-    tls: "internal",
-    httpsPort: await reservePort(),
-    httpPort: await reservePort(),
-    listenHost: "127.0.0.1",
-    storageDir: join(temp.dir, "storage"),
-  };
+  config = await internalCaProxyConfig(temp.dir, adminAddress);
   caddy = await startCaddy(temp.dir, adminAddress);
   upstream = await startUpstream("synapse");
 });
