@@ -20,6 +20,7 @@ import type { Logger } from "./log.ts";
 import { ContainerStatsCollector, UsageReporter, collectHostUsage, sampler } from "./metrics.ts";
 import { IptablesFirewall } from "./network/firewall.ts";
 import { CaddyProxy } from "./proxy/caddy.ts";
+import { adminPortOf } from "./proxy/caddy-config.ts";
 import { DockerRuntime } from "./runtime/docker.ts";
 import { StorageMeter } from "./storage.ts";
 import { agentVersion } from "./version.ts";
@@ -154,6 +155,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     onInventoryChanged: refreshInventory,
     agentIdentity: { hostId: config.hostId, privateKey },
     ...(options.upkeepImage ? { upkeepImage: options.upkeepImage } : {}),
+    hostChecks: proxy
+      ? {
+          certificates: { proxy: { host: proxy.config.connectHost, port: proxy.config.httpsPort }, trustedRoots: () => proxy.servedCertificateRoots() },
+          privatePorts: [adminPortOf(proxy.config.adminAddress)].flatMap((port) => (port ? [{ what: "the proxy's admin API", port }] : [])),
+        }
+      : { privatePorts: [] },
   });
   void homeservers.manager.restoreHostState(config.dataRoot, log);
   timers.every(INVENTORY_REFRESH_MS, () => {

@@ -2,6 +2,7 @@
 // host (agent/checks), and what its running Synapse says it is. The payload names the server and
 // the checks, nothing else: no user, room or address a check acts on comes from it.
 import type { DiskEncryption } from "../../protocol/messages.ts";
+import { checkCertificate } from "../checks/certificates.ts";
 import { checkDiskEncryption } from "../checks/disk-encryption.ts";
 import { checkEncryptionByDefault } from "../checks/encryption-by-default.ts";
 import { runHostChecks, type HostChecks } from "../checks/index.ts";
@@ -10,10 +11,24 @@ import type { HomeserverManager } from "../homeserver/manager.ts";
 import { errorMessage } from "../log.ts";
 import type { JobHandlers } from "./types.ts";
 
-export function checksHandlers(manager: HomeserverManager, diskEncryption: () => DiskEncryption): JobHandlers<"homeserver.checks"> {
+/** What the certificates and isolation checks need of the host beyond the homeserver's own records. */
+export interface HostCheckSettings {
+  /** The proxy's HTTPS listener and the roots its certificates should chain to (undefined: the public roots). Without a proxy, nothing to check. */
+  certificates?: { proxy: { host: string; port: number }; trustedRoots: () => Promise<string | undefined> };
+  /** The host's private services by port (the proxy's admin API): no homeserver may reach them. */
+  privatePorts: Array<{ what: string; port: number }>;
+}
+
+export function checksHandlers(
+  manager: HomeserverManager,
+  diskEncryption: () => DiskEncryption,
+  settings: HostCheckSettings = { privatePorts: [] },
+): JobHandlers<"homeserver.checks"> {
   return {
     "homeserver.checks": async ({ serverId, checks }, ctx) => {
-      if (!manager.records.read(serverId)) throw new HomeserverNotFound(`homeserver ${serverId} is not provisioned on this host`);
+      const record = manager.records.read(serverId);
+      if (!record) throw new HomeserverNotFound(`homeserver ${serverId} is not provisioned on this host`);
+      const { certificates } = settings;
       const hostChecks: HostChecks = {
         "encryption-by-default": () =>
           checkEncryptionByDefault({
@@ -21,6 +36,13 @@ export function checksHandlers(manager: HomeserverManager, diskEncryption: () =>
             probe: () => manager.probeRoomEncryption(serverId, ctx),
           }),
         "disk-encryption": () => checkDiskEncryption(diskEncryption()),
+        isolation: () => manager.checkIsolation(serverId, settings.privatePorts, ctx.signal),
+        ...(certificates
+          ? {
+              certificates: async () =>
+                checkCertificate({ serverName: record.serverName, proxy: certificates.proxy, trustedRoots: await certificates.trustedRoots() }),
+            }
+          : {}),
       };
       const outcomes = await runHostChecks(checks, hostChecks, ctx);
       const synapse = await manager.runningSynapse(serverId, ctx.signal).catch((error: unknown) => {

@@ -10,7 +10,7 @@ import type { DiskEncryption } from "../../protocol/messages.ts";
 import { downloadBackup, uploadBackup, type AgentIdentity } from "../backup/transfer.ts";
 import { HomeserverManager, type HomeserverManagerOptions } from "../homeserver/manager.ts";
 import { administrationHandlers } from "./administration.ts";
-import { checksHandlers } from "./checks.ts";
+import { checksHandlers, type HostCheckSettings } from "./checks.ts";
 import { assertCustomerDataAllowed } from "./workload.ts";
 import type { JobHandler, JobHandlers } from "./types.ts";
 
@@ -21,6 +21,8 @@ export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   onInventoryChanged?: () => void;
   /** The host's identity, which signs backup uploads and downloads. */
   agentIdentity: AgentIdentity;
+  /** The proxy's listener and the host's private ports, for the certificates and isolation checks. */
+  hostChecks?: HostCheckSettings;
 }
 
 type LifecycleJobKind = Exclude<HomeserverJobKind, AdministrationJobKind | "homeserver.checks">;
@@ -92,6 +94,6 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
       return manager.setAdminPassword(serverId, adminUserId, passwordHash, ctx);
     },
   };
-  const checks = checksHandlers(manager, options.diskEncryption);
+  const checks = checksHandlers(manager, options.diskEncryption, options.hostChecks);
   return { manager, handlers: { ...lifecycle, ...administrationHandlers(manager, customerData), ...checks } };
 }

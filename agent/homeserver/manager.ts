@@ -3,8 +3,10 @@
 // beside this one) on the shared core (core.ts: the per-server lock, records,
 // containers, waits, proxy).
 import type { Readable } from "node:stream";
+import type { HostCheckOutcome } from "../../protocol/checks.ts";
 import type { JobPayload, JobResult } from "../../protocol/jobs.ts";
 import type { UploadResult } from "../backup/transfer.ts";
+import { checkIsolation } from "../checks/isolation.ts";
 import type { Logger } from "../log.ts";
 import { setAdminPassword } from "./admin-password.ts";
 import type { PlanResources } from "./containers.ts";
@@ -176,6 +178,24 @@ export class HomeserverManager {
   /** The algorithm a new private room gets without asking, as a throwaway user finds it; nothing when none. */
   probeRoomEncryption(serverId: string, ctx: OperationContext): Promise<string | undefined> {
     return probeRoomEncryption(this.core, serverId, ctx);
+  }
+
+  /** The isolation check of this server, against every other homeserver of this host and the host's `privatePorts`. */
+  checkIsolation(serverId: string, privatePorts: Array<{ what: string; port: number }>, signal: AbortSignal): Promise<HostCheckOutcome> {
+    const record = this.core.requireRecord(serverId);
+    return checkIsolation({
+      runtime: this.core.runtime,
+      names: this.core.names(serverId),
+      // already on the host, and it has the Python the probe runs on
+      probeImage: record.images.synapse,
+      neighbours: this.records
+        .ids()
+        .filter((id) => id !== serverId)
+        .map((id) => this.core.names(id)),
+      hostPorts: privatePorts,
+      labels: this.core.labels,
+      signal,
+    });
   }
 
   runningSynapse(serverId: string, signal: AbortSignal): Promise<{ version: string; image: string } | undefined> {

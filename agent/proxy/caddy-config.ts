@@ -17,6 +17,12 @@ export type TlsMode = "acme" | "internal";
 
 // ---------- options ----------
 
+/** The TCP port of an admin address ("127.0.0.1:2019" → 2019); none for a unix socket. */
+export function adminPortOf(address: string): number | undefined {
+  const match = /:(\d{1,5})$/.exec(address);
+  return match && !address.startsWith("unix/") ? Number(match[1]) : undefined;
+}
+
 /** host:port on 127.0.0.0/8, [::1] or localhost, or a unix socket (unix//path). */
 export function isLoopbackAdminAddress(address: string): boolean {
   if (/^unix\/\/?\S+$/.test(address)) return true;

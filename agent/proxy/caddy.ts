@@ -156,6 +156,11 @@ export class CaddyProxy implements HomeserverProxy {
     return ca.root_certificate;
   }
 
+  /** The roots the certificates Caddy serves should chain to: its internal CA's, or (ACME) the public roots, undefined. */
+  async servedCertificateRoots(): Promise<string | undefined> {
+    return this.config.tls === "internal" ? this.internalRootCertificate() : undefined;
+  }
+
   /** The internal root's file in Caddy's storage, when storageDir is configured. */
   internalRootPath(): string | undefined {
     return this.config.storageDir ? join(this.config.storageDir, "pki", "authorities", "local", "root.crt") : undefined;
