@@ -21,8 +21,8 @@ export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   agentIdentity: AgentIdentity;
 }
 
-/** The kinds this agent runs so far: `homeserver.checks` is answered as unknown until its handler lands. */
-export type HandledHomeserverJobKind = Exclude<HomeserverJobKind, "homeserver.checks">;
+/** The kinds this agent runs so far: `homeserver.checks` and `homeserver.restore_verify` are answered as unknown until their handlers land. */
+export type HandledHomeserverJobKind = Exclude<HomeserverJobKind, "homeserver.checks" | "homeserver.restore_verify">;
 
 type LifecycleJobKind = Exclude<HandledHomeserverJobKind, AdministrationJobKind>;
 

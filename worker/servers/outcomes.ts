@@ -29,6 +29,7 @@ type LifecycleJobKind = Exclude<
   | "homeserver.checks"
   | "homeserver.legal_export"
   | "homeserver.resize"
+  | "homeserver.restore_verify"
   | "homeserver.set_admin_password"
   | "homeserver.upkeep"
   | AdministrationJobKind
