@@ -2,6 +2,7 @@ import { and, eq, sql } from "drizzle-orm";
 import type { AdministrationJobKind, HomeserverJobKind } from "../../protocol/jobs";
 import { settleBackupJob } from "../backups/backups";
 import type { WorkContext } from "../context";
+import { applyRestoreVerifyOutcome, requestRestoreVerification, verifyFirstBackup } from "../checks/restore-verification";
 import { servers, type Job, type ServerStatus } from "../db/schema";
 import { payloadOf, resultOf } from "../fleet/jobs";
 import { applyLegalExportOutcome } from "../legal/exports";
@@ -62,6 +63,7 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
   // A move's steps are its own: the server's status follows the migration, not the job's kind.
   if (await applyMigrationOutcome(ctx, job)) return;
   if (job.kind === "homeserver.backup") return applyBackupOutcome(ctx, job);
+  if (job.kind === "homeserver.restore_verify") return applyRestoreVerifyOutcome(ctx, job);
   if (job.kind === "homeserver.resize") return applyResizeOutcome(ctx, job);
   if (job.kind === "homeserver.settings.apply") return applySettingsOutcome(ctx, job);
   if (job.kind === "homeserver.upkeep") return applyUpkeepOutcome(ctx, job);
@@ -89,6 +91,8 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
     .returning();
   // A suspension that failed is tried again by the hourly backstop, not at once (no loop of failing jobs).
   if (moved && job.kind !== "homeserver.suspend") await enforceEntitlement(ctx, moved);
+  // A new Synapse must still restore the backups it will be restored from.
+  if (moved?.status === "running" && ok && job.kind === "homeserver.upgrade") await requestRestoreVerification(ctx, moved);
 }
 
 function isLifecycleJob(kind: string): kind is LifecycleJobKind {
@@ -98,6 +102,7 @@ function isLifecycleJob(kind: string): kind is LifecycleJobKind {
 /** A backup its job left unfinished has failed; a final backup's outcome decides whether its server is deleted. */
 async function applyBackupOutcome(ctx: WorkContext, job: Job): Promise<void> {
   const backup = await settleBackupJob(ctx, job);
+  if (backup) await verifyFirstBackup(ctx, backup);
   if (backup?.trigger !== "final") return;
   if (backup.status === "succeeded") await deleteAfterFinalBackup(ctx, backup);
   else await stopDeletion(ctx, backup.serverId);

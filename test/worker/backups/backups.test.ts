@@ -180,9 +180,14 @@ describe("restoring a backup", () => {
     await expectError(await restore(owner.cookie, id, backupId), 409, "invalid_state");
   });
 
-  it("the ciphertext goes only to a host with an unfinished restore job for that backup", async () => {
+  it("the ciphertext goes only to a host with an unfinished restore (or restore verification) job for that backup", async () => {
     const { agent, host, owner, id, backupId } = await serverWithBackup();
     const object = `/api/agent/backups/${backupId}/object`;
+    // The first backup is verified at once: its host may download it until the verification ends.
+    const verification = (await jobOf(agent, "homeserver.restore_verify")) as JobMessage;
+    expect((await signedCall(host, "GET", object)).status).toBe(200);
+    agent.send(succeeded(verification.job));
+    await vi.waitFor(async () => expect((await signedCall(host, "GET", object)).status).toBe(403));
     await expectError(await signedCall(host, "GET", object), 403, "not_restoring");
     expect((await restore(owner.cookie, id, backupId)).status).toBe(202);
     const { job } = (await jobOf(agent, "homeserver.restore")) as JobMessage;
