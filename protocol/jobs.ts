@@ -28,7 +28,9 @@ export type AfterFailure =
   /** The hourly cron sends it again while the reason for it holds. */
   | "hourly"
   /** The hourly cron sends it again a day later. */
-  | "daily";
+  | "daily"
+  /** The hourly cron sends it again a week later. */
+  | "weekly";
 
 export interface JobDefinition<Payload extends z.ZodType, Delivered extends z.ZodType, Result extends z.ZodType> {
   /** What the Worker dispatches and D1 keeps (operators see it). */
@@ -178,6 +180,18 @@ const uploadedFile = {
   sha256: sha256Hex,
   parts: z.array(backupPartReceipt).max(BACKUP_MAX_PARTS),
 };
+/**
+ * What a backup holds, counted by the host from the same snapshot it archives (the database's rows
+ * in pg_dump's own snapshot, the media files as archived): the manifest a restore verification
+ * compares the restored homeserver with.
+ */
+export const backupCounts = z.strictObject({
+  users: z.number().int().nonnegative(),
+  rooms: z.number().int().nonnegative(),
+  events: z.number().int().nonnegative(),
+  mediaFiles: z.number().int().nonnegative(),
+});
+export type BackupCounts = z.output<typeof backupCounts>;
 /** An age X25519 recipient (public key, age1…). */
 const ageRecipient = z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, "an age X25519 recipient");
 /**
@@ -211,6 +225,15 @@ const running = z.object({
 });
 const stateReached = <State extends string>(state: State) => z.object({ serverId: resourceIdSchema, state: z.literal(state) });
 
+/** The homeserver's age identity (AGE-SECRET-KEY-1…): handed to a host only inside a job that decrypts its backup, never stored. */
+const backupIdentity = z.string().regex(/^AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}$/, "an age X25519 identity");
+/** `homeserver.restore_verify` as D1 keeps it: the Worker builds it from D1 (the server's own latest backup); the identity is added as it is sent. */
+const storedRestoreVerifyPayload = z.strictObject({
+  serverId: resourceIdSchema,
+  backupId: resourceIdSchema,
+  /** GET it with a signed request: the ciphertext, as uploaded. */
+  downloadUrl: z.url(),
+});
 /** `homeserver.restore` as D1 keeps it: everything but the identity, which the host's Durable Object adds as it sends the job. */
 const storedRestorePayload = z.strictObject({
   serverId: resourceIdSchema,
@@ -545,7 +568,8 @@ export const JOBS = {
       /** Worker origin + /api/agent/backups/<backupId>: the agent appends /parts/<n>, /complete, /abort. */
       uploadBase: z.url(),
     }),
-    result: z.object({ serverId: resourceIdSchema, backupId: resourceIdSchema, ...uploadedFile }),
+    /** `counts` is absent from agents older than the backup manifest. */
+    result: z.object({ serverId: resourceIdSchema, backupId: resourceIdSchema, counts: backupCounts.optional(), ...uploadedFile }),
     progress: "PostgreSQL, then the dump, archive, compression, encryption and upload as one stream; the parts uploaded",
     timeoutMs: BACKUP_JOB_TIMEOUT_MS,
     retry: { afterFailure: "daily", note: "the backup fails; the next day's scheduled one is taken as usual (a final backup that failed stops its deletion)" },
@@ -584,15 +608,37 @@ export const JOBS = {
   "homeserver.restore": job({
     payload: storedRestorePayload,
     /** Download, decrypt with `identity` and restore into a fresh database. */
-    delivered: storedRestorePayload.extend({
-      /** The homeserver's age identity (AGE-SECRET-KEY-1…): handed to a host only inside this job, never stored. */
-      identity: z.string().regex(/^AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}$/, "an age X25519 identity"),
-    }),
+    delivered: storedRestorePayload.extend({ identity: backupIdentity }),
     result: running.extend({ backupId: resourceIdSchema, restoredFrom: z.string().max(64) }),
     progress:
       "download, decryption and unpacking; the database restored beside the live one; Synapse stopped and the data swapped in; Synapse started; the replaced data dropped",
     timeoutMs: BACKUP_JOB_TIMEOUT_MS,
     retry: { afterFailure: "not retried", note: "the homeserver is left as it was; its owner may ask again" },
+  }),
+  // The restore-verified promise check: the backup restored into a throwaway sandbox beside (never into) the live homeserver.
+  "homeserver.restore_verify": job({
+    payload: storedRestoreVerifyPayload,
+    delivered: storedRestoreVerifyPayload.extend({ identity: backupIdentity }),
+    result: z.object({
+      serverId: resourceIdSchema,
+      backupId: resourceIdSchema,
+      /** Counted in the restored sandbox the way the backup's manifest was counted. */
+      counts: backupCounts,
+      synapseStarted: z.literal(true),
+      timings: z.strictObject({
+        downloadAndUnpackMs: z.number().int().nonnegative(),
+        databaseRestoreMs: z.number().int().nonnegative(),
+        synapseStartMs: z.number().int().nonnegative(),
+        totalMs: z.number().int().nonnegative(),
+      }),
+    }),
+    progress:
+      "download, decryption and unpacking; the sandbox's network and PostgreSQL; the database restored; Synapse started; counting; the sandbox destroyed",
+    timeoutMs: BACKUP_JOB_TIMEOUT_MS,
+    retry: {
+      afterFailure: "weekly",
+      note: "the check fails, saying the backup could not be restored; the next week's (or the next backup's) verification runs as usual",
+    },
   }),
 };
 

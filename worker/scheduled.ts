@@ -9,6 +9,7 @@ import { pruneRateLimitWindows } from "./auth/rate-limit";
 import { pruneExpiredSessions } from "./auth/sessions";
 import { pruneTokens } from "./auth/tokens";
 import { expireEntitlements } from "./billing/entitlement";
+import { scheduleWeeklyRestoreVerifications } from "./checks/restore-verification";
 import { workContext } from "./context";
 import { reconcileDns, writePendingDns } from "./dns/records";
 import type { WorkerEnv } from "./env";
@@ -76,6 +77,7 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       dueDeletionsStarted: await startDueDeletions(ctx),
       dailyBackupsStarted: await scheduleDailyBackups(ctx),
       overdueBackupAlerts: await alertOverdueBackups(ctx),
+      restoreVerificationsSent: await scheduleWeeklyRestoreVerifications(ctx),
       dailyUpkeepSent: await scheduleDailyUpkeep(ctx),
       upkeepRecordsPruned: await pruneUpkeepRuns(db, now),
       dailyChecksStarted: await scheduleDailyChecks(ctx),

@@ -57,6 +57,8 @@ export interface ArchiveContents {
   /** pg_dump's output, any length. */
   dump: Iterable<Buffer> | AsyncIterable<Buffer>;
   files: Iterable<ArchiveFile> | AsyncIterable<ArchiveFile>;
+  /** Told of each file once its entry is in the archive (a media file left out is not). */
+  onArchived?: (file: ArchiveFile) => void;
 }
 
 // ---------- writing ----------
@@ -89,7 +91,7 @@ function errorCode(error: unknown): string | undefined {
 }
 
 /** One file's entry, read once and in full (never following a symbolic link; a FIFO is opened without waiting for a writer, then refused). */
-async function* fileEntry(file: ArchiveFile): AsyncGenerator<Buffer> {
+async function* fileEntry(file: ArchiveFile, onArchived: ArchiveContents["onArchived"]): AsyncGenerator<Buffer> {
   let handle: FileHandle;
   try {
     handle = await open(file.path, fs.O_RDONLY | fs.O_NOFOLLOW | fs.O_NONBLOCK);
@@ -111,13 +113,14 @@ async function* fileEntry(file: ArchiveFile): AsyncGenerator<Buffer> {
       yield buffer.subarray(0, bytesRead);
     }
     yield tarPadding(stat.size);
+    onArchived?.(file);
   } finally {
     await handle.close();
   }
 }
 
 /** The archive's tar bytes, produced as fast as they are consumed. */
-export async function* tarArchive({ manifest, dump, files }: ArchiveContents): AsyncGenerator<Buffer> {
+export async function* tarArchive({ manifest, dump, files, onArchived }: ArchiveContents): AsyncGenerator<Buffer> {
   const mtime = Date.now() / 1000;
   const manifestBytes = Buffer.from(`${JSON.stringify(backupManifestSchema.parse(manifest), null, 2)}\n`);
   yield tarFileHeader({ name: MANIFEST_NAME, size: manifestBytes.length, mtime });
@@ -129,7 +132,7 @@ export async function* tarArchive({ manifest, dump, files }: ArchiveContents): A
     yield* part.chunks;
     yield tarPadding(part.size);
   }
-  for await (const file of files) yield* fileEntry(file);
+  for await (const file of files) yield* fileEntry(file, onArchived);
   yield TAR_END;
 }
 

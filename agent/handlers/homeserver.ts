@@ -25,12 +25,15 @@ export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   hostChecks?: HostCheckSettings;
 }
 
-type LifecycleJobKind = Exclude<HomeserverJobKind, AdministrationJobKind | "homeserver.checks">;
+/** The kinds this agent runs so far: `homeserver.restore_verify` is answered as unknown until its handler lands. */
+export type HandledHomeserverJobKind = Exclude<HomeserverJobKind, "homeserver.restore_verify">;
+
+type LifecycleJobKind = Exclude<HandledHomeserverJobKind, AdministrationJobKind | "homeserver.checks">;
 
 /** The handlers, around one manager (exposed for tests and for the agent's start-up restore). */
 export function homeserverHandlers(options: HomeserverHandlerOptions): {
   manager: HomeserverManager;
-  handlers: JobHandlers<HomeserverJobKind>;
+  handlers: JobHandlers<HandledHomeserverJobKind>;
 } {
   const manager = new HomeserverManager(options);
   const changed = () => options.onInventoryChanged?.();

@@ -3,7 +3,8 @@
 // swapped in only once it is complete (or everything swapped back).
 import { createReadStream, mkdirSync, rmSync, statfsSync } from "node:fs";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
+import { PassThrough, type Readable } from "node:stream";
+import type { BackupCounts } from "../../protocol/jobs.ts";
 import { localMediaFiles, DUMP_FILE, type ArchiveFile } from "../backup/archive.ts";
 import { backupStream, restoreStream } from "../backup/backup.ts";
 import type { UploadResult } from "../backup/transfer.ts";
@@ -19,6 +20,9 @@ import { ensureServiceAccount, keepRotatedCredentials, rotateInRestoredDatabase 
 import { baseUrl, waitForClientApi } from "./synapse-api.ts";
 
 const PG_DUMP = ["pg_dump", "--format=custom", "--exclude-table-data=e2e_one_time_keys_json", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB];
+const PSQL = ["psql", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"];
+/** The rows a backup's manifest counts; a restore verification counts the same way (agent/checks/restore-verify.ts). */
+export const COUNT_ROWS_SQL = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM rooms), (SELECT count(*) FROM events);";
 const PG_RESTORE = ["pg_restore", "--exit-on-error", "--no-owner", "--role", POSTGRES_USER, "-h", "/run/postgresql", "-U", POSTGRES_USER];
 
 /**
@@ -34,34 +38,88 @@ export function backup(
   job: { backupId: string; recipient: string },
   upload: (ciphertext: Readable) => Promise<UploadResult>,
   ctx: OperationContext,
-): Promise<UploadResult & { serverId: string; backupId: string }> {
+): Promise<UploadResult & { serverId: string; backupId: string; counts: BackupCounts }> {
   return core.serialised(serverId, async () => {
     const record = core.requireRecord(serverId);
     const { names, paths, step } = core.operation(serverId, ctx, { backupId: job.backupId });
     step(0.05, "making sure PostgreSQL runs");
-    const result = await core.withPostgres(names, ctx, async () => {
-      step(0.1, "dumping the database, archiving, compressing, encrypting and uploading");
-      const dump = await core.runtime.execStreaming(names.postgres, PG_DUMP, { env: ["PGPASSFILE=/run/secrets/pgpass"] });
-      const files = snapshotFiles(record, paths);
-      const ciphertext = backupStream({
-        manifest: {
-          format: 1,
-          serverId,
-          serverName: record.serverName,
-          createdAt: new Date().toISOString(),
-          synapseImage: record.images.synapse,
-          postgresImage: record.images.postgres,
-          entries: ["database", "synapse", "secrets"],
-        },
-        dump: checkedOutput(dump, "pg_dump"),
-        files,
-        recipient: job.recipient,
-      });
-      return upload(ciphertext);
+    let mediaFiles = 0;
+    const { counted, result } = await core.withPostgres(names, ctx, async () => {
+      step(0.1, "counting users, rooms and events in the snapshot, then dumping it, archiving, compressing, encrypting and uploading");
+      const snapshot = await countedSnapshot(core, names);
+      try {
+        const dump = await core.runtime.execStreaming(names.postgres, [...PG_DUMP, `--snapshot=${snapshot.id}`], { env: ["PGPASSFILE=/run/secrets/pgpass"] });
+        const files = snapshotFiles(record, paths);
+        const ciphertext = backupStream({
+          manifest: {
+            format: 1,
+            serverId,
+            serverName: record.serverName,
+            createdAt: new Date().toISOString(),
+            synapseImage: record.images.synapse,
+            postgresImage: record.images.postgres,
+            entries: ["database", "synapse", "secrets"],
+          },
+          dump: checkedOutput(dump, "pg_dump"),
+          files,
+          onArchived: (file) => {
+            if (file.media) mediaFiles++;
+          },
+          recipient: job.recipient,
+        });
+        return { counted: snapshot.counts, result: await upload(ciphertext) };
+      } finally {
+        await snapshot.release();
+      }
     });
-    step(1, `uploaded ${result.parts.length} part${result.parts.length === 1 ? "" : "s"}, ${result.size} bytes`);
-    return { serverId, backupId: job.backupId, ...result };
+    const counts: BackupCounts = { ...counted, mediaFiles };
+    step(1, `uploaded ${result.parts.length} part${result.parts.length === 1 ? "" : "s"}, ${result.size} bytes: ${countsText(counts)}`);
+    return { serverId, backupId: job.backupId, counts, ...result };
   });
+}
+
+/** A backup's counts in words, for progress and evidence. */
+export function countsText(counts: BackupCounts): string {
+  return `${counts.users} users, ${counts.rooms} rooms, ${counts.events} events, ${counts.mediaFiles} media files`;
+}
+
+/**
+ * A snapshot of the database held open by a psql session (a repeatable-read transaction that
+ * exported it) with its rows counted in it: pg_dump --snapshot dumps exactly what was counted,
+ * however busy Synapse is. `release` ends the transaction once the dump is done.
+ */
+async function countedSnapshot(
+  core: HomeserverCore,
+  names: HomeserverNames,
+): Promise<{ id: string; counts: Omit<BackupCounts, "mediaFiles">; release: () => Promise<void> }> {
+  const input = new PassThrough();
+  const session = await core.runtime.execStreaming(names.postgres, PSQL, { stdin: input, env: ["PGPASSFILE=/run/secrets/pgpass"] });
+  const release = async () => {
+    input.end("COMMIT;\n");
+    const { exitCode, stderr } = await session.finished;
+    if (exitCode !== 0) throw new Error(`the snapshot's psql session exited with ${exitCode}: ${stderr.trim().slice(-300)}`);
+  };
+  input.write(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n${COUNT_ROWS_SQL}\n`);
+  let output = "";
+  const lines = await new Promise<string[]>((resolve, reject) => {
+    session.stdout.on("data", (chunk: Buffer) => {
+      output += chunk.toString("utf8");
+      const complete = output.split("\n").slice(0, -1);
+      if (complete.length >= 2) resolve(complete);
+    });
+    session.stdout.on("end", () => reject(new Error(`counting the snapshot's rows failed: ${output.trim().slice(0, 300)}`)));
+    session.stdout.on("error", reject);
+  }).catch(async (error: unknown) => {
+    await release().catch(() => undefined);
+    throw error;
+  });
+  const [id, row] = lines;
+  const [users, rooms, events] = (row ?? "").split("|").map(Number);
+  if (!id || !/^[0-9A-F-]+$/.test(id) || ![users, rooms, events].every((n) => Number.isSafeInteger(n))) {
+    await release().catch(() => undefined);
+    throw new Error(`counting the snapshot's rows gave ${JSON.stringify(lines)}`);
+  }
+  return { id, counts: { users: users!, rooms: rooms!, events: events! }, release };
 }
 
 /**

@@ -1,4 +1,5 @@
 import { and, desc, eq, inArray } from "drizzle-orm";
+import type { BackupCounts } from "../../protocol/jobs";
 import { BACKUP_PART_SIZE } from "../../protocol/messages";
 import { audit, type Actor } from "../audit/audit";
 import type { WorkerConfig } from "../config";
@@ -8,6 +9,7 @@ import { backups, hosts, type Backup, type BackupStatus, type BackupTrigger, typ
 import { consumeRateLimits } from "../auth/rate-limit";
 import { conflict } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
+import { resultOf } from "../fleet/jobs";
 import { ownedServer } from "../servers/servers";
 import { backupRecipient } from "./keys";
 
@@ -143,13 +145,28 @@ export async function failBackup(ctx: WorkContext, backup: Backup, reason: strin
   return failed;
 }
 
+async function recordBackupCounts(ctx: WorkContext, backup: Backup, counts: BackupCounts | undefined): Promise<Backup> {
+  if (!counts) return backup;
+  const [recorded] = await ctx.db
+    .update(backups)
+    .set({ userCount: counts.users, roomCount: counts.rooms, eventCount: counts.events, mediaFileCount: counts.mediaFiles })
+    .where(eq(backups.id, backup.id))
+    .returning();
+  return recorded ?? backup;
+}
+
 /** Why a backup whose job ended (or never ran) without completing its upload failed: our words, not the agent's. */
 export const UPLOAD_NOT_COMPLETED = "the backup job ended without completing the upload";
 
-/** After its job ended: a backup the job left unfinished has failed, whatever the job reported. */
+/**
+ * After its job ended: a backup the job left unfinished has failed, whatever the job reported; a
+ * completed one keeps the counts its host measured (the manifest a restore verification checks).
+ */
 export async function settleBackupJob(ctx: WorkContext, job: Job): Promise<Backup | undefined> {
   const backup = job.backupId ? await backupById(ctx.db, job.backupId) : undefined;
-  if (!backup || backup.hostId !== job.hostId || !UNFINISHED_BACKUP.includes(backup.status)) return backup;
+  if (!backup || backup.hostId !== job.hostId) return backup;
+  if (backup.status === "succeeded") return recordBackupCounts(ctx, backup, resultOf(job, "homeserver.backup")?.counts);
+  if (!UNFINISHED_BACKUP.includes(backup.status)) return backup;
   const reason = job.status === "failed" ? (job.error ?? "the backup job failed") : UPLOAD_NOT_COMPLETED;
   return failBackup(ctx, backup, reason, "system");
 }

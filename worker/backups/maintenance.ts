@@ -21,10 +21,14 @@ const BACKED_UP_DAILY: ServerStatus[] = ["running", "stopped", "suspended"];
 
 /** The hour of the day (UTC) a server's daily backup starts: a stable hash of its id spreads servers across the day. */
 export function dailyBackupHour(serverId: string): number {
-  // FNV-1a: cheap, stable, and well spread for this.
+  return serverSpread(serverId) % 24;
+}
+
+/** A stable, well-spread number per server (FNV-1a: cheap), from which its work's hours and days are taken. */
+export function serverSpread(serverId: string): number {
   let hash = 0x811c9dc5;
   for (let i = 0; i < serverId.length; i++) hash = Math.imul(hash ^ serverId.charCodeAt(i), 0x01000193);
-  return (hash >>> 0) % 24;
+  return hash >>> 0;
 }
 
 /**

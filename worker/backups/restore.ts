@@ -1,5 +1,5 @@
 import { and, eq } from "drizzle-orm";
-import { checkDeliveredJobPayload, type DeliveredJobPayload } from "../../protocol/jobs";
+import { checkDeliveredJobPayload } from "../../protocol/jobs";
 import { audit } from "../audit/audit";
 import type { WorkContext } from "../context";
 import { backups, type Job, type Server, type ServerStatus, type User } from "../db/schema";
@@ -54,16 +54,17 @@ export async function requestRestore(ctx: WorkContext, user: User, serverId: str
 
 /**
  * The payload a job is sent with: the catalogue's delivered payload. A restore
- * job gets its backup's identity here, unwrapped as it goes onto the host's
+ * or restore verification job gets its backup's identity here, unwrapped as it goes onto the host's
  * authenticated connection, so the private key is never stored in clear in D1
  * nor shown in any job listing.
  */
 export async function payloadForDelivery({ db, config }: WorkContext, job: Job): Promise<unknown> {
-  const stored = payloadOf(job, "homeserver.restore");
-  if (!stored) return job.payload;
+  const kind = job.kind === "homeserver.restore" || job.kind === "homeserver.restore_verify" ? job.kind : undefined;
+  const stored = kind && payloadOf(job, kind);
+  if (!kind || !stored) return job.payload;
   const backup = await backupById(db, stored.backupId);
   // Gone meanwhile: the agent refuses a payload without an identity, and the job fails saying so.
   if (!backup) return stored;
   const identity = await backupIdentity(db, config.backupKeyWrappingSecret, backup.serverId);
-  return checkDeliveredJobPayload("homeserver.restore", { ...stored, identity } satisfies DeliveredJobPayload<"homeserver.restore">);
+  return checkDeliveredJobPayload(kind, { ...stored, identity });
 }

@@ -106,11 +106,13 @@ export async function abortBackup(ctx: AgentUploadContext, backupId: string, rea
   return failBackup(ctx, backup, `aborted by the host: ${reason}`, `host:${ctx.host.id}`);
 }
 
-/** The ciphertext of a successful backup, for the host that has an unfinished restore job for it (any host: restores may move). */
+/** The ciphertext of a successful backup, for the host that has an unfinished restore (or restore verification) job for it (any host: restores may move). */
 export async function openBackupForRestore(ctx: AgentUploadContext, backupId: string): Promise<R2ObjectBody> {
   const backup = await backupById(ctx.db, backupId);
   if (backup?.status !== "succeeded") throw notFound("No such backup.");
-  const restoring = (await unfinishedJobsOfKind(ctx.db, ctx.host.id, ["homeserver.restore"])).some((job) => job.backupId === backup.id);
+  const restoring = (await unfinishedJobsOfKind(ctx.db, ctx.host.id, ["homeserver.restore", "homeserver.restore_verify"])).some(
+    (job) => job.backupId === backup.id,
+  );
   if (!restoring) throw forbidden("not_restoring", "Only a host with a restore job for this backup may download it.");
   const object = await ctx.env.BACKUPS.get(backup.r2Key);
   if (!object) throw notFound("The backup's object is missing.");

@@ -723,6 +723,11 @@ export const backups = sqliteTable(
     /** Ciphertext bytes received so far. */
     progressBytes: integer("progress_bytes").notNull().default(0),
     error: text("error"),
+    // The manifest the host counted from the backup's snapshot (protocol BackupCounts); null for backups taken before it.
+    userCount: integer("user_count"),
+    roomCount: integer("room_count"),
+    eventCount: integer("event_count"),
+    mediaFileCount: integer("media_file_count"),
     /** The `homeserver.backup` job that makes it. */
     jobId: text("job_id").notNull(),
     createdAt: timestamp("created_at").notNull(),

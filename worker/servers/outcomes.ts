@@ -3,6 +3,7 @@ import type { AdministrationJobKind, HomeserverJobKind } from "../../protocol/jo
 import { settleBackupJob } from "../backups/backups";
 import { applyChecksOutcome } from "../checks/runs";
 import type { WorkContext } from "../context";
+import { applyRestoreVerifyOutcome, requestRestoreVerification, verifyFirstBackup } from "../checks/restore-verification";
 import { servers, type Job, type ServerStatus } from "../db/schema";
 import { payloadOf, resultOf } from "../fleet/jobs";
 import { applyLegalExportOutcome } from "../legal/exports";
@@ -30,6 +31,7 @@ type LifecycleJobKind = Exclude<
   | "homeserver.checks"
   | "homeserver.legal_export"
   | "homeserver.resize"
+  | "homeserver.restore_verify"
   | "homeserver.set_admin_password"
   | "homeserver.upkeep"
   | AdministrationJobKind
@@ -62,6 +64,7 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
   // A move's steps are its own: the server's status follows the migration, not the job's kind.
   if (await applyMigrationOutcome(ctx, job)) return;
   if (job.kind === "homeserver.backup") return applyBackupOutcome(ctx, job);
+  if (job.kind === "homeserver.restore_verify") return applyRestoreVerifyOutcome(ctx, job);
   if (job.kind === "homeserver.resize") return applyResizeOutcome(ctx, job);
   if (job.kind === "homeserver.settings.apply") return applySettingsOutcome(ctx, job);
   if (job.kind === "homeserver.upkeep") return applyUpkeepOutcome(ctx, job);
@@ -90,6 +93,8 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
     .returning();
   // A suspension that failed is tried again by the hourly backstop, not at once (no loop of failing jobs).
   if (moved && job.kind !== "homeserver.suspend") await enforceEntitlement(ctx, moved);
+  // A new Synapse must still restore the backups it will be restored from.
+  if (moved?.status === "running" && ok && job.kind === "homeserver.upgrade") await requestRestoreVerification(ctx, moved);
 }
 
 function isLifecycleJob(kind: string): kind is LifecycleJobKind {
@@ -99,6 +104,7 @@ function isLifecycleJob(kind: string): kind is LifecycleJobKind {
 /** A backup its job left unfinished has failed; a final backup's outcome decides whether its server is deleted. */
 async function applyBackupOutcome(ctx: WorkContext, job: Job): Promise<void> {
   const backup = await settleBackupJob(ctx, job);
+  if (backup) await verifyFirstBackup(ctx, backup);
   if (backup?.trigger !== "final") return;
   if (backup.status === "succeeded") await deleteAfterFinalBackup(ctx, backup);
   else await stopDeletion(ctx, backup.serverId);

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateAgeKeyPair } from "../../../agent/backup/age.ts";
 import { restoreStream } from "../../../agent/backup/backup.ts";
 import { credentialsPath } from "../../../agent/homeserver/service-account.ts";
+import { COUNT_ROWS_SQL } from "../../../agent/homeserver/snapshot.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { BACKUP_MIN_PART_SIZE } from "../../../protocol/messages.ts";
 import { BackupTarget } from "./backup-target.ts";
@@ -88,7 +89,7 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
   it("uploads the snapshot in signed parts of the fixed size, retrying a failed part; only ciphertext leaves the host", async () => {
     backupId = `${run.prefix}-b1`;
     target.failures.push({ match: /PUT .*\/parts\/2$/, status: 503 });
-    const result = (await run.run("homeserver.backup", backupPayload(backupId))) as { size: number; parts: Array<{ size: number }> };
+    const result = (await run.run("homeserver.backup", backupPayload(backupId))) as { size: number; parts: Array<{ size: number }>; counts: unknown };
     const stored = target.backups.get(backupId)!;
     expect(stored.aborted).toBeUndefined();
     expect(stored.completed).toMatchObject({ size: result.size });
@@ -117,6 +118,13 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
       );
       expect(files.some((f) => f.startsWith("synapse/media_store/local_content/"))).toBe(true);
       expect(files.some((f) => /remote_content|url_cache/.test(f))).toBe(false);
+      // The manifest: the database's rows as the dump holds them (nothing wrote since), the media files as archived.
+      const [users, rooms, events] = (await run.sql(spec.serverId, COUNT_ROWS_SQL)).trim().split("|").map(Number);
+      const mediaFiles = files.filter((f) => f.startsWith("synapse/media_store/")).length;
+      expect(result.counts).toEqual({ users, rooms, events, mediaFiles });
+      expect(users).toBeGreaterThanOrEqual(1);
+      expect(rooms).toBe(1);
+      expect(mediaFiles).toBeGreaterThanOrEqual(1);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

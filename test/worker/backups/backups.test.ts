@@ -8,7 +8,19 @@ import { database } from "../../../worker/db/client";
 import { call, expectError, logIn, post, setNow, verifiedUser } from "../helpers";
 import { enrolledHost, operatorCookie, succeeded } from "../fleet/fleet-helpers";
 import { jobOf, runningServer, serverView, type JobMessage, type ServerView } from "../servers/server-helpers";
-import { BACKUP_PLAINTEXT, backupRow, backupsOf, bytes, manualBackup, pathOf, serverWithBackup, signedCall, type BackupJob } from "./backup-helpers";
+import {
+  BACKUP_PLAINTEXT,
+  backupRow,
+  backupsOf,
+  bytes,
+  manualBackup,
+  pathOf,
+  serverWithBackup,
+  signedCall,
+  uploadBackup,
+  waitForBackup,
+  type BackupJob,
+} from "./backup-helpers";
 
 afterEach(() => vi.useRealTimers());
 beforeEach(async () => {
@@ -76,6 +88,25 @@ describe("a customer's backups", () => {
     const row = (await backupRow(backupId))!;
     const listing = await (await call(`/api/servers/${id}/backups`, { cookie: owner.cookie })).text();
     for (const secret of [row.r2_key, row.upload_id, "AGE-SECRET-KEY", "age1"]) expect(listing).not.toContain(secret);
+  });
+});
+
+describe("a backup's manifest", () => {
+  const counts = { users: 3, rooms: 2, events: 41, mediaFiles: 5 };
+
+  it("keeps the counts its host measured from the backup's snapshot once the backup completed", async () => {
+    const { agent, host, owner, id } = await runningServer();
+    const job = await manualBackup(owner.cookie, id, agent);
+    expect((await uploadBackup(host, job.payload.uploadBase, [bytes(64)])).status).toBe(200);
+    agent.send(succeeded(job, { counts }));
+    await waitForBackup(job.payload.backupId, { user_count: 3, room_count: 2, event_count: 41, media_file_count: 5 });
+  });
+
+  it("has none for a backup whose host reported none, nor for one whose upload never completed", async () => {
+    const { agent, owner, id } = await runningServer();
+    const job = await manualBackup(owner.cookie, id, agent);
+    agent.send(succeeded(job, { counts }));
+    await waitForBackup(job.payload.backupId, { status: "failed", user_count: null, room_count: null, event_count: null, media_file_count: null });
   });
 });
 
@@ -149,9 +180,14 @@ describe("restoring a backup", () => {
     await expectError(await restore(owner.cookie, id, backupId), 409, "invalid_state");
   });
 
-  it("the ciphertext goes only to a host with an unfinished restore job for that backup", async () => {
+  it("the ciphertext goes only to a host with an unfinished restore (or restore verification) job for that backup", async () => {
     const { agent, host, owner, id, backupId } = await serverWithBackup();
     const object = `/api/agent/backups/${backupId}/object`;
+    // The first backup is verified at once: its host may download it until the verification ends.
+    const verification = (await jobOf(agent, "homeserver.restore_verify")) as JobMessage;
+    expect((await signedCall(host, "GET", object)).status).toBe(200);
+    agent.send(succeeded(verification.job));
+    await vi.waitFor(async () => expect((await signedCall(host, "GET", object)).status).toBe(403));
     await expectError(await signedCall(host, "GET", object), 403, "not_restoring");
     expect((await restore(owner.cookie, id, backupId)).status).toBe(202);
     const { job } = (await jobOf(agent, "homeserver.restore")) as JobMessage;

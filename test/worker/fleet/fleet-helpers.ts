@@ -231,6 +231,13 @@ export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {
     "homeserver.resize": { serverId, resources: job.payload.resources },
     "homeserver.backup": { serverId, backupId, size: 1, sha256: "0".repeat(64), parts: [{ partNumber: 1, size: 1, sha256: "0".repeat(64) }] },
     "homeserver.restore": { ...running, backupId, restoredFrom: "2025-01-01T00:00:00.000Z" },
+    "homeserver.restore_verify": {
+      serverId,
+      backupId,
+      counts: { users: 0, rooms: 0, events: 0, mediaFiles: 0 },
+      synapseStarted: true,
+      timings: { downloadAndUnpackMs: 0, databaseRestoreMs: 0, synapseStartMs: 0, totalMs: 0 },
+    },
     "homeserver.users.list": { users: [], total: 0, nextFrom: null },
     "homeserver.users.create": { outcome: "created", userId: `@${job.payload.localpart}:${serverId}.berth.test` },
     "homeserver.users.set_password": { serverId, userId: job.payload.userId, sessionsEnded: 2 },
