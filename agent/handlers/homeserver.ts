@@ -25,15 +25,12 @@ export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   hostChecks?: HostCheckSettings;
 }
 
-/** The kinds this agent runs so far: `homeserver.restore_verify` is answered as unknown until its handler lands. */
-export type HandledHomeserverJobKind = Exclude<HomeserverJobKind, "homeserver.restore_verify">;
-
-type LifecycleJobKind = Exclude<HandledHomeserverJobKind, AdministrationJobKind | "homeserver.checks">;
+type LifecycleJobKind = Exclude<HomeserverJobKind, AdministrationJobKind | "homeserver.checks">;
 
 /** The handlers, around one manager (exposed for tests and for the agent's start-up restore). */
 export function homeserverHandlers(options: HomeserverHandlerOptions): {
   manager: HomeserverManager;
-  handlers: JobHandlers<HandledHomeserverJobKind>;
+  handlers: JobHandlers<HomeserverJobKind>;
 } {
   const manager = new HomeserverManager(options);
   const changed = () => options.onInventoryChanged?.();
@@ -91,6 +88,12 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
       const download = () => downloadBackup(options.agentIdentity, job.downloadUrl, ctx.signal);
       return manager.restore(job.serverId, job, download, ctx);
     }),
+    // A sandbox beside the server, removed afterwards: nothing the server runs changes.
+    "homeserver.restore_verify": async (job, ctx) => {
+      customerData();
+      const download = () => downloadBackup(options.agentIdentity, job.downloadUrl, ctx.signal);
+      return manager.verifyRestore(job.serverId, job, download, ctx);
+    },
     "homeserver.resize": async ({ serverId, resources, maxUsers }, ctx) => manager.resize(serverId, resources, maxUsers, ctx),
     "homeserver.set_admin_password": async ({ serverId, adminUserId, passwordHash }, ctx) => {
       customerData();

@@ -1,7 +1,7 @@
 // The registry of job kinds this agent runs: the test kinds, the workload
 // markers and the homeserver.* kinds, each a kind of the job catalogue
 // (protocol/jobs.ts); a new capability adds its entry there and its handlers here.
-import type { HandledHomeserverJobKind } from "./homeserver.ts";
+import type { HomeserverJobKind } from "../../protocol/jobs.ts";
 import { HandlerRegistry } from "./registry.ts";
 import { testHandlers } from "./test-kinds.ts";
 import type { JobHandlers } from "./types.ts";
@@ -17,7 +17,7 @@ export interface BuiltinHandlerOptions extends WorkloadHandlerOptions {
    * at start): the lifecycle kinds (homeserver.ts) and the administration kinds (administration.ts)
    * around one manager.
    */
-  homeservers?: JobHandlers<HandledHomeserverJobKind>;
+  homeservers?: JobHandlers<HomeserverJobKind>;
 }
 
 export function builtinHandlers(options: BuiltinHandlerOptions): HandlerRegistry {

@@ -264,13 +264,7 @@ export class HomeserverCore {
     const hs = await this.runtime.inspectNetwork(names.hsNetwork);
     if (!db || !hs) throw new Error(`the networks of ${serverId} vanished while being set up`);
     if (this.options.firewall) {
-      await this.options.firewall.ensure({
-        chainId: names.chainId,
-        tag: names.firewallTag,
-        hsBridge: hs.bridge,
-        dbBridge: db.bridge,
-        dockerSubnets: await this.runtime.networkSubnets(),
-      });
+      await this.firewallBridges(names, hs.bridge, db.bridge);
     } else {
       this.log.warn("no firewall configured: this homeserver's containers are NOT isolated (development only)", { serverId });
     }
@@ -279,6 +273,17 @@ export class HomeserverCore {
       // Docker would make a missing bind source a directory: Synapse's /etc/hosts must be the file.
       if (!existsSync(this.localFederation.hostsFile(serverId))) throw new Error(`no hosts file for ${serverId}: local federation is not set up`);
     }
+  }
+
+  /** The server's firewall rules on its two bridges (restore-verify.ts: one bridge serving as both). */
+  async firewallBridges(names: HomeserverNames, hsBridge: string, dbBridge: string): Promise<void> {
+    await this.options.firewall?.ensure({
+      chainId: names.chainId,
+      tag: names.firewallTag,
+      hsBridge,
+      dbBridge,
+      dockerSubnets: await this.runtime.networkSubnets(),
+    });
   }
 
   /**

@@ -18,6 +18,7 @@ import { provision, type ProvisionResult, type ProvisionSpec } from "./provision
 import type { HomeserverRecords } from "./records.ts";
 import { createRegistrationToken, listRegistrationTokens, revokeRegistrationToken } from "./registration-tokens.ts";
 import { resize } from "./resize.ts";
+import { verifyRestore } from "./restore-verify.ts";
 import { runningSynapse } from "./running-synapse.ts";
 import { blockRoom, listRooms, purgeRoom } from "./rooms.ts";
 import { applySettings } from "./settings.ts";
@@ -160,6 +161,16 @@ export class HomeserverManager {
     ctx: OperationContext,
   ): Promise<RunningResult & { backupId: string; restoredFrom: string }> {
     return restore(this.core, serverId, job, download, ctx);
+  }
+
+  /** The backup restored into a throwaway sandbox, Synapse started on it and its contents counted; the live server untouched. */
+  verifyRestore(
+    serverId: string,
+    job: { backupId: string; identity: string },
+    download: () => Promise<Readable>,
+    ctx: OperationContext,
+  ): Promise<JobResult<"homeserver.restore_verify">> {
+    return verifyRestore(this.core, serverId, job, download, ctx);
   }
 
   upkeep(payload: JobPayload<"homeserver.upkeep">, ctx: OperationContext): Promise<JobResult<"homeserver.upkeep">> {

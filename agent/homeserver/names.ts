@@ -124,7 +124,10 @@ function idComponent(id: string, what: string): string {
 
 export function homeserverPaths(dataRoot: string, serverId: string): HomeserverPaths {
   const id = idComponent(serverId, "server id");
-  const root = join(homeserversDir(dataRoot), id);
+  return pathsUnder(join(homeserversDir(dataRoot), id), join(dataRoot, "storage-images", `${id}.ext4`));
+}
+
+function pathsUnder(root: string, storageImage: string): HomeserverPaths {
   return {
     root,
     synapse: join(root, "synapse"),
@@ -132,8 +135,24 @@ export function homeserverPaths(dataRoot: string, serverId: string): HomeserverP
     secrets: join(root, "secrets"),
     synapseModules: join(root, "synapse-modules"),
     postgresInitialised: join(root, ".postgres-initialised"),
-    storageImage: join(dataRoot, "storage-images", `${id}.ext4`),
+    storageImage,
   };
+}
+
+/**
+ * The names of the sandbox a restore verification (restore-verify.ts) brings a server's backup up
+ * in: those of a server whose id is derived from this one's (so within the firewall's bridge
+ * wildcards and never a live server's), with one internal network serving as both of its networks.
+ */
+export function restoreSandboxNames(serverId: string, hostNamespace?: string): HomeserverNames {
+  const names = homeserverNames(`restore-verify/${serverId}`, hostNamespace);
+  return { ...names, serverId, hsNetwork: names.dbNetwork, hsBridge: names.dbBridge };
+}
+
+/** The sandbox's files: under the agent's data root, outside the server's storage quota (it has none). */
+export function restoreSandboxPaths(dataRoot: string, serverId: string): HomeserverPaths {
+  const root = join(dataRoot, "restore-verify", idComponent(serverId, "server id"));
+  return pathsUnder(root, join(root, "no-storage-image"));
 }
 
 /** Where a restore of backup `backupId` is extracted: in the server's root-owned directory, out of every container's reach. */

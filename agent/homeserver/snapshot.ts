@@ -107,11 +107,13 @@ async function countedSnapshot(
       const complete = output.split("\n").slice(0, -1);
       if (complete.length >= 2) resolve(complete);
     });
-    session.stdout.on("end", () => reject(new Error(`counting the snapshot's rows failed: ${output.trim().slice(0, 300)}`)));
+    session.stdout.on("end", () => reject(new Error(`counting the snapshot's rows failed${output.trim() ? `: ${output.trim().slice(0, 300)}` : ""}`)));
     session.stdout.on("error", reject);
   }).catch(async (error: unknown) => {
-    await release().catch(() => undefined);
-    throw error;
+    input.end();
+    // psql's own words (a database that is gone, say) are what an operator needs
+    const { stderr } = await session.finished.catch(() => ({ stderr: "" }));
+    throw new Error(`${errorMessage(error)}${stderr.trim() ? `: ${stderr.trim().slice(-300)}` : ""}`);
   });
   const [id, row] = lines;
   const [users, rooms, events] = (row ?? "").split("|").map(Number);

@@ -9,10 +9,11 @@ import { audit } from "../audit/audit";
 import { agentUrl } from "../backups/backups";
 import { serverSpread } from "../backups/maintenance";
 import type { WorkContext } from "../context";
-import { backups, checkResults, servers, type Backup, type Job, type Server } from "../db/schema";
+import { backups, servers, type Backup, type Job, type Server } from "../db/schema";
 import { dispatchJob } from "../fleet/hosts";
 import { resultOf, unfinishedJobsOfKind } from "../fleet/jobs";
 import { logError } from "../logging";
+import { recordCheckResults } from "./results";
 
 const HOURS_IN_WEEK = 7 * 24;
 
@@ -129,21 +130,15 @@ export async function applyRestoreVerifyOutcome(ctx: WorkContext, job: Job): Pro
     .where(and(eq(backups.id, job.backupId), eq(backups.serverId, job.serverId), eq(servers.hostId, job.hostId)));
   if (!row) return;
   const verdict = restoreVerdict(job, row.backup);
-  await insertRestoreCheckResult(ctx, row.server, job, verdict);
+  await recordCheckResults(ctx, [
+    {
+      userId: row.server.userId,
+      serverId: row.server.id,
+      checkId: "restore-verified",
+      result: verdict.result,
+      evidence: { summary: verdict.summary, facts: verdict.facts },
+      jobId: job.id,
+    },
+  ]);
   await audit(ctx.db, ctx.now, "system", "check.restore_verified", row.server.id, { result: verdict.result, backupId: row.backup.id, jobId: job.id });
-}
-
-/** One check_results row (switched to the general recordCheckResults at merge). */
-async function insertRestoreCheckResult(ctx: WorkContext, server: Server, job: Job, verdict: Verdict): Promise<void> {
-  await ctx.db.insert(checkResults).values({
-    id: crypto.randomUUID(),
-    userId: server.userId,
-    serverId: server.id,
-    checkId: "restore-verified",
-    result: verdict.result,
-    summary: verdict.summary,
-    facts: JSON.stringify(verdict.facts),
-    checkedAt: ctx.now,
-    jobId: job.id,
-  });
 }

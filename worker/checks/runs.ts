@@ -10,7 +10,6 @@ import { dispatchJob } from "../fleet/hosts";
 import { payloadOf, resultOf } from "../fleet/jobs";
 import { logError } from "../logging";
 import { ownedServer } from "../servers/servers";
-import type { CheckId } from "./registry";
 import { recordCheckResults, type NewCheckResult } from "./results";
 import { softwareVerdict } from "./software";
 import { backupsVerdict, cardDataVerdict } from "./verdicts";
@@ -24,9 +23,6 @@ const HOUR = 60 * 60_000;
 /** A daily run is skipped while one is under way or was sent this recently (a repeated cron run, an on-demand one). */
 const DAILY_CHECKS_SKIP_MS = 20 * HOUR;
 const UNFINISHED: Job["status"][] = ["queued", "sent", "acked"];
-
-/** Checks nothing records yet: the security page says they do not run, and a server's page shows "not yet". */
-export const UNSCHEDULED_CHECKS: readonly CheckId[] = ["restore-verified"];
 
 /** The hour of the day (UTC) a server's checks run: six hours from its backup and from its upkeep, so none of the three load its host together. */
 export function dailyChecksHour(serverId: string): number {

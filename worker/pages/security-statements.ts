@@ -300,7 +300,7 @@ export const HOW_WE_KEEP_IT: Record<HowTopicId, HowTopic> = {
     paragraphs: [
       "Once a day, at an hour of its own, each homeserver's database and media are archived, compressed and encrypted on its host with age, to a key made for that homeserver alone; the ciphertext is uploaded to our storage in parts whose sizes and hashes we check. Nothing of the backup is written to the host's disk, and nothing but ciphertext leaves it.",
       "The key that opens a backup is kept by the control plane, encrypted under a secret of ours, and sent to the host only inside a restore job. Backups older than 30 days are deleted (except a homeserver's newest good one), and a homeserver without a good backup for two days alerts our operators.",
-      "A restore never writes over the running homeserver until it has worked: it is unpacked and loaded beside it, swapped in, and swapped back if Synapse does not come up. The restore check we are building will go further, without touching your homeserver: it will restore the latest backup into a throwaway sandbox and compare what it holds with the counts recorded when the backup was made.",
+      "A restore never writes over the running homeserver until it has worked: it is unpacked and loaded beside it, swapped in, and swapped back if Synapse does not come up. The restore check goes further, without touching your homeserver: every week it restores the latest backup into a throwaway sandbox on the host, starts Synapse on it, and compares what it holds with the counts recorded when the backup was made.",
     ],
     sources: [
       { doc: DECISIONS, heading: "Backups (control plane)" },

@@ -1,5 +1,4 @@
 import { promiseCheck, type CheckId } from "../checks/registry";
-import { UNSCHEDULED_CHECKS } from "../checks/runs";
 import { Layout, SECURITY_PATH, type Viewer } from "./layout";
 import { HOW_WE_KEEP_IT, SECURITY_SECTIONS, type HowTopicId, type Statement } from "./security-statements";
 
@@ -15,13 +14,6 @@ export interface OwnServer {
 function CheckNote(props: { id: CheckId; servers: OwnServer[] | null }) {
   const check = promiseCheck(props.id);
   const subject = check.subject === "homeserver" ? "for each homeserver" : "for your account";
-  if (UNSCHEDULED_CHECKS.includes(check.id)) {
-    return (
-      <p class="hint">
-        To be checked every {check.every} {subject} (check <code>{check.id}</code>, not running yet): {check.covers}
-      </p>
-    );
-  }
   return (
     <>
       <p class="hint">

@@ -47,6 +47,11 @@ describe.skipIf(unusable)("homeserver.checks (real Synapse)", () => {
         if (diskEncryptionFails) throw new Error("mount table unreadable at /proc/self/mountinfo");
         return { dataRoot: run.dataRoot, encrypted: false, devices: ["test"], allowUnencrypted: true };
       },
+      // what the daemon takes from its proxy's config; nothing listens on this "proxy"
+      hostChecks: {
+        certificates: { proxy: { host: "127.0.0.1", port: 1 }, trustedRoots: async () => undefined },
+        privatePorts: [{ what: "the proxy's admin API", port: 2019 }],
+      },
     });
     spec = run.spec("checks");
     await run.run("homeserver.provision", spec);
@@ -94,6 +99,18 @@ describe.skipIf(unusable)("homeserver.checks (real Synapse)", () => {
       result: "fails",
       evidence: { summary: "This is a development host, allowed to run without disk encryption: the data is on an unencrypted disk." },
     });
+  });
+
+  it("runs the isolation and certificates checks with the host's settings: isolation holds, and a proxy that does not answer is could not check", async () => {
+    const result = await checks(["isolation", "certificates"]);
+    expect(result.outcomes.map((o) => [o.checkId, o.result])).toEqual([
+      ["isolation", "holds"],
+      ["certificates", "could_not_check"],
+    ]);
+    expect(result.outcomes[0]!.evidence.facts.map((fact) => fact.label)).toEqual(expect.arrayContaining(["Synapse container", "PostgreSQL container"]));
+    const hostProbe = result.outcomes[0]!.evidence.facts.find((fact) => fact.label === "Probe: host's private services")!;
+    expect(hostProbe.value).toMatch(/:2019 no \(/);
+    expect(result.outcomes[1]!.evidence.summary).toBe(`The proxy did not complete a TLS handshake for ${spec.serverName}.`);
   });
 
   it("a check that throws is could_not_check, without the error, while the next still runs", async () => {

@@ -38,7 +38,7 @@ describe("the Security tab", () => {
     expect(await checkJobCount(server.id)).toBe(0);
   });
 
-  it("lists every promise at its anchor, says which are not checked yet, and runs the checks on 'Check now', showing results in words", async () => {
+  it("lists every promise at its anchor, says none has a result yet, and runs the checks on 'Check now', showing results in words", async () => {
     const server = await runningServer();
     const cookie = server.owner.cookie;
     const before = await page(securityPage(server.id), cookie);
@@ -46,7 +46,8 @@ describe("the Security tab", () => {
     expect(before).not.toMatch(/<script/);
     expect(before).toContain('aria-current="page">Security</a>');
     for (const check of PROMISE_CHECKS) expect(before).toContain(`<section id="${check.id}"`);
-    expect(before).toContain("this check is not running yet.");
+    expect(before).toContain(`it runs every week; its first result shows here.`);
+    expect(before).toContain(`it runs every day; its first result shows here.`);
 
     const started = await checkNow(server.id, cookie);
     expect(started.status).toBe(303);
