@@ -1,5 +1,5 @@
 // `npm run bench`: the migration, KDF, session-check, Stripe webhook, fleet, homeserver,
-// backup, storage-measurement and upkeep benchmarks, printed as tables and written to
+// backup, storage-measurement, upkeep and promise-check benchmarks, printed as tables and written to
 // bench-results/latest.json. Ratios are the headline; absolute numbers depend
 // on the machine, printed first. The HTTP and fleet benchmarks share one dev
 // server (Worker + Stripe emulator, --no-agent: no local berth-agent beside it),
@@ -7,7 +7,7 @@
 // restarts that server for its reconnect storm. The homeserver benchmark runs
 // on a dev server of its own with the local agent and Caddy (it needs Docker
 // Engine, Caddy and the images, as root); backups, storage and the storage quota (root: loop
-// devices) run in Node; upkeep runs the agent's handlers against Docker Engine. The migration
+// devices) run in Node; upkeep and the promise checks run the agent's handlers against Docker Engine. The migration
 // benchmark runs first, on a dev server of its own with two local hosts (the same needs as the
 // homeserver one); `npm run bench -- migration` runs it alone.
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -22,6 +22,7 @@ import { benchQuota } from "./quota.mjs";
 import { machineInfo, root, round, table } from "./lib.mjs";
 import { benchSessionCheck } from "./session-check.mjs";
 import { benchStorage } from "./storage.mjs";
+import { benchChecks, checksReport } from "./checks.mjs";
 import { benchUpkeep, upkeepReport } from "./upkeep.mjs";
 import { benchWebhooks } from "./webhooks.mjs";
 
@@ -292,6 +293,8 @@ console.log(
 
 const upkeep = await benchUpkeep();
 console.log(`\n${upkeepReport(upkeep)}`);
+const checks = await benchChecks();
+console.log(`\n${checksReport(checks)}`);
 const quota = await benchQuota();
 console.log(
   `\nStorage quota (agent/homeserver/storage-quota.ts: a ${quota.quotaMiB} MiB ext4 image on a loop device) vs a plain directory of the data root ` +
@@ -357,6 +360,11 @@ console.log(
       ["storage measurement time, agent / du -s", round(storage.ratios.agentOverDu)],
       ["upkeep: state_groups_state rows after / before", round(upkeep.ratios.rowsAfterOverBefore)],
       ["upkeep: database bytes after / before", round(upkeep.ratios.databaseAfterOverBefore)],
+      ["daily host checks / a backup of the same server, wall", round(checks.ratios.checksOverSmallBackup)],
+      [
+        "restore verification / its backup, wall (small, large)",
+        `${round(checks.ratios.verifyOverBackupSmall)}, ${round(checks.ratios.verifyOverBackupLarge)}`,
+      ],
       [
         "write MiB/s into a storage quota / the plain data root, mixed files fsync'd",
         round(quota.mixed.throughputRatio),
@@ -384,5 +392,6 @@ writeResults({
   backup,
   storage,
   upkeep,
+  checks,
   quota,
 });

@@ -1,6 +1,7 @@
 // The isolation check: what Docker reports for a homeserver's two containers, held against the
 // contract containers.ts creates them with, and a network probe from the homeserver's own network
 // towards other customers' containers and the host's private services, which must all fail to connect.
+import { createServer, type AddressInfo } from "node:net";
 import type Docker from "dockerode";
 import type { HostCheckOutcome } from "../../protocol/checks.ts";
 import { assertNoDockerSocket } from "../homeserver/containers.ts";
@@ -157,6 +158,24 @@ export async function probeTargets(input: IsolationCheckInput): Promise<ProbeTar
 
 function described(targets: ProbeTarget[], results: string[]): string {
   return targets.map((t, i) => `${t.host}:${t.port} ${results[i] === "connected" ? "CONNECTED" : `no (${results[i]})`}`).join("; ");
+}
+
+/**
+ * Runs `fn` with a TCP service of the host's own listening on `address` (a gateway of the
+ * homeserver's network, so nothing outside the host can reach it), for as long as the check runs:
+ * a private service the probe must not reach either, on every host, whatever else the host runs.
+ */
+export async function withHostListener<T>(address: string, fn: (port: number) => Promise<T>): Promise<T> {
+  const server = createServer((socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, address, resolve);
+  });
+  try {
+    return await fn((server.address() as AddressInfo).port);
+  } finally {
+    server.close();
+  }
 }
 
 /**

@@ -6,7 +6,7 @@ import type { Readable } from "node:stream";
 import type { HostCheckOutcome } from "../../protocol/checks.ts";
 import type { JobPayload, JobResult } from "../../protocol/jobs.ts";
 import type { UploadResult } from "../backup/transfer.ts";
-import { checkIsolation } from "../checks/isolation.ts";
+import { checkIsolation, withHostListener } from "../checks/isolation.ts";
 import type { Logger } from "../log.ts";
 import { setAdminPassword } from "./admin-password.ts";
 import type { PlanResources } from "./containers.ts";
@@ -191,22 +191,30 @@ export class HomeserverManager {
     return probeRoomEncryption(this.core, serverId, ctx);
   }
 
-  /** The isolation check of this server, against every other homeserver of this host and the host's `privatePorts`. */
-  checkIsolation(serverId: string, privatePorts: Array<{ what: string; port: number }>, signal: AbortSignal): Promise<HostCheckOutcome> {
+  /**
+   * The isolation check of this server, against every other homeserver of this host, the host's
+   * `privatePorts`, and a listener the check opens on the gateway of the server's network.
+   */
+  async checkIsolation(serverId: string, privatePorts: Array<{ what: string; port: number }>, signal: AbortSignal): Promise<HostCheckOutcome> {
     const record = this.core.requireRecord(serverId);
-    return checkIsolation({
-      runtime: this.core.runtime,
-      names: this.core.names(serverId),
-      // already on the host, and it has the Python the probe runs on
-      probeImage: record.images.synapse,
-      neighbours: this.records
-        .ids()
-        .filter((id) => id !== serverId)
-        .map((id) => this.core.names(id)),
-      hostPorts: privatePorts,
-      labels: this.core.labels,
-      signal,
-    });
+    const names = this.core.names(serverId);
+    const check = (hostPorts: Array<{ what: string; port: number }>) =>
+      checkIsolation({
+        runtime: this.core.runtime,
+        names,
+        // already on the host, and it has the Python the probe runs on
+        probeImage: record.images.synapse,
+        neighbours: this.records
+          .ids()
+          .filter((id) => id !== serverId)
+          .map((id) => this.core.names(id)),
+        hostPorts,
+        labels: this.core.labels,
+        signal,
+      });
+    const gateway = (await this.core.runtime.inspectNetwork(names.hsNetwork))?.gateways[0];
+    if (!gateway) return check(privatePorts);
+    return withHostListener(gateway, (port) => check([...privatePorts, { what: "a listener of the host's, opened for the check", port }]));
   }
 
   runningSynapse(serverId: string, signal: AbortSignal): Promise<{ version: string; image: string } | undefined> {

@@ -5,11 +5,23 @@ import type { CheckEvidence, CheckResultKind } from "./registry";
 
 type Version = readonly [number, number, number];
 
-/** Synapse releases that fixed a security problem (Synapse's own advisories), oldest first. */
+/**
+ * Synapse releases that fixed a security problem, oldest first: each release's own security
+ * section in Synapse's changelog (CHANGES.md), with its advisories' CVEs.
+ */
 export const SYNAPSE_SECURITY_FIXES: readonly { version: string; fixes: string }[] = [
-  { version: "1.105.1", fixes: "CVE-2024-31208: a remote server could make Synapse spend its CPU resolving room state" },
-  { version: "1.120.1", fixes: "CVE-2024-52805 and others: unauthenticated media downloads and a denial of service through multipart uploads" },
-  { version: "1.127.1", fixes: "CVE-2025-30355: a malicious server could stop federation with events that Synapse could not process" },
+  {
+    version: "1.105.1",
+    fixes: "CVE-2024-31208: members of a room on another server could fill the disk and load the CPU through a weakness in auth chain indexing",
+  },
+  {
+    version: "1.120.1",
+    fixes:
+      "CVE-2024-52805, CVE-2024-52815, CVE-2024-53863, CVE-2024-53867: memory exhaustion through unsupported content types, invites over federation that break a user's sync, thumbnails of unexpected file formats, and sliding sync leaking room state to former members",
+  },
+  { version: "1.127.1", fixes: "CVE-2025-30355: malformed events from another server could stop federation (exploited in the wild)" },
+  { version: "1.135.2", fixes: "CVE-2025-49090: room version 12, the coordinated Matrix security release fixing weaknesses of state resolution" },
+  { version: "1.139.1", fixes: "CVE-2025-61672: device keys were not validated, so a user of the homeserver could degrade its federation" },
 ];
 
 /** "1.163.2", "v1.163.2" or "1.163.2rc1 (…)": its first three numbers; null when it does not start with a version. */

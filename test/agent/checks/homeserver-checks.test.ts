@@ -110,7 +110,29 @@ describe.skipIf(unusable)("homeserver.checks (real Synapse)", () => {
     expect(result.outcomes[0]!.evidence.facts.map((fact) => fact.label)).toEqual(expect.arrayContaining(["Synapse container", "PostgreSQL container"]));
     const hostProbe = result.outcomes[0]!.evidence.facts.find((fact) => fact.label === "Probe: host's private services")!;
     expect(hostProbe.value).toMatch(/:2019 no \(/);
+    // the check's own listener on the gateway: tried too, and not reached either
+    expect(hostProbe.value.split("; ").length).toBeGreaterThanOrEqual(2 * 2);
+    expect(hostProbe.value).not.toContain("CONNECTED");
     expect(result.outcomes[1]!.evidence.summary).toBe(`The proxy did not complete a TLS handshake for ${spec.serverName}.`);
+  });
+
+  it("fails naming what the homeserver's network reached once its firewall rules are gone, on a host that runs nothing else", async () => {
+    const names = run.names(spec.serverId);
+    await run.firewall.remove({ chainId: names.chainId, tag: names.firewallTag });
+    try {
+      const [isolation] = (await checks(["isolation"])).outcomes;
+      expect(isolation!.result).toBe("fails");
+      expect(isolation!.evidence.summary).toMatch(/the homeserver's network reaches a listener of the host's, opened for the check on the host \([\d.]+\) at [\d.]+:\d+/);
+    } finally {
+      await run.firewall.ensure({
+        chainId: names.chainId,
+        tag: names.firewallTag,
+        hsBridge: names.hsBridge,
+        dbBridge: names.dbBridge,
+        dockerSubnets: await run.runtime.networkSubnets(),
+      });
+    }
+    expect((await checks(["isolation"])).outcomes[0]!.result).toBe("holds");
   });
 
   it("a check that throws is could_not_check, without the error, while the next still runs", async () => {

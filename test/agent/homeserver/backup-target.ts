@@ -28,11 +28,14 @@ export class BackupTarget {
   private server: Server | undefined;
   private base = "";
 
-  constructor(
-    private readonly hostId: string,
-    privateKey: KeyObject,
-    private readonly publicKey = createPublicKey(privateKey).export({ format: "jwk" }).x!,
-  ) {}
+  private readonly hostId: string;
+  private readonly publicKey: string;
+
+  // Plain fields, not parameter properties: bench/ loads this file with Node's type stripping.
+  constructor(hostId: string, privateKey: KeyObject) {
+    this.hostId = hostId;
+    this.publicKey = createPublicKey(privateKey).export({ format: "jwk" }).x!;
+  }
 
   async start(): Promise<void> {
     this.server = createServer((req, res) => {

@@ -54,6 +54,26 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
     uploadBase: target.uploadBase(id),
   });
   const restorePayload = (id: string, identity = keys.identity) => ({ serverId: spec.serverId, backupId: id, identity, downloadUrl: target.objectUrl(id) });
+  /** Backups a restore must refuse, each the first backup's object under a new id, spoiled: what it is, its payload, how it is spoiled, the error. */
+  const unreadableBackups: Array<[string, (id: string) => ReturnType<typeof restorePayload>, (id: string) => void, RegExp]> = [
+    ["a wrong key", (id: string) => restorePayload(id, generateAgeKeyPair().identity), () => undefined, /no identity matches/i],
+    [
+      "a truncated backup",
+      (id: string) => restorePayload(id),
+      (id: string) => target.replaceObject(id, target.object(backupId).subarray(0, 5 * MiB)),
+      /truncated|does not authenticate/i,
+    ],
+    [
+      "a corrupted backup",
+      (id: string) => restorePayload(id),
+      (id: string) => {
+        const bytes = Buffer.from(target.object(backupId));
+        bytes[bytes.length >> 1]! ^= 0xff;
+        target.replaceObject(id, bytes);
+      },
+      /corrupt|authenticat|tamper/i,
+    ],
+  ];
   const aliceToken = async () => (await run.login(spec.serverId, "alice", alicePassword)).token!;
   const serviceToken = () => (JSON.parse(readFileSync(credentialsPath(run.paths(spec.serverId)), "utf8")) as { accessToken: string }).accessToken;
   const whoami = async (token: string) => (await requestJson(`${await base()}/_matrix/client/v3/account/whoami`, { token })).status;
@@ -164,9 +184,14 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
     expect((await run.login(spec.serverId, "alice", alicePassword)).status).toBe(200);
   });
 
-  it("a backup that does not decrypt fails its verification, saying why, and leaves no sandbox", async () => {
-    await expect(run.run("homeserver.restore_verify", restorePayload(backupId, generateAgeKeyPair().identity))).rejects.toThrow(/no identity matches/i);
-    expect(await run.runtime.inspectContainer(restoreSandboxNames(spec.serverId, run.hostNamespace).postgres)).toBeUndefined();
+  it.each(unreadableBackups)("%s fails its verification, saying why, and leaves no sandbox", async (_what, payload, prepare, message) => {
+    const id = `${run.prefix}-${randomBytes(3).toString("hex")}`;
+    target.replaceObject(id, target.object(backupId));
+    prepare(id);
+    await expect(run.run("homeserver.restore_verify", payload(id))).rejects.toThrow(message);
+    const sandbox = restoreSandboxNames(spec.serverId, run.hostNamespace);
+    expect(await run.runtime.inspectContainer(sandbox.postgres)).toBeUndefined();
+    expect(await run.runtime.inspectNetwork(sandbox.dbNetwork)).toBeUndefined();
     expect(readdirSync(join(run.dataRoot, "restore-verify"))).toEqual([]);
   });
 
@@ -243,25 +268,7 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
     expect(existsSync(join(run.paths(spec.serverId).synapse, "media_store.before-restore"))).toBe(false);
   });
 
-  it.each([
-    ["a wrong key", (id: string) => restorePayload(id, generateAgeKeyPair().identity), () => undefined, /no identity matches/i],
-    [
-      "a truncated backup",
-      (id: string) => restorePayload(id),
-      (id: string) => target.replaceObject(id, target.object(backupId).subarray(0, 5 * MiB)),
-      /truncated|does not authenticate/i,
-    ],
-    [
-      "a corrupted backup",
-      (id: string) => restorePayload(id),
-      (id: string) => {
-        const bytes = Buffer.from(target.object(backupId));
-        bytes[bytes.length >> 1]! ^= 0xff;
-        target.replaceObject(id, bytes);
-      },
-      /corrupt|authenticat|tamper/i,
-    ],
-  ])("%s fails clearly and leaves the running homeserver untouched", async (_what, payload, prepare, message) => {
+  it.each(unreadableBackups)("%s fails clearly and leaves the running homeserver untouched", async (_what, payload, prepare, message) => {
     const id = `${run.prefix}-${randomBytes(3).toString("hex")}`;
     target.replaceObject(id, target.object(backupId));
     prepare(id);

@@ -7,6 +7,7 @@
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { checkCertificate } from "../../../agent/checks/certificates.ts";
 import { silentLogger } from "../../../agent/log.ts";
 import { CaddyProxy } from "../../../agent/proxy/caddy.ts";
 import { reservePortPair, reservePort } from "../../ports.ts";
@@ -100,6 +101,22 @@ describe("certificates from an ACME server (Pebble)", () => {
     expect(check?.report?.issuer).toMatch(/^Pebble Intermediate CA [0-9a-f]+ \(untrusted: UNABLE_TO_GET_ISSUER_CERT_LOCALLY\)$/);
     expect(intermediate.subject).toContain(check!.report!.issuer.split(" (")[0]);
     expect(check).toMatchObject({ trusted: false, error: "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" });
+
+    // The certificates promise check, trusting Pebble's root as production trusts Let's Encrypt's:
+    // it holds, naming the issuer and the expiry, the endpoints answering over the certificate.
+    const promise = await checkCertificate({ serverName: SERVER_NAME, proxy: { host: "127.0.0.1", port: httpsPort }, trustedRoots: pebble!.root });
+    expect(promise.result, promise.evidence.summary).toBe("holds");
+    expect(promise.evidence.facts).toEqual(
+      expect.arrayContaining([
+        { label: "Issuer", value: expect.stringMatching(/^Pebble Intermediate CA [0-9a-f]+$/) },
+        { label: "Expires", value: new Date(Date.parse(first.validTo)).toISOString() },
+        { label: "/_matrix/federation/v1/version", value: "answers (200)" },
+      ]),
+    );
+    // Against the public roots alone Pebble's chain is not trusted, and the check fails saying so.
+    const untrusted = await checkCertificate({ serverName: SERVER_NAME, proxy: { host: "127.0.0.1", port: httpsPort } });
+    expect(untrusted.result).toBe("fails");
+    expect(untrusted.evidence.summary).toContain("its issuer is not trusted (UNABLE_TO_GET_ISSUER_CERT_LOCALLY)");
   });
 
   it(
@@ -128,6 +145,9 @@ describe("certificates from an ACME server (Pebble)", () => {
 
       const [check] = await proxy.checkCertificates();
       expect(check?.report?.notAfter).toBeGreaterThanOrEqual(Date.parse(renewed.validTo));
+      const promise = await checkCertificate({ serverName: SERVER_NAME, proxy: { host: "127.0.0.1", port: httpsPort }, trustedRoots: pebble!.root });
+      const expires = promise.evidence.facts.find((fact) => fact.label === "Expires")!.value;
+      expect(Date.parse(expires)).toBeGreaterThanOrEqual(Date.parse(renewed.validTo));
     },
     (VALIDITY_SECONDS + 30) * 1000,
   );

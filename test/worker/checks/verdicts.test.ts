@@ -105,8 +105,8 @@ describe("the software check", () => {
   it("fails for an older release missing a security fix, naming the newest fix it misses", () => {
     const verdict = softwareVerdict(running("1.120.0"), SHIPPED);
     expect(verdict.result).toBe("fails");
-    expect(verdict.evidence.summary).toBe("Synapse 1.120.0 is older than 1.127.1, which fixed a security problem; the update to 1.163.2 is due.");
-    expect(verdict.evidence.facts).toContainEqual({ label: "Fixed in 1.127.1", value: SYNAPSE_SECURITY_FIXES.find((fix) => fix.version === "1.127.1")!.fixes });
+    expect(verdict.evidence.summary).toBe("Synapse 1.120.0 is older than 1.139.1, which fixed a security problem; the update to 1.163.2 is due.");
+    expect(verdict.evidence.facts).toContainEqual({ label: "Fixed in 1.139.1", value: SYNAPSE_SECURITY_FIXES.find((fix) => fix.version === "1.139.1")!.fixes });
   });
 
   it("holds for an older release past every known security fix, saying an update is available", () => {
