@@ -122,7 +122,9 @@ describe.skipIf(unusable)("homeserver.checks (real Synapse)", () => {
     try {
       const [isolation] = (await checks(["isolation"])).outcomes;
       expect(isolation!.result).toBe("fails");
-      expect(isolation!.evidence.summary).toMatch(/the homeserver's network reaches a listener of the host's, opened for the check on the host \([\d.]+\) at [\d.]+:\d+/);
+      expect(isolation!.evidence.summary).toMatch(
+        /the homeserver's network reaches a listener of the host's, opened for the check on the host \([\d.]+\) at [\d.]+:\d+/,
+      );
     } finally {
       await run.firewall.ensure({
         chainId: names.chainId,
