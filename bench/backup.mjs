@@ -1,20 +1,32 @@
 // Backup throughput on a generated 2 GiB homeserver (media store, database dump,
-// config): the agent's pipeline (agent/backup: tar → zstd -1 → age on node:zlib and
-// node:crypto) against the same work done by standard tools, `tar | zstd -1 -T1 |
-// age` (Debian packages), each writing its ciphertext to a local file. And, for the
-// choice of age implementation, the agent's pipeline with age-encryption (pure JS)
-// as its age step. Each Node pipeline runs in a child process of its own, whose
-// peak RSS (VmHWM) is reported: the target is under 150 MiB whatever the size.
+// config), upload included: the agent's pipeline (agent/backup: tar → zstd -1 → age
+// on node:zlib and node:crypto, then uploadBackup) against the same work done by
+// standard tools, `tar | zstd -1 -T1 | age` (Debian packages) piped into the
+// agent's own uploader (uploadBackup reading its stdin, in a Node process of its
+// own). Both upload the same way, through the agent's real upload path (8 MiB
+// parts, each hashed once, a signed token per request, the whole hashed for the
+// completion) into the same local sink: an HTTP server in this (the parent)
+// process that writes each part at its offset in a local file and answers with the
+// part's size and the hash its token claims (the first round checks the whole file
+// against the completion's hash and opens it with age, zstd and tar). The sink's
+// CPU is the parent's and counted for neither side. And, for the choice of age
+// implementation, the agent's pipeline with age-encryption (pure JS) as its age
+// step. Each side is timed in this process from spawning its processes to their
+// exit (so each includes one Node start); CPU is the user + system time of all its
+// processes and threads. The Node pipeline's peak RSS (VmHWM) is reported: the
+// target is under 150 MiB whatever the size. Rounds alternate agent and shell;
+// figures are medians over the rounds, ratios the median of the per-round ratios.
 //
 // Run alone: node_modules/.bin/node bench/backup.mjs
 import { execFileSync, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createHash, generateKeyPairSync, randomBytes } from "node:crypto";
+import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { open } from "node:fs/promises";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { machineInfo, root, round, table } from "./lib.mjs";
@@ -115,7 +127,8 @@ async function bundleAgentBackup(dir) {
   const outfile = join(dir, "agent-backup.mjs");
   await build({
     stdin: {
-      contents: 'export { backupStream } from "./agent/backup/backup.ts"; export { archiveStream, localMediaFiles } from "./agent/backup/archive.ts";',
+      contents:
+        'export { backupStream } from "./agent/backup/backup.ts"; export { archiveStream, localMediaFiles } from "./agent/backup/archive.ts"; export { uploadBackup } from "./agent/backup/transfer.ts";',
       resolveDir: root,
       loader: "ts",
     },
@@ -129,18 +142,66 @@ async function bundleAgentBackup(dir) {
   return outfile;
 }
 
-/** In the child process: one backup of `dir` into `output`, its age step native or pure JS. */
-async function runChild({ bundle, dir, output, recipient, age }) {
-  const { archiveStream, backupStream, localMediaFiles } = await import(bundle);
+const PART_SIZE = 8 * MiB;
+
+/**
+ * The local sink both sides upload to: the Worker's agent endpoints reduced to
+ * writing each part at its offset in `output`. It answers a part with its size and
+ * the hash its token claims (the uploader checks the answer; the first round checks
+ * the file), so its own cost stays small and is the same for both sides.
+ */
+async function startSink(output) {
+  const file = await open(output, "w");
+  const state = { completed: undefined };
+  const server = createServer(async (request, response) => {
+    const chunks = [];
+    for await (const chunk of request) chunks.push(chunk);
+    const body = Buffer.concat(chunks);
+    const part = /\/parts\/(\d+)$/.exec(request.url);
+    if (part) {
+      const claims = JSON.parse(Buffer.from(request.headers.authorization.split(".")[1], "base64url").toString());
+      await file.write(body, 0, body.length, (Number(part[1]) - 1) * PART_SIZE);
+      response.setHeader("content-type", "application/json");
+      response.end(JSON.stringify({ partNumber: Number(part[1]), size: body.length, sha256: claims.body_sha256 }));
+      return;
+    }
+    if (request.url.endsWith("/complete")) state.completed = JSON.parse(body.toString());
+    response.end("{}");
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    uploadBase: `http://127.0.0.1:${server.address().port}/api/agent/backups/bench`,
+    /** The completion request of the last upload, then the sink is ready for the next one. */
+    async finish() {
+      const { completed } = state;
+      state.completed = undefined;
+      await file.truncate(completed?.size ?? 0);
+      return completed;
+    },
+    async close() {
+      server.close();
+      await file.close();
+    },
+  };
+}
+
+/** In a child process: one backup of `dir` uploaded to `uploadBase` (age native or pure JS), or stdin uploaded as it is. */
+async function runChild({ bundle, dir, uploadBase, recipient, mode }) {
+  const { archiveStream, backupStream, localMediaFiles, uploadBackup } = await import(bundle);
+  const identity = { hostId: "bench-host", privateKey: generateKeyPairSync("ed25519").privateKey };
+  const upload = (ciphertext) => uploadBackup(ciphertext, { identity, uploadBase, partSize: PART_SIZE, signal: new AbortController().signal });
+  if (mode === "stdin") {
+    await upload(process.stdin);
+    return;
+  }
   async function* files() {
     yield* localMediaFiles(join(dir, "media_store"), "synapse/media_store");
     for (const name of ["homeserver.yaml", "bench.example.org.signing.key"]) yield { name: `synapse/${name}`, path: join(dir, name) };
   }
   const contents = { manifest: MANIFEST, dump: createReadStream(join(dir, DUMP)), files: files() };
   const rssBeforeMiB = statusMiB("VmRSS");
-  const start = performance.now();
   let ciphertext;
-  if (age === "native") {
+  if (mode === "native") {
     ciphertext = backupStream({ ...contents, recipient });
   } else {
     const { Encrypter } = await import("age-encryption");
@@ -148,43 +209,60 @@ async function runChild({ bundle, dir, output, recipient, age }) {
     encrypter.addRecipient(recipient);
     ciphertext = Readable.fromWeb(await encrypter.encrypt(Readable.toWeb(archiveStream(contents))));
   }
-  // A buffered writer, like the uploader that collects 8 MiB parts: not a write per 64 KiB chunk.
-  await pipeline(ciphertext, createWriteStream(output, { highWaterMark: MiB }));
-  process.stdout.write(JSON.stringify({ ms: performance.now() - start, rssBeforeMiB, peakRssMiB: statusMiB("VmHWM") }));
+  await upload(ciphertext);
+  process.stdout.write(JSON.stringify({ rssBeforeMiB, peakRssMiB: statusMiB("VmHWM") }));
 }
 
-function runAgent(options) {
+/** Runs a command to its exit: its stdout, and the wall time from spawning it. */
+function timed(command, args) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [SELF, "--child", JSON.stringify(options)], { stdio: ["ignore", "pipe", "inherit"] });
+    const start = performance.now();
+    const child = spawn(command, args, { stdio: ["ignore", "pipe", "inherit"] });
     let stdout = "";
     child.stdout.on("data", (chunk) => (stdout += chunk));
     child.on("error", reject);
-    child.on("exit", (code) => (code === 0 ? resolve(JSON.parse(stdout)) : reject(new Error(`backup child exited ${code}`))));
+    child.on("exit", (code) => (code === 0 ? resolve({ ms: performance.now() - start, stdout }) : reject(new Error(`${command} exited ${code}`))));
   });
 }
 
-function runShell(dir, output, recipient) {
-  const start = performance.now();
-  execFileSync("bash", ["-o", "pipefail", "-c", 'tar -C "$1" -cf - . | zstd -q -1 -T1 | age -r "$2" > "$3"', "bench", dir, recipient, output]);
-  return { ms: performance.now() - start };
+async function runAgent(options) {
+  const { ms, stdout } = await timed(process.execPath, [SELF, "--child", JSON.stringify(options)]);
+  return { ms, ...JSON.parse(stdout) };
+}
+
+function runShell(dir, recipient, options) {
+  const script = 'tar -C "$1" -cf - . | zstd -q -1 -T1 | age -r "$2" | "$3" "$4" --child "$5"';
+  return timed("bash", ["-o", "pipefail", "-c", script, "bench", dir, recipient, process.execPath, SELF, JSON.stringify({ ...options, mode: "stdin" })]);
 }
 
 /**
- * Runs one pipeline; its throughput, CPU time and output size, then `check(output)`
- * and the output removed. `sync` after it, so its write-back does not land in the next run.
+ * Runs one pipeline; its throughput, CPU time and upload's size, then `check(output, completed)`.
+ * `sync` after it, so its write-back does not land in the next run.
  */
-async function measure(pipelineRun, output, inputBytes, check = () => {}) {
+async function measure(pipelineRun, sink, output, inputBytes, check = () => {}) {
   const cpuBefore = childrenCpuSeconds();
   const run = await pipelineRun();
   const cpuSeconds = childrenCpuSeconds() - cpuBefore;
+  const completed = await sink.finish();
   execFileSync("sync");
-  const outputBytes = statSync(output).size;
-  check(output);
-  rmSync(output);
-  return { ...run, mibPerSec: inputBytes / MiB / (run.ms / 1000), cpuSecondsPerGiB: cpuSeconds / (inputBytes / 1024 / MiB), outputMiB: outputBytes / MiB };
+  if (!completed) throw new Error("the upload was not completed");
+  check(output, completed);
+  const { stdout: _, ...figures } = run;
+  return {
+    ...figures,
+    mibPerSec: inputBytes / MiB / (run.ms / 1000),
+    cpuSecondsPerGiB: cpuSeconds / (inputBytes / 1024 / MiB),
+    outputMiB: completed.size / MiB,
+  };
 }
 
-export async function benchBackup({ totalMiB = 2048, rounds = 2 } = {}) {
+const median = (values) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+};
+
+export async function benchBackup({ totalMiB = 2048, rounds = 5 } = {}) {
   const { generateAgeKeyPair } = await import("../agent/backup/age.ts");
   const keys = generateAgeKeyPair();
   const work = mkdtempSync(join(tmpdir(), "berth-bench-backup-"));
@@ -196,41 +274,59 @@ export async function benchBackup({ totalMiB = 2048, rounds = 2 } = {}) {
     const generateSeconds = (performance.now() - generateStart) / 1000;
     const output = join(work, "backup.age");
     const bundle = await bundleAgentBackup(work);
+    const sink = await startSink(output);
 
     const keyFile = join(work, "key.txt");
     writeFileSync(keyFile, `${keys.identity}\n`, { mode: 0o600 });
-    // The agent's backup opens with the standard tools and holds every file (and the manifest).
-    const opensByHand = (file) => {
+    // The upload arrived whole, and the agent's backup opens with the standard tools and holds every file (and the manifest).
+    const uploadedWhole = (file, completed) => {
+      const sha256 = createHash("sha256").update(readFileSync(file)).digest("hex");
+      if (sha256 !== completed.sha256) throw new Error("the sink's file is not what was uploaded");
+    };
+    const opensByHand = (file, completed) => {
+      uploadedWhole(file, completed);
       const script = 'age -d -i "$1" "$2" | zstd -d | tar -tf - | grep -vc "^database/"';
       const listed = Number(execFileSync("bash", ["-o", "pipefail", "-c", script, "bench", keyFile, file]));
       if (listed !== files + 1) throw new Error(`the agent's backup lists ${listed} files besides the dump, not ${files + 1}`);
     };
 
-    // Alternating rounds spread the machine's drift over both.
+    const options = { bundle, dir, uploadBase: sink.uploadBase, recipient: keys.recipient };
     const agent = [];
     const shell = [];
-    for (let i = 0; i < rounds; i++) {
-      const check = i === 0 ? opensByHand : undefined;
-      agent.push(await measure(() => runAgent({ bundle, dir, output, recipient: keys.recipient, age: "native" }), output, bytes, check));
-      shell.push(await measure(async () => runShell(dir, output, keys.recipient), output, bytes));
+    let pureJs;
+    try {
+      // Alternating rounds spread the machine's drift over both.
+      for (let i = 0; i < rounds; i++) {
+        agent.push(await measure(() => runAgent({ ...options, mode: "native" }), sink, output, bytes, i === 0 ? opensByHand : undefined));
+        shell.push(await measure(() => runShell(dir, keys.recipient, options), sink, output, bytes, i === 0 ? uploadedWhole : undefined));
+      }
+      pureJs = await measure(() => runAgent({ ...options, mode: "age-encryption" }), sink, output, bytes);
+    } finally {
+      await sink.close();
     }
-    const pureJs = await measure(() => runAgent({ bundle, dir, output, recipient: keys.recipient, age: "age-encryption" }), output, bytes);
 
-    const mean = (runs) => (runs.length * bytes) / MiB / (runs.reduce((sum, run) => sum + run.ms, 0) / 1000);
-    const cpu = (runs) => runs.reduce((sum, run) => sum + run.cpuSecondsPerGiB, 0) / runs.length;
+    const summary = (runs) => ({
+      runs,
+      mibPerSec: median(runs.map((run) => run.mibPerSec)),
+      cpuSecondsPerGiB: median(runs.map((run) => run.cpuSecondsPerGiB)),
+      peakRssMiB: runs[0].peakRssMiB === undefined ? undefined : Math.max(...runs.map((run) => run.peakRssMiB)),
+    });
+    const agentOverShellByRound = agent.map((run, i) => run.mibPerSec / shell[i].mibPerSec);
+    const cpuByRound = agent.map((run, i) => run.cpuSecondsPerGiB / shell[i].cpuSecondsPerGiB);
     return {
       inputMiB: bytes / MiB,
       files,
       generateSeconds,
       rounds,
-      agent: { runs: agent, mibPerSec: mean(agent), cpuSecondsPerGiB: cpu(agent), peakRssMiB: Math.max(...agent.map((run) => run.peakRssMiB)) },
-      shell: { runs: shell, mibPerSec: mean(shell), cpuSecondsPerGiB: cpu(shell) },
-      pureJs,
+      agent: summary(agent),
+      shell: summary(shell),
+      pureJs: summary([pureJs]),
       ratios: {
-        agentOverShell: mean(agent) / mean(shell),
-        agentOverShellByRound: agent.map((run, i) => run.mibPerSec / shell[i].mibPerSec),
-        pureJsOverAgent: pureJs.mibPerSec / mean(agent),
-        agentOverShellCpu: cpu(agent) / cpu(shell),
+        agentOverShell: median(agentOverShellByRound),
+        agentOverShellByRound,
+        pureJsOverAgent: pureJs.mibPerSec / median(agent.map((run) => run.mibPerSec)),
+        agentOverShellCpu: median(cpuByRound),
+        agentOverShellCpuByRound: cpuByRound,
       },
     };
   } finally {
@@ -241,30 +337,32 @@ export async function benchBackup({ totalMiB = 2048, rounds = 2 } = {}) {
 /** The results as printed by `npm run bench`. */
 export function backupReport(result) {
   const spread = (runs) => runs.map((run) => round(run.mibPerSec, 0)).join(", ");
-  const row = (name, summary, runs, peakRssMiB) => [
+  const row = (name, summary) => [
     name,
     round(summary.mibPerSec, 0),
-    runs.length > 1 ? spread(runs) : "",
+    summary.runs.length > 1 ? spread(summary.runs) : "",
     round(summary.cpuSecondsPerGiB, 2),
-    round(runs[0].outputMiB, 0),
-    peakRssMiB === undefined ? "" : round(peakRssMiB, 1),
+    round(summary.runs[0].outputMiB, 0),
+    summary.peakRssMiB === undefined ? "" : round(summary.peakRssMiB, 1),
   ];
+  const byRound = (ratios) => ratios.map((r) => round(r)).join(", ");
   return [
     `Backup of a generated homeserver: ${round(result.inputMiB, 0)} MiB in ${result.files} files plus a database dump (mostly random media of 50 KiB–8 MiB, ` +
-      `10% compressible text; generated in ${round(result.generateSeconds, 0)} s), from the page cache to a local file; ${result.rounds} alternating rounds of agent and shell`,
+      `10% compressible text; generated in ${round(result.generateSeconds, 0)} s), from the page cache, uploaded in 8 MiB parts to a local sink; ` +
+      `${result.rounds} alternating rounds of agent and shell, medians`,
     table(
-      ["pipeline", "MiB/s", "per round", "CPU s/GiB", "output MiB", "peak RSS MiB (VmHWM)"],
+      ["pipeline", "MiB/s", "per round", "CPU s/GiB", "uploaded MiB", "peak RSS MiB (VmHWM)"],
       [
-        row("agent: tar → zstd -1 → age (node:zlib, node:crypto)", result.agent, result.agent.runs, result.agent.peakRssMiB),
-        row("shell: tar | zstd -1 -T1 | age (Debian)", result.shell, result.shell.runs),
-        row("agent with age-encryption (pure JS) as its age step", result.pureJs, [result.pureJs], result.pureJs.peakRssMiB),
+        row("agent: tar → zstd -1 → age (node:zlib, node:crypto) → upload", result.agent),
+        row("shell: tar | zstd -1 -T1 | age (Debian) | the agent's upload", result.shell),
+        row("agent with age-encryption (pure JS) as its age step", result.pureJs),
       ],
     ),
-    "MiB/s: input MiB per second. The agent's pipeline runs in a child process (timed from its first read to its last write; " +
-      `RSS ${round(result.agent.runs[0].rssBeforeMiB, 1)} MiB before it started); the shell's is timed around the whole command. ` +
-      "CPU s/GiB: user + system time of all the pipeline's processes and threads (the agent's includes its Node start).",
-    `Ratio agent ÷ shell: ${round(result.ratios.agentOverShell)} in throughput (per round ${result.ratios.agentOverShellByRound.map((r) => round(r)).join(", ")}), ` +
-      `${round(result.ratios.agentOverShellCpu)} in CPU time; pure-JS age ÷ agent in throughput: ${round(result.ratios.pureJsOverAgent)}.`,
+    "MiB/s: input MiB per second, each side timed from spawning its processes to their exit (one Node start each). " +
+      `The agent's pipeline runs in a child process (RSS ${round(result.agent.runs[0].rssBeforeMiB, 1)} MiB before it started). ` +
+      "CPU s/GiB: user + system time of all the side's processes and threads; the sink's (in the parent) is neither side's.",
+    `Ratio agent ÷ shell (median of the rounds'): ${round(result.ratios.agentOverShell)} in throughput (per round ${byRound(result.ratios.agentOverShellByRound)}), ` +
+      `${round(result.ratios.agentOverShellCpu)} in CPU time (per round ${byRound(result.ratios.agentOverShellCpuByRound)}); pure-JS age ÷ agent in throughput: ${round(result.ratios.pureJsOverAgent)}.`,
   ].join("\n");
 }
 

@@ -3,10 +3,12 @@
 // upload of fixed-size parts through the Worker, downloads as one stream.
 // Memory is bounded by two parts: one uploading while the next fills.
 import { createHash, type KeyObject } from "node:crypto";
+import { request as httpRequest, type IncomingMessage } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { Readable } from "node:stream";
 import { signAgentRequest } from "../../protocol/agent-requests.ts";
 import { backupPartReceipt, type BackupCompleteRequest, type BackupPartReceipt } from "../../protocol/messages.ts";
-import { delay } from "../runtime/docker.ts";
+import { delay } from "../runtime/delay.ts";
 
 export interface AgentIdentity {
   hostId: string;
@@ -26,30 +28,46 @@ export class TransferError extends Error {
 
 const EMPTY_SHA256 = createHash("sha256").digest("hex");
 
+const sha256Hex = (data: Buffer) => createHash("sha256").update(data).digest("hex");
+
 /**
  * fetch with `Authorization: Bearer <token>`: a token of its own for each
- * request (a retry signs anew), over its method, path and the body's SHA-256.
+ * request (a retry signs anew), over its method, path and the body's SHA-256
+ * (`bodySha256` when the caller has it already: a part is hashed once, not per attempt).
  */
 export async function signedFetch(
   identity: AgentIdentity,
   url: string,
-  init: { method: string; body?: Buffer; contentType?: string; signal?: AbortSignal; timeoutMs?: number },
+  init: { method: string; body?: Buffer; bodySha256?: string; contentType?: string; signal?: AbortSignal; timeoutMs?: number },
 ): Promise<Response> {
   const token = await signAgentRequest(identity.privateKey, {
     hostId: identity.hostId,
     method: init.method,
     path: new URL(url).pathname,
-    bodySha256: init.body ? createHash("sha256").update(init.body).digest("hex") : EMPTY_SHA256,
+    bodySha256: init.body ? (init.bodySha256 ?? sha256Hex(init.body)) : EMPTY_SHA256,
   });
   const timeout = AbortSignal.timeout(init.timeoutMs ?? 120_000);
-  return fetch(url, {
-    method: init.method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(init.contentType ? { "content-type": init.contentType } : {}),
-    },
-    ...(init.body ? { body: init.body } : {}),
-    signal: init.signal ? AbortSignal.any([init.signal, timeout]) : timeout,
+  const signal = init.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
+  const headers = { authorization: `Bearer ${token}`, ...(init.contentType ? { "content-type": init.contentType } : {}) };
+  if (init.body) return requestWithBody(url, init.method, headers, init.body, signal);
+  return fetch(url, { method: init.method, headers, signal });
+}
+
+/**
+ * A request whose body is a Buffer, through node:http(s), which writes it as it is: fetch (undici)
+ * copies it twice, which cost an upload a fifth of its CPU and two parts' worth of memory.
+ */
+function requestWithBody(url: string, method: string, headers: Record<string, string>, body: Buffer, signal: AbortSignal): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const send = url.startsWith("https:") ? httpsRequest : httpRequest;
+    const request = send(url, { method, headers: { ...headers, "content-length": String(body.length) }, signal }, (response: IncomingMessage) => {
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("error", reject);
+      response.on("end", () => resolve(new Response(chunks.length ? Buffer.concat(chunks) : null, { status: response.statusCode ?? 502 })));
+    });
+    request.on("error", reject);
+    request.end(body);
   });
 }
 
@@ -91,10 +109,16 @@ async function withRetries<T>(what: string, options: UploadOptions, fn: () => Pr
   }
 }
 
-/** Fixed-size parts of a stream (the last shorter), each a fresh buffer. */
+/**
+ * Fixed-size parts of a stream (the last shorter), filled into two buffers in turn: a part's
+ * buffer is filled again two parts later, when the caller is done with it (one part in flight).
+ * Fresh buffers cost a page fault per 4 KiB and leave 8 MiB of garbage per part.
+ */
 async function* partsOf(source: AsyncIterable<Buffer>, partSize: number): AsyncGenerator<Buffer> {
-  let part = Buffer.allocUnsafe(partSize);
+  const buffers = [Buffer.allocUnsafe(partSize), Buffer.allocUnsafe(partSize)];
+  let part = buffers[0]!;
   let filled = 0;
+  let count = 0;
   for await (const chunk of source) {
     let offset = 0;
     while (offset < chunk.length) {
@@ -104,7 +128,7 @@ async function* partsOf(source: AsyncIterable<Buffer>, partSize: number): AsyncG
       offset += n;
       if (filled === partSize) {
         yield part;
-        part = Buffer.allocUnsafe(partSize);
+        part = buffers[++count % 2]!;
         filled = 0;
       }
     }
@@ -123,17 +147,18 @@ export async function uploadBackup(ciphertext: Readable, options: UploadOptions)
   let size = 0;
   let uploading: Promise<void> = Promise.resolve();
   const putPart = async (partNumber: number, body: Buffer) => {
+    const sha256 = sha256Hex(body);
     const receipt = await withRetries(`part ${partNumber}`, options, async () => {
       const response = await signedFetch(options.identity, `${options.uploadBase}/parts/${partNumber}`, {
         method: "PUT",
         body,
+        bodySha256: sha256,
         contentType: "application/octet-stream",
         signal: options.signal,
       });
       await expectOk(response, `PUT part ${partNumber}`);
       return backupPartReceipt.parse(await response.json());
     });
-    const sha256 = createHash("sha256").update(body).digest("hex");
     if (receipt.size !== body.length || receipt.sha256 !== sha256) {
       throw new Error(`the Worker stored part ${partNumber} as ${receipt.size} bytes ${receipt.sha256}, not ${body.length} bytes ${sha256}`);
     }

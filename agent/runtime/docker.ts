@@ -6,6 +6,10 @@
 import { PassThrough, Transform, type Readable, type TransformCallback } from "node:stream";
 import Docker from "dockerode";
 import { errorMessage, silentLogger, type Logger } from "../log.ts";
+import { delay } from "./delay.ts";
+
+/** Re-exported for the modules that import it from here. */
+export { delay };
 
 export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
 
@@ -563,22 +567,4 @@ export function demuxBuffer(buffer: Buffer): string {
     offset += 8 + size;
   }
   return Buffer.concat(parts).toString("utf8");
-}
-
-export function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -49,6 +49,18 @@ describe("agent requests: a token of its own for every request", () => {
     expect(target.admitted.at(-1)!.body_sha256).toBe(sha256(Buffer.alloc(0)));
   });
 
+  it("sends every part's own bytes when parts are retried while the next ones fill (the uploader reuses its part buffers)", async () => {
+    const data = pseudoRandomBytes(5 * PART + 1, "reused buffers");
+    target.failures.push({ match: /PUT .*\/parts\/3$/, status: 503 }, { match: /PUT .*\/parts\/3$/, status: 500 }, { match: /PUT .*\/parts\/6$/, status: 429 });
+    const result = await upload("b3", data);
+
+    expect(target.refused).toEqual([]);
+    expect(result.parts.map((part) => part.sha256)).toEqual([0, 1, 2, 3, 4, 5].map((i) => sha256(data.subarray(i * PART, (i + 1) * PART))));
+    expect(result).toMatchObject({ size: data.length, sha256: sha256(data) });
+    const stored = target.backups.get("b3")!;
+    expect(Buffer.concat([...stored.parts.keys()].sort((a, b) => a - b).map((n) => stored.parts.get(n)!)).equals(data)).toBe(true);
+  });
+
   it("a key that is not the host's is refused, and the upload fails without retrying", async () => {
     const impostor = { hostId: identity.hostId, privateKey: generateHostKey() };
     await expect(upload("b2", pseudoRandomBytes(100, "impostor"), impostor)).rejects.toThrow(/part 1 failed after 1 attempt: PUT part 1 answered 401/);
