@@ -215,8 +215,13 @@ export class AgeEncryptStream extends Transform {
     while (offset < data.length) {
       // A full chunk is sealed only once more data follows: the last chunk carries a flag.
       if (this.filled === CHUNK_SIZE) {
-        this.pushSealed(false);
+        this.pushSealed(this.chunk, false);
         this.filled = 0;
+      }
+      // Whole chunks with more data after them are sealed where they are, uncopied.
+      while (this.filled === 0 && data.length - offset > CHUNK_SIZE) {
+        this.pushSealed(data.subarray(offset, offset + CHUNK_SIZE), false);
+        offset += CHUNK_SIZE;
       }
       const copied = data.copy(this.chunk, this.filled, offset);
       this.filled += copied;
@@ -227,12 +232,12 @@ export class AgeEncryptStream extends Transform {
 
   override _flush(callback: TransformCallback): void {
     // The last chunk may be empty only when it is the only one (an empty file).
-    this.pushSealed(true);
+    this.pushSealed(this.chunk.subarray(0, this.filled), true);
     callback();
   }
 
-  private pushSealed(last: boolean): void {
-    for (const part of seal(this.key, chunkNonce(this.counter++, last), this.chunk.subarray(0, this.filled))) this.push(part);
+  private pushSealed(plaintext: Buffer, last: boolean): void {
+    for (const part of seal(this.key, chunkNonce(this.counter++, last), plaintext)) this.push(part);
   }
 }
 

@@ -1,10 +1,11 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { Decrypter, Encrypter, generateX25519Identity, identityToRecipient } from "age-encryption";
 import { afterEach, describe, expect, it } from "vitest";
 import { AgeDecryptStream, AgeEncryptStream, ageRecipientOf, generateAgeKeyPair, type AgeErrorCode } from "../../../agent/backup/age.ts";
 import { runCleanups, tempDir } from "../helpers.ts";
-import { agePayloadOffset, pseudoRandomBytes, run, through } from "./helpers.ts";
+import { agePayloadOffset, collect, pseudoRandomBytes, run, through } from "./helpers.ts";
 
 afterEach(runCleanups);
 
@@ -39,6 +40,20 @@ describe("age encryption (node:crypto)", () => {
     expect(file.length - agePayloadOffset(file)).toBe(size + 16 * chunks);
     expect((await decrypt(file)).equals(data)).toBe(true);
   });
+
+  it.each([4 * CHUNK, 4 * CHUNK + 1])(
+    "encrypts %i bytes alike however they are written (whole chunks are sealed in place), as the age CLI reads",
+    async (size) => {
+      const data = pseudoRandomBytes(size, "splits");
+      const splits = [size, CHUNK, CHUNK + 1, CHUNK - 1, 4 * CHUNK, 1];
+      for (const split of splits) {
+        const pieces = Array.from({ length: Math.ceil(size / split) }, (_, i) => data.subarray(i * split, (i + 1) * split));
+        const file = await collect(Readable.from(pieces).pipe(new AgeEncryptStream(keys.recipient)));
+        expect(file.length - agePayloadOffset(file)).toBe(size + 16 * Math.ceil(size / CHUNK));
+        expect(ageCliDecrypt(file, keys.identity).equals(data)).toBe(true);
+      }
+    },
+  );
 
   it("writes the standard header: version line, one X25519 stanza, MAC", async () => {
     const file = await encrypt(Buffer.from("x"));
