@@ -9,7 +9,6 @@ import { Readable } from "node:stream";
 import { signAgentRequest } from "../../protocol/agent-requests.ts";
 import { backupPartReceipt, type BackupCompleteRequest, type BackupPartReceipt } from "../../protocol/messages.ts";
 import { delay } from "../runtime/delay.ts";
-import { PartHasher } from "./part-hasher.ts";
 
 export interface AgentIdentity {
   hostId: string;
@@ -116,7 +115,7 @@ async function withRetries<T>(what: string, options: UploadOptions, fn: () => Pr
  * Fresh buffers cost a page fault per 4 KiB and leave 8 MiB of garbage per part.
  */
 async function* partsOf(source: AsyncIterable<Buffer>, partSize: number): AsyncGenerator<Buffer> {
-  const buffers = [PartHasher.buffer(partSize), PartHasher.buffer(partSize)];
+  const buffers = [Buffer.allocUnsafe(partSize), Buffer.allocUnsafe(partSize)];
   let part = buffers[0]!;
   let filled = 0;
   let count = 0;
@@ -143,12 +142,12 @@ async function* partsOf(source: AsyncIterable<Buffer>, partSize: number): AsyncG
  * rethrown: nothing half-written is ever marked successful.
  */
 export async function uploadBackup(ciphertext: Readable, options: UploadOptions): Promise<UploadResult> {
-  const hasher = new PartHasher();
+  const whole = createHash("sha256");
   const parts: BackupPartReceipt[] = [];
   let size = 0;
   let uploading: Promise<void> = Promise.resolve();
-  const putPart = async (partNumber: number, body: Buffer, hashed: Promise<string>) => {
-    const sha256 = await hashed;
+  const putPart = async (partNumber: number, body: Buffer) => {
+    const sha256 = sha256Hex(body);
     const receipt = await withRetries(`part ${partNumber}`, options, async () => {
       const response = await signedFetch(options.identity, `${options.uploadBase}/parts/${partNumber}`, {
         method: "PUT",
@@ -170,18 +169,18 @@ export async function uploadBackup(ciphertext: Readable, options: UploadOptions)
     let partNumber = 0;
     for await (const part of partsOf(ciphertext, options.partSize)) {
       options.signal.throwIfAborted();
-      const hashed = hasher.part(part);
+      whole.update(part);
       size += part.length;
       partNumber += 1;
-      // One part in flight while the next one fills (and is hashed); a failure surfaces at the next hand-over.
+      // One part in flight while the next one fills; a failure surfaces at the next hand-over.
       await uploading;
       const number = partNumber;
-      uploading = putPart(number, part, hashed);
+      uploading = putPart(number, part);
       uploading.catch(() => undefined);
     }
     await uploading;
     if (parts.length === 0) throw new Error("the backup stream was empty");
-    const request: BackupCompleteRequest = { parts, size, sha256: await hasher.whole() };
+    const request: BackupCompleteRequest = { parts, size, sha256: whole.digest("hex") };
     await withRetries("completing the upload", options, async () => {
       const body = Buffer.from(JSON.stringify(request));
       const response = await signedFetch(options.identity, `${options.uploadBase}/complete`, {
@@ -197,8 +196,6 @@ export async function uploadBackup(ciphertext: Readable, options: UploadOptions)
     ciphertext.destroy();
     await abortUpload(options, (error as Error).message);
     throw error;
-  } finally {
-    await hasher.close();
   }
 }
 
