@@ -7,8 +7,8 @@
 // parts, each hashed once, a signed token per request, the whole hashed for the
 // completion) into the same local sink: an HTTP server in this (the parent)
 // process that writes each part at its offset in a local file and answers with the
-// part's size and the hash its token claims (the first round checks the whole file
-// against the completion's hash and opens it with age, zstd and tar). The sink's
+// part's size and the hash its token claims (the first round checks each side's file
+// against its completion's hash, and opens the agent's with age, zstd and tar). The sink's
 // CPU is the parent's and counted for neither side. And, for the choice of age
 // implementation, the agent's pipeline with age-encryption (pure JS) as its age
 // step. Each side is timed in this process from spawning its processes to their
