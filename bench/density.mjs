@@ -13,7 +13,8 @@
 // window; the fill stops at the first of: p95 /sync round trip (a message's send
 // → another member's /sync returning it) over 1 s, any container OOM-killed, the
 // 8 GiB budget (the sum of every homeserver container's memory, docker stats)
-// unable to take one more at the mean per homeserver, or `maxServers`.
+// unable to take one more at the mean per homeserver, a homeserver that cannot be
+// set up (Docker's address pools exhausted, say), or `maxServers`.
 // Requests go straight to Synapse on its -hs network (no proxy in between).
 //
 // Needs Docker Engine and the images (images/build.sh); run as root.
@@ -35,19 +36,26 @@ const HOST_NAMESPACE = "zd";
 
 // ---------- memory and CPU of containers ----------
 
+/** The text of /proc/<pid>/<file> for each process of a container (those still there once read). */
+async function procFiles(container, file) {
+  const pids = (await docker(["top", container, "-eo", "pid"])).split("\n").slice(1).map(Number).filter(Number.isInteger);
+  const texts = [];
+  for (const pid of pids) {
+    try {
+      texts.push(readFileSync(`/proc/${pid}/${file}`, "utf8"));
+    } catch {
+      // gone since docker top listed it
+    }
+  }
+  return texts;
+}
+
 /** Sum of smaps_rollup's RSS and PSS (and PSS's anonymous/file/shmem parts) over a container's processes, MiB. */
 export async function processMemory(container) {
-  const pids = (await docker(["top", container, "-eo", "pid"])).split("\n").slice(1).map(Number).filter(Number.isInteger);
-  const sum = { processes: 0, rss: 0, pss: 0, pssAnon: 0, pssFile: 0, pssShmem: 0 };
+  const texts = await procFiles(container, "smaps_rollup");
+  const sum = { processes: texts.length, rss: 0, pss: 0, pssAnon: 0, pssFile: 0, pssShmem: 0 };
   const fields = { Rss: "rss", Pss: "pss", Pss_Anon: "pssAnon", Pss_File: "pssFile", Pss_Shmem: "pssShmem" };
-  for (const pid of pids) {
-    let text;
-    try {
-      text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
-    } catch {
-      continue; // gone since docker top listed it
-    }
-    sum.processes++;
+  for (const text of texts) {
     for (const match of text.matchAll(/^(\w+):\s+(\d+) kB$/gm)) {
       const key = fields[match[1]];
       if (key) sum[key] += Number(match[2]) / 1024;
@@ -66,17 +74,27 @@ function cpuTimes() {
 
 const busyShare = (before, after) => 1 - (after.idle - before.idle) / (after.total - before.total);
 
-/** docker stats for the named containers: CPU % of one core and memory MiB, by name. */
-async function containerStats(names) {
-  const wanted = new Set(names);
-  const lines = (await docker(["stats", "--no-stream", "--format", "{{.Name}} {{.CPUPerc}}"], { timeoutMs: 300_000 })).split("\n");
-  const memory = await memoryByContainer();
-  const stats = new Map();
-  for (const line of lines) {
-    const [name, cpu] = line.split(" ");
-    if (wanted.has(name)) stats.set(name, { cpuPercent: Number.parseFloat(cpu), memoryMiB: memory.get(name) ?? NaN });
+/** Kernel clock ticks per second (USER_HZ: 100 on Linux). */
+const TICKS_PER_SECOND = 100;
+
+/**
+ * CPU seconds of a container's processes so far: user + system time of each, plus what its
+ * exited children took (reaped by their parent: PostgreSQL's postmaster for its backends).
+ */
+async function containerCpuSeconds(container) {
+  let ticks = 0;
+  for (const stat of await procFiles(container, "stat")) {
+    // fields after the command's closing parenthesis: utime, stime, cutime, cstime are the 12th–15th
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
   }
-  return stats;
+  return ticks / TICKS_PER_SECOND;
+}
+
+async function cpuSecondsOf(names) {
+  const seconds = new Map();
+  for (const name of names) seconds.set(name, await containerCpuSeconds(name));
+  return seconds;
 }
 
 // ---------- idle memory: tuned against Synapse's defaults ----------
@@ -270,8 +288,9 @@ async function oomKilled(names) {
 
 /**
  * Adds Starter homeservers one at a time under the light load; after each, `settleSeconds` then a
- * `windowSeconds` window measured (every round trip of every server, host CPU from /proc/stat,
- * docker stats at its end). Stops at the first bound (see the head of this file).
+ * `windowSeconds` window measured (every round trip of every server; CPU of the host from
+ * /proc/stat and of the containers' processes from /proc/<pid>/stat; docker stats' memory at its
+ * end). Stops at the first bound (see the head of this file).
  */
 export async function benchDensity({ maxServers = 40, windowSeconds = 60, settleSeconds = 15 } = {}) {
   await ensureImages();
@@ -283,21 +302,34 @@ export async function benchDensity({ maxServers = 40, windowSeconds = 60, settle
     for (let n = 1; n <= maxServers; n++) {
       const spec = run.spec(`fill${n}`, { resources: STARTER });
       const provisionStarted = performance.now();
-      await run.run("homeserver.provision", spec);
+      let base;
+      let members;
+      try {
+        await run.run("homeserver.provision", spec);
+        base = await run.synapseBase(spec.serverId);
+        members = await populate(run, spec, base);
+      } catch (error) {
+        // a bound of the machine too (Docker's address pools run out at two networks per homeserver)
+        stoppedBy = `homeserver ${n} could not be set up: ${error.message.split("\n")[0]}`;
+        break;
+      }
       const provisionMs = performance.now() - provisionStarted;
-      const base = await run.synapseBase(spec.serverId);
       const names = run.names(spec.serverId);
       const window = { samples: [], sent: 0, errors: 0 };
-      servers.push({ names, base, window, stop: startLoad(base, await populate(run, spec, base), window) });
+      servers.push({ names, base, window, stop: startLoad(base, members, window) });
       await sleep(settleSeconds * 1000);
-      for (const server of servers) Object.assign(server.window, { samples: [], sent: 0, errors: 0 });
-      const cpuBefore = cpuTimes();
-      await sleep(windowSeconds * 1000);
-      const hostBusy = busyShare(cpuBefore, cpuTimes());
-      const samples = servers.flatMap((s) => s.window.samples).sort((a, b) => a - b);
       const containers = servers.flatMap((s) => [s.names.synapse, s.names.postgres]);
-      const stats = await containerStats(containers);
-      const total = (key) => containers.reduce((sum, name) => sum + (stats.get(name)?.[key] ?? NaN), 0);
+      for (const server of servers) Object.assign(server.window, { samples: [], sent: 0, errors: 0 });
+      const hostBefore = cpuTimes();
+      const containersBefore = await cpuSecondsOf(containers);
+      const windowStarted = performance.now();
+      await sleep(windowSeconds * 1000);
+      const containersAfter = await cpuSecondsOf(containers);
+      const windowMs = performance.now() - windowStarted;
+      const hostBusy = busyShare(hostBefore, cpuTimes());
+      const samples = servers.flatMap((s) => s.window.samples).sort((a, b) => a - b);
+      const memory = await memoryByContainer();
+      const cpuSeconds = containers.reduce((sum, name) => sum + containersAfter.get(name) - containersBefore.get(name), 0);
       const step = {
         servers: n,
         provisionMs,
@@ -306,8 +338,8 @@ export async function benchDensity({ maxServers = 40, windowSeconds = 60, settle
         p95Ms: percentile(samples, 95),
         sent: servers.reduce((sum, s) => sum + s.window.sent, 0),
         errors: servers.reduce((sum, s) => sum + s.window.errors, 0),
-        memoryMiB: total("memoryMiB"),
-        containerCpuPercent: total("cpuPercent"),
+        memoryMiB: containers.reduce((sum, name) => sum + (memory.get(name) ?? NaN), 0),
+        containerCpuPercent: (cpuSeconds / (windowMs / 1000)) * 100,
         hostBusyShare: hostBusy,
         oomKilled: await oomKilled(containers),
       };
@@ -397,7 +429,7 @@ export function densityRatios(result, defaultsIdlePairMiB) {
   const rows = [["density: memory per homeserver under light load / Synapse's defaults idle pair", round(per.memoryMiB / defaultsIdlePairMiB)]];
   if (!result.stoppedBy.startsWith("maxServers")) {
     rows.push([
-      `density: Starters fitted on 8 GiB (${result.stoppedBy.split(" (")[0]}) / ${ADMITTED_BY_RESERVATION} by plan reservation`,
+      `density: Starters fitted on 8 GiB (${result.stoppedBy.split(/ \(|:/)[0]}) / ${ADMITTED_BY_RESERVATION} by plan reservation`,
       round(result.fitted / ADMITTED_BY_RESERVATION),
     ]);
   }
