@@ -31,7 +31,7 @@ const POSTGRES_IMAGE = process.env.POSTGRES_IMAGE ?? "berth/postgres:15";
 const POSTGRES_MEMORY = "256m";
 const SYNAPSE_MEMORY = "768m";
 
-function docker(args, { timeoutMs = 120_000 } = {}) {
+export function docker(args, { timeoutMs = 120_000 } = {}) {
   return new Promise((resolve, reject) => {
     execFile("docker", args, { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
       if (error) reject(new Error(`docker ${args.slice(0, 3).join(" ")}…: ${stderr || error.message}`));
@@ -64,7 +64,7 @@ const answersVersions = async (fetchFn, url) => {
  * address and the database changed: PostgreSQL instead of SQLite) and
  * PostgreSQL without our settings. Returns { startMs, containers, remove() }.
  */
-async function startDefaultsPair() {
+export async function startDefaultsPair() {
   const id = `berth-bench-defaults-${process.pid}`;
   const uid = 390_000 + (process.pid % 9_000);
   const dir = mkdtempSync(join(tmpdir(), "berth-bench-defaults-"));
@@ -180,7 +180,7 @@ async function startDefaultsPair() {
 const UNITS = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, kB: 1000, MB: 1000 ** 2, GB: 1000 ** 3 };
 
 /** `docker stats` memory use (the cgroup's, less inactive page cache) of every running container, MiB by name. */
-async function memoryByContainer() {
+export async function memoryByContainer() {
   const lines = (await docker(["stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}"])).split("\n");
   const usage = new Map();
   for (const line of lines) {
@@ -190,7 +190,7 @@ async function memoryByContainer() {
   return usage;
 }
 
-const median = (values) =>
+export const median = (values) =>
   percentile(
     [...values].sort((a, b) => a - b),
     50,

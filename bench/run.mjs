@@ -9,7 +9,9 @@
 // Engine, Caddy and the images, as root); backups, storage and the storage quota (root: loop
 // devices) run in Node; upkeep and the promise checks run the agent's handlers against Docker Engine. The migration
 // benchmark runs first, on a dev server of its own with two local hosts (the same needs as the
-// homeserver one); `npm run bench -- migration` runs it alone.
+// homeserver one); `npm run bench -- migration` runs it alone. The density benchmark fills the
+// machine with Starter homeservers under a light load: a short fill in the whole run, the whole
+// fill (with the idle comparison) as `npm run bench -- density`.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startDevServer } from "./dev-server.mjs";
@@ -23,14 +25,16 @@ import { machineInfo, root, round, table } from "./lib.mjs";
 import { benchSessionCheck } from "./session-check.mjs";
 import { benchStorage } from "./storage.mjs";
 import { benchChecks, checksReport } from "./checks.mjs";
+import { benchDensity, benchIdleMemory, densityRatios, densityReport } from "./density.mjs";
 import { benchUpkeep, upkeepReport } from "./upkeep.mjs";
 import { benchWebhooks } from "./webhooks.mjs";
 
-const TIME_BUDGET_MS = 2_400_000;
 /** The benchmarks `npm run bench -- <name>` runs alone. */
-const ALONE = ["migration"];
+const ALONE = ["migration", "density"];
 
 const only = process.argv.slice(2);
+/** The whole fill adds a homeserver every minute or two, up to about 40. */
+const TIME_BUDGET_MS = only[0] === "density" ? 6_000_000 : 2_400_000;
 if (only.length > 1 || (only.length === 1 && !ALONE.includes(only[0]))) {
   console.error(`usage: npm run bench [-- ${ALONE.join(" | ")}]`);
   process.exit(2);
@@ -53,6 +57,15 @@ function writeResults(results) {
   mkdirSync(join(root, "bench-results"), { recursive: true });
   writeFileSync(join(root, "bench-results", "latest.json"), `${JSON.stringify(results, null, 2)}\n`);
   console.log(`\nWrote bench-results/latest.json in ${round(results.durationMs / 1000, 1)} s`);
+}
+
+if (only[0] === "density") {
+  const idle = await benchIdleMemory();
+  const density = await benchDensity();
+  console.log(`\n${densityReport(density, idle)}`);
+  console.log(`\nRatios\n${table(["ratio", "value"], densityRatios(density, idle.defaults.pairMiB))}`);
+  writeResults({ date: new Date().toISOString(), durationMs: Date.now() - started, machine, only, idle, density });
+  process.exit(0);
 }
 
 const migration = await benchMigration();
@@ -295,6 +308,8 @@ const upkeep = await benchUpkeep();
 console.log(`\n${upkeepReport(upkeep)}`);
 const checks = await benchChecks();
 console.log(`\n${checksReport(checks)}`);
+const density = await benchDensity({ maxServers: 4, windowSeconds: 30 });
+console.log(`\n${densityReport(density)}`);
 const quota = await benchQuota();
 console.log(
   `\nStorage quota (agent/homeserver/storage-quota.ts: a ${quota.quotaMiB} MiB ext4 image on a loop device) vs a plain directory of the data root ` +
@@ -365,6 +380,7 @@ console.log(
       ["upkeep: state_groups_state rows after / before", round(upkeep.ratios.rowsAfterOverBefore)],
       ["upkeep: database bytes after / before", round(upkeep.ratios.databaseAfterOverBefore)],
       ["daily host checks / a backup of the same server, wall", round(checks.ratios.checksOverSmallBackup)],
+      ...densityRatios(density, homeservers.memory.defaults.pairMiB),
       [
         "restore verification / its backup, wall (small, large)",
         `${round(checks.ratios.verifyOverBackupSmall)}, ${round(checks.ratios.verifyOverBackupLarge)}`,
@@ -397,5 +413,6 @@ writeResults({
   storage,
   upkeep,
   checks,
+  density,
   quota,
 });

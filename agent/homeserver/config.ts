@@ -6,6 +6,7 @@ import { DEFAULT_HOMESERVER_SETTINGS, type HomeserverSettings } from "../../prot
 import type { HomeserverSecrets } from "./secrets.ts";
 import { STORAGE_RESERVE_FRACTION, STORAGE_RESERVE_MIN_BYTES } from "./storage-reserve-module.ts";
 import { PROBE_LOCALPART_FILE, SYNAPSE_MODULES_DIR } from "./user-limit-module.ts";
+import { databasePool } from "./tuning.ts";
 import { toYaml, type YamlValue } from "./yaml.ts";
 
 export const SYNAPSE_PORT = 8008;
@@ -127,6 +128,8 @@ export interface CacheSizing {
  * - `global_factor` (how many entries caches may hold) = 0.5 per GiB of the
  *   limit, 0.5 being Synapse's default, tuned for about 1 GiB; kept within
  *   0.1–2 so tiny plans still cache and big ones do not outgrow autotuning.
+ *   It scales the event cache too (`event_cache_size`, 10,000 events left
+ *   as Synapse's default: 3,800 for a Starter).
  */
 export function cacheSizing(synapseMemoryMiB: number): CacheSizing {
   const globalFactor = Math.min(2, Math.max(0.1, Math.round((synapseMemoryMiB / 1024) * 0.5 * 100) / 100));
@@ -135,6 +138,19 @@ export function cacheSizing(synapseMemoryMiB: number): CacheSizing {
     maxCacheMemoryUsageMiB: Math.floor(synapseMemoryMiB * 0.6),
     targetCacheMemoryUsageMiB: Math.floor(synapseMemoryMiB * 0.45),
   };
+}
+
+/** Synapse below 1 GiB (a Starter's 768 MiB). */
+export const SMALL_SERVER_SYNAPSE_MIB = 1024;
+
+/**
+ * Does a server this small go without presence and URL previews? Presence costs every member's
+ * sync a wake-up at each status change (the heaviest of Synapse's background work for a small
+ * server); a URL preview fetches and parses a page on the server's behalf. No owner's setting
+ * turns them on yet (protocol/homeserver-settings.ts): bigger plans have them.
+ */
+export function isSmallServer(synapseMemoryMiB: number): boolean {
+  return synapseMemoryMiB < SMALL_SERVER_SYNAPSE_MIB;
 }
 
 // ---------- homeserver.yaml ----------
@@ -151,6 +167,8 @@ export interface HomeserverConfigInput {
   signingKeyFile: string;
   /** The Synapse container's memory limit. */
   synapseMemoryMiB: number;
+  /** The PostgreSQL container's memory limit, which sizes Synapse's connection pool (tuning.ts). */
+  postgresMemoryMiB: number;
   /** Subnets of the Docker networks on this host. */
   dockerSubnets: string[];
   /** Default ["matrix.org"]; [] when there is no Internet (tests, development). */
@@ -237,6 +255,8 @@ export function homeserverConfig(input: HomeserverConfigInput): Record<string, Y
     throw new Error(`not an IPv4 address: ${JSON.stringify(input.localFederation.hostAddress)}`);
   }
   const caches = cacheSizing(input.synapseMemoryMiB);
+  const pool = databasePool(input.postgresMemoryMiB);
+  const small = isSmallServer(input.synapseMemoryMiB);
   const blocked = blockedRanges(input.dockerSubnets);
   return {
     server_name: input.serverName,
@@ -263,8 +283,8 @@ export function homeserverConfig(input: HomeserverConfigInput): Record<string, Y
         dbname: input.postgresDb,
         host: input.postgresHost,
         port: 5432,
-        cp_min: 2,
-        cp_max: 10,
+        cp_min: pool.cpMin,
+        cp_max: pool.cpMax,
       },
     },
     log_config: `${SYNAPSE_DATA}/${LOG_CONFIG_FILE}`,
@@ -278,7 +298,8 @@ export function homeserverConfig(input: HomeserverConfigInput): Record<string, Y
     report_stats: false,
     ...settingsConfig(input.settings ?? DEFAULT_HOMESERVER_SETTINGS),
     encryption_enabled_by_default_for_room_type: "invite",
-    url_preview_enabled: true,
+    url_preview_enabled: !small,
+    presence: { enabled: !small },
     url_preview_ip_range_blacklist: blocked,
     ip_range_blacklist: blocked,
     ...(input.localFederation

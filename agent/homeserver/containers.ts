@@ -15,6 +15,7 @@ import {
   type Role,
 } from "./names.ts";
 import { POSTGRES_DB, POSTGRES_USER, SECRET_FILES } from "./secrets.ts";
+import { jemallocConfig, postgresSettings } from "./tuning.ts";
 import { SYNAPSE_MODULES_DIR } from "./user-limit-module.ts";
 
 export interface PlanResources {
@@ -37,8 +38,8 @@ export interface ResourceSplit {
  * The plan's memory and CPUs shared between the two containers, each with its
  * own hard limit (what one of them does can never starve the other):
  *
- * - memory: PostgreSQL a quarter (at least 128 MiB: shared_buffers, a few
- *   backends), Synapse the rest (at least 256 MiB). Synapse holds the caches
+ * - memory: PostgreSQL a quarter (at least 128 MiB: shared_buffers, the
+ *   pool's backends; tuning.ts sizes both from it), Synapse the rest (at least 256 MiB). Synapse holds the caches
  *   and the per-request state; PostgreSQL leans on the host's page cache,
  *   which is not counted against the limit the same way.
  * - CPU: Synapse two thirds, PostgreSQL one third (at least 0.1 CPU each).
@@ -175,7 +176,6 @@ function withSpecHash(options: Docker.ContainerCreateOptions): Docker.ContainerC
 
 export function postgresContainer(input: ContainerSpecInput): Docker.ContainerCreateOptions {
   const { paths } = input;
-  const memory = input.resources.memoryMiB;
   return withSpecHash({
     name: input.names.postgres,
     Image: input.image,
@@ -191,15 +191,7 @@ export function postgresContainer(input: ContainerSpecInput): Docker.ContainerCr
       // psql run with `docker exec` finds the password here
       "PGPASSFILE=/run/secrets/pgpass",
     ],
-    Cmd: [
-      "postgres",
-      "-c",
-      "max_connections=50",
-      "-c",
-      `shared_buffers=${Math.max(16, Math.floor(memory / 4))}MB`,
-      "-c",
-      `effective_cache_size=${Math.max(32, Math.floor(memory / 2))}MB`,
-    ],
+    Cmd: ["postgres", ...Object.entries(postgresSettings(input.resources)).flatMap(([name, value]) => ["-c", `${name}=${value}`])],
     Labels: labels(input, "postgres"),
     StopTimeout: STOP_TIMEOUT_SECONDS,
     Healthcheck: postgresHealthcheck(input.healthcheck),
@@ -227,8 +219,11 @@ export function synapseContainer(input: ContainerSpecInput, name = input.names.s
     Image: input.image,
     Hostname: "synapse",
     User: `${input.uid}:${input.uid}`,
-    // where homeserver.yaml's modules are imported from (user-limit-module.ts)
-    Env: [`PYTHONPATH=${SYNAPSE_MODULES_DIR}`],
+    Env: [
+      // where homeserver.yaml's modules are imported from (user-limit-module.ts)
+      `PYTHONPATH=${SYNAPSE_MODULES_DIR}`,
+      `MALLOC_CONF=${jemallocConfig(input.resources)}`,
+    ],
     Labels: labels(input, "synapse"),
     StopTimeout: STOP_TIMEOUT_SECONDS,
     ...(check ? { Healthcheck: check } : {}),

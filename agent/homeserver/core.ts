@@ -242,6 +242,7 @@ export class HomeserverCore {
         secrets,
         signingKeyFile: signingKeyFileName(record.serverName),
         synapseMemoryMiB: split.synapse.memoryMiB,
+        postgresMemoryMiB: split.postgres.memoryMiB,
         dockerSubnets: await this.runtime.networkSubnets(),
         settings: settingsOf(record),
         ...(this.options.trustedKeyServers ? { trustedKeyServers: this.options.trustedKeyServers } : {}),

@@ -8,8 +8,9 @@ import { writeUserLimit } from "./user-limit.ts";
  * with the containers stopped where the kernel cannot; a shrink the data does
  * not fit in fails the job with the figures, the record's plan unchanged),
  * then its containers' limits in place (no restart), recorded so that a later
- * provisioning creates its containers with them. PostgreSQL's memory settings
- * (shared_buffers) follow when its container is next created. Containers not
+ * provisioning creates its containers with them. PostgreSQL's settings and
+ * Synapse's database pool and allocator (tuning.ts) follow when the containers are
+ * next created and homeserver.yaml next written. Containers not
  * created yet get them then. The plan's bound on users goes to Synapse's own
  * check, which reads it at each registration.
  */

@@ -48,6 +48,7 @@ const input = (over: Partial<HomeserverConfigInput> = {}): HomeserverConfigInput
   secrets,
   signingKeyFile: "chat.example.org.signing.key",
   synapseMemoryMiB: 768,
+  postgresMemoryMiB: 256,
   dockerSubnets: ["172.17.0.0/16", "192.168.16.0/20", "11.22.0.0/16", "fd00:dead::/64"],
   ...over,
 });
@@ -85,7 +86,11 @@ describe("homeserver.yaml", () => {
     expect(outbound).not.toContain("192.168.16.0/20");
     expect(ipv4Covered("192.168.16.0/20", BLOCKED_IPV4)).toBe(true);
     expect(blockedRanges([])).toEqual(blockedRanges(["172.18.0.0/16"]));
-    expect(config.url_preview_enabled).toBe(true);
+  });
+
+  it("turns presence and URL previews off below 1 GiB of Synapse (a Starter), on from there (a Team)", () => {
+    expect(homeserverConfig(input({ synapseMemoryMiB: 768 }))).toMatchObject({ url_preview_enabled: false, presence: { enabled: false } });
+    expect(homeserverConfig(input({ synapseMemoryMiB: 1536 }))).toMatchObject({ url_preview_enabled: true, presence: { enabled: true } });
   });
 
   it("closes registration, turns on E2EE for private rooms, reports no stats, listens on all interfaces behind the proxy", () => {
@@ -105,7 +110,7 @@ describe("homeserver.yaml", () => {
     ]);
     expect(config.database).toEqual({
       name: "psycopg2",
-      args: { user: "synapse", password: "pg", dbname: "synapse", host: "berth-0123456789ab-postgres", port: 5432, cp_min: 2, cp_max: 10 },
+      args: { user: "synapse", password: "pg", dbname: "synapse", host: "berth-0123456789ab-postgres", port: 5432, cp_min: 1, cp_max: 4 },
     });
     expect(config).toMatchObject({
       server_name: "chat.example.org",
@@ -459,7 +464,10 @@ describe("containers", () => {
     ]);
     expect(pg.HostConfig?.Mounts?.[0]).toEqual({ Type: "bind", Source: paths.postgres, Target: "/var/lib/postgresql/data", ReadOnly: false });
     expect(syn.HostConfig?.Binds).toBeUndefined();
-    expect(syn.Env).toEqual(["PYTHONPATH=/usr/local/lib/berth-synapse-modules"]);
+    expect(syn.Env).toEqual([
+      "PYTHONPATH=/usr/local/lib/berth-synapse-modules",
+      "MALLOC_CONF=narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
+    ]);
     const other = synapseContainer({ ...base, image: "berth/synapse:1.0" });
     expect(other.Labels?.["berth.spec-hash"]).not.toBe(syn.Labels?.["berth.spec-hash"]);
     // Uploads are spooled to /tmp: twice the upload size, at least the 100m every server had before settings.

@@ -64,7 +64,8 @@ describe.skipIf(unusable)("homeserver isolation (real Docker Engine and iptables
   beforeAll(async () => {
     await ensureImages();
     run = new TestRun();
-    a = run.spec("alpha");
+    // A on a Team's resources, whose Synapse makes URL previews (a Starter's does not: config.ts, isSmallServer)
+    a = run.spec("alpha", { resources: { memoryMiB: 2048, cpus: 2, storageGiB: 10 } });
     b = run.spec("bravo");
     const started = Date.now();
     await Promise.all([run.run("homeserver.provision", a), run.run("homeserver.provision", b)]);
@@ -165,6 +166,14 @@ describe.skipIf(unusable)("homeserver isolation (real Docker Engine and iptables
     }
     expect(anywhere.connections + onGateway.connections).toBe(0);
     expect(await webRequests()).toBe(servedBefore);
+  });
+
+  it("a Starter's Synapse makes no URL previews at all", async () => {
+    const password = await run.registerUser(b.serverId, b.serverName, "dave");
+    const { token } = await run.login(b.serverId, "dave", password);
+    const url = `http://${web.ip}:8080/`;
+    const answer = await requestJson(`${await run.synapseBase(b.serverId)}/_matrix/media/v3/preview_url?url=${encodeURIComponent(url)}`, { token: token! });
+    expect([answer.status, answer.body]).toEqual([404, { errcode: "M_UNRECOGNIZED", error: "Unrecognized request" }]);
   });
 
   it("no container has the Docker socket", async () => {

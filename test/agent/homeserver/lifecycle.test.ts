@@ -100,6 +100,13 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
       const write = await run.runtime.exec(info.Name.slice(1), ["sh", "-c", "echo x > /usr/berth-write-test"]);
       expect(write.exitCode).not.toBe(0); // read-only root filesystem
     }
+    // PostgreSQL runs with the settings derived from its 256 MiB (tuning.ts), Synapse with jemalloc's
+    const settings = ["max_connections", "shared_buffers", "work_mem", "maintenance_work_mem", "jit"];
+    const shown = await run.sql(spec.serverId, `SELECT concat_ws(' ', ${settings.map((name) => `current_setting('${name}')`).join(", ")});`);
+    expect(shown).toBe("14 32MB 4MB 16MB off");
+    expect((await run.runtime.exec(n.synapse, ["sh", "-c", "echo $MALLOC_CONF"])).stdout.trim()).toBe(
+      "narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
+    );
     expect(Object.keys(postgres.NetworkSettings.Networks)).toEqual([n.dbNetwork]);
     expect(Object.keys(synapse.NetworkSettings.Networks).sort()).toEqual([n.dbNetwork, n.hsNetwork].sort());
     expect(synapse.NetworkSettings.Networks[n.hsNetwork]!.IPAddress).toBe(ip);
@@ -153,7 +160,10 @@ describe.skipIf(unusable)("homeserver lifecycle (real Docker Engine)", () => {
       server_name: spec.serverName,
       enable_registration: false,
       report_stats: false,
-      url_preview_enabled: true,
+      // a Starter's Synapse (768 MiB): no presence, no URL previews, a pool of 4 for its 256 MiB PostgreSQL
+      url_preview_enabled: false,
+      presence: { enabled: false },
+      database: { args: { cp_min: 1, cp_max: 4 } },
       encryption_enabled_by_default_for_room_type: "invite",
       caches: { global_factor: 0.38, cache_autotuning: { max_cache_memory_usage: "460M" } },
       registration_shared_secret: run.registrationSecret(spec.serverId),
