@@ -21,7 +21,15 @@ import { hosts } from "../db/schema";
 import { randomToken } from "../crypto/bytes";
 import type { WorkerEnv } from "../env";
 import { claimDueJobs, failExpiredJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
-import { AUTH_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, LAST_SEEN_WRITE_INTERVAL_MS, OFFLINE_AFTER_MS, USAGE_INTERVAL_MS, WATCH_INTERVAL_MS } from "./policy";
+import {
+  AUTH_TIMEOUT_MS,
+  ECHO_TIMEOUT_MS,
+  HEARTBEAT_INTERVAL_MS,
+  LAST_SEEN_WRITE_INTERVAL_MS,
+  OFFLINE_AFTER_MS,
+  USAGE_INTERVAL_MS,
+  WATCH_INTERVAL_MS,
+} from "./policy";
 import { acceptedAddresses } from "./addresses";
 import { recordCertificates } from "./certificates";
 import { reconcileHost } from "./reconcile";
@@ -58,6 +66,9 @@ export interface ConnectionStatus {
  * Nothing else talks to the agent.
  */
 export class HostConnection extends DurableObject<WorkerEnv> {
+  /** Echoes awaiting their reply, by id: in memory, as the awaiting RPC keeps this object awake. */
+  private readonly echoes = new Map<string, () => void>();
+
   constructor(ctx: DurableObjectState, env: WorkerEnv) {
     super(ctx, env);
     // Heartbeats are answered by the runtime itself, without waking this object.
@@ -134,6 +145,10 @@ export class HostConnection extends DurableObject<WorkerEnv> {
         break;
       case "usage":
         await ingestUsage(this.db, hostId, message.samples);
+        break;
+      case "echo.reply":
+        // A reply to no echo of ours (made up, or too late) is ignored.
+        this.echoes.get(message.id)?.();
         break;
     }
   }
@@ -222,6 +237,28 @@ export class HostConnection extends DurableObject<WorkerEnv> {
     await this.ctx.storage.put("jobsDueAt", jobsDueAt);
     const watch = this.ctx.getWebSockets().length > 0 ? now.getTime() + WATCH_INTERVAL_MS : Infinity;
     await this.scheduleAlarm(Math.min(watch, jobsDueAt));
+  }
+
+  /**
+   * Development only (POST /dev/hosts/:id/echo): sends one echo over the agent's connection and
+   * resolves when the agent answers it; no D1. "not connected" without a live connection, "timeout"
+   * when the agent does not answer within ECHO_TIMEOUT_MS (an old agent ignores the message).
+   */
+  async echo(): Promise<"answered" | "not connected" | "timeout"> {
+    const [ws] = this.sockets("authenticated");
+    if (!ws) return "not connected";
+    const id = crypto.randomUUID();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await new Promise((resolve) => {
+        this.echoes.set(id, () => resolve("answered"));
+        timer = setTimeout(() => resolve("timeout"), ECHO_TIMEOUT_MS);
+        ws.send(JSON.stringify({ type: "echo", id }));
+      });
+    } finally {
+      clearTimeout(timer);
+      this.echoes.delete(id);
+    }
   }
 
   /** Ends the host's live connection at once (revocation). */
