@@ -20,7 +20,7 @@ import { database, type Database } from "../db/client";
 import { hosts } from "../db/schema";
 import { randomToken } from "../crypto/bytes";
 import type { WorkerEnv } from "../env";
-import { claimDueJobs, failExpiredJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
+import { expireAndClaimDueJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
 import {
   AUTH_TIMEOUT_MS,
   ECHO_TIMEOUT_MS,
@@ -221,18 +221,18 @@ export class HostConnection extends DurableObject<WorkerEnv> {
     if (!hostId) return;
     const work = workContext(this.env, new Date());
     const { now } = work;
-    for (const expired of await failExpiredJobs(this.db, hostId, now)) await applyJobOutcome(work, expired);
     const [ws] = this.sockets("authenticated");
-    if (ws) {
-      for (const job of await claimDueJobs(this.db, hostId, now)) {
-        ws.send(
-          JSON.stringify({
-            type: "job",
-            job: { id: job.id, kind: job.kind, payload: await payloadForDelivery(work, job), attempt: job.attempts, deadline: job.deadline.getTime() },
-          }),
-        );
-      }
+    const { expired, claimed } = await expireAndClaimDueJobs(this.db, hostId, now, Boolean(ws));
+    for (const job of claimed) {
+      ws!.send(
+        JSON.stringify({
+          type: "job",
+          job: { id: job.id, kind: job.kind, payload: await payloadForDelivery(work, job), attempt: job.attempts, deadline: job.deadline.getTime() },
+        }),
+      );
     }
+    // After the sends: what an expired job's outcome starts is delivered in a round of its own.
+    for (const job of expired) await applyJobOutcome(work, job);
     const jobsDueAt = (await nextJobDeadline(this.db, hostId, Boolean(ws)))?.getTime() ?? Infinity;
     await this.ctx.storage.put("jobsDueAt", jobsDueAt);
     const watch = this.ctx.getWebSockets().length > 0 ? now.getTime() + WATCH_INTERVAL_MS : Infinity;
