@@ -241,18 +241,18 @@ export class HostConnection extends DurableObject<WorkerEnv> {
 
   /**
    * Development only (POST /dev/hosts/:id/echo): sends one echo over the agent's connection and
-   * resolves when the agent answers it; no D1. "not connected" without a live connection, "timeout"
+   * resolves with its id when the agent answers it; no D1. "not connected" without a live connection, "timeout"
    * when the agent does not answer within ECHO_TIMEOUT_MS (an old agent ignores the message).
    */
-  async echo(): Promise<"answered" | "not connected" | "timeout"> {
+  async echo(): Promise<{ outcome: "answered"; id: string } | { outcome: "not connected" } | { outcome: "timeout" }> {
     const [ws] = this.sockets("authenticated");
-    if (!ws) return "not connected";
+    if (!ws) return { outcome: "not connected" };
     const id = crypto.randomUUID();
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       return await new Promise((resolve) => {
-        this.echoes.set(id, () => resolve("answered"));
-        timer = setTimeout(() => resolve("timeout"), ECHO_TIMEOUT_MS);
+        this.echoes.set(id, () => resolve({ outcome: "answered", id }));
+        timer = setTimeout(() => resolve({ outcome: "timeout" }), ECHO_TIMEOUT_MS);
         ws.send(JSON.stringify({ type: "echo", id }));
       });
     } finally {

@@ -20,9 +20,10 @@ export const devRoutes = new Hono<AppEnv>()
   // Object, one message over the agent's WebSocket and its answer) without reading or writing D1.
   .post("/hosts/:id/echo", async (c) => {
     const { id } = parseWith(z.object({ id: z.string().min(1).max(128) }), c.req.param());
-    const outcome = await hostStub(c.var.ctx.env, id).echo();
-    if (outcome === "not connected") throw conflict("host_not_connected", "This host's agent is not connected.");
-    if (outcome === "timeout") throw gatewayTimeout("agent_timeout", "The host's agent did not answer the echo in time.");
-    return c.json({ answered: true });
+    const echo = await hostStub(c.var.ctx.env, id).echo();
+    if (echo.outcome === "not connected") throw conflict("host_not_connected", "This host's agent is not connected.");
+    if (echo.outcome === "timeout") throw gatewayTimeout("agent_timeout", "The host's agent did not answer the echo in time.");
+    // Its id, so a caller with many echoes in flight can tell which one its agent saw.
+    return c.json({ id: echo.id });
   })
   .get("/mailbox", async (c) => c.html(<MailboxPage messages={await readOutbox(c.var.ctx.db, c.req.query("to"))} viewer={c.var.auth?.user ?? null} />));

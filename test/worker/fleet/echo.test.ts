@@ -30,7 +30,7 @@ describe("development's echo to a host's agent", () => {
     agent.send({ type: "echo.reply", id: sent.id });
     const response = await answered;
     expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({ answered: true });
+    expect(await response.json()).toEqual({ id: sent.id });
   });
 
   it("answers 409 for a host whose agent is not connected", async () => {
