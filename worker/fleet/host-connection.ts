@@ -216,8 +216,10 @@ export class HostConnection extends DurableObject<WorkerEnv> {
    * connected has not told this object who it is.
    */
   async deliver(hostIdFromWorker?: string): Promise<void> {
-    if (hostIdFromWorker) await this.ctx.storage.put("hostId", hostIdFromWorker);
-    const hostId = hostIdFromWorker ?? (await this.ctx.storage.get<string>("hostId"));
+    const known = await this.ctx.storage.get<string>("hostId");
+    // Written only when new: a pending write holds back the job messages sent meanwhile (output gate).
+    if (hostIdFromWorker && hostIdFromWorker !== known) await this.ctx.storage.put("hostId", hostIdFromWorker);
+    const hostId = hostIdFromWorker ?? known;
     if (!hostId) return;
     const work = workContext(this.env, new Date());
     const { now } = work;
@@ -234,7 +236,7 @@ export class HostConnection extends DurableObject<WorkerEnv> {
     // After the sends: what an expired job's outcome starts is delivered in a round of its own.
     for (const job of expired) await applyJobOutcome(work, job);
     const jobsDueAt = (await nextJobDeadline(this.db, hostId, Boolean(ws)))?.getTime() ?? Infinity;
-    await this.ctx.storage.put("jobsDueAt", jobsDueAt);
+    if (jobsDueAt !== (await this.ctx.storage.get<number>("jobsDueAt"))) await this.ctx.storage.put("jobsDueAt", jobsDueAt);
     const watch = this.ctx.getWebSockets().length > 0 ? now.getTime() + WATCH_INTERVAL_MS : Infinity;
     await this.scheduleAlarm(Math.min(watch, jobsDueAt));
   }
