@@ -260,6 +260,9 @@ export class AgentConnection extends EventEmitter {
         }
         this.o.onJob(message.job);
         return;
+      case "echo":
+        if (this._state === "ready") ws.send(JSON.stringify({ type: "echo.reply", id: message.id } satisfies AgentMessage));
+        return;
     }
   }
 

@@ -15,11 +15,13 @@
 //  2. Job dispatch at each size: POST /api/admin/hosts/:id/jobs {"kind":"noop"}
 //     (operator session) spread over the connected hosts, timed in this process
 //     from sending the POST to the simulated agent having the `job` message and
-//     its ack sent; against a WebSocket echo through the same Worker. The Worker
-//     has no echo route, so the echo is the PING/PONG auto-response of an
-//     authenticated agent connection ("ping" → "pong"): a round trip through
-//     wrangler dev to the host's Durable Object's WebSocket that the runtime
-//     answers without waking the object. Same hosts, same concurrency.
+//     its ack sent; against the same transport without our bookkeeping: the
+//     development-only POST /dev/hosts/:id/echo, which asks the host's Durable
+//     Object to send one `echo` message over the agent's WebSocket (no D1) and
+//     answers once the agent's echo.reply arrives. The baseline is timed to the
+//     same point as the job (the POST sent → the simulated agent has the echo
+//     and its reply sent); its whole round trip (→ the 200) is reported beside
+//     it. Same hosts, same concurrency, rounds alternating.
 //     Then, with the largest fleet connected and idle, the dev server's CPU
 //     (heartbeats, and each host's Durable Object waking for its 30 s watch alarm).
 //  3. Reconnect storm: with the whole fleet connected, the dev server's process
@@ -51,7 +53,6 @@ const RECONNECT_BASE_MS = 1_000;
 const RECONNECT_MAX_MS = 60_000;
 /** Generous bounds for functional failures, not timings. */
 const JOB_DELIVERY_BOUND_MS = 30_000;
-const PING_BOUND_MS = 10_000;
 const WELCOME_BOUND_MS = 120_000;
 const STORM_BOUND_MS = 180_000;
 
@@ -227,6 +228,12 @@ class SimAgent {
         }
         return;
       }
+      case "echo": {
+        if (this.state !== "ready") return; // as berth-agent: only on a welcomed connection
+        this.fleet.echoArrived(message.id, performance.now());
+        ws.send(JSON.stringify({ type: "echo.reply", id: message.id }));
+        return;
+      }
       case "job": {
         if (this.state !== "ready") return; // berth-agent ignores a job before the welcome, too
         ws.send(JSON.stringify({ type: "job.ack", id: message.job.id }));
@@ -250,27 +257,6 @@ class SimAgent {
       ws.send(PING);
       this.pings.push({ t0: performance.now(), resolve: () => {}, reject: () => {} });
     }, this.heartbeatMs);
-  }
-
-  /** One echo: "ping" to the host's Durable Object, resolved with the ms until its "pong". */
-  ping() {
-    if (this.state !== "ready") return Promise.reject(new Error(`${this.host.name} is not connected`));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.host.name}: no pong within ${PING_BOUND_MS / 1000} s`)), PING_BOUND_MS);
-      const t0 = performance.now();
-      this.ws.send(PING);
-      this.pings.push({
-        t0,
-        resolve: (ms) => {
-          clearTimeout(timer);
-          resolve(ms);
-        },
-        reject: (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      });
-    });
   }
 
   onClose(code, reason) {
@@ -332,6 +318,7 @@ class Fleet {
   constructor() {
     this.agents = [];
     this.arrivals = new Map();
+    this.echoes = new Map();
     this.waiters = new Map();
     this.closes = new Map();
     this.repeats = [];
@@ -349,6 +336,10 @@ class Fleet {
         ? `connection closed, ${code}`
         : `${state === "connecting" ? "dial failed" : "handshake failed"}, ${code} ${reason.replace(/\d+\.\d+\.\d+\.\d+:\d+/g, "<address>").slice(0, 80)}`.trim();
     this.closes.set(key, (this.closes.get(key) ?? 0) + 1);
+  }
+
+  echoArrived(id, at) {
+    this.echoes.set(id, at);
   }
 
   jobArrived({ id, attempt }, at, agent) {
@@ -461,11 +452,22 @@ async function dispatchRun(fleet, http, cookie, count, concurrency, next) {
   return { ms: performance.now() - start, toAgent, toResponse, ids, hosts };
 }
 
-async function echoRun(count, concurrency, next) {
+/** `count` echoes over the hosts from `next()`: POST → echo at the agent (as a job's), and POST → 200 (the whole round trip). */
+async function echoRun(fleet, http, count, concurrency, next) {
   const latencies = [];
+  const roundTrips = [];
   const start = performance.now();
-  await pool(count, concurrency, async () => latencies.push(await next().ping()));
-  return { ms: performance.now() - start, latencies };
+  await pool(count, concurrency, async () => {
+    const agent = next();
+    const t0 = performance.now();
+    const { id } = await http.call("POST", `/dev/hosts/${agent.host.hostId}/echo`, { expect: 200 });
+    roundTrips.push(performance.now() - t0);
+    const at = fleet.echoes.get(id);
+    if (at === undefined) throw new Error(`echo ${id} answered, but no simulated agent saw it`);
+    fleet.echoes.delete(id);
+    latencies.push(at - t0);
+  });
+  return { ms: performance.now() - start, latencies, roundTrips };
 }
 
 /** Every job the agents acked ends `succeeded` in D1 (the job.result was recorded). */
@@ -491,13 +493,13 @@ async function measureDispatch(fleet, http, cookie, { jobs, warmupJobs, concurre
   const ids = [];
   ids.push(...(await dispatchRun(fleet, http, cookie, warmupJobs, concurrency, next)).ids);
   await verifyJobs(http, cookie, ids);
-  await echoRun(warmupJobs * 2, concurrency, next);
+  await echoRun(fleet, http, warmupJobs * 2, concurrency, next);
   const dispatchRuns = [];
   const echoRuns = [];
   const perRound = Math.ceil(jobs / rounds);
   for (let round = 0; round < rounds; round++) {
     for (const which of round % 2 === 0 ? ["echo", "dispatch"] : ["dispatch", "echo"]) {
-      if (which === "echo") echoRuns.push(await echoRun(perRound, concurrency, next));
+      if (which === "echo") echoRuns.push(await echoRun(fleet, http, perRound, concurrency, next));
       else {
         const run = await dispatchRun(fleet, http, cookie, perRound, concurrency, next);
         dispatchRuns.push(run);
@@ -530,6 +532,7 @@ async function measureDispatch(fleet, http, cookie, { jobs, warmupJobs, concurre
     dispatch: { ...dispatch, jobsPerSec: (dispatch.count / dispatchRuns.reduce((s, r) => s + r.ms, 0)) * 1000 },
     response,
     echo: { ...echo, perSec: (echo.count / echoRuns.reduce((s, r) => s + r.ms, 0)) * 1000 },
+    echoRoundTrip: stats(echoRuns.flatMap((run) => run.roundTrips)),
     ratios: {
       p50: dispatch.p50Ms / echo.p50Ms,
       p99: dispatch.p99Ms / echo.p99Ms,
@@ -566,8 +569,20 @@ async function reconnectStorm(fleet, server) {
     buckets.set(bucket, (buckets.get(bucket) ?? 0) + 1);
   }
   const dials = agents.map((agent) => agent.dials - before.get(agent).dials);
+  // The distribution the goal is about: from the stop to each agent welcomed again, and a 5 s histogram of it.
+  const fromStop = agents.map((agent) => agent.welcomedAt - start);
+  const histogram = new Map();
+  for (const ms of fromStop) histogram.set(Math.floor(ms / 5000) * 5, (histogram.get(Math.floor(ms / 5000) * 5) ?? 0) + 1);
   return {
     agents: agents.length,
+    fromStop: {
+      ...stats(fromStop),
+      p90Ms: percentile(
+        [...fromStop].sort((a, b) => a - b),
+        90,
+      ),
+    },
+    fromStopHistogram: Object.fromEntries([...histogram].sort(([a], [b]) => a - b).map(([s, n]) => [`${s}–${s + 5} s`, n])),
     stopMs: downMs,
     startMs: upMs,
     totalMs: allAt - start,
@@ -782,7 +797,7 @@ export async function benchFleet({
   jobs = 200,
   warmupJobs = 16,
   concurrency = 8,
-  rounds = 2,
+  rounds = 6,
   enrollConcurrency = 8,
   settleMs = 5_000,
   idleMs = 45_000,
@@ -831,7 +846,7 @@ export async function benchFleet({
       idleFleet,
       storm,
       realAgent,
-      echo: "PING/PONG auto-response of an authenticated agent connection",
+      echo: "POST /dev/hosts/:id/echo: the host's Durable Object sends one message over the agent's WebSocket (no D1); timed to the agent having it",
       enrollAddresses: "one cf-connecting-ip per enrollment (198.18.0.0/15); wrangler dev passes it through to the Worker",
       durationMs: performance.now() - started,
     };

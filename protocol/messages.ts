@@ -187,7 +187,13 @@ export const jobMessage = z.strictObject({
 });
 export type JobAssignment = z.infer<typeof jobMessage>["job"];
 
-export const serverMessage = z.discriminatedUnion("type", [challengeMessage, welcomeMessage, jobMessage]);
+/**
+ * Development only (the dispatch benchmark's baseline, POST /dev/hosts/:id/echo): the agent answers
+ * with an echo.reply of the same id and does nothing else. An agent that does not know it ignores it.
+ */
+export const echoMessage = z.strictObject({ type: z.literal("echo"), id });
+
+export const serverMessage = z.discriminatedUnion("type", [challengeMessage, welcomeMessage, jobMessage, echoMessage]);
 export type ServerMessage = z.infer<typeof serverMessage>;
 
 // ---------- agent → control plane ----------
@@ -237,7 +243,17 @@ export const usageMessage = z.strictObject({
   samples: z.array(usageSampleSchema).min(1).max(120),
 });
 
-export const agentMessage = z.discriminatedUnion("type", [helloMessage, jobAckMessage, jobProgressMessage, jobResultMessage, inventoryMessage, usageMessage]);
+export const echoReplyMessage = z.strictObject({ type: z.literal("echo.reply"), id });
+
+export const agentMessage = z.discriminatedUnion("type", [
+  helloMessage,
+  jobAckMessage,
+  jobProgressMessage,
+  jobResultMessage,
+  inventoryMessage,
+  usageMessage,
+  echoReplyMessage,
+]);
 export type AgentMessage = z.infer<typeof agentMessage>;
 export type HelloMessage = z.infer<typeof helloMessage>;
 

@@ -140,6 +140,18 @@ describe("agent connection against a local control plane", () => {
     expect(socket.invalid).toEqual([]);
   });
 
+  it("answers an echo with an echo.reply of its id and nothing else (development's dispatch baseline)", async () => {
+    const cp = await new ControlPlane().start();
+    const agent = startAgent(cp);
+    const socket = await waitFor(() => cp.welcomed(), "welcome");
+    await waitFor(() => agent.connection.isReady(), "ready");
+    socket.ws.send(JSON.stringify({ type: "echo", id: "echo-1" }));
+    await waitFor(() => socket.of("echo.reply").length === 1, "echo reply");
+    expect(socket.of("echo.reply")).toEqual([{ type: "echo.reply", id: "echo-1" }]);
+    expect(socket.of("job.ack")).toEqual([]);
+    expect(socket.invalid).toEqual([]);
+  });
+
   it("a duplicate delivery after done gets the stored result again", async () => {
     const cp = await new ControlPlane().start();
     startAgent(cp);

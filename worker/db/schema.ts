@@ -450,7 +450,8 @@ export const hostUsage = sqliteTable(
     networkRxBytes: real("network_rx_bytes").notNull(),
     networkTxBytes: real("network_tx_bytes").notNull(),
   },
-  (t) => [primaryKey({ columns: [t.hostId, t.resolution, t.at] })],
+  // The hourly roll-up and retention read one resolution's time range across every host.
+  (t) => [primaryKey({ columns: [t.hostId, t.resolution, t.at] }), index("host_usage_resolution_at_idx").on(t.resolution, t.at)],
 );
 
 // Per-workload (per-homeserver) container metrics, summed over the workload's containers.

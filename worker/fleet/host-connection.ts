@@ -20,8 +20,16 @@ import { database, type Database } from "../db/client";
 import { hosts } from "../db/schema";
 import { randomToken } from "../crypto/bytes";
 import type { WorkerEnv } from "../env";
-import { claimDueJobs, failExpiredJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
-import { AUTH_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, LAST_SEEN_WRITE_INTERVAL_MS, OFFLINE_AFTER_MS, USAGE_INTERVAL_MS, WATCH_INTERVAL_MS } from "./policy";
+import { expireAndClaimDueJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
+import {
+  AUTH_TIMEOUT_MS,
+  ECHO_TIMEOUT_MS,
+  HEARTBEAT_INTERVAL_MS,
+  LAST_SEEN_WRITE_INTERVAL_MS,
+  OFFLINE_AFTER_MS,
+  USAGE_INTERVAL_MS,
+  WATCH_INTERVAL_MS,
+} from "./policy";
 import { acceptedAddresses } from "./addresses";
 import { recordCertificates } from "./certificates";
 import { reconcileHost } from "./reconcile";
@@ -58,6 +66,9 @@ export interface ConnectionStatus {
  * Nothing else talks to the agent.
  */
 export class HostConnection extends DurableObject<WorkerEnv> {
+  /** Echoes awaiting their reply, by id: in memory, as the awaiting RPC keeps this object awake. */
+  private readonly echoes = new Map<string, () => void>();
+
   constructor(ctx: DurableObjectState, env: WorkerEnv) {
     super(ctx, env);
     // Heartbeats are answered by the runtime itself, without waking this object.
@@ -135,6 +146,10 @@ export class HostConnection extends DurableObject<WorkerEnv> {
       case "usage":
         await ingestUsage(this.db, hostId, message.samples);
         break;
+      case "echo.reply":
+        // A reply to no echo of ours (made up, or too late) is ignored.
+        this.echoes.get(message.id)?.();
+        break;
     }
   }
 
@@ -201,27 +216,51 @@ export class HostConnection extends DurableObject<WorkerEnv> {
    * connected has not told this object who it is.
    */
   async deliver(hostIdFromWorker?: string): Promise<void> {
-    if (hostIdFromWorker) await this.ctx.storage.put("hostId", hostIdFromWorker);
-    const hostId = hostIdFromWorker ?? (await this.ctx.storage.get<string>("hostId"));
+    const known = await this.ctx.storage.get<string>("hostId");
+    // Written only when new: a pending write holds back the job messages sent meanwhile (output gate).
+    if (hostIdFromWorker && hostIdFromWorker !== known) await this.ctx.storage.put("hostId", hostIdFromWorker);
+    const hostId = hostIdFromWorker ?? known;
     if (!hostId) return;
     const work = workContext(this.env, new Date());
     const { now } = work;
-    for (const expired of await failExpiredJobs(this.db, hostId, now)) await applyJobOutcome(work, expired);
     const [ws] = this.sockets("authenticated");
-    if (ws) {
-      for (const job of await claimDueJobs(this.db, hostId, now)) {
-        ws.send(
-          JSON.stringify({
-            type: "job",
-            job: { id: job.id, kind: job.kind, payload: await payloadForDelivery(work, job), attempt: job.attempts, deadline: job.deadline.getTime() },
-          }),
-        );
-      }
+    const { expired, claimed } = await expireAndClaimDueJobs(this.db, hostId, now, Boolean(ws));
+    for (const job of claimed) {
+      ws!.send(
+        JSON.stringify({
+          type: "job",
+          job: { id: job.id, kind: job.kind, payload: await payloadForDelivery(work, job), attempt: job.attempts, deadline: job.deadline.getTime() },
+        }),
+      );
     }
+    // After the sends: what an expired job's outcome starts is delivered in a round of its own.
+    for (const job of expired) await applyJobOutcome(work, job);
     const jobsDueAt = (await nextJobDeadline(this.db, hostId, Boolean(ws)))?.getTime() ?? Infinity;
-    await this.ctx.storage.put("jobsDueAt", jobsDueAt);
+    if (jobsDueAt !== (await this.ctx.storage.get<number>("jobsDueAt"))) await this.ctx.storage.put("jobsDueAt", jobsDueAt);
     const watch = this.ctx.getWebSockets().length > 0 ? now.getTime() + WATCH_INTERVAL_MS : Infinity;
     await this.scheduleAlarm(Math.min(watch, jobsDueAt));
+  }
+
+  /**
+   * Development only (POST /dev/hosts/:id/echo): sends one echo over the agent's connection and
+   * resolves with its id when the agent answers it; no D1. "not connected" without a live connection, "timeout"
+   * when the agent does not answer within ECHO_TIMEOUT_MS (an old agent ignores the message).
+   */
+  async echo(): Promise<{ outcome: "answered"; id: string } | { outcome: "not connected" } | { outcome: "timeout" }> {
+    const [ws] = this.sockets("authenticated");
+    if (!ws) return { outcome: "not connected" };
+    const id = crypto.randomUUID();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await new Promise((resolve) => {
+        this.echoes.set(id, () => resolve({ outcome: "answered", id }));
+        timer = setTimeout(() => resolve({ outcome: "timeout" }), ECHO_TIMEOUT_MS);
+        ws.send(JSON.stringify({ type: "echo", id }));
+      });
+    } finally {
+      clearTimeout(timer);
+      this.echoes.delete(id);
+    }
   }
 
   /** Ends the host's live connection at once (revocation). */

@@ -99,10 +99,10 @@ export async function awaitJob(db: Database, id: string, { withinMs }: { withinM
  * time — in one UPDATE … RETURNING: each is counted as one more attempt with
  * its next resend pushed back, so deliveries that overlap never send a job twice.
  */
-export async function claimDueJobs(db: Database, hostId: string, now: Date): Promise<Job[]> {
+function claimDueJobsQuery(db: Database, hostId: string, now: Date) {
   const due = and(eq(jobs.hostId, hostId), inArray(jobs.status, ["queued", "sent"]), lte(jobs.nextAttemptAt, now));
   const ids = db.select({ id: jobs.id }).from(jobs).where(due).orderBy(asc(jobs.createdAt)).limit(100);
-  const claimed = await db
+  return db
     .update(jobs)
     .set({
       status: "sent",
@@ -113,7 +113,17 @@ export async function claimDueJobs(db: Database, hostId: string, now: Date): Pro
     })
     .where(and(inArray(jobs.id, ids), due))
     .returning();
-  return claimed.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
+}
+
+/**
+ * A host's delivery round in one D1 round trip (a batch, so a dispatched job waits on one query in
+ * the host's Durable Object): its unfinished jobs past their deadline failed, and, when its agent
+ * is connected, the jobs to send now claimed (claimDueJobsQuery), oldest first.
+ */
+export async function expireAndClaimDueJobs(db: Database, hostId: string, now: Date, connected: boolean): Promise<{ expired: Job[]; claimed: Job[] }> {
+  if (!connected) return { expired: await failExpiredJobs(db, hostId, now), claimed: [] };
+  const [expired, claimed] = await db.batch([failExpiredJobsQuery(db, hostId, now), claimDueJobsQuery(db, hostId, now)]);
+  return { expired, claimed: claimed.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime()) };
 }
 
 /**
@@ -196,13 +206,17 @@ export async function redeliverUnfinished(db: Database, hostId: string, now: Dat
 /** The error of a job that ran out of time: ours, unlike the agent's own error text. */
 export const JOB_DEADLINE_EXCEEDED = "deadline exceeded";
 
-/** Fails unfinished jobs past their deadline and returns them (their callers apply the outcome). */
-export async function failExpiredJobs(db: Database, hostId: string | null, now: Date): Promise<Job[]> {
+function failExpiredJobsQuery(db: Database, hostId: string | null, now: Date) {
   return db
     .update(jobs)
     .set({ status: "failed", error: JOB_DEADLINE_EXCEEDED, finishedAt: now, updatedAt: now })
     .where(and(hostId === null ? undefined : eq(jobs.hostId, hostId), inArray(jobs.status, UNFINISHED), lte(jobs.deadline, now)))
     .returning();
+}
+
+/** Fails unfinished jobs past their deadline and returns them (their callers apply the outcome). */
+export async function failExpiredJobs(db: Database, hostId: string | null, now: Date): Promise<Job[]> {
+  return failExpiredJobsQuery(db, hostId, now);
 }
 
 export async function unfinishedJobsOfKind(db: Database, hostId: string, kinds: JobKind[]): Promise<Job[]> {

@@ -11,6 +11,8 @@ export const WATCH_INTERVAL_MS = 30_000;
 /** A socket must say hello this soon after the challenge. */
 export const AUTH_TIMEOUT_MS = 10_000;
 export const USAGE_INTERVAL_MS = 30_000;
+/** Development's echo (the dispatch benchmark's baseline) gives up on an agent that does not answer after this. */
+export const ECHO_TIMEOUT_MS = 5_000;
 
 /** Each kind's deadline is the job catalogue's (protocol/jobs.ts). Unacknowledged jobs are sent again after 5 s, 10 s, 20 s … up to 5 minutes apart. */
 export const RETRY_BASE_MS = 5_000;

@@ -1,4 +1,4 @@
-import { and, asc, eq, gte, inArray, lt, sql } from "drizzle-orm";
+import { and, asc, eq, gte, inArray, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { UsageSample } from "../../protocol/messages";
 import type { Database } from "../db/client";
@@ -109,11 +109,14 @@ const WORKLOAD_METRICS = [
 ];
 
 /**
- * Averages the finer resolution into complete buckets of the coarser one,
- * recomputing from one bucket before the newest already rolled (so late
- * samples are counted), then prunes each resolution past its retention.
+ * The hourly roll-up, statement by statement: averages the finer resolution
+ * into complete buckets of the coarser one, recomputing from one bucket before
+ * the newest already rolled (so late samples are counted), then prunes each
+ * resolution past its retention. Each reads one resolution's time range,
+ * which the (resolution, at) index of each table serves (a test holds it).
  */
-export async function rollUpUsage(db: Database, now: Date): Promise<void> {
+export function usageRollupStatements(now: Date): string[] {
+  const statements: string[] = [];
   for (const [table, key, metrics] of [
     ["host_usage", "host_id", HOST_METRICS],
     ["workload_usage", "workload_id, host_id", WORKLOAD_METRICS],
@@ -126,8 +129,7 @@ export async function rollUpUsage(db: Database, now: Date): Promise<void> {
       const currentBucket = Math.floor(now.getTime() / width) * width;
       const averages = metrics.map((metric) => `avg(${metric})`).join(", ");
       const updates = metrics.map((metric) => `${metric} = excluded.${metric}`).join(", ");
-      await db.run(
-        sql.raw(`
+      statements.push(`
           INSERT INTO ${table} (${key}, resolution, at, ${metrics.join(", ")})
           SELECT ${key}, '${to}', (at / ${width}) * ${width} AS bucket, ${averages}
           FROM ${table}
@@ -135,15 +137,18 @@ export async function rollUpUsage(db: Database, now: Date): Promise<void> {
             AND at < ${currentBucket}
             AND at >= coalesce((SELECT max(at) FROM ${table} WHERE resolution = '${to}'), 0) - ${width}
           GROUP BY ${key}, bucket
-          ON CONFLICT DO UPDATE SET ${updates}`),
-      );
+          ON CONFLICT DO UPDATE SET ${updates}`);
     }
   }
   for (const resolution of ["raw", "5m", "1h"] as const) {
-    const before = new Date(now.getTime() - USAGE_RETENTION[resolution].keepMs);
-    await db.delete(hostUsage).where(and(eq(hostUsage.resolution, resolution), lt(hostUsage.at, before)));
-    await db.delete(workloadUsage).where(and(eq(workloadUsage.resolution, resolution), lt(workloadUsage.at, before)));
+    const before = now.getTime() - USAGE_RETENTION[resolution].keepMs;
+    for (const table of ["host_usage", "workload_usage"]) statements.push(`DELETE FROM ${table} WHERE resolution = '${resolution}' AND at < ${before}`);
   }
+  return statements;
+}
+
+export async function rollUpUsage(db: Database, now: Date): Promise<void> {
+  for (const statement of usageRollupStatements(now)) await db.run(sql.raw(statement));
 }
 
 export const USAGE_RANGES = { "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "365d": 365 * DAY } as const;

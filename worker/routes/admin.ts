@@ -101,28 +101,30 @@ export const adminRoutes = new Hono<AppEnv>()
   })
   .post("/hosts/:id/jobs", async (c) => {
     const { ctx } = c.var;
-    const host = await requireHost(ctx.db, c.req.param("id"));
-    const body = await readJson(
-      c,
-      z.strictObject({
-        kind: z.enum(TEST_JOB_KINDS),
-        payload: z.json().optional(),
-        timeoutSeconds: z
-          .number()
-          .int()
-          .min(1)
-          .max(24 * 3600)
-          .optional(),
-      }),
-    );
-    const payload = parseWith(JOBS[body.kind].payload, body.payload ?? {});
-    const job = await dispatchJob(
-      ctx.db,
-      ctx.env,
-      { hostId: host.id, kind: body.kind, payload, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 },
-      ctx.now,
-    );
-    await audit(ctx.db, ctx.now, `user:${c.var.user.id}`, "job.enqueued", job.id, { hostId: host.id, kind: job.kind });
+    const hostId = c.req.param("id");
+    // The host is not read on the way to its agent (the job's foreign key finds an unknown one), only
+    // when the request is refused: an unknown host is still a 404 before the body is judged.
+    const job = await (async () => {
+      const body = await readJson(
+        c,
+        z.strictObject({
+          kind: z.enum(TEST_JOB_KINDS),
+          payload: z.json().optional(),
+          timeoutSeconds: z
+            .number()
+            .int()
+            .min(1)
+            .max(24 * 3600)
+            .optional(),
+        }),
+      );
+      const payload = parseWith(JOBS[body.kind].payload, body.payload ?? {});
+      return dispatchJob(ctx.db, ctx.env, { hostId, kind: body.kind, payload, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 }, ctx.now);
+    })().catch(async (error: unknown) => {
+      await requireHost(ctx.db, hostId);
+      throw error;
+    });
+    await audit(ctx.db, ctx.now, `user:${c.var.user.id}`, "job.enqueued", job.id, { hostId, kind: job.kind });
     return c.json(presentJob(job), 202);
   })
   .get("/jobs/:id", async (c) => {

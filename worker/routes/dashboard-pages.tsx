@@ -42,8 +42,8 @@ const toServer = (c: ServerPageContext, notice: NoticeKey) => c.redirect(`/serve
 
 async function renderServers(c: ServerPageContext, form: { error?: string; name?: string | undefined; region?: string | undefined } = {}) {
   const { ctx, user } = c.var;
-  const { plan } = await billingSummary(ctx.db, user.id);
-  const mine = await listServers(ctx.db, user.id);
+  // Independent reads, sent together: the page waits on one round trip of D1, not one after another.
+  const [{ plan }, mine] = await Promise.all([billingSummary(ctx.db, user.id), listServers(ctx.db, user.id)]);
   // With a plan, "room" means room for that plan, exactly as creating would decide.
   const regions = await Promise.all(
     REGIONS.map(async (region) => ({
@@ -67,19 +67,26 @@ async function renderServer(c: ServerPageContext, extra: { error?: string; admin
   const { ctx, user } = c.var;
   const server = await ownedServer(ctx.db, user.id, c.req.param("id")!);
   const range = CHART_RANGES.find((r) => r === c.req.query("range")) ?? "24h";
-  const newest = await newestSucceededBackupId(ctx.db, server.id);
-  const series = await workloadUsageSeries(ctx.db, [server.id], range, ctx.now);
-  const upkeep = await lastUpkeep(ctx.db, server.id);
-  const quota = await latestQuota(ctx.db, server.id, ctx.now);
+  // Independent reads, sent together: the page waits on one round trip of D1, not eight one after another.
+  const [newest, series, upkeep, quota, lifecycleJob, backups, moves, dns] = await Promise.all([
+    newestSucceededBackupId(ctx.db, server.id),
+    workloadUsageSeries(ctx.db, [server.id], range, ctx.now),
+    lastUpkeep(ctx.db, server.id),
+    latestQuota(ctx.db, server.id, ctx.now),
+    latestLifecycleJob(ctx.db, server),
+    listBackups(ctx.db, server.id),
+    movesForCustomer(ctx.db, server),
+    serverDnsStatus(ctx, server.id),
+  ]);
   return (
     <ServerPage
       user={user}
-      server={presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server))}
+      server={presentServer(ctx.config, server, lifecycleJob)}
       plan={planById(server.planId)}
-      backups={(await listBackups(ctx.db, server.id)).map((backup) => presentBackup(backup, newest, ctx.now))}
+      backups={backups.map((backup) => presentBackup(backup, newest, ctx.now))}
       upkeep={upkeep ? presentUpkeep(upkeep) : null}
       remoteMediaRetentionDays={remoteMediaRetentionDays(server)}
-      moves={await movesForCustomer(ctx.db, server)}
+      moves={moves}
       usage={{
         range,
         ranges: [...CHART_RANGES],
@@ -88,7 +95,7 @@ async function renderServer(c: ServerPageContext, extra: { error?: string; admin
         points: series.rows,
       }}
       quota={quota}
-      dns={await serverDnsStatus(ctx, server.id)}
+      dns={dns}
       notice={noticeFor(c.req.query("notice"))}
       {...extra}
     />

@@ -1,0 +1,1 @@
+CREATE INDEX `host_usage_resolution_at_idx` ON `host_usage` (`resolution`,`at`);
