@@ -110,6 +110,37 @@ describe("placement", () => {
     expect(admitted).toBe(admittedCount(4096, 0, starter));
   });
 
+  it("counts a homeserver that moves or changes plan for its own peak (at least the new plan's floor while new), under the ceiling of the new plan's limit", async () => {
+    const ctx = context();
+    const target = await host(region(), HOST_RESERVED_MEMORY_MIB + 300, 64);
+    const elsewhere = await host(region(), 8192, 64);
+    const id = crypto.randomUUID();
+    await env.DB.prepare("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES (?, ?, 'x', ?, ?)")
+      .bind(id, `${id}@example.com`, Date.now(), Date.now())
+      .run();
+    await env.DB.prepare(
+      "INSERT INTO servers (id, user_id, name, region, host_id, plan_id, status, measured_memory_mib, memory_measured_since, created_at) VALUES (?, ?, ?, 'r', ?, 'starter', 'running', 100, ?, ?)",
+    )
+      .bind(id, id, `s-${id.slice(0, 12)}`, elsewhere, ctx.now.getTime() - 2 * MEASURED_AFTER_MS, Date.now())
+      .run();
+    const fits = async (plan: typeof starter) =>
+      (
+        await ctx.db
+          .select({ id: hosts.id })
+          .from(hosts)
+          .where(and(eq(hosts.id, target), hasRoomSql(target, plan, ctx.now, id)))
+      ).length === 1;
+    // 100 MiB measured plus headroom fits in 300 MiB; a Starter never measured (384 MiB) would not.
+    expect(100 + MEMORY_HEADROOM_MIB).toBeLessThanOrEqual(300);
+    expect(newcomerMemoryMiB(starter)).toBeGreaterThan(300);
+    expect(await fits(starter)).toBe(true);
+    // Team's 2 GiB limit is more than 4× the 300 MiB the host gives homeservers.
+    expect(await fits(planById("team")!)).toBe(false);
+
+    await env.DB.prepare("UPDATE servers SET memory_measured_since = ? WHERE id = ?").bind(ctx.now.getTime(), id).run();
+    expect(await fits(starter)).toBe(false);
+  });
+
   it("puts customer data only on encrypted hosts; in production the agent's own flag is not enough, an operator's override is", async () => {
     const flagged = region();
     const id = await host(flagged, 4096, 2, { encrypted: false, agentFlag: true });
