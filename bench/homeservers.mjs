@@ -22,6 +22,8 @@ import { Agent, fetch as undiciFetch } from "undici";
 import { destroyDevHomeservers } from "../scripts/dev-reset.mjs";
 import { call, postJson, subscribedCustomer } from "./customer.mjs";
 import { reservePortPair } from "../test/ports.ts";
+import { planById } from "../worker/billing/plans.ts";
+import { admittedCount } from "../worker/servers/admission.ts";
 import { startDevServer } from "./dev-server.mjs";
 import { percentile, until } from "./lib.mjs";
 
@@ -336,6 +338,8 @@ export async function benchHomeservers({ count = 5, idleSeconds = 60, samples = 
       fitIn8GiB: {
         byIdleMemoryTuned: Math.floor(eightGiB / tuned.pairMiB),
         byIdleMemoryDefaults: Math.floor(eightGiB / synapseDefaults.pairMiB),
+        // What placement admits of Starters that each measure our idle pair.
+        admittedStarters: admittedCount(eightGiB, tuned.pairMiB, planById("starter")),
       },
       ratios: {
         creationOverDefaultsStart: median(creations) / defaults.startMs,

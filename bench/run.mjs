@@ -23,6 +23,7 @@ import { benchKdf } from "./kdf.mjs";
 import { benchMigration, migrationReport } from "./migration.mjs";
 import { benchQuota } from "./quota.mjs";
 import { machineInfo, root, round, table } from "./lib.mjs";
+import { HOST_RESERVED_MEMORY_MIB, MEMORY_HEADROOM_MIB, MEMORY_OVERCOMMIT } from "../worker/servers/admission.ts";
 import { benchSessionCheck } from "./session-check.mjs";
 import { benchStorage } from "./storage.mjs";
 import { benchChecks, checksReport } from "./checks.mjs";
@@ -304,8 +305,9 @@ console.log(
   ),
 );
 console.log(
-  "Idle pairs in 8 GiB divides 8 GiB by the idle pair; placement admits fewer, as it reserves each plan's memory limit " +
-    "(starter: 1 GiB) and 1 GiB per host: 7 starters on an 8 GiB host.",
+  `Idle pairs in 8 GiB divides 8 GiB by the idle pair. Placement admits each homeserver by its measured peak plus ${MEMORY_HEADROOM_MIB} MiB ` +
+    `of headroom within the host's memory less ${HOST_RESERVED_MEMORY_MIB} MiB, its plans' limits (starter: 1 GiB) adding up to at most ` +
+    `${MEMORY_OVERCOMMIT}× that: ${homeservers.fitIn8GiB.admittedStarters} idle starters (ours) on an 8 GiB host once measured (7 when it reserved each plan's limit).`,
 );
 
 const { pages } = homeservers;

@@ -16,7 +16,8 @@ import type { WorkerEnv } from "./env";
 import { continueDrains } from "./fleet/drains";
 import { markStaleHostsOffline } from "./fleet/hosts";
 import { failExpiredJobs, pruneJobs } from "./fleet/jobs";
-import { rollUpUsage } from "./fleet/usage";
+import { refreshMeasuredMemory, rollUpUsage } from "./fleet/usage";
+import { reviewAllHosts } from "./fleet/tight-hosts";
 import { resumeStalledDeletions, startDueDeletions } from "./servers/deletion";
 import { enforceEntitlements, handleEntitlementEvents } from "./servers/entitlement-jobs";
 import { applyPlanChanges } from "./servers/plan-changes";
@@ -67,6 +68,9 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       entitlementsExpired: await expireEntitlements(db, now, config.entitlement),
     });
     await rollUpUsage(db, now);
+    // Before the moves below: a host whose homeservers' peaks fell may take them again.
+    await refreshMeasuredMemory(db, now);
+    await reviewAllHosts(db, now);
     Object.assign(report, {
       abandonedBackupsFailed: await failAbandonedBackups(ctx),
       stalledDeletionsResumed: await resumeStalledDeletions(ctx),

@@ -226,6 +226,10 @@ export const hosts = sqliteTable(
     /** The public addresses its homeservers' DNS records point at, as its agent last reported them (agent.json); null until it does. */
     publicIpv4: text("public_ipv4"),
     publicIpv6: text("public_ipv6"),
+    /** The memory the host last reported available (its own figure, clamped to its size); null until it reports usage. */
+    memoryAvailableMiB: integer("memory_available_mib"),
+    /** Since when the host is tight (worker/fleet/tight-hosts.ts): it takes no new homeservers until it recovers. */
+    tightSince: timestamp("tight_since"),
     enrolledAt: timestamp("enrolled_at").notNull(),
     revokedAt: timestamp("revoked_at"),
   },
@@ -350,12 +354,21 @@ export const servers = sqliteTable(
     adminUserId: text("admin_user_id"),
     /** The settings its Synapse runs with, as the host last reported them applied; null: the defaults (DEFAULT_HOMESERVER_SETTINGS). */
     settings: text("settings", { mode: "json" }).$type<HomeserverSettings>(),
+    /**
+     * The peak memory its containers used over the last day, as its own host reported it, clamped to
+     * its plan's limit: what placement counts it for (worker/servers/placement.ts). Null until measured.
+     */
+    measuredMemoryMiB: integer("measured_memory_mib"),
+    /** When its host first reported its memory: until it has been measured a while, placement counts at least its plan's floor. */
+    memoryMeasuredSince: timestamp("memory_measured_since"),
     createdAt: timestamp("created_at").notNull(),
     updatedAt: timestamp("updated_at").notNull().default(sql`0`),
   },
   (t) => [
     index("servers_user_idx").on(t.userId),
     index("servers_host_idx").on(t.hostId),
+    // Placement counts the servers moving onto or off a host too.
+    index("servers_reserved_on_host_idx").on(t.reservedOnHostId),
     // One live homeserver per account (its subscription includes one): the database settles concurrent creates.
     uniqueIndex("servers_one_live_per_user").on(t.userId).where(sql`status <> 'deleted'`),
   ],

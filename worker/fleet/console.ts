@@ -35,7 +35,7 @@ async function overviewOf(db: Database, host: Host, certificates: Certificate[],
   return {
     host,
     capacity: capacityOf(host),
-    room: await roomOn(db, host),
+    room: await roomOn(db, host, now),
     homeservers: live.length,
     certificates: {
       count: certificates.length,

@@ -34,6 +34,7 @@ import { acceptedAddresses } from "./addresses";
 import { recordCertificates } from "./certificates";
 import { reconcileHost } from "./reconcile";
 import { verifyHostSignature } from "./signatures";
+import { reviewTightness } from "./tight-hosts";
 import { ingestUsage } from "./usage";
 import { payloadForDelivery } from "../backups/restore";
 import { applyJobOutcome } from "../servers/outcomes";
@@ -143,9 +144,12 @@ export class HostConnection extends DurableObject<WorkerEnv> {
         await reconcileHost(this.db, hostId, message.workloads, now);
         await this.deliver();
         break;
-      case "usage":
-        await ingestUsage(this.db, hostId, message.samples);
+      case "usage": {
+        await ingestUsage(this.db, hostId, message.samples, now);
+        const [host] = await this.db.select().from(hosts).where(eq(hosts.id, hostId));
+        if (host) await reviewTightness(this.db, host, now);
         break;
+      }
       case "echo.reply":
         // A reply to no echo of ours (made up, or too late) is ignored.
         this.echoes.get(message.id)?.();

@@ -1,8 +1,9 @@
-import { and, asc, eq, gte, inArray, sql } from "drizzle-orm";
+import { and, asc, eq, gt, gte, inArray, ne, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import type { UsageSample } from "../../protocol/messages";
 import type { Database } from "../db/client";
-import { hostUsage, workloadUsage, workloads, type UsageResolution } from "../db/schema";
+import { hosts, hostUsage, servers, workloadUsage, workloads, type UsageResolution } from "../db/schema";
+import { planMemoryLimitSql } from "../servers/placement";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -15,12 +16,21 @@ export const USAGE_RETENTION: Record<UsageResolution, { keepMs: number; bucketMs
   "1h": { keepMs: 365 * DAY, bucketMs: HOUR },
 };
 
+const MIB = 1024 * 1024;
+
+/** A homeserver's memory figure, reported in bytes, as placement counts it: whole MiB, clamped to [0, its plan's limit] in SQL. */
+const clampedMemorySql = (bytes: number) => sql`min(${Math.max(0, Math.ceil(bytes / MIB))}, ${planMemoryLimitSql()})`;
+
 /**
  * Stores an agent's samples. Container figures are summed per workload, and
  * only for workloads that belong to this host: a host cannot write another
- * host's (another customer's) usage.
+ * host's (another customer's) usage. A homeserver's running containers also
+ * raise its measured memory (servers.measuredMemoryMiB) if it runs on this
+ * host, and the newest sample gives the host's own available memory, clamped
+ * to its size: what placement reads, so a lying host can skew neither beyond
+ * its own homeservers' plans.
  */
-export async function ingestUsage(db: Database, hostId: string, samples: UsageSample[]): Promise<void> {
+export async function ingestUsage(db: Database, hostId: string, samples: UsageSample[], now: Date): Promise<void> {
   const mine = new Set((await db.select({ id: workloads.id }).from(workloads).where(eq(workloads.hostId, hostId))).map((row) => row.id));
   const statements: BatchItem<"sqlite">[] = [];
   for (const sample of samples) {
@@ -53,8 +63,10 @@ export async function ingestUsage(db: Database, hostId: string, samples: UsageSa
       }
       return row;
     };
+    const running = new Set<string>();
     for (const container of sample.containers) {
       if (!mine.has(container.workloadId)) continue;
+      running.add(container.workloadId);
       const sum = rowOf(container.workloadId);
       sum.cpuPercent += container.cpuPercent;
       sum.memoryBytes += container.memoryBytes;
@@ -79,7 +91,27 @@ export async function ingestUsage(db: Database, hostId: string, samples: UsageSa
           .values({ workloadId, hostId, resolution: "raw", at, ...sum })
           .onConflictDoNothing(),
       );
+      if (!running.has(workloadId)) continue;
+      statements.push(
+        db
+          .update(servers)
+          .set({
+            measuredMemoryMiB: sql`max(coalesce(${servers.measuredMemoryMiB}, 0), ${clampedMemorySql(sum.memoryBytes)})`,
+            memoryMeasuredSince: sql`coalesce(${servers.memoryMeasuredSince}, ${now.getTime()})`,
+          })
+          .where(and(eq(servers.id, workloadId), eq(servers.hostId, hostId), ne(servers.status, "deleted"))),
+      );
     }
+  }
+  const newest = samples.reduce<UsageSample | undefined>((latest, sample) => (latest && latest.at >= sample.at ? latest : sample), undefined);
+  if (newest) {
+    const available = Math.max(0, Math.floor(newest.host.memoryAvailableBytes / MIB));
+    statements.push(
+      db
+        .update(hosts)
+        .set({ memoryAvailableMiB: sql`min(${available}, ${hosts.memoryMiB})` })
+        .where(eq(hosts.id, hostId)),
+    );
   }
   const [first, ...rest] = statements;
   if (first) await db.batch([first, ...rest]);
@@ -149,6 +181,34 @@ export function usageRollupStatements(now: Date): string[] {
 
 export async function rollUpUsage(db: Database, now: Date): Promise<void> {
   for (const statement of usageRollupStatements(now)) await db.run(sql.raw(statement));
+}
+
+/** How far back a homeserver's measured memory looks: a day shows its daily peak (its busiest hour, its nightly upkeep). */
+export const MEASURED_MEMORY_WINDOW_MS = DAY;
+
+/**
+ * Sets each homeserver's measured memory to the peak of the last day of its current host's raw
+ * samples while it ran, clamped to its plan's limit, so that it falls again after a spike. One
+ * without such samples (stopped all day, or just moved) keeps the figure it had.
+ */
+export async function refreshMeasuredMemory(db: Database, now: Date): Promise<void> {
+  const peaks = db
+    .select({
+      workloadId: workloadUsage.workloadId,
+      hostId: workloadUsage.hostId,
+      peakBytes: sql<number>`max(${workloadUsage.memoryBytes})`.as("peak_bytes"),
+    })
+    .from(workloadUsage)
+    .where(
+      and(eq(workloadUsage.resolution, "raw"), gte(workloadUsage.at, new Date(now.getTime() - MEASURED_MEMORY_WINDOW_MS)), gt(workloadUsage.memoryBytes, 0)),
+    )
+    .groupBy(workloadUsage.workloadId, workloadUsage.hostId)
+    .as("peaks");
+  await db
+    .update(servers)
+    .set({ measuredMemoryMiB: sql`min(max(0, cast((${peaks.peakBytes} + ${MIB - 1}) / ${MIB} AS integer)), ${planMemoryLimitSql()})` })
+    .from(peaks)
+    .where(and(eq(peaks.workloadId, servers.id), eq(peaks.hostId, servers.hostId), ne(servers.status, "deleted")));
 }
 
 export const USAGE_RANGES = { "24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "365d": 365 * DAY } as const;

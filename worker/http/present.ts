@@ -6,6 +6,7 @@ import { UPLOAD_NOT_COMPLETED } from "../backups/backups";
 import { keptUntil } from "../backups/maintenance";
 import { JOB_DEADLINE_EXCEEDED } from "../fleet/jobs";
 import { homeserverUrlOf, serverNameOf } from "../servers/servers";
+import type { HostRoom } from "../servers/placement";
 
 /**
  * What a customer reads when work failed on the host. The agent's own error
@@ -152,6 +153,22 @@ export function presentHost(host: Host) {
     publicAddresses: host.publicIpv4 ? { ipv4: host.publicIpv4, ipv6: host.publicIpv6 } : null,
     enrolledAt: host.enrolledAt.toISOString(),
     revokedAt: host.revokedAt?.toISOString() ?? null,
+  };
+}
+
+/** How placement counts a host's memory (docs/decisions.md, "Placement by measured use"), in MiB. */
+export function presentPlacement(room: HostRoom) {
+  const { memory } = room;
+  return {
+    memoryCapacityMiB: memory.capacityMiB,
+    memoryUsedMiB: memory.usedMiB,
+    memoryAdmittedMiB: memory.admittedMiB,
+    memoryFreeMiB: room.freeMemoryMiB,
+    memoryCommittedMiB: memory.committedMiB,
+    memoryCeilingMiB: memory.ceilingMiB,
+    memoryReportedAvailableMiB: memory.reportedAvailableMiB,
+    tight: room.tight,
+    tightSince: room.host.tightSince?.toISOString() ?? null,
   };
 }
 

@@ -5,6 +5,7 @@ import type { FleetCheckStatus } from "../checks/alerts";
 import type { Certificate } from "../fleet/certificates";
 import type { AuditEntry, HostDetail, HostMoves, HostOverview } from "../fleet/console";
 import type { StandingStorageAlert } from "../servers/storage-alerts";
+import { MEMORY_OVERCOMMIT } from "../servers/admission";
 import { formatBytes, formatPercent } from "./charts";
 import { Alert, Choices, Field, Layout, utc, type Options } from "./layout";
 
@@ -82,19 +83,40 @@ function Connection(props: { overview: HostOverview }) {
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
 
-/** "1 GiB used of 7 GiB, 6 GiB free": what placement counts, from the plans of the host's homeservers. */
+/** "1 GB used of 7.5 GB, 6.5 GB free": what placement counts. */
 function usage(capacity: number, free: number, format: (value: number) => string) {
   return `${format(capacity - free)} used of ${format(capacity)}, ${format(free)} free`;
 }
 
+const mebibytes = (mib: number) => formatBytes(mib * MIB);
+
 function Capacity(props: { overview: HostOverview }) {
   const { capacity, room } = props.overview;
+  const { memory } = room;
   return (
     <ul class="plain">
-      <li>Memory: {usage(capacity.memoryMiB, room.freeMemoryMiB, (mib) => formatBytes(mib * MIB))}</li>
+      <li>
+        Memory: {mebibytes(memory.admittedMiB)} admitted of {mebibytes(memory.capacityMiB)}, {mebibytes(room.freeMemoryMiB)} free; measured use{" "}
+        {mebibytes(memory.usedMiB)}
+      </li>
+      <li>
+        Plan limits: {mebibytes(memory.committedMiB)} of the {mebibytes(memory.ceilingMiB)} ceiling ({MEMORY_OVERCOMMIT}× its memory)
+      </li>
+      <li>Available as the host reports it: {memory.reportedAvailableMiB === null ? "not reported yet" : mebibytes(memory.reportedAvailableMiB)}</li>
       <li>CPUs: {usage(capacity.cpus, room.freeCpus, (cpus) => `${cpus}`)}</li>
       <li>Disk: {usage(capacity.storageGiB, room.freeDiskGiB, (gib) => formatBytes(gib * GIB))}</li>
     </ul>
+  );
+}
+
+/** Whether memory lets the host take homeservers; a tight one links to its drain. */
+function Tightness(props: { overview: HostOverview }) {
+  const { host, room } = props.overview;
+  if (!room.tight) return <span class="badge ok">Not tight</span>;
+  return (
+    <>
+      <span class="badge bad">Tight</span> since {utc(host.tightSince!)}: takes no new homeservers. <a href={drainPath(host.id)}>Drain {host.name}</a>
+    </>
   );
 }
 
@@ -146,6 +168,10 @@ function HostFacts(props: { overview: HostOverview }) {
       <dt>Capacity</dt>
       <dd>
         <Capacity overview={overview} />
+      </dd>
+      <dt>Memory</dt>
+      <dd>
+        <Tightness overview={overview} />
       </dd>
       <dt>Homeservers</dt>
       <dd>{overview.homeservers}</dd>
@@ -203,7 +229,8 @@ export function HostsPage(props: { user: User; hosts: HostOverview[]; checks: Fl
       <FailingChecks checks={props.checks} domain={props.domain} />
       <h2>Enrolled hosts</h2>
       <p>
-        Every enrolled host, the newest first. Capacity counts what the plans of a host's homeservers reserve. <a href={JOIN_TOKENS_PATH}>Add a host</a>
+        Every enrolled host, the newest first. Memory counts each homeserver's measured peak (its plan's floor while new) plus headroom; its plans' limits may
+        add up to the overcommit ceiling. A tight host takes no new homeservers. <a href={JOIN_TOKENS_PATH}>Add a host</a>
       </p>
       {props.hosts.length === 0 ? (
         <p>No host is enrolled.</p>

@@ -14,7 +14,8 @@ import { hostUsageSeries, USAGE_RANGES, type UsageRange } from "../fleet/usage";
 import { notFound } from "../errors";
 import type { AppEnv } from "../http/context";
 import { requireOperator } from "../http/operator";
-import { presentHost, presentJob, presentServer, presentUsage } from "../http/present";
+import { presentHost, presentJob, presentPlacement, presentServer, presentUsage } from "../http/present";
+import { roomOn } from "../servers/placement";
 import { latestLifecycleJob, upgradeServer } from "../servers/servers";
 import { listMigrations, presentMigration, startMigration } from "../servers/migration";
 import { cancelDrain, drainProgress, latestDrain, startDrain } from "../fleet/drains";
@@ -45,11 +46,19 @@ export const adminRoutes = new Hono<AppEnv>()
   // Join tokens make hosts: offered under /hosts too, where an operator looks for them.
   .post("/join-tokens", createJoinTokenHandler)
   .post("/hosts/join-tokens", createJoinTokenHandler)
-  .get("/hosts", async (c) => c.json({ hosts: (await listHosts(c.var.ctx.db)).map(presentHost) }))
+  .get("/hosts", async (c) => {
+    const { db, now } = c.var.ctx;
+    const all = await listHosts(db);
+    return c.json({ hosts: await Promise.all(all.map(async (host) => ({ ...presentHost(host), placement: presentPlacement(await roomOn(db, host, now)) }))) });
+  })
   .get("/hosts/:id", async (c) => {
     const { ctx } = c.var;
     const host = await requireHost(ctx.db, c.req.param("id"));
-    return c.json({ ...presentHost(host), connection: await hostStub(ctx.env, host.id).status() });
+    return c.json({
+      ...presentHost(host),
+      placement: presentPlacement(await roomOn(ctx.db, host, ctx.now)),
+      connection: await hostStub(ctx.env, host.id).status(),
+    });
   })
   .post("/hosts/:id/revoke", async (c) => {
     const { ctx } = c.var;

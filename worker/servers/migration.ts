@@ -118,7 +118,12 @@ export async function startMigration(ctx: WorkContext, request: MigrationRequest
   };
   try {
     await ctx.db.batch([
-      insertWhere(ctx.db, serverMigrations, row, and(stillRunningHere, takesPlacementsSql(target.id), hasRoomSql(target.id, plan, server.id), drainSlot)!),
+      insertWhere(
+        ctx.db,
+        serverMigrations,
+        row,
+        and(stillRunningHere, takesPlacementsSql(target.id), hasRoomSql(target.id, plan, ctx.now, server.id), drainSlot)!,
+      ),
       ctx.db
         .update(servers)
         .set({

@@ -53,7 +53,7 @@ async function changePlan(ctx: WorkContext, server: Server, plan: Plan): Promise
   const [moved] = await ctx.db
     .update(servers)
     .set({ planId: plan.id, statusReason: server.statusReason === PLAN_CHANGE_WAITING ? null : server.statusReason, updatedAt: ctx.now })
-    .where(and(eq(servers.id, server.id), eq(servers.planId, server.planId), hasRoomSql(server.hostId!, plan, server.id)))
+    .where(and(eq(servers.id, server.id), eq(servers.planId, server.planId), hasRoomSql(server.hostId!, plan, ctx.now, server.id)))
     .returning();
   if (!moved) {
     if (server.statusReason !== PLAN_CHANGE_WAITING) {

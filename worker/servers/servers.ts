@@ -129,7 +129,7 @@ export async function createServer(ctx: WorkContext, user: User, name: string, r
     const created = sql`EXISTS (SELECT 1 FROM ${servers} WHERE ${servers.id} = ${id})`;
     try {
       await ctx.db.batch([
-        insertWhere(ctx.db, servers, server, and(takesPlacementsSql(host.id), hasRoomSql(host.id, plan))!),
+        insertWhere(ctx.db, servers, server, and(takesPlacementsSql(host.id), hasRoomSql(host.id, plan, ctx.now))!),
         // A name some server ever had fails this insert, and with it the whole batch.
         insertWhere(ctx.db, serverNames, { name, serverId: id, claimedAt: ctx.now }, created),
         insertWhere(ctx.db, workloads, { id, hostId: host.id, kind: "homeserver", spec, desired: "present", createdAt: ctx.now, updatedAt: ctx.now }, created),

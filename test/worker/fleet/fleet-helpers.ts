@@ -172,6 +172,7 @@ export async function hostView(cookie: string, hostId: string) {
     diskEncryption: { encrypted: boolean; allowUnencrypted: boolean };
     agentVersion: string;
     publicAddresses: { ipv4: string; ipv6: string | null } | null;
+    placement: Record<string, number | boolean | string | null>;
   };
 }
 

@@ -1,62 +1,21 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { UsageSample } from "../../../protocol/messages";
+import { planById } from "../../../worker/billing/plans";
+import { database } from "../../../worker/db/client";
+import { refreshMeasuredMemory } from "../../../worker/fleet/usage";
 import { DAY, HOUR, MINUTE, call, expectError, logIn, runCron, setNow, verifiedUser } from "../helpers";
-import { connectedAgent, enrolledHost, operatorCookie, type HostIdentity } from "./fleet-helpers";
+import { connectedAgent, enrolledHost, operatorCookie } from "./fleet-helpers";
+import { sample, serverOn } from "./usage-helpers";
 
 afterEach(() => vi.useRealTimers());
 
-function sample(at: number, workloads: { id: string; cpu: number; memory: number }[], cpuLoad = 10): UsageSample {
-  return {
-    at,
-    host: {
-      cpuLoadPercent: cpuLoad,
-      memoryUsedBytes: 4e9,
-      memoryAvailableBytes: 4e9,
-      disks: [{ mount: "/var/lib/berth", usedBytes: 1e10, sizeBytes: 1e11 }],
-      networkRxBytes: 1000,
-      networkTxBytes: 2000,
-    },
-    // Two containers per homeserver (Synapse and PostgreSQL): summed per workload.
-    containers: workloads.flatMap(({ id, cpu, memory }) => {
-      const container = (role: string, pids: number) => ({
-        workloadId: id,
-        container: `${id}-${role}`,
-        cpuPercent: cpu / 2,
-        memoryBytes: memory / 2,
-        memoryLimitBytes: 5e8,
-        networkRxBytes: 10,
-        networkTxBytes: 20,
-        blockReadBytes: 30,
-        blockWriteBytes: 40,
-        pids,
-      });
-      return [container("synapse", 10), container("postgres", 5)];
-    }),
-  };
-}
+const MIB = 1024 * 1024;
 
-/** A customer's server placed on `host`, with its workload row (ids are shared). */
-async function serverOn(host: HostIdentity, email: string): Promise<string> {
-  const id = crypto.randomUUID();
-  const now = Date.now();
-  const user = await env.DB.prepare("SELECT id FROM users WHERE email = ?").bind(email).first<{ id: string }>();
-  await env.DB.batch([
-    env.DB.prepare("INSERT INTO workloads (id, host_id, kind, spec, desired, created_at, updated_at) VALUES (?, ?, 'homeserver', '{}', 'present', ?, ?)").bind(
-      id,
-      host.hostId,
-      now,
-      now,
-    ),
-    env.DB.prepare("INSERT INTO servers (id, user_id, name, region, host_id, created_at) VALUES (?, ?, ?, 'us-east', ?, ?)").bind(
-      id,
-      user!.id,
-      `hs-${id.slice(0, 8)}`,
-      host.hostId,
-      now,
-    ),
-  ]);
-  return id;
+async function measuredMemory(serverId: string) {
+  return (await env.DB.prepare("SELECT measured_memory_mib, memory_measured_since FROM servers WHERE id = ?").bind(serverId).first<{
+    measured_memory_mib: number | null;
+    memory_measured_since: number | null;
+  }>())!;
 }
 
 interface Series {
@@ -139,6 +98,72 @@ describe("usage reports", () => {
       expect(((await response.json()) as Series).points).toHaveLength(1);
     });
     expect((await usage(await logIn(owner.email), victim)).points).toEqual([]);
+    // Nor does it count towards the victim's measured memory, which placement reads.
+    expect(await measuredMemory(victim)).toEqual({ measured_memory_mib: null, memory_measured_since: null });
+  });
+
+  it("a homeserver's measured memory is the peak its own host reports, clamped to its plan's limit; the host's available memory to its size", async () => {
+    const operator = await operatorCookie();
+    const host = await enrolledHost(operator);
+    const serverId = await serverOn(host, (await verifiedUser()).email);
+    const agent = await connectedAgent(host);
+    const at = Date.now();
+    agent.send({
+      type: "usage",
+      samples: [sample(at, [{ id: serverId, cpu: 1, memory: 300 * MIB }]), sample(at + 1, [{ id: serverId, cpu: 1, memory: 200 * MIB }])],
+    });
+    await vi.waitFor(async () => expect((await measuredMemory(serverId)).measured_memory_mib).toBe(300));
+    expect((await measuredMemory(serverId)).memory_measured_since).toBeGreaterThan(0);
+
+    // A host claiming more than the plan lets a homeserver use, or more memory than it has, is held to the limit.
+    agent.send({ type: "usage", samples: [sample(at + 2, [{ id: serverId, cpu: 1, memory: 1e15 }], 10, 1e15)] });
+    await vi.waitFor(async () => expect((await measuredMemory(serverId)).measured_memory_mib).toBe(planById("starter")!.resources.memoryMiB));
+    await vi.waitFor(async () =>
+      expect(await env.DB.prepare("SELECT memory_available_mib AS available, memory_mib AS size FROM hosts WHERE id = ?").bind(host.hostId).first()).toEqual({
+        available: 8192,
+        size: 8192,
+      }),
+    );
+  });
+
+  it("a host's figures count only for the homeservers it runs: not for one it merely holds a copy of during a move", async () => {
+    const operator = await operatorCookie();
+    const source = await enrolledHost(operator);
+    const target = await enrolledHost(operator);
+    const serverId = await serverOn(source, (await verifiedUser()).email);
+    // The target holds the homeserver's workload, as during a move before the switch; the source still runs it.
+    await env.DB.prepare("UPDATE workloads SET host_id = ? WHERE id = ?").bind(target.hostId, serverId).run();
+    const agent = await connectedAgent(target);
+    agent.send({ type: "usage", samples: [sample(Date.now(), [{ id: serverId, cpu: 1, memory: 1 }])] });
+    await vi.waitFor(async () =>
+      expect(await env.DB.prepare("SELECT count(*) AS n FROM host_usage WHERE host_id = ?").bind(target.hostId).first()).toEqual({ n: 1 }),
+    );
+    expect(await measuredMemory(serverId)).toEqual({ measured_memory_mib: null, memory_measured_since: null });
+  });
+
+  it("the hourly refresh sets the peak of the last day of its own host's samples while it ran: it falls after a spike, and stays while stopped", async () => {
+    const host = await enrolledHost(await operatorCookie());
+    const other = await enrolledHost(await operatorCookie());
+    const [busy, stopped] = [await serverOn(host, (await verifiedUser()).email), await serverOn(host, (await verifiedUser()).email)];
+    const now = Date.now();
+    await env.DB.prepare("UPDATE servers SET measured_memory_mib = 900, memory_measured_since = ? WHERE id IN (?, ?)")
+      .bind(now - 2 * DAY, busy, stopped)
+      .run();
+    const raw = (workloadId: string, hostId: string, at: number, memoryBytes: number) =>
+      env.DB.prepare(
+        `INSERT INTO workload_usage (workload_id, host_id, resolution, at, cpu_percent, memory_bytes, memory_limit_bytes, network_rx_bytes, network_tx_bytes, block_read_bytes, block_write_bytes, pids)
+         VALUES (?, ?, 'raw', ?, 0, ?, 0, 0, 0, 0, 0, 0)`,
+      ).bind(workloadId, hostId, at, memoryBytes);
+    await env.DB.batch([
+      raw(busy, host.hostId, now - DAY - HOUR, 900 * MIB), // the spike, more than a day ago
+      raw(busy, host.hostId, now - 2 * HOUR, 250 * MIB - 1),
+      raw(busy, host.hostId, now - HOUR, 0), // stopped since
+      raw(busy, other.hostId, now - HOUR / 2, 800 * MIB), // another host's say
+      raw(stopped, host.hostId, now - HOUR, 0),
+    ]);
+    await refreshMeasuredMemory(database(env.DB), new Date(now));
+    expect((await measuredMemory(busy)).measured_memory_mib).toBe(250);
+    expect((await measuredMemory(stopped)).measured_memory_mib).toBe(900);
   });
 
   it("roll up: raw kept 48 h, 5-minute averages for 30 days, hourly for a year", async () => {

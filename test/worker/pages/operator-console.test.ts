@@ -1,5 +1,8 @@
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
+import { planById } from "../../../worker/billing/plans";
+import { formatBytes } from "../../../worker/pages/charts";
+import { newcomerMemoryMiB } from "../../../worker/servers/admission";
 import { enrollBody, enrolledHost, newKeys, type HostIdentity } from "../fleet/fleet-helpers";
 import { call, DAY, HOUR, logIn, post, verifiedUser } from "../helpers";
 import { expectLabelled, page } from "./page-checks";
@@ -8,6 +11,8 @@ import { expectLabelled, page } from "./page-checks";
 // unencrypted-placement override, revocation with its typed confirmation), join tokens, the audit
 // log with its filters and pages, and alerts; and who may not use any of it.
 
+const starter = planById("starter")!;
+const MIB = 1024 * 1024;
 const formHeaders = { "content-type": "application/x-www-form-urlencoded", accept: "text/html" };
 const submit = (path: string, fields: Record<string, string>, cookie: string | null, headers: Record<string, string> = {}) =>
   call(path, { method: "POST", rawBody: new URLSearchParams(fields), headers: { ...formHeaders, ...headers }, cookie });
@@ -159,8 +164,11 @@ describe("the operator console", () => {
     expect(card).toContain('<span class="badge ok">Active</span>');
     expect(card).toContain('<span class="badge bad">offline</span> last seen never');
     expect(card).toContain("<dd>0.1.0</dd>");
-    // 8 GiB less the 1 GiB reserve, 4 CPUs overcommitted 4 times, 200 GiB; nothing placed.
-    expect(card).toContain("Memory: 0 B used of 7.5 GB, 7.5 GB free");
+    // 8 GiB less the 1 GiB reserve, its plans' limits up to 4 times that, 4 CPUs overcommitted 4 times, 200 GiB; nothing placed.
+    expect(card).toContain("Memory: 0 B admitted of 7.5 GB, 7.5 GB free; measured use 0 B");
+    expect(card).toContain("Plan limits: 0 B of the 30 GB ceiling (4× its memory)");
+    expect(card).toContain("Available as the host reports it: not reported yet");
+    expect(card).toContain('<span class="badge ok">Not tight</span>');
     expect(card).toContain("CPUs: 0 used of 16, 16 free");
     expect(card).toContain("Disk: 0 B used of 215 GB, 215 GB free");
     expect(card).toContain("None reported");
@@ -185,7 +193,9 @@ describe("the operator console", () => {
       expect(html).toContain(`${placed.name}.berth.example <span class="hint">${placed.id}</span>`);
       expect(html).not.toContain(gone.name);
       expect(html).toContain("<dd>1</dd>");
-      expect(html).toMatch(/Memory: [1-9][\d.]* [GM]B used of 7.5 GB/);
+      // A homeserver never measured counts for its plan's floor and headroom; its plan's limit counts towards the ceiling.
+      expect(html).toContain(`Memory: ${formatBytes(newcomerMemoryMiB(starter) * MIB)} admitted of 7.5 GB`);
+      expect(html).toContain(`Plan limits: ${formatBytes(starter.resources.memoryMiB * MIB)} of the 30 GB ceiling`);
       expect(html).toContain("1 served, the next expiring");
       expect(html).toContain('<span class="badge bad">1 expiring soon</span>');
       expect(html).toContain("Test CA");

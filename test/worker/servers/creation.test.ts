@@ -5,7 +5,8 @@ import { workContext } from "../../../worker/context";
 import { database } from "../../../worker/db/client";
 import { users } from "../../../worker/db/schema";
 import type { ApiError } from "../../../worker/errors";
-import { HOST_RESERVED_MEMORY_MIB } from "../../../worker/servers/placement";
+import { planById } from "../../../worker/billing/plans";
+import { HOST_RESERVED_MEMORY_MIB, newcomerMemoryMiB } from "../../../worker/servers/admission";
 import { createServer } from "../../../worker/servers/servers";
 import { expectError, runCron } from "../helpers";
 import { subscriber } from "../billing/stripe-helpers";
@@ -39,8 +40,8 @@ describe("concurrent creates", () => {
   });
 
   it("never over-commit a host's memory", async () => {
-    // Room for exactly two Starter homeservers (1 GiB each).
-    const { host } = await onlineHost("us-east", HOST_RESERVED_MEMORY_MIB + 2 * 1024);
+    // Room for exactly two new Starter homeservers (each counted at its plan's floor and headroom).
+    const { host } = await onlineHost("us-east", HOST_RESERVED_MEMORY_MIB + 2 * newcomerMemoryMiB(planById("starter")!));
     const customers = await Promise.all(Array.from({ length: 5 }, () => subscriber()));
     const results = await codes(await Promise.all(customers.map(({ cookie }) => create(cookie))));
     expect(results.filter((code) => code === 201)).toHaveLength(2);

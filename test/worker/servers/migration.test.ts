@@ -1,5 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { planById } from "../../../worker/billing/plans";
+import { HOST_RESERVED_MEMORY_MIB, newcomerMemoryMiB } from "../../../worker/servers/admission";
 import { advance, call, expectError, MINUTE, runCron } from "../helpers";
 import { operatorCookie, succeeded } from "../fleet/fleet-helpers";
 import { runningServer, serverView } from "./server-helpers";
@@ -17,6 +19,8 @@ import {
   workloadHost,
   type Side,
 } from "./migration-helpers";
+
+const starter = planById("starter")!;
 
 afterEach(() => vi.useRealTimers());
 beforeEach(async () => {
@@ -65,7 +69,10 @@ describe("refusals, each with its reason", () => {
 
     await env.DB.prepare("UPDATE hosts SET state = 'draining' WHERE id = ?").bind(target.host.hostId).run();
     await expectError(await migrate(operator, id, target.host.hostId), 409, "host_not_active");
-    await env.DB.prepare("UPDATE hosts SET state = 'active', memory_mib = 1536 WHERE id = ?").bind(target.host.hostId).run();
+    // Less than a new Starter homeserver counts for.
+    await env.DB.prepare("UPDATE hosts SET state = 'active', memory_mib = ? WHERE id = ?")
+      .bind(HOST_RESERVED_MEMORY_MIB + newcomerMemoryMiB(starter) - 1, target.host.hostId)
+      .run();
     await expectError(await migrate(operator, id, target.host.hostId), 409, "no_capacity");
     await env.DB.prepare("UPDATE hosts SET memory_mib = 8192, status = 'offline' WHERE id = ?").bind(target.host.hostId).run();
     await expectError(await migrate(operator, id, target.host.hostId), 409, "host_offline");
@@ -90,8 +97,10 @@ describe("refusals, each with its reason", () => {
 
   it("the target's room is reserved while it moves: a placement that would over-commit it is refused", async () => {
     const { operator, id, target } = await moveSetUp();
-    // Room for exactly one Starter homeserver (1 GiB beside the 1 GiB kept for the host).
-    await env.DB.prepare("UPDATE hosts SET memory_mib = 2048 WHERE id = ?").bind(target.host.hostId).run();
+    // Room for exactly one new Starter homeserver beside what is kept for the host.
+    await env.DB.prepare("UPDATE hosts SET memory_mib = ? WHERE id = ?")
+      .bind(HOST_RESERVED_MEMORY_MIB + newcomerMemoryMiB(starter), target.host.hostId)
+      .run();
     const other = await moveSetUp();
     await env.DB.prepare("UPDATE hosts SET status = 'online' WHERE id = ?").bind(target.host.hostId).run();
     expect((await migrate(operator, id, target.host.hostId)).status).toBe(202);

@@ -3,8 +3,18 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { planById } from "../../../worker/billing/plans";
 import { workContext } from "../../../worker/context";
-import { hosts } from "../../../worker/db/schema";
-import { CPU_OVERCOMMIT, HOST_RESERVED_MEMORY_MIB, placementCandidates, takesPlacementsSql } from "../../../worker/servers/placement";
+import { hosts, servers } from "../../../worker/db/schema";
+import { insertWhere } from "../../../worker/db/conditional-insert";
+import {
+  admittedCount,
+  CPU_OVERCOMMIT,
+  HOST_RESERVED_MEMORY_MIB,
+  MEASURED_AFTER_MS,
+  MEMORY_HEADROOM_MIB,
+  MEMORY_OVERCOMMIT,
+  newcomerMemoryMiB,
+} from "../../../worker/servers/admission";
+import { hasRoomSql, placementCandidates, takesPlacementsSql } from "../../../worker/servers/placement";
 import { expectError, logIn, post, PRODUCTION, verifiedUser } from "../helpers";
 import { operatorCookie } from "../fleet/fleet-helpers";
 
@@ -24,33 +34,111 @@ async function host(region: string, memoryMiB: number, cpus: number, disk: { enc
   return id;
 }
 
-/** Places starter servers until none fits; how many did. */
-async function fill(region: string): Promise<number> {
+/** How long ago each placed homeserver was first measured, and what its peak is. */
+interface Measured {
+  peakMiB: number;
+  sinceMs: number;
+}
+
+/**
+ * Places starter servers as creation does (a conditional insert on hasRoomSql) until none fits;
+ * how many did. The snapshot placementCandidates reads must agree with the statement.
+ */
+async function fill(region: string, measured?: Measured): Promise<number> {
+  const ctx = context();
   for (let placed = 0; ; placed++) {
-    const [chosen] = await placementCandidates(context(), region, starter);
-    if (!chosen) return placed;
+    const [chosen] = await placementCandidates(ctx, region, starter);
+    const hostId = chosen?.id ?? (await env.DB.prepare("SELECT id FROM hosts WHERE region = ?").bind(region).first<{ id: string }>())!.id;
     const id = crypto.randomUUID();
     // One live server per account: each placed server gets an owner of its own.
     await env.DB.prepare("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES (?, ?, 'x', ?, ?)")
       .bind(id, `${id}@example.com`, Date.now(), Date.now())
       .run();
-    await env.DB.prepare(
-      "INSERT INTO servers (id, user_id, name, region, host_id, plan_id, status, created_at) VALUES (?, ?, ?, ?, ?, 'starter', 'running', ?)",
-    )
-      .bind(id, id, `s-${id.slice(0, 12)}`, region, chosen.id, Date.now())
-      .run();
+    const row = {
+      id,
+      userId: id,
+      name: `s-${id.slice(0, 12)}`,
+      region,
+      hostId,
+      planId: starter.id,
+      status: "running" as const,
+      createdAt: ctx.now,
+      ...(measured ? { measuredMemoryMiB: measured.peakMiB, memoryMeasuredSince: new Date(ctx.now.getTime() - measured.sinceMs) } : {}),
+    };
+    await insertWhere(ctx.db, servers, row, hasRoomSql(hostId, starter, ctx.now));
+    const inserted = await env.DB.prepare("SELECT count(*) AS n FROM servers WHERE id = ?").bind(id).first<{ n: number }>();
+    expect(inserted!.n, "the statement admits exactly when the snapshot does").toBe(chosen ? 1 : 0);
+    if (!chosen) return placed;
   }
 }
 
 describe("placement", () => {
-  it(`reserves memory (less ${HOST_RESERVED_MEMORY_MIB} MiB for the host) but lets CPU caps add up to ${CPU_OVERCOMMIT}× the cores`, async () => {
+  it(`counts a homeserver not yet measured at its plan's floor plus ${MEMORY_HEADROOM_MIB} MiB (less ${HOST_RESERVED_MEMORY_MIB} MiB for the host), and lets CPU caps add up to ${CPU_OVERCOMMIT}× the cores`, async () => {
     const memoryBound = region();
     await host(memoryBound, 4096, 8);
-    expect(await fill(memoryBound)).toBe((4096 - HOST_RESERVED_MEMORY_MIB) / starter.resources.memoryMiB);
+    expect(await fill(memoryBound)).toBe(Math.floor((4096 - HOST_RESERVED_MEMORY_MIB) / newcomerMemoryMiB(starter)));
 
     const cpuBound = region();
     await host(cpuBound, 24 * 1024, 2);
     expect(await fill(cpuBound)).toBe((2 * CPU_OVERCOMMIT) / starter.resources.cpus);
+  });
+
+  it("counts a homeserver measured for an hour at its measured peak plus headroom, not its plan's limit", async () => {
+    const measured = region();
+    await host(measured, 8192, 64);
+    const peakMiB = 300;
+    const admitted = await fill(measured, { peakMiB, sinceMs: MEASURED_AFTER_MS });
+    expect(admitted).toBe(Math.floor((8192 - HOST_RESERVED_MEMORY_MIB) / (peakMiB + MEMORY_HEADROOM_MIB)));
+    expect(admitted).toBe(admittedCount(8192, peakMiB, starter));
+    // Twice as many as reserving each plan's full limit would (7 on this host).
+    expect(admitted).toBeGreaterThan(2 * Math.floor((8192 - HOST_RESERVED_MEMORY_MIB) / starter.resources.memoryMiB));
+  });
+
+  it("counts a homeserver measured for less than an hour at its plan's floor at least: its peak may not have shown yet", async () => {
+    const fresh = region();
+    await host(fresh, 4096, 64);
+    const admitted = await fill(fresh, { peakMiB: 50, sinceMs: MEASURED_AFTER_MS - 60_000 });
+    expect(admitted).toBe(Math.floor((4096 - HOST_RESERVED_MEMORY_MIB) / newcomerMemoryMiB(starter)));
+  });
+
+  it(`stops at the overcommit ceiling: the plans' limits add up to at most ${MEMORY_OVERCOMMIT}× the memory, however little a host says its homeservers use`, async () => {
+    const packed = region();
+    await host(packed, 4096, 64);
+    // A host reporting nothing used (figures clamp at 0) still has each homeserver count its headroom, and the ceiling binds first.
+    const admitted = await fill(packed, { peakMiB: 0, sinceMs: 2 * MEASURED_AFTER_MS });
+    expect(admitted).toBe(((4096 - HOST_RESERVED_MEMORY_MIB) * MEMORY_OVERCOMMIT) / starter.resources.memoryMiB);
+    expect(admitted).toBe(admittedCount(4096, 0, starter));
+  });
+
+  it("counts a homeserver that moves or changes plan for its own peak (at least the new plan's floor while new), under the ceiling of the new plan's limit", async () => {
+    const ctx = context();
+    const target = await host(region(), HOST_RESERVED_MEMORY_MIB + 300, 64);
+    const elsewhere = await host(region(), 8192, 64);
+    const id = crypto.randomUUID();
+    await env.DB.prepare("INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES (?, ?, 'x', ?, ?)")
+      .bind(id, `${id}@example.com`, Date.now(), Date.now())
+      .run();
+    await env.DB.prepare(
+      "INSERT INTO servers (id, user_id, name, region, host_id, plan_id, status, measured_memory_mib, memory_measured_since, created_at) VALUES (?, ?, ?, 'r', ?, 'starter', 'running', 100, ?, ?)",
+    )
+      .bind(id, id, `s-${id.slice(0, 12)}`, elsewhere, ctx.now.getTime() - 2 * MEASURED_AFTER_MS, Date.now())
+      .run();
+    const fits = async (plan: typeof starter) =>
+      (
+        await ctx.db
+          .select({ id: hosts.id })
+          .from(hosts)
+          .where(and(eq(hosts.id, target), hasRoomSql(target, plan, ctx.now, id)))
+      ).length === 1;
+    // 100 MiB measured plus headroom fits in 300 MiB; a Starter never measured (384 MiB) would not.
+    expect(100 + MEMORY_HEADROOM_MIB).toBeLessThanOrEqual(300);
+    expect(newcomerMemoryMiB(starter)).toBeGreaterThan(300);
+    expect(await fits(starter)).toBe(true);
+    // Team's 2 GiB limit is more than 4× the 300 MiB the host gives homeservers.
+    expect(await fits(planById("team")!)).toBe(false);
+
+    await env.DB.prepare("UPDATE servers SET memory_measured_since = ? WHERE id = ?").bind(ctx.now.getTime(), id).run();
+    expect(await fits(starter)).toBe(false);
   });
 
   it("puts customer data only on encrypted hosts; in production the agent's own flag is not enough, an operator's override is", async () => {

@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { planById } from "../../../worker/billing/plans";
-import { HOST_RESERVED_MEMORY_MIB } from "../../../worker/servers/placement";
+import { HOST_RESERVED_MEMORY_MIB, newcomerMemoryMiB } from "../../../worker/servers/admission";
 import { PLAN_CHANGE_WAITING } from "../../../worker/servers/plan-changes";
 import { call, runCron } from "../helpers";
 import { deliverAll, emulator, stripeGet, subscriber, takeDeliveries, type Subscriber } from "../billing/stripe-helpers";
@@ -84,8 +84,8 @@ describe("plan changes", () => {
   });
 
   it("an upgrade that does not fit on the host waits, saying so, and is applied once there is room", async () => {
-    // Room for one Starter homeserver only.
-    const { agent, host, owner, id } = await runningOn("starter", HOST_RESERVED_MEMORY_MIB + 1024);
+    // Room for one new Starter homeserver only: not for it on Team's larger floor.
+    const { agent, host, owner, id } = await runningOn("starter", HOST_RESERVED_MEMORY_MIB + newcomerMemoryMiB(planById("starter")!));
     await switchPlan(owner, "team");
     await vi.waitFor(async () => expect(await serverView(owner.cookie, id)).toMatchObject({ plan: "starter", statusReason: PLAN_CHANGE_WAITING }));
     const alert = await env.DB.prepare("SELECT detail FROM audit_log WHERE action = 'server.plan_change_waiting' AND target = ?")
