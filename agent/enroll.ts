@@ -12,6 +12,13 @@ import { errorMessage } from "./log.ts";
 
 export const ENROLL_PATH = "/api/agent/enroll";
 
+/**
+ * A control plane that could not be reached, or failed on its side (5xx, 429), is asked again:
+ * it spends a join token only together with writing the host, so a failed attempt leaves the
+ * token for the next. Four attempts over about 7 s; a refusal (4xx) is final at once.
+ */
+export const ENROLL_RETRY_DELAYS_MS = [1_000, 2_000, 4_000] as const;
+
 export class EnrollError extends Error {
   override name = "EnrollError";
 }
@@ -28,6 +35,10 @@ export interface EnrollOptions {
   fetch?: typeof fetch;
   capacity?: (dataRoot: string) => Promise<Capacity>;
   timeoutMs?: number;
+  /** Waits before the second, third, … attempt after a failure that may pass (default ENROLL_RETRY_DELAYS_MS). */
+  retryDelaysMs?: readonly number[];
+  /** Told of each failure that will be tried again, and how long until then. */
+  onRetry?: (reason: string, delayMs: number, attempt: number, attempts: number) => void;
 }
 
 export interface EnrollResult extends EnrollResponse {
@@ -136,29 +147,45 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
     throw new EnrollError(`enrollment request is invalid: ${redact(checked.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "))}`);
   }
 
-  let response: Response;
-  try {
-    response = await (options.fetch ?? fetch)(url, {
-      method: "POST",
-      headers: { "content-type": "application/json", accept: "application/json", "user-agent": `berth-agent/${options.agentVersion}` },
-      body: JSON.stringify(checked.data),
-      signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
-      redirect: "error", // never carry the join token to another place
-    });
-  } catch (error) {
-    const cause = (error as { cause?: unknown }).cause;
-    throw new EnrollError(redact(`cannot reach the control plane at ${url.origin}: ${errorMessage(cause ?? error)}`));
+  const delays = options.retryDelaysMs ?? ENROLL_RETRY_DELAYS_MS;
+  const attempts = delays.length + 1;
+  let text = "";
+  let status = 0;
+  for (let attempt = 1; ; attempt++) {
+    let failure: string;
+    try {
+      const response = await (options.fetch ?? fetch)(url, {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "application/json", "user-agent": `berth-agent/${options.agentVersion}` },
+        body: JSON.stringify(checked.data),
+        signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
+        redirect: "error", // never carry the join token to another place
+      });
+      text = await response.text().catch(() => "");
+      status = response.status;
+      if (response.ok) break;
+      failure = redact(`enrollment refused: ${describeError(response, text)}`);
+      if (!mayPass(response.status)) {
+        // An earlier attempt whose answer was lost may have been the one that enrolled this host.
+        const earlier = attempt > 1 ? `; an earlier attempt may have been accepted: look for host "${name}" before making a new join token` : "";
+        throw new EnrollError(`${failure}${earlier}`);
+      }
+    } catch (error) {
+      if (error instanceof EnrollError) throw error;
+      const cause = (error as { cause?: unknown }).cause;
+      failure = redact(`cannot reach the control plane at ${url.origin}: ${errorMessage(cause ?? error)}`);
+    }
+    const delay = delays[attempt - 1];
+    if (delay === undefined) throw new EnrollError(attempts > 1 ? `${failure} (after ${attempts} attempts)` : failure);
+    options.onRetry?.(failure, delay, attempt, attempts);
+    await new Promise((resolve) => setTimeout(resolve, delay));
   }
 
-  const text = await response.text().catch(() => "");
-  if (!response.ok) {
-    throw new EnrollError(redact(`enrollment refused: ${describeError(response, text)}`));
-  }
   let parsed: ReturnType<typeof enrollResponse.safeParse>;
   try {
     parsed = enrollResponse.safeParse(JSON.parse(text));
   } catch {
-    throw new EnrollError(`the control plane answered HTTP ${response.status} with something that is not JSON`);
+    throw new EnrollError(`the control plane answered HTTP ${status} with something that is not JSON`);
   }
   if (!parsed.success) {
     throw new EnrollError(
@@ -180,6 +207,11 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
     dataRoot,
   });
   return { hostId, region, connectUrl, name, configFile: configPath(options.configDir) };
+}
+
+/** A failure on the control plane's side, or too many requests: the same request may pass later. */
+function mayPass(status: number): boolean {
+  return status >= 500 || status === 429;
 }
 
 function describeError(response: Response, text: string): string {

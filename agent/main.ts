@@ -194,6 +194,8 @@ async function enrollCommand(values: ReturnType<typeof parse<"enroll">>): Promis
     configDir,
     force: values.force ?? false,
     agentVersion: agentVersion(),
+    onRetry: (reason, delayMs, attempt, attempts) =>
+      process.stderr.write(`${reason}; trying again in ${delayMs / 1000} s (attempt ${attempt + 1} of ${attempts})\n`),
   });
   process.stdout.write(
     `Enrolled as host ${result.hostId} ("${result.name}", region ${result.region}).\n` +

@@ -36,11 +36,21 @@ const sql =
   `UPDATE users SET role = '${role}' WHERE email = '${email}'${granting}; ` + `SELECT email, role, email_verified_at FROM users WHERE email = '${email}';`;
 const wrangler = join(dirname(createRequire(import.meta.url).resolve("wrangler/package.json")), "bin", "wrangler.js");
 const target = values.remote ? ["--remote"] : ["--local", "--persist-to", resolve(values["persist-to"])];
-const result = spawnSync(process.execPath, [wrangler, "d1", "execute", "DB", ...target, "--json", "--command", sql], {
-  cwd: root,
-  encoding: "utf8",
-  env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" },
-});
+const execute = () =>
+  spawnSync(process.execPath, [wrangler, "d1", "execute", "DB", ...target, "--json", "--command", sql], {
+    cwd: root,
+    encoding: "utf8",
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true" },
+  });
+// A running dev server writes the same local database file; whichever side finds it locked fails
+// at once (SQLite's SQLITE_BUSY), so the grant waits for its turn, for up to 10 s.
+const busy = (run) => run.status !== 0 && /SQLITE_BUSY|database is locked/.test(`${run.stdout}${run.stderr}`);
+let result = execute();
+for (let waited = 0; busy(result) && !values.remote && waited < 10_000; waited += 500) {
+  if (waited === 0) console.error("The local database is busy (is the dev server writing?); trying again for up to 10 s.");
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+  result = execute();
+}
 if (result.status !== 0) {
   console.error(result.stderr || result.stdout);
   process.exit(1);

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { CLOSE, enrollRequest } from "../../protocol/messages.ts";
 import { publicKeyBase64url } from "../../agent/credentials.ts";
-import { defaultHostName } from "../../agent/enroll.ts";
+import { defaultHostName, enroll } from "../../agent/enroll.ts";
 import { Journal } from "../../agent/journal.ts";
 import { ControlPlane, runCleanups, runCli, startCli, tempDir, waitFor } from "./helpers.ts";
 
@@ -128,6 +128,60 @@ describe("berth-agent enroll", () => {
     expect(r.stdout + r.stderr).not.toContain(TOKEN);
     expect(existsSync(join(configDir, "agent.json"))).toBe(false);
     expect(existsSync(join(configDir, "host-key.pem"))).toBe(false);
+  });
+
+  it("asks again when the control plane fails on its side, saying so, and enrolls once it answers", async () => {
+    const cp: ControlPlane = await new ControlPlane({
+      onEnroll: (_body, _req, res) => {
+        if (cp.enrollments.length === 1) {
+          res
+            .writeHead(500, { "content-type": "application/json" })
+            .end(JSON.stringify({ error: { code: "internal_error", message: "Something went wrong on our side." } }));
+          return;
+        }
+        res.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify({ hostId: "host_test", region: "us-east", connectUrl: cp.connectUrl }));
+      },
+    }).start();
+    const configDir = tempDir();
+    const r = await runCli(["enroll", "--url", cp.url, "--token", TOKEN, "--name", "edge-2", "--config", configDir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain("enrollment refused: Something went wrong on our side. (internal_error, HTTP 500); trying again in 1 s (attempt 2 of 4)");
+    expect(r.stdout).toMatch(/Enrolled as host host_test \("edge-2", region us-east\)/);
+    expect(r.stdout + r.stderr).not.toContain(TOKEN);
+    // The same key and token both times: the first attempt wrote nothing here either.
+    const [first, second] = cp.enrollments.map((body) => enrollRequest.parse(body));
+    expect(second).toEqual(first);
+    expect(existsSync(join(configDir, "agent.json"))).toBe(true);
+  });
+
+  it("gives up after four attempts at a failing or unreachable control plane, writing nothing", async () => {
+    const cp = await new ControlPlane({ onEnroll: (_body, _req, res) => void res.writeHead(503).end() }).start();
+    const retries: string[] = [];
+    const configDir = tempDir();
+    const options = { token: TOKEN, configDir, agentVersion: "0.1.0", retryDelaysMs: [0, 0, 0], onRetry: (reason: string) => void retries.push(reason) };
+    await expect(enroll({ ...options, url: cp.url })).rejects.toThrow("enrollment refused: HTTP 503 Service Unavailable (after 4 attempts)");
+    expect(cp.enrollments).toHaveLength(4);
+    expect(retries).toHaveLength(3);
+    await cp.stop();
+    await expect(enroll({ ...options, url: cp.url })).rejects.toThrow(/^cannot reach the control plane at http:\/\/127\.0\.0\.1:\d+: .* \(after 4 attempts\)$/);
+    expect(existsSync(join(configDir, "agent.json"))).toBe(false);
+    expect(existsSync(join(configDir, "host-key.pem"))).toBe(false);
+  });
+
+  it("takes a refusal after a failure as final, saying an earlier attempt may have been accepted", async () => {
+    const cp: ControlPlane = await new ControlPlane({
+      onEnroll: (_body, _req, res) => {
+        if (cp.enrollments.length === 1) return void res.destroy(); // the answer is lost
+        res
+          .writeHead(400, { "content-type": "application/json" })
+          .end(JSON.stringify({ error: { code: "invalid_join_token", message: "This join token is invalid." } }));
+      },
+    }).start();
+    const configDir = tempDir();
+    await expect(enroll({ url: cp.url, token: TOKEN, name: "edge-3", configDir, agentVersion: "0.1.0", retryDelaysMs: [0, 0, 0] })).rejects.toThrow(
+      'enrollment refused: This join token is invalid. (invalid_join_token, HTTP 400); an earlier attempt may have been accepted: look for host "edge-3" before making a new join token',
+    );
+    expect(cp.enrollments).toHaveLength(2);
   });
 
   it("refuses plain http to anything but localhost, and names that the control plane would reject", async () => {

@@ -1,6 +1,8 @@
 // `npm run operator -- grant|revoke <email>` (scripts/operator.mjs) against a local D1 of its own
 // (no dev server): only an account whose email address is verified can be made an operator.
 import { execFile } from "node:child_process";
+import { readdirSync } from "node:fs";
+import { DatabaseSync } from "node:sqlite";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -65,6 +67,26 @@ describe("npm run operator", () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain("unverified@example.com has not verified its email address");
     expect(await roleOf("unverified@example.com")).toBe("customer");
+  });
+
+  it("waits while a dev server holds the same database, then grants", { timeout: 120_000 }, async () => {
+    const dir = join(persistTo, "v3", "d1", "miniflare-D1DatabaseObject");
+    const file = readdirSync(dir).find((name) => name.endsWith(".sqlite") && name !== "metadata.sqlite");
+    const holder = new DatabaseSync(join(dir, file!));
+    holder.exec("BEGIN EXCLUSIVE");
+    const released = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        holder.exec("COMMIT");
+        holder.close();
+        resolve();
+      }, 2_000),
+    );
+    const granted = await operator("grant", "verified@example.com");
+    await released;
+    expect(granted.code, granted.stderr + granted.stdout).toBe(0);
+    expect(granted.stderr).toContain("The local database is busy (is the dev server writing?); trying again for up to 10 s.");
+    expect(await roleOf("verified@example.com")).toBe("operator");
+    expect((await operator("revoke", "verified@example.com")).code).toBe(0);
   });
 
   it("refuses an address without an account", { timeout: 120_000 }, async () => {

@@ -1,9 +1,10 @@
-import { and, eq, gt, isNull } from "drizzle-orm";
+import { and, eq, gt, isNull, sql } from "drizzle-orm";
 import type { EnrollRequest } from "../../protocol/messages";
 import { audit } from "../audit/audit";
 import { recordRefusal } from "../audit/refusals";
-import type { Database } from "../db/client";
-import { hosts, joinTokens } from "../db/schema";
+import { type Database, isUniqueViolation } from "../db/client";
+import { insertWhere } from "../db/conditional-insert";
+import { auditLog, hosts, joinTokens } from "../db/schema";
 import { base64UrlDecode, randomToken, sha256Hex } from "../crypto/bytes";
 import { badRequest, conflict } from "../errors";
 
@@ -50,28 +51,48 @@ export async function enrollHost(db: Database, request: EnrollRequest, now: Date
   };
   const usable = and(eq(joinTokens.id, tokenId), isNull(joinTokens.usedAt), gt(joinTokens.expiresAt, now));
   // The token first: without one, nobody learns whether a host name exists.
-  const [valid] = await db.select({ id: joinTokens.id }).from(joinTokens).where(usable);
-  if (!valid) throw await refuse();
+  const [token] = await db.select({ region: joinTokens.region }).from(joinTokens).where(usable);
+  if (!token) throw await refuse();
+  const nameTaken = () => conflict("host_name_taken", `A host named ${request.name} is already enrolled.`);
   const [taken] = await db.select({ id: hosts.id }).from(hosts).where(eq(hosts.name, request.name));
-  if (taken) throw conflict("host_name_taken", `A host named ${request.name} is already enrolled.`);
+  if (taken) throw nameTaken();
 
+  // One transaction: the token is spent only if the host is written, so a failure (a name
+  // taken meanwhile, a busy database) leaves the token for the agent's next try.
   const hostId = crypto.randomUUID();
-  const [token] = await db.update(joinTokens).set({ usedAt: now, hostId }).where(usable).returning();
-  if (!token) throw await refuse(); // spent by a concurrent enrollment
-  await db.batch([
-    db.insert(hosts).values({
-      id: hostId,
-      name: request.name,
-      region: token.region,
-      memoryMiB: request.capacity.memoryMiB,
-      cpus: request.capacity.cpus,
-      diskGiB: request.capacity.diskGiB,
-      publicKey: request.publicKey,
-      status: "offline",
-      agentVersion: request.agentVersion,
-      enrolledAt: now,
-    }),
-    audit(db, now, `host:${hostId}`, "host.enrolled", hostId, { name: request.name, region: token.region }),
-  ]);
+  const spentForThisHost = sql`EXISTS (SELECT 1 FROM ${joinTokens} WHERE ${joinTokens.id} = ${tokenId} AND ${joinTokens.hostId} = ${hostId})`;
+  let spent: unknown[];
+  try {
+    [spent] = await db.batch([
+      db.update(joinTokens).set({ usedAt: now, hostId }).where(usable).returning({ id: joinTokens.id }),
+      insertWhere(
+        db,
+        hosts,
+        {
+          id: hostId,
+          name: request.name,
+          region: token.region,
+          memoryMiB: request.capacity.memoryMiB,
+          cpus: request.capacity.cpus,
+          diskGiB: request.capacity.diskGiB,
+          publicKey: request.publicKey,
+          status: "offline",
+          agentVersion: request.agentVersion,
+          enrolledAt: now,
+        },
+        spentForThisHost,
+      ),
+      insertWhere(
+        db,
+        auditLog,
+        { at: now, actor: `host:${hostId}`, action: "host.enrolled", target: hostId, detail: { name: request.name, region: token.region } },
+        spentForThisHost,
+      ),
+    ]);
+  } catch (error) {
+    if (isUniqueViolation(error)) throw nameTaken(); // enrolled meanwhile under the same name
+    throw error;
+  }
+  if (spent.length === 0) throw await refuse(); // spent by a concurrent enrollment
   return { hostId, region: token.region };
 }

@@ -77,6 +77,24 @@ describe("enrollment", () => {
     expect((await post("/api/agent/enroll", enrollBody(token, (await newKeys()).publicKey))).status).toBe(201);
   });
 
+  it("spends the token only with the host written: a failed write leaves it for the agent's next try", async () => {
+    const cookie = await operatorCookie();
+    const token = await joinToken(cookie);
+    const body = enrollBody(token, (await newKeys()).publicKey);
+    // The database itself fails the host's row (as a busy or full one would), after every check passed.
+    await env.DB.exec(
+      `CREATE TRIGGER fail_host_write BEFORE INSERT ON hosts WHEN NEW.name = '${body.name}' BEGIN SELECT RAISE(ABORT, 'the write failed'); END`,
+    );
+    try {
+      await expectError(await post("/api/agent/enroll", body), 500, "internal_error");
+    } finally {
+      await env.DB.exec("DROP TRIGGER fail_host_write");
+    }
+    const hostsNamed = await env.DB.prepare("SELECT count(*) AS n FROM hosts WHERE name = ?").bind(body.name).first<{ n: number }>();
+    expect(hostsNamed?.n).toBe(0);
+    expect((await post("/api/agent/enroll", body)).status).toBe(201);
+  });
+
   it("tells nobody without a valid token whether a host name exists", async () => {
     const cookie = await operatorCookie();
     const first = enrollBody(await joinToken(cookie), (await newKeys()).publicKey);
