@@ -12,6 +12,8 @@ export interface SetupProbe {
   imagesPresent(): boolean;
   /** Whether pebbleDir() holds the built Pebble (asked only with forTests). */
   pebbleBuilt(): boolean;
+  /** /etc/docker/daemon.json, parsed; null when there is none (asked only when dockerd must be started). */
+  daemonConfig(): Record<string, unknown> | null;
 }
 export type SetupStep = "install" | "start-dockerd" | "build-images" | "build-pebble";
 export interface SetupPlan {
@@ -28,6 +30,8 @@ export const HOST_NEEDS: Need[];
 export const TEST_NEEDS: Need[];
 export const IMAGES: string[];
 export const DOCKERD_LOG: string;
+export const DOCKERD_ADDRESS_POOL: string;
+export function dockerdArgs(daemonConfig: Record<string, unknown> | null): string[];
 export const PEBBLE_MODULE: string;
 export const PEBBLE_VERSION: string;
 export function pebbleDir(env?: NodeJS.ProcessEnv): string;

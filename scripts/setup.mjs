@@ -42,6 +42,17 @@ export const TEST_NEEDS = [{ name: "Chromium", commands: ["chromium"], packages:
 /** The images `npm run dev` runs homeservers from, and the tool image their daily upkeep runs (all of images/build.sh's). */
 export const IMAGES = ["berth/synapse:latest", "berth/postgres:15", "berth/upkeep:latest"];
 export const DOCKERD_LOG = "/var/log/berth-dockerd.log";
+/**
+ * Every homeserver has two networks of its own. Docker's default pools hand out /16s and /20s,
+ * 31 networks in all (15 homeservers); the same private range cut into /24s gives 4,096.
+ */
+export const DOCKERD_ADDRESS_POOL = "base=172.16.0.0/12,size=24";
+const DAEMON_JSON = "/etc/docker/daemon.json";
+
+/** dockerd's arguments: our address pool, unless daemon.json (which a flag may not repeat) sets its own. */
+export function dockerdArgs(daemonConfig) {
+  return daemonConfig?.["default-address-pools"] ? [] : ["--default-address-pool", DOCKERD_ADDRESS_POOL];
+}
 /** Pebble (the ACME server) and pebble-challtestsrv (the DNS it validates against), pinned: the certificate tests run them. */
 export const PEBBLE_MODULE = "github.com/letsencrypt/pebble/v2";
 export const PEBBLE_VERSION = "v2.10.3";
@@ -123,7 +134,8 @@ export function planSetup(probe, { forTests = false } = {}) {
     plan.missing.push("a running Docker Engine (docker info does not answer)");
     plan.steps.push("start-dockerd");
     if (!root) block("not running as root");
-    plan.commands.push(root ? `dockerd >>${DOCKERD_LOG} 2>&1 &` : `sudo sh -c 'dockerd >>${DOCKERD_LOG} 2>&1 &'`);
+    const dockerd = ["dockerd", ...dockerdArgs(probe.daemonConfig())].join(" ");
+    plan.commands.push(root ? `${dockerd} >>${DOCKERD_LOG} 2>&1 &` : `sudo sh -c '${dockerd} >>${DOCKERD_LOG} 2>&1 &'`);
   }
 
   if (imagesPresent === false) plan.missing.push(`the images ${IMAGES.join(", ")}`);
@@ -201,6 +213,13 @@ export function systemProbe() {
     docker: dockerStatus,
     imagesPresent: () => spawnSync("docker", ["image", "inspect", ...IMAGES], { stdio: "ignore", timeout: 30_000 }).status === 0,
     pebbleBuilt: () => Object.values(pebbleFiles()).every((file) => existsSync(file)) && executable(pebbleFiles().pebble),
+    daemonConfig: () => {
+      try {
+        return JSON.parse(readFileSync(DAEMON_JSON, "utf8"));
+      } catch {
+        return null; // none, or one dockerd will refuse anyway (its log then says why)
+      }
+    },
   };
 }
 
@@ -233,7 +252,7 @@ export async function runSetup({ forTests = false, check = false, log = (line) =
         did.push(`installed ${plan.install.join(", ")}`);
       } else if (step === "start-dockerd") {
         log(`starting dockerd in the background (log: ${DOCKERD_LOG}), waiting until docker info answers`);
-        await startDockerd();
+        await startDockerd(dockerdArgs(probe.daemonConfig()));
         did.push("started dockerd");
       } else if (step === "build-pebble") {
         log(`building Pebble ${PEBBLE_VERSION} with Go into ${pebbleDir()} (once per version)`);
@@ -303,9 +322,9 @@ async function buildPebble() {
 }
 
 /** dockerd outlives us (homeservers outlive `npm run dev`): its own session, output to the log file. */
-async function startDockerd() {
+async function startDockerd(args) {
   const out = openSync(DOCKERD_LOG, "a");
-  const dockerd = spawn("dockerd", [], { detached: true, stdio: ["ignore", out, out] });
+  const dockerd = spawn("dockerd", args, { detached: true, stdio: ["ignore", out, out] });
   closeSync(out);
   let exited = null;
   dockerd.on("exit", (code, signal) => (exited = code ?? signal));

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { IMAGES, PEBBLE_VERSION, planSetup, reportLines, runSetup, type SetupProbe } from "../../scripts/setup.mjs";
+import { DOCKERD_ADDRESS_POOL, dockerdArgs, IMAGES, PEBBLE_VERSION, planSetup, reportLines, runSetup, type SetupProbe } from "../../scripts/setup.mjs";
 
 const SETUP_SCRIPT = fileURLToPath(new URL("../../scripts/setup.mjs", import.meta.url));
 const DEBIAN = { id: "debian", idLike: [], name: "Debian GNU/Linux 12 (bookworm)" };
@@ -23,11 +23,12 @@ interface Machine {
   docker: ReturnType<SetupProbe["docker"]>;
   images: boolean;
   pebble: boolean;
+  daemonConfig: Record<string, unknown> | null;
 }
 
 /** A probe answering for a described machine; it fails the test if asked about the images while Docker does not answer. */
 function probeOf(machine: Partial<Machine>): SetupProbe {
-  const { root = true, os = DEBIAN, commands = EVERY_COMMAND, docker = "answers", images = true, pebble = true } = machine;
+  const { root = true, os = DEBIAN, commands = EVERY_COMMAND, docker = "answers", images = true, pebble = true, daemonConfig = null } = machine;
   return {
     isRoot: () => root,
     osRelease: () => os,
@@ -38,6 +39,7 @@ function probeOf(machine: Partial<Machine>): SetupProbe {
       return images;
     },
     pebbleBuilt: () => pebble,
+    daemonConfig: () => daemonConfig,
   };
 }
 
@@ -88,6 +90,16 @@ describe("as root on Debian or Ubuntu: it does the set-up itself", () => {
     expect(plan).toMatchObject({ install: [], steps: ["start-dockerd", "build-images"], blockers: [] });
   });
 
+  it("starts dockerd with address pools of /24s (4,096 networks, two per homeserver), unless daemon.json sets its own", () => {
+    expect(planSetup(probeOf({ docker: "down" })).commands).toContain(
+      `dockerd --default-address-pool ${DOCKERD_ADDRESS_POOL} >>/var/log/berth-dockerd.log 2>&1 &`,
+    );
+    expect(DOCKERD_ADDRESS_POOL).toBe("base=172.16.0.0/12,size=24");
+    const own = { "default-address-pools": [{ base: "10.200.0.0/16", size: 24 }] };
+    expect(planSetup(probeOf({ docker: "down", daemonConfig: own })).commands).toContain("dockerd >>/var/log/berth-dockerd.log 2>&1 &");
+    expect(dockerdArgs({ "log-level": "warn" })).toEqual(["--default-address-pool", DOCKERD_ADDRESS_POOL]);
+  });
+
   it("builds the images when they are absent", () => {
     const plan = planSetup(probeOf({ images: false }));
     expect(plan.missing).toEqual([`the images ${IMAGES.join(", ")}`]);
@@ -111,14 +123,14 @@ describe("when it cannot: it says what is missing and what to run, and changes n
     expect(plan.missing).toEqual(["Caddy (caddy)", "a running Docker Engine (docker info does not answer)"]);
     expect(plan.commands).toEqual([
       "sudo apt-get update && sudo apt-get install -y --no-install-recommends caddy",
-      "sudo sh -c 'dockerd >>/var/log/berth-dockerd.log 2>&1 &'",
+      "sudo sh -c 'dockerd --default-address-pool base=172.16.0.0/12,size=24 >>/var/log/berth-dockerd.log 2>&1 &'",
       "sudo bash images/build.sh",
     ]);
     expect(reportLines(plan)).toEqual([
       "missing: Caddy (caddy); a running Docker Engine (docker info does not answer)",
       "cannot set this machine up here: not running as root; run:",
       "  sudo apt-get update && sudo apt-get install -y --no-install-recommends caddy",
-      "  sudo sh -c 'dockerd >>/var/log/berth-dockerd.log 2>&1 &'",
+      "  sudo sh -c 'dockerd --default-address-pool base=172.16.0.0/12,size=24 >>/var/log/berth-dockerd.log 2>&1 &'",
       "  sudo bash images/build.sh",
       "(or run `sudo node scripts/setup.mjs`, which does all of it)",
     ]);
