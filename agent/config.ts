@@ -45,7 +45,7 @@ export const agentConfigSchema = z.strictObject({
   heartbeatIntervalMs: interval(20_000),
   /** Reconnect backoff: delay = random(0, min(reconnectMaxMs, reconnectBaseMs · 2^attempt)). */
   reconnectBaseMs: interval(1_000),
-  reconnectMaxMs: interval(60_000),
+  reconnectMaxMs: interval(15_000),
   /** On SIGTERM, how long running jobs may take to finish before they are aborted and handed back. */
   shutdownTimeoutMs: z.number().int().min(0).max(3_600_000).default(30_000),
   /** Jobs run at the same time (different ids). */

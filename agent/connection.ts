@@ -396,7 +396,7 @@ export class AgentConnection extends EventEmitter {
   private scheduleReconnect(mode: "normal" | "slow", reason: string): void {
     if (this._state === "stopped") return;
     const base = this.o.reconnectBaseMs ?? 1_000;
-    const max = this.o.reconnectMaxMs ?? 60_000;
+    const max = this.o.reconnectMaxMs ?? 15_000;
     const ceiling = Math.min(max, base * 2 ** Math.min(this.attempt, 30));
     const delayMs = Math.round(mode === "slow" ? max : this.random() * ceiling);
     const event: ReconnectEvent = { delayMs, attempt: this.attempt, reason };

@@ -50,7 +50,7 @@ import { percentile, root, send } from "./lib.mjs";
 /** berth-agent's defaults (agent/config.ts): heartbeat until the welcome names one, and the redial backoff. */
 const HEARTBEAT_MS = 20_000;
 const RECONNECT_BASE_MS = 1_000;
-const RECONNECT_MAX_MS = 60_000;
+const RECONNECT_MAX_MS = 15_000;
 /** Generous bounds for functional failures, not timings. */
 const JOB_DELIVERY_BOUND_MS = 30_000;
 const WELCOME_BOUND_MS = 120_000;
