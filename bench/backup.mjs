@@ -17,13 +17,13 @@
 // target is under 150 MiB whatever the size. Rounds alternate agent and shell;
 // figures are medians over the rounds, ratios the median of the per-round ratios.
 //
-// Run alone: node_modules/.bin/node bench/backup.mjs
+// Run alone: npm run bench -- backup (or node_modules/.bin/node bench/backup.mjs)
 import { execFileSync, spawn } from "node:child_process";
 import { createHash, generateKeyPairSync, randomBytes } from "node:crypto";
 import { createReadStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { Readable } from "node:stream";
@@ -225,8 +225,11 @@ function timed(command, args) {
   });
 }
 
+/** BENCH_CPU_PROF=<dir>: the agent's side writes a CPU profile per thread there (node --cpu-prof), to see where its time goes. */
+const CPU_PROFILE_ARGS = process.env.BENCH_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF] : [];
+
 async function runAgent(options) {
-  const { ms, stdout } = await timed(process.execPath, [SELF, "--child", JSON.stringify(options)]);
+  const { ms, stdout } = await timed(process.execPath, [...CPU_PROFILE_ARGS, SELF, "--child", JSON.stringify(options)]);
   return { ms, ...JSON.parse(stdout) };
 }
 
@@ -291,6 +294,7 @@ export async function benchBackup({ totalMiB = 2048, rounds = 5 } = {}) {
     };
 
     const options = { bundle, dir, uploadBase: sink.uploadBase, recipient: keys.recipient };
+    const loadBefore = loadavg();
     const agent = [];
     const shell = [];
     let pureJs;
@@ -316,6 +320,8 @@ export async function benchBackup({ totalMiB = 2048, rounds = 5 } = {}) {
     return {
       inputMiB: bytes / MiB,
       files,
+      // The machine is shared: its load (1, 5 and 15 minutes) before and after the rounds.
+      loadAverage: { before: loadBefore, after: loadavg() },
       generateSeconds,
       rounds,
       agent: summary(agent),
@@ -349,7 +355,8 @@ export function backupReport(result) {
   return [
     `Backup of a generated homeserver: ${round(result.inputMiB, 0)} MiB in ${result.files} files plus a database dump (mostly random media of 50 KiB–8 MiB, ` +
       `10% compressible text; generated in ${round(result.generateSeconds, 0)} s), from the page cache, uploaded in 8 MiB parts to a local sink; ` +
-      `${result.rounds} alternating rounds of agent and shell, medians`,
+      `${result.rounds} alternating rounds of agent and shell, medians; load average ${result.loadAverage.before.map((l) => round(l)).join(" ")} before, ` +
+      `${result.loadAverage.after.map((l) => round(l)).join(" ")} after`,
     table(
       ["pipeline", "MiB/s", "per round", "CPU s/GiB", "uploaded MiB", "peak RSS MiB (VmHWM)"],
       [

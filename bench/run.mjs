@@ -11,7 +11,8 @@
 // benchmark runs first, on a dev server of its own with two local hosts (the same needs as the
 // homeserver one); `npm run bench -- migration` runs it alone. The density benchmark fills the
 // machine with Starter homeservers under a light load: a short fill in the whole run, the whole
-// fill (with the idle comparison) as `npm run bench -- density`.
+// fill (with the idle comparison) as `npm run bench -- density`. `npm run bench -- backup` runs the
+// backup benchmark alone.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startDevServer } from "./dev-server.mjs";
@@ -32,7 +33,7 @@ import { benchUpkeep, upkeepReport } from "./upkeep.mjs";
 import { benchWebhooks } from "./webhooks.mjs";
 
 /** The benchmarks `npm run bench -- <name>` runs alone. */
-const ALONE = ["migration", "density"];
+const ALONE = ["migration", "density", "backup"];
 
 const only = process.argv.slice(2);
 /** The whole fill adds a homeserver every minute or two, up to about 40. */
@@ -67,6 +68,13 @@ if (only[0] === "density") {
   console.log(`\n${densityReport(density, idle)}`);
   console.log(`\nRatios\n${table(["ratio", "value"], densityRatios(density, idle.defaults.pairMiB))}`);
   writeResults({ date: new Date().toISOString(), durationMs: Date.now() - started, machine, only, idle, density });
+  process.exit(0);
+}
+
+if (only[0] === "backup") {
+  const backup = await benchBackup();
+  console.log(`\n${backupReport(backup)}`);
+  writeResults({ date: new Date().toISOString(), durationMs: Date.now() - started, machine, only, backup });
   process.exit(0);
 }
 
