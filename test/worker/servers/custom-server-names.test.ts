@@ -1,5 +1,8 @@
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { customServerNameProblem } from "../../../worker/servers/names";
+import { subscriber } from "../billing/stripe-helpers";
+import { create, onlineHost, type ServerView } from "./server-helpers";
 
 const development = { homeserverDomain: "berth.example", production: false };
 const production = { homeserverDomain: "berth.chat", production: true };
@@ -59,5 +62,19 @@ describe("misuse: names that are not the customer's public domain are refused", 
     [`${"a.".repeat(127)}com`, "must be 1 to 253 characters"],
   ])("a malformed name: %j", (domain, problem) => {
     expect(customServerNameProblem(domain, production)).toBe(problem);
+  });
+});
+
+describe("misuse: one domain, one homeserver", () => {
+  it("a second homeserver can never hold a domain another one holds", async () => {
+    await onlineHost();
+    const servers: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const { cookie } = await subscriber();
+      servers.push(((await (await create(cookie)).json()) as ServerView).id);
+    }
+    const claim = (id: string) => env.DB.prepare("UPDATE servers SET server_name = 'acme.com' WHERE id = ?").bind(id).run();
+    await claim(servers[0] as string);
+    await expect(claim(servers[1] as string)).rejects.toThrow(/UNIQUE constraint failed: servers.server_name/);
   });
 });
