@@ -8,6 +8,7 @@ import { checkEncryptionByDefault } from "../checks/encryption-by-default.ts";
 import { runHostChecks, type HostChecks } from "../checks/index.ts";
 import { HomeserverNotFound } from "../homeserver/core.ts";
 import type { HomeserverManager } from "../homeserver/manager.ts";
+import { servedHostOf } from "../homeserver/records.ts";
 import { errorMessage } from "../log.ts";
 import type { JobHandlers } from "./types.ts";
 
@@ -40,7 +41,7 @@ export function checksHandlers(
         ...(certificates
           ? {
               certificates: async () =>
-                checkCertificate({ serverName: record.serverName, proxy: certificates.proxy, trustedRoots: await certificates.trustedRoots() }),
+                checkCertificate({ serverName: servedHostOf(record), proxy: certificates.proxy, trustedRoots: await certificates.trustedRoots() }),
             }
           : {}),
       };

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { ConfigError, type AgentConfig } from "../config.ts";
 import { delay, type DockerRuntime } from "../runtime/docker.ts";
 import { homeserverNames, type HomeserverNames } from "./names.ts";
-import type { HomeserverRecords } from "./records.ts";
+import { servedHostOf, type HomeserverRecords } from "./records.ts";
 
 export interface LocalFederationOptions {
   /** The proxy's internal CA root on the host. */
@@ -82,13 +82,13 @@ export class LocalFederationHosts {
     const run = async () => {
       mkdirSync(this.dir, { recursive: true, mode: 0o755 });
       const records = this.records.ids().flatMap((id) => this.records.read(id) ?? []);
-      const serverNames = records.map((record) => record.serverName);
+      const servedHosts = records.map(servedHostOf);
       for (const record of records) {
         const network = await this.runtime.inspectNetwork(homeserverNames(record.serverId, this.hostNamespace).hsNetwork);
         const gateway = network?.gateways[0];
         if (!gateway) continue; // no network (yet): refreshed again when it is made
         const file = this.hostsFile(record.serverId);
-        const content = hostsFileContent(gateway, serverNames);
+        const content = hostsFileContent(gateway, servedHosts);
         if (readOrEmpty(file) !== content) writeFileSync(file, content, { mode: 0o644 });
       }
     };

@@ -331,6 +331,12 @@ export const servers = sqliteTable(
       .references(() => users.id, { onDelete: "cascade" }),
     /** A DNS label, immutable: it is the Matrix server_name's first label. */
     name: text("name").notNull().unique(),
+    /**
+     * The Matrix server_name when the customer chose their own domain (delegated by well-knowns to
+     * `<name>.<HOMESERVER_DOMAIN>`, where it is still served); null: it is `<name>.<HOMESERVER_DOMAIN>`.
+     * Immutable, and unique: no two homeservers ever claim one domain.
+     */
+    serverName: text("server_name").unique(),
     region: text("region").notNull(),
     hostId: text("host_id").references(() => hosts.id),
     /**
