@@ -29,6 +29,7 @@ type LifecycleJobKind = Exclude<
   HomeserverJobKind,
   | "homeserver.backup"
   | "homeserver.checks"
+  | "homeserver.full_export"
   | "homeserver.legal_export"
   | "homeserver.resize"
   | "homeserver.restore_verify"
