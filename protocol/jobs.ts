@@ -240,7 +240,8 @@ const exportPassphrase = z.string().min(1).max(1024);
 const storedFullExportPayload = z.strictObject({
   serverId: resourceIdSchema,
   exportId: resourceIdSchema,
-  wrappedPassphrase: z.string().min(1).max(4096),
+  /** null once the job has ended (erased). */
+  wrappedPassphrase: z.string().min(1).max(4096).nullable(),
   partSize: z.number().int().min(BACKUP_MIN_PART_SIZE).max(BACKUP_PART_SIZE),
   /** Worker origin + /api/agent/exports/<exportId>: the agent appends /parts/<n>, /complete, /abort. */
   uploadBase: z.url(),
