@@ -4,9 +4,10 @@
 // zstd and tar, and read with stock pg_restore. It holds the database, the
 // media, the signing key, the settings and a README; it never holds Berth's
 // secrets or configuration, and the passphrase appears nowhere the agent said
-// anything.
+// anything. Its database is restored as its README says into the stock
+// PostgreSQL image.
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EXPORT_README, EXPORT_SETTINGS } from "../../../agent/homeserver/full-export.ts";
@@ -16,7 +17,7 @@ import { BACKUP_MIN_PART_SIZE } from "../../../protocol/messages.ts";
 import { ageCliDecryptWithPassphrase, run as runTool, shell } from "../backup/helpers.ts";
 import { runCleanups, tempDir } from "../helpers.ts";
 import { BackupTarget } from "./backup-target.ts";
-import { TestRun, dockerUsable, ensureImages } from "./helpers.ts";
+import { POSTGRES_IMAGE, TEST_RUN_LABEL, TestRun, dockerUsable, ensureImages } from "./helpers.ts";
 
 const unusable = await dockerUsable();
 if (unusable) console.warn(`homeserver full export tests skipped: ${unusable}`);
@@ -24,6 +25,8 @@ if (unusable) console.warn(`homeserver full export tests skipped: ${unusable}`);
 const PASSPHRASE = `export passphrase ${randomBytes(6).toString("hex")}`;
 const MESSAGE = "the minutes of the allotment committee";
 const MEDIA = randomBytes(3000);
+/** The uid the stock PostgreSQL runs as (the test runs as root and gives it its data directory). */
+const STOCK_UID = 70991;
 
 describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stock pg_restore)", () => {
   let testRun: TestRun;
@@ -31,6 +34,7 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
   let target: BackupTarget;
   let result: { exportId: string; size: number; mediaFiles: number; parts: unknown[] };
   let unpacked: string;
+  let roomId: string;
 
   beforeAll(async () => {
     await ensureImages();
@@ -42,7 +46,7 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
     const token = (await testRun.login(spec.serverId, "alice", await testRun.registerUser(spec.serverId, spec.serverName, "alice"))).token!;
     const base = await testRun.synapseBase(spec.serverId);
     const room = await requestJson(`${base}/_matrix/client/v3/createRoom`, { method: "POST", token, body: { preset: "public_chat" } });
-    const roomId = (room.body as { room_id: string }).room_id;
+    roomId = (room.body as { room_id: string }).room_id;
     const sent = await requestJson(`${base}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t1`, {
       method: "PUT",
       token,
@@ -116,4 +120,26 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
     expect(said).not.toContain(PASSPHRASE);
     expect(testRun.progress.some((p) => p.message?.includes("deriving the key"))).toBe(true);
   });
+
+  it("restores as its README says into the stock PostgreSQL image: alice and her history are there", () => {
+    const label = `--label ${TEST_RUN_LABEL}=${testRun.prefix}`;
+    const net = `${testRun.prefix}-stock`;
+    const pgdata = join(unpacked, "postgres-data");
+    mkdirSync(pgdata);
+    // The locally built image runs as an unprivileged uid (the official one as its own user).
+    shell(`chown ${STOCK_UID}:${STOCK_UID} ${pgdata}`);
+    shell(`docker network create ${label} ${net}`);
+    shell(
+      `docker run -d ${label} --user ${STOCK_UID}:${STOCK_UID} -v ${pgdata}:/var/lib/postgresql/data --name ${net}-db --network ${net} ` +
+        `-e POSTGRES_USER=synapse -e POSTGRES_PASSWORD=stock-password -e POSTGRES_INITDB_ARGS="--encoding=UTF8 --locale=C" ${POSTGRES_IMAGE}`,
+    );
+    shell(`for i in $(seq 120); do docker exec ${net}-db pg_isready -q -h 127.0.0.1 -U synapse && exit 0; sleep 1; done; exit 1`);
+    shell(
+      `cat export/database/pg_dump.part-* | docker exec -i -e PGPASSWORD=stock-password ${net}-db pg_restore --no-owner --role=synapse -U synapse -d synapse --exit-on-error`,
+      unpacked,
+    );
+    const psql = (query: string) => shell(`docker exec -e PGPASSWORD=stock-password ${net}-db psql -U synapse -d synapse -At -c "${query}"`).trim();
+    expect(psql("SELECT name FROM users")).toContain(`@alice:${spec.serverName}`);
+    expect(psql(`SELECT count(*) FROM event_json WHERE room_id = '${roomId}' AND json LIKE '%${MESSAGE}%'`)).toBe("1");
+  }, 300_000);
 });
