@@ -234,6 +234,18 @@ const storedRestoreVerifyPayload = z.strictObject({
   /** GET it with a signed request: the ciphertext, as uploaded. */
   downloadUrl: z.url(),
 });
+/** A customer's export passphrase as the host receives it (its strength is judged where the customer types it). */
+const exportPassphrase = z.string().min(1).max(1024);
+/** `homeserver.full_export` as D1 keeps it: the passphrase only wrapped under the Worker's key, erased when the job ends. */
+const storedFullExportPayload = z.strictObject({
+  serverId: resourceIdSchema,
+  exportId: resourceIdSchema,
+  /** null once the job has ended (erased). */
+  wrappedPassphrase: z.string().min(1).max(4096).nullable(),
+  partSize: z.number().int().min(BACKUP_MIN_PART_SIZE).max(BACKUP_PART_SIZE),
+  /** Worker origin + /api/agent/exports/<exportId>: the agent appends /parts/<n>, /complete, /abort. */
+  uploadBase: z.url(),
+});
 /** `homeserver.restore` as D1 keeps it: everything but the identity, which the host's Durable Object adds as it sends the job. */
 const storedRestorePayload = z.strictObject({
   serverId: resourceIdSchema,
@@ -604,6 +616,23 @@ export const JOBS = {
     progress: "PostgreSQL, then the query, encryption and upload as one stream; the parts uploaded",
     timeoutMs: BACKUP_JOB_TIMEOUT_MS,
     retry: { afterFailure: "not retried", note: "the operator asks again (a new export under the same reference)" },
+  }),
+  // "Download your homeserver": the whole server in a form stock Synapse and PostgreSQL restore,
+  // encrypted on the host to the passphrase its owner typed.
+  "homeserver.full_export": job({
+    payload: storedFullExportPayload,
+    /** The passphrase unwrapped as the host's Durable Object sends the job (it never rests in D1 in the clear). */
+    delivered: storedFullExportPayload.omit({ wrappedPassphrase: true }).extend({ passphrase: exportPassphrase }),
+    result: z.object({
+      serverId: resourceIdSchema,
+      exportId: resourceIdSchema,
+      /** Local media files in the export. */
+      mediaFiles: z.number().int().nonnegative(),
+      ...uploadedFile,
+    }),
+    progress: "the key derived from the passphrase; PostgreSQL, then the dump, archive, compression, encryption and upload as one stream",
+    timeoutMs: BACKUP_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried", note: "the owner asks again with a passphrase (the failed export's is erased with it)" },
   }),
   "homeserver.restore": job({
     payload: storedRestorePayload,

@@ -83,6 +83,13 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
         uploadBackup(ciphertext, { identity: options.agentIdentity, uploadBase: job.uploadBase, partSize: job.partSize, signal: ctx.signal });
       return manager.legalExport(job.serverId, job, upload, ctx);
     },
+    // Reads the database and media only, like a backup; the passphrase lives only in this job's memory.
+    "homeserver.full_export": async (job, ctx) => {
+      customerData();
+      const upload = (ciphertext: Readable) =>
+        uploadBackup(ciphertext, { identity: options.agentIdentity, uploadBase: job.uploadBase, partSize: job.partSize, signal: ctx.signal });
+      return manager.fullExport(job.serverId, job, upload, ctx);
+    },
     "homeserver.restore": guarded(async (job, ctx) => {
       customerData();
       const download = () => downloadBackup(options.agentIdentity, job.downloadUrl, ctx.signal);

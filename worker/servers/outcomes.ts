@@ -1,3 +1,4 @@
+import { erasePassphrase } from "../exports/passphrase";
 import { and, eq, sql } from "drizzle-orm";
 import type { AdministrationJobKind, HomeserverJobKind } from "../../protocol/jobs";
 import { settleBackupJob } from "../backups/backups";
@@ -29,6 +30,7 @@ type LifecycleJobKind = Exclude<
   HomeserverJobKind,
   | "homeserver.backup"
   | "homeserver.checks"
+  | "homeserver.full_export"
   | "homeserver.legal_export"
   | "homeserver.resize"
   | "homeserver.restore_verify"
@@ -70,6 +72,7 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
   if (job.kind === "homeserver.upkeep") return applyUpkeepOutcome(ctx, job);
   if (job.kind === "homeserver.checks") return applyChecksOutcome(ctx, job);
   if (job.kind === "homeserver.legal_export") return applyLegalExportOutcome(ctx, job);
+  if (job.kind === "homeserver.full_export") return erasePassphrase(ctx.db, job);
   if (!isLifecycleJob(job.kind) || !job.serverId) return;
   const outcome = OUTCOMES[job.kind];
   const ok = job.status === "succeeded";
