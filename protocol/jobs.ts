@@ -7,7 +7,7 @@
 // not match; the agent refuses such a payload, and can register a handler only
 // for a kind listed here. A new capability is one entry here and its handlers.
 import { z } from "zod";
-import { HOST_CHECK_IDS, hostCheckOutcomeSchema } from "./checks.ts";
+import { delegationOutcomeSchema, HOST_CHECK_IDS, hostCheckOutcomeSchema } from "./checks.ts";
 import { homeserverSettingsSchema, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS } from "./homeserver-settings.ts";
 import { BACKUP_MAX_PARTS, BACKUP_MIN_PART_SIZE, BACKUP_PART_SIZE, backupPartReceipt, resourceIdSchema, sha256Hex } from "./messages.ts";
 
@@ -75,6 +75,8 @@ const UPKEEP_JOB_TIMEOUT_MS = 3 * HOUR;
 const MAX_SLEEP_MS = 10 * MINUTE;
 /** The host's promise checks: a probe user and room, a TLS handshake, docker inspect and a network probe. */
 const CHECKS_JOB_TIMEOUT_MS = 10 * MINUTE;
+/** Two fetches of at most 5 s each, with redirects: a minute is ample. */
+const DELEGATION_CHECK_JOB_TIMEOUT_MS = MINUTE;
 
 // DNS names only (the control plane makes them from DNS labels); no port, no path.
 const serverName = z
@@ -566,6 +568,17 @@ export const JOBS = {
     progress: "each check in turn, by id",
     timeoutMs: CHECKS_JOB_TIMEOUT_MS,
     retry: { afterFailure: "daily", note: "the checks that did not run are recorded as not checked; the next day's run is sent as usual" },
+  }),
+
+  // A customer's own domain as the server name: are the well-knowns published there right? Asked
+  // before such a homeserver is provisioned (the host has no record of it yet, so the payload names
+  // the domain and where it is served) and with its daily checks.
+  "homeserver.delegation_check": job({
+    payload: z.strictObject({ serverId: resourceIdSchema, serverName, publicBaseUrl: z.url({ protocol: /^https?$/ }) }),
+    result: z.object({ serverId: resourceIdSchema, serverName: z.string().max(253), outcome: delegationOutcomeSchema }),
+    progress: "none",
+    timeoutMs: DELEGATION_CHECK_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried", note: "recorded as not checked; its owner checks again, and a running homeserver's daily checks ask again" },
   }),
 
   // Backups.

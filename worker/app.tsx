@@ -16,6 +16,7 @@ import { serverRoutes } from "./routes/servers";
 import { serverSettingsRoutes } from "./routes/server-settings";
 import { serverCheckRoutes } from "./routes/server-checks";
 import { serverSettingsPageRoutes } from "./routes/server-settings-pages";
+import { serverDelegationPageRoutes } from "./routes/server-delegation-pages";
 import { serverSecurityPageRoutes } from "./routes/server-security-pages";
 import { serverUserRoutes } from "./routes/server-users";
 import { serverRoomRoutes } from "./routes/server-rooms";
@@ -107,6 +108,7 @@ export const app = new Hono<AppEnv>()
   .route("/", dashboardPageRoutes)
   .route("/servers", serverSettingsPageRoutes)
   .route("/servers", serverSecurityPageRoutes)
+  .route("/servers", serverDelegationPageRoutes)
   .route("/servers", homeserverPageRoutes)
   .route("/", operatorPageRoutes)
   .route("/security", securityPageRoutes)

@@ -2,6 +2,7 @@ import { purgeDeletedAccounts } from "./account/deletion";
 import { mailCheckFailureDigest } from "./checks/alerts";
 import { pruneRefusalCounts } from "./audit/refusals";
 import { rotateSigningKeys } from "./auth/keyring";
+import { recheckAwaitingDelegations } from "./checks/delegation";
 import { pruneCheckResults } from "./checks/results";
 import { scheduleDailyChecks } from "./checks/runs";
 import { alertOverdueBackups, failAbandonedBackups, pruneBackups, scheduleDailyBackups } from "./backups/maintenance";
@@ -85,6 +86,7 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       dailyUpkeepSent: await scheduleDailyUpkeep(ctx),
       upkeepRecordsPruned: await pruneUpkeepRuns(db, now),
       dailyChecksStarted: await scheduleDailyChecks(ctx),
+      awaitingDelegationsChecked: await recheckAwaitingDelegations(ctx),
       checkResultsPruned: await pruneCheckResults(db, now),
       checkDigestMails: await mailCheckFailureDigest(ctx),
       // After retention: an account goes once its servers' backups are gone.

@@ -6,7 +6,7 @@ import { lookup } from "node:dns/promises";
 import type { IncomingMessage } from "node:http";
 import { request } from "node:https";
 import { BlockList, isIP, type LookupFunction } from "node:net";
-import type { HostCheckOutcome } from "../../protocol/checks.ts";
+import type { DelegationOutcome } from "../../protocol/checks.ts";
 import { BLOCKED_IPV4, BLOCKED_IPV6 } from "../homeserver/config.ts";
 import { wellKnownClient, wellKnownServer } from "../proxy/caddy-config.ts";
 
@@ -16,6 +16,8 @@ export const WELL_KNOWN_CLIENT = "/.well-known/matrix/client";
 export const MAX_WELL_KNOWN_BYTES = 64 * 1024;
 export const MAX_REDIRECTS = 3;
 const DEFAULT_TIMEOUT_MS = 5_000;
+/** How much of a wrong value the evidence quotes (its facts are bounded: protocol/checks.ts). */
+const MAX_QUOTED = 100;
 
 export interface DelegationCheckInput {
   /** The Matrix server name: the customer's domain. */
@@ -33,8 +35,6 @@ export interface DelegationCheckInput {
   resolve?: (host: string) => Promise<string[]>;
   timeoutMs?: number;
 }
-
-export type DelegationOutcome = Omit<HostCheckOutcome, "checkId">;
 
 /** The documents the customer must publish, exactly as the dashboard shows them: the ones the proxy serves on the served host. */
 export function expectedWellKnowns(servedHost: string, servedPort: number) {
@@ -135,12 +135,18 @@ function parseJsonObject(body: string): Record<string, unknown> | null {
   }
 }
 
+/** A value the customer's document holds, quoted for the evidence: short, since it is theirs and may be anything. */
+function quoted(value: unknown): string {
+  const text = JSON.stringify(value ?? null) ?? "null";
+  return text.length > MAX_QUOTED ? `${text.slice(0, MAX_QUOTED)}…` : text;
+}
+
 /** What is wrong with one fetched well-known, or null when it is right. */
 function serverProblem(fetched: Fetched, expected: string): string | null {
   if (fetched.status !== 200) return `answers HTTP ${fetched.status}`;
   const document = parseJsonObject(fetched.body);
   if (!document) return "is not a JSON object";
-  if (document["m.server"] !== expected) return `says "m.server": ${JSON.stringify(document["m.server"] ?? null)}, not "${expected}"`;
+  if (document["m.server"] !== expected) return `says "m.server": ${quoted(document["m.server"])}, not "${expected}"`;
   return null;
 }
 
@@ -151,7 +157,7 @@ function clientProblem(fetched: Fetched, expected: string): string | null {
   const homeserver = document["m.homeserver"];
   const baseUrl = homeserver !== null && typeof homeserver === "object" ? (homeserver as Record<string, unknown>).base_url : undefined;
   const normalised = typeof baseUrl === "string" ? baseUrl.replace(/\/+$/, "") : baseUrl;
-  if (normalised !== expected) return `says "m.homeserver.base_url": ${JSON.stringify(baseUrl ?? null)}, not "${expected}"`;
+  if (normalised !== expected) return `says "m.homeserver.base_url": ${quoted(baseUrl)}, not "${expected}"`;
   // Web clients read it from another origin: without this header a browser hides it from them.
   if (fetched.headers["access-control-allow-origin"] !== "*") return "lacks the header Access-Control-Allow-Origin: *";
   return null;

@@ -1,8 +1,10 @@
 // homeserver.checks: the promise checks only a host can see, run against one homeserver of this
 // host (agent/checks), and what its running Synapse says it is. The payload names the server and
 // the checks, nothing else: no user, room or address a check acts on comes from it.
+import type { JobPayload, JobResult } from "../../protocol/jobs.ts";
 import type { DiskEncryption } from "../../protocol/messages.ts";
 import { checkCertificate } from "../checks/certificates.ts";
+import { checkDelegation, type DelegationCheckInput } from "../checks/delegation.ts";
 import { checkDiskEncryption } from "../checks/disk-encryption.ts";
 import { checkEncryptionByDefault } from "../checks/encryption-by-default.ts";
 import { runHostChecks, type HostChecks } from "../checks/index.ts";
@@ -18,13 +20,15 @@ export interface HostCheckSettings {
   certificates?: { proxy: { host: string; port: number }; trustedRoots: () => Promise<string | undefined> };
   /** The host's private services by port (the proxy's admin API): no homeserver may reach them. */
   privatePorts: Array<{ what: string; port: number }>;
+  /** Development and tests only: a stand-in for customers' domains (its roots, addresses, port); production fetches public HTTPS. */
+  delegation?: Pick<DelegationCheckInput, "trustedRoots" | "allowPrivateAddresses" | "resolve" | "domainPort">;
 }
 
 export function checksHandlers(
   manager: HomeserverManager,
   diskEncryption: () => DiskEncryption,
   settings: HostCheckSettings = { privatePorts: [] },
-): JobHandlers<"homeserver.checks"> {
+): JobHandlers<"homeserver.checks" | "homeserver.delegation_check"> {
   return {
     "homeserver.checks": async ({ serverId, checks }, ctx) => {
       const record = manager.records.read(serverId);
@@ -52,5 +56,20 @@ export function checksHandlers(
       });
       return { serverId, outcomes, ...(synapse ? { synapse } : {}) };
     },
+    "homeserver.delegation_check": (payload) => delegationCheck(payload, settings.delegation),
   };
+}
+
+/**
+ * homeserver.delegation_check. The domain comes from the control plane (the homeserver may not exist
+ * on this host yet); what it can make the host fetch is bounded by the check itself: public
+ * addresses only, pinned, small and quick.
+ */
+export async function delegationCheck(
+  { serverId, serverName, publicBaseUrl }: JobPayload<"homeserver.delegation_check">,
+  standIn?: HostCheckSettings["delegation"],
+): Promise<JobResult<"homeserver.delegation_check">> {
+  const served = new URL(publicBaseUrl);
+  const outcome = await checkDelegation({ ...standIn, serverName, servedHost: served.hostname, servedPort: served.port ? Number(served.port) : 443 });
+  return { serverId, serverName, outcome };
 }

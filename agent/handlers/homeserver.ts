@@ -25,7 +25,7 @@ export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   hostChecks?: HostCheckSettings;
 }
 
-type LifecycleJobKind = Exclude<HomeserverJobKind, AdministrationJobKind | "homeserver.checks">;
+type LifecycleJobKind = Exclude<HomeserverJobKind, AdministrationJobKind | "homeserver.checks" | "homeserver.delegation_check">;
 
 /** The handlers, around one manager (exposed for tests and for the agent's start-up restore). */
 export function homeserverHandlers(options: HomeserverHandlerOptions): {

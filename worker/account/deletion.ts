@@ -33,7 +33,7 @@ import { ApiError, badGateway, conflict, forbidden } from "../errors";
 import { mailerFor } from "../mail/mailer";
 import { templates } from "../mail/templates";
 import { DELETE_FROM, requestDeletion } from "../servers/deletion";
-import { serverNameOf } from "../servers/servers";
+import { servedHostOf } from "../servers/servers";
 import { serversOf } from "./visibility";
 
 /** What deleting the account does, said the same way before (GET /api/me/deletion), in the answer and in the email. */
@@ -175,7 +175,7 @@ export async function purgeDeletedAccounts(ctx: WorkContext): Promise<number> {
       db.delete(certificates).where(
         inArray(
           certificates.serverName,
-          mine.map((server) => serverNameOf(ctx.config, server.name)),
+          mine.map((server) => servedHostOf(ctx.config, server.name)),
         ),
       ),
       db.delete(backupKeys).where(inArray(backupKeys.serverId, serverIds)),

@@ -305,6 +305,12 @@ export const workloads = sqliteTable(
 );
 
 export const SERVER_STATUSES = [
+  /**
+   * A homeserver with its owner's domain as server name, placed but not made: nothing exists on its
+   * host until the domain's well-knowns pass the delegation check (or its owner confirms they publish
+   * them later). Its name, domain and the host's room are held meanwhile.
+   */
+  "awaiting_delegation",
   "provisioning",
   "running",
   "stopping",

@@ -5,7 +5,7 @@ import type { WorkerConfig } from "../config";
 import { UPLOAD_NOT_COMPLETED } from "../backups/backups";
 import { keptUntil } from "../backups/maintenance";
 import { JOB_DEADLINE_EXCEEDED } from "../fleet/jobs";
-import { homeserverUrlOf, serverNameOf } from "../servers/servers";
+import { homeserverUrlOf, matrixServerNameOf } from "../servers/servers";
 import type { HostRoom } from "../servers/placement";
 
 /**
@@ -209,7 +209,7 @@ export function presentServer(config: WorkerConfig, server: Server, job: Job | u
   return {
     id: server.id,
     name: server.name,
-    serverName: serverNameOf(config, server.name),
+    serverName: matrixServerNameOf(config, server),
     homeserverUrl: homeserverUrlOf(config, server.name),
     region: server.region,
     plan: server.planId,

@@ -182,6 +182,22 @@ export const templates = {
       [],
     ),
 
+  delegationBroken: (to: string, facts: { serverName: string; summary: string; link: string }) =>
+    mail(
+      to,
+      `${facts.serverName}: its Matrix delegation is broken`,
+      [
+        `Our daily check of the well-knowns on https://${facts.serverName} failed:`,
+        facts.summary,
+        "",
+        "Until they are right again, other Matrix servers cannot federate with your homeserver and Matrix apps cannot find it from your user ids.",
+        `What to publish, and what is wrong: ${facts.link}`,
+        "",
+        "We tell you once; once the check passes again and then fails, we tell you again.",
+      ],
+      [facts.link],
+    ),
+
   checkFailureDigest: (to: string, failures: CheckFailure[], consoleLink: string) =>
     mail(
       to,

@@ -106,11 +106,30 @@ export function customServerNameProblem(domain: string, options: { homeserverDom
     if (label.length === 0 || label.length > 63) return "each label must be 1 to 63 characters";
     if (label.startsWith("-") || label.endsWith("-")) return "no label may start or end with a hyphen";
   }
+  const ours = options.homeserverDomain.toLowerCase();
+  if (domain === ours || domain.endsWith(`.${ours}`)) return `must be your own domain, not ${ours} or a name under it`;
   const tld = labels.at(-1) ?? "";
   // A numeric last label is how IPv4 literals (and their shorthand forms) look.
   if (/^[0-9]+$/.test(tld)) return "must be a domain name, not an IP address";
   if (NON_PUBLIC_TLDS.has(tld) || (options.production && tld === TESTING_TLD)) return "must be a public domain name";
-  const ours = options.homeserverDomain.toLowerCase();
-  if (domain === ours || domain.endsWith(`.${ours}`)) return `must be your own domain, not ${ours} or a name under it`;
   return null;
 }
+
+/**
+ * A customer's own domain as the API takes it: compared and stored in its canonical form (lower case,
+ * without the root's trailing dot), so `ACME.com.` is the same domain as `acme.com` and cannot be
+ * claimed beside it; then held to customServerNameProblem.
+ */
+export const customServerNameSchema = (options: { homeserverDomain: string; production: boolean }) =>
+  z
+    .string()
+    .max(CUSTOM_SERVER_NAME_MAX + 1)
+    .transform((value, ctx) => {
+      const domain = value.toLowerCase().replace(/\.$/, "");
+      const problem = customServerNameProblem(domain, options);
+      if (problem) {
+        ctx.addIssue({ code: "custom", message: problem });
+        return z.NEVER;
+      }
+      return domain;
+    });

@@ -2,6 +2,7 @@ import { erasePassphrase } from "../exports/passphrase";
 import { and, eq, sql } from "drizzle-orm";
 import type { AdministrationJobKind, HomeserverJobKind } from "../../protocol/jobs";
 import { settleBackupJob } from "../backups/backups";
+import { applyDelegationOutcome } from "../checks/delegation";
 import { applyChecksOutcome } from "../checks/runs";
 import type { WorkContext } from "../context";
 import { applyRestoreVerifyOutcome, requestRestoreVerification, verifyFirstBackup } from "../checks/restore-verification";
@@ -30,6 +31,7 @@ type LifecycleJobKind = Exclude<
   HomeserverJobKind,
   | "homeserver.backup"
   | "homeserver.checks"
+  | "homeserver.delegation_check"
   | "homeserver.full_export"
   | "homeserver.legal_export"
   | "homeserver.resize"
@@ -71,6 +73,7 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
   if (job.kind === "homeserver.settings.apply") return applySettingsOutcome(ctx, job);
   if (job.kind === "homeserver.upkeep") return applyUpkeepOutcome(ctx, job);
   if (job.kind === "homeserver.checks") return applyChecksOutcome(ctx, job);
+  if (job.kind === "homeserver.delegation_check") return applyDelegationOutcome(ctx, job);
   if (job.kind === "homeserver.legal_export") return applyLegalExportOutcome(ctx, job);
   if (job.kind === "homeserver.full_export") return erasePassphrase(ctx.db, job);
   if (!isLifecycleJob(job.kind) || !job.serverId) return;

@@ -6,6 +6,9 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { checkDelegation, expectedWellKnowns, isPublicAddress, type DelegationCheckInput } from "../../../agent/checks/delegation.ts";
+import { delegationCheck } from "../../../agent/handlers/checks.ts";
+import { delegationOutcomeSchema } from "../../../protocol/checks.ts";
+import { JOBS } from "../../../protocol/jobs.ts";
 import { makeTempDir } from "../proxy/caddy-harness.ts";
 import { makeCertificate } from "./test-certificate.ts";
 
@@ -112,6 +115,26 @@ describe("the delegation check (a local HTTPS stand-in for the customer's domain
       { label: "/.well-known/matrix/server", value: "answers HTTP 404" },
       { label: "/.well-known/matrix/client", value: "is not a JSON object" },
     ]);
+  });
+
+  it("quotes only the start of a long wrong value (the evidence is bounded)", async () => {
+    routes["acme.test/.well-known/matrix/server"] = json({ "m.server": "x".repeat(5_000) });
+    const outcome = await check();
+    expect(outcome.result).toBe("fails");
+    expect(delegationOutcomeSchema.safeParse(outcome).success).toBe(true);
+    expect(outcome.evidence.facts[0]!.value.length).toBeLessThan(200);
+  });
+
+  it("as the host's job: the domain the control plane names, judged against the served host and port of the public base URL", async () => {
+    const standIn = { domainPort: port, trustedRoots: ca, allowPrivateAddresses: true, resolve: async () => ["127.0.0.1"] };
+    const payload = { serverId: "srv-1", serverName: "acme.test", publicBaseUrl: `https://${SERVED_HOST}/` };
+    const right = await delegationCheck(payload, standIn);
+    expect(right).toMatchObject({ serverId: "srv-1", serverName: "acme.test", outcome: { result: "holds" } });
+    expect(JOBS["homeserver.delegation_check"].result.safeParse(right).success).toBe(true);
+    // Served on another port, the same documents are wrong: they must name that port.
+    const otherPort = await delegationCheck({ ...payload, publicBaseUrl: `https://${SERVED_HOST}:8443/` }, standIn);
+    expect(otherPort.outcome.result).toBe("fails");
+    expect(otherPort.outcome.evidence.summary).toContain(`not "${SERVED_HOST}:8443"`);
   });
 
   it("fails for a slow domain once its deadline passes, without waiting for it", async () => {
