@@ -26,6 +26,7 @@ export const NOTICES = {
   settings_applied: "Your homeserver runs with the new settings.",
   settings_applying: "Your change is being applied: your homeserver restarts with it.",
   checks_started: "The checks have started: reload this page in a minute to see their results.",
+  export_started: "The export has started: reload this page to follow it. We email you when it is ready.",
   host_state_changed: "The host's state is changed.",
   host_override_allowed: "This host may now take customer data although its data root is not encrypted.",
   host_override_withdrawn: "This host no longer takes customer data unless its data root is encrypted.",
