@@ -1,5 +1,4 @@
 import { and, desc, eq, inArray, lt } from "drizzle-orm";
-import { BACKUP_PART_SIZE } from "../../protocol/messages";
 import { audit, type Actor } from "../audit/audit";
 import { agentUrl, requireOnlineHost, throttleServerWork } from "../backups/backups";
 import type { WorkContext } from "../context";
@@ -7,11 +6,11 @@ import type { Database } from "../db/client";
 import { jobs, serverExports, servers, users, type Job, type ServerExport, type ServerExportStatus, type ServerStatus, type User } from "../db/schema";
 import { conflict, gone, notFound } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
-import { resultOf } from "../fleet/jobs";
 import { logError } from "../logging";
 import { mailerFor } from "../mail/mailer";
 import { templates } from "../mail/templates";
 import { ownedServer, serverNameOf } from "../servers/servers";
+import { abortJobFileUpload, newJobFileUpload, settleJobFile } from "../uploads/job-files";
 import { erasePassphrase, requireStrongPassphrase, wrapExportPassphrase } from "./passphrase";
 
 /** How long a ready export can be downloaded; then its file is deleted. */
@@ -21,9 +20,6 @@ const DOWNLOAD_MS = EXPORT_DOWNLOAD_DAYS * 24 * 60 * 60 * 1000;
 export const UNFINISHED_EXPORT: ServerExportStatus[] = ["queued", "running"];
 /** The agent exports from PostgreSQL alone: a stopped homeserver exports too. */
 const EXPORT_FROM: ServerStatus[] = ["running", "stopped"];
-
-/** Why an export whose job ended failed all the same: our words, not the agent's. */
-export const EXPORT_UPLOAD_NOT_COMPLETED = "the export job ended without completing the upload it reported";
 
 /** Why an export failed before its job was sent. */
 export const EXPORT_NOT_STARTED = "the export could not be started";
@@ -55,11 +51,7 @@ export async function requestServerExport(ctx: WorkContext, user: User, serverId
   await throttleServerWork(ctx, server, "export_server");
 
   const id = crypto.randomUUID();
-  const r2Key = `server-exports/${server.id}/${id}.age`;
-  const upload = await ctx.env.BACKUPS.createMultipartUpload(r2Key, {
-    httpMetadata: { contentType: "application/octet-stream" },
-    customMetadata: { serverId: server.id, exportId: id },
-  });
+  const { upload, columns } = await newJobFileUpload(ctx, "server-exports", server.id, id);
   const row: ServerExport = {
     id,
     serverId: server.id,
@@ -67,12 +59,7 @@ export async function requestServerExport(ctx: WorkContext, user: User, serverId
     hostId: server.hostId!,
     jobId: crypto.randomUUID(),
     status: "queued",
-    r2Key,
-    uploadId: upload.uploadId,
-    partSize: BACKUP_PART_SIZE,
-    sizeBytes: null,
-    sha256: null,
-    parts: null,
+    ...columns,
     progressBytes: 0,
     error: null,
     createdAt: ctx.now,
@@ -151,14 +138,7 @@ export async function failServerExport(ctx: WorkContext, row: ServerExport, reas
     .where(and(eq(serverExports.id, row.id), inArray(serverExports.status, UNFINISHED_EXPORT)))
     .returning();
   if (!failed) return (await serverExportById(ctx.db, row.id))!;
-  if (failed.sizeBytes === null) {
-    try {
-      await ctx.env.BACKUPS.resumeMultipartUpload(row.r2Key, row.uploadId).abort();
-    } catch (error) {
-      // Already aborted or expired: either way its parts are gone.
-      logError("export_abort_failed", error, { exportId: row.id });
-    }
-  }
+  await abortJobFileUpload(ctx, failed);
   await ctx.env.BACKUPS.delete(row.r2Key);
   await audit(ctx.db, ctx.now, actor, "export.failed", row.serverId, { exportId: row.id, reason: failed.error });
   await mailOwner(ctx, failed);
@@ -175,16 +155,8 @@ export async function applyFullExportOutcome(ctx: WorkContext, job: Job): Promis
     .select()
     .from(serverExports)
     .where(and(eq(serverExports.jobId, job.id), eq(serverExports.hostId, job.hostId)));
-  if (!row || !UNFINISHED_EXPORT.includes(row.status)) return;
-  if (job.status === "failed") {
-    await failServerExport(ctx, row, job.error ?? "the export job failed", "system");
-    return;
-  }
-  const result = resultOf(job, "homeserver.full_export");
-  if (!result || result.exportId !== row.id || row.sizeBytes !== result.size || row.sha256 !== result.sha256) {
-    await failServerExport(ctx, row, EXPORT_UPLOAD_NOT_COMPLETED, "system");
-    return;
-  }
+  const result = await settleJobFile(ctx, job, "homeserver.full_export", row, { unfinished: UNFINISHED_EXPORT, fail: failServerExport });
+  if (!row || !result) return;
   const [ready] = await ctx.db
     .update(serverExports)
     .set({ status: "ready", progressBytes: result.size, readyAt: ctx.now, expiresAt: new Date(ctx.now.getTime() + DOWNLOAD_MS) })

@@ -4,7 +4,8 @@ import type { auditLog, Backup, Host, Invoice, Job, Server, ServerExport, Upkeep
 import type { WorkerConfig } from "../config";
 import { UPLOAD_NOT_COMPLETED } from "../backups/backups";
 import { keptUntil } from "../backups/maintenance";
-import { EXPORT_NOT_STARTED, EXPORT_UPLOAD_NOT_COMPLETED } from "../exports/exports";
+import { EXPORT_NOT_STARTED } from "../exports/exports";
+import { EXPORT_UPLOAD_NOT_COMPLETED } from "../uploads/job-files";
 import { JOB_DEADLINE_EXCEEDED } from "../fleet/jobs";
 import { homeserverUrlOf, serverNameOf } from "../servers/servers";
 import type { HostRoom } from "../servers/placement";

@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { backupAbortRequest, backupCompleteRequest } from "../../protocol/messages";
 import { listServerExports, openServerExport, requestServerExport } from "../exports/exports";
-import { abortServerExportUpload, completeServerExportUpload, receiveServerExportPart } from "../exports/uploads";
+import { serverExportUploads } from "../exports/uploads";
 import { agentUploadContext, partLength, partNumberParam, signedAgentRequest, type AgentAppEnv } from "../http/agent-signature";
 import type { AppEnv } from "../http/context";
 import { presentServerExport } from "../http/present";
@@ -48,16 +48,18 @@ const partParams = agentExportParam.extend({ partNumber: partNumberParam });
 export const agentServerExportRoutes = new Hono<AgentAppEnv>()
   .put("/:exportId/parts/:partNumber", signedAgentRequest({ streamedBody: true }), async (c) => {
     const { exportId, partNumber } = parseWith(partParams, c.req.param());
-    return c.json(await receiveServerExportPart(agentUploadContext(c), exportId, partNumber, c.req.raw.body, partLength(c), c.var.signedRequest.contentSha256));
+    return c.json(
+      await serverExportUploads.receivePart(agentUploadContext(c), exportId, partNumber, c.req.raw.body, partLength(c), c.var.signedRequest.contentSha256),
+    );
   })
   .post("/:exportId/complete", signedAgentRequest(), async (c) => {
     const { exportId } = parseWith(agentExportParam, c.req.param());
-    const row = await completeServerExportUpload(agentUploadContext(c), exportId, await readJson(c, backupCompleteRequest));
+    const row = await serverExportUploads.complete(agentUploadContext(c), exportId, await readJson(c, backupCompleteRequest));
     return c.json({ status: row.status, size: row.sizeBytes, sha256: row.sha256 });
   })
   .post("/:exportId/abort", signedAgentRequest(), async (c) => {
     const { exportId } = parseWith(agentExportParam, c.req.param());
     const { reason } = await readJson(c, backupAbortRequest);
-    const row = await abortServerExportUpload(agentUploadContext(c), exportId, reason);
+    const row = await serverExportUploads.abort(agentUploadContext(c), exportId, reason);
     return c.json({ status: row.status });
   });

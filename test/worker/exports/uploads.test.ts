@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it } from "vitest";
 import { BACKUP_PART_SIZE } from "../../../protocol/messages";
-import { bytes, concat, sha256, signedCall, signedJson } from "../backups/backup-helpers";
+import { bytes, concat, expectUploadRefused, sha256, signedCall, signedJson } from "../backups/backup-helpers";
 import { expectError } from "../helpers";
 import { exportRow, exportsOf, exportUnderWay, readyExport, reportExported, uploadExport, waitForExport } from "./export-helpers";
 
@@ -25,13 +25,10 @@ describe("uploading an export's file", () => {
   it("another host's agent, even one running an export of its own, can neither write, complete nor abort it; unsigned requests are refused", async () => {
     const mine = await exportUnderWay();
     const theirs = await exportUnderWay();
-    const file = bytes(1000);
-    const parts = [{ partNumber: 1, size: file.length, sha256: await sha256(file) }];
-    await expectError(await signedCall(theirs.server.host, "PUT", `${mine.base}/parts/1`, file), 404);
-    await expectError(await signedJson(theirs.server.host, `${mine.base}/complete`, { parts, size: file.length, sha256: parts[0]!.sha256 }), 404);
-    await expectError(await signedJson(theirs.server.host, `${mine.base}/abort`, { reason: "not mine" }), 404);
+    await expectUploadRefused(theirs.server.host, mine.base);
     expect(await exportRow(mine.exportId)).toMatchObject({ status: "queued", size_bytes: null });
     expect(await partsReceived(mine.exportId)).toBe(0);
+    const file = bytes(1000);
     // A body that is not the one signed (anyone without the host's key) proves nothing.
     await expectError(await signedCall(mine.server.host, "PUT", `${mine.base}/parts/1`, file, { contentSha256: "0".repeat(64) }), 401);
     // Its own host may, while the job is under way.
@@ -47,11 +44,7 @@ describe("uploading an export's file", () => {
     const before = await sha256(new Uint8Array(await object!.arrayBuffer()));
 
     // The same host, its export job over: the finished export takes nothing, and keeps its file.
-    const file = bytes(900, 2);
-    await expectError(await signedCall(first.server.host, "PUT", `${first.base}/parts/1`, file), 404);
-    const parts = [{ partNumber: 1, size: file.length, sha256: await sha256(file) }];
-    await expectError(await signedJson(first.server.host, `${first.base}/complete`, { parts, size: file.length, sha256: parts[0]!.sha256 }), 404);
-    await expectError(await signedJson(first.server.host, `${first.base}/abort`, { reason: "overwrite" }), 404);
+    await expectUploadRefused(first.server.host, first.base);
     const after = await env.BACKUPS.get((await exportRow(first.exportId))!.r2_key);
     expect(await sha256(new Uint8Array(await after!.arrayBuffer()))).toBe(before);
     expect(await exportRow(first.exportId)).toMatchObject({ status: "ready", size_bytes: 800 });
