@@ -198,6 +198,31 @@ export const templates = {
       [facts.link],
     ),
 
+  exportReady: (to: string, facts: { serverName: string; link: string; expiresAt: Date; sizeBytes: number }) =>
+    mail(
+      to,
+      `Your export of ${facts.serverName} is ready`,
+      [
+        `The export of ${facts.serverName} you asked for is ready to download (${formatBytes(facts.sizeBytes)}):`,
+        facts.link,
+        "",
+        `It can be downloaded until ${facts.expiresAt.toISOString().slice(0, 16).replace("T", " ")} UTC; then we delete it.`,
+        "It is encrypted with the passphrase you chose; we do not keep it and cannot recover it. The README inside says how to run it on your own Synapse.",
+      ],
+      [facts.link],
+    ),
+
+  exportFailed: (to: string, facts: { serverName: string; link: string }) =>
+    mail(
+      to,
+      `The export of ${facts.serverName} failed`,
+      [
+        `The export of ${facts.serverName} you asked for could not be made, and nothing of it was kept.`,
+        `Why, and to ask again (with a passphrase): ${facts.link}`,
+      ],
+      [facts.link],
+    ),
+
   checkFailureDigest: (to: string, failures: CheckFailure[], consoleLink: string) =>
     mail(
       to,

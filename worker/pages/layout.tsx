@@ -28,6 +28,7 @@ export const NOTICES = {
   checks_started: "The checks have started: reload this page in a minute to see their results.",
   delegation_check_started: "Your domain's files are being checked: reload this page in a moment to see the result.",
   server_provisioning: "Your homeserver is being set up.",
+  export_started: "The export has started: reload this page to follow it. We email you when it is ready.",
   host_state_changed: "The host's state is changed.",
   host_override_allowed: "This host may now take customer data although its data root is not encrypted.",
   host_override_withdrawn: "This host no longer takes customer data unless its data root is encrypted.",
