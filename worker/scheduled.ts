@@ -2,7 +2,7 @@ import { purgeDeletedAccounts } from "./account/deletion";
 import { mailCheckFailureDigest } from "./checks/alerts";
 import { pruneRefusalCounts } from "./audit/refusals";
 import { rotateSigningKeys } from "./auth/keyring";
-import { recheckAwaitingDelegations } from "./checks/delegation";
+import { lapseAwaitingDelegations, recheckAwaitingDelegations } from "./checks/delegation";
 import { pruneCheckResults } from "./checks/results";
 import { scheduleDailyChecks } from "./checks/runs";
 import { alertOverdueBackups, failAbandonedBackups, pruneBackups, scheduleDailyBackups } from "./backups/maintenance";
@@ -88,6 +88,7 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       dailyUpkeepSent: await scheduleDailyUpkeep(ctx),
       upkeepRecordsPruned: await pruneUpkeepRuns(db, now),
       dailyChecksStarted: await scheduleDailyChecks(ctx),
+      awaitingDelegationsLapsed: await lapseAwaitingDelegations(ctx),
       awaitingDelegationsChecked: await recheckAwaitingDelegations(ctx),
       checkResultsPruned: await pruneCheckResults(db, now),
       checkDigestMails: await mailCheckFailureDigest(ctx),

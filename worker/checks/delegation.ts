@@ -1,4 +1,4 @@
-import { and, desc, eq, gt, inArray, isNotNull, ne, notInArray, or } from "drizzle-orm";
+import { and, desc, eq, gt, inArray, isNotNull, lte, ne, notInArray, or } from "drizzle-orm";
 import { audit } from "../audit/audit";
 import type { WorkContext } from "../context";
 import { checkResults, jobs, servers, users, type CheckResultRow, type Job, type Server } from "../db/schema";
@@ -7,6 +7,7 @@ import { payloadOf, resultOf } from "../fleet/jobs";
 import { logError } from "../logging";
 import { mailerFor } from "../mail/mailer";
 import { templates } from "../mail/templates";
+import { deleteUnmade } from "../servers/deletion";
 import { delegationCheckPayload, provisionAwaitingServer } from "../servers/servers";
 import { recordCheckResults } from "./results";
 
@@ -18,6 +19,13 @@ import { recordCheckResults } from "./results";
 export const DELEGATION_MAILED_ACTION = "delegation.broken_mailed";
 /** A waiting homeserver is checked again hourly; not while a check was sent this recently. */
 const RECHECK_SKIP_MS = 50 * 60_000;
+/**
+ * How long a homeserver may wait for its domain's well-knowns. A domain is claimed while it waits,
+ * and anyone may type any domain: the claim lapses, so a domain cannot be held from its owner for
+ * longer than this by someone who cannot publish on it.
+ */
+export const AWAITING_DELEGATION_DAYS = 7;
+const DAY_MS = 24 * 60 * 60_000;
 
 /** Sends its host the check; the outcome comes back through applyDelegationOutcome. */
 export async function requestDelegationCheck(ctx: WorkContext, server: Server & { hostId: string; serverName: string }): Promise<Job> {
@@ -27,6 +35,35 @@ export async function requestDelegationCheck(ctx: WorkContext, server: Server & 
     { hostId: server.hostId, kind: "homeserver.delegation_check", payload: delegationCheckPayload(ctx.config, server) },
     ctx.now,
   );
+}
+
+/**
+ * The hourly cron, first: a homeserver that has waited AWAITING_DELEGATION_DAYS without its check
+ * passing is deleted as its owner would delete it (nothing was made; its domain is free again), and
+ * its owner is told why and how to start over.
+ */
+export async function lapseAwaitingDelegations(ctx: WorkContext): Promise<number> {
+  const lapsed = await ctx.db
+    .select()
+    .from(servers)
+    .where(and(eq(servers.status, "awaiting_delegation"), lte(servers.createdAt, new Date(ctx.now.getTime() - AWAITING_DELEGATION_DAYS * DAY_MS))));
+  let deleted = 0;
+  for (const server of lapsed) {
+    try {
+      await deleteUnmade(ctx, server, "system");
+      deleted++;
+    } catch (error) {
+      logError("delegation_lapse_failed", error, { serverId: server.id });
+      continue;
+    }
+    const [owner] = await ctx.db.select({ email: users.email }).from(users).where(eq(users.id, server.userId));
+    if (!owner) continue;
+    const link = new URL("/servers", ctx.config.publicOrigin).toString();
+    await mailerFor(ctx)
+      .send(templates.delegationLapsed(owner.email, { serverName: server.serverName ?? server.name, days: AWAITING_DELEGATION_DAYS, link }))
+      .catch((error: unknown) => logError("delegation_lapse_mail_failed", error, { serverId: server.id }));
+  }
+  return deleted;
 }
 
 /**

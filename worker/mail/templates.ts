@@ -198,6 +198,19 @@ export const templates = {
       [facts.link],
     ),
 
+  delegationLapsed: (to: string, facts: { serverName: string; days: number; link: string }) =>
+    mail(
+      to,
+      `${facts.serverName}: not set up, its domain's well-knowns never passed`,
+      [
+        `Your homeserver ${facts.serverName} waited ${facts.days} days for the well-knowns on https://${facts.serverName}, and our check of them never passed.`,
+        "So we did not set it up, and it is deleted: nothing of it was made, and the domain is free again.",
+        "",
+        `Once both well-knowns are published, create it again (or choose to publish them later): ${facts.link}`,
+      ],
+      [facts.link],
+    ),
+
   exportReady: (to: string, facts: { serverName: string; link: string; expiresAt: Date; sizeBytes: number }) =>
     mail(
       to,

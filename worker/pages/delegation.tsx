@@ -1,3 +1,4 @@
+import { AWAITING_DELEGATION_DAYS } from "../checks/delegation";
 import type { CheckResultView } from "../checks/results";
 import type { User } from "../db/schema";
 import type { WellKnown } from "../servers/delegation";
@@ -56,7 +57,8 @@ export function DelegationPage(props: { user: User; view: DelegationPageView; er
       </p>
       {waiting ? (
         <p class="alert notice" role="status">
-          Your homeserver is set up as soon as both files are right: we check them every hour, and whenever you ask.
+          Your homeserver is set up as soon as both files are right: we check them every hour, and whenever you ask. If they are not right within{" "}
+          {AWAITING_DELEGATION_DAYS} days of creating it, it is deleted (nothing of it was made) and your domain is free again.
         </p>
       ) : null}
       <Document id="server-well-known" title="For other Matrix servers" wellKnown={view.wellKnown.server} />

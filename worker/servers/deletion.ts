@@ -15,7 +15,7 @@ export const DELETE_FROM: ServerStatus[] = ["running", "stopped", "suspended", "
  * deleted at once with its DNS records. Its name stays claimed as every name does, but its domain
  * is given back: no homeserver ever ran under it, so no server out there trusts a key for it.
  */
-async function deleteUnmade(ctx: WorkContext, server: Server, actor: Actor): Promise<Server> {
+export async function deleteUnmade(ctx: WorkContext, server: Server, actor: Actor): Promise<Server> {
   const [deleted] = await ctx.db
     .update(servers)
     .set({ status: "deleted", statusReason: null, serverName: null, updatedAt: ctx.now })

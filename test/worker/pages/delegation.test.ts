@@ -46,6 +46,7 @@ describe("the delegation page", () => {
     expect(html).toContain("Access-Control-Allow-Origin: *");
     expect(html).toContain("cannot federate");
     expect(html).toContain("Set up my homeserver now");
+    expect(html).toContain("not right within 7 days of creating it, it is deleted");
   });
 
   it("shows what the check found, and checks again on request", async () => {

@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { subscriber } from "../billing/stripe-helpers";
 import { succeeded, type DeliveredJob, type FakeAgent } from "../fleet/fleet-helpers";
 import { call, cronAt, expectError, mailbox, post } from "../helpers";
+import { AWAITING_DELEGATION_DAYS } from "../../../worker/checks/delegation";
 import { jobOf, onlineHost, serverView, type ServerView } from "./server-helpers";
 
 // A homeserver named by its owner's domain is made only once that domain delegates to it: until its
@@ -28,6 +29,11 @@ const count = async (sql: string, ...values: unknown[]) =>
     .first<number>("n"))!;
 const jobsOf = (serverId: string, kind: string) => count("SELECT count(*) AS n FROM jobs WHERE server_id = ? AND kind = ?", serverId, kind);
 const workloadsOf = (serverId: string) => count("SELECT count(*) AS n FROM workloads WHERE id = ?", serverId);
+/** The server made on the cron clock's first day (cronAt's day 0, 2031-01-10 at midnight UTC). */
+const createdOnCronDay = (serverId: string) =>
+  env.DB.prepare("UPDATE servers SET created_at = ? WHERE id = ?")
+    .bind(Date.UTC(2031, 0, 10), serverId)
+    .run();
 const jobStatus = (id: string) => env.DB.prepare("SELECT status FROM jobs WHERE id = ?").bind(id).first<string>("status");
 
 async function delegation(cookie: string, id: string): Promise<DelegationView> {
@@ -143,7 +149,9 @@ describe("a homeserver named by its owner's domain waits for its delegation", ()
     const { agent, view } = await waitingServer();
     answer(agent, (await jobOf(agent, "homeserver.delegation_check")).job, "fails");
     await vi.waitFor(async () => expect(await count("SELECT count(*) AS n FROM check_results WHERE server_id = ?", view.id)).toBe(1));
-    // The cron's clock runs in 2031 (cronAt), where the first check is long pruned: count those sent since.
+    // The cron's clock runs in 2031 (cronAt): made that day, the server still waits (it has not lapsed),
+    // and the first check is long pruned: count those sent since.
+    await createdOnCronDay(view.id);
     const sentByCron = () =>
       count("SELECT count(*) AS n FROM jobs WHERE server_id = ? AND kind = 'homeserver.delegation_check' AND created_at >= ?", view.id, Date.UTC(2031, 0, 10));
     await cronAt(0, 5);
@@ -154,6 +162,27 @@ describe("a homeserver named by its owner's domain waits for its delegation", ()
     // Unanswered, it ran out of time: an hour later, the host is asked again.
     await cronAt(0, 6);
     expect(await sentByCron()).toBe(2);
+  });
+
+  it(`lapses after ${AWAITING_DELEGATION_DAYS} days without a passing check: deleted with nothing made, its domain free, its owner told why`, async () => {
+    const { agent, owner, serverName, view } = await waitingServer();
+    answer(agent, (await jobOf(agent, "homeserver.delegation_check")).job, "fails");
+    await vi.waitFor(async () => expect(await count("SELECT count(*) AS n FROM check_results WHERE server_id = ?", view.id)).toBe(1));
+    await createdOnCronDay(view.id);
+    // The cron runs on its own clock, where sessions made today have expired: the record is read directly.
+    const status = () => env.DB.prepare("SELECT status FROM servers WHERE id = ?").bind(view.id).first<string>("status");
+    await cronAt(AWAITING_DELEGATION_DAYS - 1, 23);
+    expect(await status()).toBe("awaiting_delegation");
+    expect((await mailbox(owner.email)).filter((mail) => mail.subject.includes("not set up"))).toEqual([]);
+
+    await cronAt(AWAITING_DELEGATION_DAYS, 1);
+    expect(await status()).toBe("deleted");
+    expect(await count("SELECT count(*) AS n FROM jobs WHERE server_id = ? AND kind IN ('homeserver.provision', 'homeserver.delete')", view.id)).toBe(0);
+    // Its domain is claimed by no homeserver: anyone who can publish on it may use it.
+    expect(await count("SELECT count(*) AS n FROM servers WHERE server_name = ?", serverName)).toBe(0);
+    const told = (await mailbox(owner.email)).filter((mail) => mail.subject.includes("not set up"));
+    expect(told).toEqual([expect.objectContaining({ subject: `${serverName}: not set up, its domain's well-knowns never passed` })]);
+    expect(told[0]!.text).toContain(`waited ${AWAITING_DELEGATION_DAYS} days`);
   });
 
   it("is deleted at once, with nothing asked of its host, and its domain is free again", async () => {
