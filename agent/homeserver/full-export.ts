@@ -55,9 +55,10 @@ database itself when it starts.
 
 ## Restore on stock Synapse and PostgreSQL (Docker)
 
-1. Decrypt and unpack (you are asked for the passphrase you chose when you asked for the export):
+1. Decrypt and unpack the file you downloaded, \`berth-export-<name>-<date>.age\` (you are asked for
+   the passphrase you chose when you asked for the export):
 
-       age -d -o export.tar.zst berth-export.age
+       age -d -o export.tar.zst berth-export-*.age
        mkdir export && zstd -dc export.tar.zst | tar -x -C export
 
 2. Start PostgreSQL and create the database the way Synapse requires (C collation, UTF8):

@@ -183,6 +183,7 @@ export async function openServerExport(ctx: WorkContext, user: User, serverId: s
   if (!object) throw notFound("The export's file is missing.");
   await audit(ctx.db, ctx.now, `user:${user.id}`, "export.downloaded", row.serverId, { exportId: row.id });
   const [server] = await ctx.db.select({ name: servers.name }).from(servers).where(eq(servers.id, row.serverId));
+  // The README inside (agent/homeserver/full-export.ts) tells its reader to decrypt berth-export-*.age.
   return { fileName: `berth-export-${server!.name}-${row.createdAt.toISOString().slice(0, 10)}.age`, object };
 }
 
