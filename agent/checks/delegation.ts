@@ -8,7 +8,7 @@ import { request } from "node:https";
 import { BlockList, isIP, type LookupFunction } from "node:net";
 import type { DelegationOutcome } from "../../protocol/checks.ts";
 import { BLOCKED_IPV4, BLOCKED_IPV6 } from "../homeserver/config.ts";
-import { wellKnownClient, wellKnownServer } from "../proxy/caddy-config.ts";
+import { wellKnownClient, wellKnownServer, type ProxyConfig } from "../proxy/caddy-config.ts";
 
 export const WELL_KNOWN_SERVER = "/.well-known/matrix/server";
 export const WELL_KNOWN_CLIENT = "/.well-known/matrix/client";
@@ -34,6 +34,28 @@ export interface DelegationCheckInput {
   /** How names become addresses; DNS unless a test's stand-in domain says otherwise. */
   resolve?: (host: string) => Promise<string[]>;
   timeoutMs?: number;
+}
+
+/**
+ * Development and tests (the proxy's standInDomains): the customers' domains are the proxy's
+ * stand-ins, reached at the proxy's address and HTTPS port and trusted through its internal CA.
+ * No other domain is reached at all.
+ */
+export async function standInReach(proxy: {
+  config: Pick<ProxyConfig, "standInDomains" | "connectHost" | "httpsPort">;
+  servedCertificateRoots(): Promise<string | undefined>;
+}): Promise<Pick<DelegationCheckInput, "trustedRoots" | "allowPrivateAddresses" | "resolve" | "domainPort">> {
+  const domains = new Set(Object.keys(proxy.config.standInDomains ?? {}));
+  const trustedRoots = await proxy.servedCertificateRoots();
+  return {
+    ...(trustedRoots === undefined ? {} : { trustedRoots }),
+    allowPrivateAddresses: true,
+    domainPort: proxy.config.httpsPort,
+    resolve: async (host) => {
+      if (!domains.has(host)) throw new Error(`${host} is not one of the proxy's stand-in domains`);
+      return [proxy.config.connectHost];
+    },
+  };
 }
 
 /** The documents the customer must publish, exactly as the dashboard shows them: the ones the proxy serves on the served host. */

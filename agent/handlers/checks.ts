@@ -20,9 +20,11 @@ export interface HostCheckSettings {
   certificates?: { proxy: { host: string; port: number }; trustedRoots: () => Promise<string | undefined> };
   /** The host's private services by port (the proxy's admin API): no homeserver may reach them. */
   privatePorts: Array<{ what: string; port: number }>;
-  /** Development and tests only: a stand-in for customers' domains (its roots, addresses, port); production fetches public HTTPS. */
-  delegation?: Pick<DelegationCheckInput, "trustedRoots" | "allowPrivateAddresses" | "resolve" | "domainPort">;
+  /** Development and tests only: how to reach the stand-ins for customers' domains (their roots, addresses, port); production fetches public HTTPS. */
+  delegation?: () => Promise<DelegationStandIn>;
 }
+
+export type DelegationStandIn = Pick<DelegationCheckInput, "trustedRoots" | "allowPrivateAddresses" | "resolve" | "domainPort">;
 
 export function checksHandlers(
   manager: HomeserverManager,
@@ -56,7 +58,7 @@ export function checksHandlers(
       });
       return { serverId, outcomes, ...(synapse ? { synapse } : {}) };
     },
-    "homeserver.delegation_check": (payload) => delegationCheck(payload, settings.delegation),
+    "homeserver.delegation_check": async (payload) => delegationCheck(payload, await settings.delegation?.()),
   };
 }
 
@@ -67,7 +69,7 @@ export function checksHandlers(
  */
 export async function delegationCheck(
   { serverId, serverName, publicBaseUrl }: JobPayload<"homeserver.delegation_check">,
-  standIn?: HostCheckSettings["delegation"],
+  standIn?: DelegationStandIn,
 ): Promise<JobResult<"homeserver.delegation_check">> {
   const served = new URL(publicBaseUrl);
   const outcome = await checkDelegation({ ...standIn, serverName, servedHost: served.hostname, servedPort: served.port ? Number(served.port) : 443 });

@@ -5,7 +5,7 @@ import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { checkDelegation, expectedWellKnowns, isPublicAddress, type DelegationCheckInput } from "../../../agent/checks/delegation.ts";
+import { checkDelegation, expectedWellKnowns, isPublicAddress, standInReach, type DelegationCheckInput } from "../../../agent/checks/delegation.ts";
 import { delegationCheck } from "../../../agent/handlers/checks.ts";
 import { delegationOutcomeSchema } from "../../../protocol/checks.ts";
 import { JOBS } from "../../../protocol/jobs.ts";
@@ -135,6 +135,23 @@ describe("the delegation check (a local HTTPS stand-in for the customer's domain
     const otherPort = await delegationCheck({ ...payload, publicBaseUrl: `https://${SERVED_HOST}:8443/` }, standIn);
     expect(otherPort.outcome.result).toBe("fails");
     expect(otherPort.outcome.evidence.summary).toContain(`not "${SERVED_HOST}:8443"`);
+  });
+
+  it("in development, the proxy's stand-in domains are reached at the proxy (its address, port and CA), and no other domain at all", async () => {
+    const proxy = {
+      config: { standInDomains: { "acme.test": { host: "127.0.0.1", port: 1 } }, connectHost: "127.0.0.1", httpsPort: port },
+      servedCertificateRoots: async () => ca,
+    };
+    const payload = { serverId: "srv-1", serverName: "acme.test", publicBaseUrl: `https://${SERVED_HOST}/` };
+    expect((await delegationCheck(payload, await standInReach(proxy))).outcome.result).toBe("holds");
+    routes["elsewhere.test/.well-known/matrix/server"] = rightServer;
+    requests = [];
+    const elsewhere = await delegationCheck({ ...payload, serverName: "elsewhere.test" }, await standInReach(proxy));
+    expect(elsewhere.outcome.evidence.facts).toEqual([
+      { label: "/.well-known/matrix/server", value: "elsewhere.test does not resolve" },
+      { label: "/.well-known/matrix/client", value: "elsewhere.test does not resolve" },
+    ]);
+    expect(requests).toEqual([]);
   });
 
   it("fails for a slow domain once its deadline passes, without waiting for it", async () => {
