@@ -8,6 +8,7 @@ import type { KeyObject } from "node:crypto";
 import { join } from "node:path";
 import type { CertificateReport } from "../protocol/messages.ts";
 import type { AgentConfig } from "./config.ts";
+import { standInReach } from "./checks/delegation.ts";
 import { AgentConnection } from "./connection.ts";
 import { detectDiskEncryption } from "./disk-encryption.ts";
 import { builtinHandlers, homeserverHandlers } from "./handlers/index.ts";
@@ -109,6 +110,13 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     );
   }
 
+  if (config.proxy?.standInDomains) {
+    log.warn(
+      "proxy.standInDomains is set: the proxy stands in for these customers' domains, and delegation checks reach only them, at the proxy. Development only.",
+      { domains: Object.keys(config.proxy.standInDomains) },
+    );
+  }
+
   const journal = new Journal(join(config.stateDir, "jobs"), { log });
   const pruned = journal.prune();
   if (pruned) log.info("pruned old job journal entries", { count: pruned });
@@ -159,6 +167,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
       ? {
           certificates: { proxy: { host: proxy.config.connectHost, port: proxy.config.httpsPort }, trustedRoots: () => proxy.servedCertificateRoots() },
           privatePorts: [adminPortOf(proxy.config.adminAddress)].flatMap((port) => (port ? [{ what: "the proxy's admin API", port }] : [])),
+          ...(proxy.config.standInDomains ? { delegation: () => standInReach(proxy) } : {}),
         }
       : { privatePorts: [] },
   });

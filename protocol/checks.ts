@@ -6,6 +6,7 @@ import { z } from "zod";
 export const CHECK_IDS = [
   "encryption-by-default",
   "certificates",
+  "delegation",
   "disk-encryption",
   "isolation",
   "backups",
@@ -19,6 +20,8 @@ export type CheckId = (typeof CHECK_IDS)[number];
 /**
  * The checks a host runs in `homeserver.checks`: they look at what only the host can see. `software`
  * is decided by the Worker (which knows the releases we ship) from the version the host reports.
+ * `delegation` has a job of its own (`homeserver.delegation_check`): it is asked before a
+ * custom-named homeserver is provisioned, when the host has no record of it yet.
  */
 export const HOST_CHECK_IDS = ["encryption-by-default", "certificates", "disk-encryption", "isolation"] as const satisfies readonly CheckId[];
 
@@ -45,3 +48,8 @@ export const hostCheckOutcomeSchema = z.strictObject({
 });
 
 export type HostCheckOutcome = z.output<typeof hostCheckOutcomeSchema>;
+
+/** The delegation check's outcome, as the agent reports it in `homeserver.delegation_check`. */
+export const delegationOutcomeSchema = hostCheckOutcomeSchema.omit({ checkId: true });
+
+export type DelegationOutcome = z.output<typeof delegationOutcomeSchema>;

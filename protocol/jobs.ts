@@ -7,7 +7,7 @@
 // not match; the agent refuses such a payload, and can register a handler only
 // for a kind listed here. A new capability is one entry here and its handlers.
 import { z } from "zod";
-import { HOST_CHECK_IDS, hostCheckOutcomeSchema } from "./checks.ts";
+import { delegationOutcomeSchema, HOST_CHECK_IDS, hostCheckOutcomeSchema } from "./checks.ts";
 import { homeserverSettingsSchema, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS } from "./homeserver-settings.ts";
 import { BACKUP_MAX_PARTS, BACKUP_MIN_PART_SIZE, BACKUP_PART_SIZE, backupPartReceipt, resourceIdSchema, sha256Hex } from "./messages.ts";
 
@@ -75,6 +75,8 @@ const UPKEEP_JOB_TIMEOUT_MS = 3 * HOUR;
 const MAX_SLEEP_MS = 10 * MINUTE;
 /** The host's promise checks: a probe user and room, a TLS handshake, docker inspect and a network probe. */
 const CHECKS_JOB_TIMEOUT_MS = 10 * MINUTE;
+/** Two fetches of at most 5 s each, with redirects: a minute is ample. */
+const DELEGATION_CHECK_JOB_TIMEOUT_MS = MINUTE;
 
 // DNS names only (the control plane makes them from DNS labels); no port, no path.
 const serverName = z
@@ -233,6 +235,18 @@ const storedRestoreVerifyPayload = z.strictObject({
   backupId: resourceIdSchema,
   /** GET it with a signed request: the ciphertext, as uploaded. */
   downloadUrl: z.url(),
+});
+/** A customer's export passphrase as the host receives it (its strength is judged where the customer types it). */
+const exportPassphrase = z.string().min(1).max(1024);
+/** `homeserver.full_export` as D1 keeps it: the passphrase only wrapped under the Worker's key, erased when the job ends. */
+const storedFullExportPayload = z.strictObject({
+  serverId: resourceIdSchema,
+  exportId: resourceIdSchema,
+  /** null once the job has ended (erased). */
+  wrappedPassphrase: z.string().min(1).max(4096).nullable(),
+  partSize: z.number().int().min(BACKUP_MIN_PART_SIZE).max(BACKUP_PART_SIZE),
+  /** Worker origin + /api/agent/exports/<exportId>: the agent appends /parts/<n>, /complete, /abort. */
+  uploadBase: z.url(),
 });
 /** `homeserver.restore` as D1 keeps it: everything but the identity, which the host's Durable Object adds as it sends the job. */
 const storedRestorePayload = z.strictObject({
@@ -556,6 +570,17 @@ export const JOBS = {
     retry: { afterFailure: "daily", note: "the checks that did not run are recorded as not checked; the next day's run is sent as usual" },
   }),
 
+  // A customer's own domain as the server name: are the well-knowns published there right? Asked
+  // before such a homeserver is provisioned (the host has no record of it yet, so the payload names
+  // the domain and where it is served) and with its daily checks.
+  "homeserver.delegation_check": job({
+    payload: z.strictObject({ serverId: resourceIdSchema, serverName, publicBaseUrl: z.url({ protocol: /^https?$/ }) }),
+    result: z.object({ serverId: resourceIdSchema, serverName: z.string().max(253), outcome: delegationOutcomeSchema }),
+    progress: "none",
+    timeoutMs: DELEGATION_CHECK_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried", note: "recorded as not checked; its owner checks again, and a running homeserver's daily checks ask again" },
+  }),
+
   // Backups.
   "homeserver.backup": job({
     /** Encrypt to `recipient` (age X25519) and upload in parts of `partSize` to `uploadBase`. */
@@ -604,6 +629,23 @@ export const JOBS = {
     progress: "PostgreSQL, then the query, encryption and upload as one stream; the parts uploaded",
     timeoutMs: BACKUP_JOB_TIMEOUT_MS,
     retry: { afterFailure: "not retried", note: "the operator asks again (a new export under the same reference)" },
+  }),
+  // "Download your homeserver": the whole server in a form stock Synapse and PostgreSQL restore,
+  // encrypted on the host to the passphrase its owner typed.
+  "homeserver.full_export": job({
+    payload: storedFullExportPayload,
+    /** The passphrase unwrapped as the host's Durable Object sends the job (it never rests in D1 in the clear). */
+    delivered: storedFullExportPayload.omit({ wrappedPassphrase: true }).extend({ passphrase: exportPassphrase }),
+    result: z.object({
+      serverId: resourceIdSchema,
+      exportId: resourceIdSchema,
+      /** Local media files in the export. */
+      mediaFiles: z.number().int().nonnegative(),
+      ...uploadedFile,
+    }),
+    progress: "the key derived from the passphrase; PostgreSQL, then the dump, archive, compression, encryption and upload as one stream",
+    timeoutMs: BACKUP_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried", note: "the owner asks again with a passphrase (the failed export's is erased with it)" },
   }),
   "homeserver.restore": job({
     payload: storedRestorePayload,

@@ -6,6 +6,7 @@
 //
 //   node scripts/dev.mjs [--port 8787] [--stripe-port 12111] [--https-port 8443] [--persist-to .wrangler/state]
 //                        [--hosts 1] [--enroll-by-hand] [--production] [--no-agent] [--no-setup]
+//                        [--stand-in-domain acme.test=127.0.0.1:8080 …]
 //
 // First it sets the machine up for the local agent (scripts/setup.mjs): as root on Debian or
 // Ubuntu it installs what is missing (Docker Engine, Caddy, iptables, debootstrap, age, zstd),
@@ -28,6 +29,12 @@
 // namespace and Caddy (on 127.0.0.<i+1>, the same HTTPS port): scripts/local-hosts.mjs says how.
 // --enroll-by-hand leaves each host waiting for `berth-agent enroll` with an operator's join token.
 //
+// --stand-in-domain <domain>=<host>:<port> (repeatable; the domain under .test) has each host's
+// Caddy stand in for a customer's own domain: HTTPS for it (from Caddy's internal CA) is proxied to
+// the local HTTP server at host:port, which serves that domain's Matrix well-knowns. A homeserver
+// created with that domain as its server name is then checked, discovered and federated with
+// through it as in production (agent/proxy/README.md, "Stand-in domains").
+//
 // --stripe-port 0 lets the emulator bind any free port (it says which; the Worker is
 // only started once it listens). --production runs wrangler.toml exactly as
 // deployed (no dev mailbox, no outbox, no emulator): the tests use it to prove
@@ -42,7 +49,7 @@ import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { localHosts, startLocalHosts } from "./local-hosts.mjs";
+import { localHosts, parseStandInDomains, startLocalHosts } from "./local-hosts.mjs";
 import { runSetup } from "./setup.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -57,12 +64,15 @@ const { values: options } = parseArgs({
     "no-setup": { type: "boolean", default: false },
     hosts: { type: "string", default: "1" },
     "enroll-by-hand": { type: "boolean", default: false },
+    "stand-in-domain": { type: "string", multiple: true, default: [] },
   },
 });
 const hostCount = Number(options.hosts);
+let standInDomains;
 try {
   // Checked before anything starts: a wrong count is a usage error, not a half-started product.
   localHosts(resolve(options["persist-to"]), hostCount, Number(options["https-port"]));
+  standInDomains = parseStandInDomains(options["stand-in-domain"]);
 } catch (error) {
   console.error(`[dev] ${error.message}`);
   process.exit(2);
@@ -253,6 +263,7 @@ if (runAgent) {
     hosts: localHosts(persistTo, hostCount, Number(options["https-port"])),
     baseUrl: `http://localhost:${options.port}`,
     enrollByHand: options["enroll-by-hand"],
+    standInDomains,
     start,
     log,
   }).catch((error) => {

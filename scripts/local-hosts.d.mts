@@ -19,10 +19,13 @@ export function localHosts(persistTo: string, count: number, httpsPort: number):
 export function localAgentConfigDirs(persistTo: string): string[];
 export function localAgentConfig(configDir: string): { hostId: string; hostNamespace?: string; dataRoot: string; stateDir?: string } | undefined;
 export function routedServerNames(configDir: string): string[];
+export function parseStandInDomains(values: string[]): Record<string, { host: string; port: number }> | undefined;
 export function startLocalHosts(options: {
   hosts: LocalHost[];
   baseUrl: string;
   enrollByHand: boolean;
+  /** --stand-in-domain: customers' domains (under .test) each host's Caddy proxies to a local server. */
+  standInDomains?: Record<string, { host: string; port: number }>;
   start: (name: string, args: string[], env: NodeJS.ProcessEnv, command?: string) => unknown;
   log: (message: string) => void;
 }): Promise<void>;

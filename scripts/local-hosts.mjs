@@ -90,8 +90,20 @@ export function routedServerNames(configDir) {
   }
 }
 
-/** The agent.json section of a host's Caddy: its admin API on a socket in its directory, its own internal CA. */
-function proxyConfig(host) {
+/** --stand-in-domain values (`acme.test=127.0.0.1:8080`) as the proxy's standInDomains; undefined when none. */
+export function parseStandInDomains(values) {
+  if (values.length === 0) return undefined;
+  const domains = {};
+  for (const value of values) {
+    const match = /^([a-z0-9.-]+\.test)=([^:=\s]+):(\d{1,5})$/.exec(value);
+    if (!match) throw new Error(`--stand-in-domain: <domain under .test>=<host>:<port>, such as acme.test=127.0.0.1:8080, not ${JSON.stringify(value)}`);
+    domains[match[1]] = { host: match[2], port: Number(match[3]) };
+  }
+  return domains;
+}
+
+/** The agent.json section of a host's Caddy: its admin API on a socket in its directory, its own internal CA (and the stand-in domains, when any). */
+function proxyConfig(host, standInDomains) {
   return {
     adminAddress: `unix/${join(host.caddyDir, "admin.sock")}`,
     tls: "internal",
@@ -100,6 +112,7 @@ function proxyConfig(host) {
     publicHttpsPort: host.httpsPort,
     storageDir: host.caddyDir,
     ...(host.address ? { listenHost: host.address, connectHost: host.address } : {}),
+    ...(standInDomains ? { standInDomains } : {}),
   };
 }
 
@@ -107,15 +120,15 @@ function proxyConfig(host) {
  * Brings up every host: its Caddy (when installed), its enrollment (automatic unless `enrollByHand`),
  * then its agent. `start(name, args, env, command)` runs a child that stops the whole product when it ends.
  */
-export async function startLocalHosts({ hosts, baseUrl, enrollByHand, start, log }) {
+export async function startLocalHosts({ hosts, baseUrl, enrollByHand, standInDomains, start, log }) {
   const caddy = caddyInstalled();
   if (!caddy) log("Caddy is not installed: homeservers will run but not be served over HTTPS (apt-get install caddy)");
-  await Promise.all(hosts.map((host) => startHost({ host, single: hosts.length === 1, caddy, baseUrl, enrollByHand, start, log })));
+  await Promise.all(hosts.map((host) => startHost({ host, single: hosts.length === 1, caddy, baseUrl, enrollByHand, standInDomains, start, log })));
 }
 
-async function startHost({ host, single, caddy, baseUrl, enrollByHand, start, log }) {
+async function startHost({ host, single, caddy, baseUrl, enrollByHand, standInDomains, start, log }) {
   const label = single ? "the local berth-agent" : `host ${host.index} (${host.name})`;
-  const proxy = caddy ? startCaddy(host, label, start, log) : null;
+  const proxy = caddy ? startCaddy(host, label, standInDomains, start, log) : null;
   if (!existsSync(join(host.configDir, "agent.json"))) {
     if (enrollByHand) await waitForEnrollment(host, label, baseUrl, log);
     else await enroll(host, baseUrl);
@@ -166,9 +179,9 @@ function caddyInstalled() {
 }
 
 /** The host's Caddy, started with only its admin API and storage: the agent loads the rest. */
-function startCaddy(host, label, start, log) {
+function startCaddy(host, label, standInDomains, start, log) {
   mkdirSync(host.caddyDir, { recursive: true });
-  const proxy = proxyConfig(host);
+  const proxy = proxyConfig(host, standInDomains);
   const initial = join(host.caddyDir, "initial.json");
   writeFileSync(initial, JSON.stringify({ admin: { listen: proxy.adminAddress }, storage: { module: "file_system", root: host.caddyDir } }));
   start(`caddy of ${label}`, ["run", "--config", initial], process.env, "caddy");
@@ -176,5 +189,8 @@ function startCaddy(host, label, start, log) {
   log(
     `Caddy of ${label} serving homeservers on https://<name>.berth.localhost at ${at} (trust ${join(host.caddyDir, "pki", "authorities", "local", "root.crt")})`,
   );
+  for (const [domain, upstream] of Object.entries(standInDomains ?? {})) {
+    log(`Caddy of ${label} standing in for ${domain} (development): its HTTPS goes to http://${upstream.host}:${upstream.port}`);
+  }
   return proxy;
 }

@@ -16,10 +16,13 @@ import { serverRoutes } from "./routes/servers";
 import { serverSettingsRoutes } from "./routes/server-settings";
 import { serverCheckRoutes } from "./routes/server-checks";
 import { serverSettingsPageRoutes } from "./routes/server-settings-pages";
+import { serverDelegationPageRoutes } from "./routes/server-delegation-pages";
 import { serverSecurityPageRoutes } from "./routes/server-security-pages";
+import { serverExportPageRoutes } from "./routes/server-export-pages";
 import { serverUserRoutes } from "./routes/server-users";
 import { serverRoomRoutes } from "./routes/server-rooms";
 import { agentBackupRoutes, serverBackupRoutes } from "./routes/backups";
+import { agentServerExportRoutes, serverExportRoutes } from "./routes/server-exports";
 import { adminLegalExportRoutes, agentLegalExportRoutes } from "./routes/legal-exports";
 import { authRoutes } from "./routes/auth";
 import { billingRoutes } from "./routes/billing";
@@ -59,12 +62,12 @@ const ERROR_PAGE_TITLES: Partial<Record<string, string>> = {
 const bodyLimitForPeople = limitBody(MAX_BODY_BYTES);
 // Stripe's events (an invoice with its lines) outgrow what we allow people.
 const webhookBodyLimit = limitBody(512 * 1024);
-// Backup and legal export parts; an agent's body is read only once its signature holds.
+// Backup, full export and legal export parts; an agent's body is read only once its signature holds.
 const agentBackupBodyLimit = limitBody(BACKUP_PART_SIZE);
 
 function bodyLimitFor(path: string) {
   if (path.startsWith("/webhooks/")) return webhookBodyLimit;
-  if (path.startsWith("/api/agent/backups/") || path.startsWith("/api/agent/legal-exports/")) return agentBackupBodyLimit;
+  if (["/api/agent/backups/", "/api/agent/exports/", "/api/agent/legal-exports/"].some((prefix) => path.startsWith(prefix))) return agentBackupBodyLimit;
   return bodyLimitForPeople;
 }
 
@@ -86,11 +89,13 @@ export const app = new Hono<AppEnv>()
   .route("/api/billing", billingRoutes)
   .route("/api/servers", serverRoutes)
   .route("/api/servers", serverBackupRoutes)
+  .route("/api/servers", serverExportRoutes)
   .route("/api/servers", serverUserRoutes)
   .route("/api/servers", serverRoomRoutes)
   .route("/api/servers", serverSettingsRoutes)
   .route("/api/servers", serverCheckRoutes)
   .route("/api/agent/backups", agentBackupRoutes)
+  .route("/api/agent/exports", agentServerExportRoutes)
   .route("/api/agent/legal-exports", agentLegalExportRoutes)
   .route("/api/agent", agentRoutes)
   .route("/api/admin/legal-exports", adminLegalExportRoutes)
@@ -107,6 +112,8 @@ export const app = new Hono<AppEnv>()
   .route("/", dashboardPageRoutes)
   .route("/servers", serverSettingsPageRoutes)
   .route("/servers", serverSecurityPageRoutes)
+  .route("/servers", serverDelegationPageRoutes)
+  .route("/servers", serverExportPageRoutes)
   .route("/servers", homeserverPageRoutes)
   .route("/", operatorPageRoutes)
   .route("/security", securityPageRoutes)

@@ -2,6 +2,7 @@ import { purgeDeletedAccounts } from "./account/deletion";
 import { mailCheckFailureDigest } from "./checks/alerts";
 import { pruneRefusalCounts } from "./audit/refusals";
 import { rotateSigningKeys } from "./auth/keyring";
+import { lapseAwaitingDelegations, recheckAwaitingDelegations } from "./checks/delegation";
 import { pruneCheckResults } from "./checks/results";
 import { scheduleDailyChecks } from "./checks/runs";
 import { alertOverdueBackups, failAbandonedBackups, pruneBackups, scheduleDailyBackups } from "./backups/maintenance";
@@ -26,6 +27,7 @@ import { recoverMigrations } from "./servers/migration";
 import { applyJobOutcome } from "./servers/outcomes";
 import { pruneUpkeepRuns, scheduleDailyUpkeep } from "./servers/upkeep";
 import { pruneLegalExports } from "./legal/exports";
+import { expireServerExports } from "./exports/exports";
 
 /** wrangler.toml's crons: fleet liveness every minute, the rest hourly. */
 export const EVERY_MINUTE = "* * * * *";
@@ -39,7 +41,7 @@ export const EVERY_MINUTE = "* * * * *";
  * uploads, alerts for overdue ones, deletions due or stalled), migrations whose
  * step was lost and drains that can go on, the daily
  * database and media upkeep, the daily promise checks, their results past 30 days and the
- * daily digest of failing ones, legal exports' files past retention, and homeservers' DNS records
+ * daily digest of failing ones, legal exports' files past retention, full exports past their week, and homeservers' DNS records
  * brought in line (missing, wrong or left over).
  */
 export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: string) {
@@ -78,6 +80,7 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       drainsContinued: await continueDrains(ctx),
       backupsPruned: await pruneBackups(ctx),
       legalExportFilesDeleted: await pruneLegalExports(ctx),
+      serverExportsExpired: await expireServerExports(ctx),
       dueDeletionsStarted: await startDueDeletions(ctx),
       dailyBackupsStarted: await scheduleDailyBackups(ctx),
       overdueBackupAlerts: await alertOverdueBackups(ctx),
@@ -85,6 +88,8 @@ export async function runScheduledMaintenance(env: WorkerEnv, now: Date, cron: s
       dailyUpkeepSent: await scheduleDailyUpkeep(ctx),
       upkeepRecordsPruned: await pruneUpkeepRuns(db, now),
       dailyChecksStarted: await scheduleDailyChecks(ctx),
+      awaitingDelegationsLapsed: await lapseAwaitingDelegations(ctx),
+      awaitingDelegationsChecked: await recheckAwaitingDelegations(ctx),
       checkResultsPruned: await pruneCheckResults(db, now),
       checkDigestMails: await mailCheckFailureDigest(ctx),
       // After retention: an account goes once its servers' backups are gone.

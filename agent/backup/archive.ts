@@ -54,6 +54,8 @@ export interface ArchiveFile {
 
 export interface ArchiveContents {
   manifest: BackupManifest;
+  /** Small files made in memory (an export's README), archived right after the manifest. */
+  documents?: Array<{ name: string; content: Buffer }>;
   /** pg_dump's output, any length. */
   dump: Iterable<Buffer> | AsyncIterable<Buffer>;
   files: Iterable<ArchiveFile> | AsyncIterable<ArchiveFile>;
@@ -120,12 +122,14 @@ async function* fileEntry(file: ArchiveFile, onArchived: ArchiveContents["onArch
 }
 
 /** The archive's tar bytes, produced as fast as they are consumed. */
-export async function* tarArchive({ manifest, dump, files, onArchived }: ArchiveContents): AsyncGenerator<Buffer> {
+export async function* tarArchive({ manifest, documents = [], dump, files, onArchived }: ArchiveContents): AsyncGenerator<Buffer> {
   const mtime = Date.now() / 1000;
   const manifestBytes = Buffer.from(`${JSON.stringify(backupManifestSchema.parse(manifest), null, 2)}\n`);
-  yield tarFileHeader({ name: MANIFEST_NAME, size: manifestBytes.length, mtime });
-  yield manifestBytes;
-  yield tarPadding(manifestBytes.length);
+  for (const { name, content } of [{ name: MANIFEST_NAME, content: manifestBytes }, ...documents]) {
+    yield tarFileHeader({ name, size: content.length, mtime });
+    yield content;
+    yield tarPadding(content.length);
+  }
   let index = 0;
   for await (const part of dumpParts(dump)) {
     yield tarFileHeader({ name: dumpPartName(index++), size: part.size, mtime });

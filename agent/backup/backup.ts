@@ -3,12 +3,12 @@
 // streams' buffers whatever the backup's size (the dump's 8 MiB parts are the
 // largest thing held).
 import { pipeline, type Readable } from "node:stream";
-import { AgeDecryptStream, AgeEncryptStream } from "./age.ts";
+import { AgeDecryptStream, AgeEncryptStream, type AgePassphraseRecipient } from "./age.ts";
 import { archiveStream, restoreArchive, type ArchiveContents, type ExtractedArchive } from "./archive.ts";
 
 export interface BackupOptions extends ArchiveContents {
-  /** The homeserver's backup key (age1…): the host can encrypt, never decrypt. */
-  recipient: string;
+  /** The homeserver's backup key (age1…): the host can encrypt, never decrypt. Or, for a customer's export, their passphrase. */
+  recipient: string | AgePassphraseRecipient;
 }
 
 /** Errors reach the caller through the stream pipeline returns (it destroys every stream with the first error). */

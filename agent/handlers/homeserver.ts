@@ -25,7 +25,7 @@ export interface HomeserverHandlerOptions extends HomeserverManagerOptions {
   hostChecks?: HostCheckSettings;
 }
 
-type LifecycleJobKind = Exclude<HomeserverJobKind, AdministrationJobKind | "homeserver.checks">;
+type LifecycleJobKind = Exclude<HomeserverJobKind, AdministrationJobKind | "homeserver.checks" | "homeserver.delegation_check">;
 
 /** The handlers, around one manager (exposed for tests and for the agent's start-up restore). */
 export function homeserverHandlers(options: HomeserverHandlerOptions): {
@@ -82,6 +82,13 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
       const upload = (ciphertext: Readable) =>
         uploadBackup(ciphertext, { identity: options.agentIdentity, uploadBase: job.uploadBase, partSize: job.partSize, signal: ctx.signal });
       return manager.legalExport(job.serverId, job, upload, ctx);
+    },
+    // Reads the database and media only, like a backup; the passphrase lives only in this job's memory.
+    "homeserver.full_export": async (job, ctx) => {
+      customerData();
+      const upload = (ciphertext: Readable) =>
+        uploadBackup(ciphertext, { identity: options.agentIdentity, uploadBase: job.uploadBase, partSize: job.partSize, signal: ctx.signal });
+      return manager.fullExport(job.serverId, job, upload, ctx);
     },
     "homeserver.restore": guarded(async (job, ctx) => {
       customerData();

@@ -43,7 +43,7 @@ import {
 } from "./names.ts";
 import { LOCAL_FEDERATION_CA_FILE, LocalFederationHosts, type LocalFederationOptions } from "./local-federation.ts";
 import type { HomeserverProxy } from "./proxy.ts";
-import { HomeserverRecords, type HomeserverRecord } from "./records.ts";
+import { HomeserverRecords, servedHostOf, type HomeserverRecord } from "./records.ts";
 import { POSTGRES_DB, POSTGRES_USER, signingKeyFileName, writeOwnedFile, type HomeserverSecrets } from "./secrets.ts";
 import { baseUrl, serverVersion, synapseHealthy } from "./synapse-api.ts";
 import { UidAllocator, uidRangeOf, type UidRange } from "./uids.ts";
@@ -364,8 +364,8 @@ export class HomeserverCore {
       log.warn("no proxy configured: the homeserver is not routed");
       return;
     }
-    if (record.suspended) await this.options.proxy.suspend(record.serverName);
-    else await this.options.proxy.route(record.serverName, { host: ip, port: SYNAPSE_PORT }, { maxBodyBytes: settingsOf(record).maxUploadMiB * MiB });
+    if (record.suspended) await this.options.proxy.suspend(servedHostOf(record));
+    else await this.options.proxy.route(servedHostOf(record), { host: ip, port: SYNAPSE_PORT }, { maxBodyBytes: settingsOf(record).maxUploadMiB * MiB });
   }
 
   async runningResult(record: HomeserverRecord, names: HomeserverNames, ip: string, signal: AbortSignal): Promise<RunningResult> {

@@ -1,6 +1,7 @@
 // homeserver.delete: everything of a server removed from this host.
 import { rmSync } from "node:fs";
 import type { HomeserverCore, OperationContext } from "./core.ts";
+import { servedHostOf } from "./records.ts";
 import { removeStorageQuota } from "./storage-quota.ts";
 
 /**
@@ -14,7 +15,7 @@ export function destroy(core: HomeserverCore, serverId: string, ctx: OperationCo
     const record = core.records.read(serverId);
     const { names, paths, step } = core.operation(serverId, ctx);
     step(0.05, "removing the proxy route");
-    if (record && core.options.proxy) await core.options.proxy.remove(record.serverName);
+    if (record && core.options.proxy) await core.options.proxy.remove(servedHostOf(record));
     step(0.2, "removing the containers");
     // Synapse first: PostgreSQL outlives its last client and shuts down cleanly.
     for (const name of [names.synapse, names.synapsePrevious, names.postgres]) {

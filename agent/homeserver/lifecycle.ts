@@ -6,6 +6,7 @@ import { errorMessage, type Logger } from "../log.ts";
 import { SYNAPSE_PORT } from "./config.ts";
 import { HomeserverNotFound, type HomeserverCore, type OperationContext, type RunningResult, type Step } from "./core.ts";
 import { homeserverPaths, type HomeserverNames } from "./names.ts";
+import { servedHostOf } from "./records.ts";
 import { mountStorageQuota } from "./storage-quota.ts";
 import { baseUrl, waitForClientApi } from "./synapse-api.ts";
 
@@ -32,7 +33,7 @@ export function suspend(core: HomeserverCore, serverId: string, ctx: OperationCo
     const record = core.records.write({ ...core.requireRecord(serverId), suspended: true });
     step(0.1, 'proxy: answering "suspended"');
     // First the proxy, so that clients see "suspended" rather than a dead upstream.
-    if (core.options.proxy) await core.options.proxy.suspend(record.serverName);
+    if (core.options.proxy) await core.options.proxy.suspend(servedHostOf(record));
     else log.warn('no proxy configured: nothing answers "suspended"');
     await stopContainers(core, names, step, [0.3, 0.6]);
     step(1, "suspended");
@@ -111,7 +112,7 @@ async function restoreOne(core: HomeserverCore, dataRoot: string, serverId: stri
     if (!record.stopped && !record.suspended) await startIfDown(core, names, log, record.stopped === undefined);
     const info = await core.runtime.inspectContainer(names.synapse);
     if (info?.State.Running) await core.applyProxy(record, await core.synapseAddress(names), log);
-    else if (record.suspended && core.options.proxy) await core.options.proxy.suspend(record.serverName);
+    else if (record.suspended && core.options.proxy) await core.options.proxy.suspend(servedHostOf(record));
   } catch (error) {
     log.error("cannot restore a homeserver after a restart (storage quota, firewall rules, containers or route)", { serverId, error: errorMessage(error) });
   }

@@ -7,6 +7,8 @@
 //     where the proxy listens (the firewall lets a bridge reach the proxy's ports there);
 //   - that one address excepted from its block list (ip_range_whitelist), nothing else;
 //   - the proxy's internal CA root as the only CA its federation trusts (federation_custom_ca_list).
+// The proxy's stand-in domains (proxy.standInDomains: customers' domains under .test) are in the
+// hosts file too, so a homeserver named after one is found through its well-known as in production.
 // Without the flag none of this exists: no hosts file, no exception, no CA (test/agent/homeserver/config.test.ts).
 import { X509Certificate } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -14,11 +16,13 @@ import { join } from "node:path";
 import { ConfigError, type AgentConfig } from "../config.ts";
 import { delay, type DockerRuntime } from "../runtime/docker.ts";
 import { homeserverNames, type HomeserverNames } from "./names.ts";
-import type { HomeserverRecords } from "./records.ts";
+import { servedHostOf, type HomeserverRecords } from "./records.ts";
 
 export interface LocalFederationOptions {
   /** The proxy's internal CA root on the host. */
   caRootFile: string;
+  /** The customers' domains the proxy stands in for (development only), resolved like the homeservers' names. */
+  standInDomains?: string[];
 }
 
 /** The CA root's copy in Synapse's data directory (written like homeserver.yaml, read as /data/<this>). */
@@ -35,7 +39,7 @@ export function localFederationOptions(config: Pick<AgentConfig, "proxy">): Loca
       '--allow-local-federation is for development: it needs the proxy on its internal CA (proxy.tls "internal") with proxy.storageDir set, where that CA lives',
     );
   }
-  return { caRootFile: join(proxy.storageDir, "pki", "authorities", "local", "root.crt") };
+  return { caRootFile: join(proxy.storageDir, "pki", "authorities", "local", "root.crt"), standInDomains: Object.keys(proxy.standInDomains ?? {}) };
 }
 
 /** A hosts file: loopback, and every name given at `hostAddress`. */
@@ -82,13 +86,13 @@ export class LocalFederationHosts {
     const run = async () => {
       mkdirSync(this.dir, { recursive: true, mode: 0o755 });
       const records = this.records.ids().flatMap((id) => this.records.read(id) ?? []);
-      const serverNames = records.map((record) => record.serverName);
+      const servedHosts = records.map(servedHostOf);
       for (const record of records) {
         const network = await this.runtime.inspectNetwork(homeserverNames(record.serverId, this.hostNamespace).hsNetwork);
         const gateway = network?.gateways[0];
         if (!gateway) continue; // no network (yet): refreshed again when it is made
         const file = this.hostsFile(record.serverId);
-        const content = hostsFileContent(gateway, serverNames);
+        const content = hostsFileContent(gateway, [...servedHosts, ...(this.options.standInDomains ?? [])]);
         if (readOrEmpty(file) !== content) writeFileSync(file, content, { mode: 0o644 });
       }
     };

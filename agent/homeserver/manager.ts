@@ -22,6 +22,7 @@ import { verifyRestore } from "./restore-verify.ts";
 import { runningSynapse } from "./running-synapse.ts";
 import { blockRoom, listRooms, purgeRoom } from "./rooms.ts";
 import { applySettings } from "./settings.ts";
+import { fullExport } from "./full-export.ts";
 import { legalExport } from "./legal-export.ts";
 import { backup, restore } from "./snapshot.ts";
 import { upgrade } from "./upgrade.ts";
@@ -152,6 +153,15 @@ export class HomeserverManager {
     ctx: OperationContext,
   ): Promise<JobResult<"homeserver.legal_export">> {
     return legalExport(this.core, serverId, job, upload, ctx);
+  }
+
+  fullExport(
+    serverId: string,
+    job: { exportId: string; passphrase: string },
+    upload: (ciphertext: Readable) => Promise<UploadResult>,
+    ctx: OperationContext,
+  ): Promise<JobResult<"homeserver.full_export">> {
+    return fullExport(this.core, serverId, job, upload, ctx);
   }
 
   restore(

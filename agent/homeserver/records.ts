@@ -29,6 +29,14 @@ export const homeserverRecordSchema = z.object({
 });
 export type HomeserverRecord = z.infer<typeof homeserverRecordSchema>;
 
+/**
+ * The host name the homeserver is served at (its proxy route, certificate and DNS record): its
+ * public base URL's, which differs from its Matrix server name when that is a customer's own domain.
+ */
+export function servedHostOf(record: Pick<HomeserverRecord, "publicBaseUrl">): string {
+  return new URL(record.publicBaseUrl).hostname;
+}
+
 export class HomeserverRecords {
   private readonly dir: string;
 

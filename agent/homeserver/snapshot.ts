@@ -19,7 +19,17 @@ import { POSTGRES_DB, POSTGRES_USER, SECRET_FILES, signingKeyFileName } from "./
 import { ensureServiceAccount, keepRotatedCredentials, rotateInRestoredDatabase } from "./service-account.ts";
 import { baseUrl, waitForClientApi } from "./synapse-api.ts";
 
-const PG_DUMP = ["pg_dump", "--format=custom", "--exclude-table-data=e2e_one_time_keys_json", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB];
+export const PG_DUMP = [
+  "pg_dump",
+  "--format=custom",
+  "--exclude-table-data=e2e_one_time_keys_json",
+  "-h",
+  "/run/postgresql",
+  "-U",
+  POSTGRES_USER,
+  "-d",
+  POSTGRES_DB,
+];
 const PSQL = ["psql", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"];
 /** The rows a backup's manifest counts; a restore verification counts the same way (agent/checks/restore-verify.ts). */
 export const COUNT_ROWS_SQL = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM rooms), (SELECT count(*) FROM events);";
@@ -248,7 +258,7 @@ async function maintenance(core: HomeserverCore, names: HomeserverNames, sql: st
 }
 
 /** A command's output; at its end, its exit status is checked (a failure errors the stream that reads it). */
-async function* checkedOutput(exec: StreamingExec, what: string): AsyncGenerator<Buffer> {
+export async function* checkedOutput(exec: StreamingExec, what: string): AsyncGenerator<Buffer> {
   yield* exec.stdout as AsyncIterable<Buffer>;
   const { exitCode, stderr } = await exec.finished;
   if (exitCode !== 0) throw new Error(`${what} exited with ${exitCode}: ${stderr.trim().slice(-500)}`);

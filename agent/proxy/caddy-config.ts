@@ -10,6 +10,7 @@ import { z } from "zod";
 export const SERVER_ID = "berth";
 export const ROUTE_ID_PREFIX = "berth-";
 export const FALLBACK_ROUTE_ID = "berth-fallback";
+export const STAND_IN_ROUTE_ID_PREFIX = "stand-in-";
 /** Synapse's max_upload_size as the homeserver config sets it (50M = 50 MiB). */
 export const DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024;
 
@@ -38,6 +39,8 @@ export function isLoopbackAdminAddress(address: string): boolean {
 }
 
 const port = z.number().int().min(1).max(65535);
+/** Lower-case DNS labels ending in .test, the top-level domain reserved for testing (RFC 2606). */
+const STAND_IN_DOMAIN = /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+test$/;
 
 /** The proxy's settings (the `proxy` section of agent.json, when wired there). */
 export const proxyConfigSchema = z
@@ -71,6 +74,19 @@ export const proxyConfigSchema = z
     storageDir: z.string().min(1).startsWith("/").optional(),
     /** Where certificates() connects (with SNI per name). */
     connectHost: z.string().min(1).default("127.0.0.1"),
+    /**
+     * Development and tests only: customers' domains this proxy stands in for (`acme.test` →
+     * a local HTTP server serving that domain's well-knowns), each with a certificate from the
+     * internal CA. Their homeservers' delegation is then checked, discovered and federated
+     * through on one machine (agent/proxy/README.md, "Stand-in domains").
+     */
+    standInDomains: z
+      .record(z.string(), z.strictObject({ host: z.string().min(1), port }))
+      .refine(
+        (domains) => Object.keys(domains).every((domain) => STAND_IN_DOMAIN.test(domain)),
+        "a stand-in domain is a name under .test (reserved for testing)",
+      )
+      .optional(),
   })
   .refine((c) => c.tls !== "acme" || c.acmeEmail !== undefined, {
     message: 'tls "acme" needs acmeEmail (the ACME account contact)',
@@ -80,7 +96,11 @@ export const proxyConfigSchema = z
     message: 'acmeCaRootsFile needs tls "acme" and the acmeCa it is the root of',
     path: ["acmeCaRootsFile"],
   })
-  .refine((c) => c.httpPort !== c.httpsPort, { message: "httpPort and httpsPort must differ", path: ["httpPort"] });
+  .refine((c) => c.httpPort !== c.httpsPort, { message: "httpPort and httpsPort must differ", path: ["httpPort"] })
+  .refine((c) => c.standInDomains === undefined || c.tls === "internal", {
+    message: 'standInDomains are for development: they need tls "internal"',
+    path: ["standInDomains"],
+  });
 
 export type ProxyConfigInput = z.input<typeof proxyConfigSchema>;
 export type ProxyConfig = z.output<typeof proxyConfigSchema>;
@@ -202,6 +222,16 @@ export function buildRoute(serverName: string, record: RouteRecord, config: Pick
   };
 }
 
+/** A stand-in for a customer's domain: everything asked of it goes to the local server standing in for it. */
+export function standInRoute(domain: string, upstream: Upstream): CaddyRoute {
+  return {
+    "@id": `${STAND_IN_ROUTE_ID_PREFIX}${domain}`,
+    match: [{ host: [domain] }],
+    handle: [{ handler: "reverse_proxy", upstreams: [{ dial: dialAddress(upstream) }] }],
+    terminal: true,
+  };
+}
+
 export function fallbackRoute(): CaddyRoute {
   return {
     "@id": FALLBACK_ROUTE_ID,
@@ -265,7 +295,11 @@ export function buildConfig(config: ProxyConfig, routes: RouteTable): { [key: st
         servers: {
           [SERVER_ID]: {
             listen: [`${config.listenHost.includes(":") ? `[${config.listenHost}]` : config.listenHost}:${config.httpsPort}`],
-            routes: [...names.map((name) => buildRoute(name, routes[name]!, config)), fallbackRoute()],
+            routes: [
+              ...names.map((name) => buildRoute(name, routes[name]!, config)),
+              ...Object.entries(config.standInDomains ?? {}).map(([domain, upstream]) => standInRoute(domain, upstream)),
+              fallbackRoute(),
+            ],
             errors: { routes: errorRoutes() },
           },
         },

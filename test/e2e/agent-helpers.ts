@@ -139,6 +139,8 @@ export class DevServer {
   readonly hosts: number;
   /** `--enroll-by-hand`: the hosts wait for enrollLocalHost() (local-hosts-helpers.ts). */
   readonly enrollByHand: boolean;
+  /** `--stand-in-domain`: customers' domains (under .test) the hosts' Caddies proxy to local servers. */
+  readonly standInDomains: Record<string, { host: string; port: number }>;
   private child: ChildProcess | undefined;
   private starts = 0;
 
@@ -146,7 +148,12 @@ export class DevServer {
     port: number,
     persistTo: string,
     logFile: string,
-    { httpsPort, hosts = 1, enrollByHand = false }: { httpsPort?: number; hosts?: number; enrollByHand?: boolean } = {},
+    {
+      httpsPort,
+      hosts = 1,
+      enrollByHand = false,
+      standInDomains = {},
+    }: { httpsPort?: number; hosts?: number; enrollByHand?: boolean; standInDomains?: Record<string, { host: string; port: number }> } = {},
   ) {
     this.port = port;
     this.persistTo = persistTo;
@@ -154,6 +161,7 @@ export class DevServer {
     this.httpsPort = httpsPort;
     this.hosts = hosts;
     this.enrollByHand = enrollByHand;
+    this.standInDomains = standInDomains;
     this.baseUrl = `http://127.0.0.1:${port}`;
     onCleanup(() => this.stop());
   }
@@ -200,6 +208,7 @@ export class DevServer {
         ...["--port", String(this.port), "--stripe-port", "0", "--persist-to", this.persistTo],
         ...(this.httpsPort === undefined ? ["--no-agent"] : ["--https-port", String(this.httpsPort), "--hosts", String(this.hosts)]),
         ...(this.enrollByHand ? ["--enroll-by-hand"] : []),
+        ...Object.entries(this.standInDomains).flatMap(([domain, { host, port }]) => ["--stand-in-domain", `${domain}=${host}:${port}`]),
       ],
       { cwd: REPO_ROOT, detached: true, stdio: ["ignore", fd, fd], env: { ...process.env, FORCE_COLOR: "0" } },
     );

@@ -25,6 +25,7 @@ const SERVER_PAGES: { name: string; path: (id: string) => string; heading: RegEx
   { name: "Rooms", path: (id) => `/servers/${id}/rooms`, heading: /^Rooms of / },
   { name: "Settings", path: (id) => `/servers/${id}/settings`, heading: /^Settings of / },
   { name: "Security", path: (id) => `/servers/${id}/security`, heading: /^Security of / },
+  { name: "Export", path: (id) => `/servers/${id}/export`, heading: /^Download your homeserver$/ },
 ];
 
 interface HomeserverUser {
@@ -206,7 +207,7 @@ describe("a homeserver's pages in a real browser, with and without JavaScript", 
       await page.goto(`${dev.baseUrl}${path(serverId)}`);
       expect(await page.getByRole("heading", { level: 1 }).innerText()).toMatch(heading);
       const nav = page.getByRole("navigation", { name: "Homeserver" });
-      expect(await nav.getByRole("link").allInnerTexts()).toEqual(["Overview", "Users", "Registration", "Rooms", "Settings", "Security"]);
+      expect(await nav.getByRole("link").allInnerTexts()).toEqual(["Overview", "Users", "Registration", "Rooms", "Settings", "Security", "Export"]);
       expect(await nav.locator("[aria-current=page]").getAttribute("href")).toBe(path(serverId));
       expect(await accessibilityProblems()).toEqual([]);
     });

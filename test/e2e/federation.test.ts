@@ -10,10 +10,18 @@
 // --allow-local-federation, which makes federation on one host possible at all (the names
 // resolve to the host, its address on each bridge is let through, Caddy's CA is trusted:
 // agent/homeserver/local-federation.ts); without it nothing of this is in a homeserver's config.
+//
+// A third customer names their homeserver after their own domain, acme.test: Caddy stands in for
+// that domain (npm run dev -- --stand-in-domain), proxying it to a server of this test that
+// publishes what the customer would. The homeserver waits until the dashboard's well-knowns are
+// published, a matrix-js-sdk client that starts from acme.test finds it and logs in, and B
+// federates with it through its server well-known.
 import { randomBytes, randomUUID } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Agent } from "undici";
-import { EventType, Preset, type MatrixClient } from "matrix-js-sdk";
+import { AutoDiscovery, EventType, Preset, type MatrixClient } from "matrix-js-sdk";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { destroyDevHomeservers } from "../../scripts/dev-reset.mjs";
 import { reserveFixedPorts, reservePort } from "../ports.ts";
@@ -27,6 +35,7 @@ import {
   fetchThrough,
   payingCustomer,
   requireHomeserverHost,
+  sdkPasswordLogin,
   startCryptoClient,
   stopClient,
   untilRunning,
@@ -36,6 +45,8 @@ import {
 } from "./homeserver-helpers";
 
 const HTTPS_PORT = 443;
+/** The customer's own domain, which Caddy stands in for. */
+const ACME = "acme.test";
 
 const secret = (label: string) => `berth-federation-${label}-${randomBytes(12).toString("hex")}`;
 
@@ -55,7 +66,13 @@ let dispatcher: Agent | undefined;
 let fetchHs: FetchFn;
 let a: Side;
 let b: Side;
+/** The customer whose homeserver is named after their own domain, acme.test. */
+let c: { api: Api; server: ServerView; login: Login; client: MatrixClient | undefined };
+const carolPassword = secret("carol");
 let publicRoomId: string;
+/** What acme.test publishes, by path: nothing until the customer publishes the dashboard's documents. */
+const published = new Map<string, { headers: Record<string, string>; document: unknown }>();
+let acmeSite: Server | undefined;
 /** Once a step fails, the later ones (which build on it) are skipped. */
 let broken = false;
 const timings: string[] = [];
@@ -91,7 +108,16 @@ describe("two Berth homeservers on one host federate", () => {
     await requireHomeserverHost();
     releasePorts = await reserveFixedPorts([HTTPS_PORT, HTTPS_PORT + 1]);
     root = tempRoot("berth-e2e-federation-");
-    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"), { httpsPort: HTTPS_PORT });
+    acmeSite = createServer((req, res) => {
+      const page = published.get(req.url ?? "");
+      if (!page) res.writeHead(404, { "content-type": "text/plain" }).end("not published");
+      else res.writeHead(200, page.headers).end(JSON.stringify(page.document));
+    });
+    await new Promise<void>((resolve) => acmeSite!.listen(0, "127.0.0.1", resolve));
+    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"), {
+      httpsPort: HTTPS_PORT,
+      standInDomains: { [ACME]: { host: "127.0.0.1", port: (acmeSite.address() as AddressInfo).port } },
+    });
     await dev.start();
     mark("dev server (Worker, Stripe emulator, Caddy on 443, agent) answers");
   }, 20 * 60_000);
@@ -99,8 +125,11 @@ describe("two Berth homeservers on one host federate", () => {
   afterAll(async () => {
     await stopClient(a?.client);
     await stopClient(b?.client);
+    await stopClient(c?.client);
     await dispatcher?.close().catch(() => undefined);
     await dev?.stop();
+    acmeSite?.closeAllConnections();
+    acmeSite?.close();
     if (dev) await destroyDevHomeservers(dev.persistTo).catch((error) => console.warn(`[federation e2e] cleanup failed: ${String(error)}`));
     releasePorts?.();
     await runCleanups();
@@ -117,7 +146,7 @@ describe("two Berth homeservers on one host federate", () => {
 
   it("two customers each create a homeserver on the host, and each makes a user", { timeout: 360_000 }, async () => {
     const [first, second] = await Promise.all([customerWithHomeserver("A"), customerWithHomeserver("B")]);
-    dispatcher = caddyDispatcher(await dev.caddyRoot());
+    dispatcher = caddyDispatcher(await dev.caddyRoot(), { standInDomains: [ACME] });
     fetchHs = fetchThrough(dispatcher);
     expect(first.server.homeserverUrl).toBe(`https://${first.server.serverName}`);
     const [alice, bob] = await Promise.all([
@@ -215,6 +244,79 @@ describe("two Berth homeservers on one host federate", () => {
       expect(JSON.stringify(event.event)).not.toContain(plaintext);
     }
     mark("encrypted messages both ways, decrypted on both servers");
+  });
+
+  describe("a homeserver named after its owner's domain (acme.test, which Caddy stands in for)", () => {
+    interface DelegationView {
+      status: string;
+      wellKnown: Record<"server" | "client", { url: string; document: unknown; headers: Record<string, string> }>;
+      check: { result: string; summary: string } | null;
+      checking: boolean;
+    }
+    const delegationOf = (api: Api, id: string) => api.expect<DelegationView>(200, "GET", `/api/servers/${id}/delegation`);
+
+    it("waits, made of nothing, while acme.test publishes nothing; once it publishes the dashboard's documents, it is made", { timeout: 360_000 }, async () => {
+      const api = new Api(dev.baseUrl);
+      await payingCustomer(api, dev.baseUrl, `federation-c-${randomUUID()}@example.com`, secret("account"));
+      const created = await api.expect<ServerView>(201, "POST", "/api/servers", {
+        name: `fed-c-${randomBytes(3).toString("hex")}`,
+        region: "us-east",
+        serverName: ACME,
+      });
+      expect(created).toMatchObject({ serverName: ACME, status: "awaiting_delegation" });
+      // The host's first check, asked for at creation, finds nothing published.
+      const first = await waitFor(
+        "the first delegation check's verdict",
+        async () => {
+          const view = await delegationOf(api, created.id);
+          return view.check && !view.checking ? view : undefined;
+        },
+        { timeoutMs: 90_000, intervalMs: 500 },
+      );
+      expect(first).toMatchObject({ status: "awaiting_delegation", check: { result: "fails", summary: expect.stringContaining("answers HTTP 404") } });
+      mark("C: waiting, its first check failed (nothing published on acme.test)");
+
+      // The customer publishes exactly what the dashboard shows, and asks for a check.
+      for (const page of [first.wellKnown.server, first.wellKnown.client]) {
+        published.set(new URL(page.url).pathname, { headers: page.headers, document: page.document });
+      }
+      await api.expect(202, "POST", `/api/servers/${created.id}/delegation/check`);
+      const server = await untilRunning(api, created.id);
+      expect(server.serverName).toBe(ACME);
+      expect((await delegationOf(api, created.id)).check).toMatchObject({ result: "holds" });
+      const login = await createLoggedInUser(api, fetchHs, server, "carol", carolPassword);
+      expect(login.userId).toBe(`@carol:${ACME}`);
+      c = { api, server, login, client: undefined };
+      mark("C: delegation holds, made and running; carol is @carol:acme.test");
+    });
+
+    it("a matrix-js-sdk client that starts from acme.test finds the homeserver through the client well-known and logs in", { timeout: 120_000 }, async () => {
+      AutoDiscovery.setFetchFn(fetchHs);
+      const discovered = await AutoDiscovery.findClientConfig(ACME);
+      expect(discovered["m.homeserver"]).toMatchObject({ state: AutoDiscovery.SUCCESS, base_url: c.server.homeserverUrl });
+      // Logged in by her full user id, as a client that knows only that does.
+      const login = await sdkPasswordLogin(fetchHs, discovered["m.homeserver"].base_url!, c.login.userId, carolPassword);
+      expect(login.userId).toBe(c.login.userId);
+      c.login = login;
+      mark("C: found from acme.test by matrix-js-sdk, logged in");
+    });
+
+    it("federates through the server well-known: bob, on B, joins carol's public room on acme.test; messages flow both ways", {
+      timeout: 180_000,
+    }, async () => {
+      c.client = await startCryptoClient(fetchHs, c.server.homeserverUrl, c.login);
+      const alias = `acme-${randomBytes(3).toString("hex")}`;
+      const { room_id } = await c.client.createRoom({ preset: Preset.PublicChat, room_alias_name: alias, name: "acme" });
+      // B finds acme.test's server through https://acme.test/.well-known/matrix/server, then asks it.
+      expect(await joinAcross(b.client!, `#${alias}:${ACME}`, ACME)).toEqual({ joined: true, roomId: room_id });
+      await waitFor("carol to see bob join", () => c.client!.getRoom(room_id)?.getMember(b.login.userId)?.membership === "join", {
+        timeoutMs: 60_000,
+        intervalMs: 200,
+      });
+      expect(await sendAcross(c.client, b.client!, room_id, secret("c-to-b"))).toMatchObject({ delivered: true });
+      expect(await sendAcross(b.client!, c.client, room_id, secret("b-to-c"))).toMatchObject({ delivered: true });
+      mark("C (acme.test) and B federate through acme.test's server well-known");
+    });
   });
 
   describe("the owner's federation setting, enforced", () => {

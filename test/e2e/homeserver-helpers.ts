@@ -235,19 +235,22 @@ export interface NameResolver {
 /**
  * An undici dispatcher that trusts only the Caddies' local CAs (`ca`, one root or the roots of
  * several local hosts, replaces the default roots; verification stays on) and resolves
- * *.berth.localhost to where Caddy listens: 127.0.0.1, or what `resolver` says (with
+ * *.berth.localhost (and the `standInDomains` Caddy stands in for) to where Caddy listens: 127.0.0.1, or what `resolver` says (with
  * `npm run dev -- --hosts N`, the address of the host that serves the name). SNI and the
  * certificate check use the name. `localAddress` (another address of 127.0.0.0/8) makes its
  * requests come from a client of their own, as Synapse's per-address rate limits see clients.
  * Connections are kept per origin: after a name moves to another host, make a new dispatcher.
  */
-export function caddyDispatcher(ca: string | string[], { localAddress, resolver }: { localAddress?: string; resolver?: NameResolver } = {}): Agent {
+export function caddyDispatcher(
+  ca: string | string[],
+  { localAddress, resolver, standInDomains = [] }: { localAddress?: string; resolver?: NameResolver; standInDomains?: string[] } = {},
+): Agent {
   const lookup = (
     hostname: string,
     options: LookupOptions,
     callback: (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void,
   ) => {
-    if (hostname === "berth.localhost" || hostname.endsWith(".berth.localhost")) {
+    if (hostname === "berth.localhost" || hostname.endsWith(".berth.localhost") || standInDomains.includes(hostname)) {
       let address: string;
       try {
         address = resolver ? resolver.address(hostname) : "127.0.0.1";

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { localAgentConfigDirs, localHosts } from "../../scripts/local-hosts.mjs";
+import { localAgentConfigDirs, localHosts, parseStandInDomains } from "../../scripts/local-hosts.mjs";
 
 const state = mkdtempSync(join(tmpdir(), "berth-local-hosts-"));
 afterAll(() => rmSync(state, { recursive: true, force: true }));
@@ -42,6 +42,17 @@ describe("npm run dev's local hosts", () => {
 
   it("refuses a count it cannot run", () => {
     for (const count of [0, 10, 1.5, Number.NaN]) expect(() => localHosts(state, count, 8443)).toThrow(/--hosts: a number from 1 to 9/);
+  });
+
+  it("--stand-in-domain: domains under .test, each to a local server's host and port; anything else is refused, saying how", () => {
+    expect(parseStandInDomains([])).toBeUndefined();
+    expect(parseStandInDomains(["acme.test=127.0.0.1:8080", "shop.example.test=localhost:20001"])).toEqual({
+      "acme.test": { host: "127.0.0.1", port: 8080 },
+      "shop.example.test": { host: "localhost", port: 20_001 },
+    });
+    for (const bad of ["acme.com=127.0.0.1:8080", "acme.test", "acme.test=127.0.0.1", "acme.test=127.0.0.1:http"]) {
+      expect(() => parseStandInDomains([bad]), bad).toThrow(/--stand-in-domain: <domain under \.test>=<host>:<port>/);
+    }
   });
 
   it("the reset finds every local agent's config directory", () => {

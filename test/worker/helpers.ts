@@ -165,3 +165,16 @@ export async function cronAt(day: number, hour: number) {
 export const MINUTE = 60_000;
 export const HOUR = 60 * MINUTE;
 export const DAY = 24 * HOUR;
+
+/** Every row of every table, as text. */
+export async function dumpDatabase(): Promise<string> {
+  const tables = await env.DB.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%'").all<{
+    name: string;
+  }>();
+  const dump: string[] = [];
+  for (const { name } of tables.results) {
+    const rows = await env.DB.prepare(`SELECT * FROM "${name}"`).all();
+    dump.push(`${name}: ${JSON.stringify(rows.results)}`);
+  }
+  return dump.join("\n");
+}

@@ -18,6 +18,7 @@ import {
   invoices,
   jobs,
   legalExports,
+  serverExports,
   oneTimeTokens,
   servers,
   sessions,
@@ -33,7 +34,7 @@ import { ApiError, badGateway, conflict, forbidden } from "../errors";
 import { mailerFor } from "../mail/mailer";
 import { templates } from "../mail/templates";
 import { DELETE_FROM, requestDeletion } from "../servers/deletion";
-import { serverNameOf } from "../servers/servers";
+import { servedHostOf } from "../servers/servers";
 import { serversOf } from "./visibility";
 
 /** What deleting the account does, said the same way before (GET /api/me/deletion), in the answer and in the email. */
@@ -167,6 +168,15 @@ export async function purgeDeletedAccounts(ctx: WorkContext): Promise<number> {
           .limit(1)
       : [];
     if (exportFilesLeft) continue;
+    // A full export still being made or offered keeps its file in R2 until it fails or expires.
+    const [fullExportLeft] = serverIds.length
+      ? await db
+          .select({ id: serverExports.id })
+          .from(serverExports)
+          .where(and(inArray(serverExports.serverId, serverIds), inArray(serverExports.status, ["queued", "running", "ready"])))
+          .limit(1)
+      : [];
+    if (fullExportLeft) continue;
     await db.batch([
       db.delete(workloadUsage).where(inArray(workloadUsage.workloadId, serverIds)),
       db.delete(upkeepRuns).where(inArray(upkeepRuns.serverId, serverIds)),
@@ -175,13 +185,14 @@ export async function purgeDeletedAccounts(ctx: WorkContext): Promise<number> {
       db.delete(certificates).where(
         inArray(
           certificates.serverName,
-          mine.map((server) => serverNameOf(ctx.config, server.name)),
+          mine.map((server) => servedHostOf(ctx.config, server.name)),
         ),
       ),
       db.delete(backupKeys).where(inArray(backupKeys.serverId, serverIds)),
       // A legal export's job names no server (worker/fleet/jobs.ts): found through its export.
       db.delete(jobs).where(inArray(jobs.id, db.select({ id: legalExports.jobId }).from(legalExports).where(inArray(legalExports.serverId, serverIds)))),
       db.delete(legalExports).where(inArray(legalExports.serverId, serverIds)),
+      db.delete(serverExports).where(inArray(serverExports.serverId, serverIds)),
       db.delete(servers).where(inArray(servers.id, serverIds)),
       // Cascades to the entitlement and anything else still keyed by the account.
       db.delete(users).where(eq(users.id, id)),

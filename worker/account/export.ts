@@ -21,7 +21,7 @@ import { customerFailureText, presentAuditEntryToCustomer, presentBackup, presen
 import { newestSucceededBackupId } from "../backups/maintenance";
 import { checkResultsOf, presentCheckResult } from "../checks/results";
 import { settingsOf } from "../servers/settings";
-import { serverNameOf } from "../servers/servers";
+import { matrixServerNameOf, servedHostOf } from "../servers/servers";
 import { E2EE_STATEMENT, invoicesOf, liveUser, serversOf } from "./visibility";
 
 const iso = (date: Date | null) => date?.toISOString() ?? null;
@@ -73,7 +73,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
         .where(
           inArray(
             certificates.serverName,
-            serverRows.map((server) => serverNameOf(config, server.name)),
+            serverRows.map((server) => servedHostOf(config, server.name)),
           ),
         ),
     ),
@@ -145,7 +145,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
       servers: serverRows.map((server) => ({
         id: server.id,
         name: server.name,
-        serverName: serverNameOf(config, server.name),
+        serverName: matrixServerNameOf(config, server),
         region: server.region,
         plan: server.planId,
         status: server.status,
@@ -157,7 +157,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
         updatedAt: iso(server.updatedAt),
         certificate:
           certificateRows
-            .filter((row) => row.serverName === serverNameOf(config, server.name))
+            .filter((row) => row.serverName === servedHostOf(config, server.name))
             .map((row) => ({ notBefore: iso(row.notBefore), notAfter: iso(row.notAfter), issuer: row.issuer, updatedAt: iso(row.updatedAt) }))[0] ?? null,
         adminSetupLinks: setupLinkRows
           .filter((row) => row.serverId === server.id)

@@ -4,7 +4,7 @@ import type { Database } from "../db/client";
 import { invoices, servers, sessions, subscriptions, users, workloadUsage, type Server } from "../db/schema";
 import { effectiveSubscription } from "../billing/entitlement";
 import { notFound } from "../errors";
-import { serverNameOf } from "../servers/servers";
+import { matrixServerNameOf } from "../servers/servers";
 
 export const E2EE_STATEMENT = "We cannot see the contents of end-to-end-encrypted rooms.";
 
@@ -107,7 +107,7 @@ export async function whatWeCanSee(ctx: WorkContext, userId: string): Promise<Wh
     matrixMetadata: shown.map((server) => ({
       serverId: server.id,
       name: server.name,
-      serverName: serverNameOf(config, server.name),
+      serverName: matrixServerNameOf(config, server),
       region: server.region,
       status: server.status,
       synapseVersion: server.synapseVersion,
@@ -125,7 +125,7 @@ async function usageSummary({ db, config }: WorkContext, server: Server): Promis
   ]);
   return {
     serverId: server.id,
-    serverName: serverNameOf(config, server.name),
+    serverName: matrixServerNameOf(config, server),
     sampleCount: totals?.n ?? 0,
     latest: latest
       ? {

@@ -39,6 +39,8 @@ export const RATE_LIMIT_RULES = {
   backup_server: { limit: 3, windowMs: HOUR },
   /** Restores per homeserver: each stops Synapse and replaces all of its data. */
   restore_server: { limit: 3, windowMs: HOUR },
+  /** Full exports per homeserver: each is a database dump, the whole media store and an upload of them all on its host. */
+  export_server: { limit: 3, windowMs: HOUR },
   /** Changes to a homeserver's users and registration tokens: each is a job on a host that runs other customers' homeservers too. */
   homeserver_changes_server: { limit: 300, windowMs: HOUR },
   /** Changes to a homeserver's settings: each restarts its Synapse on a host that runs other customers' homeservers too. */

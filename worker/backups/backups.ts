@@ -84,13 +84,15 @@ export async function startBackup(ctx: WorkContext, server: Server, trigger: Bac
   return (await backupById(ctx.db, id))!;
 }
 
+const SERVER_WORK = { backup_server: "backups", restore_server: "restores", export_server: "exports" } as const;
+
 /**
- * Counts one more backup or restore asked for this homeserver, or throws 429 once it has had
- * its few an hour: each is heavy work on a host that runs other customers' homeservers too.
+ * Counts one more backup, restore or export asked for this homeserver, or throws 429 once it has
+ * had its few an hour: each is heavy work on a host that runs other customers' homeservers too.
  */
-export async function throttleServerWork(ctx: WorkContext, server: Server, work: "backup_server" | "restore_server"): Promise<void> {
+export async function throttleServerWork(ctx: WorkContext, server: Server, work: keyof typeof SERVER_WORK): Promise<void> {
   const rules = ctx.config.rateLimits;
-  const what = work === "backup_server" ? "backups" : "restores";
+  const what = SERVER_WORK[work];
   await consumeRateLimits(
     ctx.db,
     rules,

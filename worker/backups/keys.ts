@@ -3,7 +3,7 @@ import { eq } from "drizzle-orm";
 import type { Database } from "../db/client";
 import { backupKeys } from "../db/schema";
 import { utf8 } from "../crypto/bytes";
-import { deriveWrappingKey, unwrapSecret, wrapSecret } from "../crypto/wrap";
+import { cachedWrappingKey, unwrapSecret, wrapSecret } from "../crypto/wrap";
 
 /**
  * Each homeserver's backups are encrypted to its own age X25519 key pair, made
@@ -13,16 +13,7 @@ import { deriveWrappingKey, unwrapSecret, wrapSecret } from "../crypto/wrap";
  * the server id as associated data, is never returned by any API, and is
  * unwrapped only to go into a restore job.
  */
-const wrappingKeys = new Map<string, Promise<CryptoKey>>();
-
-function wrappingKey(secret: string): Promise<CryptoKey> {
-  let key = wrappingKeys.get(secret);
-  if (!key) {
-    key = deriveWrappingKey(secret, "berth backup identity wrap v1");
-    wrappingKeys.set(secret, key);
-  }
-  return key;
-}
+const wrappingKey = (secret: string) => cachedWrappingKey(secret, "berth backup identity wrap v1");
 
 async function storedKey(db: Database, serverId: string) {
   const [row] = await db.select().from(backupKeys).where(eq(backupKeys.serverId, serverId));

@@ -7,7 +7,7 @@ import { auditLog, checkResults, servers, users, type CheckResultRow } from "../
 import { logError } from "../logging";
 import { mailerFor } from "../mail/mailer";
 import { templates } from "../mail/templates";
-import { serverNameOf } from "../servers/servers";
+import { matrixServerNameOf } from "../servers/servers";
 
 // Operators hear about promise checks that fail: an audit entry and a log line per failing run, the
 // console's front page lists what fails now, and a daily digest mails what failed in the last day.
@@ -73,6 +73,7 @@ const FAILURE_COLUMNS = {
   /** Null for an account check, and so are the server's name and host. */
   serverId: checkResults.serverId,
   serverName: servers.name,
+  customServerName: servers.serverName,
   hostId: servers.hostId,
 };
 
@@ -165,9 +166,9 @@ export async function mailCheckFailureDigest(ctx: WorkContext): Promise<number> 
     .select({ email: users.email })
     .from(users)
     .where(and(eq(users.role, "operator"), isNotNull(users.emailVerifiedAt), isNull(users.deletedAt)));
-  const lines = failures.map((failure) => ({
+  const lines = failures.map(({ customServerName, ...failure }) => ({
     ...failure,
-    serverName: failure.serverName === null ? null : serverNameOf(ctx.config, failure.serverName),
+    serverName: failure.serverName === null ? null : matrixServerNameOf(ctx.config, { name: failure.serverName, serverName: customServerName }),
   }));
   const mailer = mailerFor(ctx);
   let mailed = 0;

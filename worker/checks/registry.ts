@@ -16,6 +16,8 @@ export interface PromiseCheck {
   subject: "homeserver" | "account";
   /** How often it runs; every check also runs on demand. */
   every: "day" | "week";
+  /** Run only for homeservers whose Matrix server name is the customer's own domain. */
+  customServerNamesOnly?: true;
 }
 
 /** Keyed by id, so a check without its definition does not compile. */
@@ -33,6 +35,14 @@ const DEFINITIONS: Record<CheckId, Omit<PromiseCheck, "id">> = {
       "The certificate your homeserver serves: that it is valid for its name, who issued it and in how many days it expires (renewal is due well before), and that the client and federation endpoints answer over it.",
     subject: "homeserver",
     every: "day",
+  },
+  delegation: {
+    promise: "Your own domain leads Matrix apps and other servers to your homeserver.",
+    covers:
+      "For a homeserver whose server name is your own domain: the two well-knowns published on it (/.well-known/matrix/server and /.well-known/matrix/client, with the header web apps need) point at the address we serve it at, fetched over HTTPS from the public internet.",
+    subject: "homeserver",
+    every: "day",
+    customServerNamesOnly: true,
   },
   "disk-encryption": {
     promise: "Your homeserver's data is stored on an encrypted disk.",

@@ -67,14 +67,15 @@ export interface ServerCheckView extends Pick<PromiseCheck, "id" | "promise" | "
   history: CheckResultView[];
 }
 
-/** Every check in registry order, each with its latest result (null before it first ran) and its 30 days of history. */
+/** Every check that applies to the server, in registry order, each with its latest result (null before it first ran) and its 30 days of history. */
 export async function serverChecks(db: Database, server: Server, now: Date): Promise<ServerCheckView[]> {
   const rows = await db
     .select()
     .from(checkResults)
     .where(and(aboutServer(server), gte(checkResults.checkedAt, new Date(now.getTime() - CHECK_RESULT_RETENTION_MS))))
     .orderBy(desc(checkResults.checkedAt));
-  return PROMISE_CHECKS.map(({ id, promise, covers, subject, every }) => {
+  const applies = PROMISE_CHECKS.filter((check) => !check.customServerNamesOnly || server.serverName !== null);
+  return applies.map(({ id, promise, covers, subject, every }) => {
     const history = rows.filter((row) => row.checkId === id).map(presentCheckResult);
     return { id, promise, covers, subject, every, latest: history[0] ?? null, history };
   });

@@ -10,6 +10,7 @@ import { dispatchJob } from "../fleet/hosts";
 import { payloadOf, resultOf } from "../fleet/jobs";
 import { logError } from "../logging";
 import { ownedServer } from "../servers/servers";
+import { requestDelegationCheck } from "./delegation";
 import { recordCheckResults, type NewCheckResult } from "./results";
 import { softwareVerdict } from "./software";
 import { backupsVerdict, cardDataVerdict } from "./verdicts";
@@ -38,7 +39,10 @@ async function recordWorkerChecks(ctx: WorkContext, server: Server): Promise<voi
   ]);
 }
 
-/** Sends the host's checks and records the Worker's: the host answers later (applyChecksOutcome). */
+/**
+ * Sends the host's checks (and, for a server with its own domain, its delegation check) and records
+ * the Worker's: the host answers later (applyChecksOutcome, applyDelegationOutcome).
+ */
 async function runChecks(ctx: WorkContext, server: Server & { hostId: string }): Promise<Job> {
   const job = await dispatchJob(
     ctx.db,
@@ -46,6 +50,7 @@ async function runChecks(ctx: WorkContext, server: Server & { hostId: string }):
     { hostId: server.hostId, kind: "homeserver.checks", payload: { serverId: server.id, checks: [...HOST_CHECK_IDS] } },
     ctx.now,
   );
+  if (server.serverName) await requestDelegationCheck(ctx, { ...server, serverName: server.serverName });
   await recordWorkerChecks(ctx, server);
   return job;
 }
@@ -102,16 +107,23 @@ export async function runChecksNow(ctx: WorkContext, user: User, serverId: strin
   return job;
 }
 
-/** The newest checks job of a server that has not finished, if any: the page says a run is under way. */
-export async function checksUnderWay(ctx: WorkContext, serverId: string): Promise<Job | undefined> {
+/** The newest job of `kind` about a server that has not finished, if any. */
+export async function checkJobUnderWay(
+  ctx: WorkContext,
+  serverId: string,
+  kind: "homeserver.checks" | "homeserver.delegation_check",
+): Promise<Job | undefined> {
   const [job] = await ctx.db
     .select()
     .from(jobs)
-    .where(and(eq(jobs.serverId, serverId), eq(jobs.kind, "homeserver.checks"), inArray(jobs.status, UNFINISHED)))
+    .where(and(eq(jobs.serverId, serverId), eq(jobs.kind, kind), inArray(jobs.status, UNFINISHED)))
     .orderBy(desc(jobs.createdAt))
     .limit(1);
   return job;
 }
+
+/** The newest checks job of a server that has not finished, if any: the page says a run is under way. */
+export const checksUnderWay = (ctx: WorkContext, serverId: string) => checkJobUnderWay(ctx, serverId, "homeserver.checks");
 
 /**
  * Records a finished checks job: each host check asked for, and the software check from the

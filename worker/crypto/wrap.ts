@@ -17,6 +17,19 @@ export function deriveWrappingKey(secret: string, info: string): Promise<CryptoK
     );
 }
 
+const derivedKeys = new Map<string, Promise<CryptoKey>>();
+
+/** deriveWrappingKey, derived once per isolate for each secret and use. */
+export function cachedWrappingKey(secret: string, info: string): Promise<CryptoKey> {
+  const id = `${info}\n${secret}`;
+  let key = derivedKeys.get(id);
+  if (!key) {
+    key = deriveWrappingKey(secret, info);
+    derivedKeys.set(id, key);
+  }
+  return key;
+}
+
 /** `<iv>.<ciphertext and tag>`, both base64. */
 export async function wrapSecret(key: CryptoKey, associatedData: string, raw: Uint8Array): Promise<string> {
   const iv = randomBytes(12);

@@ -305,6 +305,12 @@ export const workloads = sqliteTable(
 );
 
 export const SERVER_STATUSES = [
+  /**
+   * A homeserver with its owner's domain as server name, placed but not made: nothing exists on its
+   * host until the domain's well-knowns pass the delegation check (or its owner confirms they publish
+   * them later). Its name, domain and the host's room are held meanwhile.
+   */
+  "awaiting_delegation",
   "provisioning",
   "running",
   "stopping",
@@ -331,6 +337,12 @@ export const servers = sqliteTable(
       .references(() => users.id, { onDelete: "cascade" }),
     /** A DNS label, immutable: it is the Matrix server_name's first label. */
     name: text("name").notNull().unique(),
+    /**
+     * The Matrix server_name when the customer chose their own domain (delegated by well-knowns to
+     * `<name>.<HOMESERVER_DOMAIN>`, where it is still served); null: it is `<name>.<HOMESERVER_DOMAIN>`.
+     * Immutable, and unique: no two homeservers ever claim one domain.
+     */
+    serverName: text("server_name").unique(),
     region: text("region").notNull(),
     hostId: text("host_id").references(() => hosts.id),
     /**
@@ -779,6 +791,66 @@ export const backupKeys = sqliteTable("backup_keys", {
   createdAt: timestamp("created_at").notNull(),
 });
 
+// ---------- self-service full exports ("Download your homeserver") ----------
+
+export const SERVER_EXPORT_STATUSES = ["queued", "running", "ready", "failed", "expired"] as const;
+export type ServerExportStatus = (typeof SERVER_EXPORT_STATUSES)[number];
+
+// A homeserver exported whole for its owner to run elsewhere: an age file encrypted on the host to
+// the owner's passphrase, uploaded in parts through the Worker and offered for download for a week.
+export const serverExports = sqliteTable(
+  "server_exports",
+  {
+    /** Random (a UUID): it names the download. */
+    id: text("id").primaryKey(),
+    serverId: text("server_id")
+      .notNull()
+      .references(() => servers.id),
+    /** The account that asked: the only one that may download it. */
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    /** The server's host when it was asked: the only one that may upload it. */
+    hostId: text("host_id")
+      .notNull()
+      .references(() => hosts.id),
+    /** The `homeserver.full_export` job that makes it: the only job whose agent may upload it. */
+    jobId: text("job_id").notNull(),
+    /** queued (job sent) → running (parts arriving) → ready (downloadable) → expired (deleted) | failed. */
+    status: text("status", { enum: SERVER_EXPORT_STATUSES }).notNull(),
+    /** server-exports/<serverId>/<id>.age */
+    ...uploadedFileColumns(),
+    /** Ciphertext bytes received so far. */
+    progressBytes: integer("progress_bytes").notNull().default(0),
+    /** Why it failed, in our words or the host's (shown to the customer as customerFailureText says). */
+    error: text("error"),
+    createdAt: timestamp("created_at").notNull(),
+    readyAt: timestamp("ready_at"),
+    /** A week after it was ready: then its file is deleted and it is expired. */
+    expiresAt: timestamp("expires_at"),
+    /** When it failed, or expired and its file was deleted. */
+    finishedAt: timestamp("finished_at"),
+  },
+  (t) => [
+    index("server_exports_server_created_idx").on(t.serverId, t.createdAt),
+    index("server_exports_expires_idx").on(t.status, t.expiresAt),
+    // One export under way per server, whoever asks: the database settles races.
+    uniqueIndex("server_exports_one_unfinished_per_server").on(t.serverId).where(sql`status IN ('queued', 'running')`),
+  ],
+);
+
+// The parts of an export's multipart upload as they arrive; a retried part replaces its row.
+export const serverExportParts = sqliteTable(
+  "server_export_parts",
+  {
+    exportId: text("export_id")
+      .notNull()
+      .references(() => serverExports.id, { onDelete: "cascade" }),
+    ...receivedPartColumns(),
+  },
+  (t) => [primaryKey({ columns: [t.exportId, t.partNumber] })],
+);
+
 // ---------- moving homeservers between hosts ----------
 
 /**
@@ -874,6 +946,7 @@ export type ServerDns = typeof serverDns.$inferSelect;
 export type Job = typeof jobs.$inferSelect;
 export type Workload = typeof workloads.$inferSelect;
 export type Backup = typeof backups.$inferSelect;
+export type ServerExport = typeof serverExports.$inferSelect;
 export type UpkeepRun = typeof upkeepRuns.$inferSelect;
 export type CheckResultRow = typeof checkResults.$inferSelect;
 export type StorageAlert = typeof storageAlerts.$inferSelect;

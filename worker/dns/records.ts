@@ -4,7 +4,7 @@ import type { WorkerConfig } from "../config";
 import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
 import { hosts, serverDns, servers, type Host, type Server, type ServerDns } from "../db/schema";
-import { serverNameOf } from "../servers/servers";
+import { servedHostOf } from "../servers/servers";
 import { cloudflareDns } from "./cloudflare";
 import { DnsError, type DnsProvider, type DnsRecord, type RecordType } from "./provider";
 
@@ -76,7 +76,7 @@ async function believe(ctx: WorkContext, server: Pick<Server, "id" | "name">, be
   const values = { ...belief, updatedAt: ctx.now };
   await ctx.db
     .insert(serverDns)
-    .values({ serverId: server.id, name: serverNameOf(ctx.config, server.name), ...values })
+    .values({ serverId: server.id, name: servedHostOf(ctx.config, server.name), ...values })
     .onConflictDoUpdate({ target: serverDns.serverId, set: values });
 }
 
@@ -108,7 +108,7 @@ export async function pointServerAt(
     await waitFor(ctx, server, host.id, NO_ADDRESS);
     return { state: "waiting", reason: NO_ADDRESS };
   }
-  const name = serverNameOf(ctx.config, server.name);
+  const name = servedHostOf(ctx.config, server.name);
   try {
     const { ids } = await converge(provider, server.id, name, wanted, await provider.recordsNamed(name));
     await believe(ctx, server, ready(host.id, wanted, ids));
@@ -178,7 +178,7 @@ export async function removeServerDns(ctx: WorkContext, server: Pick<Server, "id
       const known = [belief?.aRecordId, belief?.aaaaRecordId].filter((id): id is string => Boolean(id));
       const ids = known.length
         ? known
-        : (await provider.recordsNamed(serverNameOf(ctx.config, server.name))).filter((record) => record.serverId === server.id).map((record) => record.id);
+        : (await provider.recordsNamed(servedHostOf(ctx.config, server.name))).filter((record) => record.serverId === server.id).map((record) => record.id);
       for (const id of ids) await provider.delete(id);
     }
     await ctx.db.delete(serverDns).where(eq(serverDns.serverId, server.id));
@@ -231,7 +231,7 @@ export async function reconcileDns(ctx: WorkContext): Promise<DnsReconciliation 
       result.waiting++;
       continue;
     }
-    const name = serverNameOf(ctx.config, server.name);
+    const name = servedHostOf(ctx.config, server.name);
     try {
       const { ids, fixes } = await converge(provider, server.id, name, wanted, byServer.get(server.id) ?? []);
       for (const fix of fixes) await audit(ctx.db, ctx.now, "system", "dns.record_fixed", server.id, { name, ...fix });

@@ -1,11 +1,13 @@
 import type { billingSummary } from "../billing/billing";
 import type { Plan } from "../billing/plans";
-import type { auditLog, Backup, Host, Invoice, Job, Server, UpkeepRun, User } from "../db/schema";
+import type { auditLog, Backup, Host, Invoice, Job, Server, ServerExport, UpkeepRun, User } from "../db/schema";
 import type { WorkerConfig } from "../config";
 import { UPLOAD_NOT_COMPLETED } from "../backups/backups";
 import { keptUntil } from "../backups/maintenance";
+import { EXPORT_NOT_STARTED } from "../exports/exports";
+import { EXPORT_UPLOAD_NOT_COMPLETED } from "../uploads/job-files";
 import { JOB_DEADLINE_EXCEEDED } from "../fleet/jobs";
-import { homeserverUrlOf, serverNameOf } from "../servers/servers";
+import { homeserverUrlOf, matrixServerNameOf } from "../servers/servers";
 import type { HostRoom } from "../servers/placement";
 
 /**
@@ -20,6 +22,8 @@ export function customerFailureText(error: string | null): string | null {
   if (error === null) return null;
   if (error === JOB_DEADLINE_EXCEEDED) return "the host did not finish it in time";
   if (error === UPLOAD_NOT_COMPLETED) return "the host ended the backup without completing its upload";
+  if (error === EXPORT_UPLOAD_NOT_COMPLETED) return "the host ended the export without completing its upload";
+  if (error === EXPORT_NOT_STARTED) return error;
   return HOST_FAILURE_TEXT;
 }
 
@@ -209,7 +213,7 @@ export function presentServer(config: WorkerConfig, server: Server, job: Job | u
   return {
     id: server.id,
     name: server.name,
-    serverName: serverNameOf(config, server.name),
+    serverName: matrixServerNameOf(config, server),
     homeserverUrl: homeserverUrlOf(config, server.name),
     region: server.region,
     plan: server.planId,
@@ -257,5 +261,29 @@ export function presentBackup(backup: Backup, newestSucceededId: string | undefi
     startedAt: backup.startedAt?.toISOString() ?? null,
     completedAt: backup.completedAt?.toISOString() ?? null,
     keptUntil: keptUntil(backup, newestSucceededId, now)?.toISOString() ?? null,
+  };
+}
+
+/**
+ * A full export as its owner reads it: how far along it is (the bytes uploaded, and the host's
+ * estimate while its job runs), its size once ready and until when it can be downloaded. Never its
+ * R2 key or the job's payload.
+ */
+export function presentServerExport(row: ServerExport, job: Job | null, now: Date) {
+  const downloadable = row.status === "ready" && row.expiresAt !== null && row.expiresAt > now;
+  const iso = (date: Date | null) => date?.toISOString() ?? null;
+  return {
+    id: row.id,
+    status: row.status,
+    progress: {
+      bytesUploaded: row.progressBytes,
+      fraction: row.status === "ready" ? 1 : row.status === "queued" || row.status === "running" ? (job?.progress ?? 0) : null,
+    },
+    sizeBytes: row.sizeBytes,
+    error: customerFailureText(row.error),
+    createdAt: row.createdAt.toISOString(),
+    readyAt: iso(row.readyAt),
+    expiresAt: iso(row.expiresAt),
+    downloadUrl: downloadable ? `/api/servers/${row.serverId}/exports/${row.id}/download` : null,
   };
 }

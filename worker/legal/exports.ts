@@ -1,7 +1,6 @@
 import { and, desc, eq, inArray, isNotNull, isNull, lt } from "drizzle-orm";
 import { z } from "zod";
 import { legalExportScope } from "../../protocol/jobs";
-import { BACKUP_PART_SIZE } from "../../protocol/messages";
 import { audit, type Actor } from "../audit/audit";
 import { agentUrl } from "../backups/backups";
 import type { WorkContext } from "../context";
@@ -10,7 +9,7 @@ import { hex } from "../crypto/bytes";
 import { legalExports, servers, type Job, type LegalExport, type LegalExportStatus } from "../db/schema";
 import { conflict, notFound } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
-import { resultOf } from "../fleet/jobs";
+import { abortJobFileUpload, newJobFileUpload, settleJobFile } from "../uploads/job-files";
 import { encryptWorkerRecords } from "./worker-records";
 
 /** What an operator enters for a legal request's export. */
@@ -56,11 +55,7 @@ export async function requestLegalExport(ctx: WorkContext, operatorId: string, s
   if (!server) throw notFound("No such homeserver.");
   if (!server.hostId || server.status === "deleted") throw conflict("invalid_state", "Only a homeserver on a host can be exported.");
   const id = crypto.randomUUID();
-  const r2Key = `legal-exports/${server.id}/${id}.age`;
-  const upload = await ctx.env.BACKUPS.createMultipartUpload(r2Key, {
-    httpMetadata: { contentType: "application/octet-stream" },
-    customMetadata: { serverId: server.id, legalExportId: id },
-  });
+  const { columns } = await newJobFileUpload(ctx, "legal-exports", server.id, id);
   const row: LegalExport = {
     id,
     serverId: server.id,
@@ -73,12 +68,7 @@ export async function requestLegalExport(ctx: WorkContext, operatorId: string, s
     noticeBarredReason: request.noticeBarred?.reason ?? null,
     jobId: crypto.randomUUID(),
     status: "requested",
-    r2Key,
-    uploadId: upload.uploadId,
-    partSize: BACKUP_PART_SIZE,
-    sizeBytes: null,
-    sha256: null,
-    parts: null,
+    ...columns,
     records: null,
     workerR2Key: `legal-exports/${server.id}/${id}-worker.age`,
     workerSizeBytes: null,
@@ -145,21 +135,11 @@ export async function failLegalExport(ctx: WorkContext, row: LegalExport, reason
     .where(and(eq(legalExports.id, row.id), inArray(legalExports.status, UNFINISHED_LEGAL_EXPORT)))
     .returning();
   if (!failed) return (await legalExportById(ctx.db, row.id))!;
-  if (failed.sizeBytes === null) {
-    try {
-      await ctx.env.BACKUPS.resumeMultipartUpload(row.r2Key, row.uploadId).abort();
-    } catch (error) {
-      // Already aborted or expired: either way its parts are gone.
-      console.warn(JSON.stringify({ event: "legal_export_abort_failed", exportId: row.id, message: String(error) }));
-    }
-  }
+  await abortJobFileUpload(ctx, failed);
   await ctx.env.BACKUPS.delete([row.r2Key, row.workerR2Key]);
   await auditExport(ctx, failed, actor, "legal_export.failed", { reason: failed.error });
   return failed;
 }
-
-/** Why an export whose job succeeded failed all the same: our words, not the agent's. */
-export const EXPORT_UPLOAD_NOT_COMPLETED = "the export job ended without completing the upload it reported";
 
 /**
  * After its job ended: an export whose host completed the upload the job reports (same size and
@@ -170,16 +150,8 @@ export async function applyLegalExportOutcome(ctx: WorkContext, job: Job): Promi
     .select()
     .from(legalExports)
     .where(and(eq(legalExports.jobId, job.id), eq(legalExports.hostId, job.hostId)));
-  if (!row || !UNFINISHED_LEGAL_EXPORT.includes(row.status)) return;
-  if (job.status === "failed") {
-    await failLegalExport(ctx, row, job.error ?? "the export job failed", "system");
-    return;
-  }
-  const result = resultOf(job, "homeserver.legal_export");
-  if (!result || result.exportId !== row.id || row.sizeBytes !== result.size || row.sha256 !== result.sha256) {
-    await failLegalExport(ctx, row, EXPORT_UPLOAD_NOT_COMPLETED, "system");
-    return;
-  }
+  const result = await settleJobFile(ctx, job, "homeserver.legal_export", row, { unfinished: UNFINISHED_LEGAL_EXPORT, fail: failLegalExport });
+  if (!row || !result) return;
   const [ready] = await ctx.db
     .update(legalExports)
     .set({ status: "ready", records: result.records, finishedAt: ctx.now })

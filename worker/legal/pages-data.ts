@@ -2,6 +2,7 @@ import { and, desc, eq, gte, or, sql } from "drizzle-orm";
 import type { WorkerConfig } from "../config";
 import type { Database } from "../db/client";
 import { auditLog, jobs, legalExports, servers, users, type JobStatus, type LegalExport } from "../db/schema";
+import { matrixServerNameOf } from "../servers/servers";
 
 // What the operators' legal-export pages read: exports with their server, operator and job, one
 // export's audit trail, and the homeserver an operator names in the form.
@@ -22,7 +23,7 @@ function listingQuery(db: Database, config: WorkerConfig) {
   return db
     .select({
       export: legalExports,
-      serverName: sql<string>`${servers.name} || '.' || ${config.homeservers.domain}`,
+      serverName: sql<string>`coalesce(${servers.serverName}, ${servers.name} || '.' || ${config.homeservers.domain})`,
       operatorEmail: users.email,
       jobStatus: jobs.status,
     })
@@ -74,14 +75,17 @@ export interface NamedServer {
   ownerEmail: string;
 }
 
-/** The homeserver an operator names by its id, its name, or its full server name; deleted ones included (the export refuses them). */
+/**
+ * The homeserver an operator names by its id, its name, its served host or its Matrix server name (a
+ * customer's own domain included); deleted ones included (the export refuses them).
+ */
 export async function findServerByIdOrName(db: Database, config: WorkerConfig, text: string): Promise<NamedServer | undefined> {
   const suffix = `.${config.homeservers.domain}`;
   const name = text.endsWith(suffix) ? text.slice(0, -suffix.length) : text;
   const [row] = await db
-    .select({ id: servers.id, name: servers.name, ownerEmail: users.email })
+    .select({ id: servers.id, name: servers.name, serverName: servers.serverName, ownerEmail: users.email })
     .from(servers)
     .innerJoin(users, eq(users.id, servers.userId))
-    .where(or(eq(servers.id, text), eq(servers.name, name)));
-  return row && { id: row.id, serverName: `${row.name}${suffix}`, ownerEmail: row.ownerEmail };
+    .where(or(eq(servers.id, text), eq(servers.name, name), eq(servers.serverName, text)));
+  return row && { id: row.id, serverName: matrixServerNameOf(config, row), ownerEmail: row.ownerEmail };
 }

@@ -182,6 +182,60 @@ export const templates = {
       [],
     ),
 
+  delegationBroken: (to: string, facts: { serverName: string; summary: string; link: string }) =>
+    mail(
+      to,
+      `${facts.serverName}: its Matrix delegation is broken`,
+      [
+        `Our daily check of the well-knowns on https://${facts.serverName} failed:`,
+        facts.summary,
+        "",
+        "Until they are right again, other Matrix servers cannot federate with your homeserver and Matrix apps cannot find it from your user ids.",
+        `What to publish, and what is wrong: ${facts.link}`,
+        "",
+        "We tell you once; once the check passes again and then fails, we tell you again.",
+      ],
+      [facts.link],
+    ),
+
+  delegationLapsed: (to: string, facts: { serverName: string; days: number; link: string }) =>
+    mail(
+      to,
+      `${facts.serverName}: not set up, its domain's well-knowns never passed`,
+      [
+        `Your homeserver ${facts.serverName} waited ${facts.days} days for the well-knowns on https://${facts.serverName}, and our check of them never passed.`,
+        "So we did not set it up, and it is deleted: nothing of it was made, and the domain is free again.",
+        "",
+        `Once both well-knowns are published, create it again (or choose to publish them later): ${facts.link}`,
+      ],
+      [facts.link],
+    ),
+
+  exportReady: (to: string, facts: { serverName: string; link: string; expiresAt: Date; sizeBytes: number }) =>
+    mail(
+      to,
+      `Your export of ${facts.serverName} is ready`,
+      [
+        `The export of ${facts.serverName} you asked for is ready to download (${formatBytes(facts.sizeBytes)}):`,
+        facts.link,
+        "",
+        `It can be downloaded until ${facts.expiresAt.toISOString().slice(0, 16).replace("T", " ")} UTC; then we delete it.`,
+        "It is encrypted with the passphrase you chose; we do not keep it and cannot recover it. The README inside says how to run it on your own Synapse.",
+      ],
+      [facts.link],
+    ),
+
+  exportFailed: (to: string, facts: { serverName: string; link: string }) =>
+    mail(
+      to,
+      `The export of ${facts.serverName} failed`,
+      [
+        `The export of ${facts.serverName} you asked for could not be made, and nothing of it was kept.`,
+        `Why, and to ask again (with a passphrase): ${facts.link}`,
+      ],
+      [facts.link],
+    ),
+
   checkFailureDigest: (to: string, failures: CheckFailure[], consoleLink: string) =>
     mail(
       to,

@@ -8,6 +8,7 @@ export const HOW_TOPICS = [
   "encryption",
   "regions",
   "certificates",
+  "your-domain",
   "disk-encryption",
   "isolation",
   "backups",
@@ -86,6 +87,13 @@ export const SECURITY_SECTIONS: Section[] = [
         check: "certificates",
         how: "certificates",
         text: "Every connection to your homeserver is HTTPS, with a certificate that is renewed automatically long before it expires.",
+      },
+      {
+        id: "check-delegation",
+        about: "server",
+        check: "delegation",
+        how: "your-domain",
+        text: "If your homeserver's name is your own domain, we check every day that the two files you publish on it lead Matrix apps and other servers to your homeserver, and tell you when they stop doing so. The certificate stays ours: your domain needs none from us.",
       },
       {
         id: "check-disk-encryption",
@@ -270,6 +278,15 @@ export const HOW_WE_KEEP_IT: Record<HowTopicId, HowTopic> = {
     ],
     sources: [{ doc: DECISIONS, heading: "Homeservers" }],
     tests: ["test/e2e/homeserver.test.ts"],
+  },
+  "your-domain": {
+    title: "Your own domain",
+    paragraphs: [
+      "A homeserver may take your own domain as its Matrix server name, so that user ids read @alice:your-domain; it is still served at its address under ours, with our certificate. Two small JSON files on your domain (its Matrix well-knowns) join the two, and we show them exactly as they must be.",
+      "The host that serves your homeserver fetches both files over HTTPS from the public internet, and only from public addresses: before your homeserver is set up (unless you tell us you will publish them later), every day after, and whenever you ask. When they are wrong or missing we show what is wrong, and we email you once when a working delegation breaks.",
+    ],
+    sources: [{ doc: DECISIONS, heading: "Custom server names: where the delegation check runs" }],
+    tests: ["test/agent/checks/delegation.test.ts", "test/worker/checks/delegation.test.ts", "test/worker/servers/custom-server-names.test.ts"],
   },
   "disk-encryption": {
     title: "Full-disk encryption",

@@ -8,21 +8,25 @@ export const howPath = (topic: HowTopicId) => `${SECURITY_PATH}/how/${topic}`;
 export interface OwnServer {
   id: string;
   serverName: string;
+  /** Whether its server name is the customer's own domain (the delegation check runs for it). */
+  customServerName: boolean;
 }
 
 /** `servers`: a logged-in viewer's homeservers, each linked to its own latest result of the check. */
 function CheckNote(props: { id: CheckId; servers: OwnServer[] | null }) {
   const check = promiseCheck(props.id);
-  const subject = check.subject === "homeserver" ? "for each homeserver" : "for your account";
+  const subject =
+    check.subject === "account" ? "for your account" : check.customServerNamesOnly ? "for each homeserver named by its own domain" : "for each homeserver";
+  const servers = props.servers?.filter((server) => !check.customServerNamesOnly || server.customServerName) ?? [];
   return (
     <>
       <p class="hint">
         Checked every {check.every} {subject} (check <code>{check.id}</code>): {check.covers}
       </p>
-      {props.servers && props.servers.length > 0 ? (
+      {servers.length > 0 ? (
         <p class="hint">
           Its latest result for{" "}
-          {props.servers.map((server, index) => (
+          {servers.map((server, index) => (
             <>
               {index > 0 ? ", " : ""}
               <a href={`/servers/${server.id}/security#${check.id}`}>{server.serverName}</a>

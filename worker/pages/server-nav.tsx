@@ -1,5 +1,5 @@
 /** The pages of one homeserver, in the order its sub-navigation lists them. */
-export type ServerSection = "overview" | "users" | "registration" | "rooms" | "settings" | "security";
+export type ServerSection = "overview" | "users" | "registration" | "rooms" | "settings" | "security" | "export";
 
 const SECTIONS: { section: ServerSection; label: string; path: (id: string) => string }[] = [
   { section: "overview", label: "Overview", path: (id) => `/servers/${id}` },
@@ -8,6 +8,7 @@ const SECTIONS: { section: ServerSection; label: string; path: (id: string) => s
   { section: "rooms", label: "Rooms", path: (id) => `/servers/${id}/rooms` },
   { section: "settings", label: "Settings", path: (id) => `/servers/${id}/settings` },
   { section: "security", label: "Security", path: (id) => `/servers/${id}/security` },
+  { section: "export", label: "Export", path: (id) => `/servers/${id}/export` },
 ];
 
 /** The sub-navigation every page of a homeserver shows, the current one marked for assistive technology too. */

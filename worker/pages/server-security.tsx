@@ -24,7 +24,8 @@ function Latest(props: { check: ServerCheckView }) {
   return <Evidence result={check.latest} />;
 }
 
-function Evidence(props: { result: CheckResultView }) {
+/** A result in words, with the facts behind it. */
+export function Evidence(props: { result: CheckResultView }) {
   const { result } = props;
   return (
     <>

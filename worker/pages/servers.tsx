@@ -46,6 +46,7 @@ export const STEP_TEXT: Record<string, string> = {
   "homeserver.restore": "Restoring",
   "homeserver.resize": "Applying the new plan",
   "homeserver.upkeep": "Database and media upkeep",
+  "homeserver.delegation_check": "Checking your domain's well-knowns",
 };
 
 function StatusBadge(props: { status: string }) {
@@ -68,6 +69,8 @@ export function ServersPage(props: {
   error?: string | undefined;
   name?: string | undefined;
   region?: string | undefined;
+  serverName?: string | undefined;
+  publishDelegationLater?: boolean | undefined;
 }) {
   return (
     <Layout title="Servers" viewer={props.user} script={DASHBOARD_SCRIPT_PATH}>
@@ -117,11 +120,33 @@ export function ServersPage(props: {
               aria-describedby="field-name-hint field-name-problem"
             />
             <p class="hint" id="field-name-hint">
-              {NAME_MIN} to {NAME_MAX} lower-case letters, digits and hyphens. It becomes your Matrix server name, as in {props.exampleServerName}, and can
-              never change.
+              {NAME_MIN} to {NAME_MAX} lower-case letters, digits and hyphens. It becomes your homeserver's address, as in {props.exampleServerName}, and its
+              Matrix server name unless you give your own domain below; it can never change.
             </p>
             <p class="problem" id="field-name-problem" aria-live="polite"></p>
           </div>
+          <fieldset class="field">
+            <legend>Your own domain (optional)</legend>
+            <label for="field-server-name">Domain</label>
+            <input
+              id="field-server-name"
+              name="serverName"
+              value={props.serverName}
+              maxlength={254}
+              autocomplete="off"
+              spellcheck={false}
+              aria-describedby="field-server-name-hint"
+            />
+            <p class="hint" id="field-server-name-hint">
+              For user ids like @alice:example.com, give a domain of yours (example.com): it becomes your Matrix server name instead, and can never change. Your
+              homeserver is still served at its name under ours; you publish two small files on your domain, which we show you, and it is set up once they are
+              right.
+            </p>
+            <label for="field-publish-later">
+              <input id="field-publish-later" type="checkbox" name="publishDelegationLater" value="yes" checked={props.publishDelegationLater} /> Set it up at
+              once: I will publish the files later (until then, federation and Matrix apps fail).
+            </label>
+          </fieldset>
           <fieldset class="field">
             <legend>Region</legend>
             {props.regions.map((choice, index) => (
@@ -249,6 +274,12 @@ function Connect(props: { server: ServerView; adminLink?: { url: string; expires
         <dt>Server name</dt>
         <dd>
           <code>{server.serverName}</code>
+          {new URL(server.homeserverUrl).hostname === server.serverName ? null : (
+            <>
+              {" "}
+              (your own domain: <a href={`/servers/${server.id}/delegation`}>its delegation</a>)
+            </>
+          )}
         </dd>
       </dl>
       <p>

@@ -4,6 +4,7 @@ import { listBackups, requestBackup } from "../backups/backups";
 import { newestSucceededBackupId } from "../backups/maintenance";
 import { requestRestore } from "../backups/restore";
 import { billingSummary } from "../billing/billing";
+import type { WorkerConfig } from "../config";
 import { planById } from "../billing/plans";
 import { badRequest } from "../errors";
 import { REGIONS } from "../fleet/enrollment";
@@ -20,9 +21,9 @@ import { noticeFor, type NoticeKey } from "../pages/layout";
 import { AdminPasswordPage, elementLink, ServerPage, ServersPage, UserPasswordPage } from "../pages/servers";
 import { createAdminPasswordLink, setAdminPassword } from "../servers/admin-password";
 import { deleteOwnedServer } from "../servers/deletion";
-import { serverNameSchema } from "../servers/names";
+import { customServerNameSchema, serverNameSchema } from "../servers/names";
 import { placementCandidates, roomInRegion } from "../servers/placement";
-import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer, serverNameOf } from "../servers/servers";
+import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer, servedHostOf } from "../servers/servers";
 import { lastUpkeep, remoteMediaRetentionDays } from "../servers/upkeep";
 import { movesForCustomer } from "../servers/migration";
 import { serverDnsStatus } from "../dns/records";
@@ -40,7 +41,10 @@ type ServerPageContext = Context<SessionAppEnv>;
 
 const toServer = (c: ServerPageContext, notice: NoticeKey) => c.redirect(`/servers/${c.req.param("id")}?notice=${notice}`, 303);
 
-async function renderServers(c: ServerPageContext, form: { error?: string; name?: string | undefined; region?: string | undefined } = {}) {
+async function renderServers(
+  c: ServerPageContext,
+  form: { error?: string; name?: string | undefined; region?: string | undefined; serverName?: string | undefined; publishDelegationLater?: boolean } = {},
+) {
   const { ctx, user } = c.var;
   // Independent reads, sent together: the page waits on one round trip of D1, not one after another.
   const [{ plan }, mine] = await Promise.all([billingSummary(ctx.db, user.id), listServers(ctx.db, user.id)]);
@@ -56,7 +60,7 @@ async function renderServers(c: ServerPageContext, form: { error?: string; name?
       user={user}
       plan={plan}
       regions={regions}
-      exampleServerName={serverNameOf(ctx.config, "our-team")}
+      exampleServerName={servedHostOf(ctx.config, "our-team")}
       servers={await Promise.all(mine.map(async (server) => presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server))))}
       {...form}
     />
@@ -112,7 +116,17 @@ function serverFormWithFields(c: ServerPageContext, action: (fields: FormFields)
   return submitForm(c, action, (error) => renderServer(c, { error }));
 }
 
-const createFields = z.object({ name: serverNameSchema, region: z.enum(REGIONS, { error: "choose one of the regions" }) });
+const createFields = (config: WorkerConfig) =>
+  z.object({
+    name: serverNameSchema,
+    region: z.enum(REGIONS, { error: "choose one of the regions" }),
+    // An empty field: no domain of their own.
+    serverName: z.preprocess(
+      (value) => (value === "" ? undefined : value),
+      customServerNameSchema({ homeserverDomain: config.homeservers.domain, production: config.environment === "production" }).optional(),
+    ),
+    publishDelegationLater: z.literal("yes").optional(),
+  });
 
 // The customer's homeservers (mounted under /servers), for their logged-in owner.
 const serverPageRoutes = new Hono<AppEnv>()
@@ -122,11 +136,20 @@ const serverPageRoutes = new Hono<AppEnv>()
     submitForm(
       c,
       async (fields) => {
-        const { name, region } = parseWith(createFields, fields);
-        const server = await createServer(c.var.ctx, c.var.user, name, region);
-        return c.redirect(`/servers/${server.id}`, 303);
+        const { name, region, serverName, publishDelegationLater } = parseWith(createFields(c.var.ctx.config), fields);
+        const custom = serverName ? { serverName, publishLater: publishDelegationLater === "yes" } : null;
+        const server = await createServer(c.var.ctx, c.var.user, name, region, custom);
+        // Waiting for its domain: the page that says what to publish there.
+        return c.redirect(server.status === "awaiting_delegation" ? `/servers/${server.id}/delegation` : `/servers/${server.id}`, 303);
       },
-      (error, fields) => renderServers(c, { error, name: fields.name, region: fields.region }),
+      (error, fields) =>
+        renderServers(c, {
+          error,
+          name: fields.name,
+          region: fields.region,
+          serverName: fields.serverName,
+          publishDelegationLater: fields.publishDelegationLater === "yes",
+        }),
     ),
   )
   .get("/:id", (c) =>

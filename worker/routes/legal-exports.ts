@@ -7,7 +7,7 @@ import { requireOperator } from "../http/operator";
 import { requireSession } from "../http/session";
 import { parseWith, readJson } from "../http/validation";
 import { LEGAL_EXPORT_FILES, legalExportById, listLegalExports, openLegalExportFile, presentLegalExport } from "../legal/exports";
-import { abortExportUpload, completeExportUpload, receiveExportPart } from "../legal/uploads";
+import { legalExportUploads } from "../legal/uploads";
 import { notFound } from "../errors";
 
 const id = z.string().min(1).max(128);
@@ -43,14 +43,16 @@ const partParams = exportParam.extend({ partNumber: partNumberParam });
 export const agentLegalExportRoutes = new Hono<AgentAppEnv>()
   .put("/:id/parts/:partNumber", signedAgentRequest({ streamedBody: true }), async (c) => {
     const { id: exportId, partNumber } = parseWith(partParams, c.req.param());
-    return c.json(await receiveExportPart(agentUploadContext(c), exportId, partNumber, c.req.raw.body, partLength(c), c.var.signedRequest.contentSha256));
+    return c.json(
+      await legalExportUploads.receivePart(agentUploadContext(c), exportId, partNumber, c.req.raw.body, partLength(c), c.var.signedRequest.contentSha256),
+    );
   })
   .post("/:id/complete", signedAgentRequest(), async (c) => {
-    const row = await completeExportUpload(agentUploadContext(c), parseWith(exportParam, c.req.param()).id, await readJson(c, backupCompleteRequest));
+    const row = await legalExportUploads.complete(agentUploadContext(c), parseWith(exportParam, c.req.param()).id, await readJson(c, backupCompleteRequest));
     return c.json({ status: row.status, size: row.sizeBytes, sha256: row.sha256 });
   })
   .post("/:id/abort", signedAgentRequest(), async (c) => {
     const { reason } = await readJson(c, backupAbortRequest);
-    const row = await abortExportUpload(agentUploadContext(c), parseWith(exportParam, c.req.param()).id, reason);
+    const row = await legalExportUploads.abort(agentUploadContext(c), parseWith(exportParam, c.req.param()).id, reason);
     return c.json({ status: row.status });
   });

@@ -8,7 +8,7 @@ import { MessagePage } from "../pages/auth";
 import { PurgeRoomPage, RoomJobPage, roomJobPath, RoomsPage, type RoomsQuery } from "../pages/rooms";
 import { PURGE_DELETES, type RoomView } from "../servers/room-jobs";
 import { listRooms, listRoomsQuery, purgeRoom, roomIdOf, roomJob, setRoomBlocked } from "../servers/rooms";
-import { ownedServer, serverNameOf } from "../servers/servers";
+import { matrixServerNameOf, ownedServer } from "../servers/servers";
 
 // A homeserver's rooms as pages (mounted under /servers), for its logged-in owner: the same
 // services as the JSON API. A job the host has not finished within the request's wait goes to its
@@ -21,7 +21,7 @@ const DEFAULT_QUERY: RoomsQuery = { order: "members", from: 0, limit: 25 };
 /** The server's page name, or a 404 for a server that is not the caller's. */
 async function owned(c: RoomsPageContext) {
   const server = await ownedServer(c.var.ctx.db, c.var.user.id, c.req.param("id")!);
-  return { serverId: server.id, serverName: serverNameOf(c.var.ctx.config, server.name) };
+  return { serverId: server.id, serverName: matrixServerNameOf(c.var.ctx.config, server) };
 }
 
 /** Runs a rooms page; a server that is not the caller's gets the same page as one that does not exist. */

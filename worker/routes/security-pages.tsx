@@ -3,7 +3,7 @@ import { notFound } from "../errors";
 import type { AppEnv } from "../http/context";
 import { HowWeKeepItPage, SecurityPage } from "../pages/security";
 import { HOW_TOPICS } from "../pages/security-statements";
-import { listServers, serverNameOf } from "../servers/servers";
+import { listServers, matrixServerNameOf } from "../servers/servers";
 
 // The public security page and its "how we keep it" pages: for everyone, logged in or not.
 
@@ -12,7 +12,11 @@ export const securityPageRoutes = new Hono<AppEnv>()
     const { ctx } = c.var;
     const viewer = c.var.auth?.user ?? null;
     const servers = viewer
-      ? (await listServers(ctx.db, viewer.id)).map((server) => ({ id: server.id, serverName: serverNameOf(ctx.config, server.name) }))
+      ? (await listServers(ctx.db, viewer.id)).map((server) => ({
+          id: server.id,
+          serverName: matrixServerNameOf(ctx.config, server),
+          customServerName: server.serverName !== null,
+        }))
       : null;
     return c.html(<SecurityPage viewer={viewer} servers={servers} />);
   })

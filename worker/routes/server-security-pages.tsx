@@ -7,7 +7,7 @@ import type { AppEnv } from "../http/context";
 import { MessagePage } from "../pages/auth";
 import { noticeFor } from "../pages/layout";
 import { ServerSecurityPage } from "../pages/server-security";
-import { ownedServer, serverNameOf } from "../servers/servers";
+import { matrixServerNameOf, ownedServer } from "../servers/servers";
 
 type SecurityPageContext = Context<SessionAppEnv>;
 
@@ -18,7 +18,7 @@ async function renderSecurity(c: SecurityPageContext, error?: string) {
     <ServerSecurityPage
       user={user}
       serverId={server.id}
-      serverName={serverNameOf(ctx.config, server.name)}
+      serverName={matrixServerNameOf(ctx.config, server)}
       running={server.status === "running"}
       checking={(await checksUnderWay(ctx, server.id)) !== undefined}
       checks={await serverChecks(ctx.db, server, ctx.now)}

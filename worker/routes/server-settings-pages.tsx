@@ -8,7 +8,7 @@ import { MessagePage } from "../pages/auth";
 import { noticeFor } from "../pages/layout";
 import { ServerSettingsPage, settingsFormValues, type SettingsFormValues } from "../pages/server-settings";
 import type { AppEnv } from "../http/context";
-import { ownedServer, serverNameOf } from "../servers/servers";
+import { matrixServerNameOf, ownedServer } from "../servers/servers";
 import { changeSettings, describeSettings, settingsChange, type SettingsChange } from "../servers/settings";
 
 type SettingsPageContext = Context<SessionAppEnv>;
@@ -54,7 +54,7 @@ async function renderSettings(c: SettingsPageContext, extra: { error?: string; v
     <ServerSettingsPage
       user={user}
       serverId={server.id}
-      serverName={serverNameOf(ctx.config, server.name)}
+      serverName={matrixServerNameOf(ctx.config, server)}
       running={server.status === "running"}
       view={view}
       values={extra.values ?? settingsFormValues(view.settings)}

@@ -14,7 +14,8 @@ import { sessionIsLive } from "../auth/sessions";
 import { servers } from "../db/schema";
 import { createAdminPasswordLink, setAdminPassword } from "../servers/admin-password";
 import { deleteOwnedServer } from "../servers/deletion";
-import { serverNameSchema } from "../servers/names";
+import { checkDelegationNow, delegationStatus, publishDelegationLater } from "../servers/delegation";
+import { customServerNameSchema, serverNameSchema } from "../servers/names";
 import { changeServerState, createServer, latestLifecycleJob, listServers, ownedServer } from "../servers/servers";
 import { lastUpkeep } from "../servers/upkeep";
 import { movesForCustomer } from "../servers/migration";
@@ -31,8 +32,24 @@ const rangeQuery = z.object({
 export const serverRoutes = new Hono<AppEnv>()
   .post("/", requireSession, async (c) => {
     const { ctx, user } = c.var;
-    const { name, region } = await readJson(c, z.strictObject({ name: serverNameSchema, region: z.enum(REGIONS) }));
-    const server = await createServer(ctx, user, name, region);
+    const customServerName = customServerNameSchema({ homeserverDomain: ctx.config.homeservers.domain, production: ctx.config.environment === "production" });
+    const { name, region, serverName, publishDelegationLater } = await readJson(
+      c,
+      z
+        .strictObject({
+          name: serverNameSchema,
+          region: z.enum(REGIONS),
+          serverName: customServerName.optional(),
+          // Provision before the domain delegates: only as said, and only with a domain (PUBLISH_LATER_WARNING).
+          publishDelegationLater: z.literal(true).optional(),
+        })
+        .refine((body) => body.serverName !== undefined || body.publishDelegationLater === undefined, {
+          path: ["publishDelegationLater"],
+          message: "only with a serverName",
+        }),
+    );
+    const custom = serverName ? { serverName, publishLater: publishDelegationLater === true } : null;
+    const server = await createServer(ctx, user, name, region, custom);
     return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 201);
   })
   .get("/", requireSession, async (c) => {
@@ -97,6 +114,22 @@ export const serverRoutes = new Hono<AppEnv>()
         current = fresh;
       }
     });
+  })
+  // What the owner publishes on their own domain so that clients and federation find the homeserver, and whether it does.
+  .get("/:id/delegation", requireSession, async (c) => {
+    const { ctx, user } = c.var;
+    return c.json(await delegationStatus(ctx, await ownedServer(ctx.db, user.id, c.req.param("id"))));
+  })
+  // The host fetches the well-knowns: the answer is the job; GET shows the verdict once it finished.
+  .post("/:id/delegation/check", requireSession, async (c) => {
+    const job = await checkDelegationNow(c.var.ctx, c.var.user, c.req.param("id"));
+    return c.json({ jobId: job.id }, 202);
+  })
+  .post("/:id/delegation/publish-later", requireSession, async (c) => {
+    const { ctx, user } = c.var;
+    await readJson(c, z.strictObject({ confirm: z.literal(true) }));
+    const server = await publishDelegationLater(ctx, user, c.req.param("id"));
+    return c.json(presentServer(ctx.config, server, await latestLifecycleJob(ctx.db, server)), 202);
   })
   .get("/:id/usage", requireSession, async (c) => {
     const { ctx, user } = c.var;

@@ -8,7 +8,24 @@ import { removeServerDns } from "../dns/records";
 import { ApiError, conflict } from "../errors";
 import { ownedServer, startLifecycleJob } from "./servers";
 
-export const DELETE_FROM: ServerStatus[] = ["running", "stopped", "suspended", "failed"];
+export const DELETE_FROM: ServerStatus[] = ["running", "stopped", "suspended", "failed", "awaiting_delegation"];
+
+/**
+ * A homeserver still waiting for its delegation has nothing on its host: no final backup, it is
+ * deleted at once with its DNS records. Its name stays claimed as every name does, but its domain
+ * is given back: no homeserver ever ran under it, so no server out there trusts a key for it.
+ */
+export async function deleteUnmade(ctx: WorkContext, server: Server, actor: Actor): Promise<Server> {
+  const [deleted] = await ctx.db
+    .update(servers)
+    .set({ status: "deleted", statusReason: null, serverName: null, updatedAt: ctx.now })
+    .where(and(eq(servers.id, server.id), eq(servers.status, "awaiting_delegation")))
+    .returning();
+  if (!deleted) throw conflict("invalid_state", "The server changed state meanwhile; try again.");
+  await audit(ctx.db, ctx.now, actor, "server.deleted", server.id, { from: server.status, serverName: server.serverName });
+  await removeServerDns(ctx, deleted);
+  return deleted;
+}
 
 /**
  * Deleting a homeserver starts with a final backup, during which the server is
@@ -20,6 +37,7 @@ export async function requestDeletion(ctx: WorkContext, server: Server, actor: A
   if (!DELETE_FROM.includes(server.status)) {
     throw conflict("invalid_state", `The server is ${server.status}; it can be deleted when it is ${DELETE_FROM.join(", ")}.`);
   }
+  if (server.status === "awaiting_delegation") return deleteUnmade(ctx, server, actor);
   const [deleting] = await ctx.db
     .update(servers)
     // No lifecycle job while the final backup is taken: a late outcome of an earlier one changes nothing.
@@ -43,7 +61,7 @@ export async function requestDeletion(ctx: WorkContext, server: Server, actor: A
 /** DELETE /api/servers/:id: the owner's homeserver, whose host must be connected to take the final backup. */
 export async function deleteOwnedServer(ctx: WorkContext, user: User, serverId: string): Promise<Server> {
   const server = await ownedServer(ctx.db, user.id, serverId);
-  await requireOnlineHost(ctx.db, server);
+  if (server.status !== "awaiting_delegation") await requireOnlineHost(ctx.db, server);
   return requestDeletion(ctx, server, `user:${user.id}`);
 }
 

@@ -1,8 +1,10 @@
 import { and, eq, sql } from "drizzle-orm";
 import type { AdministrationJobKind, HomeserverJobKind } from "../../protocol/jobs";
 import { settleBackupJob } from "../backups/backups";
+import { applyDelegationOutcome } from "../checks/delegation";
 import { applyChecksOutcome } from "../checks/runs";
 import type { WorkContext } from "../context";
+import { applyFullExportOutcome } from "../exports/exports";
 import { applyRestoreVerifyOutcome, requestRestoreVerification, verifyFirstBackup } from "../checks/restore-verification";
 import { servers, type Job, type ServerStatus } from "../db/schema";
 import { payloadOf, resultOf } from "../fleet/jobs";
@@ -29,6 +31,8 @@ type LifecycleJobKind = Exclude<
   HomeserverJobKind,
   | "homeserver.backup"
   | "homeserver.checks"
+  | "homeserver.delegation_check"
+  | "homeserver.full_export"
   | "homeserver.legal_export"
   | "homeserver.resize"
   | "homeserver.restore_verify"
@@ -69,7 +73,9 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
   if (job.kind === "homeserver.settings.apply") return applySettingsOutcome(ctx, job);
   if (job.kind === "homeserver.upkeep") return applyUpkeepOutcome(ctx, job);
   if (job.kind === "homeserver.checks") return applyChecksOutcome(ctx, job);
+  if (job.kind === "homeserver.delegation_check") return applyDelegationOutcome(ctx, job);
   if (job.kind === "homeserver.legal_export") return applyLegalExportOutcome(ctx, job);
+  if (job.kind === "homeserver.full_export") return applyFullExportOutcome(ctx, job);
   if (!isLifecycleJob(job.kind) || !job.serverId) return;
   const outcome = OUTCOMES[job.kind];
   const ok = job.status === "succeeded";

@@ -1,9 +1,9 @@
 import { and, desc, eq, inArray, like, ne, notLike, sql, type SQL } from "drizzle-orm";
 import type { HomeserverJobKind, JobPayload } from "../../protocol/jobs";
-import { audit } from "../audit/audit";
+import { audit, type Actor } from "../audit/audit";
 import { billingSummary } from "../billing/billing";
 import { mayRun } from "../billing/entitlement";
-import type { Plan } from "../billing/plans";
+import { planById, type Plan } from "../billing/plans";
 import type { WorkerConfig } from "../config";
 import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
@@ -16,14 +16,27 @@ import { pointServerAtLater } from "../dns/records";
 import { hasRoomSql, placementCandidates, takesPlacementsSql } from "./placement";
 import { withinPlan } from "./settings";
 
-export function serverNameOf(config: WorkerConfig, name: string): string {
+/**
+ * Where a homeserver is served: its DNS records, certificate, proxy route and URL. Always
+ * `<name>.<HOMESERVER_DOMAIN>`, whatever its Matrix server name.
+ */
+export function servedHostOf(config: WorkerConfig, name: string): string {
   return `${name}.${config.homeservers.domain}`;
 }
 
-/** Where clients reach a homeserver: https://<server name>, with the port when it is not 443. */
+/**
+ * A homeserver's Matrix server name: the part after the colon in its user ids, what federation and
+ * clients know it by. The customer's own domain when they chose one (delegated to the served host by
+ * the well-knowns they publish), else its served host.
+ */
+export function matrixServerNameOf(config: WorkerConfig, server: Pick<Server, "name" | "serverName">): string {
+  return server.serverName ?? servedHostOf(config, server.name);
+}
+
+/** Where clients reach a homeserver: https://<served host>, with the port when it is not 443. */
 export function homeserverUrlOf(config: WorkerConfig, name: string): string {
   const { httpsPort } = config.homeservers;
-  return `https://${serverNameOf(config, name)}${httpsPort === 443 ? "" : `:${httpsPort}`}`;
+  return `https://${servedHostOf(config, name)}${httpsPort === 443 ? "" : `:${httpsPort}`}`;
 }
 
 /**
@@ -33,13 +46,13 @@ export function homeserverUrlOf(config: WorkerConfig, name: string): string {
  */
 export function homeserverSpec(
   config: WorkerConfig,
-  server: Pick<Server, "id" | "name"> & Partial<Pick<Server, "settings">>,
+  server: Pick<Server, "id" | "name" | "serverName"> & Partial<Pick<Server, "settings">>,
   plan: Plan,
 ): JobPayload<"homeserver.provision"> {
   return {
     serverId: server.id,
     name: server.name,
-    serverName: serverNameOf(config, server.name),
+    serverName: matrixServerNameOf(config, server),
     publicBaseUrl: `${homeserverUrlOf(config, server.name)}/`,
     planId: plan.id,
     resources: plan.resources,
@@ -47,6 +60,14 @@ export function homeserverSpec(
     images: { ...config.homeservers.images },
     ...(server.settings ? { settings: withinPlan(server.settings, plan) } : {}),
   };
+}
+
+/** What a host needs to check a homeserver's delegation: its own domain, and where it is served (which the well-knowns must name). */
+export function delegationCheckPayload(
+  config: WorkerConfig,
+  server: Pick<Server, "id" | "name"> & { serverName: string },
+): JobPayload<"homeserver.delegation_check"> {
+  return { serverId: server.id, serverName: server.serverName, publicBaseUrl: `${homeserverUrlOf(config, server.name)}/` };
 }
 
 export async function listServers(db: Database, userId: string): Promise<Server[]> {
@@ -89,7 +110,19 @@ export async function latestLifecycleJob(db: Database, server: Server) {
 }
 
 const nameTaken = (name: string) => conflict("name_taken", `The name ${name} is taken. Names are permanent: pick another.`);
+// Whose it is is not said: that a domain is on Berth tells nobody more than its well-knowns already do, its owner does.
+const serverNameTaken = (serverName: string) =>
+  conflict("server_name_taken", `${serverName} is already the server name of another homeserver. A domain can be the server name of one homeserver only.`);
 const serverLimit = () => conflict("server_limit", "Your plan includes one homeserver, and you have it already.");
+
+/** The customer's own domain as a new homeserver's server name. */
+export interface CustomServerName {
+  serverName: string;
+  /** The owner confirmed they publish the well-knowns later: provisioned at once, though federation and clients fail until they do. */
+  publishLater: boolean;
+}
+
+const AWAITING_DELEGATION = "waiting for the well-knowns on its domain to pass the delegation check";
 
 /**
  * Creates a homeserver and sends its provisioning job. The checks that matter
@@ -99,8 +132,13 @@ const serverLimit = () => conflict("server_limit", "Your plan includes one homes
  * by its row in server_names, which is never deleted (a name is never given
  * out again). The reads before are for clear answers only. Its DNS records are written after the
  * answer (pointServerAtLater): a slow or failing provider neither delays nor fails the create.
+ * With the customer's own domain, it is only placed (awaiting_delegation) and its host asked to check
+ * the domain's well-knowns; a pass provisions it (provisionAwaitingServer).
  */
-export async function createServer(ctx: WorkContext, user: User, name: string, region: Region): Promise<Server> {
+export async function createServer(ctx: WorkContext, user: User, name: string, region: Region, custom: CustomServerName | null = null): Promise<Server> {
+  const serverName = custom?.serverName ?? null;
+  // Nothing is made on the host until the domain delegates to it, unless its owner said they publish later.
+  const awaiting = custom !== null && !custom.publishLater;
   const summary = await billingSummary(ctx.db, user.id);
   const plan = summary.plan;
   if (!mayRun(summary.entitlement.state) || !plan) {
@@ -109,6 +147,10 @@ export async function createServer(ctx: WorkContext, user: User, name: string, r
   if ((await listServers(ctx.db, user.id)).length > 0) throw serverLimit();
   const [taken] = await ctx.db.select({ name: serverNames.name }).from(serverNames).where(eq(serverNames.name, name));
   if (taken) throw nameTaken(name);
+  if (serverName) {
+    const [held] = await ctx.db.select({ id: servers.id }).from(servers).where(eq(servers.serverName, serverName));
+    if (held) throw serverNameTaken(serverName);
+  }
 
   const id = crypto.randomUUID();
   const provisionJobId = crypto.randomUUID();
@@ -117,11 +159,13 @@ export async function createServer(ctx: WorkContext, user: User, name: string, r
       id,
       userId: user.id,
       name,
+      serverName,
       region,
       hostId: host.id,
       planId: plan.id,
-      status: "provisioning" as const,
-      lifecycleJobId: provisionJobId,
+      status: awaiting ? ("awaiting_delegation" as const) : ("provisioning" as const),
+      statusReason: awaiting ? AWAITING_DELEGATION : null,
+      lifecycleJobId: awaiting ? null : provisionJobId,
       createdAt: ctx.now,
       updatedAt: ctx.now,
     };
@@ -132,24 +176,74 @@ export async function createServer(ctx: WorkContext, user: User, name: string, r
         insertWhere(ctx.db, servers, server, and(takesPlacementsSql(host.id), hasRoomSql(host.id, plan, ctx.now))!),
         // A name some server ever had fails this insert, and with it the whole batch.
         insertWhere(ctx.db, serverNames, { name, serverId: id, claimedAt: ctx.now }, created),
-        insertWhere(ctx.db, workloads, { id, hostId: host.id, kind: "homeserver", spec, desired: "present", createdAt: ctx.now, updatedAt: ctx.now }, created),
+        ...(awaiting
+          ? []
+          : [
+              insertWhere(
+                ctx.db,
+                workloads,
+                { id, hostId: host.id, kind: "homeserver", spec, desired: "present", createdAt: ctx.now, updatedAt: ctx.now },
+                created,
+              ),
+            ]),
       ]);
     } catch (error) {
       const message = String(error);
       if (message.includes("UNIQUE") && message.includes("user_id")) throw serverLimit();
+      if (message.includes("UNIQUE") && message.includes("servers.server_name")) throw serverNameTaken(serverName!);
       if (message.includes("UNIQUE") && message.includes("name")) throw nameTaken(name);
       throw error;
     }
     const [placed] = await ctx.db.select().from(servers).where(eq(servers.id, id));
     // Another request took the last of this host's room meanwhile: try the next host.
     if (!placed) continue;
-    await audit(ctx.db, ctx.now, `user:${user.id}`, "server.created", id, { name, region, hostId: host.id });
-    await dispatchJob(ctx.db, ctx.env, { id: provisionJobId, hostId: host.id, kind: "homeserver.provision", payload: spec }, ctx.now);
+    const named = custom ? { serverName: custom.serverName, publishLater: custom.publishLater } : {};
+    await audit(ctx.db, ctx.now, `user:${user.id}`, "server.created", id, { name, ...named, region, hostId: host.id });
+    if (awaiting) {
+      const payload = delegationCheckPayload(ctx.config, { id, name, serverName: custom.serverName });
+      await dispatchJob(ctx.db, ctx.env, { hostId: host.id, kind: "homeserver.delegation_check", payload }, ctx.now);
+    } else {
+      await dispatchJob(ctx.db, ctx.env, { id: provisionJobId, hostId: host.id, kind: "homeserver.provision", payload: spec }, ctx.now);
+    }
     // Synapse provisions meanwhile; only its certificate waits for the record (Caddy retries issuance).
     await pointServerAtLater(ctx, placed, host);
     return placed;
   }
   throw conflict("no_capacity", `No host in ${region} has room for a ${plan.name} homeserver right now. Try another region or try again later.`);
+}
+
+/**
+ * Provisions a homeserver that waited for its delegation (its check passed, or its owner confirmed
+ * they publish later). The status moves and the workload is written in one batch, conditional on
+ * the server still waiting, so concurrent callers provision it once; an account billing does not let
+ * run leaves it waiting. Null when it did not start.
+ */
+export async function provisionAwaitingServer(ctx: WorkContext, server: Server, actor: Actor, detail: Record<string, unknown>): Promise<Server | null> {
+  if (server.status !== "awaiting_delegation" || !server.hostId) return null;
+  const plan = planById(server.planId);
+  if (!plan || !mayRun((await billingSummary(ctx.db, server.userId)).entitlement.state)) return null;
+  const jobId = crypto.randomUUID();
+  const spec = homeserverSpec(ctx.config, server, plan);
+  await ctx.db.batch([
+    ctx.db
+      .update(servers)
+      .set({ status: "provisioning", statusReason: null, lifecycleJobId: jobId, updatedAt: ctx.now })
+      .where(and(eq(servers.id, server.id), eq(servers.status, "awaiting_delegation"))),
+    insertWhere(
+      ctx.db,
+      workloads,
+      { id: server.id, hostId: server.hostId, kind: "homeserver", spec, desired: "present", createdAt: ctx.now, updatedAt: ctx.now },
+      sql`EXISTS (SELECT 1 FROM ${servers} WHERE ${servers.id} = ${server.id} AND ${servers.lifecycleJobId} = ${jobId})`,
+    ),
+  ]);
+  const [moved] = await ctx.db
+    .select()
+    .from(servers)
+    .where(and(eq(servers.id, server.id), eq(servers.lifecycleJobId, jobId)));
+  if (!moved) return null;
+  await audit(ctx.db, ctx.now, actor, "server.provisioning_started", server.id, detail);
+  await dispatchJob(ctx.db, ctx.env, { id: jobId, hostId: server.hostId, kind: "homeserver.provision", payload: spec }, ctx.now);
+  return moved;
 }
 
 /**

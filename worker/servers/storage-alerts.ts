@@ -8,7 +8,7 @@ import { ApiError } from "../errors";
 import { USAGE_RETENTION } from "../fleet/usage";
 import { mailerFor } from "../mail/mailer";
 import { templates } from "../mail/templates";
-import { serverNameOf } from "./servers";
+import { matrixServerNameOf } from "./servers";
 
 const MINUTE = 60_000;
 /** Only figures this recent raise or clear an alert: a silent host says nothing about its servers' storage now. */
@@ -142,7 +142,7 @@ async function notifyStorageAlerts(ctx: WorkContext, figure: QuotaFigures): Prom
   }
   const highest = Math.max(...claimed.map((alert) => alert.threshold));
   const [server] = await db
-    .select({ id: servers.id, name: servers.name, hostId: servers.hostId, email: users.email })
+    .select({ id: servers.id, name: servers.name, serverName: servers.serverName, hostId: servers.hostId, email: users.email })
     .from(servers)
     .innerJoin(users, eq(users.id, servers.userId))
     .where(eq(servers.id, figure.serverId));
@@ -150,7 +150,7 @@ async function notifyStorageAlerts(ctx: WorkContext, figure: QuotaFigures): Prom
     .select({ email: users.email })
     .from(users)
     .where(and(eq(users.role, "operator"), isNotNull(users.emailVerifiedAt), isNull(users.deletedAt)));
-  const serverName = serverNameOf(ctx.config, server!.name);
+  const serverName = matrixServerNameOf(ctx.config, server!);
   const facts = { threshold: highest, usedBytes: figure.usedBytes, quotaBytes: figure.quotaBytes };
   try {
     const mailer = mailerFor(ctx);

@@ -13,7 +13,7 @@ import { dispatchJob } from "../fleet/hosts";
 import { awaitJob, getJob, JOB_DEADLINE_EXCEEDED, payloadOf, resultOf } from "../fleet/jobs";
 import { settleRoomJob } from "./room-jobs";
 import { createPasswordLink, invalidPasswordLink, passwordLinkUser, releasePasswordLink, usePasswordLink } from "./admin-password";
-import { homeserverUrlOf, ownedServer, requireMayRun, serverNameOf } from "./servers";
+import { homeserverUrlOf, matrixServerNameOf, ownedServer, requireMayRun } from "./servers";
 
 // A homeserver's users and registration tokens, administered by its owner. The Worker holds no
 // credential of the homeserver: each action is a job the host's agent runs against Synapse's
@@ -83,7 +83,7 @@ function planOf(server: Server): Plan {
 
 /** `@localpart:<server name>`. */
 export function matrixUserIdOf(config: WorkerConfig, server: Server, localpart: string): string {
-  return `@${localpart}:${serverNameOf(config, server.name)}`;
+  return `@${localpart}:${matrixServerNameOf(config, server)}`;
 }
 
 /** `userId` if it names a user of this homeserver; a 404 for another homeserver's, a 400 for what is no user id. */
@@ -92,7 +92,7 @@ export function localUserId(config: WorkerConfig, server: Server, userId: string
   if (!userId.startsWith("@") || separator < 0 || !localpartSchema.safeParse(userId.slice(1, separator)).success) {
     throw new ApiError(400, "validation_failed", "userId: a Matrix user id, @localpart:server.");
   }
-  if (userId.slice(separator + 1) !== serverNameOf(config, server.name)) throw notFound("No such user on this homeserver.");
+  if (userId.slice(separator + 1) !== matrixServerNameOf(config, server)) throw notFound("No such user on this homeserver.");
   return userId;
 }
 
@@ -368,7 +368,7 @@ export async function describePasswordLink(ctx: RequestContext, serverId: string
   const server = await linkServer(ctx, serverId);
   const userId = server && token ? await passwordLinkUser(ctx, server.id, token) : undefined;
   if (!server || !userId) return refuseLink(ctx);
-  return { userId, serverName: serverNameOf(ctx.config, server.name), homeserverUrl: homeserverUrlOf(ctx.config, server.name) };
+  return { userId, serverName: matrixServerNameOf(ctx.config, server), homeserverUrl: homeserverUrlOf(ctx.config, server.name) };
 }
 
 /**

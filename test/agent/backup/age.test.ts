@@ -3,9 +3,16 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { Decrypter, Encrypter, generateX25519Identity, identityToRecipient } from "age-encryption";
 import { afterEach, describe, expect, it } from "vitest";
-import { AgeDecryptStream, AgeEncryptStream, ageRecipientOf, generateAgeKeyPair, type AgeErrorCode } from "../../../agent/backup/age.ts";
+import {
+  AgeDecryptStream,
+  AgeEncryptStream,
+  agePassphraseRecipient,
+  ageRecipientOf,
+  generateAgeKeyPair,
+  type AgeErrorCode,
+} from "../../../agent/backup/age.ts";
 import { runCleanups, tempDir } from "../helpers.ts";
-import { agePayloadOffset, collect, pseudoRandomBytes, run, through } from "./helpers.ts";
+import { ageCliDecryptWithPassphrase, agePayloadOffset, collect, pseudoRandomBytes, run, through } from "./helpers.ts";
 
 afterEach(runCleanups);
 
@@ -153,5 +160,39 @@ describe("age decryption failures", () => {
       code: "trailing-data",
       message: expect.stringMatching(/data follows the end/),
     });
+  });
+});
+
+describe("age encryption to a passphrase (the scrypt recipient)", () => {
+  const passphrase = "correct horse battery staple ✓";
+
+  it("writes one scrypt stanza (16-byte salt, work factor) as the only recipient", async () => {
+    const file = await through(new AgeEncryptStream(await agePassphraseRecipient(passphrase, 10)), Buffer.from("x"));
+    const header = file.subarray(0, agePayloadOffset(file) - 16);
+    expect(header.toString("latin1")).toMatch(/^age-encryption\.org\/v1\n-> scrypt [A-Za-z0-9+/]{22} 10\n[A-Za-z0-9+/]{43}\n--- [A-Za-z0-9+/]{43}\n$/);
+  });
+
+  it.each([0, CHUNK + 1])("the age CLI decrypts it with the passphrase at the default work factor (%i bytes)", async (size) => {
+    const data = pseudoRandomBytes(size, `scrypt-${size}`);
+    const file = await through(new AgeEncryptStream(await agePassphraseRecipient(passphrase)), data);
+    expect(file.toString("latin1", 0, 60)).toMatch(/-> scrypt \S+ 18\n/);
+    expect(ageCliDecryptWithPassphrase(file, passphrase).equals(data)).toBe(true);
+  });
+
+  it("age-encryption (pure JS) decrypts it with the passphrase and not with another", async () => {
+    const data = pseudoRandomBytes(3 * CHUNK, "scrypt-js");
+    const file = await through(new AgeEncryptStream(await agePassphraseRecipient(passphrase, 12)), data);
+    const decrypter = new Decrypter();
+    decrypter.addPassphrase(passphrase);
+    expect(Buffer.from(await decrypter.decrypt(file)).equals(data)).toBe(true);
+    const wrong = new Decrypter();
+    wrong.addPassphrase("correct horse battery stapler");
+    await expect(wrong.decrypt(file)).rejects.toThrow();
+  });
+
+  it("salts each file anew and refuses an empty passphrase", async () => {
+    const header = async () => (await through(new AgeEncryptStream(await agePassphraseRecipient(passphrase, 10)), Buffer.from("x"))).toString("latin1", 0, 60);
+    expect(await header()).not.toBe(await header());
+    await expect(agePassphraseRecipient("")).rejects.toMatchObject({ code: "invalid-key" });
   });
 });

@@ -2,11 +2,12 @@
 // Debian tools (age, zstd, tar) that prove the format is the standard one.
 import { spawnSync } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { Readable, type Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { localMediaFiles, type ArchiveFile, type BackupManifest } from "../../../agent/backup/archive.ts";
+import { tempDir } from "../helpers.ts";
 
 export function sha256(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
@@ -32,6 +33,15 @@ export function* unevenPieces(data: Buffer): Generator<Buffer> {
     yield data.subarray(offset, offset + size);
     offset += size;
   }
+}
+
+/** The age CLI, decrypting with a passphrase typed at its terminal (it reads passphrases only from a TTY). */
+export function ageCliDecryptWithPassphrase(file: Buffer, passphrase: string): Buffer {
+  const dir = tempDir();
+  writeFileSync(join(dir, "in.age"), file);
+  run("script", ["-qec", "age -d -o out in.age", "/dev/null"], Buffer.from(`${passphrase}\n`), dir);
+  // The CLI opens its output only when it writes plaintext: an empty file leaves none.
+  return existsSync(join(dir, "out")) ? readFileSync(join(dir, "out")) : Buffer.alloc(0);
 }
 
 /** Where an age file's payload starts: after the header's last line ("--- <mac>\n") and the 16-byte nonce. */

@@ -2,31 +2,19 @@
 // the homeserver's name, fails once a short-lived certificate is overdue for renewal, fails for a
 // certificate not valid for the name (a TLS server of the test's own, its CA trusted), and could not
 // check when nothing answers.
-import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkCertificate } from "../../../agent/checks/certificates.ts";
 import { CaddyProxy } from "../../../agent/proxy/caddy.ts";
+import { join } from "node:path";
 import { reservePort } from "../../ports.ts";
 import { TestRun, dockerUsable, ensureImages } from "../homeserver/helpers.ts";
+import { makeCertificate } from "./test-certificate.ts";
 import { httpsWhenReady, internalCaProxyConfig, makeTempDir, requireCaddy, startCaddy, type CaddyProcess } from "../proxy/caddy-harness.ts";
 
 const unusable = await dockerUsable();
 if (unusable) console.warn(`certificate check tests skipped: ${unusable}`);
-
-/** A CA and a leaf certificate for `name` it signed, made with openssl in `dir`. */
-function makeCertificate(dir: string, name: string): { ca: string; key: string; cert: string } {
-  const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-  run(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/O=Berth test CA/CN=Berth test CA"]);
-  run(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", `/CN=${name}`]);
-  writeFileSync(join(dir, "leaf.ext"), `subjectAltName=DNS:${name}\n`);
-  run(["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "leaf.pem", "-days", "30", "-extfile", "leaf.ext"]);
-  const read = (file: string) => readFileSync(join(dir, file), "utf8");
-  return { ca: read("ca.pem"), key: read("leaf.key"), cert: read("leaf.pem") };
-}
 
 describe.skipIf(unusable)("the certificates check (real Caddy with its internal CA, a real homeserver)", { timeout: 180_000 }, () => {
   let temp: ReturnType<typeof makeTempDir>;

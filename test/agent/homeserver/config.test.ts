@@ -515,9 +515,19 @@ describe("local federation (development only)", () => {
     ]);
   });
 
+  it("the proxy's stand-in domains are resolved like the homeservers' names", () => {
+    const proxy = parseProxyConfig({
+      tls: "internal",
+      storageDir: "/var/lib/berth/caddy",
+      standInDomains: { "acme.test": { host: "127.0.0.1", port: 20_001 } },
+    });
+    expect(localFederationOptions({ proxy }).standInDomains).toEqual(["acme.test"]);
+  });
+
   it("the flag needs the proxy on its internal CA with a storage directory: never a host on ACME (production)", () => {
     expect(localFederationOptions({ proxy: parseProxyConfig({ tls: "internal", storageDir: "/var/lib/berth/caddy" }) })).toEqual({
       caRootFile: "/var/lib/berth/caddy/pki/authorities/local/root.crt",
+      standInDomains: [],
     });
     for (const proxy of [
       undefined,

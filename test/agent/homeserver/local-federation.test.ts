@@ -62,4 +62,14 @@ describe.skipIf(unusable)("local federation's hosts files (real Docker Engine)",
     expect(entries(a.serverId).join("\n")).not.toContain(c.serverName);
     expect(statSync(hosts.hostsFile(a.serverId)).ino).toBe(stat.ino);
   });
+
+  it("a homeserver named by a customer's own domain is listed under the host it is served at, never under that domain", async () => {
+    const a = await homeserver("own-a");
+    const { serverId, publicBaseUrl, resources, images } = run.spec("own-domain");
+    const servedHost = new URL(publicBaseUrl).hostname;
+    records.write({ serverId, serverName: "acme.test", publicBaseUrl, uid: 200_001, images, resources, suspended: false });
+    await hosts.refresh();
+    expect(entries(a.serverId)).toContain(`${a.gateway}\t${servedHost}`);
+    expect(entries(a.serverId).join("\n")).not.toContain("acme.test");
+  });
 });

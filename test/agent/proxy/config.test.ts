@@ -24,6 +24,14 @@ describe("proxy settings", () => {
     expect(config).toMatchObject({ adminAddress: "127.0.0.1:2019", tls: "acme", httpsPort: 443, httpPort: 80, listenHost: "", maxBodyBytes: 50 * 1024 * 1024 });
     expect(() => parseProxyConfig({ tls: "internal", httpPort: 8443, httpsPort: 8443 })).toThrow(/must differ/);
   });
+  it("stands in for customers' domains only in development: names under .test, with the internal CA", () => {
+    const standInDomains = { "acme.test": { host: "127.0.0.1", port: 20_001 } };
+    expect(parseProxyConfig({ tls: "internal", standInDomains }).standInDomains).toEqual(standInDomains);
+    expect(() => parseProxyConfig({ acmeEmail: "ops@example.org", standInDomains })).toThrow(/standInDomains: .*tls "internal"/);
+    for (const domain of ["acme.com", "test", "acme.test.example.org", "-acme.test", "ACME.test"]) {
+      expect(() => parseProxyConfig({ tls: "internal", standInDomains: { [domain]: { host: "127.0.0.1", port: 20_001 } } }), domain).toThrow(/under \.test/);
+    }
+  });
 });
 
 describe("the Caddy config", () => {
@@ -115,6 +123,20 @@ describe("the Caddy config", () => {
     ) as any;
     expect(JSON.parse(route.handle[0].routes[0].handle[0].body)).toEqual({ "m.server": "a.test:8448" });
     expect(JSON.parse(route.handle[0].routes[1].handle[0].body)).toEqual({ "m.homeserver": { base_url: "https://a.test:8448" } });
+  });
+
+  it("a stand-in domain's route proxies everything to its local server, after the homeservers' routes and before the catch-all", () => {
+    const config = buildConfig(parseProxyConfig({ tls: "internal", standInDomains: { "acme.test": { host: "127.0.0.1", port: 20_001 } } }), {
+      "a.berth.localhost": { upstream: { host: "10.1.0.2", port: 8008 }, suspended: false },
+    }) as any;
+    const routes = config.apps.http.servers.berth.routes;
+    expect(routes.map((route: { "@id": string }) => route["@id"])).toEqual(["berth-a.berth.localhost", "stand-in-acme.test", "berth-fallback"]);
+    expect(routes[1]).toEqual({
+      "@id": "stand-in-acme.test",
+      match: [{ host: ["acme.test"] }],
+      handle: [{ handler: "reverse_proxy", upstreams: [{ dial: "127.0.0.1:20001" }] }],
+      terminal: true,
+    });
   });
 
   it("sameConfig ignores the order of host routes but not their content", () => {

@@ -7,6 +7,7 @@ import { jobOf, runningServer, serverView } from "../servers/server-helpers";
 import { rowCount } from "./account-helpers";
 import { succeeded } from "../fleet/fleet-helpers";
 import { exportUnderWay, reportExport, uploadExportFile } from "../legal/legal-helpers";
+import { exportOf, reportExported, uploadExport, waitForExport } from "../exports/export-helpers";
 
 afterEach(() => vi.useRealTimers());
 beforeEach(async () => {
@@ -74,6 +75,11 @@ describe("DELETE /api/me", () => {
     const legalExport = await exportUnderWay({ server });
     reportExport(legalExport, await uploadExportFile(legalExport));
     await vi.waitFor(async () => expect(await rowCount("SELECT 1 FROM legal_exports WHERE id = ? AND status = 'ready'", legalExport.exportId)).toBe(1));
+    // A full export, ready: its file goes when its week is over, its row with the account.
+    const fullExport = await exportOf(server);
+    await uploadExport(fullExport, [bytes(700, 1)]);
+    await reportExported(fullExport, bytes(700, 1));
+    await waitForExport(fullExport.exportId, { status: "ready" });
     const invoices = await rowCount("SELECT 1 FROM invoices WHERE user_id = ?", userId);
     expect(invoices).toBeGreaterThan(0);
     const serverName = (await serverView(owner.cookie, id)).name;
@@ -132,6 +138,8 @@ describe("DELETE /api/me", () => {
     expect(await rowCount("SELECT 1 FROM jobs WHERE payload LIKE ?", `%${id}%`)).toBe(0);
     expect(await rowCount("SELECT 1 FROM legal_exports WHERE server_id = ?", id)).toBe(0);
     expect(await rowCount("SELECT 1 FROM audit_log WHERE action = 'legal_export.files_deleted' AND target = ?", id)).toBe(1);
+    expect(await rowCount("SELECT 1 FROM server_exports WHERE server_id = ?", id)).toBe(0);
+    expect(await rowCount("SELECT 1 FROM audit_log WHERE action = 'export.expired' AND target = ?", id)).toBe(1);
     expect(await rowCount("SELECT 1 FROM invoices WHERE stripe_customer_id = ?", owner.customerId)).toBe(invoices);
   });
 

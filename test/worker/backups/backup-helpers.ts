@@ -5,7 +5,7 @@ import { signAgentRequest } from "../../../protocol/agent-requests";
 import type { JobPayload } from "../../../protocol/jobs";
 import { hex } from "../../../worker/crypto/bytes";
 import { dailyBackupHour } from "../../../worker/backups/maintenance";
-import { HOUR, call, post, setNow } from "../helpers";
+import { HOUR, call, expectError, post, setNow } from "../helpers";
 import { succeeded, type FakeAgent, type HostIdentity } from "../fleet/fleet-helpers";
 import { jobOf, runningServer } from "../servers/server-helpers";
 
@@ -145,4 +145,13 @@ export async function serverWithBackup() {
   expect((await uploadBackup(server.host, job.payload.uploadBase, [ciphertext])).status).toBe(200);
   server.agent.send(succeeded(job));
   return { ...server, job, backupId: job.payload.backupId, ciphertext };
+}
+
+/** `host` can neither write a part, complete nor abort the upload at `base`: each answer is a 404, as for no upload at all. */
+export async function expectUploadRefused(host: HostIdentity, base: string) {
+  const file = bytes(1000);
+  const parts = [{ partNumber: 1, size: file.length, sha256: await sha256(file) }];
+  await expectError(await signedCall(host, "PUT", `${base}/parts/1`, file), 404);
+  await expectError(await signedJson(host, `${base}/complete`, { parts, size: file.length, sha256: parts[0]!.sha256 }), 404);
+  await expectError(await signedJson(host, `${base}/abort`, { reason: "not mine" }), 404);
 }

@@ -1,21 +1,8 @@
-import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { dumpDatabase } from "../helpers";
 import { deliverAll, emulatorControl, paidButUndelivered, takeDeliveries } from "./stripe-helpers";
 
 afterEach(() => vi.restoreAllMocks());
-
-/** Every row of every table, as text. */
-async function dumpDatabase(): Promise<string> {
-  const tables = await env.DB.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%'").all<{
-    name: string;
-  }>();
-  const dump: string[] = [];
-  for (const { name } of tables.results) {
-    const rows = await env.DB.prepare(`SELECT * FROM "${name}"`).all();
-    dump.push(`${name}: ${JSON.stringify(rows.results)}`);
-  }
-  return dump.join("\n");
-}
 
 describe("card data", () => {
   it("is never stored or logged, even though Stripe's webhook payloads carry it", async () => {

@@ -266,6 +266,11 @@ export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {
     "homeserver.rooms.block": { outcome: "done", roomId: job.payload.roomId, blocked: job.payload.blocked },
     "homeserver.rooms.purge": { outcome: "purged", roomId: job.payload.roomId, membersRemoved: 2, membersNotRemoved: 0 },
     "homeserver.settings.apply": { serverId, settings: job.payload.settings },
+    "homeserver.delegation_check": {
+      serverId,
+      serverName: job.payload.serverName,
+      outcome: { result: "holds", evidence: { summary: `${job.payload.serverName} delegates to its served host.`, facts: [] } },
+    },
     "homeserver.checks": {
       serverId,
       outcomes: (job.payload.checks ?? []).map((checkId: string) => ({

@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { bytes, sha256, signedCall, signedJson } from "../backups/backup-helpers";
+import { bytes, expectUploadRefused, sha256, signedCall, signedJson } from "../backups/backup-helpers";
 import { HOST_FAILURE_TEXT } from "../../../worker/http/present";
 import { call, expectError } from "../helpers";
 import { exportAudit, exportRow, exportUnderWay, RECORDS, reportExport, uploadExportFile } from "./legal-helpers";
@@ -45,11 +45,8 @@ describe("uploading a legal export's host file", () => {
     const mine = await exportUnderWay();
     const theirs = await exportUnderWay();
     const file = bytes(1000);
-    const parts = [{ partNumber: 1, size: file.length, sha256: await sha256(file) }];
     // The other host runs an export job of its own, for another export: it gets the same answer as for no export.
-    await expectError(await signedCall(theirs.server.host, "PUT", `${mine.base}/parts/1`, file), 404);
-    await expectError(await signedJson(theirs.server.host, `${mine.base}/complete`, { parts, size: file.length, sha256: parts[0]!.sha256 }), 404);
-    await expectError(await signedJson(theirs.server.host, `${mine.base}/abort`, { reason: "not mine" }), 404);
+    await expectUploadRefused(theirs.server.host, mine.base);
     expect(await exportRow(mine.exportId)).toMatchObject({ status: "requested", size_bytes: null });
     const received = await env.DB.prepare("SELECT count(*) AS n FROM legal_export_parts WHERE export_id = ?").bind(mine.exportId).first<{ n: number }>();
     expect(received!.n).toBe(0);

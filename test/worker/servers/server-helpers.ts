@@ -85,3 +85,20 @@ export async function suspendedForNonPayment({ agent, owner, id }: Awaited<Retur
   await vi.waitFor(async () => expect((await serverView(cookie, id)).status).toBe("suspended"));
   return cookie;
 }
+
+/** A paying customer's homeserver whose Matrix server name is their own domain (`acme-<random>.test`), provisioned and running. */
+export async function runningCustomNamedServer() {
+  const { agent, host } = await onlineHost();
+  const owner = await subscriber();
+  const serverName = `acme-${crypto.randomUUID().slice(0, 8)}.test`;
+  const response = await post("/api/servers", { name: `hs-${crypto.randomUUID().slice(0, 8)}`, region: "us-east", serverName }, { cookie: owner.cookie });
+  expect(response.status).toBe(201);
+  const created = (await response.json()) as ServerView;
+  // It waits for its domain's well-knowns: the host finds them right, then sets it up.
+  const check = await jobOf(agent, "homeserver.delegation_check");
+  agent.send(succeeded(check.job));
+  const { job } = await jobOf(agent, "homeserver.provision");
+  agent.send(succeeded(job));
+  await vi.waitFor(async () => expect((await serverView(owner.cookie, created.id)).status).toBe("running"));
+  return { agent, host, owner, id: created.id, name: created.name, serverName };
+}

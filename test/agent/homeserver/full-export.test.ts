@@ -1,0 +1,145 @@
+// "Download your homeserver", run by the agent against a real Synapse: the
+// export is uploaded (signed, in parts, to a stand-in for the Worker's
+// endpoints), decrypted with the age CLI and the passphrase, unpacked with
+// zstd and tar, and read with stock pg_restore. It holds the database, the
+// media, the signing key, the settings and a README; it never holds Berth's
+// secrets or configuration, and the passphrase appears nowhere the agent said
+// anything. Its database is restored as its README says into the stock
+// PostgreSQL image.
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EXPORT_README, EXPORT_SETTINGS } from "../../../agent/homeserver/full-export.ts";
+import { signingKeyFileName } from "../../../agent/homeserver/secrets.ts";
+import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
+import { BACKUP_MIN_PART_SIZE } from "../../../protocol/messages.ts";
+import { ageCliDecryptWithPassphrase, run as runTool, shell } from "../backup/helpers.ts";
+import { runCleanups, tempDir } from "../helpers.ts";
+import { BackupTarget } from "./backup-target.ts";
+import { POSTGRES_IMAGE, TEST_RUN_LABEL, TestRun, dockerUsable, ensureImages } from "./helpers.ts";
+
+const unusable = await dockerUsable();
+if (unusable) console.warn(`homeserver full export tests skipped: ${unusable}`);
+
+const PASSPHRASE = `export passphrase ${randomBytes(6).toString("hex")}`;
+const MESSAGE = "the minutes of the allotment committee";
+const MEDIA = randomBytes(3000);
+/** The uid the stock PostgreSQL runs as (the test runs as root and gives it its data directory). */
+const STOCK_UID = 70991;
+
+describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stock pg_restore)", () => {
+  let testRun: TestRun;
+  let spec: ReturnType<TestRun["spec"]>;
+  let target: BackupTarget;
+  let result: { exportId: string; size: number; mediaFiles: number; parts: unknown[] };
+  let unpacked: string;
+  let roomId: string;
+
+  beforeAll(async () => {
+    await ensureImages();
+    testRun = new TestRun();
+    target = new BackupTarget(testRun.agentIdentity.hostId, testRun.agentIdentity.privateKey);
+    await target.start();
+    spec = testRun.spec("export");
+    await testRun.run("homeserver.provision", spec);
+    const token = (await testRun.login(spec.serverId, "alice", await testRun.registerUser(spec.serverId, spec.serverName, "alice"))).token!;
+    const base = await testRun.synapseBase(spec.serverId);
+    const room = await requestJson(`${base}/_matrix/client/v3/createRoom`, { method: "POST", token, body: { preset: "public_chat" } });
+    roomId = (room.body as { room_id: string }).room_id;
+    const sent = await requestJson(`${base}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t1`, {
+      method: "PUT",
+      token,
+      body: { msgtype: "m.text", body: MESSAGE },
+    });
+    expect(sent.status).toBe(200);
+    const uploaded = await fetch(`${base}/_matrix/media/v3/upload?filename=minutes.bin`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" },
+      body: MEDIA,
+    });
+    expect(uploaded.status).toBe(200);
+
+    const exportId = `export-${randomBytes(4).toString("hex")}`;
+    result = (await testRun.run("homeserver.full_export", {
+      serverId: spec.serverId,
+      exportId,
+      passphrase: PASSPHRASE,
+      partSize: BACKUP_MIN_PART_SIZE,
+      uploadBase: target.uploadBase(exportId),
+    })) as typeof result;
+    const ciphertext = target.object(exportId);
+    expect(result.size).toBe(ciphertext.length);
+    unpacked = tempDir();
+    writeFileSync(join(unpacked, "export.tar.zst"), ageCliDecryptWithPassphrase(ciphertext, PASSPHRASE));
+    shell("mkdir export && zstd -dc export.tar.zst | tar -x -C export", unpacked);
+  }, 600_000);
+
+  afterAll(async () => {
+    await target?.stop();
+    await testRun?.cleanup();
+    await runCleanups();
+  }, 180_000);
+
+  it("is an age file to the passphrase alone (one scrypt stanza)", () => {
+    const header = target.object(result.exportId).subarray(0, 200).toString("latin1");
+    expect(header).toMatch(/^age-encryption\.org\/v1\n-> scrypt \S{22} 18\n\S{43}\n--- /);
+    expect(target.object(result.exportId).includes(MESSAGE)).toBe(false);
+  });
+
+  it("holds a README, the settings, the signing key and the media; never Berth's secrets or its homeserver.yaml", () => {
+    const dir = join(unpacked, "export");
+    const readme = readFileSync(join(dir, EXPORT_README), "utf8");
+    expect(readme).toContain(`# Your homeserver ${spec.serverName}`);
+    expect(readme).toMatch(/pg_restore --no-owner/);
+    expect(readme).toMatch(/SYNAPSE_SERVER_NAME=/);
+    expect(readFileSync(join(dir, EXPORT_SETTINGS), "utf8")).toContain(`server_name: "${spec.serverName}"`);
+    const key = signingKeyFileName(spec.serverName);
+    expect(readFileSync(join(dir, "synapse", key), "utf8")).toBe(readFileSync(join(testRun.paths(spec.serverId).synapse, key), "utf8"));
+    expect(result.mediaFiles).toBe(1);
+    const local = join(dir, "synapse", "media_store", "local_content");
+    const files = shell("find . -type f", local).trim().split("\n");
+    expect(files).toHaveLength(1);
+    expect(readFileSync(join(local, files[0]!)).equals(MEDIA)).toBe(true);
+    expect(existsSync(join(dir, "secrets"))).toBe(false);
+    expect(readdirSync(join(dir, "synapse")).sort()).toEqual([key, "media_store"].sort());
+    const manifest = JSON.parse(readFileSync(join(dir, "berth-backup.json"), "utf8")) as { serverName: string };
+    expect(manifest.serverName).toBe(spec.serverName);
+  });
+
+  it("holds a dump stock pg_restore reads, with the users and the history", () => {
+    const dump = join(unpacked, "synapse.dump");
+    shell(`cat export/database/pg_dump.part-* > ${dump}`, unpacked);
+    const sql = runTool("pg_restore", ["--data-only", "-f", "-", dump]).toString("utf8");
+    expect(sql).toContain(`@alice:${spec.serverName}`);
+    expect(sql).toContain(MESSAGE);
+  });
+
+  it("never says the passphrase: not in the result, the progress, the logs or the containers", async () => {
+    const said = await testRun.everythingSaid(spec.serverId, [result]);
+    expect(said).not.toContain(PASSPHRASE);
+    expect(testRun.progress.some((p) => p.message?.includes("deriving the key"))).toBe(true);
+  });
+
+  it("restores as its README says into the stock PostgreSQL image: alice and her history are there", () => {
+    const label = `--label ${TEST_RUN_LABEL}=${testRun.prefix}`;
+    const net = `${testRun.prefix}-stock`;
+    const pgdata = join(unpacked, "postgres-data");
+    mkdirSync(pgdata);
+    // The locally built image runs as an unprivileged uid (the official one as its own user).
+    shell(`chown ${STOCK_UID}:${STOCK_UID} ${pgdata}`);
+    shell(`docker network create ${label} ${net}`);
+    shell(
+      `docker run -d ${label} --user ${STOCK_UID}:${STOCK_UID} -v ${pgdata}:/var/lib/postgresql/data --name ${net}-db --network ${net} ` +
+        `-e POSTGRES_USER=synapse -e POSTGRES_PASSWORD=stock-password -e POSTGRES_INITDB_ARGS="--encoding=UTF8 --locale=C" ${POSTGRES_IMAGE}`,
+    );
+    shell(`for i in $(seq 120); do docker exec ${net}-db pg_isready -q -h 127.0.0.1 -U synapse && exit 0; sleep 1; done; exit 1`);
+    shell(
+      `cat export/database/pg_dump.part-* | docker exec -i -e PGPASSWORD=stock-password ${net}-db pg_restore --no-owner --role=synapse -U synapse -d synapse --exit-on-error`,
+      unpacked,
+    );
+    const psql = (query: string) => shell(`docker exec -e PGPASSWORD=stock-password ${net}-db psql -U synapse -d synapse -At -c "${query}"`).trim();
+    expect(psql("SELECT name FROM users")).toContain(`@alice:${spec.serverName}`);
+    expect(psql(`SELECT count(*) FROM event_json WHERE room_id = '${roomId}' AND json LIKE '%${MESSAGE}%'`)).toBe("1");
+  }, 300_000);
+});
