@@ -58,10 +58,14 @@ export function captureLog(): CapturedLog {
 const realSetTimeout = globalThis.setTimeout;
 const realNow = performance.now.bind(performance);
 
-export async function waitFor<T>(fn: () => T | undefined | false | null, what = "condition", timeoutMs = 10_000): Promise<T> {
+export async function waitFor<T>(
+  fn: () => T | undefined | false | null | Promise<T | undefined | false | null>,
+  what = "condition",
+  timeoutMs = 10_000,
+): Promise<T> {
   const started = realNow();
   for (;;) {
-    const value = fn();
+    const value = await fn();
     if (value) return value;
     if (realNow() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(10);

@@ -1,6 +1,6 @@
 // Helpers for test/e2e/homeserver.test.ts (the product runs as agent-helpers'
 // DevServer with its local agent and Caddy): HTTPS to a homeserver through
-// Caddy trusting only Caddy's local CA; Matrix clients (matrix-js-sdk with its Rust crypto, stores in memory);
+// Caddy trusting only Caddy's local CA; Matrix clients (test/matrix-clients.ts, re-exported here);
 // encrypted attachments as the Matrix spec defines them; and the host-side
 // evidence (pg_dump, container logs, every file of the server's data dir).
 import { execFile } from "node:child_process";
@@ -10,35 +10,13 @@ import { lstatSync, readdirSync, readFileSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { beforeEach } from "vitest";
-import { createClient, type MatrixClient, type MatrixError, type MatrixEvent } from "matrix-js-sdk";
-import { logger as sdkGlobalLogger, type Logger } from "matrix-js-sdk/lib/logger.js";
+import type { MatrixClient, MatrixError, MatrixEvent } from "matrix-js-sdk";
 import { destroyDevHomeservers } from "../../scripts/dev-reset.mjs";
+import { anonymousClient, type FetchFn, type Login } from "../matrix-clients.ts";
 import { reservePort, reservePortPair } from "../ports.ts";
 import { DevServer, Fatal, sleep, tempRoot, waitFor, type Api } from "./agent-helpers";
 import { newestTokenLink } from "./browser-helpers";
 import type { presentBackup, presentServer } from "../../worker/http/present";
-
-// Parts of the SDK still log through its global loglevel logger (event sending, MatrixRTC), whose
-// children copy its methodFactory: below warnings, nothing.
-type LoglevelFactory = (method: string, level: number, name: string | symbol) => (...msg: unknown[]) => void;
-const sdkRoot = sdkGlobalLogger as unknown as { methodFactory: LoglevelFactory; rebuild(): void };
-const sdkFactory = sdkRoot.methodFactory;
-sdkRoot.methodFactory = (method, level, name) => (method === "warn" || method === "error" ? sdkFactory(method, level, name) : () => undefined);
-sdkRoot.rebuild();
-
-/** The SDK and its Rust crypto log every sync and key request: only warnings and errors are shown. */
-function quietLogger(prefix: string): Logger {
-  const logger: Logger = {
-    trace: () => undefined,
-    debug: () => undefined,
-    info: () => undefined,
-    // (a fresh account's push rules are completed by the SDK, with a warning each time)
-    warn: (...msg: unknown[]) => void (/^Adding default global/.test(String(msg[0])) || console.warn(prefix, ...msg)),
-    error: (...msg: unknown[]) => console.error(prefix, ...msg),
-    getChild: (namespace: string) => quietLogger(`${prefix}${namespace}`),
-  };
-  return logger;
-}
 
 // ---------- processes ----------
 
@@ -267,8 +245,6 @@ export function caddyDispatcher(
   return new Agent({ connect: { ca, lookup: lookup as never, rejectUnauthorized: true }, ...(localAddress ? { localAddress } : {}) });
 }
 
-export type FetchFn = typeof globalThis.fetch;
-
 export function fetchThrough(dispatcher: Agent): FetchFn {
   return ((input: string | URL, init?: RequestInit) => undiciFetch(input as string, { ...(init as object), dispatcher } as never)) as unknown as FetchFn;
 }
@@ -316,35 +292,15 @@ export async function matrixRequest<T = any>(
   }
 }
 
-// ---------- Matrix clients ----------
+// ---------- Matrix clients (more in test/matrix-clients.ts) ----------
 
-export interface Login {
-  userId: string;
-  deviceId: string;
-  accessToken: string;
-}
+export { sdkPasswordLogin, startCryptoClient, stopClient, type FetchFn, type Login } from "../matrix-clients.ts";
 
 export async function passwordLogin(fetchFn: FetchFn, baseUrl: string, user: string, password: string): Promise<Login> {
   const { body } = await matrixRequest<{ user_id: string; device_id: string; access_token: string }>(fetchFn, "POST", `${baseUrl}/_matrix/client/v3/login`, {
     body: { type: "m.login.password", identifier: { type: "m.id.user", user }, password, initial_device_display_name: "berth e2e" },
   });
   return { userId: body.user_id, deviceId: body.device_id, accessToken: body.access_token };
-}
-
-/** A client of the homeserver with no one logged in, for logging in and registering. */
-function anonymousClient(fetchFn: FetchFn, baseUrl: string): MatrixClient {
-  return createClient({ baseUrl, fetchFn, logger: quietLogger(`[${baseUrl}] `) });
-}
-
-/** Logs in with a password through matrix-js-sdk, as an app would; a refusal rejects with the SDK's MatrixError. */
-export async function sdkPasswordLogin(fetchFn: FetchFn, baseUrl: string, user: string, password: string): Promise<Login> {
-  const answer = await anonymousClient(fetchFn, baseUrl).loginRequest({
-    type: "m.login.password",
-    identifier: { type: "m.id.user", user },
-    password,
-    initial_device_display_name: "berth e2e",
-  });
-  return { userId: answer.user_id, deviceId: answer.device_id, accessToken: answer.access_token };
 }
 
 /**
@@ -381,36 +337,6 @@ export async function registerWithToken(
 
 const TOKEN_STAGE = "m.login.registration_token";
 
-/** A logged-in client with Rust crypto (its store in memory), syncing. */
-export async function startCryptoClient(fetchFn: FetchFn, baseUrl: string, login: Login): Promise<MatrixClient> {
-  const client = createClient({
-    baseUrl,
-    userId: login.userId,
-    deviceId: login.deviceId,
-    accessToken: login.accessToken,
-    fetchFn,
-    logger: quietLogger(`[${login.userId}] `),
-  });
-  await client.initRustCrypto({ useIndexedDB: false });
-  const prepared = new Promise<void>((resolve, reject) => {
-    client.on(
-      "sync" as never,
-      ((state: string, _previous: string, data?: { error?: Error }) => {
-        if (state === "PREPARED" || state === "SYNCING") resolve();
-        if (state === "ERROR") reject(new Error(`initial sync of ${login.userId} failed: ${String(data?.error)}`));
-      }) as never,
-    );
-  });
-  await client.startClient({ initialSyncLimit: 20, lazyLoadMembers: false });
-  await Promise.race([
-    prepared,
-    sleep(60_000).then(() => {
-      throw new Error(`${login.userId} did not finish its initial sync within 60 s`);
-    }),
-  ]);
-  return client;
-}
-
 /** Waits for a message event whose (clear) body is `body`; decryption failures are reported. */
 export async function waitForMessage(client: MatrixClient, roomId: string, body: string, timeoutMs = 60_000): Promise<MatrixEvent> {
   return waitFor(
@@ -432,11 +358,6 @@ export async function waitForMessage(client: MatrixClient, roomId: string, body:
     },
     { timeoutMs, intervalMs: 200 },
   );
-}
-
-export async function stopClient(client: MatrixClient | undefined): Promise<void> {
-  if (!client) return;
-  client.stopClient();
 }
 
 // ---------- encrypted attachments (the Matrix spec's v2: AES-256-CTR, SHA-256 of the ciphertext) ----------

@@ -5,27 +5,32 @@
 // media, the signing key, the settings and a README; it never holds Berth's
 // secrets or configuration, and the passphrase appears nowhere the agent said
 // anything. Its database is restored as its README says into the stock
-// PostgreSQL image.
+// PostgreSQL image, then run on Synapse's own generated config with the
+// exported signing key and media, where alice logs in with matrix-js-sdk and
+// reads her history: the encrypted part with the room keys she exported.
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Preset } from "matrix-js-sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EXPORT_README, EXPORT_SETTINGS } from "../../../agent/homeserver/full-export.ts";
 import { signingKeyFileName } from "../../../agent/homeserver/secrets.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { BACKUP_MIN_PART_SIZE } from "../../../protocol/messages.ts";
+import { sdkPasswordLogin, startCryptoClient, stopClient } from "../../matrix-clients.ts";
 import { ageCliDecryptWithPassphrase, run as runTool, shell } from "../backup/helpers.ts";
-import { runCleanups, tempDir } from "../helpers.ts";
+import { runCleanups, tempDir, waitFor } from "../helpers.ts";
 import { BackupTarget } from "./backup-target.ts";
-import { POSTGRES_IMAGE, TEST_RUN_LABEL, TestRun, dockerUsable, ensureImages } from "./helpers.ts";
+import { POSTGRES_IMAGE, SYNAPSE_IMAGE, TEST_RUN_LABEL, TestRun, dockerUsable, ensureImages } from "./helpers.ts";
 
 const unusable = await dockerUsable();
 if (unusable) console.warn(`homeserver full export tests skipped: ${unusable}`);
 
 const PASSPHRASE = `export passphrase ${randomBytes(6).toString("hex")}`;
 const MESSAGE = "the minutes of the allotment committee";
+const SECRET = `what only the committee reads ${randomBytes(4).toString("hex")}`;
 const MEDIA = randomBytes(3000);
-/** The uid the stock PostgreSQL runs as (the test runs as root and gives it its data directory). */
+/** The uid the stock PostgreSQL and Synapse run as (the test runs as root and gives them their data directories). */
 const STOCK_UID = 70991;
 
 describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stock pg_restore)", () => {
@@ -35,6 +40,10 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
   let result: { exportId: string; size: number; mediaFiles: number; parts: unknown[] };
   let unpacked: string;
   let roomId: string;
+  let password: string;
+  let encryptedRoomId: string;
+  /** alice's room keys as Element exports them: all she needs to read her encrypted history anywhere. */
+  let roomKeys: string;
 
   beforeAll(async () => {
     await ensureImages();
@@ -43,7 +52,8 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
     await target.start();
     spec = testRun.spec("export");
     await testRun.run("homeserver.provision", spec);
-    const token = (await testRun.login(spec.serverId, "alice", await testRun.registerUser(spec.serverId, spec.serverName, "alice"))).token!;
+    password = await testRun.registerUser(spec.serverId, spec.serverName, "alice");
+    const token = (await testRun.login(spec.serverId, "alice", password)).token!;
     const base = await testRun.synapseBase(spec.serverId);
     const room = await requestJson(`${base}/_matrix/client/v3/createRoom`, { method: "POST", token, body: { preset: "public_chat" } });
     roomId = (room.body as { room_id: string }).room_id;
@@ -59,6 +69,23 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
       body: MEDIA,
     });
     expect(uploaded.status).toBe(200);
+
+    // An encrypted private room, on alice's device, whose keys she exports.
+    const alice = await startCryptoClient(fetch, base, await sdkPasswordLogin(fetch, base, "alice", password));
+    try {
+      encryptedRoomId = (await alice.createRoom({ preset: Preset.PrivateChat, name: "committee" })).room_id;
+      await waitFor(
+        async () => alice.getRoom(encryptedRoomId) && (await alice.getCrypto()!.isEncryptionEnabledInRoom(encryptedRoomId)),
+        "the private room, encrypted by default",
+        30_000,
+      );
+      const { event_id } = await alice.sendTextMessage(encryptedRoomId, SECRET);
+      const sent = await requestJson(`${base}/_matrix/client/v3/rooms/${encodeURIComponent(encryptedRoomId)}/event/${encodeURIComponent(event_id)}`, { token });
+      expect((sent.body as { type: string }).type).toBe("m.room.encrypted");
+      roomKeys = await alice.getCrypto()!.exportRoomKeysAsJson();
+    } finally {
+      await stopClient(alice);
+    }
 
     const exportId = `export-${randomBytes(4).toString("hex")}`;
     result = (await testRun.run("homeserver.full_export", {
@@ -142,4 +169,76 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
     expect(psql("SELECT name FROM users")).toContain(`@alice:${spec.serverName}`);
     expect(psql(`SELECT count(*) FROM event_json WHERE room_id = '${roomId}' AND json LIKE '%${MESSAGE}%'`)).toBe("1");
   }, 300_000);
+
+  it("runs on stock Synapse as its README says: alice logs in with matrix-js-sdk and reads her history, the encrypted part with her exported room keys", async () => {
+    const label = `--label ${TEST_RUN_LABEL}=${testRun.prefix}`;
+    const net = `${testRun.prefix}-stock`;
+    const data = join(unpacked, "synapse-data");
+    mkdirSync(data);
+    shell(`chown ${STOCK_UID}:${STOCK_UID} ${data}`);
+    const synapse = (args: string) => shell(`docker run --rm ${label} --user ${STOCK_UID}:${STOCK_UID} -v ${data}:/data ${args}`);
+    // 4. Synapse generates its configuration for the same server name (the official image's
+    //    `generate`; here the image's Synapse itself).
+    synapse(`${SYNAPSE_IMAGE} --generate-config --server-name ${spec.serverName} --report-stats=no --config-path /data/homeserver.yaml --data-directory /data`);
+    // 5. The exported signing key replaces the generated one; the media goes in place.
+    const key = signingKeyFileName(spec.serverName);
+    shell(`cp export/synapse/${key} ${data}/${key} && mkdir -p ${data}/media_store && cp -r export/synapse/media_store/. ${data}/media_store/`, unpacked);
+    shell(`chown -R ${STOCK_UID}:${STOCK_UID} ${data}`);
+    // 6. The database section replaced and the exported settings merged in, with Synapse's own YAML
+    //    library. (The official image's generated listener is open; Synapse's own listens on loopback.)
+    writeFileSync(
+      join(unpacked, "edit-config.py"),
+      [
+        "import yaml",
+        'config = yaml.safe_load(open("/data/homeserver.yaml"))',
+        `config["database"] = {"name": "psycopg2", "args": {"user": "synapse", "password": "stock-password", "dbname": "synapse", "host": "${net}-db", "cp_min": 5, "cp_max": 10}}`,
+        `config.update(yaml.safe_load(open("/export/${EXPORT_SETTINGS}")))`,
+        'for listener in config["listeners"]: listener["bind_addresses"] = ["0.0.0.0"]',
+        'yaml.safe_dump(config, open("/data/homeserver.yaml", "w"))',
+        "",
+      ].join("\n"),
+    );
+    synapse(
+      `-v ${unpacked}/export:/export:ro -v ${unpacked}/edit-config.py:/edit-config.py:ro --entrypoint /opt/synapse/bin/python ${SYNAPSE_IMAGE} /edit-config.py`,
+    );
+    // 7. Synapse starts on the restored database.
+    shell(`docker run -d ${label} --user ${STOCK_UID}:${STOCK_UID} --name ${net}-synapse --network ${net} -v ${data}:/data ${SYNAPSE_IMAGE}`);
+    const ip = shell(`docker inspect -f '{{(index .NetworkSettings.Networks "${net}").IPAddress}}' ${net}-synapse`).trim();
+    const base = `http://${ip}:8008`;
+    await waitFor(
+      async () => {
+        if (shell(`docker inspect -f '{{.State.Running}}' ${net}-synapse`).trim() !== "true") {
+          throw new Error(`stock Synapse stopped: ${shell(`docker logs --tail 40 ${net}-synapse 2>&1`)}`);
+        }
+        return (await fetch(`${base}/health`).catch(() => undefined))?.ok;
+      },
+      "stock Synapse to answer /health",
+      180_000,
+    );
+
+    const login = await sdkPasswordLogin(fetch, base, "alice", password);
+    expect(login.userId).toBe(`@alice:${spec.serverName}`);
+    const alice = await startCryptoClient(fetch, base, login, { roomKeys });
+    try {
+      const bodies = async (id: string) => {
+        const events = alice.getRoom(id)?.getLiveTimeline().getEvents() ?? [];
+        await Promise.all(events.map((event) => event.getDecryptionPromise?.()));
+        return events.filter((event) => event.getType() === "m.room.message").map((event) => event.getContent().body as string);
+      };
+      expect(await waitFor(async () => (await bodies(roomId)).includes(MESSAGE), "the public room's message", 60_000)).toBe(true);
+      expect(
+        await waitFor(async () => (await bodies(encryptedRoomId)).includes(SECRET), "the encrypted message, decrypted with the exported keys", 60_000),
+      ).toBe(true);
+      expect(
+        alice
+          .getRoom(encryptedRoomId)!
+          .getLiveTimeline()
+          .getEvents()
+          .find((event) => event.getContent().body === SECRET)
+          ?.isEncrypted(),
+      ).toBe(true);
+    } finally {
+      await stopClient(alice);
+    }
+  }, 600_000);
 });
