@@ -182,7 +182,10 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
     synapse(`${SYNAPSE_IMAGE} --generate-config --server-name ${spec.serverName} --report-stats=no --config-path /data/homeserver.yaml --data-directory /data`);
     // 5. The exported signing key replaces the generated one; the media goes in place.
     const key = signingKeyFileName(spec.serverName);
-    shell(`cp export/synapse/${key} ${data}/${key} && mkdir -p ${data}/media_store && cp -r export/synapse/media_store/. ${data}/media_store/`, unpacked);
+    shell(
+      `cp export/synapse/${key} ${data}/${key} && mkdir -p ${data}/media_store && cp -r export/synapse/media_store/. ${data}/media_store/ && cp export/${EXPORT_SETTINGS} ${data}/exported-settings.yaml`,
+      unpacked,
+    );
     shell(`chown -R ${STOCK_UID}:${STOCK_UID} ${data}`);
     // 6. The database section replaced and the exported settings merged in, with Synapse's own YAML
     //    library. (The official image's generated listener is open; Synapse's own listens on loopback.)
@@ -192,7 +195,7 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
         "import yaml",
         'config = yaml.safe_load(open("/data/homeserver.yaml"))',
         `config["database"] = {"name": "psycopg2", "args": {"user": "synapse", "password": "stock-password", "dbname": "synapse", "host": "${net}-db", "cp_min": 5, "cp_max": 10}}`,
-        `config.update(yaml.safe_load(open("/export/${EXPORT_SETTINGS}")))`,
+        'config.update(yaml.safe_load(open("/data/exported-settings.yaml")))',
         'for listener in config["listeners"]: listener["bind_addresses"] = ["0.0.0.0"]',
         'yaml.safe_dump(config, open("/data/homeserver.yaml", "w"))',
         "",
