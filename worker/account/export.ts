@@ -10,6 +10,7 @@ import {
   entitlements,
   jobs,
   oneTimeTokens,
+  serverExports,
   serverMigrations,
   sessions,
   storageAlerts,
@@ -60,7 +61,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
       )
       .orderBy(asc(auditLog.id)),
   ]);
-  const [usageRows, upkeepRows, storageAlertRows, backupRows, jobRows, certificateRows, setupLinkRows, moveRows] = await Promise.all([
+  const [usageRows, upkeepRows, storageAlertRows, backupRows, jobRows, certificateRows, setupLinkRows, moveRows, exportRows] = await Promise.all([
     ofServers((ids) => db.select().from(workloadUsage).where(inArray(workloadUsage.workloadId, ids)).orderBy(asc(workloadUsage.at))),
     ofServers((ids) => db.select().from(upkeepRuns).where(inArray(upkeepRuns.serverId, ids)).orderBy(asc(upkeepRuns.finishedAt))),
     ofServers((ids) => db.select().from(storageAlerts).where(inArray(storageAlerts.serverId, ids)).orderBy(asc(storageAlerts.threshold))),
@@ -79,6 +80,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
     ),
     ofServers((ids) => db.select().from(adminPasswordLinks).where(inArray(adminPasswordLinks.serverId, ids))),
     ofServers((ids) => db.select().from(serverMigrations).where(inArray(serverMigrations.serverId, ids)).orderBy(asc(serverMigrations.startedAt))),
+    ofServers((ids) => db.select().from(serverExports).where(inArray(serverExports.serverId, ids)).orderBy(asc(serverExports.createdAt))),
   ]);
   const checkRows = await checkResultsOf(db, userId);
   const checksAbout = (serverId: string | null) =>
@@ -180,6 +182,17 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
             finishedAt: iso(move.finishedAt),
             outcome: move.phase === "succeeded" ? "moved" : move.phase === "failed" ? "stayed" : "under way",
             downtimeMs: move.downtimeMs,
+          })),
+        exports: exportRows
+          .filter((row) => row.serverId === server.id)
+          .map((row) => ({
+            id: row.id,
+            status: row.status,
+            sizeBytes: row.sizeBytes,
+            error: customerFailureText(row.error),
+            createdAt: iso(row.createdAt),
+            readyAt: iso(row.readyAt),
+            expiresAt: iso(row.expiresAt),
           })),
       })),
     },

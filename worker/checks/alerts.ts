@@ -1,5 +1,6 @@
-import { and, eq, gt, gte, inArray, isNotNull, isNull, ne, notExists, or, sql, type SQL } from "drizzle-orm";
+import { and, eq, gt, gte, inArray, isNotNull, isNull, ne, notExists, notInArray, or, sql, type SQL } from "drizzle-orm";
 import { alias, type AnySQLiteColumn } from "drizzle-orm/sqlite-core";
+import type { CheckId } from "../../protocol/checks";
 import { audit } from "../audit/audit";
 import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
@@ -17,6 +18,13 @@ export const CHECK_DIGEST_ACTION = "check.digest_sent";
 /** The UTC hour the hourly cron mails the digest: early morning in the US regions. */
 export const CHECK_DIGEST_HOUR = 12;
 const DAY_MS = 24 * 60 * 60 * 1000;
+/**
+ * Checks whose failure is the customer's to fix, not ours: the delegation check judges the documents
+ * they publish on their own domain, and its evidence quotes them. Their owner is told
+ * (checks/delegation.ts); operators are not alerted, and none of it enters an operator's log line,
+ * console or mail.
+ */
+export const CUSTOMERS_OWN_CHECKS: readonly string[] = ["delegation"] satisfies CheckId[];
 
 /**
  * For each failing result just recorded: an audit entry (by "system", about the server, or the
@@ -25,7 +33,7 @@ const DAY_MS = 24 * 60 * 60 * 1000;
  * a repeated call with the same rows alerts once.
  */
 export async function noteCheckFailures(ctx: WorkContext, rows: CheckResultRow[]): Promise<number> {
-  const failing = rows.filter((row) => row.result === "fails");
+  const failing = rows.filter((row) => row.result === "fails" && !CUSTOMERS_OWN_CHECKS.includes(row.checkId));
   if (failing.length === 0) return 0;
   const ids = failing.map((row) => row.id);
   // A row is noted after it was checked: the index on the log's time keeps this to recent entries.
@@ -124,6 +132,7 @@ export async function fleetCheckStatus(db: Database): Promise<FleetCheckStatus> 
     .where(
       and(
         inArray(checkResults.result, ["fails", "could_not_check"]),
+        notInArray(checkResults.checkId, [...CUSTOMERS_OWN_CHECKS]),
         or(isNull(checkResults.serverId), ne(servers.status, "deleted")),
         notExists(
           db
@@ -159,7 +168,13 @@ export async function mailCheckFailureDigest(ctx: WorkContext): Promise<number> 
     .select(FAILURE_COLUMNS)
     .from(checkResults)
     .leftJoin(servers, eq(servers.id, checkResults.serverId))
-    .where(and(eq(checkResults.result, "fails"), gt(checkResults.checkedAt, new Date(now.getTime() - DAY_MS))))
+    .where(
+      and(
+        eq(checkResults.result, "fails"),
+        notInArray(checkResults.checkId, [...CUSTOMERS_OWN_CHECKS]),
+        gt(checkResults.checkedAt, new Date(now.getTime() - DAY_MS)),
+      ),
+    )
     .orderBy(checkResults.checkedAt);
   if (failures.length === 0) return 0;
   const operators = await db

@@ -31,6 +31,15 @@ export async function serverExportById(db: Database, id: string): Promise<Server
   return row;
 }
 
+/** The export of `serverId` under way, if any: its host reads the homeserver's database and files until it ends. */
+export async function unfinishedServerExport(db: Database, serverId: string): Promise<{ id: string } | undefined> {
+  const [underWay] = await db
+    .select({ id: serverExports.id })
+    .from(serverExports)
+    .where(and(eq(serverExports.serverId, serverId), inArray(serverExports.status, UNFINISHED_EXPORT)));
+  return underWay;
+}
+
 /**
  * "Download your homeserver": the owner's passphrase is judged, then wrapped into the
  * `homeserver.full_export` job for the server's host, which encrypts the export to it and uploads
@@ -42,11 +51,7 @@ export async function requestServerExport(ctx: WorkContext, user: User, serverId
   if (!EXPORT_FROM.includes(server.status)) {
     throw conflict("invalid_state", `The server is ${server.status}; it can be exported when it is ${EXPORT_FROM.join(" or ")}.`);
   }
-  const [underWay] = await ctx.db
-    .select({ id: serverExports.id })
-    .from(serverExports)
-    .where(and(eq(serverExports.serverId, server.id), inArray(serverExports.status, UNFINISHED_EXPORT)));
-  if (underWay) throw exportRunning();
+  if (await unfinishedServerExport(ctx.db, server.id)) throw exportRunning();
   await requireOnlineHost(ctx.db, server);
   await throttleServerWork(ctx, server, "export_server");
 

@@ -9,6 +9,7 @@ import { insertWhere } from "../db/conditional-insert";
 import { serverMigrations, servers, workloads, type HostDrain, type Job, type MigrationPhase, type Server, type ServerMigration } from "../db/schema";
 import { ApiError, conflict, notFound } from "../errors";
 import { continueDrain } from "../fleet/drains";
+import { unfinishedServerExport } from "../exports/exports";
 import { dispatchJob, requireHost } from "../fleet/hosts";
 import { getJob, resultOf } from "../fleet/jobs";
 import { logError } from "../logging";
@@ -94,6 +95,9 @@ export async function startMigration(ctx: WorkContext, request: MigrationRequest
     throw conflict("host_not_accepted", "Customer data may not go to the target host (its data root is not encrypted).");
   if (source.status !== "online") throw conflict("source_offline", "The homeserver's host is not connected: it cannot take the final backup.");
   if (await unfinishedBackup(ctx.db, server.id)) throw conflict("backup_running", "A backup of this homeserver is under way; move it when it has finished.");
+  // The export reads the source's database and files: moving would stop and then destroy them under it.
+  if (await unfinishedServerExport(ctx.db, server.id))
+    throw conflict("export_running", "An export of this homeserver is under way; move it when it has finished.");
   const plan = planById(server.planId);
   if (!plan) throw conflict("invalid_state", "The homeserver's plan is unknown.");
 

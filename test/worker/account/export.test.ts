@@ -2,6 +2,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { call, expectError, PASSWORD } from "../helpers";
 import { manualBackup } from "../backups/backup-helpers";
+import { exportRow, exportOf as fullExportOf } from "../exports/export-helpers";
 import { runningServer } from "../servers/server-helpers";
 import { reportUsage, rowCount } from "./account-helpers";
 
@@ -89,6 +90,27 @@ describe("GET /api/me/export", () => {
     });
     expect(server.operations.map((operation: any) => operation.kind)).toEqual(["homeserver.provision", "homeserver.backup"]);
     expect(server.backups).toEqual([expect.objectContaining({ id: backupId, trigger: "manual", status: "pending" })]);
+  });
+
+  it("lists each full export of a homeserver as its owner sees it: never the passphrase or where the file is stored", async () => {
+    const server = await runningServer();
+    const asked = await fullExportOf(server);
+    const row = (await exportRow(asked.exportId))!;
+    const data = await exportOf(server.owner.cookie);
+    expect(data.matrixMetadata.servers[0].exports).toEqual([
+      { id: asked.exportId, status: row.status, sizeBytes: null, error: null, createdAt: expect.any(String), readyAt: null, expiresAt: null },
+    ]);
+    const { strings } = walk(data);
+    const stored = [asked.passphrase, row.r2_key, row.upload_id, asked.job.payload.uploadBase].filter(
+      (value): value is string => typeof value === "string" && value !== "",
+    );
+    expect(stored.length).toBeGreaterThan(1);
+    for (const value of stored) {
+      expect(
+        strings.some((text) => text.includes(value)),
+        value,
+      ).toBe(false);
+    }
   });
 
   it("holds nothing of another customer's", async () => {

@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { CHECK_DIGEST_HOUR, mailCheckFailureDigest, noteCheckFailures } from "../../../worker/checks/alerts";
+import { CHECK_DIGEST_HOUR, fleetCheckStatus, mailCheckFailureDigest, noteCheckFailures } from "../../../worker/checks/alerts";
 import { workContext } from "../../../worker/context";
 import type { HostIdentity } from "../fleet/fleet-helpers";
 import { HOUR, mailbox, runCron, setNow, verifiedUser } from "../helpers";
@@ -117,6 +117,24 @@ describe("promise check alerts", () => {
       await runCron(run);
     }
     expect(await digests()).toBe(before + 1);
+  });
+
+  it("leaves a customer's broken delegation to its owner: no audit entry, log line, console entry or digest (it quotes their domain's documents)", async () => {
+    const server = await homeserverOn(host.hostId);
+    const warnings: string[] = [];
+    vi.spyOn(console, "warn").mockImplementation((line: unknown) => void warnings.push(String(line)));
+    const at = digestHour(7);
+    const quoted = 'Delegation from acme.test is broken: https://acme.test/.well-known/matrix/server says "m.server": "call +1 555 0100 now", not "x:443".';
+    const row = await recordResult(server, "delegation", "fails", new Date(at.getTime() - HOUR), quoted);
+    const ctx = workContext(env, at);
+
+    expect(await noteCheckFailures(ctx, [row])).toBe(0);
+    expect(await checkAudits(server.id)).toEqual([]);
+    expect(warnings).toEqual([]);
+    expect((await fleetCheckStatus(ctx.db)).failing.filter((failing) => failing.serverId === server.id)).toEqual([]);
+    const before = (await mailbox(operatorEmail)).length;
+    expect(await mailCheckFailureDigest(ctx)).toBe(0);
+    expect(await mailbox(operatorEmail)).toHaveLength(before);
   });
 
   it("sends no digest when nothing failed in the last 24 hours", async () => {

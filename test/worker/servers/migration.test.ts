@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { planById } from "../../../worker/billing/plans";
 import { HOST_RESERVED_MEMORY_MIB, newcomerMemoryMiB } from "../../../worker/servers/admission";
 import { advance, call, expectError, MINUTE, runCron } from "../helpers";
+import { exportOf, reportFailed, waitForExport } from "../exports/export-helpers";
 import { operatorCookie, succeeded } from "../fleet/fleet-helpers";
 import { runningServer, serverView } from "./server-helpers";
 import {
@@ -93,6 +94,16 @@ describe("refusals, each with its reason", () => {
     await expectError(await post(owner.cookie, `/api/servers/${id}/stop`), 409, "invalid_state");
     await expectError(await post(owner.cookie, `/api/servers/${id}/backups`), 409, "invalid_state");
     await expectError(await call(`/api/servers/${id}`, { method: "DELETE", cookie: owner.cookie }), 409, "invalid_state");
+  });
+
+  it("refuses while an export of the homeserver is under way (its host reads the source's database and files), and moves it once the export ended", async () => {
+    const setUp = await moveSetUp();
+    const { operator, id, target } = setUp;
+    const underWay = await exportOf(setUp);
+    await expectError(await migrate(operator, id, target.host.hostId), 409, "export_running");
+    reportFailed(underWay, "the host ran out of disk");
+    await waitForExport(underWay.exportId, { status: "failed" });
+    expect((await migrate(operator, id, target.host.hostId)).status).toBe(202);
   });
 
   it("the target's room is reserved while it moves: a placement that would over-commit it is refused", async () => {
