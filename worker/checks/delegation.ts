@@ -43,12 +43,16 @@ export async function requestDelegationCheck(ctx: WorkContext, server: Server & 
  * its owner is told why and how to start over.
  */
 export async function lapseAwaitingDelegations(ctx: WorkContext): Promise<number> {
+  // Each with its owner's address, for the mail: one query, not one more per server.
   const lapsed = await ctx.db
-    .select()
+    .select({ server: servers, ownerEmail: users.email })
     .from(servers)
+    .leftJoin(users, eq(users.id, servers.userId))
     .where(and(eq(servers.status, "awaiting_delegation"), lte(servers.createdAt, new Date(ctx.now.getTime() - AWAITING_DELEGATION_DAYS * DAY_MS))));
+  const mailer = mailerFor(ctx);
+  const link = new URL("/servers", ctx.config.publicOrigin).toString();
   let deleted = 0;
-  for (const server of lapsed) {
+  for (const { server, ownerEmail } of lapsed) {
     try {
       await deleteUnmade(ctx, server, "system");
       deleted++;
@@ -56,11 +60,9 @@ export async function lapseAwaitingDelegations(ctx: WorkContext): Promise<number
       logError("delegation_lapse_failed", error, { serverId: server.id });
       continue;
     }
-    const [owner] = await ctx.db.select({ email: users.email }).from(users).where(eq(users.id, server.userId));
-    if (!owner) continue;
-    const link = new URL("/servers", ctx.config.publicOrigin).toString();
-    await mailerFor(ctx)
-      .send(templates.delegationLapsed(owner.email, { serverName: server.serverName ?? server.name, days: AWAITING_DELEGATION_DAYS, link }))
+    if (!ownerEmail) continue;
+    await mailer
+      .send(templates.delegationLapsed(ownerEmail, { serverName: server.serverName ?? server.name, days: AWAITING_DELEGATION_DAYS, link }))
       .catch((error: unknown) => logError("delegation_lapse_mail_failed", error, { serverId: server.id }));
   }
   return deleted;

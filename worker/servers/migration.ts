@@ -95,7 +95,7 @@ export async function startMigration(ctx: WorkContext, request: MigrationRequest
     throw conflict("host_not_accepted", "Customer data may not go to the target host (its data root is not encrypted).");
   if (source.status !== "online") throw conflict("source_offline", "The homeserver's host is not connected: it cannot take the final backup.");
   if (await unfinishedBackup(ctx.db, server.id)) throw conflict("backup_running", "A backup of this homeserver is under way; move it when it has finished.");
-  // The export reads the source's database and files: moving would stop and then destroy them under it.
+  // The export reads the source's database and files; the host would hold the move's stop until it ended, past the step's deadline.
   if (await unfinishedServerExport(ctx.db, server.id))
     throw conflict("export_running", "An export of this homeserver is under way; move it when it has finished.");
   const plan = planById(server.planId);
