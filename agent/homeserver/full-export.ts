@@ -16,7 +16,7 @@ import { MEDIA_STORE_DIR } from "./config.ts";
 import type { HomeserverCore, OperationContext } from "./core.ts";
 import type { HomeserverPaths } from "./names.ts";
 import { signingKeyFileName } from "./secrets.ts";
-import { checkedOutput, PG_DUMP } from "./snapshot.ts";
+import { lockedDump, PG_DUMP } from "./snapshot.ts";
 
 type FullExportJob = Pick<DeliveredJobPayload<"homeserver.full_export">, "exportId" | "passphrase">;
 type FullExportResult = JobResult<"homeserver.full_export">;
@@ -135,7 +135,7 @@ export function fullExport(
     let mediaFiles = 0;
     const uploaded = await core.withPostgres(names, ctx, async () => {
       step(0.1, "dumping the database, archiving it with the media and signing key, encrypting and uploading");
-      const dump = await core.runtime.execStreaming(names.postgres, PG_DUMP, { env: ["PGPASSFILE=/run/secrets/pgpass"] });
+      const dump = await lockedDump(() => core.runtime.execStreaming(names.postgres, PG_DUMP, { env: ["PGPASSFILE=/run/secrets/pgpass"] }));
       const createdAt = new Date().toISOString();
       return upload(
         backupStream({
@@ -152,7 +152,7 @@ export function fullExport(
             { name: EXPORT_README, content: Buffer.from(exportReadme(record.serverName, createdAt)) },
             { name: EXPORT_SETTINGS, content: Buffer.from(exportSettings(record.serverName)) },
           ],
-          dump: checkedOutput(dump, "pg_dump"),
+          dump,
           files: exportFiles(record.serverName, paths),
           onArchived: (file) => {
             if (file.media) mediaFiles++;

@@ -56,9 +56,13 @@ export function backup(
     let mediaFiles = 0;
     const { counted, result } = await core.withPostgres(names, ctx, async () => {
       step(0.1, "counting users, rooms and events in the snapshot, then dumping it, archiving, compressing, encrypting and uploading");
-      const snapshot = await countedSnapshot(core, names);
+      let snapshot: Awaited<ReturnType<typeof countedSnapshot>> | undefined;
       try {
-        const dump = await core.runtime.execStreaming(names.postgres, [...PG_DUMP, `--snapshot=${snapshot.id}`], { env: ["PGPASSFILE=/run/secrets/pgpass"] });
+        const dump = await lockedDump(async () => {
+          await snapshot?.release();
+          snapshot = await countedSnapshot(core, names);
+          return core.runtime.execStreaming(names.postgres, [...PG_DUMP, `--snapshot=${snapshot.id}`], { env: ["PGPASSFILE=/run/secrets/pgpass"] });
+        });
         const files = snapshotFiles(record, paths);
         const ciphertext = backupStream({
           manifest: {
@@ -70,16 +74,16 @@ export function backup(
             postgresImage: record.images.postgres,
             entries: ["database", "synapse", "secrets"],
           },
-          dump: checkedOutput(dump, "pg_dump"),
+          dump,
           files,
           onArchived: (file) => {
             if (file.media) mediaFiles++;
           },
           recipient: job.recipient,
         });
-        return { counted: snapshot.counts, result: await upload(ciphertext) };
+        return { counted: snapshot!.counts, result: await upload(ciphertext) };
       } finally {
-        await snapshot.release();
+        await snapshot?.release();
       }
     });
     const counts: BackupCounts = { ...counted, mediaFiles };
@@ -255,6 +259,30 @@ function outOfRoom(error: unknown, paths: HomeserverPaths): unknown {
 async function maintenance(core: HomeserverCore, names: HomeserverNames, sql: string): Promise<void> {
   const result = await core.psql(names, sql, 120_000, "postgres");
   if (result.exitCode !== 0) throw new Error(`${sql.split(" ").slice(0, 3).join(" ")} failed: ${result.stderr.trim().slice(0, 300)}`);
+}
+
+/** How often pg_dump is started again when a table went away before it could lock it. */
+const DUMP_ATTEMPTS = 3;
+
+/**
+ * pg_dump's output, once it holds its locks. It lists the tables its snapshot sees, then locks
+ * each by name; one dropped in between (Synapse drops a background update's `_temp_*` tables when
+ * the update ends, often just after a homeserver is made) fails it with "does not exist" before it
+ * writes a byte. Then nothing has been read yet, and `start` is called again for a new snapshot.
+ */
+export async function lockedDump(start: () => Promise<StreamingExec>): Promise<AsyncGenerator<Buffer>> {
+  for (let attempt = 1; ; attempt++) {
+    const output = checkedOutput(await start(), "pg_dump");
+    try {
+      const first = await output.next();
+      return (async function* () {
+        if (!first.done) yield first.value;
+        yield* output;
+      })();
+    } catch (error) {
+      if (attempt >= DUMP_ATTEMPTS || !/does not exist[\s\S]*Query was: LOCK TABLE/.test(errorMessage(error))) throw error;
+    }
+  }
 }
 
 /** A command's output; at its end, its exit status is checked (a failure errors the stream that reads it). */

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statfsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { Readable } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
 import { DEFAULT_HOMESERVER_SETTINGS } from "../../../protocol/homeserver-settings.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateAgeKeyPair } from "../../../agent/backup/age.ts";
@@ -19,6 +19,7 @@ import { COUNT_ROWS_SQL } from "../../../agent/homeserver/snapshot.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { BACKUP_MIN_PART_SIZE } from "../../../protocol/messages.ts";
 import { BackupTarget } from "./backup-target.ts";
+import { waitFor } from "../helpers.ts";
 import { TestRun, dockerUsable, ensureImages, runCommand } from "./helpers.ts";
 
 const unusable = await dockerUsable();
@@ -201,6 +202,31 @@ describe.skipIf(unusable)("homeserver backup and restore (real Docker Engine)", 
     await expect(run.run("homeserver.backup", backupPayload(id))).rejects.toThrow(/part 1 failed after 1 attempt: PUT part 1 answered 400/);
     expect(target.backups.get(id)).toMatchObject({ aborted: expect.stringContaining("400") });
     expect(target.backups.get(id)?.completed).toBeUndefined();
+  });
+
+  it("a table dropped while the dump waits to lock it (as Synapse drops a finished background update's) does not fail the backup: the dump starts again on a new snapshot", async () => {
+    const n = run.names(spec.serverId);
+    await run.sql(spec.serverId, "CREATE TABLE _temp_berth_dropped (x int); INSERT INTO _temp_berth_dropped VALUES (1);");
+    const holder = new PassThrough();
+    const session = await run.runtime.execStreaming(n.postgres, ["psql", "-h", "/run/postgresql", "-U", "synapse", "-d", "synapse", "-XAtq"], {
+      stdin: holder,
+      env: ["PGPASSFILE=/run/secrets/pgpass"],
+    });
+    let said = "";
+    session.stdout.on("data", (chunk: Buffer) => {
+      said += chunk.toString("utf8");
+    });
+    holder.write("BEGIN;\nLOCK TABLE _temp_berth_dropped IN ACCESS EXCLUSIVE MODE;\nSELECT 'locked';\n");
+    await waitFor(() => said.includes("locked"), "the lock held", 30_000);
+    const id = `${run.prefix}-dropped`;
+    const backup = run.run("homeserver.backup", backupPayload(id));
+    const waiting = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = '_temp_berth_dropped' AND NOT l.granted;";
+    await waitFor(async () => (await run.sql(spec.serverId, waiting)) === "1", "pg_dump waiting for the lock", 60_000);
+    holder.end("DROP TABLE _temp_berth_dropped;\nCOMMIT;\n");
+    expect((await session.finished).exitCode).toBe(0);
+    await backup;
+    expect(target.backups.get(id)?.completed).toBeDefined();
+    expect(target.backups.get(id)?.aborted).toBeUndefined();
   });
 
   // (A dump failing midway fails the archive's stream, and so its upload: test/agent/backup.)
