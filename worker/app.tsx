@@ -27,6 +27,7 @@ import { adminLegalExportRoutes, agentLegalExportRoutes } from "./routes/legal-e
 import { authRoutes } from "./routes/auth";
 import { billingRoutes } from "./routes/billing";
 import { billingPageRoutes } from "./routes/billing-pages";
+import { agentImportRoutes, serverImportRoutes } from "./routes/server-imports";
 import { stripeWebhookRoutes } from "./routes/stripe-webhook";
 import { devRoutes } from "./routes/dev";
 import { pageRoutes } from "./routes/pages";
@@ -62,12 +63,16 @@ const ERROR_PAGE_TITLES: Partial<Record<string, string>> = {
 const bodyLimitForPeople = limitBody(MAX_BODY_BYTES);
 // Stripe's events (an invoice with its lines) outgrow what we allow people.
 const webhookBodyLimit = limitBody(512 * 1024);
-// Backup, full export and legal export parts; an agent's body is read only once its signature holds.
+// Backup, full export and legal export parts (and import parts, below); an agent's body is read only once its signature holds.
 const agentBackupBodyLimit = limitBody(BACKUP_PART_SIZE);
+
+// A part of an archive its owner uploads to import.
+const IMPORT_PART_PATH = /^\/api\/servers\/[^/]+\/import\/parts\/[^/]+$/;
 
 function bodyLimitFor(path: string) {
   if (path.startsWith("/webhooks/")) return webhookBodyLimit;
   if (["/api/agent/backups/", "/api/agent/exports/", "/api/agent/legal-exports/"].some((prefix) => path.startsWith(prefix))) return agentBackupBodyLimit;
+  if (IMPORT_PART_PATH.test(path)) return agentBackupBodyLimit;
   return bodyLimitForPeople;
 }
 
@@ -90,12 +95,14 @@ export const app = new Hono<AppEnv>()
   .route("/api/servers", serverRoutes)
   .route("/api/servers", serverBackupRoutes)
   .route("/api/servers", serverExportRoutes)
+  .route("/api/servers", serverImportRoutes)
   .route("/api/servers", serverUserRoutes)
   .route("/api/servers", serverRoomRoutes)
   .route("/api/servers", serverSettingsRoutes)
   .route("/api/servers", serverCheckRoutes)
   .route("/api/agent/backups", agentBackupRoutes)
   .route("/api/agent/exports", agentServerExportRoutes)
+  .route("/api/agent/imports", agentImportRoutes)
   .route("/api/agent/legal-exports", agentLegalExportRoutes)
   .route("/api/agent", agentRoutes)
   .route("/api/admin/legal-exports", adminLegalExportRoutes)

@@ -19,6 +19,7 @@ import {
   jobs,
   legalExports,
   serverExports,
+  serverImports,
   oneTimeTokens,
   servers,
   sessions,
@@ -193,6 +194,8 @@ export async function purgeDeletedAccounts(ctx: WorkContext): Promise<number> {
       db.delete(jobs).where(inArray(jobs.id, db.select({ id: legalExports.jobId }).from(legalExports).where(inArray(legalExports.serverId, serverIds)))),
       db.delete(legalExports).where(inArray(legalExports.serverId, serverIds)),
       db.delete(serverExports).where(inArray(serverExports.serverId, serverIds)),
+      // Its parts cascade; an import that was not made was deleted from R2 with its server.
+      db.delete(serverImports).where(inArray(serverImports.serverId, serverIds)),
       db.delete(servers).where(inArray(servers.id, serverIds)),
       // Cascades to the entitlement and anything else still keyed by the account.
       db.delete(users).where(eq(users.id, id)),

@@ -11,6 +11,7 @@ import {
   jobs,
   oneTimeTokens,
   serverExports,
+  serverImports,
   serverMigrations,
   sessions,
   storageAlerts,
@@ -61,7 +62,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
       )
       .orderBy(asc(auditLog.id)),
   ]);
-  const [usageRows, upkeepRows, storageAlertRows, backupRows, jobRows, certificateRows, setupLinkRows, moveRows, exportRows] = await Promise.all([
+  const [usageRows, upkeepRows, storageAlertRows, backupRows, jobRows, certificateRows, setupLinkRows, moveRows, exportRows, importRows] = await Promise.all([
     ofServers((ids) => db.select().from(workloadUsage).where(inArray(workloadUsage.workloadId, ids)).orderBy(asc(workloadUsage.at))),
     ofServers((ids) => db.select().from(upkeepRuns).where(inArray(upkeepRuns.serverId, ids)).orderBy(asc(upkeepRuns.finishedAt))),
     ofServers((ids) => db.select().from(storageAlerts).where(inArray(storageAlerts.serverId, ids)).orderBy(asc(storageAlerts.threshold))),
@@ -81,6 +82,7 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
     ofServers((ids) => db.select().from(adminPasswordLinks).where(inArray(adminPasswordLinks.serverId, ids))),
     ofServers((ids) => db.select().from(serverMigrations).where(inArray(serverMigrations.serverId, ids)).orderBy(asc(serverMigrations.startedAt))),
     ofServers((ids) => db.select().from(serverExports).where(inArray(serverExports.serverId, ids)).orderBy(asc(serverExports.createdAt))),
+    ofServers((ids) => db.select().from(serverImports).where(inArray(serverImports.serverId, ids)).orderBy(asc(serverImports.createdAt))),
   ]);
   const checkRows = await checkResultsOf(db, userId);
   const checksAbout = (serverId: string | null) =>
@@ -193,6 +195,18 @@ export async function exportAccountData(ctx: WorkContext, userId: string) {
             createdAt: iso(row.createdAt),
             readyAt: iso(row.readyAt),
             expiresAt: iso(row.expiresAt),
+          })),
+        imports: importRows
+          .filter((row) => row.serverId === server.id)
+          .map((row) => ({
+            id: row.id,
+            status: row.status,
+            sizeBytes: row.sizeBytes,
+            counts: row.counts,
+            error: row.error,
+            createdAt: iso(row.createdAt),
+            uploadedAt: iso(row.uploadedAt),
+            finishedAt: iso(row.finishedAt),
           })),
       })),
     },

@@ -4,7 +4,7 @@ import { audit } from "../audit/audit";
 import type { WorkContext } from "../context";
 import { backups, type Job, type Server, type ServerStatus, type User } from "../db/schema";
 import { conflict, notFound } from "../errors";
-import { deliveredFullExportPayload } from "../exports/passphrase";
+import { deliveredPassphrasePayload } from "../exports/passphrase";
 import { payloadOf } from "../fleet/jobs";
 import { ownedServer, requireMayRun, startLifecycleJob } from "../servers/servers";
 import { agentUrl, backupById, requireOnlineHost, throttleServerWork, unfinishedBackup } from "./backups";
@@ -57,10 +57,10 @@ export async function requestRestore(ctx: WorkContext, user: User, serverId: str
  * The payload a job is sent with: the catalogue's delivered payload. A restore
  * or restore verification job gets its backup's identity here, unwrapped as it goes onto the host's
  * authenticated connection, so the private key is never stored in clear in D1
- * nor shown in any job listing; a full export gets its passphrase the same way.
+ * nor shown in any job listing; a full export or an import gets its passphrase the same way.
  */
 export async function payloadForDelivery(ctx: WorkContext, job: Job): Promise<unknown> {
-  if (job.kind === "homeserver.full_export") return deliveredFullExportPayload(ctx, job);
+  if (job.kind === "homeserver.full_export" || job.kind === "homeserver.import") return deliveredPassphrasePayload(ctx, job);
   const { db, config } = ctx;
   const kind = job.kind === "homeserver.restore" || job.kind === "homeserver.restore_verify" ? job.kind : undefined;
   const stored = kind && payloadOf(job, kind);

@@ -1,7 +1,7 @@
 import { sql } from "drizzle-orm";
 import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 import type { HomeserverSettings } from "../../protocol/homeserver-settings";
-import type { JobKind, LegalExportScope } from "../../protocol/jobs";
+import type { BackupCounts, JobKind, LegalExportScope } from "../../protocol/jobs";
 
 // Times are stored as integer milliseconds since the epoch.
 const timestamp = (name: string) => integer(name, { mode: "timestamp_ms" });
@@ -851,6 +851,64 @@ export const serverExportParts = sqliteTable(
   (t) => [primaryKey({ columns: [t.exportId, t.partNumber] })],
 );
 
+// ---------- imports ----------
+
+export const SERVER_IMPORT_STATUSES = ["uploading", "uploaded", "importing", "imported", "failed", "cancelled"] as const;
+export type ServerImportStatus = (typeof SERVER_IMPORT_STATUSES)[number];
+
+// "Import a homeserver": the archive its owner uploads in parts, resumably, to be made into their
+// waiting homeserver (its own domain) once that domain delegates to us.
+export const serverImports = sqliteTable(
+  "server_imports",
+  {
+    id: text("id").primaryKey(),
+    serverId: text("server_id")
+      .notNull()
+      .references(() => servers.id),
+    /** The account that uploads it: the only one that may. */
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    /** uploading → uploaded (waits for the delegation) → importing (the job runs) → imported | failed; cancelled by its owner. */
+    status: text("status", { enum: SERVER_IMPORT_STATUSES }).notNull(),
+    /** server-imports/<serverId>/<id>: deleted once the job ended, or the import was cancelled. */
+    r2Key: text("r2_key").notNull(),
+    uploadId: text("upload_id").notNull(),
+    /** Every part but the last has exactly this size. */
+    partSize: integer("part_size").notNull(),
+    /** The archive's size as its owner declared it: the parts add up to it. */
+    sizeBytes: integer("size_bytes").notNull(),
+    /** The passphrase its owner typed for a Berth export, wrapped; moved into the job as it is sent (null then, and for none). */
+    wrappedPassphrase: text("wrapped_passphrase"),
+    /** The `homeserver.import` job, once sent. */
+    jobId: text("job_id"),
+    /** Why it failed, as the owner reads it. */
+    error: text("error"),
+    /** What the imported homeserver holds, as its host counted it. */
+    counts: text("counts_json", { mode: "json" }).$type<BackupCounts>(),
+    createdAt: timestamp("created_at").notNull(),
+    uploadedAt: timestamp("uploaded_at"),
+    finishedAt: timestamp("finished_at"),
+  },
+  (t) => [
+    index("server_imports_server_created_idx").on(t.serverId, t.createdAt),
+    // One import under way per server: the database settles races.
+    uniqueIndex("server_imports_one_unfinished_per_server").on(t.serverId).where(sql`status IN ('uploading', 'uploaded', 'importing')`),
+  ],
+);
+
+// The parts of an import's upload as they arrive; a part sent again replaces its row.
+export const serverImportParts = sqliteTable(
+  "server_import_parts",
+  {
+    importId: text("import_id")
+      .notNull()
+      .references(() => serverImports.id, { onDelete: "cascade" }),
+    ...receivedPartColumns(),
+  },
+  (t) => [primaryKey({ columns: [t.importId, t.partNumber] })],
+);
+
 // ---------- moving homeservers between hosts ----------
 
 /**
@@ -947,6 +1005,7 @@ export type Job = typeof jobs.$inferSelect;
 export type Workload = typeof workloads.$inferSelect;
 export type Backup = typeof backups.$inferSelect;
 export type ServerExport = typeof serverExports.$inferSelect;
+export type ServerImport = typeof serverImports.$inferSelect;
 export type UpkeepRun = typeof upkeepRuns.$inferSelect;
 export type CheckResultRow = typeof checkResults.$inferSelect;
 export type StorageAlert = typeof storageAlerts.$inferSelect;

@@ -11,7 +11,7 @@ import { mailerFor } from "../mail/mailer";
 import { templates } from "../mail/templates";
 import { matrixServerNameOf, ownedServer } from "../servers/servers";
 import { abortJobFileUpload, newJobFileUpload, settleJobFile } from "../uploads/job-files";
-import { erasePassphrase, requireStrongPassphrase, wrapExportPassphrase } from "./passphrase";
+import { erasePassphrase, requireStrongPassphrase, wrapPassphrase } from "./passphrase";
 
 /** How long a ready export can be downloaded; then its file is deleted. */
 export const EXPORT_DOWNLOAD_DAYS = 7;
@@ -83,7 +83,7 @@ export async function requestServerExport(ctx: WorkContext, user: User, serverId
     const payload = {
       serverId: server.id,
       exportId: id,
-      wrappedPassphrase: await wrapExportPassphrase(ctx.config.backupKeyWrappingSecret, id, passphrase),
+      wrappedPassphrase: await wrapPassphrase(ctx.config.backupKeyWrappingSecret, "export", id, passphrase),
       partSize: row.partSize,
       uploadBase: agentUrl(ctx.config, `/api/agent/exports/${id}`),
     };

@@ -9,7 +9,7 @@ import { badRequest } from "../errors";
 import { payloadOf } from "../fleet/jobs";
 
 /**
- * A customer's export passphrase is the only key to their whole homeserver once the file leaves
+ * A customer's export passphrase (and the one they type for an import) is the only key to their whole homeserver once the file leaves
  * us: it rests in D1 only wrapped (under BACKUP_KEY_WRAPPING_SECRET, bound to its export), is
  * unwrapped only onto the host's connection as the job is sent, and is erased when the job ends.
  */
@@ -32,29 +32,41 @@ export function requireStrongPassphrase(passphrase: string): void {
   }
 }
 
-export async function wrapExportPassphrase(secret: string, exportId: string, passphrase: string): Promise<string> {
-  return wrapSecret(await wrappingKey(secret), `export:${exportId}`, utf8(passphrase));
+/** What a passphrase is wrapped for: it unwraps only for the same export or import. */
+type PassphraseUse = "export" | "import";
+
+export async function wrapPassphrase(secret: string, use: PassphraseUse, id: string, passphrase: string): Promise<string> {
+  return wrapSecret(await wrappingKey(secret), `${use}:${id}`, utf8(passphrase));
 }
 
-export async function unwrapExportPassphrase(secret: string, exportId: string, wrapped: string): Promise<string> {
-  return new TextDecoder().decode(await unwrapSecret(await wrappingKey(secret), `export:${exportId}`, wrapped));
+export async function unwrapPassphrase(secret: string, use: PassphraseUse, id: string, wrapped: string): Promise<string> {
+  return new TextDecoder().decode(await unwrapSecret(await wrappingKey(secret), `${use}:${id}`, wrapped));
 }
 
 /**
- * A full export job's payload as it is sent: the passphrase unwrapped onto the host's authenticated
- * connection. Once erased, the stored payload goes as it is and the agent refuses it (the job fails).
+ * A full export's or an import's job payload as it is sent: the passphrase unwrapped onto the
+ * host's authenticated connection. Once erased, a full export's stored payload goes as it is and
+ * the agent refuses it (the job fails); an import sent without one carries none.
  */
-export async function deliveredFullExportPayload({ config }: WorkContext, job: Job): Promise<unknown> {
-  const stored = payloadOf(job, "homeserver.full_export");
-  if (!stored?.wrappedPassphrase) return job.payload;
-  const { wrappedPassphrase, ...rest } = stored;
-  const passphrase = await unwrapExportPassphrase(config.backupKeyWrappingSecret, stored.exportId, wrappedPassphrase);
-  return checkDeliveredJobPayload("homeserver.full_export", { ...rest, passphrase });
+export async function deliveredPassphrasePayload({ config }: WorkContext, job: Job): Promise<unknown> {
+  const exported = payloadOf(job, "homeserver.full_export");
+  if (exported) {
+    if (!exported.wrappedPassphrase) return job.payload;
+    const { wrappedPassphrase, ...rest } = exported;
+    const passphrase = await unwrapPassphrase(config.backupKeyWrappingSecret, "export", exported.exportId, wrappedPassphrase);
+    return checkDeliveredJobPayload("homeserver.full_export", { ...rest, passphrase });
+  }
+  const imported = payloadOf(job, "homeserver.import");
+  if (!imported) return job.payload;
+  const { wrappedPassphrase, ...rest } = imported;
+  if (!wrappedPassphrase) return checkDeliveredJobPayload("homeserver.import", rest);
+  const passphrase = await unwrapPassphrase(config.backupKeyWrappingSecret, "import", imported.importId, wrappedPassphrase);
+  return checkDeliveredJobPayload("homeserver.import", { ...rest, passphrase });
 }
 
 /** Once the job has ended (done, failed or past its deadline), nothing of the passphrase remains. */
 export async function erasePassphrase(db: Database, job: Job): Promise<void> {
-  const stored = payloadOf(job, "homeserver.full_export");
+  const stored = payloadOf(job, "homeserver.full_export") ?? payloadOf(job, "homeserver.import");
   if (!stored?.wrappedPassphrase) return;
   await db
     .update(jobs)

@@ -30,6 +30,8 @@ function subjectOf(kind: JobKind, payload: JobPayload<JobKind>): { serverId: str
   // A legal export's job is not the customer's to see (their server's jobs are in their views and data export):
   // whether they are told is the export's notice, recorded in the audit log.
   if (payload === null || kind === "homeserver.legal_export") return { serverId: null, backupId: null };
+  // An import names its server in the spec it makes it from (the payload was checked against its kind).
+  if (kind === "homeserver.import") return { serverId: (payload as JobPayload<"homeserver.import">).spec.serverId, backupId: null };
   return {
     serverId: "serverId" in payload ? payload.serverId : null,
     backupId: "backupId" in payload ? payload.backupId : null,

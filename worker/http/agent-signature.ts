@@ -60,7 +60,7 @@ const contentLength = z
   .transform(Number);
 
 /** A streamed part's declared length: R2 needs it before the first byte. */
-export function partLength(c: Context<AgentAppEnv>): number {
+export function partLength(c: { req: { header(name: string): string | undefined } }): number {
   const length = contentLength.safeParse(c.req.header("content-length"));
   if (!length.success) throw new ApiError(411, "length_required", "Send each part with its Content-Length.");
   return length.data;

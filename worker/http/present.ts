@@ -1,6 +1,6 @@
 import type { billingSummary } from "../billing/billing";
 import type { Plan } from "../billing/plans";
-import type { auditLog, Backup, Host, Invoice, Job, Server, ServerExport, UpkeepRun, User } from "../db/schema";
+import type { auditLog, Backup, Host, Invoice, Job, Server, ServerExport, ServerImport, UpkeepRun, User } from "../db/schema";
 import type { WorkerConfig } from "../config";
 import { UPLOAD_NOT_COMPLETED } from "../backups/backups";
 import { keptUntil } from "../backups/maintenance";
@@ -269,6 +269,29 @@ export function presentBackup(backup: Backup, newestSucceededId: string | undefi
  * estimate while its job runs), its size once ready and until when it can be downloaded. Never its
  * R2 key or the job's payload.
  */
+/** An import as its owner sees it: how much has arrived (what a resumed upload still sends), then how the homeserver is being made. */
+export function presentServerImport(row: ServerImport, missingParts: number[], job: Job | null) {
+  const iso = (date: Date | null) => date?.toISOString() ?? null;
+  const parts = Math.ceil(row.sizeBytes / row.partSize);
+  return {
+    id: row.id,
+    status: row.status,
+    sizeBytes: row.sizeBytes,
+    partSize: row.partSize,
+    parts,
+    missingParts: row.status === "uploading" ? missingParts : [],
+    progress: {
+      partsReceived: row.status === "uploading" ? parts - missingParts.length : parts,
+      fraction: row.status === "imported" ? 1 : row.status === "importing" ? (job?.progress ?? 0) : null,
+    },
+    counts: row.counts,
+    error: row.error,
+    createdAt: row.createdAt.toISOString(),
+    uploadedAt: iso(row.uploadedAt),
+    finishedAt: iso(row.finishedAt),
+  };
+}
+
 export function presentServerExport(row: ServerExport, job: Job | null, now: Date) {
   const downloadable = row.status === "ready" && row.expiresAt !== null && row.expiresAt > now;
   const iso = (date: Date | null) => date?.toISOString() ?? null;

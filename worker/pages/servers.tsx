@@ -35,6 +35,7 @@ const elementMobileLink = (serverName: string) => `https://mobile.element.io/ele
 
 export const STEP_TEXT: Record<string, string> = {
   "homeserver.provision": "Setting up",
+  "homeserver.import": "Importing",
   "homeserver.stop": "Stopping",
   "homeserver.start": "Starting",
   "homeserver.suspend": "Suspending",

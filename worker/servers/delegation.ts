@@ -8,6 +8,7 @@ import type { WorkerConfig } from "../config";
 import type { WorkContext } from "../context";
 import { checkResults, type Job, type Server, type User } from "../db/schema";
 import { conflict, notFound } from "../errors";
+import { importAwaited } from "../imports/imports";
 import { homeserverUrlOf, ownedServer, provisionAwaitingServer, requireMayRun, servedHostOf } from "./servers";
 
 // A homeserver with the customer's own domain as its Matrix server name is served at our host; the
@@ -86,6 +87,12 @@ export async function publishDelegationLater(ctx: WorkContext, user: User, serve
   const server = await ownedServer(ctx.db, user.id, serverId);
   if (server.status !== "awaiting_delegation") {
     throw conflict("invalid_state", `The homeserver is ${server.status}; only one waiting for its delegation can be set up before it passes.`);
+  }
+  if (await importAwaited(ctx.db, server.id)) {
+    throw conflict(
+      "import_needs_delegation",
+      "An imported homeserver keeps its archive's server name, which is yours only once your domain delegates to us: publish the well-knowns and check again (or cancel the import).",
+    );
   }
   await requireMayRun(ctx.db, user.id);
   const started = await provisionAwaitingServer(ctx, server, `user:${user.id}`, { delegation: "publish_later" });

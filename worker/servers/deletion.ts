@@ -5,6 +5,7 @@ import { DELETION_RETRY_MS } from "../backups/policy";
 import type { WorkContext } from "../context";
 import { backups, entitlements, jobs, servers, workloads, type Backup, type Server, type ServerStatus, type User } from "../db/schema";
 import { removeServerDns } from "../dns/records";
+import { discardImportOf } from "../imports/imports";
 import { ApiError, conflict } from "../errors";
 import { ownedServer, startLifecycleJob } from "./servers";
 
@@ -13,7 +14,8 @@ export const DELETE_FROM: ServerStatus[] = ["running", "stopped", "suspended", "
 /**
  * A homeserver still waiting for its delegation has nothing on its host: no final backup, it is
  * deleted at once with its DNS records. Its name stays claimed as every name does, but its domain
- * is given back: no homeserver ever ran under it, so no server out there trusts a key for it.
+ * is given back: no homeserver ever ran under it, so no server out there trusts a key for it. An
+ * archive uploaded to import into it is deleted with it.
  */
 export async function deleteUnmade(ctx: WorkContext, server: Server, actor: Actor): Promise<Server> {
   const [deleted] = await ctx.db
@@ -23,6 +25,7 @@ export async function deleteUnmade(ctx: WorkContext, server: Server, actor: Acto
     .returning();
   if (!deleted) throw conflict("invalid_state", "The server changed state meanwhile; try again.");
   await audit(ctx.db, ctx.now, actor, "server.deleted", server.id, { from: server.status, serverName: server.serverName });
+  await discardImportOf(ctx, server.id);
   await removeServerDns(ctx, deleted);
   return deleted;
 }

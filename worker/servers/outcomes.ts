@@ -8,6 +8,7 @@ import { applyFullExportOutcome } from "../exports/exports";
 import { applyRestoreVerifyOutcome, requestRestoreVerification, verifyFirstBackup } from "../checks/restore-verification";
 import { servers, type Job, type ServerStatus } from "../db/schema";
 import { payloadOf, resultOf } from "../fleet/jobs";
+import { applyImportOutcome } from "../imports/import-job";
 import { applyLegalExportOutcome } from "../legal/exports";
 import { deleteAfterFinalBackup, stopDeletion } from "./deletion";
 import { enforceEntitlement } from "./entitlement-jobs";
@@ -33,6 +34,7 @@ type LifecycleJobKind = Exclude<
   | "homeserver.checks"
   | "homeserver.delegation_check"
   | "homeserver.full_export"
+  | "homeserver.import"
   | "homeserver.legal_export"
   | "homeserver.resize"
   | "homeserver.restore_verify"
@@ -76,6 +78,7 @@ export async function applyJobOutcome(ctx: WorkContext, job: Job): Promise<void>
   if (job.kind === "homeserver.delegation_check") return applyDelegationOutcome(ctx, job);
   if (job.kind === "homeserver.legal_export") return applyLegalExportOutcome(ctx, job);
   if (job.kind === "homeserver.full_export") return applyFullExportOutcome(ctx, job);
+  if (job.kind === "homeserver.import") return applyImportOutcome(ctx, job);
   if (!isLifecycleJob(job.kind) || !job.serverId) return;
   const outcome = OUTCOMES[job.kind];
   const ok = job.status === "succeeded";

@@ -1,4 +1,5 @@
 import { and, desc, eq, inArray, like, ne, notLike, sql, type SQL } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
 import type { HomeserverJobKind, JobPayload } from "../../protocol/jobs";
 import { audit, type Actor } from "../audit/audit";
 import { billingSummary } from "../billing/billing";
@@ -13,6 +14,8 @@ import type { Region } from "../fleet/enrollment";
 import { dispatchJob } from "../fleet/hosts";
 import { insertWhere } from "../db/conditional-insert";
 import { pointServerAtLater } from "../dns/records";
+import { startImportJob } from "../imports/import-job";
+import { importAwaited } from "../imports/imports";
 import { hasRoomSql, placementCandidates, takesPlacementsSql } from "./placement";
 import { withinPlan } from "./settings";
 
@@ -214,7 +217,7 @@ export async function createServer(ctx: WorkContext, user: User, name: string, r
 
 /**
  * Provisions a homeserver that waited for its delegation (its check passed, or its owner confirmed
- * they publish later). The status moves and the workload is written in one batch, conditional on
+ * they publish later), or makes it from the archive its owner uploaded for it. The status moves and the workload is written in one batch, conditional on
  * the server still waiting, so concurrent callers provision it once; an account billing does not let
  * run leaves it waiting. Null when it did not start.
  */
@@ -222,27 +225,45 @@ export async function provisionAwaitingServer(ctx: WorkContext, server: Server, 
   if (server.status !== "awaiting_delegation" || !server.hostId) return null;
   const plan = planById(server.planId);
   if (!plan || !mayRun((await billingSummary(ctx.db, server.userId)).entitlement.state)) return null;
-  const jobId = crypto.randomUUID();
   const spec = homeserverSpec(ctx.config, server, plan);
+  // An archive its owner uploads for it: made from that once it is all here, never empty meanwhile.
+  const awaited = await importAwaited(ctx.db, server.id);
+  if (awaited?.status === "uploading") return null;
+  if (awaited) return startImportJob(ctx, { ...server, hostId: server.hostId }, awaited, spec, actor, detail);
+  const jobId = crypto.randomUUID();
+  const { hostId } = server;
+  const moved = await moveAwaitingServer(ctx, server, jobId, null, (movedSql) =>
+    insertWhere(ctx.db, workloads, { id: server.id, hostId, kind: "homeserver", spec, desired: "present", createdAt: ctx.now, updatedAt: ctx.now }, movedSql),
+  );
+  if (!moved) return null;
+  await audit(ctx.db, ctx.now, actor, "server.provisioning_started", server.id, detail);
+  await dispatchJob(ctx.db, ctx.env, { id: jobId, hostId: server.hostId, kind: "homeserver.provision", payload: spec }, ctx.now);
+  return moved;
+}
+
+/**
+ * Moves a waiting server to provisioning under `jobId`, with `also` written in the same batch on
+ * the condition (`moved`) that this call moved it: concurrent callers move it once. The moved
+ * server, or undefined when another call (or a deletion) got there first.
+ */
+export async function moveAwaitingServer(
+  ctx: WorkContext,
+  server: Pick<Server, "id">,
+  jobId: string,
+  statusReason: string | null,
+  also: (moved: SQL) => BatchItem<"sqlite">,
+): Promise<Server | undefined> {
   await ctx.db.batch([
     ctx.db
       .update(servers)
-      .set({ status: "provisioning", statusReason: null, lifecycleJobId: jobId, updatedAt: ctx.now })
+      .set({ status: "provisioning", statusReason, lifecycleJobId: jobId, updatedAt: ctx.now })
       .where(and(eq(servers.id, server.id), eq(servers.status, "awaiting_delegation"))),
-    insertWhere(
-      ctx.db,
-      workloads,
-      { id: server.id, hostId: server.hostId, kind: "homeserver", spec, desired: "present", createdAt: ctx.now, updatedAt: ctx.now },
-      sql`EXISTS (SELECT 1 FROM ${servers} WHERE ${servers.id} = ${server.id} AND ${servers.lifecycleJobId} = ${jobId})`,
-    ),
+    also(sql`EXISTS (SELECT 1 FROM ${servers} WHERE ${servers.id} = ${server.id} AND ${servers.lifecycleJobId} = ${jobId})`),
   ]);
   const [moved] = await ctx.db
     .select()
     .from(servers)
     .where(and(eq(servers.id, server.id), eq(servers.lifecycleJobId, jobId)));
-  if (!moved) return null;
-  await audit(ctx.db, ctx.now, actor, "server.provisioning_started", server.id, detail);
-  await dispatchJob(ctx.db, ctx.env, { id: jobId, hostId: server.hostId, kind: "homeserver.provision", payload: spec }, ctx.now);
   return moved;
 }
 

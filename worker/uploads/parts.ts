@@ -43,24 +43,39 @@ export async function storePart(
   if (!body || size < 1 || size > upload.partSize || shortBefore || (size < upload.partSize && anyAfter)) {
     throw badRequest("invalid_part_size", `Every part but the last has exactly ${upload.partSize} bytes, and the last at most that.`);
   }
-  const digest = new crypto.DigestStream("SHA-256");
-  const [toR2, toDigest] = body.tee();
-  const multipart = ctx.env.BACKUPS.resumeMultipartUpload(upload.r2Key, upload.uploadId);
-  let etag: string;
-  try {
-    [{ etag }] = await Promise.all([multipart.uploadPart(partNumber, toR2.pipeThrough(new FixedLengthStream(size))), toDigest.pipeTo(digest)]);
-  } catch {
-    // A body cut short (the agent's connection dropped) or R2 failing: either way the part is to be sent again.
-    await forget();
-    throw new ApiError(503, "part_not_stored", "The part could not be stored; send it again.");
-  }
-  const sha256 = hex(new Uint8Array(await digest.digest));
+  const { sha256, etag } = await streamPart(ctx.env.BACKUPS, upload, partNumber, body, size, forget);
   if (sha256 !== part.signedSha256) {
     // R2 now holds these bytes under this number: the part must be sent again.
     await forget();
     throw await ctx.refuseRequest("body does not match its signed digest");
   }
   return { sha256, etag };
+}
+
+/**
+ * Streams `size` bytes of `body` into R2 as part `partNumber` of the multipart upload, hashing them
+ * on the way. A body cut short (its sender's connection dropped) or R2 failing: the part is
+ * forgotten, to be sent again.
+ */
+export async function streamPart(
+  bucket: R2Bucket,
+  upload: PartUpload,
+  partNumber: number,
+  body: ReadableStream<Uint8Array>,
+  size: number,
+  forget: () => Promise<unknown>,
+): Promise<{ sha256: string; etag: string }> {
+  const digest = new crypto.DigestStream("SHA-256");
+  const [toR2, toDigest] = body.tee();
+  const multipart = bucket.resumeMultipartUpload(upload.r2Key, upload.uploadId);
+  let etag: string;
+  try {
+    [{ etag }] = await Promise.all([multipart.uploadPart(partNumber, toR2.pipeThrough(new FixedLengthStream(size))), toDigest.pipeTo(digest)]);
+  } catch {
+    await forget();
+    throw new ApiError(503, "part_not_stored", "The part could not be stored; send it again.");
+  }
+  return { sha256: hex(new Uint8Array(await digest.digest)), etag };
 }
 
 /** Why the agent's list of parts is not what the Worker received, or null when it is. */

@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { BACKUP_MIN_PART_SIZE } from "../../../protocol/messages";
 import { workContext } from "../../../worker/context";
 import type { ApiError } from "../../../worker/errors";
-import { requireStrongPassphrase, unwrapExportPassphrase, wrapExportPassphrase } from "../../../worker/exports/passphrase";
+import { requireStrongPassphrase, unwrapPassphrase, wrapPassphrase } from "../../../worker/exports/passphrase";
 import { dispatchJob } from "../../../worker/fleet/hosts";
 import { connectedAgent, enrolledHost, operatorCookie } from "../fleet/fleet-helpers";
 
@@ -47,10 +47,10 @@ describe("export passphrases", () => {
 
   it("is wrapped bound to its export: no plaintext, and it does not unwrap as another export's", async () => {
     const passphrase = strong();
-    const wrapped = await wrapExportPassphrase(SECRET(), "export-one", passphrase);
+    const wrapped = await wrapPassphrase(SECRET(), "export", "export-one", passphrase);
     expect(wrapped).not.toContain(passphrase);
-    expect(await unwrapExportPassphrase(SECRET(), "export-one", wrapped)).toBe(passphrase);
-    await expect(unwrapExportPassphrase(SECRET(), "export-two", wrapped)).rejects.toThrow();
+    expect(await unwrapPassphrase(SECRET(), "export", "export-one", wrapped)).toBe(passphrase);
+    await expect(unwrapPassphrase(SECRET(), "export", "export-two", wrapped)).rejects.toThrow();
   });
 
   it.each([true, false])("goes to the host unwrapped, never rests in D1 in the clear, and is erased when the job ends (ok: %s)", async (ok) => {
@@ -59,7 +59,7 @@ describe("export passphrases", () => {
     const agent = await connectedAgent(host);
     const passphrase = strong();
     const exportId = `export-${crypto.randomUUID().slice(0, 8)}`;
-    const wrappedPassphrase = await wrapExportPassphrase(SECRET(), exportId, passphrase);
+    const wrappedPassphrase = await wrapPassphrase(SECRET(), "export", exportId, passphrase);
     const ctx = workContext(env, new Date());
     const job = await dispatchJob(
       ctx.db,

@@ -232,6 +232,13 @@ export function succeeded(job: DeliveredJob, fields: Record<string, unknown> = {
     "homeserver.resize": { serverId, resources: job.payload.resources },
     "homeserver.backup": { serverId, backupId, size: 1, sha256: "0".repeat(64), parts: [{ partNumber: 1, size: 1, sha256: "0".repeat(64) }] },
     "homeserver.restore": { ...running, backupId, restoredFrom: "2025-01-01T00:00:00.000Z" },
+    "homeserver.import": job.payload.spec && {
+      ...runningHomeserver(String(job.payload.spec.serverId), String(job.payload.spec.serverName)),
+      adminUserId: `@admin:${job.payload.spec.serverName}`,
+      importId: job.payload.importId,
+      counts: { users: 3, rooms: 2, events: 40, mediaFiles: 1 },
+      schema: { found: 88, after: 94 },
+    },
     "homeserver.restore_verify": {
       serverId,
       backupId,
