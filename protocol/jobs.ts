@@ -258,6 +258,36 @@ const storedRestorePayload = z.strictObject({
   targetServerName: z.string().max(253).optional(),
 });
 
+/** A homeserver as the Worker asks a host to make it: what provision is sent, and an import with it. */
+const provisionSpec = z.object({
+  serverId: resourceIdSchema,
+  name: z.string().max(64).optional(),
+  serverName,
+  publicBaseUrl: z.url({ protocol: /^https?$/ }),
+  /** The plan whose limits these are: the server's applied plan once it runs. Absent in workload specs written before plan changes. */
+  planId: planId.optional(),
+  resources: planResources,
+  images: z.object({ synapse: imageReference, postgres: imageReference }),
+  /** What its owner set (homeserver.settings.apply); absent: the host's record keeps what it has, else the defaults. */
+  settings: homeserverSettingsSchema.optional(),
+  /** The plan's bound on users, for Synapse's own check. Absent in workload specs written before it. */
+  maxUsers: maxUsers.optional(),
+});
+/**
+ * `homeserver.import` as D1 keeps it: the homeserver to make, and the archive its owner uploaded to
+ * make it from (a Berth full export, age-encrypted to a passphrase, or a plain Synapse archive).
+ */
+const storedImportPayload = z.strictObject({
+  importId: resourceIdSchema,
+  spec: provisionSpec,
+  /** GET it with a signed request: the archive, as its owner uploaded it. */
+  downloadUrl: z.url(),
+  /** The passphrase its owner typed, wrapped under the Worker's key; null when they typed none, and once the job has ended (erased). */
+  wrappedPassphrase: z.string().min(1).max(4096).nullable(),
+});
+/** Synapse's database schema version (schema_version.version). */
+const schemaVersion = z.number().int().nonnegative().max(10_000);
+
 // ---------- the catalogue ----------
 
 /**
@@ -318,20 +348,7 @@ export const JOBS = {
 
   // A homeserver's lifecycle. Each is idempotent on the host: run again, it converges.
   "homeserver.provision": job({
-    payload: z.object({
-      serverId: resourceIdSchema,
-      name: z.string().max(64).optional(),
-      serverName,
-      publicBaseUrl: z.url({ protocol: /^https?$/ }),
-      /** The plan whose limits these are: the server's applied plan once it runs. Absent in workload specs written before plan changes. */
-      planId: planId.optional(),
-      resources: planResources,
-      images: z.object({ synapse: imageReference, postgres: imageReference }),
-      /** What its owner set (homeserver.settings.apply); absent: the host's record keeps what it has, else the defaults. */
-      settings: homeserverSettingsSchema.optional(),
-      /** The plan's bound on users, for Synapse's own check. Absent in workload specs written before it. */
-      maxUsers: maxUsers.optional(),
-    }),
+    payload: provisionSpec,
     result: running.extend({ adminUserId: matrixUserId }),
     progress:
       "uid and data directories, images, secrets and signing key, networks and firewall rules, PostgreSQL, Synapse, its client API, the admin account, the proxy route",
@@ -646,6 +663,25 @@ export const JOBS = {
     progress: "the key derived from the passphrase; PostgreSQL, then the dump, archive, compression, encryption and upload as one stream",
     timeoutMs: BACKUP_JOB_TIMEOUT_MS,
     retry: { afterFailure: "not retried", note: "the owner asks again with a passphrase (the failed export's is erased with it)" },
+  }),
+  // "Import a homeserver": made as provision makes it, but from its owner's archive (database, media
+  // and signing key), whose server name must be the spec's and whose schema our Synapse upgrades.
+  "homeserver.import": job({
+    payload: storedImportPayload,
+    /** The passphrase unwrapped as the host's Durable Object sends the job; absent for an archive that is not encrypted. */
+    delivered: storedImportPayload.omit({ wrappedPassphrase: true }).extend({ passphrase: exportPassphrase.optional() }),
+    result: running.extend({
+      adminUserId: matrixUserId,
+      importId: resourceIdSchema,
+      /** Counted in the imported homeserver once its Synapse runs. */
+      counts: backupCounts,
+      /** The archive's database schema version, and the version Synapse's migrations left. */
+      schema: z.strictObject({ found: schemaVersion, after: schemaVersion }),
+    }),
+    progress:
+      "download, decryption and unpacking; the archive's server name and schema checked; uid, directories, networks and PostgreSQL; the database restored; Synapse started (its migrations); counting; the admin account, the proxy route",
+    timeoutMs: BACKUP_JOB_TIMEOUT_MS,
+    retry: { afterFailure: "not retried", note: "nothing of it is left on the host; its owner reads why and uploads again or starts over" },
   }),
   "homeserver.restore": job({
     payload: storedRestorePayload,
