@@ -22,8 +22,9 @@ export function backupStream(options: BackupOptions): Readable {
 /**
  * Decrypts (with the backup's identity, or an export's passphrase), decompresses and extracts a
  * backup into targetDir (which must not exist yet). A wrong key, a corrupted, truncated or
- * extended file, or an archive that is not a Berth backup rejects, and targetDir is gone again.
+ * extended file, an archive that is not a Berth backup, or one whose tar is more than `maxBytes`
+ * rejects, and targetDir is gone again.
  */
-export async function restoreStream(ciphertext: Readable, key: AgeDecryptionKey, targetDir: string): Promise<ExtractedArchive> {
-  return restoreArchive(pipeline(ciphertext, new AgeDecryptStream(key), reportedByStream), targetDir);
+export async function restoreStream(ciphertext: Readable, key: AgeDecryptionKey, targetDir: string, maxBytes?: number): Promise<ExtractedArchive> {
+  return restoreArchive(pipeline(ciphertext, new AgeDecryptStream(key), reportedByStream), targetDir, maxBytes);
 }
