@@ -285,6 +285,15 @@ describe.skipIf(unusable)("importing a homeserver (real Docker Engine, Synapse a
     await expectNothingLeft(target.serverId);
   }, 300_000);
 
+  it("an archive with more users than the plan allows is refused, once restored, and nothing of the import is left", async () => {
+    // alice and the admin; the service account is hidden from the limit
+    const target = importSpec("too-many-users", { maxUsers: 1 });
+    await expect(host.run("homeserver.import", importPayload(synapseArchive, target))).rejects.toThrow(
+      /^the archive's homeserver has 2 users, more than the plan's limit of 1$/,
+    );
+    await expectNothingLeft(target.serverId);
+  }, 300_000);
+
   it("the passphrase, wrong or right, is in no log line, progress message or error of the job", async () => {
     const target = importSpec("said-nowhere");
     const error = await host.run("homeserver.import", importPayload(exported, target, WRONG_PASSPHRASE)).catch((e: Error) => e);
