@@ -32,6 +32,8 @@ const SCRYPT_LABEL = "age-encryption.org/v1/scrypt";
 const SCRYPT_SALT_SIZE = 16;
 /** log2 of scrypt's N: the age CLI's default (256 MiB, about a second), which it also accepts when decrypting. */
 export const SCRYPT_DEFAULT_WORK_FACTOR = 18;
+/** The most work a file may ask of its reader: 2^20 takes 1 GiB for seconds (some tools tune it up from the default). */
+const SCRYPT_MAX_WORK_FACTOR = 20;
 const CHUNK_SIZE = 64 * 1024;
 const TAG_SIZE = 16;
 const SEALED_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE;
@@ -50,6 +52,7 @@ export type AgeErrorCode =
   | "not-age"
   | "bad-header"
   | "no-identity-matches"
+  | "wrong-passphrase"
   | "bad-header-mac"
   | "corrupted-chunk"
   | "truncated"
@@ -206,15 +209,20 @@ export async function agePassphraseRecipient(passphrase: string, workFactor = SC
   if (passphrase.length === 0) throw new AgeError("invalid-key", "an age passphrase must not be empty");
   if (!Number.isInteger(workFactor) || workFactor < 1 || workFactor > 22) throw new AgeError("invalid-key", "scrypt work factor out of range");
   const salt = randomBytes(SCRYPT_SALT_SIZE);
+  const wrapKey = await scryptWrapKey(passphrase, salt, workFactor);
+  return {
+    wrapFileKey: (fileKey) => `-> scrypt ${base64NoPad(salt)} ${workFactor}\n${base64NoPad(Buffer.concat(seal(wrapKey, ZERO_NONCE, fileKey)))}`,
+  };
+}
+
+/** The scrypt stanza's wrap key, off the event loop (it takes ~1 s and 256 MiB at the default work factor). */
+function scryptWrapKey(passphrase: string, salt: Buffer, workFactor: number): Promise<Buffer> {
   const N = 2 ** workFactor;
-  const wrapKey = await new Promise<Buffer>((resolve, reject) =>
+  return new Promise<Buffer>((resolve, reject) =>
     scrypt(passphrase, Buffer.concat([Buffer.from(SCRYPT_LABEL), salt]), 32, { N, r: 8, p: 1, maxmem: 256 * N * 8 }, (error, key) =>
       error ? reject(error) : resolve(key),
     ),
   );
-  return {
-    wrapFileKey: (fileKey) => `-> scrypt ${base64NoPad(salt)} ${workFactor}\n${base64NoPad(Buffer.concat(seal(wrapKey, ZERO_NONCE, fileKey)))}`,
-  };
 }
 
 /** Header and payload nonce of a new file, and the payload key. */
@@ -338,9 +346,26 @@ function unwrapFileKey(stanzas: Stanza[], identity: Uint8Array): Buffer {
   throw new AgeError("no-identity-matches", `no identity matches: the file is encrypted to a different key (it has ${held})`);
 }
 
-/** An age file in, its plaintext out; decrypts with one X25519 identity (AGE-SECRET-KEY-1…). */
+/** The file key from the file's scrypt stanza, which must be its only one (age's rule: a passphrase file has no other recipient). */
+async function unwrapWithPassphrase(stanzas: Stanza[], passphrase: string): Promise<Buffer> {
+  const stanza = stanzas.find((s) => s.args[0] === "scrypt");
+  if (!stanza) throw new AgeError("no-identity-matches", "the file is not encrypted to a passphrase");
+  if (stanzas.length !== 1) throw badHeader("a scrypt stanza must be the file's only one");
+  const salt = stanza.args.length === 3 ? decodeBase64NoPad(stanza.args[1]!) : undefined;
+  const workFactor = /^[1-9][0-9]?$/.test(stanza.args[2] ?? "") ? Number(stanza.args[2]) : 0;
+  if (salt?.length !== SCRYPT_SALT_SIZE || workFactor === 0 || stanza.body.length !== FILE_KEY_SIZE + TAG_SIZE) throw badHeader("malformed scrypt stanza");
+  if (workFactor > SCRYPT_MAX_WORK_FACTOR) throw badHeader(`its scrypt work factor ${workFactor} is above ${SCRYPT_MAX_WORK_FACTOR}`);
+  const fileKey = open(await scryptWrapKey(passphrase, salt, workFactor), ZERO_NONCE, stanza.body);
+  if (!fileKey) throw new AgeError("wrong-passphrase", "the passphrase does not open this file");
+  return fileKey;
+}
+
+/** What opens an age file: an X25519 identity (AGE-SECRET-KEY-1…) or a passphrase. */
+export type AgeDecryptionKey = string | { passphrase: string };
+
+/** An age file in, its plaintext out; decrypts with one X25519 identity (AGE-SECRET-KEY-1…) or a passphrase. */
 export class AgeDecryptStream extends Transform {
-  private readonly identity: Uint8Array;
+  private readonly identity: Uint8Array | { passphrase: string };
   /** Bytes before the payload (header, nonce) until they are complete. */
   private prologue: Buffer | undefined = Buffer.alloc(0);
   private key: Buffer | undefined;
@@ -348,14 +373,22 @@ export class AgeDecryptStream extends Transform {
   private filled = 0;
   private counter = 0;
 
-  constructor(identity: string) {
+  constructor(key: AgeDecryptionKey) {
     super();
-    this.identity = parseIdentity(identity);
+    if (typeof key !== "string" && key.passphrase.length === 0) throw new AgeError("invalid-key", "an age passphrase must not be empty");
+    this.identity = typeof key === "string" ? parseIdentity(key) : key;
   }
 
   override _transform(data: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (this.prologue) {
+      // Only the header waits (a passphrase's key is derived off the event loop); the payload is opened as it comes.
+      this.readPrologue(data)
+        .then((rest) => this.payload(rest))
+        .then(() => callback(), callback);
+      return;
+    }
     try {
-      this.payload(this.prologue ? this.readPrologue(data) : data);
+      this.payload(data);
       callback();
     } catch (error) {
       callback(error as Error);
@@ -373,7 +406,7 @@ export class AgeDecryptStream extends Transform {
   }
 
   /** Collects the header and payload nonce; returns the payload bytes that followed them. */
-  private readPrologue(data: Buffer): Buffer {
+  private async readPrologue(data: Buffer): Promise<Buffer> {
     const prologue = Buffer.concat([this.prologue!, data]);
     this.prologue = prologue;
     const versionLength = Math.min(prologue.length, VERSION_LINE_BYTES.length);
@@ -389,7 +422,8 @@ export class AgeDecryptStream extends Transform {
     const payloadStart = headerEnd + PAYLOAD_NONCE_SIZE;
     if (prologue.length < payloadStart) return Buffer.alloc(0);
     const header = parseHeader(prologue.subarray(0, headerEnd));
-    const fileKey = unwrapFileKey(header.stanzas, this.identity);
+    const fileKey =
+      this.identity instanceof Uint8Array ? unwrapFileKey(header.stanzas, this.identity) : await unwrapWithPassphrase(header.stanzas, this.identity.passphrase);
     if (!timingSafeEqual(headerMac(fileKey, header.macInput), header.mac)) {
       throw new AgeError("bad-header-mac", "the age header's MAC does not match: the header is corrupted or was altered");
     }

@@ -5,7 +5,6 @@
 // it, with the dump's parts joined into one file again.
 import { constants as fs } from "node:fs";
 import { mkdir, open, readdir, rm, type FileHandle } from "node:fs/promises";
-import { join } from "node:path";
 import { pipeline, Readable } from "node:stream";
 import { pipeline as pipelineAsync } from "node:stream/promises";
 import { constants as zstd, createZstdCompress, createZstdDecompress, type ZstdCompress, type ZstdDecompress } from "node:zlib";
@@ -237,7 +236,7 @@ export interface ExtractedArchive {
 }
 
 /** The entry's path components; refuses absolute names and any "." or ".." component. */
-function entryParts(name: string): string[] {
+export function entryParts(name: string): string[] {
   const parts = name.split("/");
   if (name.includes("\0") || parts.some((part) => part === "" || part === "." || part === "..")) {
     throw new ArchiveError(`refusing entry ${JSON.stringify(name)}: not a plain relative path inside the archive`);
@@ -252,19 +251,17 @@ function entryParts(name: string): string[] {
  * target, even while it is being extracted, is never written through. The directories of the last
  * entry stay open, as entries come grouped by directory.
  */
-class ExtractionTarget {
+export class ExtractionTarget {
   private readonly chain: Array<{ name: string; handle: FileHandle }> = [];
-  readonly path: string;
   private readonly root: FileHandle;
 
-  private constructor(path: string, root: FileHandle) {
-    this.path = path;
+  private constructor(root: FileHandle) {
     this.root = root;
   }
 
   static async make(path: string): Promise<ExtractionTarget> {
     await mkdir(path, { mode: 0o700 });
-    return new ExtractionTarget(path, await open(path, OPEN_DIRECTORY));
+    return new ExtractionTarget(await open(path, OPEN_DIRECTORY));
   }
 
   /** The descriptor of the directory at `parts` (relative), made where missing. */
@@ -304,7 +301,7 @@ class ExtractionTarget {
     try {
       handle = await open(throughDescriptor(dir, parts.at(-1)), flags, 0o600);
     } catch (error) {
-      if (errorCode(error) === "EEXIST") throw new ArchiveError(`the archive holds ${join(this.path, ...parts)} twice`);
+      if (errorCode(error) === "EEXIST") throw new ArchiveError(`the archive holds ${parts.join("/")} twice`);
       if (errorCode(error) === "ELOOP") throw new ArchiveError(`refusing to extract ${parts.join("/")}: a symbolic link is in its place`);
       throw error;
     }
@@ -373,17 +370,47 @@ async function extractEntries(tar: AsyncIterable<Buffer>, target: ExtractionTarg
  * hands them to the server's uid). On any failure targetDir is removed again,
  * so a failed restore leaves nothing half-written behind.
  */
-export async function extractArchive(tar: AsyncIterable<Buffer>, targetDir: string): Promise<ExtractedArchive> {
+export function extractArchive(tar: AsyncIterable<Buffer>, targetDir: string): Promise<ExtractedArchive> {
+  return extractInto(targetDir, (target) => extractEntries(tar, target));
+}
+
+/** Runs `extract` into a new targetDir (see extractArchive), which is removed again when it fails. */
+export async function extractInto<T>(targetDir: string, extract: (target: ExtractionTarget) => Promise<T>): Promise<T> {
   const target = await ExtractionTarget.make(targetDir);
   try {
-    return await extractEntries(tar, target).finally(() => target.close());
+    return await extract(target).finally(() => target.close());
   } catch (error) {
     await rm(targetDir, { recursive: true, force: true });
     throw error;
   }
 }
 
-/** Decompresses an archive and extracts it into targetDir (see extractArchive). */
-export function restoreArchive(compressed: Readable, targetDir: string): Promise<ExtractedArchive> {
-  return pipelineAsync(compressed, createArchiveDecompressor(), (tar: AsyncIterable<Buffer>) => extractArchive(tar, targetDir));
+export class ArchiveTooLarge extends ArchiveError {
+  override name = "ArchiveTooLarge";
+  readonly maxBytes: number;
+
+  constructor(maxBytes: number) {
+    super(`the archive unpacks to more than ${maxBytes} bytes`);
+    this.maxBytes = maxBytes;
+  }
+}
+
+/**
+ * The bytes as they pass, failing once more than `maxBytes` have: an archive's unpacked size is
+ * bounded before it is written, however well it compresses.
+ */
+export function byteLimit(maxBytes: number): (source: AsyncIterable<Buffer>) => AsyncGenerator<Buffer> {
+  return async function* (source) {
+    let total = 0;
+    for await (const chunk of source) {
+      total += chunk.length;
+      if (total > maxBytes) throw new ArchiveTooLarge(maxBytes);
+      yield chunk;
+    }
+  };
+}
+
+/** Decompresses an archive and extracts it into targetDir (see extractArchive); at most `maxBytes` of tar when given. */
+export function restoreArchive(compressed: Readable, targetDir: string, maxBytes = Number.POSITIVE_INFINITY): Promise<ExtractedArchive> {
+  return pipelineAsync(compressed, createArchiveDecompressor(), byteLimit(maxBytes), (tar: AsyncIterable<Buffer>) => extractArchive(tar, targetDir));
 }

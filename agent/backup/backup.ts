@@ -3,7 +3,7 @@
 // streams' buffers whatever the backup's size (the dump's 8 MiB parts are the
 // largest thing held).
 import { pipeline, type Readable } from "node:stream";
-import { AgeDecryptStream, AgeEncryptStream, type AgePassphraseRecipient } from "./age.ts";
+import { AgeDecryptStream, AgeEncryptStream, type AgeDecryptionKey, type AgePassphraseRecipient } from "./age.ts";
 import { archiveStream, restoreArchive, type ArchiveContents, type ExtractedArchive } from "./archive.ts";
 
 export interface BackupOptions extends ArchiveContents {
@@ -20,10 +20,11 @@ export function backupStream(options: BackupOptions): Readable {
 }
 
 /**
- * Decrypts, decompresses and extracts a backup into targetDir (which must not
- * exist yet). A wrong key, a corrupted, truncated or extended file, or an archive
- * that is not a Berth backup rejects, and targetDir is gone again.
+ * Decrypts (with the backup's identity, or an export's passphrase), decompresses and extracts a
+ * backup into targetDir (which must not exist yet). A wrong key, a corrupted, truncated or
+ * extended file, an archive that is not a Berth backup, or one whose tar is more than `maxBytes`
+ * rejects, and targetDir is gone again.
  */
-export async function restoreStream(ciphertext: Readable, identity: string, targetDir: string): Promise<ExtractedArchive> {
-  return restoreArchive(pipeline(ciphertext, new AgeDecryptStream(identity), reportedByStream), targetDir);
+export async function restoreStream(ciphertext: Readable, key: AgeDecryptionKey, targetDir: string, maxBytes?: number): Promise<ExtractedArchive> {
+  return restoreArchive(pipeline(ciphertext, new AgeDecryptStream(key), reportedByStream), targetDir, maxBytes);
 }

@@ -185,6 +185,10 @@ export async function* readTar(source: AsyncIterable<Buffer>): AsyncGenerator<Ta
       }
       return;
     }
+    // GNU tar's own format (its default) says "ustar  ": its long names and large sizes are records we do not read.
+    if (block.toString("latin1", 257, 265) === "ustar  \0") {
+      throw new ArchiveError("the archive is in GNU tar's format, not POSIX: make it again with tar --format=posix");
+    }
     if (field(block, 257, 6) !== "ustar") throw new ArchiveError("not a POSIX tar archive (no ustar header)");
     if (octalField(block, 148, 8) !== checksum(block)) throw new ArchiveError("corrupted tar header (checksum mismatch)");
     const type = String.fromCharCode(block[156]!);
@@ -203,7 +207,7 @@ export async function* readTar(source: AsyncIterable<Buffer>): AsyncGenerator<Ta
       if (type === "x") pax = parsePax(records); // "g" (global) holds nothing a restore needs
       continue;
     }
-    if (LINK_TYPES[type]) throw new ArchiveError(`refusing ${LINK_TYPES[type]} ${name}: a backup holds no links`);
+    if (LINK_TYPES[type]) throw new ArchiveError(`refusing ${LINK_TYPES[type]} ${name}: an archive to restore holds no links`);
     if (type !== "0" && type !== "\0" && type !== "5") throw new ArchiveError(`refusing tar entry ${name} of type ${JSON.stringify(type)}`);
 
     const directory = type === "5";

@@ -50,6 +50,12 @@ export function homeserverHandlers(options: HomeserverHandlerOptions): {
       customerData();
       return manager.provision(spec, ctx);
     }),
+    // Made as provision makes a server, from the owner's archive; the passphrase lives only in this job's memory.
+    "homeserver.import": guarded(async (job, ctx) => {
+      customerData();
+      const download = () => downloadBackup(options.agentIdentity, job.downloadUrl, ctx.signal);
+      return manager.importHomeserver(job, download, ctx);
+    }),
     "homeserver.stop": guarded(async ({ serverId }, ctx) => manager.stop(serverId, ctx)),
     "homeserver.start": guarded(async ({ serverId }, ctx) => {
       customerData();

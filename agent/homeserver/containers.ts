@@ -277,3 +277,19 @@ export function upkeepContainer(input: ContainerSpecInput, run: { chunkSize: num
     },
   };
 }
+
+/** Prints the image's Synapse schema versions: the one it migrates databases to, and the oldest code its migrations leave a database usable by. */
+const SCHEMA_VERSIONS_SCRIPT = "from synapse.storage.schema import SCHEMA_VERSION, SCHEMA_COMPAT_VERSION; print(SCHEMA_VERSION, SCHEMA_COMPAT_VERSION)";
+
+/** A one-off run of the server's Synapse image, hardened like Synapse, without network or mounts, printing its schema versions. */
+export function schemaVersionsContainer(input: ContainerSpecInput): Docker.ContainerCreateOptions & { name: string } {
+  return {
+    name: `${input.names.synapse}-schema`,
+    Image: input.image,
+    User: `${input.uid}:${input.uid}`,
+    Entrypoint: ["python", "-c", SCHEMA_VERSIONS_SCRIPT],
+    Cmd: [],
+    Labels: { ...input.extraLabels },
+    HostConfig: { ...hardened(input), RestartPolicy: { Name: "no", MaximumRetryCount: 0 }, NetworkMode: "none" },
+  };
+}

@@ -4,7 +4,7 @@
 // containers, waits, proxy).
 import type { Readable } from "node:stream";
 import type { HostCheckOutcome } from "../../protocol/checks.ts";
-import type { JobPayload, JobResult } from "../../protocol/jobs.ts";
+import type { DeliveredJobPayload, JobPayload, JobResult } from "../../protocol/jobs.ts";
 import type { UploadResult } from "../backup/transfer.ts";
 import { checkIsolation, withHostListener } from "../checks/isolation.ts";
 import type { Logger } from "../log.ts";
@@ -13,6 +13,7 @@ import type { PlanResources } from "./containers.ts";
 import { HomeserverCore, type HomeserverManagerOptions, type OperationContext, type RunningResult } from "./core.ts";
 import { destroy } from "./destroy.ts";
 import { configuredRoomEncryption, probeRoomEncryption } from "./encryption-probe.ts";
+import { importHomeserver } from "./import.ts";
 import { restoreHostState, resume, start, stop, suspend } from "./lifecycle.ts";
 import { provision, type ProvisionResult, type ProvisionSpec } from "./provision.ts";
 import type { HomeserverRecords } from "./records.ts";
@@ -44,6 +45,15 @@ export class HomeserverManager {
 
   provision(spec: ProvisionSpec, ctx: OperationContext): Promise<ProvisionResult> {
     return provision(this.core, spec, ctx);
+  }
+
+  /** A new homeserver from its owner's archive; whatever fails, nothing of it is left (import.ts). */
+  importHomeserver(
+    job: DeliveredJobPayload<"homeserver.import">,
+    download: () => Promise<Readable>,
+    ctx: OperationContext,
+  ): Promise<JobResult<"homeserver.import">> {
+    return importHomeserver(this.core, job, download, ctx);
   }
 
   stop(serverId: string, ctx: OperationContext): Promise<{ serverId: string; state: "stopped" }> {

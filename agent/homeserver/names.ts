@@ -159,3 +159,8 @@ export function restoreSandboxPaths(dataRoot: string, serverId: string): Homeser
 export function restoreStaging(paths: HomeserverPaths, backupId: string): string {
   return join(paths.root, "restore", idComponent(backupId, "backup id"));
 }
+
+/** Where an import's archive is unpacked: under the agent's data root, outside every homeserver's quota and container. */
+export function importStaging(dataRoot: string, importId: string): string {
+  return join(dataRoot, "imports", idComponent(importId, "import id"));
+}

@@ -2,7 +2,8 @@
 // provisioning stopped) to Synapse answering behind the proxy — uid, data
 // directories, secrets and signing key, configuration, networks and firewall
 // rules, PostgreSQL, Synapse, the first admin account, the host's service
-// account, the route.
+// account, the route. An import (import.ts) makes its server the same way,
+// from its owner's archive.
 import { existsSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { errorMessage, type Logger } from "../log.ts";
@@ -10,7 +11,7 @@ import { ContainerFailedError, delay } from "../runtime/docker.ts";
 import type { HomeserverSettings } from "../../protocol/homeserver-settings.ts";
 import { SYNAPSE_PORT } from "./config.ts";
 import { postgresContainer, synapseContainer, type PlanResources } from "./containers.ts";
-import type { HomeserverCore, OperationContext, RunningResult } from "./core.ts";
+import type { HomeserverCore, Operation, OperationContext, RunningResult } from "./core.ts";
 import type { HomeserverNames, HomeserverPaths } from "./names.ts";
 import type { HomeserverRecord } from "./records.ts";
 import { ensureDataDirs, ensureSecrets, ensureSigningKey, existingOwner, randomSecret, type HomeserverSecrets } from "./secrets.ts";
@@ -38,86 +39,107 @@ class PostgresNotReady extends Error {
   override name = "PostgresNotReady";
 }
 
+/**
+ * What an import brings into the server being made (import.ts); a provision brings nothing, and
+ * everything is generated or starts empty.
+ */
+export interface HomeserverSource {
+  /** Into synapse/ (the uid's) before the secrets and signing key are made: the archive's signing key and media. */
+  placeFiles(paths: HomeserverPaths, uid: number): Promise<void>;
+  /** With PostgreSQL running on its empty database, before Synapse first starts: the archive's database. */
+  restoreDatabase(record: HomeserverRecord, names: HomeserverNames): Promise<void>;
+}
+
 export function provision(core: HomeserverCore, spec: ProvisionSpec, ctx: OperationContext): Promise<ProvisionResult> {
-  return core.serialised(spec.serverId, async () => {
-    const { names, paths, log, step } = core.operation(spec.serverId, ctx);
-    const existing = core.records.read(spec.serverId);
-    if (existing && existing.serverName !== spec.serverName) {
-      throw new Error(`homeserver ${spec.serverId} runs here as ${existing.serverName}; its server name cannot change to ${spec.serverName}`);
-    }
+  return core.serialised(spec.serverId, () => makeHomeserver(core, spec, core.operation(spec.serverId, ctx), ctx));
+}
 
-    step(0.02, "storage quota");
-    const quota = await core.ensureQuota(spec.resources.storageGiB, names, paths, ctx, log);
-    step(
-      0.03,
-      quota === "no quota"
-        ? "NO storage quota: the server's data is bounded by nothing but the host's disk"
-        : `storage quota: ${spec.resources.storageGiB} GiB (${quota})`,
-    );
-    step(0.04, "allocating the server's uid and data directories");
-    const uid = core.uids.allocate(spec.serverId, existingOwner(paths));
-    ensureDataDirs(paths, uid);
+/** The server made (or converged), from nothing or from `source`; the caller holds the server's lock. */
+export async function makeHomeserver(
+  core: HomeserverCore,
+  spec: ProvisionSpec,
+  { names, paths, log, step }: Operation,
+  ctx: OperationContext,
+  source?: HomeserverSource,
+): Promise<ProvisionResult> {
+  const existing = core.records.read(spec.serverId);
+  if (existing && existing.serverName !== spec.serverName) {
+    throw new Error(`homeserver ${spec.serverId} runs here as ${existing.serverName}; its server name cannot change to ${spec.serverName}`);
+  }
 
-    // An upgrade replaced the Synapse image: a repeated provision keeps it.
-    const images = { synapse: existing?.images.synapse ?? spec.images.synapse, postgres: existing?.images.postgres ?? spec.images.postgres };
-    step(0.05, `checking images ${images.postgres} and ${images.synapse}`);
-    await core.runtime.ensureImage(images.postgres, ctx.signal);
-    await core.runtime.ensureImage(images.synapse, ctx.signal);
+  step(0.02, "storage quota");
+  const quota = await core.ensureQuota(spec.resources.storageGiB, names, paths, ctx, log);
+  step(
+    0.03,
+    quota === "no quota"
+      ? "NO storage quota: the server's data is bounded by nothing but the host's disk"
+      : `storage quota: ${spec.resources.storageGiB} GiB (${quota})`,
+  );
+  step(0.04, "allocating the server's uid and data directories");
+  const uid = core.uids.allocate(spec.serverId, existingOwner(paths));
+  ensureDataDirs(paths, uid);
+  source?.placeFiles(paths, uid);
 
-    const settings = spec.settings ?? existing?.settings;
-    step(0.08, "secrets and signing key");
-    const secrets = ensureSecrets(paths, uid);
-    ensureSigningKey(paths, spec.serverName, uid);
-    let record = core.records.write({
-      serverId: spec.serverId,
-      serverName: spec.serverName,
-      publicBaseUrl: spec.publicBaseUrl,
-      uid,
-      images,
-      resources: spec.resources,
-      suspended: existing?.suspended ?? false,
-      stopped: false,
-      storageQuota: quota !== "no quota",
-      ...(settings ? { settings } : {}),
-      ...(existing?.adminUserId ? { adminUserId: existing.adminUserId } : {}),
-      ...(existing?.upgrade ? { upgrade: existing.upgrade } : {}),
-    });
-    ctx.signal.throwIfAborted();
+  // An upgrade replaced the Synapse image: a repeated provision keeps it.
+  const images = { synapse: existing?.images.synapse ?? spec.images.synapse, postgres: existing?.images.postgres ?? spec.images.postgres };
+  step(0.05, `checking images ${images.postgres} and ${images.synapse}`);
+  await core.runtime.ensureImage(images.postgres, ctx.signal);
+  await core.runtime.ensureImage(images.synapse, ctx.signal);
 
-    step(0.12, "networks and firewall rules");
-    await core.ensureNetworking(names, spec.serverId);
-
-    const configChanged = await core.writeSynapseConfig(record, names, paths, secrets, ctx.signal);
-    // before Synapse starts, so that no account, the first admin's included, passes the plan
-    if (spec.maxUsers !== undefined) writeUserLimit(paths, record.uid, spec.maxUsers);
-    await core.recoverInterruptedUpgrade(record, names, log);
-    record = core.requireRecord(spec.serverId);
-    ctx.signal.throwIfAborted();
-
-    step(0.2, "starting PostgreSQL");
-    await ensurePostgres(core, record, names, paths, ctx, log);
-
-    step(0.45, "starting Synapse");
-    await ensureSynapse(core, record, names, paths, { restartIfRunning: configChanged }, ctx);
-    const ip = await core.synapseAddress(names);
-    const base = baseUrl(ip, SYNAPSE_PORT);
-    step(0.75, "checking Synapse's client API");
-    await waitForClientApi(base, core.timeouts.clientApiMs, ctx.signal);
-
-    step(0.8, "creating the admin account");
-    const adminUserId = await ensureAdmin(core, record, secrets, base, ctx.signal, log);
-    record = core.records.write({ ...record, adminUserId });
-
-    step(0.85, "the host's service account");
-    await ensureServiceAccount(core, record, names, paths, ctx, log);
-
-    step(0.9, record.suspended ? "proxy: suspended" : "routing the proxy");
-    await core.applyProxy(record, ip, log);
-
-    const result = await core.runningResult(record, names, ip, ctx.signal);
-    step(1, `running Synapse ${result.synapseVersion}`);
-    return { ...result, adminUserId };
+  const settings = spec.settings ?? existing?.settings;
+  step(0.08, "secrets and signing key");
+  const secrets = ensureSecrets(paths, uid);
+  ensureSigningKey(paths, spec.serverName, uid);
+  let record = core.records.write({
+    serverId: spec.serverId,
+    serverName: spec.serverName,
+    publicBaseUrl: spec.publicBaseUrl,
+    uid,
+    images,
+    resources: spec.resources,
+    suspended: existing?.suspended ?? false,
+    stopped: false,
+    storageQuota: quota !== "no quota",
+    ...(settings ? { settings } : {}),
+    ...(existing?.adminUserId ? { adminUserId: existing.adminUserId } : {}),
+    ...(existing?.upgrade ? { upgrade: existing.upgrade } : {}),
   });
+  ctx.signal.throwIfAborted();
+
+  step(0.12, "networks and firewall rules");
+  await core.ensureNetworking(names, spec.serverId);
+
+  const configChanged = await core.writeSynapseConfig(record, names, paths, secrets, ctx.signal);
+  // before Synapse starts, so that no account, the first admin's included, passes the plan
+  if (spec.maxUsers !== undefined) writeUserLimit(paths, record.uid, spec.maxUsers);
+  await core.recoverInterruptedUpgrade(record, names, log);
+  record = core.requireRecord(spec.serverId);
+  ctx.signal.throwIfAborted();
+
+  step(0.2, "starting PostgreSQL");
+  await ensurePostgres(core, record, names, paths, ctx, log);
+  await source?.restoreDatabase(record, names);
+
+  step(0.45, source ? "starting Synapse (it migrates the database to its schema)" : "starting Synapse");
+  await ensureSynapse(core, record, names, paths, { restartIfRunning: configChanged }, ctx);
+  const ip = await core.synapseAddress(names);
+  const base = baseUrl(ip, SYNAPSE_PORT);
+  step(0.75, "checking Synapse's client API");
+  await waitForClientApi(base, core.timeouts.clientApiMs, ctx.signal);
+
+  step(0.8, "creating the admin account");
+  const adminUserId = await ensureAdmin(core, record, secrets, base, ctx.signal, log);
+  record = core.records.write({ ...record, adminUserId });
+
+  step(0.85, "the host's service account");
+  await ensureServiceAccount(core, record, names, paths, ctx, log);
+
+  step(0.9, record.suspended ? "proxy: suspended" : "routing the proxy");
+  await core.applyProxy(record, ip, log);
+
+  const result = await core.runningResult(record, names, ip, ctx.signal);
+  step(1, `running Synapse ${result.synapseVersion}`);
+  return { ...result, adminUserId };
 }
 
 /**
@@ -194,6 +216,11 @@ export async function ensureSynapse(
   await core.waitSynapse(names, core.timeouts.synapseHealthyMs, ctx.signal);
 }
 
+/** The first admin account's localpart on this host. */
+export function adminLocalpart(core: HomeserverCore): string {
+  return core.options.adminLocalpart ?? "admin";
+}
+
 /**
  * The first admin account, with a random password that is thrown away at
  * once (never logged, stored or returned): its owner sets a real one through
@@ -208,7 +235,7 @@ async function ensureAdmin(
   signal: AbortSignal,
   log: Logger,
 ): Promise<string> {
-  const localpart = core.options.adminLocalpart ?? "admin";
+  const localpart = adminLocalpart(core);
   const outcome = await registerWithSharedSecret(
     base,
     secrets.registrationSharedSecret,

@@ -23,12 +23,10 @@ import { postgresContainer, synapseContainer } from "./containers.ts";
 import { restoreSandboxNames, restoreSandboxPaths, type HomeserverNames, type HomeserverPaths } from "./names.ts";
 import { prepareRestoredTree } from "./restore-files.ts";
 import { ensureDataDirs, ensureSecrets, POSTGRES_DB, POSTGRES_USER } from "./secrets.ts";
-import { COUNT_ROWS_SQL, countsText } from "./snapshot.ts";
+import { countRows, countsText, PG_RESTORE } from "./snapshot.ts";
 
 /** On the sandbox's containers and network: the server it verifies (and no workload label). */
 export const RESTORE_SANDBOX_LABEL = "berth.restore-verify";
-
-const PG_RESTORE = ["pg_restore", "--exit-on-error", "--no-owner", "--role", POSTGRES_USER, "-h", "/run/postgresql", "-U", POSTGRES_USER];
 
 export async function verifyRestore(
   core: HomeserverCore,
@@ -88,12 +86,7 @@ export async function verifyRestore(
       const synapseUp = Date.now();
 
       step(0.85, "counting users, rooms, events and media files");
-      const counted = await core.psql(names, COUNT_ROWS_SQL, 120_000);
-      const [users, rooms, events] = counted.stdout.trim().split("|").map(Number);
-      if (counted.exitCode !== 0 || ![users, rooms, events].every((n) => Number.isSafeInteger(n))) {
-        throw new Error(`counting the restored rows failed: ${(counted.stderr || counted.stdout).trim().slice(0, 300)}`);
-      }
-      const counts: BackupCounts = { users: users!, rooms: rooms!, events: events!, mediaFiles };
+      const counts: BackupCounts = { ...(await countRows(core, names)), mediaFiles };
       step(1, `restored and started in a sandbox: ${countsText(counts)}`);
       return {
         serverId,

@@ -33,7 +33,8 @@ export const PG_DUMP = [
 const PSQL = ["psql", "-h", "/run/postgresql", "-U", POSTGRES_USER, "-d", POSTGRES_DB, "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"];
 /** The rows a backup's manifest counts; a restore verification counts the same way (agent/checks/restore-verify.ts). */
 export const COUNT_ROWS_SQL = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM rooms), (SELECT count(*) FROM events);";
-const PG_RESTORE = ["pg_restore", "--exit-on-error", "--no-owner", "--role", POSTGRES_USER, "-h", "/run/postgresql", "-U", POSTGRES_USER];
+/** How a dump is restored into a fresh database (a restore, its verification, an import): as Synapse's user, whoever owned it before. */
+export const PG_RESTORE = ["pg_restore", "--exit-on-error", "--no-owner", "--role", POSTGRES_USER, "-h", "/run/postgresql", "-U", POSTGRES_USER];
 
 /**
  * A consistent snapshot, streamed: pg_dump (one transaction; one-time keys'
@@ -90,6 +91,16 @@ export function backup(
     step(1, `uploaded ${result.parts.length} part${result.parts.length === 1 ? "" : "s"}, ${result.size} bytes: ${countsText(counts)}`);
     return { serverId, backupId: job.backupId, counts, ...result };
   });
+}
+
+/** Users, rooms and events in a server's database, counted as a backup's manifest counts them. */
+export async function countRows(core: HomeserverCore, names: HomeserverNames): Promise<Omit<BackupCounts, "mediaFiles">> {
+  const counted = await core.psql(names, COUNT_ROWS_SQL, 120_000);
+  const [users, rooms, events] = counted.stdout.trim().split("|").map(Number);
+  if (counted.exitCode !== 0 || ![users, rooms, events].every((n) => Number.isSafeInteger(n))) {
+    throw new Error(`counting the rows failed: ${(counted.stderr || counted.stdout).trim().slice(0, 300)}`);
+  }
+  return { users: users!, rooms: rooms!, events: events! };
 }
 
 /** A backup's counts in words, for progress and evidence. */

@@ -79,6 +79,14 @@ export class UidAllocator {
     return uid;
   }
 
+  /** Forgets a server's uid (nothing of it is left: a failed import); `next` stays past it, so it is never handed out again. */
+  forget(serverId: string): void {
+    const file = this.read();
+    if (!(serverId in file.servers)) return;
+    delete file.servers[serverId];
+    this.write(file);
+  }
+
   private read(): UidFile {
     let text: string;
     try {

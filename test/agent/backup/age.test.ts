@@ -190,6 +190,44 @@ describe("age encryption to a passphrase (the scrypt recipient)", () => {
     await expect(wrong.decrypt(file)).rejects.toThrow();
   });
 
+  it.each(SIZES)("decrypts with the passphrase what it wrote, and what age-encryption wrote (%i bytes)", async (size) => {
+    const data = pseudoRandomBytes(size, `scrypt-open-${size}`);
+    const ours = await through(new AgeEncryptStream(await agePassphraseRecipient(passphrase, 10)), data);
+    expect((await through(new AgeDecryptStream({ passphrase }), ours)).equals(data)).toBe(true);
+    const encrypter = new Encrypter();
+    encrypter.setPassphrase(passphrase);
+    encrypter.setScryptWorkFactor(10);
+    const theirs = Buffer.from(await encrypter.encrypt(data));
+    expect((await through(new AgeDecryptStream({ passphrase }), theirs)).equals(data)).toBe(true);
+  });
+
+  it("says a wrong passphrase does not open the file, and that a key's file is not a passphrase's (or the other way)", async () => {
+    const file = await through(new AgeEncryptStream(await agePassphraseRecipient(passphrase, 10)), Buffer.from("x"));
+    await expect(through(new AgeDecryptStream({ passphrase: "correct horse battery stapler" }), file)).rejects.toMatchObject({
+      code: "wrong-passphrase",
+      message: "the passphrase does not open this file",
+    });
+    await expect(through(new AgeDecryptStream({ passphrase }), await encrypt(Buffer.from("x")))).rejects.toMatchObject({
+      code: "no-identity-matches",
+      message: expect.stringMatching(/not encrypted to a passphrase/),
+    });
+    await expect(decrypt(file)).rejects.toMatchObject({ code: "no-identity-matches" });
+  });
+
+  it("refuses more scrypt work than 2^20 before deriving anything, and a scrypt stanza beside another", async () => {
+    const file = await through(new AgeEncryptStream(await agePassphraseRecipient(passphrase, 10)), Buffer.from("x"));
+    const greedy = Buffer.from(file.toString("latin1").replace(/^(age-encryption\.org\/v1\n-> scrypt \S+) 10\n/, "$1 21\n"), "latin1");
+    await expect(through(new AgeDecryptStream({ passphrase }), greedy)).rejects.toMatchObject({
+      code: "bad-header",
+      message: expect.stringMatching(/work factor 21/),
+    });
+    const beside = Buffer.from(file.toString("latin1").replace("\n-> scrypt", "\n-> other\nAAAA\n-> scrypt"), "latin1");
+    await expect(through(new AgeDecryptStream({ passphrase }), beside)).rejects.toMatchObject({
+      code: "bad-header",
+      message: expect.stringMatching(/only one/),
+    });
+  });
+
   it("salts each file anew and refuses an empty passphrase", async () => {
     const header = async () => (await through(new AgeEncryptStream(await agePassphraseRecipient(passphrase, 10)), Buffer.from("x"))).toString("latin1", 0, 60);
     expect(await header()).not.toBe(await header());

@@ -303,7 +303,7 @@ describe("backup archive extraction refuses", () => {
 
   it("the same file twice", async () => {
     const twice = tarOf({ name: "database/pg_dump.part-00000", data: "" }, { name: "a", data: "1" }, { name: "a", data: "2" });
-    expect(await refusal([...twice, TAR_END])).toMatch(/holds .*\/a twice/);
+    expect(await refusal([...twice, TAR_END])).toMatch(/^the archive holds a twice$/);
   });
 
   it("an archive without its end-of-archive marker, or with data after it", async () => {

@@ -55,20 +55,8 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
     password = await testRun.registerUser(spec.serverId, spec.serverName, "alice");
     const token = (await testRun.login(spec.serverId, "alice", password)).token!;
     const base = await testRun.synapseBase(spec.serverId);
-    const room = await requestJson(`${base}/_matrix/client/v3/createRoom`, { method: "POST", token, body: { preset: "public_chat" } });
-    roomId = (room.body as { room_id: string }).room_id;
-    const sent = await requestJson(`${base}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t1`, {
-      method: "PUT",
-      token,
-      body: { msgtype: "m.text", body: MESSAGE },
-    });
-    expect(sent.status).toBe(200);
-    const uploaded = await fetch(`${base}/_matrix/media/v3/upload?filename=minutes.bin`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" },
-      body: MEDIA,
-    });
-    expect(uploaded.status).toBe(200);
+    roomId = await testRun.roomWithMessage(spec.serverId, token, MESSAGE);
+    await testRun.uploadMedia(spec.serverId, token, MEDIA, "minutes.bin");
 
     // An encrypted private room, on alice's device, whose keys she exports.
     const alice = await startCryptoClient(fetch, base, await sdkPasswordLogin(fetch, base, "alice", password));

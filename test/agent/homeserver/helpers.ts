@@ -251,6 +251,32 @@ export class TestRun {
     return { status: answer.status, body: answer.body, ...(token ? { token } : {}) };
   }
 
+  /** A room `token`'s user creates, with one text message of theirs in it: the room's id. */
+  async roomWithMessage(serverId: string, token: string, message: string, preset = "public_chat"): Promise<string> {
+    const base = await this.synapseBase(serverId);
+    const room = await requestJson(`${base}/_matrix/client/v3/createRoom`, { method: "POST", token, body: { preset } });
+    const roomId = (room.body as { room_id?: string }).room_id;
+    if (!roomId) throw new Error(`creating a room answered ${room.status}`);
+    const sent = await requestJson(`${base}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/t1`, {
+      method: "PUT",
+      token,
+      body: { msgtype: "m.text", body: message },
+    });
+    if (sent.status !== 200) throw new Error(`sending the message answered ${sent.status}`);
+    return roomId;
+  }
+
+  /** Media `token`'s user uploads: its mxc:// URI. */
+  async uploadMedia(serverId: string, token: string, bytes: Buffer, filename = "upload.bin"): Promise<string> {
+    const uploaded = await fetch(`${await this.synapseBase(serverId)}/_matrix/media/v3/upload?filename=${encodeURIComponent(filename)}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/octet-stream" },
+      body: bytes,
+    });
+    if (uploaded.status !== 200) throw new Error(`uploading media answered ${uploaded.status}`);
+    return ((await uploaded.json()) as { content_uri: string }).content_uri;
+  }
+
   /** Builds a tiny image FROM berth/synapse with `dockerfileBody` (classic builder, no registry). */
   async buildImage(tag: string, dockerfileBody: string): Promise<string> {
     const ref = `berth-test/synapse:${this.prefix}-${tag}`;
