@@ -5,6 +5,7 @@
 // our Synapse upgrades, its users within the plan. Whatever fails, nothing of the import stays on
 // the host, and the job fails with a sentence its owner is shown (no path, no secret, never the
 // passphrase).
+import { importRefusalText } from "../../protocol/import-refusals.ts";
 import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { cp } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -168,7 +169,8 @@ function outOfRoom(error: unknown): boolean {
 
 /** Why the import failed, as its owner reads it: the refusal itself, else what went wrong in our words (the details are in the agent's log). */
 function reasonFor(error: unknown, spec: ProvisionSpec, { restored, aborted }: { restored: boolean; aborted: boolean }): string {
-  if (error instanceof ImportRefused) return error.message;
+  // The Worker shows only the sentences of IMPORT_REFUSALS: a refusal worded otherwise reads as the last one below.
+  if (error instanceof ImportRefused && importRefusalText(error.message)) return error.message;
   if (aborted) return "the import did not finish in the time it has; nothing of it was kept";
   if (outOfRoom(error)) return `the archive does not fit in the plan's storage (${spec.resources.storageGiB} GiB)`;
   if (error instanceof TransferError) return "the uploaded archive could not be downloaded to the host; nothing of it was kept";

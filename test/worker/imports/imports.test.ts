@@ -130,6 +130,12 @@ describe("importing a homeserver from an archive", () => {
 
   it.each([
     ["a refusal the agent writes is shown as it is", "the archive is of other.example, not SERVER", "the archive is of other.example, not SERVER"],
+    [
+      "a refusal's detail from the archive is shown too",
+      "the export is truncated or corrupted (payload chunk 3 does not authenticate)",
+      "the export is truncated or corrupted (payload chunk 3 does not authenticate)",
+    ],
+    ["a detail with a link in it is not", "the archive cannot be imported: see https://phish.example/fix", IMPORT_FAILED],
     ["anything else the host says stays in its job", "pg_restore: error: /var/lib/berth/imports/x: could not open", IMPORT_FAILED],
   ])("leaves the server waiting when the host fails it: %s", async (_, error, shown) => {
     const { agent, owner, view: server, serverName, imported: view, job } = await importing();
