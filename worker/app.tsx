@@ -19,6 +19,7 @@ import { serverSettingsPageRoutes } from "./routes/server-settings-pages";
 import { serverDelegationPageRoutes } from "./routes/server-delegation-pages";
 import { serverSecurityPageRoutes } from "./routes/server-security-pages";
 import { serverExportPageRoutes } from "./routes/server-export-pages";
+import { serverImportPageRoutes } from "./routes/server-import-pages";
 import { serverUserRoutes } from "./routes/server-users";
 import { serverRoomRoutes } from "./routes/server-rooms";
 import { agentBackupRoutes, serverBackupRoutes } from "./routes/backups";
@@ -121,6 +122,7 @@ export const app = new Hono<AppEnv>()
   .route("/servers", serverSecurityPageRoutes)
   .route("/servers", serverDelegationPageRoutes)
   .route("/servers", serverExportPageRoutes)
+  .route("/servers", serverImportPageRoutes)
   .route("/servers", homeserverPageRoutes)
   .route("/", operatorPageRoutes)
   .route("/security", securityPageRoutes)

@@ -270,18 +270,22 @@ export function presentBackup(backup: Backup, newestSucceededId: string | undefi
  * R2 key or the job's payload.
  */
 /** An import as its owner sees it: how much has arrived (what a resumed upload still sends), then how the homeserver is being made. */
-export function presentServerImport(row: ServerImport, missingParts: number[], job: Job | null) {
+/** `received`: the parts that arrived, with their digests, so a resumed upload sends only what differs from the file chosen again. */
+export function presentServerImport(row: ServerImport, received: { partNumber: number; sha256: string }[], job: Job | null) {
   const iso = (date: Date | null) => date?.toISOString() ?? null;
   const parts = Math.ceil(row.sizeBytes / row.partSize);
+  const uploading = row.status === "uploading";
+  const have = new Set(received.map((part) => part.partNumber));
   return {
     id: row.id,
     status: row.status,
     sizeBytes: row.sizeBytes,
     partSize: row.partSize,
     parts,
-    missingParts: row.status === "uploading" ? missingParts : [],
+    missingParts: uploading ? Array.from({ length: parts }, (_, index) => index + 1).filter((partNumber) => !have.has(partNumber)) : [],
+    receivedParts: uploading ? received.map(({ partNumber, sha256 }) => ({ partNumber, sha256 })) : [],
     progress: {
-      partsReceived: row.status === "uploading" ? parts - missingParts.length : parts,
+      partsReceived: uploading ? have.size : parts,
       fraction: row.status === "imported" ? 1 : row.status === "importing" ? (job?.progress ?? 0) : null,
     },
     counts: row.counts,

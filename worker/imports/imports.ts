@@ -9,6 +9,7 @@ import { serverImportParts, serverImports, type Server, type ServerImport, type 
 import { ApiError, badRequest, conflict, notFound } from "../errors";
 import { wrapPassphrase } from "../exports/passphrase";
 import { planById } from "../billing/plans";
+import { getJob } from "../fleet/jobs";
 import { ownedServer } from "../servers/servers";
 import { streamPart } from "../uploads/parts";
 
@@ -65,6 +66,11 @@ export async function receivedParts(db: Database, importId: string) {
 export async function missingParts(db: Database, row: ServerImport): Promise<number[]> {
   const have = new Set((await receivedParts(db, row.id)).map((part) => part.partNumber));
   return Array.from({ length: partCount(row) }, (_, index) => index + 1).filter((partNumber) => !have.has(partNumber));
+}
+
+/** What an import's view shows besides its row: the parts received and the job making the homeserver from it. */
+export async function importProgress(db: Database, row: ServerImport) {
+  return { received: await receivedParts(db, row.id), job: row.jobId ? ((await getJob(db, row.jobId)) ?? null) : null };
 }
 
 /** Only a homeserver on its owner's own domain that waits for its delegation can be made from an archive. */

@@ -7,7 +7,9 @@ import { STEP_TEXT } from "./servers";
  * by the very function the server uses (its source, with the constants it
  * reads), and a server's page follows its status over server-sent events,
  * re-fetching its own HTML for the sections a change affects; a page that had
- * to leave a homeserver's job under way follows it and shows its outcome.
+ * to leave a homeserver's job under way follows it and shows its outcome; and
+ * an archive to import is uploaded in checked parts, resumably (the one thing
+ * that needs it).
  */
 export const DASHBOARD_SCRIPT = `"use strict";
 (() => {
@@ -37,6 +39,71 @@ export const DASHBOARD_SCRIPT = `"use strict";
       else location.replace(pending.dataset.outcome);
     };
     setTimeout(follow, 1000);
+  }
+
+  // "Import a homeserver": the archive hashed and sent in the import's parts, then completed. A file
+  // chosen again resumes: a part is sent only when what arrived differs from the file's.
+  const upload = document.getElementById("import-upload");
+  if (upload) {
+    upload.hidden = false;
+    const bar = document.getElementById("import-upload-progress");
+    const status = document.getElementById("import-upload-status");
+    const button = upload.querySelector("button[type=submit]");
+    const hex = (buffer) => Array.from(new Uint8Array(buffer), (byte) => byte.toString(16).padStart(2, "0")).join("");
+    const call = async (method, path, body, headers) => {
+      const response = await fetch(upload.dataset.api + path, { method, body, headers: headers || { "content-type": "application/json" } });
+      const answer = await response.json().catch(() => ({}));
+      if (response.ok) return answer;
+      const error = new Error((answer.error && answer.error.message) || "the server answered " + response.status + ".");
+      error.status = response.status;
+      error.code = answer.error && answer.error.code;
+      throw error;
+    };
+    // A part lost or damaged on the way is sent again, twice at most; a refusal is not.
+    const sendPart = async (part, bytes, digest) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await call("PUT", "/parts/" + part, bytes, { "content-type": "application/octet-stream", "x-part-sha256": digest });
+        } catch (error) {
+          const again = error.status === undefined || error.status >= 500 || error.code === "part_corrupted";
+          if (!again || attempt === 3) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
+        }
+      }
+    };
+    upload.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const file = upload.elements.archive.files[0];
+      const passphrase = upload.elements.passphrase.value;
+      button.disabled = true;
+      bar.hidden = false;
+      try {
+        let current = await call("GET", "").catch((error) => {
+          if (error.status === 404) return null;
+          throw error;
+        });
+        if (current && current.status === "uploading" && current.sizeBytes !== file.size) {
+          status.textContent = "Another file was being uploaded: it is cancelled.";
+          await call("DELETE", "");
+          current = null;
+        }
+        if (!current || current.status !== "uploading") current = await call("POST", "", JSON.stringify({ sizeBytes: file.size }));
+        const received = new Map(current.receivedParts.map((part) => [part.partNumber, part.sha256]));
+        for (let part = 1; part <= current.parts; part++) {
+          const bytes = await file.slice((part - 1) * current.partSize, part * current.partSize).arrayBuffer();
+          const digest = hex(await crypto.subtle.digest("SHA-256", bytes));
+          if (received.get(part) !== digest) await sendPart(part, bytes, digest);
+          bar.value = part / current.parts;
+          status.textContent = part + " of " + current.parts + " parts uploaded.";
+        }
+        status.textContent = "Checking the archive…";
+        await call("POST", "/complete", JSON.stringify(passphrase ? { passphrase } : {}));
+        location.assign(upload.dataset.done);
+      } catch (error) {
+        status.textContent = "The upload stopped: " + error.message + " Choose the same file again to resume.";
+        button.disabled = false;
+      }
+    });
   }
 
   const live = document.getElementById("live-status");

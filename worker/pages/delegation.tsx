@@ -61,6 +61,11 @@ export function DelegationPage(props: { user: User; view: DelegationPageView; er
           {AWAITING_DELEGATION_DAYS} days of creating it, it is deleted (nothing of it was made) and your domain is free again.
         </p>
       ) : null}
+      {waiting ? (
+        <p>
+          Moving {view.serverName} here from another host? <a href={`/servers/${view.serverId}/import`}>Import it from an archive</a> before it is set up.
+        </p>
+      ) : null}
       <Document id="server-well-known" title="For other Matrix servers" wellKnown={view.wellKnown.server} />
       <Document id="client-well-known" title="For Matrix apps" wellKnown={view.wellKnown.client} />
       <section class="card" aria-labelledby="check-heading">

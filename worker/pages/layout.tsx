@@ -28,6 +28,8 @@ export const NOTICES = {
   checks_started: "The checks have started: reload this page in a minute to see their results.",
   delegation_check_started: "Your domain's files are being checked: reload this page in a moment to see the result.",
   server_provisioning: "Your homeserver is being set up.",
+  import_uploaded: "The archive is uploaded: your homeserver is made from it as soon as your domain's delegation passes its check.",
+  import_cancelled: "The import is cancelled, and its archive deleted.",
   export_started: "The export has started: reload this page to follow it. We email you when it is ready.",
   host_state_changed: "The host's state is changed.",
   host_override_allowed: "This host may now take customer data although its data root is not encrypted.",

@@ -1,9 +1,8 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { sha256Hex } from "../../protocol/messages";
-import { getJob } from "../fleet/jobs";
 import { openImportArchive } from "../imports/import-job";
-import { cancelServerImport, completeServerImport, latestServerImport, missingParts, receiveImportPart, startServerImport } from "../imports/imports";
+import { cancelServerImport, completeServerImport, importProgress, latestServerImport, receiveImportPart, startServerImport } from "../imports/imports";
 import { agentUploadContext, partLength, partNumberParam, signedAgentRequest, type AgentAppEnv } from "../http/agent-signature";
 import type { AppEnv } from "../http/context";
 import { presentServerImport } from "../http/present";
@@ -23,7 +22,8 @@ const completeRequest = z.strictObject({ passphrase: z.string().min(1).max(1024)
 const partDigest = z.object({ "x-part-sha256": sha256Hex.optional() });
 
 async function present(ctx: WorkContext, row: ServerImport) {
-  return presentServerImport(row, await missingParts(ctx.db, row), row.jobId ? ((await getJob(ctx.db, row.jobId)) ?? null) : null);
+  const { received, job } = await importProgress(ctx.db, row);
+  return presentServerImport(row, received, job);
 }
 
 // "Import a homeserver" into its owner's waiting homeserver (mounted under /api/servers): the

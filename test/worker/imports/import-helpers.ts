@@ -4,7 +4,7 @@ import { subscriber } from "../billing/stripe-helpers";
 import { succeeded, type DeliveredJob, type FakeAgent } from "../fleet/fleet-helpers";
 import { call, post } from "../helpers";
 import { jobOf, onlineHost, type ServerView } from "../servers/server-helpers";
-import { sha256 } from "../backups/backup-helpers";
+import { bytes, sha256 } from "../backups/backup-helpers";
 
 // An import from the outside: a waiting homeserver on its owner's domain, an archive uploaded into it
 // through the API in parts, and the host's delegation check answered by a fake agent.
@@ -65,3 +65,13 @@ export async function uploadArchive(cookie: string, serverId: string, archive: U
 }
 
 export const importRow = (id: string) => env.DB.prepare("SELECT * FROM server_imports WHERE id = ?").bind(id).first<Record<string, any>>();
+
+/** A waiting server whose owner uploaded a small archive, and the import job its host got once the delegation held. */
+export async function importing(passphrase?: string) {
+  const waiting = await waitingServer();
+  const archive = bytes(1000, 3);
+  const imported = await uploadArchive(waiting.owner.cookie, waiting.view.id, archive, passphrase);
+  answerCheck(waiting.agent, waiting.check, "holds");
+  const { job } = await jobOf(waiting.agent, "homeserver.import");
+  return { ...waiting, archive, imported, job };
+}

@@ -7,7 +7,7 @@ import { bytes, pathOf, sha256, signedCall } from "../backups/backup-helpers";
 import { succeeded } from "../fleet/fleet-helpers";
 import { call, dumpDatabase, expectError, post } from "../helpers";
 import { jobOf, onlineHost, runningServer, serverView } from "../servers/server-helpers";
-import { answerCheck, importOf, importRow, sendPart, startImport, uploadArchive, waitingServer, type ImportView } from "./import-helpers";
+import { answerCheck, importing, importOf, importRow, sendPart, startImport, uploadArchive, waitingServer, type ImportView } from "./import-helpers";
 
 // "Import a homeserver": an archive uploaded in parts into a waiting homeserver on its owner's
 // domain is made into that homeserver by its host once the domain delegates to us; until then,
@@ -24,16 +24,6 @@ const count = async (sql: string, ...values: unknown[]) =>
 const workloadsOf = (serverId: string) => count("SELECT count(*) AS n FROM workloads WHERE id = ?", serverId);
 const jobsOf = (serverId: string, kind: string) => count("SELECT count(*) AS n FROM jobs WHERE server_id = ? AND kind = ?", serverId, kind);
 const viewOf = async (cookie: string, serverId: string) => (await (await importOf(cookie, serverId)).json()) as ImportView;
-
-/** A waiting server whose owner uploaded a small archive, and the import job its host got once the delegation held. */
-async function importing(passphrase?: string) {
-  const waiting = await waitingServer();
-  const archive = bytes(1000, 3);
-  const imported = await uploadArchive(waiting.owner.cookie, waiting.view.id, archive, passphrase);
-  answerCheck(waiting.agent, waiting.check, "holds");
-  const { job } = await jobOf(waiting.agent, "homeserver.import");
-  return { ...waiting, archive, imported, job };
-}
 
 describe("importing a homeserver from an archive", () => {
   it("takes the archive in exact parts, resumably, each checked against the digest it was sent with", async () => {
