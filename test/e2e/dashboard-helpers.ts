@@ -1,14 +1,20 @@
 // Shared by the browser tests of a homeserver's pages against their own `wrangler dev` (--no-agent):
 // a host's agent played over a raw WebSocket, and a customer who subscribes in the browser.
-import { generateKeyPairSync, randomUUID, sign } from "node:crypto";
+import { generateKeyPairSync, randomUUID, sign, type KeyObject } from "node:crypto";
 import type { Page } from "playwright-core";
 import { expect } from "vitest";
 import { PROTOCOL_VERSION, helloSigningInput } from "../../protocol/messages.ts";
 import { Api, openRaw, waitFor, type RawSocket } from "./agent-helpers.ts";
 import { newestTokenLink, submit } from "./browser-helpers.ts";
 
+/** A host's agent played over a raw WebSocket, with what it signs its HTTP requests with. */
+export interface FakeAgentSocket extends RawSocket {
+  hostId: string;
+  privateKey: KeyObject;
+}
+
 /** Enrolls a host in `region` with a fresh key and connects as its agent; the caller answers its jobs. */
-export async function fakeAgent(api: Api, region: string): Promise<RawSocket> {
+export async function fakeAgent(api: Api, region: string): Promise<FakeAgentSocket> {
   const { token } = await api.expect<{ token: string }>(201, "POST", "/api/admin/join-tokens", { region });
   const { publicKey, privateKey } = generateKeyPairSync("ed25519");
   const raw = publicKey.export({ format: "der", type: "spki" }).subarray(-32);
@@ -34,7 +40,7 @@ export async function fakeAgent(api: Api, region: string): Promise<RawSocket> {
     }),
   );
   await socket.next("welcome");
-  return socket;
+  return Object.assign(socket, { hostId: enrolled.hostId, privateKey });
 }
 
 export interface JobMessage {
@@ -42,14 +48,16 @@ export interface JobMessage {
   job: { id: string; kind: string; payload: Record<string, unknown> };
 }
 
-export const jobOf = (socket: RawSocket, kind: string) =>
+/** The first job of `kind` the host received whose id is not among `seen` (waits for it). */
+export const jobOf = (socket: RawSocket, kind: string, seen: string[] = []) =>
   waitFor(
     `a ${kind} job`,
-    () => socket.messages.find((m): m is JobMessage & Record<string, unknown> => m.type === "job" && (m as unknown as JobMessage).job.kind === kind),
-    {
-      timeoutMs: 30_000,
-      intervalMs: 50,
-    },
+    () =>
+      socket.messages.find(
+        (m): m is JobMessage & Record<string, unknown> =>
+          m.type === "job" && (m as unknown as JobMessage).job.kind === kind && !seen.includes((m as unknown as JobMessage).job.id),
+      ),
+    { timeoutMs: 30_000, intervalMs: 50 },
   );
 
 /** A new customer, logged in on `page`, whose Starter subscription (through the Stripe emulator's Checkout) is active. */
