@@ -1,11 +1,13 @@
 // Shared by the browser tests of a homeserver's pages against their own `wrangler dev` (--no-agent):
 // a host's agent played over a raw WebSocket, and a customer who subscribes in the browser.
 import { generateKeyPairSync, randomUUID, sign, type KeyObject } from "node:crypto";
-import type { Page } from "playwright-core";
+import { join } from "node:path";
+import type { Browser, Page } from "playwright-core";
 import { expect } from "vitest";
 import { PROTOCOL_VERSION, helloSigningInput } from "../../protocol/messages.ts";
-import { Api, openRaw, waitFor, type RawSocket } from "./agent-helpers.ts";
-import { newestTokenLink, submit } from "./browser-helpers.ts";
+import { reservePort } from "../ports.ts";
+import { Api, DevServer, openRaw, signUpOperator, tempRoot, waitFor, type RawSocket } from "./agent-helpers.ts";
+import { launchChromium, newestTokenLink, submit } from "./browser-helpers.ts";
 
 /** A host's agent played over a raw WebSocket, with what it signs its HTTP requests with. */
 export interface FakeAgentSocket extends RawSocket {
@@ -41,6 +43,19 @@ export async function fakeAgent(api: Api, region: string): Promise<FakeAgentSock
   );
   await socket.next("welcome");
   return Object.assign(socket, { hostId: enrolled.hostId, privateKey });
+}
+
+/** A `wrangler dev` of its own with an operator, one host in `region` played by the test, and a Chromium page (the caller closes the browser and runs the cleanups). */
+export async function dashboardInstance(tempPrefix: string, region: string) {
+  const root = tempRoot(tempPrefix);
+  const dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"));
+  await dev.start();
+  const operator = new Api(dev.baseUrl);
+  await signUpOperator(operator, dev);
+  const agent = await fakeAgent(operator, region);
+  const browser: Browser = await launchChromium();
+  const page = await (await browser.newContext()).newPage();
+  return { dev, agent, browser, page };
 }
 
 export interface JobMessage {

@@ -4,15 +4,13 @@
 // the file again, and the host — played over a raw WebSocket — downloads exactly the bytes chosen,
 // with the passphrase typed, once the domain's delegation holds.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { join } from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signAgentRequest } from "../../protocol/agent-requests.ts";
 import { runningHomeserver } from "../job-results.ts";
-import { reservePort } from "../ports.ts";
-import { Api, DevServer, runCleanups, signUpOperator, tempRoot, waitFor } from "./agent-helpers.ts";
-import { axeSeriousViolations, axeSeriousViolationsWithoutScripts, launchChromium, submit } from "./browser-helpers.ts";
-import { fakeAgent, jobOf, subscribedCustomer, type FakeAgentSocket } from "./dashboard-helpers.ts";
+import { type DevServer, runCleanups, waitFor } from "./agent-helpers.ts";
+import { axeSeriousViolations, axeSeriousViolationsWithoutScripts, submit } from "./browser-helpers.ts";
+import { dashboardInstance, jobOf, subscribedCustomer, type FakeAgentSocket } from "./dashboard-helpers.ts";
 
 const REGION = "us-west";
 const PART_SIZE = 8 * 1024 * 1024;
@@ -29,14 +27,7 @@ describe("importing a homeserver through the dashboard, in a real browser", () =
   const problems: string[] = [];
 
   beforeAll(async () => {
-    const root = tempRoot("berth-e2e-import-");
-    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"));
-    await dev.start();
-    const operator = new Api(dev.baseUrl);
-    await signUpOperator(operator, dev);
-    agent = await fakeAgent(operator, REGION);
-    browser = await launchChromium();
-    page = await (await browser.newContext()).newPage();
+    ({ dev, agent, browser, page } = await dashboardInstance("berth-e2e-import-", REGION));
     page.on("pageerror", (error) => problems.push(`pageerror at ${page.url()}: ${error.message}`));
     await subscribedCustomer(page, dev.baseUrl);
 

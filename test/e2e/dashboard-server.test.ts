@@ -3,15 +3,13 @@
 // while this file plays the host's agent over a raw WebSocket. The page passes axe-core.
 import { randomUUID } from "node:crypto";
 import { mkdirSync } from "node:fs";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runningHomeserver } from "../job-results.ts";
-import { reservePort } from "../ports.ts";
-import { Api, DevServer, signUpOperator, runCleanups, tempRoot, type RawSocket } from "./agent-helpers.ts";
-import { axeSeriousViolations, launchChromium, submit } from "./browser-helpers.ts";
-import { fakeAgent, jobOf, subscribedCustomer } from "./dashboard-helpers.ts";
+import { type DevServer, runCleanups, type RawSocket } from "./agent-helpers.ts";
+import { axeSeriousViolations, submit } from "./browser-helpers.ts";
+import { dashboardInstance, jobOf, subscribedCustomer } from "./dashboard-helpers.ts";
 
 const artifacts = fileURLToPath(new URL("../../test-results/e2e/", import.meta.url));
 // Its own region, so that placement can only choose this file's host.
@@ -25,14 +23,7 @@ describe("a server's page, live, in a real browser", () => {
 
   beforeAll(async () => {
     mkdirSync(artifacts, { recursive: true });
-    const root = tempRoot("berth-e2e-dashboard-");
-    dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"));
-    await dev.start();
-    const operator = new Api(dev.baseUrl);
-    await signUpOperator(operator, dev);
-    agent = await fakeAgent(operator, REGION);
-    browser = await launchChromium();
-    page = await (await browser.newContext()).newPage();
+    ({ dev, agent, browser, page } = await dashboardInstance("berth-e2e-dashboard-", REGION));
   }, 180_000);
 
   afterAll(async () => {
