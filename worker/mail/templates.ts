@@ -236,6 +236,30 @@ export const templates = {
       [facts.link],
     ),
 
+  importDone: (to: string, facts: { serverName: string; link: string; counts: { users: number; rooms: number; events: number; mediaFiles: number } }) =>
+    mail(
+      to,
+      `${facts.serverName} is imported`,
+      [
+        `Your homeserver ${facts.serverName} was made from the archive you uploaded, and runs: ${facts.counts.users} users, ${facts.counts.rooms} rooms, ${facts.counts.events} events and ${facts.counts.mediaFiles} media files.`,
+        "Its users log in with the passwords they had; the archive itself is deleted.",
+        facts.link,
+      ],
+      [facts.link],
+    ),
+
+  importFailed: (to: string, facts: { serverName: string; reason: string; link: string }) =>
+    mail(
+      to,
+      `The import into ${facts.serverName} failed`,
+      [
+        `The archive you uploaded could not be made into ${facts.serverName}: ${facts.reason}.`,
+        "Nothing of it was kept, and the archive is deleted; your homeserver still waits for an upload or to be set up.",
+        `To upload again: ${facts.link}`,
+      ],
+      [facts.link],
+    ),
+
   checkFailureDigest: (to: string, failures: CheckFailure[], consoleLink: string) =>
     mail(
       to,

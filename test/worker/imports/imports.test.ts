@@ -5,7 +5,7 @@ import { IMPORT_PART_SIZE } from "../../../worker/imports/imports";
 import { subscriber } from "../billing/stripe-helpers";
 import { bytes, pathOf, sha256, signedCall } from "../backups/backup-helpers";
 import { succeeded } from "../fleet/fleet-helpers";
-import { call, dumpDatabase, expectError, post } from "../helpers";
+import { call, dumpDatabase, expectError, mailbox, post } from "../helpers";
 import { jobOf, onlineHost, runningServer, serverView } from "../servers/server-helpers";
 import { answerCheck, importing, importOf, importRow, sendPart, startImport, uploadArchive, waitingServer, type ImportView } from "./import-helpers";
 
@@ -23,6 +23,13 @@ const count = async (sql: string, ...values: unknown[]) =>
     .first<number>("n"))!;
 const workloadsOf = (serverId: string) => count("SELECT count(*) AS n FROM workloads WHERE id = ?", serverId);
 const jobsOf = (serverId: string, kind: string) => count("SELECT count(*) AS n FROM jobs WHERE server_id = ? AND kind = ?", serverId, kind);
+/** The owner is mailed after the outcome is recorded: the mail with `subject`, once it is there. */
+const mailTo = (email: string, subject: string) =>
+  vi.waitFor(async () => {
+    const mail = (await mailbox(email)).find((candidate) => candidate.subject === subject);
+    expect(mail).toBeDefined();
+    return mail;
+  });
 const viewOf = async (cookie: string, serverId: string) => (await (await importOf(cookie, serverId)).json()) as ImportView;
 
 describe("importing a homeserver from an archive", () => {
@@ -91,6 +98,10 @@ describe("importing a homeserver from an archive", () => {
     });
     expect(await workloadsOf(server.id)).toBe(1);
     expect(await env.BACKUPS.head((await importRow(view.id))!.r2_key)).toBeNull();
+    const mail = await mailTo(owner.email, `${serverName} is imported`);
+    expect(mail!.text).toContain("3 users, 2 rooms, 40 events and 1 media files");
+    expect(mail!.text).not.toContain(passphrase);
+    expect(mail!.links).toEqual([`https://berth.example/servers/${server.id}`]);
     const stored = await env.DB.prepare("SELECT payload FROM jobs WHERE id = ?").bind(job.id).first<string>("payload");
     expect(JSON.parse(stored!).wrappedPassphrase).toBeNull();
     await expectError(await signedCall(host, "GET", pathOf(String(job.payload.downloadUrl))), 404, "not_found");
@@ -136,6 +147,11 @@ describe("importing a homeserver from an archive", () => {
     expect(await viewOf(owner.cookie, server.id)).toMatchObject({ status: "failed", error: reason });
     expect(await env.BACKUPS.head((await importRow(view.id))!.r2_key)).toBeNull();
     expect(await workloadsOf(server.id)).toBe(0);
+    const mail = await mailTo(owner.email, `The import into ${serverName} failed`);
+    expect(mail!.text).toContain(`could not be made into ${serverName}: ${reason}.`);
+    expect(mail!.text).not.toContain("phish.example");
+    expect(mail!.text).not.toContain("/var/lib/berth");
+    expect(mail!.links).toEqual([`https://berth.example/servers/${server.id}/import`]);
     // Its owner uploads again.
     expect((await startImport(owner.cookie, server.id, 10)).status).toBe(201);
   });
