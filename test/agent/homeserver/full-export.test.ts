@@ -9,7 +9,7 @@
 // exported signing key and media, where alice logs in with matrix-js-sdk and
 // reads her history: the encrypted part with the room keys she exported.
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Preset } from "matrix-js-sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -21,7 +21,8 @@ import { sdkPasswordLogin, startCryptoClient, stopClient } from "../../matrix-cl
 import { ageCliDecryptWithPassphrase, run as runTool, shell } from "../backup/helpers.ts";
 import { runCleanups, tempDir, waitFor } from "../helpers.ts";
 import { BackupTarget } from "./backup-target.ts";
-import { POSTGRES_IMAGE, SYNAPSE_IMAGE, TEST_RUN_LABEL, TestRun, dockerUsable, ensureImages } from "./helpers.ts";
+import { TestRun, dockerUsable, ensureImages } from "./helpers.ts";
+import { StockSynapse } from "./stock-synapse.ts";
 
 const unusable = await dockerUsable();
 if (unusable) console.warn(`homeserver full export tests skipped: ${unusable}`);
@@ -30,8 +31,6 @@ const PASSPHRASE = `export passphrase ${randomBytes(6).toString("hex")}`;
 const MESSAGE = "the minutes of the allotment committee";
 const SECRET = `what only the committee reads ${randomBytes(4).toString("hex")}`;
 const MEDIA = randomBytes(3000);
-/** The uid the stock PostgreSQL and Synapse run as (the test runs as root and gives them their data directories). */
-const STOCK_UID = 70991;
 
 describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stock pg_restore)", () => {
   let testRun: TestRun;
@@ -44,6 +43,7 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
   let encryptedRoomId: string;
   /** alice's room keys as Element exports them: all she needs to read her encrypted history anywhere. */
   let roomKeys: string;
+  let stock: StockSynapse;
 
   beforeAll(async () => {
     await ensureImages();
@@ -137,75 +137,27 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
   });
 
   it("restores as its README says into the stock PostgreSQL image: alice and her history are there", () => {
-    const label = `--label ${TEST_RUN_LABEL}=${testRun.prefix}`;
-    const net = `${testRun.prefix}-stock`;
-    const pgdata = join(unpacked, "postgres-data");
-    mkdirSync(pgdata);
-    // The locally built image runs as an unprivileged uid (the official one as its own user).
-    shell(`chown ${STOCK_UID}:${STOCK_UID} ${pgdata}`);
-    shell(`docker network create ${label} ${net}`);
-    shell(
-      `docker run -d ${label} --user ${STOCK_UID}:${STOCK_UID} -v ${pgdata}:/var/lib/postgresql/data --name ${net}-db --network ${net} ` +
-        `-e POSTGRES_USER=synapse -e POSTGRES_PASSWORD=stock-password -e POSTGRES_INITDB_ARGS="--encoding=UTF8 --locale=C" ${POSTGRES_IMAGE}`,
-    );
-    shell(`for i in $(seq 120); do docker exec ${net}-db pg_isready -q -h 127.0.0.1 -U synapse && exit 0; sleep 1; done; exit 1`);
-    shell(
-      `cat export/database/pg_dump.part-* | docker exec -i -e PGPASSWORD=stock-password ${net}-db pg_restore --no-owner --role=synapse -U synapse -d synapse --exit-on-error`,
-      unpacked,
-    );
-    const psql = (query: string) => shell(`docker exec -e PGPASSWORD=stock-password ${net}-db psql -U synapse -d synapse -At -c "${query}"`).trim();
-    expect(psql("SELECT name FROM users")).toContain(`@alice:${spec.serverName}`);
-    expect(psql(`SELECT count(*) FROM event_json WHERE room_id = '${roomId}' AND json LIKE '%${MESSAGE}%'`)).toBe("1");
+    stock = new StockSynapse(testRun.prefix, unpacked, spec.serverName);
+    stock.startPostgres();
+    shell(`cat export/database/pg_dump.part-* | ${stock.dbExec("pg_restore --no-owner --role=synapse -U synapse -d synapse --exit-on-error")}`, unpacked);
+    expect(stock.psql("SELECT name FROM users")).toContain(`@alice:${spec.serverName}`);
+    expect(stock.psql(`SELECT count(*) FROM event_json WHERE room_id = '${roomId}' AND json LIKE '%${MESSAGE}%'`)).toBe("1");
   }, 300_000);
 
   it("runs on stock Synapse as its README says: alice logs in with matrix-js-sdk and reads her history, the encrypted part with her exported room keys", async () => {
-    const label = `--label ${TEST_RUN_LABEL}=${testRun.prefix}`;
-    const net = `${testRun.prefix}-stock`;
-    const data = join(unpacked, "synapse-data");
-    mkdirSync(data);
-    shell(`chown ${STOCK_UID}:${STOCK_UID} ${data}`);
-    const synapse = (args: string) => shell(`docker run --rm ${label} --user ${STOCK_UID}:${STOCK_UID} -v ${data}:/data ${args}`);
     // 4. Synapse generates its configuration for the same server name (the official image's
     //    `generate`; here the image's Synapse itself).
-    synapse(`${SYNAPSE_IMAGE} --generate-config --server-name ${spec.serverName} --report-stats=no --config-path /data/homeserver.yaml --data-directory /data`);
+    stock.generateConfig();
     // 5. The exported signing key replaces the generated one; the media goes in place.
     const key = signingKeyFileName(spec.serverName);
     shell(
-      `cp export/synapse/${key} ${data}/${key} && mkdir -p ${data}/media_store && cp -r export/synapse/media_store/. ${data}/media_store/ && cp export/${EXPORT_SETTINGS} ${data}/exported-settings.yaml`,
+      `cp export/synapse/${key} ${stock.data}/${key} && mkdir -p ${stock.data}/media_store && cp -r export/synapse/media_store/. ${stock.data}/media_store/ && cp export/${EXPORT_SETTINGS} ${stock.data}/exported-settings.yaml`,
       unpacked,
     );
-    shell(`chown -R ${STOCK_UID}:${STOCK_UID} ${data}`);
-    // 6. The database section replaced and the exported settings merged in, with Synapse's own YAML
-    //    library. (The official image's generated listener is open; Synapse's own listens on loopback.)
-    writeFileSync(
-      join(unpacked, "edit-config.py"),
-      [
-        "import yaml",
-        'config = yaml.safe_load(open("/data/homeserver.yaml"))',
-        `config["database"] = {"name": "psycopg2", "args": {"user": "synapse", "password": "stock-password", "dbname": "synapse", "host": "${net}-db", "cp_min": 5, "cp_max": 10}}`,
-        'config.update(yaml.safe_load(open("/data/exported-settings.yaml")))',
-        'for listener in config["listeners"]: listener["bind_addresses"] = ["0.0.0.0"]',
-        'yaml.safe_dump(config, open("/data/homeserver.yaml", "w"))',
-        "",
-      ].join("\n"),
-    );
-    synapse(
-      `-v ${unpacked}/export:/export:ro -v ${unpacked}/edit-config.py:/edit-config.py:ro --entrypoint /opt/synapse/bin/python ${SYNAPSE_IMAGE} /edit-config.py`,
-    );
+    // 6. The database section replaced and the exported settings merged in.
+    stock.editConfig(['config.update(yaml.safe_load(open("/data/exported-settings.yaml")))']);
     // 7. Synapse starts on the restored database.
-    shell(`docker run -d ${label} --user ${STOCK_UID}:${STOCK_UID} --name ${net}-synapse --network ${net} -v ${data}:/data ${SYNAPSE_IMAGE}`);
-    const ip = shell(`docker inspect -f '{{(index .NetworkSettings.Networks "${net}").IPAddress}}' ${net}-synapse`).trim();
-    const base = `http://${ip}:8008`;
-    await waitFor(
-      async () => {
-        if (shell(`docker inspect -f '{{.State.Running}}' ${net}-synapse`).trim() !== "true") {
-          throw new Error(`stock Synapse stopped: ${shell(`docker logs --tail 40 ${net}-synapse 2>&1`)}`);
-        }
-        return (await fetch(`${base}/health`).catch(() => undefined))?.ok;
-      },
-      "stock Synapse to answer /health",
-      180_000,
-    );
+    const base = await stock.start();
 
     const login = await sdkPasswordLogin(fetch, base, "alice", password);
     expect(login.userId).toBe(`@alice:${spec.serverName}`);
