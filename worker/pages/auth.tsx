@@ -97,6 +97,11 @@ export function MessagePage(props: {
   );
 }
 
+/** What a homeserver's page answers for a server that is not the viewer's (or not at all): the refusal's message, and the way back. */
+export const noSuchServerPage = (viewer: Viewer) => (error: string) => (
+  <MessagePage title="No such server" message={error} viewer={viewer} status="error" next={{ href: "/servers", label: "Your homeservers" }} />
+);
+
 export function ForgotPasswordPage(props: FormState) {
   return (
     <Layout title="Forgot password">

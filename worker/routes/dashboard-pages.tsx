@@ -15,7 +15,7 @@ import { requireLogin, type SessionAppEnv } from "../http/session";
 import { presentBackup, presentServer, presentUpkeep } from "../http/present";
 import { parseWith } from "../http/validation";
 import { passwordSchema } from "../auth/credentials";
-import { MessagePage } from "../pages/auth";
+import { MessagePage, noSuchServerPage } from "../pages/auth";
 import { DASHBOARD_SCRIPT } from "../pages/dashboard-script";
 import { noticeFor, type NoticeKey } from "../pages/layout";
 import { AdminPasswordPage, elementLink, ServerPage, ServersPage, UserPasswordPage } from "../pages/servers";
@@ -152,15 +152,7 @@ const serverPageRoutes = new Hono<AppEnv>()
         }),
     ),
   )
-  .get("/:id", (c) =>
-    handleForm(
-      c,
-      async () => c.html(await renderServer(c)),
-      (error) => (
-        <MessagePage title="No such server" message={error} viewer={c.var.user} status="error" next={{ href: "/servers", label: "Your homeservers" }} />
-      ),
-    ),
-  )
+  .get("/:id", (c) => handleForm(c, async () => c.html(await renderServer(c)), noSuchServerPage(c.var.user)))
   .post("/:id/stop", (c) =>
     serverForm(c, async () => {
       await changeServerState(c.var.ctx, c.var.user, c.req.param("id"), "stop");

@@ -9,7 +9,7 @@ import { handleForm, submitForm } from "../http/forms";
 import { presentServer } from "../http/present";
 import { requireLogin, type SessionAppEnv } from "../http/session";
 import { parseWith } from "../http/validation";
-import { MessagePage } from "../pages/auth";
+import { noSuchServerPage } from "../pages/auth";
 import {
   RegistrationPage,
   USERS_PER_PAGE,
@@ -62,10 +62,6 @@ function pendingView(job: { id: string; kind: string; poll: string }, path: stri
 function shaped<K extends string>(settled: Settled | null, key: K): Extract<Settled, Record<K, unknown>> {
   if (!settled || !(key in settled)) throw new Error(`an administration job's answer without ${key}`);
   return settled as Extract<Settled, Record<K, unknown>>;
-}
-
-function noSuchServer(c: PageContext, message: string) {
-  return <MessagePage title="No such server" message={message} viewer={c.var.user} status="error" next={{ href: "/servers", label: "Your homeservers" }} />;
 }
 
 /** What a finished change to a user did, in a sentence. */
@@ -230,7 +226,7 @@ function serverPage(c: PageContext, render: () => Promise<{ page: HtmlEscapedStr
       const { page, status } = await render();
       return c.html(page, status ?? 200);
     },
-    (error) => noSuchServer(c, error),
+    noSuchServerPage(c.var.user),
   );
 }
 

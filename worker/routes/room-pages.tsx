@@ -4,7 +4,7 @@ import type { AppEnv } from "../http/context";
 import { handleForm, submitForm } from "../http/forms";
 import { requireLogin, type SessionAppEnv } from "../http/session";
 import { parseWith } from "../http/validation";
-import { MessagePage } from "../pages/auth";
+import { MessagePage, noSuchServerPage } from "../pages/auth";
 import { PurgeRoomPage, RoomJobPage, roomJobPath, RoomsPage, type RoomsQuery } from "../pages/rooms";
 import { PURGE_DELETES, type RoomView } from "../servers/room-jobs";
 import { listRooms, listRoomsQuery, purgeRoom, roomIdOf, roomJob, setRoomBlocked } from "../servers/rooms";
@@ -26,9 +26,7 @@ async function owned(c: RoomsPageContext) {
 
 /** Runs a rooms page; a server that is not the caller's gets the same page as one that does not exist. */
 function roomsPage(c: RoomsPageContext, action: () => Promise<Response>) {
-  return handleForm(c, action, (error) => (
-    <MessagePage title="No such server" message={error} viewer={c.var.user} status="error" next={{ href: "/servers", label: "Your homeservers" }} />
-  ));
+  return handleForm(c, action, noSuchServerPage(c.var.user));
 }
 
 /** What a block did, for the list it redirects to: only ever about a room id (the link is anyone's to make). */

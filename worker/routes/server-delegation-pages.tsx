@@ -4,7 +4,7 @@ import { handleForm, submitForm } from "../http/forms";
 import { requireLogin, type SessionAppEnv } from "../http/session";
 import type { AppEnv } from "../http/context";
 import { parseWith } from "../http/validation";
-import { MessagePage } from "../pages/auth";
+import { noSuchServerPage } from "../pages/auth";
 import { DelegationPage } from "../pages/delegation";
 import { noticeFor } from "../pages/layout";
 import { checkDelegationNow, delegationStatus, publishDelegationLater } from "../servers/delegation";
@@ -19,15 +19,11 @@ async function renderDelegation(c: DelegationPageContext, error?: string) {
   return <DelegationPage user={user} view={view} error={error} notice={noticeFor(c.req.query("notice"))} />;
 }
 
-const noSuchServer = (c: DelegationPageContext) => (error: string) => (
-  <MessagePage title="No such server" message={error} viewer={c.var.user} status="error" next={{ href: "/servers", label: "Your homeservers" }} />
-);
-
 const confirmFields = z.object({ confirm: z.literal("yes", { error: "tick the box to confirm that federation and apps fail until you publish" }) });
 
 // A homeserver's delegation page (mounted under /servers), for its logged-in owner: it works without JavaScript.
 export const serverDelegationPageRoutes = new Hono<AppEnv>()
-  .get("/:id/delegation", requireLogin, (c) => handleForm(c, async () => c.html(await renderDelegation(c)), noSuchServer(c)))
+  .get("/:id/delegation", requireLogin, (c) => handleForm(c, async () => c.html(await renderDelegation(c)), noSuchServerPage(c.var.user)))
   .post("/:id/delegation/check", requireLogin, (c) =>
     handleForm(
       c,

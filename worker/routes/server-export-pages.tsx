@@ -4,7 +4,7 @@ import { handleForm, submitForm } from "../http/forms";
 import { presentServerExport } from "../http/present";
 import { requireLogin, type SessionAppEnv } from "../http/session";
 import type { AppEnv } from "../http/context";
-import { MessagePage } from "../pages/auth";
+import { noSuchServerPage } from "../pages/auth";
 import { noticeFor } from "../pages/layout";
 import { ServerExportPage } from "../pages/server-export";
 import { matrixServerNameOf, ownedServer } from "../servers/servers";
@@ -27,13 +27,9 @@ async function renderExports(c: ExportPageContext, error?: string) {
   );
 }
 
-const noSuchServer = (c: ExportPageContext) => (error: string) => (
-  <MessagePage title="No such server" message={error} viewer={c.var.user} status="error" next={{ href: "/servers", label: "Your homeservers" }} />
-);
-
 // "Download your homeserver" (mounted under /servers), for its logged-in owner: it works without JavaScript.
 export const serverExportPageRoutes = new Hono<AppEnv>()
-  .get("/:id/export", requireLogin, (c) => handleForm(c, async () => c.html(await renderExports(c)), noSuchServer(c)))
+  .get("/:id/export", requireLogin, (c) => handleForm(c, async () => c.html(await renderExports(c)), noSuchServerPage(c.var.user)))
   // The passphrase is never put back into the form: a refusal shows the page again with an empty field.
   .post("/:id/export", requireLogin, (c) =>
     submitForm(

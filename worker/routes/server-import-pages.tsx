@@ -4,7 +4,7 @@ import { handleForm, submitForm } from "../http/forms";
 import { presentServerImport } from "../http/present";
 import { requireLogin, type SessionAppEnv } from "../http/session";
 import type { AppEnv } from "../http/context";
-import { MessagePage } from "../pages/auth";
+import { noSuchServerPage } from "../pages/auth";
 import { noticeFor } from "../pages/layout";
 import { ServerImportPage } from "../pages/server-import";
 import { matrixServerNameOf, ownedServer } from "../servers/servers";
@@ -33,14 +33,10 @@ async function renderImport(c: ImportPageContext, error?: string) {
   );
 }
 
-const noSuchServer = (c: ImportPageContext) => (error: string) => (
-  <MessagePage title="No such server" message={error} viewer={c.var.user} status="error" next={{ href: "/servers", label: "Your homeservers" }} />
-);
-
 // "Import a homeserver" (mounted under /servers), for its logged-in owner: the upload is the
 // dashboard script's (through /api/servers/:id/import); its state and "cancel" work without it.
 export const serverImportPageRoutes = new Hono<AppEnv>()
-  .get("/:id/import", requireLogin, (c) => handleForm(c, async () => c.html(await renderImport(c)), noSuchServer(c)))
+  .get("/:id/import", requireLogin, (c) => handleForm(c, async () => c.html(await renderImport(c)), noSuchServerPage(c.var.user)))
   .post("/:id/import/cancel", requireLogin, (c) =>
     submitForm(
       c,

@@ -4,7 +4,7 @@ import { checksUnderWay, runChecksNow } from "../checks/runs";
 import { handleForm } from "../http/forms";
 import { requireLogin, type SessionAppEnv } from "../http/session";
 import type { AppEnv } from "../http/context";
-import { MessagePage } from "../pages/auth";
+import { noSuchServerPage } from "../pages/auth";
 import { noticeFor } from "../pages/layout";
 import { ServerSecurityPage } from "../pages/server-security";
 import { matrixServerNameOf, ownedServer } from "../servers/servers";
@@ -28,13 +28,9 @@ async function renderSecurity(c: SecurityPageContext, error?: string) {
   );
 }
 
-const noSuchServer = (c: SecurityPageContext) => (error: string) => (
-  <MessagePage title="No such server" message={error} viewer={c.var.user} status="error" next={{ href: "/servers", label: "Your homeservers" }} />
-);
-
 // A homeserver's Security tab (mounted under /servers), for its logged-in owner: it works without JavaScript.
 export const serverSecurityPageRoutes = new Hono<AppEnv>()
-  .get("/:id/security", requireLogin, (c) => handleForm(c, async () => c.html(await renderSecurity(c)), noSuchServer(c)))
+  .get("/:id/security", requireLogin, (c) => handleForm(c, async () => c.html(await renderSecurity(c)), noSuchServerPage(c.var.user)))
   // "Check now": back to the tab with a notice, or the tab again with why not (running already, too often, not running).
   .post("/:id/security/check", requireLogin, (c) =>
     handleForm(

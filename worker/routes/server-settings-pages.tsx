@@ -4,7 +4,7 @@ import { ApiError } from "../errors";
 import { handleForm, submitForm, type FormFields } from "../http/forms";
 import { requireLogin, type SessionAppEnv } from "../http/session";
 import { parseWith } from "../http/validation";
-import { MessagePage } from "../pages/auth";
+import { noSuchServerPage } from "../pages/auth";
 import { noticeFor } from "../pages/layout";
 import { ServerSettingsPage, settingsFormValues, type SettingsFormValues } from "../pages/server-settings";
 import type { AppEnv } from "../http/context";
@@ -64,20 +64,16 @@ async function renderSettings(c: SettingsPageContext, extra: { error?: string; v
   );
 }
 
-const noSuchServer = (c: SettingsPageContext) => (error: string) => (
-  <MessagePage title="No such server" message={error} viewer={c.var.user} status="error" next={{ href: "/servers", label: "Your homeservers" }} />
-);
-
 // A homeserver's settings as a page (mounted under /servers), for its logged-in owner.
 export const serverSettingsPageRoutes = new Hono<AppEnv>()
-  .get("/:id/settings", requireLogin, (c) => handleForm(c, async () => c.html(await renderSettings(c)), noSuchServer(c)))
+  .get("/:id/settings", requireLogin, (c) => handleForm(c, async () => c.html(await renderSettings(c)), noSuchServerPage(c.var.user)))
   .post("/:id/settings", requireLogin, async (c) => {
     // Another customer's id is "no such server" before the form is read.
     try {
       await ownedServer(c.var.ctx.db, c.var.user.id, c.req.param("id"));
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
-      return c.html(noSuchServer(c)(error.message), error.status);
+      return c.html(noSuchServerPage(c.var.user)(error.message), error.status);
     }
     return submitForm(
       c,
