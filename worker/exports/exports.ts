@@ -3,13 +3,12 @@ import { audit, type Actor } from "../audit/audit";
 import { agentUrl, requireOnlineHost, throttleServerWork } from "../backups/backups";
 import type { WorkContext } from "../context";
 import type { Database } from "../db/client";
-import { jobs, serverExports, servers, users, type Job, type ServerExport, type ServerExportStatus, type ServerStatus, type User } from "../db/schema";
+import { jobs, serverExports, servers, type Job, type ServerExport, type ServerExportStatus, type ServerStatus, type User } from "../db/schema";
 import { conflict, gone, notFound } from "../errors";
 import { dispatchJob } from "../fleet/hosts";
-import { logError } from "../logging";
-import { mailerFor } from "../mail/mailer";
+import { mailServerOwner } from "../mail/server-owner";
 import { templates } from "../mail/templates";
-import { matrixServerNameOf, ownedServer } from "../servers/servers";
+import { ownedServer } from "../servers/servers";
 import { abortJobFileUpload, newJobFileUpload, settleJobFile } from "../uploads/job-files";
 import { erasePassphrase, requireStrongPassphrase, wrapPassphrase } from "./passphrase";
 
@@ -106,30 +105,19 @@ export async function listServerExports(db: Database, userId: string, serverId: 
   return rows;
 }
 
-/** The owner and the homeserver's Matrix name, for the mail. */
-async function ownerOf(ctx: WorkContext, row: ServerExport) {
-  const [owner] = await ctx.db
-    .select({ email: users.email, name: servers.name, serverName: servers.serverName })
-    .from(servers)
-    .innerJoin(users, eq(users.id, row.userId))
-    .where(eq(servers.id, row.serverId));
-  return owner && { email: owner.email, serverName: matrixServerNameOf(ctx.config, owner) };
-}
-
-/** Mail is a courtesy here: the export's state is on the dashboard whether or not it went. */
-async function mailOwner(ctx: WorkContext, row: ServerExport) {
-  const owner = await ownerOf(ctx, row);
-  if (!owner) return;
+/** Told when its export is ready or failed; its state is on the dashboard whether or not the mail went. */
+function mailOwner(ctx: WorkContext, row: ServerExport) {
   const page = new URL(`/servers/${row.serverId}/export`, ctx.config.publicOrigin).toString();
-  try {
-    await mailerFor(ctx).send(
+  return mailServerOwner(
+    ctx,
+    row,
+    ({ email, serverName }) =>
       row.status === "ready"
-        ? templates.exportReady(owner.email, { serverName: owner.serverName, link: page, expiresAt: row.expiresAt!, sizeBytes: row.sizeBytes! })
-        : templates.exportFailed(owner.email, { serverName: owner.serverName, link: page }),
-    );
-  } catch (error) {
-    logError("export_mail_failed", error, { exportId: row.id });
-  }
+        ? templates.exportReady(email, { serverName, link: page, expiresAt: row.expiresAt!, sizeBytes: row.sizeBytes! })
+        : templates.exportFailed(email, { serverName, link: page }),
+    "export_mail_failed",
+    { exportId: row.id },
+  );
 }
 
 /**

@@ -5,6 +5,7 @@ import type { WorkerConfig } from "../config";
 import { UPLOAD_NOT_COMPLETED } from "../backups/backups";
 import { keptUntil } from "../backups/maintenance";
 import { EXPORT_NOT_STARTED } from "../exports/exports";
+import { partCount, partsMissingFrom } from "../imports/imports";
 import { EXPORT_UPLOAD_NOT_COMPLETED } from "../uploads/job-files";
 import { JOB_DEADLINE_EXCEEDED } from "../fleet/jobs";
 import { homeserverUrlOf, matrixServerNameOf } from "../servers/servers";
@@ -265,27 +266,24 @@ export function presentBackup(backup: Backup, newestSucceededId: string | undefi
 }
 
 /**
- * A full export as its owner reads it: how far along it is (the bytes uploaded, and the host's
- * estimate while its job runs), its size once ready and until when it can be downloaded. Never its
- * R2 key or the job's payload.
+ * An import as its owner sees it: how much has arrived (with the digests of the parts received, so
+ * a resumed upload sends only what differs from the file chosen again), then how the homeserver is
+ * being made.
  */
-/** An import as its owner sees it: how much has arrived (what a resumed upload still sends), then how the homeserver is being made. */
-/** `received`: the parts that arrived, with their digests, so a resumed upload sends only what differs from the file chosen again. */
 export function presentServerImport(row: ServerImport, received: { partNumber: number; sha256: string }[], job: Job | null) {
   const iso = (date: Date | null) => date?.toISOString() ?? null;
-  const parts = Math.ceil(row.sizeBytes / row.partSize);
+  const parts = partCount(row);
   const uploading = row.status === "uploading";
-  const have = new Set(received.map((part) => part.partNumber));
   return {
     id: row.id,
     status: row.status,
     sizeBytes: row.sizeBytes,
     partSize: row.partSize,
     parts,
-    missingParts: uploading ? Array.from({ length: parts }, (_, index) => index + 1).filter((partNumber) => !have.has(partNumber)) : [],
+    missingParts: uploading ? partsMissingFrom(row, received) : [],
     receivedParts: uploading ? received.map(({ partNumber, sha256 }) => ({ partNumber, sha256 })) : [],
     progress: {
-      partsReceived: uploading ? have.size : parts,
+      partsReceived: uploading ? received.length : parts,
       fraction: row.status === "imported" ? 1 : row.status === "importing" ? (job?.progress ?? 0) : null,
     },
     counts: row.counts,
@@ -296,6 +294,11 @@ export function presentServerImport(row: ServerImport, received: { partNumber: n
   };
 }
 
+/**
+ * A full export as its owner reads it: how far along it is (the bytes uploaded, and the host's
+ * estimate while its job runs), its size once ready and until when it can be downloaded. Never its
+ * R2 key or the job's payload.
+ */
 export function presentServerExport(row: ServerExport, job: Job | null, now: Date) {
   const downloadable = row.status === "ready" && row.expiresAt !== null && row.expiresAt > now;
   const iso = (date: Date | null) => date?.toISOString() ?? null;

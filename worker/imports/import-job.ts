@@ -5,16 +5,16 @@ import { audit, type Actor } from "../audit/audit";
 import { agentUrl } from "../backups/backups";
 import type { WorkContext } from "../context";
 import { insertWhere } from "../db/conditional-insert";
-import { serverImports, servers, users, workloads, type Job, type Server, type ServerImport } from "../db/schema";
+import { serverImports, servers, workloads, type Job, type Server, type ServerImport } from "../db/schema";
 import { forbidden, notFound } from "../errors";
 import { erasePassphrase } from "../exports/passphrase";
 import { dispatchJob } from "../fleet/hosts";
-import { logError } from "../logging";
-import { mailerFor, type Mail } from "../mail/mailer";
+import type { Mail } from "../mail/mailer";
+import { mailServerOwner } from "../mail/server-owner";
 import { templates } from "../mail/templates";
 import { payloadOf, resultOf, unfinishedJobsOfKind } from "../fleet/jobs";
 import { enforceEntitlement } from "../servers/entitlement-jobs";
-import { matrixServerNameOf, moveAwaitingServer } from "../servers/servers";
+import { moveAwaitingServer } from "../servers/servers";
 import type { AgentUploadContext } from "../uploads/parts";
 import { failServerImport, serverImportById } from "./imports";
 
@@ -93,8 +93,8 @@ export async function applyImportOutcome(ctx: WorkContext, job: Job): Promise<vo
       .set({ status: "awaiting_delegation", statusReason: `the import failed: ${reason}`, lifecycleJobId: null, updatedAt: ctx.now })
       .where(owned);
     await audit(ctx.db, ctx.now, `host:${job.hostId}`, "import.failed", row.serverId, { importId: row.id, reason });
-    await mailOwner(ctx, row, (serverName, to) =>
-      templates.importFailed(to, { serverName, reason, link: new URL(`/servers/${row.serverId}/import`, ctx.config.publicOrigin).toString() }),
+    await mailOwner(ctx, row, ({ email, serverName }) =>
+      templates.importFailed(email, { serverName, reason, link: new URL(`/servers/${row.serverId}/import`, ctx.config.publicOrigin).toString() }),
     );
     return;
   }
@@ -125,22 +125,12 @@ export async function applyImportOutcome(ctx: WorkContext, job: Job): Promise<vo
   ]);
   await ctx.env.BACKUPS.delete(row.r2Key);
   if (moved) await enforceEntitlement(ctx, moved);
-  await mailOwner(ctx, row, (serverName, to) =>
-    templates.importDone(to, { serverName, counts: result.counts, link: new URL(`/servers/${row.serverId}`, ctx.config.publicOrigin).toString() }),
+  await mailOwner(ctx, row, ({ email, serverName }) =>
+    templates.importDone(email, { serverName, counts: result.counts, link: new URL(`/servers/${row.serverId}`, ctx.config.publicOrigin).toString() }),
   );
 }
 
-/** Mail is a courtesy here: the import's outcome is on its page whether or not it went. */
-async function mailOwner(ctx: WorkContext, row: ServerImport, compose: (serverName: string, to: string) => Mail) {
-  const [owner] = await ctx.db
-    .select({ email: users.email, name: servers.name, serverName: servers.serverName })
-    .from(servers)
-    .innerJoin(users, eq(users.id, row.userId))
-    .where(eq(servers.id, row.serverId));
-  if (!owner) return;
-  try {
-    await mailerFor(ctx).send(compose(matrixServerNameOf(ctx.config, owner), owner.email));
-  } catch (error) {
-    logError("import_mail_failed", error, { importId: row.id });
-  }
+/** Told how its import ended; the outcome is on the import's page whether or not the mail went. */
+function mailOwner(ctx: WorkContext, row: ServerImport, compose: (owner: { email: string; serverName: string }) => Mail) {
+  return mailServerOwner(ctx, row, compose, "import_mail_failed", { importId: row.id });
 }

@@ -62,10 +62,15 @@ export async function receivedParts(db: Database, importId: string) {
   return db.select().from(serverImportParts).where(eq(serverImportParts.importId, importId)).orderBy(asc(serverImportParts.partNumber));
 }
 
+/** The part numbers not among `received`, in order: what is still to send. */
+export function partsMissingFrom(row: Pick<ServerImport, "sizeBytes" | "partSize">, received: { partNumber: number }[]): number[] {
+  const have = new Set(received.map((part) => part.partNumber));
+  return Array.from({ length: partCount(row) }, (_, index) => index + 1).filter((partNumber) => !have.has(partNumber));
+}
+
 /** The part numbers still to send, in order. */
 export async function missingParts(db: Database, row: ServerImport): Promise<number[]> {
-  const have = new Set((await receivedParts(db, row.id)).map((part) => part.partNumber));
-  return Array.from({ length: partCount(row) }, (_, index) => index + 1).filter((partNumber) => !have.has(partNumber));
+  return partsMissingFrom(row, await receivedParts(db, row.id));
 }
 
 /** What an import's view shows besides its row: the parts received and the job making the homeserver from it. */

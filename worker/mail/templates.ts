@@ -1,6 +1,7 @@
 import type { DeletionTerms } from "../account/deletion";
 import type { CheckFailure } from "../checks/alerts";
-import { formatBytes } from "../pages/charts";
+import { countsText, formatBytes } from "../pages/charts";
+import type { BackupCounts } from "../../protocol/jobs";
 import type { Mail } from "./mailer";
 
 /** A homeserver's storage quota past a threshold, as its host measured it. */
@@ -236,12 +237,12 @@ export const templates = {
       [facts.link],
     ),
 
-  importDone: (to: string, facts: { serverName: string; link: string; counts: { users: number; rooms: number; events: number; mediaFiles: number } }) =>
+  importDone: (to: string, facts: { serverName: string; link: string; counts: BackupCounts }) =>
     mail(
       to,
       `${facts.serverName} is imported`,
       [
-        `Your homeserver ${facts.serverName} was made from the archive you uploaded, and runs: ${facts.counts.users} users, ${facts.counts.rooms} rooms, ${facts.counts.events} events and ${facts.counts.mediaFiles} media files.`,
+        `Your homeserver ${facts.serverName} was made from the archive you uploaded, and runs: ${countsText(facts.counts)}.`,
         "Its users log in with the passwords they had; the archive itself is deleted.",
         facts.link,
       ],

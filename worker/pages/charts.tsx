@@ -1,6 +1,9 @@
 // Usage charts drawn on the server as SVG: no script, no library. Each line has its own dash
 // pattern and a text label, the limit is a labelled line, and a text summary says the same
-// in words, so nothing depends on colour (or on seeing the chart at all).
+// in words, so nothing depends on colour (or on seeing the chart at all). And the units their
+// figures are written in, which mails use too.
+
+import type { BackupCounts } from "../../protocol/jobs";
 
 export interface ChartLine {
   label: string;
@@ -114,3 +117,7 @@ export function formatBytes(bytes: number): string {
 }
 
 export const formatPercent = (value: number) => `${value.toFixed(value >= 10 || value === 0 ? 0 : 1)} %`;
+
+/** What a homeserver's data holds (an imported archive's, say), as its owner reads it on a page or in a mail. */
+export const countsText = (counts: BackupCounts) =>
+  `${counts.users} users, ${counts.rooms} rooms, ${counts.events} events and ${counts.mediaFiles} media files`;

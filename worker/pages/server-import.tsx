@@ -1,7 +1,7 @@
 import type { User } from "../db/schema";
 import { MAX_PASSPHRASE_LENGTH } from "../exports/passphrase";
 import type { presentServerImport } from "../http/present";
-import { formatBytes } from "./charts";
+import { countsText, formatBytes } from "./charts";
 import { Alert, Field, Layout } from "./layout";
 import { DASHBOARD_SCRIPT_PATH, when } from "./servers";
 
@@ -30,10 +30,7 @@ function State(props: { item: ImportView; serverId: string; serverName: string }
       return (
         <p>
           Imported on {when(item.finishedAt)}
-          {item.counts
-            ? `: ${item.counts.users} users, ${item.counts.rooms} rooms, ${item.counts.events} events and ${item.counts.mediaFiles} media files`
-            : ""}
-          . <a href={`/servers/${props.serverId}`}>Your homeserver</a> runs.
+          {item.counts ? `: ${countsText(item.counts)}` : ""}. <a href={`/servers/${props.serverId}`}>Your homeserver</a> runs.
         </p>
       );
     case "failed":
