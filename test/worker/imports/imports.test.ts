@@ -168,6 +168,16 @@ describe("importing a homeserver from an archive", () => {
     await expectError(await sendPart(stranger.cookie, server.id, 1, bytes(10)), 404, "not_found");
     await expectError(await call(`/api/servers/${server.id}/import`, { method: "DELETE", cookie: stranger.cookie }), 404, "not_found");
     await expectError(await importOf(stranger.cookie, server.id), 404, "not_found");
+    await expectError(await post(`/api/servers/${server.id}/import/complete`, {}, { cookie: stranger.cookie }), 404, "not_found");
+    // Logged out, nothing; a body or a digest not as the API says, a 400 naming it.
+    await expectError(await startImport("", server.id, 10), 401);
+    await expectError(await sendPart("", server.id, 1, bytes(10)), 401);
+    await expectError(await post(`/api/servers/${server.id}/import/complete`, {}), 401);
+    await expectError(await call(`/api/servers/${server.id}/import`, { method: "DELETE" }), 401);
+    await expectError(await post(`/api/servers/${server.id}/import/complete`, { passphrase: 7 }, { cookie: owner.cookie }), 400, "validation_failed");
+    await expectError(await post(`/api/servers/${server.id}/import`, { sizeBytes: "10" }, { cookie: owner.cookie }), 400, "validation_failed");
+    await expectError(await sendPart(owner.cookie, server.id, 1, bytes(10), { "x-part-sha256": "not-a-digest" }), 400, "validation_failed");
+    expect(((await (await importOf(owner.cookie, server.id)).json()) as ImportView).missingParts).toEqual([1]);
 
     const running = await runningServer();
     await expectError(await startImport(running.owner.cookie, running.id, 10), 409, "invalid_state");

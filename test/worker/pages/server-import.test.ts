@@ -15,11 +15,11 @@ beforeEach(async () => {
   await env.DB.prepare("UPDATE hosts SET status = 'offline' WHERE status = 'online'").run();
 });
 
-const cancelForm = (serverId: string, cookie: string) =>
+const cancelForm = (serverId: string, cookie: string | null, headers: Record<string, string> = {}) =>
   call(`/servers/${serverId}/import/cancel`, {
     method: "POST",
     rawBody: new URLSearchParams({}),
-    headers: { "content-type": "application/x-www-form-urlencoded", accept: "text/html" },
+    headers: { "content-type": "application/x-www-form-urlencoded", accept: "text/html", ...headers },
     cookie,
   });
 
@@ -81,6 +81,26 @@ describe("the import page", () => {
     const html = await page(`/servers/${server.id}/import`, owner.cookie);
     expect(html).not.toContain('<form id="import-upload"');
     expect(html).not.toContain("Only a new homeserver on your own domain");
+  });
+
+  it("asks a logged-out caller to log in, and refuses a cancel sent from another site or not as a form, keeping the upload", async () => {
+    const { owner, view: server } = await waitingServer();
+    expect((await startImport(owner.cookie, server.id, 100)).status).toBe(201);
+    for (const response of [await call(`/servers/${server.id}/import`, { headers: { accept: "text/html" } }), await cancelForm(server.id, null)]) {
+      expect(response.status).toBe(303);
+      expect(response.headers.get("location")).toBe("/login");
+    }
+    const crossSite = await cancelForm(server.id, owner.cookie, { origin: "https://evil.example", "sec-fetch-site": "cross-site" });
+    expect(crossSite.status).toBe(403);
+    expect(await crossSite.text()).toContain("Cross-site request refused.");
+    const notAForm = await call(`/servers/${server.id}/import/cancel`, {
+      method: "POST",
+      rawBody: "{}",
+      headers: { "content-type": "application/json", accept: "text/html" },
+      cookie: owner.cookie,
+    });
+    expect(notAForm.status).toBe(415);
+    expect(((await (await importOf(owner.cookie, server.id)).json()) as ImportView).status).toBe("uploading");
   });
 
   it("is its owner's alone, and offers nothing for a homeserver that is already set up", async () => {
