@@ -7,7 +7,7 @@ import { DEFAULT_HOMESERVER_SETTINGS } from "../../../protocol/homeserver-settin
 import { resourceIdSchema } from "../../../protocol/messages.ts";
 import { generateAgeKeyPair } from "../../../agent/backup/age.ts";
 import { JobInputError, type Json } from "../../../agent/handlers/types.ts";
-import { homeserverPaths, restoreStaging } from "../../../agent/homeserver/names.ts";
+import { homeserverPaths, importStaging, restoreStaging } from "../../../agent/homeserver/names.ts";
 import { runCleanups, jobContext } from "../helpers.ts";
 import { homeserverKindWithoutDocker } from "./without-docker.ts";
 
@@ -71,6 +71,17 @@ describe("homeserver job payloads", () => {
     }
   });
 
+  it("homeserver.import refuses such an import id: it names the staging directory whose presence lets the job remove a half-made homeserver", async () => {
+    const kind = "homeserver.import";
+    const run = handler(kind);
+    const payload = { spec: payloads["homeserver.provision"], downloadUrl: "https://berth.example/api/agent/imports/i/object" };
+    for (const bad of BAD_IDS) {
+      const refusal = run({ ...payload, importId: bad } as Json, jobContext(kind));
+      await expect(refusal, JSON.stringify(bad)).rejects.toBeInstanceOf(JobInputError);
+      await expect(refusal, JSON.stringify(bad)).rejects.toThrow(new RegExp(`^${kind}: invalid payload: importId: `));
+    }
+  });
+
   it("homeserver.settings.apply and homeserver.provision refuse settings that are not ours: open registration, a wildcard or a URL for a server, a missing field", async () => {
     for (const settings of [
       { ...DEFAULT_HOMESERVER_SETTINGS, registration: "open" },
@@ -97,6 +108,7 @@ describe("homeserver job payloads", () => {
       expect(resourceIdSchema.safeParse(bad).success, JSON.stringify(bad)).toBe(false);
       expect(() => homeserverPaths("/srv/berth", bad), JSON.stringify(bad)).toThrow(/is not a server id/);
       expect(() => restoreStaging(homeserverPaths("/srv/berth", "srv-1"), bad), JSON.stringify(bad)).toThrow(/is not a backup id/);
+      expect(() => importStaging("/srv/berth", bad), JSON.stringify(bad)).toThrow(/ import id: refusing to make a path of it$/);
     }
   });
 });
