@@ -4,7 +4,8 @@
 // starts, which then migrates it. The archive must be of the spec's server name, its schema one
 // our Synapse upgrades, its users within the plan. Whatever fails, nothing of the import stays on
 // the host, and the job fails with a sentence its owner is shown (no path, no secret, never the
-// passphrase).
+// passphrase); an import the agent's death cut short is removed and made again when its job comes
+// again.
 import { importRefusalText } from "../../protocol/import-refusals.ts";
 import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { cp } from "node:fs/promises";
@@ -18,7 +19,7 @@ import { errorMessage } from "../log.ts";
 import { ContainerFailedError, HealthTimeoutError } from "../runtime/docker.ts";
 import { chownTreeSync } from "../owned-directories.ts";
 import { MEDIA_STORE_DIR } from "./config.ts";
-import type { HomeserverCore, OperationContext } from "./core.ts";
+import type { HomeserverCore, Operation, OperationContext } from "./core.ts";
 import { removeHomeserver } from "./destroy.ts";
 import { importStaging, type HomeserverNames, type HomeserverPaths } from "./names.ts";
 import { adminLocalpart, makeHomeserver, type HomeserverSource, type ProvisionSpec } from "./provision.ts";
@@ -41,11 +42,15 @@ export function importHomeserver(core: HomeserverCore, job: ImportJob, download:
   return core.serialised(spec.serverId, async () => {
     const operation = core.operation(spec.serverId, ctx, { importId });
     const { paths, log, step } = operation;
-    // What a failure removes must be the import's alone.
-    if (core.records.read(spec.serverId) || existsSync(paths.root) || existsSync(paths.storageImage)) {
-      throw new Error(`homeserver ${spec.serverId} is on this host already: an import makes a new one`);
-    }
     const staging = importStaging(ctx.dataRoot, importId);
+    if (core.records.read(spec.serverId) || existsSync(paths.root) || existsSync(paths.storageImage)) {
+      // What a failure removes must be the import's alone. This import's staging directory is made
+      // before anything of the homeserver and removed at its end, so it is there only when this
+      // import was cut short (the agent died): what is on the host is then its own, half made.
+      if (!existsSync(staging)) throw new Error(`homeserver ${spec.serverId} is on this host already: an import makes a new one`);
+      log.warn("an interrupted import of this import id (the agent stopped during it) is being cleaned up and started again");
+      await removeWhatItMade(core, spec.serverId, operation);
+    }
     let restored = false;
     try {
       step(0.02, "downloading, decrypting and unpacking the archive");
@@ -79,15 +84,23 @@ export function importHomeserver(core: HomeserverCore, job: ImportJob, download:
       return { ...made, importId, counts, schema: { found, after } };
     } catch (error) {
       log.warn("the import failed: removing everything it made", { error: errorMessage(error) });
-      await removeHomeserver(core, spec.serverId, { ...operation, step: (_progress, message) => log.info(message) }).catch((cleanup: unknown) =>
+      await removeWhatItMade(core, spec.serverId, operation).catch((cleanup: unknown) =>
         log.error("removing what the failed import made failed; delete the homeserver to finish it", { error: errorMessage(cleanup) }),
       );
-      core.uids.forget(spec.serverId);
       throw new Error(reasonFor(error, spec, { restored, aborted: ctx.signal.aborted }));
     } finally {
       rmSync(staging, { recursive: true, force: true });
     }
   });
+}
+
+/** What an import made of its homeserver, removed as homeserver.delete removes it; its uid forgotten even when that fails (a delete, which finishes it, keeps uids). */
+async function removeWhatItMade(core: HomeserverCore, serverId: string, operation: Operation): Promise<void> {
+  try {
+    await removeHomeserver(core, serverId, { ...operation, step: (_progress, message) => operation.log.info(message) });
+  } finally {
+    core.uids.forget(serverId);
+  }
 }
 
 /** A signing key Synapse reads; else the import is refused before anything is made. */

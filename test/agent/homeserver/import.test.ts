@@ -5,11 +5,12 @@
 // refused is refused with its reason, and nothing of the import is left on the host: no
 // container, network, firewall rule, directory, quota, record or uid.
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Preset, type MatrixClient } from "matrix-js-sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tarFileHeader, tarPadding, TAR_END } from "../../../agent/backup/tar.ts";
+import { importStaging } from "../../../agent/homeserver/names.ts";
 import { credentialsPath } from "../../../agent/homeserver/service-account.ts";
 import { signingKeyFileName } from "../../../agent/homeserver/secrets.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
@@ -131,6 +132,14 @@ describe.skipIf(unusable)("importing a homeserver (real Docker Engine, Synapse a
     const uids = existsSync(uidFilePath(host.stateDir)) ? (JSON.parse(readFileSync(uidFilePath(host.stateDir), "utf8")) as { servers: object }).servers : {};
     expect(uids).not.toHaveProperty(serverId);
     expect(existsSync(join(host.dataRoot, "imports")) ? readdirSync(join(host.dataRoot, "imports")) : []).toEqual([]);
+  }
+
+  /** An import's staging directory on the import host, as its unpacking left it: `dump` in its synapse.dump. */
+  function stagingOf(importId: string, dump: string): string {
+    const staging = importStaging(host.dataRoot, importId);
+    mkdirSync(staging, { recursive: true });
+    writeFileSync(join(staging, "synapse.dump"), dump);
+    return staging;
   }
 
   /** alice logs in on the imported server and finds her message and her upload. */
@@ -283,6 +292,55 @@ describe.skipIf(unusable)("importing a homeserver (real Docker Engine, Synapse a
     } finally {
       await stopClient(bobHere);
     }
+    await host.run("homeserver.delete", { serverId: target.serverId });
+  }, 600_000);
+
+  it("an import interrupted by the agent's death is started again from nothing when its job is sent again", async () => {
+    // What the agent's death mid-import leaves: the job's staging directory (only the import's end
+    // removes it) and a homeserver of the target's id that is not yet the archive's; here a provisioned
+    // one, running, with a user the archive does not have.
+    const target = importSpec("interrupted");
+    const payload = importPayload(synapseArchive, target);
+    await host.run("homeserver.provision", target);
+    const bobPassword = await host.registerUser(target.serverId, target.serverName, "bob");
+    const staging = stagingOf(payload.importId, "the first half of an archive");
+
+    const result = await host.run("homeserver.import", payload);
+    expect(result).toMatchObject({
+      serverId: target.serverId,
+      state: "running",
+      counts: { users: 3, rooms: 1, mediaFiles: 1 },
+      schema: { found: schema.current },
+    });
+    await expectAliceAt(target.serverId);
+    expect((await host.login(target.serverId, "bob", bobPassword)).status).toBe(403);
+    const signingKey = (dir: string) => readFileSync(join(dir, signingKeyFileName(spec.serverName)), "utf8");
+    expect(signingKey(host.paths(target.serverId).synapse)).toBe(signingKey(archiveDir));
+    expect(existsSync(staging)).toBe(false);
+    expect(host.captured.lines).toContainEqual(
+      expect.objectContaining({ level: "warn", importId: payload.importId, msg: expect.stringMatching(/interrupted import .* cleaned up and started again/) }),
+    );
+    await host.run("homeserver.delete", { serverId: target.serverId });
+  }, 600_000);
+
+  it("an import never overwrites a homeserver it finds without its own staging directory: its job sent again once finished, or while another import's staging is there, is refused and the homeserver is untouched", async () => {
+    const target = importSpec("imported-once");
+    const refused = `homeserver ${target.serverId} is on this host already: an import makes a new one`;
+    const payload = importPayload(synapseArchive, target);
+    await host.run("homeserver.import", payload);
+    const record = host.manager.records.read(target.serverId);
+    const synapse = await host.runtime.inspectContainer(host.names(target.serverId).synapse);
+
+    await expect(host.run("homeserver.import", payload)).rejects.toThrow(new RegExp(`^${refused}$`));
+    const another = stagingOf(`${host.prefix}-another-import`, "another import's archive");
+    await expect(host.run("homeserver.import", payload)).rejects.toThrow(new RegExp(`^${refused}$`));
+
+    expect(host.manager.records.read(target.serverId)).toEqual(record);
+    expect(await host.runtime.inspectContainer(host.names(target.serverId).synapse)).toMatchObject({ Id: synapse!.Id, State: { Running: true } });
+    await expectAliceAt(target.serverId);
+    expect(readFileSync(join(another, "synapse.dump"), "utf8")).toBe("another import's archive");
+    expect(existsSync(importStaging(host.dataRoot, payload.importId))).toBe(false);
+    rmSync(another, { recursive: true });
     await host.run("homeserver.delete", { serverId: target.serverId });
   }, 600_000);
 
