@@ -118,12 +118,12 @@ export function homeserversDir(dataRoot: string): string {
 
 /** An id as a path component, only when it is one (the protocol's resource ids): never "..", "/", NUL or a quote. */
 function idComponent(id: string, what: string): string {
-  if (!RESOURCE_ID.test(id)) throw new Error(`${JSON.stringify(id)} is not a ${what}: refusing to make a path of it`);
+  if (!RESOURCE_ID.test(id)) throw new Error(`${JSON.stringify(id)} is not ${what}: refusing to make a path of it`);
   return id;
 }
 
 export function homeserverPaths(dataRoot: string, serverId: string): HomeserverPaths {
-  const id = idComponent(serverId, "server id");
+  const id = idComponent(serverId, "a server id");
   return pathsUnder(join(homeserversDir(dataRoot), id), join(dataRoot, "storage-images", `${id}.ext4`));
 }
 
@@ -151,16 +151,16 @@ export function restoreSandboxNames(serverId: string, hostNamespace?: string): H
 
 /** The sandbox's files: under the agent's data root, outside the server's storage quota (it has none). */
 export function restoreSandboxPaths(dataRoot: string, serverId: string): HomeserverPaths {
-  const root = join(dataRoot, "restore-verify", idComponent(serverId, "server id"));
+  const root = join(dataRoot, "restore-verify", idComponent(serverId, "a server id"));
   return pathsUnder(root, join(root, "no-storage-image"));
 }
 
 /** Where a restore of backup `backupId` is extracted: in the server's root-owned directory, out of every container's reach. */
 export function restoreStaging(paths: HomeserverPaths, backupId: string): string {
-  return join(paths.root, "restore", idComponent(backupId, "backup id"));
+  return join(paths.root, "restore", idComponent(backupId, "a backup id"));
 }
 
 /** Where an import's archive is unpacked: under the agent's data root, outside every homeserver's quota and container. */
 export function importStaging(dataRoot: string, importId: string): string {
-  return join(dataRoot, "imports", idComponent(importId, "import id"));
+  return join(dataRoot, "imports", idComponent(importId, "an import id"));
 }

@@ -108,7 +108,7 @@ describe("homeserver job payloads", () => {
       expect(resourceIdSchema.safeParse(bad).success, JSON.stringify(bad)).toBe(false);
       expect(() => homeserverPaths("/srv/berth", bad), JSON.stringify(bad)).toThrow(/is not a server id/);
       expect(() => restoreStaging(homeserverPaths("/srv/berth", "srv-1"), bad), JSON.stringify(bad)).toThrow(/is not a backup id/);
-      expect(() => importStaging("/srv/berth", bad), JSON.stringify(bad)).toThrow(/ import id: refusing to make a path of it$/);
+      expect(() => importStaging("/srv/berth", bad), JSON.stringify(bad)).toThrow(/ is not an import id: refusing to make a path of it$/);
     }
   });
 });
