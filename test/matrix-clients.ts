@@ -1,6 +1,6 @@
 // Matrix clients for the tests that talk to a real Synapse, the agent's and the end-to-end ones:
 // matrix-js-sdk with its Rust crypto (stores in memory), quiet but for warnings and errors.
-import { createClient, type MatrixClient } from "matrix-js-sdk";
+import { createClient, EventType, type MatrixClient } from "matrix-js-sdk";
 import { logger as sdkGlobalLogger, type Logger } from "matrix-js-sdk/lib/logger.js";
 
 // Parts of the SDK still log through its global loglevel logger (event sending, MatrixRTC), whose
@@ -90,4 +90,11 @@ export async function startCryptoClient(fetchFn: FetchFn, baseUrl: string, login
 export async function stopClient(client: MatrixClient | undefined): Promise<void> {
   if (!client) return;
   client.stopClient();
+}
+
+/** The bodies of the messages a client has in a room's live timeline, once it has tried to decrypt them. */
+export async function messageBodies(client: MatrixClient, roomId: string): Promise<string[]> {
+  const events = client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? [];
+  await Promise.all(events.map((event) => event.getDecryptionPromise?.()));
+  return events.filter((event) => event.getType() === EventType.RoomMessage).map((event) => event.getContent().body as string);
 }

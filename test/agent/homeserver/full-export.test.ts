@@ -17,7 +17,7 @@ import { EXPORT_README, EXPORT_SETTINGS } from "../../../agent/homeserver/full-e
 import { signingKeyFileName } from "../../../agent/homeserver/secrets.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { BACKUP_MIN_PART_SIZE } from "../../../protocol/messages.ts";
-import { sdkPasswordLogin, startCryptoClient, stopClient } from "../../matrix-clients.ts";
+import { messageBodies, sdkPasswordLogin, startCryptoClient, stopClient } from "../../matrix-clients.ts";
 import { ageCliDecryptWithPassphrase, run as runTool, shell } from "../backup/helpers.ts";
 import { runCleanups, tempDir, waitFor } from "../helpers.ts";
 import { BackupTarget } from "./backup-target.ts";
@@ -163,14 +163,13 @@ describe.skipIf(unusable)("a customer's full export (real Synapse, age CLI, stoc
     expect(login.userId).toBe(`@alice:${spec.serverName}`);
     const alice = await startCryptoClient(fetch, base, login, { roomKeys });
     try {
-      const bodies = async (id: string) => {
-        const events = alice.getRoom(id)?.getLiveTimeline().getEvents() ?? [];
-        await Promise.all(events.map((event) => event.getDecryptionPromise?.()));
-        return events.filter((event) => event.getType() === "m.room.message").map((event) => event.getContent().body as string);
-      };
-      expect(await waitFor(async () => (await bodies(roomId)).includes(MESSAGE), "the public room's message", 60_000)).toBe(true);
+      expect(await waitFor(async () => (await messageBodies(alice, roomId)).includes(MESSAGE), "the public room's message", 60_000)).toBe(true);
       expect(
-        await waitFor(async () => (await bodies(encryptedRoomId)).includes(SECRET), "the encrypted message, decrypted with the exported keys", 60_000),
+        await waitFor(
+          async () => (await messageBodies(alice, encryptedRoomId)).includes(SECRET),
+          "the encrypted message, decrypted with the exported keys",
+          60_000,
+        ),
       ).toBe(true);
       expect(
         alice

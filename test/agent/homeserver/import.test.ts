@@ -7,7 +7,6 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Preset, type MatrixClient } from "matrix-js-sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tarFileHeader, tarPadding, TAR_END } from "../../../agent/backup/tar.ts";
 import { importStaging } from "../../../agent/homeserver/names.ts";
@@ -16,12 +15,10 @@ import { signingKeyFileName } from "../../../agent/homeserver/secrets.ts";
 import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
 import { uidFilePath } from "../../../agent/homeserver/uids.ts";
 import { BACKUP_MIN_PART_SIZE } from "../../../protocol/messages.ts";
-import { sdkPasswordLogin, startCryptoClient, stopClient } from "../../matrix-clients.ts";
 import { shell } from "../backup/helpers.ts";
-import { waitFor } from "../helpers.ts";
 import { BackupTarget } from "./backup-target.ts";
 import { SYNAPSE_IMAGE, TestRun, dockerUsable, ensureImages, runCommand } from "./helpers.ts";
-import { StockSynapse } from "./stock-synapse.ts";
+import { expectStockHistoryAt, StockSynapse } from "./stock-synapse.ts";
 
 const unusable = await dockerUsable();
 if (unusable) console.warn(`homeserver import tests skipped: ${unusable}`);
@@ -210,88 +207,14 @@ describe.skipIf(unusable)("importing a homeserver (real Docker Engine, Synapse a
     stock.startPostgres();
     stock.generateConfig();
     stock.editConfig();
-    const stockBase = await stock.start();
-    const passwords = { alice: `alice ${randomBytes(6).toString("hex")}`, bob: `bob ${randomBytes(6).toString("hex")}` };
-    for (const [user, password] of Object.entries(passwords)) {
-      shell(
-        `docker exec ${stock.synapse} /opt/synapse/bin/register_new_matrix_user -u ${user} -p '${password}' --no-admin -c /data/homeserver.yaml http://localhost:8008`,
-      );
-    }
-    const secret = `the committee's shortlist ${randomBytes(4).toString("hex")}`;
-    let encryptedRoomId = "";
-    let publicRoomId = "";
-    let roomKeys = "";
-    const alice = await startCryptoClient(fetch, stockBase, await sdkPasswordLogin(fetch, stockBase, "alice", passwords.alice));
-    try {
-      const encryption = { type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } };
-      encryptedRoomId = (await alice.createRoom({ preset: Preset.PrivateChat, name: "shortlist", initial_state: [encryption] })).room_id;
-      await waitFor(
-        async () => alice.getRoom(encryptedRoomId) && (await alice.getCrypto()!.isEncryptionEnabledInRoom(encryptedRoomId)),
-        "the encrypted room",
-        30_000,
-      );
-      await alice.sendTextMessage(encryptedRoomId, secret);
-      publicRoomId = (await alice.createRoom({ preset: Preset.PublicChat, name: "allotments" })).room_id;
-      await alice.sendTextMessage(publicRoomId, MESSAGE);
-      roomKeys = await alice.getCrypto()!.exportRoomKeysAsJson();
-    } finally {
-      await stopClient(alice);
-    }
-    const bobLogin = await sdkPasswordLogin(fetch, stockBase, "bob", passwords.bob);
-    const reply = `see you at the plots ${randomBytes(4).toString("hex")}`;
-    const joined = await requestJson(`${stockBase}/_matrix/client/v3/join/${encodeURIComponent(publicRoomId)}`, {
-      method: "POST",
-      token: bobLogin.accessToken,
-      body: {},
-    });
-    expect(joined.status).toBe(200);
-    const sent = await requestJson(`${stockBase}/_matrix/client/v3/rooms/${encodeURIComponent(publicRoomId)}/send/m.room.message/reply-1`, {
-      method: "PUT",
-      token: bobLogin.accessToken,
-      body: { msgtype: "m.text", body: reply },
-    });
-    expect(sent.status).toBe(200);
+    const history = await stock.leaveHistory(await stock.start());
+    const archive = readFileSync(stock.archiveByHand(join(dir, "archive")));
 
-    // Its owner archives it as README.md says: Synapse stopped, the dump, the signing key, the media.
-    stock.stop();
-    const archive = join(dir, "archive");
-    mkdirSync(archive);
-    // A Synapse that never stored a file has no media store yet; the README's `cp -r` wants one.
-    mkdirSync(join(stock.data, "media_store"), { recursive: true });
-    shell(
-      `${stock.dbExec("pg_dump --format=custom -U synapse -d synapse")} > synapse.dump && cp ${stock.data}/${signingKeyFileName(serverName)} . && cp -r ${stock.data}/media_store .`,
-      archive,
-    );
     const target = { ...host.spec("from-stock"), serverName };
-    const result = await host.run(
-      "homeserver.import",
-      importPayload(synapseTar(`synapse.dump ${signingKeyFileName(serverName)} media_store`, archive), target),
-    );
+    const result = await host.run("homeserver.import", importPayload(archive, target));
     expect(result).toMatchObject({ serverId: target.serverId, state: "running", counts: { rooms: 2 }, schema: { found: schema.current } });
     expect((result as { counts: { users: number } }).counts.users).toBeGreaterThanOrEqual(2);
-
-    // On Berth: both log in with the passwords they had; alice reads everything, bob the public room.
-    const base = await host.synapseBase(target.serverId);
-    const timeline = async (client: MatrixClient, roomId: string) => {
-      const events = client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? [];
-      await Promise.all(events.map((event) => event.getDecryptionPromise?.()));
-      return events.filter((event) => event.getType() === "m.room.message").map((event) => event.getContent().body as string);
-    };
-    const aliceLogin = await sdkPasswordLogin(fetch, base, "alice", passwords.alice);
-    expect(aliceLogin.userId).toBe(`@alice:${serverName}`);
-    const aliceHere = await startCryptoClient(fetch, base, aliceLogin, { roomKeys });
-    try {
-      await waitFor(async () => (await timeline(aliceHere, encryptedRoomId)).includes(secret), "the encrypted message, decrypted with her room keys", 60_000);
-      await waitFor(async () => (await timeline(aliceHere, publicRoomId)).includes(reply), "bob's reply", 60_000);
-    } finally {
-      await stopClient(aliceHere);
-    }
-    const bobHere = await startCryptoClient(fetch, base, await sdkPasswordLogin(fetch, base, "bob", passwords.bob));
-    try {
-      await waitFor(async () => (await timeline(bobHere, publicRoomId)).includes(MESSAGE), "alice's message in the public room", 60_000);
-    } finally {
-      await stopClient(bobHere);
-    }
+    await expectStockHistoryAt(fetch, await host.synapseBase(target.serverId), serverName, history);
     await host.run("homeserver.delete", { serverId: target.serverId });
   }, 600_000);
 

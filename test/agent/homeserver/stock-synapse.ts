@@ -2,9 +2,17 @@
 // PostgreSQL initialised by its image's entrypoint, and Synapse on its own generated configuration
 // (the database section replaced, the listener open), on a Docker network of the test's own. Where
 // an export is restored (full-export.test.ts) and where a self-hosted homeserver comes from before
-// it is imported (import.test.ts).
+// it is imported (import.test.ts, and through the dashboard in test/e2e/import-stock.test.ts): its
+// users leave an encrypted room and a public one, its owner archives it by hand with README.md's
+// commands, and they read their history wherever it went.
+import { randomBytes } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Preset } from "matrix-js-sdk";
+import { expect } from "vitest";
+import { signingKeyFileName } from "../../../agent/homeserver/secrets.ts";
+import { requestJson } from "../../../agent/homeserver/synapse-api.ts";
+import { type FetchFn, messageBodies, sdkPasswordLogin, startCryptoClient, stopClient } from "../../matrix-clients.ts";
 import { shell } from "../backup/helpers.ts";
 import { waitFor } from "../helpers.ts";
 import { POSTGRES_IMAGE, SYNAPSE_IMAGE, TEST_RUN_LABEL } from "./helpers.ts";
@@ -116,7 +124,113 @@ export class StockSynapse {
     shell(`docker stop ${this.synapse}`);
   }
 
+  /**
+   * What its users leave, as people use a homeserver: alice and bob made by its admin's command,
+   * alice's encrypted room with a message (her room keys exported, as Element saves them) and her
+   * public room with a message and bob's reply.
+   */
+  async leaveHistory(base: string): Promise<StockHistory> {
+    const passwords = { alice: `alice ${randomBytes(6).toString("hex")}`, bob: `bob ${randomBytes(6).toString("hex")}` };
+    for (const [user, password] of Object.entries(passwords)) {
+      shell(
+        `docker exec ${this.synapse} /opt/synapse/bin/register_new_matrix_user -u ${user} -p '${password}' --no-admin -c /data/homeserver.yaml http://localhost:8008`,
+      );
+    }
+    const history = {
+      passwords,
+      secret: `the committee's shortlist ${randomBytes(4).toString("hex")}`,
+      message: `the minutes of the allotment committee ${randomBytes(4).toString("hex")}`,
+      reply: `see you at the plots ${randomBytes(4).toString("hex")}`,
+    };
+    const alice = await startCryptoClient(fetch, base, await sdkPasswordLogin(fetch, base, "alice", passwords.alice));
+    let rooms: Pick<StockHistory, "encryptedRoomId" | "publicRoomId" | "roomKeys">;
+    try {
+      const encryption = { type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } };
+      const encryptedRoomId = (await alice.createRoom({ preset: Preset.PrivateChat, name: "shortlist", initial_state: [encryption] })).room_id;
+      await waitFor(
+        async () => alice.getRoom(encryptedRoomId) && (await alice.getCrypto()!.isEncryptionEnabledInRoom(encryptedRoomId)),
+        "the encrypted room",
+        30_000,
+      );
+      await alice.sendTextMessage(encryptedRoomId, history.secret);
+      const publicRoomId = (await alice.createRoom({ preset: Preset.PublicChat, name: "allotments" })).room_id;
+      await alice.sendTextMessage(publicRoomId, history.message);
+      rooms = { encryptedRoomId, publicRoomId, roomKeys: await alice.getCrypto()!.exportRoomKeysAsJson() };
+    } finally {
+      await stopClient(alice);
+    }
+    const bob = await sdkPasswordLogin(fetch, base, "bob", passwords.bob);
+    const room = encodeURIComponent(rooms.publicRoomId);
+    expect((await requestJson(`${base}/_matrix/client/v3/join/${room}`, { method: "POST", token: bob.accessToken, body: {} })).status).toBe(200);
+    const sent = await requestJson(`${base}/_matrix/client/v3/rooms/${room}/send/m.room.message/reply-1`, {
+      method: "PUT",
+      token: bob.accessToken,
+      body: { msgtype: "m.text", body: history.reply },
+    });
+    expect(sent.status).toBe(200);
+    return { ...history, ...rooms };
+  }
+
+  /**
+   * Its owner archives it as README.md says: Synapse stopped, then in an empty directory `dir` the
+   * dump, the signing key, the media store, and the POSIX tar of them; the archive's path.
+   */
+  archiveByHand(dir: string): string {
+    this.stop();
+    mkdirSync(dir);
+    // A Synapse that never stored a file has no media store yet; the README's `cp -r` wants one.
+    mkdirSync(join(this.data, "media_store"), { recursive: true });
+    const signingKey = signingKeyFileName(this.serverName);
+    shell(
+      `${this.dbExec("pg_dump --format=custom -U synapse -d synapse")} > synapse.dump && cp ${this.data}/${signingKey} . && cp -r ${this.data}/media_store . && ` +
+        `tar --format=posix -czf synapse-archive.tar.gz synapse.dump ${signingKey} media_store`,
+      dir,
+    );
+    return join(dir, "synapse-archive.tar.gz");
+  }
+
   private runSynapse(args: string): void {
     shell(`docker run --rm ${this.label} --user ${STOCK_UID}:${STOCK_UID} -v ${this.data}:/data ${args}`);
+  }
+}
+
+/** What a stock Synapse's users left (StockSynapse.leaveHistory), and what they need to read it again. */
+export interface StockHistory {
+  passwords: Record<"alice" | "bob", string>;
+  encryptedRoomId: string;
+  publicRoomId: string;
+  /** alice's message in the encrypted room. */
+  secret: string;
+  /** alice's message in the public room, and bob's reply. */
+  message: string;
+  reply: string;
+  /** alice's room keys, exported as Element saves them. */
+  roomKeys: string;
+}
+
+/**
+ * The history read again at `base` (the homeserver it moved to, named `serverName` still): both log
+ * in with the passwords they had; alice reads everything, her encrypted message with her exported
+ * room keys, and bob the public room.
+ */
+export async function expectStockHistoryAt(fetchFn: FetchFn, base: string, serverName: string, history: StockHistory): Promise<void> {
+  const aliceLogin = await sdkPasswordLogin(fetchFn, base, "alice", history.passwords.alice);
+  expect(aliceLogin.userId).toBe(`@alice:${serverName}`);
+  const alice = await startCryptoClient(fetchFn, base, aliceLogin, { roomKeys: history.roomKeys });
+  try {
+    await waitFor(
+      async () => (await messageBodies(alice, history.encryptedRoomId)).includes(history.secret),
+      "the encrypted message, decrypted with her room keys",
+      60_000,
+    );
+    await waitFor(async () => (await messageBodies(alice, history.publicRoomId)).includes(history.reply), "bob's reply", 60_000);
+  } finally {
+    await stopClient(alice);
+  }
+  const bob = await startCryptoClient(fetchFn, base, await sdkPasswordLogin(fetchFn, base, "bob", history.passwords.bob));
+  try {
+    await waitFor(async () => (await messageBodies(bob, history.publicRoomId)).includes(history.message), "alice's message in the public room", 60_000);
+  } finally {
+    await stopClient(bob);
   }
 }
