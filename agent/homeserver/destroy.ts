@@ -6,9 +6,10 @@ import { removeStorageQuota } from "./storage-quota.ts";
 
 /**
  * Removes everything of a server from this host: its route, containers,
- * networks, firewall rules, data directory and record. Irreversible: the
- * caller makes sure a final backup exists first. Converges like the rest
- * (a rerun after a crash finishes the removal); its uid is never reused.
+ * networks, firewall rules, data directory, imports' staging and record.
+ * Irreversible: the caller makes sure a final backup exists first. Converges
+ * like the rest (a rerun after a crash finishes the removal); its uid is never
+ * reused.
  */
 export function destroy(core: HomeserverCore, serverId: string, ctx: OperationContext): Promise<{ serverId: string; state: "deleted" }> {
   return core.serialised(serverId, async () => {
@@ -39,6 +40,8 @@ export async function removeHomeserver(core: HomeserverCore, serverId: string, {
   // this deletes. Its quota's filesystem (when it has one) goes whole, unmounted, with its image.
   await removeStorageQuota({ image: paths.storageImage, mountpoint: paths.root });
   rmSync(paths.root, { recursive: true, force: true });
+  // An import the agent's death cut short leaves its staging: the owner's database dump and signing key.
+  rmSync(paths.imports, { recursive: true, force: true });
   core.records.remove(serverId);
   await core.localFederation?.forget(serverId);
 }

@@ -4,12 +4,12 @@
 // starts, which then migrates it. The archive must be of the spec's server name, its schema one
 // our Synapse upgrades, its users within the plan. Whatever fails, nothing of the import stays on
 // the host, and the job fails with a sentence its owner is shown (no path, no secret, never the
-// passphrase); an import the agent's death cut short is removed and made again when its job comes
-// again.
+// passphrase); an import the agent's death cut short is removed and made again when its job, or a
+// new import of its server, comes.
 import { importRefusalText } from "../../protocol/import-refusals.ts";
-import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { cp } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import type { Readable } from "node:stream";
 import type { BackupCounts, DeliveredJobPayload, JobResult } from "../../protocol/jobs.ts";
 import { DUMP_FILE, localMediaFiles } from "../backup/archive.ts";
@@ -42,20 +42,25 @@ export function importHomeserver(core: HomeserverCore, job: ImportJob, download:
   return core.serialised(spec.serverId, async () => {
     const operation = core.operation(spec.serverId, ctx, { importId });
     const { paths, log, step } = operation;
-    const staging = importStaging(ctx.dataRoot, importId);
+    const staging = importStaging(paths, importId);
     if (core.records.read(spec.serverId) || existsSync(paths.root) || existsSync(paths.storageImage)) {
-      // What a failure removes must be the import's alone. This import's staging directory is made
-      // before anything of the homeserver and removed at its end, so it is there only when this
-      // import was cut short (the agent died): what is on the host is then its own, half made.
-      if (!existsSync(staging)) throw new Error(`homeserver ${spec.serverId} is on this host already: an import makes a new one`);
-      log.warn("an interrupted import of this import id (the agent stopped during it) is being cleaned up and started again");
+      // What a failure removes must be the import's alone. An import's staging directory is made
+      // before anything of the homeserver and removed at its end, so one is there only when an
+      // import of this server was cut short (the agent died): this one, or an earlier one whose job
+      // expired meanwhile and whose owner uploaded again. What is on the host is then that import's, half made.
+      const interrupted = stagedImports(paths);
+      if (interrupted.length === 0) throw new Error(`homeserver ${spec.serverId} is on this host already: an import makes a new one`);
+      log.warn(
+        `the interrupted import ${interrupted.join(", ")} of homeserver ${spec.serverId} (the agent stopped during it) is being cleaned up and the import started again`,
+      );
       await removeWhatItMade(core, spec.serverId, operation);
     }
     let restored = false;
     try {
       step(0.02, "downloading, decrypting and unpacking the archive");
-      rmSync(staging, { recursive: true, force: true });
-      mkdirSync(dirname(staging), { recursive: true, mode: 0o700 });
+      // A server's imports run one at a time: any staging of it here is a dead agent's.
+      rmSync(paths.imports, { recursive: true, force: true });
+      mkdirSync(paths.imports, { recursive: true, mode: 0o700 });
       const archive = await unpackImportArchive(await download(), job.passphrase, staging, spec.resources.storageGiB * GiB);
       step(0.2, `checking the archive (${archive.kind === "berth-export" ? "a Berth export" : "a Synapse archive"}) of ${archive.serverName}`);
       if (archive.serverName !== spec.serverName) throw new ImportRefused(`the archive is of ${archive.serverName}, not ${spec.serverName}`);
@@ -90,8 +95,14 @@ export function importHomeserver(core: HomeserverCore, job: ImportJob, download:
       throw new Error(reasonFor(error, spec, { restored, aborted: ctx.signal.aborted }));
     } finally {
       rmSync(staging, { recursive: true, force: true });
+      if (stagedImports(paths).length === 0) rmSync(paths.imports, { recursive: true, force: true });
     }
   });
+}
+
+/** The ids of the server's imports whose staging directories are on the host. */
+function stagedImports(paths: HomeserverPaths): string[] {
+  return existsSync(paths.imports) ? readdirSync(paths.imports) : [];
 }
 
 /** What an import made of its homeserver, removed as homeserver.delete removes it; its uid forgotten even when that fails (a delete, which finishes it, keeps uids). */

@@ -110,6 +110,8 @@ export interface HomeserverPaths {
   postgresInitialised: string;
   /** The ext4 image holding root's filesystem, the server's storage quota (storage-quota.ts): outside root, which it is mounted at. */
   storageImage: string;
+  /** Its imports' staging directories (import.ts), one per import: outside root, so outside its quota and every container. */
+  imports: string;
 }
 
 export function homeserversDir(dataRoot: string): string {
@@ -124,10 +126,13 @@ function idComponent(id: string, what: string): string {
 
 export function homeserverPaths(dataRoot: string, serverId: string): HomeserverPaths {
   const id = idComponent(serverId, "a server id");
-  return pathsUnder(join(homeserversDir(dataRoot), id), join(dataRoot, "storage-images", `${id}.ext4`));
+  return pathsUnder(join(homeserversDir(dataRoot), id), {
+    storageImage: join(dataRoot, "storage-images", `${id}.ext4`),
+    imports: join(dataRoot, "imports", id),
+  });
 }
 
-function pathsUnder(root: string, storageImage: string): HomeserverPaths {
+function pathsUnder(root: string, outside: Pick<HomeserverPaths, "storageImage" | "imports">): HomeserverPaths {
   return {
     root,
     synapse: join(root, "synapse"),
@@ -135,7 +140,7 @@ function pathsUnder(root: string, storageImage: string): HomeserverPaths {
     secrets: join(root, "secrets"),
     synapseModules: join(root, "synapse-modules"),
     postgresInitialised: join(root, ".postgres-initialised"),
-    storageImage,
+    ...outside,
   };
 }
 
@@ -149,10 +154,10 @@ export function restoreSandboxNames(serverId: string, hostNamespace?: string): H
   return { ...names, serverId, hsNetwork: names.dbNetwork, hsBridge: names.dbBridge };
 }
 
-/** The sandbox's files: under the agent's data root, outside the server's storage quota (it has none). */
+/** The sandbox's files: under the agent's data root, outside the server's storage quota (it has none), and no imports. */
 export function restoreSandboxPaths(dataRoot: string, serverId: string): HomeserverPaths {
   const root = join(dataRoot, "restore-verify", idComponent(serverId, "a server id"));
-  return pathsUnder(root, join(root, "no-storage-image"));
+  return pathsUnder(root, { storageImage: join(root, "no-storage-image"), imports: join(root, "no-imports") });
 }
 
 /** Where a restore of backup `backupId` is extracted: in the server's root-owned directory, out of every container's reach. */
@@ -160,7 +165,10 @@ export function restoreStaging(paths: HomeserverPaths, backupId: string): string
   return join(paths.root, "restore", idComponent(backupId, "a backup id"));
 }
 
-/** Where an import's archive is unpacked: under the agent's data root, outside every homeserver's quota and container. */
-export function importStaging(dataRoot: string, importId: string): string {
-  return join(dataRoot, "imports", idComponent(importId, "an import id"));
+/**
+ * Where import `importId` of a server unpacks its archive: in the server's imports directory, where
+ * the next import of the server finds what an interrupted one left, and its deletion removes it.
+ */
+export function importStaging(paths: HomeserverPaths, importId: string): string {
+  return join(paths.imports, idComponent(importId, "an import id"));
 }

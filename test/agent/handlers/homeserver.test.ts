@@ -103,12 +103,19 @@ describe("homeserver job payloads", () => {
     for (const good of [randomUUID(), "t1a2b3c4d-alpha", "t1a2b3c4d-b1", "a", "a".repeat(64)]) {
       expect(resourceIdSchema.safeParse(good).success, good).toBe(true);
       expect(homeserverPaths("/srv/berth", good).root).toBe(`/srv/berth/homeservers/${good}`);
+      expect(importStaging(homeserverPaths("/srv/berth", good), "imp-1")).toBe(`/srv/berth/imports/${good}/imp-1`);
+      expect(importStaging(homeserverPaths("/srv/berth", "srv-1"), good)).toBe(`/srv/berth/imports/srv-1/${good}`);
     }
     for (const bad of BAD_IDS) {
       expect(resourceIdSchema.safeParse(bad).success, JSON.stringify(bad)).toBe(false);
       expect(() => homeserverPaths("/srv/berth", bad), JSON.stringify(bad)).toThrow(/is not a server id/);
       expect(() => restoreStaging(homeserverPaths("/srv/berth", "srv-1"), bad), JSON.stringify(bad)).toThrow(/is not a backup id/);
-      expect(() => importStaging("/srv/berth", bad), JSON.stringify(bad)).toThrow(/ is not an import id: refusing to make a path of it$/);
+      expect(() => importStaging(homeserverPaths("/srv/berth", "srv-1"), bad), JSON.stringify(bad)).toThrow(
+        / is not an import id: refusing to make a path of it$/,
+      );
+      expect(() => importStaging(homeserverPaths("/srv/berth", bad), "imp-1"), JSON.stringify(bad)).toThrow(
+        / is not a server id: refusing to make a path of it$/,
+      );
     }
   });
 });

@@ -131,12 +131,37 @@ describe.skipIf(unusable)("importing a homeserver (real Docker Engine, Synapse a
     expect(existsSync(join(host.dataRoot, "imports")) ? readdirSync(join(host.dataRoot, "imports")) : []).toEqual([]);
   }
 
-  /** An import's staging directory on the import host, as its unpacking left it: `dump` in its synapse.dump. */
-  function stagingOf(importId: string, dump: string): string {
-    const staging = importStaging(host.dataRoot, importId);
+  /** Import `importId`'s staging directory of a server on the import host, as its unpacking left it: `dump` in its synapse.dump. */
+  function stagingOf(serverId: string, importId: string, dump: string): string {
+    const staging = importStaging(host.paths(serverId), importId);
     mkdirSync(staging, { recursive: true });
     writeFileSync(join(staging, "synapse.dump"), dump);
     return staging;
+  }
+
+  /** What an interrupted import leaves of its server: a provisioned homeserver of its id (not the archive's), running, with bob, a user the archive does not have. */
+  async function halfMade(target: ReturnType<typeof importSpec>): Promise<string> {
+    await host.run("homeserver.provision", target);
+    return await host.registerUser(target.serverId, target.serverName, "bob");
+  }
+
+  /**
+   * Import `importId` cleaned up the leftovers of the interrupted import `interrupted`, saying so, and
+   * made the archive's homeserver from nothing: alice's, bob gone, the archive's signing key, no staging left.
+   */
+  async function expectMadeAgain(serverId: string, bobPassword: string, { importId, interrupted }: { importId: string; interrupted: string }): Promise<void> {
+    await expectAliceAt(serverId);
+    expect((await host.login(serverId, "bob", bobPassword)).status).toBe(403);
+    const signingKey = (dir: string) => readFileSync(join(dir, signingKeyFileName(spec.serverName)), "utf8");
+    expect(signingKey(host.paths(serverId).synapse)).toBe(signingKey(archiveDir));
+    expect(existsSync(host.paths(serverId).imports)).toBe(false);
+    expect(host.captured.lines).toContainEqual(
+      expect.objectContaining({
+        level: "warn",
+        importId,
+        msg: `the interrupted import ${interrupted} of homeserver ${serverId} (the agent stopped during it) is being cleaned up and the import started again`,
+      }),
+    );
   }
 
   /** alice logs in on the imported server and finds her message and her upload. */
@@ -220,13 +245,11 @@ describe.skipIf(unusable)("importing a homeserver (real Docker Engine, Synapse a
 
   it("an import interrupted by the agent's death is started again from nothing when its job is sent again", async () => {
     // What the agent's death mid-import leaves: the job's staging directory (only the import's end
-    // removes it) and a homeserver of the target's id that is not yet the archive's; here a provisioned
-    // one, running, with a user the archive does not have.
+    // removes it) and a homeserver of the target's id that is not yet the archive's.
     const target = importSpec("interrupted");
     const payload = importPayload(synapseArchive, target);
-    await host.run("homeserver.provision", target);
-    const bobPassword = await host.registerUser(target.serverId, target.serverName, "bob");
-    const staging = stagingOf(payload.importId, "the first half of an archive");
+    const bobPassword = await halfMade(target);
+    stagingOf(target.serverId, payload.importId, "the first half of an archive");
 
     const result = await host.run("homeserver.import", payload);
     expect(result).toMatchObject({
@@ -235,18 +258,25 @@ describe.skipIf(unusable)("importing a homeserver (real Docker Engine, Synapse a
       counts: { users: 3, rooms: 1, mediaFiles: 1 },
       schema: { found: schema.current },
     });
-    await expectAliceAt(target.serverId);
-    expect((await host.login(target.serverId, "bob", bobPassword)).status).toBe(403);
-    const signingKey = (dir: string) => readFileSync(join(dir, signingKeyFileName(spec.serverName)), "utf8");
-    expect(signingKey(host.paths(target.serverId).synapse)).toBe(signingKey(archiveDir));
-    expect(existsSync(staging)).toBe(false);
-    expect(host.captured.lines).toContainEqual(
-      expect.objectContaining({ level: "warn", importId: payload.importId, msg: expect.stringMatching(/interrupted import .* cleaned up and started again/) }),
-    );
+    await expectMadeAgain(target.serverId, bobPassword, { importId: payload.importId, interrupted: payload.importId });
     await host.run("homeserver.delete", { serverId: target.serverId });
   }, 600_000);
 
-  it("an import never overwrites a homeserver it finds without its own staging directory: its job sent again once finished, or while another import's staging is there, is refused and the homeserver is untouched", async () => {
+  it("an interrupted import whose job expired is cleaned up by the next import of the same homeserver", async () => {
+    // The Worker failed the interrupted import when its job expired (the agent down longer than its
+    // timeout); its owner uploaded again: a new import, of a new id, finds the earlier one's leftovers.
+    const target = importSpec("expired");
+    const bobPassword = await halfMade(target);
+    const expired = `${host.prefix}-expired-import`;
+    stagingOf(target.serverId, expired, "the first half of an archive");
+    const payload = importPayload(synapseArchive, target);
+
+    expect(await host.run("homeserver.import", payload)).toMatchObject({ serverId: target.serverId, state: "running", counts: { users: 3, rooms: 1 } });
+    await expectMadeAgain(target.serverId, bobPassword, { importId: payload.importId, interrupted: expired });
+    await host.run("homeserver.delete", { serverId: target.serverId });
+  }, 600_000);
+
+  it("an import never overwrites a homeserver it finds without a staging directory of its server: its job sent again once finished, or while another server's import is staged, is refused and the homeserver is untouched", async () => {
     const target = importSpec("imported-once");
     const refused = `homeserver ${target.serverId} is on this host already: an import makes a new one`;
     const payload = importPayload(synapseArchive, target);
@@ -255,17 +285,31 @@ describe.skipIf(unusable)("importing a homeserver (real Docker Engine, Synapse a
     const synapse = await host.runtime.inspectContainer(host.names(target.serverId).synapse);
 
     await expect(host.run("homeserver.import", payload)).rejects.toThrow(new RegExp(`^${refused}$`));
-    const another = stagingOf(`${host.prefix}-another-import`, "another import's archive");
+    const anotherServer = host.spec("another-server").serverId;
+    const another = stagingOf(anotherServer, `${host.prefix}-another-import`, "another server's archive");
     await expect(host.run("homeserver.import", payload)).rejects.toThrow(new RegExp(`^${refused}$`));
 
     expect(host.manager.records.read(target.serverId)).toEqual(record);
     expect(await host.runtime.inspectContainer(host.names(target.serverId).synapse)).toMatchObject({ Id: synapse!.Id, State: { Running: true } });
     await expectAliceAt(target.serverId);
-    expect(readFileSync(join(another, "synapse.dump"), "utf8")).toBe("another import's archive");
-    expect(existsSync(importStaging(host.dataRoot, payload.importId))).toBe(false);
-    rmSync(another, { recursive: true });
+    expect(readFileSync(join(another, "synapse.dump"), "utf8")).toBe("another server's archive");
+    expect(existsSync(host.paths(target.serverId).imports)).toBe(false);
+    rmSync(host.paths(anotherServer).imports, { recursive: true });
     await host.run("homeserver.delete", { serverId: target.serverId });
   }, 600_000);
+
+  it("deleting a homeserver removes an interrupted import's staging, even with nothing else of it on the host, and no other server's", async () => {
+    const serverId = host.spec("deleted").serverId;
+    const staging = stagingOf(serverId, `${host.prefix}-cut-short`, "the owner's database");
+    writeFileSync(join(staging, signingKeyFileName(spec.serverName)), "ed25519 a_key the owner's signing key");
+    const anotherServer = host.spec("not-deleted").serverId;
+    const another = stagingOf(anotherServer, `${host.prefix}-another-import`, "another server's archive");
+
+    expect(await host.run("homeserver.delete", { serverId })).toEqual({ serverId, state: "deleted" });
+    expect(existsSync(host.paths(serverId).imports)).toBe(false);
+    expect(readFileSync(join(another, "synapse.dump"), "utf8")).toBe("another server's archive");
+    rmSync(host.paths(anotherServer).imports, { recursive: true });
+  });
 
   /** Archives refused before anything runs: what it is, how to make it, the passphrase, the refusal. */
   const refusals: Array<[string, () => Buffer, string | undefined, string | RegExp, Record<string, unknown>?]> = [
