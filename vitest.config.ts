@@ -1,9 +1,17 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
+import { availableParallelism } from "node:os";
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 import { STRIPE_WEBHOOK_SECRET } from "./test/worker/constants.ts";
 
 const migrations = fileURLToPath(new URL("./migrations", import.meta.url));
+
+// Vitest runs numCpus - 1 files at a time by default: one on a 2-core machine. The workerd and tools
+// files share nothing (each workerd file has its own D1, R2 and Durable Objects; only
+// dns/records.test.ts uses the Cloudflare emulator, whose faults are global), so they run at least
+// two at a time. The agent's files share the host's Docker Engine and iptables, and the end-to-end
+// files its ports and local agent: one at a time, each project after the one before (groupOrder).
+const HERMETIC_FILES_AT_ONCE = Math.max(2, availableParallelism() - 1);
 
 export default defineConfig({
   test: {
@@ -33,6 +41,7 @@ export default defineConfig({
         test: {
           name: "worker",
           include: ["test/worker/**/*.test.{ts,tsx}"],
+          maxWorkers: HERMETIC_FILES_AT_ONCE,
           setupFiles: ["./test/worker/setup.ts"],
           globalSetup: ["./test/worker/global-setup.ts"],
           testTimeout: 60_000,
@@ -47,6 +56,7 @@ export default defineConfig({
           name: "tools",
           include: ["test/emulator/**/*.test.ts", "test/ports.test.ts", "test/scripts/**/*.test.ts"],
           environment: "node",
+          maxWorkers: HERMETIC_FILES_AT_ONCE,
           testTimeout: 60_000,
         },
       },
@@ -56,6 +66,8 @@ export default defineConfig({
           name: "agent",
           include: ["test/agent/**/*.test.ts"],
           environment: "node",
+          maxWorkers: 1,
+          sequence: { groupOrder: 1 },
           testTimeout: 60_000,
           hookTimeout: 60_000,
         },

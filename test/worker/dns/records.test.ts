@@ -10,7 +10,7 @@ import type { WorkerEnv } from "../../../worker/env";
 import { EVERY_MINUTE, runScheduledMaintenance } from "../../../worker/scheduled";
 import { deleteAfterFinalBackup } from "../../../worker/servers/deletion";
 import { switchRoute } from "../../../worker/servers/routing";
-import { createServer } from "../../../worker/servers/servers";
+import { createServer, type CustomServerName } from "../../../worker/servers/servers";
 import { subscriber } from "../billing/stripe-helpers";
 import { CLOUDFLARE_DNS_API_TOKEN, CLOUDFLARE_ZONE_ID } from "../constants";
 import { connectedAgent, enrolledHost, FakeAgent, helloFor, hostView, operatorCookie, sign } from "../fleet/fleet-helpers";
@@ -71,15 +71,15 @@ async function hostWithAddresses(addresses?: PublicAddresses) {
   return { host, agent };
 }
 
-/** A customer's homeserver, placed with DNS kept in the emulator, on a host reporting `addresses` (null: none). */
-async function placed(addresses: PublicAddresses | null = ADDRESSES) {
+/** A customer's homeserver (on its owner's domain if `custom`), placed with DNS kept in the emulator, on a host reporting `addresses` (null: none). */
+async function placed(addresses: PublicAddresses | null = ADDRESSES, custom: CustomServerName | null = null) {
   const { host, agent } = await hostWithAddresses(addresses ?? undefined);
   const owner = await subscriber();
   const [user] = await db.select().from(users).where(eq(users.email, owner.email));
   const name = `dns-${crypto.randomUUID().slice(0, 8)}`;
   // As a request runs it: the records are written after the answer, here awaited.
   const background: Promise<unknown>[] = [];
-  const server = await createServer({ ...workContext(dnsEnv, new Date()), waitUntil: (work) => void background.push(work) }, user!, name, "us-east");
+  const server = await createServer({ ...workContext(dnsEnv, new Date()), waitUntil: (work) => void background.push(work) }, user!, name, "us-east", custom);
   await Promise.all(background);
   return { host, agent, owner, server, name };
 }
@@ -113,6 +113,15 @@ describe("placement", () => {
       { type: "AAAA", content: ADDRESSES.ipv6, comment: `berth:server:${server.id}` },
     ]);
     expect(await dnsView(owner.cookie, server.id)).toEqual({ state: "ready", reason: null });
+  });
+
+  it("a homeserver named after its owner's domain has its records under our domain, never the customer's", async () => {
+    const serverName = `acme-${crypto.randomUUID().slice(0, 8)}.test`;
+    const { server, name } = await placed(ADDRESSES, { serverName, publishLater: true });
+    expect(server.serverName).toBe(serverName);
+    expect((await recordsOf(name)).map((record) => record.type)).toEqual(["A", "AAAA"]);
+    const records = await control<StoredRecord[]>("GET", "/_emulator/records");
+    expect(records.some((record) => record.name.includes(serverName))).toBe(false);
   });
 
   it("a host with IPv4 only gets an A record only", async () => {
