@@ -94,8 +94,8 @@ export function importHomeserver(core: HomeserverCore, job: ImportJob, download:
       );
       throw new Error(reasonFor(error, spec, { restored, aborted: ctx.signal.aborted }));
     } finally {
-      rmSync(staging, { recursive: true, force: true });
-      if (stagedImports(paths).length === 0) rmSync(paths.imports, { recursive: true, force: true });
+      // Its own staging is the only one left: the import began by clearing the server's.
+      rmSync(paths.imports, { recursive: true, force: true });
     }
   });
 }
