@@ -189,6 +189,11 @@ export class StockSynapse {
     return join(dir, "synapse-archive.tar.gz");
   }
 
+  /** Removes its containers and network, wherever it got to (its directories are the caller's). */
+  remove(): void {
+    shell(`docker rm -f ${this.synapse} ${this.postgres} >/dev/null 2>&1; docker network rm ${this.net} >/dev/null 2>&1; true`);
+  }
+
   private runSynapse(args: string): void {
     shell(`docker run --rm ${this.label} --user ${STOCK_UID}:${STOCK_UID} -v ${this.data}:/data ${args}`);
   }
