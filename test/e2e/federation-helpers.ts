@@ -2,7 +2,10 @@
 // customer, HTTPS through Caddy, the Matrix clients): a homeserver's user made through the
 // product's API as its owner would, and what a user's attempt to reach a room of another server
 // comes to, as an outcome to assert (joined or refused, delivered or not) rather than a throw, so
-// that the cases of the federation settings (off, an allow-list) are a few lines each.
+// that the cases of the federation settings (off, an allow-list) are a few lines each. And the
+// customer's own domain: a local site standing in for it, which publishes what its owner would.
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import type { MatrixClient } from "matrix-js-sdk";
 import { Fatal, waitFor, type Api } from "./agent-helpers";
 import { administered, passwordLogin, type FetchFn, type Login, type ServerView } from "./homeserver-helpers";
@@ -67,4 +70,37 @@ export async function sendAcross(
   } catch (error) {
     return { delivered: false, why: (error as Error).message };
   }
+}
+
+/** The dashboard's delegation view of a homeserver on its owner's own domain (what these tests read of it). */
+export interface DelegationView {
+  status: string;
+  wellKnown: Record<"server" | "client", { url: string; document: unknown; headers: Record<string, string> }>;
+  check: { result: string; summary: string } | null;
+  checking: boolean;
+}
+
+/**
+ * A local site standing in for a customer's own domain (`npm run dev -- --stand-in-domain <domain>=127.0.0.1:<port>`
+ * proxies the domain to it): every path answers 404 until its owner publishes the dashboard's well-knowns.
+ */
+export async function standInSite(): Promise<{ port: number; publish(view: DelegationView): void; close(): void }> {
+  const published = new Map<string, { headers: Record<string, string>; document: unknown }>();
+  const site = createServer((req, res) => {
+    const page = published.get(req.url ?? "");
+    if (!page) res.writeHead(404, { "content-type": "text/plain" }).end("not published");
+    else res.writeHead(200, page.headers).end(JSON.stringify(page.document));
+  });
+  await new Promise<void>((resolve) => site.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (site.address() as AddressInfo).port,
+    publish: (view) => {
+      for (const page of [view.wellKnown.server, view.wellKnown.client])
+        published.set(new URL(page.url).pathname, { headers: page.headers, document: page.document });
+    },
+    close: () => {
+      site.closeAllConnections();
+      site.close();
+    },
+  };
 }

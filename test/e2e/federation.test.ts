@@ -17,8 +17,6 @@
 // published, a matrix-js-sdk client that starts from acme.test finds it and logs in, and B
 // federates with it through its server well-known.
 import { randomBytes, randomUUID } from "node:crypto";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Agent } from "undici";
 import { AutoDiscovery, EventType, Preset, type MatrixClient } from "matrix-js-sdk";
@@ -26,7 +24,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { destroyDevHomeservers } from "../../scripts/dev-reset.mjs";
 import { reserveFixedPorts, reservePort } from "../ports.ts";
 import { Api, DevServer, runCleanups, tempRoot, waitFor } from "./agent-helpers";
-import { createLoggedInUser, joinAcross, sendAcross } from "./federation-helpers";
+import { createLoggedInUser, type DelegationView, joinAcross, sendAcross, standInSite } from "./federation-helpers";
 import {
   administered,
   caddyDispatcher,
@@ -70,9 +68,8 @@ let b: Side;
 let c: { api: Api; server: ServerView; login: Login; client: MatrixClient | undefined };
 const carolPassword = secret("carol");
 let publicRoomId: string;
-/** What acme.test publishes, by path: nothing until the customer publishes the dashboard's documents. */
-const published = new Map<string, { headers: Record<string, string>; document: unknown }>();
-let acmeSite: Server | undefined;
+/** What acme.test publishes: nothing until the customer publishes the dashboard's documents. */
+let acmeSite: Awaited<ReturnType<typeof standInSite>> | undefined;
 /** Once a step fails, the later ones (which build on it) are skipped. */
 let broken = false;
 const timings: string[] = [];
@@ -108,15 +105,10 @@ describe("two Berth homeservers on one host federate", () => {
     await requireHomeserverHost();
     releasePorts = await reserveFixedPorts([HTTPS_PORT, HTTPS_PORT + 1]);
     root = tempRoot("berth-e2e-federation-");
-    acmeSite = createServer((req, res) => {
-      const page = published.get(req.url ?? "");
-      if (!page) res.writeHead(404, { "content-type": "text/plain" }).end("not published");
-      else res.writeHead(200, page.headers).end(JSON.stringify(page.document));
-    });
-    await new Promise<void>((resolve) => acmeSite!.listen(0, "127.0.0.1", resolve));
+    acmeSite = await standInSite();
     dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"), {
       httpsPort: HTTPS_PORT,
-      standInDomains: { [ACME]: { host: "127.0.0.1", port: (acmeSite.address() as AddressInfo).port } },
+      standInDomains: { [ACME]: { host: "127.0.0.1", port: acmeSite.port } },
     });
     await dev.start();
     mark("dev server (Worker, Stripe emulator, Caddy on 443, agent) answers");
@@ -128,7 +120,6 @@ describe("two Berth homeservers on one host federate", () => {
     await stopClient(c?.client);
     await dispatcher?.close().catch(() => undefined);
     await dev?.stop();
-    acmeSite?.closeAllConnections();
     acmeSite?.close();
     if (dev) await destroyDevHomeservers(dev.persistTo).catch((error) => console.warn(`[federation e2e] cleanup failed: ${String(error)}`));
     releasePorts?.();
@@ -247,12 +238,6 @@ describe("two Berth homeservers on one host federate", () => {
   });
 
   describe("a homeserver named after its owner's domain (acme.test, which Caddy stands in for)", () => {
-    interface DelegationView {
-      status: string;
-      wellKnown: Record<"server" | "client", { url: string; document: unknown; headers: Record<string, string> }>;
-      check: { result: string; summary: string } | null;
-      checking: boolean;
-    }
     const delegationOf = (api: Api, id: string) => api.expect<DelegationView>(200, "GET", `/api/servers/${id}/delegation`);
 
     it("waits, made of nothing, while acme.test publishes nothing; once it publishes the dashboard's documents, it is made", { timeout: 360_000 }, async () => {
@@ -277,9 +262,7 @@ describe("two Berth homeservers on one host federate", () => {
       mark("C: waiting, its first check failed (nothing published on acme.test)");
 
       // The customer publishes exactly what the dashboard shows, and asks for a check.
-      for (const page of [first.wellKnown.server, first.wellKnown.client]) {
-        published.set(new URL(page.url).pathname, { headers: page.headers, document: page.document });
-      }
+      acmeSite!.publish(first);
       await api.expect(202, "POST", `/api/servers/${created.id}/delegation/check`);
       const server = await untilRunning(api, created.id);
       expect(server.serverName).toBe(ACME);

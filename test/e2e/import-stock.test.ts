@@ -8,29 +8,21 @@
 // keys she exported.
 import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { Browser, Page } from "playwright-core";
 import type { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TEST_RUN_LABEL } from "../agent/homeserver/helpers.ts";
 import { expectStockHistoryAt, type StockHistory, StockSynapse } from "../agent/homeserver/stock-synapse.ts";
 import { reservePort, reservePortPair } from "../ports.ts";
 import { DevServer, Fatal, runCleanups, tempRoot, waitFor } from "./agent-helpers.ts";
 import { launchChromium, submit } from "./browser-helpers.ts";
 import { subscribedCustomer } from "./dashboard-helpers.ts";
-import { caddyDispatcher, fetchThrough, requireHomeserverHost, run, stopDevWithAgent, type ServerView } from "./homeserver-helpers.ts";
+import { type DelegationView, standInSite } from "./federation-helpers.ts";
+import { caddyDispatcher, fetchThrough, requireHomeserverHost, stopDevWithAgent, type ServerView } from "./homeserver-helpers.ts";
 
 const prefix = `e2e-import-${randomBytes(3).toString("hex")}`;
 /** The owner's own domain: the stock Synapse's server name, and Berth's homeserver's. */
 const DOMAIN = `${prefix}.test`;
-
-interface DelegationView {
-  wellKnown: Record<"server" | "client", { url: string; document: unknown; headers: Record<string, string> }>;
-  check: { result: string; summary: string } | null;
-  checking: boolean;
-}
 
 describe("a self-hosted Synapse, archived by hand and imported through the dashboard, is its users' homeserver on Berth", () => {
   let root: string;
@@ -41,23 +33,17 @@ describe("a self-hosted Synapse, archived by hand and imported through the dashb
   let stock: StockSynapse;
   let history: StockHistory;
   let archive: string;
-  /** What DOMAIN publishes, by path: nothing until its owner publishes the dashboard's documents. */
-  const published = new Map<string, { headers: Record<string, string>; document: unknown }>();
-  let site: Server;
+  /** DOMAIN: nothing published until its owner publishes the dashboard's documents. */
+  let site: Awaited<ReturnType<typeof standInSite>> | undefined;
   const problems: string[] = [];
 
   beforeAll(async () => {
     await requireHomeserverHost();
     root = tempRoot("berth-e2e-import-stock-");
-    site = createServer((req, res) => {
-      const page = published.get(req.url ?? "");
-      if (!page) res.writeHead(404, { "content-type": "text/plain" }).end("not published");
-      else res.writeHead(200, page.headers).end(JSON.stringify(page.document));
-    });
-    await new Promise<void>((resolve) => site.listen(0, "127.0.0.1", resolve));
+    site = await standInSite();
     dev = new DevServer(await reservePort(), join(root, "state"), join(root, "dev.log"), {
       httpsPort: await reservePortPair(),
-      standInDomains: { [DOMAIN]: { host: "127.0.0.1", port: (site.address() as AddressInfo).port } },
+      standInDomains: { [DOMAIN]: { host: "127.0.0.1", port: site.port } },
     });
     await dev.start();
 
@@ -79,11 +65,8 @@ describe("a self-hosted Synapse, archived by hand and imported through the dashb
     await browser?.close();
     await dispatcher?.close().catch(() => undefined);
     await stopDevWithAgent(dev, "import-stock e2e");
-    site?.closeAllConnections();
     site?.close();
-    const containers = (await run("docker", ["ps", "-aq", "--filter", `label=${TEST_RUN_LABEL}=${prefix}`])).stdout.toString().split("\n").filter(Boolean);
-    if (containers.length > 0) await run("docker", ["rm", "-f", ...containers]);
-    if (stock) await run("docker", ["network", "rm", stock.net]);
+    stock?.remove();
     await runCleanups();
   }, 180_000);
 
@@ -108,9 +91,7 @@ describe("a self-hosted Synapse, archived by hand and imported through the dashb
       { timeoutMs: 90_000, intervalMs: 500 },
     );
     expect(delegation.check).toMatchObject({ result: "fails" });
-    for (const document of [delegation.wellKnown.server, delegation.wellKnown.client]) {
-      published.set(new URL(document.url).pathname, { headers: document.headers, document: document.document });
-    }
+    site!.publish(delegation);
 
     // The archive, through the import page; a Synapse archive needs no passphrase.
     await page.reload();
