@@ -30,6 +30,11 @@ function wrap(prototype: any, name: string, describe: (self: any, args: unknown[
   };
 }
 
+const statementSql = (statement: any) => String(statement.statement ?? statement.query ?? "?");
+
+/** A batch as "batch of N: <sql> | <sql> …", so a test can see what travels together. */
+const batchOf = (statements: unknown[]) => `batch of ${statements.length}: ${statements.map(statementSql).join(" | ")}`;
+
 /** Records D1 round trips and job messages sent until the returned `stop()`; `entries` is the log so far. */
 export function recordD1(): { entries: Entry[]; stop: () => void } {
   const entries: Entry[] = [];
@@ -43,10 +48,8 @@ export function recordD1(): { entries: Entry[]; stop: () => void } {
     return originalSend.call(this, data);
   };
   const restores = [
-    ...STATEMENT_METHODS.map((name) => wrap(statement, name, (self) => String(self.statement ?? self.query ?? "?"))),
-    ...DATABASE_METHODS.map((name) =>
-      wrap(database, name, (_self, args) => (name === "batch" ? `batch of ${(args[0] as unknown[]).length}` : String(args[0]))),
-    ),
+    ...STATEMENT_METHODS.map((name) => wrap(statement, name, statementSql)),
+    ...DATABASE_METHODS.map((name) => wrap(database, name, (_self, args) => (name === "batch" ? batchOf(args[0] as unknown[]) : String(args[0])))),
     () => {
       sendPrototype.send = originalSend;
     },

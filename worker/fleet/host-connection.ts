@@ -20,7 +20,7 @@ import { database, type Database } from "../db/client";
 import { hosts } from "../db/schema";
 import { randomToken } from "../crypto/bytes";
 import type { WorkerEnv } from "../env";
-import { expireAndClaimDueJobs, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
+import { deliveryRound, markAcked, nextJobDeadline, recordProgress, recordResult, redeliverUnfinished } from "./jobs";
 import {
   AUTH_TIMEOUT_MS,
   ECHO_TIMEOUT_MS,
@@ -228,7 +228,7 @@ export class HostConnection extends DurableObject<WorkerEnv> {
     const work = workContext(this.env, new Date());
     const { now } = work;
     const [ws] = this.sockets("authenticated");
-    const { expired, claimed } = await expireAndClaimDueJobs(this.db, hostId, now, Boolean(ws));
+    const { expired, claimed, nextDeadline } = await deliveryRound(this.db, hostId, now, Boolean(ws));
     for (const job of claimed) {
       ws!.send(
         JSON.stringify({
@@ -239,7 +239,9 @@ export class HostConnection extends DurableObject<WorkerEnv> {
     }
     // After the sends: what an expired job's outcome starts is delivered in a round of its own.
     for (const job of expired) await applyJobOutcome(work, job);
-    const jobsDueAt = (await nextJobDeadline(this.db, hostId, Boolean(ws)))?.getTime() ?? Infinity;
+    // An expired job's outcome may have made jobs of this host: the round's deadline predates them.
+    const deadline = expired.length > 0 ? await nextJobDeadline(this.db, hostId, Boolean(ws)) : nextDeadline;
+    const jobsDueAt = deadline?.getTime() ?? Infinity;
     if (jobsDueAt !== (await this.ctx.storage.get<number>("jobsDueAt"))) await this.ctx.storage.put("jobsDueAt", jobsDueAt);
     const watch = this.ctx.getWebSockets().length > 0 ? now.getTime() + WATCH_INTERVAL_MS : Infinity;
     await this.scheduleAlarm(Math.min(watch, jobsDueAt));

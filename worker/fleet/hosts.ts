@@ -1,11 +1,12 @@
 import { and, desc, eq, isNull, lt, or } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
 import type { JobKind } from "../../protocol/jobs";
 import { audit } from "../audit/audit";
 import type { Database } from "../db/client";
 import { hosts, type Host, type HostState, type Job } from "../db/schema";
 import type { Env } from "../env";
 import { notFound } from "../errors";
-import { createJob, type NewJob } from "./jobs";
+import { insertJobQuery, type NewJob } from "./jobs";
 import { STALE_ONLINE_AFTER_MS } from "./policy";
 
 export function hostStub(env: Env, hostId: string) {
@@ -15,11 +16,14 @@ export function hostStub(env: Env, hostId: string) {
 /**
  * Persists a job, then asks the host's Durable Object to deliver it (now, or when the host is back).
  * Its payload is typed by its kind and checked against the job catalogue before anything is written.
+ * `alongside` are writes that land with the job, in its round trip (its audit entry, say): a job
+ * on its way to the agent waits on no more queries for them.
  */
-export async function dispatchJob<K extends JobKind>(db: Database, env: Env, job: NewJob<K>, now: Date): Promise<Job> {
-  const created = await createJob(db, job, now);
+export async function dispatchJob<K extends JobKind>(db: Database, env: Env, job: NewJob<K>, now: Date, alongside: BatchItem<"sqlite">[] = []): Promise<Job> {
+  const insert = insertJobQuery(db, job, now);
+  const [[created]] = alongside.length > 0 ? await db.batch([insert, ...alongside]) : [await insert];
   await hostStub(env, job.hostId).deliver(job.hostId);
-  return created;
+  return created!;
 }
 
 /**

@@ -38,10 +38,14 @@ function subjectOf(kind: JobKind, payload: JobPayload<JobKind>): { serverId: str
   };
 }
 
-/** Writes a job; a payload that does not match its kind is refused (a JobSchemaError naming the field) and nothing is written. */
-export async function createJob<K extends JobKind>(db: Database, job: NewJob<K>, now: Date): Promise<Job> {
+/**
+ * The insert that writes a job (RETURNING its row), for a batch whose other writes must land with
+ * it; a payload that does not match its kind is refused (a JobSchemaError naming the field) before
+ * any query is made.
+ */
+export function insertJobQuery<K extends JobKind>(db: Database, job: NewJob<K>, now: Date) {
   const payload = checkJobPayload(job.kind, job.payload);
-  const [row] = await db
+  return db
     .insert(jobs)
     .values({
       id: job.id ?? crypto.randomUUID(),
@@ -56,6 +60,11 @@ export async function createJob<K extends JobKind>(db: Database, job: NewJob<K>,
       updatedAt: now,
     })
     .returning();
+}
+
+/** Writes a job; a payload that does not match its kind is refused (a JobSchemaError naming the field) and nothing is written. */
+export async function createJob<K extends JobKind>(db: Database, job: NewJob<K>, now: Date): Promise<Job> {
+  const [row] = await insertJobQuery(db, job, now);
   return row!;
 }
 
@@ -120,27 +129,45 @@ function claimDueJobsQuery(db: Database, hostId: string, now: Date) {
 /**
  * A host's delivery round in one D1 round trip (a batch, so a dispatched job waits on one query in
  * the host's Durable Object): its unfinished jobs past their deadline failed, and, when its agent
- * is connected, the jobs to send now claimed (claimDueJobsQuery), oldest first.
+ * is connected, the jobs to send now claimed (claimDueJobsQuery), oldest first; then the moment
+ * the host's jobs next need attention, as the claims left it (nextJobDeadlineQuery).
  */
-export async function expireAndClaimDueJobs(db: Database, hostId: string, now: Date, connected: boolean): Promise<{ expired: Job[]; claimed: Job[] }> {
-  if (!connected) return { expired: await failExpiredJobs(db, hostId, now), claimed: [] };
-  const [expired, claimed] = await db.batch([failExpiredJobsQuery(db, hostId, now), claimDueJobsQuery(db, hostId, now)]);
-  return { expired, claimed: claimed.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime()) };
+export async function deliveryRound(
+  db: Database,
+  hostId: string,
+  now: Date,
+  connected: boolean,
+): Promise<{ expired: Job[]; claimed: Job[]; nextDeadline: Date | null }> {
+  if (!connected) {
+    const [expired, next] = await db.batch([failExpiredJobsQuery(db, hostId, now), nextJobDeadlineQuery(db, hostId, false)]);
+    return { expired, claimed: [], nextDeadline: deadlineOf(next) };
+  }
+  const [expired, claimed, next] = await db.batch([
+    failExpiredJobsQuery(db, hostId, now),
+    claimDueJobsQuery(db, hostId, now),
+    nextJobDeadlineQuery(db, hostId, true),
+  ]);
+  return { expired, claimed: claimed.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime()), nextDeadline: deadlineOf(next) };
 }
 
 /**
  * The earliest moment a job of this host needs attention: its deadline, and,
  * while the agent is connected, its next resend.
  */
-export async function nextJobDeadline(db: Database, hostId: string, connected: boolean): Promise<Date | null> {
+function nextJobDeadlineQuery(db: Database, hostId: string, connected: boolean) {
   const resendable = connected ? sql`${jobs.status} IN ('queued', 'sent')` : sql`0`;
-  const [row] = await db
+  return db
     .select({
-      next: sql<number>`min(CASE WHEN ${resendable} THEN min(${jobs.nextAttemptAt}, ${jobs.deadline}) ELSE ${jobs.deadline} END)`,
+      next: sql<number | null>`min(CASE WHEN ${resendable} THEN min(${jobs.nextAttemptAt}, ${jobs.deadline}) ELSE ${jobs.deadline} END)`,
     })
     .from(jobs)
     .where(and(eq(jobs.hostId, hostId), inArray(jobs.status, UNFINISHED)));
-  return row?.next ? new Date(row.next) : null;
+}
+
+const deadlineOf = ([row]: { next: number | null }[]) => (row?.next ? new Date(row.next) : null);
+
+export async function nextJobDeadline(db: Database, hostId: string, connected: boolean): Promise<Date | null> {
+  return deadlineOf(await nextJobDeadlineQuery(db, hostId, connected));
 }
 
 export async function markAcked(db: Database, hostId: string, id: string, now: Date): Promise<void> {

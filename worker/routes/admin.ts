@@ -128,12 +128,15 @@ export const adminRoutes = new Hono<AppEnv>()
         }),
       );
       const payload = parseWith(JOBS[body.kind].payload, body.payload ?? {});
-      return dispatchJob(ctx.db, ctx.env, { hostId, kind: body.kind, payload, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 }, ctx.now);
+      const id = crypto.randomUUID();
+      const enqueued = audit(ctx.db, ctx.now, `user:${c.var.user.id}`, "job.enqueued", id, { hostId, kind: body.kind });
+      return dispatchJob(ctx.db, ctx.env, { id, hostId, kind: body.kind, payload, timeoutMs: body.timeoutSeconds && body.timeoutSeconds * 1000 }, ctx.now, [
+        enqueued,
+      ]);
     })().catch(async (error: unknown) => {
       await requireHost(ctx.db, hostId);
       throw error;
     });
-    await audit(ctx.db, ctx.now, `user:${c.var.user.id}`, "job.enqueued", job.id, { hostId, kind: job.kind });
     return c.json(presentJob(job), 202);
   })
   .get("/jobs/:id", async (c) => {

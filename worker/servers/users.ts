@@ -108,8 +108,8 @@ export async function throttle(ctx: WorkContext, server: Server, name: "homeserv
 }
 
 /**
- * Sends the job, audits it as `actor` doing `action` (`detail` must hold no secret), and waits a
- * few seconds for it: the job as it finished, or as it stands.
+ * Sends the job, audits it as `actor` doing `action` (`detail` must hold no secret) in the job's
+ * own write, and waits a few seconds for it: the job as it finished, or as it stands.
  */
 export async function run<K extends AdministrationJobKind>(
   ctx: WorkContext,
@@ -117,9 +117,10 @@ export async function run<K extends AdministrationJobKind>(
   job: { kind: K; payload: JobPayload<K> },
   record?: { actor: Actor; action: string; detail: Record<string, unknown> },
 ): Promise<Job> {
-  const sent = await dispatchJob(ctx.db, ctx.env, { hostId: server.hostId, ...job }, ctx.now);
-  if (record) await audit(ctx.db, ctx.now, record.actor, record.action, server.id, { ...record.detail, jobId: sent.id });
-  return awaitJob(ctx.db, sent.id, { withinMs: ADMINISTRATION_WAIT_MS });
+  const id = crypto.randomUUID();
+  const audited = record ? [audit(ctx.db, ctx.now, record.actor, record.action, server.id, { ...record.detail, jobId: id })] : [];
+  await dispatchJob(ctx.db, ctx.env, { id, hostId: server.hostId, ...job }, ctx.now, audited);
+  return awaitJob(ctx.db, id, { withinMs: ADMINISTRATION_WAIT_MS });
 }
 
 /** A job still under way: what a request answers with 202, to poll at GET /api/servers/:id/jobs/:jobId. */

@@ -11,14 +11,17 @@ async function until(done: () => boolean, what: string) {
   }
 }
 
-/** The host's Durable Object has finished the welcome's work: its last D1 query is the next job deadline. */
+/** The delivery round of a connected host: expire, claim and the next deadline, one batch. */
+const isDeliveryRound = (sql: string) => sql.startsWith('batch of 3: update "jobs"') && sql.includes("select min(CASE");
+
+/** The host's Durable Object has finished the welcome's work: its last D1 query is the delivery round. */
 const welcomeSettled = (entries: Entry[]) => {
   const welcome = entries.findIndex((entry) => entry.kind === "sent" && entry.type === "welcome");
-  return welcome >= 0 && entries.slice(welcome).some((entry) => entry.kind === "query" && entry.sql.startsWith("select min(CASE"));
+  return welcome >= 0 && entries.slice(welcome).some((entry) => entry.kind === "query" && isDeliveryRound(entry.sql));
 };
 
 describe("D1 queries per dispatched job", () => {
-  it("at most 3 before the agent is sent the job (session, job written, job claimed); the rest after", async () => {
+  it("at most 3 before the agent is sent the job (session, job written with its audit entry, job claimed); the rest after", async () => {
     const cookie = await operatorCookie();
     const host = await enrolledHost(cookie);
     const recording = recordD1();
@@ -30,11 +33,16 @@ describe("D1 queries per dispatched job", () => {
       expect(response.status).toBe(202);
       await agent.nextOfType("job");
       const { before, after } = queriesAround(recording.entries.slice(mark), "job");
-      // Today: the session (one batch), the job's insert, the Durable Object's expire-and-claim batch.
+      // The session (one batch), the job's insert, the Durable Object's delivery round.
       expect(before.length).toBeLessThanOrEqual(3);
-      expect(before.filter((sql) => sql.startsWith('insert into "jobs"'))).toHaveLength(1);
-      // The next deadline (the object's alarm) and the operator's audit entry wait until the job is on its way.
-      expect(after.some((sql) => sql.startsWith('insert into "audit_log"'))).toBe(true);
+      const writes = before.filter((sql) => sql.includes('insert into "jobs"'));
+      expect(writes).toHaveLength(1);
+      // The operator's audit entry is written with the job, in its round trip: no query of its own.
+      expect(writes[0]).toMatch(/^batch of 2: insert into "jobs" .* \| insert into "audit_log"/);
+      expect([...before, ...after].filter((sql) => sql.includes('insert into "audit_log"'))).toHaveLength(1);
+      expect(isDeliveryRound(before.at(-1)!)).toBe(true);
+      // The object's alarm needs no query of its own either: the round read the next deadline after its claims.
+      expect(after.filter((sql) => sql.startsWith("select min(CASE"))).toEqual([]);
     } finally {
       recording.stop();
     }

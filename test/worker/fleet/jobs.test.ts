@@ -171,6 +171,25 @@ describe("jobs", () => {
     await expectError(await post(`/api/admin/hosts/${host.hostId}/jobs`, { kind: "noop" }, { cookie: customer }), 403);
   });
 
+  it("an operator's job is audited in the job's own write: a job refused leaves no entry", async () => {
+    const cookie = await operatorCookie();
+    const host = await enrolledHost(cookie);
+    const entries = (target: string) =>
+      env.DB.prepare("SELECT actor, action, detail FROM audit_log WHERE target = ?")
+        .bind(target)
+        .all<{ actor: string; action: string; detail: string }>()
+        .then((rows) => rows.results.map((row) => ({ ...row, detail: JSON.parse(row.detail) })));
+    const queued = await enqueue(cookie, host.hostId, "noop");
+    expect(await entries(queued.id)).toEqual([
+      { actor: expect.stringMatching(/^user:/), action: "job.enqueued", detail: { hostId: host.hostId, kind: "noop" } },
+    ]);
+    // The job's foreign key refuses an unknown host, and its audit entry goes with it.
+    const before = await env.DB.prepare("SELECT count(*) AS n FROM audit_log WHERE action = 'job.enqueued'").first<{ n: number }>();
+    await expectError(await post(`/api/admin/hosts/${crypto.randomUUID()}/jobs`, { kind: "noop" }, { cookie }), 404, "not_found");
+    const after = await env.DB.prepare("SELECT count(*) AS n FROM audit_log WHERE action = 'job.enqueued'").first<{ n: number }>();
+    expect(after!.n).toBe(before!.n);
+  });
+
   it("a host cannot report on another host's jobs", async () => {
     const cookie = await operatorCookie();
     const mine = await enrolledHost(cookie);

@@ -247,8 +247,10 @@ describe("a homeserver's users: what the owner does", () => {
 
   it("audits each change with who, which server and the Matrix user, and never a secret", async () => {
     const { userId, passwordLink } = await createdUser(server, "grace");
-    await answered(server, post(userPath(server, userId, "admin"), undefined, { cookie: server.owner.cookie }), "homeserver.users.update");
+    const { job } = await answered(server, post(userPath(server, userId, "admin"), undefined, { cookie: server.owner.cookie }), "homeserver.users.update");
     const owner = `user:${await userIdOf(server.owner.email)}`;
+    // Written with the job it names.
+    expect((await auditEntries(server.id, "homeserver_user.make_admin")).at(-1)).toMatchObject({ detail: { jobId: job.id } });
     for (const action of ["homeserver_user.create", "homeserver_user.password_link_created", "homeserver_user.make_admin"]) {
       expect((await auditEntries(server.id, action)).at(-1)).toMatchObject({ actor: owner, target: server.id, detail: { userId } });
     }
