@@ -5,7 +5,7 @@
 // it, with the dump's parts joined into one file again.
 import { constants as fs } from "node:fs";
 import { mkdir, open, readdir, rm, type FileHandle } from "node:fs/promises";
-import { pipeline, Readable } from "node:stream";
+import type { Readable } from "node:stream";
 import { pipeline as pipelineAsync } from "node:stream/promises";
 import { constants as zstd, createZstdCompress, createZstdDecompress, type ZstdCompress, type ZstdDecompress } from "node:zlib";
 import { z } from "zod";
@@ -21,7 +21,7 @@ const DUMP_PART = /^database\/pg_dump\.part-(\d{5,})$/;
 const dumpPartName = (index: number) => `${DUMP_FILE}.part-${String(index).padStart(5, "0")}`;
 /** Synapse's media of this server itself; remote media and URL previews are caches it fetches again. */
 const LOCAL_MEDIA_DIRS = ["local_content", "local_thumbnails"] as const;
-const READ_SIZE = 256 * 1024;
+export const READ_SIZE = 256 * 1024;
 /** zlib's default 16 KiB output buffers hold zstd to ~200 MiB/s; 256 KiB ones let it reach ~1.5 GiB/s. */
 const ZSTD_CHUNK_SIZE = 256 * 1024;
 const MAX_MANIFEST_SIZE = 1024 * 1024;
@@ -91,8 +91,108 @@ function errorCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
 }
 
+/**
+ * Where the tar's blocks are staged. A backup's blocks come from a few buffers that come back once
+ * zstd has read them: fresh ones for each 256 KiB would be 2 GiB of garbage for a 2 GiB backup,
+ * and V8 runs a full collection for every few dozen MiB of buffers allocated.
+ */
+export interface BlockBuffers {
+  /** A READ_SIZE buffer to fill. */
+  take(): Promise<Buffer>;
+}
+
+/** A fresh buffer for every block: for a consumer that keeps what it is given. */
+const freshBlocks: BlockBuffers = { take: async () => Buffer.allocUnsafe(READ_SIZE) };
+
+/** A fixed set of buffers, each taken again only after it is given back; taking waits for one, and fails once the pool is closed. */
+export class BlockPool implements BlockBuffers {
+  private readonly free: Buffer[] = [];
+  private waiting: { resolve: (buffer: Buffer) => void; reject: (error: Error) => void } | undefined;
+  private closedBy: Error | undefined;
+
+  constructor(count: number) {
+    for (let i = 0; i < count; i++) this.free.push(Buffer.allocUnsafeSlow(READ_SIZE));
+  }
+
+  take(): Promise<Buffer> {
+    if (this.closedBy) return Promise.reject(this.closedBy);
+    const buffer = this.free.pop();
+    if (buffer) return Promise.resolve(buffer);
+    if (this.waiting) return Promise.reject(new Error("one block is taken at a time"));
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+    });
+  }
+
+  /** Gives back a block (or any view of it) taken from this pool. */
+  give(block: Buffer): void {
+    const buffer = Buffer.from(block.buffer as ArrayBuffer);
+    const waiting = this.waiting;
+    this.waiting = undefined;
+    if (waiting) waiting.resolve(buffer);
+    else this.free.push(buffer);
+  }
+
+  close(error: Error): void {
+    this.closedBy = error;
+    this.waiting?.reject(error);
+    this.waiting = undefined;
+  }
+}
+
+/** The tar's bytes in blocks of READ_SIZE (the last shorter): small pieces are copied in, files read straight into them. */
+class TarBlocks {
+  private block: Buffer | undefined;
+  private filled = 0;
+  private readonly buffers: BlockBuffers;
+
+  constructor(buffers: BlockBuffers) {
+    this.buffers = buffers;
+  }
+
+  /** Copies `bytes` in, yielding each block it fills. */
+  async *write(bytes: Buffer): AsyncGenerator<Buffer> {
+    for (let offset = 0; offset < bytes.length; ) {
+      const block = await this.current();
+      const copied = bytes.copy(block, this.filled, offset);
+      offset += copied;
+      this.filled += copied;
+      if (this.filled === block.length) yield this.finish();
+    }
+  }
+
+  /** Reads `size` bytes of a file into the blocks, yielding each block it fills; fails if the file has fewer. */
+  async *read(handle: FileHandle, size: number, path: string): AsyncGenerator<Buffer> {
+    for (let position = 0; position < size; ) {
+      const block = await this.current();
+      const { bytesRead } = await handle.read(block, this.filled, Math.min(block.length - this.filled, size - position), position);
+      if (bytesRead === 0) throw new ArchiveError(`${path} shrank while it was archived`);
+      position += bytesRead;
+      this.filled += bytesRead;
+      if (this.filled === block.length) yield this.finish();
+    }
+  }
+
+  private async current(): Promise<Buffer> {
+    if (!this.block) this.block = await this.buffers.take();
+    return this.block;
+  }
+
+  /** The block as filled so far, if anything is in it. */
+  *rest(): Generator<Buffer> {
+    if (this.filled > 0) yield this.finish();
+  }
+
+  private finish(): Buffer {
+    const block = this.block!.subarray(0, this.filled);
+    this.block = undefined;
+    this.filled = 0;
+    return block;
+  }
+}
+
 /** One file's entry, read once and in full (never following a symbolic link; a FIFO is opened without waiting for a writer, then refused). */
-async function* fileEntry(file: ArchiveFile, onArchived: ArchiveContents["onArchived"]): AsyncGenerator<Buffer> {
+async function* fileEntry(file: ArchiveFile, blocks: TarBlocks, onArchived: ArchiveContents["onArchived"]): AsyncGenerator<Buffer> {
   let handle: FileHandle;
   try {
     handle = await open(file.path, fs.O_RDONLY | fs.O_NOFOLLOW | fs.O_NONBLOCK);
@@ -105,38 +205,42 @@ async function* fileEntry(file: ArchiveFile, onArchived: ArchiveContents["onArch
     const stat = await handle.stat();
     if (!stat.isFile()) throw new ArchiveError(`${file.path} is not a regular file`);
     if (file.media && stat.nlink > 1) return;
-    yield tarFileHeader({ name: file.name, size: stat.size, mtime: stat.mtimeMs / 1000 });
+    yield* blocks.write(tarFileHeader({ name: file.name, size: stat.size, mtime: stat.mtimeMs / 1000 }));
     // Exactly the size in the header: a file that grows is cut there, one that shrinks fails.
-    for (let offset = 0; offset < stat.size; ) {
-      const { buffer, bytesRead } = await handle.read(Buffer.allocUnsafe(Math.min(READ_SIZE, stat.size - offset)), 0, undefined, offset);
-      if (bytesRead === 0) throw new ArchiveError(`${file.path} shrank while it was archived`);
-      offset += bytesRead;
-      yield buffer.subarray(0, bytesRead);
-    }
-    yield tarPadding(stat.size);
+    yield* blocks.read(handle, stat.size, file.path);
+    yield* blocks.write(tarPadding(stat.size));
     onArchived?.(file);
   } finally {
     await handle.close();
   }
 }
 
-/** The archive's tar bytes, produced as fast as they are consumed. */
-export async function* tarArchive({ manifest, documents = [], dump, files, onArchived }: ArchiveContents): AsyncGenerator<Buffer> {
+/**
+ * The archive's tar bytes in blocks of 256 KiB, produced as fast as they are consumed. With a
+ * BlockPool, each block's buffer is taken again once given back: the consumer gives it back when
+ * it no longer needs the bytes.
+ */
+export async function* tarArchive(
+  { manifest, documents = [], dump, files, onArchived }: ArchiveContents,
+  buffers: BlockBuffers = freshBlocks,
+): AsyncGenerator<Buffer> {
+  const blocks = new TarBlocks(buffers);
   const mtime = Date.now() / 1000;
   const manifestBytes = Buffer.from(`${JSON.stringify(backupManifestSchema.parse(manifest), null, 2)}\n`);
   for (const { name, content } of [{ name: MANIFEST_NAME, content: manifestBytes }, ...documents]) {
-    yield tarFileHeader({ name, size: content.length, mtime });
-    yield content;
-    yield tarPadding(content.length);
+    yield* blocks.write(tarFileHeader({ name, size: content.length, mtime }));
+    yield* blocks.write(content);
+    yield* blocks.write(tarPadding(content.length));
   }
   let index = 0;
   for await (const part of dumpParts(dump)) {
-    yield tarFileHeader({ name: dumpPartName(index++), size: part.size, mtime });
-    yield* part.chunks;
-    yield tarPadding(part.size);
+    yield* blocks.write(tarFileHeader({ name: dumpPartName(index++), size: part.size, mtime }));
+    for (const chunk of part.chunks) yield* blocks.write(chunk);
+    yield* blocks.write(tarPadding(part.size));
   }
-  for await (const file of files) yield* fileEntry(file, onArchived);
-  yield TAR_END;
+  for await (const file of files) yield* fileEntry(file, blocks, onArchived);
+  yield* blocks.write(TAR_END);
+  yield* blocks.rest();
 }
 
 /**
@@ -190,38 +294,30 @@ function createArchiveDecompressor(): ZstdDecompress {
   return createZstdDecompress({ chunkSize: ZSTD_CHUNK_SIZE, params: { [zstd.ZSTD_d_windowLogMax]: 23 } });
 }
 
-/**
- * Joins pieces smaller than `size` (tar headers, padding, small files) into one
- * write: node:zlib costs ~40 µs per write whatever its size. Larger pieces pass
- * as they are, uncopied.
- */
-async function* batched(pieces: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {
-  let batch: Buffer[] = [];
-  let length = 0;
-  for await (const piece of pieces) {
-    if (piece.length >= size) {
-      if (length) yield Buffer.concat(batch, length);
-      batch = [];
-      length = 0;
-      yield piece;
-      continue;
-    }
-    batch.push(piece);
-    length += piece.length;
-    if (length >= size) {
-      yield Buffer.concat(batch, length);
-      batch = [];
-      length = 0;
-    }
-  }
-  if (length) yield Buffer.concat(batch, length);
-}
+/** Blocks of tar in the compressor at once: enough that reading the next never waits for zstd to take the last. */
+export const BLOCKS_IN_FLIGHT = 4;
 
 /** The compressed archive, produced as fast as it is read; any failure errors the returned stream. */
 export function archiveStream(contents: ArchiveContents): Readable {
-  const tar = Readable.from(batched(tarArchive(contents), READ_SIZE), { objectMode: false });
-  // pipeline destroys every stream with the first error, the returned one included: that is how it reaches the reader.
-  return pipeline(tar, createArchiveCompressor(), () => {});
+  const compressor = createArchiveCompressor();
+  const pool = new BlockPool(BLOCKS_IN_FLIGHT);
+  // A compressor destroyed by its reader never calls back for the blocks it holds: the tar stops at its next block.
+  compressor.once("close", () => pool.close(new Error("the archive's reader went away")));
+  writeBlocks(tarArchive(contents, pool), compressor, pool).then(
+    () => compressor.end(),
+    (error: Error) => compressor.destroy(error),
+  );
+  return compressor;
+}
+
+/** Each block to the compressor, given back to the pool once zstd has consumed it (its write callback). */
+async function writeBlocks(blocks: AsyncIterable<Buffer>, compressor: ZstdCompress, pool: BlockPool): Promise<void> {
+  for await (const block of blocks) {
+    if (compressor.destroyed) return;
+    compressor.write(block, (error) => {
+      if (!error) pool.give(block);
+    });
+  }
 }
 
 // ---------- extracting ----------

@@ -7,6 +7,7 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   renameSync,
   rmSync,
   statSync,
@@ -15,13 +16,16 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
-import { Readable } from "node:stream";
+import { type Duplex, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import {
+  BLOCKS_IN_FLIGHT,
+  BlockPool,
   DUMP_FILE,
   DUMP_PART_SIZE,
   MANIFEST_NAME,
+  READ_SIZE,
   archiveStream,
   extractArchive,
   localMediaFiles,
@@ -30,7 +34,7 @@ import {
   type ArchiveContents,
 } from "../../../agent/backup/archive.ts";
 import { TAR_END, readTar, tarFileHeader, tarPadding } from "../../../agent/backup/tar.ts";
-import { runCleanups, tempDir } from "../helpers.ts";
+import { runCleanups, sleep, tempDir, waitFor } from "../helpers.ts";
 import { MANIFEST, makeServerTree, pseudoRandomBytes, run, serverFiles, sha256, shell, treeHashes, unevenPieces } from "./helpers.ts";
 
 afterEach(runCleanups);
@@ -220,6 +224,90 @@ describe("backup archive", () => {
     const target = join(tempDir(), "restored");
     expect(await restore(file, target)).toMatchObject({ manifest: MANIFEST, dumpBytes: 4 });
     expect(treeHashes(join(target, "media_store"))).toEqual(treeHashes(join(dir, "media_store")));
+  });
+});
+
+/** Whether this process holds a descriptor open on `path` (descriptors that close while listed are skipped). */
+function descriptorsOpenOn(path: string): boolean {
+  return readdirSync("/proc/self/fd").some((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`, "utf8") === path;
+    } catch {
+      return false;
+    }
+  });
+}
+
+describe("backup archive buffers", () => {
+  it("a pool's buffer is taken again only once given back, whole again from any view of it", async () => {
+    const pool = new BlockPool(1);
+    const first = await pool.take();
+    let second: Buffer | undefined;
+    const taking = pool.take().then((buffer) => (second = buffer));
+    await sleep(5);
+    expect(second).toBeUndefined();
+
+    pool.give(first.subarray(0, 10));
+    await taking;
+    expect(second!.buffer).toBe(first.buffer);
+    expect(second!.length).toBe(first.length);
+  });
+
+  it("a closed pool fails the take that waits and every take after it", async () => {
+    const pool = new BlockPool(1);
+    await pool.take();
+    const waiting = pool.take();
+    pool.close(new Error("reader gone"));
+    await expect(waiting).rejects.toThrow("reader gone");
+    await expect(pool.take()).rejects.toThrow("reader gone");
+  });
+
+  it("keeps every byte when a slow reader holds the compressor back: no buffer is refilled before zstd has read it", async () => {
+    // Hundreds of files from empty to 1 MiB, so blocks end mid-header, mid-file and mid-padding, through a reader
+    // that waits after every chunk: the compressor's queue is full and every pooled buffer is in use.
+    const dir = tempDir();
+    const media = join(dir, "media_store/local_content");
+    mkdirSync(media, { recursive: true });
+    const files = [];
+    for (let i = 0; i < 300; i++) {
+      const name = `f${String(i).padStart(3, "0")}`;
+      writeFileSync(join(media, name), pseudoRandomBytes((i * 7919) % (1024 * 1024), name));
+      files.push({ name: `synapse/media_store/local_content/${name}`, path: join(media, name), media: true });
+    }
+    const dump = pseudoRandomBytes(DUMP_PART_SIZE + 300_001, "slow-dump");
+    const file = join(tempDir(), "backup.tar.zst");
+    async function* slowly(source: AsyncIterable<Buffer>) {
+      for await (const chunk of source) {
+        await sleep(1);
+        yield chunk;
+      }
+    }
+    await pipeline(archiveStream({ manifest: MANIFEST, dump: unevenPieces(dump), files }), slowly, createWriteStream(file));
+
+    const target = join(tempDir(), "restored");
+    await restore(file, target);
+    expect(sha256(readFileSync(join(target, DUMP_FILE)))).toBe(sha256(dump));
+    expect(treeHashes(join(target, "synapse/media_store/local_content"))).toEqual(treeHashes(media));
+  });
+
+  it("stops reading and closes its files when the reader goes away", async () => {
+    const dir = tempDir();
+    const big = join(dir, "big");
+    writeFileSync(big, pseudoRandomBytes(32 * 1024 * 1024, "big"));
+    const archived: string[] = [];
+    const stream = archiveStream({
+      manifest: MANIFEST,
+      dump: [],
+      files: [{ name: "synapse/media_store/local_content/big", path: big, media: true }],
+      onArchived: (file) => archived.push(file.name),
+    });
+    // Nobody reads: zstd stops once its output is full, and every pooled block waits in its queue.
+    const compressor = stream as Duplex; // the archive stream is zstd's own, its input queue in view
+    await waitFor(() => compressor.writableLength === BLOCKS_IN_FLIGHT * READ_SIZE, "every block to wait in the compressor");
+    stream.destroy();
+
+    await waitFor(() => !descriptorsOpenOn(big), "the archived file to be closed");
+    expect(archived).toEqual([]);
   });
 });
 
