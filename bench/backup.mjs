@@ -13,7 +13,8 @@
 // implementation, the agent's pipeline with age-encryption (pure JS) as its age
 // step. Each side is timed in this process from spawning its processes to their
 // exit (so each includes one Node start); CPU is the user + system time of all its
-// processes and threads. The Node pipeline's peak RSS (VmHWM) is reported: the
+// processes and threads. Both sides' Node processes run with the flags the agent's
+// package starts the agent with. The Node pipeline's peak RSS (VmHWM) is reported: the
 // target is under 150 MiB whatever the size. Rounds alternate agent and shell;
 // figures are medians over the rounds, ratios the median of the per-round ratios.
 //
@@ -225,17 +226,27 @@ function timed(command, args) {
   });
 }
 
+/** The Node flags the agent's package starts it with (the shebang of its bundle, agent/package.json's build): both sides' Node processes run the agent's code so. */
+function agentNodeFlags() {
+  const { scripts } = JSON.parse(readFileSync(join(root, "agent", "package.json"), "utf8"));
+  const shebang = /--banner:js='#!\/usr\/bin\/env -S node ([^']*)'/.exec(scripts.build);
+  if (!shebang) throw new Error("agent/package.json's build no longer starts the bundle with `#!/usr/bin/env -S node <flags>`");
+  return shebang[1].split(" ");
+}
+const AGENT_NODE_FLAGS = agentNodeFlags();
+
 /** BENCH_CPU_PROF=<dir>: the agent's side writes a CPU profile per thread there (node --cpu-prof), to see where its time goes. */
 const CPU_PROFILE_ARGS = process.env.BENCH_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF] : [];
 
 async function runAgent(options) {
-  const { ms, stdout } = await timed(process.execPath, [...CPU_PROFILE_ARGS, SELF, "--child", JSON.stringify(options)]);
+  const { ms, stdout } = await timed(process.execPath, [...AGENT_NODE_FLAGS, ...CPU_PROFILE_ARGS, SELF, "--child", JSON.stringify(options)]);
   return { ms, ...JSON.parse(stdout) };
 }
 
 function runShell(dir, recipient, options) {
-  const script = 'tar -C "$1" -cf - . | zstd -q -1 -T1 | age -r "$2" | "$3" "$4" --child "$5"';
-  return timed("bash", ["-o", "pipefail", "-c", script, "bench", dir, recipient, process.execPath, SELF, JSON.stringify({ ...options, mode: "stdin" })]);
+  const script = 'tar -C "$1" -cf - . | zstd -q -1 -T1 | age -r "$2" | "$3" $4 "$5" --child "$6"';
+  const uploader = [process.execPath, AGENT_NODE_FLAGS.join(" "), SELF, JSON.stringify({ ...options, mode: "stdin" })];
+  return timed("bash", ["-o", "pipefail", "-c", script, "bench", dir, recipient, ...uploader]);
 }
 
 /**
@@ -355,7 +366,7 @@ export function backupReport(result) {
   return [
     `Backup of a generated homeserver: ${round(result.inputMiB, 0)} MiB in ${result.files} files plus a database dump (mostly random media of 50 KiB–8 MiB, ` +
       `10% compressible text; generated in ${round(result.generateSeconds, 0)} s), from the page cache, uploaded in 8 MiB parts to a local sink; ` +
-      `${result.rounds} alternating rounds of agent and shell, medians; load average ${result.loadAverage.before.map((l) => round(l)).join(" ")} before, ` +
+      `${result.rounds} alternating rounds of agent and shell, medians; Node run as the agent's package runs it (${AGENT_NODE_FLAGS.join(" ")}); load average ${result.loadAverage.before.map((l) => round(l)).join(" ")} before, ` +
       `${result.loadAverage.after.map((l) => round(l)).join(" ")} after`,
     table(
       ["pipeline", "MiB/s", "per round", "CPU s/GiB", "uploaded MiB", "peak RSS MiB (VmHWM)"],
