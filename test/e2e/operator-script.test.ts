@@ -13,9 +13,10 @@ const WRANGLER = join(dirname(createRequire(import.meta.url).resolve("wrangler/p
 
 let persistTo: string;
 
-function node(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Runs a Node script to its exit; `onStderr` sees its stderr so far each time more arrives. */
+function node(args: string[], onStderr?: (stderr: string) => void): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    execFile(
+    const child = execFile(
       process.execPath,
       args,
       { cwd: REPO_ROOT, timeout: 120_000, env: { ...process.env, FORCE_COLOR: "0", WRANGLER_SEND_METRICS: "false", CI: "true" } },
@@ -24,6 +25,11 @@ function node(args: string[]): Promise<{ code: number; stdout: string; stderr: s
         resolve({ code: error ? Number(error.code) : 0, stdout, stderr });
       },
     );
+    let stderrSoFar = "";
+    child.stderr?.on("data", (chunk: Buffer | string) => {
+      stderrSoFar += String(chunk);
+      onStderr?.(stderrSoFar);
+    });
   });
 }
 
@@ -74,15 +80,17 @@ describe("npm run operator", () => {
     const file = readdirSync(dir).find((name) => name.endsWith(".sqlite") && name !== "metadata.sqlite");
     const holder = new DatabaseSync(join(dir, file!));
     holder.exec("BEGIN EXCLUSIVE");
-    const released = new Promise<void>((resolve) =>
-      setTimeout(() => {
-        holder.exec("COMMIT");
-        holder.close();
-        resolve();
-      }, 2_000),
-    );
-    const granted = await operator("grant", "verified@example.com");
-    await released;
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      holder.exec("COMMIT");
+      holder.close();
+    };
+    // Held until the script says it is waiting (however long its start takes), then let go.
+    const granted = await node([OPERATOR_SCRIPT, "grant", "verified@example.com", "--persist-to", persistTo], (stderr) => {
+      if (stderr.includes("The local database is busy")) release();
+    }).finally(release);
     expect(granted.code, granted.stderr + granted.stdout).toBe(0);
     expect(granted.stderr).toContain("The local database is busy (is the dev server writing?); trying again for up to 10 s.");
     expect(await roleOf("verified@example.com")).toBe("operator");
