@@ -39,7 +39,8 @@ async function sql(command: string): Promise<Record<string, unknown>[]> {
   return (JSON.parse(result.stdout) as { results?: Record<string, unknown>[] }[]).flatMap((statement) => statement.results ?? []);
 }
 
-const operator = (action: string, email: string) => node([OPERATOR_SCRIPT, action, email, "--persist-to", persistTo]);
+const operator = (action: string, email: string, onStderr?: (stderr: string) => void) =>
+  node([OPERATOR_SCRIPT, action, email, "--persist-to", persistTo], onStderr);
 const roleOf = async (email: string) => (await sql(`SELECT role FROM users WHERE email = '${email}'`))[0]?.role;
 
 afterAll(runCleanups);
@@ -80,15 +81,13 @@ describe("npm run operator", () => {
     const file = readdirSync(dir).find((name) => name.endsWith(".sqlite") && name !== "metadata.sqlite");
     const holder = new DatabaseSync(join(dir, file!));
     holder.exec("BEGIN EXCLUSIVE");
-    let held = true;
     const release = () => {
-      if (!held) return;
-      held = false;
+      if (!holder.isOpen) return;
       holder.exec("COMMIT");
       holder.close();
     };
     // Held until the script says it is waiting (however long its start takes), then let go.
-    const granted = await node([OPERATOR_SCRIPT, "grant", "verified@example.com", "--persist-to", persistTo], (stderr) => {
+    const granted = await operator("grant", "verified@example.com", (stderr) => {
       if (stderr.includes("The local database is busy")) release();
     }).finally(release);
     expect(granted.code, granted.stderr + granted.stdout).toBe(0);
