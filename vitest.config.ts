@@ -9,9 +9,41 @@ const migrations = fileURLToPath(new URL("./migrations", import.meta.url));
 // Vitest runs numCpus - 1 files at a time by default: one on a 2-core machine. The workerd and tools
 // files share nothing (each workerd file has its own D1, R2 and Durable Objects; only
 // dns/records.test.ts uses the Cloudflare emulator, whose faults are global), so they run at least
-// two at a time. The agent's files share the host's Docker Engine and iptables, and the end-to-end
-// files its ports and local agent: one at a time, each project after the one before (groupOrder).
-const HERMETIC_FILES_AT_ONCE = Math.max(2, availableParallelism() - 1);
+// two at a time; in `npm test`'s hermetic lane, which runs beside the host lane (scripts/test.mjs),
+// with one core fewer: one at a time on 2 cores. The agent's files share the host's Docker Engine
+// and iptables, and the end-to-end files its ports and local agent: one at a time, each project
+// after the one before (groupOrder).
+const HERMETIC_FILES_AT_ONCE = process.env.BERTH_TEST_LANE === "hermetic" ? Math.max(1, availableParallelism() - 2) : Math.max(2, availableParallelism() - 1);
+
+// The npm packages the Worker and its tests import, pre-bundled once per run (Vite's dependency
+// optimizer) instead of fetched into each file's workerd module by module: stripe, drizzle-orm and
+// hono alone are ~1,400 modules, and loading them was most of each file's ~20 s of set-up.
+const WORKER_DEPENDENCIES = [
+  "@noble/hashes/scrypt.js",
+  "age-encryption",
+  "bcryptjs",
+  "cloudflare",
+  "cloudflare/resources/dns/records",
+  "drizzle-orm",
+  "drizzle-orm/batch",
+  "drizzle-orm/d1",
+  "drizzle-orm/errors",
+  "drizzle-orm/sqlite-core",
+  "hono",
+  "hono/body-limit",
+  "hono/cookie",
+  "hono/factory",
+  "hono/html",
+  "hono/http-exception",
+  "hono/jsx",
+  "hono/secure-headers",
+  "hono/streaming",
+  "hono/utils/html",
+  "hono/utils/http-status",
+  "jose",
+  "stripe",
+  "zod",
+];
 
 export default defineConfig({
   test: {
@@ -40,6 +72,7 @@ export default defineConfig({
         ],
         test: {
           name: "worker",
+          deps: { optimizer: { ssr: { enabled: true, include: WORKER_DEPENDENCIES } } },
           include: ["test/worker/**/*.test.{ts,tsx}"],
           maxWorkers: HERMETIC_FILES_AT_ONCE,
           setupFiles: ["./test/worker/setup.ts"],
