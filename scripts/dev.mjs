@@ -49,6 +49,7 @@ import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { applyLocalMigrations } from "./local-d1.mjs";
 import { localHosts, parseStandInDomains, startLocalHosts } from "./local-hosts.mjs";
 import { runSetup } from "./setup.mjs";
 
@@ -179,13 +180,6 @@ function listeningAt(emulator) {
   });
 }
 
-function run(args) {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [wranglerBin, ...args], { cwd: root, env: quietEnv, stdio: "inherit" });
-    child.on("exit", (code) => (code === 0 ? resolvePromise() : reject(new Error(`wrangler ${args[0]} exited ${code}`))));
-  });
-}
-
 // Before our signal handlers are installed: Ctrl-C during the set-up stops dev.mjs at once.
 let runAgent = !options.production && !options["no-agent"];
 if (runAgent && !options["no-setup"] && !(await runSetup()).ready) {
@@ -200,7 +194,7 @@ for (const signal of ["SIGINT", "SIGTERM"]) {
 }
 
 log(`applying D1 migrations to ${persistTo}`);
-await run(["d1", "migrations", "apply", "DB", "--local", "--persist-to", persistTo]);
+await applyLocalMigrations({ root, persistTo, log });
 
 const secrets = devSecrets();
 const devVars = [
