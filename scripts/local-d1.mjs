@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { convertV4MiniflareOptions, Miniflare } from "miniflare";
 
 /** wrangler's default name for the table of applied migrations (wrangler.toml sets no other). */
-export const MIGRATIONS_TABLE = "d1_migrations";
+const MIGRATIONS_TABLE = "d1_migrations";
 /** How drizzle-kit separates a migration's statements; a D1 statement is one SQL statement. */
 const STATEMENT_BREAKPOINT = "--> statement-breakpoint";
 
@@ -32,7 +32,7 @@ export function migrationStatements(sql) {
 }
 
 /** The migration files not yet applied, in wrangler's order (by name). */
-export function pendingMigrations(migrationsDir, applied) {
+function pendingMigrations(migrationsDir, applied) {
   const done = new Set(applied);
   return readdirSync(migrationsDir)
     .filter((name) => name.endsWith(".sql") && !done.has(name))
