@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { DAY, advance, call, expectError, mailbox, post, PASSWORD, runCron, sessionCookie, signUp } from "../helpers";
+import { DAY, advance, call, expectError, mailbox, post, PASSWORD, runCron, sessionCookie, setNow, signUp } from "../helpers";
 import { bytes, uploadBackup } from "../backups/backup-helpers";
 import { deliverAll, stripeGet, takeDeliveries } from "../billing/stripe-helpers";
 import { jobOf, runningServer, serverView } from "../servers/server-helpers";
@@ -46,6 +46,8 @@ describe("DELETE /api/me", () => {
   });
 
   it("is rate-limited per session: 10 wrong passwords, then 429 whatever the client", async () => {
+    // One rate-limit window throughout: a window that turned mid-test would let the refused request through.
+    setNow(Date.now());
     const { email } = await signUp();
     const cookie = sessionCookie(await post("/api/auth/login", { email, password: PASSWORD }))!;
     for (let i = 0; i < 10; i++) await expectError(await deleteAccount(cookie, "wrong"), 403, "invalid_password");

@@ -4,7 +4,7 @@ import { RATE_LIMIT_RULES } from "../../../worker/auth/rate-limit";
 import { EXPORT_DOWNLOAD_DAYS } from "../../../worker/exports/exports";
 import { HOST_FAILURE_TEXT } from "../../../worker/http/present";
 import { bytes, sha256, signedCall } from "../backups/backup-helpers";
-import { advance, call, DAY, dumpDatabase, expectError, logIn, mailbox, post, runCron, verifiedUser } from "../helpers";
+import { advance, call, DAY, dumpDatabase, expectError, logIn, mailbox, post, runCron, setNow, verifiedUser } from "../helpers";
 import { runningServer } from "../servers/server-helpers";
 import {
   askForExport,
@@ -121,6 +121,8 @@ describe("asking for an export", () => {
   });
 
   it("one at a time per server (409 export_running), and a few an hour (429 with Retry-After)", async () => {
+    // One rate-limit window throughout: a window that turned mid-test would let the refused request through.
+    setNow(Date.now());
     const server = await runningServer();
     const first = await exportOf(server);
     await expectError(await askForExport(server.owner.cookie, server.id, strongPassphrase()), 409, "export_running");
