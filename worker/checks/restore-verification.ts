@@ -16,10 +16,14 @@ import { logError } from "../logging";
 import { recordCheckResults } from "./results";
 
 const HOURS_IN_WEEK = 7 * 24;
+const VERIFICATION_HOURS_AFTER_BACKUP = 3;
 
-/** The hour of the week (0 = Sunday 00:00 UTC) a server's weekly verification is sent: spread by its id. */
+/**
+ * The hour of the week (0 = Sunday 00:00 UTC) a server's weekly verification is sent: spread by its id,
+ * three hours after that day's backup started, so it verifies that backup and never runs beside it.
+ */
 export function weeklyVerificationHour(serverId: string): number {
-  return serverSpread(serverId) % HOURS_IN_WEEK;
+  return (serverSpread(serverId) + VERIFICATION_HOURS_AFTER_BACKUP) % HOURS_IN_WEEK;
 }
 
 /** Sends `homeserver.restore_verify` for the server's latest successful backup; none while one is under way or it has no backup. */

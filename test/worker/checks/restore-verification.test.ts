@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { dailyBackupHour } from "../../../worker/backups/maintenance";
 import { weeklyVerificationHour } from "../../../worker/checks/restore-verification";
 import { bytes, manualBackup, uploadBackup } from "../backups/backup-helpers";
 import { operatorCookie, succeeded, type DeliveredJob } from "../fleet/fleet-helpers";
@@ -102,6 +103,17 @@ describe("restore verification", () => {
     agent.send(succeeded(upgrade.job, { synapseVersion: "1.164.0" }));
     const { job } = await jobOf(agent, "homeserver.restore_verify");
     expect(job.id).not.toBe(verification.id);
+  });
+
+  it("weekly, at an hour of the week spread by the server's id, three hours after that day's backup started", () => {
+    const hours = new Set<number>();
+    for (let i = 0; i < 2000; i++) {
+      const id = `server-${i}`;
+      hours.add(weeklyVerificationHour(id));
+      expect(weeklyVerificationHour(id)).toBeLessThan(7 * 24);
+      expect((weeklyVerificationHour(id) - dailyBackupHour(id) + 24) % 24).toBe(3);
+    }
+    expect(hours.size).toBeGreaterThan(150);
   });
 
   it("weekly, at the server's own hour of the week, by the hourly cron; not while one is under way", async () => {
