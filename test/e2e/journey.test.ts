@@ -82,6 +82,15 @@ const liveStep = () => page.locator("#live-status [data-field=step]");
 const nav = (label: string) => page.getByRole("navigation", { name: "Account" }).getByRole("link", { name: label, exact: true });
 const dataDir = () => join(dev.agentDataRoot, "homeservers", serverId!);
 
+/**
+ * Scrolls the element with `id` into view for a screenshot, in one step inside the page: the page's
+ * script may replace that part of the page at any moment (a job's progress), which fails a locator's
+ * scroll that found the element before it was replaced.
+ */
+async function scrollTo(id: string): Promise<void> {
+  await page.evaluate(`document.getElementById(${JSON.stringify(id)})?.scrollIntoView({ block: "start" })`);
+}
+
 async function containersOfServer(): Promise<string[]> {
   const listed = await run("docker", ["ps", "-a", "--format", "{{.Names}}"]);
   if (listed.code !== 0) throw new Error(`docker ps: ${listed.stderr.toString("utf8")}`);
@@ -360,7 +369,7 @@ describe("a customer's journey in a real browser, with real homeservers on the l
       expect(points.length).toBeGreaterThan(0);
       for (const point of points) expect(point).toMatch(/^-?[\d.]+,-?[\d.]+$/);
     }
-    await page.locator("#usage-heading").scrollIntoViewIfNeeded();
+    await scrollTo("usage-heading");
     await shot("06-usage");
     mark("usage charted");
   });
@@ -416,7 +425,7 @@ describe("a customer's journey in a real browser, with real homeservers on the l
     // What step 10 sees go: the server's two containers and its data dir on the host.
     expect((await containersOfServer()).sort()).toEqual([`berth-${shortId}-postgres`, `berth-${shortId}-synapse`]);
     expect(existsSync(dataDir())).toBe(true);
-    await page.locator("#backups-heading").scrollIntoViewIfNeeded();
+    await scrollTo("backups-heading");
     await shot("07-backed-up");
   });
 
