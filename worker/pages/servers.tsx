@@ -48,6 +48,12 @@ export const STEP_TEXT: Record<string, string> = {
   "homeserver.resize": "Applying the new plan",
   "homeserver.upkeep": "Database and media upkeep",
   "homeserver.delegation_check": "Checking your domain's well-knowns",
+  "homeserver.restore_verify": "Verifying the latest backup",
+  "homeserver.checks": "Checking the promises",
+  "homeserver.full_export": "Exporting",
+  "homeserver.rooms.list": "Listing rooms",
+  "homeserver.rooms.block": "Blocking a room",
+  "homeserver.rooms.purge": "Removing a room",
 };
 
 function StatusBadge(props: { status: string }) {

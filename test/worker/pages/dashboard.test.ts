@@ -7,6 +7,8 @@ import { jobOf, onlineHost, runningServer, serverView } from "../servers/server-
 import { expectLabelled, page } from "./page-checks";
 import { backupsOf, uploadBackup } from "../backups/backup-helpers";
 import { succeeded } from "../fleet/fleet-helpers";
+import { JOB_KINDS } from "../../../protocol/jobs";
+import { STEP_TEXT } from "../../../worker/pages/servers";
 
 // The dashboard's pages without JavaScript: what they show, and every form by plain POST.
 
@@ -227,5 +229,15 @@ describe("the dashboard script", () => {
     expect(script).toContain('"x-part-sha256": digest');
     // Kept small: the import's upload (hashing, parts, resuming) is its largest part.
     expect(new TextEncoder().encode(script).length).toBeLessThan(10 * 1024);
+  });
+});
+
+describe("the step under way", () => {
+  it("is named in words for every kind of job a server's page can show, never by the job's kind", () => {
+    // What latestLifecycleJob leaves in; a legal export's job names no server, so no page shows it.
+    const shown = JOB_KINDS.filter(
+      (kind) => kind.startsWith("homeserver.") && !/^homeserver\.(users|registration_tokens|settings)\./.test(kind) && kind !== "homeserver.legal_export",
+    );
+    expect(shown.filter((kind) => !STEP_TEXT[kind])).toEqual([]);
   });
 });
