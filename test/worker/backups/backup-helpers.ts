@@ -7,7 +7,7 @@ import { hex } from "../../../worker/crypto/bytes";
 import { dailyBackupHour } from "../../../worker/backups/maintenance";
 import { HOUR, call, expectError, post, setNow } from "../helpers";
 import { succeeded, type FakeAgent, type HostIdentity } from "../fleet/fleet-helpers";
-import { jobOf, runningServer, SETTLE } from "../servers/server-helpers";
+import { jobOf, runningServer } from "../servers/server-helpers";
 
 // An agent's side of backups: requests signed as the contract says, and the jobs that start them.
 
@@ -125,7 +125,7 @@ export async function backupRow(id: string) {
 
 /** Waits until the backup's row matches (outcomes are applied asynchronously, by the host's Durable Object). */
 export async function waitForBackup(id: string, expected: Record<string, unknown>) {
-  await vi.waitFor(async () => expect(await backupRow(id)).toMatchObject(expected), SETTLE);
+  await vi.waitFor(async () => expect(await backupRow(id)).toMatchObject(expected));
 }
 
 /** Moves the clock off the server's daily backup hour, so that the hourly cron starts no backup of its own in the test. */

@@ -57,9 +57,6 @@ export async function create(cookie: string, name = `hs-${crypto.randomUUID().sl
   return post("/api/servers", { name, region }, { cookie });
 }
 
-/** How long a job's outcome may take to show, beside another lane of tests on the same cores (vi.waitFor's default is 1 s). */
-export const SETTLE = { timeout: 15_000, interval: 50 };
-
 /** A paying customer's homeserver, provisioned and running on a fresh host whose agent is connected. */
 export async function runningServer() {
   const { agent, host } = await onlineHost();
@@ -67,7 +64,7 @@ export async function runningServer() {
   const created = (await (await create(owner.cookie)).json()) as ServerView;
   const { job } = await jobOf(agent, "homeserver.provision");
   agent.send(succeeded(job));
-  await vi.waitFor(async () => expect((await serverView(owner.cookie, created.id)).status).toBe("running"), SETTLE);
+  await vi.waitFor(async () => expect((await serverView(owner.cookie, created.id)).status).toBe("running"));
   return { agent, host, owner, id: created.id };
 }
 
@@ -85,7 +82,7 @@ export async function suspendedForNonPayment({ agent, owner, id }: Awaited<Retur
   const suspend = await jobOf(agent, "homeserver.suspend");
   agent.send(succeeded(suspend.job));
   const cookie = await logIn(owner.email);
-  await vi.waitFor(async () => expect((await serverView(cookie, id)).status).toBe("suspended"), SETTLE);
+  await vi.waitFor(async () => expect((await serverView(cookie, id)).status).toBe("suspended"));
   return cookie;
 }
 
@@ -102,6 +99,6 @@ export async function runningCustomNamedServer() {
   agent.send(succeeded(check.job));
   const { job } = await jobOf(agent, "homeserver.provision");
   agent.send(succeeded(job));
-  await vi.waitFor(async () => expect((await serverView(owner.cookie, created.id)).status).toBe("running"), SETTLE);
+  await vi.waitFor(async () => expect((await serverView(owner.cookie, created.id)).status).toBe("running"));
   return { agent, host, owner, id: created.id, name: created.name, serverName };
 }
