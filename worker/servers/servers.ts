@@ -91,6 +91,9 @@ export async function ownedServer(db: Database, userId: string, id: string): Pro
   return server;
 }
 
+/** Job kinds (by prefix) that are administration of a server's users, tokens or settings, not a step of its lifecycle. */
+export const ADMINISTRATION_JOB_PREFIXES = ["homeserver.users.", "homeserver.registration_tokens.", "homeserver.settings."];
+
 /** The newest lifecycle job of a server: what is being done to it and how far along it is (not its users', tokens' or settings' administration). */
 export async function latestLifecycleJob(db: Database, server: Server) {
   if (!server.hostId) return undefined;
@@ -102,9 +105,7 @@ export async function latestLifecycleJob(db: Database, server: Server) {
         eq(jobs.serverId, server.id),
         eq(jobs.hostId, server.hostId),
         like(jobs.kind, "homeserver.%"),
-        notLike(jobs.kind, "homeserver.users.%"),
-        notLike(jobs.kind, "homeserver.registration_tokens.%"),
-        notLike(jobs.kind, "homeserver.settings.%"),
+        ...ADMINISTRATION_JOB_PREFIXES.map((prefix) => notLike(jobs.kind, `${prefix}%`)),
       ),
     )
     .orderBy(desc(jobs.createdAt))
