@@ -29,6 +29,22 @@ export async function createLoggedInUser(api: Api, fetchFn: FetchFn, server: Ser
   });
 }
 
+/**
+ * `server` forgets any backoff it keeps for `destination`, through Synapse's admin API as `admin`
+ * (one of its Synapse admins). A homeserver that a settings change restarts answers 502 for a few
+ * seconds; a server that happens to reach it then (its user directory refreshing remote profiles,
+ * say) waits 10 minutes before trying it again, joins included, whatever the new settings allow.
+ */
+export async function forgetBackoff(fetchFn: FetchFn, server: ServerView, admin: Login, destination: string): Promise<void> {
+  const url = `${server.homeserverUrl}/_synapse/admin/v1/federation/destinations/${encodeURIComponent(destination)}/reset_connection`;
+  const response = await fetchFn(url, { method: "POST", headers: { authorization: `Bearer ${admin.accessToken}` } });
+  if (response.ok) return;
+  const body = await response.text();
+  // Synapse's answers when there is nothing to forget: no backoff kept (400), or the destination never tried (404).
+  if ((response.status === 400 && body.includes("does not need to be reset")) || (response.status === 404 && body.includes("M_NOT_FOUND"))) return;
+  throw new Error(`resetting ${server.serverName}'s connection to ${destination} answered ${response.status}: ${body}`);
+}
+
 export type JoinOutcome = { joined: true; roomId: string } | { joined: false; errcode: string; error: string };
 
 /** `client`'s user joins `room` (an id or alias) of another server, which its own server asks over federation (`via`: the room's server). */

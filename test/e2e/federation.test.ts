@@ -24,7 +24,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { destroyDevHomeservers } from "../../scripts/dev-reset.mjs";
 import { reserveFixedPorts, reservePort } from "../ports.ts";
 import { Api, DevServer, runCleanups, tempRoot, waitFor } from "./agent-helpers";
-import { createLoggedInUser, type DelegationView, joinAcross, sendAcross, standInSite } from "./federation-helpers";
+import { createLoggedInUser, type DelegationView, forgetBackoff, joinAcross, sendAcross, standInSite } from "./federation-helpers";
 import {
   administered,
   caddyDispatcher,
@@ -304,9 +304,14 @@ describe("two Berth homeservers on one host federate", () => {
 
   describe("the owner's federation setting, enforced", () => {
     /** A's owner changes A's federation setting; it is in force once the host restarted Synapse with it. */
+    let bobAdminOfB: Promise<unknown> | undefined;
+    /** A's federation setting changed, which restarts A; B then forgets any backoff that restart left it with (bob, made a Synapse admin of B for it, asks). */
     const federationOfA = async (federation: unknown) => {
       const { settings } = await administered<{ settings: { federation: unknown } }>(a.api, "PATCH", `/api/servers/${a.server.id}/settings`, { federation });
       expect(settings.federation).toEqual(federation);
+      bobAdminOfB ??= administered(b.api, "POST", `/api/servers/${b.server.id}/users/${encodeURIComponent(b.login.userId)}/admin`);
+      await bobAdminOfB;
+      await forgetBackoff(fetchHs, b.server, b.login, a.server.serverName);
     };
     /** A public room alice makes on A: anyone may join it, so only federation can keep bob out. */
     const publicRoomOnA = async () => (await a.client!.createRoom({ preset: Preset.PublicChat, name: `open-${randomBytes(3).toString("hex")}` })).room_id;
