@@ -30,7 +30,7 @@ import { performance } from "node:perf_hooks";
 import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
-import { machineInfo, root, round, table } from "./lib.mjs";
+import { agentNodeFlags, machineInfo, root, round, table } from "./lib.mjs";
 
 const MiB = 1024 * 1024;
 const SELF = fileURLToPath(import.meta.url);
@@ -226,13 +226,6 @@ function timed(command, args) {
   });
 }
 
-/** The Node flags the agent's package starts it with (the shebang of its bundle, agent/package.json's build): both sides' Node processes run the agent's code so. */
-function agentNodeFlags() {
-  const { scripts } = JSON.parse(readFileSync(join(root, "agent", "package.json"), "utf8"));
-  const shebang = /--banner:js='#!\/usr\/bin\/env -S node ([^']*)'/.exec(scripts.build);
-  if (!shebang) throw new Error("agent/package.json's build no longer starts the bundle with `#!/usr/bin/env -S node <flags>`");
-  return shebang[1].split(" ");
-}
 const AGENT_NODE_FLAGS = agentNodeFlags();
 
 /** BENCH_CPU_PROF=<dir>: the agent's side writes a CPU profile per thread there (node --cpu-prof), to see where its time goes. */

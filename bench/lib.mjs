@@ -9,6 +9,14 @@ import { fileURLToPath } from "node:url";
 
 export const root = fileURLToPath(new URL("..", import.meta.url));
 
+/** The Node flags the agent's package starts it with (the shebang of its bundle, agent/package.json's build), for a process that runs the agent's code as the agent does. */
+export function agentNodeFlags() {
+  const { scripts } = JSON.parse(readFileSync(join(root, "agent", "package.json"), "utf8"));
+  const shebang = /--banner:js='#!\/usr\/bin\/env -S node ([^']*)'/.exec(scripts.build);
+  if (!shebang) throw new Error("agent/package.json's build no longer starts the bundle with `#!/usr/bin/env -S node <flags>`");
+  return shebang[1].split(" ");
+}
+
 function installedVersion(name) {
   return JSON.parse(readFileSync(join(root, "node_modules", name, "package.json"), "utf8")).version;
 }

@@ -2,7 +2,7 @@
 // a small control plane (HTTP enrollment + WebSocket) that speaks the real protocol.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createPublicKey, randomBytes, verify, type KeyObject } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -15,14 +15,6 @@ import { createLogger, type Logger } from "../../agent/log.ts";
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 export const AGENT_MAIN = join(REPO_ROOT, "agent", "main.ts");
-
-/** The Node flags the agent's bundle starts it with (its shebang, agent/package.json's build), for a child process that should run as the agent does. */
-export function agentNodeFlags(): string[] {
-  const { scripts } = JSON.parse(readFileSync(join(REPO_ROOT, "agent", "package.json"), "utf8")) as { scripts: { build: string } };
-  const shebang = /--banner:js='#!\/usr\/bin\/env -S node ([^']*)'/.exec(scripts.build);
-  if (!shebang) throw new Error("agent/package.json's build no longer starts the bundle with `#!/usr/bin/env -S node <flags>`");
-  return shebang[1]!.split(" ");
-}
 
 const cleanups: Array<() => void | Promise<void>> = [];
 

@@ -9,7 +9,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { generateAgeKeyPair } from "../../../agent/backup/age.ts";
 import { DUMP_FILE, MANIFEST_NAME } from "../../../agent/backup/archive.ts";
 import { backupStream, restoreStream } from "../../../agent/backup/backup.ts";
-import { REPO_ROOT, agentNodeFlags, runCleanups, tempDir } from "../helpers.ts";
+import { agentNodeFlags } from "../../../bench/lib.mjs";
+import { REPO_ROOT, runCleanups, tempDir } from "../helpers.ts";
 import { MANIFEST, agePayloadOffset, makeServerTree, pseudoRandomBytes, pseudoRandomChunks, serverFiles, sha256, shell, treeHashes } from "./helpers.ts";
 
 afterEach(runCleanups);
